@@ -1,0 +1,253 @@
+"""Typed, frozen configuration: the one source of truth for every stage.
+
+Named presets live in `configs/<name>.py` (each defines `get_config() -> Config`). Any field can be
+overridden from the command line with `--set section.field=value`; the resolved config is written
+beside every stage's outputs and read back by `load_encoder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plasticc_jax import plasticc
+from plasticc_jax.errors import UserError
+
+
+class ConfigError(UserError):
+    """A preset or override that cannot be applied (a user mistake, reported without traceback)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where data lives, how light curves become tensors, and how objects are split."""
+
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    # Download source: "auto" (Zenodo, then the snmachine wheel from PyPI), "zenodo", "snmachine",
+    # or a local folder holding the unblinded files (a mirror; also PLASTICC_JAX_MIRROR).
+    source: str = "auto"
+    # Anomaly protocol (plasticc.PROTOCOLS); explicit class lists override it.
+    protocol: str = "rare"
+    known_classes: tuple[int, ...] = ()
+    anomaly_classes: tuple[int, ...] = ()
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    seed: int = 0
+    # Time grid relative to each object's reference time t0 (its brightest detection), in days.
+    n_time_bins: int = 64
+    window_before: float = 64.0
+    window_after: float = 192.0
+    min_observations: int = 5
+    # Streaming: rows per chunk, worker processes, objects per npz shard.
+    chunk_rows: int = 1_000_000
+    workers: int = 2
+    shard_objects: int = 16384
+
+    def classes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(known, anomaly) classes: explicit lists win over the named protocol."""
+        if self.protocol not in plasticc.PROTOCOLS and not self.anomaly_classes:
+            raise ConfigError(
+                f"unknown protocol {self.protocol!r}: choose one of "
+                f"{sorted(plasticc.PROTOCOLS)} or set data.anomaly_classes"
+            )
+        known, anomalies = plasticc.PROTOCOLS.get(self.protocol, ((), ()))
+        anomalies = self.anomaly_classes or anomalies
+        if self.anomaly_classes and not self.known_classes:
+            known = tuple(c for c in plasticc.TRAINING_CLASSES if c not in anomalies)
+        known = self.known_classes or known
+        overlap = set(known) & set(anomalies)
+        if overlap:
+            raise ConfigError(f"classes {sorted(overlap)} are both known and anomalous")
+        return tuple(known), tuple(anomalies)
+
+    @property
+    def tag(self) -> str:
+        """Name of the prepared dataset: the protocol, or `custom-<anomalies>` for class lists."""
+        if not (self.known_classes or self.anomaly_classes):
+            return self.protocol
+        known, anomalies = self.classes()
+        return "custom-" + "-".join(map(str, anomalies)) + "-vs-" + "-".join(map(str, known))
+
+    @property
+    def dataset_dir(self) -> Path:
+        return Path(self.processed_dir) / self.tag
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The VAE: an MLP encoder and decoder over the flattened (passband x time) grid."""
+
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (512, 256)
+    # Floor of the decoder's extra (model) scatter, in scaled-flux units.
+    min_model_sigma: float = 0.01
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 256
+    max_epochs: int = 40
+    learning_rate: float = 2e-3
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    beta: float = 1.0
+    kl_warmup_epochs: float = 5.0
+    patience: int = 8
+    seed: int = 0
+    # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).
+    compute_dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_estimators: int = 300
+    max_samples: int = 256
+    # Threshold calibrated on the val split of known classes for this false-positive rate.
+    target_fpr: float = 0.01
+    # Realistic-rate metrics: anomalies subsampled to this fraction of the test split.
+    realistic_anomaly_rate: float = 0.01
+    n_draws: int = 20
+    batch_size: int = 4096
+    umap: bool = True
+    baselines: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    # Run directory; empty means runs/<name>-<dataset tag>.
+    run_dir: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}-{self.data.tag}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets, overrides and (de)serialisation.
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def preset_path(name: str) -> Path:
+    """Resolve a preset name (`default`) or a path (`configs/tiny.py`) to a file."""
+    candidates = [Path(name)] if name.endswith(".py") else []
+    candidates += [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f"no config preset {name!r} (looked for {', '.join(map(str, candidates))})")
+
+
+def load_preset(name: str) -> Config:
+    path = preset_path(name)
+    spec = importlib.util.spec_from_file_location(f"plasticc_jax_preset_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: get_config() must return a plasticc_jax.config.Config")
+    return config
+
+
+def _coerce(value: str, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            item = typing.get_args(hint)[0]
+            parts = [p for p in value.replace(" ", "").strip("()[]").split(",") if p]
+            return tuple(_coerce(p, item, key) for p in parts)
+        if origin in (typing.Union, types.UnionType):
+            return value
+        if hint is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return hint(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r}: expected {getattr(hint, '__name__', hint)}") from None
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply `section.field=value` (or `field=value` at the top level) overrides."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value")
+        config = _replace_path(config, key.strip().split("."), value.strip(), key)
+    return config
+
+
+def _replace_path(node: Any, path: list[str], value: str, key: str) -> Any:
+    hints = typing.get_type_hints(type(node))
+    name = path[0]
+    if name not in hints:
+        choices = ", ".join(f.name for f in dataclasses.fields(node))
+        raise ConfigError(f"unknown config field {key!r}: {type(node).__name__} has {choices}")
+    if len(path) == 1:
+        if dataclasses.is_dataclass(hints[name]):
+            raise ConfigError(f"{key!r} is a section; set one of its fields")
+        return dataclasses.replace(node, **{name: _coerce(value, hints[name], key)})
+    child = getattr(node, name)
+    if not dataclasses.is_dataclass(child):
+        raise ConfigError(f"{key!r}: {name} is not a section")
+    return dataclasses.replace(node, **{name: _replace_path(child, path[1:], value, key)})
+
+
+def resolve(config: Config) -> Config:
+    """Fill derived fields (class lists from the protocol, the run directory) explicitly."""
+    known, anomalies = config.data.classes()
+    data = config.data
+    resolved = dataclasses.replace(config, run_dir=str(config.run_path))
+    return dataclasses.replace(
+        resolved, data=dataclasses.replace(data, known_classes=known, anomaly_classes=anomalies)
+    )
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    def build(cls: type, values: dict[str, Any]) -> Any:
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            value = values[f.name]
+            if dataclasses.is_dataclass(hints[f.name]):
+                value = build(hints[f.name], value)
+            elif typing.get_origin(hints[f.name]) is tuple:
+                value = tuple(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    return build(Config, raw)
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the config as JSON (atomically)."""
+    from plasticc_jax.io_utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(config), indent=2) + "\n")
+
+
+def read_config(path: Path) -> Config:
+    return from_dict(json.loads(Path(path).read_text()))

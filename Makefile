@@ -2,6 +2,7 @@
 #   make prepare train evaluate      the main job on the default data (CPU preset)
 #   make test                        lint + tests (sets up .venv on first use)
 #   make prepare train evaluate CONFIG=gpu PROTOCOL=sn ARGS="--set train.seed=1"
+#   make docker-build && make docker-prepare docker-train docker-evaluate CONFIG=gpu   (NVIDIA GPU)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -43,6 +44,7 @@ doctor: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
@@ -50,6 +52,43 @@ format: $(INSTALLED)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Speed and memory of every stage, side by side with the alternatives (not part of `make test`).
+bench: $(INSTALLED)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_prepare.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_score.py
+	$(BIN)/python benchmarks/bench_end_to_end.py
+	$(BIN)/python benchmarks/report.py
+
+# --- The same stages in the CUDA container (Dockerfile), on the host's NVIDIA GPU ---------------
+# data/, runs/ (reports: runs/<run>/reports) and configs/ are mounted from here, and the container
+# runs as the calling user, so what it writes belongs to that user. CONFIG, PROTOCOL and ARGS work
+# as above; DOCKER_ARGS adds `docker run` options (e.g. DOCKER_ARGS="-e CUDA_VISIBLE_DEVICES=1"
+# to use the second GPU only); MIRROR=/path mounts a local copy of the raw data read-only.
+IMAGE ?= plasticc-jax:cuda12
+DOCKER ?= docker
+DOCKER_ARGS ?=
+MIRROR ?= $(PLASTICC_JAX_MIRROR)
+DOCKER_STAGES := docker-download docker-prepare docker-train docker-evaluate
+.PHONY: docker-build docker-doctor $(DOCKER_STAGES)
+DOCKER_RUN = $(DOCKER) run --rm --init --gpus all --user $(shell id -u):$(shell id -g) \
+	--volume $(CURDIR)/data:/project/data --volume $(CURDIR)/runs:/project/runs \
+	--volume $(CURDIR)/configs:/project/configs:ro \
+	$(if $(MIRROR),--volume $(abspath $(MIRROR)):/mirror:ro --env PLASTICC_JAX_MIRROR=/mirror) \
+	$(DOCKER_ARGS) $(IMAGE)
+
+docker-build:
+	$(DOCKER) build --tag $(IMAGE) .
+
+# The folders exist before `docker run`, which would otherwise create them owned by root.
+$(DOCKER_STAGES): docker-%:
+	mkdir -p data runs
+	$(DOCKER_RUN) plasticc-jax $* $(STAGE_ARGS)
+
+docker-doctor:
+	$(DOCKER_RUN) plasticc-jax doctor --expect-gpu $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        # JAX logs at INFO each backend it could not start ("Unable to initialize backend 'tpu'").
+        logging.getLogger("jax").setLevel(logging.WARNING)
     try:
         return run(args)
     except UserError as error:

@@ -1,0 +1,152 @@
+"""Encode + score throughput: objects/s from prepared tensors to anomaly scores.
+
+What is timed, per batch size: `evaluate.vae_outputs` (one jit-compiled float32 pass of the
+encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square) followed by
+`AnomalyDetector.score` (the Isolation Forest on the latent means, the ECDF fusion and the
+threshold), on N objects already in memory as gridded tensors. Also timed alone, at the largest
+batch size: the VAE pass, the forest and the fusion, so a missed target says which part limits
+it. The extrapolated time to score the full PLAsTiCC test set (3.5 million objects) is
+N_TEST / rate.
+
+The run is the default preset's network (hidden 512,256, latent 16, 64 time bins) trained for one
+epoch on synthetic light curves: throughput does not depend on how well the weights are trained,
+and the forest's cost depends only on its size (trees, samples per tree), not on the data.
+Target: 20,000 objects/s on 2 CPU cores.
+
+    python benchmarks/bench_score.py            # full: 65,536 objects, 5 repeats
+    python benchmarks/bench_score.py --quick    # 8,192 objects, 3 repeats (a check, seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+from plasticc_jax import config as config_lib
+from plasticc_jax import synthetic
+from plasticc_jax.anomaly import AnomalyDetector
+from plasticc_jax.dataset import LightCurveArrays, load_split
+
+N_TEST = 3_500_000  # objects in the PLAsTiCC test set
+TARGET = 20_000.0  # objects/s on 2 CPU cores
+
+
+def build_run(workdir: Path) -> Path:
+    """A default-architecture run (1 epoch on 2,000 synthetic objects) with its detector."""
+    from plasticc_jax.evaluate import evaluate
+    from plasticc_jax.prepare import prepare
+    from plasticc_jax.train import train
+
+    synthetic.write_synthetic(workdir / "data" / "raw", 2000, seed=0)
+    config = config_lib.load_preset("default")
+    config = dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, max_epochs=1),
+        eval=dataclasses.replace(config.eval, umap=False, baselines=False, n_draws=2),
+    )
+    config = config_lib.resolve(config)
+    prepare(config, workdir)
+    train(config, workdir)
+    return evaluate(config, workdir)
+
+
+def tile(arrays: LightCurveArrays, n: int) -> LightCurveArrays:
+    """`n` objects made by repeating the given ones (shapes and dtypes as prepared)."""
+    index = np.resize(np.arange(len(arrays)), n)
+    return arrays.take(index)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8,192 objects, 3 repeats")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from plasticc_jax.encoder import load_vae
+    from plasticc_jax.evaluate import vae_outputs
+
+    n = 8192 if args.quick else 65_536
+    repeats = 3 if args.quick else 5
+    batch_sizes = (1024, 4096) if args.quick else (256, 1024, 4096, 16384)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        run_dir = build_run(workdir)
+        dataset_dir = workdir / "data" / "processed" / "rare"
+        arrays = tile(load_split(dataset_dir, "train"), n)
+        vae = load_vae(run_dir)
+        detector = AnomalyDetector.load(run_dir / "models")
+        for batch in batch_sizes:
+
+            def pipeline(batch: int = batch) -> np.ndarray:
+                return detector.score(vae_outputs(vae, arrays, batch))["fused_score"]
+
+            seconds = common.median_time(pipeline, repeats=repeats, warmup=1)
+            rate = n / seconds
+            rows.append(
+                {
+                    "stage": "score",
+                    "workload": f"encode + forest + fusion, batch {batch}, {n:,} objects",
+                    "this_project": round(rate, 1),
+                    "alternative": TARGET,
+                    "ratio": round(rate / TARGET, 2),
+                    "unit": "objects/s (alternative: the 20,000/s target)",
+                    "extrapolated_3p5M_s": round(N_TEST / rate, 1),
+                    "batch_size": batch,
+                    "n_objects": n,
+                }
+            )
+            print(
+                f"batch {batch:6d}: {rate:10,.0f} objects/s; 3.5M objects in "
+                f"{N_TEST / rate / 60:.1f} min",
+                flush=True,
+            )
+        # Where the time goes, at the largest batch size.
+        batch = batch_sizes[-1]
+        outputs = vae_outputs(vae, arrays, batch)
+        mu = outputs["mu"]
+        parts = {
+            "VAE pass (encoder, decoder, KL, chi2)": lambda: vae_outputs(vae, arrays, batch),
+            "Isolation Forest score_samples": lambda: detector.forest.score_samples(mu),
+            "fusion + threshold": lambda: detector.fuse(detector.components(outputs)),
+        }
+        forest_s = common.median_time(parts["Isolation Forest score_samples"], repeats, 1)
+        profile = {"Isolation Forest score_samples": forest_s}
+        for name in ("VAE pass (encoder, decoder, KL, chi2)", "fusion + threshold"):
+            profile[name] = common.median_time(parts[name], repeats, 1)
+        # components() calls the forest too: subtract it to leave the ECDFs and the fusion.
+        profile["fusion + threshold"] = max(profile["fusion + threshold"] - forest_s, 0.0)
+        total = sum(profile.values())
+        for name, seconds in profile.items():
+            share = seconds / total
+            rows.append(
+                {
+                    "stage": "score",
+                    "workload": f"profile, batch {batch}: {name}",
+                    "this_project": round(n / seconds, 1) if seconds > 0 else None,
+                    "alternative": None,
+                    "ratio": None,
+                    "unit": "objects/s",
+                    "share_of_time": round(share, 3),
+                    "note": f"{100 * share:.0f}% of encode+score time",
+                }
+            )
+            print(f"  {name:34s} {n / max(seconds, 1e-9):12,.0f} objects/s ({100 * share:.0f}%)")
+    if not args.quick:
+        common.write_rows("score", rows)
+    else:
+        print("quick run: results not written (run without --quick for benchmarks/results)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""`plasticc-jax doctor`: which JAX is installed, which devices it sees, and whether each computes.
+
+The JAX counterpart of the original pipeline's CUDA check. It prints a short report (plain lines on
+stdout: this command's output is the report), runs a small jit-compiled matrix product on every
+device and compares it with NumPy, and explains the usual causes when a GPU was expected but JAX
+fell back to the CPU. A GPU is expected with `--expect-gpu` and always inside the project's
+container image, which sets `PLASTICC_JAX_CONTAINER=1`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+from typing import Any
+
+import numpy as np
+
+# Set in the Dockerfile: inside the CUDA image a CPU-only JAX is a failure, not a choice.
+CONTAINER_ENV = "PLASTICC_JAX_CONTAINER"
+# Environment variables that change which devices JAX uses or how it takes GPU memory.
+JAX_ENV = (
+    "JAX_PLATFORMS",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+)
+# pip distributions that give JAX its CUDA backend (jax[cuda12] / jax[cuda13]).
+CUDA_PLUGINS = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
+MATMUL_SIZE = 256
+# Relative error allowed against NumPy (float64) for a float32 product at HIGHEST precision.
+MATMUL_RTOL = 1e-4
+
+INSTALL_HINT = (
+    "JAX has no CUDA backend: `pip install '.[cuda]'` (jax[cuda12]; its plugin must have the "
+    "same version as jaxlib)"
+)
+CONTAINER_HINTS = (
+    "the container was started without `--gpus all` (docker run --gpus all ...; the Make "
+    "targets `make docker-*` pass it)",
+    "the NVIDIA Container Toolkit is missing or not configured on the host "
+    "(`nvidia-ctk runtime configure --runtime=docker`, then restart Docker); "
+    "`docker run --rm --gpus all <image> nvidia-smi` must list the GPU",
+)
+DRIVER_HINTS = (
+    "the NVIDIA driver is too old for the CUDA 12 wheels (they need driver >= 525; "
+    "`nvidia-smi` prints the driver version), or no NVIDIA GPU or driver is present",
+    "JAX_PLATFORMS is set to `cpu`, or CUDA_VISIBLE_DEVICES hides every GPU",
+)
+
+
+def no_gpu_hints(in_container: bool, has_cuda_plugin: bool) -> list[str]:
+    """The usual reasons why JAX runs on the CPU where a GPU was expected, likeliest first."""
+    hints = [] if has_cuda_plugin else [INSTALL_HINT]
+    if in_container:
+        hints += CONTAINER_HINTS
+    return hints + list(DRIVER_HINTS)
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _nvidia_smi() -> str:
+    """The GPUs and driver the NVIDIA driver reports, independent of JAX."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "not found (no NVIDIA driver visible here)"
+    try:
+        done = subprocess.run(
+            [exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"failed: {error}"
+    text = (done.stdout or done.stderr).strip()
+    return "; ".join(text.splitlines()) if text else f"exit status {done.returncode}"
+
+
+def check_matmul(device: Any, size: int = MATMUL_SIZE) -> tuple[bool, float]:
+    """Run a jit-compiled float32 matrix product on `device` and compare it with NumPy.
+
+    Args:
+        device: a `jax.Device`.
+        size: the matrices are (size, size).
+
+    Returns:
+        (ok, relative error): the largest absolute difference divided by the largest absolute
+        value of the float64 NumPy product.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    # HIGHEST: on GPUs the default float32 matmul may use TF32, which differs from NumPy at 1e-3.
+    product = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
+    result = np.asarray(product(jax.device_put(a, device), jax.device_put(b, device)))
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    error = float(np.max(np.abs(result - expected)) / np.max(np.abs(expected)))
+    return bool(np.isfinite(error) and error <= MATMUL_RTOL), error
+
+
+def _gpu_init_error() -> str | None:
+    """Why JAX has no CUDA backend, in JAX's own words (None if it has one)."""
+    import jax
+
+    try:
+        jax.devices("cuda")
+    except RuntimeError as error:
+        return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    return None
+
+
+def doctor(expect_gpu: bool = False) -> int:
+    """Print the JAX installation, its backend and devices, and test each device.
+
+    Args:
+        expect_gpu: fail unless JAX uses a GPU. Always on inside the project's container
+            (environment `PLASTICC_JAX_CONTAINER=1`).
+
+    Returns:
+        The exit status: 0 if every device computed correctly (and a GPU was found when
+        expected), 1 otherwise.
+    """
+    in_container = os.environ.get(CONTAINER_ENV) == "1"
+    expect_gpu = expect_gpu or in_container
+
+    import jax
+    import jaxlib
+
+    print(f"plasticc-jax {_version('plasticc-jax') or 'not installed'}")
+    print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()})")
+    print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}")
+    plugins = {name: v for name in CUDA_PLUGINS if (v := _version(name))}
+    listed = ", ".join(f"{name} {v}" for name, v in plugins.items())
+    print(f"CUDA plugins: {listed or 'none (CPU-only JAX)'}")
+    for name, v in plugins.items():
+        if v != jaxlib.__version__:
+            # JAX loads a plugin only when its version matches jaxlib's.
+            print(f"  warning: {name} {v} differs from jaxlib {jaxlib.__version__}")
+    print(f"nvidia-smi: {_nvidia_smi()}")
+    print(f"inside the container image: {'yes' if in_container else 'no'}")
+    for name in JAX_ENV:
+        if name in os.environ:
+            print(f"{name}={os.environ[name]}")
+
+    backend = jax.default_backend()
+    devices = jax.devices()
+    print(f"default backend: {backend}; {len(devices)} device(s)")
+    failures = 0
+    for device in devices:
+        try:
+            ok, error = check_matmul(device)
+            verdict = f"{'ok' if ok else 'WRONG RESULT'} (relative error {error:.1e})"
+        except Exception as exc:  # any failure on a device is the finding, not a crash
+            ok, verdict = False, f"FAILED: {type(exc).__name__}: {exc}"
+        failures += not ok
+        print(
+            f"  device {device.id}: platform={device.platform} kind={device.device_kind} "
+            f"process={device.process_index}; {MATMUL_SIZE}x{MATMUL_SIZE} jit matmul {verdict}"
+        )
+
+    has_gpu = any(d.platform == "gpu" for d in devices)
+    if expect_gpu and not has_gpu:
+        reason = "the project's container image" if in_container else "--expect-gpu"
+        print(f"ERROR: a GPU was expected ({reason}) but JAX is running on {backend}.")
+        print(f"JAX's CUDA backend says: {_gpu_init_error() or 'available but not default'}")
+        print("Usual causes:")
+        for hint in no_gpu_hints(in_container, has_cuda_plugin=bool(plugins)):
+            print(f"  - {hint}")
+        return 1
+    if failures:
+        print(f"ERROR: {failures} device(s) failed the matmul check.")
+        return 1
+    print("OK: JAX computes correctly on " + ("the GPU." if has_gpu else "the CPU."))
+    return 0

@@ -1,0 +1,244 @@
+"""Report figures (PNG), drawn with matplotlib's object API (`Figure`, Agg canvas, no pyplot
+state), so they work headless and from worker threads.
+
+Every function takes plain arrays and a path, and writes one PNG.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from plasticc_jax import metrics, plasticc
+
+log = logging.getLogger(__name__)
+
+DPI = 110
+BAND_COLOURS: tuple[str, ...] = ("#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a")
+
+
+def class_name(target: int) -> str:
+    return plasticc.CLASS_NAMES.get(int(target), "unknown" if target < 0 else str(target))
+
+
+def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return {int(c): cmap(i % 20) for i, c in enumerate(sorted(classes))}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    log.info("wrote %s", path)
+    return path
+
+
+def _panels(target: np.ndarray, is_anomaly: np.ndarray, anomaly_classes: Sequence[int]):
+    """(title, subset mask, labels) per panel: all anomalies, then each anomaly class vs known."""
+    known = ~is_anomaly
+    yield "all anomalies", np.ones_like(known), is_anomaly
+    for c in anomaly_classes:
+        subset = known | (target == c)
+        if (target[subset] == c).any():
+            yield f"{class_name(c)} ({c})", subset, is_anomaly[subset]
+
+
+def curve_figures(
+    scores: Mapping[str, np.ndarray],
+    target: np.ndarray,
+    is_anomaly: np.ndarray,
+    anomaly_classes: Sequence[int],
+    roc_path: Path,
+    pr_path: Path,
+) -> tuple[Path, Path]:
+    """ROC and precision-recall curves per anomaly class and overall, one line per method.
+
+    Args:
+        scores: method name -> (n,) scores (higher = more anomalous), on the test split.
+        target: (n,) class labels.
+        is_anomaly: (n,) bool.
+        anomaly_classes: the protocol's anomaly classes (one panel each, if present).
+    """
+    is_anomaly = np.asarray(is_anomaly, bool)
+    panels = list(_panels(np.asarray(target), is_anomaly, anomaly_classes))
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    figs = {
+        kind: Figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
+        for kind in ("roc", "pr")
+    }
+    for kind, fig in figs.items():
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, (title, subset, labels) in zip(axes, panels, strict=False):
+            for name, values in scores.items():
+                s = np.asarray(values)[subset]
+                if kind == "roc":
+                    fpr, tpr, _ = roc_curve(labels, s)
+                    ax.plot(fpr, tpr, label=f"{name} ({metrics.auroc(s, labels):.3f})")
+                else:
+                    precision, recall, _ = precision_recall_curve(labels, s)
+                    ap = metrics.average_precision(s, labels)
+                    ax.plot(recall, precision, label=f"{name} ({ap:.3f})", drawstyle="steps-post")
+            if kind == "roc":
+                ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+                ax.set(xlabel="false-positive rate", ylabel="true-positive rate")
+            else:
+                ax.axhline(labels.mean(), color="grey", lw=0.8, ls=":")
+                ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02))
+            ax.set_title(f"{title}: {labels.sum()} vs {(~labels).sum()}", fontsize=9)
+            ax.legend(fontsize=7, title="AUROC" if kind == "roc" else "AP", title_fontsize=7)
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        fig.suptitle(
+            "ROC curves, test split" if kind == "roc" else "Precision-recall curves, test split"
+        )
+    return _save(figs["roc"], roc_path), _save(figs["pr"], pr_path)
+
+
+def umap_figure(
+    latents: np.ndarray,
+    target: np.ndarray,
+    is_anomaly: np.ndarray,
+    path: Path,
+    *,
+    max_points: int = 5000,
+    seed: int = 0,
+    what: str = "",
+) -> Path:
+    """2-d UMAP of the latent means coloured by class; anomaly classes drawn as crosses.
+
+    Args:
+        latents: (n, L) latent means; a random subsample of `max_points` is embedded.
+        what: which objects these are, for the title (e.g. `test split`).
+    """
+    import umap  # slow import (numba): only when the figure is wanted
+
+    rng = np.random.default_rng(seed)
+    index = np.arange(len(latents))
+    if len(index) > max_points:
+        index = np.sort(rng.choice(index, max_points, replace=False))
+    x, y, anomalous = latents[index], np.asarray(target)[index], np.asarray(is_anomaly)[index]
+    n_neighbors = max(2, min(15, len(index) - 1))
+    embedding = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1).fit_transform(x)
+    colours = _class_colours(np.unique(y))
+    fig = Figure(figsize=(8, 6.5), layout="constrained")
+    ax = fig.subplots()
+    for c in np.unique(y):
+        sel = y == c
+        anomaly_class = bool(anomalous[sel].any())
+        ax.scatter(
+            *embedding[sel].T,
+            s=14 if anomaly_class else 4,
+            marker="x" if anomaly_class else "o",
+            color=colours[int(c)],
+            alpha=1.0 if anomaly_class else 0.5,
+            label=f"{class_name(c)}{' (anomaly)' if anomaly_class else ''}",
+            zorder=3 if anomaly_class else 2,
+        )
+    where = f", {what}" if what else ""
+    ax.set(xticks=[], yticks=[], title=f"UMAP of latent means{where} ({len(index)} objects)")
+    ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, path)
+
+
+def score_hist_figure(
+    scores: np.ndarray,
+    target: np.ndarray,
+    is_anomaly: np.ndarray,
+    threshold: float,
+    path: Path,
+    *,
+    label: str = "fused anomaly score",
+) -> Path:
+    """Histogram of the score for each class (one small panel per class, shared x axis), known
+    classes in blue and anomaly classes in red, with the flag threshold."""
+    scores, target, is_anomaly = np.asarray(scores), np.asarray(target), np.asarray(is_anomaly)
+    classes = sorted(np.unique(target), key=lambda c: (bool(is_anomaly[target == c].any()), c))
+    ncols = 2
+    nrows = -(-len(classes) // ncols)
+    fig = Figure(figsize=(9, 1.3 * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
+    finite = scores[np.isfinite(scores)]
+    hi = max(float(np.quantile(finite, 0.999)), threshold) if finite.size else 1.0
+    bins = np.linspace(float(finite.min(initial=0.0)), hi * 1.05, 50)
+    for ax, c in zip(axes, classes, strict=False):
+        sel = target == c
+        anomaly_class = bool(is_anomaly[sel].any())
+        ax.hist(
+            np.clip(scores[sel], bins[0], bins[-1]),
+            bins=bins,
+            color="#d62728" if anomaly_class else "#1f77b4",
+            alpha=0.8,
+        )
+        ax.axvline(threshold, color="k", lw=0.8, ls="--")
+        flagged = np.mean(scores[sel] > threshold)
+        ax.set_title(
+            f"{class_name(c)} ({c}), n={sel.sum()}, flagged {100 * flagged:.1f}%", fontsize=8
+        )
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(classes) :]:
+        ax.set_visible(False)
+    for ax in axes[-ncols:]:
+        ax.set_xlabel(label, fontsize=8)
+    fig.suptitle("Score per class, test split (red: anomaly classes; dashed: flag threshold)")
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One light curve on the grid with its reconstruction (all (6, T), scaled-flux units)."""
+
+    title: str
+    flux: np.ndarray
+    flux_err: np.ndarray
+    mask: np.ndarray
+    mean: np.ndarray
+    sigma: np.ndarray
+
+
+def reconstruction_figure(examples: Sequence[Example], times: np.ndarray, path: Path) -> Path:
+    """Observed grid points with error bars and the reconstructed mean +/- sigma per passband.
+
+    Args:
+        examples: the light curves to draw, one panel each.
+        times: (T,) grid-bin centres in days relative to the object's reference time.
+    """
+    ncols = 3
+    nrows = max(1, -(-len(examples) // ncols))
+    fig = Figure(figsize=(4.6 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, ex in zip(axes, examples, strict=False):
+        for b, colour in enumerate(BAND_COLOURS[: ex.flux.shape[0]]):
+            ax.plot(times, ex.mean[b], color=colour, lw=1.0)
+            ax.fill_between(
+                times, ex.mean[b] - ex.sigma[b], ex.mean[b] + ex.sigma[b], color=colour, alpha=0.15
+            )
+            seen = ex.mask[b].astype(bool)
+            ax.errorbar(
+                times[seen],
+                ex.flux[b][seen],
+                yerr=ex.flux_err[b][seen],
+                fmt="o",
+                ms=2.5,
+                color=colour,
+                elinewidth=0.7,
+                label=plasticc.PASSBANDS[b],
+            )
+        ax.set_title(ex.title, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("days from reference time", fontsize=7)
+    for ax in axes[len(examples) :]:
+        ax.set_visible(False)
+    if examples:
+        axes[0].legend(fontsize=6, ncols=3)
+    fig.suptitle("Light curves (points: observed grid cells) and reconstructions (mean ± sigma)")
+    return _save(fig, path)

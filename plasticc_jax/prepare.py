@@ -1,0 +1,367 @@
+"""`make prepare`: light-curve CSVs in `data.raw_dir` to npz shards, splits and statistics.
+
+Writes `data.processed_dir/<tag>/` (layout in `plasticc_jax.dataset`): `shards/<split>-<i>.npz`,
+`stats.json` (train split only), `rejected.csv`, `config.json` (the resolved config) and, last,
+`manifest.json`. A dataset without a manifest is incomplete: prepare deletes the old manifest
+before it writes anything, and every file is written to a temporary name and renamed, so an
+interrupted run (even kill -9) leaves nothing that looks complete, and the next run starts over.
+A run whose config (the fields that shape the data) and input hashes match the manifest's
+fingerprint returns at once; otherwise it rebuilds, and the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticc_jax import config as config_lib
+from plasticc_jax import input_pipeline, plasticc
+from plasticc_jax.config import Config, DataConfig
+from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, FeatureStats, LightCurveArrays
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+# Bumped when the meaning of the output changes (grid, features), so old datasets are rebuilt.
+PREPARE_VERSION = 1
+STD_FLOOR = 1e-3  # below this a feature is treated as constant (std 1: centred, not scaled)
+# Config fields that do not change the output (performance only, or where files come from).
+_NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
+_TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
+
+
+def split_objects(
+    object_id: np.ndarray, target: np.ndarray, data: DataConfig
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Assign each object to a split, stratified by class and reproducible from `data.seed`.
+
+    Known classes are split train/val/test by `data.val_fraction` and `data.test_fraction`, each
+    class with its own seeded permutation of its object ids (sorted first, so the file's row order
+    does not matter). Anomaly-class and unlabelled (-1) objects go to test only. Objects of other
+    classes are left out.
+
+    Returns:
+        (n,) int8 codes (0 train, 1 val, 2 test, -1 left out), and for left-out objects' classes
+        the reason.
+    """
+    known, anomalies = data.classes()
+    codes = np.full(object_id.shape, _REJECTED, np.int8)
+    codes[np.isin(target, anomalies) | (target == plasticc.UNKNOWN_TARGET)] = _TEST
+    for cls in sorted(known):
+        rows = np.flatnonzero(target == cls)
+        rows = rows[np.argsort(object_id[rows], kind="stable")]
+        rows = rows[np.random.default_rng([data.seed, cls]).permutation(rows.size)]
+        n_test = round(data.test_fraction * rows.size)
+        n_val = round(data.val_fraction * rows.size)
+        codes[rows[:n_test]] = _TEST
+        codes[rows[n_test : n_test + n_val]] = _VAL
+        codes[rows[n_test + n_val :]] = _TRAIN
+    reasons = {
+        int(c): f"class {int(c)} not in protocol" for c in np.unique(target[codes == _REJECTED])
+    }
+    return codes, reasons
+
+
+class _RunningStats:
+    """Mean and variance of feature rows, merged chunk by chunk (Chan et al.) in float64."""
+
+    def __init__(self, n_features: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(n_features)
+        self.m2 = np.zeros(n_features)
+
+    def update(self, features: np.ndarray) -> None:
+        if not len(features):
+            return
+        values = features.astype(np.float64)
+        n, mean = len(values), values.mean(axis=0)
+        m2 = ((values - mean) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def result(self, names: tuple[str, ...]) -> FeatureStats:
+        std = np.sqrt(self.m2 / max(self.count, 1))
+        std = np.where(std < STD_FLOOR, 1.0, std)
+        return FeatureStats(names, self.mean.astype(np.float32), std.astype(np.float32))
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like `np.savez` (readable with `np.load(allow_pickle=False)`), atomically, with fixed zip
+    timestamps so the same arrays give the same bytes."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+class _ShardWriter:
+    """Buffers one split's objects and writes `shards/<split>-<index>.npz` of a fixed size."""
+
+    def __init__(
+        self, out: Path, split: str, shard_objects: int, stats: _RunningStats | None = None
+    ) -> None:
+        self.out, self.split, self.size = out, split, max(int(shard_objects), 1)
+        # Statistics are merged shard by shard: shards do not depend on the chunk size, so
+        # neither do the statistics' last bits.
+        self.stats = stats
+        self.buffer: list[LightCurveArrays] = []
+        self.buffered = 0
+        self.names: list[str] = []
+
+    def add(self, arrays: LightCurveArrays) -> None:
+        if len(arrays):
+            self.buffer.append(arrays)
+            self.buffered += len(arrays)
+        while self.buffered >= self.size:
+            self._write(self.size)
+
+    def close(self) -> list[str]:
+        if self.buffered:
+            self._write(self.buffered)
+        return self.names
+
+    def _write(self, n: int) -> None:
+        merged = LightCurveArrays.concatenate(self.buffer)
+        name = f"shards/{self.split}-{len(self.names):05d}.npz"
+        shard = merged.take(slice(0, n))
+        write_npz(self.out / name, shard.to_dict())
+        if self.stats is not None:
+            self.stats.update(shard.features)
+        self.names.append(name)
+        rest = merged.take(slice(n, None))
+        self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
+
+
+def _inputs(config: Config, workdir: Path) -> input_pipeline.InputFiles:
+    raw = Path(workdir) / config.data.raw_dir
+    inputs = input_pipeline.find_inputs(raw, config.data.inputs)
+    if inputs is None:
+        from plasticc_jax.download import ensure_raw_data  # lazily: only when data is missing
+
+        log.info("no recognised input in %s: fetching the default data", raw)
+        ensure_raw_data(config, workdir)
+        inputs = input_pipeline.find_inputs(raw, config.data.inputs)
+    if inputs is None:
+        raise UserError(
+            f"{raw} holds no recognised {config.data.inputs} files: place PLAsTiCC files there "
+            "(Kaggle training_set*.csv or unblinded plasticc_train_*.csv.gz) or run "
+            "`plasticc-jax download`"
+        )
+    return inputs
+
+
+def _describe(path: Path, workdir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path(workdir).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _fingerprint(config: Config, hashes: list[tuple[str, str]]) -> str:
+    data = {
+        k: v for k, v in config_lib.to_dict(config)["data"].items() if k not in _NOT_FINGERPRINTED
+    }
+    blob = json.dumps(
+        {"format": FORMAT_VERSION, "prepare": PREPARE_VERSION, "data": data, "inputs": hashes},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _up_to_date(out: Path, fingerprint: str) -> bool:
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    names = [n for split in manifest.get("shards", {}).values() for n in split]
+    names += ["stats.json", "rejected.csv", "config.json"]
+    return manifest.get("fingerprint") == fingerprint and all((out / n).is_file() for n in names)
+
+
+def _clear(out: Path) -> None:
+    """Remove the manifest first (the dataset stops looking complete), then the old outputs."""
+    (out / "manifest.json").unlink(missing_ok=True)
+    for pattern in ("shards/*.npz", "shards/.tmp-*", ".tmp-*"):
+        for path in out.glob(pattern):
+            path.unlink()
+
+
+def grid_description(data: DataConfig) -> dict:
+    """How the tensors were made, for the manifest."""
+    return {
+        "passbands": list(plasticc.PASSBANDS),
+        "n_time_bins": data.n_time_bins,
+        "window_before_days": data.window_before,
+        "window_after_days": data.window_after,
+        "bin_days": (data.window_before + data.window_after) / data.n_time_bins,
+        "reference_time": "MJD of the highest flux/flux_err among detected points",
+        "cell_value": "inverse-variance weighted mean; error 1/sqrt(sum of weights)",
+        "scaling": "flux and flux_err divided by max |flux| over the object (floor 1)",
+    }
+
+
+def prepare(config: Config, workdir: Path) -> Path:
+    """Read the raw light curves and write the prepared dataset; return its folder.
+
+    Args:
+        config: the run's config; `config.data` says which files (`inputs`), the grid, the
+            protocol, the split fractions and seed, chunk size and worker count.
+        workdir: project folder; relative paths in the config resolve against it.
+
+    Raises:
+        UserError: missing or unreadable input, bad columns or values (naming file and line).
+    """
+    workdir = Path(workdir)
+    config = config_lib.resolve(config)
+    data = config.data
+    known, anomalies = data.classes()
+    inputs = _inputs(config, workdir)
+    out = workdir / data.dataset_dir
+    log.info(
+        "inputs (%s format, %s set): light curves %s; metadata %s",
+        inputs.fmt,
+        inputs.selection,
+        ", ".join(p.name for p in inputs.lightcurves),
+        ", ".join(p.name for p in inputs.metadata),
+    )
+    files = [*inputs.lightcurves, *inputs.metadata]
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    log.info(
+        "hashing %d input files (%.0f MB) to see whether %s is up to date", len(files), size_mb, out
+    )
+    hashes = [(p.name, sha256_file(p)) for p in files]
+    fingerprint = _fingerprint(config, hashes)
+    if _up_to_date(out, fingerprint):
+        log.info("%s is up to date (same config and inputs); nothing to do", out)
+        return out
+    _clear(out)
+
+    metadata = input_pipeline.read_metadata_files(inputs.metadata)
+    codes, class_reasons = split_objects(
+        metadata["object_id"].to_numpy(), metadata["target"].to_numpy(), data
+    )
+    meta_names = [p.name for p in inputs.metadata]
+    left_out = codes == _REJECTED
+    rejected_parts = [
+        pd.DataFrame(
+            {
+                "object_id": metadata["object_id"][left_out].to_numpy(),
+                "reason": [class_reasons[int(t)] for t in metadata["target"][left_out]],
+                "source": [meta_names[s] for s in metadata["source"][left_out]],
+            }
+        )
+    ]
+    log.info(
+        "%d objects in metadata; protocol %s: known %s, anomalies %s; %d left out",
+        len(metadata),
+        data.protocol,
+        list(known),
+        list(anomalies),
+        int(left_out.sum()),
+    )
+    order = np.argsort(metadata["object_id"].to_numpy(), kind="stable")
+    sorted_ids = metadata["object_id"].to_numpy()[order]
+    sorted_codes = codes[order]
+
+    stats = _RunningStats(len(input_pipeline.FEATURE_NAMES))
+    writers = {
+        s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None) for s in SPLITS
+    }
+    counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    file_rows: list[int] = []
+    stream = input_pipeline.stream_grids(
+        inputs.lightcurves,
+        inputs.metadata,
+        data,
+        anomaly_classes=anomalies,
+        metadata=metadata,
+        exclude=metadata["object_id"].to_numpy()[left_out],
+        file_rows=file_rows,
+    )
+    for arrays, rejected in stream:
+        if len(rejected):
+            rejected_parts.append(rejected)
+        if not len(arrays):
+            continue
+        split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
+        for code, name in enumerate(SPLITS):
+            part = arrays.take(np.flatnonzero(split == code))
+            writers[name].add(part)
+            counts[name].update(part.target.tolist())
+    shards = {s: writers[s].close() for s in SPLITS}
+    if stats.count == 0:
+        raise UserError(
+            f"no object of the known classes {list(known)} reached the train split; "
+            f"see {out / 'rejected.csv'} and the protocol (data.protocol / data.known_classes)"
+        )
+
+    rejected = pd.concat(rejected_parts, ignore_index=True)
+    atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))
+    feature_stats = stats.result(input_pipeline.FEATURE_NAMES)
+    atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
+    config_lib.save_config(config, out / "config.json")
+
+    n_no_metadata = int((rejected["reason"] == input_pipeline.NO_METADATA).sum())
+    input_objects = len(metadata) + n_no_metadata
+    n_out = sum(sum(c.values()) for c in counts.values())
+    if n_out + len(rejected) != input_objects or rejected["object_id"].duplicated().any():
+        raise RuntimeError(  # a bug, not a user error: every object must be counted once
+            f"counts do not add up: {n_out} in shards + {len(rejected)} rejected "
+            f"!= {input_objects} input objects"
+        )
+    rows = dict(zip([p.name for p in inputs.lightcurves], file_rows, strict=True))
+    rows.update({n: int((metadata["source"] == i).sum()) for i, n in enumerate(meta_names)})
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "prepare_version": PREPARE_VERSION,
+        "fingerprint": fingerprint,
+        "config": config_lib.to_dict(config),
+        "inputs": {
+            "format": inputs.fmt,
+            "selection": inputs.selection,
+            "files": [
+                {
+                    "path": _describe(p, workdir),
+                    "kind": "lightcurves" if p in inputs.lightcurves else "metadata",
+                    "sha256": digest,
+                    "rows": rows[p.name],
+                }
+                for p, (_, digest) in zip(files, hashes, strict=True)
+            ],
+        },
+        "classes": {"known": list(known), "anomalies": list(anomalies)},
+        "input_objects": input_objects,
+        "objects": {s: sum(counts[s].values()) for s in SPLITS},
+        "counts": {s: {str(k): v for k, v in sorted(counts[s].items())} for s in SPLITS},
+        "rejected": {
+            "total": len(rejected),
+            "by_reason": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},
+        },
+        "feature_names": list(input_pipeline.FEATURE_NAMES),
+        "grid": grid_description(data),
+        "shards": shards,
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    log.info(
+        "wrote %s: %s objects (train %d, val %d, test %d), %d rejected",
+        out,
+        n_out,
+        *(manifest["objects"][s] for s in SPLITS),
+        len(rejected),
+    )
+    return out

@@ -1,0 +1,207 @@
+"""Bad input: each case gives a clear error, or the object is rejected and counted.
+
+Every case is a small file generated here; every prepare that completes must add up
+(objects in shards + objects rejected = objects in the input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import config as config_lib
+from plasticc_jax import input_pipeline as ip
+from plasticc_jax.dataset import read_manifest
+from plasticc_jax.errors import UserError
+from plasticc_jax.prepare import prepare
+from plasticc_jax.synthetic import write_synthetic
+
+N_OBJECTS = 40
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(light curves, metadata) of a clean Kaggle-format set."""
+    folder = tmp_path_factory.mktemp("good")
+    meta, lcs = write_synthetic(folder, N_OBJECTS, fmt="kaggle", seed=2)
+    return pd.read_csv(lcs), pd.read_csv(meta)
+
+
+def run_prepare(tmp_path: Path, lcs: pd.DataFrame, meta: pd.DataFrame, **data) -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    lcs.to_csv(raw / "training_set.csv", index=False)
+    meta.to_csv(raw / "training_set_metadata.csv", index=False)
+    config = config_lib.load_preset("tiny")
+    fields = {"raw_dir": str(raw), "min_observations": 5, **data}
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, **fields))
+    return prepare(config, tmp_path)
+
+
+def rejections(out: Path) -> dict[int, str]:
+    """Check that the counts add up; return object_id -> reason."""
+    manifest = read_manifest(out)
+    rejected = pd.read_csv(out / "rejected.csv")
+    assert sum(manifest["objects"].values()) + len(rejected) == manifest["input_objects"]
+    assert manifest["rejected"]["total"] == len(rejected)
+    assert sum(manifest["rejected"]["by_reason"].values()) == len(rejected)
+    return dict(zip(rejected["object_id"], rejected["reason"], strict=True))
+
+
+def first_row(lcs: pd.DataFrame, oid: int) -> int:
+    return int(lcs.index[lcs["object_id"] == oid][0])
+
+
+PER_OBJECT = {
+    "nan flux": ("flux", np.nan, "non-finite flux (NaN or inf)"),
+    "inf flux": ("flux", np.inf, "non-finite flux (NaN or inf)"),
+    "nan flux_err": ("flux_err", np.nan, "flux_err not a positive finite number"),
+    "zero flux_err": ("flux_err", 0.0, "flux_err not a positive finite number"),
+    "negative flux_err": ("flux_err", -3.0, "flux_err not a positive finite number"),
+    "passband 6": ("passband", 6, "passband outside 0-5"),
+    "passband -1": ("passband", -1, "passband outside 0-5"),
+    "nan mjd": ("mjd", np.nan, "non-finite mjd"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PER_OBJECT))
+def test_bad_value_rejects_the_object(case, good, tmp_path):
+    lcs, meta = good[0].copy(), good[1]
+    column, value, reason = PER_OBJECT[case]
+    if column != "passband":
+        lcs[column] = lcs[column].astype(float)
+    lcs.loc[first_row(lcs, 7) + 3, column] = value
+    out = run_prepare(tmp_path, lcs, meta)
+    assert rejections(out) == {7: reason}
+
+
+def test_duplicated_rows(good, tmp_path):
+    lcs, meta = good
+    row = first_row(lcs, 9) + 2
+    # A duplicate that is not adjacent to its twin (same mjd and passband), and an adjacent one.
+    twin = lcs.loc[[row]]
+    lcs = pd.concat([lcs.loc[: row + 4], twin, lcs.loc[row + 5 :]], ignore_index=True)
+    row = first_row(lcs, 12)
+    lcs = pd.concat([lcs.loc[:row], lcs.loc[[row]], lcs.loc[row + 1 :]], ignore_index=True)
+    out = run_prepare(tmp_path, lcs, meta)
+    reason = "duplicated observation (same object, mjd and passband)"
+    assert rejections(out) == {9: reason, 12: reason}
+
+
+def test_same_mjd_other_band_is_not_a_duplicate(good, tmp_path):
+    lcs, meta = good[0].copy(), good[1]
+    row = first_row(lcs, 9)
+    lcs.loc[row + 1, "mjd"] = lcs.loc[row, "mjd"]
+    lcs.loc[row + 1, "passband"] = (lcs.loc[row, "passband"] + 1) % 6
+    assert rejections(run_prepare(tmp_path, lcs, meta)) == {}
+
+
+def test_objects_missing_from_either_side(good, tmp_path):
+    lcs, meta = good
+    extra = lcs[lcs["object_id"] == 5].assign(object_id=999)  # light curve without metadata
+    lcs = pd.concat([lcs[lcs["object_id"] != 6], extra], ignore_index=True)  # 6: no light curve
+    out = run_prepare(tmp_path, lcs, meta)
+    assert rejections(out) == {6: ip.NO_LIGHTCURVE, 999: ip.NO_METADATA}
+    assert read_manifest(out)["input_objects"] == N_OBJECTS + 1
+
+
+def test_too_few_observations(good, tmp_path):
+    lcs, meta = good
+    lcs = lcs.drop(lcs.index[lcs["object_id"] == 8][4:])  # 4 rows left, minimum 5
+    out = run_prepare(tmp_path, lcs, meta, min_observations=5)
+    assert rejections(out) == {8: "fewer than 5 observations"}
+
+
+def test_class_outside_the_protocol(good, tmp_path):
+    lcs, meta = good
+    meta = meta.copy()
+    meta.loc[meta["object_id"] == 3, "target"] = 991
+    meta.loc[meta["object_id"] == 4, "target"] = np.nan  # unlabelled: goes to test
+    out = run_prepare(tmp_path, lcs, meta)
+    assert rejections(out) == {3: "class 991 not in protocol"}
+    assert -1 in [int(k) for k in read_manifest(out)["counts"]["test"]]
+
+
+@pytest.mark.parametrize(
+    ("file", "column", "typo"),
+    [("training_set.csv", "flux_err", "fluxerr"), ("training_set_metadata.csv", "mwebv", "mw_ebv")],
+)
+def test_missing_column(file, column, typo, good, tmp_path):
+    lcs, meta = good
+    if file == "training_set.csv":
+        lcs = lcs.rename(columns={column: typo})
+    else:
+        meta = meta.rename(columns={column: typo})
+    with pytest.raises(
+        UserError, match=rf"{file}: missing .* column\(s\) {column}; found: .*{typo}"
+    ):
+        run_prepare(tmp_path, lcs, meta)
+
+
+def test_non_numeric_value_names_the_line(good, tmp_path):
+    lcs, meta = good
+    bad_band = lcs.astype({"passband": object})
+    bad_band.loc[20, "passband"] = "2.0"  # integers only
+    with pytest.raises(UserError, match=r"training_set.csv.*column 'passband', line 22: '2.0'"):
+        run_prepare(tmp_path, bad_band, meta)
+    lcs = lcs.astype({"flux": object})
+    lcs.loc[1234, "flux"] = "12.3.4"
+    with pytest.raises(UserError, match=r"training_set.csv.*column 'flux', line 1236: '12.3.4'"):
+        run_prepare(tmp_path, lcs, meta, chunk_rows=500)
+    meta = meta.astype({"hostgal_photoz": object})
+    meta.loc[10, "hostgal_photoz"] = "high"
+    with pytest.raises(UserError, match=r"training_set_metadata.csv.*'hostgal_photoz', line 12"):
+        run_prepare(tmp_path, good[0], meta)
+
+
+def test_empty_and_truncated_files(good, tmp_path):
+    lcs, meta = good
+    run_prepare(tmp_path, lcs, meta)
+    for name in ("training_set.csv", "training_set_metadata.csv"):
+        path = tmp_path / "raw" / name
+        saved = path.read_bytes()
+        path.write_bytes(b"")
+        with pytest.raises(UserError, match=rf"{name}: the file is empty"):
+            ip.read_lightcurves(path) if name == "training_set.csv" else ip.read_metadata(path)
+        path.write_bytes(saved)
+    unblinded = tmp_path / "unblinded"
+    meta_gz, lcs_gz = write_synthetic(unblinded, 30, fmt="unblinded")
+    for path in (lcs_gz, meta_gz):
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) * 2 // 3])
+        with pytest.raises(UserError, match=rf"{path.name}: the file is truncated or corrupt"):
+            if path == lcs_gz:
+                ip.read_lightcurves(path)
+            else:
+                ip.read_metadata(path)
+        path.write_bytes(whole)
+
+
+def test_cli_exits_2_with_one_line(good, tmp_path):
+    lcs, meta = good
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    meta.to_csv(raw / "training_set_metadata.csv", index=False)
+    data = lcs.to_csv(index=False).encode()
+    (raw / "training_set.csv.gz").write_bytes(gzip.compress(data)[:-100])  # truncated gzip
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "plasticc_jax", "prepare", "--config", "tiny"),
+            *("--workdir", str(tmp_path), "--set", f"data.raw_dir={raw}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "training_set.csv.gz" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data/processed/rare/manifest.json").exists()

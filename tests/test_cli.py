@@ -1,0 +1,157 @@
+"""The command line's own behaviour: help, config overrides, and clean errors for user mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plasticc_jax import cli
+from plasticc_jax.config import Config
+
+COMMANDS = ("download", "prepare", "train", "evaluate", "score", "doctor")
+
+
+def parse(*argv: str) -> Config:
+    return cli.build_config(cli.make_parser().parse_args(list(argv)))
+
+
+def test_every_command_is_registered() -> None:
+    parser = cli.make_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: plasticc-jax {command}")
+    if command in ("download", "prepare", "train", "evaluate"):
+        for flag in ("--config", "--set", "--workdir", "--protocol", "--latent-dim", "--run-dir"):
+            assert flag in out
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+def test_preset_and_set_overrides() -> None:
+    config = parse(
+        "train",
+        "--config",
+        "tiny",
+        "--set",
+        "train.seed=3",
+        "--set",
+        "data.anomaly_classes=6,64",
+        "--set",
+        "eval.umap=true",
+        "--set",
+        "name=mine",
+    )
+    assert config.name == "mine"
+    assert config.train.seed == 3
+    assert config.eval.umap is True
+    assert config.data.anomaly_classes == (6, 64)
+    # resolve() fills the derived fields: known classes without the anomalies, the run directory.
+    assert config.data.known_classes and not {6, 64} & set(config.data.known_classes)
+    assert config.run_dir == f"runs/mine-{config.data.tag}"
+    assert config.model.latent_dim == 4  # untouched fields keep the preset's values
+
+
+def test_shortcut_flags() -> None:
+    config = parse(
+        "train",
+        "--protocol",
+        "sn",
+        "--latent-dim",
+        "8",
+        "--batch-size",
+        "16",
+        "--max-epochs",
+        "3",
+        "--run-dir",
+        "runs/x",
+    )
+    assert config.data.protocol == "sn"
+    assert config.model.latent_dim == 8
+    assert config.train.batch_size == 16
+    assert config.train.max_epochs == 3
+    assert config.run_dir == "runs/x"
+
+
+def test_shortcut_flag_wins_over_set() -> None:
+    assert parse("train", "--set", "model.latent_dim=4", "--latent-dim", "8").model.latent_dim == 8
+
+
+def test_presets_resolve_outside_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse("prepare", "--config", "tiny").name == "tiny"
+    preset = tmp_path / "mine.py"
+    preset.write_text(
+        "from plasticc_jax.config import Config\n\n"
+        "def get_config():\n    return Config(name='from-file')\n"
+    )
+    assert parse("prepare", "--config", str(preset)).name == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "train.nope=1"], "unknown config field 'train.nope'"),
+        (["--set", "train.seed"], "is not of the form section.field=value"),
+        (["--set", "train.seed=abc"], "train.seed='abc': expected int"),
+        (["--set", "train=1"], "is a section"),
+        (["--latent-dim", "big"], "model.latent_dim='big': expected int"),
+        (["--protocol", "nope"], "unknown protocol 'nope'"),
+        (["--config", "nope"], "no config preset 'nope'"),
+        (["--set", "data.anomaly_classes=90", "--set", "data.known_classes=90,42"], "both known"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["train", *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("plasticc-jax train: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_user_mistake_in_a_real_process() -> None:
+    """The installed entry point's path: no traceback, exit status 2, one line on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "plasticc_jax", "evaluate", "--set", "model.depth=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(
+        "plasticc-jax evaluate: error: unknown config field 'model.depth'"
+    )
+
+
+def test_bad_command_line_syntax_is_argparse_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--no-such-flag"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

@@ -1,0 +1,395 @@
+"""Tests of the download stage: sources, verification, caching and clean failure. No network.
+
+The network fetchers (`_fetch_url`, `_pip_download_wheel`, `urlopen`, `subprocess.run`) are
+replaced; everything after them (staging, unpacking, counting, hashing, moving, the record) runs
+for real. Most tests use small synthetic files with a patched table of expected counts and hashes;
+the mirror test uses the real shared copy of the training set when it is present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from plasticc_jax import download as dl
+from plasticc_jax.config import Config, DataConfig
+from plasticc_jax.errors import UserError
+from plasticc_jax.synthetic import write_synthetic
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "plasticc_snmachine"
+SHARED = Path(os.environ.get(dl.MIRROR_ENV, SHARED))
+# The real fetchers, for the tests that replace what lies beneath them instead.
+REAL_FETCH_URL = dl._fetch_url
+REAL_PIP_DOWNLOAD = dl._pip_download_wheel
+
+
+def _config(source: str = "auto") -> Config:
+    return Config(data=DataConfig(source=source))
+
+
+def _raw(workdir: Path) -> Path:
+    return workdir / "data" / "raw"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to reach Zenodo or PyPI fails the test, unless a test replaces it."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a test tried to use the network")
+
+    monkeypatch.delenv(dl.MIRROR_ENV, raising=False)
+    monkeypatch.setattr(dl, "_fetch_url", refuse)
+    monkeypatch.setattr(dl, "_pip_download_wheel", refuse)
+
+
+@pytest.fixture
+def small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """Small synthetic unblinded files, made the expected training set; returns name -> CSV."""
+    folder = tmp_path / "synthetic"
+    write_synthetic(folder, 12, seed=3)
+    contents, expected = {}, []
+    for item in dl.EXPECTED:
+        data = gzip.decompress((folder / item.name).read_bytes())
+        lines = data.splitlines()[1:]
+        expected.append(
+            dataclasses.replace(
+                item,
+                rows=len(lines),
+                objects=len({line.split(b",")[0].strip() for line in lines}),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+        contents[item.name] = data
+    monkeypatch.setattr(dl, "EXPECTED", tuple(expected))
+    return contents
+
+
+def _write_mirror(folder: Path, contents: dict[str, bytes], *, plain: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in contents.items():
+        if plain:
+            (folder / name.removesuffix(".gz")).write_bytes(data)
+        else:
+            (folder / name).write_bytes(gzip.compress(data))
+    return folder
+
+
+def _stored(raw: Path) -> dict[str, bytes]:
+    return {item.name: gzip.decompress((raw / item.name).read_bytes()) for item in dl.EXPECTED}
+
+
+# ---------------------------------------------------------------------------------------------
+# Mirror.
+
+
+@pytest.mark.skipif(not (SHARED / dl.EXPECTED[0].name).is_file(), reason="no shared PLAsTiCC copy")
+def test_mirror_real_files_then_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(dl.MIRROR_ENV, str(SHARED))
+    raw = dl.download(_config(), tmp_path)
+
+    assert raw == _raw(tmp_path)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        [dl.SOURCE_FILE, *(item.name for item in dl.EXPECTED)]
+    )
+    record = json.loads((raw / dl.SOURCE_FILE).read_text())
+    assert record["source"] == "mirror"
+    assert record["location"] == str(SHARED)
+    lightcurves = record["files"]["plasticc_train_lightcurves.csv.gz"]
+    assert (lightcurves["rows"], lightcurves["objects"]) == (1_421_705, 7_848)
+    metadata = record["files"]["plasticc_train_metadata.csv.gz"]
+    assert (metadata["rows"], metadata["objects"]) == (7_848, 7_848)
+    for item in dl.EXPECTED:
+        assert record["files"][item.name]["sha256_uncompressed"] == item.sha256
+
+    # A second call (and prepare's ensure_raw_data) finds the record and touches nothing.
+    stamps = {p.name: p.stat().st_mtime_ns for p in raw.iterdir()}
+    monkeypatch.delenv(dl.MIRROR_ENV)
+    assert dl.download(_config(), tmp_path) == raw
+    dl.ensure_raw_data(_config(), tmp_path)
+    assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir()} == stamps
+
+
+@pytest.mark.skipif(not (SHARED / dl.EXPECTED[0].name).is_file(), reason="no shared PLAsTiCC copy")
+def test_truncated_real_mirror_file_leaves_nothing(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copyfile(SHARED / dl.EXPECTED[1].name, mirror / dl.EXPECTED[1].name)
+    head = (SHARED / dl.EXPECTED[0].name).read_bytes()[: 1 << 20]
+    (mirror / dl.EXPECTED[0].name).write_bytes(head)
+
+    with pytest.raises(UserError) as error:
+        dl.download(_config(str(mirror)), tmp_path)
+    assert "mirror" in str(error.value)
+    assert "EOFError" in str(error.value)
+    assert list(_raw(tmp_path).iterdir()) == []
+
+
+def test_mirror_small_files_gz_and_plain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    mirror = _write_mirror(tmp_path / "plain", small, plain=True)
+    # A relative data.source resolves against the workdir.
+    raw = dl.download(_config("plain"), tmp_path)
+    assert _stored(raw) == small
+    assert json.loads((raw / dl.SOURCE_FILE).read_text())["location"] == str(mirror)
+
+    other = tmp_path / "other"
+    monkeypatch.setenv(dl.MIRROR_ENV, str(_write_mirror(tmp_path / "gz", small)))
+    assert _stored(dl.download(_config(), other)) == small
+
+
+@pytest.mark.parametrize("damage", ["drop_row", "change_value", "bad_gzip", "missing"])
+def test_damaged_mirror_is_rejected_and_leaves_nothing(
+    tmp_path: Path, small: dict[str, bytes], damage: str
+) -> None:
+    name = dl.EXPECTED[0].name
+    data = small[name]
+    mirror = _write_mirror(tmp_path / "mirror", small)
+    if damage == "drop_row":
+        expected = "rows"
+        (mirror / name).write_bytes(gzip.compress(data[: data.rstrip().rfind(b"\n") + 1]))
+    elif damage == "change_value":  # same counts, different content: only the hash tells
+        expected = "sha256"
+        lines = data.split(b"\n")
+        lines[5] = lines[5].replace(b".", b"9", 1)
+        (mirror / name).write_bytes(gzip.compress(b"\n".join(lines)))
+    elif damage == "bad_gzip":
+        expected = "(?i)gzip"
+        (mirror / name).write_bytes(b"\x1f\x8b" + b"\x00" * 100)
+    else:
+        expected = "holds no"
+        (mirror / name).unlink()
+
+    with pytest.raises(UserError, match=expected):
+        dl.download(_config(str(mirror)), tmp_path)
+    assert list(_raw(tmp_path).iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The snmachine wheel.
+
+
+def _fake_wheel(folder: Path, contents: dict[str, bytes], *, skip: str = "") -> Path:
+    wheel = folder / "snmachine-2.0.0.post3-py3-none-any.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("snmachine/__init__.py", "")
+        for item in dl.EXPECTED:
+            if item.wheel_member != skip:
+                archive.writestr(item.wheel_member, contents[item.name])
+    return wheel
+
+
+def _serve_wheel(monkeypatch: pytest.MonkeyPatch, wheel: Path, sha256: str | None = None) -> None:
+    """Make `_pip_download_wheel` hand over `wheel`; patch the expected wheel hash to match."""
+
+    def fetch(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(wheel, folder))
+
+    monkeypatch.setattr(dl, "_pip_download_wheel", fetch)
+    monkeypatch.setattr(dl, "WHEEL_SHA256", sha256 or dl.sha256_file(wheel))
+
+
+def test_wheel_is_unpacked_verified_and_gzipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    wheel = _fake_wheel(tmp_path / "pypi", small)
+    _serve_wheel(monkeypatch, wheel)
+
+    raw = dl.download(_config("snmachine"), tmp_path)
+
+    assert _stored(raw) == small
+    record = json.loads((raw / dl.SOURCE_FILE).read_text())
+    assert record["source"] == "snmachine"
+    assert record["wheel_sha256"] == dl.sha256_file(wheel)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        [dl.SOURCE_FILE, *(item.name for item in dl.EXPECTED)]
+    )
+
+
+@pytest.mark.parametrize("damage", ["wheel_hash", "missing_member", "content_hash", "not_zip"])
+def test_bad_wheel_is_rejected_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes], damage: str
+) -> None:
+    wheel = _fake_wheel(
+        tmp_path / "pypi",
+        small,
+        skip=dl.EXPECTED[1].wheel_member if damage == "missing_member" else "",
+    )
+    sha256 = None
+    if damage == "wheel_hash":
+        sha256, expected = "0" * 64, "has sha256"
+    elif damage == "missing_member":
+        expected = "holds no snmachine/example_data/plasticc_train_metadata.csv"
+    elif damage == "content_hash":
+        first = dataclasses.replace(dl.EXPECTED[0], sha256="f" * 64)
+        monkeypatch.setattr(dl, "EXPECTED", (first, *dl.EXPECTED[1:]))
+        expected = "sha256 of the content"
+    else:
+        wheel.write_bytes(b"not a zip file")
+        expected = "not a readable wheel"
+    _serve_wheel(monkeypatch, wheel, sha256)
+
+    with pytest.raises(UserError, match=expected):
+        dl.download(_config("snmachine"), tmp_path)
+    assert list(_raw(tmp_path).iterdir()) == []
+
+
+def test_pip_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dl, "_pip_download_wheel", REAL_PIP_DOWNLOAD)
+    seen = []
+
+    def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.append(command)
+        return subprocess.CompletedProcess(command, 1, stderr="ERROR: No matching distribution\n")
+
+    monkeypatch.setattr(dl.subprocess, "run", run)
+    with pytest.raises(UserError, match="status 1: ERROR: No matching distribution"):
+        dl.download(_config("snmachine"), tmp_path)
+    assert seen[0][1:4] == ["-m", "pip", "download"]
+    assert "--no-deps" in seen[0]
+    assert dl.WHEEL_REQUIREMENT in seen[0]
+    assert list(_raw(tmp_path).iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Zenodo.
+
+
+class _Response(io.BytesIO):
+    def __init__(self, data: bytes, length: int) -> None:
+        super().__init__(data)
+        self.headers = {"Content-Length": str(length)}
+
+
+def test_zenodo_stream_and_short_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    monkeypatch.setattr(dl, "_fetch_url", REAL_FETCH_URL)
+    served = {name: gzip.compress(data) for name, data in small.items()}
+    short = {"cut": True}
+    urls = []
+
+    def urlopen(request: object, timeout: float) -> _Response:
+        url = request.full_url  # type: ignore[attr-defined]
+        urls.append(url)
+        data = served[url.split("/files/")[1].split("?")[0]]
+        length = len(data)
+        if short["cut"]:
+            data = data[: length // 2]
+        return _Response(data, length)
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", urlopen)
+    with pytest.raises(UserError, match="connection closed after"):
+        dl.download(_config("zenodo"), tmp_path)
+    assert list(_raw(tmp_path).iterdir()) == []
+
+    short["cut"] = False
+    raw = dl.download(_config("zenodo"), tmp_path)
+    assert _stored(raw) == small
+    assert json.loads((raw / dl.SOURCE_FILE).read_text())["source"] == "zenodo"
+    assert urls[-1] == f"{dl.ZENODO_RECORD}/files/plasticc_train_metadata.csv.gz?download=1"
+
+
+def test_interrupted_download_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def partial(url: str, dest: Path) -> None:
+        dest.write_bytes(b"\x1f\x8b partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_fetch_url", partial)
+    with pytest.raises(KeyboardInterrupt):
+        dl.download(_config("zenodo"), tmp_path)
+    assert list(_raw(tmp_path).iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Every source failing.
+
+
+def test_all_sources_failing_name_each_and_say_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(url: str, dest: Path) -> None:
+        raise urllib.error.URLError("Name or service not known")
+
+    def no_pip(folder: Path) -> Path:
+        raise dl.SourceFailed("pip download exited with status 1: no index")
+
+    monkeypatch.setattr(dl, "_fetch_url", offline)
+    monkeypatch.setattr(dl, "_pip_download_wheel", no_pip)
+    monkeypatch.setenv(dl.MIRROR_ENV, str(tmp_path / "nowhere"))
+
+    with pytest.raises(UserError) as error:
+        dl.download(_config(), tmp_path)
+    message = str(error.value)
+    assert f"mirror ({tmp_path / 'nowhere'}): folder" in message
+    assert "zenodo (https://zenodo.org/records/2539456)" in message
+    assert "Name or service not known" in message
+    assert "snmachine (snmachine==2.0.0.post3 via pip): pip download exited" in message
+    assert "by hand" in message and dl.MIRROR_ENV in message
+    assert list(_raw(tmp_path).iterdir()) == []
+
+    # A forced source is the only one tried.
+    with pytest.raises(UserError) as error:
+        dl.download(_config("zenodo"), tmp_path)
+    assert "zenodo" in str(error.value) and "snmachine (" not in str(error.value)
+    with pytest.raises(UserError, match=r"folder .*zenod not found"):
+        dl.download(_config("zenod"), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files already in data/raw.
+
+
+def test_ensure_raw_data_keeps_kaggle_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    monkeypatch.setattr(dl, "download", lambda config, workdir: calls.append(workdir))
+    write_synthetic(_raw(tmp_path), 5, fmt="kaggle")
+    before = sorted(p.name for p in _raw(tmp_path).iterdir())
+
+    dl.ensure_raw_data(_config(), tmp_path)
+
+    assert calls == []
+    assert sorted(p.name for p in _raw(tmp_path).iterdir()) == before
+
+    # Without input files it downloads.
+    dl.ensure_raw_data(_config(), tmp_path / "empty")
+    assert calls == [tmp_path / "empty"]
+
+
+def test_files_placed_by_hand_are_verified_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    raw = _write_mirror(_raw(tmp_path), small, plain=True)  # plain CSVs, no SOURCE.json
+    assert dl.download(_config(), tmp_path) == raw
+    record = json.loads((raw / dl.SOURCE_FILE).read_text())
+    assert record["source"] == "existing files"
+    assert set(record["files"]) == {name.removesuffix(".gz") for name in small}
+    # No .gz copies were added beside the user's plain files.
+    assert sorted(p.name for p in raw.iterdir()) == sorted([dl.SOURCE_FILE, *record["files"]])
+
+    # Files that are not the training set are reported, not replaced.
+    name = dl.EXPECTED[1].name.removesuffix(".gz")
+    (raw / name).write_bytes(small[dl.EXPECTED[1].name][:200])
+    with pytest.raises(UserError, match="not the PLAsTiCC training set"):
+        dl.download(_config(), tmp_path)
+    assert (raw / name).read_bytes() == small[dl.EXPECTED[1].name][:200]

@@ -1,0 +1,146 @@
+"""The research API: load_encoder / load_vae from a run directory, as the README shows."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import config as config_lib
+from plasticc_jax import input_pipeline
+from plasticc_jax.dataset import load_split
+from plasticc_jax.errors import UserError
+from plasticc_jax.prepare import prepare
+from plasticc_jax.synthetic import write_synthetic
+from plasticc_jax.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """prepare + train (tiny preset) on synthetic files in the PLAsTiCC format."""
+    workdir = tmp_path_factory.mktemp("research")
+    raw = workdir / "data" / "raw"
+    metadata_path, lightcurve_path = write_synthetic(raw, 300, fmt="unblinded", seed=3)
+    config = config_lib.resolve(config_lib.load_preset("tiny"))
+    dataset_dir = prepare(config, workdir)
+    run_dir = train(config, workdir)
+    return {
+        "workdir": workdir,
+        "run_dir": run_dir,
+        "config": config,
+        "test": load_split(dataset_dir, "test"),
+        "metadata_path": metadata_path,
+        "lightcurve_path": lightcurve_path,
+    }
+
+
+def test_encoder_matches_the_vae_and_chunks_consistently(run):
+    from plasticc_jax import load_encoder, load_vae
+
+    arrays = run["test"]
+    latent = run["config"].model.latent_dim
+    encoder = load_encoder(run["run_dir"])
+    mu, logvar = encoder(arrays)
+    assert isinstance(mu, np.ndarray) and mu.shape == logvar.shape == (len(arrays), latent)
+    assert np.all(np.isfinite(mu)) and np.all(np.isfinite(logvar))
+
+    vae = load_vae(run["run_dir"])
+    out = vae.evaluate(arrays, batch_size=16)
+    np.testing.assert_allclose(out["mu"], mu, rtol=1e-5, atol=1e-6)
+    n = len(arrays)
+    for key, shape in [("recon_nll", (n,)), ("n_observed", (n,)), ("kl", (n,))]:
+        assert out[key].shape == shape
+    np.testing.assert_array_equal(out["n_observed"], arrays.mask.sum(axis=(1, 2)))
+    assert np.all(out["kl"] >= 0)
+    mean, sigma = vae.reconstruct(arrays)
+    assert mean.shape == sigma.shape == arrays.flux.shape
+    assert np.all(sigma >= run["config"].model.min_model_sigma)
+
+    # Small compiled batches and a dict input give the same numbers, one compile per shape.
+    small = load_encoder(run["run_dir"], max_batch=64)
+    as_dict = {k: getattr(arrays, k) for k in ("flux", "flux_err", "mask", "features")}
+    mu_small, _ = small(as_dict)
+    np.testing.assert_allclose(mu_small, mu, rtol=1e-5, atol=1e-6)
+    small(arrays.take(slice(0, 3)))
+    small(arrays.take(slice(0, 5)))
+    assert small._encode._cache_size() == 1  # every chunk padded to the one shape (64, ...)
+
+
+def test_encoder_loads_without_the_decoder(run, tmp_path):
+    from plasticc_jax import load_encoder
+
+    copy = tmp_path / "run"
+    shutil.copytree(run["run_dir"], copy)
+    for decoder in copy.glob("checkpoints/*/decoder"):
+        shutil.rmtree(decoder)
+    mu, _ = load_encoder(copy)(run["test"])
+    np.testing.assert_allclose(mu, load_encoder(run["run_dir"])(run["test"])[0])
+
+
+def test_encode_table_applies_the_preprocessing_of_prepare(run):
+    from plasticc_jax import load_encoder
+
+    encoder = load_encoder(run["run_dir"])
+    arrays = run["test"]
+    metadata = input_pipeline.read_metadata(run["metadata_path"])
+    lightcurves = input_pipeline.read_lightcurves(run["lightcurve_path"])
+    wanted = arrays.object_id[:20]
+    table = encoder.encode_table(
+        lightcurves[lightcurves["object_id"].isin(wanted)],
+        metadata[metadata["object_id"].isin(wanted)],
+    )
+    assert isinstance(table.rejected, pd.DataFrame)
+    order = np.argsort(table.object_id)
+    np.testing.assert_array_equal(table.object_id[order], np.sort(wanted))
+    expected, _ = encoder(arrays.take(np.isin(arrays.object_id, wanted)))
+    sorted_ids = np.sort(arrays.object_id[np.isin(arrays.object_id, wanted)])
+    assert np.array_equal(sorted_ids, table.object_id[order])
+    np.testing.assert_allclose(table.mu[order], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_wrong_inputs_are_user_errors(run, tmp_path):
+    from plasticc_jax import load_encoder
+
+    encoder = load_encoder(run["run_dir"])
+    arrays = run["test"]
+    with pytest.raises(UserError, match=r"flux has shape .*expects \(n, 6, 16\)"):
+        encoder(
+            {
+                "flux": arrays.flux[:, :, :8],
+                "flux_err": arrays.flux_err,
+                "mask": arrays.mask,
+                "features": arrays.features,
+            }
+        )
+    with pytest.raises(UserError, match="lacks"):
+        encoder({"flux": arrays.flux})
+    with pytest.raises(UserError, match="not a run directory"):
+        load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text((run["run_dir"] / "config.json").read_text())
+    (tmp_path / "stats.json").write_text((run["run_dir"] / "stats.json").read_text())
+    with pytest.raises(UserError, match="no checkpoints"):
+        load_encoder(tmp_path)
+
+
+def test_readme_example_runs_in_a_fresh_interpreter(run):
+    """The README's example, verbatim apart from the paths, in a plain Python session."""
+    example = textwrap.dedent(
+        f"""
+        from plasticc_jax import load_encoder, load_split
+
+        encoder = load_encoder("{run["run_dir"]}")
+        batch = load_split("{run["workdir"] / run["config"].data.dataset_dir}", "test")
+        mu, logvar = encoder(batch)
+        print(mu.shape, logvar.shape)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", example], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"({len(run['test'])}, 4) ({len(run['test'])}, 4)"

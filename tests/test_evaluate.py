@@ -1,0 +1,150 @@
+"""Pieces of the evaluation stage: per-method metrics, tables, the grid, the baseline features."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import baselines, evaluate, input_pipeline, synthetic
+from plasticc_jax.config import DataConfig, EvalConfig, load_preset
+from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.errors import UserError
+
+
+def test_grid_times_are_the_bin_centres_of_the_pipeline():
+    data = DataConfig(n_time_bins=8, window_before=16.0, window_after=48.0, min_observations=1)
+    times = evaluate.grid_times(data)
+    np.testing.assert_allclose(times, [-12, -4, 4, 12, 20, 28, 36, 44])
+    # The reference point (brightest) at t0 lands in bin 2 ([0, 8) days); points at the centres
+    # of bins 0, 5 and 7 land in those bins.
+    offsets = np.array([0.0, times[0], times[5], times[7]])
+    lightcurves = pd.DataFrame(
+        {
+            "object_id": 1,
+            "mjd": 60000.0 + offsets,
+            "passband": 2,
+            "flux": [100.0, 1.0, 1.0, 1.0],
+            "flux_err": 1.0,
+            "detected": True,
+        }
+    )
+    metadata = pd.DataFrame(
+        {"object_id": [1], "ddf": 0, "hostgal_photoz": 0.0, "hostgal_photoz_err": 0.0}
+        | {"distmod": np.nan, "mwebv": 0.0, "target": 90}
+    )
+    arrays, _ = input_pipeline.grid_lightcurves(lightcurves, metadata, data)
+    assert np.flatnonzero(arrays.mask[0, 2]).tolist() == [0, 2, 5, 7]
+
+
+def test_method_metrics_per_class_and_realistic():
+    rng = np.random.default_rng(0)
+    target = np.r_[np.full(900, 90), np.full(50, 6), np.full(50, 64)]
+    is_anomaly = target != 90
+    scores = rng.normal(size=1000) + np.where(target == 6, 3.0, 0.0)  # class 6 separable
+    out = evaluate.method_metrics(scores, target, is_anomaly, (6, 64, 95), 0.01, 20, seed=0)
+    assert set(out["per_class"]) == {"6", "64"}  # 95 absent from the test split
+    assert out["per_class"]["6"]["auroc"] > 0.95
+    assert 0.35 < out["per_class"]["64"]["auroc"] < 0.65
+    assert out["mean_class_auroc"] == pytest.approx(
+        (out["per_class"]["6"]["auroc"] + out["per_class"]["64"]["auroc"]) / 2
+    )
+    assert out["realistic"]["n_anomalies"] == 9  # round(0.01 * 900 / 0.99)
+    assert len(out["realistic"]["std"]) == len(out["overall"])
+
+
+def test_markdown_tables_and_json():
+    methods = {
+        name: {
+            "overall": {
+                k: 0.5
+                for k in (
+                    "auroc",
+                    "ap",
+                    "recall_top_1pct",
+                    "recall_top_5pct",
+                    "recall_top_15pct",
+                    "recall_top_100",
+                    "recall_top_1000",
+                    "recall_top_2000",
+                    "purity_top_100",
+                )
+            },
+            "per_class": {"6": {"auroc": 0.75, "ap": math.nan}},
+            "mean_class_auroc": 0.75,
+        }
+        for name in ("fused", "recon")
+    }
+    result = {"anomaly_classes_present": [6], "methods": methods, "realistic_anomaly_rate": 0.01}
+    text = evaluate._markdown_tables(result)
+    assert "| fused (d) | 0.750 | 0.500 | 0.500 | 0.750 | n/a |" in text
+    assert text.count("\n| reconstruction NLL (b) |") == 2
+    assert json.loads(json.dumps(evaluate._jsonable({"x": math.nan, "y": np.float32(2)}))) == {
+        "x": None,
+        "y": 2.0,
+    }
+
+
+def test_evaluate_without_a_run_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="make train"):
+        evaluate.evaluate(load_preset("tiny"), tmp_path)
+
+
+def test_baseline_features_are_per_object_and_scale_free(tmp_path):
+    meta_path, lc_path = synthetic.write_synthetic(tmp_path, 40, fmt="kaggle", seed=3)
+    lcs = pd.read_csv(lc_path)
+    ids = pd.read_csv(meta_path)["object_id"].to_numpy()
+    wanted = np.r_[ids[::-1], 123_456_789]  # any order, plus an object without rows
+    features = baselines.lightcurve_features(lcs, wanted, n_jobs=1)
+    assert features.shape == (41, len(baselines.feature_names()))
+    assert np.isnan(features[-1]).all() and np.isfinite(features[:-1]).mean() > 0.95
+    # Rows follow `object_ids`, whatever the row order of the input.
+    single = baselines.lightcurve_features(lcs[lcs["object_id"] == ids[0]], ids[:1], n_jobs=1)
+    np.testing.assert_allclose(single[0], features[-2], rtol=1e-5, equal_nan=True)
+    # Shape features ignore distance: scaling flux and error leaves them unchanged.
+    brighter = lcs.assign(flux=lcs["flux"] * 50.0, flux_err=lcs["flux_err"] * 50.0)
+    np.testing.assert_allclose(
+        baselines.lightcurve_features(brighter, wanted, n_jobs=1),
+        features,
+        rtol=1e-4,
+        atol=1e-6,
+        equal_nan=True,
+    )
+
+
+def test_feature_forest_imputes_and_refuses_anomalies():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    x[::7, 2] = np.nan
+    forest = baselines.FeatureForest(EvalConfig(n_estimators=30)).fit(x, np.zeros(300, bool))
+    scores = forest.score(np.vstack([x[:5], np.full((1, 5), 20.0, np.float32)]))
+    assert np.isfinite(scores).all() and scores[-1] > scores[:5].max()
+    with pytest.raises(ValueError, match="never reach"):
+        baselines.FeatureForest(EvalConfig()).fit(x, np.ones(300, bool))
+
+
+def test_reduced_chi2_by_hand():
+    shape = (2, 6, 4)
+    flux = np.zeros(shape, np.float32)
+    flux_err = np.zeros(shape, np.float32)
+    mask = np.zeros(shape, bool)
+    # Object 0: two observed cells, residuals 3 and 1, variances 9 (err 0 + sigma 3) and 1.
+    flux[0, 1, 0], flux[0, 2, 3] = 3.0, 1.0
+    mask[0, 1, 0] = mask[0, 2, 3] = True
+    sigma = np.ones(shape, np.float32)
+    sigma[0, 1, 0] = 3.0
+    flux[0, 5, 2] = 100.0  # unobserved: ignored
+    arrays = LightCurveArrays(
+        object_id=np.arange(2),
+        target=np.zeros(2, np.int32),
+        is_anomaly=np.zeros(2, bool),
+        flux=flux,
+        flux_err=flux_err,
+        mask=mask,
+        features=np.zeros((2, 1), np.float32),
+    )
+    chi2 = evaluate.reduced_chi2(arrays, np.zeros(shape, np.float32), sigma)
+    np.testing.assert_allclose(chi2, [(9 / 9 + 1 / 1) / 2, 0.0])  # object 1: nothing observed

@@ -1,0 +1,107 @@
+"""Metric functions against small cases computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from plasticc_jax import metrics
+
+# Ranked by descending score: a=0.9 (anomaly), k=0.8, a=0.7, k=0.6, k=0.5, a=0.4.
+SCORES = np.array([0.5, 0.9, 0.6, 0.7, 0.4, 0.8])
+LABELS = np.array([False, True, False, True, True, False])
+
+
+def test_auroc_by_hand():
+    # Pairs (anomaly, known) with the anomaly higher: 0.9 beats 3, 0.7 beats 2 (0.6, 0.5),
+    # 0.4 beats none: 5 of 9.
+    assert metrics.auroc(SCORES, LABELS) == pytest.approx(5 / 9)
+    # Ties count one half.
+    assert metrics.auroc(np.array([1.0, 1.0]), np.array([True, False])) == 0.5
+    assert math.isnan(metrics.auroc(SCORES, np.zeros(6, bool)))
+
+
+def test_average_precision_by_hand():
+    # Anomalies found at ranks 1, 3, 6: precisions 1/1, 2/3, 3/6.
+    expected = (1 + 2 / 3 + 3 / 6) / 3
+    assert metrics.average_precision(SCORES, LABELS) == pytest.approx(expected)
+
+
+def test_recall_and_purity_at_k():
+    assert metrics.recall_at_k(SCORES, LABELS, 1) == pytest.approx(1 / 3)
+    assert metrics.recall_at_k(SCORES, LABELS, 3) == pytest.approx(2 / 3)
+    assert metrics.recall_at_k(SCORES, LABELS, 100) == 1.0  # clipped to n
+    assert metrics.precision_at_k(SCORES, LABELS, 2) == pytest.approx(1 / 2)
+    assert metrics.precision_at_k(SCORES, LABELS, 100) == pytest.approx(3 / 6)
+
+
+def test_ties_are_broken_by_position():
+    scores = np.array([1.0, 1.0, 0.0])
+    assert metrics.recall_at_k(scores, np.array([True, False, False]), 1) == 1.0
+    assert metrics.recall_at_k(scores, np.array([False, True, False]), 1) == 0.0
+
+
+def test_top_k_sizes():
+    assert metrics.top_k(1000, 0.01) == 10
+    assert metrics.top_k(150, 0.01) == 2  # ceil(1.5)
+    assert metrics.top_k(10, 0.01) == 1
+    assert metrics.top_k(100, 0.15) == 15
+
+
+def test_detection_metrics_keys_and_values():
+    out = metrics.detection_metrics(SCORES, LABELS)
+    assert set(out) == {
+        "auroc",
+        "ap",
+        "recall_top_1pct",
+        "recall_top_5pct",
+        "recall_top_15pct",
+        "recall_top_100",
+        "recall_top_1000",
+        "recall_top_2000",
+        "purity_top_100",
+    }
+    assert out["recall_top_15pct"] == pytest.approx(1 / 3)  # ceil(0.9) = 1 object
+    assert out["purity_top_100"] == pytest.approx(0.5)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError):
+        metrics.auroc(np.array([np.nan, 1.0]), np.array([True, False]))
+    with pytest.raises(ValueError):
+        metrics.auroc(np.zeros(3), np.zeros(2, bool))
+
+
+def test_realistic_draw_sizes():
+    assert metrics.n_anomalies_for_rate(990, 0.01) == 10
+    assert metrics.n_anomalies_for_rate(50, 0.01) == 1  # at least one
+    labels = np.array([False] * 990 + [True] * 100)
+    rng = np.random.default_rng(0)
+    index = metrics.draw_realistic(labels, 0.01, rng)
+    assert index.size == 1000 and labels[index].sum() == 10
+    assert np.all(np.diff(index) > 0)  # sorted, no repeats
+    assert np.isin(np.flatnonzero(~labels), index).all()  # every known object kept
+    # Capped at the anomalies available.
+    few = np.array([False] * 990 + [True] * 3)
+    assert few[metrics.draw_realistic(few, 0.01, rng)].sum() == 3
+
+
+def test_realistic_rate_metrics_mean_and_std():
+    rng = np.random.default_rng(1)
+    labels = np.array([False] * 990 + [True] * 200)
+    # A perfect ranking stays perfect in every draw: std 0.
+    perfect = labels.astype(float) + 0.01 * rng.random(labels.size)
+    out = metrics.realistic_rate_metrics(perfect, labels, 0.01, n_draws=20, seed=0)
+    assert out["n_anomalies"] == 10 and out["rate"] == pytest.approx(0.01)
+    assert out["mean"]["auroc"] == 1.0 and out["std"]["auroc"] == 0.0
+    assert out["mean"]["purity_top_100"] == pytest.approx(0.1)
+    # Half the anomalies rank on top, half at the bottom: recall@1% varies from draw to draw.
+    mixed = perfect.copy()
+    mixed[990 + np.arange(0, 200, 2)] = -1.0
+    out = metrics.realistic_rate_metrics(mixed, labels, 0.01, n_draws=20, seed=0)
+    assert 0.2 < out["mean"]["recall_top_1pct"] < 0.8
+    assert out["std"]["recall_top_1pct"] > 0
+    again = metrics.realistic_rate_metrics(mixed, labels, 0.01, n_draws=20, seed=0)
+    assert again == out  # deterministic given the seed

@@ -1,0 +1,214 @@
+"""`prepare`: outputs, splits, statistics, re-runs, interruption, and the real data."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import config as config_lib
+from plasticc_jax import input_pipeline, plasticc
+from plasticc_jax.dataset import SPLITS, load_split, read_manifest, read_stats
+from plasticc_jax.prepare import prepare, split_objects
+from plasticc_jax.synthetic import write_synthetic
+
+REAL_DATA = Path(os.environ.get("PLASTICC_JAX_MIRROR", "/work/shared/data/plasticc_snmachine"))
+
+
+def tiny_config(raw: Path, **data) -> config_lib.Config:
+    config = config_lib.load_preset("tiny")
+    fields = {"raw_dir": str(raw), "shard_objects": 64, "chunk_rows": 5000, **data}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **fields))
+
+
+def check_counts(out: Path) -> dict:
+    """The manifest adds up, and agrees with the shards and rejected.csv."""
+    manifest = read_manifest(out)
+    rejected = pd.read_csv(out / "rejected.csv")
+    in_shards = sum(manifest["objects"].values())
+    assert in_shards + manifest["rejected"]["total"] == manifest["input_objects"]
+    assert len(rejected) == manifest["rejected"]["total"]
+    for split in SPLITS:
+        n = sum(manifest["counts"][split].values())
+        assert n == manifest["objects"][split]
+        if n:
+            assert len(load_split(out, split)) == n
+    return manifest
+
+
+def file_hashes(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("raw")
+    write_synthetic(folder, 420, fmt="unblinded", seed=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory) -> tuple[Path, config_lib.Config]:
+    config = tiny_config(raw)
+    return prepare(config, tmp_path_factory.mktemp("work")), config
+
+
+def test_outputs_and_counts(prepared):
+    out, _ = prepared
+    manifest = check_counts(out)
+    assert manifest["input_objects"] == 420 and manifest["rejected"]["total"] == 0
+    assert manifest["feature_names"] == list(input_pipeline.FEATURE_NAMES)
+    assert manifest["grid"]["n_time_bins"] == 16
+    assert json.loads((out / "config.json").read_text())["data"]["known_classes"]
+    assert config_lib.read_config(out / "config.json").data.tag == "rare"
+    rows = {f["kind"]: f["rows"] for f in manifest["inputs"]["files"]}
+    assert rows["metadata"] == 420 and rows["lightcurves"] > 420 * 40
+    train = load_split(out, "train")
+    assert train.flux.shape[1:] == (6, 16) and train.features.shape[1] == 28
+    assert len(manifest["shards"]["train"]) == -(-len(train) // 64)  # shards of 64 objects
+
+
+def test_splits_disjoint_stratified_anomalies_in_test(prepared):
+    out, config = prepared
+    known, anomalies = config.data.classes()
+    splits = {s: load_split(out, s) for s in SPLITS}
+    ids = [set(a.object_id.tolist()) for a in splits.values()]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    for split in ("train", "val"):
+        assert not np.isin(splits[split].target, anomalies).any()
+        assert not splits[split].is_anomaly.any()
+    test = splits["test"]
+    np.testing.assert_array_equal(test.is_anomaly, np.isin(test.target, anomalies))
+    assert test.is_anomaly.any()
+    for cls in known:
+        n = {s: int((a.target == cls).sum()) for s, a in splits.items()}
+        total = sum(n.values())
+        assert abs(n["test"] - round(config.data.test_fraction * total)) == 0
+        assert abs(n["val"] - round(config.data.val_fraction * total)) == 0
+
+
+def test_split_is_reproducible_and_order_free():
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(1000) + 10
+    target = rng.choice([90, 42, 62, 64, 991], 1000)
+    data = config_lib.DataConfig(protocol="sn")
+    codes, reasons = split_objects(ids, target, data)
+    again, _ = split_objects(ids[::-1], target[::-1], data)
+    np.testing.assert_array_equal(codes, again[::-1])
+    other, _ = split_objects(ids, target, dataclasses.replace(data, seed=1))
+    assert (codes != other).any()
+    assert (codes[target == 64] == 2).all() and (codes[target == 991] == -1).all()
+    assert reasons == {991: "class 991 not in protocol"}
+
+
+def test_stats_from_train_only(prepared):
+    out, _ = prepared
+    stats = read_stats(out)
+    train = load_split(out, "train").features.astype(np.float64)
+    std = train.std(axis=0)
+    np.testing.assert_allclose(stats.mean, train.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.std, np.where(std < 1e-3, 1.0, std), rtol=1e-4)
+    everything = np.concatenate([load_split(out, s).features for s in SPLITS])
+    assert not np.allclose(stats.mean, everything.mean(axis=0), rtol=1e-5)
+
+
+def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, caplog, tmp_path):
+    out, config = prepared
+    before = file_hashes(out)
+    mtime = (out / "manifest.json").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO):
+        prepare(config, out.parents[2])
+    assert "up to date" in caplog.text
+    assert (out / "manifest.json").stat().st_mtime_ns == mtime
+    # Another worker count and chunk size, from scratch: byte-identical data files, and the
+    # same manifest apart from the config that records those two settings.
+    other = dataclasses.replace(config.data, workers=2, chunk_rows=700)
+    again = prepare(dataclasses.replace(config, data=other), tmp_path)
+    after = file_hashes(again)
+    for name in ("config.json", "manifest.json"):
+        assert before.pop(name) != after.pop(name)
+    assert after == before and len(after) > 4
+    first, second = read_manifest(out), read_manifest(again)
+    assert {k: v for k, v in first.items() if k != "config"} == {
+        k: v for k, v in second.items() if k != "config"
+    }
+    changed = dataclasses.replace(config.data, n_time_bins=8)
+    prepare(dataclasses.replace(config, data=changed), tmp_path)  # not up to date: rebuilt
+    assert read_manifest(again)["grid"]["n_time_bins"] == 8
+
+
+def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw, tmp_path, prepared):
+    out_ref, config = prepared
+    # Shards of 4 objects: about 100 files, so the writing phase lasts long enough to hit.
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, shard_objects=4))
+    config_lib.save_config(config, tmp_path / "cfg.json")
+    script = (
+        "import sys; from pathlib import Path; from plasticc_jax import config as c;"
+        "from plasticc_jax.prepare import prepare;"
+        "prepare(c.read_config(Path(sys.argv[1])), Path(sys.argv[2]))"
+    )
+    interrupted = []
+    for attempt in range(5):  # until one kill lands mid-run (the first, nearly always)
+        work = tmp_path / f"work{attempt}"
+        out = work / config.data.dataset_dir
+        child = subprocess.Popen([sys.executable, "-c", script, tmp_path / "cfg.json", work])
+        # A random moment of the writing phase, which starts when the shard folder appears.
+        deadline = time.monotonic() + 60
+        while not (out / "shards").exists():
+            if child.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
+        delay = random.uniform(0.0, 0.1)
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if (out / "manifest.json").exists():  # it finished before the kill: it must be whole
+            check_counts(out)
+        else:
+            interrupted.append(delay)
+            break
+    assert interrupted, "no kill landed before the manifest was written"
+    prepare(config, work)
+    check_counts(out)
+    assert not list(out.rglob(".tmp-*")), f"temporary files left after the kill at {delay:.3f}s"
+    ref = {s: load_split(out_ref, s) for s in SPLITS}
+    for split in SPLITS:
+        np.testing.assert_array_equal(load_split(out, split).flux, ref[split].flux)
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real PLAsTiCC data not present")
+def test_real_training_set(tmp_path):
+    config = config_lib.load_preset("default")
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, raw_dir=str(REAL_DATA))
+    )
+    out = prepare(config, tmp_path)
+    manifest = check_counts(out)
+    assert manifest["input_objects"] == 7848
+    assert manifest["inputs"]["format"] == "unblinded"
+    rows = {f["kind"]: f["rows"] for f in manifest["inputs"]["files"]}
+    assert rows == {"lightcurves": 1_421_705, "metadata": 7848}
+    assert not [n for n in manifest["feature_names"] if n.startswith(plasticc.TRUTH_PREFIXES)]
+    assert not [n for n in manifest["feature_names"] if n in ("ra", "decl", "hostgal_specz")]
+    # The truth columns are in the file but never read.
+    metadata = input_pipeline.read_metadata(REAL_DATA / "plasticc_train_metadata.csv.gz")
+    assert not [c for c in metadata if c.startswith(plasticc.TRUTH_PREFIXES)]
+    assert (metadata["target"] > 0).all() and metadata["distmod"].isna().sum() > 0
+    test = load_split(out, "test")
+    assert set(np.unique(test.target[test.is_anomaly])) == {6, 53, 64, 95}

@@ -97,6 +97,12 @@ def lightcurve_features(
     snr = np.log10(1.0 / np.maximum(median_err, 1e-12))
     found = pd.Index(object_ids).get_indexer(oid[starts])
     out[found] = np.column_stack([values, snr]).astype(np.float32)
+    log.debug(
+        "%d light-curve features of %d objects (%d without rows)",
+        len(names),
+        len(out),
+        len(out) - len(starts),
+    )
     return out
 
 

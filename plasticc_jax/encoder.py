@@ -289,15 +289,26 @@ class TrainedVae:
             for key, values in parts.items()
         }
 
-    def evaluate(self, arrays: ArraysLike, batch_size: int = 4096) -> dict[str, np.ndarray]:
+    def evaluate(
+        self, arrays: ArraysLike, batch_size: int = 4096, *, reconstruction: bool = False
+    ) -> dict[str, np.ndarray]:
         """Per-object latent statistics and loss terms, decoding z = mu (deterministic).
+
+        Args:
+            arrays: see `Encoder.inputs`.
+            batch_size: the largest batch compiled.
+            reconstruction: also return the decoded grid (`mean`, `sigma`, as `reconstruct`),
+                from the same pass.
 
         Returns:
             `mu`, `logvar` (n, L); `recon_nll` (n,) the masked heteroscedastic Gaussian NLL
             summed over observed cells (nats); `n_observed` (n,) observed cells; `kl` (n,)
-            KL(q(z|x) || N(0, I)) in nats; `feature_nll` (n,) NLL of the normalised features.
+            KL(q(z|x) || N(0, I)) in nats; `feature_nll` (n,) NLL of the normalised features;
+            with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
         """
         keys = ("mu", "logvar", "recon_nll", "n_observed", "kl", "feature_nll")
+        if reconstruction:
+            keys += ("mean", "sigma")
         return self._run(arrays, batch_size, keys)
 
     def reconstruct(

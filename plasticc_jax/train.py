@@ -224,9 +224,10 @@ def _check_split(arrays: LightCurveArrays, split: str, dataset_dir: Path) -> Non
 # The run directory.
 
 
-def _prepare_run_dir(run_dir: Path, config: Config, dataset_dir: Path, resuming: bool) -> None:
+def _check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
+    """A run directory with checkpoints must match the model, the data and its statistics."""
     config_path = run_dir / "config.json"
-    if resuming and config_path.is_file():
+    if config_path.is_file():
         old = config_lib.to_dict(config_lib.read_config(config_path))
         new = config_lib.to_dict(config)
         for section in ("model", "data"):
@@ -238,8 +239,17 @@ def _prepare_run_dir(run_dir: Path, config: Config, dataset_dir: Path, resuming:
                 )
         if old["train"] != new["train"]:
             log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
+    stats_path = run_dir / "stats.json"
+    if stats_path.is_file() and stats_path.read_text() != (dataset_dir / "stats.json").read_text():
+        raise UserError(
+            f"{dataset_dir} was prepared again since {run_dir} started (its stats.json differs): "
+            "delete the run directory to train on the new dataset"
+        )
+
+
+def _write_run_files(run_dir: Path, config: Config, dataset_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save_config(config, config_path)
+    config_lib.save_config(config, run_dir / "config.json")
     atomic_write_text(run_dir / "stats.json", (dataset_dir / "stats.json").read_text())
 
 
@@ -307,8 +317,10 @@ def train(config: Config, workdir: Path) -> Path:
     params = nnx.to_pure_dict(params)
     tx, schedule = make_optimizer(tc, steps_per_epoch)
     state = init_state(params, tx)
-    rng = jax.random.key(tc.seed)
     meta: dict[str, Any] = {
+        "seed": tc.seed,
+        # The run's base key (sampling noise), saved so a resumed run draws the same noise.
+        "rng": np.asarray(jax.random.key_data(jax.random.key(tc.seed))).tolist(),
         "epoch": 0,
         "best_val_loss": math.inf,
         "best_epoch": 0,
@@ -320,24 +332,10 @@ def train(config: Config, workdir: Path) -> Path:
     store = CheckpointStore(run_dir / "checkpoints")
     try:
         latest = store.latest_epoch()
-        _prepare_run_dir(run_dir, config, dataset_dir, resuming=latest is not None)
         metrics_path = run_dir / "metrics.jsonl"
-        if latest is None:
-            metrics_path.unlink(missing_ok=True)
-        else:
-            restored = store.restore(
-                latest,
-                {
-                    "encoder": params["encoder"],
-                    "decoder": params["decoder"],
-                    "opt_state": state.opt_state,
-                    "meta": None,
-                },
-            )
-            meta = dict(restored["meta"])
-            params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
-            state = TrainState(jnp.asarray(meta["step"], jnp.int32), params, restored["opt_state"])
-            _keep_metrics_until(metrics_path, latest)
+        if latest is not None:
+            _check_resumable(run_dir, config, dataset_dir)
+            meta = dict(store.restore(latest, {"meta": None})["meta"])
             early = meta["stop_reason"] == "early_stopping"
             if early or meta["epoch"] >= tc.max_epochs:
                 log.info(
@@ -353,7 +351,24 @@ def train(config: Config, workdir: Path) -> Path:
                     else "Raise --max-epochs to train further.",
                 )
                 return run_dir
+        _write_run_files(run_dir, config, dataset_dir)
+        if latest is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            restored = store.restore(
+                latest,
+                {
+                    "encoder": params["encoder"],
+                    "decoder": params["decoder"],
+                    "opt_state": state.opt_state,
+                },
+            )
+            params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
+            state = TrainState(jnp.asarray(meta["step"], jnp.int32), params, restored["opt_state"])
+            _keep_metrics_until(metrics_path, latest)
             log.info("resuming %s after epoch %d", run_dir, meta["epoch"])
+            if meta["seed"] != tc.seed:
+                log.warning("resuming with the run's seed %d, not %d", meta["seed"], tc.seed)
 
         state = jax.device_put(state, replicated)
         train_step = jax.jit(
@@ -385,7 +400,7 @@ def train(config: Config, workdir: Path) -> Path:
             eval_step=eval_step,
             train_data=train_data,
             val_data=val_data,
-            rng=rng,
+            rng=jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32)),
             sharded=sharded,
             metrics_path=metrics_path,
         )
@@ -448,7 +463,7 @@ def _fit(
         for epoch in range(first_epoch, tc.max_epochs + 1):
             start = time.perf_counter()
             # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
-            order = np.random.default_rng([tc.seed, epoch]).permutation(n_train)
+            order = np.random.default_rng([meta["seed"], epoch]).permutation(n_train)
             step_metrics = []
             for host_batch in fixed_batches(train_data, tc.batch_size, order):
                 state, metrics = train_step(state, jax.device_put(host_batch, sharded), rng)
@@ -477,7 +492,6 @@ def _fit(
                 step=int(state.step),
                 finished=stop or epoch >= tc.max_epochs,
                 stop_reason="early_stopping" if stop else "",
-                seed=tc.seed,
             )
             # Metrics first, then the checkpoint: a kill between the two leaves a metrics line
             # that the resumed run drops (`_keep_metrics_until`), never a checkpoint without one.

@@ -59,6 +59,9 @@ def test_encoder_matches_the_vae_and_chunks_consistently(run):
     assert np.all(out["kl"] >= 0)
     mean, sigma = vae.reconstruct(arrays)
     assert mean.shape == sigma.shape == arrays.flux.shape
+    both = vae.evaluate(arrays, reconstruction=True)
+    np.testing.assert_allclose(both["mean"], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both["recon_nll"], out["recon_nll"], rtol=1e-5)
     assert np.all(sigma >= run["config"].model.min_model_sigma)
 
     # Small compiled batches and a dict input give the same numbers, one compile per shape.

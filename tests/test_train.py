@@ -228,17 +228,43 @@ def test_train_writes_a_run_directory_and_resumes(tmp_path, caplog):
     wider = config_lib.apply_overrides(longer, ["model.hidden=64"])
     with pytest.raises(UserError, match="different model config"):
         train(wider, workdir)
+    # So is a dataset prepared again (other normalisation) under a run in progress.
+    stats_path = workdir / config.data.dataset_dir / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats["mean"][0] += 1.0
+    stats_path.write_text(json.dumps(stats))
+    with pytest.raises(UserError, match="prepared again"):
+        train(tiny_config(max_epochs=5), workdir)
 
 
-def test_same_seed_same_data_gives_the_same_weights(tmp_path):
-    config = tiny_config(max_epochs=2)
-    runs = [best_params(train(config, make_workdir(tmp_path / name, config))) for name in "ab"]
+def test_same_seed_same_data_gives_the_same_weights_even_across_an_interruption(
+    tmp_path, monkeypatch
+):
+    config = tiny_config(max_epochs=3)
+    runs = [latest_params(train(config, make_workdir(tmp_path / n, config)), config) for n in "ab"]
     assert_trees_equal(runs[0], runs[1])
     # Not trivially equal: training moved the weights away from the (seeded) initialisation.
     initial = nnx.to_pure_dict(nnx.state(create_model(config, 6, N_TIMES, N_FEATURES)))
     assert not np.array_equal(
         runs[0]["encoder"]["mu"]["kernel"], initial["encoder"]["mu"]["kernel"]
     )
+
+    # Ctrl-C right after epoch 1 is saved, then `train` again: the same weights as without.
+    save = CheckpointStore.save
+
+    def save_then_interrupt(self, epoch, **kwargs):
+        save(self, epoch, **kwargs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    workdir = make_workdir(tmp_path / "c", config)
+    with monkeypatch.context() as patch:
+        patch.setattr(CheckpointStore, "save", save_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, workdir)
+    run_dir = train(config, workdir)
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3]
+    assert_trees_equal(latest_params(run_dir, config), runs[0])
 
 
 def test_resume_after_kill_9(tmp_path):

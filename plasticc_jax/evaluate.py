@@ -95,13 +95,8 @@ def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) 
 
 
 def vae_outputs(vae: Any, arrays: LightCurveArrays, batch_size: int) -> dict[str, np.ndarray]:
-    """`TrainedVae.evaluate` outputs plus `chi2` (`reduced_chi2`), from one pass of the VAE.
-
-    One jit call yields the loss terms and the decoded grid together; `TrainedVae` exposes them
-    through two public methods (two passes), so this reads both from its shared `_run`.
-    """
-    keys = ("mu", "logvar", "recon_nll", "n_observed", "kl", "mean", "sigma")
-    out = vae._run(arrays, batch_size, keys)
+    """`TrainedVae.evaluate` outputs plus `chi2` (`reduced_chi2`), from one pass of the VAE."""
+    out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out.pop("mean"), out.pop("sigma"))
     return out
 

@@ -44,7 +44,7 @@ log = logging.getLogger("bench_prepare")
 def real_data() -> Path | None:
     """The real training set: $PLASTICC_JAX_MIRROR, data/raw, or the shared copy."""
     candidates = [os.environ.get("PLASTICC_JAX_MIRROR", ""), ROOT / "data" / "raw"]
-    candidates.append("/work/shared/data/plasticc_snmachine")
+    candidates.append(ROOT.parent / "shared" / "data" / "plasticc_snmachine")
     for folder in map(Path, filter(None, candidates)):
         if (folder / "plasticc_train_lightcurves.csv.gz").is_file():
             return folder

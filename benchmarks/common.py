@@ -50,7 +50,8 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
 def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command; return (wall seconds, peak RSS in MiB, stdout).
 
-    Peak RSS is the kernel's account of that one child process (wait4), over its whole run.
+    Peak RSS is the kernel's account of the child (wait4). Linux carries it across exec, so it
+    includes the size of this (parent) process at the spawn: use `python_measured` for memory.
     """
     import tempfile
 
@@ -68,8 +69,20 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[fl
 
 
 def python_measured(code: str) -> tuple[float, float, str]:
-    """`run_measured` for a Python snippet run in a fresh interpreter."""
-    return run_measured([sys.executable, "-c", code])
+    """Run a Python snippet in a fresh interpreter: (wall seconds, peak RSS in MiB, stdout).
+
+    The peak is the child's own VmHWM, read by the child as it ends. The kernel's ru_maxrss is not
+    used here: Linux carries it across exec, so a child spawned by a large benchmark process
+    would report at least the parent's size.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".status") as status:
+        tail = f"\nimport shutil\nshutil.copyfile('/proc/self/status', {status.name!r})\n"
+        wall, max_rss, out = run_measured([sys.executable, "-c", code + tail])
+        fields = dict(line.split(":", 1) for line in status.read().splitlines() if ":" in line)
+    hwm = fields.get("VmHWM", "").split()
+    return wall, (int(hwm[0]) / 1024.0 if hwm else max_rss), out
 
 
 def write_rows(stage: str, rows: list[dict[str, Any]]) -> Path:

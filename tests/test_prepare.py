@@ -24,7 +24,9 @@ from plasticc_jax.dataset import SPLITS, load_split, read_manifest, read_stats
 from plasticc_jax.prepare import prepare, split_objects
 from plasticc_jax.synthetic import write_synthetic
 
-REAL_DATA = Path(os.environ.get("PLASTICC_JAX_MIRROR", "/work/shared/data/plasticc_snmachine"))
+# The shared copy of the real training set beside the checkout (present in CI), or the mirror.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "plasticc_snmachine"
+REAL_DATA = Path(os.environ.get("PLASTICC_JAX_MIRROR", SHARED))
 
 
 def tiny_config(raw: Path, **data) -> config_lib.Config:

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_train  # noqa: E402
-import common  # noqa: E402
+import bench_train
+import common
 
-from plasticc_jax import config as config_lib  # noqa: E402
-from plasticc_jax.dataset import load_split  # noqa: E402
-from plasticc_jax.encoder import load_vae  # noqa: E402
-from plasticc_jax.train import train  # noqa: E402
+from plasticc_jax import config as config_lib
+from plasticc_jax.dataset import load_split
+from plasticc_jax.encoder import load_vae
+from plasticc_jax.train import train
 
 N_TEST = 3_500_000
 

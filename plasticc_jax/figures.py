@@ -31,7 +31,9 @@ def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    return {int(c): cmap(i % 20) for i, c in enumerate(sorted(classes))}
+    # tab20 pairs a dark and a light shade of each hue: take the ten dark ones first.
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {int(c): cmap(order[i % 20]) for i, c in enumerate(sorted(classes))}
 
 
 def _save(fig: Figure, path: Path) -> Path:

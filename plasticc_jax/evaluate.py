@@ -205,15 +205,7 @@ def _markdown_tables(result: dict[str, Any]) -> str:
         row += [fmt(m["per_class"][str(c)]["auroc"]) for c in classes]
         row += [fmt(m["per_class"][str(c)]["ap"]) for c in classes]
         lines.append("| " + " | ".join(row) + " |")
-    keys = [
-        "recall_top_1pct",
-        "recall_top_5pct",
-        "recall_top_15pct",
-        "recall_top_100",
-        "recall_top_1000",
-        "recall_top_2000",
-        "purity_top_100",
-    ]
+    keys = metrics.RANKING_KEYS
     rate = result["realistic_anomaly_rate"]
     head = ["method", *(k.replace("_", " ") for k in keys)]
     head += [f"AUROC @{rate:.0%}", f"AP @{rate:.0%}", f"purity top 100 @{rate:.0%}"]

@@ -16,6 +16,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 TOP_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.15)
 TOP_COUNTS: tuple[int, ...] = (100, 1000, 2000)
 PURITY_COUNT = 100
+# Names of the ranking metrics that `detection_metrics` returns besides auroc and ap.
+RANKING_KEYS: tuple[str, ...] = (
+    *(f"recall_top_{round(f * 100)}pct" for f in TOP_FRACTIONS),
+    *(f"recall_top_{k}" for k in TOP_COUNTS),
+    f"purity_top_{PURITY_COUNT}",
+)
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import skops.io as sio
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.ensemble import IsolationForest
@@ -242,6 +241,8 @@ class AnomalyDetector:
         """Write `forest.skops` and `anomaly.json` into `models_dir` (atomically)."""
         models_dir = Path(models_dir)
         models_dir.mkdir(parents=True, exist_ok=True)
+        import skops.io as sio  # imported when needed: it imports every scikit-learn estimator
+
         with atomic_path(models_dir / FOREST_FILE) as tmp:
             sio.dump(self.forest, tmp)
         params = {
@@ -269,6 +270,8 @@ class AnomalyDetector:
         params = json.loads(params_path.read_text())
         if params.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{params_path}: unsupported format_version, re-run evaluate")
+        import skops.io as sio
+
         untrusted = sio.get_untrusted_types(file=forest_path)
         unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
         if unexpected:

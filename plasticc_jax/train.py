@@ -14,6 +14,7 @@ runs on a mesh of one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from plasticc_jax import config as config_lib
 from plasticc_jax import losses, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
-from plasticc_jax.config import Config, TrainConfig
+from plasticc_jax.config import Config, ModelConfig, TrainConfig
 from plasticc_jax.dataset import LightCurveArrays, load_split, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.models import Vae, compute_dtype
@@ -71,14 +72,39 @@ def create_model(
     config: Config, n_bands: int, n_times: int, n_features: int, *, dtype: str | None = None
 ) -> Vae:
     """The VAE, initialised from `config.train.seed` (deterministic)."""
-    return Vae(
-        n_bands,
-        n_times,
-        n_features,
-        config.model,
-        dtype=compute_dtype(dtype or config.train.compute_dtype),
-        rngs=nnx.Rngs(config.train.seed),
+    dtype = dtype or config.train.compute_dtype
+    return _vae(config.model, config.train.seed, dtype, n_bands, n_times, n_features)
+
+
+def _vae(
+    model: ModelConfig, seed: int, dtype: str, n_bands: int, n_times: int, n_features: int
+) -> Vae:
+    return Vae(n_bands, n_times, n_features, model, dtype=compute_dtype(dtype), rngs=nnx.Rngs(seed))
+
+
+def init_params(
+    config: Config, n_bands: int, n_times: int, n_features: int
+) -> tuple[nnx.GraphDef, Params]:
+    """`create_model` split into its graph and its parameters (a pure dict), initialised in one
+    compiled program: the same values as eager initialisation, without compiling every
+    initialiser of every layer one by one (seconds on a CPU)."""
+    model, tc = config.model, config.train
+    graphdef, initialise = _initialiser(
+        model, tc.seed, tc.compute_dtype, n_bands, n_times, n_features
     )
+    return graphdef, initialise()
+
+
+@functools.cache
+def _initialiser(
+    model: ModelConfig, seed: int, dtype: str, n_bands: int, n_times: int, n_features: int
+) -> tuple[nnx.GraphDef, Callable[[], Params]]:
+    """The graph and the jit-compiled initialiser of one model; made once per process, so that
+    training again (tests, notebooks) traces and compiles nothing new."""
+
+    build = functools.partial(_vae, model, seed, dtype, n_bands, n_times, n_features)
+    graphdef, _ = nnx.split(nnx.eval_shape(build))
+    return graphdef, jax.jit(lambda: nnx.to_pure_dict(nnx.state(build())))
 
 
 def make_optimizer(
@@ -150,6 +176,27 @@ def make_train_step(
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step
+
+
+@functools.cache
+def compiled_steps(
+    graphdef: nnx.GraphDef, train_config: TrainConfig, steps_per_epoch: int, mesh: Mesh
+) -> tuple[StepFn, EvalFn]:
+    """The jit-compiled train and eval steps over `mesh` (batch sharded, state replicated, state
+    donated); made once per process for each model, settings and mesh."""
+    tx, schedule = make_optimizer(train_config, steps_per_epoch)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    train_step = jax.jit(
+        make_train_step(graphdef, tx, schedule, train_config, steps_per_epoch),
+        in_shardings=(replicated, sharded, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        make_eval_step(graphdef), in_shardings=(replicated, sharded), out_shardings=sharded
+    )
+    return train_step, eval_step
 
 
 def make_eval_step(graphdef: nnx.GraphDef) -> EvalFn:
@@ -258,10 +305,6 @@ def train(config: Config, workdir: Path) -> Path:
             raise UserError(f"{name}={size} must be a multiple of the {len(devices)} devices")
 
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
-    graphdef, params = nnx.split(create_model(config, n_bands, n_times, n_features))
-    params = nnx.to_pure_dict(params)
-    tx, schedule = make_optimizer(tc, steps_per_epoch)
-    state = init_state(params, tx)
     progress = Progress(tc.seed, np.asarray(jax.random.key_data(jax.random.key(tc.seed))).tolist())
     metrics_path = run_dir / "metrics.jsonl"
 
@@ -275,6 +318,9 @@ def train(config: Config, workdir: Path) -> Path:
                 progress.log_done(run_dir)
                 return run_dir
         runs.write_run_files(run_dir, config, dataset_dir)
+        graphdef, params = init_params(config, n_bands, n_times, n_features)
+        tx, _ = make_optimizer(tc, steps_per_epoch)
+        state = init_state(params, tx)
         if latest is None:
             metrics_path.unlink(missing_ok=True)
         else:
@@ -288,15 +334,7 @@ def train(config: Config, workdir: Path) -> Path:
             if progress.seed != tc.seed:
                 log.warning("resuming with the run's seed %d, not %d", progress.seed, tc.seed)
 
-        train_step = jax.jit(
-            make_train_step(graphdef, tx, schedule, tc, steps_per_epoch),
-            in_shardings=(replicated, sharded, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
-        eval_step = jax.jit(
-            make_eval_step(graphdef), in_shardings=(replicated, sharded), out_shardings=sharded
-        )
+        train_step, eval_step = compiled_steps(graphdef, tc, steps_per_epoch, mesh)
         log.info(
             "training on %d objects (%d val), %d steps/epoch, %d device(s) %s, run dir %s",
             n_train,
@@ -446,6 +484,7 @@ __all__ = [
     "TrainState",
     "TrainingDiverged",
     "create_model",
+    "init_params",
     "init_state",
     "make_eval_step",
     "make_optimizer",

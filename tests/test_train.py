@@ -30,6 +30,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.train import (
     TrainingDiverged,
     create_model,
+    init_params,
     init_state,
     make_optimizer,
     make_train_step,
@@ -51,7 +52,7 @@ def best_params(run_dir: Path) -> dict:
 
 
 def latest_params(run_dir: Path) -> dict:
-    model = create_model(tiny_config(), 6, N_TIMES, N_FEATURES)
+    model = nnx.eval_shape(lambda: create_model(tiny_config(), 6, N_TIMES, N_FEATURES))
     template = nnx.to_pure_dict(nnx.state(model))
     with CheckpointStore(run_dir / "checkpoints", read_only=True) as store:
         restored = store.restore(store.latest_epoch(), dict(template))
@@ -76,10 +77,10 @@ def test_train_step_lowers_the_loss_on_a_small_batch(project):
     arrays = load_split(dataset, "train").take(slice(0, 32))
     inputs = streaming.model_inputs(arrays, read_stats(dataset), N_TIMES)
     batch, _ = next(streaming.padded_batches(inputs, 32, min_size=32))
-    graphdef, params = nnx.split(create_model(config, 6, N_TIMES, N_FEATURES))
+    graphdef, params = init_params(config, 6, N_TIMES, N_FEATURES)
     tx, schedule = make_optimizer(config.train, steps_per_epoch=30)
     step = jax.jit(make_train_step(graphdef, tx, schedule, config.train, 30), donate_argnums=0)
-    state = init_state(nnx.to_pure_dict(params), tx)
+    state = init_state(params, tx)
     rng = jax.random.key(0)
     losses = []
     for _ in range(30):
@@ -92,7 +93,7 @@ def test_train_step_lowers_the_loss_on_a_small_batch(project):
 
 def test_checkpoint_round_trip_keeps_latest_and_best(tmp_path):
     config = tiny_config()
-    params = nnx.to_pure_dict(nnx.state(create_model(config, 6, N_TIMES, N_FEATURES)))
+    _, params = init_params(config, 6, N_TIMES, N_FEATURES)
     tx, _ = make_optimizer(config.train, 5)
     opt_state = tx.init(params)
     bumped = jax.tree.map(lambda p: p + 1.0, params)
@@ -178,7 +179,7 @@ def test_same_seed_same_data_gives_the_same_weights_even_across_an_interruption(
     again = train(config, copy_project(tiny_run.workdir, tmp_path / "a"))
     assert_trees_equal(latest_params(again), reference)
     # Not trivially equal: training moved the weights away from the (seeded) initialisation.
-    initial = nnx.to_pure_dict(nnx.state(create_model(config, 6, N_TIMES, N_FEATURES)))
+    _, initial = init_params(config, 6, N_TIMES, N_FEATURES)
     assert not np.array_equal(
         reference["encoder"]["mu"]["kernel"], initial["encoder"]["mu"]["kernel"]
     )
@@ -201,31 +202,31 @@ def test_same_seed_same_data_gives_the_same_weights_even_across_an_interruption(
     assert_trees_equal(latest_params(run_dir), reference)
 
 
-def test_resume_after_kill_9_gives_the_same_weights(project, tmp_path):
-    """kill -9 at an arbitrary moment after epoch 2's metrics, then `train` again: the same
-    weights as a run that was never interrupted."""
-    config = tiny_config("train.max_epochs=4", "train.patience=100")
-    reference = latest_params(train(config, copy_project(project, tmp_path / "reference")))
-
-    workdir = copy_project(project, tmp_path / "killed")
-    run_dir = workdir / config.run_path
-    # The child saves slowly (a sleep after each checkpoint), so the kill lands before it ends.
+def test_resume_after_kill_9_gives_the_same_weights(tiny_run, tmp_path):
+    """kill -9 after epoch 2's metrics line and before its checkpoint, then `train` again: the
+    line without a checkpoint is dropped, and the weights are those of the run never killed."""
+    workdir = copy_project(tiny_run.workdir, tmp_path)
+    run_dir = workdir / tiny_run.config.run_path
+    # The child writes checkpoints slowly (a pause before each save), so the kill lands between
+    # the metrics line of epoch 2 and its checkpoint.
     code = (
         "import sys, time; from pathlib import Path; from plasticc_jax import config as c; "
         "from plasticc_jax.checkpoints import CheckpointStore as S; "
         "from plasticc_jax.train import train; save = S.save; "
-        "S.save = lambda self, *a, **k: (save(self, *a, **k), time.sleep(0.3)); "
-        "cfg = c.resolve(c.apply_overrides(c.load_preset('tiny'), sys.argv[2:])); "
-        "train(cfg, Path(sys.argv[1]))"
+        "S.save = lambda self, *a, **k: (time.sleep(0.5), save(self, *a, **k)); "
+        "train(c.resolve(c.load_preset('tiny')), Path(sys.argv[1]))"
     )
-    argv = [sys.executable, "-c", code, str(workdir), "train.max_epochs=4", "train.patience=100"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if (run_dir / "metrics.jsonl").is_file() and len(read_metrics(run_dir)) >= 2:
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -233,12 +234,12 @@ def test_resume_after_kill_9_gives_the_same_weights(project, tmp_path):
         if proc.stderr:
             proc.stderr.close()
     with CheckpointStore(run_dir / "checkpoints", read_only=True) as store:
-        killed_at = store.latest_epoch()
-    assert killed_at is not None and 1 <= killed_at < 4
+        assert store.latest_epoch() == 1
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
 
-    train(config, workdir)
-    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
-    assert_trees_equal(latest_params(run_dir), reference)
+    train(tiny_run.config, workdir)
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+    assert_trees_equal(latest_params(run_dir), latest_params(tiny_run.run_dir))
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):

@@ -63,9 +63,9 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Two pytest-xdist workers (tests/conftest.py says how they share the slow fixtures).
+# Two pytest-xdist workers, a test file each at a time (tests/conftest.py: what they share).
 test: lint
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Speed and memory of every stage, side by side with the alternatives (not part of `make test`).
 bench: $(INSTALLED)

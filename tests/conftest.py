@@ -3,9 +3,9 @@
 The shared project (`raw_files`, `project`, `tiny_run`): synthetic PLAsTiCC files, prepared,
 trained and evaluated through the command line with the tiny preset. It is built once per session
 by a child process that starts as soon as the collected tests are known to need it, so it is made
-while the first tests run (`make test` runs them in two pytest-xdist workers, which share it).
-Tests that need it run last. It is read only: a test that changes a dataset or a run works on a
-copy (`copy_project`).
+while the first tests run; tests that need it run last. `make test` runs the test files in two
+pytest-xdist workers, which share it. It is read only: a test that changes a dataset or a run
+works on a copy (`copy_project`).
 
 JAX settings (environment variables, so every process of the session inherits them; a variable
 already set wins): JAX runs on the CPU; XLA compiles without its optimisations (`TEST_XLA_FLAGS`),

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import figures, metrics
+from plasticc_jax import metrics
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.plasticc import class_name
+
+if TYPE_CHECKING:
+    from plasticc_jax.figures import Example
 
 # Method name -> column of the score table, in the order of the report's tables.
 METHODS: dict[str, str] = {
@@ -123,7 +126,7 @@ def examples(
     test: LightCurveArrays,
     mean: np.ndarray,
     sigma: np.ndarray,
-) -> list[figures.Example]:
+) -> list[Example]:
     """The top-scoring test anomalies and the most typical (median-score) known test objects.
 
     Args:
@@ -131,6 +134,8 @@ def examples(
         test: the test split's arrays, with `mean`, `sigma` (n_test, n_bands, n_times) their
             reconstruction.
     """
+    from plasticc_jax.figures import Example  # matplotlib: imported when figures are drawn
+
     in_test = (table["split"] == "test").to_numpy()
     anomalous = table["is_anomaly"].to_numpy(bool)
     score = table["anomaly_score"].to_numpy()
@@ -153,7 +158,7 @@ def examples(
             f"score {score[i]:.2f} (rank {table['rank'].iat[i]})"
         )
         drawn.append(
-            figures.Example(title, test.flux[k], test.flux_err[k], test.mask[k], mean[k], sigma[k])
+            Example(title, test.flux[k], test.flux_err[k], test.mask[k], mean[k], sigma[k])
         )
     return drawn
 
@@ -165,7 +170,7 @@ def draw_figures(
     methods: dict[str, str],
     anomaly_classes: list[int],
     threshold: float,
-    chosen: list[figures.Example],
+    chosen: list[Example],
     times: np.ndarray,
     *,
     umap: bool,
@@ -184,6 +189,8 @@ def draw_figures(
         times: (n_time_bins,) bin centres in days from each object's reference time.
         umap: draw the UMAP of the latent means; seed: its seed.
     """
+    from plasticc_jax import figures  # matplotlib: imported when figures are drawn
+
     target, labels = test["target"].to_numpy(), test["is_anomaly"].to_numpy(bool)
     figures.curve_figures(
         {METHOD_LABELS[m]: test[c].to_numpy() for m, c in methods.items()},

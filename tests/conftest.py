@@ -133,12 +133,13 @@ def _wait_for(marker: str) -> Path:
     return SHARED
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of the shared project go last (and start its build); the others keep their order."""
     shared = [i for i in items if _SHARED_FIXTURES & set(getattr(i, "fixturenames", ()))]
     if shared:
-        _start_builder()
         items[:] = [i for i in items if i not in shared] + shared
+        if not config.option.collectonly:
+            _start_builder()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

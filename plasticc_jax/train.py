@@ -101,7 +101,6 @@ def _initialiser(
 ) -> tuple[nnx.GraphDef, Callable[[], Params]]:
     """The graph and the jit-compiled initialiser of one model; made once per process, so that
     training again (tests, notebooks) traces and compiles nothing new."""
-
     build = functools.partial(_vae, model, seed, dtype, n_bands, n_times, n_features)
     graphdef, _ = nnx.split(nnx.eval_shape(build))
     return graphdef, jax.jit(lambda: nnx.to_pure_dict(nnx.state(build())))

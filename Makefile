@@ -2,6 +2,7 @@
 #   make prepare train evaluate      the main job on the default data (CPU preset)
 #   make test                        lint + tests (sets up .venv on first use)
 #   make prepare train evaluate CONFIG=gpu PROTOCOL=sn ARGS="--set train.seed=1"
+#   make score LIGHTCURVES="a.csv.gz b.csv.gz" METADATA=m.csv.gz    score new files with the run
 #   make docker-build && make docker-prepare docker-train docker-evaluate CONFIG=gpu   (NVIDIA GPU)
 
 PYTHON ?= python3
@@ -38,6 +39,18 @@ train: $(INSTALLED)
 evaluate: $(INSTALLED)
 	$(CLI) evaluate $(STAGE_ARGS)
 
+# Score light-curve files (grouped by object) with the trained and evaluated run of CONFIG and
+# PROTOCOL (RUN=folder for another); by default the PLAsTiCC test set, if it is in data/raw.
+RUN ?= runs/$(CONFIG)-$(PROTOCOL)
+LIGHTCURVES ?= $(wildcard data/raw/plasticc_test_lightcurves_*.csv.gz)
+METADATA ?= $(wildcard data/raw/plasticc_test_metadata.csv.gz)
+OUTPUT ?= $(RUN)/scored.parquet
+score: $(INSTALLED)
+	$(if $(and $(LIGHTCURVES),$(METADATA)),,$(error make score: give the files to score, \
+	  LIGHTCURVES="a.csv.gz ..." METADATA=m.csv.gz (none found in data/raw)))
+	$(CLI) score --run $(RUN) --lightcurves $(LIGHTCURVES) --metadata $(METADATA) \
+	  --output $(OUTPUT)
+
 doctor: $(INSTALLED)
 	$(CLI) doctor $(ARGS)
 
@@ -50,8 +63,9 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Two pytest-xdist workers, a test file each at a time (tests/conftest.py: what they share).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Speed and memory of every stage, side by side with the alternatives (not part of `make test`).
 bench: $(INSTALLED)

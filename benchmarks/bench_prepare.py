@@ -96,7 +96,7 @@ def subset(real: Path, n_objects: int) -> Path:
 
 
 def pandas_way(raw: Path, per_observation: bool) -> int:
-    """Grid and features as `input_pipeline` makes them, written the straightforward way.
+    """Grid and features as `gridding` makes them, written the straightforward way.
 
     Returns the number of light-curve rows read.
     """

@@ -1,6 +1,6 @@
 """Encode + score throughput: objects/s from prepared tensors to anomaly scores.
 
-What is timed, per batch size: `evaluate.vae_outputs` (one jit-compiled float32 pass of the
+What is timed, per batch size: `scoring.vae_outputs` (one jit-compiled float32 pass of the
 encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square) followed by
 `AnomalyDetector.score` (the Isolation Forest on the latent means, the ECDF fusion and the
 threshold), on N objects already in memory as gridded tensors. Also timed alone, at the largest
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from plasticc_jax.encoder import load_vae
-    from plasticc_jax.evaluate import vae_outputs
+    from plasticc_jax.scoring import vae_outputs
 
     n = 8192 if args.quick else 65_536
     repeats = 3 if args.quick else 5

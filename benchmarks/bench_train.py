@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import config as config_lib
+from plasticc_jax import streaming
 from plasticc_jax.config import Config, ModelConfig
 from plasticc_jax.dataset import load_split, read_stats
 from plasticc_jax.models import LightCurveDecoder, Reconstruction, encoder_inputs
-from plasticc_jax.train import (
-    create_model,
-    fixed_batches,
-    host_arrays,
-    init_state,
-    make_optimizer,
-    make_train_step,
-)
+from plasticc_jax.train import create_model, init_state, make_optimizer, make_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 N_BANDS = 6
@@ -62,11 +57,19 @@ N_BANDS = 6
 # Data.
 
 
+def fixed_batches(
+    data: dict[str, np.ndarray], batch_size: int, order: np.ndarray
+) -> Iterator[dict[str, np.ndarray]]:
+    """Training batches as `train` makes them: all of one shape, padding rows of weight 0."""
+    for batch, _ in streaming.padded_batches(data, batch_size, order, min_size=batch_size):
+        yield batch
+
+
 def load_data(config: Config, n_objects: int | None) -> tuple[dict[str, np.ndarray], str]:
     dataset = ROOT / config.data.dataset_dir
     if (dataset / "manifest.json").is_file():
         arrays = load_split(dataset, "train")
-        data = host_arrays(arrays, read_stats(dataset))
+        data = streaming.model_inputs(arrays, read_stats(dataset), config.data.n_time_bins)
         source = "real PLAsTiCC train split"
     else:
         rng = np.random.default_rng(0)

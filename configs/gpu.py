@@ -1,8 +1,12 @@
 """GPU preset: the full 200-epoch training, latent 64, batch 256 (the seed pipeline).
 
-Command: `make train CONFIG=gpu` (or inside the container: `make docker-train CONFIG=gpu`).
-Runtime: minutes on one H100-class GPU; far longer on a CPU.
-Expected result: at least the default preset's metrics; early stopping may end it before 200.
+Command: `make prepare train evaluate CONFIG=gpu` (in the container: `make docker-prepare
+docker-train docker-evaluate CONFIG=gpu`).
+Runtime: not measured end to end: the 2-core machine the other presets were measured on has no
+GPU (and on its CPU this preset would take hours). On one H100 the recorded figure is 20 epochs
+of this preset in 24 s wall (docs/docker.md, benchmarks/results/gpu.json), so the 200 epochs
+take a few minutes, less if early stopping (patience 20) ends them.
+Expected result: not measured (no GPU here); no number is claimed for it.
 """
 
 import dataclasses

@@ -1,7 +1,11 @@
 """Tiny preset for tests and smoke runs: a coarse grid, a small network, two epochs.
 
-Command: `plasticc-jax prepare --config tiny` etc. on any data (tests use synthetic files).
-Runtime: seconds. Expected result: none; it checks that the pipeline runs, not that it is good.
+Command: `plasticc-jax prepare --config tiny` (then train, evaluate) on any data; the tests run
+it on 400 synthetic objects (`plasticc_jax.synthetic`, seed 0).
+Runtime on 2 CPU cores: 38 s for the three stages on those 400 objects (most of it compiling
+and drawing the figures; measured with other jobs on the machine, load average about 4).
+Expected result: none worth a number: it checks that the pipeline runs, not that it finds
+anything (on the synthetic objects the fused mean per-class AUROC is 0.53, chance level).
 """
 
 from plasticc_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig

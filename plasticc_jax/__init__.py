@@ -6,7 +6,8 @@ The public API for research code (everything else is internal and free to change
   `encoder.encode_table(lightcurves_df, metadata_df)`.
 - `load_vae(run_dir) -> TrainedVae`: encoder and decoder; `evaluate(arrays)`, `reconstruct(arrays)`.
 - `Config`, `load_preset`: configuration; the stages are `plasticc_jax.<stage>.<stage>(config,
-  workdir)` for prepare, train and evaluate (modules of those names, hence not re-exported here).
+  workdir)` for prepare, train and evaluate (modules of those names, hence not re-exported here),
+  given a config resolved once with `plasticc_jax.config.resolve`.
 - `LightCurveArrays`, `FeatureStats`, `load_split`: the prepared dataset.
 
 Names are imported on first use, so `import plasticc_jax` (and the command line) stays fast.

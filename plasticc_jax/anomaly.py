@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import skops.io as sio
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.ensemble import IsolationForest
@@ -184,12 +184,14 @@ class AnomalyDetector:
     threshold: float
     target_fpr: float
     info: dict[str, Any] = field(default_factory=dict)
+    # The score column that ranks and flags objects.
+    score_column: ClassVar[str] = "fused_score"
 
-    def components(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def components(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw component scores (higher = more anomalous), each (n,) float64.
 
         Args:
-            outputs: `evaluate.vae_outputs` (`TrainedVae.evaluate` plus `chi2`): `mu` (n, L),
+            outputs: `scoring.vae_outputs` (`TrainedVae.evaluate` plus `chi2`): `mu` (n, L),
                 `recon_nll`, `n_observed`, `kl`, `chi2` (n,).
         """
         mu = np.asarray(outputs["mu"], np.float32)
@@ -201,7 +203,7 @@ class AnomalyDetector:
             "chi2": np.asarray(outputs["chi2"], np.float64),
         }
 
-    def fuse(self, components: dict[str, np.ndarray]) -> np.ndarray:
+    def fuse(self, components: Mapping[str, np.ndarray]) -> np.ndarray:
         """Fused score, (n,) float64 >= 0: -log10 of the weighted mean of the components' val
         tail probabilities (= -log10(1 - weighted mean of their ECDF values))."""
         names = [k for k, w in self.weights.items() if w > 0.0]
@@ -214,24 +216,33 @@ class AnomalyDetector:
         )
         return -logsumexp(log_terms, axis=0) / np.log(10.0)
 
-    def score(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Columns for the scores table: `recon_nll_per_cell`, `chi2_per_cell`, `forest_score`,
-        `fused_score` (each (n,) float64) and `flagged` ((n,) bool, fused score above the
-        threshold)."""
+    def score(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Named score columns for the score table, each (n,), higher = more anomalous: one per
+        component (`recon_nll_per_cell`, `chi2_per_cell`, `kl`, `forest_score`) and their fusion
+        (`fused_score`, the `score_column`).
+
+        Args:
+            outputs: see `components`.
+        """
         parts = self.components(outputs)
-        fused = self.fuse(parts)
         return {
             "recon_nll_per_cell": parts["recon"],
             "chi2_per_cell": parts["chi2"],
+            "kl": np.asarray(outputs["kl"]),  # as the VAE gives it (float32)
             "forest_score": parts["forest"],
-            "fused_score": fused,
-            "flagged": fused > self.threshold,
+            "fused_score": self.fuse(parts),
         }
+
+    def flag(self, anomaly_score: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above the threshold (calibrated for `target_fpr` on val known)."""
+        return np.asarray(anomaly_score) > self.threshold
 
     def save(self, models_dir: Path) -> None:
         """Write `forest.skops` and `anomaly.json` into `models_dir` (atomically)."""
         models_dir = Path(models_dir)
         models_dir.mkdir(parents=True, exist_ok=True)
+        import skops.io as sio  # imported when needed: it imports every scikit-learn estimator
+
         with atomic_path(models_dir / FOREST_FILE) as tmp:
             sio.dump(self.forest, tmp)
         params = {
@@ -259,6 +270,8 @@ class AnomalyDetector:
         params = json.loads(params_path.read_text())
         if params.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{params_path}: unsupported format_version, re-run evaluate")
+        import skops.io as sio
+
         untrusted = sio.get_untrusted_types(file=forest_path)
         unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
         if unexpected:
@@ -295,7 +308,7 @@ def fit_detector(
     """Fit the forest (train known), the ECDF references and the threshold (val known).
 
     Args:
-        train: `evaluate.vae_outputs` of the train split (any classes: flagged objects are
+        train: `scoring.vae_outputs` of the train split (any classes: flagged objects are
             dropped here before anything is fitted).
         train_is_anomaly: (n_train,) bool, True for every object that is not of a known class.
         val: the same for the val split.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import light_curve as lc
 import numpy as np
@@ -27,6 +28,9 @@ from sklearn.ensemble import IsolationForest
 
 from plasticc_jax import plasticc
 from plasticc_jax.config import EvalConfig
+from plasticc_jax.dataset import read_manifest
+from plasticc_jax.errors import UserError
+from plasticc_jax.readers import read_lightcurves
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,29 @@ def make_extractor() -> lc.Extractor:
 
 def feature_names() -> tuple[str, ...]:
     return (*make_extractor().names, "log10_peak_snr")
+
+
+def read_raw_lightcurves(dataset_dir: Path, workdir: Path, object_ids: np.ndarray) -> pd.DataFrame:
+    """Raw observations of the given objects, from the light-curve files a prepared dataset's
+    manifest names (paths relative to `workdir`).
+
+    Raises:
+        UserError: one of those files is gone.
+    """
+    frames = []
+    for entry in read_manifest(dataset_dir)["inputs"]["files"]:
+        if entry["kind"] != "lightcurves":
+            continue
+        path = Path(entry["path"])
+        path = path if path.is_absolute() else workdir / path
+        if not path.is_file():
+            raise UserError(
+                f"{path}, an input of {dataset_dir}, is missing: the light-curve-feature baseline "
+                "reads the raw observations; restore it or set eval.baselines=false"
+            )
+        rows = read_lightcurves(path)
+        frames.append(rows[rows["object_id"].isin(object_ids)])
+    return pd.concat(frames, ignore_index=True)
 
 
 def lightcurve_features(

@@ -5,7 +5,8 @@ based), each with four items:
 
 - `encoder`, `decoder`: the parameters (pure dicts of arrays, `nnx.to_pure_dict` layout);
 - `opt_state`: the optax state (with the schedule's step count);
-- `meta`: JSON with the epoch, the global step, the PRNG seed key and the early-stopping state.
+- `meta`: JSON with the epoch, the global step, the PRNG seed key and the early-stopping state
+  (`runs.Progress`).
 
 Orbax writes each step to a temporary folder and renames it when complete, so an interrupted
 save (Ctrl-C, kill -9) leaves no step that looks finished. Two steps are kept: the latest (to
@@ -28,7 +29,6 @@ _ABSL = logging.getLogger("absl")
 if _ABSL.level == logging.NOTSET:
     _ABSL.setLevel(logging.WARNING)
 
-ITEMS: tuple[str, ...] = ("encoder", "decoder", "opt_state", "meta")
 VAL_LOSS = "val_loss"
 
 
@@ -70,7 +70,8 @@ class CheckpointStore:
                 # after kill -9 relies on. A save costs milliseconds for this model.
                 enable_async_checkpointing=False,
             )
-            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+            # Items are named by the `Composite` arguments of each save and restore.
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
         finally:
             _ABSL.setLevel(level)
 

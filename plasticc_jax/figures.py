@@ -16,15 +16,12 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from plasticc_jax import metrics, plasticc
+from plasticc_jax.plasticc import class_name
 
 log = logging.getLogger(__name__)
 
 DPI = 110
 BAND_COLOURS: tuple[str, ...] = ("#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a")
-
-
-def class_name(target: int) -> str:
-    return plasticc.CLASS_NAMES.get(int(target), "unknown" if target < 0 else str(target))
 
 
 def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:

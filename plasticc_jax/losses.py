@@ -1,4 +1,5 @@
-"""The VAE's loss: small pure functions over arrays (jit-able, unit-tested one by one).
+"""The VAE's loss: small pure functions over arrays (jit-able, unit-tested one by one), and
+`forward`, the one forward pass that training, validation and inference share.
 
 Shapes: grids (batch, n_bands, n_times) in scaled-flux units; features (batch, n_features),
 normalised; latents (batch, latent_dim). Per-object terms are returned as (batch,) arrays.
@@ -7,9 +8,12 @@ normalised; latents (batch, latent_dim). Per-object terms are returned as (batch
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from plasticc_jax.models import Reconstruction
 
@@ -92,7 +96,7 @@ def kl_weight(
 
 
 def per_object_terms(
-    batch: dict[str, jax.Array], mu: jax.Array, logvar: jax.Array, recon: Reconstruction
+    batch: Mapping[str, jax.Array], mu: jax.Array, logvar: jax.Array, recon: Reconstruction
 ) -> dict[str, jax.Array]:
     """The three per-object terms of the negative ELBO and the counts of observed values, (batch,).
 
@@ -142,3 +146,36 @@ def vae_loss(
         "beta": jnp.asarray(beta, jnp.float32),
     }
     return loss, metrics
+
+
+def forward(
+    graphdef: nnx.GraphDef,
+    params: Any,
+    batch: Mapping[str, jax.Array],
+    key: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """The VAE's forward pass: encode, draw z (z = mu without a key), decode, and the loss terms.
+
+    The one definition used by the train step's loss (with the step's key), by validation and by
+    the inference API (`encoder.TrainedVae`, without a key).
+
+    Args:
+        graphdef, params: a `Vae` split with `nnx.split` (params as a pure dict or a state).
+        batch: `flux`, `flux_err`, `mask` (batch, n_bands, n_times) and normalised `features`
+            (batch, n_features); other entries (e.g. `weight`) are ignored.
+        key: PRNG key for the reparameterisation noise; None decodes z = mu.
+
+    Returns:
+        `mu`, `logvar` (batch, latent_dim); the `per_object_terms` (batch,) each; `mean` and
+        `sigma` (batch, n_bands, n_times), the decoded grid and the model's scatter per cell.
+    """
+    vae = nnx.merge(graphdef, params)
+    mu, logvar, recon = vae(batch["flux"], batch["flux_err"], batch["mask"], batch["features"], key)
+    terms = per_object_terms(batch, mu, logvar, recon)
+    return {
+        "mu": mu,
+        "logvar": logvar,
+        **terms,
+        "mean": recon.grid_mean,
+        "sigma": recon.grid_sigma,
+    }

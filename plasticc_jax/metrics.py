@@ -8,6 +8,7 @@ metric never depends on anything but its arguments.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -142,3 +143,45 @@ def realistic_rate_metrics(
         "n_anomalies": n_drawn,
         "rate": n_drawn / max(index.size, 1),
     }
+
+
+def method_metrics(
+    scores: np.ndarray,
+    target: np.ndarray,
+    labels: np.ndarray,
+    anomaly_classes: tuple[int, ...],
+    rate: float,
+    n_draws: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Every metric of one scoring method on one population of known and anomaly objects.
+
+    Args:
+        scores: (n,) the method's scores; target: (n,) class labels; labels: (n,) True for the
+            anomalies.
+        anomaly_classes: the protocol's anomaly classes (those absent from `target` are skipped).
+        rate, n_draws, seed: the realistic-rate subsampling (`realistic_rate_metrics`).
+
+    Returns:
+        `overall` (`detection_metrics`), `per_class` (n, auroc, ap of each anomaly class against
+        the known objects), `mean_class_auroc`, and `realistic` when both groups are present.
+    """
+    per_class = {}
+    for c in anomaly_classes:
+        subset = ~labels | (target == c)
+        class_labels = labels[subset]
+        if class_labels.any():
+            per_class[str(c)] = {
+                "n": int(class_labels.sum()),
+                "auroc": auroc(scores[subset], class_labels),
+                "ap": average_precision(scores[subset], class_labels),
+            }
+    aurocs = [v["auroc"] for v in per_class.values()]
+    out: dict[str, Any] = {
+        "overall": detection_metrics(scores, labels),
+        "per_class": per_class,
+        "mean_class_auroc": float(np.mean(aurocs)) if aurocs else math.nan,
+    }
+    if labels.any() and (~labels).any() and n_draws >= 2:
+        out["realistic"] = realistic_rate_metrics(scores, labels, rate, n_draws, seed)
+    return out

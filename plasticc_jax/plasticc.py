@@ -83,3 +83,8 @@ METADATA_ALIASES: dict[str, str] = {"ddf_bool": "ddf"}
 LABEL_COLUMNS: tuple[str, ...] = ("target", "true_target")
 TRUTH_PREFIXES: tuple[str, ...] = ("true_", "tflux_")
 MISSING_VALUE = -9.0  # the unblinded release's marker for a missing value
+
+
+def class_name(target: int) -> str:
+    """`SN Ia` for 90, `unknown` for -1, the number itself for a class without a name."""
+    return CLASS_NAMES.get(int(target), "unknown" if target < 0 else str(target))

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import input_pipeline, plasticc
+from plasticc_jax import plasticc, readers, streaming
 from plasticc_jax.config import Config, DataConfig
 from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
+from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,15 @@ def split_objects(
     does not matter). Anomaly-class and unlabelled (-1) objects go to test only. Objects of other
     classes are left out.
 
+    Args:
+        object_id, target: (n,) per object.
+        data: a resolved data config (its class lists filled in).
+
     Returns:
         (n,) int8 codes (0 train, 1 val, 2 test, -1 left out), and for left-out objects' classes
         the reason.
     """
-    known, anomalies = data.classes()
+    known, anomalies = data.known_classes, data.anomaly_classes
     codes = np.full(object_id.shape, _REJECTED, np.int8)
     codes[np.isin(target, anomalies) | (target == plasticc.UNKNOWN_TARGET)] = _TEST
     for cls in sorted(known):
@@ -144,15 +149,15 @@ class _ShardWriter:
         self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
 
 
-def _inputs(config: Config, workdir: Path) -> input_pipeline.InputFiles:
+def _inputs(config: Config, workdir: Path) -> readers.InputFiles:
     raw = Path(workdir) / config.data.raw_dir
-    inputs = input_pipeline.find_inputs(raw, config.data.inputs)
+    inputs = readers.find_inputs(raw, config.data.inputs)
     if inputs is None:
         from plasticc_jax.download import ensure_raw_data  # lazily: only when data is missing
 
         log.info("no recognised input in %s: fetching the default data", raw)
         ensure_raw_data(config, workdir)
-        inputs = input_pipeline.find_inputs(raw, config.data.inputs)
+        inputs = readers.find_inputs(raw, config.data.inputs)
     if inputs is None:
         raise UserError(
             f"{raw} holds no recognised {config.data.inputs} files: place PLAsTiCC files there "
@@ -201,35 +206,22 @@ def _clear(out: Path) -> None:
             path.unlink()
 
 
-def grid_description(data: DataConfig) -> dict:
-    """How the tensors were made, for the manifest."""
-    return {
-        "passbands": list(plasticc.PASSBANDS),
-        "n_time_bins": data.n_time_bins,
-        "window_before_days": data.window_before,
-        "window_after_days": data.window_after,
-        "bin_days": (data.window_before + data.window_after) / data.n_time_bins,
-        "reference_time": "MJD of the highest flux/flux_err among detected points",
-        "cell_value": "inverse-variance weighted mean; error 1/sqrt(sum of weights)",
-        "scaling": "flux and flux_err divided by max |flux| over the object (floor 1)",
-    }
-
-
 def prepare(config: Config, workdir: Path) -> Path:
     """Read the raw light curves and write the prepared dataset; return its folder.
 
     Args:
-        config: the run's config; `config.data` says which files (`inputs`), the grid, the
-            protocol, the split fractions and seed, chunk size and worker count.
+        config: the resolved config (`config.resolve`); `config.data` says which files
+            (`inputs`), the grid, the protocol's class lists, the split fractions and seed, chunk
+            size and worker count.
         workdir: project folder; relative paths in the config resolve against it.
 
     Raises:
         UserError: missing or unreadable input, bad columns or values (naming file and line).
     """
+    config_lib.require_resolved(config)
     workdir = Path(workdir)
-    config = config_lib.resolve(config)
     data = config.data
-    known, anomalies = data.classes()
+    known, anomalies = data.known_classes, data.anomaly_classes
     inputs = _inputs(config, workdir)
     out = workdir / data.dataset_dir
     log.info(
@@ -251,7 +243,7 @@ def prepare(config: Config, workdir: Path) -> Path:
         return out
     _clear(out)
 
-    metadata = input_pipeline.read_metadata_files(inputs.metadata)
+    metadata = readers.read_metadata_files(inputs.metadata)
     codes, class_reasons = split_objects(
         metadata["object_id"].to_numpy(), metadata["target"].to_numpy(), data
     )
@@ -278,17 +270,16 @@ def prepare(config: Config, workdir: Path) -> Path:
     sorted_ids = metadata["object_id"].to_numpy()[order]
     sorted_codes = codes[order]
 
-    stats = _RunningStats(len(input_pipeline.FEATURE_NAMES))
+    stats = _RunningStats(len(FEATURE_NAMES))
     writers = {
         s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None) for s in SPLITS
     }
     counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
     file_rows: list[int] = []
-    stream = input_pipeline.stream_grids(
+    stream = streaming.stream_grids(
         inputs.lightcurves,
         inputs.metadata,
         data,
-        anomaly_classes=anomalies,
         metadata=metadata,
         exclude=metadata["object_id"].to_numpy()[left_out],
         file_rows=file_rows,
@@ -298,6 +289,7 @@ def prepare(config: Config, workdir: Path) -> Path:
             rejected_parts.append(rejected)
         if not len(arrays):
             continue
+        arrays = arrays.with_anomalies(anomalies)
         split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
         for code, name in enumerate(SPLITS):
             part = arrays.take(np.flatnonzero(split == code))
@@ -312,11 +304,11 @@ def prepare(config: Config, workdir: Path) -> Path:
 
     rejected = pd.concat(rejected_parts, ignore_index=True)
     atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))
-    feature_stats = stats.result(input_pipeline.FEATURE_NAMES)
+    feature_stats = stats.result(FEATURE_NAMES)
     atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
     config_lib.save_config(config, out / "config.json")
 
-    n_no_metadata = int((rejected["reason"] == input_pipeline.NO_METADATA).sum())
+    n_no_metadata = int((rejected["reason"] == streaming.NO_METADATA).sum())
     input_objects = len(metadata) + n_no_metadata
     n_out = sum(sum(c.values()) for c in counts.values())
     if n_out + len(rejected) != input_objects or rejected["object_id"].duplicated().any():
@@ -352,8 +344,8 @@ def prepare(config: Config, workdir: Path) -> Path:
             "total": len(rejected),
             "by_reason": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},
         },
-        "feature_names": list(input_pipeline.FEATURE_NAMES),
-        "grid": grid_description(data),
+        "feature_names": list(FEATURE_NAMES),
+        "grid": GridSpec.from_config(data).describe(),
         "shards": shards,
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")

@@ -2,14 +2,15 @@
 
 Needs only the run directory: the VAE (checkpoint, config.json, stats.json) and the anomaly
 detector that `evaluate` saved in `models/`. Inputs stream through in chunks
-(`input_pipeline.stream_grids`), so memory stays bounded for files of any size; the table is
-written in two passes (scores, then ranks over all objects) through a temporary Parquet file.
+(`streaming.stream_grids`), so memory stays bounded for files of any size, and each chunk takes
+the evaluation's scoring path (`scoring`); the table is written in two passes (scores, then ranks
+over all objects) through a temporary Parquet file.
 
 Output: the table at `output` (`.parquet`, or `.csv` / `.csv.gz`), with the columns of the
-evaluation table (split is `new`, rank is among all scored objects, 1 = most anomalous,
-`anomaly_score` = `fused_score`, `flagged` = above the run's threshold), and
-`<output name>.rejected.csv` listing every input object that could not be scored and why. Every
-input object is in exactly one of the two.
+evaluation table (`scoring.score_table`: split is `new`, rank is among all scored objects, 1 =
+most anomalous, `flagged` = above the run's threshold), and `<output name>.rejected.csv` listing
+every input object that could not be scored and why. Every input object is in exactly one of the
+two.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from plasticc_jax import gridding, scoring
 from plasticc_jax.anomaly import AnomalyDetector
 from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
-from plasticc_jax.figures import class_name
 from plasticc_jax.io_utils import atomic_path
+from plasticc_jax.streaming import stream_grids
 
 log = logging.getLogger(__name__)
 
@@ -55,48 +58,12 @@ def rejected_path(output: Path) -> Path:
     return output.with_name(f"{stem}.rejected.csv")
 
 
-def score_frame(
-    arrays: LightCurveArrays,
-    outputs: dict[str, np.ndarray],
-    detector: AnomalyDetector,
-    split: str = SPLIT_NAME,
-) -> pd.DataFrame:
-    """One table chunk (without `rank`) from gridded objects and their VAE outputs."""
-    scored = detector.score(outputs)
-    mu = outputs["mu"]
-    target = arrays.target.astype(np.int64)
-    frame = pd.DataFrame(
-        {
-            "object_id": arrays.object_id.astype(np.int64),
-            "split": np.full(len(arrays), split),
-            "target": target,
-            "class_name": [class_name(c) for c in target],
-            "is_anomaly": arrays.is_anomaly.astype(bool),
-            **{f"mu_{j}": mu[:, j].astype(np.float32) for j in range(mu.shape[1])},
-            "mean_logvar": outputs["logvar"].mean(axis=1).astype(np.float32),
-            "recon_nll": outputs["recon_nll"].astype(np.float64),
-            "n_observed": outputs["n_observed"].astype(np.int64),
-            "recon_nll_per_cell": scored["recon_nll_per_cell"],
-            "chi2_per_cell": scored["chi2_per_cell"],
-            "kl": outputs["kl"].astype(np.float64),
-            "forest_score": scored["forest_score"],
-            "fused_score": scored["fused_score"],
-        }
-    )
-    frame["anomaly_score"] = frame["fused_score"]
-    frame["flagged"] = scored["flagged"]
-    return frame
-
-
-def _empty_outputs(latent_dim: int) -> dict[str, np.ndarray]:
-    return {
-        "mu": np.zeros((0, latent_dim), np.float32),
-        "logvar": np.zeros((0, latent_dim), np.float32),
-        "recon_nll": np.zeros(0),
-        "n_observed": np.zeros(0),
-        "kl": np.zeros(0),
-        "chi2": np.zeros(0),
-    }
+def _table(vae: TrainedVae, detector: AnomalyDetector, arrays: LightCurveArrays) -> pd.DataFrame:
+    """The score table of gridded objects (without `rank`), labelled by the run's protocol."""
+    arrays = arrays.with_anomalies(vae.config.data.anomaly_classes)
+    outputs = scoring.vae_outputs(vae, arrays, vae.config.eval.batch_size)
+    objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
+    return scoring.score_table(objects, detector)
 
 
 def score(
@@ -115,16 +82,12 @@ def score(
         metadata_paths: their metadata files. Labels, if present (`target`/`true_target`), are
             copied into the table; they never enter the score.
         output: the table; `.parquet`, `.csv` or `.csv.gz`.
-        workers: processes gridding the input (None: the run's `data.workers`).
+        workers: threads gridding the input (None: the run's `data.workers`).
 
     Raises:
         UserError: not a trained and evaluated run, a missing file, an unknown output format, or
             bad input (naming the file and line).
     """
-    from plasticc_jax.encoder import load_vae
-    from plasticc_jax.evaluate import vae_outputs
-    from plasticc_jax.input_pipeline import stream_grids
-
     run_dir, output = Path(run_dir), Path(output)
     fmt = _format(output)
     for path in [*lightcurve_paths, *metadata_paths]:
@@ -132,14 +95,10 @@ def score(
             raise UserError(f"input file {path} does not exist")
     detector = AnomalyDetector.load(run_dir / "models")
     vae = load_vae(run_dir)
-    config = vae.config
-    batch_size = config.eval.batch_size
-    _, anomaly_classes = config.data.classes()
-    latent_dim = config.model.latent_dim
     output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    fused_parts: list[np.ndarray] = []
+    score_parts: list[np.ndarray] = []
     rejected_parts: list[pd.DataFrame] = []
     # The scratch table lives beside the output (same disk) and is removed whatever happens.
     with tempfile.TemporaryDirectory(prefix=".tmp-score-", dir=output.parent) as scratch_dir:
@@ -147,33 +106,27 @@ def score(
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
         try:
-            for arrays, rejected in stream_grids(
-                lightcurve_paths, metadata_paths, config.data, workers, anomaly_classes
-            ):
+            grids = stream_grids(lightcurve_paths, metadata_paths, vae.config.data, workers)
+            for arrays, rejected in grids:
                 if len(rejected):
                     rejected_parts.append(rejected)
                 if not len(arrays):
                     continue
-                outputs = vae_outputs(vae, arrays, batch_size)
-                frame = score_frame(arrays, outputs, detector)
+                frame = _table(vae, detector, arrays)
                 table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
                 if writer is None:
                     schema = table.schema
                     writer = pq.ParquetWriter(scratch, schema)
                 writer.write_table(table)
-                fused_parts.append(frame["fused_score"].to_numpy())
+                score_parts.append(frame["anomaly_score"].to_numpy())
             if writer is None:  # nothing could be scored: an empty table with the same columns
-                empty = score_frame(
-                    _empty_arrays(config.data.n_time_bins), _empty_outputs(latent_dim), detector
-                )
+                empty = _table(vae, detector, gridding.empty_arrays(vae.config.data.n_time_bins))
                 writer = pq.ParquetWriter(scratch, pa.Table.from_pandas(empty).schema)
         finally:
             if writer is not None:
                 writer.close()
-        fused = np.concatenate(fused_parts) if fused_parts else np.zeros(0)
-        rank = np.empty(fused.size, np.int64)
-        rank[np.argsort(-fused, kind="stable")] = np.arange(1, fused.size + 1)
-        _write_ranked(scratch, rank, output, fmt)
+        scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
+        _write_ranked(scratch, scoring.ranks(scores), output, fmt)
 
     rejected = (
         pd.concat(rejected_parts, ignore_index=True)
@@ -182,11 +135,11 @@ def score(
     )
     with atomic_path(rejected_path(output)) as tmp:
         rejected.to_csv(tmp, index=False)
-    n_flagged = int(sum((part > detector.threshold).sum() for part in fused_parts))
+    n_flagged = int(detector.flag(scores).sum())
     log.info(
         "scored %d objects in %.1f s (%d flagged at the run's %.2g false-positive rate), "
         "%d rejected; wrote %s and %s",
-        fused.size,
+        scores.size,
         time.perf_counter() - start,
         n_flagged,
         detector.target_fpr,
@@ -197,17 +150,12 @@ def score(
     return output
 
 
-def _empty_arrays(n_time_bins: int) -> LightCurveArrays:
-    from plasticc_jax.input_pipeline import empty_arrays
-
-    return empty_arrays(n_time_bins)
-
-
 def _write_ranked(scratch: Path, rank: np.ndarray, output: Path, fmt: str) -> None:
-    """Copy the scratch table to `output` batch by batch, inserting `rank` after `anomaly_score`."""
+    """Copy the scratch table to `output` batch by batch, inserting `rank` where the score table
+    has it (`scoring.rank_position`)."""
     source = pq.ParquetFile(scratch)
     schema = source.schema_arrow
-    position = schema.get_field_index("anomaly_score") + 1
+    position = scoring.rank_position(schema.names)
     schema = schema.insert(position, pa.field("rank", pa.int64()))
     with atomic_path(output) as tmp:
         if fmt == ".parquet":

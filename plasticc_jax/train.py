@@ -14,11 +14,11 @@ runs on a mesh of one.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,24 +32,24 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import losses
+from plasticc_jax import losses, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
-from plasticc_jax.config import Config, TrainConfig
-from plasticc_jax.dataset import FeatureStats, LightCurveArrays, load_split, read_stats
+from plasticc_jax.config import Config, ModelConfig, TrainConfig
+from plasticc_jax.dataset import LightCurveArrays, load_split, read_stats
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_write_text
 from plasticc_jax.models import Vae, compute_dtype
+from plasticc_jax.runs import Progress
 
 log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 Batch = dict[str, jax.Array]
-StepFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", dict[str, jax.Array]]]
+Metrics = dict[str, jax.Array]
+StepFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", Metrics]]
+EvalFn = Callable[[Params, Batch], Metrics]
 
-# Validation runs in larger fixed-shape batches than training (forward pass only).
-EVAL_BATCH_SIZE = 1024
-# Improvements of the val loss smaller than this (nats per observed value) do not reset patience.
-MIN_DELTA = 1e-4
+# What validation needs from the forward pass (the rest is left out of the compiled step).
+VAL_TERMS: tuple[str, ...] = ("recon_nll", "feature_nll", "kl", "n_values")
 
 
 class TrainingDiverged(UserError):
@@ -72,14 +72,38 @@ def create_model(
     config: Config, n_bands: int, n_times: int, n_features: int, *, dtype: str | None = None
 ) -> Vae:
     """The VAE, initialised from `config.train.seed` (deterministic)."""
-    return Vae(
-        n_bands,
-        n_times,
-        n_features,
-        config.model,
-        dtype=compute_dtype(dtype or config.train.compute_dtype),
-        rngs=nnx.Rngs(config.train.seed),
+    dtype = dtype or config.train.compute_dtype
+    return _vae(config.model, config.train.seed, dtype, n_bands, n_times, n_features)
+
+
+def _vae(
+    model: ModelConfig, seed: int, dtype: str, n_bands: int, n_times: int, n_features: int
+) -> Vae:
+    return Vae(n_bands, n_times, n_features, model, dtype=compute_dtype(dtype), rngs=nnx.Rngs(seed))
+
+
+def init_params(
+    config: Config, n_bands: int, n_times: int, n_features: int
+) -> tuple[nnx.GraphDef, Params]:
+    """`create_model` split into its graph and its parameters (a pure dict), initialised in one
+    compiled program: the same values as eager initialisation, without compiling every
+    initialiser of every layer one by one (seconds on a CPU)."""
+    model, tc = config.model, config.train
+    graphdef, initialise = _initialiser(
+        model, tc.seed, tc.compute_dtype, n_bands, n_times, n_features
     )
+    return graphdef, initialise()
+
+
+@functools.cache
+def _initialiser(
+    model: ModelConfig, seed: int, dtype: str, n_bands: int, n_times: int, n_features: int
+) -> tuple[nnx.GraphDef, Callable[[], Params]]:
+    """The graph and the jit-compiled initialiser of one model; made once per process, so that
+    training again (tests, notebooks) traces and compiles nothing new."""
+    build = functools.partial(_vae, model, seed, dtype, n_bands, n_times, n_features)
+    graphdef, _ = nnx.split(nnx.eval_shape(build))
+    return graphdef, jax.jit(lambda: nnx.to_pure_dict(nnx.state(build())))
 
 
 def make_optimizer(
@@ -120,7 +144,7 @@ def make_train_step(
     schedule: optax.Schedule,
     train_config: TrainConfig,
     steps_per_epoch: int,
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+) -> StepFn:
     """The pure train step `(state, batch, rng) -> (state, metrics)` (not yet jit-compiled).
 
     `rng` is the run's base key; the step's key is `jax.random.fold_in(rng, state.step)`, so a
@@ -130,20 +154,14 @@ def make_train_step(
     `kl`, `beta`, `grad_norm` (before clipping), `learning_rate`.
     """
 
-    def train_step(
-        state: TrainState, batch: Batch, rng: jax.Array
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
+    def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(rng, state.step)
         beta = losses.kl_weight(
             state.step, steps_per_epoch, train_config.beta, train_config.kl_warmup_epochs
         )
 
-        def loss_fn(params: Params) -> tuple[jax.Array, dict[str, jax.Array]]:
-            model = nnx.merge(graphdef, params)
-            mu, logvar, recon = model(
-                batch["flux"], batch["flux_err"], batch["mask"], batch["features"], key
-            )
-            terms = losses.per_object_terms(batch, mu, logvar, recon)
+        def loss_fn(params: Params) -> tuple[jax.Array, Metrics]:
+            terms = losses.forward(graphdef, params, batch, key)
             return losses.vae_loss(terms, batch["weight"], beta)
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -159,55 +177,81 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[Params, Batch], dict[str, jax.Array]]:
+@functools.cache
+def compiled_steps(
+    graphdef: nnx.GraphDef, train_config: TrainConfig, steps_per_epoch: int, mesh: Mesh
+) -> tuple[StepFn, EvalFn]:
+    """The jit-compiled train and eval steps over `mesh` (batch sharded, state replicated, state
+    donated); made once per process for each model, settings and mesh."""
+    tx, schedule = make_optimizer(train_config, steps_per_epoch)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    train_step = jax.jit(
+        make_train_step(graphdef, tx, schedule, train_config, steps_per_epoch),
+        in_shardings=(replicated, sharded, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        make_eval_step(graphdef), in_shardings=(replicated, sharded), out_shardings=sharded
+    )
+    return train_step, eval_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> EvalFn:
     """Per-object loss terms at z = mu (deterministic): `(params, batch) -> {name: (batch,)}`."""
 
-    def eval_step(params: Params, batch: Batch) -> dict[str, jax.Array]:
-        model = nnx.merge(graphdef, params)
-        mu, logvar, recon = model(
-            batch["flux"], batch["flux_err"], batch["mask"], batch["features"], None
-        )
-        return losses.per_object_terms(batch, mu, logvar, recon)
+    def eval_step(params: Params, batch: Batch) -> Metrics:
+        terms = losses.forward(graphdef, params, batch)
+        return {name: terms[name] for name in VAL_TERMS}
 
     return eval_step
 
 
-# ---------------------------------------------------------------------------------------------
-# Host-side data: NumPy, seeded, fixed-shape batches.
-
-
-def host_arrays(arrays: LightCurveArrays, stats: FeatureStats) -> dict[str, np.ndarray]:
-    """The model's inputs from a split: grids as float32/bool, features normalised."""
+def validation_loss(
+    eval_step: EvalFn,
+    params: Params,
+    data: dict[str, np.ndarray],
+    beta: float,
+    batch_size: int,
+    sharded: NamedSharding | None = None,
+) -> dict[str, float]:
+    """Negative ELBO per observed value over a whole split (the early-stopping criterion)."""
+    sums = dict.fromkeys(("recon_nll", "feature_nll", "kl", "n_values", "objects"), 0.0)
+    n_devices = len(sharded.mesh.devices.flat) if sharded is not None else 1
+    min_size = streaming.MIN_PADDED_BATCH * n_devices  # every padded size splits over devices
+    for host_batch, _ in streaming.padded_batches(data, batch_size, min_size=min_size):
+        terms = jax.device_get(eval_step(params, jax.device_put(host_batch, sharded)))
+        weight = host_batch["weight"].astype(np.float64)
+        for name in VAL_TERMS:
+            sums[name] += float(np.sum(weight * terms[name]))
+        sums["objects"] += float(weight.sum())
+    total = sums["recon_nll"] + sums["feature_nll"] + beta * sums["kl"]
     return {
-        "flux": np.ascontiguousarray(arrays.flux, np.float32),
-        "flux_err": np.ascontiguousarray(arrays.flux_err, np.float32),
-        "mask": np.ascontiguousarray(arrays.mask, bool),
-        "features": stats.normalise(arrays.features),
+        "val_loss": total / sums["n_values"],
+        "val_recon_nll": sums["recon_nll"] / sums["objects"],
+        "val_feature_nll": sums["feature_nll"] / sums["objects"],
+        "val_kl": sums["kl"] / sums["objects"],
     }
 
 
-def fixed_batches(
-    data: dict[str, np.ndarray], batch_size: int, order: np.ndarray
-) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of exactly `batch_size` rows in `order`; the last is padded with weight-0 rows."""
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        n_real = len(index)
-        if n_real < batch_size:
-            index = np.concatenate([index, np.resize(order, batch_size - n_real)])
-        batch = {name: values[index] for name, values in data.items()}
-        batch["weight"] = (np.arange(batch_size) < n_real).astype(np.float32)
-        yield batch
+# ---------------------------------------------------------------------------------------------
+# The data.
 
 
-def _check_split(arrays: LightCurveArrays, split: str, dataset_dir: Path) -> None:
-    if len(arrays) == 0:
-        raise UserError(f"split {split!r} of {dataset_dir} holds no objects: re-run prepare")
+def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArrays:
+    """A prepared split, checked: known classes only in train, finite values, this grid."""
+    arrays = load_split(dataset_dir, split)
     if split == "train" and np.any(arrays.is_anomaly):
         first = int(arrays.object_id[np.argmax(arrays.is_anomaly)])
         raise UserError(
             f"{dataset_dir}: the train split holds anomaly-class objects (e.g. object_id "
             f"{first}); the VAE must see known classes only: re-run prepare"
+        )
+    if arrays.flux.shape[2] != config.data.n_time_bins:
+        raise UserError(
+            f"{dataset_dir} has {arrays.flux.shape[2]} time bins but the config asks for "
+            f"{config.data.n_time_bins}: re-run prepare with this config"
         )
     bad_grid = arrays.mask & ~(np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err))
     bad_feature = ~np.isfinite(arrays.features)
@@ -218,57 +262,7 @@ def _check_split(arrays: LightCurveArrays, split: str, dataset_dir: Path) -> Non
                 f"{dataset_dir}, split {split!r}: non-finite {name} in {rows.size} objects "
                 f"(first object_id {int(arrays.object_id[rows[0]])}): re-run prepare"
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# The run directory.
-
-
-def _check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
-    """A run directory with checkpoints must match the model, the data and its statistics."""
-    config_path = run_dir / "config.json"
-    if config_path.is_file():
-        old = config_lib.to_dict(config_lib.read_config(config_path))
-        new = config_lib.to_dict(config)
-        for section in ("model", "data"):
-            if old[section] != new[section]:
-                raise UserError(
-                    f"{run_dir} holds checkpoints of a different {section} config "
-                    f"({config_path}); to train afresh delete that folder or pick another "
-                    "run directory (--run-dir)"
-                )
-        if old["train"] != new["train"]:
-            log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
-    stats_path = run_dir / "stats.json"
-    if stats_path.is_file() and stats_path.read_text() != (dataset_dir / "stats.json").read_text():
-        raise UserError(
-            f"{dataset_dir} was prepared again since {run_dir} started (its stats.json differs): "
-            "delete the run directory to train on the new dataset"
-        )
-
-
-def _write_run_files(run_dir: Path, config: Config, dataset_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save_config(config, run_dir / "config.json")
-    atomic_write_text(run_dir / "stats.json", (dataset_dir / "stats.json").read_text())
-
-
-def _keep_metrics_until(path: Path, epoch: int) -> None:
-    """Drop metric lines of epochs after the checkpoint we resume from (killed mid-epoch)."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(row) + "\n")
-
-
-def _split_params(params: Params) -> tuple[Params, Params]:
-    return params["encoder"], params["decoder"]
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,110 +272,68 @@ def _split_params(params: Params) -> tuple[Params, Params]:
 def train(config: Config, workdir: Path) -> Path:
     """Train (or resume training) the VAE; returns the run directory.
 
+    Args:
+        config: the resolved config (`config.resolve`).
+        workdir: project folder; relative paths in the config resolve against it.
+
     Raises:
         UserError: no prepared dataset, a dataset that does not match the config, a run
             directory of a different model, or a diverged training (`TrainingDiverged`).
     """
-    config = config_lib.resolve(config)
+    config_lib.require_resolved(config)
     workdir = Path(workdir)
     tc = config.train
     dataset_dir = workdir / config.data.dataset_dir
     run_dir = workdir / config.run_path
-    train_arrays = load_split(dataset_dir, "train")
-    val_arrays = load_split(dataset_dir, "val")
-    for split, arrays in (("train", train_arrays), ("val", val_arrays)):
-        _check_split(arrays, split, dataset_dir)
-    _, n_bands, n_times = train_arrays.flux.shape
-    if n_times != config.data.n_time_bins:
-        raise UserError(
-            f"{dataset_dir} has {n_times} time bins but the config asks for "
-            f"{config.data.n_time_bins}: re-run prepare with this config"
-        )
+    train_arrays = _load_split(dataset_dir, "train", config)
+    val_arrays = _load_split(dataset_dir, "val", config)
     stats = read_stats(dataset_dir)
-    train_data = host_arrays(train_arrays, stats)
-    val_data = host_arrays(val_arrays, stats)
-    n_train, n_features = len(train_arrays), train_arrays.features.shape[1]
+    n_times = config.data.n_time_bins
+    train_data = streaming.model_inputs(train_arrays, stats, n_times)
+    val_data = streaming.model_inputs(val_arrays, stats, n_times)
+    n_train, n_bands, _ = train_arrays.flux.shape
+    n_features = train_arrays.features.shape[1]
 
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())
     sharded = NamedSharding(mesh, PartitionSpec("data"))
-    if tc.batch_size % len(devices) or EVAL_BATCH_SIZE % len(devices):
-        raise UserError(
-            f"train.batch_size={tc.batch_size} must be a multiple of the {len(devices)} devices"
-        )
+    batch_sizes = {"train.batch_size": tc.batch_size, "eval.batch_size": config.eval.batch_size}
+    for name, size in batch_sizes.items():
+        if size % len(devices):
+            raise UserError(f"{name}={size} must be a multiple of the {len(devices)} devices")
 
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
-    model = create_model(config, n_bands, n_times, n_features)
-    graphdef, params = nnx.split(model)
-    params = nnx.to_pure_dict(params)
-    tx, schedule = make_optimizer(tc, steps_per_epoch)
-    state = init_state(params, tx)
-    meta: dict[str, Any] = {
-        "seed": tc.seed,
-        # The run's base key (sampling noise), saved so a resumed run draws the same noise.
-        "rng": np.asarray(jax.random.key_data(jax.random.key(tc.seed))).tolist(),
-        "epoch": 0,
-        "best_val_loss": math.inf,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "finished": False,
-        "stop_reason": "",
-    }
+    progress = Progress(tc.seed, np.asarray(jax.random.key_data(jax.random.key(tc.seed))).tolist())
+    metrics_path = run_dir / "metrics.jsonl"
 
     store = CheckpointStore(run_dir / "checkpoints")
     try:
         latest = store.latest_epoch()
-        metrics_path = run_dir / "metrics.jsonl"
         if latest is not None:
-            _check_resumable(run_dir, config, dataset_dir)
-            meta = dict(store.restore(latest, {"meta": None})["meta"])
-            early = meta["stop_reason"] == "early_stopping"
-            if early or meta["epoch"] >= tc.max_epochs:
-                log.info(
-                    "%s is finished (%s at epoch %d; best val loss %.4f at epoch %d): nothing "
-                    "to do. %s",
-                    run_dir,
-                    "early stopping" if early else "train.max_epochs reached",
-                    meta["epoch"],
-                    meta["best_val_loss"],
-                    meta["best_epoch"],
-                    "Delete it (or pick another --run-dir) to train afresh."
-                    if early
-                    else "Raise --max-epochs to train further.",
-                )
+            runs.check_resumable(run_dir, config, dataset_dir)
+            progress = Progress.from_json(store.restore(latest, {"meta": None})["meta"])
+            if progress.done(tc):
+                progress.log_done(run_dir)
                 return run_dir
-        _write_run_files(run_dir, config, dataset_dir)
+        runs.write_run_files(run_dir, config, dataset_dir)
+        graphdef, params = init_params(config, n_bands, n_times, n_features)
+        tx, _ = make_optimizer(tc, steps_per_epoch)
+        state = init_state(params, tx)
         if latest is None:
             metrics_path.unlink(missing_ok=True)
         else:
-            restored = store.restore(
-                latest,
-                {
-                    "encoder": params["encoder"],
-                    "decoder": params["decoder"],
-                    "opt_state": state.opt_state,
-                },
-            )
+            templates = {"encoder": params["encoder"], "decoder": params["decoder"]}
+            restored = store.restore(latest, {**templates, "opt_state": state.opt_state})
             params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
-            state = TrainState(jnp.asarray(meta["step"], jnp.int32), params, restored["opt_state"])
-            _keep_metrics_until(metrics_path, latest)
-            log.info("resuming %s after epoch %d", run_dir, meta["epoch"])
-            if meta["seed"] != tc.seed:
-                log.warning("resuming with the run's seed %d, not %d", meta["seed"], tc.seed)
+            step = jnp.asarray(progress.step, jnp.int32)
+            state = TrainState(step, params, restored["opt_state"])
+            runs.keep_metrics_until(metrics_path, latest)
+            log.info("resuming %s after epoch %d", run_dir, progress.epoch)
+            if progress.seed != tc.seed:
+                log.warning("resuming with the run's seed %d, not %d", progress.seed, tc.seed)
 
-        state = jax.device_put(state, replicated)
-        train_step = jax.jit(
-            make_train_step(graphdef, tx, schedule, tc, steps_per_epoch),
-            in_shardings=(replicated, sharded, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
-        eval_step = jax.jit(
-            make_eval_step(graphdef),
-            in_shardings=(replicated, sharded),
-            out_shardings=sharded,
-        )
+        train_step, eval_step = compiled_steps(graphdef, tc, steps_per_epoch, mesh)
         log.info(
             "training on %d objects (%d val), %d steps/epoch, %d device(s) %s, run dir %s",
             n_train,
@@ -394,13 +346,12 @@ def train(config: Config, workdir: Path) -> Path:
         _fit(
             config=config,
             store=store,
-            state=state,
-            meta=meta,
+            state=jax.device_put(state, replicated),
+            progress=progress,
             train_step=train_step,
             eval_step=eval_step,
             train_data=train_data,
             val_data=val_data,
-            rng=jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32)),
             sharded=sharded,
             metrics_path=metrics_path,
         )
@@ -409,100 +360,71 @@ def train(config: Config, workdir: Path) -> Path:
     return run_dir
 
 
-def validation_loss(
-    eval_step: Callable[[Params, Batch], dict[str, jax.Array]],
-    params: Params,
-    data: dict[str, np.ndarray],
-    beta: float,
-    sharded: NamedSharding | None = None,
-) -> dict[str, float]:
-    """Negative ELBO per observed value over a whole split (the early-stopping criterion)."""
-    order = np.arange(len(data["flux"]))
-    sums = {"recon_nll": 0.0, "feature_nll": 0.0, "kl": 0.0, "n_values": 0.0, "objects": 0.0}
-    for host_batch in fixed_batches(data, EVAL_BATCH_SIZE, order):
-        terms = jax.device_get(eval_step(params, jax.device_put(host_batch, sharded)))
-        weight = host_batch["weight"].astype(np.float64)
-        for name in ("recon_nll", "feature_nll", "kl", "n_values"):
-            sums[name] += float(np.sum(weight * terms[name]))
-        sums["objects"] += float(weight.sum())
-    total = sums["recon_nll"] + sums["feature_nll"] + beta * sums["kl"]
-    return {
-        "val_loss": total / sums["n_values"],
-        "val_recon_nll": sums["recon_nll"] / sums["objects"],
-        "val_feature_nll": sums["feature_nll"] / sums["objects"],
-        "val_kl": sums["kl"] / sums["objects"],
-    }
-
-
 def _fit(
     *,
     config: Config,
     store: CheckpointStore,
     state: TrainState,
-    meta: dict[str, Any],
+    progress: Progress,
     train_step: StepFn,
-    eval_step: Callable[[Params, Batch], dict[str, jax.Array]],
+    eval_step: EvalFn,
     train_data: dict[str, np.ndarray],
     val_data: dict[str, np.ndarray],
-    rng: jax.Array,
     sharded: NamedSharding,
     metrics_path: Path,
 ) -> None:
+    """The epoch loop: train, validate, log, checkpoint, stop early."""
     tc = config.train
+    rng = jax.random.wrap_key_data(np.asarray(progress.rng, np.uint32))
     n_train = len(train_data["flux"])
-    first_epoch = meta["epoch"] + 1
     bar = tqdm(
         total=tc.max_epochs,
-        initial=meta["epoch"],
+        initial=progress.epoch,
         unit="epoch",
         desc="train",
         dynamic_ncols=True,
         disable=None,  # no bar when stderr is not a terminal (CI, logs): the log lines suffice
     )
     with bar, logging_redirect_tqdm():
-        for epoch in range(first_epoch, tc.max_epochs + 1):
+        for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
             start = time.perf_counter()
             # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
-            order = np.random.default_rng([meta["seed"], epoch]).permutation(n_train)
+            order = np.random.default_rng([progress.seed, epoch]).permutation(n_train)
+            batches = streaming.padded_batches(
+                train_data, tc.batch_size, order, min_size=tc.batch_size
+            )
             step_metrics = []
-            for host_batch in fixed_batches(train_data, tc.batch_size, order):
+            for host_batch, _ in batches:
                 state, metrics = train_step(state, jax.device_put(host_batch, sharded), rng)
                 step_metrics.append(metrics)
             history = jax.device_get(step_metrics)
-            _check_finite(history, epoch, meta, store.directory)
+            _check_finite(history, epoch, progress, store.directory)
             row: dict[str, Any] = {"epoch": epoch, "step": int(state.step)}
             for name in history[0]:
                 row[name] = float(np.mean([m[name] for m in history]))
             row["learning_rate"] = float(history[-1]["learning_rate"])
             row["beta"] = float(history[-1]["beta"])
-            row.update(validation_loss(eval_step, state.params, val_data, tc.beta, sharded))
+            row.update(
+                validation_loss(
+                    eval_step, state.params, val_data, tc.beta, config.eval.batch_size, sharded
+                )
+            )
             if not math.isfinite(row["val_loss"]):
-                raise TrainingDiverged(_diverged_message(epoch, "val loss", meta, store.directory))
+                raise TrainingDiverged(_diverged(epoch, "val loss", progress, store.directory))
             seconds = time.perf_counter() - start
             row["epoch_seconds"] = seconds
             row["samples_per_s"] = n_train / seconds
-
-            if row["val_loss"] < meta["best_val_loss"] - MIN_DELTA:
-                meta.update(best_val_loss=row["val_loss"], best_epoch=epoch, bad_epochs=0)
-            else:
-                meta["bad_epochs"] += 1
-            stop = meta["bad_epochs"] >= tc.patience
-            meta.update(
-                epoch=epoch,
-                step=int(state.step),
-                finished=stop or epoch >= tc.max_epochs,
-                stop_reason="early_stopping" if stop else "",
-            )
+            stop = progress.record(epoch, int(state.step), row["val_loss"], tc)
             # Metrics first, then the checkpoint: a kill between the two leaves a metrics line
-            # that the resumed run drops (`_keep_metrics_until`), never a checkpoint without one.
-            _append_metrics(metrics_path, row)
-            encoder, decoder = _split_params(state.params)
+            # that the resumed run drops (`runs.keep_metrics_until`), never a checkpoint without
+            # one.
+            runs.append_metrics(metrics_path, row)
             store.save(
                 epoch,
-                encoder=encoder,
-                decoder=decoder,
+                encoder=state.params["encoder"],
+                decoder=state.params["decoder"],
                 opt_state=state.opt_state,
-                meta=meta,
+                meta=progress.to_json(),
                 val_loss=row["val_loss"],
             )
             bar.update(1)
@@ -529,17 +451,17 @@ def _fit(
                 break
     log.info(
         "finished after epoch %d; best val loss %.4f at epoch %d (%s)",
-        meta["epoch"],
-        meta["best_val_loss"],
-        meta["best_epoch"],
+        progress.epoch,
+        progress.best_val_loss,
+        progress.best_epoch,
         store.directory,
     )
 
 
-def _diverged_message(epoch: int, what: str, meta: dict[str, Any], directory: Path) -> str:
+def _diverged(epoch: int, what: str, progress: Progress, directory: Path) -> str:
     kept = (
-        f"the last good checkpoint (epoch {meta['epoch']}) is kept in {directory}"
-        if meta["epoch"]
+        f"the last good checkpoint (epoch {progress.epoch}) is kept in {directory}"
+        if progress.epoch
         else "no checkpoint was saved"
     )
     return (
@@ -549,25 +471,19 @@ def _diverged_message(epoch: int, what: str, meta: dict[str, Any], directory: Pa
 
 
 def _check_finite(
-    history: list[dict[str, np.ndarray]],
-    epoch: int,
-    meta: dict[str, Any],
-    directory: Path,
+    history: list[dict[str, np.ndarray]], epoch: int, progress: Progress, directory: Path
 ) -> None:
     for index, metrics in enumerate(history):
         if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
-            step = meta.get("step", 0) + index + 1
-            raise TrainingDiverged(
-                _diverged_message(epoch, f"loss at step {step}", meta, directory)
-            )
+            step = progress.step + index + 1
+            raise TrainingDiverged(_diverged(epoch, f"loss at step {step}", progress, directory))
 
 
 __all__ = [
     "TrainState",
     "TrainingDiverged",
     "create_model",
-    "fixed_batches",
-    "host_arrays",
+    "init_params",
     "init_state",
     "make_eval_step",
     "make_optimizer",

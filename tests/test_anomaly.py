@@ -98,12 +98,12 @@ def test_threshold_hits_target_fpr_on_fresh_known_objects():
     assert detector.info["n_val_known"] == 3500
     assert detector.info["val_flag_rate"] <= 0.01
     assert abs(detector.info["val_flag_rate"] - 0.01) < 0.002
-    fresh_fpr = detector.score(test)["flagged"].mean()
+    fresh_fpr = detector.flag(detector.score(test)["fused_score"]).mean()
     assert abs(fresh_fpr - 0.01) < 0.005
     # Shifted (anomalous) objects score higher than known ones and are mostly flagged.
     shifted = detector.score(fake_outputs(rng, 500, shift=3.0))
     assert np.median(shifted["fused_score"]) > np.quantile(detector.score(test)["fused_score"], 0.9)
-    assert shifted["flagged"].mean() > 0.5
+    assert detector.flag(shifted[detector.score_column]).mean() > 0.5
 
 
 def test_calibrate_threshold_exact():

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import input_pipeline as ip
+from plasticc_jax import readers
 from plasticc_jax.dataset import read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.prepare import prepare
+from plasticc_jax.streaming import NO_LIGHTCURVE, NO_METADATA
 from plasticc_jax.synthetic import write_synthetic
 
 N_OBJECTS = 40
@@ -42,7 +43,7 @@ def run_prepare(tmp_path: Path, lcs: pd.DataFrame, meta: pd.DataFrame, **data) -
     config = config_lib.load_preset("tiny")
     fields = {"raw_dir": str(raw), "min_observations": 5, **data}
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, **fields))
-    return prepare(config, tmp_path)
+    return prepare(config_lib.resolve(config), tmp_path)
 
 
 def rejections(out: Path) -> dict[int, str]:
@@ -108,7 +109,7 @@ def test_objects_missing_from_either_side(good, tmp_path):
     extra = lcs[lcs["object_id"] == 5].assign(object_id=999)  # light curve without metadata
     lcs = pd.concat([lcs[lcs["object_id"] != 6], extra], ignore_index=True)  # 6: no light curve
     out = run_prepare(tmp_path, lcs, meta)
-    assert rejections(out) == {6: ip.NO_LIGHTCURVE, 999: ip.NO_METADATA}
+    assert rejections(out) == {6: NO_LIGHTCURVE, 999: NO_METADATA}
     assert read_manifest(out)["input_objects"] == N_OBJECTS + 1
 
 
@@ -169,7 +170,10 @@ def test_empty_and_truncated_files(good, tmp_path):
         saved = path.read_bytes()
         path.write_bytes(b"")
         with pytest.raises(UserError, match=rf"{name}: the file is empty"):
-            ip.read_lightcurves(path) if name == "training_set.csv" else ip.read_metadata(path)
+            if name == "training_set.csv":
+                readers.read_lightcurves(path)
+            else:
+                readers.read_metadata(path)
         path.write_bytes(saved)
     unblinded = tmp_path / "unblinded"
     meta_gz, lcs_gz = write_synthetic(unblinded, 30, fmt="unblinded")
@@ -178,9 +182,9 @@ def test_empty_and_truncated_files(good, tmp_path):
         path.write_bytes(whole[: len(whole) * 2 // 3])
         with pytest.raises(UserError, match=rf"{path.name}: the file is truncated or corrupt"):
             if path == lcs_gz:
-                ip.read_lightcurves(path)
+                readers.read_lightcurves(path)
             else:
-                ip.read_metadata(path)
+                readers.read_metadata(path)
         path.write_bytes(whole)
 
 

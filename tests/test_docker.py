@@ -272,3 +272,24 @@ def test_package_metadata_builds_a_wheel(tmp_path: Path) -> None:
     assert "plasticc_jax/cli.py" in names and "plasticc_jax/doctor.py" in names
     assert not any(n.startswith(("tests/", "benchmarks/", "configs/")) for n in names)
     assert re.search(r"Requires-Dist: jax\[cuda12\].*extra == \"cuda\"", metadata)
+
+
+@needs_make
+def test_make_score_scores_the_given_files_with_the_run() -> None:
+    out = make_n("score", "LIGHTCURVES=a.csv.gz b.csv.gz", "METADATA=m.csv.gz", "PROTOCOL=sn")
+    words = shlex.split(out.replace("\\\n", " ").splitlines()[-1])
+    assert words[1:] == [
+        *("score", "--run", "runs/default-sn", "--lightcurves", "a.csv.gz", "b.csv.gz"),
+        *("--metadata", "m.csv.gz", "--output", "runs/default-sn/scored.parquet"),
+    ]
+    # Without files to score (none in data/raw): a message, not a score of nothing.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    done = subprocess.run(
+        [MAKE, "-n", "-C", str(ROOT), "score", "LIGHTCURVES=", "METADATA="],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and "make score: give the files to score" in done.stderr

@@ -1,4 +1,7 @@
-"""The research API: load_encoder / load_vae from a run directory, as the README shows."""
+"""The research API: load_encoder / load_vae from a run directory, as the README shows.
+
+The run is the shared `tiny_run` (conftest), prepared and trained on synthetic PLAsTiCC files.
+"""
 
 from __future__ import annotations
 
@@ -11,45 +14,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticc_jax import config as config_lib
-from plasticc_jax import input_pipeline
+from plasticc_jax import readers
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
-from plasticc_jax.prepare import prepare
-from plasticc_jax.synthetic import write_synthetic
-from plasticc_jax.train import train
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """prepare + train (tiny preset) on synthetic files in the PLAsTiCC format."""
-    workdir = tmp_path_factory.mktemp("research")
-    raw = workdir / "data" / "raw"
-    metadata_path, lightcurve_path = write_synthetic(raw, 300, fmt="unblinded", seed=3)
-    config = config_lib.resolve(config_lib.load_preset("tiny"))
-    dataset_dir = prepare(config, workdir)
-    run_dir = train(config, workdir)
-    return {
-        "workdir": workdir,
-        "run_dir": run_dir,
-        "config": config,
-        "test": load_split(dataset_dir, "test"),
-        "metadata_path": metadata_path,
-        "lightcurve_path": lightcurve_path,
-    }
+def test_split(tiny_run):
+    return load_split(tiny_run.dataset_dir, "test")
 
 
-def test_encoder_matches_the_vae_and_chunks_consistently(run):
+def test_encoder_matches_the_vae_and_chunks_consistently(tiny_run, test_split):
     from plasticc_jax import load_encoder, load_vae
 
-    arrays = run["test"]
-    latent = run["config"].model.latent_dim
-    encoder = load_encoder(run["run_dir"])
+    arrays = test_split
+    latent = tiny_run.config.model.latent_dim
+    encoder = load_encoder(tiny_run.run_dir)
     mu, logvar = encoder(arrays)
     assert isinstance(mu, np.ndarray) and mu.shape == logvar.shape == (len(arrays), latent)
     assert np.all(np.isfinite(mu)) and np.all(np.isfinite(logvar))
 
-    vae = load_vae(run["run_dir"])
+    vae = load_vae(tiny_run.run_dir)
     out = vae.evaluate(arrays, batch_size=16)
     np.testing.assert_allclose(out["mu"], mu, rtol=1e-5, atol=1e-6)
     n = len(arrays)
@@ -62,10 +47,10 @@ def test_encoder_matches_the_vae_and_chunks_consistently(run):
     both = vae.evaluate(arrays, reconstruction=True)
     np.testing.assert_allclose(both["mean"], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(both["recon_nll"], out["recon_nll"], rtol=1e-5)
-    assert np.all(sigma >= run["config"].model.min_model_sigma)
+    assert np.all(sigma >= tiny_run.config.model.min_model_sigma)
 
     # Small compiled batches and a dict input give the same numbers, one compile per shape.
-    small = load_encoder(run["run_dir"], max_batch=64)
+    small = load_encoder(tiny_run.run_dir, max_batch=64)
     as_dict = {k: getattr(arrays, k) for k in ("flux", "flux_err", "mask", "features")}
     mu_small, _ = small(as_dict)
     np.testing.assert_allclose(mu_small, mu, rtol=1e-5, atol=1e-6)
@@ -74,24 +59,24 @@ def test_encoder_matches_the_vae_and_chunks_consistently(run):
     assert small._encode._cache_size() == 1  # every chunk padded to the one shape (64, ...)
 
 
-def test_encoder_loads_without_the_decoder(run, tmp_path):
+def test_encoder_loads_without_the_decoder(tiny_run, test_split, tmp_path):
     from plasticc_jax import load_encoder
 
     copy = tmp_path / "run"
-    shutil.copytree(run["run_dir"], copy)
+    shutil.copytree(tiny_run.run_dir, copy)
     for decoder in copy.glob("checkpoints/*/decoder"):
         shutil.rmtree(decoder)
-    mu, _ = load_encoder(copy)(run["test"])
-    np.testing.assert_allclose(mu, load_encoder(run["run_dir"])(run["test"])[0])
+    mu, _ = load_encoder(copy)(test_split)
+    np.testing.assert_allclose(mu, load_encoder(tiny_run.run_dir)(test_split)[0])
 
 
-def test_encode_table_applies_the_preprocessing_of_prepare(run):
+def test_encode_table_applies_the_preprocessing_of_prepare(tiny_run, test_split, raw_files):
     from plasticc_jax import load_encoder
 
-    encoder = load_encoder(run["run_dir"])
-    arrays = run["test"]
-    metadata = input_pipeline.read_metadata(run["metadata_path"])
-    lightcurves = input_pipeline.read_lightcurves(run["lightcurve_path"])
+    encoder = load_encoder(tiny_run.run_dir)
+    arrays = test_split
+    metadata = readers.read_metadata(raw_files[0])
+    lightcurves = readers.read_lightcurves(raw_files[1])
     wanted = arrays.object_id[:20]
     table = encoder.encode_table(
         lightcurves[lightcurves["object_id"].isin(wanted)],
@@ -106,11 +91,11 @@ def test_encode_table_applies_the_preprocessing_of_prepare(run):
     np.testing.assert_allclose(table.mu[order], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_wrong_inputs_are_user_errors(run, tmp_path):
+def test_wrong_inputs_are_user_errors(tiny_run, test_split, tmp_path):
     from plasticc_jax import load_encoder
 
-    encoder = load_encoder(run["run_dir"])
-    arrays = run["test"]
+    encoder = load_encoder(tiny_run.run_dir)
+    arrays = test_split
     with pytest.raises(UserError, match=r"flux has shape .*expects \(n, 6, 16\)"):
         encoder(
             {
@@ -124,13 +109,13 @@ def test_wrong_inputs_are_user_errors(run, tmp_path):
         encoder({"flux": arrays.flux})
     with pytest.raises(UserError, match="not a run directory"):
         load_encoder(tmp_path)
-    (tmp_path / "config.json").write_text((run["run_dir"] / "config.json").read_text())
-    (tmp_path / "stats.json").write_text((run["run_dir"] / "stats.json").read_text())
+    (tmp_path / "config.json").write_text((tiny_run.run_dir / "config.json").read_text())
+    (tmp_path / "stats.json").write_text((tiny_run.run_dir / "stats.json").read_text())
     with pytest.raises(UserError, match="no checkpoints"):
         load_encoder(tmp_path)
 
 
-def test_readme_example_runs_in_a_fresh_interpreter(run, tmp_path):
+def test_readme_example_runs_in_a_fresh_interpreter(tiny_run, test_split, tmp_path):
     """The README's research-API example, verbatim, in a plain Python session.
 
     A project folder laid out as after `make prepare train` (runs/default-rare,
@@ -141,10 +126,9 @@ def test_readme_example_runs_in_a_fresh_interpreter(run, tmp_path):
     assert "load_encoder(" in example and "encode_table(" in example
     (tmp_path / "runs").mkdir()
     (tmp_path / "data" / "processed").mkdir(parents=True)
-    (tmp_path / "runs" / "default-rare").symlink_to(run["run_dir"])
-    dataset_dir = run["workdir"] / run["config"].data.dataset_dir
-    (tmp_path / "data" / "processed" / "rare").symlink_to(dataset_dir)
-    (tmp_path / "data" / "raw").symlink_to(run["workdir"] / "data" / "raw")
+    (tmp_path / "runs" / "default-rare").symlink_to(tiny_run.run_dir)
+    (tmp_path / "data" / "processed" / "rare").symlink_to(tiny_run.dataset_dir)
+    (tmp_path / "data" / "raw").symlink_to(tiny_run.workdir / "data" / "raw")
     check = "\nprint(mu.shape, logvar.shape, table.mu.shape[1])\n"
     done = subprocess.run(
         [sys.executable, "-c", example + check],
@@ -154,5 +138,5 @@ def test_readme_example_runs_in_a_fresh_interpreter(run, tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    n = len(run["test"])
+    n = len(test_split)
     assert done.stdout.strip() == f"({n}, 4) ({n}, 4) 4"

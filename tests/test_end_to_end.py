@@ -1,56 +1,23 @@
-"""prepare -> train -> evaluate -> score on tiny synthetic data, through the command line."""
+"""prepare -> train -> evaluate -> score on tiny synthetic data, through the command line.
+
+The shared `tiny_run` (conftest) is prepared, trained and evaluated through the command line.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import IsolationForest
 
-from plasticc_jax import cli, metrics, synthetic
+from plasticc_jax import cli, metrics
 from plasticc_jax.dataset import read_manifest
 
-N_OBJECTS = 500
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One tiny run (module scope: a few seconds), recording what the forest is fitted on."""
-    workdir = tmp_path_factory.mktemp("e2e")
-    synthetic.write_synthetic(workdir / "data" / "raw", N_OBJECTS, seed=0)
-    fitted: list[np.ndarray] = []
-    # Wrap the class's own fit (not a subclass: the saved forest must stay a plain
-    # IsolationForest, the only type `score` trusts on load).
-    original_fit = IsolationForest.fit
-
-    def recording_fit(self, X, y=None, sample_weight=None):
-        fitted.append(np.array(X))
-        return original_fit(self, X, y, sample_weight)
-
-    IsolationForest.fit = recording_fit
-    try:
-        for stage in ("prepare", "train", "evaluate"):
-            args = [stage, "--config", "tiny", "--workdir", str(workdir)]
-            assert cli.main(args) == 0, stage
-    finally:
-        IsolationForest.fit = original_fit
-    run_dir = workdir / "runs" / "tiny-rare"
-    return {
-        "workdir": workdir,
-        "run_dir": run_dir,
-        "table": pd.read_parquet(run_dir / "scores.parquet"),
-        "metrics": json.loads((run_dir / "metrics.json").read_text()),
-        "params": json.loads((run_dir / "models" / "anomaly.json").read_text()),
-        "fitted": fitted,
-    }
-
-
-def test_table_covers_every_prepared_object(run):
-    table = run["table"]
-    manifest = read_manifest(run["workdir"] / "data" / "processed" / "rare")
+def test_table_covers_every_prepared_object(tiny_run):
+    table = tiny_run.table
+    manifest = read_manifest(tiny_run.dataset_dir)
     assert len(table) == sum(manifest["objects"].values())
     assert table["object_id"].is_unique
     for split, n in manifest["objects"].items():
@@ -61,30 +28,31 @@ def test_table_covers_every_prepared_object(run):
     assert table["is_anomaly"].equals(table["target"].isin([6, 53, 64, 95]))
     assert not table.loc[table["split"] != "test", "is_anomaly"].any()
     assert (table["anomaly_score"] == table["fused_score"]).all()
-    assert (table["flagged"] == (table["fused_score"] > run["params"]["threshold"])).all()
+    threshold = tiny_run.detector_params["threshold"]
+    assert (table["flagged"] == (table["fused_score"] > threshold)).all()
     np.testing.assert_allclose(
         table["recon_nll_per_cell"], table["recon_nll"] / table["n_observed"], rtol=1e-6
     )
     # Within a split, rank 1 has the highest fused score.
     test = table[table["split"] == "test"].sort_values("rank")
     assert test["fused_score"].is_monotonic_decreasing
-    csv = pd.read_csv(run["run_dir"] / "scores.csv")
+    csv = pd.read_csv(tiny_run.run_dir / "scores.csv")
     np.testing.assert_allclose(csv["fused_score"], table["fused_score"])
 
 
-def test_forest_never_sees_anomalies(run):
-    table = run["table"]
-    latent_forest = run["fitted"][0]  # the first fit is the latent forest, then the baseline
+def test_forest_never_sees_anomalies(tiny_run):
+    table = tiny_run.table
+    latent_forest = tiny_run.forest_fits[0]  # the first fit is the latent forest, then the baseline
     train_known = table[(table["split"] == "train") & ~table["is_anomaly"]]
     mu = train_known[[c for c in table if c.startswith("mu_")]].to_numpy(np.float32)
     np.testing.assert_array_equal(latent_forest, mu)
-    assert run["params"]["info"]["n_fit"] == len(train_known)
+    assert tiny_run.detector_params["info"]["n_fit"] == len(train_known)
     # The baseline forest is fitted on the same objects (one row each).
-    assert len(run["fitted"]) == 2 and len(run["fitted"][1]) == len(train_known)
+    assert len(tiny_run.forest_fits) == 2 and len(tiny_run.forest_fits[1]) == len(train_known)
 
 
-def test_metrics_agree_with_the_table(run):
-    result, table = run["metrics"], run["table"]
+def test_metrics_agree_with_the_table(tiny_run):
+    result, table = tiny_run.metrics, tiny_run.table
     test = table[table["split"] == "test"]
     labels = test["is_anomaly"].to_numpy()
     assert result["counts"]["test_anomaly"] == labels.sum()
@@ -108,8 +76,8 @@ def test_metrics_agree_with_the_table(run):
     assert result["threshold"]["test_fpr_known"] == pytest.approx(flagged[~labels].mean())
 
 
-def test_figures_and_report_exist(run):
-    run_dir = run["run_dir"]
+def test_figures_and_report_exist(tiny_run):
+    run_dir = tiny_run.run_dir
     report = (run_dir / "report.md").read_text()
     for name in ("roc.png", "pr.png", "score_hist.png", "reconstructions.png"):
         path = run_dir / "reports" / "figures" / name
@@ -119,10 +87,10 @@ def test_figures_and_report_exist(run):
     assert (run_dir / "models" / "forest.skops").is_file()
 
 
-def test_score_cli_matches_evaluate(run, tmp_path: Path):
+def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     """Scoring the training files again reproduces evaluate's scores; extra inputs are either
     scored or listed as rejected."""
-    raw = run["workdir"] / "data" / "raw"
+    raw = tiny_run.workdir / "data" / "raw"
     meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz", skipinitialspace=True)
     ghost = meta.iloc[[0]].copy()
     ghost["object_id"] = 999_999  # metadata without a light curve
@@ -132,7 +100,7 @@ def test_score_cli_matches_evaluate(run, tmp_path: Path):
     args = [
         "score",
         "--run",
-        str(run["run_dir"]),
+        str(tiny_run.run_dir),
         "--lightcurves",
         str(raw / "plasticc_train_lightcurves.csv.gz"),
         "--metadata",
@@ -147,8 +115,12 @@ def test_score_cli_matches_evaluate(run, tmp_path: Path):
     ids = np.concatenate([scored["object_id"], rejected["object_id"]])
     assert sorted(ids) == sorted([*meta["object_id"].tolist(), 999_999])
     assert sorted(scored["rank"]) == list(range(1, len(scored) + 1))
-    merged = scored.merge(run["table"], on="object_id", suffixes=("", "_eval"))
-    assert len(merged) == len(run["table"])
+    # One score table: the columns and types of evaluate's, without its baseline column.
+    evaluated = tiny_run.table.drop(columns="lc_forest_score")
+    assert list(scored.columns) == list(evaluated.columns)
+    assert scored.dtypes.to_dict() == evaluated.dtypes.to_dict()
+    merged = scored.merge(tiny_run.table, on="object_id", suffixes=("", "_eval"))
+    assert len(merged) == len(tiny_run.table)
     np.testing.assert_allclose(merged["fused_score"], merged["fused_score_eval"], rtol=1e-5)
     assert (merged["flagged"] == merged["flagged_eval"]).mean() > 0.99
     assert (scored["split"] == "new").all()
@@ -164,13 +136,13 @@ def test_score_cli_matches_evaluate(run, tmp_path: Path):
     np.testing.assert_allclose(as_csv["fused_score"], scored["fused_score"])
 
 
-def test_score_cli_reports_user_errors(run, tmp_path: Path, capsys):
+def test_score_cli_reports_user_errors(tiny_run, tmp_path: Path, capsys):
     args = ["score", "--run", str(tmp_path), "--lightcurves", str(tmp_path / "x.csv")]
     args += ["--metadata", str(tmp_path / "m.csv"), "--output", str(tmp_path / "o.parquet")]
     assert cli.main(args) == 2
     assert "does not exist" in capsys.readouterr().err
-    raw = run["workdir"] / "data" / "raw"
-    args = ["score", "--run", str(run["run_dir"])]
+    raw = tiny_run.workdir / "data" / "raw"
+    args = ["score", "--run", str(tiny_run.run_dir)]
     args += ["--lightcurves", str(raw / "plasticc_train_lightcurves.csv.gz")]
     args += ["--metadata", str(raw / "plasticc_train_metadata.csv.gz")]
     args += ["--output", str(tmp_path / "o.txt")]

@@ -1,4 +1,4 @@
-"""Pieces of the evaluation stage: per-method metrics, tables, the grid, the baseline features."""
+"""Pieces of the evaluation stage: per-method metrics, the report, the score table, baselines."""
 
 from __future__ import annotations
 
@@ -8,36 +8,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
-from plasticc_jax import baselines, evaluate, input_pipeline, synthetic
-from plasticc_jax.config import DataConfig, EvalConfig, load_preset
+from plasticc_jax import baselines, evaluate, metrics, report, scoring, synthetic
+from plasticc_jax.config import EvalConfig
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.errors import UserError
-
-
-def test_grid_times_are_the_bin_centres_of_the_pipeline():
-    data = DataConfig(n_time_bins=8, window_before=16.0, window_after=48.0, min_observations=1)
-    times = evaluate.grid_times(data)
-    np.testing.assert_allclose(times, [-12, -4, 4, 12, 20, 28, 36, 44])
-    # The reference point (brightest) at t0 lands in bin 2 ([0, 8) days); points at the centres
-    # of bins 0, 5 and 7 land in those bins.
-    offsets = np.array([0.0, times[0], times[5], times[7]])
-    lightcurves = pd.DataFrame(
-        {
-            "object_id": 1,
-            "mjd": 60000.0 + offsets,
-            "passband": 2,
-            "flux": [100.0, 1.0, 1.0, 1.0],
-            "flux_err": 1.0,
-            "detected": True,
-        }
-    )
-    metadata = pd.DataFrame(
-        {"object_id": [1], "ddf": 0, "hostgal_photoz": 0.0, "hostgal_photoz_err": 0.0}
-        | {"distmod": np.nan, "mwebv": 0.0, "target": 90}
-    )
-    arrays, _ = input_pipeline.grid_lightcurves(lightcurves, metadata, data)
-    assert np.flatnonzero(arrays.mask[0, 2]).tolist() == [0, 2, 5, 7]
 
 
 def test_method_metrics_per_class_and_realistic():
@@ -45,7 +21,7 @@ def test_method_metrics_per_class_and_realistic():
     target = np.r_[np.full(900, 90), np.full(50, 6), np.full(50, 64)]
     is_anomaly = target != 90
     scores = rng.normal(size=1000) + np.where(target == 6, 3.0, 0.0)  # class 6 separable
-    out = evaluate.method_metrics(scores, target, is_anomaly, (6, 64, 95), 0.01, 20, seed=0)
+    out = metrics.method_metrics(scores, target, is_anomaly, (6, 64, 95), 0.01, 20, seed=0)
     assert set(out["per_class"]) == {"6", "64"}  # 95 absent from the test split
     assert out["per_class"]["6"]["auroc"] > 0.95
     assert 0.35 < out["per_class"]["64"]["auroc"] < 0.65
@@ -79,10 +55,10 @@ def test_markdown_tables_and_json():
         for name in ("fused", "recon")
     }
     result = {"anomaly_classes_present": [6], "methods": methods, "realistic_anomaly_rate": 0.01}
-    text = evaluate._markdown_tables(result)
+    text = report.markdown_tables(result)
     assert "| fused (d) | 0.750 | 0.500 | 0.500 | 0.750 | n/a |" in text
     assert text.count("\n| reconstruction NLL (b) |") == 2
-    assert json.loads(json.dumps(evaluate._jsonable({"x": math.nan, "y": np.float32(2)}))) == {
+    assert json.loads(json.dumps(report.jsonable({"x": math.nan, "y": np.float32(2)}))) == {
         "x": None,
         "y": 2.0,
     }
@@ -90,7 +66,7 @@ def test_markdown_tables_and_json():
 
 def test_evaluate_without_a_run_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="make train"):
-        evaluate.evaluate(load_preset("tiny"), tmp_path)
+        evaluate.evaluate(tiny_config(), tmp_path)
 
 
 def test_baseline_features_are_per_object_and_scale_free(tmp_path):
@@ -146,5 +122,20 @@ def test_reduced_chi2_by_hand():
         mask=mask,
         features=np.zeros((2, 1), np.float32),
     )
-    chi2 = evaluate.reduced_chi2(arrays, np.zeros(shape, np.float32), sigma)
+    chi2 = scoring.reduced_chi2(arrays, np.zeros(shape, np.float32), sigma)
     np.testing.assert_allclose(chi2, [(9 / 9 + 1 / 1) / 2, 0.0])  # object 1: nothing observed
+
+
+def test_ranks_are_within_each_split_with_ties_in_table_order():
+    scores = np.array([0.5, 2.0, 0.5, 1.0, 3.0, 0.1])
+    assert scoring.ranks(scores).tolist() == [4, 2, 5, 3, 1, 6]
+    table = pd.DataFrame(
+        {
+            "split": ["a", "b", "a", "b", "a", "b"],
+            "anomaly_score": scores,
+            "flagged": False,
+        }
+    )
+    scoring.insert_rank(table)
+    assert list(table.columns) == ["split", "anomaly_score", "rank", "flagged"]
+    assert table["rank"].tolist() == [2, 1, 3, 2, 1, 3]

@@ -36,8 +36,18 @@ def _args(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
     return batch["flux"], batch["flux_err"], batch["mask"], batch["features"]
 
 
-def test_vae_output_shapes_under_jit():
-    vae = Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0))
+@nnx.jit
+def _call(module: nnx.Module, *args: jax.Array | None):
+    """A module applied under jit: one compiled program instead of one per eager operation."""
+    return module(*args)
+
+
+@pytest.fixture(scope="module")
+def vae() -> Vae:
+    return nnx.jit(lambda: Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0)))()
+
+
+def test_vae_output_shapes_under_jit(vae):
     graphdef, params = nnx.split(vae)
 
     @jax.jit
@@ -55,19 +65,19 @@ def test_vae_output_shapes_under_jit():
         assert bool(jnp.all(jnp.isfinite(value)))
 
 
-def test_sampling_uses_the_key_and_none_decodes_the_mean():
-    vae = Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0))
+def test_sampling_uses_the_key_and_none_decodes_the_mean(vae):
     batch = _batch()
-    mu, _, at_mean = vae(*_args(batch), None)
-    _, _, sample_a = vae(*_args(batch), jax.random.key(1))
-    _, _, sample_b = vae(*_args(batch), jax.random.key(2))
-    np.testing.assert_allclose(at_mean.grid_mean, vae.decoder(mu).grid_mean, rtol=1e-6)
+    mu, _, at_mean = _call(vae, *_args(batch), None)
+    _, _, sample_a = _call(vae, *_args(batch), jax.random.key(1))
+    _, _, sample_b = _call(vae, *_args(batch), jax.random.key(2))
+    np.testing.assert_allclose(at_mean.grid_mean, _call(vae.decoder, mu).grid_mean, rtol=1e-6)
     assert not np.allclose(sample_a.grid_mean, sample_b.grid_mean)
 
 
-def test_encoder_is_standalone_with_the_vae_encoder_layout():
-    vae = Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0))
-    encoder = LightCurveEncoder(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0))
+def test_encoder_is_standalone_with_the_vae_encoder_layout(vae):
+    encoder = nnx.eval_shape(
+        lambda: LightCurveEncoder(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0))
+    )
     vae_encoder = nnx.to_pure_dict(nnx.state(vae)["encoder"])
     standalone = nnx.to_pure_dict(nnx.state(encoder))
     assert jax.tree.structure(vae_encoder) == jax.tree.structure(standalone)
@@ -77,13 +87,17 @@ def test_encoder_is_standalone_with_the_vae_encoder_layout():
     graphdef, _ = nnx.split(encoder)
     loaded = nnx.merge(graphdef, vae_encoder)
     batch = _batch()
-    np.testing.assert_allclose(loaded(*_args(batch))[0], vae.encoder(*_args(batch))[0])
+    np.testing.assert_allclose(
+        _call(loaded, *_args(batch))[0], _call(vae.encoder, *_args(batch))[0]
+    )
 
 
 def test_decoder_shapes_without_hidden_layers():
     model = ModelConfig(latent_dim=2, hidden=())
-    decoder = LightCurveDecoder(N_BANDS, N_TIMES, N_FEATURES, model, rngs=nnx.Rngs(0))
-    out = decoder(jnp.zeros((4, 2)))
+    decoder = nnx.jit(
+        lambda: LightCurveDecoder(N_BANDS, N_TIMES, N_FEATURES, model, rngs=nnx.Rngs(0))
+    )()
+    out = _call(decoder, jnp.zeros((4, 2)))
     assert out.grid_mean.shape == (4, N_BANDS, N_TIMES)
 
 
@@ -97,13 +111,14 @@ def test_unobserved_cells_never_reach_the_encoder():
     assert encoder_inputs(*_args(batch)).shape == (BATCH, 3 * N_BANDS * N_TIMES + N_FEATURES)
 
 
-def test_bfloat16_compute_keeps_float32_params_and_outputs():
-    vae = Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
-    reference = Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, rngs=nnx.Rngs(0))
-    params = nnx.to_pure_dict(nnx.state(vae))
+def test_bfloat16_compute_keeps_float32_params_and_outputs(vae):
+    half = nnx.jit(
+        lambda: Vae(N_BANDS, N_TIMES, N_FEATURES, MODEL, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    )()
+    params = nnx.to_pure_dict(nnx.state(half))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-    mu, _, recon = vae(*_args(_batch()), None)
-    mu_ref, _, _ = reference(*_args(_batch()), None)
+    mu, _, recon = _call(half, *_args(_batch()), None)
+    mu_ref, _, _ = _call(vae, *_args(_batch()), None)
     assert mu.dtype == recon.grid_mean.dtype == jnp.float32
     np.testing.assert_allclose(mu, mu_ref, atol=0.1)
 

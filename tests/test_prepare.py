@@ -1,4 +1,7 @@
-"""`prepare`: outputs, splits, statistics, re-runs, interruption, and the real data."""
+"""`prepare`: outputs, splits, statistics, re-runs, interruption, and the real data.
+
+The prepared dataset is the shared `project` (conftest); tests that prepare again do so elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,22 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import N_OBJECTS, tiny_config
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import input_pipeline, plasticc
+from plasticc_jax import plasticc, readers
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest, read_stats
+from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.prepare import prepare, split_objects
-from plasticc_jax.synthetic import write_synthetic
 
 # The shared copy of the real training set beside the checkout (present in CI), or the mirror.
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "plasticc_snmachine"
 REAL_DATA = Path(os.environ.get("PLASTICC_JAX_MIRROR", SHARED))
-
-
-def tiny_config(raw: Path, **data) -> config_lib.Config:
-    config = config_lib.load_preset("tiny")
-    fields = {"raw_dir": str(raw), "shard_objects": 64, "chunk_rows": 5000, **data}
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **fields))
 
 
 def check_counts(out: Path) -> dict:
@@ -58,37 +57,37 @@ def file_hashes(out: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("raw")
-    write_synthetic(folder, 420, fmt="unblinded", seed=1)
-    return folder
+def with_raw(workdir: Path, raw: Path) -> Path:
+    """A new project folder with a copy of the shared synthetic files in data/raw."""
+    shutil.copytree(raw, workdir / "data" / "raw")
+    return workdir
 
 
 @pytest.fixture(scope="module")
-def prepared(raw, tmp_path_factory) -> tuple[Path, config_lib.Config]:
-    config = tiny_config(raw)
-    return prepare(config, tmp_path_factory.mktemp("work")), config
+def prepared(project) -> tuple[Path, config_lib.Config]:
+    config = tiny_config()
+    return project / config.data.dataset_dir, config
 
 
 def test_outputs_and_counts(prepared):
-    out, _ = prepared
+    out, config = prepared
     manifest = check_counts(out)
-    assert manifest["input_objects"] == 420 and manifest["rejected"]["total"] == 0
-    assert manifest["feature_names"] == list(input_pipeline.FEATURE_NAMES)
+    assert manifest["input_objects"] == N_OBJECTS and manifest["rejected"]["total"] == 0
+    assert manifest["feature_names"] == list(FEATURE_NAMES)
     assert manifest["grid"]["n_time_bins"] == 16
     assert json.loads((out / "config.json").read_text())["data"]["known_classes"]
     assert config_lib.read_config(out / "config.json").data.tag == "rare"
     rows = {f["kind"]: f["rows"] for f in manifest["inputs"]["files"]}
-    assert rows["metadata"] == 420 and rows["lightcurves"] > 420 * 40
+    assert rows["metadata"] == N_OBJECTS and rows["lightcurves"] > N_OBJECTS * 40
     train = load_split(out, "train")
     assert train.flux.shape[1:] == (6, 16) and train.features.shape[1] == 28
-    assert len(manifest["shards"]["train"]) == -(-len(train) // 64)  # shards of 64 objects
+    size = config.data.shard_objects
+    assert len(manifest["shards"]["train"]) == -(-len(train) // size)  # shards of `size` objects
 
 
 def test_splits_disjoint_stratified_anomalies_in_test(prepared):
     out, config = prepared
-    known, anomalies = config.data.classes()
+    known, anomalies = config.data.known_classes, config.data.anomaly_classes
     splits = {s: load_split(out, s) for s in SPLITS}
     ids = [set(a.object_id.tolist()) for a in splits.values()]
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
@@ -109,7 +108,7 @@ def test_split_is_reproducible_and_order_free():
     rng = np.random.default_rng(0)
     ids = rng.permutation(1000) + 10
     target = rng.choice([90, 42, 62, 64, 991], 1000)
-    data = config_lib.DataConfig(protocol="sn")
+    data = tiny_config("data.protocol=sn").data
     codes, reasons = split_objects(ids, target, data)
     again, _ = split_objects(ids[::-1], target[::-1], data)
     np.testing.assert_array_equal(codes, again[::-1])
@@ -130,7 +129,7 @@ def test_stats_from_train_only(prepared):
     assert not np.allclose(stats.mean, everything.mean(axis=0), rtol=1e-5)
 
 
-def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, caplog, tmp_path):
+def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, raw_files, caplog, tmp_path):
     out, config = prepared
     before = file_hashes(out)
     mtime = (out / "manifest.json").stat().st_mtime_ns
@@ -141,7 +140,8 @@ def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, caplog, tmp_path
     # Another worker count and chunk size, from scratch: byte-identical data files, and the
     # same manifest apart from the config that records those two settings.
     other = dataclasses.replace(config.data, workers=2, chunk_rows=700)
-    again = prepare(dataclasses.replace(config, data=other), tmp_path)
+    workdir = with_raw(tmp_path, raw_files[0].parent)
+    again = prepare(dataclasses.replace(config, data=other), workdir)
     after = file_hashes(again)
     for name in ("config.json", "manifest.json"):
         assert before.pop(name) != after.pop(name)
@@ -151,11 +151,11 @@ def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, caplog, tmp_path
         k: v for k, v in second.items() if k != "config"
     }
     changed = dataclasses.replace(config.data, n_time_bins=8)
-    prepare(dataclasses.replace(config, data=changed), tmp_path)  # not up to date: rebuilt
+    prepare(dataclasses.replace(config, data=changed), workdir)  # not up to date: rebuilt
     assert read_manifest(again)["grid"]["n_time_bins"] == 8
 
 
-def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw, tmp_path, prepared):
+def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_path, prepared):
     out_ref, config = prepared
     # Shards of 4 objects: about 100 files, so the writing phase lasts long enough to hit.
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, shard_objects=4))
@@ -167,7 +167,7 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw, tmp_path, pre
     )
     interrupted = []
     for attempt in range(5):  # until one kill lands mid-run (the first, nearly always)
-        work = tmp_path / f"work{attempt}"
+        work = with_raw(tmp_path / f"work{attempt}", raw_files[0].parent)
         out = work / config.data.dataset_dir
         child = subprocess.Popen([sys.executable, "-c", script, tmp_path / "cfg.json", work])
         # A random moment of the writing phase, which starts when the shard folder appears.
@@ -197,10 +197,8 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw, tmp_path, pre
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real PLAsTiCC data not present")
 def test_real_training_set(tmp_path):
     config = config_lib.load_preset("default")
-    config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, raw_dir=str(REAL_DATA))
-    )
-    out = prepare(config, tmp_path)
+    config = config_lib.apply_overrides(config, [f"data.raw_dir={REAL_DATA}"])
+    out = prepare(config_lib.resolve(config), tmp_path)
     manifest = check_counts(out)
     assert manifest["input_objects"] == 7848
     assert manifest["inputs"]["format"] == "unblinded"
@@ -209,7 +207,7 @@ def test_real_training_set(tmp_path):
     assert not [n for n in manifest["feature_names"] if n.startswith(plasticc.TRUTH_PREFIXES)]
     assert not [n for n in manifest["feature_names"] if n in ("ra", "decl", "hostgal_specz")]
     # The truth columns are in the file but never read.
-    metadata = input_pipeline.read_metadata(REAL_DATA / "plasticc_train_metadata.csv.gz")
+    metadata = readers.read_metadata(REAL_DATA / "plasticc_train_metadata.csv.gz")
     assert not [c for c in metadata if c.startswith(plasticc.TRUTH_PREFIXES)]
     assert (metadata["target"] > 0).all() and metadata["distmod"].isna().sum() > 0
     test = load_split(out, "test")

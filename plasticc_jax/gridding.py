@@ -1,0 +1,323 @@
+"""The gridding kernel: light-curve rows of whole objects to fixed-shape tensors and features.
+
+Pure NumPy, no I/O: `grid_chunk` grids every object of a chunk at once (no per-object Python
+loop), and the result does not depend on how objects are grouped into chunks (every reduction is
+per object). `GridSpec` is the one place for the time grid and its bin width.
+
+The grid, and why:
+
+- **Reference time.** Each object is centred on t0, the MJD of its highest flux/flux_err among
+  detected points (all points if none is detected). PLAsTiCC light curves span three years with
+  seasonal gaps of about six months, and transients occupy weeks of them; aligning on the most
+  significant point puts every transient's peak at the same place in the tensor, which an MLP needs
+  (it has no translation invariance). Signal-to-noise rather than raw flux, so that one noisy point
+  of a faint object does not win.
+- **Window.** `data.window_before` days before t0 and `data.window_after` after (64 and 192 by
+  default): supernova rises last 10-30 days and declines (with the slow SN II plateaus, TDEs and
+  SLSNe) last months, so the window is asymmetric. It is shorter than a season, so the grid rarely
+  straddles a seasonal gap; periodic and stochastic variables (EB, RR Lyrae, Mira, AGN) are
+  stationary, so a window anywhere shows their character, and what the window misses is summarised
+  by whole-light-curve features (below).
+- **Bins.** `data.n_time_bins` bins (64: 4 days each by default) x 6 passbands. Sampling is
+  irregular, with each band visited every few days in the wide (WFD) survey and nightly in the deep
+  drilling fields (DDF), so a bin of a few days holds zero to a few WFD points or several DDF
+  points. Points in one cell are combined by their inverse-variance weighted mean (error
+  1/sqrt(sum w)), the optimal estimate for Gaussian errors, so dense DDF sampling gives a smaller
+  error rather than a different shape. Empty cells are masked, not interpolated: the model's
+  likelihood simply skips them.
+- **Scaling.** Flux and error are divided by the object's amplitude, max |flux| over all its
+  observations (floor 1 FLUXCAL). Fluxes span four orders of magnitude between objects, and
+  difference-imaging fluxes are negative when the source is fainter than in the template, so
+  log-scaling is impossible and min-max scaling would shift zero; dividing by max |flux| keeps
+  zero at zero, the sign, and the shape in [-1, 1]. `log10_amplitude` is kept as a feature, so the
+  scaling loses nothing.
+
+Per-object features (`FEATURE_NAMES`, raw and un-normalised; `FeatureStats` normalises them):
+the log amplitude; what the window misses (per band: the weighted mean flux and the standard
+deviation of flux, both over amplitude, and the fraction of detected points; overall: log10 of the
+number of observations, log10(1 + days between the first and last detection) (0 with fewer than
+two detections), and the fraction of points inside the window); and the metadata a model may use:
+`ddf`, `hostgal_photoz`, `hostgal_photoz_err`, `distmod` (missing for galactic objects: 0, with
+the indicator `is_galactic` = hostgal_photoz == 0), `mwebv`. Not `ra`/`decl`: sky position is the
+survey footprint, not physics. Not `hostgal_specz`: it exists for few test objects (a train/test
+shift a model would learn). Never the truth columns.
+
+Objects that cannot be gridded get a rejection code (`REASONS`, first reason wins). Labels stay
+outside the kernel: `is_anomaly` comes out False and is set where splits are made (prepare, score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plasticc_jax import plasticc
+from plasticc_jax.config import DataConfig
+from plasticc_jax.dataset import LightCurveArrays
+
+if TYPE_CHECKING:
+    from plasticc_jax.readers import Rows
+
+NB = plasticc.N_PASSBANDS
+_BANDS = plasticc.PASSBANDS
+FEATURE_NAMES: tuple[str, ...] = (
+    "log10_amplitude",
+    "log10_n_obs",
+    "log10_duration",
+    "frac_in_window",
+    *(f"mean_flux_{b}" for b in _BANDS),
+    *(f"std_flux_{b}" for b in _BANDS),
+    *(f"frac_detected_{b}" for b in _BANDS),
+    "ddf",
+    "hostgal_photoz",
+    "hostgal_photoz_err",
+    "distmod",
+    "is_galactic",
+    "mwebv",
+)
+# Metadata values given with each chunk, in this order (the last columns of FEATURE_NAMES).
+META_VALUES: tuple[str, ...] = ("ddf", "hostgal_photoz", "hostgal_photoz_err", "distmod", "mwebv")
+
+# Rejection reasons (per object), in order of precedence; code 0 means accepted.
+REASONS: tuple[str, ...] = (
+    "",
+    "non-finite mjd",
+    "non-finite flux (NaN or inf)",
+    "flux_err not a positive finite number",
+    "passband outside 0-5",
+    "duplicated observation (same object, mjd and passband)",
+    "fewer than {min_obs} observations",
+)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The time grid and the acceptance rule: everything the kernel needs from the config.
+
+    Attributes:
+        n_time_bins: bins per passband.
+        window_before, window_after: days before and after each object's reference time t0.
+        min_observations: objects with fewer observations are rejected.
+    """
+
+    n_time_bins: int
+    window_before: float
+    window_after: float
+    min_observations: int
+
+    @staticmethod
+    def from_config(data: DataConfig) -> GridSpec:
+        return GridSpec(
+            data.n_time_bins, data.window_before, data.window_after, data.min_observations
+        )
+
+    @property
+    def bin_width(self) -> float:
+        """Days per time bin."""
+        return (self.window_before + self.window_after) / self.n_time_bins
+
+    def bin_centres(self) -> np.ndarray:
+        """Centres of the time bins, (n_time_bins,) days relative to each object's t0."""
+        return -self.window_before + (np.arange(self.n_time_bins) + 0.5) * self.bin_width
+
+    def describe(self) -> dict[str, Any]:
+        """How the tensors are made, for the prepared dataset's manifest."""
+        return {
+            "passbands": list(plasticc.PASSBANDS),
+            "n_time_bins": self.n_time_bins,
+            "window_before_days": self.window_before,
+            "window_after_days": self.window_after,
+            "bin_days": self.bin_width,
+            "reference_time": "MJD of the highest flux/flux_err among detected points",
+            "cell_value": "inverse-variance weighted mean; error 1/sqrt(sum of weights)",
+            "scaling": "flux and flux_err divided by max |flux| over the object (floor 1)",
+        }
+
+
+@dataclass
+class Chunk:
+    """Rows of whole objects (grouped) and, per object, its metadata values and label.
+
+    Attributes:
+        rows: the light-curve rows, grouped by object.
+        starts: (m,) first row of each object.
+        meta: (m, len(META_VALUES)) float32 metadata values (NaN where missing).
+        target: (m,) class labels (-1 where unknown).
+    """
+
+    rows: Rows
+    starts: np.ndarray
+    meta: np.ndarray
+    target: np.ndarray
+
+
+@dataclass
+class GridResult:
+    """The gridded objects of a chunk, and the ids and codes (`REASONS`) of the rejected ones."""
+
+    arrays: LightCurveArrays
+    rejected_ids: np.ndarray
+    rejected_codes: np.ndarray
+
+
+def rejection_reason(code: int, min_observations: int) -> str:
+    return REASONS[code].format(min_obs=min_observations)
+
+
+def _duplicated_objects(o: np.ndarray, mjd: np.ndarray, pb: np.ndarray, m: int) -> np.ndarray:
+    """(m,) bool: objects with two rows of equal mjd and passband."""
+    same_object = o[1:] == o[:-1]
+    if np.all(~same_object | (mjd[1:] >= mjd[:-1])):
+        # Sorted by time within each object (the usual case): duplicates sit among runs of equal
+        # mjd, so only those rows need sorting.
+        tie = same_object & (mjd[1:] == mjd[:-1])
+        rows = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
+    else:
+        rows = np.arange(o.size)
+    dup = np.zeros(m, bool)
+    if rows.size:
+        order = rows[np.lexsort((pb[rows], mjd[rows], o[rows]))]
+        so, sm, sp = o[order], mjd[order], pb[order]
+        same = (so[1:] == so[:-1]) & (sm[1:] == sm[:-1]) & (sp[1:] == sp[:-1])
+        dup[so[1:][same]] = True
+    return dup
+
+
+def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -> np.ndarray:
+    """(m,) int8 rejection code per object (0: accepted), first reason in `REASONS` order."""
+    m = counts.size
+    codes = np.zeros(m, np.int8)
+    err = rows.flux_err
+    bad_rows = [
+        ~np.isfinite(rows.mjd),
+        ~np.isfinite(rows.flux),
+        ~(np.isfinite(err) & (err > 0)),
+        (rows.passband < 0) | (rows.passband >= NB),
+    ]
+    for code, bad in enumerate(bad_rows, start=1):
+        if bad.any():
+            hit = np.bincount(o[bad], minlength=m) > 0
+            codes[(codes == 0) & hit] = code
+    dup = _duplicated_objects(o, rows.mjd, rows.passband, m)
+    codes[(codes == 0) & dup] = 5
+    codes[(codes == 0) & (counts < min_obs)] = 6
+    return codes
+
+
+def grid_chunk(chunk: Chunk, spec: GridSpec) -> GridResult:
+    """Grid every valid object of a chunk at once; reject the others with a code."""
+    rows, starts = chunk.rows, chunk.starts
+    n, m = len(rows), starts.size
+    counts = np.diff(np.r_[starts, n])
+    o = np.repeat(np.arange(m), counts)
+    codes = _reject_codes(rows, o, counts, spec.min_observations) if m else np.zeros(0, np.int8)
+    keep = codes == 0
+    if not keep.all():
+        rows = rows.take(keep[o])
+        counts, meta, target = counts[keep], chunk.meta[keep], chunk.target[keep]
+        m = counts.size
+        starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64) if m else counts
+        o = np.repeat(np.arange(m), counts)
+    else:
+        meta, target = chunk.meta, chunk.target
+    arrays = _grid_valid(rows, o, starts, counts, meta, target, spec)
+    bad = ~keep
+    return GridResult(arrays, chunk.rows.object_id[chunk.starts[bad]], codes[bad])
+
+
+def _grid_valid(
+    rows: Rows,
+    o: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    meta: np.ndarray,
+    target: np.ndarray,
+    spec: GridSpec,
+) -> LightCurveArrays:
+    m, n_t = counts.size, spec.n_time_bins
+    if m == 0:
+        return empty_arrays(n_t)
+    mjd, pb, flux, err, det = rows.mjd, rows.passband, rows.flux, rows.flux_err, rows.detected
+    weight = 1.0 / err**2
+    snr = flux / err
+
+    # Reference time: the highest signal-to-noise detection (any point if none is detected).
+    has_detection = np.logical_or.reduceat(det, starts)
+    score = np.where(det | ~has_detection[o], snr, -np.inf)
+    best = np.maximum.reduceat(score, starts)
+    first_best = np.minimum.reduceat(np.where(score == best[o], np.arange(o.size), o.size), starts)
+    t0 = mjd[first_best]
+
+    bins = np.floor((mjd - t0[o] + spec.window_before) / spec.bin_width)
+    inside = (bins >= 0) & (bins < n_t)
+    cell = ((o * NB + pb) * n_t + bins.astype(np.int64))[inside]
+    size = m * NB * n_t
+    sum_w = np.bincount(cell, weight[inside], minlength=size)
+    sum_wf = np.bincount(cell, (weight * flux)[inside], minlength=size)
+    amplitude = np.maximum(np.maximum.reduceat(np.abs(flux), starts), 1.0)
+    mask = sum_w > 0
+    safe_w = np.where(mask, sum_w, 1.0)
+    scale = np.repeat(amplitude, NB * n_t)
+    grid_flux = np.where(mask, sum_wf / safe_w / scale, 0.0)
+    grid_err = np.where(mask, 1.0 / np.sqrt(safe_w) / scale, 0.0)
+
+    # Whole-light-curve summaries per (object, band).
+    band = o * NB + pb
+    n_band = np.bincount(band, minlength=m * NB)
+    safe_n = np.maximum(n_band, 1)
+    w_band = np.bincount(band, weight, minlength=m * NB)
+    mean_w = np.bincount(band, weight * flux, minlength=m * NB) / np.where(n_band, w_band, 1.0)
+    mean_u = np.bincount(band, flux, minlength=m * NB) / safe_n
+    var = np.bincount(band, (flux - mean_u[band]) ** 2, minlength=m * NB) / safe_n
+    frac_det = np.bincount(band, det, minlength=m * NB) / safe_n
+    amp_band = np.repeat(amplitude, NB)
+    n_det = np.add.reduceat(det.astype(np.int64), starts)
+    first_det = np.minimum.reduceat(np.where(det, mjd, np.inf), starts)
+    last_det = np.maximum.reduceat(np.where(det, mjd, -np.inf), starts)
+    duration = np.where(n_det >= 2, last_det - first_det, 0.0)
+    in_window = np.bincount(o, inside, minlength=m) / counts
+
+    ddf, photoz, photoz_err, distmod, mwebv = np.nan_to_num(meta, nan=0.0).T
+    features = np.column_stack(
+        [
+            np.log10(amplitude),
+            np.log10(counts),
+            np.log10(1.0 + duration),
+            in_window,
+            (mean_w / amp_band).reshape(m, NB),
+            (np.sqrt(var) / amp_band).reshape(m, NB),
+            frac_det.reshape(m, NB),
+            ddf,
+            photoz,
+            photoz_err,
+            distmod,
+            (photoz == 0).astype(np.float64),
+            mwebv,
+        ]
+    ).astype(np.float32)
+    shape = (m, NB, n_t)
+    return LightCurveArrays(
+        object_id=rows.object_id[starts].astype(np.int64),
+        target=target.astype(np.int32),
+        is_anomaly=np.zeros(m, bool),
+        flux=grid_flux.reshape(shape).astype(np.float32),
+        flux_err=grid_err.reshape(shape).astype(np.float32),
+        mask=mask.reshape(shape),
+        features=features,
+    )
+
+
+def empty_arrays(n_time_bins: int) -> LightCurveArrays:
+    """A batch of zero objects with the right shapes and dtypes."""
+    grid = (0, NB, n_time_bins)
+    return LightCurveArrays(
+        object_id=np.zeros(0, np.int64),
+        target=np.zeros(0, np.int32),
+        is_anomaly=np.zeros(0, bool),
+        flux=np.zeros(grid, np.float32),
+        flux_err=np.zeros(grid, np.float32),
+        mask=np.zeros(grid, bool),
+        features=np.zeros((0, len(FEATURE_NAMES)), np.float32),
+    )

@@ -1,0 +1,163 @@
+"""A run directory on disk: what `train` writes there and what the later stages read back.
+
+Layout of `runs/<name>-<tag>/` (`Config.run_path`):
+
+- `config.json`: the resolved config the run was trained with (`read_config`); `stats.json`: the
+  feature statistics of its dataset. Together they say how to grid and normalise new data.
+- `metrics.jsonl`: one line of training metrics per epoch.
+- `checkpoints/`: Orbax steps (`checkpoints.CheckpointStore`); each holds the parameters, the
+  optimizer state and the run's `Progress`.
+- written by `evaluate`: `models/` (the anomaly detector), `scores.parquet`, `scores.csv`,
+  `metrics.json`, `metrics.md`, `reports/figures/`, `report.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plasticc_jax import config as config_lib
+from plasticc_jax.config import Config, TrainConfig
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# Improvements of the val loss smaller than this (nats per observed value) do not reset patience.
+MIN_DELTA = 1e-4
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved as JSON with every checkpoint, so a resumed run continues
+    exactly where the saved one stopped.
+
+    Attributes:
+        seed: `train.seed` when the run started (a resumed run keeps it).
+        rng: key data of the run's base PRNG key (sampling noise).
+        epoch: last finished epoch (0: none yet).
+        step: optimizer steps taken.
+        best_val_loss: lowest val loss so far (nats per observed value); best_epoch its epoch.
+        bad_epochs: epochs since the last improvement by more than `MIN_DELTA`.
+        finished: early stopping or `train.max_epochs` ended the run.
+        stop_reason: `early_stopping`, or empty.
+    """
+
+    seed: int
+    rng: list[int]
+    epoch: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Progress:
+        names = {f.name for f in dataclasses.fields(Progress)}
+        return Progress(**{k: v for k, v in raw.items() if k in names})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def record(self, epoch: int, step: int, val_loss: float, train_config: TrainConfig) -> bool:
+        """Account for a finished epoch; returns whether early stopping ends the run."""
+        if val_loss < self.best_val_loss - MIN_DELTA:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+        else:
+            self.bad_epochs += 1
+        stop = self.bad_epochs >= train_config.patience
+        self.epoch, self.step = epoch, step
+        self.finished = stop or epoch >= train_config.max_epochs
+        self.stop_reason = "early_stopping" if stop else ""
+        return stop
+
+    def done(self, train_config: TrainConfig) -> bool:
+        """Whether training has nothing left to do (early stopping, or `max_epochs` reached)."""
+        return self.stop_reason == "early_stopping" or self.epoch >= train_config.max_epochs
+
+    def log_done(self, run_dir: Path) -> None:
+        early = self.stop_reason == "early_stopping"
+        log.info(
+            "%s is finished (%s at epoch %d; best val loss %.4f at epoch %d): nothing to do. %s",
+            run_dir,
+            "early stopping" if early else "train.max_epochs reached",
+            self.epoch,
+            self.best_val_loss,
+            self.best_epoch,
+            "Delete it (or pick another --run-dir) to train afresh."
+            if early
+            else "Raise --max-epochs to train further.",
+        )
+
+
+def read_config(run_dir: Path) -> Config:
+    """The resolved config a run was trained with.
+
+    Raises:
+        UserError: `run_dir` holds no `config.json` (not a trained run).
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(
+            f"{run_dir} is not a run directory (no config.json): run `make train` (or "
+            "`plasticc-jax train`) with the same --config/--protocol/--set options first, or "
+            "pass the folder it wrote (runs/<name>-<protocol>)"
+        )
+    return config_lib.read_config(path)
+
+
+def check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
+    """A run directory with checkpoints must match the model, the data and its statistics.
+
+    Raises:
+        UserError: the run was trained with another model or data config, or on a dataset that
+            was prepared again since.
+    """
+    config_path = run_dir / "config.json"
+    if config_path.is_file():
+        old = config_lib.to_dict(config_lib.read_config(config_path))
+        new = config_lib.to_dict(config)
+        for section in ("model", "data"):
+            if old[section] != new[section]:
+                raise UserError(
+                    f"{run_dir} holds checkpoints of a different {section} config "
+                    f"({config_path}); to train afresh delete that folder or pick another "
+                    "run directory (--run-dir)"
+                )
+        if old["train"] != new["train"]:
+            log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
+    stats_path = run_dir / "stats.json"
+    if stats_path.is_file() and stats_path.read_text() != (dataset_dir / "stats.json").read_text():
+        raise UserError(
+            f"{dataset_dir} was prepared again since {run_dir} started (its stats.json differs): "
+            "delete the run directory to train on the new dataset"
+        )
+
+
+def write_run_files(run_dir: Path, config: Config, dataset_dir: Path) -> None:
+    """`config.json` and `stats.json` (copied from the dataset) at the start of training."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save_config(config, run_dir / "config.json")
+    atomic_write_text(run_dir / "stats.json", (dataset_dir / "stats.json").read_text())
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    """One line of `metrics.jsonl`."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def keep_metrics_until(path: Path, epoch: int) -> None:
+    """Drop metric lines of epochs after the checkpoint we resume from (killed mid-epoch)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -1,0 +1,197 @@
+"""Shared fixtures, and the settings of the test session.
+
+The shared project (`raw_files`, `project`, `tiny_run`): synthetic PLAsTiCC files, prepared,
+trained and evaluated through the command line with the tiny preset. It is built once per session
+by a child process that starts as soon as the collected tests are known to need it, so it is made
+while the first tests run; tests that need it run last. `make test` runs the test files in two
+pytest-xdist workers, which share it. It is read only: a test that changes a dataset or a run
+works on a copy (`copy_project`).
+
+JAX settings (environment variables, so every process of the session inherits them; a variable
+already set wins): JAX runs on the CPU; XLA compiles without its optimisations (`TEST_XLA_FLAGS`),
+because compiling is most of the time of a test and the programs are tiny (measured: the tiny
+train step compiles in about 1 s instead of 6); compiled programs go to a cache of this session
+only, so a program is compiled once, also when another process trains the same model. The session
+folder (`PLASTICC_JAX_TEST_SESSION`: the cache and the shared project) is removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TEST_XLA_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+    "--xla_cpu_parallel_codegen_split_count=1"
+)
+_OWNER = "PLASTICC_JAX_TEST_SESSION" not in os.environ  # xdist workers inherit the folder
+if _OWNER:
+    os.environ["PLASTICC_JAX_TEST_SESSION"] = tempfile.mkdtemp(prefix="plasticc-jax-tests-")
+SESSION = Path(os.environ["PLASTICC_JAX_TEST_SESSION"])
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(SESSION / "jax-cache"))
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+# The project is imported after the settings above (JAX reads them when it is first imported).
+from plasticc_jax import cli  # noqa: E402
+from plasticc_jax import config as config_lib  # noqa: E402
+from plasticc_jax.synthetic import write_synthetic  # noqa: E402
+
+N_OBJECTS = 400
+SHARED = SESSION / "project"  # the shared project folder
+_SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run"})
+_BUILD_TIMEOUT_S = 600
+_builder: subprocess.Popen | None = None
+
+
+def tiny_config(*overrides: str) -> config_lib.Config:
+    """The tiny preset with `section.field=value` overrides, resolved."""
+    preset = config_lib.load_preset("tiny")
+    return config_lib.resolve(config_lib.apply_overrides(preset, list(overrides)))
+
+
+def copy_project(source: Path, dest: Path, *, run: bool = False) -> Path:
+    """Copy a project's prepared data (and its runs, with `run`) to change it safely."""
+    shutil.copytree(source / "data" / "processed", dest / "data" / "processed")
+    (dest / "data" / "raw").symlink_to(source / "data" / "raw")
+    if run:
+        shutil.copytree(source / "runs", dest / "runs")
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared project: built by a child process, waited for by the fixtures.
+
+
+def build_shared_project(workdir: Path) -> None:
+    """Write, prepare, train and evaluate the shared project (runs in the builder process).
+
+    Leaves `prepared` after prepare and `done` at the end (`failed` with the traceback if
+    anything fails), and `forest_fits.npz`: what every Isolation Forest was fitted on.
+    """
+    try:
+        write_synthetic(workdir / "data" / "raw", N_OBJECTS, fmt="unblinded", seed=0)
+        args = ["--config", "tiny", "--workdir", str(workdir)]
+        assert cli.main(["prepare", *args]) == 0, "prepare failed"
+        (workdir / "prepared").touch()
+        assert cli.main(["train", *args]) == 0, "train failed"
+        from sklearn.ensemble import IsolationForest
+
+        # The class's own fit is wrapped (not subclassed): the saved forest must stay a plain
+        # IsolationForest, the only type `score` trusts on load.
+        fits: list[np.ndarray] = []
+        original_fit = IsolationForest.fit
+
+        def recording_fit(self, X, y=None, sample_weight=None):
+            fits.append(np.array(X))
+            return original_fit(self, X, y, sample_weight)
+
+        IsolationForest.fit = recording_fit
+        assert cli.main(["evaluate", *args]) == 0, "evaluate failed"
+        np.savez(workdir / "forest_fits.npz", *fits)
+        (workdir / "done").touch()
+    except BaseException:
+        (workdir / "failed").write_text(traceback.format_exc())
+        raise
+
+
+def _start_builder() -> None:
+    """Start the builder unless a process of this session already did (the first one wins)."""
+    global _builder
+    try:
+        os.mkdir(SHARED)
+    except FileExistsError:
+        return
+    code = "import sys, conftest; conftest.build_shared_project(conftest.SHARED)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    with open(SESSION / "builder.log", "wb") as log:
+        _builder = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log, env=env)
+
+
+def _wait_for(marker: str) -> Path:
+    """The shared project, once the builder has left `marker` (`prepared` or `done`)."""
+    deadline = time.monotonic() + _BUILD_TIMEOUT_S
+    while not (SHARED / marker).exists():
+        if (SHARED / "failed").exists() or time.monotonic() > deadline:
+            log = (SESSION / "builder.log").read_text(errors="replace")[-4000:]
+            pytest.fail(f"building the shared project failed:\n{log}", pytrace=False)
+        time.sleep(0.05)
+    return SHARED
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the shared project go last (and start its build); the others keep their order."""
+    shared = [i for i in items if _SHARED_FIXTURES & set(getattr(i, "fixturenames", ()))]
+    if shared:
+        items[:] = [i for i in items if i not in shared] + shared
+        if not config.option.collectonly:
+            _start_builder()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _builder is not None and _builder.poll() is None:  # interrupted session
+        _builder.kill()
+        _builder.wait()
+    if _OWNER:  # the xdist controller, or pytest without xdist
+        shutil.rmtree(SESSION, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def raw_files() -> tuple[Path, Path]:
+    """(metadata, light-curve) files of N_OBJECTS synthetic objects of every training class."""
+    raw = _wait_for("prepared") / "data" / "raw"
+    return raw / "plasticc_train_metadata.csv.gz", raw / "plasticc_train_lightcurves.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def project() -> Path:
+    """A project folder: the synthetic files in data/raw, prepared (tiny preset)."""
+    return _wait_for("prepared")
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """The shared run: its folders, config and outputs, and what the forests were fitted on."""
+
+    workdir: Path
+    run_dir: Path
+    dataset_dir: Path
+    config: config_lib.Config
+    table: pd.DataFrame
+    metrics: dict
+    detector_params: dict
+    forest_fits: list[np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def tiny_run() -> TinyRun:
+    """The shared project trained and evaluated through the command line (tiny preset)."""
+    workdir = _wait_for("done")
+    config = tiny_config()
+    run_dir = workdir / config.run_path
+    with np.load(workdir / "forest_fits.npz") as fits:
+        forest_fits = [fits[f"arr_{i}"] for i in range(len(fits.files))]
+    return TinyRun(
+        workdir=workdir,
+        run_dir=run_dir,
+        dataset_dir=workdir / config.data.dataset_dir,
+        config=config,
+        table=pd.read_parquet(run_dir / "scores.parquet"),
+        metrics=json.loads((run_dir / "metrics.json").read_text()),
+        detector_params=json.loads((run_dir / "models" / "anomaly.json").read_text()),
+        forest_fits=forest_fits,
+    )

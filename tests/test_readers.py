@@ -1,0 +1,75 @@
+"""Reading PLAsTiCC files (plasticc_jax.readers): both formats, labels, which files are input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import plasticc
+from plasticc_jax import readers as rd
+from plasticc_jax.errors import UserError
+from plasticc_jax.synthetic import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def both_formats(tmp_path_factory):
+    root = tmp_path_factory.mktemp("formats")
+    return {
+        fmt: write_synthetic(root / fmt, 40, fmt=fmt, seed=3) for fmt in ("unblinded", "kaggle")
+    }
+
+
+def test_readers_agree_on_both_formats(both_formats):
+    (meta_u, lc_u), (meta_k, lc_k) = both_formats["unblinded"], both_formats["kaggle"]
+    mu, mk = rd.read_metadata(meta_u), rd.read_metadata(meta_k)
+    expected = [*plasticc.METADATA_COLUMNS, "target"]
+    assert list(mu.columns) == expected and list(mk.columns) == expected
+    assert not any(c.startswith(plasticc.TRUTH_PREFIXES) for c in mu.columns)
+    np.testing.assert_array_equal(mu["object_id"], mk["object_id"])
+    np.testing.assert_array_equal(mu["target"], mk["target"])
+    np.testing.assert_array_equal(mu["ddf"], mk["ddf"])
+    # -9 in the unblinded file and NaN in the Kaggle file both mean missing.
+    for column in ("distmod", "hostgal_specz"):
+        np.testing.assert_array_equal(mu[column].isna(), mk[column].isna())
+        assert mu[column].isna().any()
+    np.testing.assert_allclose(mu["hostgal_photoz"], mk["hostgal_photoz"], atol=1e-4)
+
+    lu, lk = rd.read_lightcurves(lc_u), rd.read_lightcurves(lc_k)
+    assert list(lu.columns) == list(plasticc.LIGHTCURVE_COLUMNS)
+    assert lu["detected"].dtype == bool
+    pd.testing.assert_frame_equal(lu, lk)
+    assert set(lu["object_id"]) == set(mu["object_id"])
+
+
+def test_target_falls_back_to_true_target_then_minus_one(tmp_path):
+    base = (
+        "object_id,ra,decl,ddf_bool,hostgal_specz,hostgal_photoz,hostgal_photoz_err,distmod,mwebv"
+    )
+    (tmp_path / "a.csv").write_text(
+        f"{base},true_target,true_z\n 7, 1.0, 2.0,0,-9, 0.5, 0.1, 42, 0.01, 90, 0.5\n"
+    )
+    (tmp_path / "b.csv").write_text(f"{base}\n7,1.0,2.0,1,,0.5,0.1,42,0.01\n")
+    a, b = rd.read_metadata(tmp_path / "a.csv"), rd.read_metadata(tmp_path / "b.csv")
+    assert a["target"].tolist() == [90] and "true_z" not in a
+    assert np.isnan(a["hostgal_specz"][0])
+    assert b["target"].tolist() == [plasticc.UNKNOWN_TARGET] and b["ddf"].tolist() == [1]
+
+
+def test_find_inputs(tmp_path):
+    assert rd.find_inputs(tmp_path) is None
+    write_synthetic(tmp_path, 5, fmt="kaggle")
+    found = rd.find_inputs(tmp_path)
+    assert found.fmt == "kaggle" and [p.name for p in found.lightcurves] == ["training_set.csv"]
+    for name in ("test_set.csv", "test_set_sample.csv", "test_set_metadata.csv"):
+        (tmp_path / name).write_text("x\n")
+    test = rd.find_inputs(tmp_path, "test")
+    assert [p.name for p in test.lightcurves] == ["test_set.csv"]
+    assert len(rd.find_inputs(tmp_path, "all").lightcurves) == 2
+    write_synthetic(tmp_path, 5, fmt="unblinded")
+    assert rd.find_inputs(tmp_path).fmt == "unblinded"  # preferred when both are present
+    (tmp_path / "plasticc_test_lightcurves_01.csv.gz").write_text("x\n")
+    with pytest.raises(UserError, match="no metadata file for the test set"):
+        rd.find_inputs(tmp_path, "test")
+    with pytest.raises(UserError, match=r"data\.inputs"):
+        rd.find_inputs(tmp_path, "validation")

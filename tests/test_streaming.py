@@ -1,0 +1,110 @@
+"""Streaming and batching (plasticc_jax.streaming): chunks, workers, grouping, model batches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import streaming as st
+from plasticc_jax.config import DataConfig
+from plasticc_jax.dataset import FeatureStats, LightCurveArrays
+from plasticc_jax.errors import UserError
+from plasticc_jax.synthetic import write_synthetic
+
+DATA = DataConfig(n_time_bins=16, window_before=32.0, window_after=96.0, min_observations=3)
+
+
+def collect(stream) -> tuple[LightCurveArrays, pd.DataFrame]:
+    arrays, rejected = zip(*stream, strict=True)
+    return LightCurveArrays.concatenate(list(arrays)), pd.concat(rejected, ignore_index=True)
+
+
+def assert_same(a: LightCurveArrays, b: LightCurveArrays) -> None:
+    for name, value in a.to_dict().items():
+        other = getattr(b, name)
+        assert value.dtype == other.dtype, name
+        np.testing.assert_array_equal(value, other, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def synthetic_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    meta, lcs = write_synthetic(root, 120, fmt="kaggle", seed=5)
+    frame = pd.read_csv(lcs)
+    # A few objects with problems, to check that rejections too are chunk-independent.
+    frame.loc[frame["object_id"] == 3, "flux_err"] = 0.0
+    frame = frame[(frame["object_id"] != 4) | (frame.index % 40 == 0)]
+    frame.to_csv(lcs, index=False)
+    return meta, lcs
+
+
+def test_chunk_size_and_workers_do_not_change_the_output(synthetic_files):
+    meta, lcs = synthetic_files
+    data = dataclasses.replace(DATA, min_observations=5)
+    whole = collect(st.stream_grids([lcs], [meta], dataclasses.replace(data, chunk_rows=10**9), 1))
+    tiny = collect(st.stream_grids([lcs], [meta], dataclasses.replace(data, chunk_rows=37), 1))
+    pooled = collect(st.stream_grids([lcs], [meta], dataclasses.replace(data, chunk_rows=500), 2))
+    assert len(whole[0]) == 118
+    assert sorted(whole[1]["object_id"]) == [3, 4]
+    for arrays, rejected in (tiny, pooled):
+        assert_same(whole[0], arrays)
+        pd.testing.assert_frame_equal(whole[1], rejected)
+    # The stream agrees with the in-memory path.
+    alone, _ = st.grid_lightcurves(pd.read_csv(lcs), pd.read_csv(meta), data)
+    assert_same(whole[0], alone)
+
+
+def test_ungrouped_file_is_an_error(tmp_path, synthetic_files):
+    meta, lcs = synthetic_files
+    frame = pd.read_csv(lcs)
+    moved = frame[frame["object_id"] == 10].index[:3]
+    shuffled = pd.concat([frame.drop(moved), frame.loc[moved]])
+    path = tmp_path / "training_set.csv"
+    shuffled.to_csv(path, index=False)
+    for chunk_rows in (50, 10**9):
+        data = dataclasses.replace(DATA, chunk_rows=chunk_rows)
+        with pytest.raises(UserError, match=r"training_set.csv.*object 10 "):
+            collect(st.stream_grids([path], [meta], data, 1))
+
+
+def test_padded_batches_have_fixed_shapes_and_weights():
+    data = {"x": np.arange(10)}
+    # Training: every batch has the one shape; the last is padded with weight-0 zero rows.
+    batches = list(st.padded_batches(data, 4, np.arange(10)[::-1], min_size=4))
+    assert [len(b["x"]) for b, _ in batches] == [4, 4, 4]
+    assert [n for _, n in batches] == [4, 4, 2]
+    assert batches[-1][0]["weight"].tolist() == [1, 1, 0, 0]
+    assert batches[-1][0]["x"].tolist() == [1, 0, 0, 0]
+    assert batches[0][0]["x"].tolist() == [9, 8, 7, 6]
+    seen = np.concatenate([b["x"][b["weight"] > 0] for b, _ in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    # Inference: stored order, the short batch padded to a power of two (at least 64).
+    sizes = [len(b["x"]) for b, _ in st.padded_batches({"x": np.arange(300)}, 256)]
+    assert sizes == [256, 64]
+    assert [st.padded_size(n, 4096) for n in (1, 64, 65, 3000, 4096)] == [64, 64, 128, 4096, 4096]
+    assert list(st.padded_batches({"x": np.arange(0)}, 64)) == []
+
+
+def test_model_inputs_validate_and_normalise():
+    n, n_times = 3, 16
+    stats = FeatureStats(
+        ("a", "b"), np.array([1.0, 2.0], np.float32), np.array([2.0, 4.0], np.float32)
+    )
+    batch = {
+        "flux": np.zeros((n, 6, n_times)),
+        "flux_err": np.ones((n, 6, n_times)),
+        "mask": np.ones((n, 6, n_times), np.int8),
+        "features": np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]]),
+    }
+    inputs = st.model_inputs(batch, stats, n_times)
+    assert inputs["flux"].dtype == np.float32 and inputs["mask"].dtype == bool
+    np.testing.assert_allclose(inputs["features"], [[0, 0], [1, 1], [2, 2]])
+    with pytest.raises(UserError, match=r"flux has shape \(3, 6, 8\); this run expects"):
+        st.model_inputs({**batch, "flux": np.zeros((n, 6, 8))}, stats, n_times)
+    with pytest.raises(UserError, match="features has shape"):
+        st.model_inputs({**batch, "features": np.zeros((n, 3))}, stats, n_times)
+    with pytest.raises(UserError, match="lacks"):
+        st.model_inputs({"flux": batch["flux"]}, stats, n_times)

@@ -64,22 +64,25 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/report.py
 
 # --- The same stages in the container (Dockerfile, docs/docker.md) -----------------------------
-# Each target is one `docker run` (see docs/docker.md for the commands written out): data/, runs/
-# (reports: runs/<run>/reports) and configs/ are mounted from here, and the container runs as the
-# calling user, so what it writes belongs to that user. CONFIG, PROTOCOL and ARGS work as above.
-#   VARIANT=cuda (default) uses the host's NVIDIA GPU (--gpus all); VARIANT=cpu builds and runs
-#     the CPU-only image (no GPU needed).
-#   DOCKER=podman for Podman; DOCKER_USER=uid:gid for another user; DOCKER_ARGS adds `docker run`
-#     options (e.g. DOCKER_ARGS="-e CUDA_VISIBLE_DEVICES=1" to use the second GPU only, or
-#     DOCKER_ARGS=--userns=keep-id for rootless Podman); MIRROR=/path mounts a local copy of the
-#     raw data read-only.
+# Each target is one `docker run` (docs/docker.md writes them out): data/, runs/ (reports:
+# runs/<run>/reports) and configs/ are mounted from here, and the container runs as the calling
+# user, so what it writes belongs to that user. CONFIG, PROTOCOL and ARGS work as above, and:
+#   VARIANT=cuda         the image with JAX's CUDA 12 wheels, on the host's NVIDIA GPU (default)
+#   VARIANT=cpu          the CPU-only image: no GPU needed (tests, machines without one)
+#   DOCKER=podman        another engine; GPU_FLAGS says how the GPU is passed (GPU_FLAGS= none)
+#   DOCKER_USER=uid:gid  the user in the container (default: yours)
+#   DOCKER_ARGS=...      more `docker run` options, e.g. "-e CUDA_VISIBLE_DEVICES=1" (the second
+#                        GPU only) or --userns=keep-id (rootless Podman)
+#   MIRROR=/path         mounts a local copy of the raw data read-only
 VARIANT ?= cuda
 IMAGE ?= plasticc-jax:$(if $(filter cpu,$(VARIANT)),cpu,cuda12)
 DOCKER ?= docker
 DOCKER_USER ?= $(shell id -u):$(shell id -g)
 DOCKER_ARGS ?=
 MIRROR ?= $(PLASTICC_JAX_MIRROR)
-GPU_FLAGS := $(if $(filter cpu,$(VARIANT)),,--gpus all)
+# How the container gets the GPU: Docker's --gpus (NVIDIA Container Toolkit); Podman names it as
+# a CDI device (`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` once). GPU_FLAGS= none.
+GPU_FLAGS ?= $(if $(filter cpu,$(VARIANT)),,$(if $(findstring podman,$(DOCKER)),--device nvidia.com/gpu=all,--gpus all))
 DOCKER_STAGES := docker-download docker-prepare docker-train docker-evaluate
 .PHONY: docker-build docker-doctor docker-lock docker-test $(DOCKER_STAGES)
 DOCKER_RUN = $(DOCKER) run --rm --init $(GPU_FLAGS) --user $(DOCKER_USER) \

@@ -154,7 +154,7 @@ def log_backend() -> None:
     )
     log.log(
         logging.WARNING if expected else logging.INFO,
-        "JAX runs on the CPU: %s. `plasticc-jax doctor` explains.",
+        "JAX runs on the CPU: %s (details: `plasticc-jax doctor`)",
         cpu_reason(),
     )
 
@@ -285,7 +285,7 @@ def doctor(expect_gpu: bool = False) -> int:
 
     has_gpu = any(d.platform == "gpu" for d in devices)
     if not has_gpu:
-        print(f"JAX runs on the CPU: {cpu_reason()}.")
+        print(f"JAX runs on the CPU: {cpu_reason()}")
     if expect_gpu and not has_gpu:
         reason = "the project's container image" if variant == "cuda" else "--expect-gpu"
         print(f"ERROR: a GPU was expected ({reason}) but JAX is running on {backend}.")

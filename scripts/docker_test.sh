@@ -18,8 +18,13 @@
 #      that only the project's last two layers change (the wheel and its installation), by less
 #      than 10 MB in all; reports the time.
 #
+#   6. Only with DOCKER_TEST_CUDA=1: builds the cuda variant too (about 7 GB) and checks that,
+#      without a GPU, its doctor fails with a one-line reason and train runs on the CPU, both
+#      without a traceback.
+#
 # Environment: DOCKER (engine), IMAGE (tag; default plasticc-jax:cpu), DOCKER_TEST_DATA
-# (mirror|synthetic), KEEP=1 (keep the scratch folder). Needs root only to install or configure.
+# (mirror|synthetic), DOCKER_TEST_CUDA=1, KEEP=1 (keep the scratch folder). Needs root only to
+# install or configure.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -194,6 +199,30 @@ run_in_image() { # run_in_image NAME COMMAND...: one container, output kept in $
 
 expect_file() { [[ -s $WORK/$1 ]] || die "missing output: $1"; }
 
+# ---- 6. optional (DOCKER_TEST_CUDA=1): the cuda variant on this machine, without a GPU -------
+# About 7 GB and 8 minutes to build cold. Its doctor must fail (a GPU is expected) and explain in
+# one line, and a stage must run on the CPU, both without JAX's traceback for the CUDA plugin.
+cuda_without_gpu() {
+    local uid=$1 gid=$2 start=$SECONDS size
+    say "building plasticc-jax:cuda12 (VARIANT=cuda) and running it without a GPU"
+    "$ENGINE" build --build-arg VARIANT=cuda --tag plasticc-jax:cuda12 . >"$WORK/build-cuda.log" 2>&1 ||
+        die "the cuda build failed; see $WORK/build-cuda.log"
+    size=$("$ENGINE" image inspect --format '{{.Size}}' plasticc-jax:cuda12)
+    note "build (cuda): $(elapsed $((SECONDS - start))); image plasticc-jax:cuda12: $((size / 1000000)) MB"
+    local saved=$IMAGE
+    IMAGE=plasticc-jax:cuda12
+    if "$ENGINE" run --rm "${RUN_ARGS[@]}" "$IMAGE" plasticc-jax doctor >"$WORK/cuda-doctor.log" 2>&1; then
+        die "doctor in the cuda image passed without a GPU"
+    fi
+    grep -q '^JAX runs on the CPU: ' "$WORK/cuda-doctor.log" || die "cuda doctor gave no reason"
+    ! grep -n Traceback "$WORK/cuda-doctor.log" >&2 || die "the cuda doctor printed a traceback"
+    note "  cuda doctor without a GPU: exit 1, $(grep '^JAX runs on the CPU' "$WORK/cuda-doctor.log")"
+    run_in_image cuda-train plasticc-jax train --config tiny --run-dir runs/tiny-cuda
+    grep -q 'WARNING plasticc_jax.doctor: JAX runs on the CPU' "$WORK/cuda-train.log" ||
+        die "train in the cuda image did not say that it runs on the CPU"
+    IMAGE=$saved
+}
+
 main() {
     cd "$REPO"
     WORK=$(mktemp -d /var/tmp/plasticc-docker-test.XXXXXX)
@@ -310,6 +339,10 @@ write_synthetic(Path('data/raw'), 500, seed=0)"
     ((bytes < MAX_EDIT_LAYER_BYTES)) || die "the edit changed $bytes bytes of layers (>= 10 MB)"
     note "rebuild after a one-line edit: $(elapsed "$rebuild"); $changed layers changed, $((bytes / 1000)) kB"
     ((rebuild < 60)) || printf 'docker-test: warning: the rebuild took over a minute\n' >&2
+
+    if [[ ${DOCKER_TEST_CUDA:-0} == 1 ]]; then
+        cuda_without_gpu "$uid" "$gid"
+    fi
 
     say "docker-test passed in $(elapsed "$SECONDS")"
     printf '%s\n' "${SUMMARY[@]}"

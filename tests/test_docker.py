@@ -314,6 +314,11 @@ def test_cpu_variant_targets_need_no_gpu() -> None:
     doctor, train = runs
     assert doctor[doctor.index("plasticc-jax:cpu") + 1 :] == ["plasticc-jax", "doctor"]
     assert train[train.index("plasticc-jax:cpu") + 1 :][:2] == ["plasticc-jax", "train"]
+    # Podman passes the GPU as a CDI device; GPU_FLAGS= runs the cuda image without one.
+    out = make_n("docker-doctor", "DOCKER=podman")
+    assert "--device nvidia.com/gpu=all" in out and "--expect-gpu" in out
+    out = make_n("docker-prepare", "GPU_FLAGS=")
+    assert "--gpus" not in out and "plasticc-jax:cuda12 plasticc-jax prepare" in out
     out = make_n("docker-doctor", "DOCKER_USER=1234:5678", "DOCKER_ARGS=--userns=keep-id")
     words = shlex.split(next(line for line in out.splitlines() if " run " in line))
     assert words[words.index("--user") + 1] == "1234:5678" and "--userns=keep-id" in words

@@ -147,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except PermissionError as error:
+        # Typically a mounted data/ or runs/ that a Docker daemon created as root: one line.
+        print(
+            f"plasticc-jax {args.command}: error: {error} (this user may not write there; "
+            "in a container, create data/ and runs/ before `docker run` and pass "
+            "`--user $(id -u):$(id -g)`)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"plasticc-jax {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -50,8 +50,8 @@ INSTALL_HINT = (
     "same version as jaxlib)"
 )
 CONTAINER_HINTS = (
-    "the container was started without `--gpus all` (docker run --gpus all ...; the Make "
-    "targets `make docker-*` pass it)",
+    "the container was started without `--gpus all` (docker run --gpus all ...; Podman: "
+    "--device nvidia.com/gpu=all after `nvidia-ctk cdi generate`; `make docker-*` pass it)",
     "the NVIDIA Container Toolkit is missing or not configured on the host "
     "(`nvidia-ctk runtime configure --runtime=docker`, then restart Docker); "
     "`docker run --rm --gpus all <image> nvidia-smi` must list the GPU",

@@ -144,6 +144,7 @@ make_standin() {
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
     tar -C "$rootfs" -c . | "$ENGINE" import \
         --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change "LABEL $STANDIN_LABEL=debootstrap-$suite" - "$base" >/dev/null
     rm -rf "$rootfs" "$rootfs.log"
     if [[ $ENGINE == podman && $base != */* ]]; then

@@ -4,6 +4,7 @@
 #   make prepare train evaluate CONFIG=gpu PROTOCOL=sn ARGS="--set train.seed=1"
 #   make score LIGHTCURVES="a.csv.gz b.csv.gz" METADATA=m.csv.gz    score new files with the run
 #   make docker-build && make docker-prepare docker-train docker-evaluate CONFIG=gpu   (NVIDIA GPU)
+#   make docker-test                 build the CPU image and run the tiny pipeline in it
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -76,33 +77,65 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_end_to_end.py
 	$(BIN)/python benchmarks/report.py
 
-# --- The same stages in the CUDA container (Dockerfile), on the host's NVIDIA GPU ---------------
-# data/, runs/ (reports: runs/<run>/reports) and configs/ are mounted from here, and the container
-# runs as the calling user, so what it writes belongs to that user. CONFIG, PROTOCOL and ARGS work
-# as above; DOCKER_ARGS adds `docker run` options (e.g. DOCKER_ARGS="-e CUDA_VISIBLE_DEVICES=1"
-# to use the second GPU only); MIRROR=/path mounts a local copy of the raw data read-only.
-IMAGE ?= plasticc-jax:cuda12
+# --- The same stages in the container (Dockerfile, docs/docker.md) -----------------------------
+# Each target is one `docker run` (docs/docker.md writes them out): data/, runs/ (reports:
+# runs/<run>/reports) and configs/ are mounted from here, and the container runs as the calling
+# user, so what it writes belongs to that user. CONFIG, PROTOCOL and ARGS work as above, and:
+#   VARIANT=cuda         the image with JAX's CUDA 12 wheels, on the host's NVIDIA GPU (default)
+#   VARIANT=cpu          the CPU-only image: no GPU needed (tests, machines without one)
+#   DOCKER=podman        another engine; GPU_FLAGS says how the GPU is passed (GPU_FLAGS= none)
+#   DOCKER_USER=uid:gid  the user in the container (default: yours)
+#   DOCKER_ARGS=...      more `docker run` options, e.g. "-e CUDA_VISIBLE_DEVICES=1" (the second
+#                        GPU only) or --userns=keep-id (rootless Podman)
+#   MIRROR=/path         mounts a local copy of the raw data read-only
+VARIANT ?= cuda
+IMAGE ?= plasticc-jax:$(if $(filter cpu,$(VARIANT)),cpu,cuda12)
 DOCKER ?= docker
+DOCKER_USER ?= $(shell id -u):$(shell id -g)
 DOCKER_ARGS ?=
 MIRROR ?= $(PLASTICC_JAX_MIRROR)
+# How the container gets the GPU: Docker's --gpus (NVIDIA Container Toolkit); Podman names it as
+# a CDI device (`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` once). GPU_FLAGS= none.
+GPU_FLAGS ?= $(if $(filter cpu,$(VARIANT)),,$(if $(findstring podman,$(DOCKER)),--device nvidia.com/gpu=all,--gpus all))
 DOCKER_STAGES := docker-download docker-prepare docker-train docker-evaluate
-.PHONY: docker-build docker-doctor $(DOCKER_STAGES)
-DOCKER_RUN = $(DOCKER) run --rm --init --gpus all --user $(shell id -u):$(shell id -g) \
+.PHONY: docker-build docker-doctor docker-lock docker-test $(DOCKER_STAGES)
+DOCKER_RUN = $(DOCKER) run --rm --init $(GPU_FLAGS) --user $(DOCKER_USER) \
 	--volume $(CURDIR)/data:/project/data --volume $(CURDIR)/runs:/project/runs \
 	--volume $(CURDIR)/configs:/project/configs:ro \
 	$(if $(MIRROR),--volume $(abspath $(MIRROR)):/mirror:ro --env PLASTICC_JAX_MIRROR=/mirror) \
 	$(DOCKER_ARGS) $(IMAGE)
 
 docker-build:
-	$(DOCKER) build --tag $(IMAGE) .
+	$(DOCKER) build --build-arg VARIANT=$(VARIANT) --tag $(IMAGE) .
 
-# The folders exist before `docker run`, which would otherwise create them owned by root.
+# Every run target creates the mount points first: `docker run` would otherwise create them
+# owned by root, and the next stage could not write to them.
 $(DOCKER_STAGES): docker-%:
 	mkdir -p data runs
 	$(DOCKER_RUN) plasticc-jax $* $(STAGE_ARGS)
 
 docker-doctor:
-	$(DOCKER_RUN) plasticc-jax doctor --expect-gpu $(ARGS)
+	mkdir -p data runs
+	$(DOCKER_RUN) plasticc-jax doctor $(if $(GPU_FLAGS),--expect-gpu) $(ARGS)
+
+# The image's dependency locks (docker/requirements-{cpu,cuda}.txt), resolved from pyproject.toml
+# for the image's Python (3.13) on Linux x86-64 with `uv pip compile`. After a change to the
+# dependencies in pyproject.toml: `make docker-lock` (keeps every pin that still fits); to move
+# the image to the newest releases: `make docker-lock UPGRADE=1`. Then `make docker-test`.
+LOCK_PYTHON := 3.13
+LOCK = $(BIN)/uv pip compile pyproject.toml --quiet --python-version $(LOCK_PYTHON) \
+	--python-platform x86_64-manylinux_2_28 --only-binary :all: \
+	--custom-compile-command "make docker-lock" $(if $(UPGRADE),--upgrade)
+docker-lock: $(INSTALLED)
+	$(BIN)/python -m pip install -q 'uv>=0.5'
+	$(LOCK) --output-file docker/requirements-cpu.txt
+	$(LOCK) --extra cuda --output-file docker/requirements-cuda.txt
+
+# Build the CPU image for real and run doctor and the tiny pipeline in it as a non-root user
+# (minutes; not part of `make test`). DOCKER=... picks the engine; see scripts/docker_test.sh.
+docker-test:
+	DOCKER=$(if $(filter command line environment,$(origin DOCKER)),$(DOCKER)) \
+		bash scripts/docker_test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

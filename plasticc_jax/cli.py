@@ -83,13 +83,19 @@ def run(args: argparse.Namespace) -> int:
 
         return doctor(expect_gpu=args.expect_gpu)
     if args.command == "score":
+        from plasticc_jax.doctor import log_backend
         from plasticc_jax.score import score
 
+        log_backend()
         score(args.run, args.lightcurves, args.metadata, args.output, workers=args.workers)
         return 0
 
     config = build_config(args)
     workdir = args.workdir.resolve()
+    if args.command in ("train", "evaluate"):
+        from plasticc_jax.doctor import log_backend
+
+        log_backend()
     if args.command == "download":
         from plasticc_jax.download import download
 
@@ -109,21 +115,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+def _not_jax_info(record: logging.LogRecord) -> bool:
+    """Hide JAX's INFO lines, e.g. each backend it could not start ("Unable to initialize...")."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("jax.", "jaxlib."))
+
+
+def setup_logging(verbose: bool) -> None:
+    """One handler on stderr; JAX's own INFO lines only with -v; no plugin tracebacks."""
+    handler = logging.StreamHandler()
+    if not verbose:
+        # A filter on our handler, not a level on the "jax" logger: JAX reads that level when
+        # it is imported and then adds a handler of its own, which printed JAX's lines twice.
+        handler.addFilter(_not_jax_info)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[handler],
     )
-    if not args.verbose:
-        # JAX logs at INFO each backend it could not start ("Unable to initialize backend 'tpu'").
-        logging.getLogger("jax").setLevel(logging.WARNING)
+    # Without a GPU, JAX's CUDA plugin fails to start and JAX logs a traceback: one line instead.
+    from plasticc_jax.doctor import quiet_plugin_errors
+
+    quiet_plugin_errors()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    setup_logging(args.verbose)
     try:
         return run(args)
     except UserError as error:
         print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except PermissionError as error:
+        # Typically a mounted data/ or runs/ that a Docker daemon created as root: one line.
+        print(
+            f"plasticc-jax {args.command}: error: {error} (this user may not write there; "
+            "in a container, create data/ and runs/ before `docker run` and pass "
+            "`--user $(id -u):$(id -g)`)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"plasticc-jax {args.command}: interrupted", file=sys.stderr)
         return 130

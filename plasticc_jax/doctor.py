@@ -3,13 +3,19 @@
 The JAX counterpart of the original pipeline's CUDA check. It prints a short report (plain lines on
 stdout: this command's output is the report), runs a small jit-compiled matrix product on every
 device and compares it with NumPy, and explains the usual causes when a GPU was expected but JAX
-fell back to the CPU. A GPU is expected with `--expect-gpu` and always inside the project's
-container image, which sets `PLASTICC_JAX_CONTAINER=1`.
+fell back to the CPU. A GPU is expected with `--expect-gpu` and always inside the cuda variant of
+the project's container image, which sets `PLASTICC_JAX_CONTAINER=1`.
+
+It also keeps the CUDA plugin quiet where there is no GPU: JAX logs the plugin's failed start
+(`cuInit`) with a full traceback, which `PluginErrors` turns into one remembered reason, and
+`log_backend` says in one line where the other commands run and why.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
+import logging
 import os
 import platform
 import shutil
@@ -18,8 +24,12 @@ from typing import Any
 
 import numpy as np
 
-# Set in the Dockerfile: inside the CUDA image a CPU-only JAX is a failure, not a choice.
+log = logging.getLogger(__name__)
+
+# Set in the Dockerfile: inside the cuda variant of the image a CPU-only JAX is a failure, not a
+# choice; the cpu variant (PLASTICC_JAX_IMAGE_VARIANT=cpu) runs on the CPU by design.
 CONTAINER_ENV = "PLASTICC_JAX_CONTAINER"
+VARIANT_ENV = "PLASTICC_JAX_IMAGE_VARIANT"
 # Environment variables that change which devices JAX uses or how it takes GPU memory.
 JAX_ENV = (
     "JAX_PLATFORMS",
@@ -40,8 +50,8 @@ INSTALL_HINT = (
     "same version as jaxlib)"
 )
 CONTAINER_HINTS = (
-    "the container was started without `--gpus all` (docker run --gpus all ...; the Make "
-    "targets `make docker-*` pass it)",
+    "the container was started without `--gpus all` (docker run --gpus all ...; Podman: "
+    "--device nvidia.com/gpu=all after `nvidia-ctk cdi generate`; `make docker-*` pass it)",
     "the NVIDIA Container Toolkit is missing or not configured on the host "
     "(`nvidia-ctk runtime configure --runtime=docker`, then restart Docker); "
     "`docker run --rm --gpus all <image> nvidia-smi` must list the GPU",
@@ -51,6 +61,102 @@ DRIVER_HINTS = (
     "`nvidia-smi` prints the driver version), or no NVIDIA GPU or driver is present",
     "JAX_PLATFORMS is set to `cpu`, or CUDA_VISIBLE_DEVICES hides every GPU",
 )
+
+
+# JAX's logger for plugin discovery, and the start of the record it writes when a plugin fails.
+PLUGIN_LOGGER = "jax._src.xla_bridge"
+PLUGIN_ERROR = "Jax plugin configuration error"
+
+
+class PluginErrors(logging.Filter):
+    """Replaces JAX's traceback for a backend plugin that cannot start by one remembered line.
+
+    Without a GPU (no driver, or a container started without `--gpus all`) the CUDA plugin's
+    `initialize()` fails in `cuInit`, and JAX logs that with `logger.exception`: a full traceback,
+    on every command. On such a machine that is the expected state, not a crash, so the record is
+    dropped, its reason kept for `cpu_reason`, and the traceback logged at DEBUG (shown with -v).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.exc_info and str(record.msg).startswith(PLUGIN_ERROR)):
+            return True
+        plugin = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
+        error = record.exc_info[1]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        last = lines[-1] if lines else repr(error)
+        self.reasons[plugin] = f"{type(error).__name__}: {last}"[:300]
+        log.debug("JAX plugin %s did not start", plugin, exc_info=record.exc_info)
+        return False
+
+    def cuda_reason(self) -> str | None:
+        """Why the CUDA plugin did not start (None if it did, or was never tried)."""
+        return next((r for name, r in self.reasons.items() if "cuda" in name), None)
+
+
+PLUGIN_ERRORS = PluginErrors()
+
+
+def quiet_plugin_errors() -> None:
+    """Install `PLUGIN_ERRORS` on JAX's logger (before JAX first looks for its devices)."""
+    logger = logging.getLogger(PLUGIN_LOGGER)
+    if PLUGIN_ERRORS not in logger.filters:
+        logger.addFilter(PLUGIN_ERRORS)
+
+
+def _image_variant() -> str | None:
+    """The image variant, "cpu" or "cuda", inside the project's image; None outside it."""
+    if os.environ.get(CONTAINER_ENV) != "1":
+        return None
+    return os.environ.get(VARIANT_ENV, "cuda")
+
+
+def _gpu_visible() -> bool:
+    """Whether the NVIDIA driver exposes a GPU here (the device files JAX itself looks for)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
+
+
+def _cuda_plugins() -> dict[str, str]:
+    return {name: v for name in CUDA_PLUGINS if (v := _version(name))}
+
+
+def cpu_reason() -> str:
+    """Why JAX runs on the CPU, in one line (call once JAX has chosen its backend)."""
+    variant = _image_variant()
+    if variant == "cpu":
+        return "this is the image's cpu variant, which has no CUDA (build VARIANT=cuda for a GPU)"
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and not {"cuda", "gpu"} & {p.strip() for p in platforms.split(",")}:
+        return f"JAX_PLATFORMS={platforms} selects it"
+    if not _cuda_plugins():
+        return "this JAX has no CUDA backend (a CPU-only install; `pip install '.[cuda]'` adds it)"
+    hint = "; was the container started with `--gpus all`?" if variant else ""
+    if not _gpu_visible():
+        return f"no NVIDIA GPU is visible here (no /dev/nvidia*){hint}"
+    reason = PLUGIN_ERRORS.cuda_reason() or _gpu_init_error() or "unknown"
+    return f"JAX's CUDA backend did not start ({reason}){hint}"
+
+
+def log_backend() -> None:
+    """Log in one line where JAX computes; on the CPU, why (a warning if a GPU was expected)."""
+    import jax
+
+    devices = jax.devices()
+    if devices[0].platform != "cpu":
+        kinds = sorted({d.device_kind for d in devices})
+        log.info("JAX runs on the %s: %d x %s", devices[0].platform.upper(), len(devices), kinds)
+        return
+    expected = _image_variant() == "cuda" or (
+        bool(_cuda_plugins()) and os.environ.get("JAX_PLATFORMS", "") in ("", "cuda", "gpu")
+    )
+    log.log(
+        logging.WARNING if expected else logging.INFO,
+        "JAX runs on the CPU: %s (details: `plasticc-jax doctor`)",
+        cpu_reason(),
+    )
 
 
 def no_gpu_hints(in_container: bool, has_cuda_plugin: bool) -> list[str]:
@@ -116,6 +222,9 @@ def _gpu_init_error() -> str | None:
     """Why JAX has no CUDA backend, in JAX's own words (None if it has one)."""
     import jax
 
+    reason = PLUGIN_ERRORS.cuda_reason()
+    if reason:
+        return reason
     try:
         jax.devices("cuda")
     except RuntimeError as error:
@@ -127,15 +236,17 @@ def doctor(expect_gpu: bool = False) -> int:
     """Print the JAX installation, its backend and devices, and test each device.
 
     Args:
-        expect_gpu: fail unless JAX uses a GPU. Always on inside the project's container
-            (environment `PLASTICC_JAX_CONTAINER=1`).
+        expect_gpu: fail unless JAX uses a GPU. Always on inside the cuda variant of the
+            project's container (environment `PLASTICC_JAX_CONTAINER=1`).
 
     Returns:
         The exit status: 0 if every device computed correctly (and a GPU was found when
         expected), 1 otherwise.
     """
-    in_container = os.environ.get(CONTAINER_ENV) == "1"
-    expect_gpu = expect_gpu or in_container
+    variant = _image_variant()
+    in_container = variant is not None
+    expect_gpu = expect_gpu or variant == "cuda"
+    quiet_plugin_errors()
 
     import jax
     import jaxlib
@@ -143,7 +254,7 @@ def doctor(expect_gpu: bool = False) -> int:
     print(f"plasticc-jax {_version('plasticc-jax') or 'not installed'}")
     print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()})")
     print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}")
-    plugins = {name: v for name in CUDA_PLUGINS if (v := _version(name))}
+    plugins = _cuda_plugins()
     listed = ", ".join(f"{name} {v}" for name, v in plugins.items())
     print(f"CUDA plugins: {listed or 'none (CPU-only JAX)'}")
     for name, v in plugins.items():
@@ -151,7 +262,7 @@ def doctor(expect_gpu: bool = False) -> int:
             # JAX loads a plugin only when its version matches jaxlib's.
             print(f"  warning: {name} {v} differs from jaxlib {jaxlib.__version__}")
     print(f"nvidia-smi: {_nvidia_smi()}")
-    print(f"inside the container image: {'yes' if in_container else 'no'}")
+    print(f"inside the container image: {f'yes ({variant} variant)' if variant else 'no'}")
     for name in JAX_ENV:
         if name in os.environ:
             print(f"{name}={os.environ[name]}")
@@ -173,8 +284,10 @@ def doctor(expect_gpu: bool = False) -> int:
         )
 
     has_gpu = any(d.platform == "gpu" for d in devices)
+    if not has_gpu:
+        print(f"JAX runs on the CPU: {cpu_reason()}")
     if expect_gpu and not has_gpu:
-        reason = "the project's container image" if in_container else "--expect-gpu"
+        reason = "the project's container image" if variant == "cuda" else "--expect-gpu"
         print(f"ERROR: a GPU was expected ({reason}) but JAX is running on {backend}.")
         print(f"JAX's CUDA backend says: {_gpu_init_error() or 'available but not default'}")
         print("Usual causes:")

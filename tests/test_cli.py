@@ -150,6 +150,23 @@ def test_user_mistake_in_a_real_process() -> None:
     )
 
 
+def test_unwritable_folder_gives_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """E.g. a data/ that Docker created as root, mounted into a container run as a user."""
+
+    def denied(args: argparse.Namespace) -> int:
+        raise PermissionError(13, "Permission denied", "/project/data/raw")
+
+    monkeypatch.setattr(cli, "run", denied)
+    assert cli.main(["prepare"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0].startswith("plasticc-jax prepare: error: [Errno 13] Permission denied")
+    assert "/project/data/raw" in lines[0] and "--user" in lines[0]
+
+
 def test_bad_command_line_syntax_is_argparse_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--no-such-flag"])

@@ -66,37 +66,103 @@ def test_hadolint_passes() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_image_installs_the_project_from_its_pyproject() -> None:
-    installs = pip_installs()
-    assert installs, "the Dockerfile installs nothing with pip"
-    extras = pyproject()["project"]["optional-dependencies"]
-    assert any(dep.startswith("jax[cuda12]") for dep in extras["cuda"])
-    targets = []
-    for args in installs:
-        assert not {"-r", "--requirement", "-c", "--constraint"} & set(args), args
-        targets += [a for a in args if not a.startswith("-")]
-    # Only the project directory itself (with its `cuda` extra): no second dependency list.
-    assert set(targets) <= {".", "./", ".[cuda]", "./[cuda]"}, targets
-    assert {".[cuda]", "./[cuda]"} & set(targets), "the image must install the `cuda` extra"
-    # The real source is installed last, after the dependency layer.
-    assert installs[-1][-1] in (".", "./")
-    text = DOCKERFILE.read_text()
-    for dep in pyproject()["project"]["dependencies"]:
-        name = re.split(r"[<>=!\[ ]", dep)[0]
-        assert not re.search(rf"pip install[^\n]*\b{re.escape(name)}[=<>]", text), name
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """The instructions of each named stage (`FROM ... AS name`)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for name, args in instructions():
+        if name == "FROM":
+            current = args.split()[-1]
+            found[current] = []
+        elif current is not None:
+            found[current].append((name, args))
+    return found
 
 
-def test_dependency_layer_comes_before_the_source() -> None:
-    copies = [args for name, args in instructions() if name == "COPY"]
-    sources = [args.split()[0] if not args.startswith("--") else args.split()[1] for args in copies]
-    assert sources.index("pyproject.toml") < sources.index("plasticc_jax")
-    runs = [i for i, (name, args) in enumerate(instructions()) if "pip install" in args]
-    copy_source = next(
-        i
-        for i, (name, args) in enumerate(instructions())
-        if name == "COPY" and "plasticc_jax" in args
-    )
-    assert runs[0] < copy_source < runs[-1]
+def lock_path(variant: str) -> Path:
+    return ROOT / "docker" / f"requirements-{variant}.txt"
+
+
+def read_lock(variant: str) -> dict[str, str]:
+    """{normalized name: version} of a lock file; every entry must be an exact `==` pin."""
+    pins = {}
+    for line in lock_path(variant).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)", line)
+        assert match, f"{lock_path(variant).name}: not an exact pin: {line!r}"
+        pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+def test_dependencies_come_from_the_lock_of_the_variant_alone() -> None:
+    runtime = stages()["runtime"]
+    variants = [args for name, args in runtime if name == "ARG" and args.startswith("VARIANT")]
+    assert variants == ["VARIANT=cuda"], "VARIANT is a build argument, cuda by default"
+    # The lock is copied and installed before anything else of the runtime stage (settings,
+    # user, presets, source), so that only a change to the lock rebuilds the dependency layer.
+    (copy_name, copy_args), (run_name, run_args) = runtime[1], runtime[2]
+    assert copy_name == "COPY"
+    assert copy_args.split() == ["docker/requirements-${VARIANT}.txt", "/opt/requirements.txt"]
+    assert run_name == "RUN" and "--requirement /opt/requirements.txt" in run_args
+    words = shlex.split(run_args)
+    assert {"--no-deps", "--only-binary=:all:"} <= set(words), words
+    for variant in ("cpu", "cuda"):
+        assert lock_path(variant).is_file(), f"docker/requirements-{variant}.txt is missing"
+
+
+def test_the_project_is_its_own_wheel_installed_last_without_dependencies() -> None:
+    every = stages()
+    assert list(every) == ["wheel", "runtime"], list(every)
+    wheel = every["wheel"]
+    copied = [args.split()[0] for name, args in wheel if name == "COPY"]
+    assert copied == ["pyproject.toml", "plasticc_jax"], copied
+    assert any(name == "RUN" and "pip wheel --no-deps" in args for name, args in wheel)
+    runtime = every["runtime"]
+    # No source in the runtime stage: it installs the wheel that the wheel stage built, last.
+    assert not any(name == "COPY" and "plasticc_jax" in args for name, args in runtime)
+    last = pip_installs()[-1]
+    assert "--no-deps" in last and last[-1].startswith("/tmp/wheels/plasticc_jax-"), last
+    runs = [i for i, (name, _) in enumerate(runtime) if name == "RUN"]
+    assert runtime[runs[-1] - 1] == ("COPY", "--from=wheel /wheels/ /tmp/wheels/")
+    assert "pip check" in runtime[runs[-1]][1]
+    after = {name for name, _ in runtime[runs[-1] + 1 :]}
+    assert after <= {"USER", "CMD"}, after
+
+
+def test_locks_pin_what_pyproject_declares() -> None:
+    from packaging.requirements import Requirement
+
+    declared = pyproject()["project"]
+    for variant in ("cpu", "cuda"):
+        pins = read_lock(variant)
+        wanted = list(declared["dependencies"])
+        if variant == "cuda":
+            wanted += declared["optional-dependencies"]["cuda"]
+        for text in wanted:
+            requirement = Requirement(text)
+            name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            assert name in pins, f"the {variant} lock lacks {name}: run `make docker-lock`"
+            assert requirement.specifier.contains(pins[name], prereleases=True), (variant, text)
+        # JAX loads jaxlib (and a CUDA plugin) only at its own version.
+        assert pins["jaxlib"] == pins["jax"]
+        cuda = {name for name in pins if name.startswith(("nvidia-", "jax-cuda"))}
+        if variant == "cuda":
+            assert pins["jax-cuda12-plugin"] == pins["jax-cuda12-pjrt"] == pins["jaxlib"]
+            assert "nvidia-cudnn-cu12" in cuda
+        else:
+            assert not cuda, f"the cpu lock holds CUDA packages: {sorted(cuda)}"
+        assert "make docker-lock" in lock_path(variant).read_text()
+
+
+def test_locks_are_for_the_images_python() -> None:
+    base = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)", DOCKERFILE.read_text(), re.M)
+    assert base, "the base image is an official Python image"
+    locked = re.search(r"^LOCK_PYTHON := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert locked and locked.group(1) == base.group(1)
+    # Current JAX needs Python >= 3.12 (Python 3.11 stops at JAX 0.10).
+    assert tuple(map(int, base.group(1).split("."))) >= (3, 12)
 
 
 def test_base_image_pinned_and_runtime_settings() -> None:
@@ -104,8 +170,9 @@ def test_base_image_pinned_and_runtime_settings() -> None:
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
     assert base, "the base image is one ARG, used by every stage"
     image = base.group(1)
-    # An exact Python release (3.11.x) or a digest, never a moving tag.
-    assert "@sha256:" in image or re.fullmatch(r"python:3\.1[1-9]\.\d+-[a-z-]+", image), image
+    # An official slim Python image of a named Debian release (the debootstrap stand-in of
+    # scripts/docker_test.sh reads the release from the tag); a digest may pin it further.
+    assert re.fullmatch(r"python:3\.1[2-9](\.\d+)?-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image)
     froms = [args for name, args in instructions() if name == "FROM"]
     assert froms and all(args.startswith("${PYTHON_IMAGE}") for args in froms)
 
@@ -113,12 +180,19 @@ def test_base_image_pinned_and_runtime_settings() -> None:
     for setting in (
         "PLASTICC_JAX_CONTAINER=1",
         "XLA_PYTHON_CLIENT_PREALLOCATE=false",
+        "PLASTICC_JAX_IMAGE_VARIANT=${VARIANT}",
         "HOME=/tmp",
-        "MPLCONFIGDIR=/tmp/",
+        "MPLCONFIGDIR=/opt/matplotlib",
         "NUMBA_CACHE_DIR=/tmp/",
         "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
     ):
         assert setting in env, setting
+
+    # matplotlib's font cache is built into the image, in a folder any uid can write to.
+    runs = [args for name, args in instructions() if name == "RUN"]
+    assert any(
+        "mkdir -m 1777 /opt/matplotlib" in r and "matplotlib.font_manager" in r for r in runs
+    )
 
     names = [name for name, _ in instructions()]
     users = [args for name, args in instructions() if name == "USER"]
@@ -168,9 +242,11 @@ def test_build_context_keeps_data_runs_and_venvs_out() -> None:
         assert ignored(path, patterns), path
     for name, args in instructions():
         if name == "COPY" and not args.startswith("--from"):
-            for source in args.split()[:-1]:
-                assert (ROOT / source).exists() or source == "README.md", source
-                assert not ignored(source, patterns), source
+            for variant in ("cpu", "cuda"):
+                for source in args.replace("${VARIANT}", variant).split()[:-1]:
+                    assert (ROOT / source).exists() or source == "README.md", source
+                    assert not ignored(source, patterns), source
+    assert ignored("docker/other.txt", patterns)
     for path in ("plasticc_jax/cli.py", "configs/default.py", "pyproject.toml"):
         assert not ignored(path, patterns), path
 
@@ -200,8 +276,12 @@ def test_docker_targets_exist() -> None:
     assert "docker-doctor" in targets
 
 
+# The targets that are one `docker run` of a plasticc-jax command.
+NOT_RUN_TARGETS = ("docker-build", "docker-lock", "docker-test")
+
+
 @needs_make
-@pytest.mark.parametrize("target", [t for t in docker_targets() if t != "docker-build"])
+@pytest.mark.parametrize("target", [t for t in docker_targets() if t not in NOT_RUN_TARGETS])
 def test_docker_run_targets_use_the_gpu_the_mounts_and_the_calling_user(target: str) -> None:
     out = make_n(target, "CONFIG=gpu", "PROTOCOL=sn", "ARGS=--set train.seed=1", "IMAGE=img:1")
     runs = [line for line in out.splitlines() if line.startswith("docker run")]
@@ -215,18 +295,73 @@ def test_docker_run_targets_use_the_gpu_the_mounts_and_the_calling_user(target: 
     command = words[words.index("img:1") + 1 :]
     stage = target.removeprefix("docker-")
     assert command[:2] == ["plasticc-jax", stage]
-    if stage != "doctor":
+    if stage == "doctor":
+        assert command[2:] == ["--expect-gpu", "--set", "train.seed=1"]
+    else:
         # The same CONFIG / PROTOCOL / ARGS as the CPU targets.
         assert command[2:] == ["--config", "gpu", "--protocol", "sn", "--set", "train.seed=1"]
-        # The mount points exist before docker would create them as root.
-        assert out.splitlines().index(runs[0]) > out.splitlines().index("mkdir -p data runs")
+    # The mount points exist before docker would create them (as root, for a rootful daemon).
+    assert out.splitlines().index(runs[0]) > out.splitlines().index("mkdir -p data runs")
+
+
+@needs_make
+def test_cpu_variant_targets_need_no_gpu() -> None:
+    out = make_n("docker-build", "docker-doctor", "docker-train", "VARIANT=cpu", "DOCKER=podman")
+    assert "podman build --build-arg VARIANT=cpu --tag plasticc-jax:cpu ." in out
+    runs = [shlex.split(line) for line in out.splitlines() if line.startswith("podman run")]
+    assert len(runs) == 2 and all("--gpus" not in words for words in runs), out
+    assert all(words[words.index("--user") + 1] != "0:0" or os.getuid() == 0 for words in runs)
+    doctor, train = runs
+    assert doctor[doctor.index("plasticc-jax:cpu") + 1 :] == ["plasticc-jax", "doctor"]
+    assert train[train.index("plasticc-jax:cpu") + 1 :][:2] == ["plasticc-jax", "train"]
+    # Podman passes the GPU as a CDI device; GPU_FLAGS= runs the cuda image without one.
+    out = make_n("docker-doctor", "DOCKER=podman")
+    assert "--device nvidia.com/gpu=all" in out and "--expect-gpu" in out
+    out = make_n("docker-prepare", "GPU_FLAGS=")
+    assert "--gpus" not in out and "plasticc-jax:cuda12 plasticc-jax prepare" in out
+    out = make_n("docker-doctor", "DOCKER_USER=1234:5678", "DOCKER_ARGS=--userns=keep-id")
+    words = shlex.split(next(line for line in out.splitlines() if " run " in line))
+    assert words[words.index("--user") + 1] == "1234:5678" and "--userns=keep-id" in words
 
 
 @needs_make
 def test_docker_build_and_mirror_mount() -> None:
-    assert "docker build --tag img:1 ." in make_n("docker-build", "IMAGE=img:1")
+    out = make_n("docker-build", "IMAGE=img:1")
+    assert "docker build --build-arg VARIANT=cuda --tag img:1 ." in out
+    assert "--tag plasticc-jax:cuda12 ." in make_n("docker-build")
     out = make_n("docker-prepare", "MIRROR=/srv/plasticc")
     assert "--volume /srv/plasticc:/mirror:ro --env PLASTICC_JAX_MIRROR=/mirror" in out
+
+
+@needs_make
+def test_docker_lock_compiles_both_locks_for_the_images_python() -> None:
+    out = make_n("docker-lock")
+    compiles = [line for line in out.splitlines() if "uv pip compile pyproject.toml" in line]
+    assert len(compiles) == 2, out
+    for line, variant in zip(compiles, ("cpu", "cuda"), strict=True):
+        assert "--python-version 3.13" in line and "--python-platform x86_64-manylinux" in line
+        assert f"--output-file docker/requirements-{variant}.txt" in line
+        assert ("--extra cuda" in line) == (variant == "cuda")
+        assert "--upgrade" not in line
+    assert "--upgrade" in make_n("docker-lock", "UPGRADE=1")
+
+
+@needs_make
+def test_docker_test_is_a_script_and_not_part_of_make_test() -> None:
+    assert "bash scripts/docker_test.sh" in make_n("docker-test")
+    assert "DOCKER=podman" in make_n("docker-test", "DOCKER=podman")
+    assert "docker_test" not in make_n("test")
+    script = ROOT / "scripts" / "docker_test.sh"
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck:
+        done = subprocess.run(
+            [shellcheck, str(script)], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout
 
 
 @needs_make

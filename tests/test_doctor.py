@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+
 import jax
 import pytest
 
@@ -96,3 +101,100 @@ def test_cli_expect_gpu_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
     # The entry point passes main's status to the shell (tests/test_cli.py, in a real process).
     assert main(["doctor", "--expect-gpu"]) == 1
     assert "a GPU was expected" in capsys.readouterr().out
+
+
+def _log_plugin_failure() -> None:
+    """What JAX does when the CUDA plugin cannot start (no GPU): logger.exception."""
+    try:
+        raise RuntimeError("jaxlib/cuda/versions_helpers.cc:113: operation cuInit(0) failed")
+    except RuntimeError:
+        logging.getLogger(doctor_lib.PLUGIN_LOGGER).exception(
+            "Jax plugin configuration error: Exception when calling %s.initialize()",
+            "jax_plugins.xla_cuda12",
+        )
+
+
+def test_a_cuda_plugin_that_cannot_start_becomes_one_reason(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(doctor_lib.PLUGIN_ERRORS, "reasons", {})
+    doctor_lib.quiet_plugin_errors()
+    doctor_lib.quiet_plugin_errors()  # idempotent: one filter
+    logger = logging.getLogger(doctor_lib.PLUGIN_LOGGER)
+    assert logger.filters.count(doctor_lib.PLUGIN_ERRORS) == 1
+    with caplog.at_level(logging.DEBUG):
+        _log_plugin_failure()
+        logger.warning("another warning")
+    # The failure is kept as a reason and its traceback only at DEBUG; other records pass.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
+    assert "another warning" in caplog.text
+    reason = "RuntimeError: jaxlib/cuda/versions_helpers.cc:113: operation cuInit(0) failed"
+    assert doctor_lib.PLUGIN_ERRORS.cuda_reason() == reason
+
+    # With the plugin installed, the reason for the CPU names the GPU that is missing...
+    monkeypatch.setattr(doctor_lib, "_cuda_plugins", lambda: {"jax-cuda12-plugin": "0.12.0"})
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(doctor_lib, "_gpu_visible", lambda: False)
+    assert doctor_lib.cpu_reason() == "no NVIDIA GPU is visible here (no /dev/nvidia*)"
+    monkeypatch.setenv(doctor_lib.CONTAINER_ENV, "1")
+    assert "--gpus all" in doctor_lib.cpu_reason()
+    # ... or the plugin's own words when a GPU is there but CUDA did not start.
+    monkeypatch.setattr(doctor_lib, "_gpu_visible", lambda: True)
+    assert reason in doctor_lib.cpu_reason()
+
+
+def test_cpu_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor_lib, "_cuda_plugins", dict)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    assert "CPU-only install" in doctor_lib.cpu_reason()
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert doctor_lib.cpu_reason() == "JAX_PLATFORMS=cpu selects it"
+    monkeypatch.setenv(doctor_lib.CONTAINER_ENV, "1")
+    monkeypatch.setenv(doctor_lib.VARIANT_ENV, "cpu")
+    assert "cpu variant" in doctor_lib.cpu_reason()
+
+
+@needs_no_gpu
+def test_cpu_variant_of_the_image_runs_on_the_cpu_by_design(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(doctor_lib.CONTAINER_ENV, "1")
+    monkeypatch.setenv(doctor_lib.VARIANT_ENV, "cpu")
+    assert doctor_lib.doctor(expect_gpu=False) == 0
+    out = capsys.readouterr().out
+    assert "inside the container image: yes (cpu variant)" in out
+    assert "JAX runs on the CPU: this is the image's cpu variant" in out
+    assert "OK: JAX computes correctly on the CPU." in out
+
+
+@needs_no_gpu
+def test_cli_prints_no_traceback_and_each_jax_warning_once() -> None:
+    """The CLI's logging: a CUDA plugin failure is one line of reason, JAX warnings print once."""
+    code = (
+        "import logging, sys\n"
+        "from plasticc_jax import cli, doctor\n"
+        "cli.setup_logging(verbose=False)\n"
+        "import jax\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_doctor import _log_plugin_failure\n"
+        "_log_plugin_failure()\n"
+        "logging.getLogger('jax._src.xla_bridge').warning('a JAX warning')\n"
+        "logging.getLogger('jax._src.xla_bridge').info('a JAX info line')\n"
+        "doctor.log_backend()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != doctor_lib.CONTAINER_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=doctor_lib.__file__.rsplit("/plasticc_jax/", 1)[0],
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "cuInit" not in done.stderr
+    assert done.stderr.count("a JAX warning") == 1, done.stderr
+    assert "a JAX info line" not in done.stderr
+    assert "JAX runs on the CPU: " in done.stderr

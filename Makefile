@@ -17,7 +17,7 @@ INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 CLI := $(BIN)/plasticc-jax
 STAGE_ARGS = --config $(CONFIG) --protocol $(PROTOCOL) $(ARGS)
 
-.PHONY: venv download prepare train evaluate score doctor test lint format bench clean
+.PHONY: venv download prepare train evaluate validate score doctor test lint format bench clean
 
 # The virtual environment is (re)built whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -39,6 +39,10 @@ train: $(INSTALLED)
 
 evaluate: $(INSTALLED)
 	$(CLI) evaluate $(STAGE_ARGS)
+
+# Leave-one-known-class-out validation: how the detector was chosen (docs/evaluation.md).
+validate: $(INSTALLED)
+	$(CLI) validate $(STAGE_ARGS)
 
 # Score light-curve files (grouped by object) with the trained and evaluated run of CONFIG and
 # PROTOCOL (RUN=folder for another); by default the PLAsTiCC test set, if it is in data/raw.

@@ -61,7 +61,8 @@ def make_parser() -> argparse.ArgumentParser:
         ("download", "fetch the default data (the PLAsTiCC training set) into data/raw"),
         ("prepare", "turn light-curve CSVs into npz tensors, splits and statistics"),
         ("train", "train the VAE and write a run directory with checkpoints"),
-        ("evaluate", "encode, fit the Isolation Forest, write scores, metrics and figures"),
+        ("evaluate", "encode, fit the anomaly detector, write scores, metrics and figures"),
+        ("validate", "choose the detector: leave-one-known-class-out validation (no test data)"),
     ]:
         _add_config_args(commands.add_parser(name, help=text, description=text))
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     workdir = args.workdir.resolve()
-    if args.command in ("train", "evaluate"):
+    if args.command in ("train", "evaluate", "validate"):
         from plasticc_jax.doctor import log_backend
 
         log_backend()
@@ -112,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         from plasticc_jax.evaluate import evaluate
 
         evaluate(config, workdir)
+    elif args.command == "validate":
+        from plasticc_jax.validate import validate
+
+        validate(config, workdir)
     return 0
 
 

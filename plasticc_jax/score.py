@@ -28,8 +28,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import gridding, scoring
-from plasticc_jax.anomaly import AnomalyDetector
 from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.detector import Detector
 from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path
@@ -58,12 +58,13 @@ def rejected_path(output: Path) -> Path:
     return output.with_name(f"{stem}.rejected.csv")
 
 
-def _table(vae: TrainedVae, detector: AnomalyDetector, arrays: LightCurveArrays) -> pd.DataFrame:
+def _table(vae: TrainedVae, detector: Detector, arrays: LightCurveArrays) -> pd.DataFrame:
     """The score table of gridded objects (without `rank`), labelled by the run's protocol."""
     arrays = arrays.with_anomalies(vae.config.data.anomaly_classes)
-    outputs = scoring.vae_outputs(vae, arrays, vae.config.eval.batch_size)
+    outputs = scoring.model_outputs(vae, arrays, vae.config.eval.batch_size)
     objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
-    return scoring.score_table(objects, detector)
+    evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
+    return scoring.score_table(objects, detector.score(evidence), detector)
 
 
 def score(
@@ -93,8 +94,8 @@ def score(
     for path in [*lightcurve_paths, *metadata_paths]:
         if not Path(path).is_file():
             raise UserError(f"input file {path} does not exist")
-    detector = AnomalyDetector.load(run_dir / "models")
     vae = load_vae(run_dir)
+    detector = Detector.load(run_dir / "models")
     output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()

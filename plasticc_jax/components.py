@@ -259,6 +259,16 @@ class HeadMaxprob(Component):
         self.columns = np.asarray(state["columns"], np.int64)
 
 
+def balanced_rows(labels: np.ndarray) -> np.ndarray:
+    """Row indices that repeat each class's rows up to the largest class's count.
+
+    Balances the classes as `class_weight="balanced"` would; scikit-learn's weighted binning
+    takes about 0.1 s per feature (20 s per fit here), the repeated rows a second in all.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    return np.concatenate([np.resize(np.flatnonzero(labels == c), counts.max()) for c in classes])
+
+
 class Classifier(Component):
     """A gradient-boosted classifier of the known classes on the raw features (NaN handled
     natively); score: 1 - its largest class probability. It also names each object's nearest
@@ -284,14 +294,14 @@ class Classifier(Component):
         if self.classes.size < 2:  # one class: every object is "that class"
             self.model = None
             return self
+        rows = balanced_rows(labels)
         self.model = HistGradientBoostingClassifier(
             max_iter=self.config.classifier_iterations,
             learning_rate=0.1,
             max_leaf_nodes=15,
-            class_weight="balanced",
             early_stopping=False,
             random_state=self.config.seed,
-        ).fit(x[:, self.columns], labels)
+        ).fit(x[np.ix_(rows, self.columns)], labels[rows])
         return self
 
     def probabilities(self, evidence: Evidence) -> np.ndarray:

@@ -292,7 +292,7 @@ def test_bad_inputs_are_user_errors(project, tmp_path):
     workdir = copy_project(project, tmp_path)
     shards = workdir / config.data.dataset_dir / "shards"
     arrays = load_shard(shards / "val-00000.npz").to_dict()
-    arrays["features"][5, 2] = np.nan
+    arrays["features"][5, 2] = np.inf  # NaN means "undefined" and is allowed
     np.savez(shards / "val-00000.npz", **arrays)
     with pytest.raises(UserError, match=r"split 'val': non-finite features.*object_id"):
         train(config, workdir)

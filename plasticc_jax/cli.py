@@ -159,6 +159,9 @@ def review(args: argparse.Namespace) -> int:
     if args.simulate:
         from plasticc_jax.review.simulate import simulate
 
+        if args.draws < 1:
+            raise UserError(f"--draws {args.draws}: at least one draw")
+
         summary = simulate(args.run, n_draws=args.draws)
         target = summary["target"]
         verdict = "met" if target["met"] else "missed"

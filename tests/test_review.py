@@ -359,3 +359,33 @@ def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: 
     LabelStore(empty).append(Answer.now(1, "skip"))
     with pytest.raises(UserError, match="no 'anomaly' or 'not interesting'"):
         rerank_scored(tiny_run.run_dir, path, empty)
+
+
+def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_path) -> None:
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    n = len(table)
+    table["latent_knn"] = np.linspace(0.0, 1.0, n)  # a new component of the detector
+    table["nearest_class"] = [90, 16] * (n // 2) + [90] * (n % 2)
+    table["nearest_class_prob"] = 0.75
+    table["is_galactic"] = table["nearest_class"] == 16
+    path = tmp_path / "scores.parquet"
+    table.to_parquet(path, index=False)
+    pool = Pool(tiny_run.run_dir, scores=path, curves=False, top=10)
+    assert len(pool) == 10 and "latent_knn" in pool.score_names
+    assert {"latent_knn", "is_galactic"} <= set(pool.feature_names)  # score and context
+    top = table.nlargest(10, "anomaly_score")
+    assert pool.class_guess == ["SN Ia" if c == 90 else "EB" for c in top["nearest_class"]]
+    assert pool.galactic == top["is_galactic"].tolist()
+    assert (pool.class_prob == 0.75).all()
+
+
+def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:
+    from plasticc_jax import cli
+
+    args = ["score", "--run", "r", "--lightcurves", "a", "--metadata", "m", "--output", "o"]
+    assert cli.make_parser().parse_args([*args, "--review-labels"]).review_labels is True
+    given = cli.make_parser().parse_args([*args, "--review-labels", "x.jsonl"]).review_labels
+    assert given == Path("x.jsonl")
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--top", "0"]) == 2
+    assert "--top 0" in capsys.readouterr().err
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--draws", "0"]) == 2

@@ -49,7 +49,7 @@ CONTEXT_SHOWN: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Curves:
     """Gridded light curves with their reconstruction, looked up by object id.
 
@@ -67,11 +67,10 @@ class Curves:
     feature_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        ids = self.arrays.object_id.astype(np.int64)
-        object.__setattr__(self, "_rows", {int(o): i for i, o in enumerate(ids)})
+        self._rows = {int(o): i for i, o in enumerate(self.arrays.object_id.astype(np.int64))}
 
     def row(self, object_id: int) -> int | None:
-        return self._rows.get(int(object_id))  # type: ignore[attr-defined]
+        return self._rows.get(int(object_id))
 
     def curve(self, object_id: int) -> dict[str, Any] | None:
         """The page's view of one light curve (JSON-ready), or None if not in the dataset."""
@@ -189,7 +188,11 @@ class Pool:
                 raise UserError(f"the score table has no {column!r} column (not a score table)")
         table = table.iloc[pool_rows(table)]
         if top is not None:
+            if top < 1:
+                raise UserError(f"--top {top}: review at least one candidate")
             table = table.nlargest(top, "anomaly_score", keep="first")
+        if table.empty:
+            raise UserError("the score table holds no candidate to review")
         self.table = table.reset_index(drop=True)
         if self.table["object_id"].duplicated().any():
             raise UserError("the score table lists an object twice: review one table at a time")
@@ -244,9 +247,7 @@ class Pool:
         majority class of the `K_VOTE` nearest known objects and its share of them."""
         t = self.table
         if "nearest_class" in t.columns:
-            names = [
-                plasticc.class_name(int(c)) if _is_number(c) else str(c) for c in t["nearest_class"]
-            ]
+            names = [_class_label(c) for c in t["nearest_class"]]
             prob = (
                 t["nearest_class_prob"].to_numpy(np.float64)
                 if "nearest_class_prob" in t.columns
@@ -308,8 +309,11 @@ class Pool:
         return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+def _class_label(value: Any) -> str:
+    """A class as the detector wrote it (a class number or a name) -> its name."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return plasticc.class_name(int(value)) if math.isfinite(value) else "unknown"
+    return str(value)
 
 
 def _plain(value: Any) -> Any:

@@ -300,6 +300,7 @@ async function loadRanking() {
     body.append(tr);
   }
   body.dataset.rows = rows.length;
+  body.dataset.query = query.toString(); // which filters the rows on screen answer
 }
 
 function switchView(name) {

@@ -146,10 +146,11 @@ class EvalConfig:
         "feature_forest",
     )
     fusion: tuple[str, ...] = (
+        "latent_mahalanobis:1",
         "latent_knn:1",
-        "recon_chi2:1",
-        "classifier:2",
+        "classifier:3",
         "feature_mahalanobis:1",
+        "recon_chi2:2",
     )
     # Neighbours averaged by the k-nearest-neighbour components.
     knn_neighbours: int = 10

@@ -32,11 +32,12 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import losses, runs, streaming
+from plasticc_jax import losses, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config, ModelConfig, TrainConfig
-from plasticc_jax.dataset import LightCurveArrays, load_split, read_stats
+from plasticc_jax.dataset import LightCurveArrays, load_split, read_manifest, read_stats
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.models import Vae, compute_dtype
 from plasticc_jax.runs import Progress
 
@@ -279,12 +280,22 @@ def train(config: Config, workdir: Path) -> Path:
     Raises:
         UserError: no prepared dataset, a dataset that does not match the config, a run
             directory of a different model, or a diverged training (`TrainingDiverged`).
+        FolderBusy: another process writes the run directory or the dataset.
     """
     config_lib.require_resolved(config)
     workdir = Path(workdir)
+    run_dir, dataset_dir = workdir / config.run_path, workdir / config.data.dataset_dir
+    runs.check_run_dir(run_dir, [dataset_dir, workdir / config.data.raw_dir])
+    # One train per run directory; no prepare rewrites the dataset meanwhile.
+    with folder_lock(run_dir, "train"), folder_lock(dataset_dir, "train", shared=True):
+        return _train(config, workdir)
+
+
+def _train(config: Config, workdir: Path) -> Path:
     tc = config.train
     dataset_dir = workdir / config.data.dataset_dir
     run_dir = workdir / config.run_path
+    provenance.check_dataset_config(dataset_dir, read_manifest(dataset_dir), config)
     train_arrays = _load_split(dataset_dir, "train", config)
     val_arrays = _load_split(dataset_dir, "val", config)
     stats = read_stats(dataset_dir)

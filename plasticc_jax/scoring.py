@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 # What the detector needs from the VAE, per object.
 OUTPUT_KEYS: tuple[str, ...] = ("mu", "logvar", "recon_nll", "n_observed", "kl", "chi2")
+# Why an object that was gridded could still not be scored (`score` rejects it with this).
+NON_FINITE_OUTPUT = "non-finite VAE output (extreme input values)"
+NAN_SCORE = "anomaly score is NaN"
 
 
 def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -64,6 +67,16 @@ def vae_outputs(
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
     keys = (*OUTPUT_KEYS, "mean", "sigma") if reconstruction else OUTPUT_KEYS
     return {key: out[key] for key in keys}
+
+
+def finite_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: objects whose VAE outputs (`OUTPUT_KEYS`) are all finite. The detector cannot
+    score the others (a NaN latent stops the forest), so they are rejected, not scored."""
+    ok = np.ones(len(outputs["mu"]), bool)
+    for key in OUTPUT_KEYS:
+        values = np.asarray(outputs[key])
+        ok &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    return ok
 
 
 def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]:

@@ -100,6 +100,7 @@ def _load_run(run_dir: Path) -> tuple[TrainedVae, AnomalyDetector]:
         UserError: an incomplete or unevaluated run, a detector file missing or damaged, a
             detector fitted on another checkpoint, an unreadable run file.
     """
+    runs.read_config(run_dir)  # first: a folder that is no run at all says so
     provenance.require_complete(run_dir)
     record = provenance.check_detector_files(run_dir)
     vae = load_vae(run_dir)

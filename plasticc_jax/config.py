@@ -36,6 +36,19 @@ class InvalidConfig(ConfigError):
 # Which files of data.raw_dir prepare reads (see `DataConfig.inputs`).
 INPUT_SELECTIONS: tuple[str, ...] = ("train", "test", "all")
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+# The detector's components (`plasticc_jax.components.COMPONENTS`, named here so that checking a
+# config imports no scikit-learn).
+COMPONENT_NAMES: tuple[str, ...] = (
+    "latent_knn",
+    "latent_mahalanobis",
+    "latent_forest",
+    "head_maxprob",
+    "recon_chi2",
+    "classifier",
+    "feature_mahalanobis",
+    "feature_knn",
+    "feature_forest",
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,9 @@ class ModelConfig:
     hidden: tuple[int, ...] = (512, 256)
     # Floor of the decoder's extra (model) scatter, in scaled-flux units.
     min_model_sigma: float = 0.01
+    # A classification head on the latent mean, trained on the known classes' labels with the
+    # VAE objective (False: the unsupervised VAE of the seed pipeline).
+    classifier_head: bool = True
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,9 @@ class TrainConfig:
     kl_warmup_epochs: float = 5.0
     # Epochs without a val-loss improvement before training stops.
     patience: int = 8
+    # Weight of the classification head's class-balanced cross-entropy (nats per object) added to
+    # the negative ELBO per observed value; ignored without a head.
+    classification_weight: float = 1.0
     # Seed of the initial weights, the sampling noise and the batch order.
     seed: int = 0
     # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).
@@ -139,23 +158,40 @@ class TrainConfig:
 class EvalConfig:
     """The anomaly detector, its calibration, the metrics and the report."""
 
-    # Isolation Forest: trees, and objects drawn per tree.
+    # The detector's components (plasticc_jax.components) fitted and reported, and the fusion:
+    # "component:weight" for those fused into anomaly_score. The weights are the leave-one-class-
+    # out validation's choice (`plasticc-jax validate`, docs/evaluation.md).
+    components: tuple[str, ...] = COMPONENT_NAMES
+    fusion: tuple[str, ...] = (
+        "latent_knn:1",
+        "recon_chi2:1",
+        "classifier:2",
+        "feature_mahalanobis:1",
+    )
+    # Neighbours averaged by the k-nearest-neighbour components.
+    knn_neighbours: int = 10
+    # Boosting iterations of the classifier component (gradient-boosted trees).
+    classifier_iterations: int = 50
+    # Isolation Forests: trees, and objects drawn per tree.
     n_estimators: int = 300
     max_samples: int = 256
     # Threshold calibrated on the val split of known classes for this false-positive rate.
     target_fpr: float = 0.01
+    # The train split's known objects are scored by components fitted without them, in this many
+    # folds (they were fitted on them); 0 scores them in-sample.
+    cross_fit_folds: int = 5
     # Realistic-rate metrics: anomalies subsampled to this fraction of the test split, n_draws
     # times.
     realistic_anomaly_rate: float = 0.01
     n_draws: int = 20
+    # Bootstrap resamples for the 95% intervals of the per-class AUROC.
+    n_bootstrap: int = 1000
     # Objects per compiled batch wherever the model runs without training: validation during
     # training, evaluate, score and the inference API.
     batch_size: int = 4096
-    # Fusion weights of the rank-normalised (forest, recon, kl, chi2) scores; see anomaly.py.
-    fusion_weights: tuple[float, ...] = (0.5, 0.0, 0.0, 0.5)
     # Draw the UMAP of the latent means (slow to import) in the report.
     umap: bool = True
-    # Also score with the baseline (forest on hand-crafted light-curve features).
+    # Also score with the baseline (a forest on the light-curve package's features alone).
     baselines: bool = True
     # Seed of the forests and of the realistic-rate draws.
     seed: int = 0
@@ -381,7 +417,13 @@ def validate(config: Config) -> None:
     positive_int("train.patience", train.patience)
     number("train.learning_rate", train.learning_rate, 1e-300, inf, "must be positive")
     number("train.clip_norm", train.clip_norm, 1e-300, inf, "must be positive")
-    for key in ("warmup_epochs", "weight_decay", "beta", "kl_warmup_epochs"):
+    for key in (
+        "warmup_epochs",
+        "weight_decay",
+        "beta",
+        "kl_warmup_epochs",
+        "classification_weight",
+    ):
         number(f"train.{key}", getattr(train, key), 0.0, inf, "must be zero or positive")
     seed("train.seed", train.seed)
     need(
@@ -391,13 +433,53 @@ def validate(config: Config) -> None:
         f"choose one of {', '.join(COMPUTE_DTYPES)}",
     )
 
-    for key in ("n_estimators", "max_samples", "n_draws", "batch_size"):
+    for key in (
+        "n_estimators",
+        "max_samples",
+        "n_draws",
+        "batch_size",
+        "knn_neighbours",
+        "classifier_iterations",
+    ):
         positive_int(f"eval.{key}", getattr(ev, key))
+    folds = ev.cross_fit_folds
+    ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or folds >= 2)
+    need(ok, "eval.cross_fit_folds", folds, "must be 0 (in-sample) or at least 2")
+    seed("eval.n_bootstrap", ev.n_bootstrap)
+    unknown = [c for c in ev.components if c not in COMPONENT_NAMES]
+    need(
+        not unknown,
+        "eval.components",
+        ",".join(ev.components),
+        f"{', '.join(unknown)} not a component (choose from {', '.join(COMPONENT_NAMES)})",
+    )
+    need(
+        _fusion_ok(ev.fusion),
+        "eval.fusion",
+        ",".join(ev.fusion),
+        "must be component:weight items, weights zero or positive and one positive, components "
+        f"from {', '.join(COMPONENT_NAMES)}",
+    )
     for key in ("target_fpr", "realistic_anomaly_rate"):
         number(f"eval.{key}", getattr(ev, key), 1e-300, 1.0 - 1e-12, "must be in (0, 1)")
     seed("eval.seed", ev.seed)
     if problems:
         raise InvalidConfig(problems)
+
+
+def _fusion_ok(spec: tuple[str, ...]) -> bool:
+    """Whether `eval.fusion` reads as `detector.parse_fusion` wants it."""
+    weights = []
+    for item in spec:
+        name, _, value = str(item).partition(":")
+        try:
+            weight = float(value) if value else 1.0
+        except ValueError:
+            return False
+        if name.strip() not in COMPONENT_NAMES or not 0.0 <= weight < math.inf:
+            return False
+        weights.append(weight)
+    return sum(weights) > 0.0
 
 
 def to_dict(config: Config) -> dict[str, Any]:

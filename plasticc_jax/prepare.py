@@ -38,9 +38,8 @@ from plasticc_jax.io_utils import (
 log = logging.getLogger(__name__)
 
 # Bumped when the meaning of the output changes (grid, features, what is rejected), so old
-# datasets are rebuilt.
-PREPARE_VERSION = 2
-STD_FLOOR = 1e-3  # below this a feature is treated as constant (std 1: centred, not scaled)
+# datasets are rebuilt (2: the detection features; 3: the input validation's rejections).
+PREPARE_VERSION = 3
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 _TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
@@ -82,30 +81,29 @@ def split_objects(
     return codes, reasons
 
 
-class _RunningStats:
-    """Mean and variance of feature rows, merged chunk by chunk (Chan et al.) in float64."""
+class _TrainFeatures:
+    """The train split's feature rows, kept for its quantiles (`FeatureStats.fit`).
 
-    def __init__(self, n_features: int) -> None:
+    The train split holds labelled objects only, thousands for PLAsTiCC; beyond `MAX_ROWS` every
+    k-th row is kept, so memory stays bounded and the result does not depend on chunking.
+    """
+
+    MAX_ROWS = 200_000
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
         self.count = 0
-        self.mean = np.zeros(n_features)
-        self.m2 = np.zeros(n_features)
 
     def update(self, features: np.ndarray) -> None:
-        if not len(features):
-            return
-        values = features.astype(np.float64)
-        n, mean = len(values), values.mean(axis=0)
-        m2 = ((values - mean) ** 2).sum(axis=0)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
-        self.count = total
+        self.parts.append(features)
+        self.count += len(features)
+        kept = sum(len(p) for p in self.parts)
+        if kept > 2 * self.MAX_ROWS:
+            self.parts = [np.concatenate(self.parts)[::2]]
 
     def result(self, names: tuple[str, ...]) -> FeatureStats:
-        std = np.sqrt(self.m2 / max(self.count, 1))
-        std = np.where(std < STD_FLOOR, 1.0, std)
-        return FeatureStats(names, self.mean.astype(np.float32), std.astype(np.float32))
+        rows = np.concatenate(self.parts) if self.parts else np.zeros((0, len(names)))
+        return FeatureStats.fit(names, rows)
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -122,7 +120,7 @@ class _ShardWriter:
     """Buffers one split's objects and writes `shards/<split>-<index>.npz` of a fixed size."""
 
     def __init__(
-        self, out: Path, split: str, shard_objects: int, stats: _RunningStats | None = None
+        self, out: Path, split: str, shard_objects: int, stats: _TrainFeatures | None = None
     ) -> None:
         self.out, self.split, self.size = out, split, max(int(shard_objects), 1)
         # Statistics are merged shard by shard: shards do not depend on the chunk size, so
@@ -311,7 +309,7 @@ def _build(
     sorted_ids = metadata["object_id"].to_numpy()[order]
     sorted_codes = codes[order]
 
-    stats = _RunningStats(len(FEATURE_NAMES))
+    stats = _TrainFeatures()
     writers = {
         s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None) for s in SPLITS
     }

@@ -85,13 +85,22 @@ def data_differences(prepared: Mapping[str, Any], data: DataConfig, whose: str) 
 
 
 def check_dataset_config(dataset_dir: Path, manifest: Mapping[str, Any], config: Config) -> None:
-    """A dataset must have been prepared with the data settings of the config that uses it.
+    """A dataset must have been prepared with the data settings of the config that uses it
+    (known classes may be left out).
 
     Raises:
         UserError: the settings differ (the message names each one).
     """
     prepared = manifest.get("config", {}).get("data", {})
-    differences = data_differences(prepared, config.data, "this config")
+    data = config.data
+    # A run may leave known classes out (the validation folds do): they become anomalies.
+    left_out = set(prepared.get("known_classes", data.known_classes)) - set(data.known_classes)
+    if left_out and set(data.known_classes) <= set(prepared.get("known_classes", ())):
+        anomalies = tuple(c for c in data.anomaly_classes if c not in left_out)
+        data = dataclasses.replace(
+            data, known_classes=tuple(prepared["known_classes"]), anomaly_classes=anomalies
+        )
+    differences = data_differences(prepared, data, "this config")
     if differences:
         raise UserError(
             f"{dataset_dir} was prepared with other data settings ({listing(differences, 4)}): "
@@ -125,10 +134,11 @@ def check_run_dataset(
     record = trained_on(run_dir)
     if record is None:
         run_stats, data_stats = Path(run_dir) / "stats.json", Path(dataset_dir) / "stats.json"
-        if run_stats.is_file() and data_stats.is_file():
-            same = run_stats.read_bytes() == data_stats.read_bytes()
-        else:
-            same = False
+        same = (
+            run_stats.is_file()
+            and data_stats.is_file()
+            and _read_json(run_stats) == _read_json(data_stats)
+        )
         if not same:
             raise UserError(
                 f"{dataset_dir} is not the dataset {run_dir} was trained on (its stats.json "

@@ -3,7 +3,8 @@
 Layout of `runs/<name>-<tag>/` (`Config.run_path`):
 
 - `config.json`: the resolved config the run was trained with (`read_config`); `stats.json`: the
-  feature statistics of its dataset. Together they say how to grid and normalise new data.
+  feature statistics of the objects it was trained on (the dataset's train split, less any class
+  the config leaves out). Together they say how to grid and normalise new data.
 - `metrics.jsonl`: one line of training metrics per epoch.
 - `checkpoints/`: Orbax steps (`checkpoints.CheckpointStore`); each holds the parameters, the
   optimizer state and the run's `Progress`.
@@ -19,6 +20,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 from plasticc_jax import config as config_lib
 from plasticc_jax import provenance
 from plasticc_jax.config import Config, TrainConfig
+from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_write_text
 
@@ -46,7 +49,7 @@ RUN_FILES: tuple[str, ...] = (
     "metrics.md",
     "report.md",
 )
-RUN_FOLDERS: tuple[str, ...] = ("checkpoints", "models", "reports")
+RUN_FOLDERS: tuple[str, ...] = ("checkpoints", "models", "reports", "validation")
 
 
 @dataclass
@@ -161,7 +164,13 @@ def protected_paths(run_dir: Path) -> tuple[list[Path], list[Path]]:
     return [run_dir / n for n in RUN_FILES], [run_dir / n for n in RUN_FOLDERS]
 
 
-def check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
+def check_resumable(
+    run_dir: Path,
+    config: Config,
+    stats: FeatureStats,
+    dataset_dir: Path,
+    manifest: Mapping[str, Any],
+) -> None:
     """A run directory with checkpoints must match the model, the data and its statistics.
 
     Raises:
@@ -183,25 +192,31 @@ def check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
             log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
     stats_path = run_dir / "stats.json"
     record = provenance.trained_on(run_dir)
-    fingerprint = json.loads((dataset_dir / "manifest.json").read_text()).get("fingerprint")
-    changed = record is not None and record.get("fingerprint") != fingerprint
-    if changed or (
-        stats_path.is_file() and stats_path.read_text() != (dataset_dir / "stats.json").read_text()
-    ):
+    changed = record is not None and record.get("fingerprint") != manifest.get("fingerprint")
+    if changed or (stats_path.is_file() and stats_path.read_text() != _stats_text(stats)):
         raise UserError(
             f"{dataset_dir} was prepared again since {run_dir} started (its "
-            f"{'fingerprint' if changed else 'stats.json'} differs): delete the run directory to "
-            "train on the new dataset"
+            f"{'fingerprint' if changed else 'feature statistics'} differ): delete the run "
+            "directory to train on the new dataset"
         )
 
 
-def write_run_files(run_dir: Path, config: Config, dataset_dir: Path) -> None:
-    """`config.json`, `stats.json` (copied from the dataset) and `provenance.json` (the dataset's
-    fingerprint) at the start of training."""
+def _stats_text(stats: FeatureStats) -> str:
+    return json.dumps(stats.to_json(), indent=2) + "\n"
+
+
+def write_run_files(
+    run_dir: Path,
+    config: Config,
+    stats: FeatureStats,
+    dataset_dir: Path,
+    manifest: Mapping[str, Any],
+) -> None:
+    """`config.json`, `stats.json` (the statistics of the objects trained on) and
+    `provenance.json` (the dataset's fingerprint) at the start of training."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save_config(config, run_dir / "config.json")
-    atomic_write_text(run_dir / "stats.json", (dataset_dir / "stats.json").read_text())
-    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    atomic_write_text(run_dir / "stats.json", _stats_text(stats))
     provenance.record_training(run_dir, dataset_dir, manifest)
 
 

@@ -30,8 +30,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import gridding, provenance, readers, runs, scoring
-from plasticc_jax.anomaly import AnomalyDetector
 from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.detector import Detector
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
@@ -65,20 +65,21 @@ def rejected_path(output: Path) -> Path:
 
 
 def _table(
-    vae: TrainedVae, detector: AnomalyDetector, arrays: LightCurveArrays
+    vae: TrainedVae, detector: Detector, arrays: LightCurveArrays
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The score table of gridded objects (without `rank`), labelled by the run's protocol, and
-    the objects that could not be scored (non-finite VAE outputs, a NaN score) with the reason:
-    no NaN score reaches the table."""
+    the objects that could not be scored (non-finite VAE outputs or features, a NaN score) with
+    the reason: no NaN score reaches the table."""
     arrays = arrays.with_anomalies(vae.config.data.anomaly_classes)
-    outputs = scoring.vae_outputs(vae, arrays, vae.config.eval.batch_size)
+    outputs = scoring.model_outputs(vae, arrays, vae.config.eval.batch_size)
     finite = scoring.finite_outputs(outputs)
     unscorable = [(arrays.object_id[~finite], scoring.NON_FINITE_OUTPUT)]
     if not finite.all():
         arrays = arrays.take(np.flatnonzero(finite))
         outputs = {key: values[finite] for key, values in outputs.items()}
     objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
-    frame = scoring.score_table(objects, detector)
+    evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
+    frame = scoring.score_table(objects, detector.score(evidence), detector)
     nan = np.isnan(frame["anomaly_score"].to_numpy(np.float64))
     if nan.any():
         unscorable.append((frame["object_id"].to_numpy()[nan], scoring.NAN_SCORE))
@@ -93,7 +94,7 @@ def _table(
     return frame, rejected
 
 
-def _load_run(run_dir: Path) -> tuple[TrainedVae, AnomalyDetector]:
+def _load_run(run_dir: Path) -> tuple[TrainedVae, Detector]:
     """The run's VAE and detector, after checking that they belong together.
 
     Raises:
@@ -106,7 +107,7 @@ def _load_run(run_dir: Path) -> tuple[TrainedVae, AnomalyDetector]:
     vae = load_vae(run_dir)
     provenance.check_checkpoint(run_dir, record, vae.epoch, vae.params)
     try:
-        detector = AnomalyDetector.load(run_dir / "models")
+        detector = Detector.load(run_dir / "models")
     except UserError:
         raise
     except Exception as error:  # e.g. a file of another scikit-learn version

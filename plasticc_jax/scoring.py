@@ -1,12 +1,15 @@
-"""The one scoring path, shared by `evaluate` and `score`: VAE outputs, detector, score table.
+"""The one scoring path, shared by `evaluate` and `score`: model outputs, evidence, score table.
 
-`vae_outputs` runs the trained VAE once over gridded objects and returns what the detector needs
-per object; `score_table` turns those outputs, with the objects' labels, into the table both
-stages write, one row per object:
+`model_outputs` runs the trained VAE once over gridded objects; `evidence` assembles what the
+detector reads (`components.Evidence`); `score_table` turns the outputs and the detector's columns,
+with the objects' labels, into the table both stages write, one row per object:
 
-- `object_id`, `split`, `target`, `class_name`, `is_anomaly`: who the object is;
-- `mu_0 ... mu_{L-1}`, `mean_logvar`, `recon_nll`, `n_observed`: the VAE's outputs;
-- the detector's named score columns (`AnomalyDetector.score`; higher = more anomalous);
+- `object_id`, `split`, `target`, `class_name`, `is_anomaly`: who the object is (labels are
+  copied where the input has them; they never enter a score);
+- `mu_0 ... mu_{L-1}`, `mean_logvar`, `recon_nll`, `n_observed`, `chi2_per_cell`: the VAE;
+- `CONTEXT_COLUMNS`: a few of the object's features, for filtering and review;
+- one calibrated column per detector component (`-log10` of its val known tail probability);
+- `nearest_class`, `nearest_class_name`, `nearest_class_prob`: the most probable known class;
 - `anomaly_score` (the detector's final score), `rank` (1 = most anomalous among the objects
   ranked together, ties in table order; `insert_rank`), `flagged` (above the run's threshold).
 """
@@ -18,16 +21,36 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from plasticc_jax import plasticc
-from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.components import Evidence
+from plasticc_jax.dataset import FeatureStats, LightCurveArrays
+from plasticc_jax.gridding import FEATURE_NAMES
 
 if TYPE_CHECKING:
-    from plasticc_jax.anomaly import AnomalyDetector
+    from plasticc_jax.detector import Detector
     from plasticc_jax.encoder import TrainedVae
 
-# What the detector needs from the VAE, per object.
-OUTPUT_KEYS: tuple[str, ...] = ("mu", "logvar", "recon_nll", "n_observed", "kl", "chi2")
+# What the score table and the detector need from the VAE, per object.
+OUTPUT_KEYS: tuple[str, ...] = (
+    "mu",
+    "logvar",
+    "recon_nll",
+    "n_observed",
+    "kl",
+    "chi2",
+    "probabilities",
+)
+# Features copied into the score table (what an expert filters and reads first).
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "is_galactic",
+    "hostgal_photoz",
+    "peak_abs_mag",
+    "log10_peak_snr",
+    "rise_days",
+    "fall_days",
+)
 # Why an object that was gridded could still not be scored (`score` rejects it with this).
 NON_FINITE_OUTPUT = "non-finite VAE output (extreme input values)"
 NAN_SCORE = "anomaly score is NaN"
@@ -45,14 +68,14 @@ def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) 
     return z2.sum(axis=(1, 2), dtype=np.float64) / np.maximum(observed.sum(axis=(1, 2)), 1)
 
 
-def vae_outputs(
+def model_outputs(
     vae: TrainedVae,
     arrays: LightCurveArrays,
     batch_size: int | None = None,
     *,
     reconstruction: bool = False,
 ) -> dict[str, np.ndarray]:
-    """One pass of the VAE over gridded objects: `TrainedVae.evaluate` plus `chi2`.
+    """One pass of the VAE over gridded objects.
 
     Args:
         vae: the trained VAE; arrays: the gridded objects.
@@ -61,22 +84,46 @@ def vae_outputs(
 
     Returns:
         `mu`, `logvar` (n, L); `recon_nll`, `n_observed`, `kl`, `chi2` (`reduced_chi2`) (n,);
-        with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
+        `probabilities` (n, C) of the head's known classes ((n, 0) without a head); `features`
+        (n, F) the raw features; with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
     """
     out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
-    keys = (*OUTPUT_KEYS, "mean", "sigma") if reconstruction else OUTPUT_KEYS
+    logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
+    out["probabilities"] = special.softmax(logits, axis=1).astype(np.float32)
+    out["features"] = np.asarray(arrays.features, np.float32)
+    keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}
 
 
 def finite_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(n,) bool: objects whose VAE outputs (`OUTPUT_KEYS`) are all finite. The detector cannot
-    score the others (a NaN latent stops the forest), so they are rejected, not scored."""
+    """(n,) bool: objects whose VAE outputs (`OUTPUT_KEYS`) are all finite and whose features
+    are finite or NaN (undefined; never infinite). The detector cannot score the others (a NaN
+    latent stops the components), so they are rejected, not scored."""
     ok = np.ones(len(outputs["mu"]), bool)
     for key in OUTPUT_KEYS:
         values = np.asarray(outputs[key])
         ok &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if "features" in outputs:
+        ok &= ~np.isinf(np.asarray(outputs["features"])).any(axis=1)
     return ok
+
+
+def evidence(
+    objects: Mapping[str, np.ndarray], stats: FeatureStats, head_classes: tuple[int, ...]
+) -> Evidence:
+    """What the detector reads, from `model_outputs` (over n objects) and the run's statistics."""
+    features = np.asarray(objects["features"], np.float32)
+    galactic = features[:, FEATURE_NAMES.index("is_galactic")] > 0.5
+    return Evidence(
+        latent=np.asarray(objects["mu"], np.float32),
+        probabilities=np.asarray(objects["probabilities"], np.float32),
+        chi2=np.asarray(objects["chi2"], np.float64),
+        features=stats.normalise(features),
+        raw_features=features,
+        galactic=galactic,
+        head_classes=tuple(head_classes),
+    )
 
 
 def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]:
@@ -89,16 +136,20 @@ def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]
     }
 
 
-def score_table(objects: Mapping[str, np.ndarray], detector: AnomalyDetector) -> pd.DataFrame:
+def score_table(
+    objects: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray], detector: Detector
+) -> pd.DataFrame:
     """The score table without `rank` (see the module docstring for the columns).
 
     Args:
-        objects: per-object arrays over n objects: `object_labels` and `vae_outputs`.
-        detector: the fitted detector; its `score` gives the score columns.
+        objects: per-object arrays over n objects: `object_labels` and `model_outputs`.
+        scores: the detector's columns for them (`Detector.score`, or `Detector.out_of_fold`).
+        detector: the fitted detector (its components and threshold).
     """
-    scores = detector.score(objects)
-    anomaly_score = scores[detector.score_column]
-    mu = objects["mu"]
+    mu, features = objects["mu"], objects["features"]
+    context = {name: features[:, FEATURE_NAMES.index(name)] for name in CONTEXT_COLUMNS}
+    context["is_galactic"] = context["is_galactic"] > 0.5
+    nearest = np.asarray(scores["nearest_class"], np.int64)
     return pd.DataFrame(
         {
             "object_id": objects["object_id"],
@@ -110,9 +161,14 @@ def score_table(objects: Mapping[str, np.ndarray], detector: AnomalyDetector) ->
             "mean_logvar": objects["logvar"].mean(axis=1),
             "recon_nll": objects["recon_nll"],
             "n_observed": objects["n_observed"].astype(np.int64),
-            **scores,
-            "anomaly_score": anomaly_score,
-            "flagged": detector.flag(anomaly_score),
+            "chi2_per_cell": objects["chi2"],
+            **context,
+            **{name: scores[name] for name in detector.names},
+            "nearest_class": nearest,
+            "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
+            "nearest_class_prob": scores["nearest_class_prob"],
+            "anomaly_score": scores["anomaly_score"],
+            "flagged": detector.flag(scores["anomaly_score"]),
         }
     )
 

@@ -21,8 +21,8 @@ import pytest
 from conftest import REAL_DATA, tiny_config
 
 from plasticc_jax import cli, readers, scoring
-from plasticc_jax.anomaly import AnomalyDetector
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest
+from plasticc_jax.detector import Detector
 from plasticc_jax.errors import UserError
 from plasticc_jax.prepare import prepare
 from plasticc_jax.streaming import NO_LIGHTCURVE, NO_METADATA
@@ -163,7 +163,7 @@ def test_prepare_rejects_each_case_and_counts_add_up(corpus, tmp_path):
     prepared = np.concatenate([load_split(out, s).object_id for s in SPLITS])
     assert set(prepared) | set(found) == corpus.input_ids
     features = np.concatenate([load_split(out, s).features for s in SPLITS])
-    assert np.isfinite(features).all()  # nothing absurd reached the tensors
+    assert not np.isinf(features).any()  # nothing absurd reached the tensors (NaN: undefined)
     valid = next(oid for oid, case in corpus.cases.items() if case.endswith("(valid)"))
     assert valid in prepared
 
@@ -184,22 +184,24 @@ def test_score_accounts_for_every_object_with_no_nan(corpus, tiny_run, tmp_path,
     # Two clean objects that the model (a NaN latent) and the detector (a NaN score) cannot
     # score: they must be rejected too, never written with a NaN.
     nan_latent, nan_score = corpus.clean[:2]
-    vae_outputs, detector_score = scoring.vae_outputs, AnomalyDetector.score
+    model_outputs, detector_score = scoring.model_outputs, Detector.score
+    marker = 12345.25  # a chi2 that marks the object whose score is made NaN
 
     def outputs_with_nan(vae, arrays, *args, **kwargs):
-        outputs = vae_outputs(vae, arrays, *args, **kwargs)
+        outputs = model_outputs(vae, arrays, *args, **kwargs)
         outputs["mu"] = np.where((arrays.object_id == nan_latent)[:, None], np.nan, outputs["mu"])
+        outputs["chi2"] = np.where(arrays.object_id == nan_score, marker, outputs["chi2"])
         return outputs
 
-    def score_with_nan(self, objects):
-        scores = detector_score(self, objects)
-        hit = objects["object_id"] == nan_score
+    def score_with_nan(self, evidence):
+        scores = detector_score(self, evidence)
+        hit = evidence.chi2 == marker
         return {
-            k: np.where(hit, np.nan, v) if k == self.score_column else v for k, v in scores.items()
+            k: np.where(hit, np.nan, v) if k == "anomaly_score" else v for k, v in scores.items()
         }
 
-    monkeypatch.setattr(scoring, "vae_outputs", outputs_with_nan)
-    monkeypatch.setattr(AnomalyDetector, "score", score_with_nan)
+    monkeypatch.setattr(scoring, "model_outputs", outputs_with_nan)
+    monkeypatch.setattr(Detector, "score", score_with_nan)
     output = out / "scores.parquet"
     argv = ["score", "--run", str(tiny_run.run_dir), "--lightcurves", str(corpus.lightcurves)]
     assert cli.main([*argv, "--metadata", str(corpus.metadata), "--output", str(output)]) == 0

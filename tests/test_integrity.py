@@ -274,7 +274,7 @@ def test_metrics_and_detector_name_the_checkpoint_and_dataset(tiny_run):
     assert record["dataset"]["fingerprint"] == manifest["fingerprint"]
     assert provenance.trained_on(tiny_run.run_dir)["fingerprint"] == manifest["fingerprint"]
     assert record["threshold"] == tiny_run.detector_params["threshold"]
-    assert set(record["files"]) == {"forest.skops", "anomaly.json"}
+    assert set(record["files"]) == {"detector.json", "detector.npz", "detector.skops"}
     assert not (tiny_run.run_dir / provenance.INCOMPLETE).exists()
 
 
@@ -344,10 +344,11 @@ def _garble_checkpoint(run_dir: Path) -> None:
 
 
 DAMAGE = {
-    "forest.skops damaged": (lambda r: _garble(r / "models/forest.skops"), "forest.skops has"),
-    "forest.skops missing": (lambda r: (r / "models/forest.skops").unlink(), "forest.skops is"),
-    "anomaly.json damaged": (lambda r: _garble(r / "models/anomaly.json"), "anomaly.json has"),
-    "anomaly.json missing": (lambda r: (r / "models/anomaly.json").unlink(), "anomaly.json is"),
+    "detector.skops damaged": (lambda r: _garble(r / "models/detector.skops"), "skops has"),
+    "detector.skops missing": (lambda r: (r / "models/detector.skops").unlink(), "skops is"),
+    "detector.npz damaged": (lambda r: _garble(r / "models/detector.npz"), "npz has"),
+    "detector.json damaged": (lambda r: _garble(r / "models/detector.json"), "json has"),
+    "detector.json missing": (lambda r: (r / "models/detector.json").unlink(), "json is"),
     "stats.json damaged": (lambda r: _garble(r / "stats.json"), "stats.json is damaged"),
     "stats.json missing": (lambda r: (r / "stats.json").unlink(), "stats.json is missing"),
     "config.json damaged": (lambda r: _garble(r / "config.json"), "config.json is damaged"),

@@ -201,8 +201,8 @@ def folder_lock(folder: Path, stage: str, *, shared: bool = False) -> Iterator[N
     if _HELD.get(path) == "exclusive" or (shared and path in _HELD):
         yield  # this process holds it already
         return
-    if shared and not Path(folder).is_dir():
-        yield  # nothing to read there (the reader will say so); no lock file left behind
+    if shared and not Path(folder).is_dir() and not path.exists():
+        yield  # nothing to read there and no writer (the reader will say so); no lock file made
         return
     if not shared:
         path.parent.mkdir(parents=True, exist_ok=True)

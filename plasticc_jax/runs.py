@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Improvements of the val loss smaller than this (nats per observed value) do not reset patience.
 MIN_DELTA = 1e-4
 # Files of a run directory that train and evaluate write (nothing else may write over them), and
-# its folders that only they write into.
+# its folders that only the stages (train, evaluate, validate, review) write into.
 RUN_FILES: tuple[str, ...] = (
     "config.json",
     "stats.json",
@@ -49,7 +49,7 @@ RUN_FILES: tuple[str, ...] = (
     "metrics.md",
     "report.md",
 )
-RUN_FOLDERS: tuple[str, ...] = ("checkpoints", "models", "reports", "validation")
+RUN_FOLDERS: tuple[str, ...] = ("checkpoints", "models", "reports", "validation", "review")
 
 
 @dataclass

@@ -8,6 +8,7 @@ held by another process, kill -9, two prepares and two trains started together).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -244,6 +245,11 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.seed=-1"], "data.seed=-1: must be a non-negative integer"),
         (["--set", "data.inputs=tests"], "data.inputs='tests': choose one of train, test, all"),
         (["--set", "data.anomaly_classes=999"], "999 not a PLAsTiCC class (classes: 6, 15,"),
+        (["--set", "eval.knn_neighbours=0"], "eval.knn_neighbours=0: must be a positive integer"),
+        (["--set", "eval.cross_fit_folds=1"], "eval.cross_fit_folds=1: must be 0 (in-sample) or"),
+        (["--set", "eval.fusion=latent_knn:-1"], "eval.fusion='latent_knn:-1': must be component"),
+        (["--set", "eval.fusion=nothing:1"], "eval.fusion='nothing:1': must be component:weight"),
+        (["--set", "eval.components=latent_knn,nothing"], "nothing not a component (choose"),
     ],
 )
 def test_invalid_config_value_is_one_line(argv, line, capsys):
@@ -276,6 +282,30 @@ def test_metrics_and_detector_name_the_checkpoint_and_dataset(tiny_run):
     assert record["threshold"] == tiny_run.detector_params["threshold"]
     assert set(record["files"]) == {"detector.json", "detector.npz", "detector.skops"}
     assert not (tiny_run.run_dir / provenance.INCOMPLETE).exists()
+
+
+def test_config_knows_every_component():
+    from plasticc_jax import config
+    from plasticc_jax.components import COMPONENTS
+
+    assert set(config.COMPONENT_NAMES) == set(COMPONENTS)
+
+
+def test_a_run_may_leave_known_classes_out_of_its_dataset(tiny_run):
+    from plasticc_jax.validate import fold_config
+
+    manifest = read_manifest(tiny_run.dataset_dir)
+    config = tiny_run.config
+    held_out = config.data.known_classes[0]
+    fold = fold_config(config, held_out, tiny_run.run_dir / "validation" / "fold")
+    provenance.check_dataset_config(tiny_run.dataset_dir, manifest, fold)  # no error
+    added = dataclasses.replace(
+        config.data, known_classes=(*config.data.known_classes, config.data.anomaly_classes[0])
+    )
+    with pytest.raises(UserError, match=r"data\.known_classes: \["):
+        provenance.check_dataset_config(
+            tiny_run.dataset_dir, manifest, dataclasses.replace(config, data=added)
+        )
 
 
 def test_a_dataset_prepared_again_is_refused(tiny_run, tmp_path):

@@ -51,6 +51,9 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "rise_days",
     "fall_days",
 )
+# Why an object that was gridded could still not be scored (`score` rejects it with this).
+NON_FINITE_OUTPUT = "non-finite VAE output (extreme input values)"
+NAN_SCORE = "anomaly score is NaN"
 
 
 def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -91,6 +94,19 @@ def model_outputs(
     out["features"] = np.asarray(arrays.features, np.float32)
     keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}
+
+
+def finite_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: objects whose VAE outputs (`OUTPUT_KEYS`) are all finite and whose features
+    are finite or NaN (undefined; never infinite). The detector cannot score the others (a NaN
+    latent stops the components), so they are rejected, not scored."""
+    ok = np.ones(len(outputs["mu"]), bool)
+    for key in OUTPUT_KEYS:
+        values = np.asarray(outputs[key])
+        ok &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if "features" in outputs:
+        ok &= ~np.isinf(np.asarray(outputs["features"])).any(axis=1)
+    return ok
 
 
 def evidence(

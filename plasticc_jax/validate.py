@@ -45,7 +45,7 @@ from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ def validate(config: Config, workdir: Path) -> Path:
 
     Raises:
         UserError: fewer than three known classes (a fold would leave fewer than two to fit).
+        FolderBusy: another validate of the run is running.
     """
     config_lib.require_resolved(config)
     workdir = Path(workdir)
@@ -205,6 +206,12 @@ def validate(config: Config, workdir: Path) -> Path:
         )
     out = config.run_path / "validation"
     (workdir / out).mkdir(parents=True, exist_ok=True)
+    with folder_lock(workdir / out, "validate"):  # one validate of a run at a time
+        return _validate(config, workdir, out)
+
+
+def _validate(config: Config, workdir: Path, out: Path) -> Path:
+    known = config.data.known_classes
     start = time.perf_counter()
     parts = []
     for held_out in known:

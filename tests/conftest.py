@@ -52,6 +52,14 @@ from plasticc_jax import config as config_lib  # noqa: E402
 from plasticc_jax.synthetic import write_synthetic  # noqa: E402
 
 N_OBJECTS = 400
+# The shared copy of the real PLAsTiCC training set beside the checkout, or the mirror; tests
+# that use it skip when it is absent. Never copied into the repository.
+REAL_DATA = Path(
+    os.environ.get(
+        "PLASTICC_JAX_MIRROR",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "plasticc_snmachine",
+    )
+)
 SHARED = SESSION / "project"  # the shared project folder
 _SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run"})
 _BUILD_TIMEOUT_S = 600

@@ -79,7 +79,7 @@ def _table(
         outputs = {key: values[finite] for key, values in outputs.items()}
     objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
     evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
-    frame = scoring.score_table(objects, detector.score(evidence), detector)
+    frame = scoring.score_table(objects, detector.score(evidence, fused_only=True), detector)
     nan = np.isnan(frame["anomaly_score"].to_numpy(np.float64))
     if nan.any():
         unscorable.append((frame["object_id"].to_numpy()[nan], scoring.NAN_SCORE))

@@ -90,7 +90,9 @@ def model_outputs(
     out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
     logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
-    out["probabilities"] = special.softmax(logits, axis=1).astype(np.float32)
+    out["probabilities"] = (
+        special.softmax(logits, axis=1) if logits.shape[1] else logits
+    ).astype(np.float32)
     out["features"] = np.asarray(arrays.features, np.float32)
     keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}
@@ -144,7 +146,8 @@ def score_table(
     Args:
         objects: per-object arrays over n objects: `object_labels` and `model_outputs`.
         scores: the detector's columns for them (`Detector.score`, or `Detector.out_of_fold`).
-        detector: the fitted detector (its components and threshold).
+        detector: the fitted detector (its components and threshold); a component missing from
+            `scores` (`Detector.score(fused_only=True)`) has no column.
     """
     mu, features = objects["mu"], objects["features"]
     context = {name: features[:, FEATURE_NAMES.index(name)] for name in CONTEXT_COLUMNS}
@@ -163,7 +166,7 @@ def score_table(
             "n_observed": objects["n_observed"].astype(np.int64),
             "chi2_per_cell": objects["chi2"],
             **context,
-            **{name: scores[name] for name in detector.names},
+            **{name: scores[name] for name in detector.names if name in scores},
             "nearest_class": nearest,
             "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
             "nearest_class_prob": scores["nearest_class_prob"],

@@ -150,9 +150,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _builder is not None and _builder.poll() is None:  # interrupted session
-        _builder.kill()
-        _builder.wait()
+    if _builder is not None:
+        # The process that started the build may run out of tests first (an xdist worker whose
+        # files use no shared project): it waits for the build that the others wait on. Ctrl-C
+        # reaches the builder too (same process group), so an interrupted session ends at once.
+        try:
+            _builder.wait(timeout=_BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _builder.kill()
+            _builder.wait()
     if _OWNER:  # the xdist controller, or pytest without xdist
         shutil.rmtree(SESSION, ignore_errors=True)
 

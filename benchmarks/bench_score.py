@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
         def detect(outputs: dict[str, np.ndarray]) -> np.ndarray:
             evidence = scoring.evidence(outputs, vae.stats, vae.encoder.classes)
-            return detector.score(evidence)["anomaly_score"]
+            return detector.score(evidence, fused_only=True)["anomaly_score"]
 
         for batch in batch_sizes:
 

@@ -285,8 +285,10 @@ class Classifier(Component):
         self.classes = np.zeros(0, np.int64)
         self.columns = np.zeros(0, np.int64)
         self.model: HistGradientBoostingClassifier | None = None
+        self._last: tuple[Evidence, np.ndarray] | None = None
 
     def fit(self, evidence: Evidence, labels: np.ndarray) -> Component:
+        self._last = None
         self.classes = np.unique(labels)
         x = evidence.raw_features
         # Features constant or undefined on every fitting object (the distance of a galactic
@@ -309,12 +311,19 @@ class Classifier(Component):
         return self
 
     def probabilities(self, evidence: Evidence) -> np.ndarray:
-        """(n, len(classes)) probabilities of the known classes fitted here."""
+        """(n, len(classes)) probabilities of the known classes fitted here.
+
+        The last batch's are kept: the detector asks for the score and for the nearest class of
+        the same batch, and the trees' prediction is most of its time.
+        """
         if self.model is None:
             return np.ones((len(evidence), max(self.classes.size, 1)))
         if not len(evidence):
             return np.zeros((0, self.classes.size))
-        return self.model.predict_proba(evidence.raw_features[:, self.columns])
+        if self._last is None or self._last[0] is not evidence:
+            p = self.model.predict_proba(evidence.raw_features[:, self.columns])
+            self._last = (evidence, p)
+        return self._last[1]
 
     def score(self, evidence: Evidence) -> np.ndarray:
         return 1.0 - self.probabilities(evidence).max(axis=1)

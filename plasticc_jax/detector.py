@@ -245,17 +245,7 @@ class Detector:
         Args:
             names: the components to score (default: all of them).
         """
-        names = tuple(self.names if names is None else names)
-        groups = route(self.components, evidence.galactic)
-        out = {name: np.zeros(len(evidence)) for name in names}
-        with single_threaded():
-            for group, fitted in self.components.items():
-                rows = np.flatnonzero(groups == group)
-                if rows.size:
-                    part = evidence.take(rows)
-                    for name in names:
-                        out[name][rows] = fitted[name].score(part)
-        return out
+        return self._score_groups(evidence, self.names if names is None else names)[0]
 
     def calibrated(
         self, raw: Mapping[str, np.ndarray], groups: np.ndarray
@@ -284,39 +274,57 @@ class Detector:
         """(n,) each object's most probable known class and (n,) its probability, from the
         `classifier` component where fitted, else from the VAE's head (-1 and NaN without
         either)."""
+        return self._score_groups(evidence, ())[1:]
+
+    def _nearest(
+        self, fitted: Mapping[str, Component], part: Evidence
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(classes, probabilities) of `part`'s most probable known class, or None."""
+        classifier = fitted.get(Classifier.name)
+        if isinstance(classifier, Classifier):
+            p, classes = classifier.probabilities(part), classifier.classes
+        elif self.head_classes:
+            head = fitted.get("head_maxprob")
+            columns = getattr(head, "columns", np.arange(len(self.head_classes)))
+            p = part.probabilities[:, columns]
+            p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+            classes = np.asarray(self.head_classes)[columns]
+        else:
+            return None
+        return np.asarray(classes)[p.argmax(axis=1)], p.max(axis=1)
+
+    def _score_groups(
+        self, evidence: Evidence, names: Iterable[str]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Raw scores of the components `names`, nearest class and its probability, each object
+        scored by its group's components, one batch per group."""
+        names = tuple(names)
         groups = route(self.components, evidence.galactic)
+        raw = {name: np.zeros(len(evidence)) for name in names}
         best = np.full(len(evidence), -1, np.int64)
         prob = np.full(len(evidence), np.nan)
-        for group, fitted in self.components.items():
-            rows = np.flatnonzero(groups == group)
-            if not rows.size:
-                continue
-            part = evidence.take(rows)
-            classifier = fitted.get(Classifier.name)
-            if isinstance(classifier, Classifier):
-                with single_threaded():
-                    p, classes = classifier.probabilities(part), classifier.classes
-            elif self.head_classes:
-                head = fitted.get("head_maxprob")
-                columns = getattr(head, "columns", np.arange(len(self.head_classes)))
-                p = part.probabilities[:, columns]
-                p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
-                classes = np.asarray(self.head_classes)[columns]
-            else:
-                continue
-            best[rows] = np.asarray(classes)[p.argmax(axis=1)]
-            prob[rows] = p.max(axis=1)
-        return best, prob
+        with single_threaded():
+            for group, fitted in self.components.items():
+                rows = np.flatnonzero(groups == group)
+                if not rows.size:
+                    continue
+                part = evidence.take(rows)
+                for name in names:
+                    raw[name][rows] = fitted[name].score(part)
+                nearest = self._nearest(fitted, part)
+                if nearest is not None:
+                    best[rows], prob[rows] = nearest
+        return raw, best, prob
 
     def score(self, evidence: Evidence, fused_only: bool = False) -> dict[str, np.ndarray]:
         """The detector's columns of the score table, each (n,): every fitted component's
         calibrated score (named after it; with `fused_only`, only those in the fusion: what
         `anomaly_score` needs, for speed), `anomaly_score`, `nearest_class`,
         `nearest_class_prob`."""
+        names = [n for n in self.names if n in self.weights] if fused_only else self.names
+        raw, nearest, prob = self._score_groups(evidence, names)
         groups = route(self.components, evidence.galactic)
-        names = [n for n in self.names if n in self.weights] if fused_only else None
-        tails = self.calibrated(self.raw_scores(evidence, names), groups)
-        nearest, prob = self.nearest_class(evidence)
+        tails = self.calibrated(raw, groups)
         return {
             **tails,
             "anomaly_score": self.final_score(self.fuse(tails), groups),

@@ -90,9 +90,9 @@ def model_outputs(
     out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
     logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
-    out["probabilities"] = (
-        special.softmax(logits, axis=1) if logits.shape[1] else logits
-    ).astype(np.float32)
+    out["probabilities"] = (special.softmax(logits, axis=1) if logits.shape[1] else logits).astype(
+        np.float32
+    )
     out["features"] = np.asarray(arrays.features, np.float32)
     keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}

@@ -43,6 +43,21 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_dask_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on a Dask cluster: its scheduler (tcp://host:8786), a scheduler file (.json), "
+        "or local:N for N worker processes on this machine (README: Beyond one machine)",
+    )
+    parser.add_argument(
+        "--part-mb",
+        type=float,
+        default=None,
+        help="with --dask: MB of plain CSV per task (default 64; a gzip file is one task)",
+    )
+
+
 def build_config(args: argparse.Namespace) -> config_lib.Config:
     config = config_lib.load_preset(args.config)
     overrides = list(args.overrides)
@@ -63,7 +78,10 @@ def make_parser() -> argparse.ArgumentParser:
         ("train", "train the VAE and write a run directory with checkpoints"),
         ("evaluate", "encode, fit the Isolation Forest, write scores, metrics and figures"),
     ]:
-        _add_config_args(commands.add_parser(name, help=text, description=text))
+        stage = commands.add_parser(name, help=text, description=text)
+        _add_config_args(stage)
+        if name == "prepare":
+            _add_dask_args(stage)
 
     score = commands.add_parser("score", help="score new light-curve files with a trained run")
     score.add_argument("--run", type=Path, required=True, help="run directory of a trained model")
@@ -71,6 +89,7 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata CSV(.gz)")
     score.add_argument("--output", type=Path, required=True, help="output table (.parquet/.csv)")
     score.add_argument("--workers", type=int, default=None, help="threads gridding the input")
+    _add_dask_args(score)
 
     doctor = commands.add_parser("doctor", help="report JAX, its backend and devices; test each")
     doctor.add_argument("--expect-gpu", action="store_true", help="fail unless JAX sees a GPU")
@@ -87,7 +106,15 @@ def run(args: argparse.Namespace) -> int:
         from plasticc_jax.score import score
 
         log_backend()
-        score(args.run, args.lightcurves, args.metadata, args.output, workers=args.workers)
+        score(
+            args.run,
+            args.lightcurves,
+            args.metadata,
+            args.output,
+            workers=args.workers,
+            dask=args.dask,
+            part_mb=args.part_mb,
+        )
         return 0
 
     config = build_config(args)
@@ -103,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "prepare":
         from plasticc_jax.prepare import prepare
 
-        prepare(config, workdir)
+        prepare(config, workdir, dask=args.dask, part_mb=args.part_mb)
     elif args.command == "train":
         from plasticc_jax.train import train
 
@@ -116,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _not_jax_info(record: logging.LogRecord) -> bool:
-    """Hide JAX's INFO lines, e.g. each backend it could not start ("Unable to initialize...")."""
-    return record.levelno >= logging.WARNING or not record.name.startswith(("jax.", "jaxlib."))
+    """Hide JAX's INFO lines, e.g. each backend it could not start ("Unable to initialize..."),
+    and Dask's (every worker and connection opened and closed)."""
+    if record.levelno >= logging.WARNING:
+        return True
+    return not record.name.startswith(("jax.", "jaxlib.", "distributed."))
 
 
 def setup_logging(verbose: bool) -> None:

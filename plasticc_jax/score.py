@@ -10,7 +10,8 @@ Output: the table at `output` (`.parquet`, or `.csv` / `.csv.gz`), with the colu
 evaluation table (`scoring.score_table`: split is `new`, rank is among all scored objects, 1 =
 most anomalous, `flagged` = above the run's threshold), and `<output name>.rejected.csv` listing
 every input object that could not be scored and why. Every input object is in exactly one of the
-two.
+two. With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed`) and the table is
+a Parquet dataset (a folder) with the same rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import gridding, scoring
-from plasticc_jax.anomaly import AnomalyDetector
 from plasticc_jax.dataset import LightCurveArrays
-from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path
+from plasticc_jax.scoring import Scorer
 from plasticc_jax.streaming import stream_grids
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,40 @@ def rejected_path(output: Path) -> Path:
     return output.with_name(f"{stem}.rejected.csv")
 
 
-def _table(vae: TrainedVae, detector: AnomalyDetector, arrays: LightCurveArrays) -> pd.DataFrame:
-    """The score table of gridded objects (without `rank`), labelled by the run's protocol."""
-    arrays = arrays.with_anomalies(vae.config.data.anomaly_classes)
-    outputs = scoring.vae_outputs(vae, arrays, vae.config.eval.batch_size)
-    objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
-    return scoring.score_table(objects, detector)
+def write_unranked(
+    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]], scorer: Scorer, path: Path
+) -> tuple[np.ndarray, list[pd.DataFrame]]:
+    """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk.
+
+    Returns:
+        The objects' `anomaly_score`s (n,) in table order, and the chunks' rejection frames.
+    """
+    score_parts: list[np.ndarray] = []
+    rejected_parts: list[pd.DataFrame] = []
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    try:
+        for arrays, rejected in grids:
+            if len(rejected):
+                rejected_parts.append(rejected)
+            if not len(arrays):
+                continue
+            frame = scorer.score_arrays(arrays, SPLIT_NAME)
+            table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table)
+            score_parts.append(frame["anomaly_score"].to_numpy())
+        if writer is None:  # nothing could be scored: an empty table with the same columns
+            n_times = scorer.config.data.n_time_bins
+            empty = scorer.score_arrays(gridding.empty_arrays(n_times), SPLIT_NAME)
+            writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
+    finally:
+        if writer is not None:
+            writer.close()
+    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
+    return scores, rejected_parts
 
 
 def score(
@@ -72,6 +100,9 @@ def score(
     metadata_paths: Sequence[Path],
     output: Path,
     workers: int | None = None,
+    *,
+    dask: str | None = None,
+    part_mb: float | None = None,
 ) -> Path:
     """Score light-curve files with a trained, evaluated run; returns the output path.
 
@@ -81,8 +112,12 @@ def score(
             Kaggle or unblinded format).
         metadata_paths: their metadata files. Labels, if present (`target`/`true_target`), are
             copied into the table; they never enter the score.
-        output: the table; `.parquet`, `.csv` or `.csv.gz`.
-        workers: threads gridding the input (None: the run's `data.workers`).
+        output: the table; `.parquet`, `.csv` or `.csv.gz` (with `dask`: `.parquet`, a folder).
+        workers: threads gridding the input (None: the run's `data.workers`; with `dask`: 1 per
+            task).
+        dask: run on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
+            file, or `local:N`); None: in this process.
+        part_mb: with `dask`, MB of plain CSV per task (`distributed.score`).
 
     Raises:
         UserError: not a trained and evaluated run, a missing file, an unknown output format, or
@@ -93,40 +128,23 @@ def score(
     for path in [*lightcurve_paths, *metadata_paths]:
         if not Path(path).is_file():
             raise UserError(f"input file {path} does not exist")
-    detector = AnomalyDetector.load(run_dir / "models")
-    vae = load_vae(run_dir)
+    if dask is not None:
+        from plasticc_jax import distributed
+
+        return distributed.score(
+            dask, run_dir, lightcurve_paths, metadata_paths, output, workers, part_mb=part_mb
+        )
+    scorer = Scorer.cached(run_dir)
+    detector = scorer.detector
     output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    score_parts: list[np.ndarray] = []
-    rejected_parts: list[pd.DataFrame] = []
     # The scratch table lives beside the output (same disk) and is removed whatever happens.
     with tempfile.TemporaryDirectory(prefix=".tmp-score-", dir=output.parent) as scratch_dir:
         scratch = Path(scratch_dir) / "unranked.parquet"
-        writer: pq.ParquetWriter | None = None
-        schema: pa.Schema | None = None
-        try:
-            grids = stream_grids(lightcurve_paths, metadata_paths, vae.config.data, workers)
-            for arrays, rejected in grids:
-                if len(rejected):
-                    rejected_parts.append(rejected)
-                if not len(arrays):
-                    continue
-                frame = _table(vae, detector, arrays)
-                table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(scratch, schema)
-                writer.write_table(table)
-                score_parts.append(frame["anomaly_score"].to_numpy())
-            if writer is None:  # nothing could be scored: an empty table with the same columns
-                empty = _table(vae, detector, gridding.empty_arrays(vae.config.data.n_time_bins))
-                writer = pq.ParquetWriter(scratch, pa.Table.from_pandas(empty).schema)
-        finally:
-            if writer is not None:
-                writer.close()
-        scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
-        _write_ranked(scratch, scoring.ranks(scores), output, fmt)
+        grids = stream_grids(lightcurve_paths, metadata_paths, scorer.config.data, workers)
+        scores, rejected_parts = write_unranked(grids, scorer, scratch)
+        write_ranked(scratch, scoring.ranks(scores), output, fmt)
 
     rejected = (
         pd.concat(rejected_parts, ignore_index=True)
@@ -150,13 +168,12 @@ def score(
     return output
 
 
-def _write_ranked(scratch: Path, rank: np.ndarray, output: Path, fmt: str) -> None:
+def write_ranked(scratch: Path, rank: np.ndarray, output: Path, fmt: str) -> None:
     """Copy the scratch table to `output` batch by batch, inserting `rank` where the score table
     has it (`scoring.rank_position`)."""
     source = pq.ParquetFile(scratch)
-    schema = source.schema_arrow
-    position = scoring.rank_position(schema.names)
-    schema = schema.insert(position, pa.field("rank", pa.int64()))
+    schema = ranked_schema(source.schema_arrow)
+    position = schema.get_field_index("rank")
     with atomic_path(output) as tmp:
         if fmt == ".parquet":
             writer = pq.ParquetWriter(tmp, schema)
@@ -176,3 +193,8 @@ def _write_ranked(scratch: Path, rank: np.ndarray, output: Path, fmt: str) -> No
                 writer.write_table(schema.empty_table())
         if fmt == ".csv.gz":
             sink.close()
+
+
+def ranked_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of an unranked score table with `rank` (int64) where the table has it."""
+    return schema.insert(scoring.rank_position(schema.names), pa.field("rank", pa.int64()))

@@ -1,6 +1,7 @@
 # plasticc_jax: every stage is one `plasticc-jax` command; Make only sets up and chains them.
 #   make prepare train evaluate      the main job on the default data (CPU preset)
-#   make test                        lint + tests (sets up .venv on first use)
+#   make test                        lint + tests (sets up .venv, and Chromium as root, on first use)
+#   make review                      review the run's candidates in a local web page
 #   make prepare train evaluate CONFIG=gpu PROTOCOL=sn ARGS="--set train.seed=1"
 #   make score LIGHTCURVES="a.csv.gz b.csv.gz" METADATA=m.csv.gz    score new files with the run
 #   make docker-build && make docker-prepare docker-train docker-evaluate CONFIG=gpu   (NVIDIA GPU)
@@ -17,7 +18,8 @@ INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 CLI := $(BIN)/plasticc-jax
 STAGE_ARGS = --config $(CONFIG) --protocol $(PROTOCOL) $(ARGS)
 
-.PHONY: venv download prepare train evaluate score doctor test lint format bench clean
+.PHONY: venv download prepare train validate evaluate score review doctor test lint format bench \
+	clean browser
 
 # The virtual environment is (re)built whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -40,6 +42,10 @@ train: $(INSTALLED)
 evaluate: $(INSTALLED)
 	$(CLI) evaluate $(STAGE_ARGS)
 
+# Leave-one-known-class-out validation: how the detector was chosen (docs/evaluation.md).
+validate: $(INSTALLED)
+	$(CLI) validate $(STAGE_ARGS)
+
 # Score light-curve files (grouped by object) with the trained and evaluated run of CONFIG and
 # PROTOCOL (RUN=folder for another); by default the PLAsTiCC test set, if it is in data/raw.
 RUN ?= runs/$(CONFIG)-$(PROTOCOL)
@@ -51,6 +57,11 @@ score: $(INSTALLED)
 	  LIGHTCURVES="a.csv.gz ..." METADATA=m.csv.gz (none found in data/raw)))
 	$(CLI) score --run $(RUN) --lightcurves $(LIGHTCURVES) --metadata $(METADATA) \
 	  --output $(OUTPUT)
+
+# Review the run's candidates in a local web page; each answer re-ranks the rest (RUN=folder
+# for another run; ARGS="--simulate" measures the active loop with a simulated expert).
+review: $(INSTALLED)
+	$(CLI) review --run $(RUN) $(ARGS)
 
 doctor: $(INSTALLED)
 	$(CLI) doctor $(ARGS)
@@ -65,8 +76,20 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 
 # Two pytest-xdist workers, a test file each at a time (tests/conftest.py: what they share).
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The review page's tests drive Chromium (tests/test_review_browser.py): Debian's package is
+# installed when it is missing and this is root on a Debian-like system; elsewhere those tests
+# are skipped with the reason (or set PLASTICC_JAX_CHROMIUM to a Chromium binary).
+CHROMIUM := $(or $(PLASTICC_JAX_CHROMIUM),$(shell command -v chromium chromium-browser 2>/dev/null | head -n 1))
+browser:
+	@if [ -z "$(CHROMIUM)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null || echo "could not install Chromium: the browser tests will be skipped"; \
+	elif [ -z "$(CHROMIUM)" ]; then \
+	  echo "no Chromium (and not root with apt-get): the browser tests will be skipped"; fi
 
 # Speed and memory of every stage, side by side with the alternatives (not part of `make test`).
 bench: $(INSTALLED)

@@ -31,10 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
+from plasticc_jax.anomaly import AnomalyDetector
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import synthetic
-from plasticc_jax.anomaly import AnomalyDetector
 from plasticc_jax.dataset import LightCurveArrays, load_split
 
 N_TEST = 3_500_000  # objects in the PLAsTiCC test set

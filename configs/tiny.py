@@ -24,5 +24,14 @@ def get_config() -> Config:
         ),
         model=ModelConfig(latent_dim=4, hidden=(32,)),
         train=TrainConfig(batch_size=32, max_epochs=2, patience=2, kl_warmup_epochs=1.0),
-        eval=EvalConfig(n_estimators=50, n_draws=5, umap=False, batch_size=64),
+        eval=EvalConfig(
+            n_estimators=50,
+            classifier_iterations=10,
+            knn_neighbours=5,
+            cross_fit_folds=2,
+            n_draws=5,
+            n_bootstrap=50,
+            umap=False,
+            batch_size=64,
+        ),
     )

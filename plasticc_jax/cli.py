@@ -76,7 +76,8 @@ def make_parser() -> argparse.ArgumentParser:
         ("download", "fetch the default data (the PLAsTiCC training set) into data/raw"),
         ("prepare", "turn light-curve CSVs into npz tensors, splits and statistics"),
         ("train", "train the VAE and write a run directory with checkpoints"),
-        ("evaluate", "encode, fit the Isolation Forest, write scores, metrics and figures"),
+        ("evaluate", "encode, fit the anomaly detector, write scores, metrics and figures"),
+        ("validate", "choose the detector: leave-one-known-class-out validation (no test data)"),
     ]:
         stage = commands.add_parser(name, help=text, description=text)
         _add_config_args(stage)
@@ -90,6 +91,37 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", type=Path, required=True, help="output table (.parquet/.csv)")
     score.add_argument("--workers", type=int, default=None, help="threads gridding the input")
     _add_dask_args(score)
+    score.add_argument(
+        "--review-labels",
+        type=Path,
+        nargs="?",
+        const=True,
+        metavar="LABELS",
+        help="also rank the output with a review's answers (review_score, review_rank); "
+        "default file: <run>/review/labels.jsonl",
+    )
+
+    review = commands.add_parser(
+        "review",
+        help="review candidates in a local web page; each answer re-ranks the rest",
+        description="Serve a local page showing the next candidate of a run's score table; "
+        "every answer is saved at once and re-ranks the rest (active anomaly detection).",
+    )
+    review.add_argument("--run", type=Path, required=True, help="run directory (evaluated)")
+    review.add_argument("--scores", type=Path, help="score table to review (default: the run's)")
+    review.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    review.add_argument("--port", type=int, default=0, help="port (0: a free one)")
+    review.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    review.add_argument("--labels", type=Path, help="labels file (<run>/review/labels.jsonl)")
+    review.add_argument("--top", type=int, help="review only the top N of the static ranking")
+    review.add_argument("--workdir", type=Path, help="project folder (default: from the run)")
+    review.add_argument(
+        "--simulate",
+        action="store_true",
+        help="no page: a simulated expert (the test split's true labels) measures the active "
+        "loop against the static ranking (reports/review_simulation.*)",
+    )
+    review.add_argument("--draws", type=int, default=20, help="--simulate: pools per fraction")
 
     doctor = commands.add_parser("doctor", help="report JAX, its backend and devices; test each")
     doctor.add_argument("--expect-gpu", action="store_true", help="fail unless JAX sees a GPU")
@@ -115,11 +147,19 @@ def run(args: argparse.Namespace) -> int:
             dask=args.dask,
             part_mb=args.part_mb,
         )
+        if args.review_labels is not None:
+            from plasticc_jax.review.labels import LABELS_FILE
+            from plasticc_jax.review.rescore import rerank_scored
+
+            labels = args.run / LABELS_FILE if args.review_labels is True else args.review_labels
+            rerank_scored(args.run, args.output, labels)
         return 0
+    if args.command == "review":
+        return review(args)
 
     config = build_config(args)
     workdir = args.workdir.resolve()
-    if args.command in ("train", "evaluate"):
+    if args.command in ("train", "evaluate", "validate"):
         from plasticc_jax.doctor import log_backend
 
         log_backend()
@@ -139,6 +179,52 @@ def run(args: argparse.Namespace) -> int:
         from plasticc_jax.evaluate import evaluate
 
         evaluate(config, workdir)
+    elif args.command == "validate":
+        from plasticc_jax.validate import validate
+
+        validate(config, workdir)
+    return 0
+
+
+def review(args: argparse.Namespace) -> int:
+    """`plasticc-jax review`: serve the page until Ctrl-C, or run the simulated expert."""
+    if args.simulate:
+        from plasticc_jax.review.simulate import simulate
+
+        if args.draws < 1:
+            raise UserError(f"--draws {args.draws}: at least one draw")
+
+        summary = simulate(args.run, n_draws=args.draws)
+        target = summary["target"]
+        verdict = "met" if target["met"] else "missed"
+        print(
+            f"active loop: {target['active_mean']:.1f} anomalies in the first {target['shown']} "
+            f"shown, static ranking {target['static_mean']:.1f} "
+            f"({100 * target['anomaly_fraction']:g}% pool; goal {verdict}); "
+            f"{args.run / 'reports' / 'review_simulation.md'}"
+        )
+        return 0
+    from plasticc_jax.review.server import open_review
+
+    server = open_review(
+        args.run,
+        args.scores,
+        host=args.host,
+        port=args.port,
+        labels=args.labels,
+        workdir=args.workdir,
+        top=args.top,
+    )
+    print(f"review the candidates at {server.url}  (Ctrl-C stops)", flush=True)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print(f"review stopped; the answers are in {server.session.store.path}")
     return 0
 
 

@@ -93,6 +93,9 @@ class ModelConfig:
     hidden: tuple[int, ...] = (512, 256)
     # Floor of the decoder's extra (model) scatter, in scaled-flux units.
     min_model_sigma: float = 0.01
+    # A classification head on the latent mean, trained on the known classes' labels with the
+    # VAE objective (False: the unsupervised VAE of the seed pipeline).
+    classifier_head: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class TrainConfig:
     kl_warmup_epochs: float = 5.0
     # Epochs without a val-loss improvement before training stops.
     patience: int = 8
+    # Weight of the classification head's class-balanced cross-entropy (nats per object) added to
+    # the negative ELBO per observed value; ignored without a head.
+    classification_weight: float = 1.0
     # Seed of the initial weights, the sampling noise and the batch order.
     seed: int = 0
     # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).
@@ -125,23 +131,50 @@ class TrainConfig:
 class EvalConfig:
     """The anomaly detector, its calibration, the metrics and the report."""
 
-    # Isolation Forest: trees, and objects drawn per tree.
+    # The detector's components (plasticc_jax.components) fitted and reported, and the fusion:
+    # "component:weight" for those fused into anomaly_score. The weights are the leave-one-class-
+    # out validation's choice (`plasticc-jax validate`, docs/evaluation.md).
+    components: tuple[str, ...] = (
+        "latent_knn",
+        "latent_mahalanobis",
+        "latent_forest",
+        "head_maxprob",
+        "recon_chi2",
+        "classifier",
+        "feature_mahalanobis",
+        "feature_knn",
+        "feature_forest",
+    )
+    fusion: tuple[str, ...] = (
+        "latent_knn:1",
+        "recon_chi2:1",
+        "classifier:2",
+        "feature_mahalanobis:1",
+    )
+    # Neighbours averaged by the k-nearest-neighbour components.
+    knn_neighbours: int = 10
+    # Boosting iterations of the classifier component (gradient-boosted trees).
+    classifier_iterations: int = 50
+    # Isolation Forests: trees, and objects drawn per tree.
     n_estimators: int = 300
     max_samples: int = 256
     # Threshold calibrated on the val split of known classes for this false-positive rate.
     target_fpr: float = 0.01
+    # The train split's known objects are scored by components fitted without them, in this many
+    # folds (they were fitted on them); 0 scores them in-sample.
+    cross_fit_folds: int = 5
     # Realistic-rate metrics: anomalies subsampled to this fraction of the test split, n_draws
     # times.
     realistic_anomaly_rate: float = 0.01
     n_draws: int = 20
+    # Bootstrap resamples for the 95% intervals of the per-class AUROC.
+    n_bootstrap: int = 1000
     # Objects per compiled batch wherever the model runs without training: validation during
     # training, evaluate, score and the inference API.
     batch_size: int = 4096
-    # Fusion weights of the rank-normalised (forest, recon, kl, chi2) scores; see anomaly.py.
-    fusion_weights: tuple[float, ...] = (0.5, 0.0, 0.0, 0.5)
     # Draw the UMAP of the latent means (slow to import) in the report.
     umap: bool = True
-    # Also score with the baseline (forest on hand-crafted light-curve features).
+    # Also score with the baseline (a forest on the light-curve package's features alone).
     baselines: bool = True
     # Seed of the forests and of the realistic-rate draws.
     seed: int = 0

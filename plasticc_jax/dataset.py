@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from scipy import special
 
 from plasticc_jax.errors import UserError
 
@@ -72,25 +74,71 @@ class LightCurveArrays:
 
 @dataclass(frozen=True)
 class FeatureStats:
-    """Per-feature normalisation statistics (train split only)."""
+    """Per-feature normalisation to standard-normal scores, from the train split's quantiles.
+
+    Light-curve features are heavy-tailed (amplitudes over four decades, ratios of noisy fluxes)
+    and some are undefined (NaN) for whole groups of objects, so a mean and standard deviation
+    would let a few extreme objects set every object's scale. Each feature is instead mapped
+    through its empirical CDF on the train split (`N_QUANTILES` quantiles, linear in between, the
+    mid-point of tied quantiles, as scikit-learn's `QuantileTransformer` does) and then the
+    standard normal's inverse CDF, clipped at +-`CLIP` standard deviations: whatever a feature's
+    distribution, its train-split scores are close to standard normal. NaN (undefined) maps to
+    0, the median.
+
+    Attributes:
+        names: the features, in column order.
+        quantiles: (n_features, N_QUANTILES) float64, each row non-decreasing; NaN rows for
+            features undefined on the whole train split.
+    """
 
     names: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
+    quantiles: np.ndarray
+
+    N_QUANTILES = 101
+    CLIP = 5.0
+
+    @staticmethod
+    def fit(names: tuple[str, ...], features: np.ndarray) -> FeatureStats:
+        """The statistics of (n, n_features) raw feature rows (NaN ignored)."""
+        levels = np.linspace(0.0, 1.0, FeatureStats.N_QUANTILES)
+        values = np.asarray(features, np.float64)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            quantiles = np.nanquantile(values, levels, axis=0).T if len(values) else None
+        if quantiles is None:
+            quantiles = np.full((values.shape[1], levels.size), np.nan)
+        return FeatureStats(tuple(names), np.ascontiguousarray(quantiles))
 
     def normalise(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.std).astype(np.float32)
+        """(n, n_features) raw features -> float32 scores (NaN -> 0)."""
+        x = np.asarray(features, np.float64)
+        levels = np.linspace(0.0, 1.0, self.quantiles.shape[1])
+        out = np.zeros(x.shape, np.float32)
+        for j, q in enumerate(self.quantiles):
+            if np.isnan(q).any():
+                continue  # undefined on the train split: carries no information
+            # The mean of the forward and backward interpolation: tied quantiles (a feature
+            # that is often exactly 0) map to the middle of their probability range.
+            p = 0.5 * (np.interp(x[:, j], q, levels) - np.interp(-x[:, j], -q[::-1], -levels[::-1]))
+            z = special.ndtri(np.clip(p, 1e-7, 1 - 1e-7))
+            out[:, j] = np.where(np.isnan(x[:, j]), 0.0, np.clip(z, -self.CLIP, self.CLIP))
+        return out
 
     def to_json(self) -> dict:
-        return {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()}
+        quantiles = [[None if np.isnan(v) else float(v) for v in row] for row in self.quantiles]
+        return {"names": list(self.names), "quantiles": quantiles}
 
     @staticmethod
     def from_json(raw: dict) -> FeatureStats:
-        return FeatureStats(
-            tuple(raw["names"]),
-            np.asarray(raw["mean"], np.float32),
-            np.asarray(raw["std"], np.float32),
+        if "quantiles" not in raw:
+            raise UserError(
+                "stats.json is from an older version (mean/std normalisation): re-run prepare "
+                "and train"
+            )
+        quantiles = np.array(
+            [[np.nan if v is None else v for v in row] for row in raw["quantiles"]], np.float64
         )
+        return FeatureStats(tuple(raw["names"]), quantiles.reshape(len(raw["names"]), -1))
 
 
 def read_manifest(dataset_dir: Path) -> dict:

@@ -80,12 +80,36 @@ class _RunFiles(NamedTuple):
     n_bands: int
     n_times: int
     n_features: int
+    n_classes: int
+
+    def encoder(self) -> LightCurveEncoder:
+        return LightCurveEncoder(
+            self.n_bands,
+            self.n_times,
+            self.n_features,
+            self.config.model,
+            n_classes=self.n_classes,
+            rngs=nnx.Rngs(0),
+        )
+
+    def vae(self) -> Vae:
+        return Vae(
+            self.n_bands,
+            self.n_times,
+            self.n_features,
+            self.config.model,
+            n_classes=self.n_classes,
+            rngs=nnx.Rngs(0),
+        )
 
 
 def _read_run(run_dir: Path) -> _RunFiles:
     config = runs.read_config(run_dir)
     stats = read_stats(run_dir)
-    return _RunFiles(config, stats, plasticc.N_PASSBANDS, config.data.n_time_bins, len(stats.names))
+    n_classes = len(config.data.known_classes) if config.model.classifier_head else 0
+    return _RunFiles(
+        config, stats, plasticc.N_PASSBANDS, config.data.n_time_bins, len(stats.names), n_classes
+    )
 
 
 def _restore_best(run_dir: Path, templates: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -112,6 +136,8 @@ class Encoder:
         stats: the feature normalisation statistics of the training data.
         params: the encoder's parameters (pure dict of arrays, `nnx.to_pure_dict` layout).
         latent_dim: L.
+        classes: the known classes of the classification head, in the order of its outputs
+            (empty without a head).
         max_batch: the largest batch compiled; bigger inputs are cut into chunks.
     """
 
@@ -128,6 +154,7 @@ class Encoder:
         self.stats = stats
         self.params = params
         self.latent_dim = config.model.latent_dim
+        self.classes = config.data.known_classes if config.model.classifier_head else ()
         self.max_batch = max_batch
         self.n_bands = plasticc.N_PASSBANDS
         self.n_times = config.data.n_time_bins
@@ -136,7 +163,10 @@ class Encoder:
         def encode(params: dict, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
             module = nnx.merge(graphdef, params)
             mu, logvar = module(batch["flux"], batch["flux_err"], batch["mask"], batch["features"])
-            return {"mu": mu, "logvar": logvar}
+            out = {"mu": mu, "logvar": logvar}
+            if module.classifier is not None:
+                out["probabilities"] = jax.nn.softmax(module.classify(mu), axis=-1)
+            return out
 
         self._encode = jax.jit(encode)
 
@@ -168,6 +198,22 @@ class Encoder:
             self._encode, self.params, self.inputs(batch), self.max_batch, ("mu", "logvar")
         )
         return out["mu"], out["logvar"]
+
+    def classify(self, batch: ArraysLike) -> np.ndarray:
+        """Probabilities of the known classes (`classes`) from the classification head.
+
+        Returns:
+            (n, len(classes)) float32, rows summing to 1.
+
+        Raises:
+            UserError: the run was trained without a head (`model.classifier_head=false`).
+        """
+        if not self.classes:
+            raise UserError("this run has no classification head (model.classifier_head=false)")
+        inputs = self.inputs(batch)
+        return _run_batched(self._encode, self.params, inputs, self.max_batch, ("probabilities",))[
+            "probabilities"
+        ]
 
     def encode_table(
         self, lightcurves: pd.DataFrame, metadata: pd.DataFrame, anomaly_classes: tuple = ()
@@ -230,9 +276,12 @@ class TrainedVae:
             `mu`, `logvar` (n, L); `recon_nll` (n,) the masked heteroscedastic Gaussian NLL
             summed over observed cells (nats); `n_observed` (n,) observed cells; `kl` (n,)
             KL(q(z|x) || N(0, I)) in nats; `feature_nll` (n,) NLL of the normalised features;
-            with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
+            `logits` (n, n_classes) of the classification head, where the run has one; with
+            `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
         """
         keys = ("mu", "logvar", "recon_nll", "n_observed", "kl", "feature_nll")
+        if self.encoder.classes:
+            keys += ("logits",)
         if reconstruction:
             keys += ("mean", "sigma")
         return self._run(arrays, batch_size, keys)
@@ -264,11 +313,7 @@ def load_encoder(run_dir: str | Path, *, max_batch: int = 4096) -> Encoder:
     """
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
-    graphdef, template = _abstract_params(
-        lambda: LightCurveEncoder(
-            run.n_bands, run.n_times, run.n_features, run.config.model, rngs=nnx.Rngs(0)
-        )
-    )
+    graphdef, template = _abstract_params(run.encoder)
     restored, epoch = _restore_best(run_dir, {"encoder": template})
     log.debug("loaded the encoder of %s, epoch %d", run_dir, epoch)
     return Encoder(run.config, run.stats, graphdef, restored["encoder"], max_batch=max_batch)
@@ -278,16 +323,10 @@ def load_vae(run_dir: str | Path, *, max_batch: int = 4096) -> TrainedVae:
     """Load the whole VAE (encoder and decoder) of a run's best checkpoint."""
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
-    graphdef, template = _abstract_params(
-        lambda: Vae(run.n_bands, run.n_times, run.n_features, run.config.model, rngs=nnx.Rngs(0))
-    )
+    graphdef, template = _abstract_params(run.vae)
     restored, epoch = _restore_best(run_dir, dict(template))
     params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
-    encoder_graphdef, _ = _abstract_params(
-        lambda: LightCurveEncoder(
-            run.n_bands, run.n_times, run.n_features, run.config.model, rngs=nnx.Rngs(0)
-        )
-    )
+    encoder_graphdef, _ = _abstract_params(run.encoder)
     encoder = Encoder(
         run.config, run.stats, encoder_graphdef, params["encoder"], max_batch=max_batch
     )

@@ -3,21 +3,25 @@
 Protocol (no anomaly label is used to fit or tune anything):
 
 1. Encode all objects of the train, val and test splits with the run's best checkpoint, shard by
-   shard, in one pass of the VAE (`scoring.vae_outputs`): latent means, reconstruction NLL, KL,
-   reduced chi2.
-2. Fit the Isolation Forest on the latent means of the **train** split's known classes; fit the
-   fusion's ECDF references and the flag threshold on the **val** split's known classes
-   (`anomaly.fit_detector`).
-3. Score every object (`scoring.score_table`); rank within each split (1 = most anomalous).
-4. Baselines on the same objects: (a) an Isolation Forest on hand-crafted light-curve features
-   (`baselines`), fitted on the same train known objects; (b) reconstruction NLL per cell alone;
-   (c) the forest on latents alone; (e) the KL alone. (d) is the fused score.
-5. Metrics on the **test** split (known classes vs anomaly classes): AUROC and AP overall and per
-   anomaly class, recall in the top 1/5/15% and top 100/1000/2000, purity of the top 100, and all
-   of these at a realistic anomaly rate (`eval.realistic_anomaly_rate`, `eval.n_draws` draws).
+   shard, in one pass of the VAE (`scoring.model_outputs`): latent means, the head's class
+   probabilities, the reconstruction's chi-square; the prepared features come with the shards.
+2. Fit the detector's components on the **train** split's known classes and calibrate them, the
+   fusion and the flag threshold on the **val** split's known classes (`detector.Detector.fit`).
+3. Score every object (`scoring.score_table`); the train split's known objects are scored by
+   components fitted without them (`eval.cross_fit_folds` folds): in the table every known
+   object's score is out of sample for the detector. Rank within each split (1 = most anomalous).
+4. Baseline (a) on the same objects: an Isolation Forest on the `light-curve` package's features
+   alone, fitted on the same train known objects. Every component alone is reported too; the seed
+   pipeline's method is the `seed` preset (`make evaluate CONFIG=seed`).
+5. Metrics on the **test** split (known classes vs anomaly classes): AUROC (with a bootstrap 95%
+   interval per class for the anomaly score) and AP overall and per anomaly class, recall in the
+   top 1/5/15% and top 100/1000/2000, purity of the top 100 and at k = the number of anomalies,
+   all of these at a realistic anomaly rate (`eval.realistic_anomaly_rate`, `eval.n_draws`
+   draws), and the false-positive rate at the threshold and per-class AUROC per signal-to-noise
+   tercile (`depth`).
 
-Outputs in the run directory: `models/` (forest.skops, anomaly.json), `scores.parquet` and
-`scores.csv`, `metrics.json`, `metrics.md`, `reports/figures/*.png`, `report.md` (`report`).
+Outputs in the run directory: `models/` (the detector), `scores.parquet` and `scores.csv`,
+`metrics.json`, `metrics.md`, `reports/figures/*.png`, `report.md` (`report`).
 """
 
 from __future__ import annotations
@@ -33,16 +37,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import anomaly, baselines, metrics, report, runs, scoring
 from plasticc_jax import config as config_lib
-from plasticc_jax.config import Config, EvalConfig
+from plasticc_jax import metrics, report, runs, scoring
+from plasticc_jax.components import Evidence, FeatureForest
+from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
+from plasticc_jax.detector import Detector
 from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
-from plasticc_jax.gridding import GridSpec
+from plasticc_jax.features import LC_NAMES
+from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
+
+SNR_FEATURE = "log10_peak_snr"
 
 
 @dataclasses.dataclass
@@ -51,7 +60,7 @@ class Encoded:
 
     Attributes:
         objects: per-object arrays over all splits (train, val, test in order):
-            `scoring.object_labels` and `scoring.vae_outputs`.
+            `scoring.object_labels` and `scoring.model_outputs`.
         test: the test split's arrays; test_mean, test_sigma: their reconstruction
             (n_test, n_bands, n_times).
     """
@@ -67,7 +76,7 @@ def encode_splits(vae: TrainedVae, dataset_dir: Path) -> Encoded:
     parts, test, test_out = [], [], []
     for split in SPLITS:
         for shard in iter_split(dataset_dir, split):
-            out = scoring.vae_outputs(vae, shard, reconstruction=split == "test")
+            out = scoring.model_outputs(vae, shard, reconstruction=split == "test")
             if split == "test":
                 test.append(shard)
                 test_out.append((out.pop("mean"), out.pop("sigma")))
@@ -81,44 +90,88 @@ def encode_splits(vae: TrainedVae, dataset_dir: Path) -> Encoded:
     return Encoded(objects, LightCurveArrays.concatenate(test), mean, sigma)
 
 
-def _fit_detector(
-    objects: dict[str, np.ndarray], known: np.ndarray, ev: EvalConfig
-) -> anomaly.AnomalyDetector:
-    """The forest on train known objects, references and threshold on val known objects."""
-    split = objects["split"]
+def fit_and_score(
+    evidence: Evidence, target: np.ndarray, split: np.ndarray, known: np.ndarray, config: Config
+) -> tuple[Detector, dict[str, np.ndarray]]:
+    """Fit the detector (train known), calibrate it (val known) and score every object; the
+    train known objects out of fold.
 
-    def outputs(name: str) -> dict[str, np.ndarray]:
-        return {k: objects[k][split == name] for k in scoring.OUTPUT_KEYS}
+    Args:
+        evidence: every object; target, split, known: (n,) their class, split and whether they
+            are of a known class.
+        config: the run's config (its `eval` section).
+    """
+    ev = config.eval
+    train = np.flatnonzero((split == "train") & known)
+    val = np.flatnonzero((split == "val") & known)
+    detector = Detector.fit(
+        evidence.take(train), target[train], evidence.take(val), target[val], ev
+    )
+    scores = detector.score(evidence)
+    if ev.cross_fit_folds >= 2:
+        oof = detector.out_of_fold(evidence.take(train), target[train], ev.cross_fit_folds)
+        for name, values in oof.items():
+            scores[name][train] = values
+    return detector, scores
 
-    # Anything not of a known class (anomalies, unlabelled objects) is kept out of every fit.
-    train, val = split == "train", split == "val"
-    return anomaly.fit_detector(outputs("train"), ~known[train], outputs("val"), ~known[val], ev)
+
+def _baseline(evidence: Evidence, fit: np.ndarray, config: Config) -> np.ndarray:
+    """Baseline (a): a forest on the light-curve package's (normalised) features alone."""
+    columns = [FEATURE_NAMES.index(name) for name in LC_NAMES]
+    view = dataclasses.replace(evidence, features=evidence.features[:, columns])
+    forest = FeatureForest(config.eval).fit(view.take(np.flatnonzero(fit)), np.zeros(0))
+    return forest.score(view)
 
 
-def _baseline_scores(
-    dataset_dir: Path,
-    workdir: Path,
-    objects: dict[str, np.ndarray],
-    known: np.ndarray,
-    ev: EvalConfig,
-) -> np.ndarray:
-    """Baseline (a): the forest on light-curve features, fitted on train known objects."""
-    ids = objects["object_id"]
-    raw = baselines.read_raw_lightcurves(dataset_dir, workdir, ids)
-    features = baselines.lightcurve_features(raw, ids)
-    fit = (objects["split"] == "train") & known
-    return baselines.FeatureForest(ev).fit(features[fit], ~known[fit]).score(features)
+def depth(
+    table: pd.DataFrame, snr: np.ndarray, known: np.ndarray, anomaly_classes: list[int]
+) -> dict[str, Any]:
+    """Does the detector drift with depth? Per signal-to-noise tercile (`SNR_FEATURE`; tercile
+    edges from the val known objects): the false-positive rate at the threshold on the val and
+    the test split's known objects, and each anomaly class's test AUROC against the test known
+    objects of the same tercile."""
+    split = table["split"].to_numpy()
+    flagged = table["flagged"].to_numpy(bool)
+    score = table["anomaly_score"].to_numpy(np.float64)
+    target = table["target"].to_numpy()
+    val_known = (split == "val") & known
+    edges = np.quantile(snr[val_known], [1 / 3, 2 / 3])
+    tercile = np.digitize(snr, edges)
+    rows = []
+    for t in range(3):
+        in_t = tercile == t
+        row: dict[str, Any] = {
+            "tercile": t,
+            "log10_snr_range": [
+                float(edges[t - 1]) if t else None,
+                float(edges[t]) if t < 2 else None,
+            ],
+            "val_fpr": float(flagged[val_known & in_t].mean()),
+            "test_fpr": float(flagged[(split == "test") & known & in_t].mean()),
+        }
+        for c in anomaly_classes:
+            pos = (split == "test") & (target == c) & in_t
+            neg = (split == "test") & known & in_t
+            chosen = pos | neg
+            row[f"auroc_{c}"] = (
+                metrics.auroc(score[chosen], pos[chosen]) if pos.any() and neg.any() else math.nan
+            )
+            row[f"n_{c}"] = int(pos.sum())
+        rows.append(row)
+    return {"feature": SNR_FEATURE, "edges": edges.tolist(), "terciles": rows}
 
 
 def _measure(
     config: Config,
-    test: pd.DataFrame,
+    table: pd.DataFrame,
+    in_test: np.ndarray,
     methods: dict[str, str],
-    detector: anomaly.AnomalyDetector,
+    detector: Detector,
     checkpoint_epoch: int,
 ) -> dict[str, Any]:
     """The metrics of every method on the test split's known and anomaly objects."""
     ev, data = config.eval, config.data
+    test = table[in_test]
     target, labels = test["target"].to_numpy(), test["is_anomaly"].to_numpy(bool)
     flagged = test["flagged"].to_numpy(bool)
     present = [c for c in data.anomaly_classes if (target == c).any()]
@@ -137,16 +190,16 @@ def _measure(
             "test_anomaly": int(labels.sum()),
             "test_anomaly_fraction": float(labels.mean()) if labels.size else math.nan,
             "test_per_class": {str(c): int(n) for c, n in test["target"].value_counts().items()},
-            "forest_fit": detector.info["n_fit"],
+            "train_known": detector.info["n_train_known"],
             "val_known": detector.info["n_val_known"],
         },
         "realistic_anomaly_rate": ev.realistic_anomaly_rate,
         "n_draws": ev.n_draws,
-        "forest": {"n_estimators": ev.n_estimators, "max_samples": ev.max_samples, "seed": ev.seed},
-        "fusion": {
-            "weights": detector.weights,
-            "val_spearman": detector.info["val_spearman"],
-            "val_spearman_noise": detector.info["val_spearman_noise"],
+        "detector": {
+            "components": list(detector.names),
+            "fusion": detector.weights,
+            "groups": detector.info["groups"],
+            "cross_fit_folds": ev.cross_fit_folds,
         },
         "methods": {
             name: metrics.method_metrics(
@@ -157,6 +210,7 @@ def _measure(
                 ev.realistic_anomaly_rate,
                 ev.n_draws,
                 ev.seed,
+                n_bootstrap=ev.n_bootstrap if name == "fused" else 0,
             )
             for name, column in methods.items()
         },
@@ -196,26 +250,25 @@ def evaluate(config: Config, workdir: Path) -> Path:
     vae = load_vae(run_dir, max_batch=ev.batch_size)
     encoded = encode_splits(vae, dataset_dir)
     objects, split = encoded.objects, encoded.objects["split"]
-    known = np.isin(objects["target"], config.data.known_classes) & ~objects["is_anomaly"]
+    target = objects["target"]
+    known = np.isin(target, config.data.known_classes) & ~objects["is_anomaly"]
+    evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
     timing["encode_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
-    detector = _fit_detector(objects, known, ev)
+    detector, scores = fit_and_score(evidence, target, split, known, config)
     detector.save(run_dir / "models")
-    table = scoring.insert_rank(scoring.score_table(objects, detector))
+    table = scoring.insert_rank(scoring.score_table(objects, scores, detector))
     timing["detector_s"] = time.perf_counter() - t
 
-    methods = dict(report.METHODS)
+    methods = {"fused": "anomaly_score", **{name: name for name in detector.names}}
     if ev.baselines:
-        t = time.perf_counter()
-        table["lc_forest_score"] = _baseline_scores(dataset_dir, workdir, objects, known, ev)
-        timing["baseline_s"] = time.perf_counter() - t
-    else:
-        del methods["lc_features"]
-
+        table["lc_forest_score"] = _baseline(evidence, (split == "train") & known, config)
+        methods["lc_features"] = "lc_forest_score"
     in_test = (split == "test") & (known | objects["is_anomaly"])
-    test = table[in_test]
-    result = _measure(config, test, methods, detector, vae.epoch)
+    result = _measure(config, table, in_test, methods, detector, vae.epoch)
+    snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
+    result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
     with atomic_path(run_dir / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_path(run_dir / "scores.csv") as tmp:
@@ -226,7 +279,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
     t = time.perf_counter()
     names = report.draw_figures(
         run_dir / "reports" / "figures",
-        test,
+        table[in_test],
         objects["mu"][in_test],
         methods,
         result["anomaly_classes_present"],
@@ -247,7 +300,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
     atomic_write_text(run_dir / "report.md", text)
     fused = result["methods"]["fused"]
     log.info(
-        "evaluated %s in %.1f s: fused mean class AUROC %.3f, AUROC %.3f, AP %.3f (test: %d known, "
+        "evaluated %s in %.1f s: mean class AUROC %.3f, AUROC %.3f, AP %.3f (test: %d known, "
         "%d anomalies); wrote %s",
         run_dir,
         timing["total_s"],

@@ -32,15 +32,17 @@ The grid, and why:
   zero at zero, the sign, and the shape in [-1, 1]. `log10_amplitude` is kept as a feature, so the
   scaling loses nothing.
 
-Per-object features (`FEATURE_NAMES`, raw and un-normalised; `FeatureStats` normalises them):
-the log amplitude; what the window misses (per band: the weighted mean flux and the standard
-deviation of flux, both over amplitude, and the fraction of detected points; overall: log10 of the
-number of observations, log10(1 + days between the first and last detection) (0 with fewer than
-two detections), and the fraction of points inside the window); and the metadata a model may use:
-`ddf`, `hostgal_photoz`, `hostgal_photoz_err`, `distmod` (missing for galactic objects: 0, with
-the indicator `is_galactic` = hostgal_photoz == 0), `mwebv`. Not `ra`/`decl`: sky position is the
-survey footprint, not physics. Not `hostgal_specz`: it exists for few test objects (a train/test
-shift a model would learn). Never the truth columns.
+Per-object features (`FEATURE_NAMES`, raw and un-normalised; `FeatureStats` normalises them;
+NaN where undefined). First the grid's own summaries (`GRID_FEATURE_NAMES`): the log amplitude;
+what the window misses (per band: the weighted mean flux and the standard deviation of flux, both
+over amplitude, and the fraction of detected points; overall: log10 of the number of
+observations, log10(1 + days between the first and last detection) (0 with fewer than two
+detections), and the fraction of points inside the window); and the metadata a model may use:
+`ddf`, `hostgal_photoz`, `hostgal_photoz_err`, `distmod` (NaN for galactic objects, with the
+indicator `is_galactic` = hostgal_photoz == 0), `mwebv`. Then the physics and variability features
+of `plasticc_jax.features` (luminosity, timescales, colours, decline, variability). Not
+`ra`/`decl`: sky position is the survey footprint, not physics. Not `hostgal_specz`: it exists for
+few test objects (a train/test shift a model would learn). Never the truth columns.
 
 Objects that cannot be gridded get a rejection code (`REASONS`, first reason wins). Labels stay
 outside the kernel: `is_anomaly` comes out False and is set where splits are made (prepare, score).
@@ -53,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plasticc_jax import plasticc
+from plasticc_jax import features, plasticc
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
 
 NB = plasticc.N_PASSBANDS
 _BANDS = plasticc.PASSBANDS
-FEATURE_NAMES: tuple[str, ...] = (
+GRID_FEATURE_NAMES: tuple[str, ...] = (
     "log10_amplitude",
     "log10_n_obs",
     "log10_duration",
@@ -77,6 +79,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "is_galactic",
     "mwebv",
 )
+# Every per-object feature, in the order of `LightCurveArrays.features`: the grid's summaries and
+# the metadata, then the light-curve features of `plasticc_jax.features`.
+FEATURE_NAMES: tuple[str, ...] = (*GRID_FEATURE_NAMES, *features.FEATURE_NAMES)
 # Metadata values given with each chunk, in this order (the last columns of FEATURE_NAMES).
 META_VALUES: tuple[str, ...] = ("ddf", "hostgal_photoz", "hostgal_photoz_err", "distmod", "mwebv")
 
@@ -239,6 +244,9 @@ def _grid_valid(
     m, n_t = counts.size, spec.n_time_bins
     if m == 0:
         return empty_arrays(n_t)
+    if not np.all((o[1:] != o[:-1]) | (rows.mjd[1:] >= rows.mjd[:-1])):
+        # Time order within each object (PLAsTiCC files have it; the features need it).
+        rows = rows.take(np.lexsort((rows.mjd, o)))
     mjd, pb, flux, err, det = rows.mjd, rows.passband, rows.flux, rows.flux_err, rows.detected
     weight = 1.0 / err**2
     snr = flux / err
@@ -279,8 +287,10 @@ def _grid_valid(
     duration = np.where(n_det >= 2, last_det - first_det, 0.0)
     in_window = np.bincount(o, inside, minlength=m) / counts
 
-    ddf, photoz, photoz_err, distmod, mwebv = np.nan_to_num(meta, nan=0.0).T
-    features = np.column_stack(
+    ddf, photoz, photoz_err, distmod, mwebv = meta.astype(np.float64).T
+    physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
+    variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
+    values = np.column_stack(
         [
             np.log10(amplitude),
             np.log10(counts),
@@ -289,12 +299,14 @@ def _grid_valid(
             (mean_w / amp_band).reshape(m, NB),
             (np.sqrt(var) / amp_band).reshape(m, NB),
             frac_det.reshape(m, NB),
-            ddf,
+            np.nan_to_num(ddf),
             photoz,
             photoz_err,
             distmod,
             (photoz == 0).astype(np.float64),
             mwebv,
+            physics,
+            variability,
         ]
     ).astype(np.float32)
     shape = (m, NB, n_t)
@@ -305,7 +317,7 @@ def _grid_valid(
         flux=grid_flux.reshape(shape).astype(np.float32),
         flux_err=grid_err.reshape(shape).astype(np.float32),
         mask=mask.reshape(shape),
-        features=features,
+        features=values,
     )
 
 

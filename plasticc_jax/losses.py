@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from plasticc_jax.models import Reconstruction
@@ -172,10 +173,24 @@ def forward(
     vae = nnx.merge(graphdef, params)
     mu, logvar, recon = vae(batch["flux"], batch["flux_err"], batch["mask"], batch["features"], key)
     terms = per_object_terms(batch, mu, logvar, recon)
-    return {
-        "mu": mu,
-        "logvar": logvar,
-        **terms,
-        "mean": recon.grid_mean,
-        "sigma": recon.grid_sigma,
-    }
+    out = {"mu": mu, "logvar": logvar, **terms, "mean": recon.grid_mean, "sigma": recon.grid_sigma}
+    if vae.encoder.classifier is not None:
+        out["logits"] = vae.encoder.classify(mu)
+    return out
+
+
+def classification_loss(
+    logits: jax.Array, label: jax.Array, label_weight: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Weighted softmax cross-entropy of the classification head, and its per-object values.
+
+    Args:
+        logits: (batch, n_classes); label: (batch,) int index into the known classes.
+        label_weight: (batch,) the class-balancing weight of each object's class (0 for padding),
+            so that every known class counts alike whatever its size.
+
+    Returns:
+        (the weighted mean in nats, the (batch,) cross-entropies).
+    """
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, label)
+    return jnp.sum(label_weight * ce) / jnp.maximum(jnp.sum(label_weight), 1e-6), ce

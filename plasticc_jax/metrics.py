@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 # Fractions and absolute counts of the ranked list for the recall-at-top metrics.
@@ -22,6 +23,7 @@ RANKING_KEYS: tuple[str, ...] = (
     *(f"recall_top_{round(f * 100)}pct" for f in TOP_FRACTIONS),
     *(f"recall_top_{k}" for k in TOP_COUNTS),
     f"purity_top_{PURITY_COUNT}",
+    "precision_at_n_anomalies",
 )
 
 
@@ -84,7 +86,9 @@ def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
 def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Every summary metric for one ranking, as a flat dict with stable names:
     `auroc`, `ap`, `recall_top_1pct`, `recall_top_5pct`, `recall_top_15pct`,
-    `recall_top_100`, `recall_top_1000`, `recall_top_2000`, `purity_top_100`."""
+    `recall_top_100`, `recall_top_1000`, `recall_top_2000`, `purity_top_100`, and
+    `precision_at_n_anomalies` (the purity of the top k for k = the number of anomalies, which,
+    unlike the top 100, can reach 1 when anomalies are few)."""
     scores, labels = _check(scores, labels)
     out = {"auroc": auroc(scores, labels), "ap": average_precision(scores, labels)}
     for fraction in TOP_FRACTIONS:
@@ -94,7 +98,34 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float
     for count in TOP_COUNTS:
         out[f"recall_top_{count}"] = recall_at_k(scores, labels, count)
     out[f"purity_top_{PURITY_COUNT}"] = precision_at_k(scores, labels, PURITY_COUNT)
+    n_anomalies = int(labels.sum())
+    out["precision_at_n_anomalies"] = (
+        precision_at_k(scores, labels, n_anomalies) if n_anomalies else math.nan
+    )
     return out
+
+
+def bootstrap_auroc(
+    scores: np.ndarray, labels: np.ndarray, n_resamples: int, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of the AUROC over bootstrap resamples (known objects and anomalies
+    resampled separately, so each resample keeps both groups' sizes). NaN without both groups.
+
+    The AUROC of each resample is the Mann-Whitney statistic from mid-ranks (ties count one half),
+    all resamples at once.
+    """
+    scores, labels = _check(scores, labels)
+    positives, negatives = np.flatnonzero(labels), np.flatnonzero(~labels)
+    if not positives.size or not negatives.size or n_resamples < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    pos = rng.choice(positives, (n_resamples, positives.size))
+    neg = rng.choice(negatives, (n_resamples, negatives.size))
+    ranks = stats.rankdata(np.concatenate([scores[pos], scores[neg]], axis=1), axis=1)
+    n_pos, n_neg = positives.size, negatives.size
+    u = ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    low, high = np.quantile(u / (n_pos * n_neg), [0.025, 0.975])
+    return float(low), float(high)
 
 
 def n_anomalies_for_rate(n_known: int, rate: float) -> int:
@@ -153,6 +184,7 @@ def method_metrics(
     rate: float,
     n_draws: int,
     seed: int,
+    n_bootstrap: int = 0,
 ) -> dict[str, Any]:
     """Every metric of one scoring method on one population of known and anomaly objects.
 
@@ -161,10 +193,12 @@ def method_metrics(
             anomalies.
         anomaly_classes: the protocol's anomaly classes (those absent from `target` are skipped).
         rate, n_draws, seed: the realistic-rate subsampling (`realistic_rate_metrics`).
+        n_bootstrap: resamples of the per-class AUROC's 95% interval (`auroc_ci`; 0: none).
 
     Returns:
-        `overall` (`detection_metrics`), `per_class` (n, auroc, ap of each anomaly class against
-        the known objects), `mean_class_auroc`, and `realistic` when both groups are present.
+        `overall` (`detection_metrics`), `per_class` (n, auroc, ap, and with `n_bootstrap` the
+        auroc_ci of each anomaly class against the known objects), `mean_class_auroc`, and
+        `realistic` when both groups are present.
     """
     per_class = {}
     for c in anomaly_classes:
@@ -176,6 +210,9 @@ def method_metrics(
                 "auroc": auroc(scores[subset], class_labels),
                 "ap": average_precision(scores[subset], class_labels),
             }
+            if n_bootstrap:
+                ci = bootstrap_auroc(scores[subset], class_labels, n_bootstrap, seed)
+                per_class[str(c)]["auroc_ci"] = list(ci)
     aurocs = [v["auroc"] for v in per_class.values()]
     out: dict[str, Any] = {
         "overall": detection_metrics(scores, labels),

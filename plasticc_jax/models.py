@@ -79,7 +79,14 @@ class MLP(nnx.Module):
 
 
 class LightCurveEncoder(nnx.Module):
-    """q(z | light curve, features): a diagonal Gaussian over the latent space."""
+    """q(z | light curve, features): a diagonal Gaussian over the latent space, and (with
+    `n_classes`) a classification head p(known class | z = mu).
+
+    The head is a linear softmax on the latent mean: trained with the VAE objective, it pulls the
+    known classes apart in the latent space, so that distances there measure what the known classes
+    have in common (AstroMCAD's "classifier latent"), while the reconstruction keeps the latent
+    faithful to the light curve.
+    """
 
     def __init__(
         self,
@@ -88,6 +95,7 @@ class LightCurveEncoder(nnx.Module):
         n_features: int,
         model: ModelConfig,
         *,
+        n_classes: int = 0,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -101,6 +109,8 @@ class LightCurveEncoder(nnx.Module):
         self.logvar = nnx.Linear(
             width, model.latent_dim, kernel_init=nnx.initializers.zeros, rngs=rngs
         )
+        self.n_classes = n_classes
+        self.classifier = nnx.Linear(model.latent_dim, n_classes, rngs=rngs) if n_classes else None
 
     def __call__(
         self, flux: jax.Array, flux_err: jax.Array, mask: jax.Array, features: jax.Array
@@ -110,6 +120,11 @@ class LightCurveEncoder(nnx.Module):
         mu = self.mu(h)
         logvar = jnp.clip(self.logvar(h), LOGVAR_MIN, LOGVAR_MAX)
         return mu, logvar
+
+    def classify(self, mu: jax.Array) -> jax.Array:
+        """Class logits (batch, n_classes) of latent means (batch, latent_dim); needs the head."""
+        assert self.classifier is not None, "this encoder has no classification head"
+        return self.classifier(mu)
 
 
 class Reconstruction(NamedTuple):
@@ -173,11 +188,12 @@ class Vae(nnx.Module):
         n_features: int,
         model: ModelConfig,
         *,
+        n_classes: int = 0,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.encoder = LightCurveEncoder(
-            n_bands, n_times, n_features, model, dtype=dtype, rngs=rngs
+            n_bands, n_times, n_features, model, n_classes=n_classes, dtype=dtype, rngs=rngs
         )
         self.decoder = LightCurveDecoder(
             n_bands, n_times, n_features, model, dtype=dtype, rngs=rngs

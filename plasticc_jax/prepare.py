@@ -33,8 +33,7 @@ from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 log = logging.getLogger(__name__)
 
 # Bumped when the meaning of the output changes (grid, features), so old datasets are rebuilt.
-PREPARE_VERSION = 1
-STD_FLOOR = 1e-3  # below this a feature is treated as constant (std 1: centred, not scaled)
+PREPARE_VERSION = 2
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 _TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
@@ -76,30 +75,29 @@ def split_objects(
     return codes, reasons
 
 
-class _RunningStats:
-    """Mean and variance of feature rows, merged chunk by chunk (Chan et al.) in float64."""
+class _TrainFeatures:
+    """The train split's feature rows, kept for its quantiles (`FeatureStats.fit`).
 
-    def __init__(self, n_features: int) -> None:
+    The train split holds labelled objects only, thousands for PLAsTiCC; beyond `MAX_ROWS` every
+    k-th row is kept, so memory stays bounded and the result does not depend on chunking.
+    """
+
+    MAX_ROWS = 200_000
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
         self.count = 0
-        self.mean = np.zeros(n_features)
-        self.m2 = np.zeros(n_features)
 
     def update(self, features: np.ndarray) -> None:
-        if not len(features):
-            return
-        values = features.astype(np.float64)
-        n, mean = len(values), values.mean(axis=0)
-        m2 = ((values - mean) ** 2).sum(axis=0)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
-        self.count = total
+        self.parts.append(features)
+        self.count += len(features)
+        kept = sum(len(p) for p in self.parts)
+        if kept > 2 * self.MAX_ROWS:
+            self.parts = [np.concatenate(self.parts)[::2]]
 
     def result(self, names: tuple[str, ...]) -> FeatureStats:
-        std = np.sqrt(self.m2 / max(self.count, 1))
-        std = np.where(std < STD_FLOOR, 1.0, std)
-        return FeatureStats(names, self.mean.astype(np.float32), std.astype(np.float32))
+        rows = np.concatenate(self.parts) if self.parts else np.zeros((0, len(names)))
+        return FeatureStats.fit(names, rows)
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -121,7 +119,7 @@ class _ShardWriter:
         out: Path,
         split: str,
         shard_objects: int,
-        stats: _RunningStats | None = None,
+        stats: _TrainFeatures | None = None,
         prefix: str = "",
     ) -> None:
         self.out, self.split, self.size = out, split, max(int(shard_objects), 1)
@@ -164,7 +162,7 @@ def write_shards(
     sorted_ids: np.ndarray,
     sorted_codes: np.ndarray,
     *,
-    stats: _RunningStats | None = None,
+    stats: _TrainFeatures | None = None,
     prefix: str = "",
 ) -> tuple[dict[str, list[str]], dict[str, Counter], list[pd.DataFrame]]:
     """Send gridded chunks (`streaming.stream_grids`) to their splits' shards.
@@ -198,11 +196,11 @@ def write_shards(
     return {s: writers[s].close() for s in SPLITS}, counts, rejected_parts
 
 
-def stats_from_shards(out: Path, names: list[str], shard_objects: int) -> _RunningStats:
+def stats_from_shards(out: Path, names: list[str], shard_objects: int) -> _TrainFeatures:
     """The train split's feature statistics read back from its shards (features only), merged in
     blocks of `shard_objects` objects as `_ShardWriter` merges them when it writes the shards:
     the same bits, however the objects were cut into shards."""
-    stats = _RunningStats(len(FEATURE_NAMES))
+    stats = _TrainFeatures()
     size = max(int(shard_objects), 1)
     pending: list[np.ndarray] = []
     n_pending = 0
@@ -349,7 +347,7 @@ def prepare(
 
     exclude = metadata["object_id"].to_numpy()[left_out]
     if dask is None:
-        stats = _RunningStats(len(FEATURE_NAMES))
+        stats = _TrainFeatures()
         file_rows: list[int] = []
         stream = streaming.stream_grids(
             inputs.lightcurves,

@@ -20,55 +20,74 @@ from plasticc_jax.plasticc import class_name
 if TYPE_CHECKING:
     from plasticc_jax.figures import Example
 
-# Method name -> column of the score table, in the order of the report's tables.
-METHODS: dict[str, str] = {
-    "fused": "fused_score",
-    "forest_latent": "forest_score",
-    "recon": "recon_nll_per_cell",
-    "chi2": "chi2_per_cell",
-    "kl": "kl",
-    "lc_features": "lc_forest_score",
-}
+# How each method (a score column; see `evaluate`) is named in the tables.
 METHOD_LABELS: dict[str, str] = {
-    "fused": "fused (d)",
-    "forest_latent": "forest on latents (c)",
-    "recon": "reconstruction NLL (b)",
-    "chi2": "reconstruction chi2",
-    "kl": "latent KL",
-    "lc_features": "forest on light-curve features (a)",
+    "fused": "**anomaly score (fused)**",
+    "latent_knn": "kNN distance in the latent space",
+    "latent_mahalanobis": "Mahalanobis distance in the latent space",
+    "latent_forest": "Isolation Forest on the latent space",
+    "head_maxprob": "1 - max probability of the VAE head",
+    "recon_chi2": "reconstruction chi2",
+    "classifier": "1 - max probability of the classifier (GBT)",
+    "feature_mahalanobis": "Mahalanobis distance in the features",
+    "feature_knn": "kNN distance in the features",
+    "feature_forest": "Isolation Forest on the features",
+    "lc_features": "baseline (a): forest on light-curve features",
 }
 N_EXAMPLES = 3  # light curves per group in the reconstruction figure
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _label(name: str, weights: dict[str, float]) -> str:
+    label = METHOD_LABELS.get(name, name)
+    return f"{label} (weight {weights[name]:.2f})" if name in weights else label
+
+
 def markdown_tables(result: dict[str, Any]) -> str:
-    """The metrics as two markdown tables (per-class separation; ranking quality)."""
+    """The metrics as markdown tables: per-class separation, ranking quality, depth."""
     classes = result["anomaly_classes_present"]
     methods = result["methods"]
-
-    def fmt(x: float) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
+    weights = result["detector"]["fusion"]
     head = ["method", "mean class AUROC", "AUROC all", "AP all"]
     head += [f"AUROC {class_name(c)}" for c in classes]
     head += [f"AP {class_name(c)}" for c in classes]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in methods.items():
-        row = [METHOD_LABELS[name], fmt(m["mean_class_auroc"])]
-        row += [fmt(m["overall"]["auroc"]), fmt(m["overall"]["ap"])]
-        row += [fmt(m["per_class"][str(c)]["auroc"]) for c in classes]
-        row += [fmt(m["per_class"][str(c)]["ap"]) for c in classes]
+        row = [_label(name, weights), _fmt(m["mean_class_auroc"])]
+        row += [_fmt(m["overall"]["auroc"]), _fmt(m["overall"]["ap"])]
+        for c in classes:
+            entry = m["per_class"][str(c)]
+            ci = entry.get("auroc_ci")
+            cell = _fmt(entry["auroc"])
+            row.append(f"{cell} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else cell)
+        row += [_fmt(m["per_class"][str(c)]["ap"]) for c in classes]
         lines.append("| " + " | ".join(row) + " |")
     keys = metrics.RANKING_KEYS
     rate = result["realistic_anomaly_rate"]
     head = ["method", *(k.replace("_", " ") for k in keys)]
-    head += [f"AUROC @{rate:.0%}", f"AP @{rate:.0%}", f"purity top 100 @{rate:.0%}"]
+    real_keys = ("auroc", "ap", "precision_at_n_anomalies")
+    head += [f"AUROC @{rate:.0%}", f"AP @{rate:.0%}", f"precision at k=n anomalies @{rate:.0%}"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in methods.items():
-        row = [METHOD_LABELS[name], *(fmt(m["overall"][k]) for k in keys)]
+        row = [_label(name, weights), *(_fmt(m["overall"][k]) for k in keys)]
         real = m.get("realistic")
-        for k in ("auroc", "ap", "purity_top_100"):
-            row.append(f"{fmt(real['mean'][k])} ± {fmt(real['std'][k])}" if real else "n/a")
+        for k in real_keys:
+            row.append(f"{_fmt(real['mean'][k])} ± {_fmt(real['std'][k])}" if real else "n/a")
         lines.append("| " + " | ".join(row) + " |")
+    depth = result.get("depth")
+    if depth:
+        head = ["SNR tercile", "log10 peak S/N", "FPR val known", "FPR test known"]
+        head += [f"AUROC {class_name(c)} (n)" for c in classes]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row_data in depth["terciles"]:
+            span = " - ".join("" if v is None else f"{v:.2f}" for v in row_data["log10_snr_range"])
+            row = [["low", "middle", "high"][row_data["tercile"]], span]
+            row += [f"{row_data['val_fpr']:.2%}", f"{row_data['test_fpr']:.2%}"]
+            row += [f"{_fmt(row_data[f'auroc_{c}'])} ({row_data[f'n_{c}']})" for c in classes]
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -82,7 +101,7 @@ def report_markdown(
     fused = result["methods"]["fused"]
     threshold = result["threshold"]
     files = ", ".join(Path(f["path"]).name for f in manifest["inputs"]["files"])
-    weights = ", ".join(f"{k} {w:g}" for k, w in result["fusion"]["weights"].items() if w > 0)
+    weights = ", ".join(f"{k} {w:.2f}" for k, w in result["detector"]["fusion"].items())
     lines = [
         f"# Anomaly detection report: {result['run']}",
         "",
@@ -94,19 +113,23 @@ def report_markdown(
         f"**Protocol** `{result['protocol']}`. Known classes: {known}. Anomaly classes (never "
         f"seen in training, all in the test split): {anomalies}.",
         "",
-        "**Method.** VAE trained on the train split of known classes (best checkpoint by val "
-        f"loss, epoch {result['checkpoint_epoch']}). Isolation Forest "
-        f"({result['forest']['n_estimators']} trees, {result['forest']['max_samples']} samples "
-        "per tree) on the latent means of the train split's known classes. Fused score: weighted "
-        f"mean of rank-normalised components (weights: {weights}), ranks "
-        "against the val split of known classes (reported as -log10 of the mean tail "
-        f"probability). Flag threshold {threshold['value']:.3f}, set for a false-positive rate of "
-        f"{threshold['target_fpr']:.1%} on val known objects. No anomaly label is used to fit or "
-        "tune anything.",
+        "**Method.** A VAE with a classification head, trained on the train split of known "
+        f"classes (best checkpoint by val loss, epoch {result['checkpoint_epoch']}); detector "
+        f"components ({', '.join(result['detector']['components'])}) fitted per kind "
+        f"({', '.join(result['detector']['groups'])}) on the train split's known objects, each "
+        "calibrated as -log10 of its tail probability among the val split's known objects of "
+        f"the same kind, and fused by a weighted mean (weights: {weights}; chosen by the "
+        "leave-one-known-class-out validation). The anomaly score is the fused evidence "
+        "calibrated once more the same way (2: 1 in 100 val known objects scores this high). "
+        f"Flag threshold {threshold['value']:.3f}, set for a false-positive rate of "
+        f"{threshold['target_fpr']:.1%} on val known objects. Train known objects are scored out "
+        f"of fold ({result['detector']['cross_fit_folds']} folds). No anomaly label is used to "
+        "fit or tune anything.",
         "",
         f"**Test split**: {counts['test_known']} known-class objects, {counts['test_anomaly']} "
-        f"anomalies ({counts['test_anomaly_fraction']:.1%}). Mean per-class AUROC of the fused "
-        f"score: **{fused['mean_class_auroc']:.3f}**. At the threshold: false-positive rate on "
+        f"anomalies ({counts['test_anomaly_fraction']:.1%}). Mean per-class AUROC of the "
+        f"anomaly score: **{fused['mean_class_auroc']:.3f}** (95% bootstrap intervals per class "
+        "in brackets). At the threshold: false-positive rate on "
         f"test known {threshold['test_fpr_known']:.2%}, recall of anomalies "
         f"{threshold['test_recall']:.1%}. Realistic-rate columns subsample the anomalies to "
         f"{result['realistic_anomaly_rate']:.0%} of the test split ({result['n_draws']} draws, "
@@ -193,7 +216,7 @@ def draw_figures(
 
     target, labels = test["target"].to_numpy(), test["is_anomaly"].to_numpy(bool)
     figures.curve_figures(
-        {METHOD_LABELS[m]: test[c].to_numpy() for m, c in methods.items()},
+        {METHOD_LABELS.get(m, m): test[c].to_numpy() for m, c in methods.items()},
         target,
         labels,
         anomaly_classes,

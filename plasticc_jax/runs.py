@@ -3,7 +3,8 @@
 Layout of `runs/<name>-<tag>/` (`Config.run_path`):
 
 - `config.json`: the resolved config the run was trained with (`read_config`); `stats.json`: the
-  feature statistics of its dataset. Together they say how to grid and normalise new data.
+  feature statistics of the objects it was trained on (the dataset's train split, less any class
+  the config leaves out). Together they say how to grid and normalise new data.
 - `metrics.jsonl`: one line of training metrics per epoch.
 - `checkpoints/`: Orbax steps (`checkpoints.CheckpointStore`); each holds the parameters, the
   optimizer state and the run's `Progress`.
@@ -23,6 +24,7 @@ from typing import Any
 
 from plasticc_jax import config as config_lib
 from plasticc_jax.config import Config, TrainConfig
+from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_write_text
 
@@ -113,7 +115,7 @@ def read_config(run_dir: Path) -> Config:
     return config_lib.read_config(path)
 
 
-def check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
+def check_resumable(run_dir: Path, config: Config, stats: FeatureStats) -> None:
     """A run directory with checkpoints must match the model, the data and its statistics.
 
     Raises:
@@ -134,18 +136,23 @@ def check_resumable(run_dir: Path, config: Config, dataset_dir: Path) -> None:
         if old["train"] != new["train"]:
             log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
     stats_path = run_dir / "stats.json"
-    if stats_path.is_file() and stats_path.read_text() != (dataset_dir / "stats.json").read_text():
+    if stats_path.is_file() and stats_path.read_text() != _stats_text(stats):
         raise UserError(
-            f"{dataset_dir} was prepared again since {run_dir} started (its stats.json differs): "
-            "delete the run directory to train on the new dataset"
+            f"the dataset was prepared again since {run_dir} started (the feature statistics "
+            "differ): delete the run directory to train on the new dataset"
         )
 
 
-def write_run_files(run_dir: Path, config: Config, dataset_dir: Path) -> None:
-    """`config.json` and `stats.json` (copied from the dataset) at the start of training."""
+def _stats_text(stats: FeatureStats) -> str:
+    return json.dumps(stats.to_json(), indent=2) + "\n"
+
+
+def write_run_files(run_dir: Path, config: Config, stats: FeatureStats) -> None:
+    """`config.json` and `stats.json` (the statistics of the objects trained on) at the start
+    of training."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save_config(config, run_dir / "config.json")
-    atomic_write_text(run_dir / "stats.json", (dataset_dir / "stats.json").read_text())
+    atomic_write_text(run_dir / "stats.json", _stats_text(stats))
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:

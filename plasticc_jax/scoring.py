@@ -1,12 +1,15 @@
-"""The one scoring path, shared by `evaluate` and `score`: VAE outputs, detector, score table.
+"""The one scoring path, shared by `evaluate` and `score`: model outputs, evidence, score table.
 
-`vae_outputs` runs the trained VAE once over gridded objects and returns what the detector needs
-per object; `score_table` turns those outputs, with the objects' labels, into the table both
-stages write, one row per object:
+`model_outputs` runs the trained VAE once over gridded objects; `evidence` assembles what the
+detector reads (`components.Evidence`); `score_table` turns the outputs and the detector's columns,
+with the objects' labels, into the table both stages write, one row per object:
 
-- `object_id`, `split`, `target`, `class_name`, `is_anomaly`: who the object is;
-- `mu_0 ... mu_{L-1}`, `mean_logvar`, `recon_nll`, `n_observed`: the VAE's outputs;
-- the detector's named score columns (`AnomalyDetector.score`; higher = more anomalous);
+- `object_id`, `split`, `target`, `class_name`, `is_anomaly`: who the object is (labels are
+  copied where the input has them; they never enter a score);
+- `mu_0 ... mu_{L-1}`, `mean_logvar`, `recon_nll`, `n_observed`, `chi2_per_cell`: the VAE;
+- `CONTEXT_COLUMNS`: a few of the object's features, for filtering and review;
+- one calibrated column per detector component (`-log10` of its val known tail probability);
+- `nearest_class`, `nearest_class_name`, `nearest_class_prob`: the most probable known class;
 - `anomaly_score` (the detector's final score), `rank` (1 = most anomalous among the objects
   ranked together, ties in table order; `insert_rank`), `flagged` (above the run's threshold).
 
@@ -27,17 +30,37 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from plasticc_jax import plasticc
-from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.components import Evidence
+from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
+from plasticc_jax.gridding import FEATURE_NAMES
 
 if TYPE_CHECKING:
-    from plasticc_jax.anomaly import AnomalyDetector
+    from plasticc_jax.detector import Detector
     from plasticc_jax.encoder import TrainedVae
 
-# What the detector needs from the VAE, per object.
-OUTPUT_KEYS: tuple[str, ...] = ("mu", "logvar", "recon_nll", "n_observed", "kl", "chi2")
+# What the score table and the detector need from the VAE, per object.
+OUTPUT_KEYS: tuple[str, ...] = (
+    "mu",
+    "logvar",
+    "recon_nll",
+    "n_observed",
+    "kl",
+    "chi2",
+    "probabilities",
+)
+# Features copied into the score table (what an expert filters and reads first).
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "is_galactic",
+    "hostgal_photoz",
+    "peak_abs_mag",
+    "log10_peak_snr",
+    "rise_days",
+    "fall_days",
+)
 
 
 def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -52,14 +75,14 @@ def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) 
     return z2.sum(axis=(1, 2), dtype=np.float64) / np.maximum(observed.sum(axis=(1, 2)), 1)
 
 
-def vae_outputs(
+def model_outputs(
     vae: TrainedVae,
     arrays: LightCurveArrays,
     batch_size: int | None = None,
     *,
     reconstruction: bool = False,
 ) -> dict[str, np.ndarray]:
-    """One pass of the VAE over gridded objects: `TrainedVae.evaluate` plus `chi2`.
+    """One pass of the VAE over gridded objects.
 
     Args:
         vae: the trained VAE; arrays: the gridded objects.
@@ -68,12 +91,33 @@ def vae_outputs(
 
     Returns:
         `mu`, `logvar` (n, L); `recon_nll`, `n_observed`, `kl`, `chi2` (`reduced_chi2`) (n,);
-        with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
+        `probabilities` (n, C) of the head's known classes ((n, 0) without a head); `features`
+        (n, F) the raw features; with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
     """
     out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
-    keys = (*OUTPUT_KEYS, "mean", "sigma") if reconstruction else OUTPUT_KEYS
+    logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
+    out["probabilities"] = special.softmax(logits, axis=1).astype(np.float32)
+    out["features"] = np.asarray(arrays.features, np.float32)
+    keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}
+
+
+def evidence(
+    objects: Mapping[str, np.ndarray], stats: FeatureStats, head_classes: tuple[int, ...]
+) -> Evidence:
+    """What the detector reads, from `model_outputs` (over n objects) and the run's statistics."""
+    features = np.asarray(objects["features"], np.float32)
+    galactic = features[:, FEATURE_NAMES.index("is_galactic")] > 0.5
+    return Evidence(
+        latent=np.asarray(objects["mu"], np.float32),
+        probabilities=np.asarray(objects["probabilities"], np.float32),
+        chi2=np.asarray(objects["chi2"], np.float64),
+        features=stats.normalise(features),
+        raw_features=features,
+        galactic=galactic,
+        head_classes=tuple(head_classes),
+    )
 
 
 def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]:
@@ -86,16 +130,20 @@ def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]
     }
 
 
-def score_table(objects: Mapping[str, np.ndarray], detector: AnomalyDetector) -> pd.DataFrame:
+def score_table(
+    objects: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray], detector: Detector
+) -> pd.DataFrame:
     """The score table without `rank` (see the module docstring for the columns).
 
     Args:
-        objects: per-object arrays over n objects: `object_labels` and `vae_outputs`.
-        detector: the fitted detector; its `score` gives the score columns.
+        objects: per-object arrays over n objects: `object_labels` and `model_outputs`.
+        scores: the detector's columns for them (`Detector.score`, or `Detector.out_of_fold`).
+        detector: the fitted detector (its components and threshold).
     """
-    scores = detector.score(objects)
-    anomaly_score = scores[detector.score_column]
-    mu = objects["mu"]
+    mu, features = objects["mu"], objects["features"]
+    context = {name: features[:, FEATURE_NAMES.index(name)] for name in CONTEXT_COLUMNS}
+    context["is_galactic"] = context["is_galactic"] > 0.5
+    nearest = np.asarray(scores["nearest_class"], np.int64)
     return pd.DataFrame(
         {
             "object_id": objects["object_id"],
@@ -107,9 +155,14 @@ def score_table(objects: Mapping[str, np.ndarray], detector: AnomalyDetector) ->
             "mean_logvar": objects["logvar"].mean(axis=1),
             "recon_nll": objects["recon_nll"],
             "n_observed": objects["n_observed"].astype(np.int64),
-            **scores,
-            "anomaly_score": anomaly_score,
-            "flagged": detector.flag(anomaly_score),
+            "chi2_per_cell": objects["chi2"],
+            **context,
+            **{name: scores[name] for name in detector.names},
+            "nearest_class": nearest,
+            "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
+            "nearest_class_prob": scores["nearest_class_prob"],
+            "anomaly_score": scores["anomaly_score"],
+            "flagged": detector.flag(scores["anomaly_score"]),
         }
     )
 
@@ -150,13 +203,14 @@ def run_fingerprint(run_dir: Path) -> str:
         UserError: `run_dir` is not a trained and evaluated run.
     """
     from plasticc_jax import runs
+    from plasticc_jax.detector import PARAMS_FILE
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         runs.read_config(run_dir)  # raises the error that says what to do
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} holds no checkpoints/: run `make train` first")
-    if not any((run_dir / "models").glob("*.json")):
+    if not (run_dir / "models" / PARAMS_FILE).is_file():
         raise UserError(
             f"no anomaly detector in {run_dir / 'models'}: run `plasticc-jax evaluate` for this "
             "run first"
@@ -175,11 +229,11 @@ class Scorer:
     """A trained and evaluated run, loaded once: the VAE, the anomaly detector and the config.
 
     Attributes:
-        run_dir: the run directory; vae: its `TrainedVae`; detector: its `AnomalyDetector`;
+        run_dir: the run directory; vae: its `TrainedVae`; detector: its `Detector`;
         config: the run's resolved config (`config.data`: how light curves are gridded).
     """
 
-    def __init__(self, run_dir: Path, vae: TrainedVae, detector: AnomalyDetector) -> None:
+    def __init__(self, run_dir: Path, vae: TrainedVae, detector: Detector) -> None:
         self.run_dir = Path(run_dir)
         self.vae = vae
         self.detector = detector
@@ -192,11 +246,11 @@ class Scorer:
         Raises:
             UserError: not a trained and evaluated run.
         """
-        from plasticc_jax.anomaly import AnomalyDetector
+        from plasticc_jax.detector import Detector
         from plasticc_jax.encoder import load_vae
 
         run_dir = Path(run_dir)
-        detector = AnomalyDetector.load(run_dir / "models")
+        detector = Detector.load(run_dir / "models")
         return Scorer(run_dir, load_vae(run_dir), detector)
 
     @staticmethod
@@ -219,8 +273,10 @@ class Scorer:
             n rows, in the order of `arrays`.
         """
         arrays = arrays.with_anomalies(self.config.data.anomaly_classes)
-        outputs = vae_outputs(self.vae, arrays, self.config.eval.batch_size)
-        return score_table({**object_labels(arrays, split), **outputs}, self.detector)
+        outputs = model_outputs(self.vae, arrays, self.config.eval.batch_size)
+        objects = {**object_labels(arrays, split), **outputs}
+        found = evidence(objects, self.vae.stats, self.vae.encoder.classes)
+        return score_table(objects, self.detector.score(found), self.detector)
 
 
 @functools.lru_cache(maxsize=2)
@@ -262,8 +318,9 @@ def score_dataframe(
         One row per object of `rows`, sorted by object_id: the columns of `plasticc-jax score`'s
         table without `rank` (a rank needs every object: rank the whole result), then
         `rejected_reason` (a pandas string column): missing (NA) for a scored object; for an
-        object that cannot be scored, why (too few observations, no metadata), with its score
-        columns NaN, `n_observed` 0 and `flagged` False. The column types are the same for
+        object that cannot be scored, why (too few observations, no metadata), with its VAE,
+        feature and score columns NaN, `n_observed` 0, `is_galactic` and `flagged` False and
+        `nearest_class` -1 (no class, its name empty). The column types are the same for
         every call, also on an empty frame: `score_dataframe(rows.head(0), run_dir)` is the
         `meta` of a Dask `map_partitions`.
 
@@ -284,7 +341,7 @@ def score_dataframe(
     arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data)
     table = scorer.score_arrays(arrays, split)
     # The same column types for every partition, also one without any scored object.
-    table = table.astype({"split": str, "class_name": str})
+    table = table.astype({"split": str, "class_name": str, "nearest_class_name": str})
     table[REJECTED_REASON] = pd.Series(pd.NA, index=table.index, dtype="string")
     if len(rejected):
         target = metadata.set_index("object_id")["target"] if "target" in metadata else None
@@ -317,9 +374,13 @@ def _rejected_rows(
     for name, dtype in like.dtypes.items():
         if name in columns or name == REJECTED_REASON:
             continue
-        if dtype.kind in "biu":  # 0 observed cells, not flagged
+        if name == "nearest_class":  # no class, as the detector writes it
+            columns[name] = np.full(n, -1, dtype)
+        elif dtype.kind in "biu":  # 0 observed cells, not flagged, not known to be galactic
             columns[name] = np.zeros(n, dtype)
-        else:  # NaN scores (missing text)
-            columns[name] = np.full(n, np.nan if dtype.kind == "f" else None)
+        elif dtype.kind == "f":  # NaN scores and features
+            columns[name] = np.full(n, np.nan, dtype)
+        else:  # text: empty, as `score_table` writes a missing nearest class
+            columns[name] = np.full(n, "", object)
     columns[REJECTED_REASON] = rejected["reason"].to_numpy(object)
     return pd.DataFrame(columns)[list(like.columns)].astype(like.dtypes.to_dict())

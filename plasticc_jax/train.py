@@ -35,7 +35,7 @@ from plasticc_jax import config as config_lib
 from plasticc_jax import losses, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config, ModelConfig, TrainConfig
-from plasticc_jax.dataset import LightCurveArrays, load_split, read_stats
+from plasticc_jax.dataset import FeatureStats, LightCurveArrays, load_split, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.models import Vae, compute_dtype
 from plasticc_jax.runs import Progress
@@ -68,18 +68,38 @@ class TrainState(NamedTuple):
 # Model, optimizer and the jit-compiled steps.
 
 
+def n_classes(config: Config) -> int:
+    """Outputs of the classification head: one per known class (0 without a head)."""
+    return len(config.data.known_classes) if config.model.classifier_head else 0
+
+
 def create_model(
     config: Config, n_bands: int, n_times: int, n_features: int, *, dtype: str | None = None
 ) -> Vae:
     """The VAE, initialised from `config.train.seed` (deterministic)."""
     dtype = dtype or config.train.compute_dtype
-    return _vae(config.model, config.train.seed, dtype, n_bands, n_times, n_features)
+    shape = (n_bands, n_times, n_features, n_classes(config))
+    return _vae(config.model, config.train.seed, dtype, *shape)
 
 
 def _vae(
-    model: ModelConfig, seed: int, dtype: str, n_bands: int, n_times: int, n_features: int
+    model: ModelConfig,
+    seed: int,
+    dtype: str,
+    n_bands: int,
+    n_times: int,
+    n_features: int,
+    n_classes: int,
 ) -> Vae:
-    return Vae(n_bands, n_times, n_features, model, dtype=compute_dtype(dtype), rngs=nnx.Rngs(seed))
+    return Vae(
+        n_bands,
+        n_times,
+        n_features,
+        model,
+        n_classes=n_classes,
+        dtype=compute_dtype(dtype),
+        rngs=nnx.Rngs(seed),
+    )
 
 
 def init_params(
@@ -89,19 +109,24 @@ def init_params(
     compiled program: the same values as eager initialisation, without compiling every
     initialiser of every layer one by one (seconds on a CPU)."""
     model, tc = config.model, config.train
-    graphdef, initialise = _initialiser(
-        model, tc.seed, tc.compute_dtype, n_bands, n_times, n_features
-    )
+    shape = (n_bands, n_times, n_features, n_classes(config))
+    graphdef, initialise = _initialiser(model, tc.seed, tc.compute_dtype, *shape)
     return graphdef, initialise()
 
 
 @functools.cache
 def _initialiser(
-    model: ModelConfig, seed: int, dtype: str, n_bands: int, n_times: int, n_features: int
+    model: ModelConfig,
+    seed: int,
+    dtype: str,
+    n_bands: int,
+    n_times: int,
+    n_features: int,
+    n_classes: int,
 ) -> tuple[nnx.GraphDef, Callable[[], Params]]:
     """The graph and the jit-compiled initialiser of one model; made once per process, so that
     training again (tests, notebooks) traces and compiles nothing new."""
-    build = functools.partial(_vae, model, seed, dtype, n_bands, n_times, n_features)
+    build = functools.partial(_vae, model, seed, dtype, n_bands, n_times, n_features, n_classes)
     graphdef, _ = nnx.split(nnx.eval_shape(build))
     return graphdef, jax.jit(lambda: nnx.to_pure_dict(nnx.state(build())))
 
@@ -149,9 +174,12 @@ def make_train_step(
 
     `rng` is the run's base key; the step's key is `jax.random.fold_in(rng, state.step)`, so a
     resumed run draws the same noise as an uninterrupted one. `batch` holds `flux`, `flux_err`,
-    `mask` (batch, n_bands, n_times), normalised `features` (batch, n_features) and `weight`
-    (batch,), 0 for padding rows. Metrics are scalars: `loss`, `recon_nll`, `feature_nll`,
-    `kl`, `beta`, `grad_norm` (before clipping), `learning_rate`.
+    `mask` (batch, n_bands, n_times), normalised `features` (batch, n_features), `weight`
+    (batch,), 0 for padding rows, and for a model with a classification head `label` (batch,)
+    and `label_weight` (`class_labels`). The loss is the negative ELBO per observed value plus
+    `train.classification_weight` times the head's class-balanced cross-entropy. Metrics are
+    scalars: `loss`, `recon_nll`, `feature_nll`, `kl`, `beta`, `grad_norm` (before clipping),
+    `learning_rate`, and with a head `class_ce`.
     """
 
     def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -162,7 +190,14 @@ def make_train_step(
 
         def loss_fn(params: Params) -> tuple[jax.Array, Metrics]:
             terms = losses.forward(graphdef, params, batch, key)
-            return losses.vae_loss(terms, batch["weight"], beta)
+            loss, metrics = losses.vae_loss(terms, batch["weight"], beta)
+            if "logits" in terms:
+                ce, _ = losses.classification_loss(
+                    terms["logits"], batch["label"], batch["label_weight"]
+                )
+                loss = loss + train_config.classification_weight * ce
+                metrics = {**metrics, "loss": loss, "class_ce": ce}
+            return loss, metrics
 
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -203,7 +238,12 @@ def make_eval_step(graphdef: nnx.GraphDef) -> EvalFn:
 
     def eval_step(params: Params, batch: Batch) -> Metrics:
         terms = losses.forward(graphdef, params, batch)
-        return {name: terms[name] for name in VAL_TERMS}
+        out = {name: terms[name] for name in VAL_TERMS}
+        if "logits" in terms:
+            _, out["class_ce"] = losses.classification_loss(
+                terms["logits"], batch["label"], batch["label_weight"]
+            )
+        return out
 
     return eval_step
 
@@ -212,12 +252,14 @@ def validation_loss(
     eval_step: EvalFn,
     params: Params,
     data: dict[str, np.ndarray],
-    beta: float,
+    train_config: TrainConfig,
     batch_size: int,
     sharded: NamedSharding | None = None,
 ) -> dict[str, float]:
-    """Negative ELBO per observed value over a whole split (the early-stopping criterion)."""
+    """The training loss over a whole split, at z = mu (the early-stopping criterion): the
+    negative ELBO per observed value plus, with a head, the weighted cross-entropy."""
     sums = dict.fromkeys(("recon_nll", "feature_nll", "kl", "n_values", "objects"), 0.0)
+    sums.update(class_ce=0.0, label_weight=0.0)
     n_devices = len(sharded.mesh.devices.flat) if sharded is not None else 1
     min_size = streaming.MIN_PADDED_BATCH * n_devices  # every padded size splits over devices
     for host_batch, _ in streaming.padded_batches(data, batch_size, min_size=min_size):
@@ -226,21 +268,54 @@ def validation_loss(
         for name in VAL_TERMS:
             sums[name] += float(np.sum(weight * terms[name]))
         sums["objects"] += float(weight.sum())
-    total = sums["recon_nll"] + sums["feature_nll"] + beta * sums["kl"]
-    return {
+        if "class_ce" in terms:
+            label_weight = host_batch["label_weight"].astype(np.float64)
+            sums["class_ce"] += float(np.sum(label_weight * terms["class_ce"]))
+            sums["label_weight"] += float(label_weight.sum())
+    total = sums["recon_nll"] + sums["feature_nll"] + train_config.beta * sums["kl"]
+    out = {
         "val_loss": total / sums["n_values"],
         "val_recon_nll": sums["recon_nll"] / sums["objects"],
         "val_feature_nll": sums["feature_nll"] / sums["objects"],
         "val_kl": sums["kl"] / sums["objects"],
     }
+    if sums["label_weight"] > 0:
+        out["val_class_ce"] = sums["class_ce"] / sums["label_weight"]
+        out["val_loss"] += train_config.classification_weight * out["val_class_ce"]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # The data.
 
 
+def class_balance(target: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """(n_classes,) weight of each known class, inversely proportional to its number of train
+    objects and 1 on average over objects, so that every class counts alike in the head's loss."""
+    counts = np.array([np.sum(target == c) for c in classes], np.float64)
+    return np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(counts, 1)), 0.0)
+
+
+def class_labels(
+    target: np.ndarray, classes: tuple[int, ...], balance: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`label` (n,) int32, the index of each object's class among `classes`, and `label_weight`
+    (n,) float32, its class's `balance` (0 for objects of no known class)."""
+    classes_array = np.asarray(classes)
+    index = np.searchsorted(np.sort(classes_array), target)
+    order = np.argsort(classes_array)
+    known = np.isin(target, classes_array)
+    label = np.where(known, order[np.minimum(index, len(classes) - 1)], 0).astype(np.int32)
+    return {"label": label, "label_weight": np.where(known, balance[label], 0.0).astype(np.float32)}
+
+
 def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArrays:
-    """A prepared split, checked: known classes only in train, finite values, this grid."""
+    """A prepared split's objects of the config's known classes, checked: no anomaly-class
+    object in train, finite values, this grid.
+
+    Keeping the known classes only is a no-op for a dataset prepared with the same protocol; it
+    lets a run leave a known class out (the leave-one-class-out validation does).
+    """
     arrays = load_split(dataset_dir, split)
     if split == "train" and np.any(arrays.is_anomaly):
         first = int(arrays.object_id[np.argmax(arrays.is_anomaly)])
@@ -248,13 +323,19 @@ def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArra
             f"{dataset_dir}: the train split holds anomaly-class objects (e.g. object_id "
             f"{first}); the VAE must see known classes only: re-run prepare"
         )
+    arrays = arrays.take(np.flatnonzero(np.isin(arrays.target, config.data.known_classes)))
+    if not len(arrays):
+        raise UserError(
+            f"split {split!r} of {dataset_dir} holds no object of the known classes "
+            f"{list(config.data.known_classes)}: re-run prepare with this protocol"
+        )
     if arrays.flux.shape[2] != config.data.n_time_bins:
         raise UserError(
             f"{dataset_dir} has {arrays.flux.shape[2]} time bins but the config asks for "
             f"{config.data.n_time_bins}: re-run prepare with this config"
         )
     bad_grid = arrays.mask & ~(np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err))
-    bad_feature = ~np.isfinite(arrays.features)
+    bad_feature = np.isinf(arrays.features)  # NaN is "undefined" and allowed
     for name, bad in (("flux/flux_err", bad_grid), ("features", bad_feature)):
         rows = np.flatnonzero(bad.reshape(len(arrays), -1).any(axis=1))
         if rows.size:
@@ -269,12 +350,14 @@ def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArra
 # The stage.
 
 
-def train(config: Config, workdir: Path) -> Path:
+def train(config: Config, workdir: Path, *, dataset_dir: Path | None = None) -> Path:
     """Train (or resume training) the VAE; returns the run directory.
 
     Args:
         config: the resolved config (`config.resolve`).
         workdir: project folder; relative paths in the config resolve against it.
+        dataset_dir: the prepared dataset (default: the config's, `data.dataset_dir`); the
+            validation folds train on their protocol's dataset with one known class left out.
 
     Raises:
         UserError: no prepared dataset, a dataset that does not match the config, a run
@@ -283,14 +366,19 @@ def train(config: Config, workdir: Path) -> Path:
     config_lib.require_resolved(config)
     workdir = Path(workdir)
     tc = config.train
-    dataset_dir = workdir / config.data.dataset_dir
+    dataset_dir = workdir / (dataset_dir or config.data.dataset_dir)
     run_dir = workdir / config.run_path
     train_arrays = _load_split(dataset_dir, "train", config)
     val_arrays = _load_split(dataset_dir, "val", config)
-    stats = read_stats(dataset_dir)
+    # The statistics of the objects trained on (the dataset's own when no class is left out).
+    stats = FeatureStats.fit(read_stats(dataset_dir).names, train_arrays.features)
     n_times = config.data.n_time_bins
     train_data = streaming.model_inputs(train_arrays, stats, n_times)
     val_data = streaming.model_inputs(val_arrays, stats, n_times)
+    if n_classes(config):
+        balance = class_balance(train_arrays.target, config.data.known_classes)
+        train_data.update(class_labels(train_arrays.target, config.data.known_classes, balance))
+        val_data.update(class_labels(val_arrays.target, config.data.known_classes, balance))
     n_train, n_bands, _ = train_arrays.flux.shape
     n_features = train_arrays.features.shape[1]
 
@@ -311,12 +399,12 @@ def train(config: Config, workdir: Path) -> Path:
     try:
         latest = store.latest_epoch()
         if latest is not None:
-            runs.check_resumable(run_dir, config, dataset_dir)
+            runs.check_resumable(run_dir, config, stats)
             progress = Progress.from_json(store.restore(latest, {"meta": None})["meta"])
             if progress.done(tc):
                 progress.log_done(run_dir)
                 return run_dir
-        runs.write_run_files(run_dir, config, dataset_dir)
+        runs.write_run_files(run_dir, config, stats)
         graphdef, params = init_params(config, n_bands, n_times, n_features)
         tx, _ = make_optimizer(tc, steps_per_epoch)
         state = init_state(params, tx)
@@ -406,7 +494,7 @@ def _fit(
             row["beta"] = float(history[-1]["beta"])
             row.update(
                 validation_loss(
-                    eval_step, state.params, val_data, tc.beta, config.eval.batch_size, sharded
+                    eval_step, state.params, val_data, tc, config.eval.batch_size, sharded
                 )
             )
             if not math.isfinite(row["val_loss"]):
@@ -488,6 +576,7 @@ __all__ = [
     "make_eval_step",
     "make_optimizer",
     "make_train_step",
+    "n_classes",
     "train",
     "validation_loss",
 ]

@@ -81,7 +81,8 @@ def build_shared_project(workdir: Path) -> None:
     """Write, prepare, train and evaluate the shared project (runs in the builder process).
 
     Leaves `prepared` after prepare and `done` at the end (`failed` with the traceback if
-    anything fails), and `forest_fits.npz`: what every Isolation Forest was fitted on.
+    anything fails), and `detector_fits.npz`: the classes of the objects every fit of the
+    detector's components saw.
     """
     try:
         write_synthetic(workdir / "data" / "raw", N_OBJECTS, fmt="unblinded", seed=0)
@@ -89,20 +90,18 @@ def build_shared_project(workdir: Path) -> None:
         assert cli.main(["prepare", *args]) == 0, "prepare failed"
         (workdir / "prepared").touch()
         assert cli.main(["train", *args]) == 0, "train failed"
-        from sklearn.ensemble import IsolationForest
+        from plasticc_jax import detector
 
-        # The class's own fit is wrapped (not subclassed): the saved forest must stay a plain
-        # IsolationForest, the only type `score` trusts on load.
         fits: list[np.ndarray] = []
-        original_fit = IsolationForest.fit
+        original = detector.fit_components
 
-        def recording_fit(self, X, y=None, sample_weight=None):
-            fits.append(np.array(X))
-            return original_fit(self, X, y, sample_weight)
+        def recording(evidence, labels, names, config):
+            fits.append(np.array(labels))
+            return original(evidence, labels, names, config)
 
-        IsolationForest.fit = recording_fit
+        detector.fit_components = recording
         assert cli.main(["evaluate", *args]) == 0, "evaluate failed"
-        np.savez(workdir / "forest_fits.npz", *fits)
+        np.savez(workdir / "detector_fits.npz", *fits)
         (workdir / "done").touch()
     except BaseException:
         (workdir / "failed").write_text(traceback.format_exc())
@@ -165,7 +164,8 @@ def project() -> Path:
 
 @dataclass(frozen=True)
 class TinyRun:
-    """The shared run: its folders, config and outputs, and what the forests were fitted on."""
+    """The shared run: its folders, config and outputs, and the classes every fit of the
+    detector's components saw (the first fit is the detector's own, then the out-of-fold ones)."""
 
     workdir: Path
     run_dir: Path
@@ -174,7 +174,7 @@ class TinyRun:
     table: pd.DataFrame
     metrics: dict
     detector_params: dict
-    forest_fits: list[np.ndarray]
+    detector_fits: list[np.ndarray]
 
 
 @pytest.fixture(scope="session")
@@ -183,8 +183,8 @@ def tiny_run() -> TinyRun:
     workdir = _wait_for("done")
     config = tiny_config()
     run_dir = workdir / config.run_path
-    with np.load(workdir / "forest_fits.npz") as fits:
-        forest_fits = [fits[f"arr_{i}"] for i in range(len(fits.files))]
+    with np.load(workdir / "detector_fits.npz") as fits:
+        detector_fits = [fits[f"arr_{i}"] for i in range(len(fits.files))]
     return TinyRun(
         workdir=workdir,
         run_dir=run_dir,
@@ -192,6 +192,6 @@ def tiny_run() -> TinyRun:
         config=config,
         table=pd.read_parquet(run_dir / "scores.parquet"),
         metrics=json.loads((run_dir / "metrics.json").read_text()),
-        detector_params=json.loads((run_dir / "models" / "anomaly.json").read_text()),
-        forest_fits=forest_fits,
+        detector_params=json.loads((run_dir / "models" / "detector.json").read_text()),
+        detector_fits=detector_fits,
     )

@@ -12,7 +12,7 @@ import pytest
 from plasticc_jax import cli
 from plasticc_jax.config import Config
 
-COMMANDS = ("download", "prepare", "train", "evaluate", "score", "doctor")
+COMMANDS = ("download", "prepare", "train", "validate", "evaluate", "score", "doctor", "review")
 
 
 def parse(*argv: str) -> Config:

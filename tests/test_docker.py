@@ -405,6 +405,7 @@ def test_package_metadata_builds_a_wheel(tmp_path: Path) -> None:
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
         assert "plasticc-jax = plasticc_jax.cli:main" in archive.read(entry_points).decode()
     assert "plasticc_jax/cli.py" in names and "plasticc_jax/doctor.py" in names
+    assert "plasticc_jax/review/static/app.js" in names  # the review page's assets
     assert not any(n.startswith(("tests/", "benchmarks/", "configs/")) for n in names)
     assert re.search(r"Requires-Dist: jax\[cuda12\].*extra == \"cuda\"", metadata)
 

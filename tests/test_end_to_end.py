@@ -27,28 +27,34 @@ def test_table_covers_every_prepared_object(tiny_run):
     assert len(mu_columns) == 4  # tiny preset: latent_dim 4
     assert table["is_anomaly"].equals(table["target"].isin([6, 53, 64, 95]))
     assert not table.loc[table["split"] != "test", "is_anomaly"].any()
-    assert (table["anomaly_score"] == table["fused_score"]).all()
     threshold = tiny_run.detector_params["threshold"]
-    assert (table["flagged"] == (table["fused_score"] > threshold)).all()
-    np.testing.assert_allclose(
-        table["recon_nll_per_cell"], table["recon_nll"] / table["n_observed"], rtol=1e-6
-    )
-    # Within a split, rank 1 has the highest fused score.
+    assert (table["flagged"] == (table["anomaly_score"] > threshold)).all()
+    assert np.isfinite(table["anomaly_score"]).all()
+    for name in tiny_run.detector_params["components"]:
+        assert np.isfinite(table.loc[table["split"] != "train", name]).all(), name
+    # Every object's nearest known class is a known class of its own kind.
+    known = set(tiny_run.config.data.known_classes)
+    assert set(table["nearest_class"]) <= known
+    galactic = {6, 16, 53, 65, 92}
+    assert (table["nearest_class"].isin(galactic) == table["is_galactic"]).all()
+    # Within a split, rank 1 has the highest anomaly score.
     test = table[table["split"] == "test"].sort_values("rank")
-    assert test["fused_score"].is_monotonic_decreasing
+    assert test["anomaly_score"].is_monotonic_decreasing
     csv = pd.read_csv(tiny_run.run_dir / "scores.csv")
-    np.testing.assert_allclose(csv["fused_score"], table["fused_score"])
+    np.testing.assert_allclose(csv["anomaly_score"], table["anomaly_score"])
 
 
-def test_forest_never_sees_anomalies(tiny_run):
-    table = tiny_run.table
-    latent_forest = tiny_run.forest_fits[0]  # the first fit is the latent forest, then the baseline
+def test_detector_never_sees_anomalies_or_the_objects_it_scores(tiny_run):
+    table, fits = tiny_run.table, tiny_run.detector_fits
     train_known = table[(table["split"] == "train") & ~table["is_anomaly"]]
-    mu = train_known[[c for c in table if c.startswith("mu_")]].to_numpy(np.float32)
-    np.testing.assert_array_equal(latent_forest, mu)
-    assert tiny_run.detector_params["info"]["n_fit"] == len(train_known)
-    # The baseline forest is fitted on the same objects (one row each).
-    assert len(tiny_run.forest_fits) == 2 and len(tiny_run.forest_fits[1]) == len(train_known)
+    known = set(tiny_run.config.data.known_classes)
+    # The detector's fit: the train split's known objects, and only them.
+    assert sorted(fits[0]) == sorted(train_known["target"])
+    # The out-of-fold fits (cross_fit_folds = 2): each leaves out the objects it scores.
+    folds = tiny_run.config.eval.cross_fit_folds
+    assert len(fits) == 1 + folds
+    assert sum(len(f) for f in fits[1:]) == (folds - 1) * len(train_known)
+    assert all(set(np.unique(f)) <= known for f in fits)
 
 
 def test_metrics_agree_with_the_table(tiny_run):
@@ -56,15 +62,9 @@ def test_metrics_agree_with_the_table(tiny_run):
     test = table[table["split"] == "test"]
     labels = test["is_anomaly"].to_numpy()
     assert result["counts"]["test_anomaly"] == labels.sum()
-    assert set(result["methods"]) == {
-        "fused",
-        "forest_latent",
-        "recon",
-        "chi2",
-        "kl",
-        "lc_features",
-    }
-    for name, column in (("fused", "fused_score"), ("chi2", "chi2_per_cell")):
+    components = tiny_run.detector_params["components"]
+    assert set(result["methods"]) == {"fused", *components, "lc_features"}
+    for name, column in (("fused", "anomaly_score"), ("recon_chi2", "recon_chi2")):
         expected = metrics.detection_metrics(test[column].to_numpy(), labels)
         for key, value in expected.items():
             assert result["methods"][name]["overall"][key] == pytest.approx(value), (name, key)
@@ -72,6 +72,10 @@ def test_metrics_agree_with_the_table(tiny_run):
     assert set(fused["per_class"]) == {str(c) for c in np.unique(test["target"][labels])}
     assert fused["realistic"]["n_anomalies"] >= 1
     assert 0.0 <= fused["mean_class_auroc"] <= 1.0
+    for entry in fused["per_class"].values():
+        low, high = entry["auroc_ci"]
+        assert low <= entry["auroc"] <= high
+    assert [t["tercile"] for t in result["depth"]["terciles"]] == [0, 1, 2]
     flagged = test["flagged"].to_numpy()
     assert result["threshold"]["test_fpr_known"] == pytest.approx(flagged[~labels].mean())
 
@@ -83,8 +87,11 @@ def test_figures_and_report_exist(tiny_run):
         path = run_dir / "reports" / "figures" / name
         assert path.is_file() and path.stat().st_size > 10_000, name
         assert f"reports/figures/{name}" in report
-    assert "| fused (d) |" in report and "| fused (d) |" in (run_dir / "metrics.md").read_text()
-    assert (run_dir / "models" / "forest.skops").is_file()
+    assert "| **anomaly score (fused)** |" in report
+    assert "| **anomaly score (fused)** |" in (run_dir / "metrics.md").read_text()
+    assert "SNR tercile" in report
+    for name in ("detector.json", "detector.npz", "detector.skops"):
+        assert (run_dir / "models" / name).is_file()
 
 
 def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
@@ -121,8 +128,12 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     assert scored.dtypes.to_dict() == evaluated.dtypes.to_dict()
     merged = scored.merge(tiny_run.table, on="object_id", suffixes=("", "_eval"))
     assert len(merged) == len(tiny_run.table)
-    np.testing.assert_allclose(merged["fused_score"], merged["fused_score_eval"], rtol=1e-5)
-    assert (merged["flagged"] == merged["flagged_eval"]).mean() > 0.99
+    # evaluate scores the train split out of fold; score sees the detector's full fit.
+    same = merged["split_eval"] != "train"
+    np.testing.assert_allclose(
+        merged["anomaly_score"][same], merged["anomaly_score_eval"][same], rtol=1e-5
+    )
+    assert (merged["flagged"][same] == merged["flagged_eval"][same]).all()
     assert (scored["split"] == "new").all()
     assert sorted(p.name for p in output.parent.iterdir()) == [
         "scores.parquet",
@@ -133,7 +144,7 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     as_csv = pd.read_csv(tmp_path / "csv" / "scores.csv.gz")
     assert list(as_csv.columns) == list(scored.columns)
     np.testing.assert_array_equal(as_csv["rank"], scored["rank"])
-    np.testing.assert_allclose(as_csv["fused_score"], scored["fused_score"])
+    np.testing.assert_allclose(as_csv["anomaly_score"], scored["anomaly_score"])
 
 
 def test_score_cli_reports_user_errors(tiny_run, tmp_path: Path, capsys):

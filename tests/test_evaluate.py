@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from plasticc_jax import baselines, evaluate, metrics, report, scoring, synthetic
-from plasticc_jax.config import EvalConfig
+from plasticc_jax import evaluate, metrics, report, scoring
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.errors import UserError
 
@@ -47,17 +46,26 @@ def test_markdown_tables_and_json():
                     "recall_top_1000",
                     "recall_top_2000",
                     "purity_top_100",
+                    "precision_at_n_anomalies",
                 )
             },
             "per_class": {"6": {"auroc": 0.75, "ap": math.nan}},
             "mean_class_auroc": 0.75,
         }
-        for name in ("fused", "recon")
+        for name in ("fused", "recon_chi2")
     }
-    result = {"anomaly_classes_present": [6], "methods": methods, "realistic_anomaly_rate": 0.01}
+    methods["fused"]["per_class"]["6"]["auroc_ci"] = [0.7, 0.8]
+    result = {
+        "anomaly_classes_present": [6],
+        "methods": methods,
+        "realistic_anomaly_rate": 0.01,
+        "detector": {"fusion": {"recon_chi2": 1.0}},
+    }
     text = report.markdown_tables(result)
-    assert "| fused (d) | 0.750 | 0.500 | 0.500 | 0.750 | n/a |" in text
-    assert text.count("\n| reconstruction NLL (b) |") == 2
+    assert (
+        "| **anomaly score (fused)** | 0.750 | 0.500 | 0.500 | 0.750 [0.700, 0.800] | n/a |" in text
+    )
+    assert text.count("\n| reconstruction chi2 (weight 1.00) |") == 2
     assert json.loads(json.dumps(report.jsonable({"x": math.nan, "y": np.float32(2)}))) == {
         "x": None,
         "y": 2.0,
@@ -67,39 +75,6 @@ def test_markdown_tables_and_json():
 def test_evaluate_without_a_run_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="make train"):
         evaluate.evaluate(tiny_config(), tmp_path)
-
-
-def test_baseline_features_are_per_object_and_scale_free(tmp_path):
-    meta_path, lc_path = synthetic.write_synthetic(tmp_path, 40, fmt="kaggle", seed=3)
-    lcs = pd.read_csv(lc_path)
-    ids = pd.read_csv(meta_path)["object_id"].to_numpy()
-    wanted = np.r_[ids[::-1], 123_456_789]  # any order, plus an object without rows
-    features = baselines.lightcurve_features(lcs, wanted, n_jobs=1)
-    assert features.shape == (41, len(baselines.feature_names()))
-    assert np.isnan(features[-1]).all() and np.isfinite(features[:-1]).mean() > 0.95
-    # Rows follow `object_ids`, whatever the row order of the input.
-    single = baselines.lightcurve_features(lcs[lcs["object_id"] == ids[0]], ids[:1], n_jobs=1)
-    np.testing.assert_allclose(single[0], features[-2], rtol=1e-5, equal_nan=True)
-    # Shape features ignore distance: scaling flux and error leaves them unchanged.
-    brighter = lcs.assign(flux=lcs["flux"] * 50.0, flux_err=lcs["flux_err"] * 50.0)
-    np.testing.assert_allclose(
-        baselines.lightcurve_features(brighter, wanted, n_jobs=1),
-        features,
-        rtol=1e-4,
-        atol=1e-6,
-        equal_nan=True,
-    )
-
-
-def test_feature_forest_imputes_and_refuses_anomalies():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 5)).astype(np.float32)
-    x[::7, 2] = np.nan
-    forest = baselines.FeatureForest(EvalConfig(n_estimators=30)).fit(x, np.zeros(300, bool))
-    scores = forest.score(np.vstack([x[:5], np.full((1, 5), 20.0, np.float32)]))
-    assert np.isfinite(scores).all() and scores[-1] > scores[:5].max()
-    with pytest.raises(ValueError, match="never reach"):
-        baselines.FeatureForest(EvalConfig()).fit(x, np.ones(300, bool))
 
 
 def test_reduced_chi2_by_hand():

@@ -82,7 +82,7 @@ def test_grid_of_a_hand_made_object():
     assert f["mean_flux_z"] == 0.0 and f["frac_detected_z"] == 0.0  # no z observation
     assert f["distmod"] == pytest.approx(41.0) and f["is_galactic"] == 0.0
     assert f["ddf"] == 1.0 and f["mwebv"] == pytest.approx(0.02)
-    assert arrays.features.dtype == np.float32 and arrays.features.shape == (1, 28)
+    assert arrays.features.dtype == np.float32 and arrays.features.shape == (1, len(FEATURE_NAMES))
 
 
 def test_reference_time_uses_all_points_without_detections():
@@ -103,7 +103,7 @@ def test_galactic_distmod_and_rejections_in_memory():
     extra = meta.assign(object_id=12)
     arrays, rejected = grid_lightcurves(lcs, pd.concat([meta, extra]), DATA)
     f = dict(zip(FEATURE_NAMES, arrays.features[0].tolist(), strict=True))
-    assert f["distmod"] == 0.0 and f["is_galactic"] == 1.0
+    assert np.isnan(f["distmod"]) and f["is_galactic"] == 1.0  # undefined, not 0
     assert rejected[["object_id", "reason"]].values.tolist() == [[12, NO_LIGHTCURVE]]
 
 

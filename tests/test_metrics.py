@@ -62,9 +62,28 @@ def test_detection_metrics_keys_and_values():
         "recall_top_1000",
         "recall_top_2000",
         "purity_top_100",
+        "precision_at_n_anomalies",
     }
     assert out["recall_top_15pct"] == pytest.approx(1 / 3)  # ceil(0.9) = 1 object
     assert out["purity_top_100"] == pytest.approx(0.5)
+    # k = the 3 anomalies: the top 3 of SCORES hold 2 of them.
+    assert out["precision_at_n_anomalies"] == pytest.approx(
+        metrics.precision_at_k(SCORES, LABELS, 3)
+    )
+
+
+def test_bootstrap_interval_brackets_the_auroc():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(30, bool), np.zeros(500, bool)]
+    scores = rng.normal(size=530) + 1.5 * labels
+    low, high = metrics.bootstrap_auroc(scores, labels, 500, seed=0)
+    value = metrics.auroc(scores, labels)
+    assert low < value < high and 0.05 < high - low < 0.3
+    # The same AUROC as scikit-learn's on the original sample (ties count one half).
+    ties = np.array([1.0, 1.0, 0.0, 2.0])
+    tie_labels = np.array([True, False, False, True])
+    assert metrics.bootstrap_auroc(ties, tie_labels, 2, seed=0)[0] <= 1.0
+    assert np.isnan(metrics.bootstrap_auroc(scores, np.zeros(530, bool), 100)[0])
 
 
 def test_bad_inputs_raise():

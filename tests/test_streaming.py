@@ -90,9 +90,7 @@ def test_padded_batches_have_fixed_shapes_and_weights():
 
 def test_model_inputs_validate_and_normalise():
     n, n_times = 3, 16
-    stats = FeatureStats(
-        ("a", "b"), np.array([1.0, 2.0], np.float32), np.array([2.0, 4.0], np.float32)
-    )
+    stats = FeatureStats.fit(("a", "b"), np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]]))
     batch = {
         "flux": np.zeros((n, 6, n_times)),
         "flux_err": np.ones((n, 6, n_times)),
@@ -101,7 +99,10 @@ def test_model_inputs_validate_and_normalise():
     }
     inputs = st.model_inputs(batch, stats, n_times)
     assert inputs["flux"].dtype == np.float32 and inputs["mask"].dtype == bool
-    np.testing.assert_allclose(inputs["features"], [[0, 0], [1, 1], [2, 2]])
+    # The train quantiles' median maps to 0, lower values below, higher above.
+    assert inputs["features"].dtype == np.float32
+    np.testing.assert_allclose(inputs["features"][1], [0.0, 0.0], atol=1e-6)
+    assert (inputs["features"][0] < 0).all() and (inputs["features"][2] > 0).all()
     with pytest.raises(UserError, match=r"flux has shape \(3, 6, 8\); this run expects"):
         st.model_inputs({**batch, "flux": np.zeros((n, 6, 8))}, stats, n_times)
     with pytest.raises(UserError, match="features has shape"):

@@ -6,6 +6,7 @@ run use the shared `tiny_run`. Every run here uses the tiny preset, so most comp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,8 +28,12 @@ from plasticc_jax import config as config_lib
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
+from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.prepare import write_npz
 from plasticc_jax.train import (
     TrainingDiverged,
+    class_balance,
+    class_labels,
     create_model,
     init_params,
     init_state,
@@ -37,7 +42,7 @@ from plasticc_jax.train import (
     train,
 )
 
-N_TIMES, N_FEATURES = 16, 28  # the tiny preset's grid; the features of prepare
+N_TIMES, N_FEATURES = 16, len(FEATURE_NAMES)  # the tiny preset's grid; the features of prepare
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -76,6 +81,8 @@ def test_train_step_lowers_the_loss_on_a_small_batch(project):
     dataset = project / config.data.dataset_dir
     arrays = load_split(dataset, "train").take(slice(0, 32))
     inputs = streaming.model_inputs(arrays, read_stats(dataset), N_TIMES)
+    known = config.data.known_classes
+    inputs.update(class_labels(arrays.target, known, class_balance(arrays.target, known)))
     batch, _ = next(streaming.padded_batches(inputs, 32, min_size=32))
     graphdef, params = init_params(config, 6, N_TIMES, N_FEATURES)
     tx, schedule = make_optimizer(config.train, steps_per_epoch=30)
@@ -87,8 +94,20 @@ def test_train_step_lowers_the_loss_on_a_small_batch(project):
         state, metrics = step(state, batch, rng)
         losses.append(float(metrics["loss"]))
     assert set(metrics) >= {"loss", "recon_nll", "feature_nll", "kl", "grad_norm", "beta"}
+    assert "class_ce" in metrics  # the tiny preset has the classification head
     assert int(state.step) == 30
     assert np.mean(losses[-5:]) < losses[0] - 0.3, losses
+
+
+def test_class_labels_index_the_known_classes_and_balance_them():
+    known = (90, 16, 42)
+    target = np.array([16, 16, 16, 90, 42, 42, 6])
+    balance = class_balance(target, known)
+    # 6 objects of known classes: 90 (1 object) weighs 2, 16 (3) weighs 2/3, 42 (2) weighs 1.
+    np.testing.assert_allclose(balance, [2.0, 2 / 3, 1.0])
+    out = class_labels(target, known, balance)
+    assert out["label"].tolist() == [1, 1, 1, 0, 2, 2, 0]
+    np.testing.assert_allclose(out["label_weight"], [2 / 3] * 3 + [2.0, 1.0, 1.0, 0.0])
 
 
 def test_checkpoint_round_trip_keeps_latest_and_best(tmp_path):
@@ -127,6 +146,7 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     run_dir = tiny_run.run_dir
     assert run_dir == tiny_run.workdir / config.run_path
     assert config_lib.read_config(run_dir / "config.json") == config
+    # No class is left out: the run's statistics are its dataset's.
     assert (run_dir / "stats.json").read_text() == (tiny_run.dataset_dir / "stats.json").read_text()
     rows = read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -161,11 +181,12 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     wider = config_lib.apply_overrides(longer, ["model.hidden=64"])
     with pytest.raises(UserError, match="different model config"):
         train(wider, workdir)
-    # So is a dataset prepared again (other normalisation) under a run in progress.
-    stats_path = workdir / config.data.dataset_dir / "stats.json"
-    stats = json.loads(stats_path.read_text())
-    stats["mean"][0] += 1.0
-    stats_path.write_text(json.dumps(stats))
+    # So is a dataset prepared again (other objects, other statistics) under a run in progress.
+    dataset = workdir / config.data.dataset_dir
+    shard_path = sorted((dataset / "shards").glob("train-*.npz"))[0]
+    shard = load_shard(shard_path)
+    changed = dataclasses.replace(shard, features=shard.features + 1.0)
+    write_npz(shard_path, changed.to_dict())
     with pytest.raises(UserError, match="prepared again"):
         train(tiny_config("train.max_epochs=5"), workdir)
 
@@ -271,7 +292,7 @@ def test_bad_inputs_are_user_errors(project, tmp_path):
     workdir = copy_project(project, tmp_path)
     shards = workdir / config.data.dataset_dir / "shards"
     arrays = load_shard(shards / "val-00000.npz").to_dict()
-    arrays["features"][5, 2] = np.nan
+    arrays["features"][5, 2] = np.inf  # NaN means "undefined" and is allowed
     np.savez(shards / "val-00000.npz", **arrays)
     with pytest.raises(UserError, match=r"split 'val': non-finite features.*object_id"):
         train(config, workdir)

@@ -1,0 +1,110 @@
+"""Calibration against known objects: empirical CDFs with tails, and the flag threshold.
+
+Every component score, and the fused score, is mapped through the empirical CDF of that score on
+the **val split's known objects** of the same kind (`Reference`): its tail probability p is the
+fraction of val known objects that score at least as high, and the calibrated score is
+`-log10 p` (2 = "1 in 100 known objects scores this high"). An object's calibrated score depends
+only on that object and the run, never on the objects scored with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from plasticc_jax.errors import UserError
+
+MAX_REFERENCE_POINTS = 2001
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Empirical CDF of one component on the val known objects, with exponential tails.
+
+    Inside the reference range the CDF is linear between the sorted values at plotting positions
+    `(i + 1) / (n + 1)`; beyond it, exponential tails continue it (scale: the mean excess over the
+    90th / under the 10th percentile), so the transform is continuous and strictly increasing and
+    objects more extreme than anything in val keep their order instead of all tying at 1.
+
+    Attributes:
+        values: sorted distinct reference values, (m,).
+        probabilities: CDF at `values`, increasing in (0, 1), (m,).
+        scale_low: lower-tail scale, in the component's units.
+        scale_high: upper-tail scale, in the component's units.
+    """
+
+    values: np.ndarray
+    probabilities: np.ndarray
+    scale_low: float
+    scale_high: float
+
+    @staticmethod
+    def fit(sample: np.ndarray, max_points: int = MAX_REFERENCE_POINTS) -> Reference:
+        """Build the reference from a 1-d sample (at least 2 finite values)."""
+        x = np.sort(np.asarray(sample, dtype=np.float64))
+        if x.size < 2 or not np.isfinite(x).all():
+            raise ValueError("a reference needs at least 2 finite values")
+        n = x.size
+        probabilities = np.arange(1, n + 1) / (n + 1)
+        if n > max_points:  # keep memory and JSON small: quantiles at evenly spaced ranks
+            keep = np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+            x_kept, probabilities = x[keep], probabilities[keep]
+        else:
+            x_kept = x
+        values, inverse, counts = np.unique(x_kept, return_inverse=True, return_counts=True)
+        # For tied values take the mean plotting position of the tie (mid-rank).
+        probs = np.bincount(inverse, weights=probabilities) / counts
+        spread = max(float(x[-1] - x[0]), 1e-12)
+        q10, q90 = np.quantile(x, [0.1, 0.9])
+        scale_high = float(np.mean(x[x >= q90] - q90)) if (x > q90).any() else 0.0
+        scale_low = float(np.mean(q10 - x[x <= q10])) if (x < q10).any() else 0.0
+        floor = 1e-3 * spread
+        return Reference(values, probs, max(scale_low, floor), max(scale_high, floor))
+
+    def log_survival(self, x: np.ndarray) -> np.ndarray:
+        """log(1 - CDF), float64, same shape as `x`: the log tail probability of a val known
+        object scoring at least `x`. Kept in log space so extreme scores never round to a tie."""
+        x = np.asarray(x, dtype=np.float64)
+        v, p = self.values, self.probabilities
+        out = np.array(np.log1p(-np.interp(x, v, p)), dtype=np.float64)
+        high = x > v[-1]
+        out[high] = np.log1p(-p[-1]) - (x[high] - v[-1]) / self.scale_high
+        low = x < v[0]
+        out[low] = np.log1p(-p[0] * np.exp((x[low] - v[0]) / self.scale_low))
+        return out
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """CDF values in (0, 1] (1 only where float64 rounds), float64, same shape as `x`."""
+        return -np.expm1(self.log_survival(x))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "values": self.values.tolist(),
+            "probabilities": self.probabilities.tolist(),
+            "scale_low": self.scale_low,
+            "scale_high": self.scale_high,
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Reference:
+        return Reference(
+            np.asarray(raw["values"], np.float64),
+            np.asarray(raw["probabilities"], np.float64),
+            float(raw["scale_low"]),
+            float(raw["scale_high"]),
+        )
+
+    def tail_score(self, x: np.ndarray) -> np.ndarray:
+        """-log10 of the tail probability: 0 for the lowest values, 2 where 1% of the reference
+        scores at least as high; float64, same shape as `x`."""
+        return -self.log_survival(x) / np.log(10.0)
+
+
+def calibrate_threshold(scores: np.ndarray, target_fpr: float) -> float:
+    """Score above which `target_fpr` of the given (known-class) scores lie: their
+    `1 - target_fpr` quantile (the 'higher' order statistic, so at most target_fpr is above)."""
+    if not 0.0 < target_fpr < 1.0:
+        raise UserError(f"eval.target_fpr={target_fpr}: must be in (0, 1)")
+    return float(np.quantile(np.asarray(scores, np.float64), 1.0 - target_fpr, method="higher"))

@@ -1,0 +1,431 @@
+"""The anomaly detector: components fitted per kind, calibrated on val known objects, fused.
+
+How an object is scored:
+
+1. **Its kind.** Galactic objects (`hostgal_photoz == 0`) are scored against the galactic known
+   classes, extragalactic ones against the extragalactic known classes: a kilonova must not look
+   normal because it resembles an M-dwarf flare. A kind without enough known objects of its own
+   (the `sn` protocol knows no galactic class) is scored against all known objects.
+2. **Components** (`plasticc_jax.components`), each fitted on the train split's known objects of
+   that kind, each oriented so that higher = more anomalous.
+3. **Calibration.** Each component is mapped to `-log10` of its tail probability among the val
+   split's known objects of the same kind (`calibration.Reference`), so components on different
+   scales, and the two kinds, become comparable.
+4. **Fusion.** The weighted mean of the calibrated components (`eval.fusion`, weights chosen by the
+   leave-one-class-out validation, `plasticc_jax.validate`): the mean of -log10 p is Fisher's way
+   of combining evidence, so one component far in its tail is enough to stand out. The weighted
+   mean is calibrated once more the same way: `anomaly_score` is -log10 of the fraction of val
+   known objects of the same kind whose fused evidence is at least as strong (2: 1 in 100).
+5. **Flag**: `anomaly_score` above the val known objects' `1 - eval.target_fpr` quantile.
+
+Beside the score, each object gets its nearest known class and that class's probability (from the
+`classifier` component where fitted, else from the VAE's head): "unknown relative to what I
+already know".
+
+No anomaly label enters any fit or calibration. Saved in `<run>/models/`: `detector.json`
+(settings, calibration, threshold), `detector.npz` (fitted arrays: reference points, class
+centres) and `detector.skops` (the scikit-learn estimators, loaded with a fixed list of trusted
+types).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plasticc_jax import config as config_lib
+from plasticc_jax.calibration import Reference, calibrate_threshold
+from plasticc_jax.components import COMPONENTS, Classifier, Component, Evidence
+from plasticc_jax.config import EvalConfig
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+PARAMS_FILE, ARRAYS_FILE, ESTIMATORS_FILE = "detector.json", "detector.npz", "detector.skops"
+GALACTIC, EXTRAGALACTIC, ALL = "galactic", "extragalactic", "all"
+# A kind is fitted on its own with at least this many known objects of two classes or more.
+MIN_KIND_OBJECTS = 20
+# The types a detector's skops file may hold besides scikit-learn's defaults; any other type is
+# refused on load (skops never unpickles arbitrary objects).
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
+
+
+def parse_fusion(spec: Iterable[str]) -> dict[str, float]:
+    """`("latent_knn:1", "classifier:2")` -> {component: weight}, weights summing to 1.
+
+    Raises:
+        UserError: an unknown component, a malformed or negative weight, or all weights zero.
+    """
+    weights: dict[str, float] = {}
+    for item in spec:
+        name, _, value = str(item).partition(":")
+        name = name.strip()
+        if name not in COMPONENTS:
+            raise UserError(
+                f"eval.fusion: unknown component {name!r}; choose from {', '.join(COMPONENTS)}"
+            )
+        try:
+            weight = float(value) if value else 1.0
+        except ValueError:
+            raise UserError(f"eval.fusion: {item!r} is not component:weight") from None
+        if not weight >= 0.0:
+            raise UserError(f"eval.fusion: {item!r} has a negative weight")
+        weights[name] = weight
+    total = sum(weights.values())
+    if total <= 0.0:
+        raise UserError("eval.fusion: give at least one component a positive weight")
+    return {name: w / total for name, w in weights.items() if w > 0.0}
+
+
+def kinds(galactic: np.ndarray) -> np.ndarray:
+    """(n,) the kind of each object: `GALACTIC` or `EXTRAGALACTIC`."""
+    return np.where(np.asarray(galactic, bool), GALACTIC, EXTRAGALACTIC)
+
+
+def fit_components(
+    evidence: Evidence, labels: np.ndarray, names: Iterable[str], config: EvalConfig
+) -> dict[str, dict[str, Component]]:
+    """Fit each named component per kind (`group -> name -> component`).
+
+    Args:
+        evidence: known objects only; labels: (n,) their classes.
+        names: the components to fit.
+        config: component settings.
+    """
+    kind = kinds(evidence.galactic)
+    groups: dict[str, np.ndarray] = {}
+    for name in (GALACTIC, EXTRAGALACTIC):
+        rows = np.flatnonzero(kind == name)
+        if rows.size >= MIN_KIND_OBJECTS and np.unique(labels[rows]).size >= 2:
+            groups[name] = rows
+    if len(groups) < 2:
+        groups[ALL] = np.arange(len(evidence))
+    fitted: dict[str, dict[str, Component]] = {}
+    for group, rows in groups.items():
+        part, part_labels = evidence.take(rows), labels[rows]
+        fitted[group] = {n: COMPONENTS[n](config).fit(part, part_labels) for n in names}
+    return fitted
+
+
+def route(groups: Iterable[str], galactic: np.ndarray) -> np.ndarray:
+    """(n,) the group that scores each object: its kind's, else the pooled `ALL`."""
+    groups = set(groups)
+    kind = kinds(galactic)
+    return np.where(np.isin(kind, list(groups)), kind, ALL)
+
+
+@dataclass
+class Detector:
+    """Fitted components per group, their calibration, the fusion weights and the threshold.
+
+    Attributes:
+        components: group -> component name -> fitted component.
+        references: group -> component name (and `"fused"`) -> `Reference` on val known objects.
+        weights: component -> fusion weight (sum 1; components not named are reported only).
+        threshold: `anomaly_score` above which an object is flagged.
+        target_fpr: the val known false-positive rate the threshold was set for.
+        head_classes: the known classes of the VAE head's columns.
+        config: the settings it was fitted with (saved with it).
+        info: bookkeeping saved with the detector (counts, val flag rate).
+    """
+
+    components: dict[str, dict[str, Component]]
+    references: dict[str, dict[str, Reference]]
+    weights: dict[str, float]
+    threshold: float
+    target_fpr: float
+    head_classes: tuple[int, ...] = ()
+    config: EvalConfig = field(default_factory=EvalConfig)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The fitted components, in `COMPONENTS` order."""
+        fitted = next(iter(self.components.values()))
+        return tuple(n for n in COMPONENTS if n in fitted)
+
+    @staticmethod
+    def fit(
+        train: Evidence,
+        train_labels: np.ndarray,
+        val: Evidence,
+        val_labels: np.ndarray,
+        config: EvalConfig,
+    ) -> Detector:
+        """Fit the components on train known objects, calibrate on val known objects.
+
+        Args:
+            train, val: evidence of known objects only (the caller drops everything else).
+            train_labels, val_labels: their classes (val labels are only counted).
+            config: `components` (those to fit), `fusion` (their weights), `target_fpr`.
+        """
+        weights = parse_fusion(config.fusion)
+        names = tuple(dict.fromkeys([*config.components, *weights]))
+        if len(val) < 2:
+            raise UserError("the val split holds fewer than 2 known objects: cannot calibrate")
+        components = fit_components(train, train_labels, names, config)
+        detector = Detector(
+            components,
+            references={},
+            weights=weights,
+            threshold=np.inf,
+            target_fpr=config.target_fpr,
+            head_classes=train.head_classes,
+            config=config,
+        )
+        raw = detector.raw_scores(val)
+        groups = route(components, val.galactic)
+        for group in components:
+            rows = groups == group
+            if rows.sum() < 2:  # no val object of this kind: the pooled references
+                rows = np.ones(len(val), bool)
+            detector.references[group] = {n: Reference.fit(raw[n][rows]) for n in names}
+        tails = detector.calibrated(raw, groups)
+        fused = detector.fuse(tails)
+        for group in components:
+            rows = groups == group
+            rows = rows if rows.sum() >= 2 else np.ones(len(val), bool)
+            detector.references[group]["fused"] = Reference.fit(fused[rows])
+        anomaly_score = detector.final_score(fused, groups)
+        detector.threshold = calibrate_threshold(anomaly_score, config.target_fpr)
+        classes, counts = np.unique(val_labels, return_counts=True)
+        detector.info = {
+            "n_train_known": len(train),
+            "n_val_known": len(val),
+            "groups": sorted(components),
+            "val_flag_rate": float(np.mean(anomaly_score > detector.threshold)),
+            "val_classes": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
+        }
+        log.info(
+            "detector: %s fitted per %s on %d train known objects; threshold %.3f for FPR %.3g "
+            "on %d val known",
+            ", ".join(names),
+            "/".join(sorted(components)),
+            len(train),
+            detector.threshold,
+            config.target_fpr,
+            len(val),
+        )
+        return detector
+
+    def raw_scores(self, evidence: Evidence) -> dict[str, np.ndarray]:
+        """Each component's raw score (n,), from the group that scores each object."""
+        groups = route(self.components, evidence.galactic)
+        out = {name: np.zeros(len(evidence)) for name in self.names}
+        for group, fitted in self.components.items():
+            rows = np.flatnonzero(groups == group)
+            if rows.size:
+                part = evidence.take(rows)
+                for name, component in fitted.items():
+                    out[name][rows] = component.score(part)
+        return out
+
+    def calibrated(
+        self, raw: Mapping[str, np.ndarray], groups: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Raw component scores -> -log10 val tail probabilities of the object's group."""
+        out = {name: np.zeros(len(groups)) for name in raw}
+        for group, references in self.references.items():
+            rows = groups == group
+            for name in raw:
+                out[name][rows] = references[name].tail_score(raw[name][rows])
+        return out
+
+    def fuse(self, tails: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The weighted mean of the calibrated components (Fisher's combination)."""
+        return sum(w * tails[name] for name, w in self.weights.items())
+
+    def final_score(self, fused: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The fused evidence calibrated once more against val known objects of the group."""
+        out = np.zeros(len(fused))
+        for group, references in self.references.items():
+            rows = groups == group
+            out[rows] = references["fused"].tail_score(fused[rows])
+        return out
+
+    def nearest_class(self, evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) each object's most probable known class and (n,) its probability, from the
+        `classifier` component where fitted, else from the VAE's head (-1 and NaN without
+        either)."""
+        groups = route(self.components, evidence.galactic)
+        best = np.full(len(evidence), -1, np.int64)
+        prob = np.full(len(evidence), np.nan)
+        for group, fitted in self.components.items():
+            rows = np.flatnonzero(groups == group)
+            if not rows.size:
+                continue
+            part = evidence.take(rows)
+            classifier = fitted.get(Classifier.name)
+            if isinstance(classifier, Classifier):
+                p, classes = classifier.probabilities(part), classifier.classes
+            elif self.head_classes:
+                head = fitted.get("head_maxprob")
+                columns = getattr(head, "columns", np.arange(len(self.head_classes)))
+                p = part.probabilities[:, columns]
+                p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+                classes = np.asarray(self.head_classes)[columns]
+            else:
+                continue
+            best[rows] = np.asarray(classes)[p.argmax(axis=1)]
+            prob[rows] = p.max(axis=1)
+        return best, prob
+
+    def score(self, evidence: Evidence) -> dict[str, np.ndarray]:
+        """The detector's columns of the score table, each (n,): every fitted component's
+        calibrated score (named after it), `anomaly_score`, `nearest_class`,
+        `nearest_class_prob`."""
+        groups = route(self.components, evidence.galactic)
+        tails = self.calibrated(self.raw_scores(evidence), groups)
+        nearest, prob = self.nearest_class(evidence)
+        return {
+            **tails,
+            "anomaly_score": self.final_score(self.fuse(tails), groups),
+            "nearest_class": nearest,
+            "nearest_class_prob": prob,
+        }
+
+    def flag(self, anomaly_score: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above the threshold (calibrated for `target_fpr` on val known)."""
+        return np.asarray(anomaly_score) > self.threshold
+
+    def out_of_fold(
+        self, evidence: Evidence, labels: np.ndarray, n_folds: int
+    ) -> dict[str, np.ndarray]:
+        """`score` of the objects the components were fitted on, each scored by components
+        fitted without it (`n_folds` folds, stratified by class, seeded), calibrated as usual.
+
+        Only the fused components are refitted (that is what `anomaly_score` needs); the columns
+        of the others are NaN for these objects rather than in-sample.
+
+        Args:
+            evidence, labels: the fitting objects (train known) and their classes.
+        """
+        fused = tuple(name for name in self.names if name in self.weights)
+        raw = {name: np.full(len(evidence), np.nan) for name in self.names}
+        fold = np.zeros(len(evidence), np.int64)
+        rng = np.random.default_rng(self.config.seed)
+        for c in np.unique(labels):
+            rows = np.flatnonzero(labels == c)
+            fold[rows] = rng.permutation(rows.size) % n_folds
+        for k in range(n_folds):
+            held = fold == k
+            if not held.any():
+                continue
+            fitted = fit_components(evidence.take(~held), labels[~held], fused, self.config)
+            part = dataclasses.replace(self, components=fitted)
+            scores = part.raw_scores(evidence.take(np.flatnonzero(held)))
+            for name in fused:
+                raw[name][held] = scores[name]
+        groups = route(self.components, evidence.galactic)
+        tails = self.calibrated(raw, groups)
+        nearest, prob = self.nearest_class(evidence)
+        return {
+            **tails,
+            "anomaly_score": self.final_score(self.fuse(tails), groups),
+            "nearest_class": nearest,
+            "nearest_class_prob": prob,
+        }
+
+    # -----------------------------------------------------------------------------------------
+    # Persistence.
+
+    def save(self, models_dir: Path) -> None:
+        """Write `detector.json`, `detector.npz` and `detector.skops` (each atomically)."""
+        import skops.io as sio  # imported when needed: it imports every scikit-learn estimator
+
+        models_dir = Path(models_dir)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        estimators: dict[str, Any] = {}
+        for group, fitted in self.components.items():
+            for name, component in fitted.items():
+                for key, value in component.state().items():
+                    arrays[f"{group}/{name}/{key}"] = value
+                for key, value in component.estimators().items():
+                    estimators[f"{group}/{name}/{key}"] = value
+        with atomic_path(models_dir / ARRAYS_FILE) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        with atomic_path(models_dir / ESTIMATORS_FILE) as tmp:
+            sio.dump(estimators, tmp)
+        params = {
+            "format_version": FORMAT_VERSION,
+            "components": list(self.names),
+            "groups": sorted(self.components),
+            "weights": self.weights,
+            "threshold": self.threshold,
+            "target_fpr": self.target_fpr,
+            "head_classes": list(self.head_classes),
+            "config": dataclasses.asdict(self.config),
+            "references": {
+                g: {n: r.to_json() for n, r in refs.items()} for g, refs in self.references.items()
+            },
+            "info": self.info,
+        }
+        atomic_write_text(models_dir / PARAMS_FILE, json.dumps(params, indent=1) + "\n")
+
+    @staticmethod
+    def load(models_dir: Path) -> Detector:
+        """Read a detector written by `save` (in a run's `models/`); refuses estimator files
+        that need unexpected types."""
+        import skops.io as sio
+
+        models_dir = Path(models_dir)
+        paths = [models_dir / name for name in (PARAMS_FILE, ARRAYS_FILE, ESTIMATORS_FILE)]
+        if not all(path.is_file() for path in paths):
+            raise UserError(
+                f"no anomaly detector in {models_dir} (need {', '.join(p.name for p in paths)}): "
+                "run `plasticc-jax evaluate` for this run first"
+            )
+        params = json.loads(paths[0].read_text())
+        if params.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
+        untrusted = sio.get_untrusted_types(file=paths[2])
+        unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+        if unexpected:
+            raise UserError(f"{paths[2]} asks to load unexpected types {unexpected}; refusing")
+        estimators = sio.load(paths[2], trusted=list(untrusted))
+        config = config_lib.from_dict({"eval": params["config"]}).eval
+        with np.load(paths[1], allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+        components: dict[str, dict[str, Component]] = {}
+        for group in params["groups"]:
+            components[group] = {}
+            for name in params["components"]:
+                component = COMPONENTS[name](config)
+                prefix = f"{group}/{name}/"
+                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                if own:
+                    component.load_state(own)
+                component.load_estimators(
+                    {k[len(prefix) :]: v for k, v in estimators.items() if k.startswith(prefix)}
+                )
+                components[group][name] = component
+        return Detector(
+            components=components,
+            references={
+                g: {n: Reference.from_json(r) for n, r in refs.items()}
+                for g, refs in params["references"].items()
+            },
+            weights={k: float(v) for k, v in params["weights"].items()},
+            threshold=float(params["threshold"]),
+            target_fpr=float(params["target_fpr"]),
+            head_classes=tuple(params["head_classes"]),
+            config=config,
+            info=params.get("info", {}),
+        )

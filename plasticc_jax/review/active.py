@@ -1,0 +1,188 @@
+"""Active anomaly detection: the expert's answers re-rank the candidates.
+
+The model is coniferest's `AADForest` (Das et al. 2017, arXiv:1708.09441, as reimplemented by the
+SNAD team; Ishida et al. 2021 used it on PLAsTiCC): an isolation forest whose leaf weights are
+refitted, after each answer, so that objects answered "anomaly" score above a margin and objects
+answered "not interesting" below it. It is refitted from scratch on every answer with a fixed seed,
+so the ranking is a pure function of the features and the answers: a restarted session ranks
+exactly as the one before it.
+
+Features (`feature_columns`), all taken from a score table so that any table of the run (evaluate's
+or `score`'s) can be ranked: the VAE latent means `mu_*`, the detector's score columns
+(`score_columns`), and the per-object context features of `gridding.FEATURE_NAMES` where the table
+carries them. An isolation forest's splits are invariant to affine rescaling of a feature, so the
+features are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticc_jax import gridding
+from plasticc_jax.review.labels import ANOMALY, NOT_INTERESTING, Answer
+
+log = logging.getLogger(__name__)
+
+# The detector's score columns, by name, for runs whose models/ metadata does not list them
+# (higher = more anomalous in each).
+KNOWN_SCORE_COLUMNS: tuple[str, ...] = (
+    "anomaly_score",
+    "fused_score",
+    "forest_score",
+    "recon_nll_per_cell",
+    "chi2_per_cell",
+    "kl",
+    "latent_knn",
+    "recon_chi2",
+    "classifier",
+)
+# Scores of baselines that evaluate adds for comparison: not the detector's, not in `score`'s
+# tables, so never a feature.
+BASELINE_COLUMNS: tuple[str, ...] = ("lc_forest_score",)
+# Columns this package adds to a table it re-ranks.
+REVIEW_SCORE, REVIEW_RANK = "review_score", "review_rank"
+_LATENT = re.compile(r"mu_(\d+)")
+# The fit's settings: 100 trees of 256 objects each, as the isolation forest of Liu et al. and
+# the coniferest default; the seed makes the ranking reproducible.
+N_TREES, N_SUBSAMPLES, SEED = 100, 256, 0
+
+
+def latent_columns(columns: Sequence[str]) -> list[str]:
+    """`mu_0 ... mu_{L-1}` in index order."""
+    found = [(int(m.group(1)), c) for c in columns if (m := _LATENT.fullmatch(c))]
+    return [c for _, c in sorted(found)]
+
+
+def score_columns(columns: Sequence[str], models_dir: Path | None = None) -> list[str]:
+    """The detector's score columns in a table: `anomaly_score` first, then its components.
+
+    The components are those the run's detector metadata (`models/*.json`, a `score_columns` or
+    `components` list) names, then the known names (`KNOWN_SCORE_COLUMNS`) and any other column
+    ending in `_score`; baselines' and this package's own scores are left out.
+    """
+    named: list[str] = []
+    for path in sorted(Path(models_dir).glob("*.json")) if models_dir else []:
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in ("score_columns", "components"):
+            value = meta.get(key) if isinstance(meta, dict) else None
+            if isinstance(value, list):
+                named += [v for v in value if isinstance(v, str)]
+    suffixed = [c for c in columns if c.endswith("_score")]
+    excluded = {*BASELINE_COLUMNS, REVIEW_SCORE}
+    present = set(columns)
+    chosen = ["anomaly_score", *named, *KNOWN_SCORE_COLUMNS, *suffixed]
+    return [c for c in dict.fromkeys(chosen) if c in present and c not in excluded]
+
+
+def candidate_columns(columns: Sequence[str], models_dir: Path | None = None) -> list[str]:
+    """Latent, score and context columns among `columns`, in that order (before the checks of
+    `feature_columns`)."""
+    context = [c for c in gridding.FEATURE_NAMES if c in columns]
+    names = [*latent_columns(columns), *score_columns(columns, models_dir), *context]
+    return list(dict.fromkeys(names))
+
+
+def feature_columns(table: pd.DataFrame, models_dir: Path | None = None) -> list[str]:
+    """The active model's features in a score table: latents, scores, context (see module).
+
+    Columns that repeat another one exactly (`anomaly_score` is the detector's final score
+    column under a second name) are kept once.
+    """
+    kept: list[str] = []
+    for name in candidate_columns(list(table.columns), models_dir):
+        if pd.api.types.is_numeric_dtype(table[name]) and not any(
+            _same(table[name], table[k]) for k in kept
+        ):
+            kept.append(name)
+    return kept
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    """Equal columns (the first values compared first: most pairs differ there)."""
+    return bool(np.array_equal(a.to_numpy()[:64], b.to_numpy()[:64])) and bool(
+        np.array_equal(a.to_numpy(), b.to_numpy())
+    )
+
+
+def feature_matrix(table: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """(n, d) float64 of the columns; NaN becomes the column's median, +-inf its finite extremes
+    (the forest needs finite values; ordering is what it uses)."""
+    x = table[list(columns)].to_numpy(np.float64, copy=True)
+    for j in range(x.shape[1]):
+        column = x[:, j]
+        finite = np.isfinite(column)
+        if finite.all():
+            continue
+        good = column[finite]
+        low, high, mid = (good.min(), good.max(), np.median(good)) if good.size else (0, 0, 0)
+        column[np.isnan(column)] = mid
+        column[column == np.inf] = high
+        column[column == -np.inf] = low
+    return x
+
+
+class ActiveRanker:
+    """AADForest scores of a pool of objects, given the expert's labels.
+
+    Args:
+        features: (n, d) the pool's features; the forest's trees are grown on them.
+        n_trees, n_subsamples, seed: the forest (`N_TREES`, `N_SUBSAMPLES`, `SEED`).
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        n_trees: int = N_TREES,
+        n_subsamples: int = N_SUBSAMPLES,
+        seed: int = SEED,
+    ):
+        self.features = np.ascontiguousarray(features, np.float64)
+        self.n_trees = n_trees
+        self.n_subsamples = max(2, min(n_subsamples, len(self.features)))
+        self.seed = seed
+
+    def scores(
+        self,
+        known_features: np.ndarray | None = None,
+        known_anomaly: np.ndarray | None = None,
+        pool: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Scores, higher = more anomalous, float64.
+
+        Args:
+            known_features: (m, d) features of the labelled objects (none: the plain forest).
+            known_anomaly: (m,) bool, True for "anomaly", False for "not interesting".
+            pool: (k, d) features to score (None: the pool the ranker was made with).
+        """
+        from coniferest.aadforest import AADForest
+        from coniferest.label import Label
+
+        model = AADForest(
+            n_trees=self.n_trees, n_subsamples=self.n_subsamples, random_seed=self.seed
+        )
+        if known_features is None or len(known_features) == 0:
+            model.fit(self.features)
+        else:
+            labels = np.where(np.asarray(known_anomaly, bool), Label.ANOMALY, Label.REGULAR)
+            known = np.ascontiguousarray(known_features, np.float64)
+            model.fit_known(self.features, known, labels.astype(np.int64))
+        target = self.features if pool is None else np.ascontiguousarray(pool, np.float64)
+        # coniferest follows scikit-learn: lower score_samples = more anomalous.
+        return -np.asarray(model.score_samples(target), np.float64)
+
+
+def informative(answers: Mapping[int, Answer]) -> tuple[np.ndarray, np.ndarray]:
+    """(object ids, is anomaly) of the answers that teach the model (skips do not)."""
+    kept = [a for a in answers.values() if a.label in (ANOMALY, NOT_INTERESTING)]
+    ids = np.array([a.object_id for a in kept], np.int64)
+    return ids, np.array([a.label == ANOMALY for a in kept], bool)

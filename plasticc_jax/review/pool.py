@@ -1,0 +1,344 @@
+"""The objects under review and everything the page shows about them.
+
+A pool is the candidate rows of a score table (`pool_rows`: the objects the detector was not
+fitted on), with
+
+- the active model's features (`active.feature_columns`) and the static score (`anomaly_score`);
+- a guess of the nearest known class: the table's `nearest_class` / `nearest_class_prob` when the
+  detector wrote them, else a vote of the `K_VOTE` nearest known objects in the latent space (the
+  run's train split, known classes; Euclidean distance between latent means);
+- galactic or not: the table's `is_galactic` or `hostgal_photoz` (0 for galactic objects), else
+  the prepared dataset's `is_galactic` feature;
+- the gridded light curves (`Curves`) of the pool and of the known objects, with the VAE's
+  reconstruction, from the run's prepared dataset, when it is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from plasticc_jax import plasticc, runs
+from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_stats
+from plasticc_jax.errors import UserError
+from plasticc_jax.gridding import GridSpec
+from plasticc_jax.review import active
+
+log = logging.getLogger(__name__)
+
+K_VOTE = 10  # known neighbours whose classes vote for the class guess
+N_NEIGHBOURS = 5  # known neighbours whose light curves the page shows
+FIT_SPLITS = ("train", "val")  # the detector was fitted on these: never candidates
+# Per-object context the page shows (from the table if it has them, else the prepared dataset).
+CONTEXT_SHOWN: tuple[str, ...] = (
+    "hostgal_photoz",
+    "hostgal_photoz_err",
+    "distmod",
+    "mwebv",
+    "ddf",
+    "is_galactic",
+    "log10_amplitude",
+    "log10_n_obs",
+    "log10_duration",
+)
+
+
+@dataclass
+class Curves:
+    """Gridded light curves with their reconstruction, looked up by object id.
+
+    Attributes:
+        arrays: the objects' grids (scaled flux, `dataset.LightCurveArrays`).
+        mean, sigma: the VAE's reconstruction at z = mu, (n, n_bands, n_times).
+        times: (n_times,) bin centres in days from each object's reference time.
+        feature_names: names of `arrays.features` (the run's statistics).
+    """
+
+    arrays: LightCurveArrays
+    mean: np.ndarray
+    sigma: np.ndarray
+    times: np.ndarray
+    feature_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self._rows = {int(o): i for i, o in enumerate(self.arrays.object_id.astype(np.int64))}
+
+    def row(self, object_id: int) -> int | None:
+        return self._rows.get(int(object_id))
+
+    def curve(self, object_id: int) -> dict[str, Any] | None:
+        """The page's view of one light curve (JSON-ready), or None if not in the dataset."""
+        i = self.row(object_id)
+        if i is None:
+            return None
+        a = self.arrays
+        return {
+            "times": _round(self.times),
+            "bands": [
+                {
+                    "name": name,
+                    "flux": _round(a.flux[i, b]),
+                    "flux_err": _round(a.flux_err[i, b]),
+                    "observed": a.mask[i, b].astype(bool).tolist(),
+                    "mean": _round(self.mean[i, b]),
+                    "sigma": _round(self.sigma[i, b]),
+                }
+                for b, name in enumerate(plasticc.PASSBANDS[: a.flux.shape[1]])
+            ],
+        }
+
+    def features(self, object_id: int) -> dict[str, float]:
+        i = self.row(object_id)
+        if i is None:
+            return {}
+        return dict(zip(self.feature_names, self.arrays.features[i].tolist(), strict=True))
+
+
+def _round(values: np.ndarray) -> list[float | None]:
+    """JSON-ready values, 4 decimals; non-finite ones as None."""
+    rounded = np.round(np.asarray(values, np.float64), 4)
+    return [v if math.isfinite(v) else None for v in rounded.tolist()]
+
+
+def infer_workdir(run_dir: Path) -> Path:
+    """The project folder of a run: where its config's `run_dir` resolves to `run_dir`, else the
+    current folder."""
+    relative = runs.read_config(run_dir).run_path
+    run = Path(run_dir).resolve()
+    n = len(relative.parts)
+    if not relative.is_absolute() and run.parts[-n:] == relative.parts:
+        return Path(*run.parts[:-n])
+    return Path.cwd()
+
+
+def pool_rows(table: pd.DataFrame) -> np.ndarray:
+    """Rows of a score table that are candidates: not of the splits the detector was fitted on
+    (all rows if that leaves none, e.g. a table of new objects)."""
+    if "split" not in table.columns:
+        return np.arange(len(table))
+    rows = np.flatnonzero(~table["split"].isin(FIT_SPLITS).to_numpy())
+    return rows if rows.size else np.arange(len(table))
+
+
+def known_reference(run_table: pd.DataFrame, known_classes: tuple[int, ...]) -> pd.DataFrame:
+    """The run's train-split objects of known classes: the neighbours' reference set."""
+    keep = (run_table["split"] == "train") & run_table["target"].isin(known_classes)
+    if "is_anomaly" in run_table.columns:
+        keep &= ~run_table["is_anomaly"].astype(bool)
+    return run_table[keep].reset_index(drop=True)
+
+
+def load_curves(run_dir: Path, dataset_dir: Path, object_ids: np.ndarray) -> Curves | None:
+    """The light curves of `object_ids` found in a prepared dataset, reconstructed by the run's
+    VAE; None if the dataset is not on disk."""
+    if not (dataset_dir / "manifest.json").is_file():
+        log.warning("no prepared dataset at %s: the page shows no light curves", dataset_dir)
+        return None
+    wanted = np.unique(np.asarray(object_ids, np.int64))
+    parts = [
+        shard.take(np.isin(shard.object_id, wanted))
+        for split in SPLITS
+        for shard in iter_split(dataset_dir, split)
+    ]
+    arrays = LightCurveArrays.concatenate(parts)
+    from plasticc_jax.encoder import load_vae  # JAX: imported only when curves are shown
+
+    vae = load_vae(run_dir)
+    mean, sigma = vae.reconstruct(arrays)
+    times = GridSpec.from_config(vae.config.data).bin_centres()
+    log.info("%d of %d light curves found in %s", len(arrays), wanted.size, dataset_dir)
+    return Curves(arrays, mean, sigma, times, read_stats(run_dir).names)
+
+
+class Pool:
+    """The candidates of a review, their features and their context.
+
+    Args:
+        run_dir: a trained and evaluated run.
+        scores: the score table to review (None: the run's `scores.parquet`).
+        workdir: the project folder (None: `infer_workdir`), for the prepared dataset.
+        top: review only the `top` objects of the static ranking (None: every candidate).
+        curves: load light curves and reconstructions (needs JAX; the simulation does not).
+
+    Raises:
+        UserError: not an evaluated run, an unreadable table, or a table without the columns
+            the review needs.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        scores: Path | None = None,
+        workdir: Path | None = None,
+        top: int | None = None,
+        curves: bool = True,
+    ):
+        self.run_dir = Path(run_dir)
+        config = runs.read_config(self.run_dir)
+        run_table = read_table(self.run_dir / "scores.parquet")
+        table = run_table if scores is None else read_table(Path(scores))
+        for column in ("object_id", "anomaly_score"):
+            if column not in table.columns:
+                raise UserError(f"the score table has no {column!r} column (not a score table)")
+        table = table.iloc[pool_rows(table)]
+        if top is not None:
+            if top < 1:
+                raise UserError(f"--top {top}: review at least one candidate")
+            table = table.nlargest(top, "anomaly_score", keep="first")
+        if table.empty:
+            raise UserError("the score table holds no candidate to review")
+        self.table = table.reset_index(drop=True)
+        if self.table["object_id"].duplicated().any():
+            raise UserError("the score table lists an object twice: review one table at a time")
+        self.ids = self.table["object_id"].to_numpy(np.int64)
+        self.row = {int(o): i for i, o in enumerate(self.ids)}
+        models = self.run_dir / "models"
+        self.feature_names = active.feature_columns(self.table, models)
+        self.features = active.feature_matrix(self.table, self.feature_names)
+        self.score_names = active.score_columns(list(self.table.columns), models)
+        self.static = self.table["anomaly_score"].to_numpy(np.float64)
+        self.latents = active.latent_columns(list(self.table.columns))
+
+        self.reference = known_reference(run_table, config.data.known_classes)
+        self._index = None
+        if len(self.reference) and self.latents:
+            from sklearn.neighbors import NearestNeighbors
+
+            k = min(K_VOTE + 1, len(self.reference))  # +1: an object may be its own neighbour
+            self._index = NearestNeighbors(n_neighbors=k).fit(self._mu(self.reference))
+        self.class_guess, self.class_prob = self._class_guess()
+
+        workdir = infer_workdir(self.run_dir) if workdir is None else Path(workdir)
+        wanted = np.concatenate([self.ids, self.reference["object_id"].to_numpy(np.int64)])
+        self.curves = (
+            load_curves(self.run_dir, workdir / config.data.dataset_dir, wanted) if curves else None
+        )
+        self.galactic = self._galactic()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _mu(self, table: pd.DataFrame) -> np.ndarray:
+        return table[self.latents].to_numpy(np.float64)
+
+    def neighbours(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into `reference`, distances), each (len(rows), k): the nearest known objects
+        in the latent space, the object itself left out."""
+        if self._index is None:
+            return np.zeros((len(rows), 0), np.int64), np.zeros((len(rows), 0))
+        dist, idx = self._index.kneighbors(self._mu(self.table.iloc[rows]))
+        ref_ids = self.reference["object_id"].to_numpy(np.int64)
+        out_idx, out_dist = [], []
+        for r, i, d in zip(rows, idx, dist, strict=True):
+            keep = ref_ids[i] != self.ids[r]
+            out_idx.append(i[keep][:k])
+            out_dist.append(d[keep][:k])
+        k = min(len(x) for x in out_idx) if out_idx else 0
+        return np.array([x[:k] for x in out_idx]), np.array([x[:k] for x in out_dist])
+
+    def _class_guess(self) -> tuple[list[str], np.ndarray]:
+        """(class name, its probability) per object: the detector's if in the table, else the
+        majority class of the `K_VOTE` nearest known objects and its share of them."""
+        t = self.table
+        if "nearest_class" in t.columns:
+            names = [_class_label(c) for c in t["nearest_class"]]
+            prob = (
+                t["nearest_class_prob"].to_numpy(np.float64)
+                if "nearest_class_prob" in t.columns
+                else np.full(len(t), np.nan)
+            )
+            return names, prob
+        if self._index is None or not len(t):
+            return ["unknown"] * len(t), np.full(len(t), np.nan)
+        idx, _ = self.neighbours(np.arange(len(t)), K_VOTE)
+        targets = self.reference["target"].to_numpy(np.int64)[idx]
+        names, prob = [], np.empty(len(t))
+        for i, row in enumerate(targets):
+            classes, counts = np.unique(row, return_counts=True)
+            best = int(np.argmax(counts))
+            names.append(plasticc.class_name(int(classes[best])))
+            prob[i] = counts[best] / max(len(row), 1)
+        return names, prob
+
+    def _galactic(self) -> list[bool | None]:
+        t = self.table
+        if "is_galactic" in t.columns:
+            return [bool(v) for v in t["is_galactic"].to_numpy()]
+        if "hostgal_photoz" in t.columns:
+            return [bool(v == 0) for v in t["hostgal_photoz"].to_numpy()]
+        if self.curves is not None and "is_galactic" in self.curves.feature_names:
+            column = self.curves.feature_names.index("is_galactic")
+            out: list[bool | None] = []
+            for object_id in self.ids:
+                i = self.curves.row(object_id)
+                out.append(None if i is None else bool(self.curves.arrays.features[i, column]))
+            return out
+        return [None] * len(t)
+
+    def context(self, row: int) -> dict[str, Any]:
+        """What the page shows as metadata: the table's context columns, else the dataset's."""
+        object_id = int(self.ids[row])
+        features = self.curves.features(object_id) if self.curves is not None else {}
+        out: dict[str, Any] = {}
+        for name in ("split", "n_observed"):
+            if name in self.table.columns:
+                out[name] = _plain(self.table[name].iat[row])
+        for name in CONTEXT_SHOWN:
+            if name in self.table.columns:
+                out[name] = _plain(self.table[name].iat[row])
+            elif name in features:
+                out[name] = _plain(features[name])
+        return out
+
+    def scores(self, row: int) -> dict[str, float]:
+        """The detector's scores of one object, with each score's percentile in the pool."""
+        out = {}
+        for name in self.score_names:
+            values = self.table[name].to_numpy(np.float64)
+            value = float(values[row])
+            out[name] = {
+                "value": _plain(value),
+                "percentile": round(100.0 * float(np.mean(values <= value)), 1),
+            }
+        return out
+
+
+def _class_label(value: Any) -> str:
+    """A class as the detector wrote it (a class number or a name) -> its name."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return plasticc.class_name(int(value)) if math.isfinite(value) else "unknown"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar (numpy types to Python ones; non-finite floats to None)."""
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return round(float(value), 6) if np.isfinite(value) else None
+    return str(value)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A score table: `.parquet`, `.csv` or `.csv.gz`.
+
+    Raises:
+        UserError: it does not exist or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no score table at {path}: run `plasticc-jax evaluate` (or `score`) first")
+    try:
+        if path.name.lower().endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read the score table {path}: {error}") from None

@@ -1,0 +1,122 @@
+"""`plasticc-jax score --review-labels`: rank a new score table with what the expert taught.
+
+The active model (`active.ActiveRanker`) is grown on the new table's objects and fitted on the
+answers of a labels file; the labelled objects' features are looked up by object id in the new
+table and in the run's own `scores.parquet` (answers about objects in neither are ignored, with a
+warning). Two columns are added to the table in place: `review_score` (higher = more anomalous by
+the expert's standards) and `review_rank` (1 = the first to show the expert). The table is
+rewritten batch by batch (Parquet) or whole (CSV).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_path
+from plasticc_jax.review import active
+from plasticc_jax.review.labels import latest, read_answers
+from plasticc_jax.review.pool import read_table
+from plasticc_jax.scoring import ranks
+
+log = logging.getLogger(__name__)
+
+
+def _read_features(path: Path, models_dir: Path) -> pd.DataFrame:
+    """`object_id` and the candidate feature columns of a table (Parquet: only those)."""
+    if not path.name.lower().endswith(".parquet"):
+        return read_table(path)
+    if not path.is_file():
+        raise UserError(f"no score table at {path}")
+    columns = pq.read_schema(path).names
+    wanted = ["object_id", *active.candidate_columns(columns, models_dir)]
+    return pd.read_parquet(path, columns=[c for c in dict.fromkeys(wanted) if c in columns])
+
+
+def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
+    """Add `review_score` and `review_rank` to a score table, from a labels file's answers.
+
+    Args:
+        run_dir: the run that wrote the table (its `scores.parquet` and `models/`).
+        table_path: a table written by `plasticc-jax score` (`.parquet`, `.csv`, `.csv.gz`).
+        labels_path: a review's labels file (JSON lines).
+
+    Raises:
+        UserError: no labels file, or no "anomaly" / "not interesting" answer about an object
+            of the table or the run.
+    """
+    run_dir, table_path, labels_path = Path(run_dir), Path(table_path), Path(labels_path)
+    if not labels_path.is_file():
+        raise UserError(f"no labels file at {labels_path}: review candidates first")
+    ids, is_anomaly = active.informative(latest(read_answers(labels_path)))
+    if not ids.size:
+        raise UserError(f"{labels_path} holds no 'anomaly' or 'not interesting' answer")
+    models = run_dir / "models"
+    table = _read_features(table_path, models)
+    names = active.feature_columns(table, models)
+    run_table = _read_features(run_dir / "scores.parquet", models)
+    missing = [n for n in names if n not in run_table.columns]
+    if missing:
+        raise UserError(f"the run's score table lacks the feature columns {missing}")
+
+    # Each answered object's features: from the new table, else from the run's table.
+    features, labels = [], []
+    remaining = np.ones(ids.size, bool)
+    for source in (table, run_table):
+        source = source.drop_duplicates("object_id")
+        position = pd.Index(source["object_id"].to_numpy(np.int64)).get_indexer(ids)
+        take = remaining & (position >= 0)
+        features.append(active.feature_matrix(source.iloc[position[take]], names))
+        labels.append(is_anomaly[take])
+        remaining &= ~take
+    if remaining.all():
+        raise UserError(f"none of the answered objects of {labels_path} is in the table or run")
+    if remaining.any():
+        log.warning("%d answered objects are in neither table: ignored", int(remaining.sum()))
+    ranker = active.ActiveRanker(active.feature_matrix(table, names))
+    score = ranker.scores(np.concatenate(features), np.concatenate(labels))
+    _add_columns(table_path, score, ranks(score))
+    log.info(
+        "ranked %d objects of %s with %d answers (%d anomalies); wrote %s and %s",
+        len(score),
+        table_path,
+        int((~remaining).sum()),
+        int(np.concatenate(labels).sum()),
+        active.REVIEW_SCORE,
+        active.REVIEW_RANK,
+    )
+    return table_path
+
+
+def _add_columns(path: Path, score: np.ndarray, rank: np.ndarray) -> None:
+    """Append (or replace) the review columns of a table file, atomically."""
+    new = {active.REVIEW_SCORE: pa.array(score), active.REVIEW_RANK: pa.array(rank)}
+    with atomic_path(path) as tmp:
+        if path.name.lower().endswith(".parquet"):
+            source = pq.ParquetFile(path)
+            schema = source.schema_arrow
+            for name in new:
+                if name in schema.names:
+                    schema = schema.remove(schema.get_field_index(name))
+            schema = schema.append(pa.field(active.REVIEW_SCORE, pa.float64()))
+            schema = schema.append(pa.field(active.REVIEW_RANK, pa.int64()))
+            done = 0
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for batch in source.iter_batches():
+                    n = batch.num_rows
+                    old = [batch.column(name) for name in schema.names[:-2]]
+                    added = [column[done : done + n] for column in new.values()]
+                    writer.write_batch(pa.RecordBatch.from_arrays([*old, *added], schema=schema))
+                    done += n
+                if done == 0:
+                    writer.write_table(schema.empty_table())
+        else:
+            table = read_table(path)
+            table[active.REVIEW_SCORE], table[active.REVIEW_RANK] = score, rank
+            table.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)

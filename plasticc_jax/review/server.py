@@ -1,0 +1,287 @@
+"""The review page's local web server (standard library `http.server`, one thread per request).
+
+Security, as Jupyter does it: the server binds to 127.0.0.1 by default and every request must
+carry the session's random token (`?token=...` or the `X-Review-Token` header), compared in
+constant time; anything else gets 403. Only a fixed list of routes exists: the page and its two
+static assets, read from the package once at start, and the JSON API; no part of a request's path
+ever reaches the file system. Responses forbid caching, framing, content sniffing, referrers (the
+token is in the URL) and any script or style from elsewhere.
+
+Routes (all GET but the label):
+
+=====================  =======================================================================
+`/`                    the page
+`/static/app.js`       its script; `/static/style.css` its style sheet
+`/api/state`           progress, the next candidate, the filter choices
+`/api/object?id=N`     one candidate: scores, class guess, context, light curve, neighbours
+`/api/ranking?...`     the current ranking; filters `class`, `galactic` (yes/no), `min`, `max`
+                       (of `anomaly_score`), `answered` (yes/no), `limit`
+`/api/labels.csv`      the answers so far (latest per object)
+POST `/api/label`      `{"object_id": N, "label": "anomaly" | "not_interesting" | "skip"}`;
+                       400 and nothing written if malformed; answers with the new state
+=====================  =======================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from plasticc_jax.errors import UserError
+from plasticc_jax.review.labels import LABELS_FILE, LabelStore, answers_csv
+from plasticc_jax.review.pool import Pool
+from plasticc_jax.review.session import BadRequest, Filters, ReviewSession
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "X-Review-Token"
+MAX_BODY_BYTES = 4096
+# The static assets: route -> (file in plasticc_jax/review/static, content type).
+ASSETS: dict[str, tuple[str, str]] = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def read_assets(token: str) -> dict[str, bytes]:
+    """The static files, read once; the page gets the token to load its assets with."""
+    folder = resources.files("plasticc_jax.review") / "static"
+    assets = {route: (folder / name).read_bytes() for route, (name, _) in ASSETS.items()}
+    assets["/"] = assets["/"].replace(b"__TOKEN__", token.encode())
+    return assets
+
+
+class ReviewServer(ThreadingHTTPServer):
+    """The HTTP server of one review session.
+
+    Args:
+        address: (host, port); port 0 picks a free one.
+        session: the review session the API reads and answers.
+        token: the secret every request must carry (None: a new random one).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], session: ReviewSession, token: str | None = None):
+        self.session = session
+        self.token = token or secrets.token_urlsafe(32)
+        self.assets = read_assets(self.token)
+        super().__init__(address, ReviewHandler)
+
+    @property
+    def url(self) -> str:
+        """The page's address, with the token."""
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}/?token={self.token}"
+
+    def start(self) -> threading.Thread:
+        """Serve from a background thread (tests, notebooks); `shutdown()` stops it."""
+        thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name="review-server", daemon=True
+        )
+        thread.start()
+        return thread
+
+
+class ReviewHandler(BaseHTTPRequestHandler):
+    """One request: check the token, route it, answer JSON, CSV or a static asset."""
+
+    server: ReviewServer
+    protocol_version = "HTTP/1.1"
+    server_version = "plasticc-jax-review"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_HEAD(self) -> None:
+        self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        given = self.headers.get(TOKEN_HEADER) or (query.get("token") or [""])[0]
+        if not secrets.compare_digest(given.encode(), self.server.token.encode()):
+            self._send_error(HTTPStatus.FORBIDDEN, "missing or wrong token")
+            return
+        routes: dict[tuple[str, str], Callable[[dict[str, list[str]]], None]] = {
+            ("GET", "/api/state"): self._state,
+            ("GET", "/api/object"): self._object,
+            ("GET", "/api/ranking"): self._ranking,
+            ("GET", "/api/labels.csv"): self._labels_csv,
+            ("POST", "/api/label"): self._label,
+        }
+        try:
+            if method == "GET" and parts.path in ASSETS:
+                self._send(HTTPStatus.OK, self.server.assets[parts.path], ASSETS[parts.path][1])
+            elif (method, parts.path) in routes:
+                routes[method, parts.path](query)
+            else:
+                self._send_error(HTTPStatus.NOT_FOUND, "no such page")
+        except BadRequest as error:
+            self._send_error(HTTPStatus.BAD_REQUEST, str(error))
+        except Exception:
+            log.exception("review server: %s %s failed", method, parts.path)
+            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the log)")
+
+    # --- routes ---------------------------------------------------------------------------
+
+    def _state(self, query: dict[str, list[str]]) -> None:
+        self._send_json(self.server.session.state())
+
+    def _object(self, query: dict[str, list[str]]) -> None:
+        self._send_json(self.server.session.describe(_int(query, "id")))
+
+    def _ranking(self, query: dict[str, list[str]]) -> None:
+        filters = Filters(
+            class_guess=_text(query, "class"),
+            galactic=_yes_no(query, "galactic"),
+            min_score=_float(query, "min"),
+            max_score=_float(query, "max"),
+            answered=_yes_no(query, "answered"),
+            limit=_int(query, "limit", 200),
+        )
+        self._send_json({"rows": self.server.session.ranking(filters)})
+
+    def _labels_csv(self, query: dict[str, list[str]]) -> None:
+        text = answers_csv(self.server.session.store.answers)
+        self._send(HTTPStatus.OK, text.encode(), "text/csv; charset=utf-8", attachment="labels.csv")
+
+    def _label(self, query: dict[str, list[str]]) -> None:
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or not 0 < int(length) <= MAX_BODY_BYTES:
+            self.close_connection = True  # the body, if any, is not read
+            raise BadRequest(f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(self.rfile.read(int(length)))
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the body is not JSON") from None
+        if not isinstance(body, dict) or set(body) != {"object_id", "label"}:
+            raise BadRequest('send {"object_id": <integer>, "label": <label>}')
+        self._send_json(self.server.session.answer(body["object_id"], body["label"]))
+
+    # --- responses ------------------------------------------------------------------------
+
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, attachment: str | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if attachment:
+            self.send_header("Content-Disposition", f'attachment; filename="{attachment}"')
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, value: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
+        body = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+        self._send(status, body, "application/json")
+
+    def _send_error(self, status: HTTPStatus, message: str) -> None:
+        # An unread request body would be taken for the next request on this connection.
+        if self.command == "POST" and status != HTTPStatus.OK:
+            self.close_connection = True
+        self._send_json({"error": message}, status)
+
+
+def _text(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values and values[0] != "" else None
+
+
+def _yes_no(query: dict[str, list[str]], name: str) -> bool | None:
+    text = _text(query, name)
+    if text not in (None, "yes", "no"):
+        raise BadRequest(f"{name} must be yes or no")
+    return None if text is None else text == "yes"
+
+
+def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> int:
+    text = _text(query, name)
+    if text is None and default is not None:
+        return default
+    try:
+        return int(text or "")
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+def _float(query: dict[str, list[str]], name: str) -> float | None:
+    text = _text(query, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be a finite number")
+    return value
+
+
+def open_review(
+    run_dir: Path,
+    scores: Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    labels: Path | None = None,
+    workdir: Path | None = None,
+    top: int | None = None,
+    token: str | None = None,
+) -> ReviewServer:
+    """Load a review session and bind its server (not yet serving: `serve_forever` or `start`).
+
+    Args:
+        run_dir: a trained and evaluated run.
+        scores: the score table to review (None: the run's `scores.parquet`).
+        host, port: where to listen (port 0: a free one).
+        labels: the labels file (None: `<run>/review/labels.jsonl`); answers already in it are
+            resumed.
+        workdir: the project folder, for the prepared dataset (None: from the run's config).
+        top: review only the top objects of the static ranking.
+        token: the secret of the URL (None: a new random one).
+
+    Raises:
+        UserError: a missing run or table, or a port that cannot be bound.
+    """
+    run_dir = Path(run_dir)
+    pool = Pool(run_dir, scores, workdir=workdir, top=top)
+    store = LabelStore(labels or run_dir / LABELS_FILE)
+    session = ReviewSession(pool, store)
+    try:
+        return ReviewServer((host, port), session, token)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None

@@ -1,0 +1,252 @@
+"""`make validate`: choose the detector by leave-one-known-class-out validation.
+
+The anomaly classes of the test split must never steer a choice, so every choice (features,
+model, components, fusion weights, settings) is made on the known classes alone: each known class
+in turn is held out of everything that is fitted and plays the anomaly.
+
+For each known class c (a fold):
+
+1. train the model on the train split's other known classes (a full `train` run in
+   `<run>/validation/fold-<c>/`, with the config's settings; resumable);
+2. fit the detector's components on the same objects and calibrate them on the val split's other
+   known objects (as `evaluate` does);
+3. score the val split's other known objects (the negatives: never fitted on) and every train and
+   val object of class c (the positives: never seen), and measure each component's AUROC.
+
+The fold's mean AUROC over the known classes is the validation score of a component; the fusion
+weights are then searched on the stored fold scores (every combination of weights 0-3 over the
+`SEARCH_TOP` best single components) and the best combination is reported beside the configured
+one: the shipped preset's `eval.fusion` is the best one found. The test split is never read.
+
+Outputs in `<run>/validation/`: `scores.parquet` (per fold and object: every component's
+calibrated score), `validation.json` and `validation.md` (the tables).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from plasticc_jax import config as config_lib
+from plasticc_jax import scoring
+from plasticc_jax.config import Config
+from plasticc_jax.dataset import iter_split
+from plasticc_jax.detector import Detector, parse_fusion, route
+from plasticc_jax.encoder import load_vae
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.plasticc import class_name
+
+log = logging.getLogger(__name__)
+
+# The fusion search tries every weight in WEIGHTS for the SEARCH_TOP best single components.
+SEARCH_TOP = 6
+WEIGHTS = (0, 1, 2, 3)
+
+
+def fold_config(config: Config, held_out: int, run_dir: Path) -> Config:
+    """The config of one fold: `held_out` moves from the known classes to the anomalies."""
+    data = config.data
+    known = tuple(c for c in data.known_classes if c != held_out)
+    return dataclasses.replace(
+        config,
+        run_dir=str(run_dir),
+        data=dataclasses.replace(
+            data, known_classes=known, anomaly_classes=(*data.anomaly_classes, held_out)
+        ),
+    )
+
+
+def _fold_scores(config: Config, workdir: Path, held_out: int, run_dir: Path) -> pd.DataFrame:
+    """Train the fold's model, fit its detector, and score its evaluation objects."""
+    from plasticc_jax.train import train  # imported here: JAX and the step are heavy
+
+    fold = fold_config(config, held_out, run_dir)
+    train(fold, workdir, dataset_dir=config.data.dataset_dir)
+    vae = load_vae(workdir / run_dir, max_batch=config.eval.batch_size)
+    parts = []
+    for split in ("train", "val"):  # never the test split
+        for shard in iter_split(workdir / config.data.dataset_dir, split):
+            keep = np.flatnonzero(np.isin(shard.target, config.data.known_classes))
+            shard = shard.take(keep)
+            outputs = scoring.model_outputs(vae, shard)
+            parts.append({**scoring.object_labels(shard, split), **outputs})
+    objects = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
+    target, split = objects["target"], objects["split"]
+    fit = np.flatnonzero((split == "train") & (target != held_out))
+    val = np.flatnonzero((split == "val") & (target != held_out))
+    detector = Detector.fit(
+        evidence.take(fit), target[fit], evidence.take(val), target[val], config.eval
+    )
+    scored = np.flatnonzero((split == "val") | (target == held_out))
+    part = evidence.take(scored)
+    groups = route(detector.components, part.galactic)
+    tails = detector.calibrated(detector.raw_scores(part), groups)
+    return pd.DataFrame(
+        {
+            "fold": held_out,
+            "object_id": objects["object_id"][scored],
+            "split": split[scored],
+            "target": target[scored],
+            "galactic": part.galactic,
+            "positive": target[scored] == held_out,
+            **tails,
+        }
+    )
+
+
+class Folds:
+    """The fold scores, indexed once for the many evaluations of the fusion search.
+
+    Attributes:
+        scores: one row per (fold, scored object): `fold`, `positive`, `galactic` and every
+            component's calibrated score.
+    """
+
+    def __init__(self, scores: pd.DataFrame) -> None:
+        self.scores = scores
+        self.positive = scores["positive"].to_numpy(bool)
+        self.folds = {int(f): rows for f, rows in scores.groupby("fold").indices.items()}
+        self.groups = list(scores.groupby(["fold", "galactic"]).indices.values())
+        self.negatives = [rows[~self.positive[rows]] for rows in self.groups]
+
+    def aurocs(self, values: np.ndarray) -> dict[int, float]:
+        """AUROC of one score (aligned with `scores`) in every fold: the Mann-Whitney statistic
+        of the positives against the fold's negatives (ties count one half)."""
+        out = {}
+        for fold, rows in self.folds.items():
+            ranks = stats.rankdata(values[rows])
+            positive = self.positive[rows]
+            n_pos, n_neg = positive.sum(), (~positive).sum()
+            u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+            out[fold] = float(u / (n_pos * n_neg)) if n_pos and n_neg else float("nan")
+        return out
+
+    def mean_auroc(self, values: np.ndarray) -> float:
+        return float(np.mean(list(self.aurocs(values).values())))
+
+    def fused(self, weights: dict[str, float]) -> np.ndarray:
+        """The anomaly score of a fusion: the weighted mean of the calibrated components,
+        calibrated once more against the fold's negatives of each kind (the val known objects,
+        as `Detector` does): -log10 of the fraction of them scoring at least as high."""
+        total = sum(weights.values())
+        mean = sum(w / total * self.scores[name].to_numpy() for name, w in weights.items())
+        out = np.zeros(len(mean))
+        for rows, negatives in zip(self.groups, self.negatives, strict=True):
+            reference = np.sort(mean[negatives])
+            above = reference.size - np.searchsorted(reference, mean[rows], side="left")
+            out[rows] = -np.log10((above + 1) / (reference.size + 1))
+        return out
+
+    def search(self, components: list[str]) -> list[dict[str, Any]]:
+        """Every weight combination of the `SEARCH_TOP` best single components, best first
+        (mean fold AUROC; ties go to fewer components)."""
+        single = {c: self.mean_auroc(self.scores[c].to_numpy()) for c in components}
+        top = sorted(components, key=lambda c: -single[c])[:SEARCH_TOP]
+        tried = []
+        for weights in itertools.product(WEIGHTS, repeat=len(top)):
+            nonzero = [w for w in weights if w]
+            if not nonzero or np.gcd.reduce(nonzero) > 1:
+                continue
+            chosen = {c: float(w) for c, w in zip(top, weights, strict=True) if w}
+            tried.append({"weights": chosen, "mean_auroc": self.mean_auroc(self.fused(chosen))})
+        tried.sort(key=lambda t: (-round(t["mean_auroc"], 6), len(t["weights"])))
+        return tried
+
+
+def fusion_spec(weights: dict[str, float]) -> str:
+    """{component: weight} -> the `eval.fusion` value that selects it."""
+    return ",".join(f"{c}:{w:g}" for c, w in weights.items())
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    folds = result["folds"]
+    head = ["score", "mean", *(class_name(int(f)) for f in folds)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in result["aurocs"].items():
+        cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Best fusions found (mean fold AUROC):", ""]
+    for entry in result["search"][:10]:
+        lines.append(f"- {entry['mean_auroc']:.3f}: `{fusion_spec(entry['weights'])}`")
+    return "\n".join(lines) + "\n"
+
+
+def validate(config: Config, workdir: Path) -> Path:
+    """Run the leave-one-known-class-out validation; returns `<run>/validation`.
+
+    Args:
+        config: the resolved config (`config.resolve`) to validate.
+        workdir: project folder; relative paths resolve against it.
+
+    Raises:
+        UserError: fewer than three known classes (a fold would leave fewer than two to fit).
+    """
+    config_lib.require_resolved(config)
+    workdir = Path(workdir)
+    known = config.data.known_classes
+    if len(known) < 3:
+        raise UserError(
+            f"leave-one-class-out validation needs at least 3 known classes, not {list(known)}"
+        )
+    out = config.run_path / "validation"
+    (workdir / out).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    parts = []
+    for held_out in known:
+        cache = workdir / out / f"fold-{held_out}" / "scores.parquet"
+        if not cache.is_file():  # resumable: a finished fold is not redone
+            log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
+            frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
+            with atomic_path(cache) as tmp:
+                frame.to_parquet(tmp, index=False)
+        parts.append(pd.read_parquet(cache))
+    scores = pd.concat(parts, ignore_index=True)
+    folds = Folds(scores)
+    components = [c for c in scores.columns if c in config.eval.components]
+    configured = parse_fusion(config.eval.fusion)
+    candidates = {
+        **{c: scores[c].to_numpy() for c in components},
+        "fused (configured)": folds.fused(configured),
+    }
+    search = folds.search(components)
+    candidates["fused (best found)"] = folds.fused(search[0]["weights"])
+    aurocs = {}
+    for name, values in candidates.items():
+        per_fold = folds.aurocs(values)
+        aurocs[name] = {
+            "mean": float(np.mean(list(per_fold.values()))),
+            "folds": {str(f): v for f, v in per_fold.items()},
+        }
+    result = {
+        "config": config_lib.to_dict(config),
+        "folds": list(known),
+        "aurocs": aurocs,
+        "configured_fusion": fusion_spec(configured),
+        "best_fusion": fusion_spec(search[0]["weights"]),
+        "search": search[:50],
+        "seconds": time.perf_counter() - start,
+    }
+    with atomic_path(workdir / out / "scores.parquet") as tmp:
+        scores.to_parquet(tmp, index=False)
+    atomic_write_text(workdir / out / "validation.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(workdir / out / "validation.md", _markdown(result))
+    log.info(
+        "validation (%d folds): configured fusion %.3f, best found %.3f (%s); wrote %s",
+        len(known),
+        aurocs["fused (configured)"]["mean"],
+        aurocs["fused (best found)"]["mean"],
+        result["best_fusion"],
+        workdir / out / "validation.md",
+    )
+    return workdir / out

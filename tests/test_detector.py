@@ -1,0 +1,196 @@
+"""The detector: components, calibration, kinds, fusion, threshold, out-of-fold, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plasticc_jax import calibration, components, detector
+from plasticc_jax.components import Evidence
+from plasticc_jax.config import EvalConfig
+from plasticc_jax.errors import UserError
+
+CONFIG = EvalConfig(
+    n_estimators=30,
+    max_samples=64,
+    classifier_iterations=10,
+    knn_neighbours=5,
+    target_fpr=0.05,
+    fusion=("latent_knn:1", "classifier:2", "recon_chi2:1"),
+)
+CLASSES = (16, 65, 42, 90)  # two galactic, two extragalactic
+GALACTIC = {16, 65}
+
+
+def fake(rng: np.random.Generator, labels: np.ndarray, shift: float = 0.0) -> Evidence:
+    """Objects whose latent and features cluster by class; `shift` moves them off the clusters."""
+    n = labels.size
+    centre = np.searchsorted(np.array(sorted(CLASSES)), labels)[:, None] * 3.0
+    latent = rng.normal(centre + shift, 1.0, (n, 4)).astype(np.float32)
+    raw = rng.normal(centre + shift, 1.0, (n, 6)).astype(np.float32)
+    raw[:, 5] = np.nan  # an undefined feature
+    probabilities = rng.dirichlet(np.ones(len(CLASSES)), n).astype(np.float32)
+    return Evidence(
+        latent=latent,
+        probabilities=probabilities,
+        chi2=rng.gamma(2.0, 0.5 + shift, n),
+        features=np.nan_to_num(raw),
+        raw_features=raw,
+        galactic=np.isin(labels, list(GALACTIC)),
+        head_classes=CLASSES,
+    )
+
+
+def labels_of(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice(np.array(CLASSES), n)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[detector.Detector, np.random.Generator]:
+    rng = np.random.default_rng(0)
+    train, val = labels_of(rng, 600), labels_of(rng, 600)
+    return detector.Detector.fit(fake(rng, train), train, fake(rng, val), val, CONFIG), rng
+
+
+def test_reference_ecdf_properties():
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=500)
+    ref = calibration.Reference.fit(sample)
+    x = np.linspace(-5, 50, 20001)
+    assert np.all(np.diff(ref.log_survival(x)) < 0)  # strictly increasing, also far out
+    ranks = np.argsort(np.argsort(sample)) + 1
+    np.testing.assert_allclose(ref.transform(sample), ranks / 501, atol=1e-12)
+    np.testing.assert_allclose(ref.tail_score(sample), -np.log10(1 - ranks / 501), atol=1e-9)
+    fresh = ref.transform(rng.normal(size=20000))
+    assert abs(np.mean(fresh) - 0.5) < 0.02 and abs(np.mean(fresh < 0.1) - 0.1) < 0.02
+    ties = calibration.Reference.fit(np.array([1.0, 1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(ties.transform(np.array([1.0, 2.0])), [1.5 / 5, 3 / 5])
+    again = calibration.Reference.from_json(ref.to_json())
+    np.testing.assert_array_equal(again.tail_score(x), ref.tail_score(x))
+
+
+def test_calibrate_threshold_exact():
+    scores = np.arange(1, 101, dtype=float)
+    assert calibration.calibrate_threshold(scores, 0.05) == 96.0
+    with pytest.raises(UserError):
+        calibration.calibrate_threshold(scores, 0.0)
+
+
+def test_parse_fusion():
+    assert detector.parse_fusion(["latent_knn:1", "classifier:3"]) == {
+        "latent_knn": 0.25,
+        "classifier": 0.75,
+    }
+    assert detector.parse_fusion(["recon_chi2", "latent_knn:0"]) == {"recon_chi2": 1.0}
+    for bad in (["nope:1"], ["latent_knn:x"], ["latent_knn:-1"], ["latent_knn:0"]):
+        with pytest.raises(UserError):
+            detector.parse_fusion(bad)
+
+
+def test_each_kind_is_fitted_on_its_own_known_objects(monkeypatch):
+    seen: dict[str, list[set[int]]] = {}
+    original = detector.fit_components
+
+    def recording(evidence, labels, names, config):
+        fitted = original(evidence, labels, names, config)
+        for group, comps in fitted.items():
+            seen.setdefault(group, []).append(set(comps["classifier"].classes.tolist()))
+        return fitted
+
+    monkeypatch.setattr(detector, "fit_components", recording)
+    rng = np.random.default_rng(1)
+    train, val = labels_of(rng, 300), labels_of(rng, 300)
+    detector.Detector.fit(fake(rng, train), train, fake(rng, val), val, CONFIG)
+    assert seen == {"galactic": [{16, 65}], "extragalactic": [{42, 90}]}
+
+
+def test_a_kind_without_known_objects_falls_back_to_all():
+    rng = np.random.default_rng(2)
+    train = rng.choice(np.array([42, 90]), 200)  # extragalactic only (the `sn` protocol)
+    fitted = detector.fit_components(fake(rng, train), train, ("latent_knn",), CONFIG)
+    assert set(fitted) == {"extragalactic", "all"}
+    groups = detector.route(fitted, np.array([True, False]))
+    assert groups.tolist() == ["all", "extragalactic"]
+
+
+def test_threshold_fusion_and_batch_independence(fitted):
+    det, rng = fitted
+    assert det.weights == {"latent_knn": 0.25, "classifier": 0.5, "recon_chi2": 0.25}
+    assert det.info["val_flag_rate"] <= CONFIG.target_fpr
+    known = labels_of(rng, 3000)
+    fresh = det.score(fake(rng, known))
+    assert abs(det.flag(fresh["anomaly_score"]).mean() - CONFIG.target_fpr) < 0.03
+    # Objects off every cluster score higher than known ones and most are flagged.
+    odd = det.score(fake(rng, labels_of(rng, 300), shift=8.0))
+    assert np.median(odd["anomaly_score"]) > np.quantile(fresh["anomaly_score"], 0.95)
+    assert det.flag(odd["anomaly_score"]).mean() > 0.5
+    # An object's score does not depend on what it is scored with.
+    batch = fake(rng, labels_of(rng, 50))
+    whole, one = det.score(batch), det.score(batch.take(np.arange(1)))
+    for key in ("anomaly_score", "latent_knn", "classifier", "nearest_class"):
+        assert one[key][0] == whole[key][0]
+    # The fused evidence is the weighted mean of the calibrated components.
+    groups = detector.route(det.components, batch.galactic)
+    tails = det.calibrated(det.raw_scores(batch), groups)
+    mean = sum(w * tails[n] for n, w in det.weights.items())
+    np.testing.assert_allclose(whole["anomaly_score"], det.final_score(mean, groups))
+
+
+def test_nearest_class_is_of_the_objects_kind(fitted):
+    det, rng = fitted
+    labels = labels_of(rng, 400)
+    evidence = fake(rng, labels)
+    nearest, prob = det.nearest_class(evidence)
+    assert set(nearest[evidence.galactic]) <= GALACTIC
+    assert not set(nearest[~evidence.galactic]) & GALACTIC
+    assert np.all((prob > 0) & (prob <= 1))
+    assert np.mean(nearest == labels) > 0.7  # the clusters are well separated
+
+
+def test_out_of_fold_scores_exclude_the_object_itself(fitted):
+    _, rng = fitted
+    labels = labels_of(rng, 200)
+    evidence = fake(rng, labels)
+    refit = detector.Detector.fit(evidence, labels, fake(rng, labels), labels, CONFIG)
+    in_sample = refit.score(evidence)["latent_knn"]
+    oof = refit.out_of_fold(evidence, labels, 4)
+    # In sample, each object is its own nearest neighbour: its distance is smaller.
+    assert np.mean(oof["latent_knn"] > in_sample) > 0.9
+    # Components not fused are not refitted: NaN rather than in-sample.
+    assert np.isnan(oof["latent_forest"]).all() and np.isfinite(oof["anomaly_score"]).all()
+
+
+def test_save_load_roundtrip(fitted, tmp_path):
+    det, rng = fitted
+    det.save(tmp_path / "models")
+    loaded = detector.Detector.load(tmp_path / "models")
+    batch = fake(rng, labels_of(rng, 100))
+    for key, value in det.score(batch).items():
+        np.testing.assert_array_equal(loaded.score(batch)[key], value, err_msg=key)
+    assert loaded.threshold == det.threshold and loaded.weights == det.weights
+    assert loaded.config == det.config
+    with pytest.raises(UserError, match="run `plasticc-jax evaluate`"):
+        detector.Detector.load(tmp_path / "nowhere")
+
+
+def test_distance_components_score_higher_off_the_clusters():
+    rng = np.random.default_rng(3)
+    train, val = labels_of(rng, 400), labels_of(rng, 200)
+    fit = fake(rng, train)
+    normal, odd = fake(rng, val), fake(rng, val, shift=6.0)
+    for name, cls in components.COMPONENTS.items():
+        if name in ("head_maxprob", "recon_chi2", "classifier"):
+            continue  # the model's outputs (drawn at random here) and the classifier (below)
+        component = cls(CONFIG).fit(fit, train)
+        assert np.median(component.score(odd)) > np.median(component.score(normal)), name
+
+
+def test_the_classifier_scores_objects_between_classes_higher():
+    """Gradient-boosted trees extrapolate confidently (far off the clusters is "the last
+    class"): what they flag is an object between the known classes."""
+    rng = np.random.default_rng(4)
+    train = labels_of(rng, 400)
+    classifier = components.Classifier(CONFIG).fit(fake(rng, train), train)
+    pure = fake(rng, np.full(200, 42))
+    between = fake(rng, np.full(200, 42), shift=1.5)  # half-way to the next class (90)
+    assert np.median(classifier.score(between)) > np.median(classifier.score(pure)) + 0.1

@@ -1,0 +1,391 @@
+"""The review (issue 15) without a browser: the labels file, the active model, the API over plain
+HTTP in-process, the simulated expert and `score --review-labels`. The browser tests are in
+test_review_browser.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax.errors import UserError
+from plasticc_jax.review import active, labels
+from plasticc_jax.review.labels import Answer, LabelStore, read_answers
+from plasticc_jax.review.pool import Pool
+from plasticc_jax.review.server import ReviewServer
+from plasticc_jax.review.session import ReviewSession
+
+# --- the labels file -----------------------------------------------------------------------
+
+
+def test_answers_survive_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    store = LabelStore(path)
+    store.append(Answer.now(1, labels.ANOMALY, 1))
+    store.append(Answer.now(2, labels.SKIP))
+    with open(path, "ab") as handle:  # what a kill -9 in the middle of a write leaves
+        handle.write(b'{"object_id": 3, "lab')
+    assert [a.object_id for a in read_answers(path)] == [1, 2]
+    store = LabelStore(path)  # reopening cuts the torn line off before the next answer
+    store.append(Answer.now(3, labels.NOT_INTERESTING))
+    assert [(a.object_id, a.label) for a in read_answers(path)] == [
+        (1, "anomaly"),
+        (2, "skip"),
+        (3, "not_interesting"),
+    ]
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_a_damaged_line_in_the_middle_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"object_id": 1, "label": "anomaly"}\nnot json\n')
+    with pytest.raises(UserError, match="line 2"):
+        read_answers(path)
+    path.write_text('{"object_id": 1, "label": "maybe"}\n')
+    with pytest.raises(UserError, match="line 1"):
+        read_answers(path)
+
+
+def test_every_acknowledged_answer_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    code = (
+        "import sys\n"
+        "from plasticc_jax.review.labels import Answer, LabelStore\n"
+        f"store = LabelStore({str(path)!r})\n"
+        "for i in range(1_000_000):\n"
+        "    store.append(Answer.now(i, 'anomaly'))\n"
+        "    print(i, flush=True)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    acknowledged = [int(writer.stdout.readline()) for _ in range(20)]
+    writer.kill()  # SIGKILL: no clean-up of any kind
+    writer.wait()
+    kept = [a.object_id for a in read_answers(path)]
+    assert kept[: len(acknowledged)] == acknowledged
+
+
+def test_csv_export_keeps_the_last_answer_per_object() -> None:
+    answers = [
+        Answer(5, "anomaly", "t1", 1),
+        Answer(6, "skip", "t2", 2),
+        Answer(5, "not_interesting", "t3", None),
+    ]
+    text = labels.answers_csv(answers)
+    assert text.splitlines() == [
+        "object_id,label,time,position",
+        "6,skip,t2,2",
+        "5,not_interesting,t3,",
+    ]
+
+
+# --- the active model ----------------------------------------------------------------------
+
+
+def test_feature_columns_take_latents_scores_and_context_once() -> None:
+    n = 50
+    rng = np.random.default_rng(0)
+    fused = rng.normal(size=n)
+    table = pd.DataFrame(
+        {
+            "object_id": np.arange(n),
+            "mu_10": rng.normal(size=n),
+            "mu_2": rng.normal(size=n),
+            "class_name": ["x"] * n,
+            "fused_score": fused,
+            "anomaly_score": fused,  # the same column under a second name: kept once
+            "kl": rng.normal(size=n),
+            "lc_forest_score": rng.normal(size=n),  # a baseline: never a feature
+            "hostgal_photoz": rng.random(n),
+        }
+    )
+    assert active.feature_columns(table) == [
+        "mu_2",
+        "mu_10",
+        "anomaly_score",
+        "kl",
+        "hostgal_photoz",
+    ]
+    table.loc[3, "kl"] = np.inf
+    table.loc[4, "kl"] = np.nan
+    x = active.feature_matrix(table, ["kl"])
+    assert np.isfinite(x).all() and x[3, 0] == np.nanmax(table["kl"].replace(np.inf, np.nan))
+
+
+def test_answers_pull_similar_objects_up() -> None:
+    rng = np.random.default_rng(0)
+    # Two rare groups far from a big normal cloud: the expert calls group b anomalous.
+    cloud = rng.normal(size=(400, 3))
+    group_a = rng.normal(size=(10, 3), scale=0.2) + np.array([6.0, 0.0, 0.0])
+    group_b = rng.normal(size=(10, 3), scale=0.2) + np.array([0.0, 6.0, 0.0])
+    features = np.vstack([cloud, group_a, group_b])
+    ranker = active.ActiveRanker(features)
+    a, b = np.arange(400, 410), np.arange(410, 420)
+    known = np.concatenate([a[:3], b[:1]])
+    scores = ranker.scores(features[known], np.isin(known, b))
+    assert scores[b[1:]].min() > scores[a[3:]].max()
+    # A pure function of the answers: the same answers give the same scores.
+    np.testing.assert_array_equal(scores, ranker.scores(features[known], np.isin(known, b)))
+
+
+# --- the API, over plain HTTP --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_run) -> Pool:
+    """The shared tiny run's test split as a review pool; without the light curves, whose
+    reconstruction needs the VAE (the browser tests show them)."""
+    return Pool(tiny_run.run_dir, workdir=tiny_run.workdir, curves=False)
+
+
+@pytest.fixture
+def server(pool: Pool, tmp_path: Path) -> Iterator[ReviewServer]:
+    session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
+    with ReviewServer(("127.0.0.1", 0), session) as srv:
+        srv.start()
+        yield srv
+        srv.shutdown()
+
+
+def request(
+    srv: ReviewServer,
+    path: str,
+    body: bytes | None = None,
+    token: str | None = "header",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """(status, body) of one request; `token`: "header", "query", None or a wrong value."""
+    host, port = srv.server_address[:2]
+    url = f"http://{host}:{port}{path}"
+    all_headers = dict(headers or {})
+    if token == "header":
+        all_headers["X-Review-Token"] = srv.token
+    elif token == "query":
+        url += ("&" if "?" in path else "?") + f"token={srv.token}"
+    elif token is not None:
+        all_headers["X-Review-Token"] = token
+    req = urllib.request.Request(url, data=body, headers=all_headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def api(srv: ReviewServer, path: str, payload: Any = None) -> Any:
+    body = None if payload is None else json.dumps(payload).encode()
+    status, data = request(srv, path, body, headers={"Content-Type": "application/json"})
+    assert status == 200, data
+    return json.loads(data)
+
+
+def test_requests_without_the_token_are_refused(server: ReviewServer) -> None:
+    for path in ("/", "/static/app.js", "/api/state", "/api/labels.csv", "/nothing"):
+        assert request(server, path, token=None)[0] == 403
+        assert request(server, path, token="wrong")[0] == 403
+    body = json.dumps({"object_id": int(server.session.pool.ids[0]), "label": "anomaly"})
+    assert request(server, "/api/label", body.encode(), token=None)[0] == 403
+    assert server.session.store.answers == []
+    status, page = request(server, "/", token="query")
+    assert status == 200 and f"token={server.token}".encode() in page
+    assert request(server, "/static/style.css", token="query")[0] == 200
+
+
+def test_only_the_fixed_routes_exist(server: ReviewServer) -> None:
+    for path in (
+        "/static/../labels.jsonl",
+        "/static/%2e%2e/%2e%2e/config.json",
+        "/../../etc/passwd",
+        "/static/index.html",
+        "/scores.parquet",
+        "/api/",
+    ):
+        assert request(server, path)[0] == 404, path
+    assert request(server, "/api/state", b"{}")[0] == 404  # POST to a GET route
+
+
+def test_an_answer_is_saved_and_re_ranks(server: ReviewServer) -> None:
+    state = api(server, "/api/state")
+    first = state["next"]
+    shown = api(server, f"/api/object?id={first}")
+    assert shown["position"] == 1 and shown["label"] is None
+    assert shown["curve"] is None and len(shown["neighbours"]) == 5
+    assert set(shown["scores"]) >= {"anomaly_score"}
+    state = api(server, "/api/label", {"object_id": first, "label": "anomaly"})
+    assert state["progress"]["reviewed"] == 1 and state["progress"]["found"] == 1
+    assert state["next"] != first
+    assert [(a.object_id, a.label) for a in read_answers(server.session.store.path)] == [
+        (first, "anomaly")
+    ]
+    rows = api(server, "/api/ranking?limit=1000")["rows"]
+    assert len(rows) == len(server.session.pool)
+    assert rows[0]["object_id"] == state["next"] and rows[-1]["label"] == "anomaly"
+    assert all(r["label"] is None for r in api(server, "/api/ranking?answered=no")["rows"])
+    assert [r["object_id"] for r in api(server, "/api/ranking?answered=yes")["rows"]] == [first]
+    status, csv = request(server, "/api/labels.csv")
+    assert status == 200 and csv.decode().splitlines()[1].startswith(f"{first},anomaly,")
+
+
+def test_ranking_filters(server: ReviewServer) -> None:
+    pool = server.session.pool
+    guess = pool.class_guess[0]
+    rows = api(server, f"/api/ranking?class={urllib.parse.quote(guess)}&limit=1000")["rows"]
+    assert rows and {r["class_guess"] for r in rows} == {guess}
+    for flag, expected in (("yes", True), ("no", False)):
+        rows = api(server, f"/api/ranking?galactic={flag}&limit=1000")["rows"]
+        assert all(r["galactic"] is expected for r in rows)
+    low, high = np.quantile(pool.static, [0.25, 0.75])
+    rows = api(server, f"/api/ranking?min={low}&max={high}&limit=1000")["rows"]
+    assert rows and all(low <= r["anomaly_score"] <= high for r in rows)
+    assert request(server, "/api/ranking?min=abc")[0] == 400
+    assert request(server, "/api/ranking?galactic=maybe")[0] == 400
+    assert request(server, "/api/ranking?answered=1")[0] == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"object_id": 1}',
+        b'{"object_id": 1, "label": "anomaly", "extra": 1}',
+        b'{"object_id": "1", "label": "anomaly"}',
+        b'{"object_id": true, "label": "anomaly"}',
+        b'{"object_id": 999999999999, "label": "anomaly"}',
+        b'{"object_id": OBJECT, "label": "interesting"}',
+        b'{"object_id": OBJECT, "label": null}',
+        b"\xff\xfe",
+        b"{" + b" " * 5000 + b"}",
+    ],
+)
+def test_a_malformed_answer_is_400_and_changes_nothing(server: ReviewServer, body: bytes) -> None:
+    before = api(server, "/api/state")
+    body = body.replace(b"OBJECT", str(before["next"]).encode())
+    status, data = request(server, "/api/label", body, headers={"Content-Type": "application/json"})
+    assert status == 400 and "error" in json.loads(data)
+    assert api(server, "/api/state") == before
+    assert not server.session.store.path.exists()
+
+
+def test_two_tabs_answering_at_once_lose_no_answer(server: ReviewServer) -> None:
+    ids = [int(i) for i in server.session.pool.ids[:6]]
+    barrier = threading.Barrier(len(ids))
+    results: list[int] = []
+
+    def tab(object_id: int) -> None:
+        barrier.wait()
+        body = json.dumps({"object_id": object_id, "label": "not_interesting"}).encode()
+        results.append(request(server, "/api/label", body)[0])
+
+    threads = [threading.Thread(target=tab, args=(i,)) for i in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * len(ids)
+    assert sorted(a.object_id for a in read_answers(server.session.store.path)) == sorted(ids)
+    assert api(server, "/api/state")["progress"]["reviewed"] == len(ids)
+
+
+def test_a_new_session_resumes_where_the_last_stopped(pool: Pool, tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    first = ReviewSession(pool, LabelStore(path))
+    for label in ("anomaly", "not_interesting", "skip", "anomaly"):
+        state = first.answer(first.state()["next"], label)
+    resumed = ReviewSession(pool, LabelStore(path))
+    assert resumed.state()["progress"] == state["progress"]
+    assert resumed.state()["next"] == state["next"]
+    np.testing.assert_array_equal(resumed.active, first.active)
+
+
+# --- the simulated expert and `score --review-labels` --------------------------------------
+
+
+def test_simulated_expert_writes_the_discovery_curve(tiny_run, tmp_path: Path) -> None:
+    from plasticc_jax.review.simulate import FIGURE, SUMMARY, simulate
+
+    run_dir = tmp_path / "run"  # the shared run is read only: the reports go to a copy
+    shutil.copytree(tiny_run.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    summary = simulate(run_dir, fractions=(0.3,), n_draws=2, n_shown=5)
+    assert (run_dir / FIGURE).stat().st_size > 0
+    saved = json.loads((run_dir / SUMMARY).with_suffix(".json").read_text())
+    assert saved["target"] == summary["target"] and saved["n_draws"] == 2
+    (pool,) = saved["pools"]
+    assert pool["n_anomalies"] == round(0.3 * pool["n_known"] / 0.7)
+    for name in ("active", "static"):
+        curve = np.asarray(pool["curves"][f"{name}_mean"])
+        assert len(curve) == 5 and (np.diff(curve) >= 0).all() and curve[-1] <= 5
+    assert "| 30% |" in (run_dir / SUMMARY).with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv.gz"])
+def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: str) -> None:
+    from plasticc_jax.review.rescore import rerank_scored
+
+    new = tiny_run.table[tiny_run.table["split"] == "test"].assign(split="new")
+    path = tmp_path / f"scored{suffix}"
+    if suffix == ".parquet":
+        new.to_parquet(path, index=False)
+    else:
+        new.to_csv(path, index=False)
+    answers = tmp_path / "labels.jsonl"
+    store = LabelStore(answers)
+    train = tiny_run.table[tiny_run.table["split"] == "train"]["object_id"]
+    store.append(Answer.now(int(new["object_id"].iat[0]), "anomaly"))
+    store.append(Answer.now(int(train.iat[0]), "not_interesting"))  # found in the run's table
+    store.append(Answer.now(123456789, "anomaly"))  # in neither table: ignored
+    rerank_scored(tiny_run.run_dir, path, answers)
+    out = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    assert list(out.columns) == [*new.columns, "review_score", "review_rank"]
+    assert sorted(out["review_rank"]) == list(range(1, len(new) + 1))
+    pd.testing.assert_series_equal(out["object_id"], new["object_id"].reset_index(drop=True))
+    rerank_scored(tiny_run.run_dir, path, answers)  # again: the columns are replaced
+    again = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    pd.testing.assert_frame_equal(again, out)
+    empty = tmp_path / "none.jsonl"
+    LabelStore(empty).append(Answer.now(1, "skip"))
+    with pytest.raises(UserError, match="no 'anomaly' or 'not interesting'"):
+        rerank_scored(tiny_run.run_dir, path, empty)
+
+
+def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_path) -> None:
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    n = len(table)
+    table["latent_knn"] = np.linspace(0.0, 1.0, n)  # a new component of the detector
+    table["nearest_class"] = [90, 16] * (n // 2) + [90] * (n % 2)
+    table["nearest_class_prob"] = 0.75
+    table["is_galactic"] = table["nearest_class"] == 16
+    path = tmp_path / "scores.parquet"
+    table.to_parquet(path, index=False)
+    pool = Pool(tiny_run.run_dir, scores=path, curves=False, top=10)
+    assert len(pool) == 10 and "latent_knn" in pool.score_names
+    assert {"latent_knn", "is_galactic"} <= set(pool.feature_names)  # score and context
+    top = table.nlargest(10, "anomaly_score")
+    assert pool.class_guess == ["SN Ia" if c == 90 else "EB" for c in top["nearest_class"]]
+    assert pool.galactic == top["is_galactic"].tolist()
+    assert (pool.class_prob == 0.75).all()
+
+
+def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:
+    from plasticc_jax import cli
+
+    args = ["score", "--run", "r", "--lightcurves", "a", "--metadata", "m", "--output", "o"]
+    assert cli.make_parser().parse_args([*args, "--review-labels"]).review_labels is True
+    given = cli.make_parser().parse_args([*args, "--review-labels", "x.jsonl"]).review_labels
+    assert given == Path("x.jsonl")
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--top", "0"]) == 2
+    assert "--top 0" in capsys.readouterr().err
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--draws", "0"]) == 2

@@ -19,8 +19,9 @@ and at half of it (one file): memory bounded by the chunk size stays flat. The p
 full PLAsTiCC test set (453,653,104 rows, 3,492,890 objects) divides its rows by the 2-worker rate
 in rows/s (the synthetic objects have 141 rows on average, the test set's 130).
 
-    python benchmarks/bench_distributed.py            # 30,000 objects, 3 repeats (minutes)
+    python benchmarks/bench_distributed.py            # 6,000 objects, 2 repeats (about 10 min)
     python benchmarks/bench_distributed.py --quick    # 4,000 objects, 1 repeat, nothing written
+    python benchmarks/bench_distributed.py --objects 30000 --repeats 3   # longer, steadier
 """
 
 from __future__ import annotations
@@ -79,14 +80,15 @@ def write_inputs(folder: Path, n_objects: int) -> list[tuple[Path, Path]]:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4,000 objects, 1 repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--objects", type=int, default=6_000, help="objects in the input")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # every worker's start and stop
     from plasticc_jax.score import score
 
-    n_objects = 4_000 if args.quick else 30_000
+    n_objects = 4_000 if args.quick else args.objects
     repeats = 1 if args.quick else args.repeats
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -137,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
         from plasticc_jax.doctor import log_backend
         from plasticc_jax.score import score
 
+        if args.review_labels is not None and args.dask is not None:
+            # rerank_scored rewrites one table file; --dask writes a Parquet dataset (a folder).
+            raise UserError(
+                "--review-labels needs one score table file, and --dask writes a Parquet "
+                "dataset (a folder): run score without --dask, or write the dataset "
+                "(pd.read_parquet) to one .parquet file and rank it with "
+                "plasticc_jax.review.rescore.rerank_scored"
+            )
         log_backend()
         score(
             args.run,

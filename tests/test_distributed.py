@@ -264,3 +264,6 @@ def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
     args = ["score", "--run", str(tmp_path), "--lightcurves", __file__, "--metadata", __file__]
     assert cli.main([*args, "--output", str(tmp_path / "s.csv"), "--dask", "local:1"]) == 2
     assert "Parquet dataset" in capsys.readouterr().err
+    out = str(tmp_path / "s.parquet")
+    assert cli.main([*args, "--output", out, "--dask", "local:1", "--review-labels"]) == 2
+    assert "--review-labels needs one score table file" in capsys.readouterr().err

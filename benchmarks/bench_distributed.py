@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         def on_cluster(address: str, output: Path, inputs: list[Path] = lightcurves) -> dict:
             start = time.perf_counter()
             used_metadata = metadata[: len(inputs)]
-            distributed.score(address, run_dir, inputs, used_metadata, output, part_mb=PART_MB)
+            score(run_dir, inputs, used_metadata, output, dask=address, part_mb=PART_MB)
             manifest = json.loads((output / distributed.MANIFEST).read_text())
             return {**manifest, "wall": time.perf_counter() - start}
 

@@ -1,16 +1,15 @@
 """Encode + score throughput: objects/s from prepared tensors to anomaly scores.
 
 What is timed, per batch size: `scoring.model_outputs` (one jit-compiled float32 pass of the
-encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square, the class head)
-and `scoring.evidence`, followed by `Detector.score` (the components, their calibration, the
-fusion and the nearest class), on N objects already in memory as gridded tensors. Also timed
-alone, at the largest batch size: the VAE pass, the components' raw scores, and the calibration,
-fusion and nearest class, so a missed target says which part limits it. The extrapolated time to
-score the full PLAsTiCC test set (3.5 million objects) is N_TEST / rate.
+encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square, the head's
+probabilities) followed by `Detector.score` (the fused components, as `score` computes them:
+their calibration, the fusion and the nearest class), on N objects already in memory as gridded
+tensors. Also timed alone, at the largest batch size: the VAE pass and the detector, so a missed
+target says which part limits it. The extrapolated time to score the full PLAsTiCC test set (3.5
+million objects) is N_TEST / rate.
 
-The run is the default preset's network (hidden 512,256, latent 16, 64 time bins) trained for one
-epoch on synthetic light curves: throughput does not depend on how well the weights are trained,
-and the detector's cost depends on its settings and reference sizes more than on the data.
+The run is the default preset's network and detector trained for one epoch on synthetic light
+curves: throughput does not depend on how well the weights are trained.
 Target: 20,000 objects/s on 2 CPU cores.
 
     python benchmarks/bench_score.py            # full: 65,536 objects, 5 repeats
@@ -33,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import synthetic
+from plasticc_jax import scoring, synthetic
 from plasticc_jax.dataset import LightCurveArrays, load_split
-from plasticc_jax.detector import Detector
 
 N_TEST = 3_500_000  # objects in the PLAsTiCC test set
 TARGET = 20_000.0  # objects/s on 2 CPU cores
@@ -71,8 +69,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--quick", action="store_true", help="8,192 objects, 3 repeats")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from plasticc_jax.detector import Detector
     from plasticc_jax.encoder import load_vae
-    from plasticc_jax.scoring import evidence, model_outputs
 
     n = 8192 if args.quick else 65_536
     repeats = 3 if args.quick else 5
@@ -86,13 +84,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         vae = load_vae(run_dir)
         detector = Detector.load(run_dir / "models")
 
-        def evidence_of(batch: int):
-            return evidence(model_outputs(vae, arrays, batch), vae.stats, vae.encoder.classes)
+        def detect(outputs: dict[str, np.ndarray]) -> np.ndarray:
+            evidence = scoring.evidence(outputs, vae.stats, vae.encoder.classes)
+            return detector.score(evidence, fused_only=True)["anomaly_score"]
 
         for batch in batch_sizes:
 
             def pipeline(batch: int = batch) -> np.ndarray:
-                return detector.score(evidence_of(batch))["anomaly_score"]
+                return detect(scoring.model_outputs(vae, arrays, batch))
 
             seconds = common.median_time(pipeline, repeats=repeats, warmup=1)
             rate = n / seconds
@@ -116,19 +115,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
         # Where the time goes, at the largest batch size.
         batch = batch_sizes[-1]
-        found = evidence_of(batch)
-        vae_name, raw_name, rest_name = (
-            "VAE pass + evidence (encoder, decoder, KL, chi2, head)",
-            "detector components (raw scores)",
-            "calibration + fusion + nearest class",
-        )
-        profile = {
-            vae_name: common.median_time(lambda: evidence_of(batch), repeats, 1),
-            raw_name: common.median_time(lambda: detector.raw_scores(found), repeats, 1),
+        outputs = scoring.model_outputs(vae, arrays, batch)
+        parts = {
+            "VAE pass (encoder, decoder, KL, chi2)": lambda: scoring.model_outputs(
+                vae, arrays, batch
+            ),
+            "detector (components, calibration, fusion)": lambda: detect(outputs),
         }
-        # score() computes the raw scores too: subtract them to leave the rest.
-        whole = common.median_time(lambda: detector.score(found), repeats, 1)
-        profile[rest_name] = max(whole - profile[raw_name], 0.0)
+        profile = {name: common.median_time(part, repeats, 1) for name, part in parts.items()}
         total = sum(profile.values())
         for name, seconds in profile.items():
             share = seconds / total

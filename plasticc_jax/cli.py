@@ -1,7 +1,8 @@
 """The `plasticc-jax` command line: parses options and calls one stage function.
 
 Every stage is `stage(config, workdir)`; relative paths in the config resolve against workdir.
-User mistakes (`UserError`) print one line and exit with status 2, never a traceback.
+User mistakes (`UserError`) print one line (one per invalid config value) and exit with status 2,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from plasticc_jax import config as config_lib
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import folder_lock
 
 log = logging.getLogger("plasticc_jax")
 
@@ -134,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
 
         return doctor(expect_gpu=args.expect_gpu)
     if args.command == "score":
-        from plasticc_jax.doctor import log_backend
         from plasticc_jax.score import score
 
         if args.review_labels is not None and args.dask is not None:
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 "(pd.read_parquet) to one .parquet file and rank it with "
                 "plasticc_jax.review.rescore.rerank_scored"
             )
-        log_backend()
+        # score logs the backend itself, after the checks that need no JAX.
         score(
             args.run,
             args.lightcurves,
@@ -167,27 +168,43 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     workdir = args.workdir.resolve()
-    if args.command in ("train", "evaluate", "validate"):
+    if args.command in ("train", "evaluate"):
+        # The stage takes the run directory's lock too; taking it before JAX is imported refuses
+        # a second writer at once.
+        with folder_lock(workdir / config.run_path, args.command):
+            return _run_stage(args.command, config, workdir)
+    dask = getattr(args, "dask", None)
+    return _run_stage(args.command, config, workdir, dask, getattr(args, "part_mb", None))
+
+
+def _run_stage(
+    command: str,
+    config: config_lib.Config,
+    workdir: Path,
+    dask: str | None = None,
+    part_mb: float | None = None,
+) -> int:
+    if command in ("train", "evaluate", "validate"):
         from plasticc_jax.doctor import log_backend
 
         log_backend()
-    if args.command == "download":
+    if command == "download":
         from plasticc_jax.download import download
 
         download(config, workdir)
-    elif args.command == "prepare":
+    elif command == "prepare":
         from plasticc_jax.prepare import prepare
 
-        prepare(config, workdir, dask=args.dask, part_mb=args.part_mb)
-    elif args.command == "train":
+        prepare(config, workdir, dask=dask, part_mb=part_mb)
+    elif command == "train":
         from plasticc_jax.train import train
 
         train(config, workdir)
-    elif args.command == "evaluate":
+    elif command == "evaluate":
         from plasticc_jax.evaluate import evaluate
 
         evaluate(config, workdir)
-    elif args.command == "validate":
+    elif command == "validate":
         from plasticc_jax.validate import validate
 
         validate(config, workdir)
@@ -269,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except UserError as error:
-        print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
+        # One line per problem (an invalid config may have several), each saying what to do.
+        for problem in getattr(error, "problems", None) or [str(error)]:
+            print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except PermissionError as error:
         # Typically a mounted data/ or runs/ that a Docker daemon created as root: one line.

@@ -157,11 +157,15 @@ class _Mahalanobis(Component):
 
     def score(self, evidence: Evidence) -> np.ndarray:
         x = np.asarray(getattr(evidence, self.view), np.float64)
-        best = np.full(len(x), np.inf)
-        for centre in self.centres:  # one class at a time: memory (n, d), not (n, classes, d)
-            d = x - centre
-            best = np.minimum(best, np.einsum("ni,ij,nj->n", d, self.precision, d))
-        return np.sqrt(np.maximum(best, 0.0))
+        # Whitened by W with W W^T = precision, the distances are Euclidean: one (n, d) x (d, d)
+        # product for all classes instead of one quadratic form per class.
+        eigenvalues, eigenvectors = np.linalg.eigh(self.precision)
+        whiten = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+        z, centres = x @ whiten, self.centres @ whiten
+        squared = (
+            (z * z).sum(axis=1)[:, None] - 2.0 * z @ centres.T + (centres * centres).sum(axis=1)
+        )
+        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centres": self.centres, "precision": self.precision}

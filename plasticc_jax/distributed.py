@@ -21,13 +21,19 @@ the input, so a task that runs twice (its worker died and Dask ran it again) wri
 again: no object is lost or duplicated. The driver gathers each part's small summary (its object
 ids, scores and rejections), checks that no object is in two parts (files must be grouped by
 object), lists the metadata objects that no part saw (as the single-process stream does, and in
-the same order), and writes the rejections and then, last, the manifest.
+the same order), and checks that every input object is scored or rejected exactly once.
 
-- `score`: pass 1 writes each part's table without ranks (`<output>/.unranked/`); the driver ranks
-  all the scores in input order (`scoring.ranks`: the single-process ranks, ties included), and
-  pass 2 writes each part's table with its ranks (`<output>/part-<i>.parquet`). The output is a
-  Parquet dataset, a folder: `pd.read_parquet(output)` is the single-process table, row for row.
-  `<output>/_manifest.json`, written last, says that it is complete.
+- `score`: run by `score.score` after the checks of the single-process path (inputs, output,
+  metadata, the run's provenance), holding the run's shared lock; each worker loads and checks
+  the run again (`scoring.Scorer.cached`) and refuses it if it changed since the driver checked
+  it. Pass 1 writes each part's table without ranks on the single-process scoring path
+  (`score.write_unranked`: only the fused components, objects that cannot be scored rejected);
+  the driver ranks all the scores in input order (`scoring.ranks`: the single-process ranks,
+  ties included), and pass 2 writes each part's table with its ranks. Everything is written
+  into a scratch folder beside the output and moved into place only when complete (the
+  rejections, then the dataset): the output is a Parquet dataset, a folder holding
+  `part-<i>.parquet` and `_manifest.json`, and `pd.read_parquet(output)` is the
+  single-process table, row for row.
 - `prepare_shards`: each part writes its shards (`shards/<split>-p<i>-<j>.npz`); the manifest
   lists them in input order, so every split holds the objects of a single-process prepare in the
   same order, and `prepare.stats_from_shards` reproduces its statistics bit for bit.
@@ -44,8 +50,8 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import re
-import shutil
 import time
 import uuid
 from collections import Counter
@@ -64,7 +70,7 @@ from plasticc_jax import readers, scoring, streaming
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import SPLITS
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.io_utils import _UMASK, atomic_path, atomic_write_text, scratch_dir
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -296,6 +302,7 @@ class _ScoreTask:
 @dataclass(frozen=True)
 class _ScoredPart:
     scores: np.ndarray  # (n,) anomaly_score, in table order
+    ids: np.ndarray  # (n,) the scored objects' ids, in table order
     seen: np.ndarray  # every object id of the part
     rejected: pd.DataFrame
     rows: int
@@ -304,23 +311,25 @@ class _ScoredPart:
 
 
 def _score_part(task: _ScoreTask) -> _ScoredPart:
-    """Pass 1 (on a worker): grid and score one part into its unranked table."""
+    """Pass 1 (on a worker): grid and score one part into its unranked table, on the path of
+    `plasticc-jax score` (`score.write_unranked`, `scoring.Scorer.table`), with the run loaded
+    and checked once per worker (and refused if it is no longer the run the driver checked)."""
     from plasticc_jax.score import write_unranked
 
     scorer = scoring.Scorer.cached(task.run_dir, task.fingerprint)
     index, _, _ = _worker_metadata(task.stamp, None)
     path = Path(task.unranked)
 
-    def consume(grids: Iterator) -> tuple[np.ndarray, list[pd.DataFrame]]:
+    def consume(grids: Iterator) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
         with atomic_path(path) as tmp:
             return write_unranked(grids, scorer, tmp)
 
-    (scores, rejected), seen, rows = _run_part(
+    (scores, ids, rejected), seen, rows = _run_part(
         task.part, index, scorer.config.data, task.workers, consume
     )
     flagged = int(scorer.detector.flag(scores).sum())
     schema = pq.read_schema(path) if scores.size else None
-    return _ScoredPart(scores, seen, _concat(rejected), rows, flagged, schema)
+    return _ScoredPart(scores, ids, seen, _concat(rejected), rows, flagged, schema)
 
 
 def _rank_part(args: tuple[str, np.ndarray, str, pa.Schema]) -> None:
@@ -328,45 +337,50 @@ def _rank_part(args: tuple[str, np.ndarray, str, pa.Schema]) -> None:
     from plasticc_jax.score import write_ranked
 
     unranked, rank, output, schema = args
-    if rank.size:
-        write_ranked(Path(unranked), rank, Path(output), ".parquet")
-    else:  # the columns and types of the other parts
-        with atomic_path(Path(output)) as tmp:
+    with atomic_path(Path(output)) as tmp:
+        if rank.size:
+            write_ranked(Path(unranked), rank, tmp, ".parquet")
+        else:  # the columns and types of the other parts
             pq.write_table(schema.empty_table(), tmp)
 
 
 _OURS = re.compile(r"part-\d+\.parquet|\.tmp-.*|\.unranked|" + re.escape(MANIFEST))
 
 
-def _clear_dataset(output: Path) -> None:
-    """Make `output` an empty folder for a new dataset: the manifest goes first (the old dataset
-    stops looking complete), then the parts, leftovers of interrupted writes and scratch.
+def check_dataset_folder(output: Path) -> None:
+    """`output` may become a dataset of ours: it does not exist, is a file, or is a folder that
+    holds only a dataset of ours (which the new one replaces when complete).
 
     Raises:
         UserError: `output` is a folder that holds other files (not a dataset of ours).
     """
-    if output.is_file() or output.is_symlink():
-        output.unlink()
-    if output.is_dir():
+    if output.is_dir() and not output.is_symlink():
         others = sorted(p.name for p in output.iterdir() if not _OURS.fullmatch(p.name))
         if others:
             raise UserError(
                 f"--output {output} is a folder holding other files ({', '.join(others[:3])}): "
                 "give another name, or remove it"
             )
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MANIFEST).unlink(missing_ok=True)
-    for pattern in ("part-*.parquet", ".tmp-*"):
-        for path in output.glob(pattern):
-            path.unlink()
-    shutil.rmtree(output / ".unranked", ignore_errors=True)
+    elif output.is_symlink() and output.is_dir():
+        raise UserError(f"--output {output} is a link to a folder: give another name")
+
+
+def _install(dataset: Path, output: Path, scratch: Path) -> None:
+    """Put the complete dataset at `output`, moving an old one (or file) out of the way into
+    the scratch folder (removed with it)."""
+    if output.is_dir() and not output.is_symlink():
+        os.rename(output, scratch / "previous")
+    elif output.exists() or output.is_symlink():
+        output.unlink()
+    os.rename(dataset, output)
 
 
 def score(
     address: str,
-    run_dir: Path,
+    scorer: scoring.Scorer,
     lightcurve_paths: Sequence[Path],
     metadata_paths: Sequence[Path],
+    metadata: pd.DataFrame,
     output: Path,
     workers: int | None = None,
     *,
@@ -374,12 +388,19 @@ def score(
 ) -> Path:
     """`plasticc-jax score --dask`: score light-curve files on a Dask cluster.
 
+    Called by `score.score` after its checks (the output, the inputs, the metadata, the run),
+    while it holds the run's shared lock; the workers load and check the run again
+    (`scoring.Scorer.cached`) and refuse it if it changed since.
+
     Args:
         address: the cluster (`connect`).
-        run_dir, lightcurve_paths, metadata_paths: as `score.score`.
+        scorer: the run, loaded and checked (`scoring.Scorer.load`).
+        lightcurve_paths, metadata_paths: as `score.score`; metadata: the metadata files, read.
         output: the table, a Parquet dataset: a folder named `*.parquet` holding
-            `part-<i>.parquet` (in input order) and, written last, `_manifest.json` (the parts,
-            counts and timings). `<stem>.rejected.csv` beside it, as without Dask.
+            `part-<i>.parquet` (in input order) and `_manifest.json` (the parts, counts and
+            timings). `<stem>.rejected.csv` beside it, as without Dask. Both are written in a
+            scratch folder beside `output` and moved into place only when complete (the
+            rejections first), as without Dask.
         workers: threads gridding each part (None: 1; a worker runs one part per thread).
         part_mb: MB of plain CSV per task (None: `DEFAULT_PART_MB`).
 
@@ -389,99 +410,108 @@ def score(
     Raises:
         UserError: as `score.score`, and `connect`'s errors.
     """
-    from plasticc_jax.score import ranked_schema, rejected_path
+    from plasticc_jax.score import (
+        SCRATCH_PREFIX,
+        check_accounting,
+        ranked_schema,
+        rejected_path,
+    )
 
     start = time.perf_counter()
-    output, run_dir = Path(output).absolute(), Path(run_dir).resolve()
-    if not output.name.lower().endswith(".parquet"):
-        raise UserError(
-            f"--output {output}: with --dask the table is a Parquet dataset (a folder); give a "
-            "name ending in .parquet"
-        )
+    output, run_dir = Path(output).absolute(), scorer.run_dir.resolve()
     fingerprint = scoring.run_fingerprint(run_dir)
     parts = plan_parts(lightcurve_paths, part_mb)
     stamp = _stamp(metadata_paths)
-    _clear_dataset(output)
-    scratch = output / ".unranked"
-    scratch.mkdir()
-    names = [f"part-{i:05d}.parquet" for i in range(len(parts))]
-    tasks = [
-        _ScoreTask(p, stamp, str(run_dir), fingerprint, str(scratch / n), workers or 1)
-        for p, n in zip(parts, names, strict=True)
-    ]
-    seconds: dict[str, float] = {"plan": time.perf_counter() - start}
-    with connect(address) as client:
-        n_workers = len(client.scheduler_info()["workers"])
-        log.info("scoring %d parts on %d Dask workers", len(parts), n_workers)
-        tick = time.perf_counter()
-        with _submitted(client, _score_part, tasks, "score") as futures:
-            # While the workers score: the metadata, for the objects that no part holds.
-            index = streaming.MetaIndex(readers.read_metadata_files(metadata_paths))
-            seconds["driver_metadata"] = time.perf_counter() - tick
-            results = client.gather(futures)
-        seconds["score_parts"] = time.perf_counter() - tick
-
-        # The driver's share: object ids checked, metadata without light curves, ranks.
-        tick = time.perf_counter()
-        index.mark_seen(_check_unique(parts, [r.seen for r in results]))
-        rejected = _concat(
-            [r.rejected for r in results if len(r.rejected)]
-            + [index.unseen_rejections(metadata_paths)]
-        )
-        scores = np.concatenate([np.zeros(0), *(r.scores for r in results)])
-        ranks = np.split(scoring.ranks(scores), np.cumsum([r.scores.size for r in results])[:-1])
-        schemas = [r.schema for r in results if r.schema is not None]
-        # With no object scored anywhere, the first part's empty table gives the columns.
-        schema = ranked_schema(schemas[0] if schemas else pq.read_schema(tasks[0].unranked))
-        seconds["driver"] = time.perf_counter() - tick
-
-        tick = time.perf_counter()
-        rank_tasks = [
-            (t.unranked, r, str(output / n), schema)
-            for t, r, n in zip(tasks, ranks, names, strict=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch:
+        # Workers (maybe other users on other machines) write here: the usual permissions.
+        os.chmod(scratch, 0o777 & ~_UMASK)
+        dataset, unranked = scratch / "dataset", scratch / ".unranked"
+        dataset.mkdir()
+        unranked.mkdir()
+        names = [f"part-{i:05d}.parquet" for i in range(len(parts))]
+        tasks = [
+            _ScoreTask(p, stamp, str(run_dir), fingerprint, str(unranked / n), workers or 1)
+            for p, n in zip(parts, names, strict=True)
         ]
-        with _submitted(client, _rank_part, rank_tasks, "rank") as futures:
-            client.gather(futures)
-        seconds["rank_parts"] = time.perf_counter() - tick
+        seconds: dict[str, float] = {"plan": time.perf_counter() - start}
+        with connect(address) as client:
+            n_workers = len(client.scheduler_info()["workers"])
+            log.info("scoring %d parts on %d Dask workers", len(parts), n_workers)
+            tick = time.perf_counter()
+            with _submitted(client, _score_part, tasks, "score") as futures:
+                # While the workers score: the metadata index, for the objects no part holds.
+                index = streaming.MetaIndex(metadata)
+                seconds["driver_metadata"] = time.perf_counter() - tick
+                results = client.gather(futures)
+            seconds["score_parts"] = time.perf_counter() - tick
 
-    tick = time.perf_counter()
-    with atomic_path(rejected_path(output)) as tmp:
-        rejected.to_csv(tmp, index=False)
-    shutil.rmtree(scratch)
-    for leftover in output.glob(".tmp-*"):  # from attempts on workers that died
-        leftover.unlink()
-    flagged = sum(r.flagged for r in results)
-    seconds["finish"] = time.perf_counter() - tick
-    seconds["total"] = time.perf_counter() - start
-    manifest = {
-        "table": "the score table of `plasticc-jax score`: pd.read_parquet(<this folder>)",
-        "run": str(run_dir),
-        "run_fingerprint": fingerprint,
-        "metadata": [str(Path(p).absolute()) for p in metadata_paths],
-        "parts": [
-            {
-                "file": name,
-                "source": str(part.path.absolute()),
-                "bytes": None if part.start is None else [part.start, part.stop],
-                "rows": r.rows,
-                "objects": int(r.scores.size),
-            }
-            for name, part, r in zip(names, parts, results, strict=True)
-        ],
-        "objects": int(scores.size),
-        "flagged": flagged,
-        "rejected": len(rejected),
-        "rejected_file": rejected_path(output).name,
-        "dask": {"address": address, "workers": n_workers},
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-    }
-    atomic_write_text(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            # The driver's share: object ids checked, metadata without light curves, ranks.
+            tick = time.perf_counter()
+            index.mark_seen(_check_unique(parts, [r.seen for r in results]))
+            rejected = _concat(
+                [r.rejected for r in results if len(r.rejected)]
+                + [index.unseen_rejections(metadata_paths)]
+            )
+            check_accounting(metadata, [r.ids for r in results], rejected)
+            scores = np.concatenate([np.zeros(0), *(r.scores for r in results)])
+            bounds = np.cumsum([r.scores.size for r in results])[:-1]
+            ranks = np.split(scoring.ranks(scores), bounds)
+            schemas = [r.schema for r in results if r.schema is not None]
+            # With no object scored anywhere, the first part's empty table gives the columns.
+            schema = ranked_schema(schemas[0] if schemas else pq.read_schema(tasks[0].unranked))
+            seconds["driver"] = time.perf_counter() - tick
+
+            tick = time.perf_counter()
+            rank_tasks = [
+                (t.unranked, r, str(dataset / n), schema)
+                for t, r, n in zip(tasks, ranks, names, strict=True)
+            ]
+            with _submitted(client, _rank_part, rank_tasks, "rank") as futures:
+                client.gather(futures)
+            seconds["rank_parts"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        for leftover in dataset.glob(".tmp-*"):  # from attempts on workers that died
+            leftover.unlink()
+        rejected_tmp = scratch / "rejected.csv"
+        rejected.to_csv(rejected_tmp, index=False)
+        flagged = sum(r.flagged for r in results)
+        seconds["finish"] = time.perf_counter() - tick
+        seconds["total"] = time.perf_counter() - start
+        manifest = {
+            "table": "the score table of `plasticc-jax score`: pd.read_parquet(<this folder>)",
+            "run": str(run_dir),
+            "run_fingerprint": fingerprint,
+            "metadata": [str(Path(p).absolute()) for p in metadata_paths],
+            "parts": [
+                {
+                    "file": name,
+                    "source": str(part.path.absolute()),
+                    "bytes": None if part.start is None else [part.start, part.stop],
+                    "rows": r.rows,
+                    "objects": int(r.scores.size),
+                }
+                for name, part, r in zip(names, parts, results, strict=True)
+            ],
+            "objects": int(scores.size),
+            "flagged": flagged,
+            "rejected": len(rejected),
+            "rejected_file": rejected_path(output).name,
+            "dask": {"address": address, "workers": n_workers},
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        }
+        atomic_write_text(dataset / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        os.replace(rejected_tmp, rejected_path(output))
+        _install(dataset, output, scratch)
     log.info(
-        "scored %d objects in %.1f s on %d Dask workers (%d flagged), %d rejected; wrote %s and %s",
+        "scored %d objects in %.1f s on %d Dask workers (%d flagged at the run's %.2g "
+        "false-positive rate), %d rejected; wrote %s and %s",
         scores.size,
         seconds["total"],
         n_workers,
         flagged,
+        scorer.detector.target_fpr,
         len(rejected),
         output,
         rejected_path(output),

@@ -26,14 +26,21 @@ from plasticc_jax import config as config_lib
 from plasticc_jax import plasticc, readers, streaming
 from plasticc_jax.config import Config, DataConfig
 from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, FeatureStats, LightCurveArrays
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write_text,
+    folder_lock,
+    refuse_overwrite,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
-# Bumped when the meaning of the output changes (grid, features), so old datasets are rebuilt.
-PREPARE_VERSION = 2
+# Bumped when the meaning of the output changes (grid, features, what is rejected), so old
+# datasets are rebuilt (2: the detection features; 3: the input validation's rejections).
+PREPARE_VERSION = 3
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 _TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
@@ -218,21 +225,31 @@ def stats_from_shards(out: Path, names: list[str], shard_objects: int) -> _Train
 
 
 def _inputs(config: Config, workdir: Path) -> readers.InputFiles:
-    raw = Path(workdir) / config.data.raw_dir
-    inputs = readers.find_inputs(raw, config.data.inputs)
-    if inputs is None:
+    """The input files of `data.raw_dir`. The default data is fetched only into the default
+    folder (`data/raw`) and only when it holds no data files: a folder of the user's own files
+    with other names is reported, never filled with a download."""
+    data = config.data
+    raw = Path(workdir) / data.raw_dir
+    inputs = readers.find_inputs(raw, data.inputs)
+    if inputs is not None:
+        return inputs
+    found = readers.data_files(raw)
+    default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()
+    if default and not found and data.inputs != "test":
         from plasticc_jax.download import ensure_raw_data  # lazily: only when data is missing
 
         log.info("no recognised input in %s: fetching the default data", raw)
         ensure_raw_data(config, workdir)
-        inputs = readers.find_inputs(raw, config.data.inputs)
-    if inputs is None:
-        raise UserError(
-            f"{raw} holds no recognised {config.data.inputs} files: place PLAsTiCC files there "
-            "(Kaggle training_set*.csv or unblinded plasticc_train_*.csv.gz) or run "
-            "`plasticc-jax download`"
-        )
-    return inputs
+        inputs = readers.find_inputs(raw, data.inputs)
+        if inputs is not None:
+            return inputs
+    what = f"found: {listing(found)}" if found else "it is empty or missing"
+    raise UserError(
+        f"{raw} holds no recognised {data.inputs} files ({what}); expected "
+        f"{readers.expected_names(data.inputs)}: rename your files to these names, or run "
+        f"`plasticc-jax download --set data.raw_dir={data.raw_dir}` to fetch the PLAsTiCC "
+        "training set there"
+    )
 
 
 def _describe(path: Path, workdir: Path) -> str:
@@ -296,7 +313,6 @@ def prepare(
     config_lib.require_resolved(config)
     workdir = Path(workdir)
     data = config.data
-    known, anomalies = data.known_classes, data.anomaly_classes
     inputs = _inputs(config, workdir)
     out = workdir / data.dataset_dir
     log.info(
@@ -313,12 +329,42 @@ def prepare(
     )
     hashes = [(p.name, sha256_file(p)) for p in files]
     fingerprint = _fingerprint(config, hashes)
+    # Checked without the lock (the manifest is written last and renamed into place), so a
+    # dataset in use by train or evaluate can still be found up to date.
     if _up_to_date(out, fingerprint):
         log.info("%s is up to date (same config and inputs); nothing to do", out)
         return out
-    _clear(out)
+    outputs = [out / n for n in ("manifest.json", "stats.json", "rejected.csv", "config.json")]
+    refuse_overwrite(outputs, files, [out / "shards"], what="the prepared dataset's file")
+    # One writer at a time, and no reader (train, evaluate) while it changes.
+    with folder_lock(out, "prepare"):
+        if _up_to_date(out, fingerprint):  # another prepare made it meanwhile
+            log.info("%s is up to date (same config and inputs); nothing to do", out)
+            return out
+        _clear(out)
+        _build(config, workdir, inputs, out, fingerprint, hashes, dask=dask, part_mb=part_mb)
+    return out
 
+
+def _build(
+    config: Config,
+    workdir: Path,
+    inputs: readers.InputFiles,
+    out: Path,
+    fingerprint: str,
+    hashes: list[tuple[str, str]],
+    *,
+    dask: str | None = None,
+    part_mb: float | None = None,
+) -> None:
+    """Write the dataset into `out` (emptied by `_clear`), the manifest last; with `dask`, the
+    gridding and the shards run on that Dask cluster (`prepare`), while this process holds the
+    dataset's lock."""
+    data = config.data
+    known, anomalies = data.known_classes, data.anomaly_classes
+    files = [*inputs.lightcurves, *inputs.metadata]
     metadata = readers.read_metadata_files(inputs.metadata)
+    _check_classes_present(metadata["target"].to_numpy(), data, inputs)
     codes, class_reasons = split_objects(
         metadata["object_id"].to_numpy(), metadata["target"].to_numpy(), data
     )
@@ -368,14 +414,16 @@ def prepare(
         )
         stats = stats_from_shards(out, shards["train"], data.shard_objects)
     rejected_parts += grid_rejected
+    rejected = pd.concat(rejected_parts, ignore_index=True)
+    # Written before the check below, so the file the message points to is this run's.
+    atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))
     if stats.count == 0:
         raise UserError(
-            f"no object of the known classes {list(known)} reached the train split; "
-            f"see {out / 'rejected.csv'} and the protocol (data.protocol / data.known_classes)"
+            f"no object of the known classes {list(known)} reached the train split "
+            f"({len(rejected):,} objects rejected, each with its reason in "
+            f"{out / 'rejected.csv'}); check the input and the protocol (data.protocol / "
+            "data.known_classes)"
         )
-
-    rejected = pd.concat(rejected_parts, ignore_index=True)
-    atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))
     feature_stats = stats.result(FEATURE_NAMES)
     atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
     config_lib.save_config(config, out / "config.json")
@@ -428,4 +476,31 @@ def prepare(
         *(manifest["objects"][s] for s in SPLITS),
         len(rejected),
     )
-    return out
+
+
+def _check_classes_present(
+    target: np.ndarray, data: DataConfig, inputs: readers.InputFiles
+) -> None:
+    """Labelled input must hold the protocol's anomaly classes, or every metric would be NaN.
+
+    Unlabelled input (the Kaggle test set) is fine: nothing is measured on it. A known class
+    missing from the input is only worth a warning (the others still train the model).
+
+    Raises:
+        UserError: labelled input without any object of the anomaly classes.
+    """
+    labelled = np.unique(target[target != plasticc.UNKNOWN_TARGET])
+    if not labelled.size:
+        return
+    names = ", ".join(p.name for p in inputs.metadata)
+    present = set(labelled.tolist())
+    if not present & set(data.anomaly_classes):
+        raise UserError(
+            f"none of the anomaly classes {list(data.anomaly_classes)} is in the labels of "
+            f"{names} (classes there: {listing(sorted(present), 20)}): choose "
+            "data.anomaly_classes (or data.protocol) among them"
+        )
+    for key in ("known_classes", "anomaly_classes"):
+        absent = [c for c in getattr(data, key) if c not in present]
+        if absent:
+            log.warning("data.%s %s: no object of these classes in %s", key, absent, names)

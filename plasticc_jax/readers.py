@@ -20,6 +20,7 @@ is bounded by the chunk size, not by the input. `split_file` cuts a plain (not g
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import itertools
@@ -35,7 +36,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from plasticc_jax import plasticc
-from plasticc_jax.errors import UserError
+from plasticc_jax.config import INPUT_SELECTIONS
+from plasticc_jax.errors import UserError, listing
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,16 @@ _META_TYPES: dict[str, pa.DataType] = {
 _NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
 _NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
 _BOOL_TOKENS = frozenset({"0", "1", "true", "false"})
+# Per-object metadata problems (code 0: none), found by `metadata_problems`; the object is
+# rejected with the reason. NaN means missing and is not a problem.
+METADATA_PROBLEMS: tuple[str, ...] = (
+    "",
+    *(
+        f"metadata {name} not finite or outside [{low:g}, {high:g}]"
+        for name, (low, high) in plasticc.METADATA_RANGES.items()
+    ),
+    "metadata target not a class number",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +92,7 @@ class InputFiles:
     metadata: tuple[Path, ...]
 
 
-SELECTIONS: tuple[str, ...] = ("train", "test", "all")
+SELECTIONS: tuple[str, ...] = INPUT_SELECTIONS
 _CSV = r"\.csv(?:\.gz)?"
 FILE_PATTERNS: dict[str, dict[str, tuple[str, str]]] = {
     # format -> set -> (light-curve regex, metadata regex), matched against file names.
@@ -94,6 +106,33 @@ FILE_PATTERNS: dict[str, dict[str, tuple[str, str]]] = {
         "test": (rf"test_set(?!_metadata|_sample)[^/]*?{_CSV}", rf"test_set_metadata{_CSV}"),
     },
 }
+
+
+# The same names, as a person would write them (for messages).
+EXPECTED_NAMES: dict[str, str] = {
+    "train": "training_set.csv + training_set_metadata.csv (Kaggle) or "
+    "plasticc_train_lightcurves.csv + plasticc_train_metadata.csv (unblinded)",
+    "test": "test_set.csv + test_set_metadata.csv (Kaggle) or "
+    "plasticc_test_lightcurves_*.csv + plasticc_test_metadata.csv (unblinded)",
+}
+
+
+def expected_names(selection: str) -> str:
+    """What `find_inputs` looks for, in words: `training_set.csv + ... (each may end in .gz)`."""
+    sets = ("train", "test") if selection == "all" else (selection,)
+    return "; ".join(EXPECTED_NAMES[name] for name in sets) + ", each as .csv or .csv.gz"
+
+
+def data_files(folder: Path) -> list[str]:
+    """Names of the files in `folder` that may be someone's data: all but hidden files and the
+    download record (`SOURCE.json`)."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "SOURCE.json"
+    )
 
 
 def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
@@ -157,10 +196,13 @@ def _input_stream(path: Path) -> pa.NativeFile:
 
 
 def header(path: Path) -> list[str]:
-    """Raw column names of a CSV(.gz) file (as written, possibly space-padded).
+    """Raw column names of a CSV(.gz) file, as pyarrow sees them: quotes removed (R and pyarrow
+    quote every name), a UTF-8 byte-order mark dropped, spaces kept (the unblinded files pad
+    them).
 
     Raises:
-        UserError: no such file, an empty file, or a truncated or corrupt gzip stream.
+        UserError: no such file, an empty file, a header that is not UTF-8, or a truncated or
+            corrupt gzip stream.
     """
     path = Path(path)
     if not path.is_file():
@@ -175,7 +217,15 @@ def header(path: Path) -> list[str]:
         ) from None
     if not line.strip():
         raise UserError(f"{path}: the file is empty (no header line); fetch it again")
-    return line.decode("utf-8", errors="replace").rstrip("\r\n").split(",")
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        bad = line[error.start : error.end + 8]
+        raise UserError(
+            f"{path}: line 1 (the header) is not valid UTF-8 (bytes {bad!r}); save the file as "
+            "UTF-8 or plain ASCII"
+        ) from None
+    return next(csv.reader([text.rstrip("\r\n")]))
 
 
 def _map_columns(
@@ -188,7 +238,7 @@ def _map_columns(
         by_name.setdefault(aliases.get(name, name), raw)
     missing = [c for c in wanted if c not in by_name]
     if missing:
-        found = ", ".join(h.strip() for h in names)
+        found = listing((h.strip() for h in names), limit=12)
         raise UserError(
             f"{path}: missing {kind} column(s) {', '.join(missing)}; found: {found}. Expected the "
             "Kaggle or the unblinded PLAsTiCC format (see README)"
@@ -207,9 +257,25 @@ def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
     return (~null & pd.to_numeric(text.where(~null), errors="coerce").isna()).to_numpy()
 
 
+def _invalid_utf8(values: pd.Series) -> np.ndarray:
+    """Boolean mask of byte strings that are not valid UTF-8."""
+
+    def invalid(value: bytes | None) -> bool:
+        if value is None:
+            return False
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    return np.fromiter((invalid(v) for v in values), bool, len(values))
+
+
 def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.DataType]) -> str:
     """Find the first value that fails conversion: `column 'c', line n: 'value'`."""
-    raw_types = {raw: pa.string() for raw in columns.values()}
+    # As bytes: a value that is not UTF-8 would stop a string reader without saying where.
+    raw_types = {raw: pa.binary() for raw in columns.values()}
     reader = pa_csv.open_csv(
         _input_stream(path),
         convert_options=pa_csv.ConvertOptions(
@@ -220,6 +286,12 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
     for batch in reader:
         frame = batch.to_pandas()
         for canonical, raw in columns.items():
+            not_utf8 = np.flatnonzero(_invalid_utf8(frame[raw]))
+            if not_utf8.size:
+                line = rows_before + int(not_utf8[0]) + 2
+                value = frame[raw].iloc[not_utf8[0]]
+                return f"column {canonical!r}, line {line}: {value!r} is not valid UTF-8"
+            frame[raw] = frame[raw].map(lambda v: None if v is None else v.decode())
             bad = np.flatnonzero(_bad_value_rows(frame[raw], types[canonical]))
             if bad.size:
                 line = rows_before + int(bad[0]) + 2  # line 1 is the header
@@ -258,12 +330,14 @@ def read_metadata(path: Path) -> pd.DataFrame:
     Returns:
         One row per object: object_id (int64), ra, decl (deg), ddf (int8), hostgal_specz,
         hostgal_photoz, hostgal_photoz_err, distmod, mwebv (float64, NaN where missing: `-9` and
-        empty both mean missing), target (int64; `target`, else `true_target`, else -1). Truth
-        columns are not read.
+        empty both mean missing), target (int64; `target`, else `true_target`, else -1),
+        problem (int8: the `METADATA_PROBLEMS` code of an impossible value, such as an infinite
+        hostgal_photoz, 0 if none; the object is rejected with that reason). Truth columns are
+        not read.
 
     Raises:
-        UserError: unreadable file, missing column, non-numeric value (with its line), a missing
-            or duplicated object_id.
+        UserError: unreadable file, missing column, non-numeric value (with its line), no rows,
+            a missing or duplicated object_id.
     """
     path = Path(path)
     names = header(path)
@@ -284,6 +358,11 @@ def read_metadata(path: Path) -> pd.DataFrame:
     except (pa.ArrowException, OSError, EOFError) as error:
         raise _arrow_error(path, error, columns, types) from None
     ids = table.column(columns["object_id"])
+    if not len(ids):
+        raise UserError(
+            f"{path}: the file has a header but no rows (no object); give the metadata of the "
+            "light curves"
+        )
     if ids.null_count:
         line = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 2
         raise UserError(f"{path}: line {line} has no object_id; fix or remove that line")
@@ -292,11 +371,17 @@ def read_metadata(path: Path) -> pd.DataFrame:
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if repeated.size:
         oid = int(ids[order][repeated[0]])
-        lines = (np.flatnonzero(ids == oid) + 2).tolist()
-        raise UserError(f"{path}: object {oid} appears more than once (lines {lines})")
+        lines = listing(np.flatnonzero(ids == oid) + 2)
+        n_repeated = np.unique(ids[order][repeated]).size
+        others = f"; {n_repeated - 1:,} other objects too" if n_repeated > 1 else ""
+        raise UserError(
+            f"{path}: object {oid} appears more than once (lines {lines}){others}; each object "
+            "must have one metadata row"
+        )
     # Column by column, dropping each Arrow column once converted: the full test set's metadata
     # (3.5 million rows) then peaks at about twice its size, not four times.
     arrays: dict[str, np.ndarray] = {"object_id": ids}
+    problem = np.zeros(ids.size, np.int8)
     for name in [*plasticc.METADATA_COLUMNS[1:], "target"]:
         if name == "target" and not label:
             arrays[name] = np.full(ids.size, plasticc.UNKNOWN_TARGET, np.int64)
@@ -305,15 +390,53 @@ def read_metadata(path: Path) -> pd.DataFrame:
         table = table.drop_columns([columns[name]])
         if name in MINUS9_MEANS_MISSING:
             values = np.where(values == plasticc.MISSING_VALUE, np.nan, values)
+        _flag_problems(name, values, problem)  # before the conversions below hide them
+        # A missing or impossible flag or label becomes 0 or -1 (the object is rejected anyway
+        # if it is impossible).
         if name == "ddf":
-            values = np.nan_to_num(values).astype(np.int8)
+            values = np.where(values == 1, 1, 0).astype(np.int8)
         elif name == "target":
-            values = np.where(np.isnan(values), plasticc.UNKNOWN_TARGET, values).astype(np.int64)
+            usable = _is_class_number(values)
+            values = np.where(usable, values, plasticc.UNKNOWN_TARGET).astype(np.int64)
         arrays[name] = values
+    arrays["problem"] = problem
     del table
     # Arrow's allocator keeps freed pages (measured: 550 MB for 3.5 million rows); hand them back.
     pa.default_memory_pool().release_unused()
     return pd.DataFrame(arrays)
+
+
+def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
+    """Set the `METADATA_PROBLEMS` code of the rows whose `name` value is impossible (in place;
+    the first problem of a row wins). NaN is a missing value, not a problem."""
+    given = ~np.isnan(values)
+    if name == "target":
+        bad = given & ~_is_class_number(values)
+        code = len(METADATA_PROBLEMS) - 1
+    elif name in plasticc.METADATA_RANGES:
+        low, high = plasticc.METADATA_RANGES[name]
+        bad = given & ~((values >= low) & (values <= high))
+        if name == "ddf":
+            bad |= given & (values != np.round(values))
+        code = list(plasticc.METADATA_RANGES).index(name) + 1
+    else:
+        return
+    problem[(problem == 0) & bad] = code
+
+
+def _is_class_number(values: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return (np.abs(values) < 2**31) & (values == np.round(values))
+
+
+def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
+    """(n,) int8 `METADATA_PROBLEMS` codes of canonical metadata columns (`-9` already missing),
+    for tables that did not come through `read_metadata`."""
+    problem = np.zeros(len(metadata), np.int8)
+    for name in [*plasticc.METADATA_COLUMNS[1:], "target"]:
+        if name in metadata:
+            _flag_problems(name, metadata[name].to_numpy(np.float64), problem)
+    return problem
 
 
 def read_metadata_files(paths: Sequence[Path]) -> pd.DataFrame:
@@ -339,6 +462,7 @@ def _empty_metadata() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in plasticc.METADATA_COLUMNS})
     frame["object_id"] = frame["object_id"].astype(np.int64)
     frame["target"] = pd.Series(dtype=np.int64)
+    frame["problem"] = pd.Series(dtype=np.int8)
     frame["source"] = pd.Series(dtype=np.int32)
     return frame
 

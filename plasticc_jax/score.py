@@ -1,23 +1,26 @@
 """`plasticc-jax score`: score new light-curve files with a trained and evaluated run.
 
 Needs only the run directory: the VAE (checkpoint, config.json, stats.json) and the anomaly
-detector that `evaluate` saved in `models/`. Inputs stream through in chunks
-(`streaming.stream_grids`), so memory stays bounded for files of any size, and each chunk takes
-the evaluation's scoring path (`scoring`); the table is written in two passes (scores, then ranks
-over all objects) through a temporary Parquet file.
+detector that `evaluate` saved in `models/`, which must have been fitted on the run's best
+checkpoint (`provenance`: after more training, run `evaluate` again). Inputs stream through in
+chunks (`streaming.stream_grids`), so memory stays bounded for files of any size, and each chunk
+takes the evaluation's scoring path (`scoring.Scorer.table`); the table is written in two passes
+(scores, then ranks over all objects) through a scratch folder beside the output (removed at the
+end, and by the next run after a kill).
 
 Output: the table at `output` (`.parquet`, or `.csv` / `.csv.gz`), with the columns of the
 evaluation table (`scoring.score_table`: split is `new`, rank is among all scored objects, 1 =
 most anomalous, `flagged` = above the run's threshold), and `<output name>.rejected.csv` listing
 every input object that could not be scored and why. Every input object is in exactly one of the
-two. With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed`) and the table is
-a Parquet dataset (a folder) with the same rows.
+two (checked), and no score is NaN. The output may not be one of the inputs or a file of the run.
+With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed`) after the same checks,
+with the same guarantees, and the table is a Parquet dataset (a folder) with the same rows.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,17 +31,21 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from plasticc_jax import gridding, scoring
+from plasticc_jax import gridding, readers, runs, scoring
 from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.doctor import log_backend
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path
+from plasticc_jax.io_utils import folder_lock, refuse_overwrite, scratch_dir
 from plasticc_jax.scoring import Scorer
-from plasticc_jax.streaming import stream_grids
+from plasticc_jax.streaming import NO_METADATA, stream_grids
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAME = "new"
 _FORMATS = (".parquet", ".csv", ".csv.gz")
+SCRATCH_PREFIX = ".tmp-score-"
+# The `source` of rejections made after gridding, by the model and the detector.
+MODEL_SOURCE = scoring.MODEL_SOURCE
 
 
 def _format(output: Path) -> str:
@@ -60,13 +67,16 @@ def rejected_path(output: Path) -> Path:
 
 def write_unranked(
     grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]], scorer: Scorer, path: Path
-) -> tuple[np.ndarray, list[pd.DataFrame]]:
-    """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk.
+) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
+    """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
+    (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
 
     Returns:
-        The objects' `anomaly_score`s (n,) in table order, and the chunks' rejection frames.
+        The objects' `anomaly_score`s (n,) and object ids (n,) in table order, and the rejection
+        frames (the stream's and the model's).
     """
     score_parts: list[np.ndarray] = []
+    scored_ids: list[np.ndarray] = []
     rejected_parts: list[pd.DataFrame] = []
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
@@ -76,22 +86,64 @@ def write_unranked(
                 rejected_parts.append(rejected)
             if not len(arrays):
                 continue
-            frame = scorer.score_arrays(arrays, SPLIT_NAME)
+            frame, unscorable = scorer.table(arrays, SPLIT_NAME)
+            if len(unscorable):
+                rejected_parts.append(unscorable)
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
                 schema = table.schema
                 writer = pq.ParquetWriter(path, schema)
             writer.write_table(table)
             score_parts.append(frame["anomaly_score"].to_numpy())
+            scored_ids.append(frame["object_id"].to_numpy(np.int64))
         if writer is None:  # nothing could be scored: an empty table with the same columns
             n_times = scorer.config.data.n_time_bins
-            empty = scorer.score_arrays(gridding.empty_arrays(n_times), SPLIT_NAME)
+            empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
             writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
     finally:
         if writer is not None:
             writer.close()
     scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
-    return scores, rejected_parts
+    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
+    return scores, ids, rejected_parts
+
+
+def concat_rejected(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One rejection frame (object_id, reason, source) of several, also of none."""
+    if not parts:
+        return pd.DataFrame({"object_id": np.zeros(0, np.int64), "reason": [], "source": []})
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def refuse_output(
+    output: Path, inputs: Sequence[Path], run_dir: Path, *, dataset: bool = False
+) -> None:
+    """`--output` (and its rejections file) may not replace an input or a file of the run, nor
+    lie in the run's folders. With `dataset` (`--dask`) the output is a folder: it may not hold
+    an input or the run either.
+
+    Raises:
+        UserError: the output would overwrite or hold what the command reads or must keep.
+    """
+    run_files, run_folders = runs.protected_paths(run_dir)
+    kept = [*inputs, *run_files]
+    if dataset and output.is_dir():
+        target = output.resolve()
+        inside = next(
+            (p for p in [*kept, *run_folders, run_dir] if p.resolve().is_relative_to(target)),
+            None,
+        )
+        if inside is not None:
+            raise UserError(
+                f"--output {output} holds {inside}, which this command reads or must keep; "
+                "choose another output path"
+            )
+        from plasticc_jax.distributed import MANIFEST
+
+        outputs = [output / MANIFEST, rejected_path(output)]
+    else:
+        outputs = [output, rejected_path(output)]
+    refuse_overwrite(outputs, kept, run_folders, what="--output")
 
 
 def score(
@@ -120,39 +172,64 @@ def score(
         part_mb: with `dask`, MB of plain CSV per task (`distributed.score`).
 
     Raises:
-        UserError: not a trained and evaluated run, a missing file, an unknown output format, or
-            bad input (naming the file and line).
+        UserError: not a trained and evaluated run (or one whose detector does not belong to its
+            checkpoint, or an incomplete one), a missing file, an unknown output format, an
+            output that is an input or lies in the run, or bad input (naming the file and line).
     """
     run_dir, output = Path(run_dir), Path(output)
     fmt = _format(output)
-    for path in [*lightcurve_paths, *metadata_paths]:
-        if not Path(path).is_file():
+    if dask is not None and fmt != ".parquet":
+        raise UserError(
+            f"--output {output}: with --dask the table is a Parquet dataset (a folder); give a "
+            "name ending in .parquet"
+        )
+    inputs = [Path(p) for p in [*lightcurve_paths, *metadata_paths]]
+    for path in inputs:
+        if not path.is_file():
             raise UserError(f"input file {path} does not exist")
+    refuse_output(output, inputs, run_dir, dataset=dask is not None)
     if dask is not None:
         from plasticc_jax import distributed
 
-        return distributed.score(
-            dask, run_dir, lightcurve_paths, metadata_paths, output, workers, part_mb=part_mb
-        )
-    scorer = Scorer.cached(run_dir)
+        distributed.check_dataset_folder(output)
+    metadata = readers.read_metadata_files(metadata_paths)
+    log_backend()
+    if dask is not None:
+        # Checked here, as below; the run stays locked (shared) while the workers read it.
+        with folder_lock(run_dir, "score", shared=True):
+            scorer = Scorer.load(run_dir)
+            return distributed.score(
+                dask,
+                scorer,
+                lightcurve_paths,
+                metadata_paths,
+                metadata,
+                output,
+                workers,
+                part_mb=part_mb,
+            )
+    # Read while no evaluate or train rewrites the run (they hold its lock).
+    with folder_lock(run_dir, "score", shared=True):
+        scorer = Scorer.load(run_dir)
     detector = scorer.detector
     output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    # The scratch table lives beside the output (same disk) and is removed whatever happens.
-    with tempfile.TemporaryDirectory(prefix=".tmp-score-", dir=output.parent) as scratch_dir:
-        scratch = Path(scratch_dir) / "unranked.parquet"
-        grids = stream_grids(lightcurve_paths, metadata_paths, scorer.config.data, workers)
-        scores, rejected_parts = write_unranked(grids, scorer, scratch)
-        write_ranked(scratch, scoring.ranks(scores), output, fmt)
-
-    rejected = (
-        pd.concat(rejected_parts, ignore_index=True)
-        if rejected_parts
-        else pd.DataFrame({"object_id": [], "reason": [], "source": []})
-    )
-    with atomic_path(rejected_path(output)) as tmp:
-        rejected.to_csv(tmp, index=False)
+    # The scratch folder lives beside the output (same disk); the outputs are moved into place
+    # from it only when complete.
+    with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch:
+        unranked = scratch / "unranked.parquet"
+        grids = stream_grids(
+            lightcurve_paths, metadata_paths, scorer.config.data, workers, metadata=metadata
+        )
+        scores, scored_ids, rejected_parts = write_unranked(grids, scorer, unranked)
+        rejected = concat_rejected(rejected_parts)
+        check_accounting(metadata, [scored_ids], rejected)
+        table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"
+        write_ranked(unranked, scoring.ranks(scores), table_path, fmt)
+        rejected.to_csv(rejected_tmp, index=False)
+        os.replace(rejected_tmp, rejected_path(output))
+        os.replace(table_path, output)
     n_flagged = int(detector.flag(scores).sum())
     log.info(
         "scored %d objects in %.1f s (%d flagged at the run's %.2g false-positive rate), "
@@ -168,33 +245,48 @@ def score(
     return output
 
 
-def write_ranked(scratch: Path, rank: np.ndarray, output: Path, fmt: str) -> None:
-    """Copy the scratch table to `output` batch by batch, inserting `rank` where the score table
-    has it (`scoring.rank_position`)."""
-    source = pq.ParquetFile(scratch)
-    schema = ranked_schema(source.schema_arrow)
-    position = schema.get_field_index("rank")
-    with atomic_path(output) as tmp:
-        if fmt == ".parquet":
-            writer = pq.ParquetWriter(tmp, schema)
-        else:
-            sink = pa.CompressedOutputStream(str(tmp), "gzip") if fmt == ".csv.gz" else str(tmp)
-            writer = pa_csv.CSVWriter(sink, schema)
-        done = 0
-        with writer:
-            for batch in source.iter_batches():
-                column = pa.array(rank[done : done + batch.num_rows])
-                batch = pa.RecordBatch.from_arrays(
-                    [*batch.columns[:position], column, *batch.columns[position:]], schema=schema
-                )
-                writer.write_batch(batch)
-                done += batch.num_rows
-            if done == 0:
-                writer.write_table(schema.empty_table())
-        if fmt == ".csv.gz":
-            sink.close()
+def check_accounting(
+    metadata: pd.DataFrame, scored_ids: Sequence[np.ndarray], rejected: pd.DataFrame
+) -> None:
+    """Every input object (metadata objects, and light curves without metadata) is scored or
+    rejected, exactly once. A failure here is a bug, not a user error."""
+    ids = np.concatenate(
+        [np.zeros(0, np.int64), *scored_ids, rejected["object_id"].to_numpy(np.int64)]
+    )
+    n_input = len(metadata) + int((rejected["reason"] == NO_METADATA).sum())
+    if ids.size != n_input or np.unique(ids).size != ids.size:
+        raise RuntimeError(
+            f"counts do not add up: {ids.size - len(rejected)} scored + {len(rejected)} rejected "
+            f"!= {n_input} input objects, or an object counted twice"
+        )
 
 
 def ranked_schema(schema: pa.Schema) -> pa.Schema:
     """The schema of an unranked score table with `rank` (int64) where the table has it."""
     return schema.insert(scoring.rank_position(schema.names), pa.field("rank", pa.int64()))
+
+
+def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None:
+    """Copy the unranked table to `path` batch by batch, inserting `rank` where the score table
+    has it (`scoring.rank_position`). Not atomic: write into a scratch folder or `atomic_path`."""
+    source = pq.ParquetFile(unranked)
+    schema = ranked_schema(source.schema_arrow)
+    position = schema.get_field_index("rank")
+    if fmt == ".parquet":
+        writer = pq.ParquetWriter(path, schema)
+    else:
+        sink = pa.CompressedOutputStream(str(path), "gzip") if fmt == ".csv.gz" else str(path)
+        writer = pa_csv.CSVWriter(sink, schema)
+    done = 0
+    with writer:
+        for batch in source.iter_batches():
+            column = pa.array(rank[done : done + batch.num_rows])
+            batch = pa.RecordBatch.from_arrays(
+                [*batch.columns[:position], column, *batch.columns[position:]], schema=schema
+            )
+            writer.write_batch(batch)
+            done += batch.num_rows
+        if done == 0:
+            writer.write_table(schema.empty_table())
+    if fmt == ".csv.gz":
+        sink.close()

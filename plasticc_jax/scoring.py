@@ -13,9 +13,10 @@ with the objects' labels, into the table both stages write, one row per object:
 - `anomaly_score` (the detector's final score), `rank` (1 = most anomalous among the objects
   ranked together, ties in table order; `insert_rank`), `flagged` (above the run's threshold).
 
-`Scorer` is a trained, evaluated run loaded once (VAE, detector, config); its `score_arrays` is
-the table of gridded objects that `plasticc-jax score` writes, on one machine or in each
-partition on a Dask cluster (`plasticc_jax.distributed`). `score_dataframe` does the same for
+`Scorer` is a trained, evaluated run loaded once and checked (VAE, detector, config); its
+`table` is the table of gridded objects that `plasticc-jax score` writes (only the fused
+components' columns), on one machine or in each partition on a Dask cluster
+(`plasticc_jax.distributed`). `score_dataframe` does the same for
 light curves given as a pandas DataFrame: the function to map over the partitions of a Dask or
 Spark dataframe.
 """
@@ -61,6 +62,11 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "rise_days",
     "fall_days",
 )
+# Why an object that was gridded could still not be scored (`score` rejects it with this).
+NON_FINITE_OUTPUT = "non-finite VAE output (extreme input values)"
+NAN_SCORE = "anomaly score is NaN"
+# The `source` of those rejections (made after gridding, by the model and the detector).
+MODEL_SOURCE = "model"
 
 
 def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -97,10 +103,27 @@ def model_outputs(
     out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
     logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
-    out["probabilities"] = special.softmax(logits, axis=1).astype(np.float32)
+    out["probabilities"] = (special.softmax(logits, axis=1) if logits.shape[1] else logits).astype(
+        np.float32
+    )
     out["features"] = np.asarray(arrays.features, np.float32)
     keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}
+
+
+def finite_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: objects whose VAE outputs (`OUTPUT_KEYS`) are all finite and whose features
+    are finite or NaN (undefined; never infinite). The detector cannot score the others (a NaN
+    latent stops the components), so they are rejected, not scored."""
+    ok = np.ones(len(outputs["mu"]), bool)
+    for key in OUTPUT_KEYS:
+        values = np.asarray(outputs[key])
+        # (n, -1) fails for n = 0: an empty chunk (nothing scored) has no objects to check.
+        values = values.reshape(len(values), int(np.prod(values.shape[1:])))
+        ok &= np.isfinite(values).all(axis=1)
+    if "features" in outputs:
+        ok &= ~np.isinf(np.asarray(outputs["features"])).any(axis=1)
+    return ok
 
 
 def evidence(
@@ -138,7 +161,8 @@ def score_table(
     Args:
         objects: per-object arrays over n objects: `object_labels` and `model_outputs`.
         scores: the detector's columns for them (`Detector.score`, or `Detector.out_of_fold`).
-        detector: the fitted detector (its components and threshold).
+        detector: the fitted detector (its components and threshold); a component missing from
+            `scores` (`Detector.score(fused_only=True)`) has no column.
     """
     mu, features = objects["mu"], objects["features"]
     context = {name: features[:, FEATURE_NAMES.index(name)] for name in CONTEXT_COLUMNS}
@@ -157,7 +181,7 @@ def score_table(
             "n_observed": objects["n_observed"].astype(np.int64),
             "chi2_per_cell": objects["chi2"],
             **context,
-            **{name: scores[name] for name in detector.names},
+            **{name: scores[name] for name in detector.names if name in scores},
             "nearest_class": nearest,
             "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
             "nearest_class_prob": scores["nearest_class_prob"],
@@ -226,7 +250,8 @@ def run_fingerprint(run_dir: Path) -> str:
 
 
 class Scorer:
-    """A trained and evaluated run, loaded once: the VAE, the anomaly detector and the config.
+    """A trained and evaluated run, loaded once and checked: the VAE, the anomaly detector and
+    the config.
 
     Attributes:
         run_dir: the run directory; vae: its `TrainedVae`; detector: its `Detector`;
@@ -241,28 +266,53 @@ class Scorer:
 
     @staticmethod
     def load(run_dir: str | Path) -> Scorer:
-        """Read the run (best checkpoint and detector).
+        """Read the run (best checkpoint and detector) after checking that they belong together,
+        while no `train` or `evaluate` rewrites it (a shared lock of the run directory).
 
         Raises:
-            UserError: not a trained and evaluated run.
+            UserError: not a run, an incomplete or unevaluated run, a detector file missing or
+                damaged, a detector fitted on another checkpoint, an unreadable run file.
         """
+        from plasticc_jax import provenance, runs
         from plasticc_jax.detector import Detector
         from plasticc_jax.encoder import load_vae
+        from plasticc_jax.io_utils import folder_lock
 
         run_dir = Path(run_dir)
-        detector = Detector.load(run_dir / "models")
-        return Scorer(run_dir, load_vae(run_dir), detector)
+        with folder_lock(run_dir, "score", shared=True):
+            runs.read_config(run_dir)  # first: a folder that is no run at all says so
+            provenance.require_complete(run_dir)
+            record = provenance.check_detector_files(run_dir)
+            vae = load_vae(run_dir)
+            provenance.check_checkpoint(run_dir, record, vae.epoch, vae.params)
+            try:
+                detector = Detector.load(run_dir / "models")
+            except UserError:
+                raise
+            except Exception as error:  # e.g. a file of another scikit-learn version
+                raise UserError(
+                    f"{run_dir / 'models'}: the anomaly detector cannot be read "
+                    f"({type(error).__name__}: {error}); run `plasticc-jax evaluate` for "
+                    f"{run_dir} again"
+                ) from None
+        return Scorer(run_dir, vae, detector)
 
     @staticmethod
     def cached(run_dir: str | Path, fingerprint: str | None = None) -> Scorer:
-        """The run loaded once per process: later calls with the same run directory and content
-        (`run_fingerprint`, computed unless given) return the same `Scorer`. A Dask worker thus
-        loads and compiles the model for its first partition only."""
+        """The run loaded once per process (`load`, with its checks): later calls with the same
+        run directory and content (`run_fingerprint`, computed unless given) return the same
+        `Scorer`. A Dask worker thus loads and compiles the model for its first partition only.
+
+        Raises:
+            UserError: as `load`; or, with `fingerprint`, a run that is no longer the one that
+                `fingerprint` was taken of (trained or evaluated again since).
+        """
         run_dir = Path(run_dir).resolve()
         return _load_cached(str(run_dir), fingerprint or run_fingerprint(run_dir))
 
-    def score_arrays(self, arrays: LightCurveArrays, split: str) -> pd.DataFrame:
-        """The score table of gridded objects, without `rank` (see the module docstring).
+    def table(self, arrays: LightCurveArrays, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The score table of gridded objects, without `rank` (see the module docstring), and
+        the objects that could not be scored, with the reason: no NaN score reaches the table.
 
         Args:
             arrays: gridded objects (`streaming`), n of them; labels from their `target`, with
@@ -270,19 +320,47 @@ class Scorer:
             split: the value of the `split` column.
 
         Returns:
-            n rows, in the order of `arrays`.
+            The table, in the order of `arrays` (the objects that could be scored), and a
+            rejection frame (object_id, reason, source `MODEL_SOURCE`) of the others: non-finite
+            VAE outputs or features (`NON_FINITE_OUTPUT`), a NaN score (`NAN_SCORE`).
         """
         arrays = arrays.with_anomalies(self.config.data.anomaly_classes)
         outputs = model_outputs(self.vae, arrays, self.config.eval.batch_size)
+        finite = finite_outputs(outputs)
+        unscorable = [(arrays.object_id[~finite], NON_FINITE_OUTPUT)]
+        if not finite.all():
+            arrays = arrays.take(np.flatnonzero(finite))
+            outputs = {key: values[finite] for key, values in outputs.items()}
         objects = {**object_labels(arrays, split), **outputs}
         found = evidence(objects, self.vae.stats, self.vae.encoder.classes)
-        return score_table(objects, self.detector.score(found), self.detector)
+        # Only the fused components: what `plasticc-jax score` writes, here and on a cluster.
+        frame = score_table(objects, self.detector.score(found, fused_only=True), self.detector)
+        nan = np.isnan(frame["anomaly_score"].to_numpy(np.float64))
+        if nan.any():
+            unscorable.append((frame["object_id"].to_numpy()[nan], NAN_SCORE))
+            frame = frame[~nan].reset_index(drop=True)
+        rejected = pd.DataFrame(
+            {
+                "object_id": np.concatenate([ids for ids, _ in unscorable]).astype(np.int64),
+                "reason": [reason for ids, reason in unscorable for _ in ids],
+                "source": MODEL_SOURCE,
+            }
+        )
+        return frame, rejected
 
 
 @functools.lru_cache(maxsize=2)
 def _load_cached(run_dir: str, fingerprint: str) -> Scorer:
-    del fingerprint  # part of the cache key only
-    return Scorer.load(run_dir)
+    from plasticc_jax.io_utils import folder_lock
+
+    with folder_lock(Path(run_dir), "score", shared=True):
+        scorer = Scorer.load(run_dir)
+        if run_fingerprint(Path(run_dir)) != fingerprint:
+            raise UserError(
+                f"{run_dir} changed while it was being scored (trained or evaluated again "
+                "meanwhile): score again"
+            )
+    return scorer
 
 
 REJECTED_REASON = "rejected_reason"
@@ -318,7 +396,8 @@ def score_dataframe(
         One row per object of `rows`, sorted by object_id: the columns of `plasticc-jax score`'s
         table without `rank` (a rank needs every object: rank the whole result), then
         `rejected_reason` (a pandas string column): missing (NA) for a scored object; for an
-        object that cannot be scored, why (too few observations, no metadata), with its VAE,
+        object that cannot be scored, why (too few observations, no metadata, impossible
+        metadata, a non-finite VAE output, a NaN score), with its VAE,
         feature and score columns NaN, `n_observed` 0, `is_galactic` and `flagged` False and
         `nearest_class` -1 (no class, its name empty). The column types are the same for
         every call, also on an empty frame: `score_dataframe(rows.head(0), run_dir)` is the
@@ -339,7 +418,9 @@ def score_dataframe(
     if "target" not in metadata and "true_target" in metadata:
         metadata = metadata.rename(columns={"true_target": "target"})
     arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data)
-    table = scorer.score_arrays(arrays, split)
+    table, unscorable = scorer.table(arrays, split)
+    if len(unscorable):
+        rejected = pd.concat([rejected, unscorable], ignore_index=True)
     # The same column types for every partition, also one without any scored object.
     table = table.astype({"split": str, "class_name": str, "nearest_class_name": str})
     table[REJECTED_REASON] = pd.Series(pd.NA, index=table.index, dtype="string")

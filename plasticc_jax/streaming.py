@@ -53,11 +53,17 @@ class MetaIndex:
         self.ids = metadata["object_id"].to_numpy()[order]
         # float32: the features are float32 anyway, and this table has one row per input object.
         self.values = np.empty((order.size, len(gridding.META_VALUES)), np.float32)
-        for column, name in enumerate(gridding.META_VALUES):
-            self.values[:, column] = metadata[name].to_numpy()[order]
+        with np.errstate(over="ignore"):  # beyond float32: such objects are rejected (`problem`)
+            for column, name in enumerate(gridding.META_VALUES):
+                self.values[:, column] = metadata[name].to_numpy()[order]
         self.target = metadata["target"].to_numpy(np.int64)[order]
         source = metadata["source"] if "source" in metadata else pd.Series(0, metadata.index)
         self.source = source.to_numpy()[order]
+        # Impossible metadata values (`readers.METADATA_PROBLEMS`) reject the object at the join.
+        problem = (
+            metadata["problem"] if "problem" in metadata else readers.metadata_problems(metadata)
+        )
+        self.problem = np.asarray(problem, np.int8)[order]
         self.seen = np.zeros(self.ids.size, bool)
         self.excluded = np.zeros(self.ids.size, bool)
         if exclude is not None and len(exclude):
@@ -133,7 +139,8 @@ def _plan(
             "light-curve files must be grouped by object_id (sort the file by object_id)"
         )
     pos, found = index.lookup(run_ids)
-    again = found & index.seen[pos]
+    again = found.copy()
+    again[found] = index.seen[pos[found]]
     lost = run_ids[~found]
     if lost.size:
         again_lost = [int(i) for i in lost if int(i) in index.seen_elsewhere]
@@ -153,6 +160,14 @@ def _plan(
     keep = found.copy()
     keep[found] = ~index.excluded[pos[found]]
     rejected = _rejections(lost, NO_METADATA, path.name)
+    problem = np.zeros(run_ids.size, np.int8)
+    problem[keep] = index.problem[pos[keep]]
+    if problem.any():
+        bad = np.flatnonzero(problem)
+        reasons = [readers.METADATA_PROBLEMS[c] for c in problem[bad]]
+        bad_meta = _rejections(run_ids[bad], reasons, path.name)
+        rejected = pd.concat([rejected, bad_meta], ignore_index=True) if len(lost) else bad_meta
+        keep[bad] = False
     if not keep.all():
         counts_rows = np.diff(np.r_[starts, len(rows)])
         rows = rows.take(np.repeat(keep, counts_rows))

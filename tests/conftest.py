@@ -52,6 +52,14 @@ from plasticc_jax import config as config_lib  # noqa: E402
 from plasticc_jax.synthetic import write_synthetic  # noqa: E402
 
 N_OBJECTS = 400
+# The shared copy of the real PLAsTiCC training set beside the checkout, or the mirror; tests
+# that use it skip when it is absent. Never copied into the repository.
+REAL_DATA = Path(
+    os.environ.get(
+        "PLASTICC_JAX_MIRROR",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "plasticc_snmachine",
+    )
+)
 SHARED = SESSION / "project"  # the shared project folder
 _SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run"})
 _BUILD_TIMEOUT_S = 600
@@ -142,9 +150,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _builder is not None and _builder.poll() is None:  # interrupted session
-        _builder.kill()
-        _builder.wait()
+    if _builder is not None:
+        # The process that started the build may run out of tests first (an xdist worker whose
+        # files use no shared project): it waits for the build that the others wait on. Ctrl-C
+        # reaches the builder too (same process group), so an interrupted session ends at once.
+        try:
+            _builder.wait(timeout=_BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _builder.kill()
+            _builder.wait()
     if _OWNER:  # the xdist controller, or pytest without xdist
         shutil.rmtree(SESSION, ignore_errors=True)
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -267,3 +268,36 @@ def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
     out = str(tmp_path / "s.parquet")
     assert cli.main([*args, "--output", out, "--dask", "local:1", "--review-labels"]) == 2
     assert "--review-labels needs one score table file" in capsys.readouterr().err
+
+
+def test_score_on_the_cluster_makes_the_single_process_checks_first(
+    tiny_run, raw, tmp_path, capsys
+):
+    """An incomplete run, an output in the run or holding an input: refused before any cluster
+    starts (`local:1` is never started), nothing written; a worker refuses a run that changed
+    since the driver checked it."""
+    from plasticc_jax import provenance, scoring
+
+    run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "run"))
+    output = tmp_path / "scores.parquet"
+    (run_dir / provenance.INCOMPLETE).write_text("evaluate started at noon and has not finished")
+    assert cli.main([*_score_args(run_dir, raw, output), "--dask", "local:1"]) == 2
+    assert "is incomplete: evaluate started at noon" in capsys.readouterr().err
+    (run_dir / provenance.INCOMPLETE).unlink()
+    inside = run_dir / "models" / "scores.parquet"
+    assert cli.main([*_score_args(run_dir, raw, inside), "--dask", "local:1"]) == 2
+    assert "lies in" in capsys.readouterr().err
+    holder = tmp_path / "holder.parquet"
+    holder.mkdir()
+    lightcurves = holder / "part-00000.parquet"  # an input, in the dataset's own file name
+    shutil.copy(raw / "plasticc_train_lightcurves_a.csv", lightcurves)
+    args = [
+        str(lightcurves) if a.endswith("lightcurves_a.csv") else a
+        for a in _score_args(run_dir, raw, holder)
+    ]
+    assert cli.main([*args, "--dask", "local:1"]) == 2
+    assert f"holds {lightcurves}, which this command reads" in capsys.readouterr().err
+    assert not output.exists() and not inside.exists()
+    assert sorted(p.name for p in holder.iterdir()) == [lightcurves.name]
+    with pytest.raises(UserError, match="changed while it was being scored"):
+        scoring.Scorer.cached(run_dir, "0" * 64)

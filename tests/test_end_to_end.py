@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_project
 
 from plasticc_jax import cli, metrics
 from plasticc_jax.dataset import read_manifest
@@ -122,8 +123,12 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     ids = np.concatenate([scored["object_id"], rejected["object_id"]])
     assert sorted(ids) == sorted([*meta["object_id"].tolist(), 999_999])
     assert sorted(scored["rank"]) == list(range(1, len(scored) + 1))
-    # One score table: the columns and types of evaluate's, without its baseline column.
-    evaluated = tiny_run.table.drop(columns="lc_forest_score")
+    # One score table: the columns and types of evaluate's, without its baseline column and the
+    # components that are not fused (evaluate reports them; score skips them for speed).
+    fused = {c.split(":")[0] for c in tiny_run.config.eval.fusion}
+    unfused = [c for c in tiny_run.detector_params["components"] if c not in fused]
+    assert unfused  # the tiny preset reports more components than it fuses
+    evaluated = tiny_run.table.drop(columns=["lc_forest_score", *unfused])
     assert list(scored.columns) == list(evaluated.columns)
     assert scored.dtypes.to_dict() == evaluated.dtypes.to_dict()
     merged = scored.merge(tiny_run.table, on="object_id", suffixes=("", "_eval"))
@@ -159,3 +164,20 @@ def test_score_cli_reports_user_errors(tiny_run, tmp_path: Path, capsys):
     args += ["--output", str(tmp_path / "o.txt")]
     assert cli.main(args) == 2
     assert "suffix picks the format" in capsys.readouterr().err
+
+
+def test_the_seed_method_without_a_head_trains_evaluates_and_scores(project, tmp_path):
+    """The seed preset's choices (no classification head, forest + chi2) on the tiny preset."""
+    workdir = copy_project(project, tmp_path)
+    args = [
+        "--config", "tiny", "--workdir", str(workdir), "--run-dir", "runs/seed",
+        "--set", "model.classifier_head=false",
+        "--set", "eval.components=latent_forest,recon_chi2",
+        "--set", "eval.fusion=latent_forest:1,recon_chi2:1",
+    ]  # fmt: skip
+    assert cli.main(["train", *args]) == 0
+    assert cli.main(["evaluate", *args]) == 0
+    table = pd.read_parquet(workdir / "runs" / "seed" / "scores.parquet")
+    assert np.isfinite(table["anomaly_score"]).all()
+    assert {"latent_forest", "recon_chi2"} <= set(table.columns)
+    assert "classifier" not in table.columns

@@ -2,11 +2,11 @@
 
 What is timed, per batch size: `scoring.model_outputs` (one jit-compiled float32 pass of the
 encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square, the head's
-probabilities) followed by `Detector.score` (the components, their calibration, the fusion and
-the nearest class), on N objects already in memory as gridded tensors. Also timed alone, at the
-largest batch size: the VAE pass and the detector, so a missed target says which part limits it.
-The extrapolated time to score the full PLAsTiCC test set (3.5 million objects) is
-N_TEST / rate.
+probabilities) followed by `Detector.score` (the fused components, as `score` computes them:
+their calibration, the fusion and the nearest class), on N objects already in memory as gridded
+tensors. Also timed alone, at the largest batch size: the VAE pass and the detector, so a missed
+target says which part limits it. The extrapolated time to score the full PLAsTiCC test set (3.5
+million objects) is N_TEST / rate.
 
 The run is the default preset's network and detector trained for one epoch on synthetic light
 curves: throughput does not depend on how well the weights are trained.

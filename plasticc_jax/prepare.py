@@ -16,6 +16,7 @@ import json
 import logging
 import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -117,12 +118,19 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 class _ShardWriter:
-    """Buffers one split's objects and writes `shards/<split>-<index>.npz` of a fixed size."""
+    """Buffers one split's objects and writes `shards/<split>-<prefix><index>.npz` of a fixed
+    size."""
 
     def __init__(
-        self, out: Path, split: str, shard_objects: int, stats: _TrainFeatures | None = None
+        self,
+        out: Path,
+        split: str,
+        shard_objects: int,
+        stats: _TrainFeatures | None = None,
+        prefix: str = "",
     ) -> None:
         self.out, self.split, self.size = out, split, max(int(shard_objects), 1)
+        self.prefix = prefix
         # Statistics are merged shard by shard: shards do not depend on the chunk size, so
         # neither do the statistics' last bits.
         self.stats = stats
@@ -144,7 +152,7 @@ class _ShardWriter:
 
     def _write(self, n: int) -> None:
         merged = LightCurveArrays.concatenate(self.buffer)
-        name = f"shards/{self.split}-{len(self.names):05d}.npz"
+        name = f"shards/{self.split}-{self.prefix}{len(self.names):05d}.npz"
         shard = merged.take(slice(0, n))
         write_npz(self.out / name, shard.to_dict())
         if self.stats is not None:
@@ -152,6 +160,68 @@ class _ShardWriter:
         self.names.append(name)
         rest = merged.take(slice(n, None))
         self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
+
+
+def write_shards(
+    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]],
+    out: Path,
+    data: DataConfig,
+    sorted_ids: np.ndarray,
+    sorted_codes: np.ndarray,
+    *,
+    stats: _TrainFeatures | None = None,
+    prefix: str = "",
+) -> tuple[dict[str, list[str]], dict[str, Counter], list[pd.DataFrame]]:
+    """Send gridded chunks (`streaming.stream_grids`) to their splits' shards.
+
+    Args:
+        grids: the chunks; out: the dataset folder; data: the resolved data config.
+        sorted_ids, sorted_codes: every object's split code (`split_objects`), by object_id.
+        stats: merges the train shards' features, if given.
+        prefix: in the shard names, after the split's (`shards/<split>-<prefix><index>.npz`).
+
+    Returns:
+        The shard names of each split, the objects per split and class, the rejection frames.
+    """
+    writers = {
+        s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None, prefix)
+        for s in SPLITS
+    }
+    counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    rejected_parts: list[pd.DataFrame] = []
+    for arrays, rejected in grids:
+        if len(rejected):
+            rejected_parts.append(rejected)
+        if not len(arrays):
+            continue
+        arrays = arrays.with_anomalies(data.anomaly_classes)
+        split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
+        for code, name in enumerate(SPLITS):
+            part = arrays.take(np.flatnonzero(split == code))
+            writers[name].add(part)
+            counts[name].update(part.target.tolist())
+    return {s: writers[s].close() for s in SPLITS}, counts, rejected_parts
+
+
+def stats_from_shards(out: Path, names: list[str], shard_objects: int) -> _TrainFeatures:
+    """The train split's feature statistics read back from its shards (features only), merged in
+    blocks of `shard_objects` objects as `_ShardWriter` merges them when it writes the shards:
+    the same bits, however the objects were cut into shards."""
+    stats = _TrainFeatures()
+    size = max(int(shard_objects), 1)
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    for name in names:
+        with np.load(out / name, allow_pickle=False) as shard:
+            pending.append(shard["features"])
+        n_pending += len(pending[-1])
+        while n_pending >= size:
+            merged = np.concatenate(pending)
+            stats.update(merged[:size])
+            pending, n_pending = [merged[size:]], n_pending - size
+    if n_pending:
+        stats.update(np.concatenate(pending))
+    return stats
 
 
 def _inputs(config: Config, workdir: Path) -> readers.InputFiles:
@@ -221,7 +291,9 @@ def _clear(out: Path) -> None:
             path.unlink()
 
 
-def prepare(config: Config, workdir: Path) -> Path:
+def prepare(
+    config: Config, workdir: Path, *, dask: str | None = None, part_mb: float | None = None
+) -> Path:
     """Read the raw light curves and write the prepared dataset; return its folder.
 
     Args:
@@ -229,6 +301,11 @@ def prepare(config: Config, workdir: Path) -> Path:
             (`inputs`), the grid, the protocol's class lists, the split fractions and seed, chunk
             size and worker count.
         workdir: project folder; relative paths in the config resolve against it.
+        dask: grid on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
+            file, or `local:N`); None: in this process. The dataset holds the same objects in
+            the same order, the same statistics and rejections; only its shards are cut per
+            partition (`distributed.prepare_shards`).
+        part_mb: with `dask`, MB of plain CSV per task.
 
     Raises:
         UserError: missing or unreadable input, bad columns or values (naming file and line).
@@ -265,7 +342,7 @@ def prepare(config: Config, workdir: Path) -> Path:
             log.info("%s is up to date (same config and inputs); nothing to do", out)
             return out
         _clear(out)
-        _build(config, workdir, inputs, out, fingerprint, hashes)
+        _build(config, workdir, inputs, out, fingerprint, hashes, dask=dask, part_mb=part_mb)
     return out
 
 
@@ -276,8 +353,13 @@ def _build(
     out: Path,
     fingerprint: str,
     hashes: list[tuple[str, str]],
+    *,
+    dask: str | None = None,
+    part_mb: float | None = None,
 ) -> None:
-    """Write the dataset into `out` (emptied by `_clear`), the manifest last."""
+    """Write the dataset into `out` (emptied by `_clear`), the manifest last; with `dask`, the
+    gridding and the shards run on that Dask cluster (`prepare`), while this process holds the
+    dataset's lock."""
     data = config.data
     known, anomalies = data.known_classes, data.anomaly_classes
     files = [*inputs.lightcurves, *inputs.metadata]
@@ -309,32 +391,29 @@ def _build(
     sorted_ids = metadata["object_id"].to_numpy()[order]
     sorted_codes = codes[order]
 
-    stats = _TrainFeatures()
-    writers = {
-        s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None) for s in SPLITS
-    }
-    counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
-    file_rows: list[int] = []
-    stream = streaming.stream_grids(
-        inputs.lightcurves,
-        inputs.metadata,
-        data,
-        metadata=metadata,
-        exclude=metadata["object_id"].to_numpy()[left_out],
-        file_rows=file_rows,
-    )
-    for arrays, rejected in stream:
-        if len(rejected):
-            rejected_parts.append(rejected)
-        if not len(arrays):
-            continue
-        arrays = arrays.with_anomalies(anomalies)
-        split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
-        for code, name in enumerate(SPLITS):
-            part = arrays.take(np.flatnonzero(split == code))
-            writers[name].add(part)
-            counts[name].update(part.target.tolist())
-    shards = {s: writers[s].close() for s in SPLITS}
+    exclude = metadata["object_id"].to_numpy()[left_out]
+    if dask is None:
+        stats = _TrainFeatures()
+        file_rows: list[int] = []
+        stream = streaming.stream_grids(
+            inputs.lightcurves,
+            inputs.metadata,
+            data,
+            metadata=metadata,
+            exclude=exclude,
+            file_rows=file_rows,
+        )
+        shards, counts, grid_rejected = write_shards(
+            stream, out, data, sorted_ids, sorted_codes, stats=stats
+        )
+    else:
+        from plasticc_jax import distributed
+
+        shards, counts, grid_rejected, file_rows = distributed.prepare_shards(
+            dask, inputs, metadata, exclude, out, data, part_mb=part_mb
+        )
+        stats = stats_from_shards(out, shards["train"], data.shard_objects)
+    rejected_parts += grid_rejected
     rejected = pd.concat(rejected_parts, ignore_index=True)
     # Written before the check below, so the file the message points to is this run's.
     atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))

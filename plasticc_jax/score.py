@@ -4,15 +4,17 @@ Needs only the run directory: the VAE (checkpoint, config.json, stats.json) and 
 detector that `evaluate` saved in `models/`, which must have been fitted on the run's best
 checkpoint (`provenance`: after more training, run `evaluate` again). Inputs stream through in
 chunks (`streaming.stream_grids`), so memory stays bounded for files of any size, and each chunk
-takes the evaluation's scoring path (`scoring`); the table is written in two passes (scores, then
-ranks over all objects) through a scratch folder beside the output (removed at the end, and by
-the next run after a kill).
+takes the evaluation's scoring path (`scoring.Scorer.table`); the table is written in two passes
+(scores, then ranks over all objects) through a scratch folder beside the output (removed at the
+end, and by the next run after a kill).
 
 Output: the table at `output` (`.parquet`, or `.csv` / `.csv.gz`), with the columns of the
 evaluation table (`scoring.score_table`: split is `new`, rank is among all scored objects, 1 =
 most anomalous, `flagged` = above the run's threshold), and `<output name>.rejected.csv` listing
 every input object that could not be scored and why. Every input object is in exactly one of the
 two (checked), and no score is NaN. The output may not be one of the inputs or a file of the run.
+With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed`) after the same checks,
+with the same guarantees, and the table is a Parquet dataset (a folder) with the same rows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +31,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from plasticc_jax import gridding, provenance, readers, runs, scoring
+from plasticc_jax import gridding, readers, runs, scoring
 from plasticc_jax.dataset import LightCurveArrays
-from plasticc_jax.detector import Detector
 from plasticc_jax.doctor import log_backend
-from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock, refuse_overwrite, scratch_dir
+from plasticc_jax.scoring import Scorer
 from plasticc_jax.streaming import NO_METADATA, stream_grids
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ SPLIT_NAME = "new"
 _FORMATS = (".parquet", ".csv", ".csv.gz")
 SCRATCH_PREFIX = ".tmp-score-"
 # The `source` of rejections made after gridding, by the model and the detector.
-MODEL_SOURCE = "model"
+MODEL_SOURCE = scoring.MODEL_SOURCE
 
 
 def _format(output: Path) -> str:
@@ -64,58 +65,85 @@ def rejected_path(output: Path) -> Path:
     return output.with_name(f"{stem}.rejected.csv")
 
 
-def _table(
-    vae: TrainedVae, detector: Detector, arrays: LightCurveArrays
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The score table of gridded objects (without `rank`), labelled by the run's protocol, and
-    the objects that could not be scored (non-finite VAE outputs or features, a NaN score) with
-    the reason: no NaN score reaches the table."""
-    arrays = arrays.with_anomalies(vae.config.data.anomaly_classes)
-    outputs = scoring.model_outputs(vae, arrays, vae.config.eval.batch_size)
-    finite = scoring.finite_outputs(outputs)
-    unscorable = [(arrays.object_id[~finite], scoring.NON_FINITE_OUTPUT)]
-    if not finite.all():
-        arrays = arrays.take(np.flatnonzero(finite))
-        outputs = {key: values[finite] for key, values in outputs.items()}
-    objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
-    evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
-    frame = scoring.score_table(objects, detector.score(evidence, fused_only=True), detector)
-    nan = np.isnan(frame["anomaly_score"].to_numpy(np.float64))
-    if nan.any():
-        unscorable.append((frame["object_id"].to_numpy()[nan], scoring.NAN_SCORE))
-        frame = frame[~nan].reset_index(drop=True)
-    rejected = pd.DataFrame(
-        {
-            "object_id": np.concatenate([ids for ids, _ in unscorable]).astype(np.int64),
-            "reason": [reason for ids, reason in unscorable for _ in ids],
-            "source": MODEL_SOURCE,
-        }
-    )
-    return frame, rejected
+def write_unranked(
+    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]], scorer: Scorer, path: Path
+) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
+    """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
+    (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
+
+    Returns:
+        The objects' `anomaly_score`s (n,) and object ids (n,) in table order, and the rejection
+        frames (the stream's and the model's).
+    """
+    score_parts: list[np.ndarray] = []
+    scored_ids: list[np.ndarray] = []
+    rejected_parts: list[pd.DataFrame] = []
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    try:
+        for arrays, rejected in grids:
+            if len(rejected):
+                rejected_parts.append(rejected)
+            if not len(arrays):
+                continue
+            frame, unscorable = scorer.table(arrays, SPLIT_NAME)
+            if len(unscorable):
+                rejected_parts.append(unscorable)
+            table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table)
+            score_parts.append(frame["anomaly_score"].to_numpy())
+            scored_ids.append(frame["object_id"].to_numpy(np.int64))
+        if writer is None:  # nothing could be scored: an empty table with the same columns
+            n_times = scorer.config.data.n_time_bins
+            empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
+            writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
+    finally:
+        if writer is not None:
+            writer.close()
+    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
+    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
+    return scores, ids, rejected_parts
 
 
-def _load_run(run_dir: Path) -> tuple[TrainedVae, Detector]:
-    """The run's VAE and detector, after checking that they belong together.
+def concat_rejected(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One rejection frame (object_id, reason, source) of several, also of none."""
+    if not parts:
+        return pd.DataFrame({"object_id": np.zeros(0, np.int64), "reason": [], "source": []})
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def refuse_output(
+    output: Path, inputs: Sequence[Path], run_dir: Path, *, dataset: bool = False
+) -> None:
+    """`--output` (and its rejections file) may not replace an input or a file of the run, nor
+    lie in the run's folders. With `dataset` (`--dask`) the output is a folder: it may not hold
+    an input or the run either.
 
     Raises:
-        UserError: an incomplete or unevaluated run, a detector file missing or damaged, a
-            detector fitted on another checkpoint, an unreadable run file.
+        UserError: the output would overwrite or hold what the command reads or must keep.
     """
-    runs.read_config(run_dir)  # first: a folder that is no run at all says so
-    provenance.require_complete(run_dir)
-    record = provenance.check_detector_files(run_dir)
-    vae = load_vae(run_dir)
-    provenance.check_checkpoint(run_dir, record, vae.epoch, vae.params)
-    try:
-        detector = Detector.load(run_dir / "models")
-    except UserError:
-        raise
-    except Exception as error:  # e.g. a file of another scikit-learn version
-        raise UserError(
-            f"{run_dir / 'models'}: the anomaly detector cannot be read ({type(error).__name__}: "
-            f"{error}); run `plasticc-jax evaluate` for {run_dir} again"
-        ) from None
-    return vae, detector
+    run_files, run_folders = runs.protected_paths(run_dir)
+    kept = [*inputs, *run_files]
+    if dataset and output.is_dir():
+        target = output.resolve()
+        inside = next(
+            (p for p in [*kept, *run_folders, run_dir] if p.resolve().is_relative_to(target)),
+            None,
+        )
+        if inside is not None:
+            raise UserError(
+                f"--output {output} holds {inside}, which this command reads or must keep; "
+                "choose another output path"
+            )
+        from plasticc_jax.distributed import MANIFEST
+
+        outputs = [output / MANIFEST, rejected_path(output)]
+    else:
+        outputs = [output, rejected_path(output)]
+    refuse_overwrite(outputs, kept, run_folders, what="--output")
 
 
 def score(
@@ -124,6 +152,9 @@ def score(
     metadata_paths: Sequence[Path],
     output: Path,
     workers: int | None = None,
+    *,
+    dask: str | None = None,
+    part_mb: float | None = None,
 ) -> Path:
     """Score light-curve files with a trained, evaluated run; returns the output path.
 
@@ -133,75 +164,69 @@ def score(
             Kaggle or unblinded format).
         metadata_paths: their metadata files. Labels, if present (`target`/`true_target`), are
             copied into the table; they never enter the score.
-        output: the table; `.parquet`, `.csv` or `.csv.gz`.
-        workers: threads gridding the input (None: the run's `data.workers`).
+        output: the table; `.parquet`, `.csv` or `.csv.gz` (with `dask`: `.parquet`, a folder).
+        workers: threads gridding the input (None: the run's `data.workers`; with `dask`: 1 per
+            task).
+        dask: run on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
+            file, or `local:N`); None: in this process.
+        part_mb: with `dask`, MB of plain CSV per task (`distributed.score`).
 
     Raises:
         UserError: not a trained and evaluated run (or one whose detector does not belong to its
-            checkpoint), a missing file, an unknown output format, an output that is an input,
-            or bad input (naming the file and line).
+            checkpoint, or an incomplete one), a missing file, an unknown output format, an
+            output that is an input or lies in the run, or bad input (naming the file and line).
     """
     run_dir, output = Path(run_dir), Path(output)
     fmt = _format(output)
+    if dask is not None and fmt != ".parquet":
+        raise UserError(
+            f"--output {output}: with --dask the table is a Parquet dataset (a folder); give a "
+            "name ending in .parquet"
+        )
     inputs = [Path(p) for p in [*lightcurve_paths, *metadata_paths]]
     for path in inputs:
         if not path.is_file():
             raise UserError(f"input file {path} does not exist")
-    run_files, run_folders = runs.protected_paths(run_dir)
-    refuse_overwrite(
-        [output, rejected_path(output)], [*inputs, *run_files], run_folders, what="--output"
-    )
+    refuse_output(output, inputs, run_dir, dataset=dask is not None)
+    if dask is not None:
+        from plasticc_jax import distributed
+
+        distributed.check_dataset_folder(output)
     metadata = readers.read_metadata_files(metadata_paths)
     log_backend()
+    if dask is not None:
+        # Checked here, as below; the run stays locked (shared) while the workers read it.
+        with folder_lock(run_dir, "score", shared=True):
+            scorer = Scorer.load(run_dir)
+            return distributed.score(
+                dask,
+                scorer,
+                lightcurve_paths,
+                metadata_paths,
+                metadata,
+                output,
+                workers,
+                part_mb=part_mb,
+            )
     # Read while no evaluate or train rewrites the run (they hold its lock).
     with folder_lock(run_dir, "score", shared=True):
-        vae, detector = _load_run(run_dir)
+        scorer = Scorer.load(run_dir)
+    detector = scorer.detector
     output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    score_parts: list[np.ndarray] = []
-    scored_ids: list[np.ndarray] = []
-    rejected_parts: list[pd.DataFrame] = []
     # The scratch folder lives beside the output (same disk); the outputs are moved into place
     # from it only when complete.
     with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch:
         unranked = scratch / "unranked.parquet"
-        writer: pq.ParquetWriter | None = None
-        schema: pa.Schema | None = None
-        try:
-            grids = stream_grids(
-                lightcurve_paths, metadata_paths, vae.config.data, workers, metadata=metadata
-            )
-            for arrays, rejected in grids:
-                if len(rejected):
-                    rejected_parts.append(rejected)
-                if not len(arrays):
-                    continue
-                frame, unscorable = _table(vae, detector, arrays)
-                if len(unscorable):
-                    rejected_parts.append(unscorable)
-                table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(unranked, schema)
-                writer.write_table(table)
-                score_parts.append(frame["anomaly_score"].to_numpy())
-                scored_ids.append(frame["object_id"].to_numpy())
-            if writer is None:  # nothing could be scored: an empty table with the same columns
-                empty, _ = _table(vae, detector, gridding.empty_arrays(vae.config.data.n_time_bins))
-                writer = pq.ParquetWriter(unranked, pa.Table.from_pandas(empty).schema)
-        finally:
-            if writer is not None:
-                writer.close()
-        scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
-        rejected = (
-            pd.concat(rejected_parts, ignore_index=True)
-            if rejected_parts
-            else pd.DataFrame({"object_id": [], "reason": [], "source": []})
+        grids = stream_grids(
+            lightcurve_paths, metadata_paths, scorer.config.data, workers, metadata=metadata
         )
-        _check_accounting(metadata, scored_ids, rejected)
+        scores, scored_ids, rejected_parts = write_unranked(grids, scorer, unranked)
+        rejected = concat_rejected(rejected_parts)
+        check_accounting(metadata, [scored_ids], rejected)
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"
-        _write_ranked(unranked, scoring.ranks(scores), table_path, fmt)
+        write_ranked(unranked, scoring.ranks(scores), table_path, fmt)
         rejected.to_csv(rejected_tmp, index=False)
         os.replace(rejected_tmp, rejected_path(output))
         os.replace(table_path, output)
@@ -220,12 +245,14 @@ def score(
     return output
 
 
-def _check_accounting(
-    metadata: pd.DataFrame, scored_ids: list[np.ndarray], rejected: pd.DataFrame
+def check_accounting(
+    metadata: pd.DataFrame, scored_ids: Sequence[np.ndarray], rejected: pd.DataFrame
 ) -> None:
     """Every input object (metadata objects, and light curves without metadata) is scored or
     rejected, exactly once. A failure here is a bug, not a user error."""
-    ids = np.concatenate([*scored_ids, rejected["object_id"].to_numpy(np.int64)])
+    ids = np.concatenate(
+        [np.zeros(0, np.int64), *scored_ids, rejected["object_id"].to_numpy(np.int64)]
+    )
     n_input = len(metadata) + int((rejected["reason"] == NO_METADATA).sum())
     if ids.size != n_input or np.unique(ids).size != ids.size:
         raise RuntimeError(
@@ -234,13 +261,17 @@ def _check_accounting(
         )
 
 
-def _write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None:
+def ranked_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of an unranked score table with `rank` (int64) where the table has it."""
+    return schema.insert(scoring.rank_position(schema.names), pa.field("rank", pa.int64()))
+
+
+def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None:
     """Copy the unranked table to `path` batch by batch, inserting `rank` where the score table
-    has it (`scoring.rank_position`)."""
+    has it (`scoring.rank_position`). Not atomic: write into a scratch folder or `atomic_path`."""
     source = pq.ParquetFile(unranked)
-    schema = source.schema_arrow
-    position = scoring.rank_position(schema.names)
-    schema = schema.insert(position, pa.field("rank", pa.int64()))
+    schema = ranked_schema(source.schema_arrow)
+    position = schema.get_field_index("rank")
     if fmt == ".parquet":
         writer = pq.ParquetWriter(path, schema)
     else:

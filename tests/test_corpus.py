@@ -193,8 +193,8 @@ def test_score_accounts_for_every_object_with_no_nan(corpus, tiny_run, tmp_path,
         outputs["chi2"] = np.where(arrays.object_id == nan_score, marker, outputs["chi2"])
         return outputs
 
-    def score_with_nan(self, evidence):
-        scores = detector_score(self, evidence)
+    def score_with_nan(self, evidence, **kwargs):
+        scores = detector_score(self, evidence, **kwargs)
         hit = evidence.chi2 == marker
         return {
             k: np.where(hit, np.nan, v) if k == "anomaly_score" else v for k, v in scores.items()

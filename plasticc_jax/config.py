@@ -60,6 +60,10 @@ class DataConfig:
     window_after: float = 192.0
     # Objects with fewer observations (all bands together) are rejected.
     min_observations: int = 5
+    # Every object is also prepared as it was this many days after its first detection (extra
+    # rows of its split, `plasticc_jax.early`): the partial light curves training and the
+    # early-detection evaluation use. Empty: complete light curves only.
+    stages: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0)
     # Streaming: light-curve rows per chunk; 50k rows (about 2 MB of CSV) measured as fast as 1M
     # and 300 MB less memory. Does not change the output.
     chunk_rows: int = 50_000
@@ -121,6 +125,10 @@ class TrainConfig:
     # Weight of the classification head's class-balanced cross-entropy (nats per object) added to
     # the negative ELBO per observed value; ignored without a head.
     classification_weight: float = 1.0
+    # Fit the VAE and the detector on the partial light curves of the train split too (each
+    # object at every `data.stages` cut), and calibrate the threshold on the val split's; False:
+    # complete light curves only (the model of the detection issue).
+    partial_curves: bool = True
     # Seed of the initial weights, the sampling noise and the batch order.
     seed: int = 0
     # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).

@@ -32,7 +32,7 @@ from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 log = logging.getLogger(__name__)
 
 # Bumped when the meaning of the output changes (grid, features), so old datasets are rebuilt.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 _TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
@@ -273,6 +273,7 @@ def prepare(config: Config, workdir: Path) -> Path:
         s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None) for s in SPLITS
     }
     counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    stage_rows: dict[str, Counter] = {s: Counter() for s in SPLITS}
     file_rows: list[int] = []
     stream = streaming.stream_grids(
         inputs.lightcurves,
@@ -281,6 +282,7 @@ def prepare(config: Config, workdir: Path) -> Path:
         metadata=metadata,
         exclude=metadata["object_id"].to_numpy()[left_out],
         file_rows=file_rows,
+        stages=data.stages,
     )
     for arrays, rejected in stream:
         if len(rejected):
@@ -292,7 +294,8 @@ def prepare(config: Config, workdir: Path) -> Path:
         for code, name in enumerate(SPLITS):
             part = arrays.take(np.flatnonzero(split == code))
             writers[name].add(part)
-            counts[name].update(part.target.tolist())
+            counts[name].update(part.target[part.complete].tolist())
+            stage_rows[name].update(part.stage.tolist())
     shards = {s: writers[s].close() for s in SPLITS}
     if stats.count == 0:
         raise UserError(
@@ -338,6 +341,9 @@ def prepare(config: Config, workdir: Path) -> Path:
         "input_objects": input_objects,
         "objects": {s: sum(counts[s].values()) for s in SPLITS},
         "counts": {s: {str(k): v for k, v in sorted(counts[s].items())} for s in SPLITS},
+        "stages": list(data.stages),
+        # Rows per split and stage (days after the first detection; "inf": complete curves).
+        "stage_rows": {s: {str(k): v for k, v in sorted(stage_rows[s].items())} for s in SPLITS},
         "rejected": {
             "total": len(rejected),
             "by_reason": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},

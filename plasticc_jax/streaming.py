@@ -15,6 +15,7 @@ model (training, validation, the inference API) goes through these two.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from plasticc_jax import gridding, plasticc, readers
+from plasticc_jax import early, gridding, plasticc, readers
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -160,6 +161,8 @@ def stream_grids(
     metadata: pd.DataFrame | None = None,
     exclude: np.ndarray | None = None,
     file_rows: list[int] | None = None,
+    stages: Sequence[float] = (),
+    as_of: float | None = None,
 ) -> Iterator[tuple[LightCurveArrays, pd.DataFrame]]:
     """Grid light-curve files chunk by chunk, in file order, at memory bounded by the chunk size.
 
@@ -174,6 +177,10 @@ def stream_grids(
             paths.
         exclude: object ids to skip silently (the caller accounts for them).
         file_rows: if given, receives the number of data rows of each light-curve file.
+        stages: also yield each object cut at these days after its first detection, after the
+            chunk's complete objects (`early.grid_stages`; their `stage` column says which).
+        as_of: grid only the observations up to this MJD (`early.grid_as_of`); an object with
+            none is rejected (too few observations).
 
     Yields:
         (arrays, rejections) per chunk, in input order: the gridded objects (`is_anomaly` False:
@@ -185,6 +192,12 @@ def stream_grids(
         metadata = readers.read_metadata_files(metadata_paths)
     index = _MetaIndex(metadata, exclude)
     spec = gridding.GridSpec.from_config(data)
+    if as_of is not None:
+        grid = functools.partial(early.grid_as_of, as_of=float(as_of))
+    elif stages:
+        grid = functools.partial(early.grid_stages, stages=tuple(stages))
+    else:
+        grid = gridding.grid_chunk
     workers = data.workers if workers is None else workers
     chunk_rows = max(int(data.chunk_rows), 1)
 
@@ -205,7 +218,7 @@ def stream_grids(
         # A bounded queue of chunks in flight keeps memory flat and the order fixed.
         queue: collections.deque[tuple[Future, pd.DataFrame, str, int]] = collections.deque()
         for chunk, rejected, source, n_rows in planned():
-            queue.append((pool.submit(gridding.grid_chunk, chunk, spec), rejected, source, n_rows))
+            queue.append((pool.submit(grid, chunk, spec), rejected, source, n_rows))
             while len(queue) > max(workers - 1, 0):
                 future, rej, src, count = queue.popleft()
                 progress.update(count)

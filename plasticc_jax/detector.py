@@ -224,8 +224,9 @@ class Detector:
         )
         return detector
 
-    def raw_scores(self, evidence: Evidence) -> dict[str, np.ndarray]:
-        """Each component's raw score (n,), from the group that scores each object."""
+    def raw_scores(self, evidence: Evidence, fused_only: bool = False) -> dict[str, np.ndarray]:
+        """Each component's raw score (n,), from the group that scores each object (with
+        `fused_only`, the components outside the fusion are NaN, not computed)."""
         groups = route(self.components, evidence.galactic)
         out = {name: np.zeros(len(evidence)) for name in self.names}
         for group, fitted in self.components.items():
@@ -233,7 +234,10 @@ class Detector:
             if rows.size:
                 part = evidence.take(rows)
                 for name, component in fitted.items():
-                    out[name][rows] = component.score(part)
+                    if fused_only and name not in self.weights:
+                        out[name][rows] = np.nan
+                    else:
+                        out[name][rows] = component.score(part)
         return out
 
     def calibrated(
@@ -286,12 +290,13 @@ class Detector:
             prob[rows] = p.max(axis=1)
         return best, prob
 
-    def score(self, evidence: Evidence) -> dict[str, np.ndarray]:
+    def score(self, evidence: Evidence, fused_only: bool = False) -> dict[str, np.ndarray]:
         """The detector's columns of the score table, each (n,): every fitted component's
         calibrated score (named after it), `anomaly_score`, `nearest_class`,
-        `nearest_class_prob`."""
+        `nearest_class_prob`. With `fused_only` the components outside the fusion are not
+        computed (NaN): the same `anomaly_score`, faster (`replay`)."""
         groups = route(self.components, evidence.galactic)
-        tails = self.calibrated(self.raw_scores(evidence), groups)
+        tails = self.calibrated(self.raw_scores(evidence, fused_only), groups)
         nearest, prob = self.nearest_class(evidence)
         return {
             **tails,

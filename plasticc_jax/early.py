@@ -97,15 +97,10 @@ def grid_cut(chunk: Chunk, spec: GridSpec, cut: np.ndarray, stage: np.ndarray) -
 
 
 def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
-    """Grid every object with its observations up to MJD `as_of` (stage: the days from its
-    first detection to `as_of`; inf where it holds all of its observations)."""
+    """Grid every object with its observations up to MJD `as_of`; its `stage` is the days from
+    its first detection to `as_of` (negative: not detected by then)."""
     cut = np.full(chunk.starts.size, float(as_of))
-    days = as_of - first_detection(chunk)
-    o = _object_index(chunk.starts, len(chunk.rows))
-    last = np.full(chunk.starts.size, -np.inf)
-    np.maximum.at(last, o, np.where(np.isfinite(chunk.rows.mjd), chunk.rows.mjd, -np.inf))
-    stage = np.where(last <= as_of, np.inf, days)
-    return grid_cut(chunk, spec, cut, stage)
+    return grid_cut(chunk, spec, cut, as_of - first_detection(chunk))
 
 
 def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridResult:

@@ -58,13 +58,16 @@ def rejected_path(output: Path) -> Path:
     return output.with_name(f"{stem}.rejected.csv")
 
 
-def _table(vae: TrainedVae, detector: Detector, arrays: LightCurveArrays) -> pd.DataFrame:
-    """The score table of gridded objects (without `rank`), labelled by the run's protocol."""
+def _table(
+    vae: TrainedVae, detector: Detector, arrays: LightCurveArrays, fused_only: bool = False
+) -> pd.DataFrame:
+    """The score table of gridded objects (without `rank`), labelled by the run's protocol
+    (`fused_only`: `Detector.score`)."""
     arrays = arrays.with_anomalies(vae.config.data.anomaly_classes)
     outputs = scoring.model_outputs(vae, arrays, vae.config.eval.batch_size)
     objects = {**scoring.object_labels(arrays, SPLIT_NAME), **outputs}
     evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
-    return scoring.score_table(objects, detector.score(evidence), detector)
+    return scoring.score_table(objects, detector.score(evidence, fused_only), detector)
 
 
 def score(
@@ -73,6 +76,7 @@ def score(
     metadata_paths: Sequence[Path],
     output: Path,
     workers: int | None = None,
+    as_of: float | None = None,
 ) -> Path:
     """Score light-curve files with a trained, evaluated run; returns the output path.
 
@@ -84,6 +88,10 @@ def score(
             copied into the table; they never enter the score.
         output: the table; `.parquet`, `.csv` or `.csv.gz`.
         workers: threads gridding the input (None: the run's `data.workers`).
+        as_of: score each object with only its observations up to this MJD
+            (`early.grid_as_of`); the table then has `days_since_detection` (as_of minus the
+            object's first detection; negative: not yet detected). An object without enough
+            observations by then is rejected (too few observations).
 
     Raises:
         UserError: not a trained and evaluated run, a missing file, an unknown output format, or
@@ -107,13 +115,17 @@ def score(
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
         try:
-            grids = stream_grids(lightcurve_paths, metadata_paths, vae.config.data, workers)
+            grids = stream_grids(
+                lightcurve_paths, metadata_paths, vae.config.data, workers, as_of=as_of
+            )
             for arrays, rejected in grids:
                 if len(rejected):
                     rejected_parts.append(rejected)
                 if not len(arrays):
                     continue
                 frame = _table(vae, detector, arrays)
+                if as_of is not None:
+                    frame.insert(1, "days_since_detection", arrays.stage.astype(np.float64))
                 table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
                 if writer is None:
                     schema = table.schema
@@ -122,6 +134,8 @@ def score(
                 score_parts.append(frame["anomaly_score"].to_numpy())
             if writer is None:  # nothing could be scored: an empty table with the same columns
                 empty = _table(vae, detector, gridding.empty_arrays(vae.config.data.n_time_bins))
+                if as_of is not None:
+                    empty.insert(1, "days_since_detection", np.zeros(0))
                 writer = pq.ParquetWriter(scratch, pa.Table.from_pandas(empty).schema)
         finally:
             if writer is not None:

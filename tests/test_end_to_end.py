@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from plasticc_jax import cli, metrics
-from plasticc_jax.dataset import read_manifest
+from plasticc_jax.dataset import load_split, read_manifest
 
 
 def test_table_covers_every_prepared_object(tiny_run):
@@ -46,14 +46,17 @@ def test_table_covers_every_prepared_object(tiny_run):
 
 def test_detector_never_sees_anomalies_or_the_objects_it_scores(tiny_run):
     table, fits = tiny_run.table, tiny_run.detector_fits
-    train_known = table[(table["split"] == "train") & ~table["is_anomaly"]]
     known = set(tiny_run.config.data.known_classes)
-    # The detector's fit: the train split's known objects, and only them.
-    assert sorted(fits[0]) == sorted(train_known["target"])
+    # The detector's fit: the train split's known objects, and only them, at every stage
+    # (complete and partial light curves: train.partial_curves).
+    train_rows = load_split(tiny_run.dataset_dir, "train", partial=True)
+    assert not train_rows.is_anomaly.any()
+    assert len(train_rows) > (table["split"] == "train").sum()
+    assert sorted(fits[0]) == sorted(train_rows.target)
     # The out-of-fold fits (cross_fit_folds = 2): each leaves out the objects it scores.
     folds = tiny_run.config.eval.cross_fit_folds
     assert len(fits) == 1 + folds
-    assert sum(len(f) for f in fits[1:]) == (folds - 1) * len(train_known)
+    assert sum(len(f) for f in fits[1:]) == (folds - 1) * len(train_rows)
     assert all(set(np.unique(f)) <= known for f in fits)
 
 

@@ -69,7 +69,8 @@ class DataConfig:
     chunk_rows: int = 50_000
     # Chunks gridded at once, in threads, while the next one is read. Does not change the output.
     workers: int = 2
-    # Objects per npz shard: about 7 MB per shard with the default grid.
+    # Rows (objects and their partial light curves) per npz shard: about 7 MB per shard with the
+    # default grid.
     shard_objects: int = 2048
 
     @property

@@ -105,7 +105,8 @@ def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
 
 def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridResult:
     """The complete light curves (`gridding.grid_chunk`; its rejections are the chunk's), and
-    each object cut at every stage (days after its first detection), appended after them.
+    each object cut at every stage (days after its first detection): each object's rows
+    together, its complete row first.
 
     A cut that leaves an object too few observations (`spec.min_observations`) adds no row for
     that stage: the object could not have been scored then. A cut that keeps all of an object's
@@ -126,6 +127,13 @@ def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridRe
         stage = np.full(sub.starts.size, days, np.float32)
         parts.append(grid_cut(sub, spec, first + days, stage).arrays)
     arrays = type(result.arrays).concatenate(parts)
+    # Each object's rows together, complete first then by stage: the output does not depend
+    # on how objects are grouped into chunks.
+    ids = chunk.rows.object_id[chunk.starts]
+    by_id = np.argsort(ids, kind="stable")
+    position = by_id[np.searchsorted(ids[by_id], arrays.object_id)]
+    stage = np.where(np.isinf(arrays.stage), -1.0, arrays.stage)
+    arrays = arrays.take(np.lexsort((stage, position)))
     return GridResult(arrays, result.rejected_ids, result.rejected_codes)
 
 

@@ -32,7 +32,7 @@ from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 log = logging.getLogger(__name__)
 
 # Bumped when the meaning of the output changes (grid, features), so old datasets are rebuilt.
-PREPARE_VERSION = 3
+PREPARE_VERSION = 4
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 _TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1

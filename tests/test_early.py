@@ -83,7 +83,10 @@ def test_grid_stages_and_as_of_match_gridding_the_truncated_rows():
     first = early.first_detection(chunk)
     result = early.grid_stages(chunk, SPEC, (5.0, 20.0))
     arrays = result.arrays
-    assert np.isinf(arrays.stage[:4]).all() and arrays.complete.sum() == 4
+    assert arrays.complete.sum() == 4 and np.isinf(arrays.stage[0])
+    # Each object's rows together, complete first, in the chunk's object order.
+    assert (np.diff(arrays.object_id) >= 0).all()
+    assert np.isinf(arrays.stage[np.r_[0, np.flatnonzero(np.diff(arrays.object_id)) + 1]]).all()
     for days in (5.0, 20.0):
         rows = arrays.take(np.flatnonzero(arrays.stage == days))
         manual = gridding.grid_chunk(early.truncate(chunk, first + days)[0], SPEC).arrays

@@ -45,7 +45,7 @@ def test_table_covers_every_prepared_object(tiny_run):
 
 
 def test_detector_never_sees_anomalies_or_the_objects_it_scores(tiny_run):
-    table, fits = tiny_run.table, tiny_run.detector_fits
+    fits = tiny_run.detector_fits
     known = set(tiny_run.config.data.known_classes)
     # The detector's fit: the train split's known objects, and only them: each one's complete
     # light curve and one of its partial ones (train.partial_curves, evaluate.detector_rows).

@@ -31,7 +31,9 @@ survey is simply new that night (`first_seen`).
 - `candidates/night=<N>/part-0.parquet`: every object re-scored that night, ranked (`rank` 1 =
   most anomalous that night), with `flagged` (above the run's threshold), `night`, `n_obs` (its
   observations so far) and `days_since_detection` (its latest observation minus its first
-  detection, `early.first_detection`); one Parquet dataset partitioned by night;
+  detection, `early.first_detection`); one Parquet dataset partitioned by night. The columns
+  are `score`'s; the detector computes only the components of its fusion (the others are NaN:
+  they do not enter `anomaly_score`, and cost most of the time);
 - `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
 - `manifest.json`, rewritten after each night: the input, the settings, `finished_through` (the
   last finished night) and per night with data its counts: `rows`, `objects_with_data`,

@@ -319,8 +319,11 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_night(out: Path, night: int, candidates: pd.DataFrame, rejected: pd.DataFrame) -> None:
-    """A night's partition files (each atomically)."""
+    """A night's partition files (each atomically). The night is the partition's key
+    (`night=<N>` folders, Hive style), not a column of the file, so the folder reads as one
+    dataset (`pd.read_parquet(out / "candidates")`) with a `night` column."""
     if len(candidates):
+        candidates = candidates.drop(columns="night", errors="ignore")
         _write_parquet(candidates, out / "candidates" / f"night={night}" / "part-0.parquet")
     if len(rejected):
         _write_parquet(rejected, out / "rejected" / f"night={night}" / "part-0.parquet")

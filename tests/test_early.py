@@ -154,8 +154,10 @@ def _replay(tiny_run, lcs: pd.DataFrame, meta: Path, out: Path, **kwargs):
 
 
 def _candidates(out: Path) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in sorted(out.glob("candidates/night=*/*.parquet"))]
-    return pd.concat(frames, ignore_index=True)
+    """The candidates folder read as one Parquet dataset partitioned by night."""
+    table = pd.read_parquet(out / "candidates")
+    table["night"] = table["night"].astype(np.int64)
+    return table.sort_values(["night", "rank"], kind="stable").reset_index(drop=True)
 
 
 def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path):

@@ -98,6 +98,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_score.py
+	$(BIN)/python benchmarks/bench_distributed.py
 	$(BIN)/python benchmarks/bench_end_to_end.py
 	$(BIN)/python benchmarks/report.py
 

@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import readers, synthetic
-from plasticc_jax.detector import Detector
-from plasticc_jax.encoder import load_vae
 from plasticc_jax.replay import NightScorer, ReplayInput, _read_rows
+from plasticc_jax.scoring import Scorer
 
 TARGET = 20_000.0  # objects/s on 2 CPU cores
 
@@ -43,8 +42,7 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         meta_path, lc_path = synthetic.write_synthetic(Path(tmp), n_objects, seed=1)
         data = ReplayInput(_read_rows([lc_path]), readers.read_metadata(meta_path), None)
-    vae = load_vae(run_dir)
-    scorer = NightScorer(data, vae, Detector.load(run_dir / "models"))
+    scorer = NightScorer(data, Scorer.load(run_dir))
     first, last = data.nights
     middle = (first + last) // 2
     scorer.night(middle - 1)  # compile the batch shapes

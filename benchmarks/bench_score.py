@@ -1,16 +1,15 @@
 """Encode + score throughput: objects/s from prepared tensors to anomaly scores.
 
-What is timed, per batch size: `scoring.vae_outputs` (one jit-compiled float32 pass of the
-encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square) followed by
-`AnomalyDetector.score` (the Isolation Forest on the latent means, the ECDF fusion and the
-threshold), on N objects already in memory as gridded tensors. Also timed alone, at the largest
-batch size: the VAE pass, the forest and the fusion, so a missed target says which part limits
-it. The extrapolated time to score the full PLAsTiCC test set (3.5 million objects) is
-N_TEST / rate.
+What is timed, per batch size: `scoring.model_outputs` (one jit-compiled float32 pass of the
+encoder and of the decoder at z = mu: reconstruction likelihood, KL, chi-square, the head's
+probabilities) followed by `Detector.score` (the fused components, as `score` computes them:
+their calibration, the fusion and the nearest class), on N objects already in memory as gridded
+tensors. Also timed alone, at the largest batch size: the VAE pass and the detector, so a missed
+target says which part limits it. The extrapolated time to score the full PLAsTiCC test set (3.5
+million objects) is N_TEST / rate.
 
-The run is the default preset's network (hidden 512,256, latent 16, 64 time bins) trained for one
-epoch on synthetic light curves: throughput does not depend on how well the weights are trained,
-and the forest's cost depends only on its size (trees, samples per tree), not on the data.
+The run is the default preset's network and detector trained for one epoch on synthetic light
+curves: throughput does not depend on how well the weights are trained.
 Target: 20,000 objects/s on 2 CPU cores.
 
     python benchmarks/bench_score.py            # full: 65,536 objects, 5 repeats
@@ -31,10 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from plasticc_jax.anomaly import AnomalyDetector
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import synthetic
+from plasticc_jax import scoring, synthetic
 from plasticc_jax.dataset import LightCurveArrays, load_split
 
 N_TEST = 3_500_000  # objects in the PLAsTiCC test set
@@ -71,8 +69,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--quick", action="store_true", help="8,192 objects, 3 repeats")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from plasticc_jax.detector import Detector
     from plasticc_jax.encoder import load_vae
-    from plasticc_jax.scoring import vae_outputs
 
     n = 8192 if args.quick else 65_536
     repeats = 3 if args.quick else 5
@@ -84,18 +82,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         dataset_dir = workdir / "data" / "processed" / "rare"
         arrays = tile(load_split(dataset_dir, "train"), n)
         vae = load_vae(run_dir)
-        detector = AnomalyDetector.load(run_dir / "models")
+        detector = Detector.load(run_dir / "models")
+
+        def detect(outputs: dict[str, np.ndarray]) -> np.ndarray:
+            evidence = scoring.evidence(outputs, vae.stats, vae.encoder.classes)
+            return detector.score(evidence, fused_only=True)["anomaly_score"]
+
         for batch in batch_sizes:
 
             def pipeline(batch: int = batch) -> np.ndarray:
-                return detector.score(vae_outputs(vae, arrays, batch))["fused_score"]
+                return detect(scoring.model_outputs(vae, arrays, batch))
 
             seconds = common.median_time(pipeline, repeats=repeats, warmup=1)
             rate = n / seconds
             rows.append(
                 {
                     "stage": "score",
-                    "workload": f"encode + forest + fusion, batch {batch}, {n:,} objects",
+                    "workload": f"encode + detector, batch {batch}, {n:,} objects",
                     "this_project": round(rate, 1),
                     "alternative": TARGET,
                     "ratio": round(rate / TARGET, 2),
@@ -112,19 +115,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
         # Where the time goes, at the largest batch size.
         batch = batch_sizes[-1]
-        outputs = vae_outputs(vae, arrays, batch)
-        mu = outputs["mu"]
+        outputs = scoring.model_outputs(vae, arrays, batch)
         parts = {
-            "VAE pass (encoder, decoder, KL, chi2)": lambda: vae_outputs(vae, arrays, batch),
-            "Isolation Forest score_samples": lambda: detector.forest.score_samples(mu),
-            "fusion + threshold": lambda: detector.fuse(detector.components(outputs)),
+            "VAE pass (encoder, decoder, KL, chi2)": lambda: scoring.model_outputs(
+                vae, arrays, batch
+            ),
+            "detector (components, calibration, fusion)": lambda: detect(outputs),
         }
-        forest_s = common.median_time(parts["Isolation Forest score_samples"], repeats, 1)
-        profile = {"Isolation Forest score_samples": forest_s}
-        for name in ("VAE pass (encoder, decoder, KL, chi2)", "fusion + threshold"):
-            profile[name] = common.median_time(parts[name], repeats, 1)
-        # components() calls the forest too: subtract it to leave the ECDFs and the fusion.
-        profile["fusion + threshold"] = max(profile["fusion + threshold"] - forest_s, 0.0)
+        profile = {name: common.median_time(part, repeats, 1) for name, part in parts.items()}
         total = sum(profile.values())
         for name, seconds in profile.items():
             share = seconds / total

@@ -18,7 +18,6 @@ def get_config() -> Config:
             n_time_bins=16,
             window_before=32.0,
             window_after=96.0,
-            stages=(5.0, 20.0),
             workers=1,
             chunk_rows=20_000,
             shard_objects=128,

@@ -9,6 +9,8 @@ The public API for research code (everything else is internal and free to change
   workdir)` for prepare, train and evaluate (modules of those names, hence not re-exported here),
   given a config resolved once with `plasticc_jax.config.resolve`.
 - `LightCurveArrays`, `FeatureStats`, `load_split`: the prepared dataset.
+- `score_dataframe(rows, run_dir)`: light-curve rows (a pandas DataFrame) to one row of scores
+  per object, the function to map over Dask or Spark partitions (README: Beyond one machine).
 
 Names are imported on first use, so `import plasticc_jax` (and the command line) stays fast.
 """
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from plasticc_jax.dataset import FeatureStats, LightCurveArrays, load_split
     from plasticc_jax.encoder import EncodedTable, Encoder, TrainedVae, load_encoder, load_vae
     from plasticc_jax.errors import UserError
+    from plasticc_jax.scoring import score_dataframe
 
 __version__ = "0.1.0"
 
@@ -38,6 +41,7 @@ __all__ = [
     "load_preset",
     "load_split",
     "load_vae",
+    "score_dataframe",
 ]
 
 _MODULES: dict[str, str] = {
@@ -52,6 +56,7 @@ _MODULES: dict[str, str] = {
     "load_encoder": "plasticc_jax.encoder",
     "load_vae": "plasticc_jax.encoder",
     "UserError": "plasticc_jax.errors",
+    "score_dataframe": "plasticc_jax.scoring",
 }
 
 

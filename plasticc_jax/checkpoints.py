@@ -23,7 +23,15 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from plasticc_jax.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read (damaged or partly deleted)."""
+
+
 # Orbax logs every save step by step at INFO through absl; our own log says what matters.
 _ABSL = logging.getLogger("absl")
 if _ABSL.level == logging.NOTSET:
@@ -72,8 +80,20 @@ class CheckpointStore:
             )
             # Items are named by the `Composite` arguments of each save and restore.
             self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except Exception as error:  # Orbax raises many types for a damaged folder
+            raise self._damaged(None, error) from None
         finally:
             _ABSL.setLevel(level)
+
+    def _damaged(self, epoch: int | None, error: Exception) -> CheckpointError:
+        what = f"the checkpoint of epoch {epoch}" if epoch is not None else "the checkpoints"
+        # The first sentence: TensorStore's messages go on with bound-method reprs.
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = text.split(". See full")[0][:200]
+        return CheckpointError(
+            f"{self.directory}: {what} cannot be read ({type(error).__name__}: {first}); it is "
+            f"damaged or incomplete: restore it, or delete {self.directory.parent} and train again"
+        )
 
     def __enter__(self) -> CheckpointStore:
         return self
@@ -128,6 +148,9 @@ class CheckpointStore:
         Returns:
             item name -> restored tree (arrays placed like the template's, or on the default
             device for shape-only templates).
+
+        Raises:
+            CheckpointError: the epoch's files cannot be read (one line, naming the folder).
         """
         args = {}
         for name, template in templates.items():
@@ -136,5 +159,8 @@ class CheckpointStore:
             else:
                 abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
                 args[name] = ocp.args.StandardRestore(abstract)
-        restored = self._manager.restore(epoch, args=ocp.args.Composite(**args))
-        return {name: restored[name] for name in templates}
+        try:
+            restored = self._manager.restore(epoch, args=ocp.args.Composite(**args))
+            return {name: restored[name] for name in templates}
+        except Exception as error:  # Orbax and TensorStore raise many types for damaged files
+            raise self._damaged(epoch, error) from None

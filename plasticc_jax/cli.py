@@ -1,7 +1,8 @@
 """The `plasticc-jax` command line: parses options and calls one stage function.
 
 Every stage is `stage(config, workdir)`; relative paths in the config resolve against workdir.
-User mistakes (`UserError`) print one line and exit with status 2, never a traceback.
+User mistakes (`UserError`) print one line (one per invalid config value) and exit with status 2,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from plasticc_jax import config as config_lib
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import folder_lock
 
 log = logging.getLogger("plasticc_jax")
 
@@ -43,6 +45,21 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_dask_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on a Dask cluster: its scheduler (tcp://host:8786), a scheduler file (.json), "
+        "or local:N for N worker processes on this machine (README: Beyond one machine)",
+    )
+    parser.add_argument(
+        "--part-mb",
+        type=float,
+        default=None,
+        help="with --dask: MB of plain CSV per task (default 64; a gzip file is one task)",
+    )
+
+
 def build_config(args: argparse.Namespace) -> config_lib.Config:
     config = config_lib.load_preset(args.config)
     overrides = list(args.overrides)
@@ -64,7 +81,10 @@ def make_parser() -> argparse.ArgumentParser:
         ("evaluate", "encode, fit the anomaly detector, write scores, metrics and figures"),
         ("validate", "choose the detector: leave-one-known-class-out validation (no test data)"),
     ]:
-        _add_config_args(commands.add_parser(name, help=text, description=text))
+        stage = commands.add_parser(name, help=text, description=text)
+        _add_config_args(stage)
+        if name == "prepare":
+            _add_dask_args(stage)
 
     score = commands.add_parser("score", help="score new light-curve files with a trained run")
     score.add_argument("--run", type=Path, required=True, help="run directory of a trained model")
@@ -72,6 +92,7 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata CSV(.gz)")
     score.add_argument("--output", type=Path, required=True, help="output table (.parquet/.csv)")
     score.add_argument("--workers", type=int, default=None, help="threads gridding the input")
+    _add_dask_args(score)
     score.add_argument(
         "--as-of",
         type=float,
@@ -148,16 +169,25 @@ def run(args: argparse.Namespace) -> int:
 
         return doctor(expect_gpu=args.expect_gpu)
     if args.command == "score":
-        from plasticc_jax.doctor import log_backend
         from plasticc_jax.score import score
 
-        log_backend()
+        if args.review_labels is not None and args.dask is not None:
+            # rerank_scored rewrites one table file; --dask writes a Parquet dataset (a folder).
+            raise UserError(
+                "--review-labels needs one score table file, and --dask writes a Parquet "
+                "dataset (a folder): run score without --dask, or write the dataset "
+                "(pd.read_parquet) to one .parquet file and rank it with "
+                "plasticc_jax.review.rescore.rerank_scored"
+            )
+        # score logs the backend itself, after the checks that need no JAX.
         score(
             args.run,
             args.lightcurves,
             args.metadata,
             args.output,
             workers=args.workers,
+            dask=args.dask,
+            part_mb=args.part_mb,
             as_of=args.as_of,
         )
         if args.review_labels is not None:
@@ -174,27 +204,43 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     workdir = args.workdir.resolve()
-    if args.command in ("train", "evaluate", "validate"):
+    if args.command in ("train", "evaluate"):
+        # The stage takes the run directory's lock too; taking it before JAX is imported refuses
+        # a second writer at once.
+        with folder_lock(workdir / config.run_path, args.command):
+            return _run_stage(args.command, config, workdir)
+    dask = getattr(args, "dask", None)
+    return _run_stage(args.command, config, workdir, dask, getattr(args, "part_mb", None))
+
+
+def _run_stage(
+    command: str,
+    config: config_lib.Config,
+    workdir: Path,
+    dask: str | None = None,
+    part_mb: float | None = None,
+) -> int:
+    if command in ("train", "evaluate", "validate"):
         from plasticc_jax.doctor import log_backend
 
         log_backend()
-    if args.command == "download":
+    if command == "download":
         from plasticc_jax.download import download
 
         download(config, workdir)
-    elif args.command == "prepare":
+    elif command == "prepare":
         from plasticc_jax.prepare import prepare
 
-        prepare(config, workdir)
-    elif args.command == "train":
+        prepare(config, workdir, dask=dask, part_mb=part_mb)
+    elif command == "train":
         from plasticc_jax.train import train
 
         train(config, workdir)
-    elif args.command == "evaluate":
+    elif command == "evaluate":
         from plasticc_jax.evaluate import evaluate
 
         evaluate(config, workdir)
-    elif args.command == "validate":
+    elif command == "validate":
         from plasticc_jax.validate import validate
 
         validate(config, workdir)
@@ -273,8 +319,11 @@ def review(args: argparse.Namespace) -> int:
 
 
 def _not_jax_info(record: logging.LogRecord) -> bool:
-    """Hide JAX's INFO lines, e.g. each backend it could not start ("Unable to initialize...")."""
-    return record.levelno >= logging.WARNING or not record.name.startswith(("jax.", "jaxlib."))
+    """Hide JAX's INFO lines, e.g. each backend it could not start ("Unable to initialize..."),
+    and Dask's (every worker and connection opened and closed)."""
+    if record.levelno >= logging.WARNING:
+        return True
+    return not record.name.startswith(("jax.", "jaxlib.", "distributed."))
 
 
 def setup_logging(verbose: bool) -> None:
@@ -302,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except UserError as error:
-        print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
+        # One line per problem (an invalid config may have several), each saying what to do.
+        for problem in getattr(error, "problems", None) or [str(error)]:
+            print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except PermissionError as error:
         # Typically a mounted data/ or runs/ that a Docker daemon created as root: one line.

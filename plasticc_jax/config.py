@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,32 @@ from plasticc_jax.errors import UserError
 
 class ConfigError(UserError):
     """A preset or override that cannot be applied (a user mistake, reported without traceback)."""
+
+
+class InvalidConfig(ConfigError):
+    """Config values out of range; `problems` holds one line per invalid value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# Which files of data.raw_dir prepare reads (see `DataConfig.inputs`).
+INPUT_SELECTIONS: tuple[str, ...] = ("train", "test", "all")
+COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+# The detector's components (`plasticc_jax.components.COMPONENTS`, named here so that checking a
+# config imports no scikit-learn).
+COMPONENT_NAMES: tuple[str, ...] = (
+    "latent_knn",
+    "latent_mahalanobis",
+    "latent_forest",
+    "head_maxprob",
+    "recon_chi2",
+    "classifier",
+    "feature_mahalanobis",
+    "feature_knn",
+    "feature_forest",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +89,9 @@ class DataConfig:
     min_observations: int = 5
     # Every object is also prepared as it was this many days after its first detection (extra
     # rows of its split, `plasticc_jax.early`): the partial light curves training and the
-    # early-detection evaluation use. Empty: complete light curves only.
-    stages: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0)
+    # early-detection evaluation use. Empty (the default): complete light curves only. Early
+    # detection is opt-in (`configs/early.py`, docs/early.md): it missed its targets.
+    stages: tuple[float, ...] = ()
     # Streaming: light-curve rows per chunk; 50k rows (about 2 MB of CSV) measured as fast as 1M
     # and 300 MB less memory. Does not change the output.
     chunk_rows: int = 50_000
@@ -128,8 +156,8 @@ class TrainConfig:
     classification_weight: float = 1.0
     # Fit the VAE and the detector on the partial light curves of the train split too (each
     # object at every `data.stages` cut), and calibrate the threshold on the val split's; False:
-    # complete light curves only (the model of the detection issue).
-    partial_curves: bool = True
+    # complete light curves only (the default; `configs/early.py` sets True, docs/early.md).
+    partial_curves: bool = False
     # Seed of the initial weights, the sampling noise and the batch order.
     seed: int = 0
     # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).
@@ -143,22 +171,13 @@ class EvalConfig:
     # The detector's components (plasticc_jax.components) fitted and reported, and the fusion:
     # "component:weight" for those fused into anomaly_score. The weights are the leave-one-class-
     # out validation's choice (`plasticc-jax validate`, docs/evaluation.md).
-    components: tuple[str, ...] = (
-        "latent_knn",
-        "latent_mahalanobis",
-        "latent_forest",
-        "head_maxprob",
-        "recon_chi2",
-        "classifier",
-        "feature_mahalanobis",
-        "feature_knn",
-        "feature_forest",
-    )
+    components: tuple[str, ...] = COMPONENT_NAMES
     fusion: tuple[str, ...] = (
+        "latent_mahalanobis:1",
         "latent_knn:1",
-        "recon_chi2:1",
-        "classifier:2",
+        "classifier:3",
         "feature_mahalanobis:1",
+        "recon_chi2:2",
     )
     # Neighbours averaged by the k-nearest-neighbour components.
     knn_neighbours: int = 10
@@ -311,7 +330,9 @@ def resolve(config: Config) -> Config:
         raise ConfigError(f"classes {sorted(overlap)} are both known and anomalous")
     data = dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
     resolved = dataclasses.replace(config, data=data)
-    return dataclasses.replace(resolved, run_dir=str(resolved.run_path))
+    resolved = dataclasses.replace(resolved, run_dir=str(resolved.run_path))
+    validate(resolved)
+    return resolved
 
 
 def require_resolved(config: Config) -> None:
@@ -319,12 +340,166 @@ def require_resolved(config: Config) -> None:
 
     Raises:
         ConfigError: the config's class lists or run directory are not filled in.
+        InvalidConfig: a value is out of range (`validate`).
     """
     if not config.is_resolved:
         raise ConfigError(
             "the config is not resolved (empty class lists or run directory): pass "
             "plasticc_jax.config.resolve(config) to the stage"
         )
+    validate(config)
+
+
+def validate(config: Config) -> None:
+    """Check every value a stage relies on, before any work starts.
+
+    Raises:
+        InvalidConfig: one line per invalid value (`section.field=value: what it must be`).
+    """
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            problems.append(f"{key}={value!r}: {rule}")
+
+    def positive_int(key: str, value: Any) -> None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        need(ok, key, value, "must be a positive integer")
+
+    def number(key: str, value: Any, low: float, high: float, rule: str) -> None:
+        ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
+        need(ok, key, value, rule)
+
+    def seed(key: str, value: Any) -> None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        need(ok, key, value, "must be a non-negative integer")
+
+    inf = math.inf
+    data, model, train, ev = config.data, config.model, config.train, config.eval
+    need(
+        data.inputs in INPUT_SELECTIONS,
+        "data.inputs",
+        data.inputs,
+        f"choose one of {', '.join(INPUT_SELECTIONS)}",
+    )
+    for key in ("val_fraction", "test_fraction"):
+        number(f"data.{key}", getattr(data, key), 0.0, 1.0, "must be a fraction in [0, 1]")
+    fractions = (data.val_fraction, data.test_fraction)
+    if all(isinstance(f, int | float) and 0 <= f <= 1 for f in fractions):
+        need(
+            sum(fractions) < 1.0,
+            "data.val_fraction + data.test_fraction",
+            round(sum(fractions), 6),
+            "must be below 1 (the rest is the train split)",
+        )
+    seed("data.seed", data.seed)
+    for key in ("n_time_bins", "min_observations", "chunk_rows", "workers", "shard_objects"):
+        positive_int(f"data.{key}", getattr(data, key))
+    for key in ("window_before", "window_after"):
+        number(f"data.{key}", getattr(data, key), -inf, inf, "must be a finite number of days")
+    if all(isinstance(w, int | float) for w in (data.window_before, data.window_after)):
+        need(
+            -data.window_before < data.window_after,
+            "data.window_before, data.window_after",
+            (data.window_before, data.window_after),
+            "the window runs from t0 - window_before to t0 + window_after, so its start must "
+            "come before its end",
+        )
+    bad_stages = [
+        d for d in data.stages if not (isinstance(d, int | float) and math.isfinite(d) and d > 0)
+    ]
+    need(
+        not bad_stages,
+        "data.stages",
+        ",".join(map(str, data.stages)),
+        "must be positive finite numbers of days after the first detection",
+    )
+    for key in ("known_classes", "anomaly_classes"):
+        unknown = [c for c in getattr(data, key) if c not in plasticc.CLASS_NAMES]
+        need(
+            not unknown,
+            f"data.{key}",
+            ",".join(map(str, getattr(data, key))),
+            f"{', '.join(map(str, unknown))} not a PLAsTiCC class (classes: "
+            f"{', '.join(map(str, plasticc.CLASS_NAMES))})",
+        )
+
+    positive_int("model.latent_dim", model.latent_dim)
+    for width in model.hidden:
+        ok = isinstance(width, int) and not isinstance(width, bool) and width >= 1
+        need(ok, "model.hidden", ",".join(map(str, model.hidden)), "widths must be positive")
+        if not ok:
+            break
+    number("model.min_model_sigma", model.min_model_sigma, 1e-12, inf, "must be positive")
+
+    positive_int("train.batch_size", train.batch_size)
+    positive_int("train.max_epochs", train.max_epochs)
+    positive_int("train.patience", train.patience)
+    number("train.learning_rate", train.learning_rate, 1e-300, inf, "must be positive")
+    number("train.clip_norm", train.clip_norm, 1e-300, inf, "must be positive")
+    for key in (
+        "warmup_epochs",
+        "weight_decay",
+        "beta",
+        "kl_warmup_epochs",
+        "classification_weight",
+    ):
+        number(f"train.{key}", getattr(train, key), 0.0, inf, "must be zero or positive")
+    seed("train.seed", train.seed)
+    need(
+        train.compute_dtype in COMPUTE_DTYPES,
+        "train.compute_dtype",
+        train.compute_dtype,
+        f"choose one of {', '.join(COMPUTE_DTYPES)}",
+    )
+
+    for key in (
+        "n_estimators",
+        "max_samples",
+        "n_draws",
+        "batch_size",
+        "knn_neighbours",
+        "classifier_iterations",
+    ):
+        positive_int(f"eval.{key}", getattr(ev, key))
+    folds = ev.cross_fit_folds
+    ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or folds >= 2)
+    need(ok, "eval.cross_fit_folds", folds, "must be 0 (in-sample) or at least 2")
+    seed("eval.n_bootstrap", ev.n_bootstrap)
+    unknown = [c for c in ev.components if c not in COMPONENT_NAMES]
+    need(
+        not unknown,
+        "eval.components",
+        ",".join(ev.components),
+        f"{', '.join(unknown)} not a component (choose from {', '.join(COMPONENT_NAMES)})",
+    )
+    need(
+        _fusion_ok(ev.fusion),
+        "eval.fusion",
+        ",".join(ev.fusion),
+        "must be component:weight items, weights zero or positive and one positive, components "
+        f"from {', '.join(COMPONENT_NAMES)}",
+    )
+    for key in ("target_fpr", "realistic_anomaly_rate"):
+        number(f"eval.{key}", getattr(ev, key), 1e-300, 1.0 - 1e-12, "must be in (0, 1)")
+    seed("eval.seed", ev.seed)
+    if problems:
+        raise InvalidConfig(problems)
+
+
+def _fusion_ok(spec: tuple[str, ...]) -> bool:
+    """Whether `eval.fusion` reads as `detector.parse_fusion` wants it."""
+    weights = []
+    for item in spec:
+        name, _, value = str(item).partition(":")
+        try:
+            weight = float(value) if value else 1.0
+        except ValueError:
+            return False
+        if name.strip() not in COMPONENT_NAMES or not 0.0 <= weight < math.inf:
+            return False
+        weights.append(weight)
+    return sum(weights) > 0.0
 
 
 def to_dict(config: Config) -> dict[str, Any]:

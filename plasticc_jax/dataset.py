@@ -166,7 +166,10 @@ def read_manifest(dataset_dir: Path) -> dict:
             f"no prepared dataset at {dataset_dir} (missing manifest.json): run `make prepare` "
             "(or `plasticc-jax prepare`) with the same config first"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"{path} is damaged ({error}): run prepare again") from None
 
 
 def read_stats(dataset_dir: Path) -> FeatureStats:

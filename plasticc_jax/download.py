@@ -15,12 +15,14 @@ Sources, tried in this order when `data.source == "auto"`:
    (snmachine is never installed) and gzipped.
 
 `data.source` may also force one of `zenodo`, `snmachine` or a folder. Whatever the source, the
-files arrive under the same two names and are checked by row and object counts; the mirror and the
-wheel hold byte-identical CSVs (PROVENANCE.md of the shared copy), so for them the SHA-256 of the
-decompressed content is checked too. Everything is fetched into a staging folder inside the raw
-folder and moved into place only once both files pass, so a failed or interrupted download leaves
-no file that looks complete. `SOURCE.json` beside the files records the source, the time and the
-hashes and counts; a later call that finds the files matching it does nothing.
+files arrive under the same two names and are checked by row and object counts and by the known
+SHA-256 of the decompressed CSVs (PROVENANCE.md of the shared copy: the wheel's files, which are
+the Zenodo release's), and the wheel by its own SHA-256; a mismatch is refused and named.
+Everything is fetched into a staging folder inside the raw folder and moved into place only once
+both files pass, so a failed or interrupted download leaves no file that looks complete.
+`SOURCE.json` beside the files records the source, the time and the hashes and counts; a later
+call that finds the files matching it does nothing. Files already in the raw folder that do not
+match are reported, never replaced, and the record is left as it is.
 """
 
 from __future__ import annotations
@@ -185,8 +187,9 @@ def download(config: Config, workdir: Path) -> Path:
     if all(path is not None for path in present):
         _accept_existing(raw, [path for path in present if path is not None])
         return raw
-    for path in present:
-        if path is not None:
+    for path, expected in zip(present, EXPECTED, strict=True):
+        if path is not None:  # replaced below only if it is the file the download brings
+            _check_existing(raw, [path], [expected])
             log.warning("%s is there but its partner is not: fetching both again", path)
 
     errors: list[str] = []
@@ -233,7 +236,7 @@ def ensure_raw_data(config: Config, workdir: Path) -> None:
 
 def _sources(choice: str, workdir: Path) -> list[Source]:
     """The sources to try, in order, for `data.source = choice`."""
-    zenodo = Source("zenodo", ZENODO_RECORD, _fetch_zenodo, check_sha256=False)
+    zenodo = Source("zenodo", ZENODO_RECORD, _fetch_zenodo, check_sha256=True)
     wheel = Source("snmachine", f"{WHEEL_REQUIREMENT} via pip", _fetch_wheel, check_sha256=True)
     if choice == "auto":
         mirror = os.environ.get(MIRROR_ENV)
@@ -398,19 +401,29 @@ def _accept_existing(raw: Path, paths: list[Path]) -> None:
             record.get("retrieved_utc"),
         )
         return
+    checks = _check_existing(raw, paths, list(EXPECTED))
+    _write_record(raw, "existing files", str(raw), checks, {})
+    log.info("PLAsTiCC training set found in %s (placed there by hand) and verified", raw)
+
+
+def _check_existing(raw: Path, paths: list[Path], expected: list[Expected]) -> list[FileCheck]:
+    """Verify files found in `raw` (counts and SHA-256), leaving them and the record alone.
+
+    Raises:
+        UserError: a file is not the training set's (the message names it and why).
+    """
     try:
-        checks = [
-            _verify(path, expected, check_sha256=False)
-            for path, expected in zip(paths, EXPECTED, strict=True)
+        return [
+            _verify(path, item, check_sha256=True)
+            for path, item in zip(paths, expected, strict=True)
         ]
     except (SourceFailed, OSError, EOFError, zlib.error) as error:
         raise UserError(
             f"{raw} already holds {', '.join(p.name for p in paths)}, but they are not the "
-            f"PLAsTiCC training set ({error}). Move them elsewhere and rerun to download it, or "
-            "keep them: prepare reads whatever input files are in the raw folder."
-        ) from error
-    _write_record(raw, "existing files", str(raw), checks, {})
-    log.info("PLAsTiCC training set found in %s (placed there by hand) and verified", raw)
+            f"PLAsTiCC training set ({error}); nothing was changed. Move them elsewhere and rerun "
+            "to download it, or keep them: prepare reads whatever input files are in the raw "
+            "folder."
+        ) from None
 
 
 def _write_record(

@@ -88,7 +88,7 @@ def grid_cut(chunk: Chunk, spec: GridSpec, cut: np.ndarray, stage: np.ndarray) -
     # Gridded objects keep the chunk's order: their stages are those of the objects not rejected.
     accepted = ~np.isin(ids[present], result.rejected_ids)
     arrays = dataclasses.replace(result.arrays, stage=kept_stage[accepted])
-    empty_code = gridding.REASONS.index("fewer than {min_obs} observations")
+    empty_code = gridding.REASONS.index(gridding.TOO_FEW)
     return GridResult(
         arrays,
         np.r_[result.rejected_ids, ids[~present]].astype(np.int64),

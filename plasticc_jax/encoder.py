@@ -105,7 +105,16 @@ class _RunFiles(NamedTuple):
 
 def _read_run(run_dir: Path) -> _RunFiles:
     config = runs.read_config(run_dir)
-    stats = read_stats(run_dir)
+    path = run_dir / "stats.json"
+    try:
+        stats = read_stats(run_dir)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        what = (
+            "is missing" if not path.exists() else f"is damaged ({type(error).__name__}: {error})"
+        )
+        raise UserError(
+            f"{path} {what}; train wrote it: restore it, or train the run again"
+        ) from None
     n_classes = len(config.data.known_classes) if config.model.classifier_head else 0
     return _RunFiles(
         config, stats, plasticc.N_PASSBANDS, config.data.n_time_bins, len(stats.names), n_classes

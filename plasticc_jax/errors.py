@@ -1,4 +1,9 @@
-"""The one exception type that reaches the user as a message, not a traceback."""
+"""The one exception type that reaches the user as a message, not a traceback, and a helper for
+the lists such messages give."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -7,3 +12,12 @@ class UserError(Exception):
     The command line prints `error: <message>` and exits with status 2. Messages name the file,
     the column, the line or the object at fault, and say what to do.
     """
+
+
+def listing(items: Iterable[object], limit: int = 5) -> str:
+    """`a, b, c` or, beyond `limit` items, `a, b, c, d, e and 22,991 more`: a list short enough
+    for one line of an error message, saying how much was left out."""
+    items = [str(item) for item in items]
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])} and {len(items) - limit:,} more"

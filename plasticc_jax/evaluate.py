@@ -20,16 +20,20 @@ Protocol (no anomaly label is used to fit or tune anything):
    draws), and the false-positive rate at the threshold and per-class AUROC per signal-to-noise
    tercile (`depth`).
 
-Outputs in the run directory: `models/` (the detector), `scores.parquet` and `scores.csv`,
-`metrics.json`, `metrics.md`, `reports/figures/*.png`, `report.md` (`report`), and
-`scores_stages.parquet`: the test split's objects scored at every stage (`early_metrics`).
+Outputs in the run directory: `models/` (the detector and its `provenance.json`),
+`scores.parquet` and `scores.csv`, `metrics.json` (naming the checkpoint and the dataset),
+`metrics.md`, `reports/figures/*.png`, `report.md` (`report`). The dataset must be the one the run
+was trained on (`provenance`); while the outputs are rewritten the run holds an `INCOMPLETE`
+marker.
 
-Early detection (`early_metrics`, docs/early.md): every object is prepared as it was 2, 5, 10,
-20 and 50 days after its first detection (`data.stages`) besides complete; the detector is fitted
-and calibrated on the train and val splits' rows of every stage (`train.partial_curves`), and the
-test split's rows give AUROC and recall in the top 1% per anomaly class against days since first
-detection, and the first stage at which each anomaly is flagged. Every other metric is about the
-complete light curves, as before.
+Early detection (opt-in: `configs/early.py`, docs/early.md; `early_metrics`): when the dataset
+was prepared with staged rows (`data.stages`: every object also as it was some days after its
+first detection), the test split's rows give AUROC and recall in the top 1% per anomaly class
+against days since first detection, and the first stage at which each anomaly is flagged
+(`metrics.json` `early`, `scores_stages.parquet`, `early.png`); with `train.partial_curves` the
+detector is also fitted and calibrated on one partial row per train and val object. Every other
+metric is about the complete light curves. Without staged rows (the default) none of this is
+computed and the outputs are those of complete light curves alone.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import metrics, report, runs, scoring
+from plasticc_jax import metrics, provenance, report, runs, scoring
 from plasticc_jax import train as train_lib
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
@@ -56,7 +60,7 @@ from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
 from plasticc_jax.features import LC_NAMES
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
-from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -365,16 +369,32 @@ def evaluate(config: Config, workdir: Path) -> Path:
         workdir: project folder; relative paths resolve against it.
 
     Raises:
-        UserError: no trained run, no prepared dataset, or a split without the objects needed.
+        UserError: no trained run, no prepared dataset, a dataset that is not the run's, or a
+            split without the objects needed.
+        FolderBusy: another process writes the run directory or the dataset.
     """
     config_lib.require_resolved(config)
     workdir = Path(workdir)
     run_dir = workdir / config.run_path
-    # The run's own data and model settings, with the evaluation settings given now.
-    config = dataclasses.replace(runs.read_config(run_dir), eval=config.eval)
+    with folder_lock(run_dir, "evaluate"):
+        # The run's own data and model settings, with the evaluation settings given now.
+        config = dataclasses.replace(runs.read_config(run_dir), eval=config.eval)
+        dataset_dir = workdir / config.data.dataset_dir
+        with folder_lock(dataset_dir, "evaluate", shared=True):
+            manifest = read_manifest(dataset_dir)
+            provenance.check_run_dataset(run_dir, config, dataset_dir, manifest)
+            # Until every output is written, the run is marked incomplete, and the old detector
+            # loses its record: `score` refuses the run in between.
+            with provenance.incomplete(run_dir, "evaluate"):
+                (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
+                _evaluate(config, workdir, run_dir, dataset_dir, manifest)
+    return run_dir
+
+
+def _evaluate(
+    config: Config, workdir: Path, run_dir: Path, dataset_dir: Path, manifest: dict[str, Any]
+) -> None:
     ev = config.eval
-    dataset_dir = workdir / config.data.dataset_dir
-    manifest = read_manifest(dataset_dir)
     timing: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -403,7 +423,8 @@ def evaluate(config: Config, workdir: Path) -> Path:
     evidence = evidence_rows.take(np.flatnonzero(complete))
     split, known = objects["split"], known_rows[complete]
     table = scoring.insert_rank(scoring.score_table(objects, scores, detector))
-    staged = early_table(rows, score_rows, detector)
+    # The test split at every stage: only with staged rows (`data.stages`, opt-in).
+    staged = None if complete.all() else early_table(rows, score_rows, detector)
     timing["detector_s"] = time.perf_counter() - t
 
     methods = {"fused": "anomaly_score", **{name: name for name in detector.names}}
@@ -414,13 +435,20 @@ def evaluate(config: Config, workdir: Path) -> Path:
     result = _measure(config, table, in_test, methods, detector, vae.epoch)
     snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
     result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
-    result["early"] = early_metrics(
-        staged, config.data.known_classes, result["anomaly_classes_present"], detector
-    )
+    if staged is not None:
+        result["early"] = early_metrics(
+            staged, config.data.known_classes, result["anomaly_classes_present"], detector
+        )
+    # What these outputs were made from: the checkpoint measured and the dataset.
+    result["checkpoint"] = provenance.checkpoint_record(vae.epoch, vae.params)
+    result["dataset"] = provenance.dataset_record(dataset_dir, manifest)
     with atomic_path(run_dir / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
-    with atomic_path(run_dir / "scores_stages.parquet") as tmp:
-        staged.to_parquet(tmp, index=False)
+    if staged is not None:
+        with atomic_path(run_dir / "scores_stages.parquet") as tmp:
+            staged.to_parquet(tmp, index=False)
+    else:  # not left from an evaluation of staged rows
+        (run_dir / "scores_stages.parquet").unlink(missing_ok=True)
     with atomic_path(run_dir / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
     tables = report.markdown_tables(result)
@@ -438,7 +466,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
         GridSpec.from_config(config.data).bin_centres(),
         umap=ev.umap,
         seed=ev.seed,
-        early=result["early"],
+        early=result.get("early"),
     )
     timing["figures_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - start
@@ -449,6 +477,12 @@ def evaluate(config: Config, workdir: Path) -> Path:
         run_dir / "metrics.json", json.dumps(report.jsonable(result), indent=2) + "\n"
     )
     atomic_write_text(run_dir / "report.md", text)
+    provenance.record_detector(
+        run_dir / "models",
+        checkpoint=result["checkpoint"],
+        dataset=result["dataset"],
+        threshold=detector.threshold,
+    )
     fused = result["methods"]["fused"]
     log.info(
         "evaluated %s in %.1f s: mean class AUROC %.3f, AUROC %.3f, AP %.3f (test: %d known, "
@@ -462,4 +496,3 @@ def evaluate(config: Config, workdir: Path) -> Path:
         result["counts"]["test_anomaly"],
         run_dir / "report.md",
     )
-    return run_dir

@@ -85,15 +85,31 @@ FEATURE_NAMES: tuple[str, ...] = (*GRID_FEATURE_NAMES, *features.FEATURE_NAMES)
 # Metadata values given with each chunk, in this order (the last columns of FEATURE_NAMES).
 META_VALUES: tuple[str, ...] = ("ddf", "hostgal_photoz", "hostgal_photoz_err", "distmod", "mwebv")
 
-# Rejection reasons (per object), in order of precedence; code 0 means accepted.
+# Rejection reasons (per object), in order of precedence; code 0 means accepted. The first ones
+# are per row (a bad row rejects its object); the bounds are in `plasticc`.
+_MJD_LOW = plasticc.MJD_MIN - plasticc.MJD_MARGIN_DAYS
+_MJD_HIGH = plasticc.MJD_MAX + plasticc.MJD_MARGIN_DAYS
+DUPLICATED = "duplicated observation (same object, mjd and passband)"
+TOO_FEW = "fewer than {min_obs} observations"
+# A safety net after gridding: a grid or feature value that is +-inf (NaN in a feature means
+# "undefined" and is allowed).
+NON_FINITE_OUTPUT = "non-finite gridded value or feature (extreme input values)"
 REASONS: tuple[str, ...] = (
     "",
     "non-finite mjd",
     "non-finite flux (NaN or inf)",
     "flux_err not a positive finite number",
     "passband outside 0-5",
-    "duplicated observation (same object, mjd and passband)",
-    "fewer than {min_obs} observations",
+    f"mjd outside the survey span by more than {plasticc.MJD_MARGIN_DAYS:g} days "
+    f"({_MJD_LOW:g}-{_MJD_HIGH:g})",
+    f"|flux| beyond the float32 range ({plasticc.FLOAT32_MAX:.3g})",
+    f"flux_err below {plasticc.FLUX_ERR_FLOOR:g} or beyond the float32 range",
+    DUPLICATED,
+    TOO_FEW,
+    NON_FINITE_OUTPUT,
+)
+_DUPLICATED, _TOO_FEW, _NON_FINITE_OUTPUT = (
+    REASONS.index(r) for r in (DUPLICATED, TOO_FEW, NON_FINITE_OUTPUT)
 )
 
 
@@ -194,20 +210,24 @@ def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -
     """(m,) int8 rejection code per object (0: accepted), first reason in `REASONS` order."""
     m = counts.size
     codes = np.zeros(m, np.int8)
-    err = rows.flux_err
-    bad_rows = [
-        ~np.isfinite(rows.mjd),
-        ~np.isfinite(rows.flux),
-        ~(np.isfinite(err) & (err > 0)),
-        (rows.passband < 0) | (rows.passband >= NB),
-    ]
+    err, mjd = rows.flux_err, rows.mjd
+    with np.errstate(invalid="ignore"):  # NaN compares False; those rows are caught first
+        bad_rows = [
+            ~np.isfinite(mjd),
+            ~np.isfinite(rows.flux),
+            ~(np.isfinite(err) & (err > 0)),
+            (rows.passband < 0) | (rows.passband >= NB),
+            (mjd < _MJD_LOW) | (mjd > _MJD_HIGH),
+            np.abs(rows.flux) > plasticc.FLOAT32_MAX,
+            (err < plasticc.FLUX_ERR_FLOOR) | (err > plasticc.FLOAT32_MAX),
+        ]
     for code, bad in enumerate(bad_rows, start=1):
         if bad.any():
             hit = np.bincount(o[bad], minlength=m) > 0
             codes[(codes == 0) & hit] = code
     dup = _duplicated_objects(o, rows.mjd, rows.passband, m)
-    codes[(codes == 0) & dup] = 5
-    codes[(codes == 0) & (counts < min_obs)] = 6
+    codes[(codes == 0) & dup] = _DUPLICATED
+    codes[(codes == 0) & (counts < min_obs)] = _TOO_FEW
     return codes
 
 
@@ -228,8 +248,19 @@ def grid_chunk(chunk: Chunk, spec: GridSpec) -> GridResult:
     else:
         meta, target = chunk.meta, chunk.target
     arrays = _grid_valid(rows, o, starts, counts, meta, target, spec)
-    bad = ~keep
+    overflow = _non_finite_output(arrays)
+    if overflow.any():
+        codes[np.flatnonzero(keep)[overflow]] = _NON_FINITE_OUTPUT
+        arrays = arrays.take(np.flatnonzero(~overflow))
+    bad = codes != 0
     return GridResult(arrays, chunk.rows.object_id[chunk.starts[bad]], codes[bad])
+
+
+def _non_finite_output(arrays: LightCurveArrays) -> np.ndarray:
+    """(m,) bool: objects with a non-finite observed grid cell or a +-inf feature."""
+    grid = np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err)
+    bad_grid = (arrays.mask & ~grid).any(axis=(1, 2))
+    return bad_grid | np.isinf(arrays.features).any(axis=1)
 
 
 def _grid_valid(

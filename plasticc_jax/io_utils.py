@@ -1,14 +1,29 @@
-"""Small file helpers shared by every stage: atomic writes and hashing."""
+"""Small file helpers shared by every stage: atomic writes, hashing, folder locks, scratch
+folders, and the guard that keeps outputs off inputs."""
 
 from __future__ import annotations
 
+import datetime
+import errno
+import fcntl
 import hashlib
+import json
+import logging
 import os
+import shlex
+import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
+
+from plasticc_jax.errors import UserError
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -51,3 +66,238 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs never replace inputs.
+
+
+def refuse_overwrite(
+    outputs: Iterable[Path], inputs: Iterable[Path], folders: Iterable[Path] = (), *, what: str
+) -> None:
+    """Refuse to write any of `outputs` over one of `inputs` or into one of `folders`.
+
+    Paths are compared after resolving symbolic links (and by device and inode for hard links),
+    so `a/../b`, a link to an input or the input's own name all count as the input.
+
+    Args:
+        outputs: files about to be written.
+        inputs: files the command reads (or must keep).
+        folders: folders nothing may be written into (e.g. a run's checkpoints).
+        what: how the user named the output, for the message (e.g. `--output`).
+
+    Raises:
+        UserError: an output is an input, lies in a protected folder, or is a folder.
+    """
+    inputs = [Path(p) for p in inputs]
+    resolved = {p.resolve(): p for p in inputs}
+    protected = [Path(f).resolve() for f in folders]
+    for output in map(Path, outputs):
+        if output.is_dir():
+            raise UserError(f"{what} {output} is a folder: give a file name")
+        target = output.resolve()
+        same = resolved.get(target)
+        if same is None and output.exists():
+            same = next((p for p in inputs if p.exists() and os.path.samefile(p, output)), None)
+        if same is not None:
+            raise UserError(
+                f"{what} {output} would overwrite {same}, which this command reads or must keep; "
+                "choose another output path"
+            )
+        folder = next((f for f in protected if target.is_relative_to(f)), None)
+        if folder is not None:
+            raise UserError(
+                f"{what} {output} lies in {folder}, which holds files this command reads: "
+                "choose another output path"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder locks: one writer at a time, kill -9 safe.
+
+
+class FolderBusy(UserError):
+    """Another process holds the lock of a folder this stage would write (or read)."""
+
+
+_HELD: dict[Path, str] = {}  # lock files this process holds -> "shared" or "exclusive"
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file of a folder: `.<name>.lock` beside it (the folder may not exist yet, and its
+    own contents stay exactly what the stage writes)."""
+    folder = Path(folder).resolve()
+    return folder.parent / f".{folder.name or 'root'}.lock"
+
+
+def _holder() -> dict[str, object]:
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": shlex.join(argv)[:300],
+        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _read_holder(handle: IO[str]) -> dict[str, object]:
+    handle.seek(0)
+    try:
+        info = json.loads(handle.read())
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe_holder(handle: IO[str]) -> str:
+    info = _read_holder(handle)
+    try:
+        doing = "reading" if info["mode"] == "shared" else "writing"
+        return (
+            f"{info['stage']} ({doing}; pid {info['pid']} on {info['host']}, started "
+            f"{info['started_utc']}; command: {info['command'] or '?'})"
+        )
+    except KeyError:
+        return "another process (it left no record of itself)"
+
+
+def _is_other_live_reader(info: dict[str, object]) -> bool:
+    """Whether the record names another reader that still runs (on another host: assumed)."""
+    if info.get("mode") != "shared" or info.get("pid") == os.getpid():
+        return False
+    if info.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(info["pid"]), 0)  # type: ignore[call-overload]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path, stage: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold the lock of `folder` while a stage writes it (exclusive) or reads it (shared).
+
+    An exclusive lock excludes every other holder; shared locks exclude only exclusive ones. The
+    lock is `fcntl.flock` on `lock_path(folder)`, which the operating system releases when the
+    process ends, however it ends (kill -9 included): a stale lock cannot block anyone. The lock
+    file records its holder (pid, host, command, start time) for the refusal message; it is left
+    in place (removing it would race with the next holder).
+
+    A reader whose lock file cannot be created (a read-only folder, or no folder yet) reads
+    without a lock: nothing can be writing there. Within one process the lock is re-entrant:
+    inside an exclusive hold, any request for the same folder is granted at once (the command
+    line takes a run directory's lock before it imports JAX, the stage takes it again).
+
+    Args:
+        folder: the folder (a prepared dataset, a run directory).
+        stage: who holds it, for the message (`prepare`, `train`, ...).
+        shared: take a shared (reader's) lock instead of an exclusive one.
+
+    Raises:
+        FolderBusy: another process holds a conflicting lock; the message names it.
+    """
+    path = lock_path(folder)
+    if _HELD.get(path) == "exclusive" or (shared and path in _HELD):
+        yield  # this process holds it already
+        return
+    if shared and not Path(folder).is_dir() and not path.exists():
+        yield  # nothing to read there and no writer (the reader will say so); no lock file made
+        return
+    if not shared:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 (held open for the whole block)
+    except OSError as error:
+        if not shared:
+            raise
+        log.debug("reading %s without a lock (%s)", folder, error)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise FolderBusy(
+                f"{folder} is in use by {_describe_holder(handle)}: wait for it to finish (or "
+                "stop it), then run again"
+            ) from None
+        # The record names one holder: a writer, or the first reader still running (readers
+        # share the file, so a later one leaves the record alone).
+        info = {**_holder(), "stage": stage, "mode": "shared" if shared else "exclusive"}
+        recorded = not (shared and _is_other_live_reader(_read_holder(handle)))
+        if recorded:
+            _write_holder(handle, info)
+        _HELD[path] = "shared" if shared else "exclusive"
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            if recorded and _read_holder(handle).get("pid") == os.getpid():
+                _write_holder(handle, None)  # nobody then, unless another reader remains
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_holder(handle: IO[str], info: dict[str, object] | None) -> None:
+    try:
+        handle.seek(0)
+        handle.truncate()
+        if info is not None:
+            handle.write(json.dumps(info) + "\n")
+        handle.flush()
+    except OSError:  # the record is a courtesy; the lock is what counts
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch folders that a killed process does not leave behind for long.
+
+_OWNER_FILE = ".owner"
+_ORPHAN_AGE_S = 600.0  # a scratch folder without an owner file this old was never claimed
+
+
+@contextmanager
+def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder in `parent`, removed at the end; also after kill -9, by the next call.
+
+    The folder holds a locked `.owner` file while in use. Every call first removes the folders of
+    the same prefix in `parent` that this user owns and nobody holds (`remove_stale_scratch`).
+    """
+    parent = Path(parent)
+    remove_stale_scratch(parent, prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        with open(folder / _OWNER_FILE, "w") as owner:
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            owner.write(json.dumps(_holder()) + "\n")
+            owner.flush()
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_scratch(parent: Path, prefix: str) -> list[Path]:
+    """Remove scratch folders `parent/<prefix>*` of this user whose owner has ended.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for folder in sorted(Path(parent).glob(f"{prefix}*")):
+        try:
+            if not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner = folder / _OWNER_FILE
+            if owner.is_file():
+                with open(owner) as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while held
+            elif time.time() - folder.stat().st_mtime < _ORPHAN_AGE_S:
+                continue  # just created by a process that has not locked it yet
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s, left behind by an interrupted run", folder)
+        removed.append(folder)
+    return removed

@@ -14,6 +14,29 @@ WAVELENGTHS_ANGSTROM: tuple[float, ...] = (3670.0, 4827.0, 6223.0, 7546.0, 8691.
 FLUX_ZEROPOINT = 27.5
 MJD_MIN, MJD_MAX = 59580.0, 60675.0
 
+# What a valid input value can be; an object with a value outside is rejected with the reason.
+# Observations more than this many days outside the survey span are not PLAsTiCC's (e.g. a JD
+# given as MJD, a time in seconds, a zero).
+MJD_MARGIN_DAYS = 365.0
+# The smallest flux_err (FLUXCAL) accepted: the training set's is 0.46. A smaller one makes the
+# inverse-variance weight 1/flux_err**2 overflow (1e-300 gives inf, then NaN in the grid).
+FLUX_ERR_FLOOR = 1e-3
+# Light-curve values must fit in float32, the type of the tensors (3.4e38).
+FLOAT32_MAX = 3.4028234663852886e38
+# Physically possible ranges of the metadata (generous; the training set's own extremes in the
+# comments). NaN is "missing" (the unblinded -9) and passes; inf or a value outside rejects the
+# object.
+METADATA_RANGES: dict[str, tuple[float, float]] = {
+    "ra": (0.0, 360.0),  # degrees
+    "decl": (-90.0, 90.0),  # degrees
+    "ddf": (0.0, 1.0),  # a flag
+    "hostgal_specz": (0.0, 10.0),  # training set: 0 to 3.4
+    "hostgal_photoz": (0.0, 10.0),  # 0 to 3.0
+    "hostgal_photoz_err": (0.0, 10.0),  # 0 to 1.7
+    "distmod": (0.0, 60.0),  # 31 to 47 where given (z = 10 gives 51.6)
+    "mwebv": (0.0, 20.0),  # 0.003 to 2.7 (Milky Way E(B-V), magnitudes)
+}
+
 CLASS_NAMES: dict[int, str] = {
     6: "microlens-single",
     15: "TDE",

@@ -16,6 +16,7 @@ import json
 import logging
 import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,21 @@ from plasticc_jax import config as config_lib
 from plasticc_jax import plasticc, readers, streaming
 from plasticc_jax.config import Config, DataConfig
 from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, FeatureStats, LightCurveArrays
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write_text,
+    folder_lock,
+    refuse_overwrite,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
-# Bumped when the meaning of the output changes (grid, features), so old datasets are rebuilt.
+# Bumped when the meaning of the output changes (grid, features, what is rejected), so old
+# datasets are rebuilt (2: the detection features; 3: the input validation's rejections; 4: the
+# shards' `stage` column and the staged rows of `data.stages`, `early`).
 PREPARE_VERSION = 4
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
@@ -110,12 +119,19 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 class _ShardWriter:
-    """Buffers one split's objects and writes `shards/<split>-<index>.npz` of a fixed size."""
+    """Buffers one split's objects and writes `shards/<split>-<prefix><index>.npz` of a fixed
+    size."""
 
     def __init__(
-        self, out: Path, split: str, shard_objects: int, stats: _TrainFeatures | None = None
+        self,
+        out: Path,
+        split: str,
+        shard_objects: int,
+        stats: _TrainFeatures | None = None,
+        prefix: str = "",
     ) -> None:
         self.out, self.split, self.size = out, split, max(int(shard_objects), 1)
+        self.prefix = prefix
         # Statistics are merged shard by shard: shards do not depend on the chunk size, so
         # neither do the statistics' last bits.
         self.stats = stats
@@ -137,7 +153,7 @@ class _ShardWriter:
 
     def _write(self, n: int) -> None:
         merged = LightCurveArrays.concatenate(self.buffer)
-        name = f"shards/{self.split}-{len(self.names):05d}.npz"
+        name = f"shards/{self.split}-{self.prefix}{len(self.names):05d}.npz"
         shard = merged.take(slice(0, n))
         write_npz(self.out / name, shard.to_dict())
         if self.stats is not None:
@@ -147,22 +163,100 @@ class _ShardWriter:
         self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
 
 
+def write_shards(
+    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]],
+    out: Path,
+    data: DataConfig,
+    sorted_ids: np.ndarray,
+    sorted_codes: np.ndarray,
+    *,
+    stats: _TrainFeatures | None = None,
+    prefix: str = "",
+    stage_rows: dict[str, Counter] | None = None,
+) -> tuple[dict[str, list[str]], dict[str, Counter], list[pd.DataFrame]]:
+    """Send gridded chunks (`streaming.stream_grids`) to their splits' shards.
+
+    Args:
+        grids: the chunks; out: the dataset folder; data: the resolved data config.
+        sorted_ids, sorted_codes: every object's split code (`split_objects`), by object_id.
+        stats: merges the train shards' features, if given.
+        prefix: in the shard names, after the split's (`shards/<split>-<prefix><index>.npz`).
+        stage_rows: if given, receives the rows per split and stage (`LightCurveArrays.stage`:
+            inf for complete light curves, else the days of a staged row, `data.stages`).
+
+    Returns:
+        The shard names of each split, the objects (complete light curves) per split and class,
+        the rejection frames.
+    """
+    writers = {
+        s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None, prefix)
+        for s in SPLITS
+    }
+    counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    rejected_parts: list[pd.DataFrame] = []
+    for arrays, rejected in grids:
+        if len(rejected):
+            rejected_parts.append(rejected)
+        if not len(arrays):
+            continue
+        arrays = arrays.with_anomalies(data.anomaly_classes)
+        split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
+        for code, name in enumerate(SPLITS):
+            part = arrays.take(np.flatnonzero(split == code))
+            writers[name].add(part)
+            counts[name].update(part.target[part.complete].tolist())
+            if stage_rows is not None:
+                stage_rows[name].update(part.stage.tolist())
+    return {s: writers[s].close() for s in SPLITS}, counts, rejected_parts
+
+
+def stats_from_shards(out: Path, names: list[str], shard_objects: int) -> _TrainFeatures:
+    """The train split's feature statistics read back from its shards (features only), merged in
+    blocks of `shard_objects` objects as `_ShardWriter` merges them when it writes the shards:
+    the same bits, however the objects were cut into shards."""
+    stats = _TrainFeatures()
+    size = max(int(shard_objects), 1)
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    for name in names:
+        with np.load(out / name, allow_pickle=False) as shard:
+            pending.append(shard["features"])
+        n_pending += len(pending[-1])
+        while n_pending >= size:
+            merged = np.concatenate(pending)
+            stats.update(merged[:size])
+            pending, n_pending = [merged[size:]], n_pending - size
+    if n_pending:
+        stats.update(np.concatenate(pending))
+    return stats
+
+
 def _inputs(config: Config, workdir: Path) -> readers.InputFiles:
-    raw = Path(workdir) / config.data.raw_dir
-    inputs = readers.find_inputs(raw, config.data.inputs)
-    if inputs is None:
+    """The input files of `data.raw_dir`. The default data is fetched only into the default
+    folder (`data/raw`) and only when it holds no data files: a folder of the user's own files
+    with other names is reported, never filled with a download."""
+    data = config.data
+    raw = Path(workdir) / data.raw_dir
+    inputs = readers.find_inputs(raw, data.inputs)
+    if inputs is not None:
+        return inputs
+    found = readers.data_files(raw)
+    default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()
+    if default and not found and data.inputs != "test":
         from plasticc_jax.download import ensure_raw_data  # lazily: only when data is missing
 
         log.info("no recognised input in %s: fetching the default data", raw)
         ensure_raw_data(config, workdir)
-        inputs = readers.find_inputs(raw, config.data.inputs)
-    if inputs is None:
-        raise UserError(
-            f"{raw} holds no recognised {config.data.inputs} files: place PLAsTiCC files there "
-            "(Kaggle training_set*.csv or unblinded plasticc_train_*.csv.gz) or run "
-            "`plasticc-jax download`"
-        )
-    return inputs
+        inputs = readers.find_inputs(raw, data.inputs)
+        if inputs is not None:
+            return inputs
+    what = f"found: {listing(found)}" if found else "it is empty or missing"
+    raise UserError(
+        f"{raw} holds no recognised {data.inputs} files ({what}); expected "
+        f"{readers.expected_names(data.inputs)}: rename your files to these names, or run "
+        f"`plasticc-jax download --set data.raw_dir={data.raw_dir}` to fetch the PLAsTiCC "
+        "training set there"
+    )
 
 
 def _describe(path: Path, workdir: Path) -> str:
@@ -204,7 +298,9 @@ def _clear(out: Path) -> None:
             path.unlink()
 
 
-def prepare(config: Config, workdir: Path) -> Path:
+def prepare(
+    config: Config, workdir: Path, *, dask: str | None = None, part_mb: float | None = None
+) -> Path:
     """Read the raw light curves and write the prepared dataset; return its folder.
 
     Args:
@@ -212,6 +308,11 @@ def prepare(config: Config, workdir: Path) -> Path:
             (`inputs`), the grid, the protocol's class lists, the split fractions and seed, chunk
             size and worker count.
         workdir: project folder; relative paths in the config resolve against it.
+        dask: grid on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
+            file, or `local:N`); None: in this process. The dataset holds the same objects in
+            the same order, the same statistics and rejections; only its shards are cut per
+            partition (`distributed.prepare_shards`).
+        part_mb: with `dask`, MB of plain CSV per task.
 
     Raises:
         UserError: missing or unreadable input, bad columns or values (naming file and line).
@@ -219,7 +320,6 @@ def prepare(config: Config, workdir: Path) -> Path:
     config_lib.require_resolved(config)
     workdir = Path(workdir)
     data = config.data
-    known, anomalies = data.known_classes, data.anomaly_classes
     inputs = _inputs(config, workdir)
     out = workdir / data.dataset_dir
     log.info(
@@ -236,12 +336,42 @@ def prepare(config: Config, workdir: Path) -> Path:
     )
     hashes = [(p.name, sha256_file(p)) for p in files]
     fingerprint = _fingerprint(config, hashes)
+    # Checked without the lock (the manifest is written last and renamed into place), so a
+    # dataset in use by train or evaluate can still be found up to date.
     if _up_to_date(out, fingerprint):
         log.info("%s is up to date (same config and inputs); nothing to do", out)
         return out
-    _clear(out)
+    outputs = [out / n for n in ("manifest.json", "stats.json", "rejected.csv", "config.json")]
+    refuse_overwrite(outputs, files, [out / "shards"], what="the prepared dataset's file")
+    # One writer at a time, and no reader (train, evaluate) while it changes.
+    with folder_lock(out, "prepare"):
+        if _up_to_date(out, fingerprint):  # another prepare made it meanwhile
+            log.info("%s is up to date (same config and inputs); nothing to do", out)
+            return out
+        _clear(out)
+        _build(config, workdir, inputs, out, fingerprint, hashes, dask=dask, part_mb=part_mb)
+    return out
 
+
+def _build(
+    config: Config,
+    workdir: Path,
+    inputs: readers.InputFiles,
+    out: Path,
+    fingerprint: str,
+    hashes: list[tuple[str, str]],
+    *,
+    dask: str | None = None,
+    part_mb: float | None = None,
+) -> None:
+    """Write the dataset into `out` (emptied by `_clear`), the manifest last; with `dask`, the
+    gridding and the shards run on that Dask cluster (`prepare`), while this process holds the
+    dataset's lock."""
+    data = config.data
+    known, anomalies = data.known_classes, data.anomaly_classes
+    files = [*inputs.lightcurves, *inputs.metadata]
     metadata = readers.read_metadata_files(inputs.metadata)
+    _check_classes_present(metadata["target"].to_numpy(), data, inputs)
     codes, class_reasons = split_objects(
         metadata["object_id"].to_numpy(), metadata["target"].to_numpy(), data
     )
@@ -268,43 +398,41 @@ def prepare(config: Config, workdir: Path) -> Path:
     sorted_ids = metadata["object_id"].to_numpy()[order]
     sorted_codes = codes[order]
 
-    stats = _TrainFeatures()
-    writers = {
-        s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None) for s in SPLITS
-    }
-    counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    exclude = metadata["object_id"].to_numpy()[left_out]
     stage_rows: dict[str, Counter] = {s: Counter() for s in SPLITS}
-    file_rows: list[int] = []
-    stream = streaming.stream_grids(
-        inputs.lightcurves,
-        inputs.metadata,
-        data,
-        metadata=metadata,
-        exclude=metadata["object_id"].to_numpy()[left_out],
-        file_rows=file_rows,
-        stages=data.stages,
-    )
-    for arrays, rejected in stream:
-        if len(rejected):
-            rejected_parts.append(rejected)
-        if not len(arrays):
-            continue
-        arrays = arrays.with_anomalies(anomalies)
-        split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
-        for code, name in enumerate(SPLITS):
-            part = arrays.take(np.flatnonzero(split == code))
-            writers[name].add(part)
-            counts[name].update(part.target[part.complete].tolist())
-            stage_rows[name].update(part.stage.tolist())
-    shards = {s: writers[s].close() for s in SPLITS}
+    if dask is None:
+        stats = _TrainFeatures()
+        file_rows: list[int] = []
+        stream = streaming.stream_grids(
+            inputs.lightcurves,
+            inputs.metadata,
+            data,
+            metadata=metadata,
+            exclude=exclude,
+            file_rows=file_rows,
+            stages=data.stages,
+        )
+        shards, counts, grid_rejected = write_shards(
+            stream, out, data, sorted_ids, sorted_codes, stats=stats, stage_rows=stage_rows
+        )
+    else:
+        from plasticc_jax import distributed
+
+        shards, counts, grid_rejected, file_rows = distributed.prepare_shards(
+            dask, inputs, metadata, exclude, out, data, part_mb=part_mb, stage_rows=stage_rows
+        )
+        stats = stats_from_shards(out, shards["train"], data.shard_objects)
+    rejected_parts += grid_rejected
+    rejected = pd.concat(rejected_parts, ignore_index=True)
+    # Written before the check below, so the file the message points to is this run's.
+    atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))
     if stats.count == 0:
         raise UserError(
-            f"no object of the known classes {list(known)} reached the train split; "
-            f"see {out / 'rejected.csv'} and the protocol (data.protocol / data.known_classes)"
+            f"no object of the known classes {list(known)} reached the train split "
+            f"({len(rejected):,} objects rejected, each with its reason in "
+            f"{out / 'rejected.csv'}); check the input and the protocol (data.protocol / "
+            "data.known_classes)"
         )
-
-    rejected = pd.concat(rejected_parts, ignore_index=True)
-    atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False))
     feature_stats = stats.result(FEATURE_NAMES)
     atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
     config_lib.save_config(config, out / "config.json")
@@ -360,4 +488,31 @@ def prepare(config: Config, workdir: Path) -> Path:
         *(manifest["objects"][s] for s in SPLITS),
         len(rejected),
     )
-    return out
+
+
+def _check_classes_present(
+    target: np.ndarray, data: DataConfig, inputs: readers.InputFiles
+) -> None:
+    """Labelled input must hold the protocol's anomaly classes, or every metric would be NaN.
+
+    Unlabelled input (the Kaggle test set) is fine: nothing is measured on it. A known class
+    missing from the input is only worth a warning (the others still train the model).
+
+    Raises:
+        UserError: labelled input without any object of the anomaly classes.
+    """
+    labelled = np.unique(target[target != plasticc.UNKNOWN_TARGET])
+    if not labelled.size:
+        return
+    names = ", ".join(p.name for p in inputs.metadata)
+    present = set(labelled.tolist())
+    if not present & set(data.anomaly_classes):
+        raise UserError(
+            f"none of the anomaly classes {list(data.anomaly_classes)} is in the labels of "
+            f"{names} (classes there: {listing(sorted(present), 20)}): choose "
+            "data.anomaly_classes (or data.protocol) among them"
+        )
+    for key in ("known_classes", "anomaly_classes"):
+        absent = [c for c in getattr(data, key) if c not in present]
+        if absent:
+            log.warning("data.%s %s: no object of these classes in %s", key, absent, names)

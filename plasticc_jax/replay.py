@@ -32,8 +32,8 @@ survey is simply new that night (`first_seen`).
   most anomalous that night), with `flagged` (above the run's threshold), `night`, `n_obs` (its
   observations so far) and `days_since_detection` (its latest observation minus its first
   detection, `early.first_detection`); one Parquet dataset partitioned by night. The columns
-  are `score`'s; the detector computes only the components of its fusion (the others are NaN:
-  they do not enter `anomaly_score`, and cost most of the time);
+  are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
+  are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night);
 - `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
 - `manifest.json`, rewritten after each night: the input, the settings, `finished_through` (the
   last finished night) and per night with data its counts: `rows`, `objects_with_data`,
@@ -63,12 +63,11 @@ import numpy as np
 import pandas as pd
 import threadpoolctl
 
-from plasticc_jax import early, gridding, readers, scoring, streaming
-from plasticc_jax.detector import Detector
-from plasticc_jax.encoder import TrainedVae, load_vae
+from plasticc_jax import early, gridding, readers, runs, scoring, streaming
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
-from plasticc_jax.score import _table
+from plasticc_jax.score import SPLIT_NAME
+from plasticc_jax.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ class ReplayInput:
         self.key = self.obj * _KEY + (self.night - self.base)
         self.close_after = close_after
         self.close_night = self._close_nights(close_after)
-        self.metadata = streaming._MetaIndex(metadata)
+        self.metadata = streaming.MetaIndex(metadata)
 
     def _close_nights(self, close_after: float | None) -> np.ndarray:
         never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
@@ -205,9 +204,9 @@ def _read_rows(paths: Sequence[Path]) -> readers.Rows:
 class NightScorer:
     """Scores one night: the objects with new rows, each with all its rows so far."""
 
-    def __init__(self, data: ReplayInput, vae: TrainedVae, detector: Detector) -> None:
-        self.data, self.vae, self.detector = data, vae, detector
-        self.spec = gridding.GridSpec.from_config(vae.config.data)
+    def __init__(self, data: ReplayInput, scorer: Scorer) -> None:
+        self.data, self.scorer = data, scorer
+        self.spec = gridding.GridSpec.from_config(scorer.config.data)
         self.by_night = np.argsort(self.data.night, kind="stable")
         self.sorted_nights = self.data.night[self.by_night]
         self.sorted_first = np.sort(self.data.first_night)
@@ -238,6 +237,13 @@ class NightScorer:
                 objs = live[~found]
                 rejections.append(_rejections(d.ids[objs], streaming.NO_METADATA, new_rows[objs]))
         live, pos = live[found], pos[found]
+        # Impossible metadata values reject the object, as in `score` (`readers.METADATA_PROBLEMS`).
+        problem = d.metadata.problem[pos] if live.size else np.zeros(0, np.int8)
+        if problem.any():
+            objs = live[problem != 0]
+            reasons = [readers.METADATA_PROBLEMS[c] for c in problem[problem != 0]]
+            rejections.append(_rejections(d.ids[objs], reasons, new_rows[objs]))
+            live, pos = live[problem == 0], pos[problem == 0]
 
         frame = None
         if live.size:
@@ -266,10 +272,16 @@ class NightScorer:
                 # than it saves on a few objects; measured 3x faster on 2 busy cores).
                 threads = 1 if len(result.arrays) < PARALLEL_FROM else None
                 with threadpoolctl.threadpool_limits(threads):
-                    frame = _table(self.vae, self.detector, result.arrays, fused_only=True)
+                    frame, unscorable = self.scorer.table(result.arrays, SPLIT_NAME)
+                if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
+                    ids = unscorable["object_id"].to_numpy(np.int64)
+                    objs = np.searchsorted(d.ids, ids)
+                    rejections.append(_rejections(ids, unscorable["reason"], new_rows[objs]))
+                # The table keeps the order of the gridded objects it scored.
+                scored = np.isin(result.arrays.object_id, frame["object_id"].to_numpy())
                 frame.insert(1, "night", np.int64(night))
-                frame.insert(2, "n_obs", lengths[accepted].astype(np.int64))
-                frame.insert(3, "days_since_detection", last - first)
+                frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
+                frame.insert(3, "days_since_detection", (last - first)[scored])
                 frame = frame.sort_values("anomaly_score", ascending=False, kind="stable")
                 frame.insert(
                     scoring.rank_position(list(frame.columns)),
@@ -370,8 +382,15 @@ def replay(
                 f"{output} holds a replay of other inputs or settings: choose another --output "
                 "or remove it"
             )
-    vae = load_vae(run_dir)
-    detector = Detector.load(run_dir / "models")
+    # As `score --output`: not the run itself, none of its files, nothing inside its folders.
+    run_files, run_folders = runs.protected_paths(run_dir)
+    target = output.resolve()
+    if target in {p.resolve() for p in [run_dir, *run_files]} or any(
+        target.is_relative_to(f.resolve()) for f in run_folders
+    ):
+        raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
+    scorer = Scorer.load(run_dir)  # checked: complete, evaluated, the detector of its checkpoint
+    detector = scorer.detector
     data = ReplayInput(
         _read_rows(paths), readers.read_metadata_files(list(metadata_paths)), close_after, objects
     )
@@ -404,7 +423,7 @@ def replay(
     stop = last if last_night is None else min(last, int(last_night))
     if start_night > first:
         log.info("resuming %s after night %d", output, start_night - 1)
-    scorer = NightScorer(data, vae, detector)
+    night_scorer = NightScorer(data, scorer)
     has_data = np.zeros(max(last - first + 1, 0), bool)
     has_data[data.night - first] = True
     t0, rescored = time.perf_counter(), 0
@@ -412,7 +431,7 @@ def replay(
         if not has_data[night - first]:
             manifest["empty_nights"] += 1
         else:
-            candidates, rejected, counts = scorer.night(night)
+            candidates, rejected, counts = night_scorer.night(night)
             check_counts(counts)
             write_night(output, night, candidates, rejected)
             manifest["nights"].append(counts)

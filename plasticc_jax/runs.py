@@ -8,8 +8,10 @@ Layout of `runs/<name>-<tag>/` (`Config.run_path`):
 - `metrics.jsonl`: one line of training metrics per epoch.
 - `checkpoints/`: Orbax steps (`checkpoints.CheckpointStore`); each holds the parameters, the
   optimizer state and the run's `Progress`.
-- written by `evaluate`: `models/` (the anomaly detector), `scores.parquet`, `scores.csv`,
-  `metrics.json`, `metrics.md`, `reports/figures/`, `report.md`.
+- `provenance.json`: the dataset the run was trained on (`plasticc_jax.provenance`).
+- written by `evaluate`: `models/` (the anomaly detector and its `provenance.json`),
+  `scores.parquet`, `scores.csv`, `metrics.json`, `metrics.md`, `reports/figures/`, `report.md`;
+  `INCOMPLETE` while it writes them.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plasticc_jax import config as config_lib
+from plasticc_jax import provenance
 from plasticc_jax.config import Config, TrainConfig
 from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.errors import UserError
@@ -32,6 +36,21 @@ log = logging.getLogger(__name__)
 
 # Improvements of the val loss smaller than this (nats per observed value) do not reset patience.
 MIN_DELTA = 1e-4
+# Files of a run directory that train and evaluate write (nothing else may write over them), and
+# its folders that only the stages (train, evaluate, validate, review) write into.
+RUN_FILES: tuple[str, ...] = (
+    "config.json",
+    "stats.json",
+    "provenance.json",
+    "metrics.jsonl",
+    "scores.parquet",
+    "scores.csv",
+    "scores_stages.parquet",
+    "metrics.json",
+    "metrics.md",
+    "report.md",
+)
+RUN_FOLDERS: tuple[str, ...] = ("checkpoints", "models", "reports", "validation", "review")
 
 
 @dataclass
@@ -112,10 +131,47 @@ def read_config(run_dir: Path) -> Config:
             "`plasticc-jax train`) with the same --config/--protocol/--set options first, or "
             "pass the folder it wrote (runs/<name>-<protocol>)"
         )
-    return config_lib.read_config(path)
+    try:
+        config = config_lib.read_config(path)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise UserError(
+            f"{path} is damaged ({type(error).__name__}: {error}); train wrote it: restore it "
+            "or train the run again"
+        ) from None
+    config_lib.validate(config)
+    return config
 
 
-def check_resumable(run_dir: Path, config: Config, stats: FeatureStats) -> None:
+def check_run_dir(run_dir: Path, data_dirs: list[Path]) -> None:
+    """A run directory must not be, hold or sit inside a data folder: train and evaluate would
+    write their files (config.json, stats.json, ...) among the data's.
+
+    Raises:
+        UserError: `run_dir` overlaps one of `data_dirs`.
+    """
+    run = Path(run_dir).resolve()
+    for folder in data_dirs:
+        other = Path(folder).resolve()
+        if run.is_relative_to(other) or other.is_relative_to(run):
+            raise UserError(
+                f"run directory {run_dir} overlaps the data folder {folder}: its files would mix "
+                "with the data's; pick another --run-dir"
+            )
+
+
+def protected_paths(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(files, folders) of a run directory that no other output may replace or enter."""
+    run_dir = Path(run_dir)
+    return [run_dir / n for n in RUN_FILES], [run_dir / n for n in RUN_FOLDERS]
+
+
+def check_resumable(
+    run_dir: Path,
+    config: Config,
+    stats: FeatureStats,
+    dataset_dir: Path,
+    manifest: Mapping[str, Any],
+) -> None:
     """A run directory with checkpoints must match the model, the data and its statistics.
 
     Raises:
@@ -136,10 +192,13 @@ def check_resumable(run_dir: Path, config: Config, stats: FeatureStats) -> None:
         if old["train"] != new["train"]:
             log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
     stats_path = run_dir / "stats.json"
-    if stats_path.is_file() and stats_path.read_text() != _stats_text(stats):
+    record = provenance.trained_on(run_dir)
+    changed = record is not None and record.get("fingerprint") != manifest.get("fingerprint")
+    if changed or (stats_path.is_file() and stats_path.read_text() != _stats_text(stats)):
         raise UserError(
-            f"the dataset was prepared again since {run_dir} started (the feature statistics "
-            "differ): delete the run directory to train on the new dataset"
+            f"{dataset_dir} was prepared again since {run_dir} started (its "
+            f"{'fingerprint' if changed else 'feature statistics'} differ): delete the run "
+            "directory to train on the new dataset"
         )
 
 
@@ -147,12 +206,19 @@ def _stats_text(stats: FeatureStats) -> str:
     return json.dumps(stats.to_json(), indent=2) + "\n"
 
 
-def write_run_files(run_dir: Path, config: Config, stats: FeatureStats) -> None:
-    """`config.json` and `stats.json` (the statistics of the objects trained on) at the start
-    of training."""
+def write_run_files(
+    run_dir: Path,
+    config: Config,
+    stats: FeatureStats,
+    dataset_dir: Path,
+    manifest: Mapping[str, Any],
+) -> None:
+    """`config.json`, `stats.json` (the statistics of the objects trained on) and
+    `provenance.json` (the dataset's fingerprint) at the start of training."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save_config(config, run_dir / "config.json")
     atomic_write_text(run_dir / "stats.json", _stats_text(stats))
+    provenance.record_training(run_dir, dataset_dir, manifest)
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:

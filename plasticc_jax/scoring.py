@@ -12,11 +12,21 @@ with the objects' labels, into the table both stages write, one row per object:
 - `nearest_class`, `nearest_class_name`, `nearest_class_prob`: the most probable known class;
 - `anomaly_score` (the detector's final score), `rank` (1 = most anomalous among the objects
   ranked together, ties in table order; `insert_rank`), `flagged` (above the run's threshold).
+
+`Scorer` is a trained, evaluated run loaded once and checked (VAE, detector, config); its
+`table` is the table of gridded objects that `plasticc-jax score` writes (only the fused
+components' columns), on one machine or in each partition on a Dask cluster
+(`plasticc_jax.distributed`). `score_dataframe` does the same for
+light curves given as a pandas DataFrame: the function to map over the partitions of a Dask or
+Spark dataframe.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +36,7 @@ from scipy import special
 from plasticc_jax import plasticc
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
+from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import FEATURE_NAMES
 
 if TYPE_CHECKING:
@@ -51,6 +62,11 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "rise_days",
     "fall_days",
 )
+# Why an object that was gridded could still not be scored (`score` rejects it with this).
+NON_FINITE_OUTPUT = "non-finite VAE output (extreme input values)"
+NAN_SCORE = "anomaly score is NaN"
+# The `source` of those rejections (made after gridding, by the model and the detector).
+MODEL_SOURCE = "model"
 
 
 def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -87,10 +103,27 @@ def model_outputs(
     out = vae.evaluate(arrays, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
     logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
-    out["probabilities"] = special.softmax(logits, axis=1).astype(np.float32)
+    out["probabilities"] = (special.softmax(logits, axis=1) if logits.shape[1] else logits).astype(
+        np.float32
+    )
     out["features"] = np.asarray(arrays.features, np.float32)
     keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
     return {key: out[key] for key in keys}
+
+
+def finite_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: objects whose VAE outputs (`OUTPUT_KEYS`) are all finite and whose features
+    are finite or NaN (undefined; never infinite). The detector cannot score the others (a NaN
+    latent stops the components), so they are rejected, not scored."""
+    ok = np.ones(len(outputs["mu"]), bool)
+    for key in OUTPUT_KEYS:
+        values = np.asarray(outputs[key])
+        # (n, -1) fails for n = 0: an empty chunk (nothing scored) has no objects to check.
+        values = values.reshape(len(values), int(np.prod(values.shape[1:])))
+        ok &= np.isfinite(values).all(axis=1)
+    if "features" in outputs:
+        ok &= ~np.isinf(np.asarray(outputs["features"])).any(axis=1)
+    return ok
 
 
 def evidence(
@@ -128,7 +161,8 @@ def score_table(
     Args:
         objects: per-object arrays over n objects: `object_labels` and `model_outputs`.
         scores: the detector's columns for them (`Detector.score`, or `Detector.out_of_fold`).
-        detector: the fitted detector (its components and threshold).
+        detector: the fitted detector (its components and threshold); a component missing from
+            `scores` (`Detector.score(fused_only=True)`) has no column.
     """
     mu, features = objects["mu"], objects["features"]
     context = {name: features[:, FEATURE_NAMES.index(name)] for name in CONTEXT_COLUMNS}
@@ -147,7 +181,7 @@ def score_table(
             "n_observed": objects["n_observed"].astype(np.int64),
             "chi2_per_cell": objects["chi2"],
             **context,
-            **{name: scores[name] for name in detector.names},
+            **{name: scores[name] for name in detector.names if name in scores},
             "nearest_class": nearest,
             "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
             "nearest_class_prob": scores["nearest_class_prob"],
@@ -178,3 +212,256 @@ def insert_rank(table: pd.DataFrame) -> pd.DataFrame:
         rank[rows] = ranks(scores[rows])
     table.insert(rank_position(list(table.columns)), "rank", rank)
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# A run loaded once, and the table of light curves given as a DataFrame.
+
+
+def run_fingerprint(run_dir: Path) -> str:
+    """A cheap identity of what scoring reads from a run: the names, sizes and modification
+    times of `config.json`, `stats.json`, `checkpoints/` and `models/` (it changes when the run is
+    trained or evaluated again).
+
+    Raises:
+        UserError: `run_dir` is not a trained and evaluated run.
+    """
+    from plasticc_jax import runs
+    from plasticc_jax.detector import PARAMS_FILE
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        runs.read_config(run_dir)  # raises the error that says what to do
+    if not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"{run_dir} holds no checkpoints/: run `make train` first")
+    if not (run_dir / "models" / PARAMS_FILE).is_file():
+        raise UserError(
+            f"no anomaly detector in {run_dir / 'models'}: run `plasticc-jax evaluate` for this "
+            "run first"
+        )
+    files = [run_dir / "config.json", run_dir / "stats.json"]
+    for folder in ("checkpoints", "models"):
+        files += sorted(p for p in (run_dir / folder).rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(run_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class Scorer:
+    """A trained and evaluated run, loaded once and checked: the VAE, the anomaly detector and
+    the config.
+
+    Attributes:
+        run_dir: the run directory; vae: its `TrainedVae`; detector: its `Detector`;
+        config: the run's resolved config (`config.data`: how light curves are gridded).
+    """
+
+    def __init__(self, run_dir: Path, vae: TrainedVae, detector: Detector) -> None:
+        self.run_dir = Path(run_dir)
+        self.vae = vae
+        self.detector = detector
+        self.config = vae.config
+
+    @staticmethod
+    def load(run_dir: str | Path) -> Scorer:
+        """Read the run (best checkpoint and detector) after checking that they belong together,
+        while no `train` or `evaluate` rewrites it (a shared lock of the run directory).
+
+        Raises:
+            UserError: not a run, an incomplete or unevaluated run, a detector file missing or
+                damaged, a detector fitted on another checkpoint, an unreadable run file.
+        """
+        from plasticc_jax import provenance, runs
+        from plasticc_jax.detector import Detector
+        from plasticc_jax.encoder import load_vae
+        from plasticc_jax.io_utils import folder_lock
+
+        run_dir = Path(run_dir)
+        with folder_lock(run_dir, "score", shared=True):
+            runs.read_config(run_dir)  # first: a folder that is no run at all says so
+            provenance.require_complete(run_dir)
+            record = provenance.check_detector_files(run_dir)
+            vae = load_vae(run_dir)
+            provenance.check_checkpoint(run_dir, record, vae.epoch, vae.params)
+            try:
+                detector = Detector.load(run_dir / "models")
+            except UserError:
+                raise
+            except Exception as error:  # e.g. a file of another scikit-learn version
+                raise UserError(
+                    f"{run_dir / 'models'}: the anomaly detector cannot be read "
+                    f"({type(error).__name__}: {error}); run `plasticc-jax evaluate` for "
+                    f"{run_dir} again"
+                ) from None
+        return Scorer(run_dir, vae, detector)
+
+    @staticmethod
+    def cached(run_dir: str | Path, fingerprint: str | None = None) -> Scorer:
+        """The run loaded once per process (`load`, with its checks): later calls with the same
+        run directory and content (`run_fingerprint`, computed unless given) return the same
+        `Scorer`. A Dask worker thus loads and compiles the model for its first partition only.
+
+        Raises:
+            UserError: as `load`; or, with `fingerprint`, a run that is no longer the one that
+                `fingerprint` was taken of (trained or evaluated again since).
+        """
+        run_dir = Path(run_dir).resolve()
+        return _load_cached(str(run_dir), fingerprint or run_fingerprint(run_dir))
+
+    def table(self, arrays: LightCurveArrays, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The score table of gridded objects, without `rank` (see the module docstring), and
+        the objects that could not be scored, with the reason: no NaN score reaches the table.
+
+        Args:
+            arrays: gridded objects (`streaming`), n of them; labels from their `target`, with
+                `is_anomaly` set by the run's protocol.
+            split: the value of the `split` column.
+
+        Returns:
+            The table, in the order of `arrays` (the objects that could be scored), and a
+            rejection frame (object_id, reason, source `MODEL_SOURCE`) of the others: non-finite
+            VAE outputs or features (`NON_FINITE_OUTPUT`), a NaN score (`NAN_SCORE`).
+        """
+        arrays = arrays.with_anomalies(self.config.data.anomaly_classes)
+        outputs = model_outputs(self.vae, arrays, self.config.eval.batch_size)
+        finite = finite_outputs(outputs)
+        unscorable = [(arrays.object_id[~finite], NON_FINITE_OUTPUT)]
+        if not finite.all():
+            arrays = arrays.take(np.flatnonzero(finite))
+            outputs = {key: values[finite] for key, values in outputs.items()}
+        objects = {**object_labels(arrays, split), **outputs}
+        found = evidence(objects, self.vae.stats, self.vae.encoder.classes)
+        # Only the fused components: what `plasticc-jax score` writes, here and on a cluster.
+        frame = score_table(objects, self.detector.score(found, fused_only=True), self.detector)
+        nan = np.isnan(frame["anomaly_score"].to_numpy(np.float64))
+        if nan.any():
+            unscorable.append((frame["object_id"].to_numpy()[nan], NAN_SCORE))
+            frame = frame[~nan].reset_index(drop=True)
+        rejected = pd.DataFrame(
+            {
+                "object_id": np.concatenate([ids for ids, _ in unscorable]).astype(np.int64),
+                "reason": [reason for ids, reason in unscorable for _ in ids],
+                "source": MODEL_SOURCE,
+            }
+        )
+        return frame, rejected
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(run_dir: str, fingerprint: str) -> Scorer:
+    from plasticc_jax.io_utils import folder_lock
+
+    with folder_lock(Path(run_dir), "score", shared=True):
+        scorer = Scorer.load(run_dir)
+        if run_fingerprint(Path(run_dir)) != fingerprint:
+            raise UserError(
+                f"{run_dir} changed while it was being scored (trained or evaluated again "
+                "meanwhile): score again"
+            )
+    return scorer
+
+
+REJECTED_REASON = "rejected_reason"
+
+
+def score_dataframe(
+    rows: pd.DataFrame,
+    run_dir: str | Path,
+    metadata: pd.DataFrame | None = None,
+    *,
+    split: str = "new",
+) -> pd.DataFrame:
+    """Score light curves given as a table, one row per observation; every object gets one row.
+
+    The function to map over a dataframe engine's partitions (Dask `map_partitions`, Spark
+    `mapInPandas`; README, "Beyond one machine"): it depends on nothing but its arguments, loads
+    the run once per process, and gives the scores of `plasticc-jax score` for the same objects.
+
+    Args:
+        rows: one row per observation: object_id, mjd (days), passband (0-5), flux, flux_err
+            (FLUXCAL), detected (or detected_bool); unless `metadata` is given, also the
+            object's metadata on each of its rows: ra, decl, ddf (or ddf_bool), hostgal_specz,
+            hostgal_photoz, hostgal_photoz_err, distmod, mwebv (-9 or NaN: missing), and
+            optionally a label, target or true_target (copied, never scored). Any row order, but
+            every row of an object must be in this frame (a partition of whole objects).
+        run_dir: a trained and evaluated run directory.
+        metadata: one row per object instead of metadata columns in `rows`; only the objects of
+            `rows` are looked up (a partition cannot know whether an object without rows here
+            has them in another partition, so those are not reported).
+        split: the value of the `split` column.
+
+    Returns:
+        One row per object of `rows`, sorted by object_id: the columns of `plasticc-jax score`'s
+        table without `rank` (a rank needs every object: rank the whole result), then
+        `rejected_reason` (a pandas string column): missing (NA) for a scored object; for an
+        object that cannot be scored, why (too few observations, no metadata, impossible
+        metadata, a non-finite VAE output, a NaN score), with its VAE,
+        feature and score columns NaN, `n_observed` 0, `is_galactic` and `flagged` False and
+        `nearest_class` -1 (no class, its name empty). The column types are the same for
+        every call, also on an empty frame: `score_dataframe(rows.head(0), run_dir)` is the
+        `meta` of a Dask `map_partitions`.
+
+    Raises:
+        UserError: a missing column, or an object twice in `metadata`.
+    """
+    from plasticc_jax import streaming
+
+    scorer = Scorer.cached(run_dir)
+    if metadata is None:
+        meta_columns = [*plasticc.METADATA_COLUMNS, *plasticc.METADATA_ALIASES]
+        meta_columns += list(plasticc.LABEL_COLUMNS)
+        metadata = rows[[c for c in meta_columns if c in rows]].drop_duplicates("object_id")
+    else:
+        metadata = metadata[metadata["object_id"].isin(rows["object_id"])]
+    if "target" not in metadata and "true_target" in metadata:
+        metadata = metadata.rename(columns={"true_target": "target"})
+    arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data)
+    table, unscorable = scorer.table(arrays, split)
+    if len(unscorable):
+        rejected = pd.concat([rejected, unscorable], ignore_index=True)
+    # The same column types for every partition, also one without any scored object.
+    table = table.astype({"split": str, "class_name": str, "nearest_class_name": str})
+    table[REJECTED_REASON] = pd.Series(pd.NA, index=table.index, dtype="string")
+    if len(rejected):
+        target = metadata.set_index("object_id")["target"] if "target" in metadata else None
+        table = pd.concat([table, _rejected_rows(rejected, target, table, scorer, split)])
+    return table.sort_values("object_id", kind="stable", ignore_index=True)
+
+
+def _rejected_rows(
+    rejected: pd.DataFrame,
+    target: pd.Series | None,
+    like: pd.DataFrame,
+    scorer: Scorer,
+    split: str,
+) -> pd.DataFrame:
+    """Rows of the score table's columns for rejected objects: labels, NaN scores, the reason."""
+    ids = rejected["object_id"].to_numpy(np.int64)
+    n = ids.size
+    labels = np.full(n, plasticc.UNKNOWN_TARGET, np.int64)
+    if target is not None:
+        found = target.reindex(ids).to_numpy(np.float64)
+        labels = np.where(np.isnan(found), labels, found).astype(np.int64)
+    anomalies = np.asarray(scorer.config.data.anomaly_classes, np.int64)
+    columns: dict[str, object] = {
+        "object_id": ids,
+        "split": np.full(n, split),
+        "target": labels,
+        "class_name": [plasticc.class_name(c) for c in labels],
+        "is_anomaly": np.isin(labels, anomalies),
+    }
+    for name, dtype in like.dtypes.items():
+        if name in columns or name == REJECTED_REASON:
+            continue
+        if name == "nearest_class":  # no class, as the detector writes it
+            columns[name] = np.full(n, -1, dtype)
+        elif dtype.kind in "biu":  # 0 observed cells, not flagged, not known to be galactic
+            columns[name] = np.zeros(n, dtype)
+        elif dtype.kind == "f":  # NaN scores and features
+            columns[name] = np.full(n, np.nan, dtype)
+        else:  # text: empty, as `score_table` writes a missing nearest class
+            columns[name] = np.full(n, "", object)
+    columns[REJECTED_REASON] = rejected["reason"].to_numpy(object)
+    return pd.DataFrame(columns)[list(like.columns)].astype(like.dtypes.to_dict())

@@ -15,6 +15,7 @@ model (training, validation, the inference API) goes through these two.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,7 +46,7 @@ ArraysLike = LightCurveArrays | Mapping[str, np.ndarray]
 # Metadata lookup and the checks before gridding.
 
 
-class _MetaIndex:
+class MetaIndex:
     """Metadata sorted by object_id, for vectorised lookup, plus which objects were seen."""
 
     def __init__(self, metadata: pd.DataFrame, exclude: np.ndarray | None = None) -> None:
@@ -53,11 +54,17 @@ class _MetaIndex:
         self.ids = metadata["object_id"].to_numpy()[order]
         # float32: the features are float32 anyway, and this table has one row per input object.
         self.values = np.empty((order.size, len(gridding.META_VALUES)), np.float32)
-        for column, name in enumerate(gridding.META_VALUES):
-            self.values[:, column] = metadata[name].to_numpy()[order]
+        with np.errstate(over="ignore"):  # beyond float32: such objects are rejected (`problem`)
+            for column, name in enumerate(gridding.META_VALUES):
+                self.values[:, column] = metadata[name].to_numpy()[order]
         self.target = metadata["target"].to_numpy(np.int64)[order]
         source = metadata["source"] if "source" in metadata else pd.Series(0, metadata.index)
         self.source = source.to_numpy()[order]
+        # Impossible metadata values (`readers.METADATA_PROBLEMS`) reject the object at the join.
+        problem = (
+            metadata["problem"] if "problem" in metadata else readers.metadata_problems(metadata)
+        )
+        self.problem = np.asarray(problem, np.int8)[order]
         self.seen = np.zeros(self.ids.size, bool)
         self.excluded = np.zeros(self.ids.size, bool)
         if exclude is not None and len(exclude):
@@ -68,6 +75,30 @@ class _MetaIndex:
         pos = np.minimum(np.searchsorted(self.ids, ids), max(self.ids.size - 1, 0))
         found = self.ids[pos] == ids if self.ids.size else np.zeros(ids.size, bool)
         return pos, found
+
+    def fresh(self) -> MetaIndex:
+        """The same metadata with nothing seen yet (the tables are shared, not copied)."""
+        index = copy.copy(self)
+        index.seen = np.zeros(self.ids.size, bool)
+        index.seen_elsewhere = {}
+        return index
+
+    def seen_ids(self) -> np.ndarray:
+        """(n,) int64: every light-curve object seen, with or without metadata."""
+        elsewhere = np.fromiter(self.seen_elsewhere, np.int64, len(self.seen_elsewhere))
+        return np.concatenate([self.ids[self.seen].astype(np.int64), elsewhere])
+
+    def mark_seen(self, ids: np.ndarray) -> None:
+        """Mark objects as seen (those without metadata are ignored)."""
+        pos, found = self.lookup(np.asarray(ids, np.int64))
+        self.seen[pos[found]] = True
+
+    def unseen_rejections(self, metadata_paths: Sequence[Path]) -> pd.DataFrame:
+        """Metadata objects whose light curve never came (not excluded), in object_id order."""
+        unseen = ~self.seen & ~self.excluded
+        names = [Path(p).name for p in metadata_paths] or ["metadata"]
+        sources = [names[min(int(s), len(names) - 1)] for s in self.source[unseen]]
+        return _rejections(self.ids[unseen], NO_LIGHTCURVE, sources)
 
 
 def _rejections(
@@ -91,9 +122,12 @@ _NO_REJECTIONS = pd.DataFrame(
 )
 
 
-def _plan(rows: readers.Rows, path: Path, index: _MetaIndex) -> tuple[gridding.Chunk, pd.DataFrame]:
+def _plan(
+    rows: readers.Rows, path: Path, index: MetaIndex
+) -> tuple[gridding.Chunk, pd.DataFrame, np.ndarray]:
     """Checks of one chunk before gridding (in order, in the reading thread): grouping by object,
-    the metadata join, exclusions."""
+    the metadata join, exclusions. Returns the chunk to grid, the objects without metadata, and
+    every object id of the chunk in input order."""
     ids = rows.object_id
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     run_ids = ids[starts]
@@ -106,7 +140,8 @@ def _plan(rows: readers.Rows, path: Path, index: _MetaIndex) -> tuple[gridding.C
             "light-curve files must be grouped by object_id (sort the file by object_id)"
         )
     pos, found = index.lookup(run_ids)
-    again = found & index.seen[pos]
+    again = found.copy()
+    again[found] = index.seen[pos[found]]
     lost = run_ids[~found]
     if lost.size:
         again_lost = [int(i) for i in lost if int(i) in index.seen_elsewhere]
@@ -126,6 +161,14 @@ def _plan(rows: readers.Rows, path: Path, index: _MetaIndex) -> tuple[gridding.C
     keep = found.copy()
     keep[found] = ~index.excluded[pos[found]]
     rejected = _rejections(lost, NO_METADATA, path.name)
+    problem = np.zeros(run_ids.size, np.int8)
+    problem[keep] = index.problem[pos[keep]]
+    if problem.any():
+        bad = np.flatnonzero(problem)
+        reasons = [readers.METADATA_PROBLEMS[c] for c in problem[bad]]
+        bad_meta = _rejections(run_ids[bad], reasons, path.name)
+        rejected = pd.concat([rejected, bad_meta], ignore_index=True) if len(lost) else bad_meta
+        keep[bad] = False
     if not keep.all():
         counts_rows = np.diff(np.r_[starts, len(rows)])
         rows = rows.take(np.repeat(keep, counts_rows))
@@ -135,17 +178,27 @@ def _plan(rows: readers.Rows, path: Path, index: _MetaIndex) -> tuple[gridding.C
         pos = pos[keep]
     else:
         pos = pos[found]
-    return gridding.Chunk(rows, starts, index.values[pos], index.target[pos]), rejected
+    chunk = gridding.Chunk(rows, starts, index.values[pos], index.target[pos])
+    return chunk, rejected, run_ids
 
 
 def _finish(
-    result: gridding.GridResult, rejected: pd.DataFrame, source: str, min_obs: int
+    result: gridding.GridResult,
+    rejected: pd.DataFrame,
+    order: np.ndarray,
+    source: str,
+    min_obs: int,
 ) -> tuple[LightCurveArrays, pd.DataFrame]:
+    """The gridded objects, and all the chunk's rejections in input order (`order`: its object
+    ids), so that where the input is cut into chunks or parts never reorders them."""
     reasons = [gridding.rejection_reason(c, min_obs) for c in result.rejected_codes]
     own = _rejections(result.rejected_ids, reasons, source)
     if not len(rejected) or not len(own):
         return result.arrays, own if len(own) else rejected
-    return result.arrays, pd.concat([rejected, own], ignore_index=True)
+    both = pd.concat([rejected, own], ignore_index=True)
+    sorter = np.argsort(order, kind="stable")
+    position = sorter[np.searchsorted(order, both["object_id"].to_numpy(), sorter=sorter)]
+    return result.arrays, both.iloc[np.argsort(position, kind="stable")].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +206,7 @@ def _finish(
 
 
 def stream_grids(
-    lightcurve_paths: Sequence[Path],
+    lightcurve_paths: Sequence[Path | readers.FilePart],
     metadata_paths: Sequence[Path],
     data: DataConfig,
     workers: int | None = None,
@@ -161,13 +214,15 @@ def stream_grids(
     metadata: pd.DataFrame | None = None,
     exclude: np.ndarray | None = None,
     file_rows: list[int] | None = None,
+    index: MetaIndex | None = None,
     stages: Sequence[float] = (),
     as_of: float | None = None,
 ) -> Iterator[tuple[LightCurveArrays, pd.DataFrame]]:
     """Grid light-curve files chunk by chunk, in file order, at memory bounded by the chunk size.
 
     Args:
-        lightcurve_paths: light-curve CSV(.gz) files, each grouped by object_id.
+        lightcurve_paths: light-curve CSV(.gz) files, each grouped by object_id, or parts of
+            them (`readers.FilePart`).
         metadata_paths: their metadata files (read whole; small).
         data: grid and chunk settings (`n_time_bins`, `window_*`, `min_observations`,
             `chunk_rows`, `workers`).
@@ -176,7 +231,10 @@ def stream_grids(
         metadata: already-read metadata (`readers.read_metadata_files`), instead of reading the
             paths.
         exclude: object ids to skip silently (the caller accounts for them).
-        file_rows: if given, receives the number of data rows of each light-curve file.
+        file_rows: if given, receives the number of data rows of each light-curve file (part).
+        index: the metadata as a `MetaIndex` (instead of `metadata`, `metadata_paths` and
+            `exclude`), whose `seen` marks this call updates; the objects it never sees are then
+            the caller's to report (`MetaIndex.unseen_rejections`): the last item is not yielded.
         stages: also yield each object cut at these days after its first detection, after the
             chunk's complete objects (`early.grid_stages`; their `stage` column says which).
         as_of: grid only the observations up to this MJD (`early.grid_as_of`); an object with
@@ -185,12 +243,14 @@ def stream_grids(
     Yields:
         (arrays, rejections) per chunk, in input order: the gridded objects (`is_anomaly` False:
         labels are the caller's), and a frame (object_id, reason, source) of the objects
-        rejected. After the last chunk, one more item with no objects lists the metadata objects
-        that had no light curve.
+        rejected, also in input order. After the last chunk, one more item with no objects lists
+        the metadata objects that had no light curve.
     """
-    if metadata is None:
-        metadata = readers.read_metadata_files(metadata_paths)
-    index = _MetaIndex(metadata, exclude)
+    own_index = index is None
+    if index is None:
+        if metadata is None:
+            metadata = readers.read_metadata_files(metadata_paths)
+        index = MetaIndex(metadata, exclude)
     spec = gridding.GridSpec.from_config(data)
     if as_of is not None:
         grid = functools.partial(early.grid_as_of, as_of=float(as_of))
@@ -201,13 +261,14 @@ def stream_grids(
     workers = data.workers if workers is None else workers
     chunk_rows = max(int(data.chunk_rows), 1)
 
-    def planned() -> Iterator[tuple[gridding.Chunk, pd.DataFrame, str, int]]:
-        for path in map(Path, lightcurve_paths):
+    def planned() -> Iterator[tuple[gridding.Chunk, pd.DataFrame, np.ndarray, str, int]]:
+        for source in lightcurve_paths:
+            path = source.path if isinstance(source, readers.FilePart) else Path(source)
             n_rows = 0
-            for rows in readers.object_chunks(path, chunk_rows):
+            for rows in readers.object_chunks(source, chunk_rows):
                 n_rows += len(rows)
-                chunk, rejected = _plan(rows, path, index)
-                yield chunk, rejected, path.name, len(rows)
+                chunk, rejected, order = _plan(rows, path, index)
+                yield chunk, rejected, order, path.name, len(rows)
             if file_rows is not None:
                 file_rows.append(n_rows)
 
@@ -216,24 +277,21 @@ def stream_grids(
         # Threads, not processes: parsing (pyarrow) and gridding (NumPy) run in C without the GIL,
         # so they overlap; processes would pickle every chunk (measured slower).
         # A bounded queue of chunks in flight keeps memory flat and the order fixed.
-        queue: collections.deque[tuple[Future, pd.DataFrame, str, int]] = collections.deque()
-        for chunk, rejected, source, n_rows in planned():
-            queue.append((pool.submit(grid, chunk, spec), rejected, source, n_rows))
+        queue: collections.deque[tuple[Future, pd.DataFrame, np.ndarray, str, int]]
+        queue = collections.deque()  # (future, rejected, order, source, rows)
+        for chunk, *rest in planned():
+            queue.append((pool.submit(grid, chunk, spec), *rest))
             while len(queue) > max(workers - 1, 0):
-                future, rej, src, count = queue.popleft()
+                future, rej, order, src, count = queue.popleft()
                 progress.update(count)
-                yield _finish(future.result(), rej, src, spec.min_observations)
+                yield _finish(future.result(), rej, order, src, spec.min_observations)
         while queue:
-            future, rej, src, count = queue.popleft()
+            future, rej, order, src, count = queue.popleft()
             progress.update(count)
-            yield _finish(future.result(), rej, src, spec.min_observations)
+            yield _finish(future.result(), rej, order, src, spec.min_observations)
 
-    # Metadata objects whose light curve never came.
-    unseen = ~index.seen & ~index.excluded
-    names = [Path(p).name for p in metadata_paths] or ["metadata"]
-    sources = [names[min(int(s), len(names) - 1)] for s in index.source[unseen]]
-    no_lightcurve = _rejections(index.ids[unseen], NO_LIGHTCURVE, sources)
-    yield gridding.empty_arrays(spec.n_time_bins), no_lightcurve
+    if own_index:  # metadata objects whose light curve never came
+        yield gridding.empty_arrays(spec.n_time_bins), index.unseen_rejections(metadata_paths)
 
 
 def grid_lightcurves(
@@ -281,13 +339,13 @@ def grid_lightcurves(
         0,
     )
     spec = gridding.GridSpec.from_config(data)
-    index = _MetaIndex(meta)
+    index = MetaIndex(meta)
     parts: list[pd.DataFrame] = []
     arrays = gridding.empty_arrays(spec.n_time_bins)
     if len(rows):
-        chunk, rejected = _plan(rows, Path("lightcurves"), index)
+        chunk, rejected, order = _plan(rows, Path("lightcurves"), index)
         result = gridding.grid_chunk(chunk, spec)
-        arrays, rejected = _finish(result, rejected, "lightcurves", spec.min_observations)
+        arrays, rejected = _finish(result, rejected, order, "lightcurves", spec.min_observations)
         parts.append(rejected)
     unseen = ~index.seen
     parts.append(_rejections(index.ids[unseen], NO_LIGHTCURVE, "metadata"))

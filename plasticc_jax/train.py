@@ -32,11 +32,18 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import losses, runs, streaming
+from plasticc_jax import losses, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config, ModelConfig, TrainConfig
-from plasticc_jax.dataset import FeatureStats, LightCurveArrays, load_split, read_stats
+from plasticc_jax.dataset import (
+    FeatureStats,
+    LightCurveArrays,
+    load_split,
+    read_manifest,
+    read_stats,
+)
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.models import Vae, compute_dtype
 from plasticc_jax.runs import Progress
 
@@ -374,12 +381,22 @@ def train(config: Config, workdir: Path, *, dataset_dir: Path | None = None) -> 
     Raises:
         UserError: no prepared dataset, a dataset that does not match the config, a run
             directory of a different model, or a diverged training (`TrainingDiverged`).
+        FolderBusy: another process writes the run directory or the dataset.
     """
     config_lib.require_resolved(config)
     workdir = Path(workdir)
-    tc = config.train
-    dataset_dir = workdir / (dataset_dir or config.data.dataset_dir)
     run_dir = workdir / config.run_path
+    dataset_dir = workdir / (dataset_dir or config.data.dataset_dir)
+    runs.check_run_dir(run_dir, [dataset_dir, workdir / config.data.raw_dir])
+    # One train per run directory; no prepare rewrites the dataset meanwhile.
+    with folder_lock(run_dir, "train"), folder_lock(dataset_dir, "train", shared=True):
+        return _train(config, run_dir, dataset_dir)
+
+
+def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
+    tc = config.train
+    manifest = read_manifest(dataset_dir)
+    provenance.check_dataset_config(dataset_dir, manifest, config)
     train_arrays = _load_split(dataset_dir, "train", config)
     val_arrays = _load_split(dataset_dir, "val", config)
     # The statistics of the objects trained on (the dataset's own when no class is left out).
@@ -412,12 +429,12 @@ def train(config: Config, workdir: Path, *, dataset_dir: Path | None = None) -> 
     try:
         latest = store.latest_epoch()
         if latest is not None:
-            runs.check_resumable(run_dir, config, stats)
+            runs.check_resumable(run_dir, config, stats, dataset_dir, manifest)
             progress = Progress.from_json(store.restore(latest, {"meta": None})["meta"])
             if progress.done(tc):
                 progress.log_done(run_dir)
                 return run_dir
-        runs.write_run_files(run_dir, config, stats)
+        runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)
         graphdef, params = init_params(config, n_bands, n_times, n_features)
         tx, _ = make_optimizer(tc, steps_per_epoch)
         state = init_state(params, tx)

@@ -15,8 +15,9 @@ For each known class c (a fold):
 
 The fold's mean AUROC over the known classes is the validation score of a component; the fusion
 weights are then searched on the stored fold scores (every combination of weights 0-3 over the
-`SEARCH_TOP` best single components) and the best combination is reported beside the configured
-one: the shipped preset's `eval.fusion` is the best one found. The test split is never read.
+`SEARCH_TOP` best single components and the configured fusion's) and the best combination is
+reported beside the configured one: the shipped preset's `eval.fusion` is the best one found.
+The test split is never read.
 
 Outputs in `<run>/validation/`: `scores.parquet` (per fold and object: every component's
 calibrated score), `validation.json` and `validation.md` (the tables).
@@ -29,6 +30,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
 
 log = logging.getLogger(__name__)
@@ -148,11 +150,13 @@ class Folds:
             out[rows] = -np.log10((above + 1) / (reference.size + 1))
         return out
 
-    def search(self, components: list[str]) -> list[dict[str, Any]]:
-        """Every weight combination of the `SEARCH_TOP` best single components, best first
-        (mean fold AUROC; ties go to fewer components)."""
+    def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Every weight combination of the `SEARCH_TOP` best single components and those in
+        `also` (the configured fusion's: a component weak alone can be what the others miss),
+        best first (mean fold AUROC; ties go to fewer components)."""
         single = {c: self.mean_auroc(self.scores[c].to_numpy()) for c in components}
-        top = sorted(components, key=lambda c: -single[c])[:SEARCH_TOP]
+        best = sorted(components, key=lambda c: -single[c])[:SEARCH_TOP]
+        top = list(dict.fromkeys([*best, *(c for c in also if c in single)]))
         tried = []
         for weights in itertools.product(WEIGHTS, repeat=len(top)):
             nonzero = [w for w in weights if w]
@@ -191,6 +195,7 @@ def validate(config: Config, workdir: Path) -> Path:
 
     Raises:
         UserError: fewer than three known classes (a fold would leave fewer than two to fit).
+        FolderBusy: another validate of the run is running.
     """
     config_lib.require_resolved(config)
     workdir = Path(workdir)
@@ -201,6 +206,12 @@ def validate(config: Config, workdir: Path) -> Path:
         )
     out = config.run_path / "validation"
     (workdir / out).mkdir(parents=True, exist_ok=True)
+    with folder_lock(workdir / out, "validate"):  # one validate of a run at a time
+        return _validate(config, workdir, out)
+
+
+def _validate(config: Config, workdir: Path, out: Path) -> Path:
+    known = config.data.known_classes
     start = time.perf_counter()
     parts = []
     for held_out in known:
@@ -219,7 +230,7 @@ def validate(config: Config, workdir: Path) -> Path:
         **{c: scores[c].to_numpy() for c in components},
         "fused (configured)": folds.fused(configured),
     }
-    search = folds.search(components)
+    search = folds.search(components, also=configured)
     candidates["fused (best found)"] = folds.fused(search[0]["weights"])
     aurocs = {}
     for name, values in candidates.items():

@@ -393,3 +393,50 @@ def test_files_placed_by_hand_are_verified_once(
     with pytest.raises(UserError, match="not the PLAsTiCC training set"):
         dl.download(_config(), tmp_path)
     assert (raw / name).read_bytes() == small[dl.EXPECTED[1].name][:200]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every source is checked by the known SHA-256; a mismatch is refused and changes nothing.
+
+
+def _same_counts_other_content(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    lines[5] = lines[5].replace(b".", b"9", 1)  # one value changed: the counts stay the same
+    return b"\n".join(lines)
+
+
+def test_zenodo_is_checked_by_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    name = dl.EXPECTED[0].name
+    served = {n: gzip.compress(d) for n, d in small.items()}
+    served[name] = gzip.compress(_same_counts_other_content(small[name]))
+
+    def fetch(url: str, dest: Path) -> None:
+        dest.write_bytes(served[url.split("/files/")[1].split("?")[0]])
+
+    monkeypatch.setattr(dl, "_fetch_url", fetch)
+    with pytest.raises(UserError, match=rf"zenodo .*{name}: sha256 of the content is [0-9a-f]+"):
+        dl.download(_config("zenodo"), tmp_path)
+    assert list(_raw(tmp_path).iterdir()) == []
+
+
+def test_other_content_in_the_raw_folder_is_refused_and_the_record_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    monkeypatch.setenv(dl.MIRROR_ENV, str(_write_mirror(tmp_path / "mirror", small)))
+    raw = dl.download(_config(), tmp_path)
+    record = (raw / dl.SOURCE_FILE).read_bytes()
+    name = dl.EXPECTED[0].name
+    changed = gzip.compress(_same_counts_other_content(small[name]))
+    (raw / name).write_bytes(changed)
+    with pytest.raises(UserError, match=r"not the PLAsTiCC training set .*sha256 of the content"):
+        dl.download(_config(), tmp_path)
+    assert (raw / dl.SOURCE_FILE).read_bytes() == record
+    assert (raw / name).read_bytes() == changed
+
+    # Alone (its partner gone), it is not replaced by a download either.
+    (raw / dl.EXPECTED[1].name).unlink()
+    with pytest.raises(UserError, match="nothing was changed"):
+        dl.download(_config(), tmp_path)
+    assert (raw / name).read_bytes() == changed

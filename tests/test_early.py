@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from plasticc_jax import cli, early, gridding
 from plasticc_jax import replay as replay_lib
+from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import Chunk, GridSpec
 from plasticc_jax.readers import Rows
@@ -110,10 +112,36 @@ def test_epoch_rows_show_each_object_once_at_a_random_stage():
 
 
 # ---------------------------------------------------------------------------------------------
-# The shared tiny run: evaluation, as-of scoring and replay.
+# The shared runs: the evaluation of the early run (staged rows, partial light curves); as-of
+# scoring and replay with the default run (early detection is opt-in, these work with any run).
 
 
-def test_evaluate_reports_early_detection(tiny_run):
+def test_default_run_has_no_staged_rows(tiny_run):
+    manifest = json.loads((tiny_run.dataset_dir / "manifest.json").read_text())
+    assert manifest["stages"] == [] and set(manifest["stage_rows"]["train"]) == {"inf"}
+    assert "early" not in tiny_run.metrics
+    assert not (tiny_run.run_dir / "scores_stages.parquet").exists()
+    assert not (tiny_run.run_dir / "reports" / "figures" / "early.png").exists()
+
+
+def test_early_run_trains_and_fits_on_partial_curves(tiny_early_run):
+    run = tiny_early_run
+    assert run.dataset_dir != run.workdir / tiny_config().data.dataset_dir
+    manifest = json.loads((run.dataset_dir / "manifest.json").read_text())
+    train_rows = load_split(run.dataset_dir, "train", partial=True)
+    assert manifest["stage_rows"]["train"]["inf"] == int(train_rows.complete.sum())
+    assert (
+        sum(manifest["stage_rows"]["train"].values())
+        == len(train_rows)
+        > manifest["objects"]["train"]
+    )
+    # The detector's fit: each train known object's complete light curve and one partial one.
+    _, one_each = np.unique(train_rows.object_id[~train_rows.complete], return_index=True)
+    assert run.metrics["counts"]["train_known"] == int(train_rows.complete.sum()) + one_each.size
+
+
+def test_evaluate_reports_early_detection(tiny_early_run):
+    tiny_run = tiny_early_run
     early_metrics = tiny_run.metrics["early"]
     assert early_metrics["stages"] == ["5", "20", "complete"]
     staged = pd.read_parquet(tiny_run.run_dir / "scores_stages.parquet")

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_project
 
 from plasticc_jax import cli, metrics
-from plasticc_jax.dataset import load_split, read_manifest
+from plasticc_jax.dataset import read_manifest
 
 
 def test_table_covers_every_prepared_object(tiny_run):
@@ -45,21 +46,15 @@ def test_table_covers_every_prepared_object(tiny_run):
 
 
 def test_detector_never_sees_anomalies_or_the_objects_it_scores(tiny_run):
-    fits = tiny_run.detector_fits
+    table, fits = tiny_run.table, tiny_run.detector_fits
+    train_known = table[(table["split"] == "train") & ~table["is_anomaly"]]
     known = set(tiny_run.config.data.known_classes)
-    # The detector's fit: the train split's known objects, and only them: each one's complete
-    # light curve and one of its partial ones (train.partial_curves, evaluate.detector_rows).
-    train_rows = load_split(tiny_run.dataset_dir, "train", partial=True)
-    assert not train_rows.is_anomaly.any()
-    partial = train_rows.take(np.flatnonzero(~train_rows.complete))
-    _, one_each = np.unique(partial.object_id, return_index=True)
-    expected = [*train_rows.target[train_rows.complete], *partial.target[one_each]]
-    assert len(partial) > len(one_each) > 0
-    assert sorted(fits[0]) == sorted(expected)
+    # The detector's fit: the train split's known objects, and only them.
+    assert sorted(fits[0]) == sorted(train_known["target"])
     # The out-of-fold fits (cross_fit_folds = 2): each leaves out the objects it scores.
     folds = tiny_run.config.eval.cross_fit_folds
     assert len(fits) == 1 + folds
-    assert sum(len(f) for f in fits[1:]) == (folds - 1) * len(expected)
+    assert sum(len(f) for f in fits[1:]) == (folds - 1) * len(train_known)
     assert all(set(np.unique(f)) <= known for f in fits)
 
 
@@ -128,8 +123,12 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     ids = np.concatenate([scored["object_id"], rejected["object_id"]])
     assert sorted(ids) == sorted([*meta["object_id"].tolist(), 999_999])
     assert sorted(scored["rank"]) == list(range(1, len(scored) + 1))
-    # One score table: the columns and types of evaluate's, without its baseline column.
-    evaluated = tiny_run.table.drop(columns="lc_forest_score")
+    # One score table: the columns and types of evaluate's, without its baseline column and the
+    # components that are not fused (evaluate reports them; score skips them for speed).
+    fused = {c.split(":")[0] for c in tiny_run.config.eval.fusion}
+    unfused = [c for c in tiny_run.detector_params["components"] if c not in fused]
+    assert unfused  # the tiny preset reports more components than it fuses
+    evaluated = tiny_run.table.drop(columns=["lc_forest_score", *unfused])
     assert list(scored.columns) == list(evaluated.columns)
     assert scored.dtypes.to_dict() == evaluated.dtypes.to_dict()
     merged = scored.merge(tiny_run.table, on="object_id", suffixes=("", "_eval"))
@@ -165,3 +164,20 @@ def test_score_cli_reports_user_errors(tiny_run, tmp_path: Path, capsys):
     args += ["--output", str(tmp_path / "o.txt")]
     assert cli.main(args) == 2
     assert "suffix picks the format" in capsys.readouterr().err
+
+
+def test_the_seed_method_without_a_head_trains_evaluates_and_scores(project, tmp_path):
+    """The seed preset's choices (no classification head, forest + chi2) on the tiny preset."""
+    workdir = copy_project(project, tmp_path)
+    args = [
+        "--config", "tiny", "--workdir", str(workdir), "--run-dir", "runs/seed",
+        "--set", "model.classifier_head=false",
+        "--set", "eval.components=latent_forest,recon_chi2",
+        "--set", "eval.fusion=latent_forest:1,recon_chi2:1",
+    ]  # fmt: skip
+    assert cli.main(["train", *args]) == 0
+    assert cli.main(["evaluate", *args]) == 0
+    table = pd.read_parquet(workdir / "runs" / "seed" / "scores.parquet")
+    assert np.isfinite(table["anomaly_score"]).all()
+    assert {"latent_forest", "recon_chi2"} <= set(table.columns)
+    assert "classifier" not in table.columns

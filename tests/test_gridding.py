@@ -14,6 +14,8 @@ from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.streaming import NO_LIGHTCURVE, grid_lightcurves
 
 DATA = DataConfig(n_time_bins=16, window_before=32.0, window_after=96.0, min_observations=3)
+# The hand-made times below are days after this MJD (inside the survey span, as they must be).
+MJD_OFFSET = 59_000.0
 
 
 def hand_made():
@@ -30,6 +32,7 @@ def hand_made():
     ]
     lcs = pd.DataFrame(rows, columns=["mjd", "passband", "flux", "flux_err", "detected"])
     lcs.insert(0, "object_id", 11)
+    lcs["mjd"] += MJD_OFFSET
     meta = pd.DataFrame(
         {
             "object_id": [11],
@@ -91,7 +94,7 @@ def test_reference_time_uses_all_points_without_detections():
     arrays, _ = grid_lightcurves(lcs, meta, DATA)
     # Best S/N is still mjd 1000 (S/N 10), but now 960 (S/N 5) competes: t0 stays 1000.
     assert arrays.mask[0, 2, 4]
-    lcs.loc[lcs["mjd"] == 960.0, "flux"] = 500.0  # S/N 500 at 960 -> t0 = 960
+    lcs.loc[lcs["mjd"] == MJD_OFFSET + 960.0, "flux"] = 500.0  # S/N 500 at 960 -> t0 = 960
     arrays, _ = grid_lightcurves(lcs, meta, DATA)
     # Window [928, 1056): 960 lands in bin 4; 1095.9 (y band) is now outside.
     assert arrays.mask[0, 0, 4] and not arrays.mask[0, 5].any()

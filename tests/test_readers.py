@@ -23,7 +23,7 @@ def both_formats(tmp_path_factory):
 def test_readers_agree_on_both_formats(both_formats):
     (meta_u, lc_u), (meta_k, lc_k) = both_formats["unblinded"], both_formats["kaggle"]
     mu, mk = rd.read_metadata(meta_u), rd.read_metadata(meta_k)
-    expected = [*plasticc.METADATA_COLUMNS, "target"]
+    expected = [*plasticc.METADATA_COLUMNS, "target", "problem"]
     assert list(mu.columns) == expected and list(mk.columns) == expected
     assert not any(c.startswith(plasticc.TRUTH_PREFIXES) for c in mu.columns)
     np.testing.assert_array_equal(mu["object_id"], mk["object_id"])

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import plasticc, runs
+from plasticc_jax import plasticc, provenance, runs
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import GridSpec
@@ -167,8 +167,8 @@ class Pool:
         curves: load light curves and reconstructions (needs JAX; the simulation does not).
 
     Raises:
-        UserError: not an evaluated run, an unreadable table, or a table without the columns
-            the review needs.
+        UserError: not an evaluated run (or one an interrupted evaluate left incomplete), an
+            unreadable table, or a table without the columns the review needs.
     """
 
     def __init__(
@@ -181,6 +181,7 @@ class Pool:
     ):
         self.run_dir = Path(run_dir)
         config = runs.read_config(self.run_dir)
+        provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
         run_table = read_table(self.run_dir / "scores.parquet")
         table = run_table if scores is None else read_table(Path(scores))
         for column in ("object_id", "anomaly_score"):

@@ -1,0 +1,292 @@
+"""What every output was made from, and the checks its consumers make before they trust it.
+
+- A prepared dataset is named by its manifest's `fingerprint` (data config and input hashes);
+  a rebuild with the same fingerprint gives byte-identical shards.
+- `train` records the dataset it trained on in `<run>/provenance.json`; `evaluate` refuses a
+  dataset with another fingerprint (prepared again since, with another seed, window, preset...),
+  and `train` refuses a dataset prepared with other data settings than its config's.
+- `evaluate` records in `<run>/models/provenance.json` the checkpoint its detector was fitted on
+  (epoch and a SHA-256 of its parameters), the dataset, the threshold and the SHA-256 of every
+  detector file; `score` refuses a run whose best checkpoint or detector files differ (after more
+  training, or a damaged file) and says to run `evaluate`. `metrics.json` names the same
+  checkpoint.
+- While `evaluate` rewrites a run directory it holds an `INCOMPLETE` marker there, removed only
+  when every output is written: after a kill the marker says the outputs mix old and new, and
+  `score` refuses the run until `evaluate` has run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plasticc_jax.config import Config, DataConfig
+from plasticc_jax.errors import UserError, listing
+from plasticc_jax.io_utils import atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+RECORD = "provenance.json"
+INCOMPLETE = "INCOMPLETE"
+# Data settings that say where files are or how fast they are made, not what a dataset holds.
+_NOT_CONTENT = ("raw_dir", "processed_dir", "source", "workers", "chunk_rows")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, None if there is no file.
+
+    Raises:
+        UserError: the file is not a JSON object (damaged).
+    """
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        value = error
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is damaged ({value}); it is written by the stage that made it")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets.
+
+
+def dataset_record(dataset_dir: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """How outputs name a prepared dataset: its folder, fingerprint and manifest hash."""
+    return {
+        "path": str(dataset_dir),
+        "fingerprint": manifest.get("fingerprint"),
+        "manifest_sha256": sha256_file(Path(dataset_dir) / "manifest.json"),
+    }
+
+
+def data_differences(prepared: Mapping[str, Any], data: DataConfig, whose: str) -> list[str]:
+    """The data settings (that shape a dataset) where a dataset's config and `data` differ, as
+    `data.seed: 1 in the dataset, 0 in <whose>`."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(data)))  # tuples as lists, like the JSON
+    return [
+        f"data.{key}: {prepared.get(key)!r} in the dataset, {value!r} in {whose}"
+        for key, value in wanted.items()
+        if key not in _NOT_CONTENT and key in prepared and prepared[key] != value
+    ]
+
+
+def check_dataset_config(dataset_dir: Path, manifest: Mapping[str, Any], config: Config) -> None:
+    """A dataset must have been prepared with the data settings of the config that uses it
+    (known classes may be left out).
+
+    Raises:
+        UserError: the settings differ (the message names each one).
+    """
+    prepared = manifest.get("config", {}).get("data", {})
+    data = config.data
+    # A run may leave known classes out (the validation folds do): they become anomalies.
+    left_out = set(prepared.get("known_classes", data.known_classes)) - set(data.known_classes)
+    if left_out and set(data.known_classes) <= set(prepared.get("known_classes", ())):
+        anomalies = tuple(c for c in data.anomaly_classes if c not in left_out)
+        data = dataclasses.replace(
+            data, known_classes=tuple(prepared["known_classes"]), anomaly_classes=anomalies
+        )
+    differences = data_differences(prepared, data, "this config")
+    if differences:
+        raise UserError(
+            f"{dataset_dir} was prepared with other data settings ({listing(differences, 4)}): "
+            "run `plasticc-jax prepare` with the same --config/--set options first"
+        )
+
+
+def record_training(run_dir: Path, dataset_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """`<run>/provenance.json`: the dataset the run trains on (written when training starts)."""
+    record = {"dataset": dataset_record(dataset_dir, manifest)}
+    atomic_write_text(Path(run_dir) / RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def trained_on(run_dir: Path) -> dict[str, Any] | None:
+    """The dataset record of a run (None for a run trained before provenance was recorded)."""
+    record = _read_json(Path(run_dir) / RECORD)
+    return None if record is None else record.get("dataset")
+
+
+def check_run_dataset(
+    run_dir: Path, config: Config, dataset_dir: Path, manifest: Mapping[str, Any]
+) -> None:
+    """A run's consumer (`evaluate`) must read the dataset the run was trained on.
+
+    Runs trained before provenance was recorded are compared by their feature statistics, a copy
+    of the dataset's taken when training started.
+
+    Raises:
+        UserError: the dataset was prepared again since (other settings or other inputs).
+    """
+    record = trained_on(run_dir)
+    if record is None:
+        run_stats, data_stats = Path(run_dir) / "stats.json", Path(dataset_dir) / "stats.json"
+        same = (
+            run_stats.is_file()
+            and data_stats.is_file()
+            and _read_json(run_stats) == _read_json(data_stats)
+        )
+        if not same:
+            raise UserError(
+                f"{dataset_dir} is not the dataset {run_dir} was trained on (its stats.json "
+                "differs): prepare it again with the run's settings (its config.json), or train "
+                "again"
+            )
+        log.warning(
+            "%s records no dataset fingerprint (trained by an older version): checked its "
+            "feature statistics instead",
+            run_dir,
+        )
+        return
+    if record.get("fingerprint") != manifest.get("fingerprint"):
+        prepared = manifest.get("config", {}).get("data", {})
+        differences = data_differences(prepared, config.data, "the run's config")
+        why = listing(differences, 4) if differences else "other input files"
+        raise UserError(
+            f"{dataset_dir} is not the dataset {run_dir} was trained on: it was prepared again "
+            f"since ({why}). Prepare it again with the run's settings (its config.json), or "
+            "train again"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the detector.
+
+
+def params_sha256(params: Mapping[str, Any]) -> str:
+    """SHA-256 of a tree of parameter arrays (names, dtypes, shapes and bytes, in name order):
+    the same weights give the same hash however the checkpoint is stored."""
+    digest = hashlib.sha256()
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            for key in sorted(node, key=str):
+                walk(node[key], f"{path}/{key}")
+            return
+        array = np.ascontiguousarray(np.asarray(node))
+        digest.update(f"{path}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+
+    walk(params, "")
+    return digest.hexdigest()
+
+
+def checkpoint_record(epoch: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """How outputs name a checkpoint: its epoch and the hash of its parameters."""
+    return {"epoch": int(epoch), "sha256": params_sha256(params)}
+
+
+def record_detector(
+    models_dir: Path,
+    *,
+    checkpoint: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    threshold: float,
+) -> None:
+    """`models/provenance.json`: what the detector in `models_dir` was fitted on, and the hash
+    of each of its files (written after them)."""
+    models_dir = Path(models_dir)
+    files = {
+        p.name: sha256_file(p)
+        for p in sorted(models_dir.iterdir())
+        if p.is_file() and p.name != RECORD and not p.name.startswith(".")
+    }
+    record = {
+        "checkpoint": dict(checkpoint),
+        "dataset": dict(dataset),
+        "threshold": float(threshold),
+        "files": files,
+    }
+    atomic_write_text(models_dir / RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def check_detector_files(run_dir: Path) -> dict[str, Any]:
+    """The detector record of an evaluated run, after checking every file it lists.
+
+    Returns:
+        The record (`checkpoint`, `dataset`, `threshold`, `files`).
+
+    Raises:
+        UserError: no record (not evaluated, evaluated by an older version, or evaluate did not
+            finish), or a detector file missing or changed since (damaged or replaced).
+    """
+    models = Path(run_dir) / "models"
+    record = _read_json(models / RECORD)
+    again = f"run `plasticc-jax evaluate` for {run_dir} (again)"
+    if record is None:
+        why = (
+            "it was evaluated by an older version, or its evaluate did not finish"
+            if models.is_dir()
+            else "it has not been evaluated"
+        )
+        raise UserError(f"no anomaly detector record in {models / RECORD} ({why}): {again}")
+    for name, digest in record.get("files", {}).items():
+        path = models / name
+        if not path.is_file():
+            raise UserError(f"{path} is missing: {again}")
+        if sha256_file(path) != digest:
+            raise UserError(
+                f"{path} has changed since evaluate wrote it (its SHA-256 differs): it is "
+                f"damaged or was replaced; {again}"
+            )
+    return record
+
+
+def check_checkpoint(run_dir: Path, record: Mapping[str, Any], epoch: int, params: Any) -> None:
+    """The detector must have been fitted on the checkpoint that is used with it.
+
+    Raises:
+        UserError: the run's best checkpoint is another one (e.g. after more training).
+    """
+    fitted = record.get("checkpoint", {})
+    now = checkpoint_record(epoch, params)
+    if fitted.get("sha256") != now["sha256"]:
+        raise UserError(
+            f"the anomaly detector of {run_dir} was fitted on the checkpoint of epoch "
+            f"{fitted.get('epoch')} (sha256 {str(fitted.get('sha256'))[:12]}), but the run's "
+            f"best checkpoint is now epoch {now['epoch']} (sha256 {now['sha256'][:12]}), e.g. "
+            f"after more training: run `plasticc-jax evaluate` for {run_dir}, then score again"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Incomplete outputs.
+
+
+@contextmanager
+def incomplete(run_dir: Path, stage: str) -> Iterator[None]:
+    """Mark `run_dir` incomplete while `stage` rewrites its outputs; unmark when it succeeds.
+
+    After an interruption (an error, Ctrl-C, kill -9) the marker stays: the outputs may mix the
+    old and the new run of the stage, and `require_complete` refuses them.
+    """
+    marker = Path(run_dir) / INCOMPLETE
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_text(
+        marker,
+        f"{stage} started at {now} (pid {os.getpid()} on {socket.gethostname()}) and has not "
+        f"finished, so the outputs here may mix old and new ones: run `plasticc-jax {stage}` "
+        "for this run again\n",
+    )
+    yield
+    marker.unlink()
+
+
+def require_complete(run_dir: Path) -> None:
+    """Raises UserError if an interrupted stage left `run_dir` incomplete."""
+    marker = Path(run_dir) / INCOMPLETE
+    if marker.is_file():
+        raise UserError(f"{run_dir} is incomplete: {marker.read_text().strip()}")

@@ -1,0 +1,303 @@
+"""prepare and score on a Dask cluster: the same results as in one process, also when a worker
+dies; the public DataFrame function under Dask's map_partitions.
+
+One LocalCluster (two worker processes, as `--dask local:2` starts) serves every test of the
+session (`cluster`); the command line reaches it by its address. The input is small and in
+several files: a plain CSV cut into many parts, and a gzip file (one part), with an object of
+too few observations, a light curve without metadata and metadata without light curve.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from plasticc_jax import cli, distributed, readers, streaming
+from plasticc_jax.dataset import SPLITS, load_split
+from plasticc_jax.errors import UserError
+from plasticc_jax.synthetic import write_synthetic
+
+PART_MB = "0.03"  # about 7 parts of the plain file
+SHORT, NO_METADATA, NO_LIGHTCURVE = 10_005, 19_999, 18_888
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A client of a LocalCluster started as `--dask local:2` starts it (functions of this
+    module go to its workers by value)."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with distributed.connect("local:2") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def raw(tmp_path_factory) -> Path:
+    """Input in the unblinded file names: two light-curve files (plain CSV, gzip), two metadata
+    files."""
+    folder = tmp_path_factory.mktemp("raw")
+    meta_a, lc_a = write_synthetic(folder / "a", 40, fmt="kaggle", seed=1, first_object_id=10_000)
+    meta_b, lc_b = write_synthetic(folder / "b", 20, seed=2, first_object_id=20_000)
+    rows = pd.read_csv(lc_a)
+    rows = rows.drop(rows.index[rows["object_id"] == SHORT][3:])  # too few observations
+    orphan = rows[rows["object_id"] == 10_001].assign(object_id=NO_METADATA)
+    before = rows["object_id"] <= 10_020  # the orphan amid the others: rejections in file order
+    rows = pd.concat([rows[before], orphan, rows[~before]])
+    rows.to_csv(folder / "plasticc_train_lightcurves_a.csv", index=False)
+    meta = pd.read_csv(meta_a)
+    ghost = meta.iloc[[0]].assign(object_id=NO_LIGHTCURVE)
+    pd.concat([meta, ghost]).to_csv(folder / "plasticc_train_metadata.csv", index=False)
+    lc_b.rename(folder / "plasticc_train_lightcurves_b.csv.gz")
+    meta_b.rename(folder / "plasticc_train_metadata.csv.gz")
+    return folder
+
+
+def _score_args(run_dir: Path, raw: Path, output: Path) -> list[str]:
+    return [
+        "score",
+        "--run",
+        str(run_dir),
+        "--lightcurves",
+        str(raw / "plasticc_train_lightcurves_a.csv"),
+        str(raw / "plasticc_train_lightcurves_b.csv.gz"),
+        "--metadata",
+        str(raw / "plasticc_train_metadata.csv"),
+        str(raw / "plasticc_train_metadata.csv.gz"),
+        "--output",
+        str(output),
+    ]
+
+
+@pytest.fixture(scope="session")
+def one_process(tiny_run, raw, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The single-process score table and rejections of the input."""
+    output = tmp_path_factory.mktemp("one") / "scores.parquet"
+    assert cli.main(_score_args(tiny_run.run_dir, raw, output)) == 0
+    return pd.read_parquet(output), pd.read_csv(output.with_name("scores.rejected.csv"))
+
+
+def _assert_same_table(table: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(table.columns) == list(expected.columns)
+    assert table.dtypes.to_dict() == expected.dtypes.to_dict()
+    for name in ("object_id", "rank", "split", "target", "n_observed", "flagged"):
+        np.testing.assert_array_equal(table[name], expected[name], err_msg=name)
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-6)
+
+
+def _score_on_cluster(tiny_run, cluster, raw: Path, output: Path) -> Path:
+    args = _score_args(tiny_run.run_dir, raw, output)
+    assert cli.main([*args, "--dask", cluster.scheduler.address, "--part-mb", PART_MB]) == 0
+    return output
+
+
+def test_score_on_the_cluster_gives_the_single_process_table(
+    tiny_run, cluster, raw, one_process, tmp_path
+):
+    output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
+    expected, expected_rejected = one_process
+    _assert_same_table(pd.read_parquet(output), expected)
+    rejected = pd.read_csv(tmp_path / "scores.rejected.csv")
+    pd.testing.assert_frame_equal(rejected, expected_rejected)
+    assert {SHORT, NO_METADATA, NO_LIGHTCURVE} <= set(rejected["object_id"])
+    manifest = json.loads((output / distributed.MANIFEST).read_text())
+    assert len(manifest["parts"]) > 3  # the plain file is cut, the gzip file is one part
+    assert manifest["objects"] == len(expected) and manifest["rejected"] == len(rejected)
+    assert sorted(p.name for p in output.iterdir()) == sorted(
+        [distributed.MANIFEST, *(p["file"] for p in manifest["parts"])]
+    )
+
+
+def test_prepare_on_the_cluster_gives_the_single_process_dataset(cluster, raw, tmp_path):
+    """The same objects in the same order, the same statistics, rejections and counts."""
+    datasets = []
+    for name, extra in (("one", []), ("dask", ["--dask", cluster.scheduler.address])):
+        workdir = tmp_path / name
+        (workdir / "data").mkdir(parents=True)
+        (workdir / "data" / "raw").symlink_to(raw)
+        args = ["prepare", "--config", "tiny", "--protocol", "sn", "--workdir", str(workdir)]
+        assert cli.main([*args, *extra, "--part-mb", PART_MB]) == 0
+        datasets.append(workdir / tiny_config("data.protocol=sn").data.dataset_dir)
+    one, dask = datasets
+    for split in SPLITS:
+        expected, found = load_split(one, split).to_dict(), load_split(dask, split).to_dict()
+        for name, values in expected.items():
+            np.testing.assert_array_equal(found[name], values, err_msg=f"{split} {name}")
+    for name in ("stats.json", "rejected.csv"):
+        assert (dask / name).read_bytes() == (one / name).read_bytes(), name
+    rejected = pd.read_csv(one / "rejected.csv")
+    assert {SHORT, NO_METADATA, NO_LIGHTCURVE} <= set(rejected["object_id"])
+    assert rejected["reason"].str.contains("not in protocol").any()
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in datasets]
+    shards = [m.pop("shards") for m in manifests]
+    for manifest in manifests:  # the project folders differ
+        for file in manifest["inputs"]["files"]:
+            file["path"] = Path(file["path"]).name
+    assert manifests[0] == manifests[1]
+    assert len(shards[1]["train"]) > len(shards[0]["train"])  # cut per part
+
+
+def test_score_dataframe_under_map_partitions(tiny_run, cluster, raw, one_process):
+    """Light-curve rows joined with their metadata, partitioned by object: the single-process
+    scores, every object once, the rejected ones with their reason."""
+    import dask.dataframe as dd
+
+    from plasticc_jax import score_dataframe
+
+    rows = readers.read_lightcurves(raw / "plasticc_train_lightcurves_a.csv")
+    rows = rows.merge(readers.read_metadata(raw / "plasticc_train_metadata.csv"), on="object_id")
+    run_dir = str(tiny_run.run_dir)
+    meta = score_dataframe(rows.head(0), run_dir)
+    parts = dd.from_pandas(rows, npartitions=3).shuffle("object_id")
+    table = parts.map_partitions(score_dataframe, run_dir, meta=meta).compute()
+    table = table.sort_values("object_id", ignore_index=True)
+    assert table.dtypes.to_dict() == meta.dtypes.to_dict()
+    assert table["object_id"].is_unique
+    assert set(table["object_id"]) == set(rows["object_id"])
+    reasons = table.set_index("object_id")["rejected_reason"]
+    assert reasons[SHORT] == "fewer than 5 observations" and reasons.count() == 1
+    expected = one_process[0].drop(columns="rank")
+    scored = table[table["rejected_reason"].isna()].drop(columns="rejected_reason")
+    expected = expected[expected["object_id"].isin(scored["object_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(scored.reset_index(drop=True), expected, check_dtype=False)
+
+
+class _KillOnce(WorkerPlugin):
+    """Kills the worker process that starts a task whose key matches `pattern`, once (a marker
+    file says it happened)."""
+
+    def __init__(self, pattern: str, marker: str) -> None:
+        self.pattern, self.marker = pattern, marker
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        first = not os.path.exists(self.marker)
+        if finish == "executing" and re.fullmatch(self.pattern, str(key)) and first:
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
+    tiny_run, cluster, raw, one_process, tmp_path
+):
+    marker = tmp_path / "killed"
+    cluster.register_plugin(_KillOnce(r"plasticc-score-\w+-00002", str(marker)), name="kill")
+    try:
+        output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
+    finally:
+        cluster.unregister_worker_plugin("kill")
+    assert marker.exists()  # a worker died running part 2, which ran again elsewhere
+    _assert_same_table(pd.read_parquet(output), one_process[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Without a cluster: parts, errors.
+
+
+def _object_ids(part: readers.FilePart) -> np.ndarray:
+    return np.concatenate([rows.object_id for rows in readers.read_rows(part, 1 << 30)])
+
+
+def test_parts_hold_whole_objects_and_every_line_once(raw):
+    path = raw / "plasticc_train_lightcurves_a.csv"
+    text = path.read_bytes()
+    every_id = pd.read_csv(path)["object_id"].to_numpy()
+    for part_bytes in (1, 5_000, 40_000, 10**9):
+        parts = readers.split_file(path, part_bytes)
+        assert parts[0].start == text.index(b"\n") + 1 and parts[-1].stop == len(text)
+        assert all(a.stop == b.start for a, b in itertools.pairwise(parts))
+        ids = [_object_ids(part) for part in parts]
+        np.testing.assert_array_equal(np.concatenate(ids), every_id)
+        assert all(a[-1] != b[0] for a, b in itertools.pairwise(ids))  # no object is cut
+    assert len(readers.split_file(path, 1)) == len(np.unique(every_id))
+    gzip_file = raw / "plasticc_train_lightcurves_b.csv.gz"
+    assert readers.split_file(gzip_file, 1) == [readers.FilePart(gzip_file)]
+
+
+def test_bad_input_in_a_later_part_names_the_line_of_the_file(raw, tmp_path):
+    """The single-process message, although the part starts in the middle of the file."""
+    rows = pd.read_csv(raw / "plasticc_train_lightcurves_a.csv")
+    moved = rows.index[rows["object_id"] == 10_035][0]  # after the rows of the next object
+    after = rows.index[rows["object_id"] == 10_036][-1]
+    rows = pd.concat([rows.loc[:after].drop(moved), rows.loc[[moved]], rows.loc[after + 1 :]])
+    path = tmp_path / "lightcurves.csv"
+    rows.to_csv(path, index=False)
+    data = tiny_config().data
+    metadata = readers.read_metadata(raw / "plasticc_train_metadata.csv")
+    with pytest.raises(UserError, match="not contiguous") as single:
+        list(streaming.stream_grids([path], [], data, metadata=metadata))
+    lines = path.read_bytes().split(b"\n")
+    first = int(np.flatnonzero(rows["object_id"].to_numpy() == 10_030)[0]) + 1  # its line
+    start = sum(len(line) + 1 for line in lines[:first])
+    part = readers.FilePart(path, start, path.stat().st_size)
+    index = streaming.MetaIndex(metadata)
+    with pytest.raises(UserError) as parted:
+        distributed._run_part(part, index, data, 1, list)
+    assert "line" in str(single.value) and str(parted.value) == str(single.value)
+
+
+def test_an_object_in_two_parts_is_an_error(raw):
+    parts = [readers.FilePart(Path("a.csv"), 0, 10), readers.FilePart(Path("b.csv"))]
+    with pytest.raises(UserError, match=r"object 7 is in a.csv \(bytes 0-10\) and in b.csv"):
+        distributed._check_unique(parts, [np.array([1, 7]), np.array([7, 9])])
+
+
+def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 0.5)
+    for address, message in (
+        ("local:0", "local:N with N >= 1"),
+        ("local:two", "local:N with N >= 1"),
+        ("tcp://127.0.0.1:9", "cannot reach a Dask scheduler"),
+        (str(tmp_path / "scheduler.json"), "no such scheduler file"),
+    ):
+        with pytest.raises(UserError, match=message), distributed.connect(address):
+            pass
+    args = ["score", "--run", str(tmp_path), "--lightcurves", __file__, "--metadata", __file__]
+    assert cli.main([*args, "--output", str(tmp_path / "s.csv"), "--dask", "local:1"]) == 2
+    assert "Parquet dataset" in capsys.readouterr().err
+    out = str(tmp_path / "s.parquet")
+    assert cli.main([*args, "--output", out, "--dask", "local:1", "--review-labels"]) == 2
+    assert "--review-labels needs one score table file" in capsys.readouterr().err
+
+
+def test_score_on_the_cluster_makes_the_single_process_checks_first(
+    tiny_run, raw, tmp_path, capsys
+):
+    """An incomplete run, an output in the run or holding an input: refused before any cluster
+    starts (`local:1` is never started), nothing written; a worker refuses a run that changed
+    since the driver checked it."""
+    from plasticc_jax import provenance, scoring
+
+    run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "run"))
+    output = tmp_path / "scores.parquet"
+    (run_dir / provenance.INCOMPLETE).write_text("evaluate started at noon and has not finished")
+    assert cli.main([*_score_args(run_dir, raw, output), "--dask", "local:1"]) == 2
+    assert "is incomplete: evaluate started at noon" in capsys.readouterr().err
+    (run_dir / provenance.INCOMPLETE).unlink()
+    inside = run_dir / "models" / "scores.parquet"
+    assert cli.main([*_score_args(run_dir, raw, inside), "--dask", "local:1"]) == 2
+    assert "lies in" in capsys.readouterr().err
+    holder = tmp_path / "holder.parquet"
+    holder.mkdir()
+    lightcurves = holder / "part-00000.parquet"  # an input, in the dataset's own file name
+    shutil.copy(raw / "plasticc_train_lightcurves_a.csv", lightcurves)
+    args = [
+        str(lightcurves) if a.endswith("lightcurves_a.csv") else a
+        for a in _score_args(run_dir, raw, holder)
+    ]
+    assert cli.main([*args, "--dask", "local:1"]) == 2
+    assert f"holds {lightcurves}, which this command reads" in capsys.readouterr().err
+    assert not output.exists() and not inside.exists()
+    assert sorted(p.name for p in holder.iterdir()) == [lightcurves.name]
+    with pytest.raises(UserError, match="changed while it was being scored"):
+        scoring.Scorer.cached(run_dir, "0" * 64)

@@ -9,6 +9,8 @@ test split (1,480 known objects, 458 anomalies) the detector reaches a mean per-
 0.870 (AUROC 0.820, AP 0.664; per class: microlens 0.965, Mira 0.999, kilonova 0.897, SLSN-I
 0.620); its fusion (`eval.fusion`) is the best of `make validate` (leave-one-known-class-out,
 0.814). README.md and docs/evaluation.md give every method's numbers.
+Early detection (partial light curves in training and evaluation) is opt-in: the `early`
+preset (configs/early.py, docs/early.md); `score --as-of` and `replay` work with this run too.
 """
 
 from plasticc_jax.config import Config

@@ -94,6 +94,13 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--workers", type=int, default=None, help="threads gridding the input")
     _add_dask_args(score)
     score.add_argument(
+        "--as-of",
+        type=float,
+        default=None,
+        metavar="MJD",
+        help="score each object with only its observations up to this MJD (docs/early.md)",
+    )
+    score.add_argument(
         "--review-labels",
         type=Path,
         nargs="?",
@@ -102,6 +109,32 @@ def make_parser() -> argparse.ArgumentParser:
         help="also rank the output with a review's answers (review_score, review_rank); "
         "default file: <run>/review/labels.jsonl",
     )
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay light-curve files night by night: re-score objects with new data, write "
+        "each night's candidates (resumes after an interruption)",
+        description="Replay light-curve files night by night as a broker would (docs/early.md).",
+    )
+    replay.add_argument("lightcurves", type=Path, nargs="+", help="light-curve CSV(.gz) files")
+    replay.add_argument("--run", type=Path, required=True, help="run directory (evaluated)")
+    replay.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata files")
+    replay.add_argument("--output", type=Path, required=True, help="output folder")
+    replay.add_argument(
+        "--close-after",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="close an object after this many nights without an observation; later data for "
+        "it is rejected (default: never close)",
+    )
+    replay.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        help="replay only the objects of this split of the run's prepared dataset",
+    )
+    replay.add_argument("--last-night", type=int, help="stop after this night")
+    replay.add_argument("--workdir", type=Path, default=Path("."), help="project folder")
 
     review = commands.add_parser(
         "review",
@@ -155,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             dask=args.dask,
             part_mb=args.part_mb,
+            as_of=args.as_of,
         )
         if args.review_labels is not None:
             from plasticc_jax.review.labels import LABELS_FILE
@@ -165,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "review":
         return review(args)
+    if args.command == "replay":
+        return replay(args)
 
     config = build_config(args)
     workdir = args.workdir.resolve()
@@ -208,6 +244,35 @@ def _run_stage(
         from plasticc_jax.validate import validate
 
         validate(config, workdir)
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    from plasticc_jax import runs
+    from plasticc_jax.dataset import load_split
+    from plasticc_jax.doctor import log_backend
+    from plasticc_jax.replay import replay as run_replay
+
+    log_backend()
+    objects = None
+    if args.split:
+        dataset = args.workdir / runs.read_config(args.run).data.dataset_dir
+        objects = load_split(dataset, args.split).object_id
+    manifest = run_replay(
+        args.run,
+        args.lightcurves,
+        args.metadata,
+        args.output,
+        close_after=args.close_after,
+        objects=objects,
+        last_night=args.last_night,
+    )
+    nights = manifest["nights"]
+    print(
+        f"replayed through night {manifest['finished_through']}: {len(nights)} nights with data, "
+        f"{sum(n['rescored'] for n in nights)} re-scorings, "
+        f"{sum(n['flagged'] for n in nights)} flagged; {args.output / 'manifest.json'}"
+    )
     return 0
 
 

@@ -87,12 +87,18 @@ class DataConfig:
     window_after: float = 192.0
     # Objects with fewer observations (all bands together) are rejected.
     min_observations: int = 5
+    # Every object is also prepared as it was this many days after its first detection (extra
+    # rows of its split, `plasticc_jax.early`): the partial light curves training and the
+    # early-detection evaluation use. Empty (the default): complete light curves only. Early
+    # detection is opt-in (`configs/early.py`, docs/early.md): it missed its targets.
+    stages: tuple[float, ...] = ()
     # Streaming: light-curve rows per chunk; 50k rows (about 2 MB of CSV) measured as fast as 1M
     # and 300 MB less memory. Does not change the output.
     chunk_rows: int = 50_000
     # Chunks gridded at once, in threads, while the next one is read. Does not change the output.
     workers: int = 2
-    # Objects per npz shard: about 7 MB per shard with the default grid.
+    # Rows (objects and their partial light curves) per npz shard: about 7 MB per shard with the
+    # default grid.
     shard_objects: int = 2048
 
     @property
@@ -148,6 +154,10 @@ class TrainConfig:
     # Weight of the classification head's class-balanced cross-entropy (nats per object) added to
     # the negative ELBO per observed value; ignored without a head.
     classification_weight: float = 1.0
+    # Fit the VAE and the detector on the partial light curves of the train split too (each
+    # object at every `data.stages` cut), and calibrate the threshold on the val split's; False:
+    # complete light curves only (the default; `configs/early.py` sets True, docs/early.md).
+    partial_curves: bool = False
     # Seed of the initial weights, the sampling noise and the batch order.
     seed: int = 0
     # "float32", or "bfloat16" for the matrix products on GPU (parameters stay float32).
@@ -395,6 +405,15 @@ def validate(config: Config) -> None:
             "the window runs from t0 - window_before to t0 + window_after, so its start must "
             "come before its end",
         )
+    bad_stages = [
+        d for d in data.stages if not (isinstance(d, int | float) and math.isfinite(d) and d > 0)
+    ]
+    need(
+        not bad_stages,
+        "data.stages",
+        ",".join(map(str, data.stages)),
+        "must be positive finite numbers of days after the first detection",
+    )
     for key in ("known_classes", "anomaly_classes"):
         unknown = [c for c in getattr(data, key) if c not in plasticc.CLASS_NAMES]
         need(

@@ -17,7 +17,13 @@ Layout of `data/processed/<tag>/` (tag = protocol name, e.g. `rare`):
   flux_err       float32 (n, 6, T)           its error, same scaling; 0 where unobserved
   mask           bool (n, 6, T)              True where the grid cell holds an observation
   features       float32 (n, F)              raw (un-normalised) per-object features
+  stage          float32 (n,)                days after the first detection at which the light
+                                             curve was cut (`early`); inf: the complete curve
   =============  ==========================  =======================================================
+
+A split may hold one object several times: its complete light curve (stage inf, the object
+itself) and the same light curve cut at `data.stages` days after its first detection (`early`).
+Objects are counted by their complete rows (`LightCurveArrays.complete`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,18 @@ class LightCurveArrays:
     flux_err: np.ndarray
     mask: np.ndarray
     features: np.ndarray
+    # (n,) float32 days after the first detection at which each row's light curve was cut; inf
+    # for the complete light curve (None: all complete).
+    stage: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.stage is None:
+            object.__setattr__(self, "stage", np.full(len(self.object_id), np.inf, np.float32))
+
+    @property
+    def complete(self) -> np.ndarray:
+        """(n,) bool: rows holding an object's complete light curve."""
+        return np.isinf(self.stage)
 
     def __len__(self) -> int:
         return int(self.object_id.shape[0])
@@ -160,19 +178,25 @@ def read_stats(dataset_dir: Path) -> FeatureStats:
 
 def load_shard(path: Path) -> LightCurveArrays:
     with np.load(path, allow_pickle=False) as data:
-        return LightCurveArrays(**{f.name: data[f.name] for f in fields(LightCurveArrays)})
+        return LightCurveArrays(
+            **{f.name: data[f.name] for f in fields(LightCurveArrays) if f.name in data.files}
+        )
 
 
-def iter_split(dataset_dir: Path, split: str) -> Iterator[LightCurveArrays]:
-    """Yield the shards of one split in order (bounded memory for large datasets)."""
+def iter_split(
+    dataset_dir: Path, split: str, *, partial: bool = False
+) -> Iterator[LightCurveArrays]:
+    """Yield the shards of one split in order (bounded memory for large datasets): the objects'
+    complete light curves, and with `partial` their partial ones too (`stage` says which)."""
     manifest = read_manifest(dataset_dir)
     for name in manifest["shards"].get(split, []):
-        yield load_shard(Path(dataset_dir) / name)
+        shard = load_shard(Path(dataset_dir) / name)
+        yield shard if partial or shard.complete.all() else shard.take(shard.complete)
 
 
-def load_split(dataset_dir: Path, split: str) -> LightCurveArrays:
-    """Load a whole split into memory."""
-    parts = list(iter_split(dataset_dir, split))
+def load_split(dataset_dir: Path, split: str, *, partial: bool = False) -> LightCurveArrays:
+    """Load a whole split into memory (with `partial`, the partial light curves too)."""
+    parts = list(iter_split(dataset_dir, split, partial=partial))
     if not parts:
         raise UserError(f"split {split!r} of {dataset_dir} holds no objects")
     return LightCurveArrays.concatenate(parts)

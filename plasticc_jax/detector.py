@@ -337,7 +337,11 @@ class Detector:
         return np.asarray(anomaly_score) > self.threshold
 
     def out_of_fold(
-        self, evidence: Evidence, labels: np.ndarray, n_folds: int
+        self,
+        evidence: Evidence,
+        labels: np.ndarray,
+        n_folds: int,
+        groups: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """`score` of the objects the components were fitted on, each scored by components
         fitted without it (`n_folds` folds, stratified by class, seeded), calibrated as usual.
@@ -347,14 +351,21 @@ class Detector:
 
         Args:
             evidence, labels: the fitting objects (train known) and their classes.
+            groups: (n,) which rows are one object (its object_id: its complete and partial
+                light curves, `early`); a fold holds out all of an object's rows. None: every
+                row its own object (the same folds as without groups).
         """
         fused = tuple(name for name in self.names if name in self.weights)
         raw = {name: np.full(len(evidence), np.nan) for name in self.names}
         fold = np.zeros(len(evidence), np.int64)
         rng = np.random.default_rng(self.config.seed)
+        groups = np.arange(len(evidence)) if groups is None else np.asarray(groups)
         for c in np.unique(labels):
             rows = np.flatnonzero(labels == c)
-            fold[rows] = rng.permutation(rows.size) % n_folds
+            _, first, index = np.unique(groups[rows], return_index=True, return_inverse=True)
+            # Objects in order of first appearance: one row each gives the folds without groups.
+            appearance = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+            fold[rows] = (rng.permutation(first.size) % n_folds)[appearance[index]]
         for k in range(n_folds):
             held = fold == k
             if not held.any():

@@ -225,8 +225,10 @@ def _run_part(
     data: DataConfig,
     workers: int,
     consume: Callable[[Iterator[tuple[Any, pd.DataFrame]]], T],
+    stages: Sequence[float] = (),
 ) -> tuple[T, np.ndarray, int]:
-    """Stream one part's gridded chunks into `consume`.
+    """Stream one part's gridded chunks into `consume` (with `stages`, each object's staged
+    rows too: `streaming.stream_grids`).
 
     Returns:
         What `consume` returns, the ids of every object of the part, and its rows.
@@ -237,7 +239,9 @@ def _run_part(
     """
     seen, rows = index.fresh(), []
     try:
-        grids = streaming.stream_grids([part], [], data, workers, index=seen, file_rows=rows)
+        grids = streaming.stream_grids(
+            [part], [], data, workers, index=seen, file_rows=rows, stages=stages
+        )
         result = consume(grids)
     except UserError:
         first_row = 0 if part.start is None else readers.count_rows(part)
@@ -536,6 +540,7 @@ class _PrepareTask:
 class _PreparedPart:
     shards: dict[str, list[str]]
     counts: dict[str, Counter]
+    stage_rows: dict[str, Counter]
     seen: np.ndarray
     rejected: pd.DataFrame
     rows: int
@@ -547,13 +552,23 @@ def _prepare_part(task: _PrepareTask) -> _PreparedPart:
 
     index, sorted_ids, sorted_codes = _worker_metadata(task.stamp, task.data)
 
+    stage_rows: dict[str, Counter] = {s: Counter() for s in SPLITS}
+
     def consume(grids: Iterator) -> tuple:
         return write_shards(
-            grids, Path(task.out), task.data, sorted_ids, sorted_codes, prefix=task.prefix
+            grids,
+            Path(task.out),
+            task.data,
+            sorted_ids,
+            sorted_codes,
+            prefix=task.prefix,
+            stage_rows=stage_rows,
         )
 
-    (shards, counts, rejected), seen, rows = _run_part(task.part, index, task.data, 1, consume)
-    return _PreparedPart(shards, counts, seen, _concat(rejected), rows)
+    (shards, counts, rejected), seen, rows = _run_part(
+        task.part, index, task.data, 1, consume, stages=task.data.stages
+    )
+    return _PreparedPart(shards, counts, stage_rows, seen, _concat(rejected), rows)
 
 
 def prepare_shards(
@@ -565,6 +580,7 @@ def prepare_shards(
     data: DataConfig,
     *,
     part_mb: float | None = None,
+    stage_rows: dict[str, Counter] | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, Counter], list[pd.DataFrame], list[int]]:
     """The gridding and shard writing of `prepare`, on a Dask cluster.
 
@@ -574,6 +590,7 @@ def prepare_shards(
             of objects that the protocol leaves out; out: the dataset folder; data: the resolved
             data config.
         part_mb: MB of plain CSV per task (None: `DEFAULT_PART_MB`).
+        stage_rows: if given, receives the rows per split and stage (`prepare.write_shards`).
 
     Returns:
         As `prepare.write_shards` (shard names in input order, counts, rejection frames, the
@@ -593,6 +610,10 @@ def prepare_shards(
     index.mark_seen(_check_unique(parts, [r.seen for r in results]))
     shards = {s: [name for r in results for name in r.shards[s]] for s in SPLITS}
     counts = {s: sum((r.counts[s] for r in results), Counter()) for s in SPLITS}
+    if stage_rows is not None:
+        for s in SPLITS:
+            for r in results:
+                stage_rows[s].update(r.stage_rows[s])
     rejected = [r.rejected for r in results if len(r.rejected)]
     rejected.append(index.unseen_rejections(inputs.metadata))
     rows = Counter()

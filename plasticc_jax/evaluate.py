@@ -25,6 +25,15 @@ Outputs in the run directory: `models/` (the detector and its `provenance.json`)
 `metrics.md`, `reports/figures/*.png`, `report.md` (`report`). The dataset must be the one the run
 was trained on (`provenance`); while the outputs are rewritten the run holds an `INCOMPLETE`
 marker.
+
+Early detection (opt-in: `configs/early.py`, docs/early.md; `early_metrics`): when the dataset
+was prepared with staged rows (`data.stages`: every object also as it was some days after its
+first detection), the test split's rows give AUROC and recall in the top 1% per anomaly class
+against days since first detection, and the first stage at which each anomaly is flagged
+(`metrics.json` `early`, `scores_stages.parquet`, `early.png`); with `train.partial_curves` the
+detector is also fitted and calibrated on one partial row per train and val object. Every other
+metric is about the complete light curves. Without staged rows (the default) none of this is
+computed and the outputs are those of complete light curves alone.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import pandas as pd
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import metrics, provenance, report, runs, scoring
+from plasticc_jax import train as train_lib
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
@@ -75,15 +85,18 @@ class Encoded:
 
 
 def encode_splits(vae: TrainedVae, dataset_dir: Path) -> Encoded:
-    """Encode every object of every split, shard by shard, reading each shard once."""
+    """Encode every object of every split, its complete and its partial light curves (`stage`),
+    shard by shard, reading each shard once."""
     parts, test, test_out = [], [], []
     for split in SPLITS:
-        for shard in iter_split(dataset_dir, split):
+        for shard in iter_split(dataset_dir, split, partial=True):
             out = scoring.model_outputs(vae, shard, reconstruction=split == "test")
             if split == "test":
-                test.append(shard)
-                test_out.append((out.pop("mean"), out.pop("sigma")))
-            parts.append({**scoring.object_labels(shard, split), **out})
+                complete = shard.complete
+                test.append(shard.take(complete))
+                test_out.append((out.pop("mean")[complete], out.pop("sigma")[complete]))
+            labels = scoring.object_labels(shard, split)
+            parts.append({**labels, "stage": shard.stage, **out})
     if not parts:
         raise UserError(f"{dataset_dir} holds no objects: re-run prepare")
     if not test:
@@ -94,7 +107,13 @@ def encode_splits(vae: TrainedVae, dataset_dir: Path) -> Encoded:
 
 
 def fit_and_score(
-    evidence: Evidence, target: np.ndarray, split: np.ndarray, known: np.ndarray, config: Config
+    evidence: Evidence,
+    target: np.ndarray,
+    split: np.ndarray,
+    known: np.ndarray,
+    config: Config,
+    object_id: np.ndarray | None = None,
+    fit_rows: np.ndarray | None = None,
 ) -> tuple[Detector, dict[str, np.ndarray]]:
     """Fit the detector (train known), calibrate it (val known) and score every object; the
     train known objects out of fold.
@@ -103,16 +122,22 @@ def fit_and_score(
         evidence: every object; target, split, known: (n,) their class, split and whether they
             are of a known class.
         config: the run's config (its `eval` section).
+        object_id: (n,) which rows are one object (complete and partial light curves): the
+            cross-fitting folds hold out whole objects. None: every row is an object.
+        fit_rows: (n,) bool, the rows the detector may be fitted and calibrated on (None: all):
+            complete light curves only for a run trained without partial ones.
     """
     ev = config.eval
-    train = np.flatnonzero((split == "train") & known)
-    val = np.flatnonzero((split == "val") & known)
+    usable = np.ones(len(target), bool) if fit_rows is None else np.asarray(fit_rows, bool)
+    train = np.flatnonzero((split == "train") & known & usable)
+    val = np.flatnonzero((split == "val") & known & usable)
     detector = Detector.fit(
         evidence.take(train), target[train], evidence.take(val), target[val], ev
     )
     scores = detector.score(evidence)
     if ev.cross_fit_folds >= 2:
-        oof = detector.out_of_fold(evidence.take(train), target[train], ev.cross_fit_folds)
+        groups = None if object_id is None else object_id[train]
+        oof = detector.out_of_fold(evidence.take(train), target[train], ev.cross_fit_folds, groups)
         for name, values in oof.items():
             scores[name][train] = values
     return detector, scores
@@ -162,6 +187,113 @@ def depth(
             row[f"n_{c}"] = int(pos.sum())
         rows.append(row)
     return {"feature": SNR_FEATURE, "edges": edges.tolist(), "terciles": rows}
+
+
+def detector_rows(object_id: np.ndarray, complete: np.ndarray, config: Config) -> np.ndarray:
+    """(n,) bool: the rows the detector is fitted and calibrated on: every object's complete
+    light curve and, with `train.partial_curves`, one of its partial ones, the stage drawn
+    uniformly (seeded by `eval.seed`). One partial row per object rather than all of them: the
+    detector sees every stage across objects at a third of the cost (measured: fitting and
+    cross-fitting on all six rows per object took over 20 minutes on 2 busy cores)."""
+    chosen = complete.copy()
+    if config.train.partial_curves:
+        partial = np.flatnonzero(~complete)
+        rng = np.random.default_rng([config.eval.seed, 1])
+        chosen[partial[train_lib.epoch_rows(object_id[partial], rng)]] = True
+    return chosen
+
+
+def early_table(
+    rows: dict[str, np.ndarray], scores: dict[str, np.ndarray], detector: Detector
+) -> pd.DataFrame:
+    """The test split's rows at every stage (complete and partial light curves): who, the stage
+    (days after the first detection; inf: complete), the score and the flag."""
+    test = rows["split"] == "test"
+    score = scores["anomaly_score"][test]
+    return pd.DataFrame(
+        {
+            "object_id": rows["object_id"][test],
+            "target": rows["target"][test],
+            "is_anomaly": rows["is_anomaly"][test],
+            "stage": rows["stage"][test].astype(np.float64),
+            "anomaly_score": score,
+            "flagged": detector.flag(score),
+        }
+    )
+
+
+def stage_name(days: float) -> str:
+    """`2` for 2 days after the first detection, `complete` for the whole light curve."""
+    return "complete" if math.isinf(days) else f"{days:g}"
+
+
+def early_metrics(
+    staged: pd.DataFrame,
+    known_classes: tuple[int, ...],
+    anomaly_classes: list[int],
+    detector: Detector,
+) -> dict[str, Any]:
+    """How early each anomaly class is found, on the test split (`early_table`).
+
+    At each stage (days after each object's first detection), every test object is scored with
+    its light curve as known then; an object with too few observations by then cannot be scored
+    and ranks last (ties). Per anomaly class against the known classes: AUROC, recall in the top
+    1% (of that class's objects and the known ones), the fraction flagged at the run's
+    threshold, and the fraction scorable; for the known objects the flag rate (the
+    false-positive rate at that stage). Then, per class, the first stage at which each object is
+    flagged: the median of those days (None when fewer than half are ever flagged) and the
+    fraction ever flagged (by the complete light curve at the latest).
+    """
+    complete = staged[np.isinf(staged["stage"])]
+    ids = complete["object_id"].to_numpy()
+    target = complete["target"].to_numpy()
+    known = np.isin(target, known_classes) & ~complete["is_anomaly"].to_numpy(bool)
+    stages = sorted(set(staged["stage"].tolist()))
+    first_flag = np.full(ids.size, np.inf)
+    out_rows = []
+    for days in stages:
+        at = staged[staged["stage"] == days].set_index("object_id")["anomaly_score"]
+        score = at.reindex(ids).to_numpy(np.float64)
+        scorable = np.isfinite(score)
+        floor = np.nanmin(score) - 1.0 if scorable.any() else 0.0
+        score = np.where(scorable, score, floor)  # unscorable: last, all tied
+        flagged = detector.flag(score) & scorable
+        first_flag = np.where(flagged & np.isinf(first_flag), days, first_flag)
+        row: dict[str, Any] = {
+            "stage": stage_name(days),
+            "days": None if math.isinf(days) else days,
+            "known_flag_rate": float(flagged[known].mean()) if known.any() else math.nan,
+            "known_scorable": float(scorable[known].mean()) if known.any() else math.nan,
+        }
+        aurocs = []
+        for c in anomaly_classes:
+            pos = target == c
+            chosen = pos | known
+            auroc = metrics.auroc(score[chosen], pos[chosen])
+            k = metrics.top_k(int(chosen.sum()), 0.01)
+            row[f"auroc_{c}"] = auroc
+            row[f"recall_top1_{c}"] = metrics.recall_at_k(score[chosen], pos[chosen], k)
+            row[f"flagged_{c}"] = float(flagged[pos].mean())
+            row[f"scorable_{c}"] = float(scorable[pos].mean())
+            aurocs.append(auroc)
+        row["mean_class_auroc"] = float(np.nanmean(aurocs)) if aurocs else math.nan
+        out_rows.append(row)
+    crossing = {}
+    for c in anomaly_classes:
+        days = first_flag[target == c]
+        median = float(np.median(days)) if days.size else math.inf
+        crossing[str(c)] = {
+            "n": int(days.size),
+            "median_days": None if math.isinf(median) else median,
+            "fraction_flagged": float(np.isfinite(days).mean()) if days.size else math.nan,
+        }
+    return {
+        "split": "test",
+        "stages": [stage_name(d) for d in stages],
+        "rows": out_rows,
+        "first_crossing": crossing,
+        "threshold": detector.threshold,
+    }
 
 
 def _measure(
@@ -268,16 +400,31 @@ def _evaluate(
 
     vae = load_vae(run_dir, max_batch=ev.batch_size)
     encoded = encode_splits(vae, dataset_dir)
-    objects, split = encoded.objects, encoded.objects["split"]
-    target = objects["target"]
-    known = np.isin(target, config.data.known_classes) & ~objects["is_anomaly"]
-    evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
+    rows = encoded.objects
+    complete = np.isinf(rows["stage"])
+    known_rows = np.isin(rows["target"], config.data.known_classes) & ~rows["is_anomaly"]
+    evidence_rows = scoring.evidence(rows, vae.stats, vae.encoder.classes)
     timing["encode_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
-    detector, scores = fit_and_score(evidence, target, split, known, config)
+    detector, score_rows = fit_and_score(
+        evidence_rows,
+        rows["target"],
+        rows["split"],
+        known_rows,
+        config,
+        object_id=rows["object_id"],
+        fit_rows=detector_rows(rows["object_id"], complete, config),
+    )
     detector.save(run_dir / "models")
+    # Everything below but the early-detection metrics is about objects: complete light curves.
+    objects = {k: v[complete] for k, v in rows.items()}
+    scores = {k: v[complete] for k, v in score_rows.items()}
+    evidence = evidence_rows.take(np.flatnonzero(complete))
+    split, known = objects["split"], known_rows[complete]
     table = scoring.insert_rank(scoring.score_table(objects, scores, detector))
+    # The test split at every stage: only with staged rows (`data.stages`, opt-in).
+    staged = None if complete.all() else early_table(rows, score_rows, detector)
     timing["detector_s"] = time.perf_counter() - t
 
     methods = {"fused": "anomaly_score", **{name: name for name in detector.names}}
@@ -288,11 +435,20 @@ def _evaluate(
     result = _measure(config, table, in_test, methods, detector, vae.epoch)
     snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
     result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
+    if staged is not None:
+        result["early"] = early_metrics(
+            staged, config.data.known_classes, result["anomaly_classes_present"], detector
+        )
     # What these outputs were made from: the checkpoint measured and the dataset.
     result["checkpoint"] = provenance.checkpoint_record(vae.epoch, vae.params)
     result["dataset"] = provenance.dataset_record(dataset_dir, manifest)
     with atomic_path(run_dir / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
+    if staged is not None:
+        with atomic_path(run_dir / "scores_stages.parquet") as tmp:
+            staged.to_parquet(tmp, index=False)
+    else:  # not left from an evaluation of staged rows
+        (run_dir / "scores_stages.parquet").unlink(missing_ok=True)
     with atomic_path(run_dir / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
     tables = report.markdown_tables(result)
@@ -310,6 +466,7 @@ def _evaluate(
         GridSpec.from_config(config.data).bin_centres(),
         umap=ev.umap,
         seed=ev.seed,
+        early=result.get("early"),
     )
     timing["figures_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - start

@@ -149,6 +149,30 @@ def umap_figure(
     return _save(fig, path)
 
 
+def early_figure(early: Mapping, anomaly_classes: Sequence[int], path: Path) -> Path:
+    """AUROC and recall in the top 1% of each anomaly class against days since first detection
+    (`evaluate.early_metrics`); the complete light curve is the last point."""
+    rows = early["rows"]
+    x = np.arange(len(rows))
+    colours = _class_colours(anomaly_classes)
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_auc, ax_rec = fig.subplots(1, 2)
+    for c in anomaly_classes:
+        label = f"{class_name(c)} ({c})"
+        ax_auc.plot(x, [r[f"auroc_{c}"] for r in rows], "o-", color=colours[c], label=label)
+        ax_rec.plot(x, [r[f"recall_top1_{c}"] for r in rows], "o-", color=colours[c])
+    ax_auc.plot(x, [r["mean_class_auroc"] for r in rows], "k--", lw=1.5, label="mean")
+    ax_auc.axhline(0.5, color="grey", lw=0.8, ls=":")
+    for ax, title in ((ax_auc, "AUROC vs known classes"), (ax_rec, "recall in the top 1%")):
+        ax.set_xticks(x, [r["stage"] for r in rows])
+        ax.set_xlabel("days since first detection")
+        ax.set_title(title)
+        ax.set_ylim(0, 1.02)
+    ax_auc.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Early detection, test split: each object scored as known at that day")
+    return _save(fig, path)
+
+
 def score_hist_figure(
     scores: np.ndarray,
     target: np.ndarray,

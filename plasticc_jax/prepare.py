@@ -39,8 +39,9 @@ from plasticc_jax.io_utils import (
 log = logging.getLogger(__name__)
 
 # Bumped when the meaning of the output changes (grid, features, what is rejected), so old
-# datasets are rebuilt (2: the detection features; 3: the input validation's rejections).
-PREPARE_VERSION = 3
+# datasets are rebuilt (2: the detection features; 3: the input validation's rejections; 4: the
+# shards' `stage` column and the staged rows of `data.stages`, `early`).
+PREPARE_VERSION = 4
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 _TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
@@ -171,6 +172,7 @@ def write_shards(
     *,
     stats: _TrainFeatures | None = None,
     prefix: str = "",
+    stage_rows: dict[str, Counter] | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, Counter], list[pd.DataFrame]]:
     """Send gridded chunks (`streaming.stream_grids`) to their splits' shards.
 
@@ -179,9 +181,12 @@ def write_shards(
         sorted_ids, sorted_codes: every object's split code (`split_objects`), by object_id.
         stats: merges the train shards' features, if given.
         prefix: in the shard names, after the split's (`shards/<split>-<prefix><index>.npz`).
+        stage_rows: if given, receives the rows per split and stage (`LightCurveArrays.stage`:
+            inf for complete light curves, else the days of a staged row, `data.stages`).
 
     Returns:
-        The shard names of each split, the objects per split and class, the rejection frames.
+        The shard names of each split, the objects (complete light curves) per split and class,
+        the rejection frames.
     """
     writers = {
         s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None, prefix)
@@ -199,7 +204,9 @@ def write_shards(
         for code, name in enumerate(SPLITS):
             part = arrays.take(np.flatnonzero(split == code))
             writers[name].add(part)
-            counts[name].update(part.target.tolist())
+            counts[name].update(part.target[part.complete].tolist())
+            if stage_rows is not None:
+                stage_rows[name].update(part.stage.tolist())
     return {s: writers[s].close() for s in SPLITS}, counts, rejected_parts
 
 
@@ -392,6 +399,7 @@ def _build(
     sorted_codes = codes[order]
 
     exclude = metadata["object_id"].to_numpy()[left_out]
+    stage_rows: dict[str, Counter] = {s: Counter() for s in SPLITS}
     if dask is None:
         stats = _TrainFeatures()
         file_rows: list[int] = []
@@ -402,15 +410,16 @@ def _build(
             metadata=metadata,
             exclude=exclude,
             file_rows=file_rows,
+            stages=data.stages,
         )
         shards, counts, grid_rejected = write_shards(
-            stream, out, data, sorted_ids, sorted_codes, stats=stats
+            stream, out, data, sorted_ids, sorted_codes, stats=stats, stage_rows=stage_rows
         )
     else:
         from plasticc_jax import distributed
 
         shards, counts, grid_rejected, file_rows = distributed.prepare_shards(
-            dask, inputs, metadata, exclude, out, data, part_mb=part_mb
+            dask, inputs, metadata, exclude, out, data, part_mb=part_mb, stage_rows=stage_rows
         )
         stats = stats_from_shards(out, shards["train"], data.shard_objects)
     rejected_parts += grid_rejected
@@ -460,6 +469,9 @@ def _build(
         "input_objects": input_objects,
         "objects": {s: sum(counts[s].values()) for s in SPLITS},
         "counts": {s: {str(k): v for k, v in sorted(counts[s].items())} for s in SPLITS},
+        "stages": list(data.stages),
+        # Rows per split and stage (days after the first detection; "inf": complete curves).
+        "stage_rows": {s: {str(k): v for k, v in sorted(stage_rows[s].items())} for s in SPLITS},
         "rejected": {
             "total": len(rejected),
             "by_reason": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},

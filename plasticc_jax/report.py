@@ -88,6 +88,53 @@ def markdown_tables(result: dict[str, Any]) -> str:
             row += [f"{row_data['val_fpr']:.2%}", f"{row_data['test_fpr']:.2%}"]
             row += [f"{_fmt(row_data[f'auroc_{c}'])} ({row_data[f'n_{c}']})" for c in classes]
             lines.append("| " + " | ".join(row) + " |")
+    early = result.get("early")
+    if early:
+        lines += ["", early_table(early, classes)]
+    return "\n".join(lines) + "\n"
+
+
+def _early_paragraph(early: dict[str, Any] | None) -> list[str]:
+    if not early:
+        return []
+    parts = [
+        f"{r['stage']} d {_fmt(r['mean_class_auroc'])}"
+        for r in early["rows"]
+        if r["days"] is not None
+    ]
+    return [
+        "**Early detection** (last tables, `early.png`): each test object scored with its light "
+        "curve as known that many days after its first detection (an object with too few "
+        "observations by then ranks last). Mean per-class AUROC by day: "
+        + ", ".join(parts)
+        + f"; complete {_fmt(early['rows'][-1]['mean_class_auroc'])}.",
+        "",
+    ]
+
+
+def early_table(early: dict[str, Any], classes: list[int]) -> str:
+    """Early detection (`evaluate.early_metrics`): per stage, each anomaly class's AUROC and
+    recall in the top 1%, the known flag rate; then the median days to the first flag."""
+    head = ["days since first detection", "mean class AUROC"]
+    head += [f"AUROC {class_name(c)}" for c in classes]
+    head += [f"recall top 1% {class_name(c)}" for c in classes]
+    head += ["flag rate known"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in early["rows"]:
+        cells = [row["stage"], _fmt(row["mean_class_auroc"])]
+        cells += [_fmt(row[f"auroc_{c}"]) for c in classes]
+        cells += [_fmt(row[f"recall_top1_{c}"]) for c in classes]
+        cells.append(f"{row['known_flag_rate']:.2%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    head = ["class", "objects", "median days to first flag", "flagged at some stage"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in classes:
+        entry = early["first_crossing"][str(c)]
+        median = entry["median_days"]
+        cells = [class_name(c), str(entry["n"])]
+        cells.append("not within the stages" if median is None else f"{median:g}")
+        cells.append(f"{entry['fraction_flagged']:.1%}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -135,6 +182,7 @@ def report_markdown(
         f"{result['realistic_anomaly_rate']:.0%} of the test split ({result['n_draws']} draws, "
         "mean ± std).",
         "",
+        *_early_paragraph(result.get("early")),
         tables,
         "",
     ]
@@ -198,6 +246,7 @@ def draw_figures(
     *,
     umap: bool,
     seed: int,
+    early: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the report's figures; returns their file names.
 
@@ -211,6 +260,7 @@ def draw_figures(
         chosen: the light curves of the reconstruction figure (`examples`).
         times: (n_time_bins,) bin centres in days from each object's reference time.
         umap: draw the UMAP of the latent means; seed: its seed.
+        early: the early-detection metrics (`evaluate.early_metrics`): AUROC vs days.
     """
     from plasticc_jax import figures  # matplotlib: imported when figures are drawn
 
@@ -234,6 +284,9 @@ def draw_figures(
     if chosen:
         figures.reconstruction_figure(chosen, times, fig_dir / "reconstructions.png")
         names.append("reconstructions.png")
+    if early:
+        figures.early_figure(early, anomaly_classes, fig_dir / "early.png")
+        names.append("early.png")
     return names
 
 

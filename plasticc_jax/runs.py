@@ -45,6 +45,7 @@ RUN_FILES: tuple[str, ...] = (
     "metrics.jsonl",
     "scores.parquet",
     "scores.csv",
+    "scores_stages.parquet",
     "metrics.json",
     "metrics.md",
     "report.md",

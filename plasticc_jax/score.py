@@ -66,10 +66,16 @@ def rejected_path(output: Path) -> Path:
 
 
 def write_unranked(
-    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]], scorer: Scorer, path: Path
+    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]],
+    scorer: Scorer,
+    path: Path,
+    *,
+    days_since_detection: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
     """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
     (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
+    With `days_since_detection` (`score --as-of`), the table has that column (second), from the
+    gridded objects' `stage` (`early.grid_as_of`).
 
     Returns:
         The objects' `anomaly_score`s (n,) and object ids (n,) in table order, and the rejection
@@ -89,6 +95,9 @@ def write_unranked(
             frame, unscorable = scorer.table(arrays, SPLIT_NAME)
             if len(unscorable):
                 rejected_parts.append(unscorable)
+            if days_since_detection:  # the table keeps the order of the objects it scored
+                scored = np.isin(arrays.object_id, frame["object_id"].to_numpy())
+                frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
                 schema = table.schema
@@ -99,6 +108,8 @@ def write_unranked(
         if writer is None:  # nothing could be scored: an empty table with the same columns
             n_times = scorer.config.data.n_time_bins
             empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
+            if days_since_detection:
+                empty.insert(1, "days_since_detection", np.zeros(0))
             writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
     finally:
         if writer is not None:
@@ -155,6 +166,7 @@ def score(
     *,
     dask: str | None = None,
     part_mb: float | None = None,
+    as_of: float | None = None,
 ) -> Path:
     """Score light-curve files with a trained, evaluated run; returns the output path.
 
@@ -170,6 +182,12 @@ def score(
         dask: run on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
             file, or `local:N`); None: in this process.
         part_mb: with `dask`, MB of plain CSV per task (`distributed.score`).
+        as_of: score each object with only its observations up to this MJD
+            (`early.grid_as_of`); the table then has `days_since_detection` (as_of minus the
+            object's first detection; negative: not yet detected). An object without enough
+            observations by then is rejected (too few observations). Not with `dask`. Works
+            with any run; a run trained with partial light curves (`configs/early.py`) is the
+            one meant for it (docs/early.md).
 
     Raises:
         UserError: not a trained and evaluated run (or one whose detector does not belong to its
@@ -178,6 +196,8 @@ def score(
     """
     run_dir, output = Path(run_dir), Path(output)
     fmt = _format(output)
+    if dask is not None and as_of is not None:
+        raise UserError("--as-of is not supported with --dask: score in this process instead")
     if dask is not None and fmt != ".parquet":
         raise UserError(
             f"--output {output}: with --dask the table is a Parquet dataset (a folder); give a "
@@ -220,9 +240,16 @@ def score(
     with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch:
         unranked = scratch / "unranked.parquet"
         grids = stream_grids(
-            lightcurve_paths, metadata_paths, scorer.config.data, workers, metadata=metadata
+            lightcurve_paths,
+            metadata_paths,
+            scorer.config.data,
+            workers,
+            metadata=metadata,
+            as_of=as_of,
         )
-        scores, scored_ids, rejected_parts = write_unranked(grids, scorer, unranked)
+        scores, scored_ids, rejected_parts = write_unranked(
+            grids, scorer, unranked, days_since_detection=as_of is not None
+        )
         rejected = concat_rejected(rejected_parts)
         check_accounting(metadata, [scored_ids], rejected)
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"

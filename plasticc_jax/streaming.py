@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from plasticc_jax import gridding, plasticc, readers
+from plasticc_jax import early, gridding, plasticc, readers
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -214,6 +215,8 @@ def stream_grids(
     exclude: np.ndarray | None = None,
     file_rows: list[int] | None = None,
     index: MetaIndex | None = None,
+    stages: Sequence[float] = (),
+    as_of: float | None = None,
 ) -> Iterator[tuple[LightCurveArrays, pd.DataFrame]]:
     """Grid light-curve files chunk by chunk, in file order, at memory bounded by the chunk size.
 
@@ -232,6 +235,10 @@ def stream_grids(
         index: the metadata as a `MetaIndex` (instead of `metadata`, `metadata_paths` and
             `exclude`), whose `seen` marks this call updates; the objects it never sees are then
             the caller's to report (`MetaIndex.unseen_rejections`): the last item is not yielded.
+        stages: also yield each object cut at these days after its first detection, after the
+            chunk's complete objects (`early.grid_stages`; their `stage` column says which).
+        as_of: grid only the observations up to this MJD (`early.grid_as_of`); an object with
+            none is rejected (too few observations).
 
     Yields:
         (arrays, rejections) per chunk, in input order: the gridded objects (`is_anomaly` False:
@@ -245,6 +252,12 @@ def stream_grids(
             metadata = readers.read_metadata_files(metadata_paths)
         index = MetaIndex(metadata, exclude)
     spec = gridding.GridSpec.from_config(data)
+    if as_of is not None:
+        grid = functools.partial(early.grid_as_of, as_of=float(as_of))
+    elif stages:
+        grid = functools.partial(early.grid_stages, stages=tuple(stages))
+    else:
+        grid = gridding.grid_chunk
     workers = data.workers if workers is None else workers
     chunk_rows = max(int(data.chunk_rows), 1)
 
@@ -267,7 +280,7 @@ def stream_grids(
         queue: collections.deque[tuple[Future, pd.DataFrame, np.ndarray, str, int]]
         queue = collections.deque()  # (future, rejected, order, source, rows)
         for chunk, *rest in planned():
-            queue.append((pool.submit(gridding.grid_chunk, chunk, spec), *rest))
+            queue.append((pool.submit(grid, chunk, spec), *rest))
             while len(queue) > max(workers - 1, 0):
                 future, rej, order, src, count = queue.popleft()
                 progress.update(count)

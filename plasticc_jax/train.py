@@ -316,6 +316,18 @@ def class_labels(
     return {"label": label, "label_weight": np.where(known, balance[label], 0.0).astype(np.float32)}
 
 
+def epoch_rows(object_id: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The rows one epoch trains on, in its order: each object once, at one of its stages drawn
+    uniformly (its complete light curve or one cut after its first detection, `early`), so an
+    epoch costs the same with partial light curves as without, and over the epochs every object
+    is seen at every stage. Rows of distinct objects: a permutation of them all."""
+    if np.unique(object_id).size == object_id.size:
+        return rng.permutation(object_id.size)
+    shuffled = rng.permutation(object_id.size)
+    _, first = np.unique(object_id[shuffled], return_index=True)
+    return rng.permutation(shuffled[first])
+
+
 def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArrays:
     """A prepared split's objects of the config's known classes, checked: no anomaly-class
     object in train, finite values, this grid.
@@ -323,7 +335,7 @@ def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArra
     Keeping the known classes only is a no-op for a dataset prepared with the same protocol; it
     lets a run leave a known class out (the leave-one-class-out validation does).
     """
-    arrays = load_split(dataset_dir, split)
+    arrays = load_split(dataset_dir, split, partial=config.train.partial_curves)
     if split == "train" and np.any(arrays.is_anomaly):
         first = int(arrays.object_id[np.argmax(arrays.is_anomaly)])
         raise UserError(
@@ -396,7 +408,8 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
         balance = class_balance(train_arrays.target, config.data.known_classes)
         train_data.update(class_labels(train_arrays.target, config.data.known_classes, balance))
         val_data.update(class_labels(val_arrays.target, config.data.known_classes, balance))
-    n_train, n_bands, _ = train_arrays.flux.shape
+    _, n_bands, _ = train_arrays.flux.shape
+    n_train = int(train_arrays.complete.sum())  # objects: an epoch shows each one once
     n_features = train_arrays.features.shape[1]
 
     devices = jax.devices()
@@ -456,6 +469,7 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
             train_step=train_step,
             eval_step=eval_step,
             train_data=train_data,
+            train_objects=train_arrays.object_id,
             val_data=val_data,
             sharded=sharded,
             metrics_path=metrics_path,
@@ -474,6 +488,7 @@ def _fit(
     train_step: StepFn,
     eval_step: EvalFn,
     train_data: dict[str, np.ndarray],
+    train_objects: np.ndarray,
     val_data: dict[str, np.ndarray],
     sharded: NamedSharding,
     metrics_path: Path,
@@ -481,7 +496,6 @@ def _fit(
     """The epoch loop: train, validate, log, checkpoint, stop early."""
     tc = config.train
     rng = jax.random.wrap_key_data(np.asarray(progress.rng, np.uint32))
-    n_train = len(train_data["flux"])
     bar = tqdm(
         total=tc.max_epochs,
         initial=progress.epoch,
@@ -494,7 +508,8 @@ def _fit(
         for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
             start = time.perf_counter()
             # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
-            order = np.random.default_rng([progress.seed, epoch]).permutation(n_train)
+            order = epoch_rows(train_objects, np.random.default_rng([progress.seed, epoch]))
+            n_train = order.size
             batches = streaming.padded_batches(
                 train_data, tc.batch_size, order, min_size=tc.batch_size
             )

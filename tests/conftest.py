@@ -61,7 +61,15 @@ REAL_DATA = Path(
     )
 )
 SHARED = SESSION / "project"  # the shared project folder
-_SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run"})
+_SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run", "tiny_early_run"})
+# The shared early-detection run (`tiny_early_run`): the tiny preset with the settings of the
+# `early` preset (staged rows, partial light curves), on the same synthetic files.
+EARLY_OVERRIDES = (
+    "name=tiny-early",
+    "data.processed_dir=data/processed-early",
+    "data.stages=5,20",
+    "train.partial_curves=true",
+)
 _BUILD_TIMEOUT_S = 600
 _builder: subprocess.Popen | None = None
 
@@ -88,9 +96,10 @@ def copy_project(source: Path, dest: Path, *, run: bool = False) -> Path:
 def build_shared_project(workdir: Path) -> None:
     """Write, prepare, train and evaluate the shared project (runs in the builder process).
 
-    Leaves `prepared` after prepare and `done` at the end (`failed` with the traceback if
+    Leaves `prepared` after prepare and `done` after evaluate (`failed` with the traceback if
     anything fails), and `detector_fits.npz`: the classes of the objects every fit of the
-    detector's components saw.
+    detector's components saw. Then the early-detection run (`EARLY_OVERRIDES`), and
+    `early_done`.
     """
     try:
         write_synthetic(workdir / "data" / "raw", N_OBJECTS, fmt="unblinded", seed=0)
@@ -110,7 +119,12 @@ def build_shared_project(workdir: Path) -> None:
         detector.fit_components = recording
         assert cli.main(["evaluate", *args]) == 0, "evaluate failed"
         np.savez(workdir / "detector_fits.npz", *fits)
+        detector.fit_components = original
         (workdir / "done").touch()
+        early_args = [*args, *(a for o in EARLY_OVERRIDES for a in ("--set", o))]
+        for stage in ("prepare", "train", "evaluate"):
+            assert cli.main([stage, *early_args]) == 0, f"{stage} (early) failed"
+        (workdir / "early_done").touch()
     except BaseException:
         (workdir / "failed").write_text(traceback.format_exc())
         raise
@@ -130,7 +144,8 @@ def _start_builder() -> None:
 
 
 def _wait_for(marker: str) -> Path:
-    """The shared project, once the builder has left `marker` (`prepared` or `done`)."""
+    """The shared project, once the builder has left `marker` (`prepared`, `done` or
+    `early_done`)."""
     deadline = time.monotonic() + _BUILD_TIMEOUT_S
     while not (SHARED / marker).exists():
         if (SHARED / "failed").exists() or time.monotonic() > deadline:
@@ -208,4 +223,23 @@ def tiny_run() -> TinyRun:
         metrics=json.loads((run_dir / "metrics.json").read_text()),
         detector_params=json.loads((run_dir / "models" / "detector.json").read_text()),
         detector_fits=detector_fits,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_early_run() -> TinyRun:
+    """The shared project's early-detection run (`EARLY_OVERRIDES`: staged rows, partial light
+    curves), trained and evaluated through the command line; `detector_fits` is empty."""
+    workdir = _wait_for("early_done")
+    config = tiny_config(*EARLY_OVERRIDES)
+    run_dir = workdir / config.run_path
+    return TinyRun(
+        workdir=workdir,
+        run_dir=run_dir,
+        dataset_dir=workdir / config.data.dataset_dir,
+        config=config,
+        table=pd.read_parquet(run_dir / "scores.parquet"),
+        metrics=json.loads((run_dir / "metrics.json").read_text()),
+        detector_params=json.loads((run_dir / "models" / "detector.json").read_text()),
+        detector_fits=[],
     )

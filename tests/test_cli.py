@@ -12,7 +12,17 @@ import pytest
 from plasticc_jax import cli
 from plasticc_jax.config import Config
 
-COMMANDS = ("download", "prepare", "train", "validate", "evaluate", "score", "doctor", "review")
+COMMANDS = (
+    "download",
+    "prepare",
+    "train",
+    "validate",
+    "evaluate",
+    "score",
+    "replay",
+    "doctor",
+    "review",
+)
 
 
 def parse(*argv: str) -> Config:

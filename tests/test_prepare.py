@@ -82,7 +82,15 @@ def test_outputs_and_counts(prepared):
     train = load_split(out, "train")
     assert train.flux.shape[1:] == (6, 16) and train.features.shape[1] == len(FEATURE_NAMES)
     size = config.data.shard_objects
-    assert len(manifest["shards"]["train"]) == -(-len(train) // size)  # shards of `size` objects
+    rows = load_split(out, "train", partial=True)  # complete and partial light curves
+    assert len(manifest["shards"]["train"]) == -(-len(rows) // size)  # shards of `size` rows
+    # Every object at each stage it had enough observations for; counted once, complete.
+    stage_rows = manifest["stage_rows"]["train"]
+    assert stage_rows["inf"] == len(train) == manifest["objects"]["train"]
+    assert sum(stage_rows.values()) == len(rows)
+    for days in config.data.stages:
+        at = rows.object_id[rows.stage == days]
+        assert at.size == stage_rows[str(days)] and set(at) <= set(train.object_id)
 
 
 def test_splits_disjoint_stratified_anomalies_in_test(prepared):
@@ -121,9 +129,10 @@ def test_split_is_reproducible_and_order_free():
 def test_stats_from_train_only(prepared):
     out, _ = prepared
     stats = read_stats(out)
-    train = load_split(out, "train").features.astype(np.float64)
+    # The train split's rows: its objects' complete and partial light curves (what is trained on).
+    train = load_split(out, "train", partial=True).features.astype(np.float64)
     np.testing.assert_array_equal(stats.quantiles, FeatureStats.fit(stats.names, train).quantiles)
-    everything = np.concatenate([load_split(out, s).features for s in SPLITS])
+    everything = np.concatenate([load_split(out, s, partial=True).features for s in SPLITS])
     other = FeatureStats.fit(stats.names, everything).quantiles
     assert not np.allclose(stats.quantiles, other, equal_nan=True)
 

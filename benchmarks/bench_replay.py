@@ -1,0 +1,122 @@
+"""Incremental scoring during `replay`: objects re-scored per second, and a night's cost as the
+number of open objects grows.
+
+What is timed: `replay.NightScorer.night` for one night (everything a night does but writing its
+files: select the objects with new rows, gather all their rows so far, grid them, the VAE pass,
+the detector's fused components, rank), on synthetic light curves (`plasticc_jax.synthetic`:
+observations spread uniformly over the three survey years, 50-350 per object), so a night
+re-scores about 1/11 of the objects, each with its history so far. For each input size the
+median of a few nights in the middle of the survey (half of each light curve known). Objects/s
+is re-scored objects over the night's wall time. Target: 20,000 objects/s on 2 CPU cores.
+
+The run is an evaluated run with the default grid (default: `runs/default-rare`, from `make
+prepare train evaluate`); the scoring cost does not depend on how well it was trained.
+
+    python benchmarks/bench_replay.py                 # 5,000, 20,000 and 60,000 objects
+    python benchmarks/bench_replay.py --quick         # 2,000 and 8,000 objects
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+from plasticc_jax import readers, synthetic
+from plasticc_jax.replay import NightScorer, ReplayInput, _read_rows
+from plasticc_jax.scoring import Scorer
+
+TARGET = 20_000.0  # objects/s on 2 CPU cores
+
+
+def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
+    """Median cost of `nights` consecutive mid-survey nights over `n_objects` objects."""
+    with tempfile.TemporaryDirectory() as tmp:
+        meta_path, lc_path = synthetic.write_synthetic(Path(tmp), n_objects, seed=1)
+        data = ReplayInput(_read_rows([lc_path]), readers.read_metadata(meta_path), None)
+    scorer = NightScorer(data, Scorer.load(run_dir))
+    first, last = data.nights
+    middle = (first + last) // 2
+    scorer.night(middle - 1)  # compile the batch shapes
+    times, rescored, open_objects = [], [], []
+    for night in range(middle, middle + nights):
+        start = time.perf_counter()
+        _, _, counts = scorer.night(night)
+        times.append(time.perf_counter() - start)
+        rescored.append(counts["rescored"])
+        open_objects.append(counts["open"])
+    seconds = statistics.median(times)
+    per_night = statistics.median(rescored)
+    return {
+        "objects": n_objects,
+        "open": statistics.median(open_objects),
+        "rescored_per_night": per_night,
+        "night_s": seconds,
+        "rate": per_night / seconds,
+        "rows": len(data.rows),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/default-rare"))
+    parser.add_argument("--quick", action="store_true", help="2,000 and 8,000 objects")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if not (args.run / "models").is_dir():
+        print(f"bench_replay: no evaluated run at {args.run}: run `make prepare train evaluate`")
+        return []
+    sizes = (2_000, 8_000) if args.quick else (5_000, 20_000, 60_000)
+    results = [measure(args.run, n) for n in sizes]
+    rows = []
+    for r in results:
+        print(
+            f"{r['objects']:>7,} objects ({r['open']:,.0f} open): {r['rescored_per_night']:,.0f} "
+            f"re-scored per night in {r['night_s']:.2f} s = {r['rate']:,.0f} objects/s "
+            f"({r['rate'] / TARGET:.2f} x the 20,000/s target)"
+        )
+        rows.append(
+            {
+                "stage": "replay",
+                "workload": f"one mid-survey night, {r['objects']:,} synthetic objects open, "
+                f"{r['rescored_per_night']:,.0f} re-scored with their history",
+                "this_project": round(r["rate"]),
+                "alternative": TARGET,
+                "ratio": round(r["rate"] / TARGET, 2),
+                "unit": "objects/s (alternative: the 20,000/s target)",
+                "night_s": round(r["night_s"], 3),
+            }
+        )
+    base = results[0]
+    for r in results[1:]:
+        growth = r["open"] / base["open"]
+        cost = r["night_s"] / base["night_s"]
+        print(
+            f"open objects x{growth:.1f} -> night cost x{cost:.2f} "
+            f"({cost / growth:.2f} of proportional)"
+        )
+        rows.append(
+            {
+                "stage": "replay",
+                "workload": f"night cost, {r['open']:,.0f} vs {base['open']:,.0f} open objects "
+                f"(x{growth:.1f})",
+                "this_project": round(cost, 2),
+                "alternative": round(growth, 2),
+                "ratio": round(growth / cost, 2),
+                "unit": "x night cost (alternative: proportional to the open objects)",
+            }
+        )
+    common.write_rows("replay", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

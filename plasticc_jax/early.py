@@ -1,0 +1,146 @@
+"""Partial light curves: an object as it was known some days after its first detection.
+
+Pure NumPy, no I/O, vectorised over the objects of a chunk (`gridding.Chunk`), like the gridding
+kernel it feeds:
+
+- `first_detection`: the MJD of each object's first detection: its first point with PLAsTiCC's
+  `detected` flag; for an object never flagged, its first point with flux/flux_err >= 5
+  (`DETECTION_SNR`, the survey's own detection limit); for one without either, its first point.
+- `truncate`: keep each object's observations up to a cut time (MJD, one per object).
+- `grid_cut` / `grid_stages`: grid the truncated light curves with the same kernel as complete
+  ones (`gridding.grid_chunk`), so a partial light curve is centred, like a complete one, on its
+  most significant detection *so far*, and its features are computed from what is known so far.
+
+A partial light curve carries its `stage` (`LightCurveArrays.stage`): the days after the first
+detection at which it was cut (inf: the complete light curve). Rows with a non-finite MJD are
+kept by every cut, so an object with a bad row is rejected for it (`gridding.REASONS`) whatever
+the cut, not silently cleaned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from plasticc_jax import gridding
+from plasticc_jax.gridding import Chunk, GridResult, GridSpec
+
+# Flux over error at which an object without PLAsTiCC `detected` flags counts as detected.
+DETECTION_SNR = 5.0
+# The stages evaluated (days after the first detection); inf is the complete light curve.
+EVAL_STAGES: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0, np.inf)
+
+
+def _object_index(starts: np.ndarray, n_rows: int) -> np.ndarray:
+    return np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n_rows]))
+
+
+def first_detection(chunk: Chunk) -> np.ndarray:
+    """(m,) float64 MJD of each object's first detection (see the module docstring)."""
+    rows, starts = chunk.rows, chunk.starts
+    m = starts.size
+    if m == 0:
+        return np.zeros(0)
+    o = _object_index(starts, len(rows))
+    mjd = np.where(np.isfinite(rows.mjd), rows.mjd, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bright = rows.flux / rows.flux_err >= DETECTION_SNR
+    out = np.full(m, np.inf)
+    for flags in (rows.detected.astype(bool), bright, np.ones(len(rows), bool)):
+        first = np.full(m, np.inf)
+        np.minimum.at(first, o[flags], mjd[flags])
+        out = np.where(np.isinf(out), first, out)
+    return out
+
+
+def truncate(chunk: Chunk, cut: np.ndarray) -> tuple[Chunk, np.ndarray]:
+    """Each object's observations up to `cut` (inclusive).
+
+    Args:
+        chunk: rows of whole objects, grouped.
+        cut: (m,) MJD per object.
+
+    Returns:
+        The truncated chunk (objects left without any observation are dropped) and (m,) bool:
+        which of the chunk's objects it holds.
+    """
+    rows, starts = chunk.rows, chunk.starts
+    o = _object_index(starts, len(rows))
+    keep = ~np.isfinite(rows.mjd) | (rows.mjd <= np.asarray(cut, np.float64)[o])
+    counts = np.bincount(o[keep], minlength=starts.size)
+    present = counts > 0
+    counts = counts[present]
+    new_starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64) if counts.size else counts
+    out = Chunk(rows.take(keep), new_starts, chunk.meta[present], chunk.target[present])
+    return out, present
+
+
+def grid_cut(chunk: Chunk, spec: GridSpec, cut: np.ndarray, stage: np.ndarray) -> GridResult:
+    """Grid each object's light curve up to `cut` (MJD, (m,)), its rows labelled with `stage`
+    ((m,) days after the first detection); an object without any observation up to its cut is
+    rejected as having too few observations."""
+    part, present = truncate(chunk, cut)
+    result = gridding.grid_chunk(part, spec)
+    ids = chunk.rows.object_id[chunk.starts] if chunk.starts.size else np.zeros(0, np.int64)
+    kept_stage = np.asarray(stage, np.float32)[present]
+    # Gridded objects keep the chunk's order: their stages are those of the objects not rejected.
+    accepted = ~np.isin(ids[present], result.rejected_ids)
+    arrays = dataclasses.replace(result.arrays, stage=kept_stage[accepted])
+    empty_code = gridding.REASONS.index(gridding.TOO_FEW)
+    return GridResult(
+        arrays,
+        np.r_[result.rejected_ids, ids[~present]].astype(np.int64),
+        np.r_[result.rejected_codes, np.full((~present).sum(), empty_code)].astype(np.int8),
+    )
+
+
+def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
+    """Grid every object with its observations up to MJD `as_of`; its `stage` is the days from
+    its first detection to `as_of` (negative: not detected by then)."""
+    cut = np.full(chunk.starts.size, float(as_of))
+    return grid_cut(chunk, spec, cut, as_of - first_detection(chunk))
+
+
+def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridResult:
+    """The complete light curves (`gridding.grid_chunk`; its rejections are the chunk's), and
+    each object cut at every stage (days after its first detection): each object's rows
+    together, its complete row first.
+
+    A cut that leaves an object too few observations (`spec.min_observations`) adds no row for
+    that stage: the object could not have been scored then. A cut that keeps all of an object's
+    observations adds a copy of its complete row, so every object scorable at a stage has a row
+    there.
+    """
+    result = gridding.grid_chunk(chunk, spec)
+    finite = [float(d) for d in stages if np.isfinite(d)]
+    if not finite or not chunk.starts.size:
+        return result
+    parts = [result.arrays]
+    accepted = ~np.isin(chunk.rows.object_id[chunk.starts], result.rejected_ids)
+    if not accepted.any():
+        return result
+    sub = _take_objects(chunk, accepted)
+    first = first_detection(sub)
+    for days in finite:
+        stage = np.full(sub.starts.size, days, np.float32)
+        parts.append(grid_cut(sub, spec, first + days, stage).arrays)
+    arrays = type(result.arrays).concatenate(parts)
+    # Each object's rows together, complete first then by stage: the output does not depend
+    # on how objects are grouped into chunks.
+    ids = chunk.rows.object_id[chunk.starts]
+    by_id = np.argsort(ids, kind="stable")
+    position = by_id[np.searchsorted(ids[by_id], arrays.object_id)]
+    stage = np.where(np.isinf(arrays.stage), -1.0, arrays.stage)
+    arrays = arrays.take(np.lexsort((stage, position)))
+    return GridResult(arrays, result.rejected_ids, result.rejected_codes)
+
+
+def _take_objects(chunk: Chunk, objects: np.ndarray) -> Chunk:
+    """The chunk's objects where `objects` ((m,) bool) is True."""
+    counts = np.diff(np.r_[chunk.starts, len(chunk.rows)])
+    o_keep = np.repeat(objects, counts)
+    kept = counts[objects]
+    starts = np.r_[0, np.cumsum(kept)[:-1]].astype(np.int64) if kept.size else kept
+    return Chunk(chunk.rows.take(o_keep), starts, chunk.meta[objects], chunk.target[objects])

@@ -1,0 +1,453 @@
+"""`plasticc-jax replay`: replay light-curve files night by night, as a broker would see them.
+
+Each night, the objects that received observations that night are re-scored with everything known
+about them so far (all their observations up to and including that night, gridded and scored as
+`score` does: `early` explains why the same code path serves partial light curves), and that
+night's candidates are written. Nothing else is re-scored: an object's score changes only when its
+light curve does.
+
+**Nights.** night = floor(mjd - 0.5): a night runs from noon to noon UTC. LSST (Chile, UTC-3/-4)
+observes from about 23h to 11h UTC, and PLAsTiCC's MJDs have no observation between 0.45 and 0.9
+of a day, so no observing night is cut in two. Every night from the first to the last of the input
+is processed in order; a night without data is counted (`empty_nights`) and has no files.
+
+**Closing** (`close_after`, days; None: never). An object closes once `close_after` nights pass
+without an observation of it; later observations of a closed object are rejected for it with the
+reason `object closed`, counted, and listed (none are silently dropped). Closing is a property of
+the data (the first gap longer than `close_after`), not of the replay's history, so a resumed
+replay closes the same objects.
+
+**Bad input.** Rows out of time order within an object (or an object's rows spread through the
+file) are sorted: the replay reads the files whole and orders each object's rows by time; the
+manifest counts the objects that needed it (`reordered_objects`). An object with a row whose MJD
+is not finite cannot be placed in a night: it is rejected at load (`rejected_at_load`, and in
+`rejected_at_load.csv`). Any other bad value (NaN flux, bad passband, duplicated rows, too few
+observations so far, no metadata) rejects the object for that night, with its reason, as `score`
+would; it is re-tried on its next night with data. An object seen for the first time late in the
+survey is simply new that night (`first_seen`).
+
+**Outputs** in the output folder:
+
+- `candidates/night=<N>/part-0.parquet`: every object re-scored that night, ranked (`rank` 1 =
+  most anomalous that night), with `flagged` (above the run's threshold), `night`, `n_obs` (its
+  observations so far) and `days_since_detection` (its latest observation minus its first
+  detection, `early.first_detection`); one Parquet dataset partitioned by night. The columns
+  are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
+  are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night);
+- `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
+- `manifest.json`, rewritten after each night: the input, the settings, `finished_through` (the
+  last finished night) and per night with data its counts: `rows`, `objects_with_data`,
+  `first_seen`, `rescored`, `flagged`, `rejected` (by reason), and the running totals `seen`,
+  `open`, `closed`. Every night `objects_with_data == rescored + sum(rejected)` and
+  `seen == open + closed`, checked before the manifest is written.
+
+**Resume.** A night's files are written atomically (temporary name, then rename), then the
+manifest: after an interruption (even kill -9) the manifest names the last night whose files are
+complete, and a new run with the same inputs and settings continues from the night after it
+(files of an unfinished night are overwritten). Other inputs or settings are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import threadpoolctl
+
+from plasticc_jax import early, gridding, readers, runs, scoring, streaming
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
+from plasticc_jax.score import SPLIT_NAME
+from plasticc_jax.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
+CLOSED = "object closed"
+NON_FINITE_MJD = "non-finite mjd"
+_KEY = 1 << 32
+# Nights with fewer objects to score run the tree ensembles in one thread.
+PARALLEL_FROM = 4096  # object index * _KEY + night index: one sortable key per row
+
+
+def night_of(mjd: np.ndarray) -> np.ndarray:
+    """(n,) int64 night of each MJD (floor(mjd - 0.5))."""
+    return np.floor(np.asarray(mjd, np.float64) - NIGHT_OFFSET).astype(np.int64)
+
+
+class ReplayInput:
+    """The input rows sorted by object then time, with their nights and metadata, and what the
+    per-night loop needs precomputed (all of it derived from the data alone).
+
+    Attributes:
+        rows: sorted rows of the accepted objects; night: (n,) their nights.
+        ids: (m,) object ids; starts: (m,) first row of each.
+        close_night: (m,) the night from which each object is closed (a large value if never).
+        first_night: (m,) the night of its first observation.
+        reordered: objects whose rows were not in time order in the input.
+        rejected: objects rejected at load (object_id, reason, n_rows).
+    """
+
+    def __init__(
+        self,
+        rows: readers.Rows,
+        metadata: pd.DataFrame,
+        close_after: float | None,
+        objects: np.ndarray | None = None,
+    ) -> None:
+        if objects is not None:
+            rows = rows.take(np.isin(rows.object_id, objects))
+        o_file = rows.object_id
+        bad_mjd = ~np.isfinite(rows.mjd)
+        bad_ids = np.unique(o_file[bad_mjd])
+        counts = pd.Series(o_file[np.isin(o_file, bad_ids)]).value_counts()
+        self.rejected = pd.DataFrame(
+            {
+                "object_id": counts.index.to_numpy(np.int64),
+                "reason": NON_FINITE_MJD,
+                "n_rows": counts.to_numpy(np.int64),
+            }
+        )
+        rows = rows.take(~np.isin(o_file, bad_ids))
+        # Objects whose rows are not in time order, before sorting (a row earlier than the one
+        # before it, within the same object, in file order; or the object's rows not contiguous).
+        order_file = np.argsort(rows.object_id, kind="stable")
+        oid, mjd = rows.object_id[order_file], rows.mjd[order_file]
+        same = oid[1:] == oid[:-1]
+        back = same & (mjd[1:] < mjd[:-1])
+        reordered = set(oid[1:][back].tolist())
+        runs = rows.object_id[np.r_[True, rows.object_id[1:] != rows.object_id[:-1]]]
+        ids_run, n_runs = np.unique(runs, return_counts=True)
+        reordered |= set(ids_run[n_runs > 1].tolist())
+        self.reordered = len(reordered)
+
+        order = np.lexsort((rows.passband, rows.mjd, rows.object_id))
+        self.rows = rows.take(order)
+        self.night = night_of(self.rows.mjd)
+        n = len(self.rows)
+        self.starts = np.flatnonzero(
+            np.r_[True, self.rows.object_id[1:] != self.rows.object_id[:-1]]
+        )
+        self.starts = self.starts if n else np.zeros(0, np.int64)
+        self.ids = self.rows.object_id[self.starts]
+        self.obj = np.repeat(np.arange(self.ids.size), np.diff(np.r_[self.starts, n]))
+        self.first_night = self.night[self.starts] if n else np.zeros(0, np.int64)
+        self.base = int(self.night.min()) if n else 0
+        self.key = self.obj * _KEY + (self.night - self.base)
+        self.close_after = close_after
+        self.close_night = self._close_nights(close_after)
+        self.metadata = streaming.MetaIndex(metadata)
+
+    def _close_nights(self, close_after: float | None) -> np.ndarray:
+        never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
+        if close_after is None or not self.ids.size:
+            return never
+        # The first gap longer than close_after closes the object close_after nights after the
+        # observation before it (after its last observation if no gap is that long).
+        gap = np.diff(self.night, prepend=self.night[0])
+        gap[self.starts] = 0
+        hit = np.flatnonzero(gap > close_after)
+        first_hit = np.full(self.ids.size, len(self.night))
+        np.minimum.at(first_hit, self.obj[hit], hit)
+        ends = np.r_[self.starts[1:], len(self.night)]
+        last_open = np.minimum(first_hit, ends) - 1
+        return self.night[last_open] + math.floor(close_after) + 1
+
+    @property
+    def nights(self) -> tuple[int, int]:
+        """The first and last night of the input (inclusive); (0, -1) without rows."""
+        if not len(self.night):
+            return 0, -1
+        return int(self.night.min()), int(self.night.max())
+
+
+def _fingerprint(
+    run_dir: Path, paths: Sequence[Path], close_after: float | None, objects: np.ndarray | None
+) -> str:
+    blob = {
+        "run": str(Path(run_dir).resolve()),
+        "inputs": [(Path(p).name, sha256_file(Path(p))) for p in paths],
+        "close_after": close_after,
+        "objects": None
+        if objects is None
+        else hashlib.sha256(np.sort(np.asarray(objects, np.int64)).tobytes()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def _read_rows(paths: Sequence[Path]) -> readers.Rows:
+    parts = [rows for path in paths for rows in readers.read_rows(Path(path), 1 << 22)]
+    if not parts:
+        empty = np.zeros(0)
+        return readers.Rows(
+            empty.astype(np.int64),
+            empty,
+            empty.astype(np.int64),
+            empty,
+            empty,
+            empty.astype(bool),
+            0,
+        )
+    return readers.Rows.concatenate(parts)
+
+
+class NightScorer:
+    """Scores one night: the objects with new rows, each with all its rows so far."""
+
+    def __init__(self, data: ReplayInput, scorer: Scorer) -> None:
+        self.data, self.scorer = data, scorer
+        self.spec = gridding.GridSpec.from_config(scorer.config.data)
+        self.by_night = np.argsort(self.data.night, kind="stable")
+        self.sorted_nights = self.data.night[self.by_night]
+        self.sorted_first = np.sort(self.data.first_night)
+        self.sorted_close = np.sort(self.data.close_night)
+
+    def night(self, night: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        """(candidates, rejections, counts) of one night."""
+        d = self.data
+        lo, hi = np.searchsorted(self.sorted_nights, [night, night + 1])
+        new = self.by_night[lo:hi]
+        touched = np.unique(d.obj[new])
+        counts: dict[str, Any] = {"night": night, "rows": int(new.size)}
+        counts["objects_with_data"] = int(touched.size)
+        counts["first_seen"] = int((d.first_night[touched] == night).sum())
+        rejections: list[pd.DataFrame] = []
+        new_rows = np.bincount(d.obj[new], minlength=d.ids.size)
+
+        closed = d.close_night[touched] <= night
+        if closed.any():
+            objs = touched[closed]
+            rejections.append(_rejections(d.ids[objs], CLOSED, new_rows[objs]))
+        live = touched[~closed]
+        found = np.zeros(live.size, bool)
+        pos = np.zeros(live.size, np.int64)
+        if live.size:
+            pos, found = d.metadata.lookup(d.ids[live])
+            if (~found).any():
+                objs = live[~found]
+                rejections.append(_rejections(d.ids[objs], streaming.NO_METADATA, new_rows[objs]))
+        live, pos = live[found], pos[found]
+        # Impossible metadata values reject the object, as in `score` (`readers.METADATA_PROBLEMS`).
+        problem = d.metadata.problem[pos] if live.size else np.zeros(0, np.int8)
+        if problem.any():
+            objs = live[problem != 0]
+            reasons = [readers.METADATA_PROBLEMS[c] for c in problem[problem != 0]]
+            rejections.append(_rejections(d.ids[objs], reasons, new_rows[objs]))
+            live, pos = live[problem == 0], pos[problem == 0]
+
+        frame = None
+        if live.size:
+            ends = np.searchsorted(d.key, live * _KEY + (night - d.base), side="right")
+            lengths = ends - d.starts[live]
+            index = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
+            chunk = gridding.Chunk(
+                d.rows.take(index),
+                np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
+                d.metadata.values[pos],
+                d.metadata.target[pos],
+            )
+            result = gridding.grid_chunk(chunk, self.spec)
+            if result.rejected_ids.size:
+                reasons = [
+                    gridding.rejection_reason(c, self.spec.min_observations)
+                    for c in result.rejected_codes
+                ]
+                objs = np.searchsorted(d.ids, result.rejected_ids)
+                rejections.append(_rejections(result.rejected_ids, reasons, new_rows[objs]))
+            if len(result.arrays):
+                accepted = ~np.isin(d.ids[live], result.rejected_ids)
+                first = early.first_detection(chunk)[accepted]
+                last = d.rows.mjd[ends - 1][accepted]
+                # Small nights: one thread (OpenMP's start-up in the tree ensembles costs more
+                # than it saves on a few objects; measured 3x faster on 2 busy cores).
+                threads = 1 if len(result.arrays) < PARALLEL_FROM else None
+                with threadpoolctl.threadpool_limits(threads):
+                    frame, unscorable = self.scorer.table(result.arrays, SPLIT_NAME)
+                if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
+                    ids = unscorable["object_id"].to_numpy(np.int64)
+                    objs = np.searchsorted(d.ids, ids)
+                    rejections.append(_rejections(ids, unscorable["reason"], new_rows[objs]))
+                # The table keeps the order of the gridded objects it scored.
+                scored = np.isin(result.arrays.object_id, frame["object_id"].to_numpy())
+                frame.insert(1, "night", np.int64(night))
+                frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
+                frame.insert(3, "days_since_detection", (last - first)[scored])
+                frame = frame.sort_values("anomaly_score", ascending=False, kind="stable")
+                frame.insert(
+                    scoring.rank_position(list(frame.columns)),
+                    "rank",
+                    np.arange(1, len(frame) + 1, dtype=np.int64),
+                )
+                frame = frame.reset_index(drop=True)
+        rejected = (
+            pd.concat(rejections, ignore_index=True) if rejections else _rejections([], "", [])
+        )
+        counts["rescored"] = 0 if frame is None else len(frame)
+        counts["flagged"] = 0 if frame is None else int(frame["flagged"].sum())
+        counts["rejected"] = {str(k): int(v) for k, v in Counter(rejected["reason"]).items()}
+        seen = int(np.searchsorted(self.sorted_first, night, side="right"))
+        closed_total = int(np.searchsorted(self.sorted_close, night, side="right"))
+        counts.update(seen=seen, open=seen - closed_total, closed=closed_total)
+        return frame if frame is not None else pd.DataFrame(), rejected, counts
+
+
+def _rejections(ids: Any, reason: Any, n_rows: Any) -> pd.DataFrame:
+    ids = np.asarray(ids, np.int64)
+    return pd.DataFrame(
+        {
+            "object_id": ids,
+            "reason": np.broadcast_to(np.asarray(reason, object), ids.shape),
+            "n_rows": np.asarray(n_rows, np.int64).reshape(ids.shape),
+        }
+    )
+
+
+def check_counts(counts: dict[str, Any]) -> None:
+    """Every object with data is re-scored or rejected; every seen object is open or closed.
+
+    Raises:
+        RuntimeError: the counts do not add up (a bug, never the input's fault).
+    """
+    rejected = sum(counts["rejected"].values())
+    if counts["objects_with_data"] != counts["rescored"] + rejected:
+        raise RuntimeError(f"night {counts['night']}: counts do not add up: {counts}")
+    if counts["seen"] != counts["open"] + counts["closed"]:
+        raise RuntimeError(f"night {counts['night']}: seen != open + closed: {counts}")
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_night(out: Path, night: int, candidates: pd.DataFrame, rejected: pd.DataFrame) -> None:
+    """A night's partition files (each atomically). The night is the partition's key
+    (`night=<N>` folders, Hive style), not a column of the file, so the folder reads as one
+    dataset (`pd.read_parquet(out / "candidates")`) with a `night` column."""
+    if len(candidates):
+        candidates = candidates.drop(columns="night", errors="ignore")
+        _write_parquet(candidates, out / "candidates" / f"night={night}" / "part-0.parquet")
+    if len(rejected):
+        _write_parquet(rejected, out / "rejected" / f"night={night}" / "part-0.parquet")
+
+
+def replay(
+    run_dir: Path,
+    lightcurve_paths: Sequence[Path],
+    metadata_paths: Sequence[Path],
+    output: Path,
+    *,
+    close_after: float | None = None,
+    objects: np.ndarray | None = None,
+    last_night: int | None = None,
+) -> dict[str, Any]:
+    """Replay the files night by night with a trained, evaluated run; returns the manifest.
+
+    Args:
+        run_dir: run directory (after `train` and `evaluate`).
+        lightcurve_paths, metadata_paths: the input (any row order; read whole).
+        output: the output folder (created; an unfinished replay of the same input resumes).
+        close_after: nights without an observation after which an object closes (None: never).
+        objects: replay only these object ids (e.g. a prepared split's).
+        last_night: stop after this night (None: the input's last).
+
+    Raises:
+        UserError: not an evaluated run, a missing file, or an output folder holding a replay
+            of other inputs or settings.
+    """
+    run_dir, output = Path(run_dir), Path(output)
+    paths = [Path(p) for p in lightcurve_paths]
+    for path in [*paths, *map(Path, metadata_paths)]:
+        if not path.is_file():
+            raise UserError(f"input file {path} does not exist")
+    if close_after is not None and not close_after > 0:
+        raise UserError(f"--close-after {close_after}: give a positive number of days")
+    fingerprint = _fingerprint(run_dir, paths, close_after, objects)
+    manifest_path = output / MANIFEST
+    manifest: dict[str, Any] | None = None
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("fingerprint") != fingerprint:
+            raise UserError(
+                f"{output} holds a replay of other inputs or settings: choose another --output "
+                "or remove it"
+            )
+    # As `score --output`: not the run itself, none of its files, nothing inside its folders.
+    run_files, run_folders = runs.protected_paths(run_dir)
+    target = output.resolve()
+    if target in {p.resolve() for p in [run_dir, *run_files]} or any(
+        target.is_relative_to(f.resolve()) for f in run_folders
+    ):
+        raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
+    scorer = Scorer.load(run_dir)  # checked: complete, evaluated, the detector of its checkpoint
+    detector = scorer.detector
+    data = ReplayInput(
+        _read_rows(paths), readers.read_metadata_files(list(metadata_paths)), close_after, objects
+    )
+    first, last = data.nights
+    if manifest is None:
+        manifest = {
+            "fingerprint": fingerprint,
+            "run": str(run_dir),
+            "inputs": [p.name for p in paths],
+            "night_definition": "floor(mjd - 0.5): noon to noon UTC",
+            "close_after_days": close_after,
+            "threshold": detector.threshold,
+            "objects": int(data.ids.size),
+            "rows": len(data.rows),
+            "reordered_objects": data.reordered,
+            "rejected_at_load": {
+                str(k): int(v) for k, v in data.rejected["reason"].value_counts().items()
+            },
+            "first_night": first,
+            "last_night": last,
+            "finished_through": first - 1,
+            "empty_nights": 0,
+            "nights": [],
+        }
+        output.mkdir(parents=True, exist_ok=True)
+        with atomic_path(output / "rejected_at_load.csv") as tmp:
+            data.rejected.to_csv(tmp, index=False)
+        atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
+    start_night = int(manifest["finished_through"]) + 1
+    stop = last if last_night is None else min(last, int(last_night))
+    if start_night > first:
+        log.info("resuming %s after night %d", output, start_night - 1)
+    night_scorer = NightScorer(data, scorer)
+    has_data = np.zeros(max(last - first + 1, 0), bool)
+    has_data[data.night - first] = True
+    t0, rescored = time.perf_counter(), 0
+    for night in range(start_night, stop + 1):
+        if not has_data[night - first]:
+            manifest["empty_nights"] += 1
+        else:
+            candidates, rejected, counts = night_scorer.night(night)
+            check_counts(counts)
+            write_night(output, night, candidates, rejected)
+            manifest["nights"].append(counts)
+            rescored += counts["rescored"]
+        manifest["finished_through"] = night
+        if has_data[night - first] or night == stop:
+            atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
+    seconds = time.perf_counter() - t0
+    log.info(
+        "replayed nights %d-%d into %s: %d objects re-scored in %.1f s (%.0f/s), %d empty nights",
+        start_night,
+        stop,
+        output,
+        rescored,
+        seconds,
+        rescored / max(seconds, 1e-9),
+        manifest["empty_nights"],
+    )
+    return manifest

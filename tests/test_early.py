@@ -1,0 +1,331 @@
+"""Early detection: the truncation kernel, partial light curves in training and evaluation,
+`score --as-of`, and `replay` (counts, resume after an interruption, bad input)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from plasticc_jax import cli, early, gridding
+from plasticc_jax import replay as replay_lib
+from plasticc_jax.dataset import load_split
+from plasticc_jax.errors import UserError
+from plasticc_jax.gridding import Chunk, GridSpec
+from plasticc_jax.readers import Rows
+from plasticc_jax.train import epoch_rows
+
+SPEC = GridSpec(16, 32.0, 96.0, 5)
+
+
+def _chunk(objects: list[dict]) -> Chunk:
+    """A chunk of objects given as dicts of equal-length arrays (mjd, flux, detected)."""
+    parts = {k: [] for k in ("object_id", "mjd", "passband", "flux", "flux_err", "detected")}
+    starts, n = [], 0
+    for i, obj in enumerate(objects):
+        m = len(obj["mjd"])
+        starts.append(n)
+        n += m
+        parts["object_id"].append(np.full(m, i + 1, np.int64))
+        parts["mjd"].append(np.asarray(obj["mjd"], np.float64))
+        parts["passband"].append(np.arange(m) % 6)
+        parts["flux"].append(np.asarray(obj.get("flux", np.ones(m)), np.float64))
+        parts["flux_err"].append(np.ones(m))
+        parts["detected"].append(np.asarray(obj.get("detected", np.zeros(m)), bool))
+    rows = Rows(*(np.concatenate(parts[k]) for k in parts), 0)
+    m = len(objects)
+    return Chunk(rows, np.asarray(starts), np.zeros((m, 5), np.float32), np.full(m, 90))
+
+
+def test_first_detection_flag_then_snr_then_first_point():
+    days = np.arange(0.0, 40.0, 2.0) + 60000
+    flagged = np.zeros(20, bool)
+    flagged[[7, 3]] = True
+    bright = np.ones(20)
+    bright[12] = 9.0  # S/N 9 >= 5, no flag
+    chunk = _chunk(
+        [
+            {"mjd": days, "detected": flagged},
+            {"mjd": days, "flux": bright},
+            {"mjd": days},
+        ]
+    )
+    np.testing.assert_array_equal(early.first_detection(chunk) - 60000, [6.0, 24.0, 0.0])
+
+
+def test_truncate_keeps_rows_up_to_the_cut_and_bad_rows():
+    mjd = np.arange(10.0)
+    mjd[8] = np.nan  # a bad row is kept whatever the cut: the object is rejected, not cleaned
+    chunk = _chunk([{"mjd": mjd}, {"mjd": np.arange(10.0) + 100}])
+    cut, present = early.truncate(chunk, np.array([3.0, 50.0]))
+    assert present.tolist() == [True, False]  # the second object has nothing before its cut
+    assert cut.rows.mjd[:4].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert np.isnan(cut.rows.mjd[4]) and len(cut.rows) == 5
+    result = early.grid_cut(chunk, SPEC, np.array([3.0, 50.0]), np.array([1.0, 2.0]))
+    assert result.rejected_ids.tolist() == [1, 2]  # non-finite mjd; no observation by the cut
+    assert [gridding.rejection_reason(c, 5) for c in result.rejected_codes] == [
+        "non-finite mjd",
+        "fewer than 5 observations",
+    ]
+
+
+def test_grid_stages_and_as_of_match_gridding_the_truncated_rows():
+    rng = np.random.default_rng(0)
+    objects = []
+    for _ in range(4):
+        mjd = np.sort(rng.uniform(60000, 60200, 60))
+        detected = np.zeros(60, bool)
+        detected[rng.integers(5, 50) :] = True
+        objects.append({"mjd": mjd, "flux": rng.normal(10, 3, 60), "detected": detected})
+    chunk = _chunk(objects)
+    first = early.first_detection(chunk)
+    result = early.grid_stages(chunk, SPEC, (5.0, 20.0))
+    arrays = result.arrays
+    assert arrays.complete.sum() == 4 and np.isinf(arrays.stage[0])
+    # Each object's rows together, complete first, in the chunk's object order.
+    assert (np.diff(arrays.object_id) >= 0).all()
+    assert np.isinf(arrays.stage[np.r_[0, np.flatnonzero(np.diff(arrays.object_id)) + 1]]).all()
+    for days in (5.0, 20.0):
+        rows = arrays.take(np.flatnonzero(arrays.stage == days))
+        manual = gridding.grid_chunk(early.truncate(chunk, first + days)[0], SPEC).arrays
+        assert rows.object_id.tolist() == manual.object_id.tolist()
+        np.testing.assert_array_equal(rows.flux, manual.flux)
+        np.testing.assert_array_equal(rows.features, manual.features)
+    as_of = early.grid_as_of(chunk, SPEC, 60100.0).arrays
+    manual = gridding.grid_chunk(early.truncate(chunk, np.full(4, 60100.0))[0], SPEC).arrays
+    np.testing.assert_array_equal(as_of.flux, manual.flux)
+    np.testing.assert_allclose(as_of.stage, 60100.0 - first[np.isin([1, 2, 3, 4], as_of.object_id)])
+
+
+def test_epoch_rows_show_each_object_once_at_a_random_stage():
+    ids = np.repeat(np.arange(50), 3)
+    picks = [epoch_rows(ids, np.random.default_rng(seed)) for seed in range(30)]
+    for rows in picks:
+        assert sorted(ids[rows]) == list(range(50))
+    assert len({int(r) for rows in picks for r in rows}) == ids.size  # every stage gets its turn
+    unique = np.arange(7)
+    assert sorted(epoch_rows(unique, np.random.default_rng(0))) == list(range(7))
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared runs: the evaluation of the early run (staged rows, partial light curves); as-of
+# scoring and replay with the default run (early detection is opt-in, these work with any run).
+
+
+def test_default_run_has_no_staged_rows(tiny_run):
+    manifest = json.loads((tiny_run.dataset_dir / "manifest.json").read_text())
+    assert manifest["stages"] == [] and set(manifest["stage_rows"]["train"]) == {"inf"}
+    assert "early" not in tiny_run.metrics
+    assert not (tiny_run.run_dir / "scores_stages.parquet").exists()
+    assert not (tiny_run.run_dir / "reports" / "figures" / "early.png").exists()
+
+
+def test_early_run_trains_and_fits_on_partial_curves(tiny_early_run):
+    run = tiny_early_run
+    assert run.dataset_dir != run.workdir / tiny_config().data.dataset_dir
+    manifest = json.loads((run.dataset_dir / "manifest.json").read_text())
+    train_rows = load_split(run.dataset_dir, "train", partial=True)
+    assert manifest["stage_rows"]["train"]["inf"] == int(train_rows.complete.sum())
+    assert (
+        sum(manifest["stage_rows"]["train"].values())
+        == len(train_rows)
+        > manifest["objects"]["train"]
+    )
+    # The detector's fit: each train known object's complete light curve and one partial one.
+    _, one_each = np.unique(train_rows.object_id[~train_rows.complete], return_index=True)
+    assert run.metrics["counts"]["train_known"] == int(train_rows.complete.sum()) + one_each.size
+
+
+def test_evaluate_reports_early_detection(tiny_early_run):
+    tiny_run = tiny_early_run
+    early_metrics = tiny_run.metrics["early"]
+    assert early_metrics["stages"] == ["5", "20", "complete"]
+    staged = pd.read_parquet(tiny_run.run_dir / "scores_stages.parquet")
+    assert set(staged["stage"]) == {5.0, 20.0, np.inf}
+    test = tiny_run.table[tiny_run.table["split"] == "test"]
+    complete = staged[np.isinf(staged["stage"])].set_index("object_id")
+    assert sorted(complete.index) == sorted(test["object_id"])
+    np.testing.assert_allclose(
+        complete.loc[test["object_id"], "anomaly_score"], test["anomaly_score"]
+    )
+    # With complete light curves the early table is the main table's per-class AUROC.
+    last = early_metrics["rows"][-1]
+    for c in tiny_run.metrics["anomaly_classes_present"]:
+        fused = tiny_run.metrics["methods"]["fused"]["per_class"][str(c)]["auroc"]
+        assert last[f"auroc_{c}"] == pytest.approx(fused)
+    assert (tiny_run.run_dir / "reports" / "figures" / "early.png").is_file()
+    assert "days since first detection" in (tiny_run.run_dir / "report.md").read_text()
+
+
+def _small_input(tiny_run, tmp_path: Path, n_objects: int = 12, n_nights: int = 12):
+    """A few objects of the shared project's files over their first nights (fast to replay)."""
+    raw = tiny_run.workdir / "data" / "raw"
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz")
+    ids = meta["object_id"].iloc[:n_objects]
+    lcs = lcs[lcs["object_id"].isin(ids)]
+    first = np.floor(lcs["mjd"].min() - 0.5)
+    lcs = lcs[np.floor(lcs["mjd"] - 0.5) < first + n_nights]
+    meta_path = tmp_path / "meta.csv"
+    meta[meta["object_id"].isin(ids)].to_csv(meta_path, index=False)
+    return lcs.reset_index(drop=True), meta_path
+
+
+def _replay(tiny_run, lcs: pd.DataFrame, meta: Path, out: Path, **kwargs):
+    path = out.parent / f"{out.name}-input.csv"
+    lcs.to_csv(path, index=False)
+    return replay_lib.replay(tiny_run.run_dir, [path], [meta], out, **kwargs)
+
+
+def _candidates(out: Path) -> pd.DataFrame:
+    """The candidates folder read as one Parquet dataset partitioned by night."""
+    table = pd.read_parquet(out / "candidates")
+    table["night"] = table["night"].astype(np.int64)
+    return table.sort_values(["night", "rank"], kind="stable").reset_index(drop=True)
+
+
+def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path):
+    lcs, meta = _small_input(tiny_run, tmp_path, n_objects=10, n_nights=400)
+    full = tmp_path / "lc.csv"
+    lcs.to_csv(full, index=False)
+    as_of = float(lcs["mjd"].min() + 200)
+    cut = tmp_path / "cut.csv"
+    lcs[lcs["mjd"] <= as_of].to_csv(cut, index=False)
+    run = str(tiny_run.run_dir)
+    base = ["score", "--run", run, "--metadata", str(meta)]
+    assert cli.main([*base, "--lightcurves", str(full), "--as-of", str(as_of),
+                     "--output", str(tmp_path / "as_of.parquet")]) == 0  # fmt: skip
+    assert (
+        cli.main([*base, "--lightcurves", str(cut), "--output", str(tmp_path / "cut.parquet")]) == 0
+    )
+    as_of_table = pd.read_parquet(tmp_path / "as_of.parquet")
+    cut_table = pd.read_parquet(tmp_path / "cut.parquet")
+    assert as_of_table["object_id"].tolist() == cut_table["object_id"].tolist()
+    np.testing.assert_allclose(as_of_table["anomaly_score"], cut_table["anomaly_score"])
+    assert "days_since_detection" in as_of_table and "days_since_detection" not in cut_table
+
+
+def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path):
+    lcs, meta = _small_input(tiny_run, tmp_path)
+    manifest = _replay(tiny_run, lcs, meta, tmp_path / "out")
+    nights = manifest["nights"]
+    night = np.floor(lcs["mjd"] - 0.5).astype(int)
+    assert [n["night"] for n in nights] == sorted(set(night))
+    assert manifest["finished_through"] == night.max()
+    assert manifest["empty_nights"] == night.max() - night.min() + 1 - len(nights)
+    for n in nights:
+        assert n["objects_with_data"] == n["rescored"] + sum(n["rejected"].values())
+        assert n["objects_with_data"] == lcs.loc[night == n["night"], "object_id"].nunique()
+        assert n["seen"] == n["open"] + n["closed"]
+    assert nights[-1]["seen"] == lcs["object_id"].nunique()
+    assert sum(n["first_seen"] for n in nights) == lcs["object_id"].nunique()
+    candidates = _candidates(tmp_path / "out")
+    assert sum(n["rescored"] for n in nights) == len(candidates)
+    rejected = [pd.read_parquet(p) for p in (tmp_path / "out").glob("rejected/night=*/*")]
+    assert sum(sum(n["rejected"].values()) for n in nights) == sum(len(r) for r in rejected)
+    # A night's score is the object's score with the observations known that night.
+    last = candidates.sort_values("night").groupby("object_id").tail(1).iloc[:3]
+    for _, row in last.iterrows():
+        known = lcs[(lcs["object_id"] == row["object_id"]) & (night <= row["night"])]
+        path = tmp_path / f"known-{row['object_id']}.csv"
+        known.to_csv(path, index=False)
+        output = tmp_path / f"known-{row['object_id']}.parquet"
+        args = ["score", "--run", str(tiny_run.run_dir), "--lightcurves", str(path)]
+        assert cli.main([*args, "--metadata", str(meta), "--output", str(output)]) == 0
+        assert pd.read_parquet(output)["anomaly_score"].iloc[0] == pytest.approx(
+            row["anomaly_score"], rel=1e-5
+        )
+        assert row["n_obs"] == len(known)
+    # Ranked within each night.
+    for _, group in candidates.groupby("night"):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        assert group["anomaly_score"].is_monotonic_decreasing
+
+
+def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch):
+    lcs, meta = _small_input(tiny_run, tmp_path)
+    reference = _replay(tiny_run, lcs, meta, tmp_path / "ref")
+    original = replay_lib.write_night
+    calls = {"n": 0}
+
+    def failing(out, night, candidates, rejected):
+        calls["n"] += 1
+        if calls["n"] == 4:  # killed in the middle of the fourth night with data
+            raise KeyboardInterrupt
+        original(out, night, candidates, rejected)
+
+    monkeypatch.setattr(replay_lib, "write_night", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _replay(tiny_run, lcs, meta, tmp_path / "out")
+    stopped = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(stopped["nights"]) == 3
+    monkeypatch.setattr(replay_lib, "write_night", original)
+    resumed = _replay(tiny_run, lcs, meta, tmp_path / "out")
+    assert resumed["nights"] == reference["nights"]
+    assert resumed["empty_nights"] == reference["empty_nights"]
+    pd.testing.assert_frame_equal(_candidates(tmp_path / "out"), _candidates(tmp_path / "ref"))
+    # Finished: a third run does nothing; other input is refused.
+    assert _replay(tiny_run, lcs, meta, tmp_path / "out")["nights"] == reference["nights"]
+    with pytest.raises(UserError, match="other inputs"):
+        _replay(tiny_run, lcs.iloc[:-1], meta, tmp_path / "out")
+
+
+def test_replay_bad_input(tiny_run, tmp_path: Path):
+    lcs, meta = _small_input(tiny_run, tmp_path, n_nights=30)
+    reference = _replay(tiny_run, lcs, meta, tmp_path / "ref")
+    # Out of time order within objects: sorted, counted, same result.
+    shuffled = lcs.sample(frac=1.0, random_state=0)
+    manifest = _replay(tiny_run, shuffled, meta, tmp_path / "shuffled")
+    multi = (lcs["object_id"].value_counts() > 1).sum()
+    assert 0 < manifest["reordered_objects"] <= multi
+    assert reference["reordered_objects"] == 0
+    assert manifest["nights"] == reference["nights"]
+    # A non-finite MJD: the object is rejected at load and listed.
+    bad = lcs.copy()
+    bad_id = int(bad["object_id"].iloc[0])
+    bad.loc[bad.index[0], "mjd"] = np.nan
+    manifest = _replay(tiny_run, bad, meta, tmp_path / "bad")
+    assert manifest["rejected_at_load"] == {"non-finite mjd": 1}
+    listed = pd.read_csv(tmp_path / "bad" / "rejected_at_load.csv")
+    assert listed["object_id"].tolist() == [bad_id]
+    assert manifest["objects"] == lcs["object_id"].nunique() - 1
+    # An object first seen late, after empty nights: new that night, nights between counted.
+    late = lcs.copy()
+    late_id = int(late["object_id"].iloc[-1])
+    late.loc[late["object_id"] == late_id, "mjd"] += 100.0
+    manifest = _replay(tiny_run, late, meta, tmp_path / "late")
+    first_night = int(np.floor(late.loc[late["object_id"] == late_id, "mjd"].min() - 0.5))
+    entry = next(n for n in manifest["nights"] if n["night"] == first_night)
+    assert entry["first_seen"] == 1 and entry["seen"] == lcs["object_id"].nunique()
+    span = manifest["last_night"] - manifest["first_night"] + 1
+    assert manifest["empty_nights"] == span - len(manifest["nights"]) > 50
+    # Closing: after a gap longer than close_after, the object's later data is rejected.
+    gap = late.copy()
+    gap_id = int(gap["object_id"].iloc[0])
+    rows = gap["object_id"] == gap_id
+    later = rows & (gap["mjd"] > gap.loc[rows, "mjd"].median())
+    gap.loc[later, "mjd"] += 100.0
+    manifest = _replay(tiny_run, gap, meta, tmp_path / "closed", close_after=30)
+    closed = [n for n in manifest["nights"] if n["rejected"].get("object closed")]
+    reopened = np.floor(gap.loc[later, "mjd"] - 0.5).astype(int)
+    assert [n["night"] for n in closed] == sorted(set(reopened))
+    for n in manifest["nights"]:
+        assert n["objects_with_data"] == n["rescored"] + sum(n["rejected"].values())
+        assert n["seen"] == n["open"] + n["closed"]
+    assert manifest["nights"][-1]["closed"] >= 1
+    with pytest.raises(UserError, match="positive"):
+        _replay(tiny_run, lcs, meta, tmp_path / "zero", close_after=0)
+
+
+def test_replay_cli(tiny_run, tmp_path: Path, capsys):
+    lcs, meta = _small_input(tiny_run, tmp_path, n_objects=4, n_nights=5)
+    path = tmp_path / "lc.csv"
+    lcs.to_csv(path, index=False)
+    args = ["replay", str(path), "--run", str(tiny_run.run_dir), "--metadata", str(meta)]
+    assert cli.main([*args, "--output", str(tmp_path / "out")]) == 0
+    assert "replayed through night" in capsys.readouterr().out
+    assert cli.main([*args, "--output", str(tmp_path / "o2"), "--close-after", "-1"]) == 2

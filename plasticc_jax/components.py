@@ -144,24 +144,20 @@ class _Mahalanobis(Component):
 
     def __init__(self, config: EvalConfig) -> None:
         del config
-        self.centres = np.zeros((0, 0))
-        self.precision = np.zeros((0, 0))
+        self.load_state({"centres": np.zeros((0, 0)), "precision": np.zeros((0, 0))})
 
     def fit(self, evidence: Evidence, labels: np.ndarray) -> Component:
         x = np.asarray(getattr(evidence, self.view), np.float64)
         classes = np.unique(labels)
-        self.centres = np.stack([x[labels == c].mean(axis=0) for c in classes])
-        residual = x - self.centres[np.searchsorted(classes, labels)]
-        self.precision = np.linalg.pinv(LedoitWolf().fit(residual).covariance_)
+        centres = np.stack([x[labels == c].mean(axis=0) for c in classes])
+        residual = x - centres[np.searchsorted(classes, labels)]
+        precision = np.linalg.pinv(LedoitWolf().fit(residual).covariance_)
+        self.load_state({"centres": centres, "precision": precision})
         return self
 
     def score(self, evidence: Evidence) -> np.ndarray:
-        x = np.asarray(getattr(evidence, self.view), np.float64)
-        # Whitened by W with W W^T = precision, the distances are Euclidean: one (n, d) x (d, d)
-        # product for all classes instead of one quadratic form per class.
-        eigenvalues, eigenvectors = np.linalg.eigh(self.precision)
-        whiten = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))
-        z, centres = x @ whiten, self.centres @ whiten
+        z = np.asarray(getattr(evidence, self.view), np.float64) @ self._whiten
+        centres = self._white_centres
         squared = (
             (z * z).sum(axis=1)[:, None] - 2.0 * z @ centres.T + (centres * centres).sum(axis=1)
         )
@@ -172,6 +168,11 @@ class _Mahalanobis(Component):
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.centres, self.precision = state["centres"], state["precision"]
+        # Whitened by W with W W^T = precision, the distances are Euclidean: one (n, d) x (d, d)
+        # product for all classes instead of one quadratic form per class.
+        eigenvalues, eigenvectors = np.linalg.eigh(self.precision)
+        self._whiten = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+        self._white_centres = self.centres @ self._whiten
 
 
 class LatentMahalanobis(_Mahalanobis):

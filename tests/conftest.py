@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -206,11 +206,10 @@ class TinyRun:
     detector_fits: list[np.ndarray]
 
 
-@pytest.fixture(scope="session")
-def tiny_run() -> TinyRun:
-    """The shared project trained and evaluated through the command line (tiny preset)."""
-    workdir = _wait_for("done")
-    config = tiny_config()
+def _load_run(marker: str, *overrides: str) -> TinyRun:
+    """A run of the shared project, once the builder has left `marker`."""
+    workdir = _wait_for(marker)
+    config = tiny_config(*overrides)
     run_dir = workdir / config.run_path
     with np.load(workdir / "detector_fits.npz") as fits:
         detector_fits = [fits[f"arr_{i}"] for i in range(len(fits.files))]
@@ -227,19 +226,13 @@ def tiny_run() -> TinyRun:
 
 
 @pytest.fixture(scope="session")
+def tiny_run() -> TinyRun:
+    """The shared project trained and evaluated through the command line (tiny preset)."""
+    return _load_run("done")
+
+
+@pytest.fixture(scope="session")
 def tiny_early_run() -> TinyRun:
     """The shared project's early-detection run (`EARLY_OVERRIDES`: staged rows, partial light
     curves), trained and evaluated through the command line; `detector_fits` is empty."""
-    workdir = _wait_for("early_done")
-    config = tiny_config(*EARLY_OVERRIDES)
-    run_dir = workdir / config.run_path
-    return TinyRun(
-        workdir=workdir,
-        run_dir=run_dir,
-        dataset_dir=workdir / config.data.dataset_dir,
-        config=config,
-        table=pd.read_parquet(run_dir / "scores.parquet"),
-        metrics=json.loads((run_dir / "metrics.json").read_text()),
-        detector_params=json.loads((run_dir / "models" / "detector.json").read_text()),
-        detector_fits=[],
-    )
+    return replace(_load_run("early_done", *EARLY_OVERRIDES), detector_fits=[])

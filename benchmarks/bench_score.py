@@ -64,6 +64,41 @@ def tile(arrays: LightCurveArrays, n: int) -> LightCurveArrays:
     return arrays.take(index)
 
 
+def compute_bound(vae: Any, arrays: LightCurveArrays, batch: int) -> dict[str, Any]:
+    """The VAE pass's floating-point rate (XLA's count of its operations) against a plain
+    matrix product's on the same cores, and the objects/s the pass would reach at that rate: how
+    far a faster implementation of this network could go on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    from plasticc_jax import streaming
+
+    inputs, _ = next(streaming.padded_batches(vae.encoder.inputs(arrays), batch))
+    cost = vae._forward.lower(vae.params, inputs).compile().cost_analysis()
+    flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    a, w = jnp.ones((batch, 1024), jnp.float32), jnp.ones((1024, 512), jnp.float32)
+    product = jax.jit(jnp.matmul)
+    pass_s = common.median_time(lambda: jax.block_until_ready(vae._forward(vae.params, inputs)))
+    product_s = common.median_time(lambda: product(a, w).block_until_ready())
+    rate, peak = flops / pass_s, 2.0 * a.shape[0] * a.shape[1] * w.shape[1] / product_s
+    ceiling = peak / (flops / batch)
+    print(
+        f"  VAE pass {flops / batch / 1e6:.2f} MFLOP/object at {rate / 1e9:.1f} GFLOP/s, "
+        f"{rate / peak:.0%} of a plain matmul's {peak / 1e9:.1f}: at most {ceiling:,.0f} "
+        "objects/s for the pass alone on these cores"
+    )
+    return {
+        "stage": "score",
+        "workload": f"VAE pass FLOP rate vs a {batch}x1024 @ 1024x512 matmul",
+        "this_project": round(rate / 1e9, 2),
+        "alternative": round(peak / 1e9, 2),
+        "ratio": round(rate / peak, 2),
+        "unit": "GFLOP/s (alternative: the plain matmul)",
+        "mflop_per_object": round(flops / batch / 1e6, 3),
+        "ceiling_objects_per_s": round(ceiling, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8,192 objects, 3 repeats")
@@ -139,6 +174,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 }
             )
             print(f"  {name:34s} {n / max(seconds, 1e-9):12,.0f} objects/s ({100 * share:.0f}%)")
+        rows.append(compute_bound(vae, arrays, batch))
     if not args.quick:
         common.write_rows("score", rows)
     else:

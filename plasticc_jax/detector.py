@@ -33,7 +33,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,15 +368,19 @@ class Detector:
             # Objects in order of first appearance: one row each gives the folds without groups.
             appearance = np.argsort(np.argsort(first, kind="stable"), kind="stable")
             fold[rows] = (rng.permutation(first.size) % n_folds)[appearance[index]]
-        for k in range(n_folds):
-            held = fold == k
-            if not held.any():
-                continue
+
+        def fit_and_score(held: np.ndarray) -> dict[str, np.ndarray]:
             fitted = fit_components(evidence.take(~held), labels[~held], fused, self.config)
             part = dataclasses.replace(self, components=fitted)
-            scores = part.raw_scores(evidence.take(np.flatnonzero(held)))
-            for name in fused:
-                raw[name][held] = scores[name]
+            return part.raw_scores(evidence.take(np.flatnonzero(held)))
+
+        # The folds are independent and seeded: fitted side by side, one thread a core (the
+        # estimators' own threads are limited to one, `single_threaded`).
+        folds = [held for k in range(n_folds) if (held := fold == k).any()]
+        with ThreadPoolExecutor(max(1, min(len(folds), os.cpu_count() or 1))) as pool:
+            for held, scores in zip(folds, pool.map(fit_and_score, folds), strict=True):
+                for name in fused:
+                    raw[name][held] = scores[name]
         groups = route(self.components, evidence.galactic)
         tails = self.calibrated(raw, groups)
         nearest, prob = self.nearest_class(evidence)

@@ -404,6 +404,11 @@ def _evaluate(
     complete = np.isinf(rows["stage"])
     known_rows = np.isin(rows["target"], config.data.known_classes) & ~rows["is_anomaly"]
     evidence_rows = scoring.evidence(rows, vae.stats, vae.encoder.classes)
+    # Everything below but the early-detection metrics is about objects: complete light curves.
+    objects = {k: v[complete] for k, v in rows.items()}
+    split, known = objects["split"], known_rows[complete]
+    in_test = (split == "test") & (known | objects["is_anomaly"])
+    umap = report.start_umap(objects["mu"][in_test], ev.seed) if ev.umap else None
     timing["encode_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
@@ -417,11 +422,8 @@ def _evaluate(
         fit_rows=detector_rows(rows["object_id"], complete, config),
     )
     detector.save(run_dir / "models")
-    # Everything below but the early-detection metrics is about objects: complete light curves.
-    objects = {k: v[complete] for k, v in rows.items()}
     scores = {k: v[complete] for k, v in score_rows.items()}
     evidence = evidence_rows.take(np.flatnonzero(complete))
-    split, known = objects["split"], known_rows[complete]
     table = scoring.insert_rank(scoring.score_table(objects, scores, detector))
     # The test split at every stage: only with staged rows (`data.stages`, opt-in).
     staged = None if complete.all() else early_table(rows, score_rows, detector)
@@ -431,7 +433,6 @@ def _evaluate(
     if ev.baselines:
         table["lc_forest_score"] = _baseline(evidence, (split == "train") & known, config)
         methods["lc_features"] = "lc_forest_score"
-    in_test = (split == "test") & (known | objects["is_anomaly"])
     result = _measure(config, table, in_test, methods, detector, vae.epoch)
     snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
     result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
@@ -458,14 +459,12 @@ def _evaluate(
     names = report.draw_figures(
         run_dir / "reports" / "figures",
         table[in_test],
-        objects["mu"][in_test],
         methods,
         result["anomaly_classes_present"],
         detector.threshold,
         report.examples(table, known, encoded.test, encoded.test_mean, encoded.test_sigma),
         GridSpec.from_config(config.data).bin_centres(),
-        umap=ev.umap,
-        seed=ev.seed,
+        umap=umap,
         early=result.get("early"),
     )
     timing["figures_s"] = time.perf_counter() - t

@@ -7,7 +7,9 @@ Every function takes plain arrays and a path, and writes one PNG.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,31 +105,56 @@ def curve_figures(
     return _save(figs["roc"], roc_path), _save(figs["pr"], pr_path)
 
 
-def umap_figure(
-    latents: np.ndarray,
-    target: np.ndarray,
-    is_anomaly: np.ndarray,
-    path: Path,
-    *,
-    max_points: int = 5000,
-    seed: int = 0,
-    what: str = "",
-) -> Path:
-    """2-d UMAP of the latent means coloured by class; anomaly classes drawn as crosses.
-
-    Args:
-        latents: (n, L) latent means; a random subsample of `max_points` is embedded.
-        what: which objects these are, for the title (e.g. `test split`).
-    """
+def umap_embedding(
+    latents: np.ndarray, *, max_points: int = 5000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows embedded, their (k, 2) UMAP coordinates): a random subsample of `max_points`."""
     import umap  # slow import (numba): only when the figure is wanted
 
     rng = np.random.default_rng(seed)
     index = np.arange(len(latents))
     if len(index) > max_points:
         index = np.sort(rng.choice(index, max_points, replace=False))
-    x, y, anomalous = latents[index], np.asarray(target)[index], np.asarray(is_anomaly)[index]
     n_neighbors = max(2, min(15, len(index) - 1))
-    embedding = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1).fit_transform(x)
+    model = umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1)
+    return index, model.fit_transform(latents[index])
+
+
+def start_umap_embedding(latents: np.ndarray, *, seed: int = 0) -> Future:
+    """`umap_embedding` in a child process, so that its half minute of numba compiling and
+    fitting runs beside the caller's work (on another core); `.result()` waits for it.
+
+    Where no child process can be started, it is computed here and now.
+    """
+    try:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        future = pool.submit(umap_embedding, latents, seed=seed)
+        pool.shutdown(wait=False)
+        return future
+    except OSError as error:
+        log.info("UMAP in this process (no child process: %s)", error)
+        done: Future = Future()
+        done.set_result(umap_embedding(latents, seed=seed))
+        return done
+
+
+def umap_figure(
+    embedding: tuple[np.ndarray, np.ndarray],
+    target: np.ndarray,
+    is_anomaly: np.ndarray,
+    path: Path,
+    *,
+    what: str = "",
+) -> Path:
+    """2-d UMAP of the latent means coloured by class; anomaly classes drawn as crosses.
+
+    Args:
+        embedding: (rows, coordinates) from `umap_embedding` of the latent means.
+        target, is_anomaly: (n,) of every object, the embedded rows among them.
+        what: which objects these are, for the title (e.g. `test split`).
+    """
+    index, embedding_xy = embedding
+    y, anomalous = np.asarray(target)[index], np.asarray(is_anomaly)[index]
     colours = _class_colours(np.unique(y))
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     ax = fig.subplots()
@@ -135,7 +162,7 @@ def umap_figure(
         sel = y == c
         anomaly_class = bool(anomalous[sel].any())
         ax.scatter(
-            *embedding[sel].T,
+            *embedding_xy[sel].T,
             s=14 if anomaly_class else 4,
             marker="x" if anomaly_class else "o",
             color=colours[int(c)],

@@ -18,6 +18,8 @@ from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.plasticc import class_name
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from plasticc_jax.figures import Example
 
 # How each method (a score column; see `evaluate`) is named in the tables.
@@ -237,29 +239,27 @@ def examples(
 def draw_figures(
     fig_dir: Path,
     test: pd.DataFrame,
-    test_mu: np.ndarray,
     methods: dict[str, str],
     anomaly_classes: list[int],
     threshold: float,
     chosen: list[Example],
     times: np.ndarray,
     *,
-    umap: bool,
-    seed: int,
+    umap: Future | None,
     early: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the report's figures; returns their file names.
 
     Args:
         fig_dir: where the PNGs go.
-        test: the score table's test rows of known and anomaly objects; test_mu: their (n, L)
-            latent means.
+        test: the score table's test rows of known and anomaly objects.
         methods: method name -> score column, one curve each.
         anomaly_classes: the anomaly classes present in `test`.
         threshold: the flag threshold of the anomaly score.
         chosen: the light curves of the reconstruction figure (`examples`).
         times: (n_time_bins,) bin centres in days from each object's reference time.
-        umap: draw the UMAP of the latent means; seed: its seed.
+        umap: the UMAP embedding of their latent means (`figures.start_umap_embedding`), or
+            None for no UMAP figure.
         early: the early-detection metrics (`evaluate.early_metrics`): AUROC vs days.
     """
     from plasticc_jax import figures  # matplotlib: imported when figures are drawn
@@ -277,9 +277,9 @@ def draw_figures(
         test["anomaly_score"].to_numpy(), target, labels, threshold, fig_dir / "score_hist.png"
     )
     names = ["roc.png", "pr.png", "score_hist.png"]
-    if umap:
+    if umap is not None:
         path = fig_dir / "umap.png"
-        figures.umap_figure(test_mu, target, labels, path, seed=seed, what="test split")
+        figures.umap_figure(umap.result(), target, labels, path, what="test split")
         names.append("umap.png")
     if chosen:
         figures.reconstruction_figure(chosen, times, fig_dir / "reconstructions.png")
@@ -301,3 +301,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def start_umap(latents: np.ndarray, seed: int) -> Future:
+    """The UMAP embedding of the latent means for `draw_figures`, started at once in a child
+    process (`figures.start_umap_embedding`) so that it runs while the detector is fitted."""
+    from plasticc_jax import figures  # matplotlib: imported when figures are drawn
+
+    return figures.start_umap_embedding(latents, seed=seed)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_score
 import common
 
-from plasticc_jax import distributed
+from plasticc_jax import distributed, score_output
 from plasticc_jax.synthetic import write_synthetic
 
 TEST_ROWS, TEST_OBJECTS = 453_653_104, 3_492_890  # the PLAsTiCC test set
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             start = time.perf_counter()
             used_metadata = metadata[: len(inputs)]
             score(run_dir, inputs, used_metadata, output, dask=address, part_mb=PART_MB)
-            manifest = json.loads((output / distributed.MANIFEST).read_text())
+            manifest = json.loads((output / score_output.MANIFEST).read_text())
             return {**manifest, "wall": time.perf_counter() - start}
 
         with distributed.connect("local:1") as one, distributed.connect("local:2") as two:

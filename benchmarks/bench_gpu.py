@@ -29,6 +29,7 @@ import bench_train
 import common
 
 from plasticc_jax import config as config_lib
+from plasticc_jax import config_io
 from plasticc_jax.dataset import load_split
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.train import train
@@ -39,7 +40,7 @@ N_TEST = 3_500_000
 def train_rows(workdir: Path, epochs: int) -> tuple[list[dict], Path]:
     rows, run = [], None
     for preset in ("default", "gpu"):
-        config = config_lib.load_preset(preset)
+        config = config_io.load_preset(preset)
         config = dataclasses.replace(
             config,
             run_dir=str(workdir / f"runs/{preset}"),

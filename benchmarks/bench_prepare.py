@@ -165,9 +165,9 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "rows": rows}}))
 _PREPARE_CHILD = """
 import dataclasses, json, sys, time
 from pathlib import Path
-from plasticc_jax import config as config_lib
+from plasticc_jax import config_io
 from plasticc_jax.prepare import prepare
-config = config_lib.load_preset("default")
+config = config_io.load_preset("default")
 data = dataclasses.replace(config.data, raw_dir={raw!r})
 start = time.perf_counter()
 out = prepare(dataclasses.replace(config, data=data), Path({work!r}))

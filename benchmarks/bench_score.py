@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import scoring, synthetic
+from plasticc_jax import config_io, scoring, synthetic
 from plasticc_jax.dataset import LightCurveArrays, load_split
 
 N_TEST = 3_500_000  # objects in the PLAsTiCC test set
@@ -46,7 +46,7 @@ def build_run(workdir: Path) -> Path:
     from plasticc_jax.train import train
 
     synthetic.write_synthetic(workdir / "data" / "raw", 2000, seed=0)
-    config = config_lib.load_preset("default")
+    config = config_io.load_preset("default")
     config = dataclasses.replace(
         config,
         train=dataclasses.replace(config.train, max_epochs=1),

@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import streaming
+from plasticc_jax import config_io, streaming
 from plasticc_jax.config import Config, ModelConfig
 from plasticc_jax.dataset import load_split, read_stats
 from plasticc_jax.models import LightCurveDecoder, Reconstruction, encoder_inputs
-from plasticc_jax.train import create_model, init_state, make_optimizer, make_train_step
+from plasticc_jax.train_step import create_model, init_state, make_optimizer, make_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 N_BANDS = 6
@@ -283,7 +283,7 @@ def bench_torch(
 
 
 def architectures(default: Config) -> dict[str, tuple[Config, Any]]:
-    gpu = config_lib.load_preset("gpu")
+    gpu = config_io.load_preset("gpu")
     wide = dataclasses.replace(default, model=gpu.model)
     n_times = default.data.n_time_bins
 
@@ -298,7 +298,7 @@ def architectures(default: Config) -> dict[str, tuple[Config, Any]]:
 
 def measure(framework: str, arch: str, quick: bool, epochs: int) -> dict[str, Any]:
     """One framework on one architecture, in this process (run in a child by `main`)."""
-    default = config_lib.resolve(config_lib.load_preset("default"))
+    default = config_lib.resolve(config_io.load_preset("default"))
     data, source = load_data(default, 1024 if quick else None)
     config, build = architectures(default)[arch]
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.child:
         print(json.dumps(measure(args.child, args.arch[0], args.quick, epochs)))
         return []
-    default = config_lib.resolve(config_lib.load_preset("default"))
+    default = config_lib.resolve(config_io.load_preset("default"))
     rows = []
     for name, (config, _) in architectures(default).items():
         if args.arch and name not in args.arch:

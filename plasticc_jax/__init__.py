@@ -21,7 +21,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from plasticc_jax.config import Config, load_preset
+    from plasticc_jax.config import Config
+    from plasticc_jax.config_io import load_preset
     from plasticc_jax.dataset import FeatureStats, LightCurveArrays, load_split
     from plasticc_jax.encoder import EncodedTable, Encoder, TrainedVae, load_encoder, load_vae
     from plasticc_jax.errors import UserError
@@ -46,7 +47,7 @@ __all__ = [
 
 _MODULES: dict[str, str] = {
     "Config": "plasticc_jax.config",
-    "load_preset": "plasticc_jax.config",
+    "load_preset": "plasticc_jax.config_io",
     "FeatureStats": "plasticc_jax.dataset",
     "LightCurveArrays": "plasticc_jax.dataset",
     "load_split": "plasticc_jax.dataset",

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from plasticc_jax import config as config_lib
+from plasticc_jax import config_io
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 
@@ -61,12 +62,12 @@ def _add_dask_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> config_lib.Config:
-    config = config_lib.load_preset(args.config)
+    config = config_io.load_preset(args.config)
     overrides = list(args.overrides)
     for flag, target in SHORTCUTS.items():
         if getattr(args, flag, None) is not None:
             overrides.append(f"{target}={getattr(args, flag)}")
-    return config_lib.resolve(config_lib.apply_overrides(config, overrides))
+    return config_lib.resolve(config_io.apply_overrides(config, overrides))
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from plasticc_jax import config as config_lib
+from plasticc_jax import config_io
 from plasticc_jax.calibration import Reference, calibrate_threshold
 from plasticc_jax.components import COMPONENTS, Classifier, Component, Evidence
 from plasticc_jax.config import EvalConfig
@@ -449,7 +449,7 @@ class Detector:
         if unexpected:
             raise UserError(f"{paths[2]} asks to load unexpected types {unexpected}; refusing")
         estimators = sio.load(paths[2], trusted=list(untrusted))
-        config = config_lib.from_dict({"eval": params["config"]}).eval
+        config = config_io.from_dict({"eval": params["config"]}).eval
         with np.load(paths[1], allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
         components: dict[str, dict[str, Component]] = {}

@@ -16,25 +16,21 @@ Sources, tried in this order when `data.source == "auto"`:
 
 `data.source` may also force one of `zenodo`, `snmachine` or a folder. Whatever the source, the
 files arrive under the same two names and are checked by row and object counts and by the known
-SHA-256 of the decompressed CSVs (PROVENANCE.md of the shared copy: the wheel's files, which are
-the Zenodo release's), and the wheel by its own SHA-256; a mismatch is refused and named.
-Everything is fetched into a staging folder inside the raw folder and moved into place only once
-both files pass, so a failed or interrupted download leaves no file that looks complete.
-`SOURCE.json` beside the files records the source, the time and the hashes and counts; a later
-call that finds the files matching it does nothing. Files already in the raw folder that do not
-match are reported, never replaced, and the record is left as it is.
+SHA-256 of the decompressed CSVs (`plasticc_jax.download_check`), and the wheel by its own
+SHA-256; a mismatch is refused and named. Everything is fetched into a staging folder inside the
+raw folder and moved into place only once both files pass, so a failed or interrupted download
+leaves no file that looks complete. `SOURCE.json` beside the files records the source, the time
+and the hashes and counts; a later call that finds the files matching it does nothing. Files
+already in the raw folder that do not match are reported, never replaced, and the record is left
+as it is.
 """
 
 from __future__ import annotations
 
-import datetime
 import gzip
-import hashlib
 import http.client
-import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -43,29 +39,35 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from plasticc_jax.config import Config
+from plasticc_jax.csv_files import is_gzip
+from plasticc_jax.download_check import (
+    BLOCK,
+    Expected,
+    SourceFailed,
+    check_existing,
+    matches_record,
+    read_record,
+    stored_file,
+    verify,
+    write_record,
+)
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_write_text, sha256_file
-from plasticc_jax.readers import find_inputs, header, is_gzip
+from plasticc_jax.inputs import find_inputs
+from plasticc_jax.io_utils import sha256_file
 
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "PLASTICC_JAX_MIRROR"
-SOURCE_FILE = "SOURCE.json"
 
 ZENODO_RECORD = "https://zenodo.org/records/2539456"
 ZENODO_DOI = "10.5281/zenodo.2539456"
-CITATION = (
-    "PLAsTiCC Team and PLAsTiCC modelers, Unblinded Data for PLAsTiCC Classification Challenge, "
-    "Zenodo, doi:10.5281/zenodo.2539456 (CC BY 4.0); PLAsTiCC Team et al. 2018, arXiv:1810.00001; "
-    "Kessler et al. 2019, arXiv:1903.11756"
-)
 # Seconds to wait for Zenodo to answer (connect, and each read): an unreachable host fails fast and
 # the next source is tried.
 HTTP_TIMEOUT_S = 10.0
@@ -73,32 +75,7 @@ HTTP_TIMEOUT_S = 10.0
 WHEEL_REQUIREMENT = "snmachine==2.0.0.post3"
 WHEEL_SHA256 = "09faca95f69566b36a0d798ce01d24b25cc11367fb3b5323c4aa552421f715da"
 
-_BLOCK = 1 << 22  # bytes per read while streaming (4 MiB)
-# The first field of each line (object_id); metadata fields are left-padded with spaces.
-_FIRST_FIELD = re.compile(rb"^ *([^,\n]*),", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Expected:
-    """One file of the training set as it is stored in the raw folder and checked.
-
-    Attributes:
-        name: file name in the raw folder (gzip).
-        wheel_member: path of the plain CSV inside the snmachine wheel.
-        columns: columns the header must hold.
-        rows: data rows, header excluded.
-        objects: distinct object_id values.
-        sha256: SHA-256 of the decompressed CSV (PROVENANCE.md of the shared copy).
-    """
-
-    name: str
-    wheel_member: str
-    columns: tuple[str, ...]
-    rows: int
-    objects: int
-    sha256: str
-
-
+# The training set's two files, as every source must deliver them (`download_check.verify`).
 EXPECTED: tuple[Expected, ...] = (
     Expected(
         name="plasticc_train_lightcurves.csv.gz",
@@ -117,31 +94,6 @@ EXPECTED: tuple[Expected, ...] = (
         sha256="3d7fe4298e820244677437fe371c8b56cc8e3633dc8c196a9866aff427c88ee0",
     ),
 )
-
-
-class SourceFailed(Exception):
-    """One source could not deliver verified files; the message says why."""
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """What a scan of one stored file found.
-
-    Attributes:
-        name: file name.
-        bytes: size of the stored file.
-        sha256: SHA-256 of the stored file (gzip bytes for `.gz`), for the cache check.
-        sha256_uncompressed: SHA-256 of the decompressed CSV.
-        rows: data rows, header excluded.
-        objects: distinct object_id values.
-    """
-
-    name: str
-    bytes: int
-    sha256: str
-    sha256_uncompressed: str
-    rows: int
-    objects: int
 
 
 @dataclass(frozen=True)
@@ -183,13 +135,13 @@ def download(config: Config, workdir: Path) -> Path:
             already in the raw folder are not the PLAsTiCC training set.
     """
     raw = Path(workdir) / config.data.raw_dir
-    present = [_present(raw, expected.name) for expected in EXPECTED]
+    present = [stored_file(raw, expected.name) for expected in EXPECTED]
     if all(path is not None for path in present):
         _accept_existing(raw, [path for path in present if path is not None])
         return raw
     for path, expected in zip(present, EXPECTED, strict=True):
         if path is not None:  # replaced below only if it is the file the download brings
-            _check_existing(raw, [path], [expected])
+            check_existing(raw, [path], [expected])
             log.warning("%s is there but its partner is not: fetching both again", path)
 
     errors: list[str] = []
@@ -216,7 +168,7 @@ def download(config: Config, workdir: Path) -> Path:
 def ensure_raw_data(config: Config, workdir: Path) -> None:
     """Download the default data unless the raw folder already holds a recognised training set.
 
-    Recognised is what `readers.find_inputs` recognises (Kaggle's `training_set*.csv` or the
+    Recognised is what `inputs.find_inputs` recognises (Kaggle's `training_set*.csv` or the
     unblinded `plasticc_train_*.csv`, gzipped or not). Files found are used as they are (prepare
     checks their content), never replaced.
     """
@@ -259,7 +211,7 @@ def _mirror_source(folder: Path, workdir: Path) -> Source:
                 f"or a folder holding the files)"
             )
         for expected in EXPECTED:
-            src = _present(folder, expected.name)
+            src = stored_file(folder, expected.name)
             if src is None:
                 raise SourceFailed(f"{folder} holds no {expected.name}")
             if is_gzip(src):
@@ -295,7 +247,7 @@ def _fetch_url(url: str, dest: Path) -> None:
             open(dest, "wb") as out,
             tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, delay=2.0) as bar,
         ):
-            while block := response.read(_BLOCK):
+            while block := response.read(BLOCK):
                 out.write(block)
                 received += len(block)
                 bar.update(len(block))
@@ -355,7 +307,7 @@ def _write_gzip(source: Any, dest: Path) -> None:
     # No file name and a zero time stamp in the header (like `gzip -n`): the same input always
     # gives the same bytes.
     with open(dest, "wb") as out, gzip.GzipFile("", "wb", 6, out, mtime=0) as packed:
-        shutil.copyfileobj(source, packed, _BLOCK)
+        shutil.copyfileobj(source, packed, BLOCK)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +323,7 @@ def _install(source: Source, raw: Path) -> None:
         try:
             extra = source.fetch(staging)
             checks = [
-                _verify(staging / expected.name, expected, source.check_sha256)
+                verify(staging / expected.name, expected, source.check_sha256)
                 for expected in EXPECTED
             ]
         except (OSError, EOFError, zlib.error) as error:
@@ -380,7 +332,7 @@ def _install(source: Source, raw: Path) -> None:
             os.replace(staging / expected.name, raw / expected.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _write_record(raw, source.name, source.location, checks, extra)
+    write_record(raw, source.name, source.location, checks, extra)
     log.info(
         "PLAsTiCC training set from %s (%s) in %s: %s",
         source.name,
@@ -392,8 +344,8 @@ def _install(source: Source, raw: Path) -> None:
 
 def _accept_existing(raw: Path, paths: list[Path]) -> None:
     """Files are already in `raw`: trust them if they match SOURCE.json, else verify them."""
-    record = _read_record(raw)
-    if record and _matches_record(record, paths):
+    record = read_record(raw)
+    if record and matches_record(record, paths):
         log.info(
             "PLAsTiCC training set already in %s (from %s, %s); nothing to download",
             raw,
@@ -401,144 +353,6 @@ def _accept_existing(raw: Path, paths: list[Path]) -> None:
             record.get("retrieved_utc"),
         )
         return
-    checks = _check_existing(raw, paths, list(EXPECTED))
-    _write_record(raw, "existing files", str(raw), checks, {})
+    checks = check_existing(raw, paths, list(EXPECTED))
+    write_record(raw, "existing files", str(raw), checks, {})
     log.info("PLAsTiCC training set found in %s (placed there by hand) and verified", raw)
-
-
-def _check_existing(raw: Path, paths: list[Path], expected: list[Expected]) -> list[FileCheck]:
-    """Verify files found in `raw` (counts and SHA-256), leaving them and the record alone.
-
-    Raises:
-        UserError: a file is not the training set's (the message names it and why).
-    """
-    try:
-        return [
-            _verify(path, item, check_sha256=True)
-            for path, item in zip(paths, expected, strict=True)
-        ]
-    except (SourceFailed, OSError, EOFError, zlib.error) as error:
-        raise UserError(
-            f"{raw} already holds {', '.join(p.name for p in paths)}, but they are not the "
-            f"PLAsTiCC training set ({error}); nothing was changed. Move them elsewhere and rerun "
-            "to download it, or keep them: prepare reads whatever input files are in the raw "
-            "folder."
-        ) from None
-
-
-def _write_record(
-    raw: Path, source: str, location: str, checks: list[FileCheck], extra: dict[str, Any]
-) -> None:
-    """`SOURCE.json`: where the files came from, when, and what their scan found."""
-    record = {
-        "source": source,
-        "location": location,
-        "retrieved_utc": _now(),
-        **extra,
-        "citation": CITATION,
-        "licence": "CC BY 4.0",
-        "files": {check.name: asdict(check) for check in checks},
-    }
-    atomic_write_text(raw / SOURCE_FILE, json.dumps(record, indent=2) + "\n")
-
-
-def _read_record(raw: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((raw / SOURCE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _matches_record(record: dict[str, Any], paths: list[Path]) -> bool:
-    """Whether each file has the size and SHA-256 written in the record (cheap: no decompress)."""
-    files = record.get("files")
-    if not isinstance(files, dict):
-        return False
-    for path in paths:
-        entry = files.get(path.name)
-        if not isinstance(entry, dict) or entry.get("bytes") != path.stat().st_size:
-            return False
-        if entry.get("sha256") != sha256_file(path):
-            return False
-    return True
-
-
-def _verify(path: Path, expected: Expected, check_sha256: bool) -> FileCheck:
-    """Scan a file and compare it with what the training set must be.
-
-    Raises:
-        SourceFailed: columns, row count, object count or (if asked) hash differ.
-    """
-    check = scan(path)
-    try:
-        columns = [name.strip() for name in header(path)]
-    except UserError as error:
-        raise SourceFailed(str(error)) from error
-    missing = [column for column in expected.columns if column not in columns]
-    if missing:
-        raise SourceFailed(f"{path.name}: header lacks columns {missing}")
-    if check.rows != expected.rows or check.objects != expected.objects:
-        raise SourceFailed(
-            f"{path.name}: {check.rows:,} rows and {check.objects:,} objects, expected "
-            f"{expected.rows:,} and {expected.objects:,} (truncated or a different file)"
-        )
-    if check_sha256 and check.sha256_uncompressed != expected.sha256:
-        raise SourceFailed(
-            f"{path.name}: sha256 of the content is {check.sha256_uncompressed}, "
-            f"expected {expected.sha256}"
-        )
-    return check
-
-
-def scan(path: Path) -> FileCheck:
-    """Count rows and objects of a CSV (gzipped or not) and hash it, in one streaming pass.
-
-    Objects are the distinct first fields (object_id) of the data lines, taken with one regular
-    expression per block: no CSV parsing, so the 60 MB light-curve CSV takes about a second.
-
-    Raises:
-        OSError, EOFError, zlib.error: the file cannot be read or its gzip stream is broken.
-    """
-    digest = hashlib.sha256()
-    newlines = 0
-    object_ids: set[bytes] = set()
-    tail = b""
-    with _open(path) as handle:
-        header = handle.readline()
-        digest.update(header)
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-            newlines += block.count(b"\n")
-            text = tail + block
-            cut = text.rfind(b"\n") + 1
-            object_ids.update(_FIRST_FIELD.findall(text, 0, cut))
-            tail = text[cut:]
-    if tail:  # a last line without a newline
-        newlines += 1
-        object_ids.update(_FIRST_FIELD.findall(tail))
-    return FileCheck(
-        name=path.name,
-        bytes=path.stat().st_size,
-        sha256=sha256_file(path),
-        sha256_uncompressed=digest.hexdigest(),
-        rows=newlines,
-        objects=len(object_ids),
-    )
-
-
-def _open(path: Path) -> Any:
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
-
-
-def _present(folder: Path, name: str) -> Path | None:
-    """`folder/name` gzipped or plain (`x.csv.gz` or `x.csv`), whichever exists, else None."""
-    plain = name.removesuffix(".gz")
-    for candidate in (folder / f"{plain}.gz", folder / plain):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

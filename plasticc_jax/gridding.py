@@ -60,7 +60,7 @@ from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 
 if TYPE_CHECKING:
-    from plasticc_jax.readers import Rows
+    from plasticc_jax.lightcurve_rows import Rows
 
 NB = plasticc.N_PASSBANDS
 _BANDS = plasticc.PASSBANDS

@@ -7,6 +7,7 @@ before it writes anything, and every file is written to a temporary name and ren
 interrupted run (even kill -9) leaves nothing that looks complete, and the next run starts over.
 A run whose config (the fields that shape the data) and input hashes match the manifest's
 fingerprint returns at once; otherwise it rebuilds, and the same inputs give byte-identical files.
+The splits, the shards and the train statistics are written by `plasticc_jax.shards`.
 """
 
 from __future__ import annotations
@@ -14,26 +15,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zipfile
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import plasticc, readers, streaming
+from plasticc_jax import config_io, plasticc, readers, streaming
 from plasticc_jax.config import Config, DataConfig
-from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, FeatureStats, LightCurveArrays
+from plasticc_jax.dataset import FORMAT_VERSION, SPLITS
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
-from plasticc_jax.io_utils import (
-    atomic_path,
-    atomic_write_text,
-    folder_lock,
-    refuse_overwrite,
-    sha256_file,
+from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs
+from plasticc_jax.io_utils import atomic_write_text, folder_lock, refuse_overwrite, sha256_file
+from plasticc_jax.shards import (
+    LEFT_OUT,
+    TrainFeatures,
+    split_objects,
+    stats_from_shards,
+    write_shards,
 )
 
 log = logging.getLogger(__name__)
@@ -44,216 +45,31 @@ log = logging.getLogger(__name__)
 PREPARE_VERSION = 4
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
-_TRAIN, _VAL, _TEST, _REJECTED = 0, 1, 2, -1
 
 
-def split_objects(
-    object_id: np.ndarray, target: np.ndarray, data: DataConfig
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Assign each object to a split, stratified by class and reproducible from `data.seed`.
-
-    Known classes are split train/val/test by `data.val_fraction` and `data.test_fraction`, each
-    class with its own seeded permutation of its object ids (sorted first, so the file's row order
-    does not matter). Anomaly-class and unlabelled (-1) objects go to test only. Objects of other
-    classes are left out.
-
-    Args:
-        object_id, target: (n,) per object.
-        data: a resolved data config (its class lists filled in).
-
-    Returns:
-        (n,) int8 codes (0 train, 1 val, 2 test, -1 left out), and for left-out objects' classes
-        the reason.
-    """
-    known, anomalies = data.known_classes, data.anomaly_classes
-    codes = np.full(object_id.shape, _REJECTED, np.int8)
-    codes[np.isin(target, anomalies) | (target == plasticc.UNKNOWN_TARGET)] = _TEST
-    for cls in sorted(known):
-        rows = np.flatnonzero(target == cls)
-        rows = rows[np.argsort(object_id[rows], kind="stable")]
-        rows = rows[np.random.default_rng([data.seed, cls]).permutation(rows.size)]
-        n_test = round(data.test_fraction * rows.size)
-        n_val = round(data.val_fraction * rows.size)
-        codes[rows[:n_test]] = _TEST
-        codes[rows[n_test : n_test + n_val]] = _VAL
-        codes[rows[n_test + n_val :]] = _TRAIN
-    reasons = {
-        int(c): f"class {int(c)} not in protocol" for c in np.unique(target[codes == _REJECTED])
-    }
-    return codes, reasons
-
-
-class _TrainFeatures:
-    """The train split's feature rows, kept for its quantiles (`FeatureStats.fit`).
-
-    The train split holds labelled objects only, thousands for PLAsTiCC; beyond `MAX_ROWS` every
-    k-th row is kept, so memory stays bounded and the result does not depend on chunking.
-    """
-
-    MAX_ROWS = 200_000
-
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-        self.count = 0
-
-    def update(self, features: np.ndarray) -> None:
-        self.parts.append(features)
-        self.count += len(features)
-        kept = sum(len(p) for p in self.parts)
-        if kept > 2 * self.MAX_ROWS:
-            self.parts = [np.concatenate(self.parts)[::2]]
-
-    def result(self, names: tuple[str, ...]) -> FeatureStats:
-        rows = np.concatenate(self.parts) if self.parts else np.zeros((0, len(names)))
-        return FeatureStats.fit(names, rows)
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like `np.savez` (readable with `np.load(allow_pickle=False)`), atomically, with fixed zip
-    timestamps so the same arrays give the same bytes."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(info, "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
-
-
-class _ShardWriter:
-    """Buffers one split's objects and writes `shards/<split>-<prefix><index>.npz` of a fixed
-    size."""
-
-    def __init__(
-        self,
-        out: Path,
-        split: str,
-        shard_objects: int,
-        stats: _TrainFeatures | None = None,
-        prefix: str = "",
-    ) -> None:
-        self.out, self.split, self.size = out, split, max(int(shard_objects), 1)
-        self.prefix = prefix
-        # Statistics are merged shard by shard: shards do not depend on the chunk size, so
-        # neither do the statistics' last bits.
-        self.stats = stats
-        self.buffer: list[LightCurveArrays] = []
-        self.buffered = 0
-        self.names: list[str] = []
-
-    def add(self, arrays: LightCurveArrays) -> None:
-        if len(arrays):
-            self.buffer.append(arrays)
-            self.buffered += len(arrays)
-        while self.buffered >= self.size:
-            self._write(self.size)
-
-    def close(self) -> list[str]:
-        if self.buffered:
-            self._write(self.buffered)
-        return self.names
-
-    def _write(self, n: int) -> None:
-        merged = LightCurveArrays.concatenate(self.buffer)
-        name = f"shards/{self.split}-{self.prefix}{len(self.names):05d}.npz"
-        shard = merged.take(slice(0, n))
-        write_npz(self.out / name, shard.to_dict())
-        if self.stats is not None:
-            self.stats.update(shard.features)
-        self.names.append(name)
-        rest = merged.take(slice(n, None))
-        self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
-
-
-def write_shards(
-    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]],
-    out: Path,
-    data: DataConfig,
-    sorted_ids: np.ndarray,
-    sorted_codes: np.ndarray,
-    *,
-    stats: _TrainFeatures | None = None,
-    prefix: str = "",
-    stage_rows: dict[str, Counter] | None = None,
-) -> tuple[dict[str, list[str]], dict[str, Counter], list[pd.DataFrame]]:
-    """Send gridded chunks (`streaming.stream_grids`) to their splits' shards.
-
-    Args:
-        grids: the chunks; out: the dataset folder; data: the resolved data config.
-        sorted_ids, sorted_codes: every object's split code (`split_objects`), by object_id.
-        stats: merges the train shards' features, if given.
-        prefix: in the shard names, after the split's (`shards/<split>-<prefix><index>.npz`).
-        stage_rows: if given, receives the rows per split and stage (`LightCurveArrays.stage`:
-            inf for complete light curves, else the days of a staged row, `data.stages`).
-
-    Returns:
-        The shard names of each split, the objects (complete light curves) per split and class,
-        the rejection frames.
-    """
-    writers = {
-        s: _ShardWriter(out, s, data.shard_objects, stats if s == "train" else None, prefix)
-        for s in SPLITS
-    }
-    counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
-    rejected_parts: list[pd.DataFrame] = []
-    for arrays, rejected in grids:
-        if len(rejected):
-            rejected_parts.append(rejected)
-        if not len(arrays):
-            continue
-        arrays = arrays.with_anomalies(data.anomaly_classes)
-        split = sorted_codes[np.searchsorted(sorted_ids, arrays.object_id)]
-        for code, name in enumerate(SPLITS):
-            part = arrays.take(np.flatnonzero(split == code))
-            writers[name].add(part)
-            counts[name].update(part.target[part.complete].tolist())
-            if stage_rows is not None:
-                stage_rows[name].update(part.stage.tolist())
-    return {s: writers[s].close() for s in SPLITS}, counts, rejected_parts
-
-
-def stats_from_shards(out: Path, names: list[str], shard_objects: int) -> _TrainFeatures:
-    """The train split's feature statistics read back from its shards (features only), merged in
-    blocks of `shard_objects` objects as `_ShardWriter` merges them when it writes the shards:
-    the same bits, however the objects were cut into shards."""
-    stats = _TrainFeatures()
-    size = max(int(shard_objects), 1)
-    pending: list[np.ndarray] = []
-    n_pending = 0
-    for name in names:
-        with np.load(out / name, allow_pickle=False) as shard:
-            pending.append(shard["features"])
-        n_pending += len(pending[-1])
-        while n_pending >= size:
-            merged = np.concatenate(pending)
-            stats.update(merged[:size])
-            pending, n_pending = [merged[size:]], n_pending - size
-    if n_pending:
-        stats.update(np.concatenate(pending))
-    return stats
-
-
-def _inputs(config: Config, workdir: Path) -> readers.InputFiles:
+def _inputs(config: Config, workdir: Path) -> InputFiles:
     """The input files of `data.raw_dir`. The default data is fetched only into the default
     folder (`data/raw`) and only when it holds no data files: a folder of the user's own files
     with other names is reported, never filled with a download."""
     data = config.data
     raw = Path(workdir) / data.raw_dir
-    inputs = readers.find_inputs(raw, data.inputs)
+    inputs = find_inputs(raw, data.inputs)
     if inputs is not None:
         return inputs
-    found = readers.data_files(raw)
+    found = data_files(raw)
     default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()
     if default and not found and data.inputs != "test":
         from plasticc_jax.download import ensure_raw_data  # lazily: only when data is missing
 
         log.info("no recognised input in %s: fetching the default data", raw)
         ensure_raw_data(config, workdir)
-        inputs = readers.find_inputs(raw, data.inputs)
+        inputs = find_inputs(raw, data.inputs)
         if inputs is not None:
             return inputs
     what = f"found: {listing(found)}" if found else "it is empty or missing"
     raise UserError(
         f"{raw} holds no recognised {data.inputs} files ({what}); expected "
-        f"{readers.expected_names(data.inputs)}: rename your files to these names, or run "
+        f"{expected_names(data.inputs)}: rename your files to these names, or run "
         f"`plasticc-jax download --set data.raw_dir={data.raw_dir}` to fetch the PLAsTiCC "
         "training set there"
     )
@@ -268,7 +84,7 @@ def _describe(path: Path, workdir: Path) -> str:
 
 def _fingerprint(config: Config, hashes: list[tuple[str, str]]) -> str:
     data = {
-        k: v for k, v in config_lib.to_dict(config)["data"].items() if k not in _NOT_FINGERPRINTED
+        k: v for k, v in config_io.to_dict(config)["data"].items() if k not in _NOT_FINGERPRINTED
     }
     blob = json.dumps(
         {"format": FORMAT_VERSION, "prepare": PREPARE_VERSION, "data": data, "inputs": hashes},
@@ -311,7 +127,7 @@ def prepare(
         dask: grid on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
             file, or `local:N`); None: in this process. The dataset holds the same objects in
             the same order, the same statistics and rejections; only its shards are cut per
-            partition (`distributed.prepare_shards`).
+            partition (`distributed_prepare.prepare_shards`).
         part_mb: with `dask`, MB of plain CSV per task.
 
     Raises:
@@ -356,7 +172,7 @@ def prepare(
 def _build(
     config: Config,
     workdir: Path,
-    inputs: readers.InputFiles,
+    inputs: InputFiles,
     out: Path,
     fingerprint: str,
     hashes: list[tuple[str, str]],
@@ -376,7 +192,7 @@ def _build(
         metadata["object_id"].to_numpy(), metadata["target"].to_numpy(), data
     )
     meta_names = [p.name for p in inputs.metadata]
-    left_out = codes == _REJECTED
+    left_out = codes == LEFT_OUT
     rejected_parts = [
         pd.DataFrame(
             {
@@ -401,7 +217,7 @@ def _build(
     exclude = metadata["object_id"].to_numpy()[left_out]
     stage_rows: dict[str, Counter] = {s: Counter() for s in SPLITS}
     if dask is None:
-        stats = _TrainFeatures()
+        stats = TrainFeatures()
         file_rows: list[int] = []
         stream = streaming.stream_grids(
             inputs.lightcurves,
@@ -416,9 +232,9 @@ def _build(
             stream, out, data, sorted_ids, sorted_codes, stats=stats, stage_rows=stage_rows
         )
     else:
-        from plasticc_jax import distributed
+        from plasticc_jax import distributed_prepare
 
-        shards, counts, grid_rejected, file_rows = distributed.prepare_shards(
+        shards, counts, grid_rejected, file_rows = distributed_prepare.prepare_shards(
             dask, inputs, metadata, exclude, out, data, part_mb=part_mb, stage_rows=stage_rows
         )
         stats = stats_from_shards(out, shards["train"], data.shard_objects)
@@ -435,7 +251,7 @@ def _build(
         )
     feature_stats = stats.result(FEATURE_NAMES)
     atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
-    config_lib.save_config(config, out / "config.json")
+    config_io.save_config(config, out / "config.json")
 
     n_no_metadata = int((rejected["reason"] == streaming.NO_METADATA).sum())
     input_objects = len(metadata) + n_no_metadata
@@ -451,7 +267,7 @@ def _build(
         "format_version": FORMAT_VERSION,
         "prepare_version": PREPARE_VERSION,
         "fingerprint": fingerprint,
-        "config": config_lib.to_dict(config),
+        "config": config_io.to_dict(config),
         "inputs": {
             "format": inputs.fmt,
             "selection": inputs.selection,
@@ -490,9 +306,7 @@ def _build(
     )
 
 
-def _check_classes_present(
-    target: np.ndarray, data: DataConfig, inputs: readers.InputFiles
-) -> None:
+def _check_classes_present(target: np.ndarray, data: DataConfig, inputs: InputFiles) -> None:
     """Labelled input must hold the protocol's anomaly classes, or every metric would be NaN.
 
     Unlabelled input (the Kaggle test set) is fine: nothing is measured on it. A known class

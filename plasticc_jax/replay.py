@@ -63,10 +63,10 @@ import numpy as np
 import pandas as pd
 import threadpoolctl
 
-from plasticc_jax import early, gridding, readers, runs, scoring, streaming
+from plasticc_jax import early, gridding, lightcurve_rows, readers, runs, scoring, streaming
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
-from plasticc_jax.score import SPLIT_NAME
+from plasticc_jax.score_output import SPLIT_NAME
 from plasticc_jax.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class ReplayInput:
 
     def __init__(
         self,
-        rows: readers.Rows,
+        rows: lightcurve_rows.Rows,
         metadata: pd.DataFrame,
         close_after: float | None,
         objects: np.ndarray | None = None,
@@ -185,11 +185,11 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def _read_rows(paths: Sequence[Path]) -> readers.Rows:
-    parts = [rows for path in paths for rows in readers.read_rows(Path(path), 1 << 22)]
+def _read_rows(paths: Sequence[Path]) -> lightcurve_rows.Rows:
+    parts = [rows for path in paths for rows in lightcurve_rows.read_rows(Path(path), 1 << 22)]
     if not parts:
         empty = np.zeros(0)
-        return readers.Rows(
+        return lightcurve_rows.Rows(
             empty.astype(np.int64),
             empty,
             empty.astype(np.int64),
@@ -198,7 +198,7 @@ def _read_rows(paths: Sequence[Path]) -> readers.Rows:
             empty.astype(bool),
             0,
         )
-    return readers.Rows.concatenate(parts)
+    return lightcurve_rows.Rows.concatenate(parts)
 
 
 class NightScorer:

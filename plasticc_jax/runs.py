@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import provenance
+from plasticc_jax import config_io, provenance
 from plasticc_jax.config import Config, TrainConfig
 from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.errors import UserError
@@ -132,7 +132,7 @@ def read_config(run_dir: Path) -> Config:
             "pass the folder it wrote (runs/<name>-<protocol>)"
         )
     try:
-        config = config_lib.read_config(path)
+        config = config_io.read_config(path)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise UserError(
             f"{path} is damaged ({type(error).__name__}: {error}); train wrote it: restore it "
@@ -180,8 +180,8 @@ def check_resumable(
     """
     config_path = run_dir / "config.json"
     if config_path.is_file():
-        old = config_lib.to_dict(config_lib.read_config(config_path))
-        new = config_lib.to_dict(config)
+        old = config_io.to_dict(config_io.read_config(config_path))
+        new = config_io.to_dict(config)
         for section in ("model", "data"):
             if old[section] != new[section]:
                 raise UserError(
@@ -216,7 +216,7 @@ def write_run_files(
     """`config.json`, `stats.json` (the statistics of the objects trained on) and
     `provenance.json` (the dataset's fingerprint) at the start of training."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save_config(config, run_dir / "config.json")
+    config_io.save_config(config, run_dir / "config.json")
     atomic_write_text(run_dir / "stats.json", _stats_text(stats))
     provenance.record_training(run_dir, dataset_dir, manifest)
 

@@ -5,16 +5,16 @@ detector that `evaluate` saved in `models/`, which must have been fitted on the 
 checkpoint (`provenance`: after more training, run `evaluate` again). Inputs stream through in
 chunks (`streaming.stream_grids`), so memory stays bounded for files of any size, and each chunk
 takes the evaluation's scoring path (`scoring.Scorer.table`); the table is written in two passes
-(scores, then ranks over all objects) through a scratch folder beside the output (removed at the
-end, and by the next run after a kill).
+(scores, then ranks over all objects: `plasticc_jax.score_output`) through a scratch folder
+beside the output (removed at the end, and by the next run after a kill).
 
 Output: the table at `output` (`.parquet`, or `.csv` / `.csv.gz`), with the columns of the
 evaluation table (`scoring.score_table`: split is `new`, rank is among all scored objects, 1 =
 most anomalous, `flagged` = above the run's threshold), and `<output name>.rejected.csv` listing
 every input object that could not be scored and why. Every input object is in exactly one of the
 two (checked), and no score is NaN. The output may not be one of the inputs or a file of the run.
-With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed`) after the same checks,
-with the same guarantees, and the table is a Parquet dataset (a folder) with the same rows.
+With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed_score`) after the same
+checks, with the same guarantees, and the table is a Parquet dataset (a folder) with the same rows.
 """
 
 from __future__ import annotations
@@ -22,108 +22,30 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
-
-from plasticc_jax import gridding, readers, runs, scoring
-from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax import readers, runs, scoring
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock, refuse_overwrite, scratch_dir
+from plasticc_jax.score_output import (
+    MANIFEST,
+    SCRATCH_PREFIX,
+    check_accounting,
+    check_dataset_folder,
+    output_format,
+    rejected_path,
+    write_ranked,
+    write_unranked,
+)
 from plasticc_jax.scoring import Scorer
-from plasticc_jax.streaming import NO_METADATA, stream_grids
+from plasticc_jax.streaming import concat_rejections, stream_grids
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAME = "new"
-_FORMATS = (".parquet", ".csv", ".csv.gz")
-SCRATCH_PREFIX = ".tmp-score-"
 # The `source` of rejections made after gridding, by the model and the detector.
 MODEL_SOURCE = scoring.MODEL_SOURCE
-
-
-def _format(output: Path) -> str:
-    name = output.name.lower()
-    for suffix in _FORMATS:
-        if name.endswith(suffix):
-            return suffix
-    raise UserError(
-        f"--output {output}: use a name ending in {', '.join(_FORMATS)} (the suffix picks the "
-        "format)"
-    )
-
-
-def rejected_path(output: Path) -> Path:
-    """`scores.parquet` -> `scores.rejected.csv` (beside the table)."""
-    stem = output.name[: -len(_format(output))]
-    return output.with_name(f"{stem}.rejected.csv")
-
-
-def write_unranked(
-    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]],
-    scorer: Scorer,
-    path: Path,
-    *,
-    days_since_detection: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
-    """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
-    (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
-    With `days_since_detection` (`score --as-of`), the table has that column (second), from the
-    gridded objects' `stage` (`early.grid_as_of`).
-
-    Returns:
-        The objects' `anomaly_score`s (n,) and object ids (n,) in table order, and the rejection
-        frames (the stream's and the model's).
-    """
-    score_parts: list[np.ndarray] = []
-    scored_ids: list[np.ndarray] = []
-    rejected_parts: list[pd.DataFrame] = []
-    writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
-    try:
-        for arrays, rejected in grids:
-            if len(rejected):
-                rejected_parts.append(rejected)
-            if not len(arrays):
-                continue
-            frame, unscorable = scorer.table(arrays, SPLIT_NAME)
-            if len(unscorable):
-                rejected_parts.append(unscorable)
-            if days_since_detection:  # the table keeps the order of the objects it scored
-                scored = np.isin(arrays.object_id, frame["object_id"].to_numpy())
-                frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
-            table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
-            if writer is None:
-                schema = table.schema
-                writer = pq.ParquetWriter(path, schema)
-            writer.write_table(table)
-            score_parts.append(frame["anomaly_score"].to_numpy())
-            scored_ids.append(frame["object_id"].to_numpy(np.int64))
-        if writer is None:  # nothing could be scored: an empty table with the same columns
-            n_times = scorer.config.data.n_time_bins
-            empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
-            if days_since_detection:
-                empty.insert(1, "days_since_detection", np.zeros(0))
-            writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
-    finally:
-        if writer is not None:
-            writer.close()
-    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
-    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
-    return scores, ids, rejected_parts
-
-
-def concat_rejected(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """One rejection frame (object_id, reason, source) of several, also of none."""
-    if not parts:
-        return pd.DataFrame({"object_id": np.zeros(0, np.int64), "reason": [], "source": []})
-    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def refuse_output(
@@ -149,8 +71,6 @@ def refuse_output(
                 f"--output {output} holds {inside}, which this command reads or must keep; "
                 "choose another output path"
             )
-        from plasticc_jax.distributed import MANIFEST
-
         outputs = [output / MANIFEST, rejected_path(output)]
     else:
         outputs = [output, rejected_path(output)]
@@ -181,7 +101,7 @@ def score(
             task).
         dask: run on this Dask cluster (`distributed.connect`: a scheduler address, a scheduler
             file, or `local:N`); None: in this process.
-        part_mb: with `dask`, MB of plain CSV per task (`distributed.score`).
+        part_mb: with `dask`, MB of plain CSV per task (`distributed_score.score`).
         as_of: score each object with only its observations up to this MJD
             (`early.grid_as_of`); the table then has `days_since_detection` (as_of minus the
             object's first detection; negative: not yet detected). An object without enough
@@ -195,7 +115,7 @@ def score(
             output that is an input or lies in the run, or bad input (naming the file and line).
     """
     run_dir, output = Path(run_dir), Path(output)
-    fmt = _format(output)
+    fmt = output_format(output)
     if dask is not None and as_of is not None:
         raise UserError("--as-of is not supported with --dask: score in this process instead")
     if dask is not None and fmt != ".parquet":
@@ -209,16 +129,16 @@ def score(
             raise UserError(f"input file {path} does not exist")
     refuse_output(output, inputs, run_dir, dataset=dask is not None)
     if dask is not None:
-        from plasticc_jax import distributed
-
-        distributed.check_dataset_folder(output)
+        check_dataset_folder(output)
     metadata = readers.read_metadata_files(metadata_paths)
     log_backend()
     if dask is not None:
+        from plasticc_jax import distributed_score
+
         # Checked here, as below; the run stays locked (shared) while the workers read it.
         with folder_lock(run_dir, "score", shared=True):
             scorer = Scorer.load(run_dir)
-            return distributed.score(
+            return distributed_score.score(
                 dask,
                 scorer,
                 lightcurve_paths,
@@ -250,7 +170,7 @@ def score(
         scores, scored_ids, rejected_parts = write_unranked(
             grids, scorer, unranked, days_since_detection=as_of is not None
         )
-        rejected = concat_rejected(rejected_parts)
+        rejected = concat_rejections(rejected_parts)
         check_accounting(metadata, [scored_ids], rejected)
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"
         write_ranked(unranked, scoring.ranks(scores), table_path, fmt)
@@ -270,50 +190,3 @@ def score(
         rejected_path(output),
     )
     return output
-
-
-def check_accounting(
-    metadata: pd.DataFrame, scored_ids: Sequence[np.ndarray], rejected: pd.DataFrame
-) -> None:
-    """Every input object (metadata objects, and light curves without metadata) is scored or
-    rejected, exactly once. A failure here is a bug, not a user error."""
-    ids = np.concatenate(
-        [np.zeros(0, np.int64), *scored_ids, rejected["object_id"].to_numpy(np.int64)]
-    )
-    n_input = len(metadata) + int((rejected["reason"] == NO_METADATA).sum())
-    if ids.size != n_input or np.unique(ids).size != ids.size:
-        raise RuntimeError(
-            f"counts do not add up: {ids.size - len(rejected)} scored + {len(rejected)} rejected "
-            f"!= {n_input} input objects, or an object counted twice"
-        )
-
-
-def ranked_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema of an unranked score table with `rank` (int64) where the table has it."""
-    return schema.insert(scoring.rank_position(schema.names), pa.field("rank", pa.int64()))
-
-
-def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None:
-    """Copy the unranked table to `path` batch by batch, inserting `rank` where the score table
-    has it (`scoring.rank_position`). Not atomic: write into a scratch folder or `atomic_path`."""
-    source = pq.ParquetFile(unranked)
-    schema = ranked_schema(source.schema_arrow)
-    position = schema.get_field_index("rank")
-    if fmt == ".parquet":
-        writer = pq.ParquetWriter(path, schema)
-    else:
-        sink = pa.CompressedOutputStream(str(path), "gzip") if fmt == ".csv.gz" else str(path)
-        writer = pa_csv.CSVWriter(sink, schema)
-    done = 0
-    with writer:
-        for batch in source.iter_batches():
-            column = pa.array(rank[done : done + batch.num_rows])
-            batch = pa.RecordBatch.from_arrays(
-                [*batch.columns[:position], column, *batch.columns[position:]], schema=schema
-            )
-            writer.write_batch(batch)
-            done += batch.num_rows
-        if done == 0:
-            writer.write_table(schema.empty_table())
-    if fmt == ".csv.gz":
-        sink.close()

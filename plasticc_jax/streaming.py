@@ -1,11 +1,11 @@
 """Feeding data onward: light-curve files to gridded chunks, and gridded arrays to model batches.
 
 `stream_grids` grids light-curve files chunk by chunk at memory bounded by the chunk size: each
-chunk of whole objects (`readers.object_chunks`) is checked in the reading thread (grouping by
-object, the metadata join, exclusions) and gridded (`gridding.grid_chunk`) in worker threads
-while the next chunk is parsed. An object that reappears after other objects is an error (the
-file is not grouped). The output does not depend on the number of workers or on the chunk size.
-`grid_lightcurves` does the same for in-memory tables.
+chunk of whole objects (`lightcurve_rows.object_chunks`) is checked in the reading thread
+(grouping by object, the metadata join, exclusions) and gridded (`gridding.grid_chunk`) in worker
+threads while the next chunk is parsed. An object that reappears after other objects is an error
+(the file is not grouped). The output does not depend on the number of workers or on the chunk
+size. `grid_lightcurves` does the same for in-memory tables.
 
 `model_inputs` turns gridded arrays into the model's host-side inputs (validated, features
 normalised) and `padded_batches` cuts them into fixed-shape batches: every place that feeds the
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from plasticc_jax import early, gridding, plasticc, readers
+from plasticc_jax import early, gridding, lightcurve_rows, plasticc, readers
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -122,8 +122,15 @@ _NO_REJECTIONS = pd.DataFrame(
 )
 
 
+def concat_rejections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One rejection frame (object_id, reason, source) of several, also of none."""
+    if not parts:
+        return pd.DataFrame({"object_id": np.zeros(0, np.int64), "reason": [], "source": []})
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
 def _plan(
-    rows: readers.Rows, path: Path, index: MetaIndex
+    rows: lightcurve_rows.Rows, path: Path, index: MetaIndex
 ) -> tuple[gridding.Chunk, pd.DataFrame, np.ndarray]:
     """Checks of one chunk before gridding (in order, in the reading thread): grouping by object,
     the metadata join, exclusions. Returns the chunk to grid, the objects without metadata, and
@@ -206,7 +213,7 @@ def _finish(
 
 
 def stream_grids(
-    lightcurve_paths: Sequence[Path | readers.FilePart],
+    lightcurve_paths: Sequence[Path | lightcurve_rows.FilePart],
     metadata_paths: Sequence[Path],
     data: DataConfig,
     workers: int | None = None,
@@ -222,7 +229,7 @@ def stream_grids(
 
     Args:
         lightcurve_paths: light-curve CSV(.gz) files, each grouped by object_id, or parts of
-            them (`readers.FilePart`).
+            them (`lightcurve_rows.FilePart`).
         metadata_paths: their metadata files (read whole; small).
         data: grid and chunk settings (`n_time_bins`, `window_*`, `min_observations`,
             `chunk_rows`, `workers`).
@@ -263,9 +270,9 @@ def stream_grids(
 
     def planned() -> Iterator[tuple[gridding.Chunk, pd.DataFrame, np.ndarray, str, int]]:
         for source in lightcurve_paths:
-            path = source.path if isinstance(source, readers.FilePart) else Path(source)
+            path = source.path if isinstance(source, lightcurve_rows.FilePart) else Path(source)
             n_rows = 0
-            for rows in readers.object_chunks(source, chunk_rows):
+            for rows in lightcurve_rows.object_chunks(source, chunk_rows):
                 n_rows += len(rows)
                 chunk, rejected, order = _plan(rows, path, index)
                 yield chunk, rejected, order, path.name, len(rows)
@@ -329,7 +336,7 @@ def grid_lightcurves(
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
         raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")
     order = np.argsort(lcs["object_id"].to_numpy(), kind="stable")
-    rows = readers.Rows(
+    rows = lightcurve_rows.Rows(
         lcs["object_id"].to_numpy(np.int64)[order],
         lcs["mjd"].to_numpy(np.float64)[order],
         lcs["passband"].to_numpy(np.int64)[order],

@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import stats
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import scoring
+from plasticc_jax import config_io, scoring
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
@@ -240,7 +240,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             "folds": {str(f): v for f, v in per_fold.items()},
         }
     result = {
-        "config": config_lib.to_dict(config),
+        "config": config_io.to_dict(config),
         "folds": list(known),
         "aurocs": aurocs,
         "configured_fusion": fusion_spec(configured),

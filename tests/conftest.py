@@ -47,7 +47,7 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 # The project is imported after the settings above (JAX reads them when it is first imported).
-from plasticc_jax import cli  # noqa: E402
+from plasticc_jax import cli, config_io  # noqa: E402
 from plasticc_jax import config as config_lib  # noqa: E402
 from plasticc_jax.synthetic import write_synthetic  # noqa: E402
 
@@ -76,8 +76,8 @@ _builder: subprocess.Popen | None = None
 
 def tiny_config(*overrides: str) -> config_lib.Config:
     """The tiny preset with `section.field=value` overrides, resolved."""
-    preset = config_lib.load_preset("tiny")
-    return config_lib.resolve(config_lib.apply_overrides(preset, list(overrides)))
+    preset = config_io.load_preset("tiny")
+    return config_lib.resolve(config_io.apply_overrides(preset, list(overrides)))
 
 
 def copy_project(source: Path, dest: Path, *, run: bool = False) -> Path:

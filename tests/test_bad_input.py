@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import readers
+from plasticc_jax import config_io, readers
 from plasticc_jax.dataset import read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.prepare import prepare
@@ -40,7 +40,7 @@ def run_prepare(tmp_path: Path, lcs: pd.DataFrame, meta: pd.DataFrame, **data) -
     raw.mkdir(exist_ok=True)
     lcs.to_csv(raw / "training_set.csv", index=False)
     meta.to_csv(raw / "training_set_metadata.csv", index=False)
-    config = config_lib.load_preset("tiny")
+    config = config_io.load_preset("tiny")
     fields = {"raw_dir": str(raw), "min_observations": 5, **data}
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, **fields))
     return prepare(config_lib.resolve(config), tmp_path)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from conftest import REAL_DATA, tiny_config
 
-from plasticc_jax import cli, readers, scoring
+from plasticc_jax import cli, csv_files, readers, scoring
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest
 from plasticc_jax.detector import Detector
 from plasticc_jax.errors import UserError
@@ -252,7 +252,7 @@ def test_quoted_header_bom_and_crlf_read_like_plain_csv(kaggle_files, tmp_path):
     raw = tmp_path / "raw"
     meta2 = rewrite(meta, raw / meta.name, bom=True, quote=True)
     lcs2 = rewrite(lcs, raw / lcs.name, bom=True, quote=True)
-    assert readers.header(meta2)[0] == "object_id"
+    assert csv_files.header(meta2)[0] == "object_id"
     pd.testing.assert_frame_equal(readers.read_metadata(meta2), readers.read_metadata(meta))
     pd.testing.assert_frame_equal(readers.read_lightcurves(lcs2), readers.read_lightcurves(lcs))
     out = prepare(tiny_config(f"data.raw_dir={raw}"), tmp_path)
@@ -275,7 +275,7 @@ def test_invalid_utf8_names_the_line(kaggle_files, tmp_path):
         readers.read_lightcurves(bad)
     bad.write_bytes(b"object_\xe9id,mjd\n1,2\n")  # Latin-1 in the header
     with pytest.raises(UserError, match=r"line 1 \(the header\) is not valid UTF-8"):
-        readers.header(bad)
+        csv_files.header(bad)
 
 
 def test_error_lists_are_short(kaggle_files, tmp_path):

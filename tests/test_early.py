@@ -16,7 +16,7 @@ from plasticc_jax import replay as replay_lib
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import Chunk, GridSpec
-from plasticc_jax.readers import Rows
+from plasticc_jax.lightcurve_rows import Rows
 from plasticc_jax.train import epoch_rows
 
 SPEC = GridSpec(16, 32.0, 96.0, 5)

@@ -24,10 +24,11 @@ import pytest
 from conftest import N_OBJECTS, tiny_config
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import plasticc, readers
+from plasticc_jax import config_io, plasticc, readers
 from plasticc_jax.dataset import SPLITS, FeatureStats, load_split, read_manifest, read_stats
 from plasticc_jax.gridding import FEATURE_NAMES
-from plasticc_jax.prepare import prepare, split_objects
+from plasticc_jax.prepare import prepare
+from plasticc_jax.shards import split_objects
 
 # The shared copy of the real training set beside the checkout (present in CI), or the mirror.
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "plasticc_snmachine"
@@ -76,7 +77,7 @@ def test_outputs_and_counts(prepared):
     assert manifest["feature_names"] == list(FEATURE_NAMES)
     assert manifest["grid"]["n_time_bins"] == 16
     assert json.loads((out / "config.json").read_text())["data"]["known_classes"]
-    assert config_lib.read_config(out / "config.json").data.tag == "rare"
+    assert config_io.read_config(out / "config.json").data.tag == "rare"
     rows = {f["kind"]: f["rows"] for f in manifest["inputs"]["files"]}
     assert rows["metadata"] == N_OBJECTS and rows["lightcurves"] > N_OBJECTS * 40
     train = load_split(out, "train")
@@ -167,11 +168,11 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_pat
     out_ref, config = prepared
     # Shards of 4 objects: about 100 files, so the writing phase lasts long enough to hit.
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, shard_objects=4))
-    config_lib.save_config(config, tmp_path / "cfg.json")
+    config_io.save_config(config, tmp_path / "cfg.json")
     script = (
-        "import sys; from pathlib import Path; from plasticc_jax import config as c;"
+        "import sys; from pathlib import Path; from plasticc_jax.config_io import read_config;"
         "from plasticc_jax.prepare import prepare;"
-        "prepare(c.read_config(Path(sys.argv[1])), Path(sys.argv[2]))"
+        "prepare(read_config(Path(sys.argv[1])), Path(sys.argv[2]))"
     )
     interrupted = []
     for attempt in range(5):  # until one kill lands mid-run (the first, nearly always)
@@ -204,8 +205,8 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_pat
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real PLAsTiCC data not present")
 def test_real_training_set(tmp_path):
-    config = config_lib.load_preset("default")
-    config = config_lib.apply_overrides(config, [f"data.raw_dir={REAL_DATA}"])
+    config = config_io.load_preset("default")
+    config = config_io.apply_overrides(config, [f"data.raw_dir={REAL_DATA}"])
     out = prepare(config_lib.resolve(config), tmp_path)
     manifest = check_counts(out)
     assert manifest["input_objects"] == 7848

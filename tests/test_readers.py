@@ -1,4 +1,5 @@
-"""Reading PLAsTiCC files (plasticc_jax.readers): both formats, labels, which files are input."""
+"""Reading PLAsTiCC files (plasticc_jax.readers): both formats, labels; which files are input
+(plasticc_jax.inputs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from plasticc_jax import plasticc
 from plasticc_jax import readers as rd
 from plasticc_jax.errors import UserError
+from plasticc_jax.inputs import find_inputs
 from plasticc_jax.synthetic import write_synthetic
 
 
@@ -57,19 +59,19 @@ def test_target_falls_back_to_true_target_then_minus_one(tmp_path):
 
 
 def test_find_inputs(tmp_path):
-    assert rd.find_inputs(tmp_path) is None
+    assert find_inputs(tmp_path) is None
     write_synthetic(tmp_path, 5, fmt="kaggle")
-    found = rd.find_inputs(tmp_path)
+    found = find_inputs(tmp_path)
     assert found.fmt == "kaggle" and [p.name for p in found.lightcurves] == ["training_set.csv"]
     for name in ("test_set.csv", "test_set_sample.csv", "test_set_metadata.csv"):
         (tmp_path / name).write_text("x\n")
-    test = rd.find_inputs(tmp_path, "test")
+    test = find_inputs(tmp_path, "test")
     assert [p.name for p in test.lightcurves] == ["test_set.csv"]
-    assert len(rd.find_inputs(tmp_path, "all").lightcurves) == 2
+    assert len(find_inputs(tmp_path, "all").lightcurves) == 2
     write_synthetic(tmp_path, 5, fmt="unblinded")
-    assert rd.find_inputs(tmp_path).fmt == "unblinded"  # preferred when both are present
+    assert find_inputs(tmp_path).fmt == "unblinded"  # preferred when both are present
     (tmp_path / "plasticc_test_lightcurves_01.csv.gz").write_text("x\n")
     with pytest.raises(UserError, match="no metadata file for the test set"):
-        rd.find_inputs(tmp_path, "test")
+        find_inputs(tmp_path, "test")
     with pytest.raises(UserError, match=r"data\.inputs"):
-        rd.find_inputs(tmp_path, "validation")
+        find_inputs(tmp_path, "validation")

@@ -23,23 +23,19 @@ import pytest
 from conftest import copy_project, tiny_config
 from flax import nnx
 
-from plasticc_jax import cli, streaming
-from plasticc_jax import config as config_lib
+from plasticc_jax import cli, config_io, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import FEATURE_NAMES
-from plasticc_jax.prepare import write_npz
-from plasticc_jax.train import (
-    TrainingDiverged,
-    class_balance,
-    class_labels,
+from plasticc_jax.shards import write_npz
+from plasticc_jax.train import TrainingDiverged, class_balance, class_labels, train
+from plasticc_jax.train_step import (
     create_model,
     init_params,
     init_state,
     make_optimizer,
     make_train_step,
-    train,
 )
 
 N_TIMES, N_FEATURES = 16, len(FEATURE_NAMES)  # the tiny preset's grid; the features of prepare
@@ -145,7 +141,7 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     config = tiny_run.config
     run_dir = tiny_run.run_dir
     assert run_dir == tiny_run.workdir / config.run_path
-    assert config_lib.read_config(run_dir / "config.json") == config
+    assert config_io.read_config(run_dir / "config.json") == config
     # No class is left out: the run's statistics are its dataset's.
     assert (run_dir / "stats.json").read_text() == (tiny_run.dataset_dir / "stats.json").read_text()
     rows = read_metrics(run_dir)
@@ -178,7 +174,7 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     assert (run_dir / "metrics.jsonl").read_text() == before
 
     # A run directory of another model is refused, not overwritten.
-    wider = config_lib.apply_overrides(longer, ["model.hidden=64"])
+    wider = config_io.apply_overrides(longer, ["model.hidden=64"])
     with pytest.raises(UserError, match="different model config"):
         train(wider, workdir)
     # So is a dataset prepared again (other objects, other statistics) under a run in progress.
@@ -231,11 +227,11 @@ def test_resume_after_kill_9_gives_the_same_weights(tiny_run, tmp_path):
     # The child writes checkpoints slowly (a pause before each save), so the kill lands between
     # the metrics line of epoch 2 and its checkpoint.
     code = (
-        "import sys, time; from pathlib import Path; from plasticc_jax import config as c; "
+        "import sys, time; from pathlib import Path; from plasticc_jax import config, config_io; "
         "from plasticc_jax.checkpoints import CheckpointStore as S; "
         "from plasticc_jax.train import train; save = S.save; "
         "S.save = lambda self, *a, **k: (time.sleep(0.5), save(self, *a, **k)); "
-        "train(c.resolve(c.load_preset('tiny')), Path(sys.argv[1]))"
+        "train(config.resolve(config_io.load_preset('tiny')), Path(sys.argv[1]))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(workdir)],
@@ -306,7 +302,7 @@ def test_bad_inputs_are_user_errors(project, tmp_path):
     with pytest.raises(UserError, match="no prepared dataset"):
         train(config, tmp_path / "elsewhere")
     with pytest.raises(UserError, match="not resolved"):
-        train(config_lib.load_preset("tiny"), workdir)
+        train(config_io.load_preset("tiny"), workdir)
 
 
 def test_bfloat16_compute_trains(project, tmp_path):
@@ -324,9 +320,9 @@ def test_data_parallel_over_several_devices(project, tmp_path):
     workdir = copy_project(project, tmp_path)
     code = (
         "import logging, sys; from pathlib import Path; import jax; "
-        "from plasticc_jax import config as c; from plasticc_jax.train import train; "
+        "from plasticc_jax import config, config_io; from plasticc_jax.train import train; "
         "logging.basicConfig(level=logging.INFO, force=True); assert len(jax.devices()) == 2; "
-        "train(c.resolve(c.load_preset('tiny')), Path(sys.argv[1]))"
+        "train(config.resolve(config_io.load_preset('tiny')), Path(sys.argv[1]))"
     )
     # JAX's own setting rather than an XLA flag: the XLA flags stay those of the session, so the
     # programs that do not depend on the device count come from the session's compile cache.

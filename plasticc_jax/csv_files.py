@@ -1,0 +1,163 @@
+"""Opening PLAsTiCC CSV files: plain or gzip, the header, canonical column names, read errors.
+
+Whether a file is gzip is told by its first bytes, not its name. `header` reads the raw column
+names, `map_columns` maps them to canonical ones (a UserError names the columns missing), and
+`arrow_error` turns a pyarrow read error into a UserError naming the file and, for a value that
+does not convert, its column and line. The readers of both tables build on these
+(`plasticc_jax.readers`, `plasticc_jax.lightcurve_rows`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from plasticc_jax.errors import UserError, listing
+
+# Tokens pyarrow reads as null (its defaults), used when locating a bad value.
+_NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
+_NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
+_BOOL_TOKENS = frozenset({"0", "1", "true", "false"})
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether the file starts with the gzip magic bytes (whatever its name says)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def input_stream(path: Path) -> pa.NativeFile:
+    """The file's bytes as a pyarrow stream, decompressed when it is gzip."""
+    return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+
+
+def header(path: Path) -> list[str]:
+    """Raw column names of a CSV(.gz) file, as pyarrow sees them: quotes removed (R and pyarrow
+    quote every name), a UTF-8 byte-order mark dropped, spaces kept (the unblinded files pad
+    them).
+
+    Raises:
+        UserError: no such file, an empty file, a header that is not UTF-8, or a truncated or
+            corrupt gzip stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    opener = gzip.open if is_gzip(path) else open
+    try:
+        with opener(path, "rb") as handle:
+            line = handle.readline()
+    except (OSError, EOFError) as error:
+        raise UserError(
+            f"{path}: the file is truncated or corrupt ({error}); fetch it again"
+        ) from None
+    if not line.strip():
+        raise UserError(f"{path}: the file is empty (no header line); fetch it again")
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        bad = line[error.start : error.end + 8]
+        raise UserError(
+            f"{path}: line 1 (the header) is not valid UTF-8 (bytes {bad!r}); save the file as "
+            "UTF-8 or plain ASCII"
+        ) from None
+    return next(csv.reader([text.rstrip("\r\n")]))
+
+
+def map_columns(
+    path: Path, names: list[str], wanted: Sequence[str], aliases: dict[str, str], kind: str
+) -> dict[str, str]:
+    """Canonical name -> raw header name, for every wanted column; else a UserError."""
+    by_name: dict[str, str] = {}
+    for raw in names:
+        name = raw.strip()
+        by_name.setdefault(aliases.get(name, name), raw)
+    missing = [c for c in wanted if c not in by_name]
+    if missing:
+        found = listing((h.strip() for h in names), limit=12)
+        raise UserError(
+            f"{path}: missing {kind} column(s) {', '.join(missing)}; found: {found}. Expected the "
+            "Kaggle or the unblinded PLAsTiCC format (see README)"
+        )
+    return {c: by_name[c] for c in wanted}
+
+
+def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
+    """Boolean mask of strings that pyarrow cannot convert to `dtype` (nulls are fine)."""
+    text = values.fillna("").astype(str).str.strip()
+    null = text.str.lower().isin(_NULL_TOKENS)
+    if pa.types.is_boolean(dtype):
+        return (~null & ~text.str.lower().isin(_BOOL_TOKENS)).to_numpy()
+    if pa.types.is_integer(dtype):  # pyarrow takes integer literals only ("2.0" is an error)
+        return (~null & ~text.str.fullmatch(r"[+-]?\d+")).to_numpy()
+    return (~null & pd.to_numeric(text.where(~null), errors="coerce").isna()).to_numpy()
+
+
+def _invalid_utf8(values: pd.Series) -> np.ndarray:
+    """Boolean mask of byte strings that are not valid UTF-8."""
+
+    def invalid(value: bytes | None) -> bool:
+        if value is None:
+            return False
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    return np.fromiter((invalid(v) for v in values), bool, len(values))
+
+
+def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.DataType]) -> str:
+    """Find the first value that fails conversion: `column 'c', line n: 'value'`."""
+    # As bytes: a value that is not UTF-8 would stop a string reader without saying where.
+    raw_types = {raw: pa.binary() for raw in columns.values()}
+    reader = pa_csv.open_csv(
+        input_stream(path),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=list(columns.values()), column_types=raw_types
+        ),
+    )
+    rows_before = 0
+    for batch in reader:
+        frame = batch.to_pandas()
+        for canonical, raw in columns.items():
+            not_utf8 = np.flatnonzero(_invalid_utf8(frame[raw]))
+            if not_utf8.size:
+                line = rows_before + int(not_utf8[0]) + 2
+                value = frame[raw].iloc[not_utf8[0]]
+                return f"column {canonical!r}, line {line}: {value!r} is not valid UTF-8"
+            frame[raw] = frame[raw].map(lambda v: None if v is None else v.decode())
+            bad = np.flatnonzero(_bad_value_rows(frame[raw], types[canonical]))
+            if bad.size:
+                line = rows_before + int(bad[0]) + 2  # line 1 is the header
+                value = frame[raw].iloc[bad[0]]
+                kind = types[canonical]
+                return f"column {canonical!r}, line {line}: {value!r} is not a valid {kind}"
+        rows_before += batch.num_rows
+    return "a value could not be converted"
+
+
+def arrow_error(
+    path: Path, error: Exception, columns: dict[str, str], types: dict[str, pa.DataType]
+) -> UserError:
+    """Turn a pyarrow read error into a UserError naming the file (and line, where it can)."""
+    text = str(error)
+    if isinstance(error, pa.ArrowInvalid) and "conversion error" in text:
+        try:
+            where = _locate_bad_value(path, columns, types)
+        except (pa.ArrowException, OSError):
+            where = text
+        return UserError(f"{path}: non-numeric value in {where}; fix or remove that line")
+    if isinstance(error, pa.ArrowInvalid) and "Empty CSV file" in text:
+        return UserError(f"{path}: the file is empty; fetch it again")
+    if isinstance(error, OSError | EOFError) and not isinstance(error, pa.ArrowInvalid):
+        return UserError(f"{path}: the file is truncated or corrupt ({text}); fetch it again")
+    return UserError(f"{path}: cannot parse the CSV ({text})")

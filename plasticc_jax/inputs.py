@@ -1,0 +1,117 @@
+"""Which files of a folder are input: the file names of the two PLAsTiCC formats, per set.
+
+`find_inputs` is the one definition of which files of a folder are input (train, test or both
+sets; Kaggle or unblinded names, each `.csv` or `.csv.gz`). The formats themselves, and the
+reading of the files, are `plasticc_jax.readers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from plasticc_jax.config import INPUT_SELECTIONS
+from plasticc_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """The input files of a folder: one format, one selection (train, test or all)."""
+
+    fmt: str
+    selection: str
+    lightcurves: tuple[Path, ...]
+    metadata: tuple[Path, ...]
+
+
+SELECTIONS: tuple[str, ...] = INPUT_SELECTIONS
+_CSV = r"\.csv(?:\.gz)?"
+FILE_PATTERNS: dict[str, dict[str, tuple[str, str]]] = {
+    # format -> set -> (light-curve regex, metadata regex), matched against file names.
+    "unblinded": {
+        "train": (rf"plasticc_train_lightcurves.*{_CSV}", rf"plasticc_train_metadata{_CSV}"),
+        "test": (rf"plasticc_test_lightcurves.*{_CSV}", rf"plasticc_test_metadata{_CSV}"),
+    },
+    "kaggle": {
+        "train": (rf"training_set{_CSV}", rf"training_set_metadata{_CSV}"),
+        # test_set_sample.csv is a subset of test_set.csv: reading both would duplicate objects.
+        "test": (rf"test_set(?!_metadata|_sample)[^/]*?{_CSV}", rf"test_set_metadata{_CSV}"),
+    },
+}
+
+
+# The same names, as a person would write them (for messages).
+EXPECTED_NAMES: dict[str, str] = {
+    "train": "training_set.csv + training_set_metadata.csv (Kaggle) or "
+    "plasticc_train_lightcurves.csv + plasticc_train_metadata.csv (unblinded)",
+    "test": "test_set.csv + test_set_metadata.csv (Kaggle) or "
+    "plasticc_test_lightcurves_*.csv + plasticc_test_metadata.csv (unblinded)",
+}
+
+
+def expected_names(selection: str) -> str:
+    """What `find_inputs` looks for, in words: `training_set.csv + ... (each may end in .gz)`."""
+    sets = ("train", "test") if selection == "all" else (selection,)
+    return "; ".join(EXPECTED_NAMES[name] for name in sets) + ", each as .csv or .csv.gz"
+
+
+def data_files(folder: Path) -> list[str]:
+    """Names of the files in `folder` that may be someone's data: all but hidden files and the
+    download record (`SOURCE.json`)."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "SOURCE.json"
+    )
+
+
+def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
+    """The recognised input files in `raw_dir`, or None when it holds none.
+
+    Args:
+        raw_dir: folder to look in (not recursive).
+        selection: `train` (the default data), `test`, or `all` (both sets).
+
+    Raises:
+        UserError: for an unknown selection, or a set with light curves but no metadata (or the
+            reverse).
+    """
+    if selection not in SELECTIONS:
+        raise UserError(f"data.inputs={selection!r}: choose one of {', '.join(SELECTIONS)}")
+    raw_dir = Path(raw_dir)
+    names = sorted(p.name for p in raw_dir.iterdir() if p.is_file()) if raw_dir.is_dir() else []
+    sets = ("train", "test") if selection == "all" else (selection,)
+    found: list[InputFiles] = []
+    for fmt, patterns in FILE_PATTERNS.items():
+        lcs: list[Path] = []
+        metas: list[Path] = []
+        for name in sets:
+            lc_re, meta_re = patterns[name]
+            lc = [raw_dir / n for n in names if re.fullmatch(lc_re, n)]
+            meta = [raw_dir / n for n in names if re.fullmatch(meta_re, n)]
+            if bool(lc) != bool(meta):
+                have, missing = (lc, "metadata") if lc else (meta, "light-curve")
+                raise UserError(
+                    f"{raw_dir}: found {', '.join(p.name for p in have)} but no {missing} file "
+                    f"for the {name} set ({fmt} format); add it or remove the other"
+                )
+            lcs += lc
+            metas += meta
+        if lcs:
+            found.append(InputFiles(fmt, selection, tuple(lcs), tuple(metas)))
+    if not found:
+        return None
+    if len(found) > 1:
+        log.warning(
+            "%s holds both formats; using the %s files and ignoring the %s ones",
+            raw_dir,
+            found[0].fmt,
+            found[1].fmt,
+        )
+    return found[0]

@@ -1,0 +1,173 @@
+"""What `plasticc-jax score` writes: the score table and its rejections, in two passes.
+
+The table is one file (`.parquet`, `.csv` or `.csv.gz`, by suffix: `output_format`) or, with
+`--dask`, a Parquet dataset: a folder of `part-<i>.parquet` and `MANIFEST`
+(`check_dataset_folder`). `<name>.rejected.csv` beside it lists every input object that could not
+be scored, and why (`rejected_path`). Pass 1 scores gridded chunks into a table without ranks
+(`write_unranked`), pass 2 copies it with the ranks over all objects (`write_ranked`), and
+`check_accounting` checks that every input object is in exactly one of the two. Shared by
+`plasticc_jax.score` and `plasticc_jax.distributed_score`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from plasticc_jax import gridding, scoring
+from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.errors import UserError
+from plasticc_jax.scoring import Scorer
+from plasticc_jax.streaming import NO_METADATA
+
+SPLIT_NAME = "new"  # the `split` column of the table
+_FORMATS = (".parquet", ".csv", ".csv.gz")
+# The scratch folder beside the output, where the outputs are written before they move into place.
+SCRATCH_PREFIX = ".tmp-score-"
+# The Parquet dataset's record of its parts, counts and timings; what such a folder may hold.
+MANIFEST = "_manifest.json"
+_OURS = re.compile(r"part-\d+\.parquet|\.tmp-.*|\.unranked|" + re.escape(MANIFEST))
+
+
+def output_format(output: Path) -> str:
+    """The table's format, `.parquet`, `.csv` or `.csv.gz`, by the output's suffix."""
+    name = output.name.lower()
+    for suffix in _FORMATS:
+        if name.endswith(suffix):
+            return suffix
+    raise UserError(
+        f"--output {output}: use a name ending in {', '.join(_FORMATS)} (the suffix picks the "
+        "format)"
+    )
+
+
+def rejected_path(output: Path) -> Path:
+    """`scores.parquet` -> `scores.rejected.csv` (beside the table)."""
+    stem = output.name[: -len(output_format(output))]
+    return output.with_name(f"{stem}.rejected.csv")
+
+
+def write_unranked(
+    grids: Iterable[tuple[LightCurveArrays, pd.DataFrame]],
+    scorer: Scorer,
+    path: Path,
+    *,
+    days_since_detection: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
+    """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
+    (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
+    With `days_since_detection` (`score --as-of`), the table has that column (second), from the
+    gridded objects' `stage` (`early.grid_as_of`).
+
+    Returns:
+        The objects' `anomaly_score`s (n,) and object ids (n,) in table order, and the rejection
+        frames (the stream's and the model's).
+    """
+    score_parts: list[np.ndarray] = []
+    scored_ids: list[np.ndarray] = []
+    rejected_parts: list[pd.DataFrame] = []
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    try:
+        for arrays, rejected in grids:
+            if len(rejected):
+                rejected_parts.append(rejected)
+            if not len(arrays):
+                continue
+            frame, unscorable = scorer.table(arrays, SPLIT_NAME)
+            if len(unscorable):
+                rejected_parts.append(unscorable)
+            if days_since_detection:  # the table keeps the order of the objects it scored
+                scored = np.isin(arrays.object_id, frame["object_id"].to_numpy())
+                frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
+            table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(path, schema)
+            writer.write_table(table)
+            score_parts.append(frame["anomaly_score"].to_numpy())
+            scored_ids.append(frame["object_id"].to_numpy(np.int64))
+        if writer is None:  # nothing could be scored: an empty table with the same columns
+            n_times = scorer.config.data.n_time_bins
+            empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
+            if days_since_detection:
+                empty.insert(1, "days_since_detection", np.zeros(0))
+            writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
+    finally:
+        if writer is not None:
+            writer.close()
+    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
+    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
+    return scores, ids, rejected_parts
+
+
+def check_dataset_folder(output: Path) -> None:
+    """`output` may become a dataset of ours: it does not exist, is a file, or is a folder that
+    holds only a dataset of ours (which the new one replaces when complete).
+
+    Raises:
+        UserError: `output` is a folder that holds other files (not a dataset of ours).
+    """
+    if output.is_dir() and not output.is_symlink():
+        others = sorted(p.name for p in output.iterdir() if not _OURS.fullmatch(p.name))
+        if others:
+            raise UserError(
+                f"--output {output} is a folder holding other files ({', '.join(others[:3])}): "
+                "give another name, or remove it"
+            )
+    elif output.is_symlink() and output.is_dir():
+        raise UserError(f"--output {output} is a link to a folder: give another name")
+
+
+def check_accounting(
+    metadata: pd.DataFrame, scored_ids: Sequence[np.ndarray], rejected: pd.DataFrame
+) -> None:
+    """Every input object (metadata objects, and light curves without metadata) is scored or
+    rejected, exactly once. A failure here is a bug, not a user error."""
+    ids = np.concatenate(
+        [np.zeros(0, np.int64), *scored_ids, rejected["object_id"].to_numpy(np.int64)]
+    )
+    n_input = len(metadata) + int((rejected["reason"] == NO_METADATA).sum())
+    if ids.size != n_input or np.unique(ids).size != ids.size:
+        raise RuntimeError(
+            f"counts do not add up: {ids.size - len(rejected)} scored + {len(rejected)} rejected "
+            f"!= {n_input} input objects, or an object counted twice"
+        )
+
+
+def ranked_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of an unranked score table with `rank` (int64) where the table has it."""
+    return schema.insert(scoring.rank_position(schema.names), pa.field("rank", pa.int64()))
+
+
+def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None:
+    """Copy the unranked table to `path` batch by batch, inserting `rank` where the score table
+    has it (`scoring.rank_position`). Not atomic: write into a scratch folder or `atomic_path`."""
+    source = pq.ParquetFile(unranked)
+    schema = ranked_schema(source.schema_arrow)
+    position = schema.get_field_index("rank")
+    if fmt == ".parquet":
+        writer = pq.ParquetWriter(path, schema)
+    else:
+        sink = pa.CompressedOutputStream(str(path), "gzip") if fmt == ".csv.gz" else str(path)
+        writer = pa_csv.CSVWriter(sink, schema)
+    done = 0
+    with writer:
+        for batch in source.iter_batches():
+            column = pa.array(rank[done : done + batch.num_rows])
+            batch = pa.RecordBatch.from_arrays(
+                [*batch.columns[:position], column, *batch.columns[position:]], schema=schema
+            )
+            writer.write_batch(batch)
+            done += batch.num_rows
+        if done == 0:
+            writer.write_table(schema.empty_table())
+    if fmt == ".csv.gz":
+        sink.close()

@@ -52,7 +52,7 @@ from plasticc_jax import lightcurve_rows, readers, streaming
 from plasticc_jax.config import DataConfig
 from plasticc_jax.errors import UserError
 from plasticc_jax.lightcurve_rows import FilePart
-from plasticc_jax.shards import split_objects
+from plasticc_jax.shards import LEFT_OUT, split_objects
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -197,7 +197,7 @@ def worker_metadata(
     ids = metadata["object_id"].to_numpy()
     codes, _ = split_objects(ids, metadata["target"].to_numpy(), data)
     order = np.argsort(ids, kind="stable")
-    return streaming.MetaIndex(metadata, ids[codes < 0]), ids[order], codes[order]
+    return streaming.MetaIndex(metadata, ids[codes == LEFT_OUT]), ids[order], codes[order]
 
 
 def run_part(

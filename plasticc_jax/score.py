@@ -44,9 +44,6 @@ from plasticc_jax.streaming import concat_rejections, stream_grids
 
 log = logging.getLogger(__name__)
 
-# The `source` of rejections made after gridding, by the model and the detector.
-MODEL_SOURCE = scoring.MODEL_SOURCE
-
 
 def refuse_output(
     output: Path, inputs: Sequence[Path], run_dir: Path, *, dataset: bool = False

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io
+from plasticc_jax.doctor import use_compilation_cache
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 
@@ -349,6 +350,7 @@ def setup_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(args.verbose)
+    use_compilation_cache()
     try:
         return run(args)
     except UserError as error:

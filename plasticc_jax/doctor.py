@@ -20,6 +20,8 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,12 @@ JAX_ENV = (
     "XLA_PYTHON_CLIENT_MEM_FRACTION",
     "XLA_PYTHON_CLIENT_ALLOCATOR",
 )
+# JAX's persistent compilation cache (its own environment variables, read when JAX is imported):
+# a program compiled once is reused by every later command (a compile of the default training
+# step is most of the first epoch's 20 s on 2 CPU cores); least recently used entries are
+# dropped beyond CACHE_MAX_BYTES.
+CACHE_DIR_ENV, CACHE_SIZE_ENV = "JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE"
+CACHE_MAX_BYTES = 1 << 30
 # pip distributions that give JAX its CUDA backend (jax[cuda12] / jax[cuda13]).
 CUDA_PLUGINS = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
 MATMUL_SIZE = 256
@@ -61,6 +69,28 @@ DRIVER_HINTS = (
     "`nvidia-smi` prints the driver version), or no NVIDIA GPU or driver is present",
     "JAX_PLATFORMS is set to `cpu`, or CUDA_VISIBLE_DEVICES hides every GPU",
 )
+
+
+def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Path | None:
+    """Point JAX's persistent compilation cache at `$XDG_CACHE_HOME/plasticc_jax/jax` (else
+    `~/.cache/...`) unless the environment already names a folder or turns the cache off
+    (`JAX_ENABLE_COMPILATION_CACHE=false`); call before JAX is imported. Child processes (Dask
+    workers) inherit it. Returns the folder used, None where none is set here.
+    """
+    if CACHE_DIR_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in (
+        "0",
+        "false",
+    ):
+        return None
+    base = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "plasticc_jax" / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home (some containers): compile every time, as before
+        return None
+    environ[CACHE_DIR_ENV] = str(folder)
+    environ.setdefault(CACHE_SIZE_ENV, str(CACHE_MAX_BYTES))
+    return folder
 
 
 # JAX's logger for plugin discovery, and the start of the record it writes when a plugin fails.

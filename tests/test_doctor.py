@@ -198,3 +198,20 @@ def test_cli_prints_no_traceback_and_each_jax_warning_once() -> None:
     assert done.stderr.count("a JAX warning") == 1, done.stderr
     assert "a JAX info line" not in done.stderr
     assert "JAX runs on the CPU: " in done.stderr
+
+
+def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) -> None:
+    environ = {"XDG_CACHE_HOME": str(tmp_path)}
+    folder = doctor_lib.use_compilation_cache(environ)
+    assert folder == tmp_path / "plasticc_jax" / "jax" and folder.is_dir()
+    assert environ[doctor_lib.CACHE_DIR_ENV] == str(folder)
+    assert environ[doctor_lib.CACHE_SIZE_ENV] == str(doctor_lib.CACHE_MAX_BYTES)
+    for chosen in ({doctor_lib.CACHE_DIR_ENV: "/mine"}, {"JAX_ENABLE_COMPILATION_CACHE": "false"}):
+        environ = {"XDG_CACHE_HOME": str(tmp_path), **chosen}
+        assert doctor_lib.use_compilation_cache(environ) is None
+        assert environ == {"XDG_CACHE_HOME": str(tmp_path), **chosen}
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the cache folder cannot be made under a file
+    environ = {"XDG_CACHE_HOME": str(blocked)}
+    assert doctor_lib.use_compilation_cache(environ) is None
+    assert doctor_lib.CACHE_DIR_ENV not in environ

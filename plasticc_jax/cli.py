@@ -158,7 +158,18 @@ def make_parser() -> argparse.ArgumentParser:
         help="no page: a simulated expert (the test split's true labels) measures the active "
         "loop against the static ranking (reports/review_simulation.*)",
     )
-    review.add_argument("--draws", type=int, default=20, help="--simulate: pools per fraction")
+    review.add_argument(
+        "--validation",
+        action="store_true",
+        help="with --simulate: the simulated expert on the leave-one-known-class-out validation "
+        "(known classes only), comparing the candidate active policies "
+        "(<run>/validation/review_validation.*)",
+    )
+    review.add_argument(
+        "--draws",
+        type=int,
+        help="--simulate: pools per fraction (default 20; with --validation: per fold, 4)",
+    )
 
     doctor = commands.add_parser("doctor", help="report JAX, its backend and devices; test each")
     doctor.add_argument("--expect-gpu", action="store_true", help="fail unless JAX sees a GPU")
@@ -280,13 +291,27 @@ def replay(args: argparse.Namespace) -> int:
 
 def review(args: argparse.Namespace) -> int:
     """`plasticc-jax review`: serve the page until Ctrl-C, or run the simulated expert."""
+    if args.validation and not args.simulate:
+        raise UserError("--validation goes with --simulate")
+    if args.draws is not None and args.draws < 1:
+        raise UserError(f"--draws {args.draws}: at least one draw")
+    if args.validation:
+        from plasticc_jax.review.validation import N_DRAWS, simulate_validation
+
+        result = simulate_validation(args.run, n_draws=args.draws or N_DRAWS, workdir=args.workdir)
+        best = result["policies"][result["best"]]
+        print(
+            f"best policy on the validation: {result['best']} ({best['policy']}), "
+            f"{best['found'][str(result['n_shown'])]:.1f} anomalies in the first "
+            f"{result['n_shown']} shown, {best['ratio']:.2f}x the static ranking; "
+            f"{args.run / 'validation' / 'review_validation.md'}"
+        )
+        return 0
     if args.simulate:
+        from plasticc_jax.review.simulate import N_DRAWS as TEST_DRAWS
         from plasticc_jax.review.simulate import simulate
 
-        if args.draws < 1:
-            raise UserError(f"--draws {args.draws}: at least one draw")
-
-        summary = simulate(args.run, n_draws=args.draws)
+        summary = simulate(args.run, n_draws=args.draws or TEST_DRAWS)
         target = summary["target"]
         verdict = "met" if target["met"] else "missed"
         print(

@@ -111,13 +111,16 @@ def test_feature_columns_take_latents_scores_and_context_once() -> None:
             "hostgal_photoz": rng.random(n),
         }
     )
-    assert active.feature_columns(table) == [
+    every_group = active.Policy(latents=True, scores=True, context=True)
+    assert active.feature_columns(table, policy=every_group) == [
         "mu_2",
         "mu_10",
         "anomaly_score",
         "kl",
         "hostgal_photoz",
     ]
+    # The shipped policy (the validation's best) leaves the context features out.
+    assert active.feature_columns(table) == ["mu_2", "mu_10", "anomaly_score", "kl"]
     table.loc[3, "kl"] = np.inf
     table.loc[4, "kl"] = np.nan
     x = active.feature_matrix(table, ["kl"])
@@ -138,6 +141,90 @@ def test_answers_pull_similar_objects_up() -> None:
     assert scores[b[1:]].min() > scores[a[3:]].max()
     # A pure function of the answers: the same answers give the same scores.
     np.testing.assert_array_equal(scores, ranker.scores(features[known], np.isin(known, b)))
+
+
+def test_a_policy_picks_its_feature_groups() -> None:
+    table = pd.DataFrame(
+        {"mu_0": [0.0, 1.0], "anomaly_score": [1.0, 2.0], "hostgal_photoz": [0.0, 0.3]}
+    )
+    assert active.feature_columns(table, policy=active.Policy(latents=False)) == [
+        "anomaly_score",
+        "hostgal_photoz",
+    ]
+    only = active.Policy(scores=False, context=False)
+    assert active.feature_columns(table, policy=only) == ["mu_0"]
+    with pytest.raises(ValueError, match="feature group"):
+        active.Policy(latents=False, scores=False, context=False)
+    with pytest.raises(ValueError, match="model"):
+        active.Policy(model="svm")
+
+
+@pytest.mark.parametrize("model", active.MODELS)
+def test_every_model_learns_from_answers_and_is_a_pure_function(model: str) -> None:
+    rng = np.random.default_rng(1)
+    features = np.vstack([rng.normal(size=(300, 2)), rng.normal(size=(8, 2), scale=0.1) + 5])
+    ranker = active.ActiveRanker(features, policy=active.Policy(model=model))
+    known = np.array([300, 0, 1, 2])
+    scores = ranker.scores(features[known], known >= 300)
+    assert np.argsort(-scores)[:5].min() >= 300  # the answered group's others come first
+    restarted = active.ActiveRanker(features, policy=active.Policy(model=model))
+    np.testing.assert_array_equal(scores, restarted.scores(features[known], known >= 300))
+
+
+def test_a_blending_policy_starts_from_the_static_ranking() -> None:
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(200, 3))
+    static = -np.abs(features[:, 0])  # a static score the forest disagrees with
+    ranker = active.ActiveRanker(features, static, active.Policy(blend=True))
+    blended = ranker.scores()
+    plain = active.ActiveRanker(features).scores()
+    expected = 0.5 * (active.rank_fraction(plain) + active.rank_fraction(static))
+    np.testing.assert_allclose(blended, expected)
+    assert blended.min() >= 0.0 and blended.max() <= 1.0
+    with pytest.raises(ValueError, match="static score"):
+        active.ActiveRanker(features, policy=active.Policy(blend=True))
+
+
+def test_validation_simulation_compares_policies_on_known_classes(tmp_path: Path) -> None:
+    from plasticc_jax.review import validation
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for fold in (1, 2):
+        n_neg, n_pos = 300, 40
+        positive = np.r_[np.zeros(n_neg, bool), np.ones(n_pos, bool)]
+        mu = rng.normal(size=(n_neg + n_pos, 2)) + 4.0 * positive[:, None]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "fold": fold,
+                    "object_id": np.arange(n_neg + n_pos) + 1000 * fold,
+                    "positive": positive,
+                    # the static score finds half of the positives; the latents all of them
+                    "anomaly_score": rng.normal(size=n_neg + n_pos)
+                    + 5.0 * (positive & (np.arange(n_neg + n_pos) % 2 == 0)),
+                    "mu_0": mu[:, 0],
+                    "mu_1": mu[:, 1],
+                }
+            )
+        )
+    run = tmp_path / "run"
+    (run / "validation").mkdir(parents=True)
+    pd.concat(rows).to_parquet(run / "validation" / validation.POOL_FILE)
+    candidates = {
+        "latents": active.Policy(scores=False, context=False),
+        "scores": active.Policy(latents=False, context=False),
+    }
+    summary = validation.simulate_validation(run, candidates, n_draws=2, n_shown=20)
+    policies = summary["policies"]
+    assert list(policies) == ["static", "latents", "scores"]
+    assert policies["latents"]["features"] == ["mu_0", "mu_1"]
+    assert summary["folds"]["1"] == {"negatives": 300, "positives": 16}  # 5% of the pool
+    assert summary["best"] == "latents" and policies["latents"]["found"]["20"] > 15
+    assert policies["static"]["found"]["20"] < policies["latents"]["found"]["20"]
+    saved = json.loads((run / "validation" / f"{validation.REPORT}.json").read_text())
+    assert saved["best"] == "latents"
+    assert "**(best)**" in (run / "validation" / f"{validation.REPORT}.md").read_text()
 
 
 # --- the API, over plain HTTP --------------------------------------------------------------
@@ -372,7 +459,8 @@ def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_
     table.to_parquet(path, index=False)
     pool = Pool(tiny_run.run_dir, scores=path, curves=False, top=10)
     assert len(pool) == 10 and "latent_knn" in pool.score_names
-    assert {"latent_knn", "is_galactic"} <= set(pool.feature_names)  # score and context
+    assert "latent_knn" in pool.feature_names  # a score; context only if the policy says so
+    assert ("is_galactic" in pool.feature_names) == active.POLICY.context
     top = table.nlargest(10, "anomaly_score")
     assert pool.class_guess == ["SN Ia" if c == 90 else "EB" for c in top["nearest_class"]]
     assert pool.galactic == top["is_galactic"].tolist()
@@ -389,3 +477,5 @@ def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--top", "0"]) == 2
     assert "--top 0" in capsys.readouterr().err
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--draws", "0"]) == 2
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--validation"]) == 2
+    assert "--validation goes with --simulate" in capsys.readouterr().err

@@ -12,6 +12,11 @@ or `score`'s) can be ranked: the VAE latent means `mu_*`, the detector's score c
 (`score_columns`), and the per-object context features of `gridding.FEATURE_NAMES` where the table
 carries them. An isolation forest's splits are invariant to affine rescaling of a feature, so the
 features are used as they are.
+
+`Policy` names the model, the feature groups and whether the model's score is blended with the
+detector's static score; `POLICY` is the one a review, `score --review-labels` and the simulated
+expert use. It was chosen on the leave-one-known-class-out validation (`review.validation`,
+docs/review.md), never on the test split's anomalies.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +58,51 @@ _LATENT = re.compile(r"mu_(\d+)")
 # The fit's settings: 100 trees of 256 objects each, as the isolation forest of Liu et al. and
 # the coniferest default; the seed makes the ranking reproducible.
 N_TREES, N_SUBSAMPLES, SEED = 100, 256, 0
+MODELS: tuple[str, ...] = ("aadforest", "pineforest")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the active ranking is made from a table's features and the expert's answers.
+
+    Attributes:
+        model: coniferest's "aadforest" (leaf weights refitted on the answers) or "pineforest"
+            (the trees that best rank the answers kept out of a larger forest).
+        latents, scores, context: the feature groups used (`feature_columns`): the VAE latent
+            means, the detector's score columns, the per-object context features.
+        blend: rank the candidates by the mean of two ranks, the model's score's and the
+            detector's static `anomaly_score`'s, instead of the model's score alone.
+        n_trees, n_subsamples, seed: the forest.
+    """
+
+    model: str = "aadforest"
+    latents: bool = True
+    scores: bool = True
+    context: bool = True
+    blend: bool = False
+    n_trees: int = N_TREES
+    n_subsamples: int = N_SUBSAMPLES
+    seed: int = SEED
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model {self.model!r}: choose from {', '.join(MODELS)}")
+        if not (self.latents or self.scores or self.context):
+            raise ValueError("a policy needs at least one feature group")
+
+    def describe(self) -> str:
+        """A short name: the model, its feature groups, and the blend."""
+        groups = [g for g in ("latents", "scores", "context") if getattr(self, g)]
+        name = (
+            f"{'AADForest' if self.model == 'aadforest' else 'PineForest'} ({' + '.join(groups)})"
+        )
+        return f"{name}, rank-blended with the static score" if self.blend else name
+
+
+# The policy of reviews, `score --review-labels` and the simulated expert (see the module): the
+# best of the candidates on the validation (`review.validation.CANDIDATES`, docs/review.md),
+# AADForest with the library's defaults on the latents and the detector's scores.
+POLICY = Policy(context=False)
 
 
 def latent_columns(columns: Sequence[str]) -> list[str]:
@@ -84,22 +135,30 @@ def score_columns(columns: Sequence[str], models_dir: Path | None = None) -> lis
     return [c for c in dict.fromkeys(chosen) if c in present and c not in excluded]
 
 
-def candidate_columns(columns: Sequence[str], models_dir: Path | None = None) -> list[str]:
-    """Latent, score and context columns among `columns`, in that order (before the checks of
-    `feature_columns`)."""
-    context = [c for c in gridding.FEATURE_NAMES if c in columns]
-    names = [*latent_columns(columns), *score_columns(columns, models_dir), *context]
+def candidate_columns(
+    columns: Sequence[str], models_dir: Path | None = None, policy: Policy = POLICY
+) -> list[str]:
+    """The policy's latent, score and context columns among `columns`, in that order (before
+    the checks of `feature_columns`)."""
+    names = [
+        *(latent_columns(columns) if policy.latents else []),
+        *(score_columns(columns, models_dir) if policy.scores else []),
+        *([c for c in gridding.FEATURE_NAMES if c in columns] if policy.context else []),
+    ]
     return list(dict.fromkeys(names))
 
 
-def feature_columns(table: pd.DataFrame, models_dir: Path | None = None) -> list[str]:
-    """The active model's features in a score table: latents, scores, context (see module).
+def feature_columns(
+    table: pd.DataFrame, models_dir: Path | None = None, policy: Policy = POLICY
+) -> list[str]:
+    """The active model's features in a score table: latents, scores, context (see module), the
+    groups `policy` uses.
 
     Columns that repeat another one exactly (`anomaly_score` is the detector's final score
     column under a second name) are kept once.
     """
     kept: list[str] = []
-    for name in candidate_columns(list(table.columns), models_dir):
+    for name in candidate_columns(list(table.columns), models_dir, policy):
         if pd.api.types.is_numeric_dtype(table[name]) and not any(
             _same(table[name], table[k]) for k in kept
         ):
@@ -132,53 +191,63 @@ def feature_matrix(table: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
 
 
 class ActiveRanker:
-    """AADForest scores of a pool of objects, given the expert's labels.
+    """The active scores of a pool of objects, given the expert's labels (see `Policy`).
 
     Args:
         features: (n, d) the pool's features; the forest's trees are grown on them.
-        n_trees, n_subsamples, seed: the forest (`N_TREES`, `N_SUBSAMPLES`, `SEED`).
+        static: (n,) the detector's `anomaly_score` of the pool (needed by a blending policy).
+        policy: the model and its settings (`POLICY`).
     """
 
     def __init__(
-        self,
-        features: np.ndarray,
-        n_trees: int = N_TREES,
-        n_subsamples: int = N_SUBSAMPLES,
-        seed: int = SEED,
+        self, features: np.ndarray, static: np.ndarray | None = None, policy: Policy = POLICY
     ):
         self.features = np.ascontiguousarray(features, np.float64)
-        self.n_trees = n_trees
-        self.n_subsamples = max(2, min(n_subsamples, len(self.features)))
-        self.seed = seed
+        self.policy = policy
+        self.n_subsamples = max(2, min(policy.n_subsamples, len(self.features)))
+        if policy.blend and (static is None or len(static) != len(self.features)):
+            raise ValueError("a blending policy needs the static score of every object")
+        self.static = None if static is None else np.asarray(static, np.float64)
 
     def scores(
         self,
         known_features: np.ndarray | None = None,
         known_anomaly: np.ndarray | None = None,
-        pool: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Scores, higher = more anomalous, float64.
+        """Scores of the pool, higher = to be shown first, float64.
 
         Args:
             known_features: (m, d) features of the labelled objects (none: the plain forest).
             known_anomaly: (m,) bool, True for "anomaly", False for "not interesting".
-            pool: (k, d) features to score (None: the pool the ranker was made with).
         """
         from coniferest.aadforest import AADForest
         from coniferest.label import Label
+        from coniferest.pineforest import PineForest
 
-        model = AADForest(
-            n_trees=self.n_trees, n_subsamples=self.n_subsamples, random_seed=self.seed
-        )
+        p = self.policy
+        forest = AADForest if p.model == "aadforest" else PineForest
+        model = forest(n_trees=p.n_trees, n_subsamples=self.n_subsamples, random_seed=p.seed)
         if known_features is None or len(known_features) == 0:
             model.fit(self.features)
         else:
             labels = np.where(np.asarray(known_anomaly, bool), Label.ANOMALY, Label.REGULAR)
             known = np.ascontiguousarray(known_features, np.float64)
             model.fit_known(self.features, known, labels.astype(np.int64))
-        target = self.features if pool is None else np.ascontiguousarray(pool, np.float64)
         # coniferest follows scikit-learn: lower score_samples = more anomalous.
-        return -np.asarray(model.score_samples(target), np.float64)
+        score = -np.asarray(model.score_samples(self.features), np.float64)
+        if not p.blend:
+            return score
+        assert self.static is not None
+        return 0.5 * (rank_fraction(score) + rank_fraction(self.static))
+
+
+def rank_fraction(values: np.ndarray) -> np.ndarray:
+    """(n,) each value's rank among `values` scaled to [0, 1] (ties: their mean rank; NaN
+    lowest)."""
+    from scipy.stats import rankdata
+
+    values = np.where(np.isnan(values), -np.inf, values)
+    return (rankdata(values) - 1.0) / max(len(values) - 1, 1)
 
 
 def informative(answers: Mapping[int, Answer]) -> tuple[np.ndarray, np.ndarray]:

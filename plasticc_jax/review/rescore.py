@@ -35,7 +35,7 @@ def _read_features(path: Path, models_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"no score table at {path}")
     columns = pq.read_schema(path).names
-    wanted = ["object_id", *active.candidate_columns(columns, models_dir)]
+    wanted = ["object_id", "anomaly_score", *active.candidate_columns(columns, models_dir)]
     return pd.read_parquet(path, columns=[c for c in dict.fromkeys(wanted) if c in columns])
 
 
@@ -79,7 +79,10 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
         raise UserError(f"none of the answered objects of {labels_path} is in the table or run")
     if remaining.any():
         log.warning("%d answered objects are in neither table: ignored", int(remaining.sum()))
-    ranker = active.ActiveRanker(active.feature_matrix(table, names))
+    static = (
+        table["anomaly_score"].to_numpy(np.float64) if "anomaly_score" in table.columns else None
+    )
+    ranker = active.ActiveRanker(active.feature_matrix(table, names), static)
     score = ranker.scores(np.concatenate(features), np.concatenate(labels))
     _add_columns(table_path, score, ranks(score))
     log.info(

@@ -65,7 +65,7 @@ class ReviewSession:
     def __init__(self, pool: Pool, store: LabelStore):
         self.pool = pool
         self.store = store
-        self.ranker = active.ActiveRanker(pool.features)
+        self.ranker = active.ActiveRanker(pool.features, pool.static)
         self._lock = threading.Lock()
         self._answers = {
             i: a for i, a in latest_answers(store.answers).items() if int(i) in pool.row

@@ -18,6 +18,7 @@ Outputs in the run: `reports/review_simulation.json` and `.md`, and the figure
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -46,15 +47,22 @@ SUMMARY = Path("reports") / "review_simulation"
 
 
 def active_curve(
-    features: np.ndarray, is_anomaly: np.ndarray, n_shown: int, timings: list[float]
+    features: np.ndarray,
+    static: np.ndarray,
+    is_anomaly: np.ndarray,
+    n_shown: int,
+    timings: list[float],
+    policy: active.Policy = active.POLICY,
 ) -> np.ndarray:
     """Anomalies found after each of the first `n_shown` candidates of the active loop, (k,).
 
     Args:
-        features: (n, d) the pool's features; is_anomaly: (n,) the simulated expert's answers.
+        features: (n, d) the pool's features; static: (n,) its `anomaly_score`;
+        is_anomaly: (n,) the simulated expert's answers.
         timings: each re-rank's seconds are appended to it.
+        policy: the active model (`active.POLICY`, as in a review session).
     """
-    ranker = active.ActiveRanker(features)
+    ranker = active.ActiveRanker(features, static, policy)
     shown: list[int] = []
     for _ in range(min(n_shown, len(features))):
         start = time.perf_counter()
@@ -121,7 +129,7 @@ def simulate(
             rows = np.concatenate([known_rows, rng.choice(anomaly_rows, n_anomalies, False)])
             y = labels[rows]
             curves["static"].append(static_curve(static[rows], y, n_shown))
-            curves["active"].append(active_curve(features[rows], y, n_shown, timings))
+            curves["active"].append(active_curve(features[rows], static[rows], y, n_shown, timings))
             log.info(
                 "%.0f%% pool, draw %d/%d: %d anomalies in the first %d shown (static %d)",
                 100 * fraction,
@@ -151,12 +159,7 @@ def simulate(
     summary = {
         "run": str(run_dir),
         "pool": "test split: every known-class object plus subsampled anomalies",
-        "model": {
-            "name": "coniferest.AADForest",
-            "n_trees": active.N_TREES,
-            "n_subsamples": active.N_SUBSAMPLES,
-            "seed": active.SEED,
-        },
+        "model": {"name": active.POLICY.describe(), **dataclasses.asdict(active.POLICY)},
         "features": names,
         "n_draws": n_draws,
         "n_shown": n_shown,
@@ -245,7 +248,7 @@ def discovery_figure(summary: dict[str, Any], path: Path) -> Path:
         shown = np.arange(1, len(curves["active_mean"]) + 1)
         for name, colour in (("active", "#c0392b"), ("static", "#1f78b4")):
             mean, std = np.asarray(curves[f"{name}_mean"]), np.asarray(curves[f"{name}_std"])
-            label = "active loop (AADForest)" if name == "active" else "static ranking"
+            label = "active loop" if name == "active" else "static ranking"
             ax.plot(shown, mean, color=colour, label=label)
             ax.fill_between(shown, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
         ax.plot(shown, np.minimum(shown, pool["n_anomalies"]), "k:", lw=1, label="every one")

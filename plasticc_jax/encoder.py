@@ -288,12 +288,19 @@ class TrainedVae:
             `logits` (n, n_classes) of the classification head, where the run has one; with
             `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
         """
+        return self.evaluate_inputs(self.encoder.inputs(arrays), batch_size, reconstruction)
+
+    def evaluate_inputs(
+        self, inputs: dict[str, np.ndarray], batch_size: int | None, reconstruction: bool
+    ) -> Outputs:
+        """`evaluate` of inputs already made by `Encoder.inputs` (validated, features
+        normalised), for a caller that needs the normalised features too."""
         keys = ("mu", "logvar", "recon_nll", "n_observed", "kl", "feature_nll")
         if self.encoder.classes:
             keys += ("logits",)
         if reconstruction:
             keys += ("mean", "sigma")
-        return self._run(arrays, batch_size, keys)
+        return _run_batched(self._forward, self.params, inputs, batch_size or self.max_batch, keys)
 
     def reconstruct(
         self, arrays: ArraysLike, batch_size: int | None = None

@@ -23,6 +23,7 @@ Spark dataframe.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -98,16 +99,21 @@ def model_outputs(
     Returns:
         `mu`, `logvar` (n, L); `recon_nll`, `n_observed`, `kl`, `chi2` (`reduced_chi2`) (n,);
         `probabilities` (n, C) of the head's known classes ((n, 0) without a head); `features`
-        (n, F) the raw features; with `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
+        (n, F) the raw features and `normalised_features` the model's (`FeatureStats.normalise`,
+        computed once here for the VAE and the detector); with `reconstruction`, `mean` and
+        `sigma` (n, n_bands, n_times).
     """
-    out = vae.evaluate(arrays, batch_size, reconstruction=True)
+    features = np.asarray(arrays.features, np.float32)
+    inputs = vae.encoder.inputs(dataclasses.replace(arrays, features=features))
+    out = vae.evaluate_inputs(inputs, batch_size, reconstruction=True)
     out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
     logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
     out["probabilities"] = (special.softmax(logits, axis=1) if logits.shape[1] else logits).astype(
         np.float32
     )
-    out["features"] = np.asarray(arrays.features, np.float32)
-    keys = (*OUTPUT_KEYS, "features", *(("mean", "sigma") if reconstruction else ()))
+    out["features"], out["normalised_features"] = features, inputs["features"]
+    keys = (*OUTPUT_KEYS, "features", "normalised_features")
+    keys += ("mean", "sigma") if reconstruction else ()
     return {key: out[key] for key in keys}
 
 
@@ -129,14 +135,16 @@ def finite_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
 def evidence(
     objects: Mapping[str, np.ndarray], stats: FeatureStats, head_classes: tuple[int, ...]
 ) -> Evidence:
-    """What the detector reads, from `model_outputs` (over n objects) and the run's statistics."""
+    """What the detector reads, from `model_outputs` (over n objects) and the run's statistics
+    (the features are normalised here unless `model_outputs` did it)."""
     features = np.asarray(objects["features"], np.float32)
+    normalised = objects.get("normalised_features")
     galactic = features[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     return Evidence(
         latent=np.asarray(objects["mu"], np.float32),
         probabilities=np.asarray(objects["probabilities"], np.float32),
         chi2=np.asarray(objects["chi2"], np.float64),
-        features=stats.normalise(features),
+        features=stats.normalise(features) if normalised is None else np.asarray(normalised),
         raw_features=features,
         galactic=galactic,
         head_classes=tuple(head_classes),

@@ -149,8 +149,12 @@ def _read_holder(handle: IO[str]) -> dict[str, object]:
     return info if isinstance(info, dict) else {}
 
 
-def _describe_holder(handle: IO[str]) -> str:
-    info = _read_holder(handle)
+def _describe_holder(handle: IO[str], wait_s: float = 1.0) -> str:
+    """Who holds the lock, from its record. The holder writes the record just after it takes the
+    lock, so an empty record is waited for (up to `wait_s`) before it is called unknown."""
+    deadline = time.monotonic() + wait_s
+    while not (info := _read_holder(handle)) and time.monotonic() < deadline:
+        time.sleep(0.02)
     try:
         doing = "reading" if info["mode"] == "shared" else "writing"
         return (

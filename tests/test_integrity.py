@@ -418,3 +418,30 @@ def test_training_on_from_a_damaged_checkpoint_is_one_line(tiny_run, tmp_path, c
     assert cli.main(argv) == 2
     assert "cannot be read" in one_error_line(capsys, "train")
     gc.collect()
+
+
+def test_a_lock_taken_just_before_its_record_is_written_is_still_named(tmp_path: Path) -> None:
+    """The holder takes the lock, then writes its record: a refusal in between waits for it."""
+    import fcntl
+    import threading
+
+    from plasticc_jax.io_utils import lock_path
+
+    folder = tmp_path / "data"
+    record = {"pid": 4242, "host": "h", "command": "c", "started_utc": "t"}
+    with open(lock_path(folder), "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, no record yet
+
+        def write_record() -> None:
+            time.sleep(0.2)
+            holder.write(json.dumps({**record, "stage": "prepare", "mode": "exclusive"}) + "\n")
+            holder.flush()
+
+        writer = threading.Thread(target=write_record)
+        writer.start()
+        named = r"in use by prepare \(writing; pid 4242 on h"
+        try:
+            with pytest.raises(FolderBusy, match=named), folder_lock(folder, "prepare"):
+                pass
+        finally:
+            writer.join()

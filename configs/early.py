@@ -15,9 +15,9 @@ for the three stages (prepare 5 s, train 25 epochs in 1 min 44 s, evaluate 1 min
 Expected result (measured on this release): on the `rare` test split, mean per-class AUROC
 0.480 / 0.492 / 0.567 / 0.666 / 0.746 at 2 / 5 / 10 / 20 / 50 days after the first detection
 (kilonova 0.649 at 10 days), and 0.851 with the complete light curve. The targets were missed
-(0.567 at 10 days against 0.80), and a night-by-night `replay` of the test split flagged 32.5% of
-the re-scorings of known objects (measured before the merge): which is why early detection is not
-the default (docs/early.md).
+(0.567 at 10 days against 0.80), and a night-by-night `replay` of the test split flagged 16.1% of
+the re-scorings of known objects (1,840 objects/s): which is why early detection is not the
+default (docs/early.md).
 """
 
 from plasticc_jax.config import Config, DataConfig, TrainConfig

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from plasticc_jax.errors import UserError
 from plasticc_jax.review import active, labels
@@ -479,3 +480,24 @@ def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--draws", "0"]) == 2
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--validation"]) == 2
     assert "--validation goes with --simulate" in capsys.readouterr().err
+
+
+def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) -> None:
+    from plasticc_jax import config_io
+    from plasticc_jax.review import validation
+
+    run = tmp_path / "run"
+    folder = run / "validation"
+    folder.mkdir(parents=True)
+    config_io.save_config(tiny_config(), run / "config.json")
+    from plasticc_jax.components import COMPONENTS
+
+    scores = {"fold": [1, 1], "object_id": [7, 8], "positive": [True, False], "galactic": False}
+    pd.DataFrame({**scores, **dict.fromkeys(COMPONENTS, 0.5)}).to_parquet(folder / "scores.parquet")
+    stale = pd.DataFrame({"fold": [1], "object_id": [7], "anomaly_score": [0.5]})
+    stale.to_parquet(folder / validation.POOL_FILE)
+    # Recorded as made from other fold scores: it is not used, the pool is built again (and that
+    # needs the folds' prepared data, absent here).
+    (folder / "review_pool.json").write_text('{"scores_sha256": "other", "fusion": []}\n')
+    with pytest.raises(UserError):
+        validation.validation_pool(run, workdir=tmp_path)

@@ -42,7 +42,7 @@ from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import parse_fusion
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import FEATURE_NAMES
-from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 from plasticc_jax.plasticc import class_name
 from plasticc_jax.review import active
 from plasticc_jax.review.simulate import TARGET_SHOWN, active_curve, static_curve
@@ -73,8 +73,10 @@ CANDIDATES: dict[str, active.Policy] = {
 def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
     """The validation's folds as score tables (see the module), one row per (fold, object).
 
-    Read from `<run>/validation/review_pool.parquet` when it is there; else built (the folds'
-    VAEs are run once, JAX) and written there.
+    Read from `<run>/validation/review_pool.parquet` when it was built from the fold scores and
+    the fusion of the run as they are now (`review_pool.json` beside it records them), or when
+    there are no fold scores beside it; else built (the folds' VAEs are run once, JAX) and
+    written there.
 
     Raises:
         UserError: the run has no validation (`plasticc-jax validate` first).
@@ -83,12 +85,18 @@ def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
 
     run_dir = Path(run_dir)
     folder = run_dir / "validation"
-    cache = folder / POOL_FILE
-    if cache.is_file():
-        return pd.read_parquet(cache)
+    cache, record = folder / POOL_FILE, folder / POOL_FILE.replace(".parquet", ".json")
     if not (folder / "scores.parquet").is_file():
+        if cache.is_file():  # a pool given as it is, without the folds it came from
+            return pd.read_parquet(cache)
         raise UserError(f"{folder} holds no fold scores: run `plasticc-jax validate` first")
     config = runs.read_config(run_dir)
+    made_from = {
+        "scores_sha256": sha256_file(folder / "scores.parquet"),
+        "fusion": list(config.eval.fusion),
+    }
+    if cache.is_file() and record.is_file() and json.loads(record.read_text()) == made_from:
+        return pd.read_parquet(cache)
     table = pd.read_parquet(folder / "scores.parquet")
     table["anomaly_score"] = Folds(table).fused(parse_fusion(config.eval.fusion))
     workdir = infer_workdir(run_dir) if workdir is None else Path(workdir)
@@ -120,6 +128,7 @@ def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
     table = pd.concat([table, pd.concat(outputs).sort_index()], axis=1)
     with atomic_path(cache) as tmp:
         table.to_parquet(tmp, index=False)
+    atomic_write_text(record, json.dumps(made_from) + "\n")
     return table
 
 

@@ -21,7 +21,8 @@ active model reads its features with the same `active.feature_columns` as in a r
 (`CANDIDATES`) with the simulated expert of `simulate.active_curve`; the static ranking is the
 fused `anomaly_score`. The candidates are compared by the anomalies found among the first
 `simulate.TARGET_SHOWN` shown, mean over folds and draws; `active.POLICY` is the best of them.
-Outputs: `<run>/validation/review_pool.parquet` (the table, reused) and `review_validation.json`
+Outputs: `<run>/validation/review_pool.parquet` (the table, reused while the fold scores and the
+fusion it was made from are unchanged: `review_pool.json`) and `review_validation.json`
 and `.md`. The test split is never read.
 """
 

@@ -143,10 +143,15 @@ class Folds:
         as `Detector` does): -log10 of the fraction of them scoring at least as high."""
         total = sum(weights.values())
         mean = sum(w / total * self.scores[name].to_numpy() for name, w in weights.items())
-        out = np.zeros(len(mean))
+        return self.recalibrated(mean)
+
+    def recalibrated(self, fused: np.ndarray) -> np.ndarray:
+        """A fused score (aligned with `scores`) calibrated against the fold's negatives of each
+        kind: -log10 of the fraction of them scoring at least as high."""
+        out = np.zeros(len(fused))
         for rows, negatives in zip(self.groups, self.negatives, strict=True):
-            reference = np.sort(mean[negatives])
-            above = reference.size - np.searchsorted(reference, mean[rows], side="left")
+            reference = np.sort(fused[negatives])
+            above = reference.size - np.searchsorted(reference, fused[rows], side="left")
             out[rows] = -np.log10((above + 1) / (reference.size + 1))
         return out
 

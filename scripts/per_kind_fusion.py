@@ -33,12 +33,7 @@ def fused(folds: Folds, galactic: np.ndarray, weights: dict[bool, Weights]) -> n
         total = sum(chosen.values())
         kind_mean = sum(w / total * scores[name].to_numpy() for name, w in chosen.items())
         mean = np.where(galactic == kind, kind_mean, mean)
-    out = np.zeros(len(mean))
-    for rows, negatives in zip(folds.groups, folds.negatives, strict=True):
-        reference = np.sort(mean[negatives])
-        above = reference.size - np.searchsorted(reference, mean[rows], side="left")
-        out[rows] = -np.log10((above + 1) / (reference.size + 1))
-    return out
+    return folds.recalibrated(mean)
 
 
 def main() -> None:

@@ -81,11 +81,15 @@ def tiny_config(*overrides: str) -> config_lib.Config:
 
 
 def copy_project(source: Path, dest: Path, *, run: bool = False) -> Path:
-    """Copy a project's prepared data (and its runs, with `run`) to change it safely."""
+    """Copy a project's prepared data (and, with `run`, its tiny-preset run) to change it safely.
+
+    Only that run is copied: the builder may still be writing the early run beside it.
+    """
     shutil.copytree(source / "data" / "processed", dest / "data" / "processed")
     (dest / "data" / "raw").symlink_to(source / "data" / "raw")
     if run:
-        shutil.copytree(source / "runs", dest / "runs")
+        run_path = tiny_config().run_path
+        shutil.copytree(source / run_path, dest / run_path)
     return dest
 
 

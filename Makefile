@@ -18,7 +18,7 @@ INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 CLI := $(BIN)/plasticc-jax
 STAGE_ARGS = --config $(CONFIG) --protocol $(PROTOCOL) $(ARGS)
 
-.PHONY: venv download prepare train validate evaluate score review doctor test lint format bench \
+.PHONY: venv download prepare train validate evaluate score review doctor test test-slow test-all lint format bench \
 	clean browser
 
 # The virtual environment is (re)built whenever pyproject.toml changes.
@@ -76,8 +76,18 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 
 # Two pytest-xdist workers, a test file each at a time (tests/conftest.py: what they share).
+# `make test`: every test but the slow ones (about half a minute); `make test-slow`: the tests
+# that train their own models, start processes or a cluster, or read the real data (minutes).
+# CI (.ci/run) runs both; `make test-all` runs both in one session.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 test: lint browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(PYTEST) -m "not slow"
+
+test-slow: $(INSTALLED)
+	$(PYTEST) -m slow
+
+test-all: lint browser
+	$(PYTEST)
 
 # The review page's tests drive Chromium (tests/test_review_browser.py): Debian's package is
 # installed when it is missing and this is root on a Debian-like system; elsewhere those tests

@@ -188,6 +188,7 @@ def test_empty_and_truncated_files(good, tmp_path):
         path.write_bytes(whole)
 
 
+@pytest.mark.slow
 def test_cli_exits_2_with_one_line(good, tmp_path):
     lcs, meta = good
     raw = tmp_path / "raw"

@@ -28,6 +28,8 @@ from plasticc_jax.prepare import prepare
 from plasticc_jax.streaming import NO_LIGHTCURVE, NO_METADATA
 from plasticc_jax.synthetic import write_synthetic
 
+pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
+
 FLUX_RANGE = "|flux| beyond the float32 range (3.4e+38)"
 ERR_RANGE = "flux_err below 0.001 or beyond the float32 range"
 ERR_SIGN = "flux_err not a positive finite number"

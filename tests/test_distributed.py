@@ -30,6 +30,8 @@ from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
 
+pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
+
 PART_MB = "0.03"  # about 7 parts of the plain file
 SHORT, NO_METADATA, NO_LIGHTCURVE = 10_005, 19_999, 18_888
 

@@ -376,6 +376,7 @@ def test_lint_runs_hadolint() -> None:
     assert "hadolint Dockerfile" in make_n("lint")
 
 
+@pytest.mark.slow
 def test_package_metadata_builds_a_wheel(tmp_path: Path) -> None:
     """What `pip install .` in the image sees: the package, the console script, the extras."""
     if not (ROOT / "README.md").is_file():

@@ -168,6 +168,7 @@ def test_cpu_variant_of_the_image_runs_on_the_cpu_by_design(
     assert "OK: JAX computes correctly on the CPU." in out
 
 
+@pytest.mark.slow
 @needs_no_gpu
 def test_cli_prints_no_traceback_and_each_jax_warning_once() -> None:
     """The CLI's logging: a CUDA plugin failure is one line of reason, JAX warnings print once."""

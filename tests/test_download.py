@@ -95,6 +95,7 @@ def _stored(raw: Path) -> dict[str, bytes]:
 # Mirror.
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / dl.EXPECTED[0].name).is_file(), reason="no shared PLAsTiCC copy")
 def test_mirror_real_files_then_nothing_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -19,6 +19,8 @@ from plasticc_jax.gridding import Chunk, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
 from plasticc_jax.train import epoch_rows
 
+pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
+
 SPEC = GridSpec(16, 32.0, 96.0, 5)
 
 

@@ -24,6 +24,7 @@ def test_split(tiny_run):
     return load_split(tiny_run.dataset_dir, "test")
 
 
+@pytest.mark.slow
 def test_encoder_matches_the_vae_and_chunks_consistently(tiny_run, test_split):
     from plasticc_jax import load_encoder, load_vae
 
@@ -115,6 +116,7 @@ def test_wrong_inputs_are_user_errors(tiny_run, test_split, tmp_path):
         load_encoder(tmp_path)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_in_a_fresh_interpreter(tiny_run, test_split, tmp_path):
     """The README's research-API example, verbatim, in a plain Python session.
 

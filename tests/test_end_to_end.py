@@ -15,6 +15,8 @@ from conftest import copy_project
 from plasticc_jax import cli, metrics
 from plasticc_jax.dataset import read_manifest
 
+pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
+
 
 def test_table_covers_every_prepared_object(tiny_run):
     table = tiny_run.table

@@ -170,6 +170,7 @@ sys.exit(cli.main(argv))
 """
 
 
+@pytest.mark.slow
 def test_two_prepares_and_two_trains_started_together(project, tmp_path):
     """One winner and one clear refusal each; the winner's output is whole."""
     prepared = tmp_path / "p"
@@ -397,6 +398,7 @@ DAMAGE = {
 ORBAX_LEFTOVERS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
+@pytest.mark.slow
 @ORBAX_LEFTOVERS
 def test_a_damaged_run_directory_is_one_line(tiny_run, tmp_path, capsys):
     raw = tiny_run.workdir / "data" / "raw"
@@ -410,6 +412,7 @@ def test_a_damaged_run_directory_is_one_line(tiny_run, tmp_path, capsys):
     gc.collect()
 
 
+@pytest.mark.slow
 @ORBAX_LEFTOVERS
 def test_training_on_from_a_damaged_checkpoint_is_one_line(tiny_run, tmp_path, capsys):
     workdir = copy_project(tiny_run.workdir, tmp_path, run=True)

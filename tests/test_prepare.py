@@ -164,6 +164,7 @@ def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, raw_files, caplo
     assert read_manifest(again)["grid"]["n_time_bins"] == 8
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_path, prepared):
     out_ref, config = prepared
     # Shards of 4 objects: about 100 files, so the writing phase lasts long enough to hit.
@@ -203,6 +204,7 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_pat
         np.testing.assert_array_equal(load_split(out, split).flux, ref[split].flux)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real PLAsTiCC data not present")
 def test_real_training_set(tmp_path):
     config = config_io.load_preset("default")

@@ -186,6 +186,7 @@ def test_a_blending_policy_starts_from_the_static_ranking() -> None:
         active.ActiveRanker(features, policy=active.Policy(blend=True))
 
 
+@pytest.mark.slow
 def test_validation_simulation_compares_policies_on_known_classes(tmp_path: Path) -> None:
     from plasticc_jax.review import validation
 

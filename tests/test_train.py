@@ -38,6 +38,8 @@ from plasticc_jax.train_step import (
     make_train_step,
 )
 
+pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
+
 N_TIMES, N_FEATURES = 16, len(FEATURE_NAMES)  # the tiny preset's grid; the features of prepare
 
 

@@ -167,11 +167,16 @@ def _wait_for(marker: str) -> Path:
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected what this session does not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of the shared project go last (and start its build); the others keep their order."""
+    """Tests of the shared project go last (and start its build); the others keep their order.
+
+    `make test` hands out whole files (`--dist loadfile`), so a file with any such test goes
+    after every file without one: the workers run those while the project is built.
+    """
     needs = [_SHARED_FIXTURES & set(getattr(i, "fixturenames", ())) for i in items]
     shared = [i for i, fixtures in zip(items, needs, strict=True) if fixtures]
     if shared:
-        items[:] = [i for i in items if i not in shared] + shared
+        waiting, files = set(shared), {i.path for i in shared}
+        items[:] = sorted(items, key=lambda i: (i.path in files, i in waiting))
         if not config.option.collectonly:
             _start_builder(early=any("tiny_early_run" in fixtures for fixtures in needs))
 

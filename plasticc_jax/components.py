@@ -22,7 +22,6 @@ the fitted component, never on the other objects scored with it.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -294,9 +293,10 @@ class Classifier(Component):
         x = evidence.raw_features
         # Features constant or undefined on every fitting object (the distance of a galactic
         # object) carry nothing here (and scikit-learn's binning refuses all-NaN columns).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            lowest, highest = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+        # fmin/fmax skip NaN and give NaN for an all-NaN column without a warning (no
+        # `warnings.catch_warnings` here: out-of-fold fits run in threads, and it is not
+        # thread-safe).
+        lowest, highest = np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)
         self.columns = np.flatnonzero(np.isfinite(lowest) & (highest > lowest))
         if self.classes.size < 2:  # one class: every object is "that class"
             self.model = None

@@ -12,7 +12,9 @@ where luminosity is one column of 141. Here, components on that small subspace o
 - `rest_gauss`: class-conditional Gaussians with each class's own Ledoit-Wolf covariance,
   score min over classes of (squared Mahalanobis distance + log det covariance);
 
-each on `core` (absolute magnitude and the five timescales) and `full` (core plus colours).
+each on `core` (absolute magnitude and the five timescales), `full` (core plus colours) and
+`epochs` (core with the peak window and the six epoch flux ratios recomputed from the raw light
+curves in rest-frame days, `physics_in_rest_frame`).
 Galactic objects have no distance: their photo-z is 0 (the timescales stay observer-frame) and the
 absolute magnitude, NaN on every galactic object, is dropped from that kind's fit. Other NaNs
 (a colour without a band) become the fitting objects' median (neutral). The `_xg` variants score
@@ -44,7 +46,7 @@ import pandas as pd
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
-from plasticc_jax import runs
+from plasticc_jax import features, runs
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
@@ -114,6 +116,47 @@ def fit_score(kind: str, fit: np.ndarray, labels: np.ndarray, score: np.ndarray,
     return out.min(axis=1)
 
 
+REST_PHYSICS = (
+    "peak_abs_mag",
+    *TIMESCALES,
+    *(f"flux_ratio_{name}" for *_, name in features.EPOCHS),
+)
+
+
+def physics_in_rest_frame(objects: pd.DataFrame, raw_dir: Path) -> np.ndarray:
+    """(n, len(REST_PHYSICS)): `features.physics_features` recomputed from the raw light curves
+    (light-curve rows only: no metadata file is read) with each object's times dilated to its
+    rest frame about t0, t0 + (mjd - t0) / (1 + photo-z): the epochs, the peak window and the
+    timescales are in rest-frame days. Rows in the order of `objects`."""
+    rows = pd.read_csv(raw_dir / "plasticc_train_lightcurves.csv.gz")
+    rows = rows[rows["object_id"].isin(objects["object_id"])]
+    rows = rows.sort_values(["object_id", "mjd"], kind="stable")
+    ids, starts, counts = np.unique(
+        rows["object_id"].to_numpy(), return_index=True, return_counts=True
+    )
+    o = np.repeat(np.arange(ids.size), counts)
+    mjd, pb = rows["mjd"].to_numpy(np.float64), rows["passband"].to_numpy(np.int64)
+    flux, err = rows["flux"].to_numpy(np.float64), rows["flux_err"].to_numpy(np.float64)
+    det = rows["detected_bool"].to_numpy().astype(bool)
+    raw = np.stack(objects.set_index("object_id").loc[ids, "raw"].to_numpy())
+    z = np.nan_to_num(raw[:, FEATURE_NAMES.index("hostgal_photoz")], nan=0.0)
+    distmod = raw[:, FEATURE_NAMES.index("distmod")].astype(np.float64)
+    # t0 as gridding chooses it: the highest signal-to-noise detection (any point if none).
+    snr = flux / err
+    has_detection = np.logical_or.reduceat(det, starts)
+    score = np.where(det | ~has_detection[o], snr, -np.inf)
+    best = np.maximum.reduceat(score, starts)
+    peak_row = np.minimum.reduceat(np.where(score == best[o], np.arange(o.size), o.size), starts)
+    t0 = mjd[peak_row]
+    rest = t0[o] + (mjd - t0[o]) / (1.0 + z[o])
+    values = features.physics_features(o, rest, pb, flux, err, det, starts, peak_row, distmod)
+    values = values[:, [features.PHYSICS_NAMES.index(n) for n in REST_PHYSICS]]
+    for j, name in enumerate(REST_PHYSICS):  # as `rest_frame`: log10(1 + days)
+        if name in TIMESCALES:
+            values[:, j] = np.log10(1.0 + np.maximum(values[:, j], 0.0))
+    return pd.DataFrame(values, index=ids).loc[objects["object_id"].to_numpy()].to_numpy()
+
+
 def load_known(dataset_dir: Path, known: list[int]) -> pd.DataFrame:
     """object_id, split, target and raw features of the train and val splits' known objects."""
     parts = []
@@ -133,15 +176,17 @@ def load_known(dataset_dir: Path, known: list[int]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def fold_columns(objects: pd.DataFrame, held_out: int, k: int) -> pd.DataFrame:
-    """The new components' calibrated scores of one fold's scored objects."""
+def fold_columns(
+    objects: pd.DataFrame, spaces: dict[str, np.ndarray], held_out: int, k: int
+) -> pd.DataFrame:
+    """The new components' calibrated scores of one fold's scored objects, on each space
+    ((n, d) features aligned with `objects`)."""
     raw = np.stack(objects["raw"].to_numpy())
     target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     scored = (split == "val") | (target == held_out)
     out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
-    for space, names in SUBSPACES.items():
-        x = rest_frame(raw, names)
+    for space, x in spaces.items():
         for kind in ("knn", "mahalanobis", "gauss"):
             column = np.zeros(len(objects))
             for g in (True, False):
@@ -226,9 +271,12 @@ def main() -> None:
     scores = pd.read_parquet(args.run / "validation" / "scores.parquet")
     objects = load_known(dataset_dir, list(config.data.known_classes))
     fold_ids = [int(f) for f in scores["fold"].unique()]
+    raw = np.stack(objects["raw"].to_numpy())
+    spaces = {name: rest_frame(raw, names) for name, names in SUBSPACES.items()}
+    spaces["epochs"] = physics_in_rest_frame(objects, workdir / config.data.raw_dir)
     table = scores
     for make in (
-        lambda f: fold_columns(objects, f, config.eval.knn_neighbours),
+        lambda f: fold_columns(objects, spaces, f, config.eval.knn_neighbours),
         lambda f: feature_columns(objects, f, config.eval, extra=False),
         lambda f: feature_columns(objects, f, config.eval, extra=True),
     ):

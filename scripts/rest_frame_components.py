@@ -22,7 +22,8 @@ extragalactic objects only (galactic ones get the neutral 0). Second check: the 
 timescales appended to the feature set, the package's feature components (`classifier`,
 `feature_mahalanobis`, `feature_knn`) refitted with the package's `Detector` on both sets.
 
-Reads `RUN/validation/scores.parquet` (the leave-one-known-class-out fold scores: known classes
+Reads `RUN/validation/scores.parquet` and `validation.json` (the fold scores and the config they
+were made with: known classes
 only) and the train and val splits of the run's prepared dataset (never the test split). Each
 fold's rows are made as `validate._fold_scores` makes them: fitted per kind on the train split's
 other known classes, calibrated (`calibration.Reference`) on the val split's other known objects
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -46,7 +48,7 @@ import pandas as pd
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
-from plasticc_jax import features, runs
+from plasticc_jax import config_io, features
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
@@ -265,7 +267,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/rest-frame/scores.parquet"))
     args = parser.parse_args()
     start = time.perf_counter()
-    config = runs.read_config(args.run)
+    # The config the folds were made with (the run's own config.json may be older).
+    validation = json.loads((args.run / "validation" / "validation.json").read_text())
+    config = config_io.from_dict(validation["config"])
     workdir = args.workdir or args.run.parent.parent
     dataset_dir = workdir / config.data.processed_dir / config.data.protocol
     scores = pd.read_parquet(args.run / "validation" / "scores.parquet")
@@ -289,8 +293,8 @@ def main() -> None:
     for c in FEATURE_COMPONENTS:  # the recomputation reproduces the stored columns
         print(f"{c}: max |recomputed - stored| {np.abs(table[c] - table[c + '_again']).max():.2e}")
 
-    # The stored classifier column predates the current classifier code (it does not reproduce),
-    # so the baseline here is the shipped weights on the recomputed feature components.
+    # The baseline is the shipped weights on the recomputed feature components (printed above:
+    # they reproduce the stored columns when the validation was made by the same code).
     for c in [c for c in table.columns if c.startswith("rest_")]:
         # Extragalactic only: galactic objects get the neutral 0 (a constant of one kind changes
         # nothing in that kind's recalibrated fusion).

@@ -22,15 +22,15 @@ extragalactic objects only (galactic ones get the neutral 0). Second check: the 
 timescales appended to the feature set, the package's feature components (`classifier`,
 `feature_mahalanobis`, `feature_knn`) refitted with the package's `Detector` on both sets.
 
-Reads `RUN/validation/scores.parquet` and `validation.json` (the fold scores and the config they
-were made with: known classes
-only) and the train and val splits of the run's prepared dataset (never the test split). Each
+Reads `RUN/validation/scores.parquet` and `validation.json` (the fold scores, known classes only,
+and the config they were made with) and the train and val splits of the run's prepared dataset
+(never the test split). Each
 fold's rows are made as `validate._fold_scores` makes them: fitted per kind on the train split's
 other known classes, calibrated (`calibration.Reference`) on the val split's other known objects
 of the same kind, scored on the val split and the held-out class. Writes the table with the new
 columns to `--out` (default `runs/rest-frame/scores.parquet`) and prints the per-fold AUROCs of
 each new component, of the shipped fusion, and of the best fusion found by `Folds.search` over
-the shipped fusion's components plus each new one. About 13 minutes on 2 busy CPU cores.
+the shipped fusion's components plus each new one. About 12 minutes on 2 quiet CPU cores.
 
 Result (default-rare run, docs/evaluation.md): no gain; not adopted.
 """

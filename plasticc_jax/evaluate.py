@@ -44,7 +44,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -61,6 +61,9 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.features import LC_NAMES
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
+
+if TYPE_CHECKING:
+    from plasticc_jax.figures import FigureProcess  # matplotlib: imported by `report`
 
 log = logging.getLogger(__name__)
 
@@ -385,14 +388,19 @@ def evaluate(config: Config, workdir: Path) -> Path:
             provenance.check_run_dataset(run_dir, config, dataset_dir, manifest)
             # Until every output is written, the run is marked incomplete, and the old detector
             # loses its record: `score` refuses the run in between.
-            with provenance.incomplete(run_dir, "evaluate"):
+            with provenance.incomplete(run_dir, "evaluate"), report.start_figures() as painter:
                 (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
-                _evaluate(config, workdir, run_dir, dataset_dir, manifest)
+                _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter)
     return run_dir
 
 
 def _evaluate(
-    config: Config, workdir: Path, run_dir: Path, dataset_dir: Path, manifest: dict[str, Any]
+    config: Config,
+    workdir: Path,
+    run_dir: Path,
+    dataset_dir: Path,
+    manifest: dict[str, Any],
+    painter: FigureProcess,
 ) -> None:
     ev = config.eval
     timing: dict[str, float] = {}
@@ -408,7 +416,7 @@ def _evaluate(
     objects = {k: v[complete] for k, v in rows.items()}
     split, known = objects["split"], known_rows[complete]
     in_test = (split == "test") & (known | objects["is_anomaly"])
-    umap = report.start_umap(objects["mu"][in_test], ev.seed) if ev.umap else None
+    umap = report.start_umap(painter, objects["mu"][in_test], ev.seed) if ev.umap else None
     timing["encode_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
@@ -464,6 +472,7 @@ def _evaluate(
         detector.threshold,
         report.examples(table, known, encoded.test, encoded.test_mean, encoded.test_sigma),
         GridSpec.from_config(config.data).bin_centres(),
+        painter=painter,
         umap=umap,
         early=result.get("early"),
     )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -21,6 +22,7 @@ from plasticc_jax import metrics, plasticc
 from plasticc_jax.plasticc import class_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DPI = 110
 BAND_COLOURS: tuple[str, ...] = ("#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a")
@@ -120,22 +122,46 @@ def umap_embedding(
     return index, model.fit_transform(latents[index])
 
 
-def start_umap_embedding(latents: np.ndarray, *, seed: int = 0) -> Future:
-    """`umap_embedding` in a child process, so that its half minute of numba compiling and
-    fitting runs beside the caller's work (on another core); `.result()` waits for it.
+def _started() -> None:
+    """Nothing: unpickling it imports this module in the child (matplotlib, scikit-learn)."""
 
-    Where no child process can be started, it is computed here and now.
+
+class FigureProcess:
+    """A child process for the slow figure work (UMAP's embedding, the ROC and PR curves).
+
+    Started at once, so that its imports, and the embedding's half minute of numba compiling and
+    fitting, run beside the caller's work (on another core); the curves are then drawn there
+    while the caller draws the other figures. `submit` runs a function in the child, or here and
+    now where no child process can be started. A context manager: leaving it stops the child
+    (a task still running finishes first).
     """
-    try:
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        future = pool.submit(umap_embedding, latents, seed=seed)
-        pool.shutdown(wait=False)
-        return future
-    except OSError as error:
-        log.info("UMAP in this process (no child process: %s)", error)
-        done: Future = Future()
-        done.set_result(umap_embedding(latents, seed=seed))
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        try:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool.submit(_started)
+        except OSError as error:
+            log.info("figures in this process (no child process: %s)", error)
+            self.close()
+
+    def submit(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._pool is not None:
+            return self._pool.submit(function, *args, **kwargs)
+        done: Future[T] = Future()
+        done.set_result(function(*args, **kwargs))
         return done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> FigureProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def umap_figure(

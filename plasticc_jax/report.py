@@ -20,7 +20,7 @@ from plasticc_jax.plasticc import class_name
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from plasticc_jax.figures import Example
+    from plasticc_jax.figures import Example, FigureProcess
 
 # How each method (a score column; see `evaluate`) is named in the tables.
 METHOD_LABELS: dict[str, str] = {
@@ -245,6 +245,7 @@ def draw_figures(
     chosen: list[Example],
     times: np.ndarray,
     *,
+    painter: FigureProcess,
     umap: Future | None,
     early: dict[str, Any] | None = None,
 ) -> list[str]:
@@ -258,14 +259,16 @@ def draw_figures(
         threshold: the flag threshold of the anomaly score.
         chosen: the light curves of the reconstruction figure (`examples`).
         times: (n_time_bins,) bin centres in days from each object's reference time.
-        umap: the UMAP embedding of their latent means (`figures.start_umap_embedding`), or
-            None for no UMAP figure.
+        painter: the child process that draws the ROC and PR curves meanwhile (`start_figures`).
+        umap: the UMAP embedding of their latent means (`start_umap`), or None for no UMAP
+            figure.
         early: the early-detection metrics (`evaluate.early_metrics`): AUROC vs days.
     """
     from plasticc_jax import figures  # matplotlib: imported when figures are drawn
 
     target, labels = test["target"].to_numpy(), test["is_anomaly"].to_numpy(bool)
-    figures.curve_figures(
+    curves = painter.submit(
+        figures.curve_figures,
         {METHOD_LABELS.get(m, m): test[c].to_numpy() for m, c in methods.items()},
         target,
         labels,
@@ -287,6 +290,7 @@ def draw_figures(
     if early:
         figures.early_figure(early, anomaly_classes, fig_dir / "early.png")
         names.append("early.png")
+    curves.result()
     return names
 
 
@@ -303,9 +307,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def start_umap(latents: np.ndarray, seed: int) -> Future:
-    """The UMAP embedding of the latent means for `draw_figures`, started at once in a child
-    process (`figures.start_umap_embedding`) so that it runs while the detector is fitted."""
+def start_figures() -> FigureProcess:
+    """The child process of `draw_figures` (`figures.FigureProcess`), started at once so that
+    its imports (and the UMAP embedding, `start_umap`) run while the detector is fitted."""
     from plasticc_jax import figures  # matplotlib: imported when figures are drawn
 
-    return figures.start_umap_embedding(latents, seed=seed)
+    return figures.FigureProcess()
+
+
+def start_umap(painter: FigureProcess, latents: np.ndarray, seed: int) -> Future:
+    """The UMAP embedding of the latent means for `draw_figures`, in `painter`'s process."""
+    from plasticc_jax import figures
+
+    return painter.submit(figures.umap_embedding, latents, seed=seed)

@@ -263,6 +263,22 @@ def _non_finite_output(arrays: LightCurveArrays) -> np.ndarray:
     return bad_grid | np.isinf(arrays.features).any(axis=1)
 
 
+def reference_rows(
+    o: np.ndarray, starts: np.ndarray, snr: np.ndarray, detected: np.ndarray
+) -> np.ndarray:
+    """(m,) the row of each object's reference time t0: its highest signal-to-noise detection
+    (its highest signal-to-noise point if none is detected; the first of ties).
+
+    Args:
+        o: (n,) each row's object (0..m-1, rows grouped by object); starts: (m,) first rows.
+        snr, detected: (n,) flux / flux_err and the detection flag of each row.
+    """
+    has_detection = np.logical_or.reduceat(detected, starts)
+    score = np.where(detected | ~has_detection[o], snr, -np.inf)
+    best = np.maximum.reduceat(score, starts)
+    return np.minimum.reduceat(np.where(score == best[o], np.arange(o.size), o.size), starts)
+
+
 def _grid_valid(
     rows: Rows,
     o: np.ndarray,
@@ -282,11 +298,7 @@ def _grid_valid(
     weight = 1.0 / err**2
     snr = flux / err
 
-    # Reference time: the highest signal-to-noise detection (any point if none is detected).
-    has_detection = np.logical_or.reduceat(det, starts)
-    score = np.where(det | ~has_detection[o], snr, -np.inf)
-    best = np.maximum.reduceat(score, starts)
-    first_best = np.minimum.reduceat(np.where(score == best[o], np.arange(o.size), o.size), starts)
+    first_best = reference_rows(o, starts, snr, det)
     t0 = mjd[first_best]
 
     bins = np.floor((mjd - t0[o] + spec.window_before) / spec.bin_width)

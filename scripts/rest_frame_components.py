@@ -54,7 +54,7 @@ from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.dataset import FeatureStats, iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
-from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.gridding import FEATURE_NAMES, reference_rows
 from plasticc_jax.plasticc import class_name
 from plasticc_jax.validate import Folds, fusion_spec
 
@@ -143,12 +143,7 @@ def physics_in_rest_frame(objects: pd.DataFrame, raw_dir: Path) -> np.ndarray:
     raw = np.stack(objects.set_index("object_id").loc[ids, "raw"].to_numpy())
     z = np.nan_to_num(raw[:, FEATURE_NAMES.index("hostgal_photoz")], nan=0.0)
     distmod = raw[:, FEATURE_NAMES.index("distmod")].astype(np.float64)
-    # t0 as gridding chooses it: the highest signal-to-noise detection (any point if none).
-    snr = flux / err
-    has_detection = np.logical_or.reduceat(det, starts)
-    score = np.where(det | ~has_detection[o], snr, -np.inf)
-    best = np.maximum.reduceat(score, starts)
-    peak_row = np.minimum.reduceat(np.where(score == best[o], np.arange(o.size), o.size), starts)
+    peak_row = reference_rows(o, starts, flux / err, det)  # t0 as gridding chooses it
     t0 = mjd[peak_row]
     rest = t0[o] + (mjd - t0[o]) / (1.0 + z[o])
     values = features.physics_features(o, rest, pb, flux, err, det, starts, peak_row, distmod)

@@ -30,7 +30,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,15 +162,21 @@ class Folds:
         single = {c: self.mean_auroc(self.scores[c].to_numpy()) for c in components}
         best = sorted(components, key=lambda c: -single[c])[:SEARCH_TOP]
         top = list(dict.fromkeys([*best, *(c for c in also if c in single)]))
-        tried = []
-        for weights in itertools.product(WEIGHTS, repeat=len(top)):
-            nonzero = [w for w in weights if w]
-            if not nonzero or np.gcd.reduce(nonzero) > 1:
-                continue
-            chosen = {c: float(w) for c, w in zip(top, weights, strict=True) if w}
-            tried.append({"weights": chosen, "mean_auroc": self.mean_auroc(self.fused(chosen))})
+        tried = [
+            {"weights": weights, "mean_auroc": self.mean_auroc(self.fused(weights))}
+            for weights in weight_grid(top)
+        ]
         tried.sort(key=lambda t: (-round(t["mean_auroc"], 6), len(t["weights"])))
         return tried
+
+
+def weight_grid(components: list[str]) -> Iterator[dict[str, float]]:
+    """Every fusion of `components` with weights from `WEIGHTS`, each once (no all-zero
+    weights, no multiple of another: 2,2 is 1,1)."""
+    for weights in itertools.product(WEIGHTS, repeat=len(components)):
+        nonzero = [w for w in weights if w]
+        if nonzero and np.gcd.reduce(nonzero) == 1:
+            yield {c: float(w) for c, w in zip(components, weights, strict=True) if w}
 
 
 def fusion_spec(weights: dict[str, float]) -> str:

@@ -11,7 +11,6 @@ kinds' best weights together. Prints the mean fold AUROC of each.
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 
 from plasticc_jax import runs
 from plasticc_jax.detector import parse_fusion
-from plasticc_jax.validate import WEIGHTS, Folds
+from plasticc_jax.validate import Folds, weight_grid
 
 Weights = dict[str, float]
 
@@ -53,11 +52,7 @@ def main() -> None:
     for kind in (True, False):
         own = [f for f, g in held_galactic.items() if g == kind]
         tried = []
-        for values in itertools.product(WEIGHTS, repeat=len(components)):
-            nonzero = [v for v in values if v]
-            if not nonzero or np.gcd.reduce(nonzero) > 1:
-                continue
-            weights = {c: float(v) for c, v in zip(components, values, strict=True) if v}
+        for weights in weight_grid(components):
             aurocs = folds.aurocs(fused(folds, galactic, {kind: weights, not kind: configured}))
             tried.append((float(np.mean([aurocs[f] for f in own])), weights))
         score, best[kind] = max(tried, key=lambda t: t[0])

@@ -125,7 +125,7 @@ _NO_REJECTIONS = pd.DataFrame(
 def concat_rejections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """One rejection frame (object_id, reason, source) of several, also of none."""
     if not parts:
-        return pd.DataFrame({"object_id": np.zeros(0, np.int64), "reason": [], "source": []})
+        return _NO_REJECTIONS.copy()
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 

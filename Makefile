@@ -79,7 +79,7 @@ format: $(INSTALLED)
 # `make test`: every test but the slow ones (about half a minute); `make test-slow`: the tests
 # that train their own models, start processes or a cluster, or read the real data (minutes).
 # CI (.ci/run) runs both; `make test-all` runs both in one session.
-PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 test: lint browser
 	$(PYTEST) -m "not slow"
 

@@ -197,7 +197,10 @@ class EvalConfig:
     # Objects per compiled batch wherever the model runs without training: validation during
     # training, evaluate, score and the inference API.
     batch_size: int = 4096
-    # Draw the UMAP of the latent means (slow to import) in the report.
+    # Draw the report's figures (`reports/figures/*.png`); False: the same scores, metrics and
+    # report without them, and no matplotlib (quicker: scripted runs, the tests' shared run).
+    figures: bool = True
+    # Draw the UMAP of the latent means (slow to import) in the report (with `figures`).
     umap: bool = True
     # Also score with the baseline (a forest on the light-curve package's features alone).
     baselines: bool = True

@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -388,7 +389,8 @@ def evaluate(config: Config, workdir: Path) -> Path:
             provenance.check_run_dataset(run_dir, config, dataset_dir, manifest)
             # Until every output is written, the run is marked incomplete, and the old detector
             # loses its record: `score` refuses the run in between.
-            with provenance.incomplete(run_dir, "evaluate"), report.start_figures() as painter:
+            painter = report.start_figures() if config.eval.figures else nullcontext()
+            with provenance.incomplete(run_dir, "evaluate"), painter as painter:
                 (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
                 _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter)
     return run_dir
@@ -400,8 +402,10 @@ def _evaluate(
     run_dir: Path,
     dataset_dir: Path,
     manifest: dict[str, Any],
-    painter: FigureProcess,
+    painter: FigureProcess | None,
 ) -> None:
+    """The evaluation (`evaluate`'s locks held); `painter`: the figures' child process, None
+    for no figures (`eval.figures`)."""
     ev = config.eval
     timing: dict[str, float] = {}
     start = time.perf_counter()
@@ -416,7 +420,9 @@ def _evaluate(
     objects = {k: v[complete] for k, v in rows.items()}
     split, known = objects["split"], known_rows[complete]
     in_test = (split == "test") & (known | objects["is_anomaly"])
-    umap = report.start_umap(painter, objects["mu"][in_test], ev.seed) if ev.umap else None
+    umap = None
+    if painter is not None and ev.umap:
+        umap = report.start_umap(painter, objects["mu"][in_test], ev.seed)
     timing["encode_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
@@ -464,18 +470,23 @@ def _evaluate(
     atomic_write_text(run_dir / "metrics.md", tables)
 
     t = time.perf_counter()
-    names = report.draw_figures(
-        run_dir / "reports" / "figures",
-        table[in_test],
-        methods,
-        result["anomaly_classes_present"],
-        detector.threshold,
-        report.examples(table, known, encoded.test, encoded.test_mean, encoded.test_sigma),
-        GridSpec.from_config(config.data).bin_centres(),
-        painter=painter,
-        umap=umap,
-        early=result.get("early"),
-    )
+    fig_dir = run_dir / "reports" / "figures"
+    names = []
+    if painter is None:
+        report.remove_figures(fig_dir)  # none left from an evaluation with figures
+    else:
+        names = report.draw_figures(
+            fig_dir,
+            table[in_test],
+            methods,
+            result["anomaly_classes_present"],
+            detector.threshold,
+            report.examples(table, known, encoded.test, encoded.test_mean, encoded.test_sigma),
+            GridSpec.from_config(config.data).bin_centres(),
+            painter=painter,
+            umap=umap,
+            early=result.get("early"),
+        )
     timing["figures_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - start
     result["timing_s"] = timing

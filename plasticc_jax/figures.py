@@ -252,6 +252,7 @@ def score_hist_figure(
         ax.hist(
             np.clip(scores[sel], bins[0], bins[-1]),
             bins=bins,
+            histtype="stepfilled",  # one patch, not one per bin: the same picture, faster
             color="#d62728" if anomaly_class else "#1f77b4",
             alpha=0.8,
         )

@@ -190,6 +190,8 @@ def report_markdown(
     ]
     for name in figure_names:
         lines += [f"![{name}](reports/figures/{name})", ""]
+    if not figure_names:
+        lines += ["No figures: evaluated with `eval.figures = false`.", ""]
     return "\n".join(lines)
 
 
@@ -292,6 +294,12 @@ def draw_figures(
         names.append("early.png")
     curves.result()
     return names
+
+
+def remove_figures(fig_dir: Path) -> None:
+    """Delete the PNGs in `fig_dir` (a run's figures, from an earlier evaluation)."""
+    for path in fig_dir.glob("*.png"):
+        path.unlink()
 
 
 def jsonable(value: Any) -> Any:

@@ -1,11 +1,13 @@
 """Shared fixtures, and the settings of the test session.
 
 The shared project (`raw_files`, `project`, `tiny_run`): synthetic PLAsTiCC files, prepared,
-trained and evaluated through the command line with the tiny preset. It is built once per session
-by a child process that starts as soon as the collected tests are known to need it, so it is made
-while the first tests run; tests that need it run last. `make test` runs the test files in two
-pytest-xdist workers, which share it. It is read only: a test that changes a dataset or a run
-works on a copy (`copy_project`).
+trained and evaluated (without figures) through the command line with the tiny preset. It is
+built once per session by a child process: under pytest-xdist (`make test` runs the test files in
+two workers, which share it) the controller starts it at once, while the workers start and
+collect, and the workers then say whether the collected tests need it; without xdist it starts
+as soon as the collected tests are known to need it. Either way it is made while the first tests
+run; tests that need it run last. It is read only: a test that changes a dataset or a run works
+on a copy (`copy_project`).
 
 JAX settings (environment variables, so every process of the session inherits them; a variable
 already set wins): JAX runs on the CPU; XLA compiles without its optimisations (`TEST_XLA_FLAGS`),
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +55,7 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 # The project is imported after the settings above (JAX reads them when it is first imported).
 from plasticc_jax import cli, config_io  # noqa: E402
 from plasticc_jax import config as config_lib  # noqa: E402
+from plasticc_jax.io_utils import atomic_path  # noqa: E402
 from plasticc_jax.synthetic import write_synthetic  # noqa: E402
 
 N_OBJECTS = 400
@@ -64,6 +68,9 @@ REAL_DATA = Path(
     )
 )
 SHARED = SESSION / "project"  # the shared project folder
+# How the shared run (`tiny_run`) is evaluated: without figures (the test of the figures
+# evaluates a copy with them).
+SHARED_OVERRIDES = ("eval.figures=false",)
 _SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run", "tiny_early_run"})
 # The shared early-detection run (`tiny_early_run`): the tiny preset with the settings of the
 # `early` preset (staged rows, partial light curves), on the same synthetic files.
@@ -73,8 +80,15 @@ EARLY_OVERRIDES = (
     "data.stages=5,20",
     "train.partial_curves=true",
 )
+# What the collected tests need of the shared project ("project", "early" or "none"), written
+# by the xdist workers after collecting; the controller's builder reads it.
+WANTED = SESSION / "wanted"
+# The files of the shared project that take longest (a browser, a review server): handed out
+# first among those, so that the two workers end together.
+_LONGEST_SHARED = frozenset({"test_review_browser.py"})
 _BUILD_TIMEOUT_S = 600
 _builder: subprocess.Popen | None = None
+_builder_waits = False  # the builder waits for `WANTED`
 
 
 def tiny_config(*overrides: str) -> config_lib.Config:
@@ -100,20 +114,35 @@ def copy_project(source: Path, dest: Path, *, run: bool = False) -> Path:
 # The shared project: built by a child process, waited for by the fixtures.
 
 
-def build_shared_project(workdir: Path, early: bool) -> None:
+def build_shared_project(workdir: Path, early: bool | None) -> None:
     """Write, prepare, train and evaluate the shared project (runs in the builder process).
 
     Leaves `prepared` after prepare and `done` after evaluate (`failed` with the traceback if
     anything fails), and `detector_fits.npz`: the classes of the objects every fit of the
     detector's components saw. Then, with `early`, the early-detection run (`EARLY_OVERRIDES`),
-    and `early_done`.
+    and `early_done`. `early` None: started before the tests were collected; what they need is
+    read from `WANTED` (and the build stops if they need nothing).
     """
+
+    def wanted(stage: str) -> bool:
+        """Whether the collected tests need `stage` ("project" or "early"). The project is
+        built while the workers collect (unless they said they need nothing); the early run
+        waits for their answer."""
+        if early is not None:
+            return stage == "project" or early
+        while stage == "early" and not WANTED.exists():
+            time.sleep(0.05)
+        return not WANTED.exists() or stage in WANTED.read_text().split()
+
     try:
         write_synthetic(workdir / "data" / "raw", N_OBJECTS, fmt="unblinded", seed=0)
         args = ["--config", "tiny", "--workdir", str(workdir)]
         assert cli.main(["prepare", *args]) == 0, "prepare failed"
         (workdir / "prepared").touch()
+        if not wanted("project"):
+            return
         assert cli.main(["train", *args]) == 0, "train failed"
+        shared_args = [*args, *(a for o in SHARED_OVERRIDES for a in ("--set", o))]
         from plasticc_jax import detector
 
         fits: list[np.ndarray] = []
@@ -124,11 +153,11 @@ def build_shared_project(workdir: Path, early: bool) -> None:
             return original(evidence, labels, names, config)
 
         detector.fit_components = recording
-        assert cli.main(["evaluate", *args]) == 0, "evaluate failed"
+        assert cli.main(["evaluate", *shared_args]) == 0, "evaluate failed"
         np.savez(workdir / "detector_fits.npz", *fits)
         detector.fit_components = original
         (workdir / "done").touch()
-        if not early:
+        if not wanted("early"):
             return
         early_args = [*args, *(a for o in EARLY_OVERRIDES for a in ("--set", o))]
         for stage in ("prepare", "train", "evaluate"):
@@ -139,14 +168,15 @@ def build_shared_project(workdir: Path, early: bool) -> None:
         raise
 
 
-def _start_builder(early: bool) -> None:
+def _start_builder(early: bool | None) -> None:
     """Start the builder unless a process of this session already did (the first one wins);
-    `early`: the collected tests need the early-detection run too."""
-    global _builder
+    `early`: the collected tests need the early-detection run too (None: not known yet)."""
+    global _builder, _builder_waits
     try:
         os.mkdir(SHARED)
     except FileExistsError:
         return
+    _builder_waits = early is None
     code = f"import conftest; conftest.build_shared_project(conftest.SHARED, {early})"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
     with open(SESSION / "builder.log", "wb") as log:
@@ -165,23 +195,51 @@ def _wait_for(marker: str) -> Path:
     return SHARED
 
 
+_SLOW_MODULE = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With `-m "not slow"` (`make test`), a module marked slow as a whole is not even imported
+    (its imports, Dask's for one, cost each worker a second)."""
+    slow_only = config.option.markexpr == "not slow" and collection_path.suffix == ".py"
+    return True if slow_only and _SLOW_MODULE.search(collection_path.read_text()) else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test`), the controller starts the build at once, while the
+    workers start and collect (seconds); they then say what the collected tests need."""
+    if _OWNER and getattr(config.option, "numprocesses", None) and not config.option.collectonly:
+        _start_builder(early=None)
+
+
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected what this session does not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of the shared project go last (and start its build); the others keep their order.
+    """Tests of the shared project go last (and start its build, unless the xdist controller
+    did); the others keep their order.
 
-    `make test` hands out whole files (`--dist loadfile`), so a file with any such test goes
-    after every file without one: the workers run those while the project is built.
+    `make test` hands out whole files (`--dist loadfile --no-loadscope-reorder`), so a file with
+    any such test goes after every file without one: the workers run those while the project is
+    built. Of those, the files that take longest go first, so that the workers end together.
     """
     needs = [_SHARED_FIXTURES & set(getattr(i, "fixturenames", ())) for i in items]
     shared = [i for i, fixtures in zip(items, needs, strict=True) if fixtures]
+    early = any("tiny_early_run" in fixtures for fixtures in needs)
+    if not _OWNER:  # an xdist worker: tell the controller's builder (they all collect the same)
+        with atomic_path(WANTED) as tmp:
+            tmp.write_text(("project early" if early else "project") if shared else "none")
     if shared:
         waiting, files = set(shared), {i.path for i in shared}
-        items[:] = sorted(items, key=lambda i: (i.path in files, i in waiting))
+        items[:] = sorted(
+            items,
+            key=lambda i: (i.path in files, i.path.name not in _LONGEST_SHARED, i in waiting),
+        )
         if not config.option.collectonly:
-            _start_builder(early=any("tiny_early_run" in fixtures for fixtures in needs))
+            _start_builder(early=early)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _builder is not None and _builder_waits and not WANTED.exists():
+        _builder.kill()  # started by the controller; no worker said what the tests need
     if _builder is not None:
         # The process that started the build may run out of tests first (an xdist worker whose
         # files use no shared project): it waits for the build that the others wait on. Ctrl-C

@@ -83,13 +83,21 @@ def test_metrics_agree_with_the_table(tiny_run):
     assert result["threshold"]["test_fpr_known"] == pytest.approx(flagged[~labels].mean())
 
 
-def test_figures_and_report_exist(tiny_run):
-    run_dir = tiny_run.run_dir
+def test_figures_and_report_exist(tiny_run, tmp_path: Path):
+    # The shared run has no figures (`eval.figures=false`): a copy is evaluated with them, and
+    # they change nothing else.
+    assert not list((tiny_run.run_dir / "reports" / "figures").glob("*.png"))
+    assert "No figures" in (tiny_run.run_dir / "report.md").read_text()
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    assert cli.main(["evaluate", "--config", "tiny", "--workdir", str(workdir)]) == 0
+    run_dir = workdir / tiny_run.config.run_path
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "scores.parquet"), tiny_run.table)
     report = (run_dir / "report.md").read_text()
     for name in ("roc.png", "pr.png", "score_hist.png", "reconstructions.png"):
         path = run_dir / "reports" / "figures" / name
         assert path.is_file() and path.stat().st_size > 10_000, name
         assert f"reports/figures/{name}" in report
+    assert "No figures" not in report
     assert "| **anomaly score (fused)** |" in report
     assert "| **anomaly score (fused)** |" in (run_dir / "metrics.md").read_text()
     assert "SNR tercile" in report

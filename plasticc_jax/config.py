@@ -33,6 +33,8 @@ class InvalidConfig(ConfigError):
 # Which files of data.raw_dir prepare reads (see `DataConfig.inputs`).
 INPUT_SELECTIONS: tuple[str, ...] = ("train", "test", "all")
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+# The grid's reference time t0 (`DataConfig.time_anchor`, `gridding.anchor_rows`).
+TIME_ANCHORS: tuple[str, ...] = ("peak", "first_detection")
 # The detector's components (`plasticc_jax.components.COMPONENTS`, named here so that checking a
 # config imports no scikit-learn).
 COMPONENT_NAMES: tuple[str, ...] = (
@@ -82,6 +84,13 @@ class DataConfig:
     n_time_bins: int = 64
     window_before: float = 64.0
     window_after: float = 192.0
+    # The grid's reference time t0 (`TIME_ANCHORS`), for complete and partial light curves alike:
+    # "peak" (the default), the highest flux/flux_err among detected points so far; or
+    # "first_detection", the first detected point (as `early.first_detection` defines it). Only
+    # the grid (and the fraction of points inside its window) follows it; the physics features
+    # stay anchored on the peak. Chosen for the `early` preset by leave-one-known-class-out
+    # validation at 10 days after the first detection (docs/early.md).
+    time_anchor: str = "peak"
     # Objects with fewer observations (all bands together) are rejected.
     min_observations: int = 5
     # Every object is also prepared as it was this many days after its first detection (extra
@@ -335,6 +344,12 @@ def validate(config: Config) -> None:
             "the window runs from t0 - window_before to t0 + window_after, so its start must "
             "come before its end",
         )
+    need(
+        data.time_anchor in TIME_ANCHORS,
+        "data.time_anchor",
+        data.time_anchor,
+        f"choose one of {', '.join(TIME_ANCHORS)}",
+    )
     bad_stages = [
         d for d in data.stages if not (isinstance(d, int | float) and math.isfinite(d) and d > 0)
     ]

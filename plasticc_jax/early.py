@@ -9,7 +9,8 @@ kernel it feeds:
 - `truncate`: keep each object's observations up to a cut time (MJD, one per object).
 - `grid_cut` / `grid_stages`: grid the truncated light curves with the same kernel as complete
   ones (`gridding.grid_chunk`), so a partial light curve is centred, like a complete one, on its
-  most significant detection *so far*, and its features are computed from what is known so far.
+  most significant detection *so far* (or, with `data.time_anchor = "first_detection"`, on its
+  first detection), and its features are computed from what is known so far.
 
 A partial light curve carries its `stage` (`LightCurveArrays.stage`): the days after the first
 detection at which it was cut (inf: the complete light curve). Rows with a non-finite MJD are
@@ -25,10 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from plasticc_jax import gridding
-from plasticc_jax.gridding import Chunk, GridResult, GridSpec
+from plasticc_jax.gridding import DETECTION_SNR, Chunk, GridResult, GridSpec
 
-# Flux over error at which an object without PLAsTiCC `detected` flags counts as detected.
-DETECTION_SNR = 5.0
 # The stages evaluated (days after the first detection); inf is the complete light curve.
 EVAL_STAGES: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0, np.inf)
 

@@ -4,8 +4,10 @@ Two sets, both computed from each object's raw observations (rows grouped by obj
 time within it), never from the grid:
 
 - `PHYSICS_NAMES` (`physics_features`): this project's own, pure NumPy and vectorised over the
-  chunk (no per-object Python loop), anchored on the grid's reference time t0 (the brightest
-  detection);
+  chunk (no per-object Python loop), anchored on the brightest detection (the grid's reference
+  time t0 by default; with `data.time_anchor = "first_detection"` the grid moves and these stay
+  on the peak: peak luminosity, colours at the peak and rise and decline times are defined
+  relative to the maximum, and the anchor comparison of docs/early.md changes the grid alone);
 - `LC_NAMES` (`lc_package_features`): the per-passband variability statistics of the
   `light-curve` package (Malanchev et al. 2021; the extractor of the SNAD anomaly-detection team),
   which separate periodic and stochastic variables (eclipsing binaries, RR Lyrae, AGN).
@@ -117,7 +119,8 @@ def physics_features(
         o: (n,) object index 0..m-1 of each row; rows grouped by object, sorted by mjd within it.
         mjd (days), passband (0-5), flux, flux_err (FLUXCAL), detected (bool): (n,) each.
         starts: (m,) first row of each object.
-        peak_row: (m,) row of each object's reference time t0 (its brightest detection).
+        peak_row: (m,) row of each object's brightest detection (`gridding.reference_rows`),
+            whatever the grid's anchor.
         distmod: (m,) distance modulus (NaN for galactic objects or where unknown).
 
     Returns:

@@ -11,7 +11,9 @@ The grid, and why:
   seasonal gaps of about six months, and transients occupy weeks of them; aligning on the most
   significant point puts every transient's peak at the same place in the tensor, which an MLP needs
   (it has no translation invariance). Signal-to-noise rather than raw flux, so that one noisy point
-  of a faint object does not win.
+  of a faint object does not win. `data.time_anchor` ("peak" by default) can put t0 at the first
+  detection instead (`anchor_rows`), for complete and partial light curves alike; the physics
+  features stay anchored on the peak whatever the grid's anchor (docs/early.md).
 - **Window.** `data.window_before` days before t0 and `data.window_after` after (64 and 192 by
   default): supernova rises last 10-30 days and declines (with the slow SN II plateaus, TDEs and
   SLSNe) last months, so the window is asymmetric. It is shorter than a season, so the grid rarely
@@ -56,13 +58,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plasticc_jax import features, plasticc
-from plasticc_jax.config import DataConfig
+from plasticc_jax.config import TIME_ANCHORS, DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 
 if TYPE_CHECKING:
     from plasticc_jax.lightcurve_rows import Rows
 
 NB = plasticc.N_PASSBANDS
+# Flux over error at which an object without PLAsTiCC `detected` flags counts as detected (the
+# survey's own detection limit): the first detection's rule (`first_detection_rows`,
+# `early.first_detection`).
+DETECTION_SNR = 5.0
 _BANDS = plasticc.PASSBANDS
 GRID_FEATURE_NAMES: tuple[str, ...] = (
     "log10_amplitude",
@@ -121,17 +127,27 @@ class GridSpec:
         n_time_bins: bins per passband.
         window_before, window_after: days before and after each object's reference time t0.
         min_observations: objects with fewer observations are rejected.
+        time_anchor: the reference time t0 (`config.TIME_ANCHORS`, `anchor_rows`).
     """
 
     n_time_bins: int
     window_before: float
     window_after: float
     min_observations: int
+    time_anchor: str = "peak"
+
+    def __post_init__(self) -> None:
+        if self.time_anchor not in TIME_ANCHORS:
+            raise ValueError(f"time_anchor {self.time_anchor!r} not one of {TIME_ANCHORS}")
 
     @staticmethod
     def from_config(data: DataConfig) -> GridSpec:
         return GridSpec(
-            data.n_time_bins, data.window_before, data.window_after, data.min_observations
+            data.n_time_bins,
+            data.window_before,
+            data.window_after,
+            data.min_observations,
+            data.time_anchor,
         )
 
     @property
@@ -151,10 +167,20 @@ class GridSpec:
             "window_before_days": self.window_before,
             "window_after_days": self.window_after,
             "bin_days": self.bin_width,
-            "reference_time": "MJD of the highest flux/flux_err among detected points",
+            "reference_time": _REFERENCE_TIME[self.time_anchor],
             "cell_value": "inverse-variance weighted mean; error 1/sqrt(sum of weights)",
             "scaling": "flux and flux_err divided by max |flux| over the object (floor 1)",
         }
+
+
+# How the manifest names each anchor (the default's text is the one from before anchors existed).
+_REFERENCE_TIME = {
+    "peak": "MJD of the highest flux/flux_err among detected points",
+    "first_detection": (
+        "MJD of the first detected point (else the first with flux/flux_err >= "
+        f"{DETECTION_SNR:g}, else the first point)"
+    ),
+}
 
 
 @dataclass
@@ -279,6 +305,40 @@ def reference_rows(
     return np.minimum.reduceat(np.where(score == best[o], np.arange(o.size), o.size), starts)
 
 
+def first_detection_rows(
+    o: np.ndarray, starts: np.ndarray, snr: np.ndarray, detected: np.ndarray
+) -> np.ndarray:
+    """(m,) the row of each object's first detection: its first row with the `detected` flag;
+    for an object never flagged, its first row with snr >= `DETECTION_SNR`; for one without
+    either, its first row. Rows are grouped by object and sorted by time within it, so "first"
+    is the lowest row index (the rule of `early.first_detection`, on sorted, finite rows).
+
+    Args:
+        o: (n,) each row's object (0..m-1, rows grouped by object); starts: (m,) first rows.
+        snr, detected: (n,) flux / flux_err and the detection flag of each row.
+    """
+    n = o.size
+    index = np.arange(n)
+    out = np.full(starts.size, n)
+    for flags in (np.asarray(detected, bool), snr >= DETECTION_SNR):
+        first = np.minimum.reduceat(np.where(flags, index, n), starts)
+        out = np.where(out == n, first, out)
+    return np.where(out == n, starts, out)
+
+
+def anchor_rows(
+    o: np.ndarray, starts: np.ndarray, snr: np.ndarray, detected: np.ndarray, anchor: str
+) -> np.ndarray:
+    """(m,) the row of each object's grid reference time t0 for a `data.time_anchor`: "peak"
+    (`reference_rows`) or "first_detection" (`first_detection_rows`). Same arguments as those,
+    rows sorted by time within each object."""
+    if anchor == "peak":
+        return reference_rows(o, starts, snr, detected)
+    if anchor == "first_detection":
+        return first_detection_rows(o, starts, snr, detected)
+    raise ValueError(f"time_anchor {anchor!r} not one of {TIME_ANCHORS}")
+
+
 def _grid_valid(
     rows: Rows,
     o: np.ndarray,
@@ -298,8 +358,10 @@ def _grid_valid(
     weight = 1.0 / err**2
     snr = flux / err
 
+    # The physics features' t0 is the peak, whatever the grid's anchor (docs/early.md).
     first_best = reference_rows(o, starts, snr, det)
-    t0 = mjd[first_best]
+    peak = spec.time_anchor == "peak"
+    t0 = mjd[first_best if peak else anchor_rows(o, starts, snr, det, spec.time_anchor)]
 
     bins = np.floor((mjd - t0[o] + spec.window_before) / spec.bin_width)
     inside = (bins >= 0) & (bins < n_t)

@@ -86,6 +86,10 @@ def _fingerprint(config: Config, hashes: list[tuple[str, str]]) -> str:
     data = {
         k: v for k, v in config_io.to_dict(config)["data"].items() if k not in _NOT_FINGERPRINTED
     }
+    if data.get("time_anchor") == "peak":
+        # The default anchor is how every dataset was gridded before anchors were a setting: its
+        # datasets keep their fingerprint (and are not rebuilt); another anchor changes it.
+        del data["time_anchor"]
     blob = json.dumps(
         {"format": FORMAT_VERSION, "prepare": PREPARE_VERSION, "data": data, "inputs": hashes},
         sort_keys=True,

@@ -19,8 +19,18 @@ weights are then searched on the stored fold scores (every combination of weight
 reported beside the configured one: the shipped preset's `eval.fusion` is the best one found.
 The test split is never read.
 
+Early detection (a config with `data.stages`, the `early` preset; docs/early.md): the fold's
+detector is fitted and calibrated as `evaluate` does it (with `train.partial_curves`, each
+object's complete row and one partial row), and the held-out class is also scored at every stage:
+its train and val objects' partial rows against the val split's other known objects at the same
+stage, with the detector's `anomaly_score` (the configured fusion), an object with too few
+observations by then ranking last, as `evaluate.early_metrics` scores the test split. The fold
+AUROC per stage and its mean over the folds (`stages` in validation.json; the headline is
+10 days) is how early-detection settings, such as the grid's time anchor, are chosen.
+
 Outputs in `<run>/validation/`: `scores.parquet` (per fold and object: every component's
-calibrated score), `validation.json` and `validation.md` (the tables).
+calibrated score), `stages.parquet` (with stages: per fold, stage and object, the anomaly
+score), `validation.json` and `validation.md` (the tables).
 """
 
 from __future__ import annotations
@@ -39,12 +49,13 @@ import pandas as pd
 from scipy import stats
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, scoring
+from plasticc_jax import config_io, metrics, scoring
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
+from plasticc_jax.evaluate import detector_rows, stage_name
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
 
@@ -53,6 +64,8 @@ log = logging.getLogger(__name__)
 # The fusion search tries every weight in WEIGHTS for the SEARCH_TOP best single components.
 SEARCH_TOP = 6
 WEIGHTS = (0, 1, 2, 3)
+# The early-detection headline: days after the first detection (docs/early.md).
+HEADLINE_DAYS = 10.0
 
 
 def fold_config(config: Config, held_out: int, run_dir: Path) -> Config:
@@ -68,33 +81,47 @@ def fold_config(config: Config, held_out: int, run_dir: Path) -> Config:
     )
 
 
-def _fold_scores(config: Config, workdir: Path, held_out: int, run_dir: Path) -> pd.DataFrame:
-    """Train the fold's model, fit its detector, and score its evaluation objects."""
+def _fold_scores(
+    config: Config, workdir: Path, held_out: int, run_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Train the fold's model, fit its detector, and score its evaluation objects.
+
+    Returns:
+        The complete light curves' component scores (one row per scored object), and with
+        `data.stages` the anomaly score of the same objects at every stage (`_stage_frame`;
+        None without stages).
+    """
     from plasticc_jax.train import train  # imported here: JAX and the step are heavy
 
+    staged = bool(config.data.stages)
     fold = fold_config(config, held_out, run_dir)
     train(fold, workdir, dataset_dir=config.data.dataset_dir)
     vae = load_vae(workdir / run_dir, max_batch=config.eval.batch_size)
     parts = []
     for split in ("train", "val"):  # never the test split
-        for shard in iter_split(workdir / config.data.dataset_dir, split):
+        for shard in iter_split(workdir / config.data.dataset_dir, split, partial=staged):
             keep = np.flatnonzero(np.isin(shard.target, config.data.known_classes))
             shard = shard.take(keep)
             outputs = scoring.model_outputs(vae, shard)
-            parts.append({**scoring.object_labels(shard, split), **outputs})
+            labels = scoring.object_labels(shard, split)
+            parts.append({**labels, "stage": shard.stage, **outputs})
     objects = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
     target, split = objects["target"], objects["split"]
-    fit = np.flatnonzero((split == "train") & (target != held_out))
-    val = np.flatnonzero((split == "val") & (target != held_out))
+    complete = np.isinf(objects["stage"])
+    # As evaluate: complete rows and, with `train.partial_curves`, one partial row per object.
+    usable = detector_rows(objects["object_id"], complete, config) & (target != held_out)
+    fit = np.flatnonzero((split == "train") & usable)
+    val = np.flatnonzero((split == "val") & usable)
     detector = Detector.fit(
         evidence.take(fit), target[fit], evidence.take(val), target[val], config.eval
     )
-    scored = np.flatnonzero((split == "val") | (target == held_out))
+    evaluated = (split == "val") | (target == held_out)
+    scored = np.flatnonzero(evaluated & complete)
     part = evidence.take(scored)
     groups = route(detector.components, part.galactic)
     tails = detector.calibrated(detector.raw_scores(part), groups)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "fold": held_out,
             "object_id": objects["object_id"][scored],
@@ -105,6 +132,50 @@ def _fold_scores(config: Config, workdir: Path, held_out: int, run_dir: Path) ->
             **tails,
         }
     )
+    if not staged:
+        return frame, None
+    rows = np.flatnonzero(evaluated)
+    score = detector.score(evidence.take(rows), fused_only=True)["anomaly_score"]
+    stages = pd.DataFrame(
+        {
+            "fold": held_out,
+            "object_id": objects["object_id"][rows],
+            "split": split[rows],
+            "target": target[rows],
+            "stage": objects["stage"][rows].astype(np.float64),
+            "positive": target[rows] == held_out,
+            "anomaly_score": score,
+        }
+    )
+    return frame, stages
+
+
+def stage_aurocs(stages: pd.DataFrame, days: list[float]) -> dict[str, dict[str, float]]:
+    """Per stage and fold, the AUROC of the held-out class (`positive`) against the fold's
+    negatives (the val split's other known objects) at the same stage, as
+    `evaluate.early_metrics` scores the test split: the objects are those with a complete row,
+    and one without a row at a stage (too few observations by then) ranks last, all tied.
+
+    Args:
+        stages: `_fold_scores`' stage frames of every fold.
+        days: the stages (days after the first detection; inf: complete).
+
+    Returns:
+        {stage name: {fold: AUROC}}.
+    """
+    out: dict[str, dict[str, float]] = {stage_name(d): {} for d in days}
+    for fold, rows in stages.groupby("fold"):
+        objects = rows[np.isinf(rows["stage"])]
+        ids = objects["object_id"].to_numpy()
+        positive = objects["positive"].to_numpy(bool)
+        for d in days:
+            at = rows[rows["stage"] == d].set_index("object_id")["anomaly_score"]
+            score = at.reindex(ids).to_numpy(np.float64)
+            scorable = np.isfinite(score)
+            floor = np.nanmin(score) - 1.0 if scorable.any() else 0.0
+            score = np.where(scorable, score, floor)
+            out[stage_name(d)][str(int(fold))] = metrics.auroc(score, positive)
+    return out
 
 
 class Folds:
@@ -194,6 +265,26 @@ def _markdown(result: dict[str, Any]) -> str:
     lines += ["", "Best fusions found (mean fold AUROC):", ""]
     for entry in result["search"][:10]:
         lines.append(f"- {entry['mean_auroc']:.3f}: `{fusion_spec(entry['weights'])}`")
+    early = result.get("stages")
+    if early:
+        lines += [
+            "",
+            f"Early detection (time anchor `{early['time_anchor']}`): fold AUROC of the held-out "
+            "class at each stage (days after the first detection), the detector's "
+            "`anomaly_score` against the val split's other known objects at the same stage:",
+            "",
+            "| days | mean | " + " | ".join(class_name(int(f)) for f in folds) + " |",
+            "|" + "---|" * (len(folds) + 2),
+        ]
+        for stage, row in early["aurocs"].items():
+            cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        if early["headline"] is not None:
+            lines += [
+                "",
+                f"Headline: mean fold AUROC at {early['headline_stage']} days "
+                f"{early['headline']:.3f}.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -224,15 +315,23 @@ def validate(config: Config, workdir: Path) -> Path:
 def _validate(config: Config, workdir: Path, out: Path) -> Path:
     known = config.data.known_classes
     start = time.perf_counter()
-    parts = []
+    staged = bool(config.data.stages)
+    parts, stage_parts = [], []
     for held_out in known:
         cache = workdir / out / f"fold-{held_out}" / "scores.parquet"
-        if not cache.is_file():  # resumable: a finished fold is not redone
+        stage_cache = cache.with_name("stages.parquet")
+        # Resumable: a finished fold is not redone (with stages: both of its files written).
+        if not cache.is_file() or (staged and not stage_cache.is_file()):
             log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
-            frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
+            frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
+            if stage_frame is not None:
+                with atomic_path(stage_cache) as tmp:
+                    stage_frame.to_parquet(tmp, index=False)
             with atomic_path(cache) as tmp:
                 frame.to_parquet(tmp, index=False)
         parts.append(pd.read_parquet(cache))
+        if staged:
+            stage_parts.append(pd.read_parquet(stage_cache))
     scores = pd.concat(parts, ignore_index=True)
     folds = Folds(scores)
     components = [c for c in scores.columns if c in config.eval.components]
@@ -257,8 +356,13 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         "configured_fusion": fusion_spec(configured),
         "best_fusion": fusion_spec(search[0]["weights"]),
         "search": search[:50],
-        "seconds": time.perf_counter() - start,
     }
+    if staged:
+        stage_scores = pd.concat(stage_parts, ignore_index=True)
+        result["stages"] = _stage_result(config, stage_aurocs(stage_scores, _days(config)))
+        with atomic_path(workdir / out / "stages.parquet") as tmp:
+            stage_scores.to_parquet(tmp, index=False)
+    result["seconds"] = time.perf_counter() - start
     with atomic_path(workdir / out / "scores.parquet") as tmp:
         scores.to_parquet(tmp, index=False)
     atomic_write_text(workdir / out / "validation.json", json.dumps(result, indent=2) + "\n")
@@ -271,4 +375,33 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         result["best_fusion"],
         workdir / out / "validation.md",
     )
+    if staged:
+        early = result["stages"]
+        log.info(
+            "early detection (time anchor %s): mean fold AUROC %s",
+            early["time_anchor"],
+            ", ".join(f"{s} {row['mean']:.3f}" for s, row in early["aurocs"].items()),
+        )
     return workdir / out
+
+
+def _days(config: Config) -> list[float]:
+    """The stages validated: the config's, then the complete light curve (inf)."""
+    return [*sorted(set(float(d) for d in config.data.stages)), float("inf")]
+
+
+def _stage_result(config: Config, per_stage: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """validation.json's `stages`: per stage the mean and per-fold AUROC, and the headline (the
+    mean at `HEADLINE_DAYS`, None when that is not a stage)."""
+    aurocs = {
+        stage: {"mean": float(np.mean(list(folds.values()))), "folds": folds}
+        for stage, folds in per_stage.items()
+    }
+    headline = stage_name(HEADLINE_DAYS)
+    return {
+        "time_anchor": config.data.time_anchor,
+        "stages": list(aurocs),
+        "aurocs": aurocs,
+        "headline_stage": headline,
+        "headline": aurocs[headline]["mean"] if headline in aurocs else None,
+    }

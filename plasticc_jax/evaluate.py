@@ -26,7 +26,7 @@ Outputs in the run directory: `models/` (the detector and its `provenance.json`)
 was trained on (`provenance`); while the outputs are rewritten the run holds an `INCOMPLETE`
 marker.
 
-Early detection (opt-in: `configs/early.py`, docs/early.md; `early_metrics`): when the dataset
+Early detection (opt-in: `configs/early.py`, docs/early.md; `stages`): when the dataset
 was prepared with staged rows (`data.stages`: every object also as it was some days after its
 first detection), the test split's rows give AUROC and recall in the top 1% per anomaly class
 against days since first detection, and the first stage at which each anomaly is flagged
@@ -51,8 +51,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import metrics, provenance, report, runs, scoring
-from plasticc_jax import train as train_lib
+from plasticc_jax import metrics, provenance, report, runs, scoring, stages
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
@@ -193,113 +192,6 @@ def depth(
     return {"feature": SNR_FEATURE, "edges": edges.tolist(), "terciles": rows}
 
 
-def detector_rows(object_id: np.ndarray, complete: np.ndarray, config: Config) -> np.ndarray:
-    """(n,) bool: the rows the detector is fitted and calibrated on: every object's complete
-    light curve and, with `train.partial_curves`, one of its partial ones, the stage drawn
-    uniformly (seeded by `eval.seed`). One partial row per object rather than all of them: the
-    detector sees every stage across objects at a third of the cost (measured: fitting and
-    cross-fitting on all six rows per object took over 20 minutes on 2 busy cores)."""
-    chosen = complete.copy()
-    if config.train.partial_curves:
-        partial = np.flatnonzero(~complete)
-        rng = np.random.default_rng([config.eval.seed, 1])
-        chosen[partial[train_lib.epoch_rows(object_id[partial], rng)]] = True
-    return chosen
-
-
-def early_table(
-    rows: dict[str, np.ndarray], scores: dict[str, np.ndarray], detector: Detector
-) -> pd.DataFrame:
-    """The test split's rows at every stage (complete and partial light curves): who, the stage
-    (days after the first detection; inf: complete), the score and the flag."""
-    test = rows["split"] == "test"
-    score = scores["anomaly_score"][test]
-    return pd.DataFrame(
-        {
-            "object_id": rows["object_id"][test],
-            "target": rows["target"][test],
-            "is_anomaly": rows["is_anomaly"][test],
-            "stage": rows["stage"][test].astype(np.float64),
-            "anomaly_score": score,
-            "flagged": detector.flag(score),
-        }
-    )
-
-
-def stage_name(days: float) -> str:
-    """`2` for 2 days after the first detection, `complete` for the whole light curve."""
-    return "complete" if math.isinf(days) else f"{days:g}"
-
-
-def early_metrics(
-    staged: pd.DataFrame,
-    known_classes: tuple[int, ...],
-    anomaly_classes: list[int],
-    detector: Detector,
-) -> dict[str, Any]:
-    """How early each anomaly class is found, on the test split (`early_table`).
-
-    At each stage (days after each object's first detection), every test object is scored with
-    its light curve as known then; an object with too few observations by then cannot be scored
-    and ranks last (ties). Per anomaly class against the known classes: AUROC, recall in the top
-    1% (of that class's objects and the known ones), the fraction flagged at the run's
-    threshold, and the fraction scorable; for the known objects the flag rate (the
-    false-positive rate at that stage). Then, per class, the first stage at which each object is
-    flagged: the median of those days (None when fewer than half are ever flagged) and the
-    fraction ever flagged (by the complete light curve at the latest).
-    """
-    complete = staged[np.isinf(staged["stage"])]
-    ids = complete["object_id"].to_numpy()
-    target = complete["target"].to_numpy()
-    known = np.isin(target, known_classes) & ~complete["is_anomaly"].to_numpy(bool)
-    stages = sorted(set(staged["stage"].tolist()))
-    first_flag = np.full(ids.size, np.inf)
-    out_rows = []
-    for days in stages:
-        at = staged[staged["stage"] == days].set_index("object_id")["anomaly_score"]
-        score = at.reindex(ids).to_numpy(np.float64)
-        scorable = np.isfinite(score)
-        floor = np.nanmin(score) - 1.0 if scorable.any() else 0.0
-        score = np.where(scorable, score, floor)  # unscorable: last, all tied
-        flagged = detector.flag(score) & scorable
-        first_flag = np.where(flagged & np.isinf(first_flag), days, first_flag)
-        row: dict[str, Any] = {
-            "stage": stage_name(days),
-            "days": None if math.isinf(days) else days,
-            "known_flag_rate": float(flagged[known].mean()) if known.any() else math.nan,
-            "known_scorable": float(scorable[known].mean()) if known.any() else math.nan,
-        }
-        aurocs = []
-        for c in anomaly_classes:
-            pos = target == c
-            chosen = pos | known
-            auroc = metrics.auroc(score[chosen], pos[chosen])
-            k = metrics.top_k(int(chosen.sum()), 0.01)
-            row[f"auroc_{c}"] = auroc
-            row[f"recall_top1_{c}"] = metrics.recall_at_k(score[chosen], pos[chosen], k)
-            row[f"flagged_{c}"] = float(flagged[pos].mean())
-            row[f"scorable_{c}"] = float(scorable[pos].mean())
-            aurocs.append(auroc)
-        row["mean_class_auroc"] = float(np.nanmean(aurocs)) if aurocs else math.nan
-        out_rows.append(row)
-    crossing = {}
-    for c in anomaly_classes:
-        days = first_flag[target == c]
-        median = float(np.median(days)) if days.size else math.inf
-        crossing[str(c)] = {
-            "n": int(days.size),
-            "median_days": None if math.isinf(median) else median,
-            "fraction_flagged": float(np.isfinite(days).mean()) if days.size else math.nan,
-        }
-    return {
-        "split": "test",
-        "stages": [stage_name(d) for d in stages],
-        "rows": out_rows,
-        "first_crossing": crossing,
-        "threshold": detector.threshold,
-    }
-
-
 def _measure(
     config: Config,
     table: pd.DataFrame,
@@ -433,14 +325,14 @@ def _evaluate(
         known_rows,
         config,
         object_id=rows["object_id"],
-        fit_rows=detector_rows(rows["object_id"], complete, config),
+        fit_rows=stages.detector_rows(rows["object_id"], complete, config),
     )
     detector.save(run_dir / "models")
     scores = {k: v[complete] for k, v in score_rows.items()}
     evidence = evidence_rows.take(np.flatnonzero(complete))
     table = scoring.insert_rank(scoring.score_table(objects, scores, detector))
     # The test split at every stage: only with staged rows (`data.stages`, opt-in).
-    staged = None if complete.all() else early_table(rows, score_rows, detector)
+    staged = None if complete.all() else stages.early_table(rows, score_rows, detector)
     timing["detector_s"] = time.perf_counter() - t
 
     methods = {"fused": "anomaly_score", **{name: name for name in detector.names}}
@@ -451,7 +343,7 @@ def _evaluate(
     snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
     result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
     if staged is not None:
-        result["early"] = early_metrics(
+        result["early"] = stages.early_metrics(
             staged, config.data.known_classes, result["anomaly_classes_present"], detector
         )
     # What these outputs were made from: the checkpoint measured and the dataset.

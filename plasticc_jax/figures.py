@@ -204,7 +204,7 @@ def umap_figure(
 
 def early_figure(early: Mapping, anomaly_classes: Sequence[int], path: Path) -> Path:
     """AUROC and recall in the top 1% of each anomaly class against days since first detection
-    (`evaluate.early_metrics`); the complete light curve is the last point."""
+    (`stages.early_metrics`); the complete light curve is the last point."""
     rows = early["rows"]
     x = np.arange(len(rows))
     colours = _class_colours(anomaly_classes)

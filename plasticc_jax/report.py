@@ -115,7 +115,7 @@ def _early_paragraph(early: dict[str, Any] | None) -> list[str]:
 
 
 def early_table(early: dict[str, Any], classes: list[int]) -> str:
-    """Early detection (`evaluate.early_metrics`): per stage, each anomaly class's AUROC and
+    """Early detection (`stages.early_metrics`): per stage, each anomaly class's AUROC and
     recall in the top 1%, the known flag rate; then the median days to the first flag."""
     head = ["days since first detection", "mean class AUROC"]
     head += [f"AUROC {class_name(c)}" for c in classes]
@@ -264,7 +264,7 @@ def draw_figures(
         painter: the child process that draws the ROC and PR curves meanwhile (`start_figures`).
         umap: the UMAP embedding of their latent means (`start_umap`), or None for no UMAP
             figure.
-        early: the early-detection metrics (`evaluate.early_metrics`): AUROC vs days.
+        early: the early-detection metrics (`stages.early_metrics`): AUROC vs days.
     """
     from plasticc_jax import figures  # matplotlib: imported when figures are drawn
 

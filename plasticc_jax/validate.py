@@ -24,7 +24,7 @@ detector is fitted and calibrated as `evaluate` does it (with `train.partial_cur
 object's complete row and one partial row), and the held-out class is also scored at every stage:
 its train and val objects' partial rows against the val split's other known objects at the same
 stage, with the detector's `anomaly_score` (the configured fusion), an object with too few
-observations by then ranking last, as `evaluate.early_metrics` scores the test split. The fold
+observations by then ranking last, as `stages.early_metrics` scores the test split. The fold
 AUROC per stage and its mean over the folds (`stages` in validation.json; the headline is
 10 days) is how early-detection settings, such as the grid's time anchor, are chosen.
 
@@ -55,9 +55,9 @@ from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
-from plasticc_jax.evaluate import detector_rows, stage_name
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
+from plasticc_jax.stages import detector_rows, scores_at, stage_name
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _fold_scores(
 def stage_aurocs(stages: pd.DataFrame, days: list[float]) -> dict[str, dict[str, float]]:
     """Per stage and fold, the AUROC of the held-out class (`positive`) against the fold's
     negatives (the val split's other known objects) at the same stage, as
-    `evaluate.early_metrics` scores the test split: the objects are those with a complete row,
+    `stages.early_metrics` scores the test split: the objects are those with a complete row,
     and one without a row at a stage (too few observations by then) ranks last, all tied.
 
     Args:
@@ -169,11 +169,7 @@ def stage_aurocs(stages: pd.DataFrame, days: list[float]) -> dict[str, dict[str,
         ids = objects["object_id"].to_numpy()
         positive = objects["positive"].to_numpy(bool)
         for d in days:
-            at = rows[rows["stage"] == d].set_index("object_id")["anomaly_score"]
-            score = at.reindex(ids).to_numpy(np.float64)
-            scorable = np.isfinite(score)
-            floor = np.nanmin(score) - 1.0 if scorable.any() else 0.0
-            score = np.where(scorable, score, floor)
+            score, _ = scores_at(rows, ids, d)
             out[stage_name(d)][str(int(fold))] = metrics.auroc(score, positive)
     return out
 

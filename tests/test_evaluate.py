@@ -77,6 +77,23 @@ def test_evaluate_without_a_run_is_a_user_error(tmp_path):
         evaluate.evaluate(tiny_config(), tmp_path)
 
 
+def test_evaluate_without_figures(tiny_run, tmp_path):
+    """The shared run is evaluated with `eval.figures=false`: no PNG, a report that says so;
+    and such an evaluation removes the figures of an earlier one."""
+    assert not list((tiny_run.run_dir / "reports" / "figures").glob("*.png"))
+    assert tiny_run.metrics["figures"] == []
+    assert (
+        "No figures: evaluated with `eval.figures = false`."
+        in (tiny_run.run_dir / "report.md").read_text()
+    )
+    stale = tmp_path / "figures"
+    stale.mkdir()
+    (stale / "roc.png").write_bytes(b"old")
+    (stale / "notes.txt").write_text("kept")
+    report.remove_figures(stale)
+    assert sorted(p.name for p in stale.iterdir()) == ["notes.txt"]
+
+
 def test_reduced_chi2_by_hand():
     shape = (2, 6, 4)
     flux = np.zeros(shape, np.float32)

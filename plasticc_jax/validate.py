@@ -26,44 +26,42 @@ its train and val objects' partial rows against the val split's other known obje
 stage, with the detector's `anomaly_score` (the configured fusion), an object with too few
 observations by then ranking last, as `stages.early_metrics` scores the test split. The fold
 AUROC per stage and its mean over the folds (`stages` in validation.json; the headline is
-10 days) is how early-detection settings, such as the grid's time anchor, are chosen.
+10 days) is how early-detection settings, such as the grid's time anchor, are chosen; the fusion
+weights are also searched at the headline stage (`fusion_search.StageFolds`), which is how the
+`early` preset's `eval.fusion` is chosen.
 
 Outputs in `<run>/validation/`: `scores.parquet` (per fold and object: every component's
 calibrated score), `stages.parquet` (with stages: per fold, stage and object, the anomaly
-score), `validation.json` and `validation.md` (the tables).
+score and every component's calibrated score), `validation.json` and `validation.md` (the tables).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import pyarrow.parquet as pq
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, metrics, scoring
+from plasticc_jax import config_io, scoring
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
+from plasticc_jax.fusion_search import Folds, StageFolds, fusion_spec
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
-from plasticc_jax.stages import detector_rows, scores_at, stage_name
+from plasticc_jax.stages import detector_rows, stage_name
 
 log = logging.getLogger(__name__)
 
-# The fusion search tries every weight in WEIGHTS for the SEARCH_TOP best single components.
-SEARCH_TOP = 6
-WEIGHTS = (0, 1, 2, 3)
 # The early-detection headline: days after the first detection (docs/early.md).
 HEADLINE_DAYS = 10.0
 
@@ -135,7 +133,8 @@ def _fold_scores(
     if not staged:
         return frame, None
     rows = np.flatnonzero(evaluated)
-    score = detector.score(evidence.take(rows), fused_only=True)["anomaly_score"]
+    part = evidence.take(rows)
+    scores = detector.score(part)
     stages = pd.DataFrame(
         {
             "fold": held_out,
@@ -144,111 +143,15 @@ def _fold_scores(
             "target": target[rows],
             "stage": objects["stage"][rows].astype(np.float64),
             "positive": target[rows] == held_out,
-            "anomaly_score": score,
+            # For the stage fusion search (`StageFolds`): the detector group that scored the row,
+            # and whether the detector was calibrated on it.
+            "group": route(detector.components, part.galactic),
+            "calibration": (split[rows] == "val") & usable[rows],
+            "anomaly_score": scores["anomaly_score"],
+            **{name: scores[name] for name in detector.names},
         }
     )
     return frame, stages
-
-
-def stage_aurocs(stages: pd.DataFrame, days: list[float]) -> dict[str, dict[str, float]]:
-    """Per stage and fold, the AUROC of the held-out class (`positive`) against the fold's
-    negatives (the val split's other known objects) at the same stage, as
-    `stages.early_metrics` scores the test split: the objects are those with a complete row,
-    and one without a row at a stage (too few observations by then) ranks last, all tied.
-
-    Args:
-        stages: `_fold_scores`' stage frames of every fold.
-        days: the stages (days after the first detection; inf: complete).
-
-    Returns:
-        {stage name: {fold: AUROC}}.
-    """
-    out: dict[str, dict[str, float]] = {stage_name(d): {} for d in days}
-    for fold, rows in stages.groupby("fold"):
-        objects = rows[np.isinf(rows["stage"])]
-        ids = objects["object_id"].to_numpy()
-        positive = objects["positive"].to_numpy(bool)
-        for d in days:
-            score, _ = scores_at(rows, ids, d)
-            out[stage_name(d)][str(int(fold))] = metrics.auroc(score, positive)
-    return out
-
-
-class Folds:
-    """The fold scores, indexed once for the many evaluations of the fusion search.
-
-    Attributes:
-        scores: one row per (fold, scored object): `fold`, `positive`, `galactic` and every
-            component's calibrated score.
-    """
-
-    def __init__(self, scores: pd.DataFrame) -> None:
-        self.scores = scores
-        self.positive = scores["positive"].to_numpy(bool)
-        self.folds = {int(f): rows for f, rows in scores.groupby("fold").indices.items()}
-        self.groups = list(scores.groupby(["fold", "galactic"]).indices.values())
-        self.negatives = [rows[~self.positive[rows]] for rows in self.groups]
-
-    def aurocs(self, values: np.ndarray) -> dict[int, float]:
-        """AUROC of one score (aligned with `scores`) in every fold: the Mann-Whitney statistic
-        of the positives against the fold's negatives (ties count one half)."""
-        out = {}
-        for fold, rows in self.folds.items():
-            ranks = stats.rankdata(values[rows])
-            positive = self.positive[rows]
-            n_pos, n_neg = positive.sum(), (~positive).sum()
-            u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
-            out[fold] = float(u / (n_pos * n_neg)) if n_pos and n_neg else float("nan")
-        return out
-
-    def mean_auroc(self, values: np.ndarray) -> float:
-        return float(np.mean(list(self.aurocs(values).values())))
-
-    def fused(self, weights: dict[str, float]) -> np.ndarray:
-        """The anomaly score of a fusion: the weighted mean of the calibrated components,
-        calibrated once more against the fold's negatives of each kind (the val known objects,
-        as `Detector` does): -log10 of the fraction of them scoring at least as high."""
-        total = sum(weights.values())
-        mean = sum(w / total * self.scores[name].to_numpy() for name, w in weights.items())
-        return self.recalibrated(mean)
-
-    def recalibrated(self, fused: np.ndarray) -> np.ndarray:
-        """A fused score (aligned with `scores`) calibrated against the fold's negatives of each
-        kind: -log10 of the fraction of them scoring at least as high."""
-        out = np.zeros(len(fused))
-        for rows, negatives in zip(self.groups, self.negatives, strict=True):
-            reference = np.sort(fused[negatives])
-            above = reference.size - np.searchsorted(reference, fused[rows], side="left")
-            out[rows] = -np.log10((above + 1) / (reference.size + 1))
-        return out
-
-    def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
-        """Every weight combination of the `SEARCH_TOP` best single components and those in
-        `also` (the configured fusion's: a component weak alone can be what the others miss),
-        best first (mean fold AUROC; ties go to fewer components)."""
-        single = {c: self.mean_auroc(self.scores[c].to_numpy()) for c in components}
-        best = sorted(components, key=lambda c: -single[c])[:SEARCH_TOP]
-        top = list(dict.fromkeys([*best, *(c for c in also if c in single)]))
-        tried = [
-            {"weights": weights, "mean_auroc": self.mean_auroc(self.fused(weights))}
-            for weights in weight_grid(top)
-        ]
-        tried.sort(key=lambda t: (-round(t["mean_auroc"], 6), len(t["weights"])))
-        return tried
-
-
-def weight_grid(components: list[str]) -> Iterator[dict[str, float]]:
-    """Every fusion of `components` with weights from `WEIGHTS`, each once (no all-zero
-    weights, no multiple of another: 2,2 is 1,1)."""
-    for weights in itertools.product(WEIGHTS, repeat=len(components)):
-        nonzero = [w for w in weights if w]
-        if nonzero and np.gcd.reduce(nonzero) == 1:
-            yield {c: float(w) for c, w in zip(components, weights, strict=True) if w}
-
-
-def fusion_spec(weights: dict[str, float]) -> str:
-    """{component: weight} -> the `eval.fusion` value that selects it."""
-    return ",".join(f"{c}:{w:g}" for c, w in weights.items())
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -276,11 +179,29 @@ def _markdown(result: dict[str, Any]) -> str:
             cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         if early["headline"] is not None:
+            best = early["best_found"]
             lines += [
                 "",
                 f"Headline: mean fold AUROC at {early['headline_stage']} days "
-                f"{early['headline']:.3f}.",
+                f"{early['headline']:.3f} (configured fusion `{early['configured_fusion']}`).",
+                "",
             ]
+            if best["aurocs"] == early["aurocs"]:
+                lines.append("The configured fusion is the best one found at that stage.")
+            else:
+                lines += [
+                    f"The best fusion found at {early['headline_stage']} days, "
+                    f"`{best['fusion']}`, at every stage:",
+                    "",
+                    "| days | mean | " + " | ".join(class_name(int(f)) for f in folds) + " |",
+                    "|" + "---|" * (len(folds) + 2),
+                ]
+                for stage, row in best["aurocs"].items():
+                    cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
+                    lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+            lines += ["", f"Best fusions found at {early['headline_stage']} days:", ""]
+            for entry in early["search"][:10]:
+                lines.append(f"- {entry['mean_auroc']:.3f}: `{fusion_spec(entry['weights'])}`")
     return "\n".join(lines) + "\n"
 
 
@@ -316,8 +237,9 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     for held_out in known:
         cache = workdir / out / f"fold-{held_out}" / "scores.parquet"
         stage_cache = cache.with_name("stages.parquet")
-        # Resumable: a finished fold is not redone (with stages: both of its files written).
-        if not cache.is_file() or (staged and not stage_cache.is_file()):
+        # Resumable: a finished fold is not redone (with stages: both of its files written, the
+        # stage rows with their component scores; a fold's model is never retrained).
+        if not cache.is_file() or (staged and not _has_components(stage_cache)):
             log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
             frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
             if stage_frame is not None:
@@ -349,13 +271,13 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         "config": config_io.to_dict(config),
         "folds": list(known),
         "aurocs": aurocs,
-        "configured_fusion": fusion_spec(configured),
+        "configured_fusion": ",".join(config.eval.fusion),
         "best_fusion": fusion_spec(search[0]["weights"]),
         "search": search[:50],
     }
     if staged:
         stage_scores = pd.concat(stage_parts, ignore_index=True)
-        result["stages"] = _stage_result(config, stage_aurocs(stage_scores, _days(config)))
+        result["stages"] = _stage_result(config, stage_scores, configured)
         with atomic_path(workdir / out / "stages.parquet") as tmp:
             stage_scores.to_parquet(tmp, index=False)
     result["seconds"] = time.perf_counter() - start
@@ -378,7 +300,22 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             early["time_anchor"],
             ", ".join(f"{s} {row['mean']:.3f}" for s, row in early["aurocs"].items()),
         )
+        if early["headline"] is not None:
+            log.info(
+                "fusion search at %s days: best found %.3f (%s)",
+                early["headline_stage"],
+                early["search"][0]["mean_auroc"],
+                early["best_found"]["fusion"],
+            )
     return workdir / out
+
+
+def _has_components(stage_cache: Path) -> bool:
+    """Whether a fold's stage rows exist with the columns of the stage fusion search (folds
+    validated before it was added are re-scored, not retrained)."""
+    if not stage_cache.is_file():
+        return False
+    return "calibration" in pq.read_schema(stage_cache).names
 
 
 def _days(config: Config) -> list[float]:
@@ -386,18 +323,44 @@ def _days(config: Config) -> list[float]:
     return [*sorted(set(float(d) for d in config.data.stages)), float("inf")]
 
 
-def _stage_result(config: Config, per_stage: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """validation.json's `stages`: per stage the mean and per-fold AUROC, and the headline (the
-    mean at `HEADLINE_DAYS`, None when that is not a stage)."""
-    aurocs = {
-        stage: {"mean": float(np.mean(list(folds.values()))), "folds": folds}
-        for stage, folds in per_stage.items()
-    }
-    headline = stage_name(HEADLINE_DAYS)
-    return {
+def _stage_result(
+    config: Config, stage_scores: pd.DataFrame, configured: dict[str, float]
+) -> dict[str, Any]:
+    """validation.json's `stages`: per stage the configured fusion's mean and per-fold AUROC
+    (`StageFolds`, from the stored component scores: a changed `eval.fusion` needs no
+    re-scoring), the headline (the mean at `HEADLINE_DAYS`), and the fusion search there with
+    its best fusion at every stage (headline, search and best None/absent when `HEADLINE_DAYS`
+    is not a stage)."""
+    days = _days(config)
+    at = {d: StageFolds(stage_scores, d) for d in days}
+
+    def per_stage(weights: dict[str, float]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for d, folds in at.items():
+            per_fold = folds.aurocs(folds.fused(weights))
+            out[stage_name(d)] = {
+                "mean": float(np.mean(list(per_fold.values()))),
+                "folds": {str(f): v for f, v in per_fold.items()},
+            }
+        return out
+
+    aurocs = per_stage(configured)
+    result: dict[str, Any] = {
         "time_anchor": config.data.time_anchor,
         "stages": list(aurocs),
+        "configured_fusion": ",".join(config.eval.fusion),
         "aurocs": aurocs,
-        "headline_stage": headline,
-        "headline": aurocs[headline]["mean"] if headline in aurocs else None,
+        "headline_stage": stage_name(HEADLINE_DAYS),
+        "headline": None,
     }
+    if HEADLINE_DAYS in at:
+        headline = at[HEADLINE_DAYS]
+        components = [c for c in config.eval.components if c in headline.scores.columns]
+        search = headline.search(components, also=configured)
+        result["headline"] = aurocs[stage_name(HEADLINE_DAYS)]["mean"]
+        result["best_found"] = {
+            "fusion": fusion_spec(search[0]["weights"]),
+            "aurocs": per_stage(search[0]["weights"]),
+        }
+        result["search"] = search[:50]
+    return result

@@ -18,7 +18,7 @@ import pandas as pd
 
 from plasticc_jax import runs
 from plasticc_jax.detector import parse_fusion
-from plasticc_jax.validate import Folds, weight_grid
+from plasticc_jax.fusion_search import Folds, weight_grid
 
 Weights = dict[str, float]
 

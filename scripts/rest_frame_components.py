@@ -54,9 +54,9 @@ from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.dataset import FeatureStats, iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
+from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.gridding import FEATURE_NAMES, reference_rows
 from plasticc_jax.plasticc import class_name
-from plasticc_jax.validate import Folds, fusion_spec
 
 TIMESCALES = ("rise_days", "fall_days", "half_max_rise_days", "half_max_fall_days", "detected_days")
 COLOURS = tuple(f"colour_peak_{c}" for c in ("gr", "ri", "iz")) + tuple(

@@ -1,6 +1,6 @@
 """The grid's time anchor (`data.time_anchor`, `gridding.anchor_rows`) and the per-stage scoring
-of the leave-one-known-class-out validation (`validate.stage_aurocs`): hand-made data, no
-training."""
+of the leave-one-known-class-out validation and its fusion search at one stage
+(`fusion_search.StageFolds`): hand-made data, no training."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pytest
 from test_gridding import DATA, MJD_OFFSET, hand_made
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import early, gridding, prepare
+from plasticc_jax import early, gridding, metrics, prepare
+from plasticc_jax.fusion_search import StageFolds
 from plasticc_jax.gridding import FEATURE_NAMES, Chunk, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
+from plasticc_jax.stages import scores_at, stage_name
 from plasticc_jax.streaming import grid_lightcurves
-from plasticc_jax.validate import stage_aurocs
 
 FIRST = dataclasses.replace(DATA, time_anchor="first_detection")
 
@@ -102,29 +103,57 @@ def test_time_anchor_in_the_config_manifest_and_fingerprint():
     assert prepare._fingerprint(base, []) != prepare._fingerprint(other, [])
 
 
-def test_stage_aurocs_rank_unscorable_objects_last():
+def stage_aurocs(stages: pd.DataFrame, days: list[float]) -> dict[str, dict[str, float]]:
+    """The reference measurement: per stage and fold, the AUROC of the stored `anomaly_score` of
+    the held-out class against the fold's negatives, through `stages.scores_at` (as `evaluate`
+    scores the test split: an object without a row at a stage ranks last, all tied)."""
+    out: dict[str, dict[str, float]] = {stage_name(d): {} for d in days}
+    for fold, rows in stages.groupby("fold"):
+        objects = rows[np.isinf(rows["stage"])]
+        for d in days:
+            score, _ = scores_at(rows, objects["object_id"].to_numpy(), d)
+            out[stage_name(d)][str(int(fold))] = metrics.auroc(score, objects["positive"])
+    return out
+
+
+def test_stage_fusion_search_scores_the_stage_and_ranks_unscorable_objects_last():
     inf = math.inf
-    # Fold 15: positives 1 and 2, negatives 3 and 4. At 5 days object 2 has no row (too few
-    # observations) and ranks last; object 4 has none either: they tie.
-    rows = [
-        (1, inf, True, 5.0),
-        (2, inf, True, 4.0),
-        (3, inf, False, 1.0),
-        (4, inf, False, 2.0),
-        (1, 5.0, True, 0.5),
-        (3, 5.0, False, 1.0),
+    # Fold 15: positives 1 and 2, negatives 3-6 (val). At 5 days objects 2 and 6 have no row.
+    # `good` puts the positives' rows above the others', `bad` below. The detector was
+    # calibrated on the negatives' complete rows and object 3's partial row.
+    rows = [  # object_id, stage, positive, calibration, good, bad
+        (1, inf, True, False, 9.0, 0.0),
+        (2, inf, True, False, 8.0, 0.1),
+        (3, inf, False, True, 1.0, 5.0),
+        (4, inf, False, True, 2.0, 6.0),
+        (5, inf, False, True, 3.0, 7.0),
+        (6, inf, False, True, 4.0, 8.0),
+        (1, 5.0, True, False, 7.0, 0.2),
+        (3, 5.0, False, True, 0.5, 5.5),
+        (4, 5.0, False, False, 1.5, 6.5),
+        (5, 5.0, False, False, 2.5, 7.5),
     ]
-    frame = pd.DataFrame(rows, columns=["object_id", "stage", "positive", "anomaly_score"])
-    frame.insert(0, "fold", 15)
-    out = stage_aurocs(frame, [5.0, inf])
-    assert out["complete"] == {"15": 1.0}
-    # Pairs (pos, neg): (1,3) 0.5 < 1 -> 0; (1,4) 0.5 > floor -> 1; (2,3) 0; (2,4) tie 0.5.
-    assert out["5"] == {"15": pytest.approx(1.5 / 4)}
+    columns = ["object_id", "stage", "positive", "calibration", "good", "bad"]
+    frame = pd.DataFrame(rows, columns=columns).assign(fold=15, group="extragalactic")
+    at_5 = StageFolds(frame, 5.0)
+    tried = at_5.search(["good", "bad"])
+    assert tried[0]["weights"] == {"good": 1.0}
+    # Pairs (pos, neg): 1 beats 3, 4, 5 and the unscorable 6; 2 (unscorable) loses to 3, 4, 5
+    # and ties with 6: 4.5 / 8.
+    assert tried[0]["mean_auroc"] == pytest.approx(4.5 / 8)
+    # `bad`: 1 beats only the unscorable 6, 2 ties with it: 1.5 / 8.
+    assert at_5.mean_auroc(at_5.fused({"bad": 1.0})) == pytest.approx(1.5 / 8)
+    # As `evaluate` measures a stored score (`stage_aurocs`, through `scores_at`).
+    fused = at_5.fused({"good": 1.0})
+    scored = frame.assign(anomaly_score=0.0)
+    scored.loc[scored["stage"] == 5.0, "anomaly_score"] = fused[at_5.scores["stage"] == 5.0]
+    assert stage_aurocs(scored, [5.0])["5"] == {"15": pytest.approx(4.5 / 8)}
+    assert StageFolds(frame, inf).search(["good", "bad"])[0]["mean_auroc"] == 1.0
 
 
 @pytest.mark.slow  # trains three tiny folds
 def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatch):
-    from plasticc_jax import cli, config_io
+    from plasticc_jax import cli, config_io, fusion_search
     from plasticc_jax import validate as validate_lib
     from plasticc_jax.synthetic import write_synthetic
 
@@ -146,8 +175,8 @@ def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatc
     iter_split = validate_lib.iter_split
     monkeypatch.setattr(validate_lib, "iter_split", recording)
     # A small fusion search: the search is not what this test is about.
-    monkeypatch.setattr(validate_lib, "SEARCH_TOP", 1)
-    monkeypatch.setattr(validate_lib, "WEIGHTS", (0, 1))
+    monkeypatch.setattr(fusion_search, "SEARCH_TOP", 1)
+    monkeypatch.setattr(fusion_search, "WEIGHTS", (0, 1))
     config = config_lib.resolve(config_io.apply_overrides(config_io.load_preset("tiny"), overrides))
     out = validate_lib.validate(config, tmp_path)
 
@@ -170,6 +199,11 @@ def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatc
     negatives = staged[~staged["positive"]]
     assert (negatives["split"] == "val").all()
     assert (staged["positive"] == (staged["target"] == staged["fold"])).all()
-    # The per-stage AUROCs are those of the stored scores.
-    again = validate_lib.stage_aurocs(staged, [5.0, 10.0, np.inf])
-    assert again == {s: row["folds"] for s, row in early_result["aurocs"].items()}
+    # The per-stage AUROCs, recomputed from the stored component scores with the configured
+    # fusion, are those of the fold detectors' own anomaly scores.
+    reference = stage_aurocs(staged, [5.0, 10.0, np.inf])
+    for stage, row in early_result["aurocs"].items():
+        assert row["folds"] == pytest.approx(reference[stage], abs=1e-12)
+    best = early_result["best_found"]
+    assert best["aurocs"]["10"]["mean"] == early_result["search"][0]["mean_auroc"]
+    assert best["fusion"] == fusion_search.fusion_spec(early_result["search"][0]["weights"])

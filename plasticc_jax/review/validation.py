@@ -11,7 +11,8 @@ plays the anomaly, so the active loop's settings can be compared on known classe
 active model reads its features with the same `active.feature_columns` as in a review:
 
 - `anomaly_score`: the run's fusion (`eval.fusion`) of the fold's calibrated components,
-  calibrated against the fold's negatives per kind, as the detector does (`validate.Folds.fused`);
+  calibrated against the fold's negatives per kind, as the detector does
+  (`fusion_search.Folds.fused`);
 - the components' calibrated scores (the fold detector's);
 - `mu_*` and `chi2_per_cell`: the fold's VAE (its checkpoint in `fold-<c>/`) on the objects;
 - the context columns of a score table (`scoring.CONTEXT_COLUMNS`), from the prepared dataset.
@@ -42,12 +43,12 @@ from plasticc_jax import runs, scoring
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import parse_fusion
 from plasticc_jax.errors import UserError
+from plasticc_jax.fusion_search import Folds
 from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 from plasticc_jax.plasticc import class_name
 from plasticc_jax.review import active
 from plasticc_jax.review.simulate import TARGET_SHOWN, active_curve, static_curve
-from plasticc_jax.validate import Folds
 
 log = logging.getLogger(__name__)
 

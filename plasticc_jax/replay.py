@@ -17,6 +17,14 @@ reason `object closed`, counted, and listed (none are silently dropped). Closing
 the data (the first gap longer than `close_after`), not of the replay's history, so a resumed
 replay closes the same objects.
 
+**From the first detection.** As a broker sends alerts only on detections, an object is scored
+from the night of its first detection on (a point flagged `detected`, or with flux/flux_err >= 5;
+the stages of the evaluation count days from the same rule, `early.first_detection`). On a night
+with data before it, the object is listed with the reason `not detected yet` (and re-tried on its
+next night with data); an object never detected is never scored. Before this rule the replay
+scored those light curves of non-detections, which the model and the threshold never saw, and
+flagged many of them (docs/early.md).
+
 **Bad input.** Rows out of time order within an object (or an object's rows spread through the
 file) are sorted: the replay reads the files whole and orders each object's rows by time; the
 manifest counts the objects that needed it (`reordered_objects`). An object with a row whose MJD
@@ -74,6 +82,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
 CLOSED = "object closed"
+NOT_DETECTED = "not detected yet"
 NON_FINITE_MJD = "non-finite mjd"
 _KEY = 1 << 32
 # Nights with fewer objects to score run the tree ensembles in one thread.
@@ -94,6 +103,8 @@ class ReplayInput:
         ids: (m,) object ids; starts: (m,) first row of each.
         close_night: (m,) the night from which each object is closed (a large value if never).
         first_night: (m,) the night of its first observation.
+        detection_night: (m,) the night of its first detection (a point flagged `detected` or
+            with flux/flux_err >= `gridding.DETECTION_SNR`; a large value if never detected).
         reordered: objects whose rows were not in time order in the input.
         rejected: objects rejected at load (object_id, reason, n_rows).
     """
@@ -146,6 +157,7 @@ class ReplayInput:
         self.key = self.obj * _KEY + (self.night - self.base)
         self.close_after = close_after
         self.close_night = self._close_nights(close_after)
+        self.detection_night = self._detection_nights()
         self.metadata = streaming.MetaIndex(metadata)
 
     def _close_nights(self, close_after: float | None) -> np.ndarray:
@@ -162,6 +174,14 @@ class ReplayInput:
         ends = np.r_[self.starts[1:], len(self.night)]
         last_open = np.minimum(first_hit, ends) - 1
         return self.night[last_open] + math.floor(close_after) + 1
+
+    def _detection_nights(self) -> np.ndarray:
+        never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bright = self.rows.flux / self.rows.flux_err >= gridding.DETECTION_SNR
+        detected = self.rows.detected.astype(bool) | bright
+        np.minimum.at(never, self.obj[detected], self.night[detected])
+        return never
 
     @property
     def nights(self) -> tuple[int, int]:
@@ -244,6 +264,13 @@ class NightScorer:
             reasons = [readers.METADATA_PROBLEMS[c] for c in problem[problem != 0]]
             rejections.append(_rejections(d.ids[objs], reasons, new_rows[objs]))
             live, pos = live[problem == 0], pos[problem == 0]
+        # A broker scores an object from its first detection on: before it, the light curve is
+        # non-detections only, which neither the model nor the threshold was fitted on.
+        waiting = d.detection_night[live] > night
+        if waiting.any():
+            objs = live[waiting]
+            rejections.append(_rejections(d.ids[objs], NOT_DETECTED, new_rows[objs]))
+            live, pos = live[~waiting], pos[~waiting]
 
         frame = None
         if live.size:

@@ -163,15 +163,29 @@ def test_evaluate_reports_early_detection(tiny_early_run):
     assert "days since first detection" in (tiny_run.run_dir / "report.md").read_text()
 
 
+BEFORE = 3  # nights of each small replay input before its objects' first detection
+
+
+def _detection_night(lcs: pd.DataFrame) -> pd.Series:
+    """Each object's night of first detection (flagged, or S/N >= 5), as the replay's rule."""
+    bright = (lcs["detected_bool"] == 1) | (lcs["flux"] / lcs["flux_err"] >= 5.0)
+    return np.floor(lcs["mjd"] - 0.5)[bright].groupby(lcs["object_id"][bright]).min()
+
+
 def _small_input(tiny_run, tmp_path: Path, n_objects: int = 12, n_nights: int = 12):
-    """A few objects of the shared project's files over their first nights (fast to replay)."""
+    """A few detected objects of the shared project's files (fast to replay): each from
+    `BEFORE` nights before its first detection, for `n_nights` nights, its MJDs shifted by whole
+    days so that every object is first detected on the same night."""
     raw = tiny_run.workdir / "data" / "raw"
     lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
     meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz")
-    ids = meta["object_id"].iloc[:n_objects]
-    lcs = lcs[lcs["object_id"].isin(ids)]
-    first = np.floor(lcs["mjd"].min() - 0.5)
-    lcs = lcs[np.floor(lcs["mjd"] - 0.5) < first + n_nights]
+    detection = _detection_night(lcs)
+    ids = meta["object_id"][meta["object_id"].isin(detection.index)].iloc[:n_objects]
+    lcs = lcs[lcs["object_id"].isin(ids)].copy()
+    start = lcs["object_id"].map(detection) - BEFORE
+    night = np.floor(lcs["mjd"] - 0.5)
+    lcs = lcs[(night >= start) & (night < start + n_nights)]
+    lcs["mjd"] -= lcs["object_id"].map(detection) - detection.min()
     meta_path = tmp_path / "meta.csv"
     meta[meta["object_id"].isin(ids)].to_csv(meta_path, index=False)
     return lcs.reset_index(drop=True), meta_path
@@ -229,6 +243,12 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
     assert sum(n["rescored"] for n in nights) == len(candidates)
     rejected = [pd.read_parquet(p) for p in (tmp_path / "out").glob("rejected/night=*/*")]
     assert sum(sum(n["rejected"].values()) for n in nights) == sum(len(r) for r in rejected)
+    # Scored from the first detection on; the nights with data before it are listed.
+    detection = _detection_night(lcs)
+    assert (candidates["night"] >= candidates["object_id"].map(detection)).all()
+    waiting = pd.concat(rejected)
+    waiting = waiting[waiting["reason"] == replay_lib.NOT_DETECTED]
+    assert len(waiting) == sum(n["rejected"].get(replay_lib.NOT_DETECTED, 0) for n in nights) > 0
     # A night's score is the object's score with the observations known that night.
     last = candidates.sort_values("night").groupby("object_id").tail(1).iloc[:3]
     for _, row in last.iterrows():

@@ -100,7 +100,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="MJD",
-        help="score each object with only its observations up to this MJD (docs/early.md)",
+        help="score each object detected by this MJD with only its observations up to it "
+        "(docs/early.md)",
     )
     score.add_argument(
         "--review-labels",

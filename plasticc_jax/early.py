@@ -6,6 +6,8 @@ kernel it feeds:
 - `first_detection`: the MJD of each object's first detection: its first point with PLAsTiCC's
   `detected` flag; for an object never flagged, its first point with flux/flux_err >= 5
   (`DETECTION_SNR`, the survey's own detection limit); for one without either, its first point.
+- `detected`: whether an object has a detection (a flagged point or one with S/N >= 5) at all;
+  `score --as-of` and `replay` score an object only from its first detection on.
 - `truncate`: keep each object's observations up to a cut time (MJD, one per object).
 - `grid_cut` / `grid_stages`: grid the truncated light curves with the same kernel as complete
   ones (`gridding.grid_chunk`), so a partial light curve is centred, like a complete one, on its
@@ -36,22 +38,35 @@ def _object_index(starts: np.ndarray, n_rows: int) -> np.ndarray:
     return np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n_rows]))
 
 
-def first_detection(chunk: Chunk) -> np.ndarray:
-    """(m,) float64 MJD of each object's first detection (see the module docstring)."""
+def _firsts(chunk: Chunk) -> list[np.ndarray]:
+    """Per object (m,) the MJD of its first flagged point, of its first point with S/N >=
+    `DETECTION_SNR`, and of its first point (inf where none)."""
     rows, starts = chunk.rows, chunk.starts
-    m = starts.size
-    if m == 0:
-        return np.zeros(0)
     o = _object_index(starts, len(rows))
     mjd = np.where(np.isfinite(rows.mjd), rows.mjd, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         bright = rows.flux / rows.flux_err >= DETECTION_SNR
-    out = np.full(m, np.inf)
+    out = []
     for flags in (rows.detected.astype(bool), bright, np.ones(len(rows), bool)):
-        first = np.full(m, np.inf)
+        first = np.full(starts.size, np.inf)
         np.minimum.at(first, o[flags], mjd[flags])
+        out.append(first)
+    return out
+
+
+def first_detection(chunk: Chunk) -> np.ndarray:
+    """(m,) float64 MJD of each object's first detection (see the module docstring)."""
+    out = np.full(chunk.starts.size, np.inf)
+    for first in _firsts(chunk):
         out = np.where(np.isinf(out), first, out)
     return out
+
+
+def detected(chunk: Chunk) -> np.ndarray:
+    """(m,) bool: objects with a detection (a flagged point or one with S/N >= `DETECTION_SNR`),
+    as a broker sees them: it alerts only on detections."""
+    flagged, bright, _ = _firsts(chunk)
+    return np.isfinite(flagged) | np.isfinite(bright)
 
 
 def truncate(chunk: Chunk, cut: np.ndarray) -> tuple[Chunk, np.ndarray]:
@@ -97,9 +112,22 @@ def grid_cut(chunk: Chunk, spec: GridSpec, cut: np.ndarray, stage: np.ndarray) -
 
 def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
     """Grid every object with its observations up to MJD `as_of`; its `stage` is the days from
-    its first detection to `as_of` (negative: not detected by then)."""
-    cut = np.full(chunk.starts.size, float(as_of))
-    return grid_cut(chunk, spec, cut, as_of - first_detection(chunk))
+    its first detection then to `as_of`. An object not detected by then is rejected
+    (`gridding.NOT_DETECTED`), as `replay` does: a broker scores an object from its first
+    detection on."""
+    part, present = truncate(chunk, np.full(chunk.starts.size, float(as_of)))
+    seen = np.zeros(chunk.starts.size, bool)
+    seen[present] = detected(part)
+    sub = _take_objects(chunk, seen)
+    stage = as_of - first_detection(_take_objects(part, seen[present]))
+    result = grid_cut(sub, spec, np.full(sub.starts.size, float(as_of)), stage)
+    waiting = chunk.rows.object_id[chunk.starts][~seen] if chunk.starts.size else np.zeros(0)
+    code = gridding.REASONS.index(gridding.NOT_DETECTED)
+    return GridResult(
+        result.arrays,
+        np.r_[result.rejected_ids, waiting].astype(np.int64),
+        np.r_[result.rejected_codes, np.full(waiting.size, code)].astype(np.int8),
+    )
 
 
 def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridResult:

@@ -100,6 +100,8 @@ TOO_FEW = "fewer than {min_obs} observations"
 # A safety net after gridding: a grid or feature value that is +-inf (NaN in a feature means
 # "undefined" and is allowed).
 NON_FINITE_OUTPUT = "non-finite gridded value or feature (extreme input values)"
+# Partial light curves (`score --as-of`, `replay`): no detection yet, so not scored yet.
+NOT_DETECTED = "not detected yet"
 REASONS: tuple[str, ...] = (
     "",
     "non-finite mjd",
@@ -113,6 +115,7 @@ REASONS: tuple[str, ...] = (
     DUPLICATED,
     TOO_FEW,
     NON_FINITE_OUTPUT,
+    NOT_DETECTED,
 )
 _DUPLICATED, _TOO_FEW, _NON_FINITE_OUTPUT = (
     REASONS.index(r) for r in (DUPLICATED, TOO_FEW, NON_FINITE_OUTPUT)

@@ -82,7 +82,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
 CLOSED = "object closed"
-NOT_DETECTED = "not detected yet"
 NON_FINITE_MJD = "non-finite mjd"
 _KEY = 1 << 32
 # Nights with fewer objects to score run the tree ensembles in one thread.
@@ -269,7 +268,7 @@ class NightScorer:
         waiting = d.detection_night[live] > night
         if waiting.any():
             objs = live[waiting]
-            rejections.append(_rejections(d.ids[objs], NOT_DETECTED, new_rows[objs]))
+            rejections.append(_rejections(d.ids[objs], gridding.NOT_DETECTED, new_rows[objs]))
             live, pos = live[~waiting], pos[~waiting]
 
         frame = None

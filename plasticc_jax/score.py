@@ -101,8 +101,8 @@ def score(
         part_mb: with `dask`, MB of plain CSV per task (`distributed_score.score`).
         as_of: score each object with only its observations up to this MJD
             (`early.grid_as_of`); the table then has `days_since_detection` (as_of minus the
-            object's first detection; negative: not yet detected). An object without enough
-            observations by then is rejected (too few observations). Not with `dask`. Works
+            object's first detection). An object not detected by then, or without enough
+            observations by then, is rejected with that reason. Not with `dask`. Works
             with any run; a run trained with partial light curves (`configs/early.py`) is the
             one meant for it (docs/early.md).
 

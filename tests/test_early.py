@@ -97,10 +97,18 @@ def test_grid_stages_and_as_of_match_gridding_the_truncated_rows():
         assert rows.object_id.tolist() == manual.object_id.tolist()
         np.testing.assert_array_equal(rows.flux, manual.flux)
         np.testing.assert_array_equal(rows.features, manual.features)
-    as_of = early.grid_as_of(chunk, SPEC, 60100.0).arrays
-    manual = gridding.grid_chunk(early.truncate(chunk, np.full(4, 60100.0))[0], SPEC).arrays
-    np.testing.assert_array_equal(as_of.flux, manual.flux)
-    np.testing.assert_allclose(as_of.stage, 60100.0 - first[np.isin([1, 2, 3, 4], as_of.object_id)])
+    # As of a date: the truncated rows, days counted from the first detection known then; an
+    # object not detected by then (object 5: S/N 1, never flagged) is not scored.
+    chunk = _chunk([*objects, {"mjd": np.sort(rng.uniform(60000, 60200, 60))}])
+    result = early.grid_as_of(chunk, SPEC, 60100.0)
+    truncated = early.truncate(chunk, np.full(5, 60100.0))[0]
+    manual = gridding.grid_chunk(truncated, SPEC).arrays
+    assert result.arrays.object_id.tolist() == [1, 2, 3, 4] == manual.object_id.tolist()[:4]
+    np.testing.assert_array_equal(result.arrays.flux, manual.flux[:4])
+    so_far = early.first_detection(truncated)[:4]
+    np.testing.assert_allclose(result.arrays.stage, 60100.0 - so_far)
+    assert result.rejected_ids.tolist() == [5]
+    assert [gridding.REASONS[c] for c in result.rejected_codes] == [gridding.NOT_DETECTED]
 
 
 def test_epoch_rows_show_each_object_once_at_a_random_stage():
@@ -223,6 +231,16 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path):
     assert as_of_table["object_id"].tolist() == cut_table["object_id"].tolist()
     np.testing.assert_allclose(as_of_table["anomaly_score"], cut_table["anomaly_score"])
     assert "days_since_detection" in as_of_table and "days_since_detection" not in cut_table
+    # Before any detection (each object's first comes BEFORE nights after its first point):
+    # every object is listed as not detected yet, none is scored.
+    early_as_of = float(np.floor(lcs["mjd"].min() - 0.5) + 1.5)
+    output = tmp_path / "before.parquet"
+    assert cli.main([*base, "--lightcurves", str(full), "--as-of", str(early_as_of),
+                     "--output", str(output)]) == 0  # fmt: skip
+    assert pd.read_parquet(output).empty
+    rejected = pd.read_csv(tmp_path / "before.rejected.csv")
+    assert set(rejected["reason"]) == {gridding.NOT_DETECTED}
+    assert set(rejected["object_id"]) == set(lcs["object_id"])  # observed by then or not
 
 
 def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path):
@@ -247,8 +265,8 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
     detection = _detection_night(lcs)
     assert (candidates["night"] >= candidates["object_id"].map(detection)).all()
     waiting = pd.concat(rejected)
-    waiting = waiting[waiting["reason"] == replay_lib.NOT_DETECTED]
-    assert len(waiting) == sum(n["rejected"].get(replay_lib.NOT_DETECTED, 0) for n in nights) > 0
+    waiting = waiting[waiting["reason"] == gridding.NOT_DETECTED]
+    assert len(waiting) == sum(n["rejected"].get(gridding.NOT_DETECTED, 0) for n in nights) > 0
     # A night's score is the object's score with the observations known that night.
     last = candidates.sort_values("night").groupby("object_id").tail(1).iloc[:3]
     for _, row in last.iterrows():

@@ -1,0 +1,44 @@
+"""`plasticc-jax validate` on complete light curves (the default preset's kind of run): three
+tiny folds on synthetic data; the staged validation is in test_anchor.py."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from plasticc_jax import cli, config_io, fusion_search
+from plasticc_jax import config as config_lib
+from plasticc_jax import validate as validate_lib
+from plasticc_jax.synthetic import write_synthetic
+
+pytestmark = pytest.mark.slow  # trains three tiny folds
+
+
+def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypatch):
+    write_synthetic(tmp_path / "data" / "raw", 300, fmt="unblinded", seed=1)
+    overrides = ["data.protocol=sn"]  # three known classes: three folds
+    args = ["prepare", "--config", "tiny", "--workdir", str(tmp_path), "--set=data.protocol=sn"]
+    assert cli.main(args) == 0
+    monkeypatch.setattr(fusion_search, "SEARCH_TOP", 2)
+    config = config_lib.resolve(config_io.apply_overrides(config_io.load_preset("tiny"), overrides))
+    out = validate_lib.validate(config, tmp_path)
+
+    result = json.loads((out / "validation.json").read_text())
+    assert "stages" not in result
+    folds = [str(c) for c in config.data.known_classes]
+    assert result["folds"] == list(config.data.known_classes)
+    for name in [*config.eval.components, "fused (configured)", "fused (best found)"]:
+        row = result["aurocs"][name]
+        assert sorted(row["folds"]) == sorted(folds) and 0.0 <= row["mean"] <= 1.0
+    assert result["configured_fusion"] == ",".join(config.eval.fusion)
+    best = result["search"][0]
+    assert result["best_fusion"] == fusion_search.fusion_spec(best["weights"])
+    assert result["aurocs"]["fused (best found)"]["mean"] == pytest.approx(best["mean_auroc"])
+    tried = [round(t["mean_auroc"], 6) for t in result["search"]]  # best first
+    assert tried == sorted(tried, reverse=True)
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores["split"]) <= {"train", "val"}  # never the test split
+    assert (scores["positive"] == (scores["target"] == scores["fold"])).all()
+    assert "Best fusions found" in (out / "validation.md").read_text()

@@ -154,13 +154,20 @@ def _fold_scores(
     return frame, stages
 
 
-def _markdown(result: dict[str, Any]) -> str:
-    folds = result["folds"]
-    head = ["score", "mean", *(class_name(int(f)) for f in folds)]
+def _fold_table(first: str, rows: dict[str, dict[str, Any]], folds: list[int]) -> list[str]:
+    """A markdown table: one row per entry of `rows` (its mean and per-fold AUROC), one column
+    per fold (the held-out class)."""
+    head = [first, "mean", *(class_name(int(f)) for f in folds)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in result["aurocs"].items():
+    for name, row in rows.items():
         cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    folds = result["folds"]
+    lines = _fold_table("score", result["aurocs"], folds)
     lines += ["", "Best fusions found (mean fold AUROC):", ""]
     for entry in result["search"][:10]:
         lines.append(f"- {entry['mean_auroc']:.3f}: `{fusion_spec(entry['weights'])}`")
@@ -172,12 +179,8 @@ def _markdown(result: dict[str, Any]) -> str:
             "class at each stage (days after the first detection), the detector's "
             "`anomaly_score` against the val split's other known objects at the same stage:",
             "",
-            "| days | mean | " + " | ".join(class_name(int(f)) for f in folds) + " |",
-            "|" + "---|" * (len(folds) + 2),
+            *_fold_table("days", early["aurocs"], folds),
         ]
-        for stage, row in early["aurocs"].items():
-            cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
-            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         if early["headline"] is not None:
             best = early["best_found"]
             lines += [
@@ -193,12 +196,8 @@ def _markdown(result: dict[str, Any]) -> str:
                     f"The best fusion found at {early['headline_stage']} days, "
                     f"`{best['fusion']}`, at every stage:",
                     "",
-                    "| days | mean | " + " | ".join(class_name(int(f)) for f in folds) + " |",
-                    "|" + "---|" * (len(folds) + 2),
+                    *_fold_table("days", best["aurocs"], folds),
                 ]
-                for stage, row in best["aurocs"].items():
-                    cells = [f"{row['mean']:.3f}", *(f"{row['folds'][str(f)]:.3f}" for f in folds)]
-                    lines.append(f"| {stage} | " + " | ".join(cells) + " |")
             lines += ["", f"Best fusions found at {early['headline_stage']} days:", ""]
             for entry in early["search"][:10]:
                 lines.append(f"- {entry['mean_auroc']:.3f}: `{fusion_spec(entry['weights'])}`")

@@ -22,8 +22,8 @@ Fusion (`eval.fusion`, FUSION): the best of the 16,129 searched by the same vali
 (+0.008 +- 0.006 over the folds, within the noise; shipped by the rule "the best found").
 
 Command: `make prepare train evaluate CONFIG=early`.
-Runtime on 2 quiet CPU cores, from a fresh clone with the venv and the data ready: 3 min 37 s
-for the three stages (prepare 5 s, train 25 epochs in 1 min 44 s, evaluate 1 min 40 s).
+Runtime on 2 CPU cores, from a fresh clone with the venv and the data ready: 3 min 51 s for the
+three stages (prepare about 10 s, train 25 epochs in 1 min 45 s, evaluate 1 min 40 s).
 Expected result (measured on this release): on the `rare` test split, mean per-class AUROC
 0.485 / 0.497 / 0.567 / 0.663 / 0.754 at 2 / 5 / 10 / 20 / 50 days after the first detection
 (kilonova 0.664 at 10 days), and 0.871 with the complete light curve. The targets were missed

@@ -29,6 +29,7 @@ import numpy as np
 
 from plasticc_jax import gridding
 from plasticc_jax.gridding import DETECTION_SNR, Chunk, GridResult, GridSpec
+from plasticc_jax.lightcurve_rows import Rows
 
 # The stages evaluated (days after the first detection); inf is the complete light curve.
 EVAL_STAGES: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0, np.inf)
@@ -38,16 +39,20 @@ def _object_index(starts: np.ndarray, n_rows: int) -> np.ndarray:
     return np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n_rows]))
 
 
+def bright_rows(rows: Rows) -> np.ndarray:
+    """(n,) bool: rows with flux/flux_err >= `DETECTION_SNR` (the survey's detection limit)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return rows.flux / rows.flux_err >= DETECTION_SNR
+
+
 def _firsts(chunk: Chunk) -> list[np.ndarray]:
     """Per object (m,) the MJD of its first flagged point, of its first point with S/N >=
     `DETECTION_SNR`, and of its first point (inf where none)."""
     rows, starts = chunk.rows, chunk.starts
     o = _object_index(starts, len(rows))
     mjd = np.where(np.isfinite(rows.mjd), rows.mjd, np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bright = rows.flux / rows.flux_err >= DETECTION_SNR
     out = []
-    for flags in (rows.detected.astype(bool), bright, np.ones(len(rows), bool)):
+    for flags in (rows.detected.astype(bool), bright_rows(rows), np.ones(len(rows), bool)):
         first = np.full(starts.size, np.inf)
         np.minimum.at(first, o[flags], mjd[flags])
         out.append(first)

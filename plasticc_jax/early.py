@@ -123,9 +123,9 @@ def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
     part, present = truncate(chunk, np.full(chunk.starts.size, float(as_of)))
     seen = np.zeros(chunk.starts.size, bool)
     seen[present] = detected(part)
-    sub = _take_objects(chunk, seen)
-    stage = as_of - first_detection(_take_objects(part, seen[present]))
-    result = grid_cut(sub, spec, np.full(sub.starts.size, float(as_of)), stage)
+    known_then = _take_objects(part, seen[present])
+    stage = as_of - first_detection(known_then)
+    result = grid_cut(known_then, spec, np.full(known_then.starts.size, float(as_of)), stage)
     waiting = chunk.rows.object_id[chunk.starts][~seen] if chunk.starts.size else np.zeros(0)
     code = gridding.REASONS.index(gridding.NOT_DETECTED)
     return GridResult(

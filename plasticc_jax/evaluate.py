@@ -281,8 +281,8 @@ def evaluate(config: Config, workdir: Path) -> Path:
             provenance.check_run_dataset(run_dir, config, dataset_dir, manifest)
             # Until every output is written, the run is marked incomplete, and the old detector
             # loses its record: `score` refuses the run in between.
-            painter = report.start_figures() if config.eval.figures else nullcontext()
-            with provenance.incomplete(run_dir, "evaluate"), painter as painter:
+            figures = report.start_figures() if config.eval.figures else nullcontext()
+            with provenance.incomplete(run_dir, "evaluate"), figures as painter:
                 (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
                 _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter)
     return run_dir

@@ -55,9 +55,7 @@ class Folds:
         """The anomaly score of a fusion: the weighted mean of the calibrated components,
         calibrated once more against the fold's negatives of each kind (the val known objects,
         as `Detector` does): -log10 of the fraction of them scoring at least as high."""
-        total = sum(weights.values())
-        mean = sum(w / total * self.scores[name].to_numpy() for name, w in weights.items())
-        return self.recalibrated(mean)
+        return self.recalibrated(weighted_mean(self.scores, weights))
 
     def recalibrated(self, fused: np.ndarray) -> np.ndarray:
         """A fused score (aligned with `scores`) calibrated against the fold's negatives of each
@@ -131,8 +129,7 @@ class StageFolds:
 
     def fused(self, weights: dict[str, float]) -> np.ndarray:
         """A fusion's anomaly score of every row, as the fold's detector would give it."""
-        total = sum(weights.values())
-        mean = sum(w / total * self.scores[name].to_numpy() for name, w in weights.items())
+        mean = weighted_mean(self.scores, weights)
         out = np.zeros(len(mean))
         for rows, reference in self.groups:
             out[rows] = Reference.fit(mean[reference]).tail_score(mean[rows])
@@ -140,6 +137,12 @@ class StageFolds:
 
     def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
         return search(self, components, also)
+
+
+def weighted_mean(scores: pd.DataFrame, weights: dict[str, float]) -> np.ndarray:
+    """The fusion's weighted mean of the calibrated components (`Detector.fuse`)."""
+    total = sum(weights.values())
+    return sum(w / total * scores[name].to_numpy() for name, w in weights.items())
 
 
 def auroc(values: np.ndarray, positive: np.ndarray) -> float:

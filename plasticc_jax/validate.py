@@ -86,8 +86,8 @@ def _fold_scores(
 
     Returns:
         The complete light curves' component scores (one row per scored object), and with
-        `data.stages` the anomaly score of the same objects at every stage (`_stage_frame`;
-        None without stages).
+        `data.stages` the same objects at every stage: the anomaly score and every component's
+        (None without stages).
     """
     from plasticc_jax.train import train  # imported here: JAX and the step are heavy
 
@@ -115,26 +115,26 @@ def _fold_scores(
         evidence.take(fit), target[fit], evidence.take(val), target[val], config.eval
     )
     evaluated = (split == "val") | (target == held_out)
-    scored = np.flatnonzero(evaluated & complete)
-    part = evidence.take(scored)
+    # Scored once: the complete rows and, with stages, the partial rows of the same objects.
+    rows = np.flatnonzero(evaluated if staged else evaluated & complete)
+    part = evidence.take(rows)
     groups = route(detector.components, part.galactic)
     tails = detector.calibrated(detector.raw_scores(part), groups)
+    on_complete = complete[rows]
+    done = rows[on_complete]
     frame = pd.DataFrame(
         {
             "fold": held_out,
-            "object_id": objects["object_id"][scored],
-            "split": split[scored],
-            "target": target[scored],
-            "galactic": part.galactic,
-            "positive": target[scored] == held_out,
-            **tails,
+            "object_id": objects["object_id"][done],
+            "split": split[done],
+            "target": target[done],
+            "galactic": part.galactic[on_complete],
+            "positive": target[done] == held_out,
+            **{name: tail[on_complete] for name, tail in tails.items()},
         }
     )
     if not staged:
         return frame, None
-    rows = np.flatnonzero(evaluated)
-    part = evidence.take(rows)
-    scores = detector.score(part)
     stages = pd.DataFrame(
         {
             "fold": held_out,
@@ -145,10 +145,10 @@ def _fold_scores(
             "positive": target[rows] == held_out,
             # For the stage fusion search (`StageFolds`): the detector group that scored the row,
             # and whether the detector was calibrated on it.
-            "group": route(detector.components, part.galactic),
+            "group": groups,
             "calibration": (split[rows] == "val") & usable[rows],
-            "anomaly_score": scores["anomaly_score"],
-            **{name: scores[name] for name in detector.names},
+            "anomaly_score": detector.final_score(detector.fuse(tails), groups),
+            **tails,
         }
     )
     return frame, stages
@@ -259,13 +259,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     }
     search = folds.search(components, also=configured)
     candidates["fused (best found)"] = folds.fused(search[0]["weights"])
-    aurocs = {}
-    for name, values in candidates.items():
-        per_fold = folds.aurocs(values)
-        aurocs[name] = {
-            "mean": float(np.mean(list(per_fold.values()))),
-            "folds": {str(f): v for f, v in per_fold.items()},
-        }
+    aurocs = {name: _summary(folds.aurocs(values)) for name, values in candidates.items()}
     result = {
         "config": config_io.to_dict(config),
         "folds": list(known),
@@ -317,6 +311,14 @@ def _has_components(stage_cache: Path) -> bool:
     return "calibration" in pq.read_schema(stage_cache).names
 
 
+def _summary(per_fold: dict[int, float]) -> dict[str, Any]:
+    """validation.json's entry of one score: its mean over the folds and each fold's AUROC."""
+    return {
+        "mean": float(np.mean(list(per_fold.values()))),
+        "folds": {str(f): v for f, v in per_fold.items()},
+    }
+
+
 def _days(config: Config) -> list[float]:
     """The stages validated: the config's, then the complete light curve (inf)."""
     return [*sorted(set(float(d) for d in config.data.stages)), float("inf")]
@@ -334,14 +336,7 @@ def _stage_result(
     at = {d: StageFolds(stage_scores, d) for d in days}
 
     def per_stage(weights: dict[str, float]) -> dict[str, dict[str, Any]]:
-        out = {}
-        for d, folds in at.items():
-            per_fold = folds.aurocs(folds.fused(weights))
-            out[stage_name(d)] = {
-                "mean": float(np.mean(list(per_fold.values()))),
-                "folds": {str(f): v for f, v in per_fold.items()},
-            }
-        return out
+        return {stage_name(d): _summary(f.aurocs(f.fused(weights))) for d, f in at.items()}
 
     aurocs = per_stage(configured)
     result: dict[str, Any] = {

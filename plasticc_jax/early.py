@@ -39,10 +39,16 @@ def _object_index(starts: np.ndarray, n_rows: int) -> np.ndarray:
     return np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n_rows]))
 
 
-def bright_rows(rows: Rows) -> np.ndarray:
+def _bright(rows: Rows) -> np.ndarray:
     """(n,) bool: rows with flux/flux_err >= `DETECTION_SNR` (the survey's detection limit)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return rows.flux / rows.flux_err >= DETECTION_SNR
+
+
+def detection_rows(rows: Rows) -> np.ndarray:
+    """(n,) bool: the detections, points flagged `detected` or with flux/flux_err >=
+    `DETECTION_SNR`: what a broker alerts on."""
+    return rows.detected.astype(bool) | _bright(rows)
 
 
 def _firsts(chunk: Chunk) -> list[np.ndarray]:
@@ -52,7 +58,7 @@ def _firsts(chunk: Chunk) -> list[np.ndarray]:
     o = _object_index(starts, len(rows))
     mjd = np.where(np.isfinite(rows.mjd), rows.mjd, np.inf)
     out = []
-    for flags in (rows.detected.astype(bool), bright_rows(rows), np.ones(len(rows), bool)):
+    for flags in (rows.detected.astype(bool), _bright(rows), np.ones(len(rows), bool)):
         first = np.full(starts.size, np.inf)
         np.minimum.at(first, o[flags], mjd[flags])
         out.append(first)
@@ -68,10 +74,12 @@ def first_detection(chunk: Chunk) -> np.ndarray:
 
 
 def detected(chunk: Chunk) -> np.ndarray:
-    """(m,) bool: objects with a detection (a flagged point or one with S/N >= `DETECTION_SNR`),
-    as a broker sees them: it alerts only on detections."""
-    flagged, bright, _ = _firsts(chunk)
-    return np.isfinite(flagged) | np.isfinite(bright)
+    """(m,) bool: objects with a detection (`detection_rows`) at a finite MJD, as a broker sees
+    them: it alerts only on detections."""
+    rows = chunk.rows
+    hit = np.zeros(chunk.starts.size, bool)
+    hit[_object_index(chunk.starts, len(rows))[detection_rows(rows) & np.isfinite(rows.mjd)]] = True
+    return hit
 
 
 def truncate(chunk: Chunk, cut: np.ndarray) -> tuple[Chunk, np.ndarray]:

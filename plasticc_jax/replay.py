@@ -176,7 +176,7 @@ class ReplayInput:
 
     def _detection_nights(self) -> np.ndarray:
         never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
-        detected = self.rows.detected.astype(bool) | early.bright_rows(self.rows)
+        detected = early.detection_rows(self.rows)
         np.minimum.at(never, self.obj[detected], self.night[detected])
         return never
 

@@ -236,12 +236,16 @@ def run_part(
 
 
 @contextmanager
-def submitted(client: Client, fn: Callable, tasks: list, name: str) -> Iterator[list[Future]]:
-    """`fn` submitted for every task (one Dask task each, in task order, named
-    `plasticc-<name>-<run token>-<i>`); those still running are cancelled on exit."""
+def submitted(
+    client: Client, fn: Callable, tasks: list, name: str, *shared: Any
+) -> Iterator[list[Future]]:
+    """`fn(task, *shared)` submitted for every task (one Dask task each, in task order, named
+    `plasticc-<name>-<run token>-<i>`); those still running are cancelled on exit. `shared`:
+    the same arguments for every task (e.g. futures of scattered data)."""
     token = uuid.uuid4().hex[:8]
     keys = [f"plasticc-{name}-{token}-{i:05d}" for i in range(len(tasks))]
-    futures = client.map(fn, tasks, key=keys, pure=False)
+    repeated = [[value] * len(tasks) for value in shared]
+    futures = client.map(fn, tasks, *repeated, key=keys, pure=False)
     try:
         yield futures
     finally:

@@ -2,8 +2,9 @@
 
 Run by `score.score` after the checks of the single-process path (inputs, output, metadata, the
 run's provenance), holding the run's shared lock; the cluster, the parts and the workers' metadata
-are `plasticc_jax.distributed`'s; each worker loads and checks the run again
-(`scoring.Scorer.cached`) and refuses it if it changed since the driver checked it. Pass 1 writes
+are `plasticc_jax.distributed`'s. The workers score with the run the driver loaded and checked,
+sent to each of them once (`Client.scatter`): no worker reads the run's files, so every part is
+scored by the same model, and no worker restores a checkpoint. Pass 1 writes
 each part's table without ranks on the single-process scoring path (`score_output.write_unranked`:
 only the fused components, objects that cannot be scored rejected); the driver ranks all the
 scores in input order (`scoring.ranks`: the single-process ranks, ties included), and pass 2
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 class _ScoreTask:
     part: FilePart
     stamp: tuple[tuple[str, int, int], ...]  # the metadata files
-    run_dir: str
-    fingerprint: str
     unranked: str  # the part's table without ranks (pass 1)
     workers: int
 
@@ -65,12 +64,10 @@ class _ScoredPart:
     schema: pa.Schema | None  # of the unranked table; None when it is empty
 
 
-def _score_part(task: _ScoreTask) -> _ScoredPart:
+def _score_part(task: _ScoreTask, scorer: scoring.Scorer) -> _ScoredPart:
     """Pass 1 (on a worker): grid and score one part into its unranked table, on the path of
-    `plasticc-jax score` (`score_output.write_unranked`, `scoring.Scorer.table`), with the run
-    loaded and checked once per worker (and refused if it is no longer the run the driver
-    checked)."""
-    scorer = scoring.Scorer.cached(task.run_dir, task.fingerprint)
+    `plasticc-jax score` (`score_output.write_unranked`, `scoring.Scorer.table`), with the
+    driver's `scorer` (one object per worker: its model is compiled once there)."""
     index, _, _ = distributed.worker_metadata(task.stamp, None)
     path = Path(task.unranked)
 
@@ -122,8 +119,7 @@ def score(
     """`plasticc-jax score --dask`: score light-curve files on a Dask cluster.
 
     Called by `score.score` after its checks (the output, the inputs, the metadata, the run),
-    while it holds the run's shared lock; the workers load and check the run again
-    (`scoring.Scorer.cached`) and refuse it if it changed since.
+    while it holds the run's shared lock; the workers score with `scorer`, sent to them.
 
     Args:
         address: the cluster (`connect`).
@@ -157,7 +153,7 @@ def score(
         unranked.mkdir()
         names = [f"part-{i:05d}.parquet" for i in range(len(parts))]
         tasks = [
-            _ScoreTask(p, stamp, str(run_dir), fingerprint, str(unranked / n), workers or 1)
+            _ScoreTask(p, stamp, str(unranked / n), workers or 1)
             for p, n in zip(parts, names, strict=True)
         ]
         seconds: dict[str, float] = {"plan": time.perf_counter() - start}
@@ -165,7 +161,8 @@ def score(
             n_workers = len(client.scheduler_info()["workers"])
             log.info("scoring %d parts on %d Dask workers", len(parts), n_workers)
             tick = time.perf_counter()
-            with distributed.submitted(client, _score_part, tasks, "score") as futures:
+            model = client.scatter(scorer, broadcast=True, hash=False)
+            with distributed.submitted(client, _score_part, tasks, "score", model) as futures:
                 # While the workers score: the metadata index, for the objects no part holds.
                 index = streaming.MetaIndex(metadata)
                 seconds["driver_metadata"] = time.perf_counter() - tick

@@ -82,6 +82,12 @@ class _RunFiles(NamedTuple):
     n_features: int
     n_classes: int
 
+    @staticmethod
+    def of(config: Config, stats: FeatureStats) -> _RunFiles:
+        n_classes = len(config.data.known_classes) if config.model.classifier_head else 0
+        n_times, n_features = config.data.n_time_bins, len(stats.names)
+        return _RunFiles(config, stats, plasticc.N_PASSBANDS, n_times, n_features, n_classes)
+
     def encoder(self) -> LightCurveEncoder:
         return LightCurveEncoder(
             self.n_bands,
@@ -115,10 +121,7 @@ def _read_run(run_dir: Path) -> _RunFiles:
         raise UserError(
             f"{path} {what}; train wrote it: restore it, or train the run again"
         ) from None
-    n_classes = len(config.data.known_classes) if config.model.classifier_head else 0
-    return _RunFiles(
-        config, stats, plasticc.N_PASSBANDS, config.data.n_time_bins, len(stats.names), n_classes
-    )
+    return _RunFiles.of(config, stats)
 
 
 def _restore_best(run_dir: Path, templates: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -178,6 +181,12 @@ class Encoder:
             return out
 
         self._encode = jax.jit(encode)
+
+    def __reduce__(self) -> tuple:
+        # Pickled as its parts, the parameters as numpy: a process that unpickles it (a Dask
+        # worker) has the model without reading the checkpoint.
+        params = jax.device_get(self.params)
+        return (_encoder, (self.config, self.stats, params, self.max_batch))
 
     @property
     def module(self) -> LightCurveEncoder:
@@ -270,6 +279,11 @@ class TrainedVae:
         self.max_batch = encoder.max_batch
         self._forward = jax.jit(functools.partial(losses.forward, graphdef))
 
+    def __reduce__(self) -> tuple:
+        # As `Encoder.__reduce__`: a Dask worker gets the driver's model, no checkpoint read.
+        params = jax.device_get(self.params)
+        return (_trained_vae, (self.config, self.stats, params, self.epoch, self.max_batch))
+
     def evaluate(
         self, arrays: ArraysLike, batch_size: int | None = None, *, reconstruction: bool = False
     ) -> Outputs:
@@ -320,6 +334,20 @@ class TrainedVae:
         return _run_batched(self._forward, self.params, inputs, batch_size or self.max_batch, keys)
 
 
+def _encoder(config: Config, stats: FeatureStats, params: dict, max_batch: int) -> Encoder:
+    graphdef, _ = _abstract_params(_RunFiles.of(config, stats).encoder)
+    return Encoder(config, stats, graphdef, params, max_batch=max_batch)
+
+
+def _trained_vae(
+    config: Config, stats: FeatureStats, params: dict, epoch: int, max_batch: int
+) -> TrainedVae:
+    """The VAE of `params` ({"encoder": ..., "decoder": ...}), its encoder sharing them."""
+    graphdef, _ = _abstract_params(_RunFiles.of(config, stats).vae)
+    encoder = _encoder(config, stats, params["encoder"], max_batch)
+    return TrainedVae(config, stats, graphdef, params, encoder, epoch)
+
+
 def load_encoder(run_dir: str | Path, *, max_batch: int = 4096) -> Encoder:
     """Load the encoder of a run's best checkpoint (the decoder is not read).
 
@@ -339,14 +367,10 @@ def load_vae(run_dir: str | Path, *, max_batch: int = 4096) -> TrainedVae:
     """Load the whole VAE (encoder and decoder) of a run's best checkpoint."""
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
-    graphdef, template = _abstract_params(run.vae)
+    _, template = _abstract_params(run.vae)
     restored, epoch = _restore_best(run_dir, dict(template))
     params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
-    encoder_graphdef, _ = _abstract_params(run.encoder)
-    encoder = Encoder(
-        run.config, run.stats, encoder_graphdef, params["encoder"], max_batch=max_batch
-    )
-    return TrainedVae(run.config, run.stats, graphdef, params, encoder, epoch)
+    return _trained_vae(run.config, run.stats, params, epoch, max_batch)
 
 
 __all__ = ["EncodedTable", "Encoder", "TrainedVae", "load_encoder", "load_vae"]

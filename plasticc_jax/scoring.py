@@ -306,17 +306,16 @@ class Scorer:
         return Scorer(run_dir, vae, detector)
 
     @staticmethod
-    def cached(run_dir: str | Path, fingerprint: str | None = None) -> Scorer:
+    def cached(run_dir: str | Path) -> Scorer:
         """The run loaded once per process (`load`, with its checks): later calls with the same
-        run directory and content (`run_fingerprint`, computed unless given) return the same
-        `Scorer`. A Dask worker thus loads and compiles the model for its first partition only.
+        run directory and content (`run_fingerprint`) return the same `Scorer`. A worker of a
+        dataframe engine thus loads and compiles the model for its first partition only.
 
         Raises:
-            UserError: as `load`; or, with `fingerprint`, a run that is no longer the one that
-                `fingerprint` was taken of (trained or evaluated again since).
+            UserError: as `load`; or the run changed while it was being loaded.
         """
         run_dir = Path(run_dir).resolve()
-        return _load_cached(str(run_dir), fingerprint or run_fingerprint(run_dir))
+        return _load_cached(str(run_dir), run_fingerprint(run_dir))
 
     def table(self, arrays: LightCurveArrays, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The score table of gridded objects, without `rank` (see the module docstring), and

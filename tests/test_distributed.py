@@ -30,7 +30,9 @@ from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
 
-pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
+# `make test-slow` (see the Makefile); a test still waiting on the cluster after 5 minutes
+# (at most a minute each under load) fails rather than stalling the run.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 PART_MB = "0.03"  # about 7 parts of the plain file
 SHORT, NO_METADATA, NO_LIGHTCURVE = 10_005, 19_999, 18_888
@@ -279,9 +281,8 @@ def test_score_on_the_cluster_makes_the_single_process_checks_first(
     tiny_run, raw, tmp_path, capsys
 ):
     """An incomplete run, an output in the run or holding an input: refused before any cluster
-    starts (`local:1` is never started), nothing written; a worker refuses a run that changed
-    since the driver checked it."""
-    from plasticc_jax import provenance, scoring
+    starts (`local:1` is never started), nothing written."""
+    from plasticc_jax import provenance
 
     run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "run"))
     output = tmp_path / "scores.parquet"
@@ -304,5 +305,3 @@ def test_score_on_the_cluster_makes_the_single_process_checks_first(
     assert f"holds {lightcurves}, which this command reads" in capsys.readouterr().err
     assert not output.exists() and not inside.exists()
     assert sorted(p.name for p in holder.iterdir()) == [lightcurves.name]
-    with pytest.raises(UserError, match="changed while it was being scored"):
-        scoring.Scorer.cached(run_dir, "0" * 64)

@@ -142,3 +142,25 @@ def test_readme_example_runs_in_a_fresh_interpreter(tiny_run, test_split, tmp_pa
     assert done.returncode == 0, done.stderr
     n = len(test_split)
     assert done.stdout.strip() == f"({n}, 4) ({n}, 4) 4"
+
+
+@pytest.mark.slow
+def test_a_pickled_scorer_scores_alike_without_the_checkpoint(tiny_run, test_split, tmp_path):
+    """What `score --dask` sends to each worker (the driver's `Scorer`, pickled) needs no file
+    of the run on the other side and gives the same table."""
+    import pickle
+
+    from plasticc_jax.scoring import Scorer
+
+    run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "run"))
+    scorer = Scorer.load(run_dir)
+    shipped = pickle.dumps(scorer)
+    shutil.rmtree(run_dir)
+    received = pickle.loads(shipped)
+    assert received.vae.epoch == scorer.vae.epoch
+    table, rejected = received.table(test_split, "test")
+    expected, expected_rejected = scorer.table(test_split, "test")
+    pd.testing.assert_frame_equal(table, expected)
+    pd.testing.assert_frame_equal(rejected, expected_rejected)
+    mu, _ = pickle.loads(pickle.dumps(scorer.vae.encoder))(test_split)
+    np.testing.assert_array_equal(mu, scorer.vae.encoder(test_split)[0])

@@ -9,7 +9,7 @@ The public API for research code (everything else is internal and free to change
   workdir)` for prepare, train and evaluate (modules of those names, hence not re-exported here),
   given a config resolved once with `plasticc_jax.config.resolve`.
 - `LightCurveArrays`, `FeatureStats`, `load_split`: the prepared dataset.
-- `score_dataframe(rows, run_dir)`: light-curve rows (a pandas DataFrame) to one row of scores
+- `score_dataframe(rows, run)`: light-curve rows (a pandas DataFrame) to one row of scores
   per object, the function to map over Dask or Spark partitions (README: Beyond one machine).
 
 Names are imported on first use, so `import plasticc_jax` (and the command line) stays fast.

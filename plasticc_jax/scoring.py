@@ -375,7 +375,7 @@ REJECTED_REASON = "rejected_reason"
 
 def score_dataframe(
     rows: pd.DataFrame,
-    run_dir: str | Path,
+    run: str | Path | Scorer,
     metadata: pd.DataFrame | None = None,
     *,
     split: str = "new",
@@ -384,7 +384,8 @@ def score_dataframe(
 
     The function to map over a dataframe engine's partitions (Dask `map_partitions`, Spark
     `mapInPandas`; README, "Beyond one machine"): it depends on nothing but its arguments, loads
-    the run once per process, and gives the scores of `plasticc-jax score` for the same objects.
+    the run once per process (or takes it loaded), and gives the scores of `plasticc-jax score`
+    for the same objects.
 
     Args:
         rows: one row per observation: object_id, mjd (days), passband (0-5), flux, flux_err
@@ -393,7 +394,9 @@ def score_dataframe(
             hostgal_photoz, hostgal_photoz_err, distmod, mwebv (-9 or NaN: missing), and
             optionally a label, target or true_target (copied, never scored). Any row order, but
             every row of an object must be in this frame (a partition of whole objects).
-        run_dir: a trained and evaluated run directory.
+        run: a trained and evaluated run directory, or the run loaded once (`Scorer.load`):
+            sent with the tasks (e.g. `dask.delayed(Scorer.load(RUN))`), the workers then score
+            with the model the driver loaded and read no file of the run, as `score --dask`.
         metadata: one row per object instead of metadata columns in `rows`; only the objects of
             `rows` are looked up (a partition cannot know whether an object without rows here
             has them in another partition, so those are not reported).
@@ -407,7 +410,7 @@ def score_dataframe(
         metadata, a non-finite VAE output, a NaN score), with its VAE,
         feature and score columns NaN, `n_observed` 0, `is_galactic` and `flagged` False and
         `nearest_class` -1 (no class, its name empty). The column types are the same for
-        every call, also on an empty frame: `score_dataframe(rows.head(0), run_dir)` is the
+        every call, also on an empty frame: `score_dataframe(rows.head(0), run)` is the
         `meta` of a Dask `map_partitions`.
 
     Raises:
@@ -415,7 +418,7 @@ def score_dataframe(
     """
     from plasticc_jax import streaming
 
-    scorer = Scorer.cached(run_dir)
+    scorer = run if isinstance(run, Scorer) else Scorer.cached(run)
     if metadata is None:
         meta_columns = [*plasticc.METADATA_COLUMNS, *plasticc.METADATA_ALIASES]
         meta_columns += list(plasticc.LABEL_COLUMNS)

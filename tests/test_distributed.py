@@ -154,7 +154,8 @@ def test_prepare_on_the_cluster_gives_the_single_process_dataset(cluster, raw, t
 
 def test_score_dataframe_under_map_partitions(tiny_run, cluster, raw, one_process):
     """Light-curve rows joined with their metadata, partitioned by object: the single-process
-    scores, every object once, the rejected ones with their reason."""
+    scores, every object once, the rejected ones with their reason; the same with the run
+    loaded by the driver and sent with the tasks."""
     import dask.dataframe as dd
 
     from plasticc_jax import score_dataframe
@@ -175,6 +176,15 @@ def test_score_dataframe_under_map_partitions(tiny_run, cluster, raw, one_proces
     scored = table[table["rejected_reason"].isna()].drop(columns="rejected_reason")
     expected = expected[expected["object_id"].isin(scored["object_id"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(scored.reset_index(drop=True), expected, check_dtype=False)
+
+    # The run loaded once here and sent with the tasks: the same table, no run file read there.
+    import dask
+
+    from plasticc_jax.scoring import Scorer
+
+    model = dask.delayed(Scorer.load(run_dir))
+    shipped = parts.map_partitions(score_dataframe, model, meta=meta).compute()
+    pd.testing.assert_frame_equal(shipped.sort_values("object_id", ignore_index=True), table)
 
 
 class _KillOnce(WorkerPlugin):

@@ -161,7 +161,10 @@ def score(
             n_workers = len(client.scheduler_info()["workers"])
             log.info("scoring %d parts on %d Dask workers", len(parts), n_workers)
             tick = time.perf_counter()
+            # Every worker holds the run (unpickled: the model rebuilt, imports made) first.
             model = client.scatter(scorer, broadcast=True, hash=False)
+            seconds["send_run"] = time.perf_counter() - tick
+            tick = time.perf_counter()
             with distributed.submitted(client, _score_part, tasks, "score", model) as futures:
                 # While the workers score: the metadata index, for the objects no part holds.
                 index = streaming.MetaIndex(metadata)

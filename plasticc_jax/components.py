@@ -329,6 +329,10 @@ class Classifier(Component):
     def score(self, evidence: Evidence) -> np.ndarray:
         return 1.0 - self.probabilities(evidence).max(axis=1)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (a detector sent to Dask workers) without the last batch: a cache, not state.
+        return {**self.__dict__, "_last": None}
+
     def state(self) -> dict[str, np.ndarray]:
         return {"classes": self.classes, "columns": self.columns}
 

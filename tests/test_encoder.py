@@ -154,12 +154,15 @@ def test_a_pickled_scorer_scores_alike_without_the_checkpoint(tiny_run, test_spl
 
     run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "run"))
     scorer = Scorer.load(run_dir)
+    size = len(pickle.dumps(scorer))
+    expected, expected_rejected = scorer.table(test_split, "test")
     shipped = pickle.dumps(scorer)
+    # The batch it scored (kept for the next call: tens of kB here) is not sent along.
+    assert len(shipped) - size < 1_000
     shutil.rmtree(run_dir)
     received = pickle.loads(shipped)
     assert received.vae.epoch == scorer.vae.epoch
     table, rejected = received.table(test_split, "test")
-    expected, expected_rejected = scorer.table(test_split, "test")
     pd.testing.assert_frame_equal(table, expected)
     pd.testing.assert_frame_equal(rejected, expected_rejected)
     mu, _ = pickle.loads(pickle.dumps(scorer.vae.encoder))(test_split)

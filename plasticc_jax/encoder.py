@@ -335,14 +335,16 @@ class TrainedVae:
 
 
 def _encoder(config: Config, stats: FeatureStats, params: dict, max_batch: int) -> Encoder:
+    """The encoder of `params` (numpy, after unpickling: put on the device once, here)."""
     graphdef, _ = _abstract_params(_RunFiles.of(config, stats).encoder)
-    return Encoder(config, stats, graphdef, params, max_batch=max_batch)
+    return Encoder(config, stats, graphdef, jax.device_put(params), max_batch=max_batch)
 
 
 def _trained_vae(
     config: Config, stats: FeatureStats, params: dict, epoch: int, max_batch: int
 ) -> TrainedVae:
     """The VAE of `params` ({"encoder": ..., "decoder": ...}), its encoder sharing them."""
+    params = jax.device_put(params)
     graphdef, _ = _abstract_params(_RunFiles.of(config, stats).vae)
     encoder = _encoder(config, stats, params["encoder"], max_batch)
     return TrainedVae(config, stats, graphdef, params, encoder, epoch)

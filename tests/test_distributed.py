@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import tiny_config
-from distributed.diagnostics.plugin import WorkerPlugin
 
 from plasticc_jax import cli, distributed, lightcurve_rows, readers, score_output, streaming
 from plasticc_jax.dataset import SPLITS, load_split
@@ -187,25 +186,27 @@ def test_score_dataframe_under_map_partitions(tiny_run, cluster, raw, one_proces
     pd.testing.assert_frame_equal(shipped.sort_values("object_id", ignore_index=True), table)
 
 
-class _KillOnce(WorkerPlugin):
-    """Kills the worker process that starts a task whose key matches `pattern`, once (a marker
-    file says it happened)."""
+def _kill_once(pattern: str, marker: str):
+    """A worker plugin that kills the worker process starting a task whose key matches
+    `pattern`, once (a marker file says it happened). `distributed` is imported here, not at
+    the top: `make test` collects this module (about 0.5 s of imports) without running it."""
+    from distributed.diagnostics.plugin import WorkerPlugin
 
-    def __init__(self, pattern: str, marker: str) -> None:
-        self.pattern, self.marker = pattern, marker
+    class KillOnce(WorkerPlugin):
+        def transition(self, key, start, finish, **kwargs) -> None:
+            first = not os.path.exists(marker)
+            if finish == "executing" and re.fullmatch(pattern, str(key)) and first:
+                Path(marker).touch()
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    def transition(self, key, start, finish, **kwargs) -> None:
-        first = not os.path.exists(self.marker)
-        if finish == "executing" and re.fullmatch(self.pattern, str(key)) and first:
-            Path(self.marker).touch()
-            os.kill(os.getpid(), signal.SIGKILL)
+    return KillOnce()
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     tiny_run, cluster, raw, one_process, tmp_path
 ):
     marker = tmp_path / "killed"
-    cluster.register_plugin(_KillOnce(r"plasticc-score-\w+-00002", str(marker)), name="kill")
+    cluster.register_plugin(_kill_once(r"plasticc-score-\w+-00002", str(marker)), name="kill")
     try:
         output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
     finally:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import pickle
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -235,13 +236,27 @@ def run_part(
     return result, seen.seen_ids(), rows[0] if rows else 0
 
 
+def shipped(client: Client, value: Any, name: str) -> Future:
+    """`value` on the cluster, for tasks to take as an argument: the result of a task that
+    unpickles it, so the driver's object travels once with the task graph, moves between
+    workers as they need it, and is rebuilt by the scheduler if every worker holding it dies
+    (data given to `Client.scatter` would be lost with them)."""
+    import dask
+
+    blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    key = f"plasticc-{name}-{uuid.uuid4().hex[:8]}"
+    # Sent once, on purpose: not the repeated data Dask's large-graph warning is about.
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+        return client.submit(pickle.loads, blob, key=key, pure=False)
+
+
 @contextmanager
 def submitted(
     client: Client, fn: Callable, tasks: list, name: str, *shared: Any
 ) -> Iterator[list[Future]]:
     """`fn(task, *shared)` submitted for every task (one Dask task each, in task order, named
     `plasticc-<name>-<run token>-<i>`); those still running are cancelled on exit. `shared`:
-    the same arguments for every task (e.g. futures of scattered data)."""
+    the same arguments for every task (e.g. the future of `shipped`)."""
     token = uuid.uuid4().hex[:8]
     keys = [f"plasticc-{name}-{token}-{i:05d}" for i in range(len(tasks))]
     repeated = [[value] * len(tasks) for value in shared]

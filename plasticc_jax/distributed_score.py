@@ -3,7 +3,7 @@
 Run by `score.score` after the checks of the single-process path (inputs, output, metadata, the
 run's provenance), holding the run's shared lock; the cluster, the parts and the workers' metadata
 are `plasticc_jax.distributed`'s. The workers score with the run the driver loaded and checked,
-sent to each of them once (`Client.scatter`): no worker reads the run's files, so every part is
+sent with the tasks (`distributed.shipped`): no worker reads the run's files, so every part is
 scored by the same model, and no worker restores a checkpoint. Pass 1 writes
 each part's table without ranks on the single-process scoring path (`score_output.write_unranked`:
 only the fused components, objects that cannot be scored rejected); the driver ranks all the
@@ -161,8 +161,7 @@ def score(
             n_workers = len(client.scheduler_info()["workers"])
             log.info("scoring %d parts on %d Dask workers", len(parts), n_workers)
             tick = time.perf_counter()
-            # Every worker holds the run (unpickled: the model rebuilt, imports made) first.
-            model = client.scatter(scorer, broadcast=True, hash=False)
+            model = distributed.shipped(client, scorer, "run")
             seconds["send_run"] = time.perf_counter() - tick
             tick = time.perf_counter()
             with distributed.submitted(client, _score_part, tasks, "score", model) as futures:

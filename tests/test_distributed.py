@@ -186,17 +186,21 @@ def test_score_dataframe_under_map_partitions(tiny_run, cluster, raw, one_proces
     pd.testing.assert_frame_equal(shipped.sort_values("object_id", ignore_index=True), table)
 
 
-def _kill_once(pattern: str, marker: str):
+def _kill_once(pattern: str, markers: Path, *, each_worker: bool = False):
     """A worker plugin that kills the worker process starting a task whose key matches
-    `pattern`, once (a marker file says it happened). `distributed` is imported here, not at
-    the top: `make test` collects this module (about 0.5 s of imports) without running it."""
+    `pattern`, once (a marker file in `markers` says it happened), or once per worker (its
+    replacement keeps the name). `distributed` is imported here, not at the top: `make test`
+    collects this module (about 0.5 s of imports) without running it."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class KillOnce(WorkerPlugin):
+        def setup(self, worker) -> None:
+            self.marker = Path(markers) / (str(worker.name) if each_worker else "killed")
+
         def transition(self, key, start, finish, **kwargs) -> None:
-            first = not os.path.exists(marker)
+            first = not self.marker.exists()
             if finish == "executing" and re.fullmatch(pattern, str(key)) and first:
-                Path(marker).touch()
+                self.marker.touch()
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return KillOnce()
@@ -205,13 +209,29 @@ def _kill_once(pattern: str, marker: str):
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     tiny_run, cluster, raw, one_process, tmp_path
 ):
-    marker = tmp_path / "killed"
-    cluster.register_plugin(_kill_once(r"plasticc-score-\w+-00002", str(marker)), name="kill")
+    cluster.register_plugin(_kill_once(r"plasticc-score-\w+-00002", tmp_path), name="kill")
     try:
         output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
     finally:
         cluster.unregister_worker_plugin("kill")
-    assert marker.exists()  # a worker died running part 2, which ran again elsewhere
+    assert (tmp_path / "killed").exists()  # a worker died running part 2, which ran again
+    _assert_same_table(pd.read_parquet(output), one_process[0])
+
+
+def test_the_run_sent_with_the_tasks_outlives_every_worker_holding_it(
+    tiny_run, cluster, raw, one_process, tmp_path
+):
+    """Both workers killed as they start scoring, with the run the driver sent them: their
+    replacements get it again (the scheduler rebuilds it from the task graph)."""
+    markers = tmp_path / "killed"
+    markers.mkdir()
+    killer = _kill_once(r"plasticc-score-\w+-\d+", markers, each_worker=True)
+    cluster.register_plugin(killer, name="kill-each")
+    try:
+        output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
+    finally:
+        cluster.unregister_worker_plugin("kill-each")
+    assert len(list(markers.iterdir())) == 2  # each worker died once
     _assert_same_table(pd.read_parquet(output), one_process[0])
 
 

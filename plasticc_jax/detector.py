@@ -433,6 +433,7 @@ class Detector:
         """Read a detector written by `save` (in a run's `models/`); refuses estimator files
         that need unexpected types."""
         import skops.io as sio
+        from skops.io.exceptions import UntrustedTypesFoundException
 
         models_dir = Path(models_dir)
         paths = [models_dir / name for name in (PARAMS_FILE, ARRAYS_FILE, ESTIMATORS_FILE)]
@@ -444,11 +445,11 @@ class Detector:
         params = json.loads(paths[0].read_text())
         if params.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
-        untrusted = sio.get_untrusted_types(file=paths[2])
-        unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
-        if unexpected:
-            raise UserError(f"{paths[2]} asks to load unexpected types {unexpected}; refusing")
-        estimators = sio.load(paths[2], trusted=list(untrusted))
+        # One pass: skops audits the file's types against these before it builds anything.
+        try:
+            estimators = sio.load(paths[2], trusted=list(TRUSTED_TYPES))
+        except UntrustedTypesFoundException as error:
+            raise UserError(f"{paths[2]}: refused: {error}") from None
         config = config_io.from_dict({"eval": params["config"]}).eval
         with np.load(paths[1], allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}

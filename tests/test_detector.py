@@ -171,6 +171,17 @@ def test_save_load_roundtrip(fitted, tmp_path):
     assert loaded.config == det.config
     with pytest.raises(UserError, match="run `plasticc-jax evaluate`"):
         detector.Detector.load(tmp_path / "nowhere")
+    # An estimators file that asks for a type the detector never saves is refused, unbuilt.
+    import skops.io as sio
+
+    estimators = tmp_path / "models" / detector.ESTIMATORS_FILE
+    sio.dump({"model": _Payload()}, estimators)
+    with pytest.raises(UserError, match=r"detector\.skops: refused: .*_Payload"):
+        detector.Detector.load(tmp_path / "models")
+
+
+class _Payload:
+    """A type no detector file holds."""
 
 
 def test_distance_components_score_higher_off_the_clusters():

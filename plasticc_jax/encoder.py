@@ -341,11 +341,18 @@ def _encoder(config: Config, stats: FeatureStats, params: dict, max_batch: int) 
 
 
 def _trained_vae(
-    config: Config, stats: FeatureStats, params: dict, epoch: int, max_batch: int
+    config: Config,
+    stats: FeatureStats,
+    params: dict,
+    epoch: int,
+    max_batch: int,
+    graphdef: nnx.GraphDef | None = None,
 ) -> TrainedVae:
-    """The VAE of `params` ({"encoder": ..., "decoder": ...}), its encoder sharing them."""
+    """The VAE of `params` ({"encoder": ..., "decoder": ...}), its encoder sharing them;
+    `graphdef`: the VAE's, where the caller has it already (None: traced here)."""
     params = jax.device_put(params)
-    graphdef, _ = _abstract_params(_RunFiles.of(config, stats).vae)
+    if graphdef is None:
+        graphdef, _ = _abstract_params(_RunFiles.of(config, stats).vae)
     encoder = _encoder(config, stats, params["encoder"], max_batch)
     return TrainedVae(config, stats, graphdef, params, encoder, epoch)
 
@@ -369,10 +376,10 @@ def load_vae(run_dir: str | Path, *, max_batch: int = 4096) -> TrainedVae:
     """Load the whole VAE (encoder and decoder) of a run's best checkpoint."""
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
-    _, template = _abstract_params(run.vae)
+    graphdef, template = _abstract_params(run.vae)
     restored, epoch = _restore_best(run_dir, dict(template))
     params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
-    return _trained_vae(run.config, run.stats, params, epoch, max_batch)
+    return _trained_vae(run.config, run.stats, params, epoch, max_batch, graphdef)
 
 
 __all__ = ["EncodedTable", "Encoder", "TrainedVae", "load_encoder", "load_vae"]

@@ -31,6 +31,7 @@ types).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from plasticc_jax import config_io
 from plasticc_jax.calibration import Reference, calibrate_threshold
@@ -101,7 +102,20 @@ def kinds(galactic: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(galactic, bool), GALACTIC, EXTRAGALACTIC)
 
 
-def single_threaded() -> threadpool_limits:
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The native thread pools (OpenMP, BLAS) of this process, looked up once: a lookup walks the
+    loaded libraries (6 ms, more than a small night of `replay` spends in some components).
+    scikit-learn, imported with this module, has loaded its pools by the first call."""
+    return ThreadpoolController()
+
+
+def limited_threads(limit: int | None) -> Any:
+    """A context manager: the native pools limited to `limit` threads (None: unchanged)."""
+    return _thread_pools().limit(limits=limit)
+
+
+def single_threaded() -> Any:
     """scikit-learn's OpenMP and BLAS threads limited to one while the detector runs.
 
     Its per-call threads spin and contend with JAX's and with other processes' on a busy
@@ -109,7 +123,7 @@ def single_threaded() -> threadpool_limits:
     on 2 loaded cores. The detector's work is independent per object, so it scales by processes
     (`--dask`), not threads.
     """
-    return threadpool_limits(limits=1)
+    return limited_threads(1)
 
 
 def fit_components(

@@ -69,9 +69,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import threadpoolctl
 
 from plasticc_jax import early, gridding, lightcurve_rows, readers, runs, scoring, streaming
+from plasticc_jax.detector import limited_threads
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 from plasticc_jax.score_output import SPLIT_NAME
@@ -295,7 +295,7 @@ class NightScorer:
                 # Small nights: one thread (OpenMP's start-up in the tree ensembles costs more
                 # than it saves on a few objects; measured 3x faster on 2 busy cores).
                 threads = 1 if len(result.arrays) < PARALLEL_FROM else None
-                with threadpoolctl.threadpool_limits(threads):
+                with limited_threads(threads):
                     frame, unscorable = self.scorer.table(result.arrays, SPLIT_NAME)
                 if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
                     ids = unscorable["object_id"].to_numpy(np.int64)

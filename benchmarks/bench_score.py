@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         dataset_dir = workdir / "data" / "processed" / "rare"
         arrays = tile(load_split(dataset_dir, "train"), n)
         vae = load_vae(run_dir)
-        detector = Detector.load(run_dir / "models")
+        detector = Detector.load(run_dir / "models", scoring_only=True)
 
         def detect(outputs: dict[str, np.ndarray]) -> np.ndarray:
             evidence = scoring.evidence(outputs, vae.stats, vae.encoder.classes)

@@ -24,8 +24,9 @@ already know".
 
 No anomaly label enters any fit or calibration. Saved in `<run>/models/`: `detector.json`
 (settings, calibration, threshold), `detector.npz` (fitted arrays: reference points, class
-centres) and `detector.skops` (the scikit-learn estimators, loaded with a fixed list of trusted
-types).
+centres) and `detector-<component>.skops` (each component's scikit-learn estimators, loaded with a
+fixed list of trusted types; one file a component, so that scoring reads only the components it
+uses: `Detector.load(..., scoring_only=True)`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ from plasticc_jax.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-PARAMS_FILE, ARRAYS_FILE, ESTIMATORS_FILE = "detector.json", "detector.npz", "detector.skops"
+FORMAT_VERSION = 3
+PARAMS_FILE, ARRAYS_FILE = "detector.json", "detector.npz"
 GALACTIC, EXTRAGALACTIC, ALL = "galactic", "extragalactic", "all"
 # A kind is fitted on its own with at least this many known objects of two classes or more.
 MIN_KIND_OBJECTS = 20
@@ -68,6 +69,11 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
 )
+
+
+def estimators_file(component: str) -> str:
+    """The file of a component's scikit-learn estimators in a run's `models/`."""
+    return f"detector-{component}.skops"
 
 
 def parse_fusion(spec: Iterable[str]) -> dict[str, float]:
@@ -388,10 +394,14 @@ class Detector:
             part = dataclasses.replace(self, components=fitted)
             return part.raw_scores(evidence.take(np.flatnonzero(held)))
 
-        # The folds are independent and seeded: fitted side by side, one thread a core (the
-        # estimators' own threads are limited to one, `single_threaded`).
+        # The folds are independent and seeded: fitted side by side, one thread a core, the
+        # estimators' own threads limited to one. The limit is the process's, so it is set here
+        # for the whole pool: set and restored by each fold's thread, one thread's restore
+        # would let another's products run on two threads (results then differed in the 13th
+        # digit from run to run).
         folds = [held for k in range(n_folds) if (held := fold == k).any()]
-        with ThreadPoolExecutor(max(1, min(len(folds), os.cpu_count() or 1))) as pool:
+        workers = max(1, min(len(folds), os.cpu_count() or 1))
+        with single_threaded(), ThreadPoolExecutor(workers) as pool:
             for held, scores in zip(folds, pool.map(fit_and_score, folds), strict=True):
                 for name in fused:
                     raw[name][held] = scores[name]
@@ -409,26 +419,34 @@ class Detector:
     # Persistence.
 
     def save(self, models_dir: Path) -> None:
-        """Write `detector.json`, `detector.npz` and `detector.skops` (each atomically)."""
+        """Write `detector.json`, `detector.npz` and a `detector-<component>.skops` for each
+        component with estimators (each atomically; estimator files of an earlier detector in
+        `models_dir` are removed)."""
         import skops.io as sio  # imported when needed: it imports every scikit-learn estimator
 
         models_dir = Path(models_dir)
         models_dir.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
-        estimators: dict[str, Any] = {}
+        estimators: dict[str, dict[str, Any]] = {}
         for group, fitted in self.components.items():
             for name, component in fitted.items():
                 for key, value in component.state().items():
                     arrays[f"{group}/{name}/{key}"] = value
                 for key, value in component.estimators().items():
-                    estimators[f"{group}/{name}/{key}"] = value
+                    estimators.setdefault(name, {})[f"{group}/{name}/{key}"] = value
         with atomic_path(models_dir / ARRAYS_FILE) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        with atomic_path(models_dir / ESTIMATORS_FILE) as tmp:
-            sio.dump(estimators, tmp)
+        for name, of_component in estimators.items():
+            with atomic_path(models_dir / estimators_file(name)) as tmp:
+                sio.dump(of_component, tmp)
+        written = {estimators_file(name) for name in estimators}
+        for stale in models_dir.glob("detector*.skops"):
+            if stale.name not in written:
+                stale.unlink()
         params = {
             "format_version": FORMAT_VERSION,
             "components": list(self.names),
+            "estimators": sorted(estimators),
             "groups": sorted(self.components),
             "weights": self.weights,
             "threshold": self.threshold,
@@ -443,14 +461,20 @@ class Detector:
         atomic_write_text(models_dir / PARAMS_FILE, json.dumps(params, indent=1) + "\n")
 
     @staticmethod
-    def load(models_dir: Path) -> Detector:
+    def load(models_dir: Path, scoring_only: bool = False) -> Detector:
         """Read a detector written by `save` (in a run's `models/`); refuses estimator files
-        that need unexpected types."""
+        that need unexpected types.
+
+        Args:
+            scoring_only: only the components `score(..., fused_only=True)` uses (the fusion's,
+                and the classifier for the nearest class): the others' estimators are not read
+                (the default run's forests: 90% of the bytes and of the load time).
+        """
         import skops.io as sio
         from skops.io.exceptions import UntrustedTypesFoundException
 
         models_dir = Path(models_dir)
-        paths = [models_dir / name for name in (PARAMS_FILE, ARRAYS_FILE, ESTIMATORS_FILE)]
+        paths = [models_dir / name for name in (PARAMS_FILE, ARRAYS_FILE)]
         if not all(path.is_file() for path in paths):
             raise UserError(
                 f"no anomaly detector in {models_dir} (need {', '.join(p.name for p in paths)}): "
@@ -459,18 +483,26 @@ class Detector:
         params = json.loads(paths[0].read_text())
         if params.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
-        # One pass: skops audits the file's types against these before it builds anything.
-        try:
-            estimators = sio.load(paths[2], trusted=list(TRUSTED_TYPES))
-        except UntrustedTypesFoundException as error:
-            raise UserError(f"{paths[2]}: refused: {error}") from None
+        names = params["components"]
+        if scoring_only:
+            names = [n for n in names if n in params["weights"] or n == Classifier.name]
+        estimators: dict[str, Any] = {}
+        for name in (n for n in params["estimators"] if n in names):
+            path = models_dir / estimators_file(name)
+            if not path.is_file():
+                raise UserError(f"{path} is missing: run `plasticc-jax evaluate` again")
+            # One pass: skops audits the file's types against these before it builds anything.
+            try:
+                estimators.update(sio.load(path, trusted=list(TRUSTED_TYPES)))
+            except UntrustedTypesFoundException as error:
+                raise UserError(f"{path}: refused: {error}") from None
         config = config_io.from_dict({"eval": params["config"]}).eval
         with np.load(paths[1], allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
         components: dict[str, dict[str, Component]] = {}
         for group in params["groups"]:
             components[group] = {}
-            for name in params["components"]:
+            for name in names:
                 component = COMPONENTS[name](config)
                 prefix = f"{group}/{name}/"
                 own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -294,7 +294,7 @@ class Scorer:
             vae = load_vae(run_dir)
             provenance.check_checkpoint(run_dir, record, vae.epoch, vae.params)
             try:
-                detector = Detector.load(run_dir / "models")
+                detector = Detector.load(run_dir / "models", scoring_only=True)
             except UserError:
                 raise
             except Exception as error:  # e.g. a file of another scikit-learn version

@@ -171,13 +171,23 @@ def test_save_load_roundtrip(fitted, tmp_path):
     assert loaded.config == det.config
     with pytest.raises(UserError, match="run `plasticc-jax evaluate`"):
         detector.Detector.load(tmp_path / "nowhere")
+    # Scoring reads only the fusion's components and the classifier (the nearest class): the
+    # same columns as the whole detector, without the others' estimator files.
+    forest = tmp_path / "models" / detector.estimators_file("latent_forest")
+    assert "latent_forest" not in det.weights and forest.is_file()
+    forest.unlink()
+    scoring = detector.Detector.load(tmp_path / "models", scoring_only=True)
+    assert set(scoring.names) == {*det.weights, "classifier"}
+    for key, value in scoring.score(batch, fused_only=True).items():
+        np.testing.assert_array_equal(value, det.score(batch, fused_only=True)[key], err_msg=key)
+    with pytest.raises(UserError, match=r"latent_forest\.skops is missing"):
+        detector.Detector.load(tmp_path / "models")
     # An estimators file that asks for a type the detector never saves is refused, unbuilt.
     import skops.io as sio
 
-    estimators = tmp_path / "models" / detector.ESTIMATORS_FILE
-    sio.dump({"model": _Payload()}, estimators)
-    with pytest.raises(UserError, match=r"detector\.skops: refused: .*_Payload"):
-        detector.Detector.load(tmp_path / "models")
+    sio.dump({"model": _Payload()}, tmp_path / "models" / detector.estimators_file("classifier"))
+    with pytest.raises(UserError, match=r"detector-classifier\.skops: refused: .*_Payload"):
+        detector.Detector.load(tmp_path / "models", scoring_only=True)
 
 
 class _Payload:

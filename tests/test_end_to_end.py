@@ -101,7 +101,7 @@ def test_figures_and_report_exist(tiny_run, tmp_path: Path):
     assert "| **anomaly score (fused)** |" in report
     assert "| **anomaly score (fused)** |" in (run_dir / "metrics.md").read_text()
     assert "SNR tercile" in report
-    for name in ("detector.json", "detector.npz", "detector.skops"):
+    for name in ("detector.json", "detector.npz", "detector-classifier.skops"):
         assert (run_dir / "models" / name).is_file()
 
 

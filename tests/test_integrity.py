@@ -281,7 +281,9 @@ def test_metrics_and_detector_name_the_checkpoint_and_dataset(tiny_run):
     assert record["dataset"]["fingerprint"] == manifest["fingerprint"]
     assert provenance.trained_on(tiny_run.run_dir)["fingerprint"] == manifest["fingerprint"]
     assert record["threshold"] == tiny_run.detector_params["threshold"]
-    assert set(record["files"]) == {"detector.json", "detector.npz", "detector.skops"}
+    estimators = {f"detector-{n}.skops" for n in tiny_run.detector_params["estimators"]}
+    assert "detector-classifier.skops" in estimators
+    assert set(record["files"]) == {"detector.json", "detector.npz", *estimators}
     assert not (tiny_run.run_dir / provenance.INCOMPLETE).exists()
 
 
@@ -375,8 +377,8 @@ def _garble_checkpoint(run_dir: Path) -> None:
 
 
 DAMAGE = {
-    "detector.skops damaged": (lambda r: _garble(r / "models/detector.skops"), "skops has"),
-    "detector.skops missing": (lambda r: (r / "models/detector.skops").unlink(), "skops is"),
+    "estimators damaged": (lambda r: _garble(r / "models/detector-classifier.skops"), "skops has"),
+    "estimators missing": (lambda r: (r / "models/detector-classifier.skops").unlink(), "skops is"),
     "detector.npz damaged": (lambda r: _garble(r / "models/detector.npz"), "npz has"),
     "detector.json damaged": (lambda r: _garble(r / "models/detector.json"), "json has"),
     "detector.json missing": (lambda r: (r / "models/detector.json").unlink(), "json is"),

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3
 PARAMS_FILE, ARRAYS_FILE = "detector.json", "detector.npz"
+# Format 2 (runs evaluated before per-component files): every estimator in one file; still read.
+FORMAT_2_ESTIMATORS = "detector.skops"
 GALACTIC, EXTRAGALACTIC, ALL = "galactic", "extragalactic", "all"
 # A kind is fitted on its own with at least this many known objects of two classes or more.
 MIN_KIND_OBJECTS = 20
@@ -481,14 +483,19 @@ class Detector:
                 "run `plasticc-jax evaluate` for this run first"
             )
         params = json.loads(paths[0].read_text())
-        if params.get("format_version") != FORMAT_VERSION:
+        version = params.get("format_version")
+        if version not in (2, FORMAT_VERSION):
             raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
         names = params["components"]
         if scoring_only:
             names = [n for n in names if n in params["weights"] or n == Classifier.name]
+        files = (
+            [FORMAT_2_ESTIMATORS]
+            if version == 2
+            else [estimators_file(n) for n in params["estimators"] if n in names]
+        )
         estimators: dict[str, Any] = {}
-        for name in (n for n in params["estimators"] if n in names):
-            path = models_dir / estimators_file(name)
+        for path in (models_dir / name for name in files):
             if not path.is_file():
                 raise UserError(f"{path} is missing: run `plasticc-jax evaluate` again")
             # One pass: skops audits the file's types against these before it builds anything.

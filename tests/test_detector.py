@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -182,9 +184,23 @@ def test_save_load_roundtrip(fitted, tmp_path):
         np.testing.assert_array_equal(value, det.score(batch, fused_only=True)[key], err_msg=key)
     with pytest.raises(UserError, match=r"latent_forest\.skops is missing"):
         detector.Detector.load(tmp_path / "models")
-    # An estimators file that asks for a type the detector never saves is refused, unbuilt.
+    # A detector of the previous format (every estimator in one file) is still read.
     import skops.io as sio
 
+    legacy = tmp_path / "legacy"
+    det.save(legacy)
+    params = json.loads((legacy / detector.PARAMS_FILE).read_text())
+    merged = {}
+    for name in params.pop("estimators"):
+        merged.update(
+            sio.load(legacy / detector.estimators_file(name), trusted=detector.TRUSTED_TYPES)
+        )
+        (legacy / detector.estimators_file(name)).unlink()
+    sio.dump(merged, legacy / detector.FORMAT_2_ESTIMATORS)
+    (legacy / detector.PARAMS_FILE).write_text(json.dumps({**params, "format_version": 2}))
+    for key, value in detector.Detector.load(legacy).score(batch).items():
+        np.testing.assert_array_equal(value, det.score(batch)[key], err_msg=key)
+    # An estimators file that asks for a type the detector never saves is refused, unbuilt.
     sio.dump({"model": _Payload()}, tmp_path / "models" / detector.estimators_file("classifier"))
     with pytest.raises(UserError, match=r"detector-classifier\.skops: refused: .*_Payload"):
         detector.Detector.load(tmp_path / "models", scoring_only=True)

@@ -38,6 +38,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,12 +119,12 @@ def _thread_pools() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def limited_threads(limit: int | None) -> Any:
-    """A context manager: the native pools limited to `limit` threads (None: unchanged)."""
+def limited_threads(limit: int | None) -> AbstractContextManager[Any]:
+    """The native pools limited to `limit` threads while in the context (None: unchanged)."""
     return _thread_pools().limit(limits=limit)
 
 
-def single_threaded() -> Any:
+def single_threaded() -> AbstractContextManager[Any]:
     """scikit-learn's OpenMP and BLAS threads limited to one while the detector runs.
 
     Its per-call threads spin and contend with JAX's and with other processes' on a busy

@@ -32,19 +32,16 @@ uses: `Detector.load(..., scoring_only=True)`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from plasticc_jax import config_io
 from plasticc_jax.calibration import Reference, calibrate_threshold
@@ -52,6 +49,7 @@ from plasticc_jax.components import COMPONENTS, Classifier, Component, Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text
+from plasticc_jax.threads import single_threaded
 
 log = logging.getLogger(__name__)
 
@@ -109,30 +107,6 @@ def parse_fusion(spec: Iterable[str]) -> dict[str, float]:
 def kinds(galactic: np.ndarray) -> np.ndarray:
     """(n,) the kind of each object: `GALACTIC` or `EXTRAGALACTIC`."""
     return np.where(np.asarray(galactic, bool), GALACTIC, EXTRAGALACTIC)
-
-
-@functools.cache
-def _thread_pools() -> ThreadpoolController:
-    """The native thread pools (OpenMP, BLAS) of this process, looked up once: a lookup walks the
-    loaded libraries (6 ms, more than a small night of `replay` spends in some components).
-    scikit-learn, imported with this module, has loaded its pools by the first call."""
-    return ThreadpoolController()
-
-
-def limited_threads(limit: int | None) -> AbstractContextManager[Any]:
-    """The native pools limited to `limit` threads while in the context (None: unchanged)."""
-    return _thread_pools().limit(limits=limit)
-
-
-def single_threaded() -> AbstractContextManager[Any]:
-    """scikit-learn's OpenMP and BLAS threads limited to one while the detector runs.
-
-    Its per-call threads spin and contend with JAX's and with other processes' on a busy
-    machine: gradient-boosted prediction ran 13x slower with the default threads than with one
-    on 2 loaded cores. The detector's work is independent per object, so it scales by processes
-    (`--dask`), not threads.
-    """
-    return limited_threads(1)
 
 
 def fit_components(
@@ -398,10 +372,8 @@ class Detector:
             return part.raw_scores(evidence.take(np.flatnonzero(held)))
 
         # The folds are independent and seeded: fitted side by side, one thread a core, the
-        # estimators' own threads limited to one. The limit is the process's, so it is set here
-        # for the whole pool: set and restored by each fold's thread, one thread's restore
-        # would let another's products run on two threads (results then differed in the 13th
-        # digit from run to run).
+        # estimators' own threads limited to one, once for the whole pool (`threads`; limited
+        # in each fold's thread, results differed in the 13th digit from run to run).
         folds = [held for k in range(n_folds) if (held := fold == k).any()]
         workers = max(1, min(len(folds), os.cpu_count() or 1))
         with single_threaded(), ThreadPoolExecutor(workers) as pool:
@@ -422,9 +394,8 @@ class Detector:
     # Persistence.
 
     def save(self, models_dir: Path) -> None:
-        """Write `detector.json`, `detector.npz` and a `detector-<component>.skops` for each
-        component with estimators (each atomically; estimator files of an earlier detector in
-        `models_dir` are removed)."""
+        """Write `detector.json`, `detector.npz` and each component's estimators (atomically;
+        an earlier detector's estimator files are removed)."""
         import skops.io as sio  # imported when needed: it imports every scikit-learn estimator
 
         models_dir = Path(models_dir)
@@ -442,10 +413,10 @@ class Detector:
         for name, of_component in estimators.items():
             with atomic_path(models_dir / estimators_file(name)) as tmp:
                 sio.dump(of_component, tmp)
-        written = {estimators_file(name) for name in estimators}
-        for stale in models_dir.glob("detector*.skops"):
-            if stale.name not in written:
-                stale.unlink()
+        for stale in set(models_dir.glob("detector*.skops")) - {
+            models_dir / estimators_file(name) for name in estimators
+        }:
+            stale.unlink()
         params = {
             "format_version": FORMAT_VERSION,
             "components": list(self.names),
@@ -466,13 +437,9 @@ class Detector:
     @staticmethod
     def load(models_dir: Path, scoring_only: bool = False) -> Detector:
         """Read a detector written by `save` (in a run's `models/`); refuses estimator files
-        that need unexpected types.
-
-        Args:
-            scoring_only: only the components `score(..., fused_only=True)` uses (the fusion's,
-                and the classifier for the nearest class): the others' estimators are not read
-                (the default run's forests: 90% of the bytes and of the load time).
-        """
+        that need unexpected types. With `scoring_only`, only the components `score(...,
+        fused_only=True)` uses: the fusion's and the classifier (the nearest class); the default
+        run's forests, 90% of the bytes and of the load time, are not read."""
         import skops.io as sio
         from skops.io.exceptions import UntrustedTypesFoundException
 

@@ -71,11 +71,11 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import early, gridding, lightcurve_rows, readers, runs, scoring, streaming
-from plasticc_jax.detector import limited_threads
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
 from plasticc_jax.score_output import SPLIT_NAME
 from plasticc_jax.scoring import Scorer
+from plasticc_jax.threads import limited_threads
 
 log = logging.getLogger(__name__)
 

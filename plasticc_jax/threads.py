@@ -1,0 +1,37 @@
+"""Limits on the native thread pools (OpenMP, BLAS) of this process.
+
+scikit-learn's tree ensembles and nearest neighbours, and the BLAS under NumPy and SciPy, start
+threads of their own per call. Where the cores are already busy (JAX's threads, other processes)
+those threads spin and contend: gradient-boosted prediction ran 13x slower with the default
+threads than with one on 2 loaded cores. The detector's work is independent per object, so it
+scales by processes (`--dask`), not threads.
+
+A limit holds for the whole process, not for one thread: code that runs several threads sets it
+once around all of them (`Detector.out_of_fold`), else one thread's restore lifts another's limit.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import AbstractContextManager
+from typing import Any
+
+from threadpoolctl import ThreadpoolController
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The pools, looked up once, at the first limit (a lookup walks the loaded libraries: 6 ms,
+    more than a small night of `replay` spends in some components). The callers have imported
+    scikit-learn and SciPy by then (the detector's components), so their pools are among them."""
+    return ThreadpoolController()
+
+
+def limited_threads(limit: int | None) -> AbstractContextManager[Any]:
+    """The native pools limited to `limit` threads while in the context (None: unchanged)."""
+    return _thread_pools().limit(limits=limit)
+
+
+def single_threaded() -> AbstractContextManager[Any]:
+    """One thread for scikit-learn's OpenMP and the BLAS while in the context (the detector)."""
+    return limited_threads(1)

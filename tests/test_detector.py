@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 
-from plasticc_jax import calibration, components, detector
+from plasticc_jax import calibration, components, detector, threads
 from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
@@ -160,6 +161,63 @@ def test_out_of_fold_scores_exclude_the_object_itself(fitted):
     assert np.mean(oof["latent_knn"] > in_sample) > 0.9
     # Components not fused are not refitted: NaN rather than in-sample.
     assert np.isnan(oof["latent_forest"]).all() and np.isfinite(oof["anomaly_score"]).all()
+
+
+def test_out_of_fold_keeps_one_thread_while_any_fold_runs(fitted, monkeypatch):
+    """The native thread limit is the process's: with the folds in threads, one fold leaving
+    its own limit must not lift the limit another fold still computes under. Forced order: fold
+    A enters its limit, fold B enters its own, A leaves; B then looks at the limit."""
+    det, rng = fitted
+    limit: list[int | None] = [None]  # the process's limit, as the fake pools keep it
+
+    class Limit:
+        def __init__(self, n: int | None) -> None:
+            self.n = n
+
+        def __enter__(self) -> None:
+            self.before, limit[0] = limit[0], self.n
+
+        def __exit__(self, *exc: object) -> None:
+            limit[0] = self.before
+
+    class Pools:
+        def limit(self, limits: int | None) -> Limit:
+            return Limit(limits)
+
+    monkeypatch.setattr(threads, "_thread_pools", Pools)
+    monkeypatch.setattr(detector.os, "cpu_count", lambda: 2)  # two folds side by side
+    order: list[threading.Thread] = []
+    b_inside, a_left, b_looked = threading.Event(), threading.Event(), threading.Event()
+    seen_by_b: list[int | None] = []
+
+    class Staged(components.LatentKnn):
+        def fit(self, evidence, labels):  # runs inside the fold's own limit
+            me = threading.current_thread()
+            if not order:
+                order.append(me)
+                assert b_inside.wait(30), "a second fold never started"
+            elif me is not order[0] and len(order) == 1:
+                order.append(me)
+                b_inside.set()
+                assert a_left.wait(30)
+                seen_by_b.append(limit[0])
+                b_looked.set()
+            return super().fit(evidence, labels)
+
+    fit_components = detector.fit_components
+
+    def staged_fit_components(*args):
+        fitted_components = fit_components(*args)
+        if threading.current_thread() is order[0] and not a_left.is_set():
+            a_left.set()  # A has left its limit; it waits, outside any, until B has looked
+            assert b_looked.wait(30)
+        return fitted_components
+
+    monkeypatch.setitem(detector.COMPONENTS, "latent_knn", Staged)
+    monkeypatch.setattr(detector, "fit_components", staged_fit_components)
+    labels = labels_of(rng, 200)
+    det.out_of_fold(fake(rng, labels), labels, 4)
+    assert seen_by_b == [1] and limit[0] is None
 
 
 def test_save_load_roundtrip(fitted, tmp_path):

@@ -29,7 +29,7 @@ Expected result (measured on this release): on the `rare` test split, mean per-c
 (kilonova 0.664 at 10 days), and 0.871 with the complete light curve. The targets were missed
 (0.567 at 10 days against 0.80); a night-by-night `replay` of the test split (objects scored
 from their first detection on) flags 2.1% of the re-scorings of known objects, twice the 1%
-calibrated for, at about 1,100 objects/s: which is why early detection is not the default
+calibrated for, at about 1,500-1,700 objects/s: which is why early detection is not the default
 (docs/early.md).
 """
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from plasticc_jax import config as config_lib
@@ -28,6 +30,27 @@ SHORTCUTS: dict[str, str] = {
     "max_epochs": "train.max_epochs",
     "run_dir": "run_dir",
 }
+
+
+def _number(kind: type, check: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    """An argparse type: `kind(text)` that passes `check`, else a usage error saying `wanted`."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not check(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {wanted}")
+        return value
+
+    return convert
+
+
+_positive_int = _number(int, lambda v: v >= 1, "a whole number of 1 or more")
+_positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_finite_float = _number(float, math.isfinite, "a finite number")
+_port = _number(int, lambda v: 0 <= v <= 65535, "a port from 0 (any free one) to 65535")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +79,7 @@ def _add_dask_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--part-mb",
-        type=float,
+        type=_positive_float,
         default=None,
         help="with --dask: MB of plain CSV per task (default 64; a gzip file is one task)",
     )
@@ -93,11 +116,13 @@ def make_parser() -> argparse.ArgumentParser:
     score.add_argument("--lightcurves", type=Path, nargs="+", required=True, help="CSV(.gz) files")
     score.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata CSV(.gz)")
     score.add_argument("--output", type=Path, required=True, help="output table (.parquet/.csv)")
-    score.add_argument("--workers", type=int, default=None, help="threads gridding the input")
+    score.add_argument(
+        "--workers", type=_positive_int, default=None, help="threads gridding the input"
+    )
     _add_dask_args(score)
     score.add_argument(
         "--as-of",
-        type=float,
+        type=_finite_float,
         default=None,
         metavar="MJD",
         help="score each object detected by this MJD with only its observations up to it "
@@ -148,10 +173,12 @@ def make_parser() -> argparse.ArgumentParser:
     review.add_argument("--run", type=Path, required=True, help="run directory (evaluated)")
     review.add_argument("--scores", type=Path, help="score table to review (default: the run's)")
     review.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    review.add_argument("--port", type=int, default=0, help="port (0: a free one)")
+    review.add_argument("--port", type=_port, default=0, help="port (0: a free one)")
     review.add_argument("--no-browser", action="store_true", help="do not open a browser")
     review.add_argument("--labels", type=Path, help="labels file (<run>/review/labels.jsonl)")
-    review.add_argument("--top", type=int, help="review only the top N of the static ranking")
+    review.add_argument(
+        "--top", type=_positive_int, help="review only the top N of the static ranking"
+    )
     review.add_argument("--workdir", type=Path, help="project folder (default: from the run)")
     review.add_argument(
         "--simulate",
@@ -168,7 +195,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     review.add_argument(
         "--draws",
-        type=int,
+        type=_positive_int,
         help="--simulate: pools per fraction (default 20; with --validation: per fold, 4)",
     )
 
@@ -392,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
             "`--user $(id -u):$(id -g)`)",
             file=sys.stderr,
         )
+        return 1
+    except OSError as error:
+        # The file system refused (a path that cannot hold files, a full disk): one line naming
+        # the path; the traceback with -v.
+        logging.getLogger(__name__).debug("", exc_info=True)
+        print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"plasticc-jax {args.command}: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,8 +83,11 @@ def map_columns(
     missing = [c for c in wanted if c not in by_name]
     if missing:
         found = listing((h.strip() for h in names), limit=12)
+        # Each missing column with its other format's name (`ddf (or ddf_bool)`).
+        other = {c: a for a, c in aliases.items()}
+        named = [f"{c} (or {other[c]})" if c in other else c for c in missing]
         raise UserError(
-            f"{path}: missing {kind} column(s) {', '.join(missing)}; found: {found}. Expected the "
+            f"{path}: missing {kind} column(s) {', '.join(named)}; found: {found}. Expected the "
             "Kaggle or the unblinded PLAsTiCC format (see README)"
         )
     return {c: by_name[c] for c in wanted}
@@ -140,6 +144,13 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                 line = rows_before + int(bad[0]) + 2  # line 1 is the header
                 value = frame[raw].iloc[bad[0]]
                 kind = types[canonical]
+                if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
+                    # pandas writes an integer column with a missing value as floats ("2.0").
+                    return (
+                        f"column {canonical!r}, line {line}: {value!r} is written as a decimal "
+                        "number where a whole number is expected (write it as an integer, e.g. "
+                        "with pandas: astype('Int64') before to_csv)"
+                    )
                 return f"column {canonical!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows
     return "a value could not be converted"
@@ -155,7 +166,7 @@ def arrow_error(
             where = _locate_bad_value(path, columns, types)
         except (pa.ArrowException, OSError):
             where = text
-        return UserError(f"{path}: non-numeric value in {where}; fix or remove that line")
+        return UserError(f"{path}: bad value in {where}; fix or remove that line")
     if isinstance(error, pa.ArrowInvalid) and "Empty CSV file" in text:
         return UserError(f"{path}: the file is empty; fetch it again")
     if isinstance(error, OSError | EOFError) and not isinstance(error, pa.ArrowInvalid):

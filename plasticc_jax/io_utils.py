@@ -262,6 +262,32 @@ _OWNER_FILE = ".owner"
 _ORPHAN_AGE_S = 600.0  # a scratch folder without an owner file this old was never claimed
 
 
+def check_input_files(paths: Iterable[Path]) -> None:
+    """Raise a UserError naming the first input path that is not a readable file."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise UserError(f"input {path} is a folder: give the CSV(.gz) files in it")
+        if not path.is_file():
+            raise UserError(f"input file {path} does not exist")
+
+
+def make_output_folder(folder: Path, option: str = "--output") -> None:
+    """Create the folder an output goes to (and its parents), or say in one line why not.
+
+    Raises:
+        UserError: a part of the path is a file, or the folder cannot be created.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        where = "" if file == folder else f", so the folder {folder} cannot be made"
+        raise UserError(f"{option}: {file} is a file{where}; choose another path") from None
+    except OSError as error:
+        raise UserError(f"{option}: cannot create the folder {folder}: {error.strerror}") from None
+
+
 @contextmanager
 def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
     """A temporary folder in `parent`, removed at the end; also after kill -9, by the next call.

@@ -29,7 +29,8 @@ flagged many of them (docs/early.md).
 file) are sorted: the replay reads the files whole and orders each object's rows by time; the
 manifest counts the objects that needed it (`reordered_objects`). An object with a row whose MJD
 is not finite cannot be placed in a night: it is rejected at load (`rejected_at_load`, and in
-`rejected_at_load.csv`). Any other bad value (NaN flux, bad passband, duplicated rows, too few
+`rejected_at_load.csv`), as is an object of the metadata without a single row (`metadata without
+light curve`). Any other bad value (NaN flux, bad passband, duplicated rows, too few
 observations so far, no metadata) rejects the object for that night, with its reason, as `score`
 would; it is re-tried on its next night with data. An object seen for the first time late in the
 survey is simply new that night (`first_seen`).
@@ -43,11 +44,12 @@ survey is simply new that night (`first_seen`).
   are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
   are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night);
 - `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
-- `manifest.json`, rewritten after each night: the input, the settings, `finished_through` (the
-  last finished night) and per night with data its counts: `rows`, `objects_with_data`,
-  `first_seen`, `rescored`, `flagged`, `rejected` (by reason), and the running totals `seen`,
-  `open`, `closed`. Every night `objects_with_data == rescored + sum(rejected)` and
-  `seen == open + closed`, checked before the manifest is written.
+- `manifest.json`, rewritten after each night: the input, the settings, the objects rejected at
+  load (by reason) and, with `objects`, those of the input left out (`left_out_objects`),
+  `finished_through` (the last finished night) and per night with data its counts: `rows`,
+  `objects_with_data`, `first_seen`, `rescored`, `flagged`, `rejected` (by reason), and the
+  running totals `seen`, `open`, `closed`. Every night `objects_with_data == rescored +
+  sum(rejected)` and `seen == open + closed`, checked before the manifest is written.
 
 **Resume.** A night's files are written atomically (temporary name, then rename), then the
 manifest: after an interruption (even kill -9) the manifest names the last night whose files are
@@ -72,7 +74,13 @@ import pandas as pd
 
 from plasticc_jax import early, gridding, lightcurve_rows, readers, runs, scoring, streaming
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write_text,
+    check_input_files,
+    make_output_folder,
+    sha256_file,
+)
 from plasticc_jax.score_output import SPLIT_NAME
 from plasticc_jax.scoring import Scorer
 from plasticc_jax.threads import limited_threads
@@ -105,7 +113,9 @@ class ReplayInput:
         detection_night: (m,) the night of its first detection (a point flagged `detected` or
             with flux/flux_err >= `gridding.DETECTION_SNR`; a large value if never detected).
         reordered: objects whose rows were not in time order in the input.
-        rejected: objects rejected at load (object_id, reason, n_rows).
+        rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, or
+            metadata without a light curve.
+        left_out: objects of the light-curve files outside `objects` (not replayed).
     """
 
     def __init__(
@@ -115,18 +125,24 @@ class ReplayInput:
         close_after: float | None,
         objects: np.ndarray | None = None,
     ) -> None:
+        self.left_out = 0
         if objects is not None:
-            rows = rows.take(np.isin(rows.object_id, objects))
+            inside = np.isin(rows.object_id, objects)
+            self.left_out = int(np.unique(rows.object_id[~inside]).size)
+            rows = rows.take(inside)
+            metadata = metadata[metadata["object_id"].isin(objects)]
         o_file = rows.object_id
         bad_mjd = ~np.isfinite(rows.mjd)
         bad_ids = np.unique(o_file[bad_mjd])
         counts = pd.Series(o_file[np.isin(o_file, bad_ids)]).value_counts()
-        self.rejected = pd.DataFrame(
-            {
-                "object_id": counts.index.to_numpy(np.int64),
-                "reason": NON_FINITE_MJD,
-                "n_rows": counts.to_numpy(np.int64),
-            }
+        # Metadata objects without a single row are listed too: every input object is accounted.
+        no_rows = np.setdiff1d(metadata["object_id"].to_numpy(np.int64), o_file)
+        self.rejected = pd.concat(
+            [
+                _rejections(counts.index, NON_FINITE_MJD, counts.to_numpy()),
+                _rejections(no_rows, streaming.NO_LIGHTCURVE, np.zeros(no_rows.size)),
+            ],
+            ignore_index=True,
         )
         rows = rows.take(~np.isin(o_file, bad_ids))
         # Objects whose rows are not in time order, before sorting (a row earlier than the one
@@ -136,8 +152,9 @@ class ReplayInput:
         same = oid[1:] == oid[:-1]
         back = same & (mjd[1:] < mjd[:-1])
         reordered = set(oid[1:][back].tolist())
-        runs = rows.object_id[np.r_[True, rows.object_id[1:] != rows.object_id[:-1]]]
-        ids_run, n_runs = np.unique(runs, return_counts=True)
+        run_starts = np.ones(len(rows), bool)
+        run_starts[1:] = rows.object_id[1:] != rows.object_id[:-1]
+        ids_run, n_runs = np.unique(rows.object_id[run_starts], return_counts=True)
         reordered |= set(ids_run[n_runs > 1].tolist())
         self.reordered = len(reordered)
 
@@ -391,9 +408,7 @@ def replay(
     """
     run_dir, output = Path(run_dir), Path(output)
     paths = [Path(p) for p in lightcurve_paths]
-    for path in [*paths, *map(Path, metadata_paths)]:
-        if not path.is_file():
-            raise UserError(f"input file {path} does not exist")
+    check_input_files([*paths, *map(Path, metadata_paths)])
     if close_after is not None and not close_after > 0:
         raise UserError(f"--close-after {close_after}: give a positive number of days")
     fingerprint = _fingerprint(run_dir, paths, close_after, objects)
@@ -413,12 +428,19 @@ def replay(
         target.is_relative_to(f.resolve()) for f in run_folders
     ):
         raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
+    make_output_folder(output)
     scorer = Scorer.load(run_dir)  # checked: complete, evaluated, the detector of its checkpoint
     detector = scorer.detector
     data = ReplayInput(
         _read_rows(paths), readers.read_metadata_files(list(metadata_paths)), close_after, objects
     )
     first, last = data.nights
+    if not len(data.rows):
+        log.warning(
+            "no observations to replay in %s%s",
+            ", ".join(map(str, paths)),
+            f" ({len(data.rejected)} objects rejected at load)" if len(data.rejected) else "",
+        )
     if manifest is None:
         manifest = {
             "fingerprint": fingerprint,
@@ -430,6 +452,7 @@ def replay(
             "objects": int(data.ids.size),
             "rows": len(data.rows),
             "reordered_objects": data.reordered,
+            "left_out_objects": data.left_out,
             "rejected_at_load": {
                 str(k): int(v) for k, v in data.rejected["reason"].value_counts().items()
             },
@@ -439,7 +462,6 @@ def replay(
             "empty_nights": 0,
             "nights": [],
         }
-        output.mkdir(parents=True, exist_ok=True)
         with atomic_path(output / "rejected_at_load.csv") as tmp:
             data.rejected.to_csv(tmp, index=False)
         atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
@@ -464,6 +486,10 @@ def replay(
         if has_data[night - first] or night == stop:
             atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
     seconds = time.perf_counter() - t0
+    if start_night > stop:
+        if len(data.rows):
+            log.info("%s is finished through night %d: nothing to replay", output, start_night - 1)
+        return manifest
     log.info(
         "replayed nights %d-%d into %s: %d objects re-scored in %.1f s (%.0f/s), %d empty nights",
         start_night,

@@ -20,6 +20,7 @@ checks, with the same guarantees, and the table is a Parquet dataset (a folder) 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -28,7 +29,13 @@ from pathlib import Path
 from plasticc_jax import readers, runs, scoring
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import folder_lock, refuse_overwrite, scratch_dir
+from plasticc_jax.io_utils import (
+    check_input_files,
+    folder_lock,
+    make_output_folder,
+    refuse_overwrite,
+    scratch_dir,
+)
 from plasticc_jax.score_output import (
     MANIFEST,
     SCRATCH_PREFIX,
@@ -74,6 +81,21 @@ def refuse_output(
     refuse_overwrite(outputs, kept, run_folders, what="--output")
 
 
+# A Julian date given as an MJD would be thousands of years ahead: refused, not scored.
+LARGEST_MJD = 1_000_000.0
+
+
+def check_as_of(as_of: object) -> None:
+    """Raise a UserError unless `as_of` is a finite MJD (a Julian date is named as one)."""
+    if isinstance(as_of, bool) or not isinstance(as_of, int | float) or not math.isfinite(as_of):
+        raise UserError(f"--as-of {as_of!r}: give a finite MJD (a number of days)")
+    if as_of > LARGEST_MJD:
+        raise UserError(
+            f"--as-of {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
+            f"({as_of - 2_400_000.5:g})"
+        )
+
+
 def score(
     run_dir: Path,
     lightcurve_paths: Sequence[Path],
@@ -112,6 +134,8 @@ def score(
             output that is an input or lies in the run, or bad input (naming the file and line).
     """
     run_dir, output = Path(run_dir), Path(output)
+    if as_of is not None:
+        check_as_of(as_of)
     fmt = output_format(output)
     if dask is not None and as_of is not None:
         raise UserError("--as-of is not supported with --dask: score in this process instead")
@@ -121,10 +145,9 @@ def score(
             "name ending in .parquet"
         )
     inputs = [Path(p) for p in [*lightcurve_paths, *metadata_paths]]
-    for path in inputs:
-        if not path.is_file():
-            raise UserError(f"input file {path} does not exist")
+    check_input_files(inputs)
     refuse_output(output, inputs, run_dir, dataset=dask is not None)
+    make_output_folder(output.parent)
     if dask is not None:
         check_dataset_folder(output)
     metadata = readers.read_metadata_files(metadata_paths)
@@ -149,7 +172,6 @@ def score(
     with folder_lock(run_dir, "score", shared=True):
         scorer = Scorer.load(run_dir)
     detector = scorer.detector
-    output.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     # The scratch folder lives beside the output (same disk); the outputs are moved into place
@@ -186,4 +208,12 @@ def score(
         output,
         rejected_path(output),
     )
+    if not scores.size and len(rejected):
+        reasons = rejected["reason"].value_counts()
+        log.warning(
+            "no object was scored: all %d were rejected (%s); see %s",
+            len(rejected),
+            ", ".join(f"{n} {reason}" for reason, n in reasons.items()),
+            rejected_path(output),
+        )
     return output

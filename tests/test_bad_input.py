@@ -132,14 +132,20 @@ def test_class_outside_the_protocol(good, tmp_path):
 
 @pytest.mark.parametrize(
     ("file", "column", "typo"),
-    [("training_set.csv", "flux_err", "fluxerr"), ("training_set_metadata.csv", "mwebv", "mw_ebv")],
+    [
+        ("training_set.csv", "flux_err", "fluxerr"),
+        ("training_set_metadata.csv", "mwebv", "mw_ebv"),
+        # A column with another name in the other format is named with it.
+        ("training_set_metadata.csv", r"ddf \(or ddf_bool\)", "ddf_flag"),
+    ],
 )
 def test_missing_column(file, column, typo, good, tmp_path):
     lcs, meta = good
+    name = column.split(" ")[0]
     if file == "training_set.csv":
-        lcs = lcs.rename(columns={column: typo})
+        lcs = lcs.rename(columns={name: typo})
     else:
-        meta = meta.rename(columns={column: typo})
+        meta = meta.rename(columns={name: typo})
     with pytest.raises(
         UserError, match=rf"{file}: missing .* column\(s\) {column}; found: .*{typo}"
     ):
@@ -149,8 +155,11 @@ def test_missing_column(file, column, typo, good, tmp_path):
 def test_non_numeric_value_names_the_line(good, tmp_path):
     lcs, meta = good
     bad_band = lcs.astype({"passband": object})
-    bad_band.loc[20, "passband"] = "2.0"  # integers only
-    with pytest.raises(UserError, match=r"training_set.csv.*column 'passband', line 22: '2.0'"):
+    bad_band.loc[20, "passband"] = "2.0"  # integers only (as pandas writes them beside a NaN)
+    with pytest.raises(UserError, match=r"training_set.csv.*'passband', line 22: '2.0' is written"):
+        run_prepare(tmp_path, bad_band, meta)
+    bad_band.loc[20, "passband"] = "two"
+    with pytest.raises(UserError, match=r"'passband', line 22: 'two' is not a valid int64"):
         run_prepare(tmp_path, bad_band, meta)
     lcs = lcs.astype({"flux": object})
     lcs.loc[1234, "flux"] = "12.3.4"

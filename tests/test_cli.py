@@ -182,3 +182,47 @@ def test_bad_command_line_syntax_is_argparse_exit_2(capsys: pytest.CaptureFixtur
         cli.main(["train", "--no-such-flag"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_score_path_and_number_mistakes_give_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a bad-input audit: each of these was a traceback or was silently accepted.
+    All are refused before the run is read (so none exists here)."""
+    lcs, meta, a_file = tmp_path / "lc.csv", tmp_path / "meta.csv", tmp_path / "a-file"
+    for path in (lcs, meta, a_file):
+        path.write_text("object_id\n")
+    score = ["score", "--run", str(tmp_path / "run"), "--lightcurves", str(lcs), "--metadata"]
+    cases = [
+        ([*score, str(meta), "--output", str(a_file / "x.parquet")], "a-file is a file"),
+        ([*score, str(tmp_path), "--output", str(tmp_path / "x.csv")], "is a folder"),
+        ([*score, str(meta), "--output", "x.csv", "--as-of", "2460000.5"], "Julian date"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and message in err, err
+    for flag, value in [("--workers", "0"), ("--as-of", "nan"), ("--part-mb", "-1")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([*score, str(meta), "--output", "x.csv", flag, value])
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: '{value}': give" in capsys.readouterr().err
+
+
+def test_a_file_system_error_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """E.g. an output under /proc, where a folder exists but nothing can be created."""
+
+    def refused(args: argparse.Namespace) -> int:
+        raise FileNotFoundError(2, "No such file or directory", "/proc/.tmp-score-1")
+
+    monkeypatch.setattr(cli, "run", refused)
+    assert (
+        cli.main(
+            ["score", "--run", "r", "--lightcurves", "a", "--metadata", "b", "--output", "c.csv"]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/proc/.tmp-score-1" in err and "Traceback" not in err

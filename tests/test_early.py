@@ -333,6 +333,34 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     listed = pd.read_csv(tmp_path / "bad" / "rejected_at_load.csv")
     assert listed["object_id"].tolist() == [bad_id]
     assert manifest["objects"] == lcs["object_id"].nunique() - 1
+    # Nothing left to replay (every MJD non-finite, or a header alone): an empty replay whose
+    # rejections are listed, not a crash.
+    manifest = _replay(tiny_run, bad.assign(mjd=np.nan), meta, tmp_path / "all-bad")
+    assert manifest["objects"] == 0 and manifest["nights"] == []
+    listed = pd.read_csv(tmp_path / "all-bad" / "rejected_at_load.csv")
+    assert sorted(listed["object_id"]) == sorted(lcs["object_id"].unique())
+    manifest = _replay(tiny_run, lcs.iloc[:0], meta, tmp_path / "header")
+    assert manifest["objects"] == manifest["rows"] == 0 and manifest["nights"] == []
+    listed = pd.read_csv(tmp_path / "header" / "rejected_at_load.csv")
+    assert sorted(listed["object_id"]) == sorted(pd.read_csv(meta)["object_id"])
+    assert set(listed["reason"]) == {"metadata without light curve"}
+    # A metadata object without a row, beside the others: listed, not lost.
+    extra = pd.read_csv(meta)
+    extra = pd.concat([extra, extra.iloc[:1].assign(object_id=999_999_999)])
+    extra.to_csv(tmp_path / "meta-extra.csv", index=False)
+    manifest = _replay(tiny_run, lcs, tmp_path / "meta-extra.csv", tmp_path / "extra")
+    assert manifest["rejected_at_load"] == {"metadata without light curve": 1}
+    assert manifest["nights"] == reference["nights"]
+    # Only some objects (`--split`): the others are counted as left out, not listed as lost.
+    ids = lcs["object_id"].unique()
+    manifest = _replay(tiny_run, lcs, meta, tmp_path / "some", objects=ids[:5])
+    assert manifest["objects"] == 5 and manifest["left_out_objects"] == ids.size - 5
+    assert manifest["rejected_at_load"] == {}
+    # A user mistake about the output folder: one clear error, before any work.
+    (tmp_path / "a-file").write_text("")
+    for output in [tmp_path / "a-file", tmp_path / "a-file" / "sub"]:
+        with pytest.raises(UserError, match="a-file is a file"):
+            replay_lib.replay(tiny_run.run_dir, [tmp_path / "ref-input.csv"], [meta], output)
     # An object first seen late, after empty nights: new that night, nights between counted.
     late = lcs.copy()
     late_id = int(late["object_id"].iloc[-1])

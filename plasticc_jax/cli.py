@@ -176,9 +176,7 @@ def make_parser() -> argparse.ArgumentParser:
     review.add_argument("--port", type=_port, default=0, help="port (0: a free one)")
     review.add_argument("--no-browser", action="store_true", help="do not open a browser")
     review.add_argument("--labels", type=Path, help="labels file (<run>/review/labels.jsonl)")
-    review.add_argument(
-        "--top", type=_positive_int, help="review only the top N of the static ranking"
-    )
+    review.add_argument("--top", type=int, help="review only the top N of the static ranking")
     review.add_argument("--workdir", type=Path, help="project folder (default: from the run)")
     review.add_argument(
         "--simulate",
@@ -195,7 +193,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     review.add_argument(
         "--draws",
-        type=_positive_int,
+        type=int,
         help="--simulate: pools per fraction (default 20; with --validation: per fold, 4)",
     )
 

@@ -313,6 +313,15 @@ def validate(config: Config) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
         need(ok, key, value, "must be a non-negative integer")
 
+    # The name becomes a folder under runs/: one plain path component.
+    need(
+        isinstance(config.name, str)
+        and config.name.strip() not in ("", ".", "..")
+        and not any(c in config.name for c in "/\\"),
+        "name",
+        config.name,
+        "must be a non-empty name without / or \\ (it names the folder runs/<name>-<protocol>)",
+    )
     inf = math.inf
     data, model, train, ev = config.data, config.model, config.train, config.eval
     need(

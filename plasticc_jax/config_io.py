@@ -36,8 +36,15 @@ def load_preset(name: str) -> Config:
     spec = importlib.util.spec_from_file_location(f"plasticc_jax_preset_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    try:
+        spec.loader.exec_module(module)
+        config = module.get_config()
+    except Exception as error:  # the preset is the user's own Python: say where it failed
+        where = f", line {error.lineno}" if isinstance(error, SyntaxError) else ""
+        raise ConfigError(
+            f"{path}{where}: the preset failed to load ({type(error).__name__}: {error}); it must "
+            "define get_config() returning a Config (see configs/default.py)"
+        ) from None
     if not isinstance(config, Config):
         raise ConfigError(f"{path}: get_config() must return a plasticc_jax.config.Config")
     return config

@@ -167,6 +167,8 @@ class Encoder:
         self.params = params
         self.latent_dim = config.model.latent_dim
         self.classes = config.data.known_classes if config.model.classifier_head else ()
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise UserError(f"max_batch={max_batch!r}: give a positive number of objects")
         self.max_batch = max_batch
         self.n_bands = plasticc.N_PASSBANDS
         self.n_times = config.data.n_time_bins

@@ -418,11 +418,24 @@ def score_dataframe(
     """
     from plasticc_jax import streaming
 
+    for name, frame in (("rows", rows), ("metadata", metadata)):
+        if frame is not None and not isinstance(frame, pd.DataFrame):
+            raise UserError(
+                f"score_dataframe: {name} must be a pandas DataFrame, not {type(frame)}"
+            )
+        if frame is not None and "object_id" not in frame:
+            raise UserError(f"score_dataframe: {name} has no object_id column: {list(frame)}")
     scorer = run if isinstance(run, Scorer) else Scorer.cached(run)
     if metadata is None:
         meta_columns = [*plasticc.METADATA_COLUMNS, *plasticc.METADATA_ALIASES]
         meta_columns += list(plasticc.LABEL_COLUMNS)
-        metadata = rows[[c for c in meta_columns if c in rows]].drop_duplicates("object_id")
+        metadata = rows[[c for c in meta_columns if c in rows]].drop_duplicates()
+        differs = metadata["object_id"].duplicated()
+        if differs.any():
+            raise UserError(
+                f"score_dataframe: object {metadata['object_id'][differs].iloc[0]} has different "
+                "metadata on different rows; give one value per object (or pass `metadata`)"
+            )
     else:
         metadata = metadata[metadata["object_id"].isin(rows["object_id"])]
     if "target" not in metadata and "true_target" in metadata:

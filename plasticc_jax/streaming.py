@@ -301,6 +301,26 @@ def stream_grids(
         yield gridding.empty_arrays(spec.n_time_bins), index.unseen_rejections(metadata_paths)
 
 
+def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -> np.ndarray:
+    """A column as float64 (int64 if `whole`), or a UserError naming its first bad value: text,
+    or (`whole`) a missing or fractional value."""
+    values = frame[column]
+    numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    bad = np.isnan(numbers.to_numpy()) & values.notna().to_numpy()
+    if whole:
+        bad |= ~np.isfinite(numbers.to_numpy()) | (numbers.to_numpy() % 1 != 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        value = values.iloc[first]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        wanted = "a whole number" if whole else "a number"
+        raise UserError(
+            f"{what}: column {column!r}, row {first} (index {values.index[first]}): {shown} "
+            f"is not {wanted} ({int(bad.sum())} such rows)"
+        )
+    return numbers.to_numpy(np.int64 if whole else np.float64)
+
+
 def grid_lightcurves(
     lightcurves: pd.DataFrame, metadata: pd.DataFrame, data: DataConfig
 ) -> tuple[LightCurveArrays, pd.DataFrame]:
@@ -326,22 +346,28 @@ def grid_lightcurves(
             f"grid_lightcurves: missing columns {missing + missing_meta}; light curves have "
             f"{list(lightcurves.columns)}, metadata {list(metadata.columns)}"
         )
+    object_id = _numbers(lcs, "object_id", "light curves", whole=True)
+    meta["object_id"] = _numbers(meta, "object_id", "metadata", whole=True)
+    for column in gridding.META_VALUES:
+        meta[column] = _numbers(meta, column, "metadata")
     for column in readers.MINUS9_MEANS_MISSING:
         if column in meta:
             meta[column] = meta[column].mask(meta[column] == plasticc.MISSING_VALUE)
     if "target" not in meta:
         meta["target"] = plasticc.UNKNOWN_TARGET
-    meta["target"] = meta["target"].fillna(plasticc.UNKNOWN_TARGET).astype(np.int64)
+    meta["target"] = _numbers(
+        meta.fillna({"target": plasticc.UNKNOWN_TARGET}), "target", "metadata", whole=True
+    )
     if meta["object_id"].duplicated().any():
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
         raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")
-    order = np.argsort(lcs["object_id"].to_numpy(), kind="stable")
+    order = np.argsort(object_id, kind="stable")
     rows = lightcurve_rows.Rows(
-        lcs["object_id"].to_numpy(np.int64)[order],
-        lcs["mjd"].to_numpy(np.float64)[order],
-        lcs["passband"].to_numpy(np.int64)[order],
-        lcs["flux"].to_numpy(np.float64)[order],
-        lcs["flux_err"].to_numpy(np.float64)[order],
+        object_id[order],
+        _numbers(lcs, "mjd", "light curves")[order],
+        _numbers(lcs, "passband", "light curves", whole=True)[order],
+        _numbers(lcs, "flux", "light curves")[order],
+        _numbers(lcs, "flux_err", "light curves")[order],
         lcs["detected"].to_numpy().astype(bool)[order],
         0,
     )

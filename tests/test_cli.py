@@ -11,6 +11,7 @@ import pytest
 
 from plasticc_jax import cli
 from plasticc_jax.config import Config
+from plasticc_jax.errors import UserError
 
 COMMANDS = (
     "download",
@@ -116,6 +117,15 @@ def test_presets_resolve_outside_the_project(
         "def get_config():\n    return Config(name='from-file')\n"
     )
     assert parse("prepare", "--config", str(preset)).name == "from-file"
+    # A preset that fails to load is one line naming the file (and line), not a traceback.
+    for text, message in [
+        ("def get_config(:\n", r"mine.py, line 1: the preset failed to load \(SyntaxError"),
+        ("CONFIG = 1\n", r"mine.py: the preset failed to load \(AttributeError"),
+        ("import no_such_module\n", r"mine.py: the preset failed to load \(ModuleNotFoundError"),
+    ]:
+        preset.write_text(text)
+        with pytest.raises(UserError, match=message):
+            parse("prepare", "--config", str(preset))
 
 
 @pytest.mark.parametrize(
@@ -128,6 +138,7 @@ def test_presets_resolve_outside_the_project(
         (["--latent-dim", "big"], "model.latent_dim='big': expected int"),
         (["--protocol", "nope"], "unknown protocol 'nope'"),
         (["--config", "nope"], "no config preset 'nope'"),
+        (["--set", "name=../../etc"], "name='../../etc': must be a non-empty name without /"),
         (["--set", "data.anomaly_classes=90", "--set", "data.known_classes=90,42"], "both known"),
     ],
 )

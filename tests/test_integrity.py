@@ -450,3 +450,33 @@ def test_a_lock_taken_just_before_its_record_is_written_is_still_named(tmp_path:
                 pass
         finally:
             writer.join()
+
+
+def test_score_dataframe_names_bad_values(tiny_run):
+    """Found by an audit: NaN object ids became an invented id, text a bare ValueError."""
+    import numpy as np
+    import pandas as pd
+
+    from plasticc_jax.scoring import score_dataframe
+
+    raw = tiny_run.workdir / "data" / "raw"
+    meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz").head(3)
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    rows = lcs[lcs["object_id"].isin(meta["object_id"])].merge(meta, on="object_id")
+    assert len(score_dataframe(rows, tiny_run.run_dir)) == 3
+    cases = [
+        (rows.assign(object_id=rows["object_id"].where(rows.index != 5)), "'object_id', row 5"),
+        (
+            rows.astype({"flux": object}).assign(flux=lambda f: f["flux"].where(f.index != 7, "x")),
+            "'flux', row 7 \\(index 7\\): 'x' is not a number",
+        ),
+        (
+            rows.assign(passband=rows["passband"] + 0.5),
+            r"'passband', row 0 \(index 0\): \d\.5 is not a whole",
+        ),
+        (rows.drop(columns="object_id"), "rows has no object_id column"),
+        (rows.assign(mwebv=np.arange(len(rows))), "has different metadata on different rows"),
+    ]
+    for frame, message in cases:
+        with pytest.raises(UserError, match=message):
+            score_dataframe(frame, tiny_run.run_dir)

@@ -57,6 +57,9 @@ def test_a_damaged_line_in_the_middle_is_a_user_error(tmp_path: Path) -> None:
     path.write_text('{"object_id": 1, "label": "maybe"}\n')
     with pytest.raises(UserError, match="line 1"):
         read_answers(path)
+    # A folder given as the labels file: refused at the start, not a 500 at every answer.
+    with pytest.raises(UserError, match="is a folder"):
+        LabelStore(tmp_path)
 
 
 def test_every_acknowledged_answer_survives_kill_9(tmp_path: Path) -> None:
@@ -367,6 +370,14 @@ def test_a_malformed_answer_is_400_and_changes_nothing(server: ReviewServer, bod
     assert status == 400 and "error" in json.loads(data)
     assert api(server, "/api/state") == before
     assert not server.session.store.path.exists()
+
+
+def test_a_content_length_that_is_not_a_number_is_400(server: ReviewServer) -> None:
+    """'²' passes str.isdigit() but not int(): it was a 500 with a traceback."""
+    before = api(server, "/api/state")
+    body = json.dumps({"object_id": before["next"], "label": "anomaly"}).encode()
+    assert request(server, "/api/label", body, headers={"Content-Length": "\u00b2"})[0] == 400
+    assert api(server, "/api/state") == before
 
 
 def test_two_tabs_answering_at_once_lose_no_answer(server: ReviewServer) -> None:

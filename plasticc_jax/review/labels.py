@@ -80,6 +80,10 @@ def read_answers(path: Path) -> list[Answer]:
         UserError: a complete line that is not a valid answer (the file was edited by hand).
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"labels file {path} is a folder: give a file name (e.g. {path}/labels.jsonl)"
+        )
     if not path.is_file():
         return []
     text = path.read_bytes().decode("utf-8", errors="replace")

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -82,12 +83,23 @@ class ReviewServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # Two tabs and a script can answer at once: the default backlog (5) refused connections
+    # when 50 answers arrived together.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], session: ReviewSession, token: str | None = None):
         self.session = session
         self.token = token or secrets.token_urlsafe(32)
         self.assets = read_assets(self.token)
         super().__init__(address, ReviewHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up or stalled is one log line, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.info("review server: %s: %s", client_address[0], error or type(error).__name__)
+        else:
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
@@ -110,6 +122,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     server: ReviewServer
     protocol_version = "HTTP/1.1"
+    # Seconds a connection may stay silent (a stalled body, an idle keep-alive) before it is
+    # closed: a client cannot hold a thread for ever.
+    timeout = 60
     server_version = "plasticc-jax-review"
     sys_version = ""
 
@@ -150,6 +165,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 self._send_error(HTTPStatus.NOT_FOUND, "no such page")
         except BadRequest as error:
             self._send_error(HTTPStatus.BAD_REQUEST, str(error))
+        except (ConnectionError, TimeoutError) as error:  # the client left or stalled: no answer
+            log.info("review server: %s %s: %s", method, parts.path, error or type(error).__name__)
+            self.close_connection = True
         except Exception:
             log.exception("review server: %s %s failed", method, parts.path)
             self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the log)")
@@ -179,7 +197,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def _label(self, query: dict[str, list[str]]) -> None:
         length = self.headers.get("Content-Length", "")
-        if not length.isdigit() or not 0 < int(length) <= MAX_BODY_BYTES:
+        if not (length.isascii() and length.isdigit()) or not 0 < int(length) <= MAX_BODY_BYTES:
             self.close_connection = True  # the body, if any, is not read
             raise BadRequest(f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes")
         try:

@@ -23,6 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def preset_path(name: str) -> Path:
     """Resolve a preset name (`default`) or a path (`configs/tiny.py`) to a file."""
+    if Path(name).is_file() and not name.endswith(".py"):
+        raise ConfigError(f"--config {name}: a preset is a Python file whose name ends in .py")
     candidates = [Path(name)] if name.endswith(".py") else []
     candidates += [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
     for path in candidates:

@@ -117,6 +117,9 @@ def test_presets_resolve_outside_the_project(
         "def get_config():\n    return Config(name='from-file')\n"
     )
     assert parse("prepare", "--config", str(preset)).name == "from-file"
+    (tmp_path / "mine.txt").write_text("")
+    with pytest.raises(UserError, match="a preset is a Python file"):
+        parse("prepare", "--config", str(tmp_path / "mine.txt"))
     # A preset that fails to load is one line naming the file (and line), not a traceback.
     for text, message in [
         ("def get_config(:\n", r"mine.py, line 1: the preset failed to load \(SyntaxError"),

@@ -380,6 +380,23 @@ def test_a_content_length_that_is_not_a_number_is_400(server: ReviewServer) -> N
     assert api(server, "/api/state") == before
 
 
+def test_other_methods_are_405_with_the_usual_headers(server: ReviewServer) -> None:
+    import http.client
+
+    from plasticc_jax.review.server import SECURITY_HEADERS
+
+    host, port = server.server_address[:2]
+    for method in ("HEAD", "PUT", "TRACE"):
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        connection.request(method, "/api/state", body=b"x" if method == "PUT" else None)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 405, method
+        assert all(response.getheader(k) == v for k, v in SECURITY_HEADERS.items()), method
+        assert (body == b"") == (method == "HEAD"), method
+        connection.close()
+
+
 def test_two_tabs_answering_at_once_lose_no_answer(server: ReviewServer) -> None:
     ids = [int(i) for i in server.session.pool.ids[:6]]
     barrier = threading.Barrier(len(ids))

@@ -137,12 +137,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST")
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_HEAD
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def _handle(self, method: str) -> None:
+        if method != "POST" and self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # its body is not read: never parse it as a request
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)
         given = self.headers.get(TOKEN_HEADER) or (query.get("token") or [""])[0]
@@ -221,7 +223,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the GET, no body
+            self.wfile.write(body)
 
     def _send_json(self, value: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
         body = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
@@ -229,7 +232,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def _send_error(self, status: HTTPStatus, message: str) -> None:
         # An unread request body would be taken for the next request on this connection.
-        if self.command == "POST" and status != HTTPStatus.OK:
+        if self.command != "GET" and status != HTTPStatus.OK:
             self.close_connection = True
         self._send_json({"error": message}, status)
 

@@ -174,21 +174,31 @@ def test_user_mistake_in_a_real_process() -> None:
     )
 
 
-def test_unwritable_folder_gives_one_line_and_exit_1(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        # A data/ that Docker created as root, mounted into a container run as a user.
+        (PermissionError(13, "Permission denied", "/project/data/raw"), "--user"),
+        # An output under /proc, where a folder exists but nothing can be created.
+        (FileNotFoundError(2, "No such file or directory", "/proc/.tmp-score-1"), ""),
+    ],
+)
+def test_a_refused_write_gives_one_line_and_exit_1(
+    error: OSError,
+    hint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """E.g. a data/ that Docker created as root, mounted into a container run as a user."""
+    def refused(args: argparse.Namespace) -> int:
+        raise error
 
-    def denied(args: argparse.Namespace) -> int:
-        raise PermissionError(13, "Permission denied", "/project/data/raw")
-
-    monkeypatch.setattr(cli, "run", denied)
+    monkeypatch.setattr(cli, "run", refused)
     assert cli.main(["prepare"]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    assert lines[0].startswith("plasticc-jax prepare: error: [Errno 13] Permission denied")
-    assert "/project/data/raw" in lines[0] and "--user" in lines[0]
+    assert lines[0].startswith(f"plasticc-jax prepare: error: [Errno {error.errno}]")
+    assert error.filename in lines[0] and hint in lines[0]
 
 
 def test_bad_command_line_syntax_is_argparse_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,22 +231,3 @@ def test_score_path_and_number_mistakes_give_one_line(
             cli.main([*score, str(meta), "--output", "x.csv", flag, value])
         assert exit_info.value.code == 2
         assert f"argument {flag}: '{value}': give" in capsys.readouterr().err
-
-
-def test_a_file_system_error_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """E.g. an output under /proc, where a folder exists but nothing can be created."""
-
-    def refused(args: argparse.Namespace) -> int:
-        raise FileNotFoundError(2, "No such file or directory", "/proc/.tmp-score-1")
-
-    monkeypatch.setattr(cli, "run", refused)
-    assert (
-        cli.main(
-            ["score", "--run", "r", "--lightcurves", "a", "--metadata", "b", "--output", "c.csv"]
-        )
-        == 1
-    )
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "/proc/.tmp-score-1" in err and "Traceback" not in err

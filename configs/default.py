@@ -1,9 +1,9 @@
 """Default preset: the quick CPU run on the real PLAsTiCC training set, `rare` protocol.
 
 Command: `make prepare train evaluate` (each stage: `plasticc-jax <stage> --config default`).
-Runtime on 2 CPU cores, from a fresh clone with the venv built and the data downloaded: 2 min
-31 s for the three stages (prepare 3 s, train 58 s, evaluate 1 min 30 s; load average 1-2, JAX's
-compilation cache empty; 4 min 11 s of CPU time). With other jobs on the machine (load 7-9) it
+Runtime on 2 CPU cores, from a fresh clone with the venv built: 2 min 12 s for the three stages
+(download and prepare 10 s, train 46 s, evaluate 1 min 16 s; load average 1-2, JAX's
+compilation cache empty). With other jobs on the machine (load 7-9) it
 took 6 min 22 s before evaluate's UMAP and cross-fitting ran side by side.
 Expected result (measured; the same seed gives the same numbers on the same machine): on the
 test split (1,480 known objects, 458 anomalies) the detector reaches a mean per-class AUROC of

@@ -156,6 +156,21 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
     return "a value could not be converted"
 
 
+def _locate_short_row(path: Path) -> int | None:
+    """The line number of the first row whose field count differs from the header's."""
+    with (
+        gzip.open(path, "rt", errors="replace")
+        if is_gzip(path)
+        else open(path, errors="replace", newline="") as handle
+    ):
+        rows = csv.reader(handle)
+        width = len(next(rows, []))
+        for line, row in enumerate(rows, start=2):
+            if len(row) != width:
+                return line
+    return None
+
+
 def arrow_error(
     path: Path, error: Exception, columns: dict[str, str], types: dict[str, pa.DataType]
 ) -> UserError:
@@ -167,6 +182,16 @@ def arrow_error(
         except (pa.ArrowException, OSError):
             where = text
         return UserError(f"{path}: bad value in {where}; fix or remove that line")
+    if isinstance(error, pa.ArrowInvalid) and "Expected" in text and "columns, got" in text:
+        try:
+            line = _locate_short_row(path)
+        except (OSError, EOFError, csv.Error):
+            line = None
+        where = f"line {line}: " if line else ""
+        return UserError(
+            f"{path}: {where}a row with another number of fields than the header ({text}); "
+            "the file may be cut short: fetch or write it again"
+        )
     if isinstance(error, pa.ArrowInvalid) and "Empty CSV file" in text:
         return UserError(f"{path}: the file is empty; fetch it again")
     if isinstance(error, OSError | EOFError) and not isinstance(error, pa.ArrowInvalid):

@@ -184,6 +184,12 @@ def test_empty_and_truncated_files(good, tmp_path):
             else:
                 readers.read_metadata(path)
         path.write_bytes(saved)
+    # A plain file cut in the middle of a line: the line is named.
+    path = tmp_path / "raw" / "training_set.csv"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:41]) + b"\n" + lines[41].rsplit(b",", 2)[0] + b"\n")
+    with pytest.raises(UserError, match=r"training_set.csv: line 42: a row with another number"):
+        readers.read_lightcurves(path)
     unblinded = tmp_path / "unblinded"
     meta_gz, lcs_gz = write_synthetic(unblinded, 30, fmt="unblinded")
     for path in (lcs_gz, meta_gz):

@@ -86,9 +86,17 @@ def map_columns(
         # Each missing column with its other format's name (`ddf (or ddf_bool)`).
         other = {c: a for a, c in aliases.items()}
         named = [f"{c} (or {other[c]})" if c in other else c for c in missing]
+        # The other kind of file given in its place (the two arguments swapped).
+        other_kind = {
+            "metadata": ("light-curve", {"mjd", "flux"}),
+            "light-curve": ("metadata", {"hostgal_photoz", "mwebv"}),
+        }
+        swapped = ""
+        if kind in other_kind and other_kind[kind][1] <= set(by_name):
+            swapped = f" It looks like a {other_kind[kind][0]} file: were the two kinds swapped?"
         raise UserError(
             f"{path}: missing {kind} column(s) {', '.join(named)}; found: {found}. Expected the "
-            "Kaggle or the unblinded PLAsTiCC format (see README)"
+            f"Kaggle or the unblinded PLAsTiCC format (see README).{swapped}"
         )
     return {c: by_name[c] for c in wanted}
 

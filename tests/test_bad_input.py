@@ -171,6 +171,16 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
         run_prepare(tmp_path, good[0], meta)
 
 
+def test_swapped_files_are_named_as_such(good, tmp_path):
+    lcs, meta = good
+    lcs.to_csv(tmp_path / "lc.csv", index=False)
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    with pytest.raises(UserError, match="It looks like a light-curve file: were the two kinds"):
+        readers.read_metadata(tmp_path / "lc.csv")
+    with pytest.raises(UserError, match="It looks like a metadata file: were the two kinds"):
+        readers.read_lightcurves(tmp_path / "meta.csv")
+
+
 def test_empty_and_truncated_files(good, tmp_path):
     lcs, meta = good
     run_prepare(tmp_path, lcs, meta)

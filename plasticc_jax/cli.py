@@ -218,6 +218,13 @@ def run(args: argparse.Namespace) -> int:
                 "(pd.read_parquet) to one .parquet file and rank it with "
                 "plasticc_jax.review.rescore.rerank_scored"
             )
+        labels = None
+        if args.review_labels is not None:
+            from plasticc_jax.review.labels import LABELS_FILE
+            from plasticc_jax.review.rescore import check_labels
+
+            labels = args.run / LABELS_FILE if args.review_labels is True else args.review_labels
+            check_labels(labels)  # before scoring: a bad labels file must not cost a whole run
         # score logs the backend itself, after the checks that need no JAX.
         score(
             args.run,
@@ -229,11 +236,9 @@ def run(args: argparse.Namespace) -> int:
             part_mb=args.part_mb,
             as_of=args.as_of,
         )
-        if args.review_labels is not None:
-            from plasticc_jax.review.labels import LABELS_FILE
+        if labels is not None:
             from plasticc_jax.review.rescore import rerank_scored
 
-            labels = args.run / LABELS_FILE if args.review_labels is True else args.review_labels
             rerank_scored(args.run, args.output, labels)
         return 0
     if args.command == "review":

@@ -289,4 +289,5 @@ def require_complete(run_dir: Path) -> None:
     """Raises UserError if an interrupted stage left `run_dir` incomplete."""
     marker = Path(run_dir) / INCOMPLETE
     if marker.is_file():
-        raise UserError(f"{run_dir} is incomplete: {marker.read_text().strip()}")
+        why = marker.read_text().strip() or "an INCOMPLETE marker is in it"
+        raise UserError(f"{run_dir} is incomplete: {why}")

@@ -446,6 +446,12 @@ def test_simulated_expert_writes_the_discovery_curve(tiny_run, tmp_path: Path) -
         curve = np.asarray(pool["curves"][f"{name}_mean"])
         assert len(curve) == 5 and (np.diff(curve) >= 0).all() and curve[-1] <= 5
     assert "| 30% |" in (run_dir / SUMMARY).with_suffix(".md").read_text()
+    # A run that an interrupted evaluate left incomplete is refused, as `score` refuses it.
+    from plasticc_jax.provenance import INCOMPLETE
+
+    (run_dir / INCOMPLETE).write_text("")
+    with pytest.raises(UserError, match="is incomplete: an INCOMPLETE marker"):
+        simulate(run_dir, fractions=(0.3,), n_draws=2, n_shown=5)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv.gz"])
@@ -476,6 +482,19 @@ def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: 
     LabelStore(empty).append(Answer.now(1, "skip"))
     with pytest.raises(UserError, match="no 'anomaly' or 'not interesting'"):
         rerank_scored(tiny_run.run_dir, path, empty)
+
+
+def test_score_checks_the_review_labels_before_scoring(tiny_run, tmp_path, capsys) -> None:
+    from plasticc_jax import cli
+
+    raw = tiny_run.workdir / "data" / "raw"
+    out = tmp_path / "out.parquet"
+    argv = ["score", "--run", str(tiny_run.run_dir), "--output", str(out)]
+    argv += ["--lightcurves", str(raw / "plasticc_train_lightcurves.csv.gz")]
+    argv += ["--metadata", str(raw / "plasticc_train_metadata.csv.gz")]
+    assert cli.main([*argv, "--review-labels", str(tmp_path / "none.jsonl")]) == 2
+    assert "no labels file at" in capsys.readouterr().err
+    assert not out.exists()  # refused before any scoring
 
 
 def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_path) -> None:

@@ -39,6 +39,21 @@ def _read_features(path: Path, models_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path, columns=[c for c in dict.fromkeys(wanted) if c in columns])
 
 
+def check_labels(labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(object ids, is anomaly) of a labels file's informative answers.
+
+    Raises:
+        UserError: no labels file, a damaged one, or no "anomaly" / "not interesting" answer.
+    """
+    labels_path = Path(labels_path)
+    if not labels_path.is_file():
+        raise UserError(f"no labels file at {labels_path}: review candidates first")
+    ids, is_anomaly = active.informative(latest(read_answers(labels_path)))
+    if not ids.size:
+        raise UserError(f"{labels_path} holds no 'anomaly' or 'not interesting' answer")
+    return ids, is_anomaly
+
+
 def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     """Add `review_score` and `review_rank` to a score table, from a labels file's answers.
 
@@ -51,12 +66,8 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
         UserError: no labels file, or no "anomaly" / "not interesting" answer about an object
             of the table or the run.
     """
-    run_dir, table_path, labels_path = Path(run_dir), Path(table_path), Path(labels_path)
-    if not labels_path.is_file():
-        raise UserError(f"no labels file at {labels_path}: review candidates first")
-    ids, is_anomaly = active.informative(latest(read_answers(labels_path)))
-    if not ids.size:
-        raise UserError(f"{labels_path} holds no 'anomaly' or 'not interesting' answer")
+    run_dir, table_path = Path(run_dir), Path(table_path)
+    ids, is_anomaly = check_labels(labels_path)
     models = run_dir / "models"
     table = _read_features(table_path, models)
     names = active.feature_columns(table, models)

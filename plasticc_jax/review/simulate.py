@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from plasticc_jax import runs
+from plasticc_jax import provenance, runs
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_write_text
 from plasticc_jax.review import active
@@ -105,6 +105,7 @@ def simulate(
     """
     run_dir = Path(run_dir)
     config = runs.read_config(run_dir)
+    provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
     table = read_table(run_dir / "scores.parquet")
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = test["is_anomaly"].to_numpy(bool)

@@ -29,8 +29,11 @@ Objects are counted by their complete rows (`LightCurveArrays.complete`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -177,11 +180,26 @@ def read_stats(dataset_dir: Path) -> FeatureStats:
     return FeatureStats.from_json(json.loads((Path(dataset_dir) / "stats.json").read_text()))
 
 
-def load_shard(path: Path) -> LightCurveArrays:
-    with np.load(path, allow_pickle=False) as data:
-        return LightCurveArrays(
-            **{f.name: data[f.name] for f in fields(LightCurveArrays) if f.name in data.files}
-        )
+def load_shard(path: Path, sha256: str | None = None) -> LightCurveArrays:
+    """One shard; with `sha256` (the manifest's), refused unless its bytes are the ones written.
+
+    Raises:
+        UserError: the shard is missing, damaged, or changed since prepare wrote it.
+    """
+    again = "run prepare again (delete the dataset's manifest.json if it says it is up to date)"
+    try:
+        blob = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"dataset shard {path} is missing: {again}") from None
+    if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+        raise UserError(f"dataset shard {path} was changed or damaged since prepare: {again}")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+            return LightCurveArrays(
+                **{f.name: data[f.name] for f in fields(LightCurveArrays) if f.name in data.files}
+            )
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(f"dataset shard {path} is damaged ({error}): {again}") from None
 
 
 def iter_split(
@@ -190,8 +208,13 @@ def iter_split(
     """Yield the shards of one split in order (bounded memory for large datasets): the objects'
     complete light curves, and with `partial` their partial ones too (`stage` says which)."""
     manifest = read_manifest(dataset_dir)
+    hashes = manifest.get("shard_sha256", {})  # absent in datasets of earlier releases
+    if not isinstance(manifest.get("shards"), dict):
+        raise UserError(
+            f"{dataset_dir}/manifest.json is damaged (no shard list): run prepare again"
+        )
     for name in manifest["shards"].get(split, []):
-        shard = load_shard(Path(dataset_dir) / name)
+        shard = load_shard(Path(dataset_dir) / name, hashes.get(name))
         yield shard if partial or shard.complete.all() else shard.take(shard.complete)
 
 

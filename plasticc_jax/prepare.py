@@ -107,7 +107,10 @@ def _up_to_date(out: Path, fingerprint: str) -> bool:
         return False
     names = [n for split in manifest.get("shards", {}).values() for n in split]
     names += ["stats.json", "rejected.csv", "config.json"]
-    return manifest.get("fingerprint") == fingerprint and all((out / n).is_file() for n in names)
+    if manifest.get("fingerprint") != fingerprint or not all((out / n).is_file() for n in names):
+        return False
+    hashes = manifest.get("shard_sha256", {})  # absent in datasets of earlier releases
+    return all(sha256_file(out / n) == digest for n, digest in hashes.items())
 
 
 def _clear(out: Path) -> None:
@@ -299,6 +302,9 @@ def _build(
         "feature_names": list(FEATURE_NAMES),
         "grid": GridSpec.from_config(data).describe(),
         "shards": shards,
+        # Read back by `dataset.iter_split` and the up-to-date check: a shard changed or damaged
+        # since is refused (and prepared again), never read as if it were the dataset.
+        "shard_sha256": {n: sha256_file(out / n) for names in shards.values() for n in names},
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     log.info(

@@ -164,6 +164,30 @@ def test_rerun_is_up_to_date_and_rebuild_is_identical(prepared, raw_files, caplo
     assert read_manifest(again)["grid"]["n_time_bins"] == 8
 
 
+def test_a_damaged_shard_is_refused_and_prepared_again(prepared, raw_files, tmp_path):
+    """Found by an audit: a shard copied over another was read as the dataset, a truncated one
+    was a traceback, and prepare called the dataset up to date."""
+    from plasticc_jax.dataset import iter_split
+    from plasticc_jax.errors import UserError
+
+    _, config = prepared
+    workdir = with_raw(tmp_path, raw_files[0].parent)
+    out = prepare(config, workdir)
+    shards = read_manifest(out)["shards"]
+    first, other = out / shards["train"][0], out / shards["test"][0]
+    saved = first.read_bytes()
+    for damage, message in [
+        (other.read_bytes(), "was changed or damaged since prepare"),
+        (saved[: len(saved) // 2], "was changed or damaged since prepare"),
+        (None, "is missing"),
+    ]:
+        first.unlink() if damage is None else first.write_bytes(damage)
+        with pytest.raises(UserError, match=message):
+            list(iter_split(out, "train"))
+        prepare(config, workdir)  # not up to date: rebuilt
+        assert first.read_bytes() == saved
+
+
 @pytest.mark.slow
 def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_path, prepared):
     out_ref, config = prepared

@@ -274,6 +274,18 @@ def resolve(config: Config) -> Config:
     return resolved
 
 
+def differences(given: Config, kept: Config, sections: tuple[str, ...]) -> list[str]:
+    """`section.field=value (kept: value)` for every field of `sections` where the two differ."""
+    found = []
+    for section in sections:
+        ours, theirs = getattr(given, section), getattr(kept, section)
+        for item in dataclasses.fields(ours):
+            a, b = getattr(ours, item.name), getattr(theirs, item.name)
+            if a != b:
+                found.append(f"{section}.{item.name}={a!r} (the run's: {b!r})")
+    return found
+
+
 def require_resolved(config: Config) -> None:
     """Stages take a resolved config; anything else is a programming mistake worth a clear word.
 

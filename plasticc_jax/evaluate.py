@@ -274,7 +274,14 @@ def evaluate(config: Config, workdir: Path) -> Path:
     run_dir = workdir / config.run_path
     with folder_lock(run_dir, "evaluate"):
         # The run's own data and model settings, with the evaluation settings given now.
-        config = dataclasses.replace(runs.read_config(run_dir), eval=config.eval)
+        given, config = config, dataclasses.replace(runs.read_config(run_dir), eval=config.eval)
+        ignored = config_lib.differences(given, config, sections=("data", "model", "train"))
+        if ignored:
+            log.warning(
+                "evaluate uses the run's own data, model and training settings; not these, "
+                "given now: %s",
+                ", ".join(ignored),
+            )
         dataset_dir = workdir / config.data.dataset_dir
         with folder_lock(dataset_dir, "evaluate", shared=True):
             manifest = read_manifest(dataset_dir)

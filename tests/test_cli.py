@@ -231,3 +231,15 @@ def test_score_path_and_number_mistakes_give_one_line(
             cli.main([*score, str(meta), "--output", "x.csv", flag, value])
         assert exit_info.value.code == 2
         assert f"argument {flag}: '{value}': give" in capsys.readouterr().err
+
+
+def test_settings_a_stage_will_not_use_are_listed() -> None:
+    """evaluate keeps the run's data, model and training settings: what it ignores is named."""
+    from plasticc_jax.config import differences
+
+    run = parse("evaluate")
+    assert differences(parse("evaluate"), run, ("data", "model", "train")) == []
+    given = parse("evaluate", "--set", "model.latent_dim=64", "--set", "eval.knn_neighbours=5")
+    assert differences(given, run, ("data", "model", "train")) == [
+        "model.latent_dim=64 (the run's: 16)"
+    ]

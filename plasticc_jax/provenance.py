@@ -38,6 +38,8 @@ from plasticc_jax.io_utils import atomic_write_text, sha256_file
 log = logging.getLogger(__name__)
 
 RECORD = "provenance.json"
+# Files of a run directory that `models/provenance.json` records beside the detector's own.
+RUN_FILES: tuple[str, ...] = ("config.json", "stats.json")
 INCOMPLETE = "INCOMPLETE"
 # Data settings that say where files are or how fast they are made, not what a dataset holds.
 _NOT_CONTENT = ("raw_dir", "processed_dir", "source", "workers", "chunk_rows")
@@ -204,11 +206,19 @@ def record_detector(
         for p in sorted(models_dir.iterdir())
         if p.is_file() and p.name != RECORD and not p.name.startswith(".")
     }
+    # The run's own files the detector's scores depend on (how light curves are gridded, the
+    # feature normalisation): a hand edit would change every score without a word.
+    run_files = {
+        name: sha256_file(models_dir.parent / name)
+        for name in RUN_FILES
+        if (models_dir.parent / name).is_file()
+    }
     record = {
         "checkpoint": dict(checkpoint),
         "dataset": dict(dataset),
         "threshold": float(threshold),
         "files": files,
+        "run_files": run_files,
     }
     atomic_write_text(models_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
@@ -241,6 +251,13 @@ def check_detector_files(run_dir: Path) -> dict[str, Any]:
             raise UserError(
                 f"{path} has changed since evaluate wrote it (its SHA-256 differs): it is "
                 f"damaged or was replaced; {again}"
+            )
+    for name, digest in record.get("run_files", {}).items():  # absent before this release
+        path = Path(run_dir) / name
+        if path.is_file() and sha256_file(path) != digest:
+            raise UserError(
+                f"{path} has changed since evaluate fitted the detector on this run (its SHA-256 "
+                f"differs): restore it, or {again}"
             )
     return record
 

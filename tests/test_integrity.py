@@ -480,3 +480,16 @@ def test_score_dataframe_names_bad_values(tiny_run):
     for frame, message in cases:
         with pytest.raises(UserError, match=message):
             score_dataframe(frame, tiny_run.run_dir)
+
+
+def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):
+    """Found by an audit: a hand-edited config.json (the grid) or stats.json (the feature
+    normalisation) changed every score, exit 0."""
+    from plasticc_jax.scoring import Scorer
+
+    for name in ("config.json", "stats.json"):
+        run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / name))
+        path = run_dir / name
+        path.write_text(path.read_text() + "\n")
+        with pytest.raises(UserError, match=rf"{name} has changed since evaluate fitted"):
+            Scorer.load(run_dir)

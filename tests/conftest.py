@@ -91,6 +91,19 @@ _builder: subprocess.Popen | None = None
 _builder_waits = False  # the builder waits for `WANTED`
 
 
+def rewrite_shard(path: Path, arrays: dict) -> None:
+    """Write a changed shard as prepare writes one: its SHA-256 in the dataset's manifest too
+    (a shard changed behind the manifest's back is refused; tests that feed bad data use this)."""
+    from plasticc_jax.io_utils import sha256_file
+    from plasticc_jax.shards import write_npz
+
+    write_npz(path, arrays)
+    manifest_path = path.parent.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shard_sha256"][f"shards/{path.name}"] = sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def tiny_config(*overrides: str) -> config_lib.Config:
     """The tiny preset with `section.field=value` overrides, resolved."""
     preset = config_io.load_preset("tiny")

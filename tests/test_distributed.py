@@ -27,6 +27,7 @@ from conftest import tiny_config
 from plasticc_jax import cli, distributed, lightcurve_rows, readers, score_output, streaming
 from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import sha256_file
 from plasticc_jax.synthetic import write_synthetic
 
 # `make test-slow` (see the Makefile); a test still waiting on the cluster after 5 minutes
@@ -144,6 +145,10 @@ def test_prepare_on_the_cluster_gives_the_single_process_dataset(cluster, raw, t
     assert rejected["reason"].str.contains("not in protocol").any()
     manifests = [json.loads((d / "manifest.json").read_text()) for d in datasets]
     shards = [m.pop("shards") for m in manifests]
+    # The shards are cut differently (per part): their hashes differ, each its own file's.
+    for d, m, split_shards in zip(datasets, manifests, shards, strict=True):
+        hashes = m.pop("shard_sha256")
+        assert hashes == {n: sha256_file(d / n) for ns in split_shards.values() for n in ns}
     for manifest in manifests:  # the project folders differ
         for file in manifest["inputs"]["files"]:
             file["path"] = Path(file["path"]).name

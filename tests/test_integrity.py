@@ -382,7 +382,10 @@ DAMAGE = {
     "detector.npz damaged": (lambda r: _garble(r / "models/detector.npz"), "npz has"),
     "detector.json damaged": (lambda r: _garble(r / "models/detector.json"), "json has"),
     "detector.json missing": (lambda r: (r / "models/detector.json").unlink(), "json is"),
-    "stats.json damaged": (lambda r: _garble(r / "stats.json"), "stats.json is damaged"),
+    "stats.json damaged": (
+        lambda r: _garble(r / "stats.json"),
+        "stats.json has changed since evaluate fitted the detector",
+    ),
     "stats.json missing": (lambda r: (r / "stats.json").unlink(), "stats.json is missing"),
     "config.json damaged": (lambda r: _garble(r / "config.json"), "config.json is damaged"),
     "config.json missing": (lambda r: (r / "config.json").unlink(), "(no config.json)"),

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import copy_project, tiny_config
+from conftest import copy_project, rewrite_shard, tiny_config
 from flax import nnx
 
 from plasticc_jax import cli, config_io, streaming
@@ -28,7 +28,6 @@ from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import FEATURE_NAMES
-from plasticc_jax.shards import write_npz
 from plasticc_jax.train import TrainingDiverged, class_balance, class_labels, train
 from plasticc_jax.train_step import (
     create_model,
@@ -184,7 +183,7 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     shard_path = sorted((dataset / "shards").glob("train-*.npz"))[0]
     shard = load_shard(shard_path)
     changed = dataclasses.replace(shard, features=shard.features + 1.0)
-    write_npz(shard_path, changed.to_dict())
+    rewrite_shard(shard_path, changed.to_dict())
     with pytest.raises(UserError, match="prepared again"):
         train(tiny_config("train.max_epochs=5"), workdir)
 
@@ -272,7 +271,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_
     for shard in (workdir / tiny_run.config.data.dataset_dir).glob("shards/train-*.npz"):
         arrays = load_shard(shard).to_dict()
         arrays["flux"] = np.where(arrays["mask"], np.float32(3e38), arrays["flux"])
-        np.savez(shard, **arrays)
+        rewrite_shard(shard, arrays)
     with pytest.raises(TrainingDiverged, match=r"non-finite loss.*epoch 2\) is kept"):
         train(tiny_config("train.max_epochs=4"), workdir)
     with CheckpointStore(run_dir / "checkpoints", read_only=True) as store:
@@ -291,13 +290,13 @@ def test_bad_inputs_are_user_errors(project, tmp_path):
     shards = workdir / config.data.dataset_dir / "shards"
     arrays = load_shard(shards / "val-00000.npz").to_dict()
     arrays["features"][5, 2] = np.inf  # NaN means "undefined" and is allowed
-    np.savez(shards / "val-00000.npz", **arrays)
+    rewrite_shard(shards / "val-00000.npz", arrays)
     with pytest.raises(UserError, match=r"split 'val': non-finite features.*object_id"):
         train(config, workdir)
 
     arrays = load_shard(shards / "train-00000.npz").to_dict()
     arrays["is_anomaly"][3] = True
-    np.savez(shards / "train-00000.npz", **arrays)
+    rewrite_shard(shards / "train-00000.npz", arrays)
     with pytest.raises(UserError, match="anomaly-class objects"):
         train(config, workdir)
 

@@ -167,9 +167,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 self._send_error(HTTPStatus.NOT_FOUND, "no such page")
         except BadRequest as error:
             self._send_error(HTTPStatus.BAD_REQUEST, str(error))
-        except (ConnectionError, TimeoutError) as error:  # the client left or stalled: no answer
-            log.info("review server: %s %s: %s", method, parts.path, error or type(error).__name__)
-            self.close_connection = True
+        except (ConnectionError, TimeoutError):  # the client left or stalled: no answer
+            raise  # one log line, the connection closed (`ReviewServer.handle_error`)
         except Exception:
             log.exception("review server: %s %s failed", method, parts.path)
             self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the log)")

@@ -38,10 +38,25 @@ if _ABSL.level == logging.NOTSET:
     _ABSL.setLevel(logging.WARNING)
 
 VAL_LOSS = "val_loss"
+# The items holding the network's parameters (the optimizer's state follows their shapes).
+NETWORK_ITEMS = ("encoder", "decoder")
 
 
 def _val_loss(metrics: dict[str, Any]) -> float:
     return float(metrics[VAL_LOSS])
+
+
+def _shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Each array's path (keys as text) -> its shape."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(leaf.shape)
+        for path, leaf in leaves
+    }
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "absent" if shape is None else str(shape)
 
 
 class CheckpointStore:
@@ -104,6 +119,33 @@ class CheckpointStore:
     def close(self) -> None:
         self._manager.close()
 
+    def _check_shapes(self, epoch: int, name: str, abstract: Any) -> None:
+        """Refuse, before Orbax reads anything, a template unlike the stored arrays: the network
+        the run's settings describe is not the one saved (e.g. a hand-edited `config.json`).
+        Orbax's own refusal comes from inside its event loop, with tracebacks after it."""
+        level = _ABSL.level
+        _ABSL.setLevel(logging.ERROR)  # the item folder has no metadata file of its own
+        try:
+            stored = ocp.StandardCheckpointer().metadata(self.directory / str(epoch) / name)
+            stored_shapes = _shapes(stored.item_metadata.tree)
+        except Exception as error:  # Orbax raises many types for damaged files
+            raise self._damaged(epoch, error) from None
+        finally:
+            _ABSL.setLevel(level)
+        wanted = _shapes(abstract)
+        if stored_shapes != wanted:
+            key = min(
+                k
+                for k in stored_shapes.keys() | wanted.keys()
+                if stored_shapes.get(k) != wanted.get(k)
+            )
+            raise CheckpointError(
+                f"{self.directory}: the checkpoint of epoch {epoch} holds another network than "
+                f"the run's settings (config.json) describe: {name} {'/'.join(key)} is "
+                f"{_shape_text(stored_shapes.get(key))} there and {_shape_text(wanted.get(key))} "
+                "by the settings; restore the run's config.json, or train a new run"
+            )
+
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
 
@@ -158,6 +200,8 @@ class CheckpointStore:
                 args[name] = ocp.args.JsonRestore()
             else:
                 abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+                if name in NETWORK_ITEMS:
+                    self._check_shapes(epoch, name, abstract)
                 args[name] = ocp.args.StandardRestore(abstract)
         try:
             restored = self._manager.restore(epoch, args=ocp.args.Composite(**args))

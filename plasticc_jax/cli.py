@@ -53,6 +53,14 @@ _finite_float = _number(float, math.isfinite, "a finite number")
 _port = _number(int, lambda v: 0 <= v <= 65535, "a port from 0 (any free one) to 65535")
 
 
+def _folder(text: str) -> Path:
+    """A folder's path: an existing file there is a usage error (stages would fail later)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file: give a folder")
+    return path
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default", help="preset name or path (configs/*.py)")
     parser.add_argument(
@@ -63,7 +71,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.FIELD=VALUE",
         help="override a config field, e.g. --set data.anomaly_classes=6,64 (repeatable)",
     )
-    parser.add_argument("--workdir", type=Path, default=Path("."), help="project folder")
+    parser.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")
     for flag, target in SHORTCUTS.items():
         parser.add_argument(
             f"--{flag.replace('_', '-')}", dest=flag, help=f"same as --set {target}=..."
@@ -162,7 +170,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="replay only the objects of this split of the run's prepared dataset",
     )
     replay.add_argument("--last-night", type=int, help="stop after this night")
-    replay.add_argument("--workdir", type=Path, default=Path("."), help="project folder")
+    replay.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")
 
     review = commands.add_parser(
         "review",
@@ -177,7 +185,7 @@ def make_parser() -> argparse.ArgumentParser:
     review.add_argument("--no-browser", action="store_true", help="do not open a browser")
     review.add_argument("--labels", type=Path, help="labels file (<run>/review/labels.jsonl)")
     review.add_argument("--top", type=int, help="review only the top N of the static ranking")
-    review.add_argument("--workdir", type=Path, help="project folder (default: from the run)")
+    review.add_argument("--workdir", type=_folder, help="project folder (default: from the run)")
     review.add_argument(
         "--simulate",
         action="store_true",

@@ -164,6 +164,11 @@ class FeatureStats:
 
 
 def read_manifest(dataset_dir: Path) -> dict:
+    """A prepared dataset's `manifest.json`.
+
+    Raises:
+        UserError: no dataset there, or a manifest that is not one (damaged).
+    """
     path = Path(dataset_dir) / "manifest.json"
     if not path.is_file():
         raise UserError(
@@ -171,9 +176,12 @@ def read_manifest(dataset_dir: Path) -> dict:
             "(or `plasticc-jax prepare`) with the same config first"
         )
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except ValueError as error:
         raise UserError(f"{path} is damaged ({error}): run prepare again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), dict):
+        raise UserError(f"{path} is damaged (no shard list): run prepare again")
+    return manifest
 
 
 def read_stats(dataset_dir: Path) -> FeatureStats:
@@ -209,10 +217,6 @@ def iter_split(
     complete light curves, and with `partial` their partial ones too (`stage` says which)."""
     manifest = read_manifest(dataset_dir)
     hashes = manifest.get("shard_sha256", {})  # absent in datasets of earlier releases
-    if not isinstance(manifest.get("shards"), dict):
-        raise UserError(
-            f"{dataset_dir}/manifest.json is damaged (no shard list): run prepare again"
-        )
     for name in manifest["shards"].get(split, []):
         shard = load_shard(Path(dataset_dir) / name, hashes.get(name))
         yield shard if partial or shard.complete.all() else shard.take(shard.complete)

@@ -24,7 +24,7 @@ import pandas as pd
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io, plasticc, readers, streaming
 from plasticc_jax.config import Config, DataConfig
-from plasticc_jax.dataset import FORMAT_VERSION, SPLITS
+from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, read_manifest
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs
@@ -98,12 +98,9 @@ def _fingerprint(config: Config, hashes: list[tuple[str, str]]) -> str:
 
 
 def _up_to_date(out: Path, fingerprint: str) -> bool:
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        return False
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
+        manifest = read_manifest(out)
+    except UserError:  # none, or damaged: prepared again
         return False
     names = [n for split in manifest.get("shards", {}).values() for n in split]
     names += ["stats.json", "rejected.csv", "config.json"]

@@ -58,7 +58,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as error:
         value = error
     if not isinstance(value, dict):
-        raise UserError(f"{path} is damaged ({value}); it is written by the stage that made it")
+        raise _damaged(path, value)
+    return value
+
+
+def _damaged(path: Path, value: Any) -> UserError:
+    return UserError(f"{path} is damaged ({value}); it is written by the stage that made it")
+
+
+def _part(record: Mapping[str, Any], key: str, path: Path) -> dict[str, Any]:
+    """`record[key]`, a JSON object ({} if absent: written by an older version).
+
+    Raises:
+        UserError: it is there but not an object (the file is damaged).
+    """
+    value = record.get(key, {})
+    if not isinstance(value, dict):
+        raise _damaged(path, f"{key}: {value!r}")
     return value
 
 
@@ -118,8 +134,9 @@ def record_training(run_dir: Path, dataset_dir: Path, manifest: Mapping[str, Any
 
 def trained_on(run_dir: Path) -> dict[str, Any] | None:
     """The dataset record of a run (None for a run trained before provenance was recorded)."""
-    record = _read_json(Path(run_dir) / RECORD)
-    return None if record is None else record.get("dataset")
+    path = Path(run_dir) / RECORD
+    record = _read_json(path)
+    return None if record is None or "dataset" not in record else _part(record, "dataset", path)
 
 
 def check_run_dataset(
@@ -243,6 +260,8 @@ def check_detector_files(run_dir: Path) -> dict[str, Any]:
             else "it has not been evaluated"
         )
         raise UserError(f"no anomaly detector record in {models / RECORD} ({why}): {again}")
+    for key in ("files", "run_files", "checkpoint"):
+        _part(record, key, models / RECORD)
     for name, digest in record.get("files", {}).items():
         path = models / name
         if not path.is_file():
@@ -274,8 +293,9 @@ def check_checkpoint(run_dir: Path, record: Mapping[str, Any], epoch: int, param
         raise UserError(
             f"the anomaly detector of {run_dir} was fitted on the checkpoint of epoch "
             f"{fitted.get('epoch')} (sha256 {str(fitted.get('sha256'))[:12]}), but the run's "
-            f"best checkpoint is now epoch {now['epoch']} (sha256 {now['sha256'][:12]}), e.g. "
-            f"after more training: run `plasticc-jax evaluate` for {run_dir}, then score again"
+            f"best checkpoint is now epoch {now['epoch']} (sha256 {now['sha256'][:12]}), after "
+            "more training, or a checkpoint deleted or copied in: run `plasticc-jax evaluate` for "
+            f"{run_dir}, then score again"
         )
 
 

@@ -428,8 +428,14 @@ def replay(
         target.is_relative_to(f.resolve()) for f in run_folders
     ):
         raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
+    created = [f for f in [output, *output.parents] if not f.exists()]  # leaf first
     make_output_folder(output)
-    scorer = Scorer.load(run_dir)  # checked: complete, evaluated, the detector of its checkpoint
+    try:
+        scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its checkpoint's detector
+    except UserError:
+        for folder in created:  # a refused run leaves no empty folders behind
+            folder.rmdir()
+        raise
     detector = scorer.detector
     data = ReplayInput(
         _read_rows(paths), readers.read_metadata_files(list(metadata_paths)), close_after, objects

@@ -138,7 +138,12 @@ def read_config(run_dir: Path) -> Config:
             f"{path} is damaged ({type(error).__name__}: {error}); train wrote it: restore it "
             "or train the run again"
         ) from None
-    config_lib.validate(config)
+    try:
+        config_lib.validate(config)
+    except UserError as error:
+        raise UserError(
+            f"{path}: {error}; train wrote it: restore it or train the run again"
+        ) from None
     return config
 
 

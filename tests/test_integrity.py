@@ -496,3 +496,60 @@ def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):
         path.write_text(path.read_text() + "\n")
         with pytest.raises(UserError, match=rf"{name} has changed since evaluate fitted"):
             Scorer.load(run_dir)
+
+
+def _edit_json(path: Path, edit) -> None:
+    value = json.loads(path.read_text())
+    edit(value)
+    path.write_text(json.dumps(value))
+
+
+def test_hand_edited_run_and_dataset_files_are_named(tiny_run, tmp_path, capsys):
+    """Found by an audit: a network edited in config.json failed inside Orbax (tracebacks after
+    the line, "damaged" though the checkpoint was not), a value of the wrong type in it or a
+    provenance record of the wrong shape was an AttributeError or did not name the file, and a
+    dataset manifest of `{}` read as "prepared again since"."""
+    from plasticc_jax.checkpoints import CheckpointError
+    from plasticc_jax.encoder import load_vae
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(tiny_run.run_dir, tmp_path / name))
+
+    run_dir = copy("latent")
+    _edit_json(run_dir / "config.json", lambda c: c["model"].update(latent_dim=7))
+    with pytest.raises(CheckpointError, match=r"holds another network .* is \(\d+, \d+\) there"):
+        load_vae(run_dir)
+    run_dir = copy("text")
+    _edit_json(run_dir / "config.json", lambda c: c["model"].update(latent_dim="sixteen"))
+    with pytest.raises(UserError, match=r"config.json: model.latent_dim='sixteen'"):
+        runs.read_config(run_dir)
+    run_dir = copy("record")
+    (run_dir / "provenance.json").write_text('{"dataset": 5}')
+    with pytest.raises(UserError, match=r"provenance.json is damaged \(dataset: 5\)"):
+        provenance.trained_on(run_dir)
+    (run_dir / "models" / "provenance.json").write_text('{"files": [1]}')
+    with pytest.raises(UserError, match=r"models/provenance.json is damaged \(files: \[1\]\)"):
+        provenance.check_detector_files(run_dir)
+    dataset = Path(shutil.copytree(tiny_run.dataset_dir, tmp_path / "dataset"))
+    (dataset / "manifest.json").write_text("{}")
+    with pytest.raises(UserError, match=r"manifest.json is damaged \(no shard list\)"):
+        read_manifest(dataset)
+    (tmp_path / "a-file").touch()
+    with pytest.raises(SystemExit) as exit_info:  # a usage error
+        cli.main(["prepare", "--config", "tiny", "--workdir", str(tmp_path / "a-file")])
+    assert exit_info.value.code == 2
+    assert "a-file' is a file: give a folder" in capsys.readouterr().err
+
+
+def test_a_refused_replay_leaves_no_output_folder(tiny_run, tmp_path, capsys):
+    run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "run"))
+    (run_dir / provenance.INCOMPLETE).write_text("evaluate was interrupted\n")
+    raw = tiny_run.workdir / "data" / "raw"
+    output = tmp_path / "replays" / "night"
+    argv = [
+        *("replay", "--run", str(run_dir), str(raw / "plasticc_train_lightcurves.csv.gz")),
+        *("--metadata", str(raw / "plasticc_train_metadata.csv.gz"), "--output", str(output)),
+    ]
+    assert cli.main(argv) == 2
+    assert "is incomplete" in one_error_line(capsys, "replay")
+    assert not (tmp_path / "replays").exists()

@@ -123,15 +123,13 @@ class CheckpointStore:
         """Refuse, before Orbax reads anything, a template unlike the stored arrays: the network
         the run's settings describe is not the one saved (e.g. a hand-edited `config.json`).
         Orbax's own refusal comes from inside its event loop, with tracebacks after it."""
-        level = _ABSL.level
-        _ABSL.setLevel(logging.ERROR)  # the item folder has no metadata file of its own
+        handler = ocp.StandardCheckpointHandler()  # reads the item's tree metadata file only
         try:
-            stored = ocp.StandardCheckpointer().metadata(self.directory / str(epoch) / name)
-            stored_shapes = _shapes(stored.item_metadata.tree)
+            stored_shapes = _shapes(handler.metadata(self.directory / str(epoch) / name).tree)
         except Exception as error:  # Orbax raises many types for damaged files
             raise self._damaged(epoch, error) from None
         finally:
-            _ABSL.setLevel(level)
+            handler.close()
         wanted = _shapes(abstract)
         if stored_shapes != wanted:
             key = min(

@@ -372,11 +372,23 @@ def test_a_malformed_answer_is_400_and_changes_nothing(server: ReviewServer, bod
     assert not server.session.store.path.exists()
 
 
+def test_an_answer_not_sent_as_json_is_415_and_changes_nothing(server: ReviewServer) -> None:
+    """The page sends JSON; an HTML form (another site's, say) cannot: its type is refused."""
+    before = api(server, "/api/state")
+    body = json.dumps({"object_id": before["next"], "label": "anomaly"}).encode()
+    for kind in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data"):
+        status, data = request(server, "/api/label", body, headers={"Content-Type": kind})
+        assert status == 415 and "application/json" in json.loads(data)["error"], kind
+    assert api(server, "/api/state") == before
+    assert not server.session.store.path.exists()
+
+
 def test_a_content_length_that_is_not_a_number_is_400(server: ReviewServer) -> None:
     """'²' passes str.isdigit() but not int(): it was a 500 with a traceback."""
     before = api(server, "/api/state")
     body = json.dumps({"object_id": before["next"], "label": "anomaly"}).encode()
-    assert request(server, "/api/label", body, headers={"Content-Length": "\u00b2"})[0] == 400
+    headers = {"Content-Length": "\u00b2", "Content-Type": "application/json"}
+    assert request(server, "/api/label", body, headers=headers)[0] == 400
     assert api(server, "/api/state") == before
 
 
@@ -405,7 +417,8 @@ def test_two_tabs_answering_at_once_lose_no_answer(server: ReviewServer) -> None
     def tab(object_id: int) -> None:
         barrier.wait()
         body = json.dumps({"object_id": object_id, "label": "not_interesting"}).encode()
-        results.append(request(server, "/api/label", body)[0])
+        headers = {"Content-Type": "application/json"}
+        results.append(request(server, "/api/label", body, headers=headers)[0])
 
     threads = [threading.Thread(target=tab, args=(i,)) for i in ids]
     for thread in threads:

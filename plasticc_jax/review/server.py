@@ -197,6 +197,13 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, text.encode(), "text/csv; charset=utf-8", attachment="labels.csv")
 
     def _label(self, query: dict[str, list[str]]) -> None:
+        media_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":  # what the page sends; an HTML form cannot
+            self.close_connection = True  # the body is not read
+            self._send_error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json"
+            )
+            return
         length = self.headers.get("Content-Length", "")
         if not (length.isascii() and length.isdigit()) or not 0 < int(length) <= MAX_BODY_BYTES:
             self.close_connection = True  # the body, if any, is not read

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import readers, synthetic
-from plasticc_jax.replay import NightScorer, ReplayInput, _read_rows
+from plasticc_jax.lightcurve_rows import read_files
+from plasticc_jax.replay import NightScorer, ReplayInput
 from plasticc_jax.scoring import Scorer
 
 TARGET = 20_000.0  # objects/s on 2 CPU cores
@@ -41,7 +42,7 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
     """Median cost of `nights` consecutive mid-survey nights over `n_objects` objects."""
     with tempfile.TemporaryDirectory() as tmp:
         meta_path, lc_path = synthetic.write_synthetic(Path(tmp), n_objects, seed=1)
-        data = ReplayInput(_read_rows([lc_path]), readers.read_metadata(meta_path), None)
+        data = ReplayInput(read_files([lc_path]), readers.read_metadata(meta_path), None)
     scorer = NightScorer(data, Scorer.load(run_dir))
     first, last = data.nights
     middle = (first + last) // 2

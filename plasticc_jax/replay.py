@@ -219,22 +219,6 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def _read_rows(paths: Sequence[Path]) -> lightcurve_rows.Rows:
-    parts = [rows for path in paths for rows in lightcurve_rows.read_rows(Path(path), 1 << 22)]
-    if not parts:
-        empty = np.zeros(0)
-        return lightcurve_rows.Rows(
-            empty.astype(np.int64),
-            empty,
-            empty.astype(np.int64),
-            empty,
-            empty,
-            empty.astype(bool),
-            0,
-        )
-    return lightcurve_rows.Rows.concatenate(parts)
-
-
 class NightScorer:
     """Scores one night: the objects with new rows, each with all its rows so far."""
 
@@ -438,7 +422,10 @@ def replay(
         raise
     detector = scorer.detector
     data = ReplayInput(
-        _read_rows(paths), readers.read_metadata_files(list(metadata_paths)), close_after, objects
+        lightcurve_rows.read_files(paths),
+        readers.read_metadata_files(list(metadata_paths)),
+        close_after,
+        objects,
     )
     first, last = data.nights
     if not len(data.rows):

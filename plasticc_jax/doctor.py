@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from plasticc_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # Set in the Dockerfile: inside the cuda variant of the image a CPU-only JAX is a failure, not a
@@ -170,11 +172,32 @@ def cpu_reason() -> str:
     return f"JAX's CUDA backend did not start ({reason}){hint}"
 
 
-def log_backend() -> None:
-    """Log in one line where JAX computes; on the CPU, why (a warning if a GPU was expected)."""
+def jax_devices() -> list[Any]:
+    """JAX's devices.
+
+    Raises:
+        UserError: JAX cannot start a backend (`JAX_PLATFORMS` naming one this install or
+            machine lacks); JAX's own error is a traceback (an AssertionError for `cuda`).
+    """
     import jax
 
-    devices = jax.devices()
+    try:
+        return jax.devices()
+    except (RuntimeError, AssertionError) as error:
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        setting = f" JAX_PLATFORMS={platforms}" if platforms else " its default backend"
+        text = str(error).strip()
+        first = text.splitlines()[0][:200] if text else type(error).__name__
+        raise UserError(
+            f"JAX cannot start{setting} ({first}): unset JAX_PLATFORMS or set it to cpu; "
+            "for a GPU, install JAX's CUDA backend (`pip install '.[cuda]'`) on a machine with "
+            "an NVIDIA driver"
+        ) from None
+
+
+def log_backend() -> None:
+    """Log in one line where JAX computes; on the CPU, why (a warning if a GPU was expected)."""
+    devices = jax_devices()
     if devices[0].platform != "cpu":
         kinds = sorted({d.device_kind for d in devices})
         log.info("JAX runs on the %s: %d x %s", devices[0].platform.upper(), len(devices), kinds)
@@ -297,8 +320,8 @@ def doctor(expect_gpu: bool = False) -> int:
         if name in os.environ:
             print(f"{name}={os.environ[name]}")
 
+    devices = jax_devices()
     backend = jax.default_backend()
-    devices = jax.devices()
     print(f"default backend: {backend}; {len(devices)} device(s)")
     failures = 0
     for device in devices:

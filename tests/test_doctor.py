@@ -216,3 +216,21 @@ def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) ->
     environ = {"XDG_CACHE_HOME": str(blocked)}
     assert doctor_lib.use_compilation_cache(environ) is None
     assert doctor_lib.CACHE_DIR_ENV not in environ
+
+
+@pytest.mark.parametrize("raised", [AssertionError(), RuntimeError("Unable to initialize backend")])
+def test_a_backend_jax_cannot_start_is_one_line(
+    raised: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: JAX_PLATFORMS=cuda on a machine without one was JAX's traceback (an
+    AssertionError; RuntimeError for an unknown name), in doctor and in every stage."""
+
+    def fail() -> None:
+        raise raised
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setattr(jax, "devices", fail)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error: JAX cannot start JAX_PLATFORMS=cuda" in err and "set it to cpu" in err

@@ -34,7 +34,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
 import zlib
@@ -60,7 +59,7 @@ from plasticc_jax.download_check import (
 )
 from plasticc_jax.errors import UserError
 from plasticc_jax.inputs import find_inputs
-from plasticc_jax.io_utils import sha256_file
+from plasticc_jax.io_utils import make_output_folder, scratch_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,10 @@ ZENODO_DOI = "10.5281/zenodo.2539456"
 # Seconds to wait for Zenodo to answer (connect, and each read): an unreachable host fails fast and
 # the next source is tried.
 HTTP_TIMEOUT_S = 10.0
+
+# Seconds pip waits for the package index at each try (`--timeout`), three tries.
+PIP_TIMEOUT_S = 20
+STAGING_PREFIX = ".tmp-download-"
 
 WHEEL_REQUIREMENT = "snmachine==2.0.0.post3"
 WHEEL_SHA256 = "09faca95f69566b36a0d798ce01d24b25cc11367fb3b5323c4aa552421f715da"
@@ -192,23 +195,28 @@ def _sources(choice: str, workdir: Path) -> list[Source]:
     wheel = Source("snmachine", f"{WHEEL_REQUIREMENT} via pip", _fetch_wheel, check_sha256=True)
     if choice == "auto":
         mirror = os.environ.get(MIRROR_ENV)
-        first = [_mirror_source(Path(mirror).expanduser(), workdir)] if mirror else []
+        # The variable is read where it was set: relative to the current folder.
+        folder = Path(mirror).expanduser().absolute() if mirror else None
+        first = [_mirror_source(folder, MIRROR_ENV)] if folder else []
         return [*first, zenodo, wheel]
     if choice == "zenodo":
         return [zenodo]
     if choice == "snmachine":
         return [wheel]
-    return [_mirror_source(Path(choice).expanduser(), workdir)]
+    folder = Path(choice).expanduser()
+    return [_mirror_source(folder if folder.is_absolute() else workdir / folder, "data.source")]
 
 
-def _mirror_source(folder: Path, workdir: Path) -> Source:
-    folder = folder if folder.is_absolute() else workdir / folder
+def _mirror_source(folder: Path, setting: str) -> Source:
+    """The two files copied from a local folder (named by `setting`)."""
 
     def fetch(staging: Path) -> dict[str, Any]:
+        if folder.exists() and not folder.is_dir():
+            raise SourceFailed(f"{setting} names {folder}, a file: give the folder holding them")
         if not folder.is_dir():
             raise SourceFailed(
-                f"folder {folder} not found (data.source is 'auto', 'zenodo', 'snmachine' "
-                f"or a folder holding the files)"
+                f"{setting} names the folder {folder}, which does not exist (data.source is "
+                "'auto', 'zenodo', 'snmachine' or a folder holding the files)"
             )
         for expected in EXPECTED:
             src = stored_file(folder, expected.name)
@@ -273,8 +281,13 @@ def _pip_download_wheel(folder: Path) -> Path:
         *(sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "-d", str(folder)),
         *("--no-deps", "--no-binary", ":none:", "--only-binary", ":all:"),
         *("--disable-pip-version-check", "--no-input"),
+        # An index that accepts connections and never answers: about a minute, not pip's
+        # default of six tries of its own timeout (or of PIP_DEFAULT_TIMEOUT's).
+        *("--timeout", str(PIP_TIMEOUT_S), "--retries", "2"),
     ]
-    log.info("running %s", " ".join(command[2:]))
+    log.info(
+        "running %s (up to about a minute if the index does not answer)", " ".join(command[2:])
+    )
     try:
         result = subprocess.run(command, stderr=subprocess.PIPE, text=True, check=False)
     except OSError as error:
@@ -316,10 +329,10 @@ def _write_gzip(source: Any, dest: Path) -> None:
 
 def _install(source: Source, raw: Path) -> None:
     """Fetch into a staging folder inside `raw`, verify, then move the files into place."""
-    raw.mkdir(parents=True, exist_ok=True)
-    # The staging folder sits in `raw` so the final moves are renames on one file system.
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-download-", dir=raw))
-    try:
+    make_output_folder(raw, "the raw data folder (data.raw_dir)")
+    # The staging folder sits in `raw` so the final moves are renames on one file system; one
+    # left behind by a killed download is removed by the next (`scratch_dir`).
+    with scratch_dir(raw, STAGING_PREFIX) as staging:
         try:
             extra = source.fetch(staging)
             checks = [
@@ -330,8 +343,6 @@ def _install(source: Source, raw: Path) -> None:
             raise SourceFailed(f"{type(error).__name__}: {error}") from error
         for expected in EXPECTED:
             os.replace(staging / expected.name, raw / expected.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     write_record(raw, source.name, source.location, checks, extra)
     log.info(
         "PLAsTiCC training set from %s (%s) in %s: %s",

@@ -63,6 +63,10 @@ class SourceFailed(Exception):
     """One source could not deliver verified files; the message says why."""
 
 
+class Unreadable(SourceFailed):
+    """A file that cannot be read to its end as a CSV (truncated, not gzip, not text)."""
+
+
 @dataclass(frozen=True)
 class FileCheck:
     """What a scan of one stored file found.
@@ -95,7 +99,13 @@ def check_existing(raw: Path, paths: list[Path], expected: list[Expected]) -> li
             verify(path, item, check_sha256=True)
             for path, item in zip(paths, expected, strict=True)
         ]
-    except (SourceFailed, OSError, EOFError, zlib.error) as error:
+    except Unreadable as error:
+        raise UserError(
+            f"{raw} already holds {', '.join(p.name for p in paths)}, but {error}; nothing was "
+            "changed. Move the damaged file elsewhere (or delete it) and rerun to download it "
+            "again."
+        ) from None
+    except SourceFailed as error:
         raise UserError(
             f"{raw} already holds {', '.join(p.name for p in paths)}, but they are not the "
             f"PLAsTiCC training set ({error}); nothing was changed. Move them elsewhere and rerun "
@@ -146,13 +156,23 @@ def verify(path: Path, expected: Expected, check_sha256: bool) -> FileCheck:
     """Scan a file and compare it with what the training set must be.
 
     Raises:
+        Unreadable: the file cannot be read to its end (broken gzip stream, not text).
         SourceFailed: columns, row count, object count or (if asked) hash differ.
+        OSError: the file system refused the read (e.g. no permission).
     """
-    check = scan(path)
+    try:
+        check = scan(path)
+    except (PermissionError, FileNotFoundError):
+        raise
+    except (OSError, EOFError, zlib.error) as error:  # gzip's BadGzipFile is an OSError
+        raise Unreadable(
+            f"{path.name} cannot be read to its end ({type(error).__name__}: {error}): it is "
+            "truncated or damaged"
+        ) from error
     try:
         columns = [name.strip() for name in header(path)]
     except UserError as error:
-        raise SourceFailed(str(error)) from error
+        raise Unreadable(f"{path.name} does not start with a CSV header line") from error
     missing = [column for column in expected.columns if column not in columns]
     if missing:
         raise SourceFailed(f"{path.name}: header lacks columns {missing}")

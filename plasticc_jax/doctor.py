@@ -90,6 +90,8 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home (some containers): compile every time, as before
         return None
+    if not os.access(folder, os.W_OK | os.X_OK):  # JAX would warn at every compile
+        return None
     environ[CACHE_DIR_ENV] = str(folder)
     environ.setdefault(CACHE_SIZE_ENV, str(CACHE_MAX_BYTES))
     return folder

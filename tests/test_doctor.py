@@ -218,6 +218,15 @@ def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) ->
     assert doctor_lib.CACHE_DIR_ENV not in environ
 
 
+def test_an_unwritable_cache_folder_is_not_used(tmp_path, monkeypatch) -> None:
+    """Found by an audit: an existing cache folder this user may not write made JAX warn at
+    every compile (root writes anywhere, so the refusal is simulated)."""
+    monkeypatch.setattr(doctor_lib.os, "access", lambda path, mode: False)
+    environ = {"XDG_CACHE_HOME": str(tmp_path)}
+    assert doctor_lib.use_compilation_cache(environ) is None
+    assert doctor_lib.CACHE_DIR_ENV not in environ
+
+
 @pytest.mark.parametrize("raised", [AssertionError(), RuntimeError("Unable to initialize backend")])
 def test_a_backend_jax_cannot_start_is_one_line(
     raised: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -42,6 +42,7 @@ JAX_ENV = (
     "XLA_PYTHON_CLIENT_PREALLOCATE",
     "XLA_PYTHON_CLIENT_MEM_FRACTION",
     "XLA_PYTHON_CLIENT_ALLOCATOR",
+    "XLA_FLAGS",
 )
 # JAX's persistent compilation cache (its own environment variables, read when JAX is imported):
 # a program compiled once is reused by every later command (a compile of the default training
@@ -321,6 +322,7 @@ def doctor(expect_gpu: bool = False) -> int:
     for name in JAX_ENV:
         if name in os.environ:
             print(f"{name}={os.environ[name]}")
+    print(f"compilation cache: {os.environ.get(CACHE_DIR_ENV) or 'off (every run compiles)'}")
 
     devices = jax_devices()
     backend = jax.default_backend()

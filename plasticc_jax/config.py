@@ -342,6 +342,12 @@ def validate(config: Config) -> None:
         data.inputs,
         f"choose one of {', '.join(INPUT_SELECTIONS)}",
     )
+    need(
+        isinstance(data.source, str) and data.source.strip() != "",
+        "data.source",
+        data.source,
+        "choose auto, zenodo, snmachine or a folder holding the two files",
+    )
     for key in ("val_fraction", "test_fraction"):
         number(f"data.{key}", getattr(data, key), 0.0, 1.0, "must be a fraction in [0, 1]")
     fractions = (data.val_fraction, data.test_fraction)

@@ -245,6 +245,7 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.window_before=-100"], "its start must come before its end"),
         (["--set", "data.seed=-1"], "data.seed=-1: must be a non-negative integer"),
         (["--set", "data.inputs=tests"], "data.inputs='tests': choose one of train, test, all"),
+        (["--set", "data.source="], "data.source='': choose auto, zenodo, snmachine or a"),
         (["--set", "data.anomaly_classes=999"], "999 not a PLAsTiCC class (classes: 6, 15,"),
         (["--set", "eval.knn_neighbours=0"], "eval.knn_neighbours=0: must be a positive integer"),
         (["--set", "eval.cross_fit_folds=1"], "eval.cross_fit_folds=1: must be 0 (in-sample) or"),

@@ -30,18 +30,14 @@ best fusion with any of them 0.814, as without: not adopted.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rest_frame_components import load_known, table_rows
+from rest_frame_components import probe_arguments, read_validation, table_rows
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from plasticc_jax import config_io
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import balanced_rows
 from plasticc_jax.config import EvalConfig
@@ -113,18 +109,9 @@ def paired(folds: Folds, a: np.ndarray, b: np.ndarray) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
-    parser.add_argument("--out", type=Path, default=Path("runs/network-classifier/scores.parquet"))
-    args = parser.parse_args()
+    args = probe_arguments(__doc__, "runs/network-classifier/scores.parquet")
     start = time.perf_counter()
-    validation = json.loads((args.run / "validation" / "validation.json").read_text())
-    config = config_io.from_dict(validation["config"])
-    workdir = args.workdir or args.run.parent.parent
-    dataset_dir = workdir / config.data.processed_dir / config.data.protocol
-    scores = pd.read_parquet(args.run / "validation" / "scores.parquet")
-    objects = load_known(dataset_dir, list(config.data.known_classes))
+    _, scores, objects = read_validation(args.run, args.workdir)
     fold_ids = [int(f) for f in scores["fold"].unique()]
     new = pd.concat([fold_columns(objects, f) for f in fold_ids], ignore_index=True)
     table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")

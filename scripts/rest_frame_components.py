@@ -51,7 +51,7 @@ from sklearn.neighbors import NearestNeighbors
 from plasticc_jax import config_io, features
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import Evidence
-from plasticc_jax.config import EvalConfig
+from plasticc_jax.config import Config, EvalConfig
 from plasticc_jax.dataset import FeatureStats, iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.fusion_search import Folds, fusion_spec
@@ -255,20 +255,31 @@ def table_rows(folds: Folds, rows: dict[str, np.ndarray]) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_arguments(doc: str, out: str) -> argparse.Namespace:
+    """The command line of a validation probe: RUN, --workdir, --out (default `out`)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
-    parser.add_argument("--out", type=Path, default=Path("runs/rest-frame/scores.parquet"))
-    args = parser.parse_args()
-    start = time.perf_counter()
-    # The config the folds were made with (the run's own config.json may be older).
-    validation = json.loads((args.run / "validation" / "validation.json").read_text())
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser.parse_args()
+
+
+def read_validation(run: Path, workdir: Path | None) -> tuple[Config, pd.DataFrame, pd.DataFrame]:
+    """(the config the folds were made with, the fold scores, the train and val splits' known
+    objects) of a run with `make validate` (the run's own config.json may be older)."""
+    validation = json.loads((run / "validation" / "validation.json").read_text())
     config = config_io.from_dict(validation["config"])
-    workdir = args.workdir or args.run.parent.parent
+    workdir = workdir or run.parent.parent
     dataset_dir = workdir / config.data.processed_dir / config.data.protocol
-    scores = pd.read_parquet(args.run / "validation" / "scores.parquet")
-    objects = load_known(dataset_dir, list(config.data.known_classes))
+    scores = pd.read_parquet(run / "validation" / "scores.parquet")
+    return config, scores, load_known(dataset_dir, list(config.data.known_classes))
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "runs/rest-frame/scores.parquet")
+    start = time.perf_counter()
+    config, scores, objects = read_validation(args.run, args.workdir)
+    workdir = args.workdir or args.run.parent.parent
     fold_ids = [int(f) for f in scores["fold"].unique()]
     raw = np.stack(objects["raw"].to_numpy())
     spaces = {name: rest_frame(raw, names) for name, names in SUBSPACES.items()}

@@ -1,9 +1,11 @@
 """Default preset: the quick CPU run on the real PLAsTiCC training set, `rare` protocol.
 
 Command: `make prepare train evaluate` (each stage: `plasticc-jax <stage> --config default`).
-Runtime on 2 CPU cores, from a fresh clone with the venv built: 2 min 12 s for the three stages
-(download and prepare 10 s, train 46 s, evaluate 1 min 16 s; load average 1-2, JAX's
-compilation cache empty). With other jobs on the machine (load 7-9) it
+Runtime on 2 CPU cores, from a fresh clone with the venv built: about 1 min 15 s for the three
+stages on the machine of the latest release (download and prepare 8 s, train 28 s, evaluate
+38 s), 2 min 12 s on the earlier releases' machine, whose cores are half as fast (download and
+prepare 10 s, train 46 s, evaluate 1 min 16 s; load average 1-2, JAX's compilation cache
+empty). With other jobs on the machine (load 7-9) it
 took 6 min 22 s before evaluate's UMAP and cross-fitting ran side by side.
 Expected result (measured; the same seed gives the same numbers on the same machine): on the
 test split (1,480 known objects, 458 anomalies) the detector reaches a mean per-class AUROC of

@@ -9,12 +9,15 @@ only on that object and the run, never on the objects scored with it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from plasticc_jax.errors import UserError
+
+log = logging.getLogger(__name__)
 
 MAX_REFERENCE_POINTS = 2001
 
@@ -108,3 +111,24 @@ def calibrate_threshold(scores: np.ndarray, target_fpr: float) -> float:
     if not 0.0 < target_fpr < 1.0:
         raise UserError(f"eval.target_fpr={target_fpr}: must be in (0, 1)")
     return float(np.quantile(np.asarray(scores, np.float64), 1.0 - target_fpr, method="higher"))
+
+
+def warn_weak_calibration(
+    val_scores: dict[str, np.ndarray], weights: dict[str, float], target_fpr: float
+) -> None:
+    """Warn where the val known objects cannot support the fusion or the threshold: a fused
+    component that is constant on them (its weight is dead: e.g. a one-class classifier), or
+    too few of them to resolve `target_fpr` (the threshold is then their highest score)."""
+    for name, weight in weights.items():
+        if weight > 0 and np.ptp(val_scores[name]) == 0:
+            log.warning(
+                "fused component %s is constant on the val known objects: it adds nothing", name
+            )
+    n_val = len(next(iter(val_scores.values()), ()))
+    if target_fpr * n_val < 1:
+        log.warning(
+            "%d val known objects cannot resolve a false-positive rate of %.3g: the flag "
+            "threshold is their highest score",
+            n_val,
+            target_fpr,
+        )

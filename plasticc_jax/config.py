@@ -266,7 +266,20 @@ def resolve(config: Config) -> Config:
     known = data.known_classes or known
     overlap = set(known) & set(anomalies)
     if overlap:
-        raise ConfigError(f"classes {sorted(overlap)} are both known and anomalous")
+        where = (
+            "data.anomaly_classes"
+            if data.anomaly_classes
+            else f"anomalies of data.protocol={data.protocol}; data.anomaly_classes changes them"
+        )
+        raise ConfigError(
+            f"classes {sorted(overlap)} are both known (data.known_classes) and anomalous "
+            f"({where}): leave them out of one list"
+        )
+    if not known:
+        raise ConfigError(
+            f"no known class is left: data.anomaly_classes ({', '.join(map(str, anomalies))}) "
+            "covers every training class; leave some out, or set data.known_classes"
+        )
     data = dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
     resolved = dataclasses.replace(config, data=data)
     resolved = dataclasses.replace(resolved, run_dir=str(resolved.run_path))
@@ -349,7 +362,8 @@ def validate(config: Config) -> None:
         "choose auto, zenodo, snmachine or a folder holding the two files",
     )
     for key in ("val_fraction", "test_fraction"):
-        number(f"data.{key}", getattr(data, key), 0.0, 1.0, "must be a fraction in [0, 1]")
+        # The val split calibrates the detector and the test split measures it: neither empty.
+        number(f"data.{key}", getattr(data, key), 1e-300, 1.0, "must be a fraction in (0, 1]")
     fractions = (data.val_fraction, data.test_fraction)
     if all(isinstance(f, int | float) and 0 <= f <= 1 for f in fractions):
         need(
@@ -386,7 +400,26 @@ def validate(config: Config) -> None:
         ",".join(map(str, data.stages)),
         "must be positive finite numbers of days after the first detection",
     )
+    need(
+        len(set(data.stages)) == len(data.stages),
+        "data.stages",
+        ",".join(map(str, data.stages)),
+        "each stage once",
+    )
+    need(
+        not (train.partial_curves and not data.stages),
+        "train.partial_curves",
+        train.partial_curves,
+        "needs data.stages (days after the first detection at which light curves are cut)",
+    )
     for key in ("known_classes", "anomaly_classes"):
+        classes = getattr(data, key)
+        need(
+            len(set(classes)) == len(classes),
+            f"data.{key}",
+            ",".join(map(str, classes)),
+            "each class once",
+        )
         unknown = [c for c in getattr(data, key) if c not in plasticc.CLASS_NAMES]
         need(
             not unknown,
@@ -425,10 +458,11 @@ def validate(config: Config) -> None:
         f"choose one of {', '.join(COMPUTE_DTYPES)}",
     )
 
+    ok = isinstance(ev.n_draws, int) and not isinstance(ev.n_draws, bool) and ev.n_draws >= 2
+    need(ok, "eval.n_draws", ev.n_draws, "must be at least 2 (the draws give a mean and a spread)")
     for key in (
         "n_estimators",
         "max_samples",
-        "n_draws",
         "batch_size",
         "knn_neighbours",
         "classifier_iterations",
@@ -451,6 +485,19 @@ def validate(config: Config) -> None:
         ",".join(ev.fusion),
         "must be component:weight items, weights zero or positive and one positive, components "
         f"from {', '.join(COMPONENT_NAMES)}",
+    )
+    named = [str(item).partition(":")[0].strip() for item in ev.fusion]
+    need(
+        len(set(named)) == len(named),
+        "eval.fusion",
+        ",".join(ev.fusion),
+        "each component once (with its weight)",
+    )
+    need(
+        not ("head_maxprob" in named and not model.classifier_head),
+        "eval.fusion",
+        ",".join(ev.fusion),
+        "head_maxprob needs model.classifier_head=true (without the head it is constant)",
     )
     for key in ("target_fpr", "realistic_anomaly_rate"):
         number(f"eval.{key}", getattr(ev, key), 1e-300, 1.0 - 1e-12, "must be in (0, 1)")

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from plasticc_jax import config_io
-from plasticc_jax.calibration import Reference, calibrate_threshold
+from plasticc_jax.calibration import Reference, calibrate_threshold, warn_weak_calibration
 from plasticc_jax.components import COMPONENTS, Classifier, Component, Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
@@ -209,6 +209,7 @@ class Detector:
                 rows = np.ones(len(val), bool)
             detector.references[group] = {n: Reference.fit(raw[n][rows]) for n in names}
         tails = detector.calibrated(raw, groups)
+        warn_weak_calibration(tails, weights, config.target_fpr)
         fused = detector.fuse(tails)
         for group in components:
             rows = groups == group

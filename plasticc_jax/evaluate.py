@@ -206,6 +206,11 @@ def _measure(
     target, labels = test["target"].to_numpy(), test["is_anomaly"].to_numpy(bool)
     flagged = test["flagged"].to_numpy(bool)
     present = [c for c in data.anomaly_classes if (target == c).any()]
+    if labels.all():
+        raise UserError(
+            "the test split holds no object of a known class, so nothing can be measured: "
+            "prepare again with a larger data.test_fraction (or more objects)"
+        )
     if not labels.any():
         log.warning("the test split holds no anomaly: metrics that need anomalies are NaN")
     return {
@@ -226,6 +231,8 @@ def _measure(
         },
         "realistic_anomaly_rate": ev.realistic_anomaly_rate,
         "n_draws": ev.n_draws,
+        "n_bootstrap": ev.n_bootstrap,
+        "classifier_head": config.model.classifier_head,
         "detector": {
             "components": list(detector.names),
             "fusion": detector.weights,

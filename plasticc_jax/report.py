@@ -151,6 +151,16 @@ def report_markdown(
     threshold = result["threshold"]
     files = ", ".join(Path(f["path"]).name for f in manifest["inputs"]["files"])
     weights = ", ".join(f"{k} {w:.2f}" for k, w in result["detector"]["fusion"].items())
+    vae = "A VAE with a classification head" if result.get("classifier_head", True) else "A VAE"
+    intervals = (
+        " (95% bootstrap intervals per class in brackets)" if result.get("n_bootstrap", 1) else ""
+    )
+    drawn = fused.get("realistic") or {}
+    reached = (
+        f"; reached {drawn['rate']:.1%} (anomalies a draw: {drawn['n_anomalies']})"
+        if "rate" in drawn
+        else ""
+    )
     lines = [
         f"# Anomaly detection report: {result['run']}",
         "",
@@ -162,7 +172,7 @@ def report_markdown(
         f"**Protocol** `{result['protocol']}`. Known classes: {known}. Anomaly classes (never "
         f"seen in training, all in the test split): {anomalies}.",
         "",
-        "**Method.** A VAE with a classification head, trained on the train split of known "
+        f"**Method.** {vae}, trained on the train split of known "
         f"classes (best checkpoint by val loss, epoch {result['checkpoint_epoch']}); detector "
         f"components ({', '.join(result['detector']['components'])}) fitted per kind "
         f"({', '.join(result['detector']['groups'])}) on the train split's known objects, each "
@@ -177,12 +187,12 @@ def report_markdown(
         "",
         f"**Test split**: {counts['test_known']} known-class objects, {counts['test_anomaly']} "
         f"anomalies ({counts['test_anomaly_fraction']:.1%}). Mean per-class AUROC of the "
-        f"anomaly score: **{fused['mean_class_auroc']:.3f}** (95% bootstrap intervals per class "
-        "in brackets). At the threshold: false-positive rate on "
+        f"anomaly score: **{fused['mean_class_auroc']:.3f}**{intervals}. At the threshold: "
+        "false-positive rate on "
         f"test known {threshold['test_fpr_known']:.2%}, recall of anomalies "
         f"{threshold['test_recall']:.1%}. Realistic-rate columns subsample the anomalies to "
-        f"{result['realistic_anomaly_rate']:.0%} of the test split ({result['n_draws']} draws, "
-        "mean ± std).",
+        f"{result['realistic_anomaly_rate']:.0%} of the test split{reached} "
+        f"({result['n_draws']} draws, mean ± std).",
         "",
         *_early_paragraph(result.get("early")),
         tables,

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io, scoring
 from plasticc_jax.config import Config
-from plasticc_jax.dataset import iter_split
+from plasticc_jax.dataset import iter_split, read_manifest
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
@@ -222,10 +222,42 @@ def validate(config: Config, workdir: Path) -> Path:
         raise UserError(
             f"leave-one-class-out validation needs at least 3 known classes, not {list(known)}"
         )
+    _check_fold_sizes(config, read_manifest(workdir / config.data.dataset_dir))
     out = config.run_path / "validation"
     (workdir / out).mkdir(parents=True, exist_ok=True)
     with folder_lock(workdir / out, "validate"):  # one validate of a run at a time
         return _validate(config, workdir, out)
+
+
+# Below this many train and val objects, a held-out class's fold AUROC rests on too few.
+FEW_OBJECTS = 5
+
+
+def _check_fold_sizes(config: Config, manifest: dict[str, Any]) -> None:
+    """Every held-out class needs train or val objects to play the anomaly.
+
+    Raises:
+        UserError: a known class has none in the prepared dataset (its fold would be NaN).
+    """
+    counts = manifest.get("counts", {})
+    sizes = {
+        c: sum(int(counts.get(s, {}).get(str(c), 0)) for s in ("train", "val"))
+        for c in config.data.known_classes
+    }
+    empty = [c for c, n in sizes.items() if n == 0]
+    if empty:
+        raise UserError(
+            f"known classes {empty} have no train or val object in the prepared dataset, so "
+            "they cannot be held out: leave them out of data.known_classes"
+        )
+    for c, n in sizes.items():
+        if n < FEW_OBJECTS:
+            log.warning(
+                "%s (%d) has only %d train and val objects: its fold's AUROC rests on them",
+                class_name(c),
+                c,
+                n,
+            )
 
 
 def _validate(config: Config, workdir: Path, out: Path) -> Path:

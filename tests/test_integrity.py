@@ -26,6 +26,7 @@ from plasticc_jax import cli, provenance, runs
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import FolderBusy, folder_lock, refuse_overwrite
+from plasticc_jax.plasticc import TRAINING_CLASSES
 from plasticc_jax.synthetic import write_synthetic
 
 
@@ -246,6 +247,22 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.seed=-1"], "data.seed=-1: must be a non-negative integer"),
         (["--set", "data.inputs=tests"], "data.inputs='tests': choose one of train, test, all"),
         (["--set", "data.source="], "data.source='': choose auto, zenodo, snmachine or a"),
+        # Found by an audit: each of these ran and gave a crash or a silently empty result later.
+        (["--set", "data.stages=10,2,10"], "data.stages='10.0,2.0,10.0': each stage once"),
+        (["--set", "train.partial_curves=true"], "train.partial_curves=True: needs data.stages"),
+        (["--set", "data.test_fraction=0"], "data.test_fraction=0.0: must be a fraction in (0"),
+        (["--set", "eval.n_draws=1"], "eval.n_draws=1: must be at least 2"),
+        (["--set", "data.known_classes=90,90,42"], "data.known_classes='90,90,42': each class"),
+        (["--set", "eval.fusion=latent_knn:1,latent_knn:3"], "each component once"),
+        (
+            ["--set", "model.classifier_head=false", "--set", "eval.fusion=head_maxprob:1"],
+            "head_maxprob needs model.classifier_head=true",
+        ),
+        (["--set", "data.known_classes=6,90"], "classes [6] are both known (data.known_classes)"),
+        (
+            ["--set", "data.anomaly_classes=" + ",".join(map(str, TRAINING_CLASSES))],
+            "no known class is left: data.anomaly_classes",
+        ),
         (["--set", "data.anomaly_classes=999"], "999 not a PLAsTiCC class (classes: 6, 15,"),
         (["--set", "eval.knn_neighbours=0"], "eval.knn_neighbours=0: must be a positive integer"),
         (["--set", "eval.cross_fit_folds=1"], "eval.cross_fit_folds=1: must be 0 (in-sample) or"),
@@ -554,3 +571,17 @@ def test_a_refused_replay_leaves_no_output_folder(tiny_run, tmp_path, capsys):
     assert cli.main(argv) == 2
     assert "is incomplete" in one_error_line(capsys, "replay")
     assert not (tmp_path / "replays").exists()
+
+
+def test_validate_refuses_a_known_class_without_objects(tiny_run, tmp_path, capsys):
+    """Found by an audit: a known class absent from the data made every fold score NaN."""
+    from plasticc_jax.validate import validate
+
+    config = dataclasses.replace(
+        tiny_run.config,
+        data=dataclasses.replace(tiny_run.config.data, known_classes=(90, 42, 991)),
+    )
+    dataset = tmp_path / config.data.dataset_dir
+    shutil.copytree(tiny_run.dataset_dir, dataset)  # its counts name no object of class 991
+    with pytest.raises(UserError, match=r"known classes \[991\] have no train or val object"):
+        validate(config, tmp_path)

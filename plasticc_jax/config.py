@@ -176,7 +176,8 @@ class EvalConfig:
 
     # The detector's components (plasticc_jax.components) fitted and reported, and the fusion:
     # "component:weight" for those fused into anomaly_score. The weights are the leave-one-class-
-    # out validation's choice (`plasticc-jax validate`, docs/evaluation.md).
+    # out validation's choice (`plasticc-jax validate`, docs/evaluation.md). A fused component
+    # missing from `components` is fitted all the same (an empty `components`: the fusion's).
     components: tuple[str, ...] = COMPONENT_NAMES
     fusion: tuple[str, ...] = (
         "latent_mahalanobis:1",

@@ -177,8 +177,8 @@ def depth(
                 float(edges[t - 1]) if t else None,
                 float(edges[t]) if t < 2 else None,
             ],
-            "val_fpr": float(flagged[val_known & in_t].mean()),
-            "test_fpr": float(flagged[(split == "test") & known & in_t].mean()),
+            "val_fpr": _rate(flagged[val_known & in_t]),
+            "test_fpr": _rate(flagged[(split == "test") & known & in_t]),
         }
         for c in anomaly_classes:
             pos = (split == "test") & (target == c) & in_t
@@ -190,6 +190,11 @@ def depth(
             row[f"n_{c}"] = int(pos.sum())
         rows.append(row)
     return {"feature": SNR_FEATURE, "edges": edges.tolist(), "terciles": rows}
+
+
+def _rate(flags: np.ndarray) -> float:
+    """The fraction of True; NaN (without NumPy's warning) for no object."""
+    return float(flags.mean()) if flags.size else math.nan
 
 
 def _measure(

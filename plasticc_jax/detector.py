@@ -190,7 +190,10 @@ class Detector:
         weights = parse_fusion(config.fusion)
         names = tuple(dict.fromkeys([*config.components, *weights]))
         if len(val) < 2:
-            raise UserError("the val split holds fewer than 2 known objects: cannot calibrate")
+            raise UserError(
+                "the val split holds fewer than 2 known objects: cannot calibrate (prepare "
+                "again with a larger data.val_fraction, or more objects)"
+            )
         components = fit_components(train, train_labels, names, config)
         detector = Detector(
             components,

@@ -220,7 +220,8 @@ def validate(config: Config, workdir: Path) -> Path:
     known = config.data.known_classes
     if len(known) < 3:
         raise UserError(
-            f"leave-one-class-out validation needs at least 3 known classes, not {list(known)}"
+            f"leave-one-class-out validation needs at least 3 known classes, not {list(known)} "
+            "(data.known_classes, or the protocol's)"
         )
     _check_fold_sizes(config, read_manifest(workdir / config.data.dataset_dir))
     out = config.run_path / "validation"

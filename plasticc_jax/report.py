@@ -157,7 +157,7 @@ def report_markdown(
     )
     drawn = fused.get("realistic") or {}
     reached = (
-        f"; reached {drawn['rate']:.1%} (anomalies a draw: {drawn['n_anomalies']})"
+        f"; reached {drawn['rate']:.1%} with {drawn['n_anomalies']} anomalies a draw"
         if "rate" in drawn
         else ""
     )

@@ -267,14 +267,10 @@ def resolve(config: Config) -> Config:
     known = data.known_classes or known
     overlap = set(known) & set(anomalies)
     if overlap:
-        where = (
-            "data.anomaly_classes"
-            if data.anomaly_classes
-            else f"anomalies of data.protocol={data.protocol}; data.anomaly_classes changes them"
-        )
+        where = "data.anomaly_classes" if data.anomaly_classes else f"protocol {data.protocol}"
         raise ConfigError(
-            f"classes {sorted(overlap)} are both known (data.known_classes) and anomalous "
-            f"({where}): leave them out of one list"
+            f"classes {sorted(overlap)} are both known (data.known_classes) and anomalous (from "
+            f"{where}; data.anomaly_classes sets them): leave them out of one list"
         )
     if not known:
         raise ConfigError(
@@ -334,6 +330,9 @@ def validate(config: Config) -> None:
     def number(key: str, value: Any, low: float, high: float, rule: str) -> None:
         ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
         need(ok, key, value, rule)
+
+    def each_once(key: str, values: Any) -> None:
+        need(len(set(values)) == len(values), key, ",".join(map(str, values)), "each one once")
 
     def seed(key: str, value: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -401,12 +400,7 @@ def validate(config: Config) -> None:
         ",".join(map(str, data.stages)),
         "must be positive finite numbers of days after the first detection",
     )
-    need(
-        len(set(data.stages)) == len(data.stages),
-        "data.stages",
-        ",".join(map(str, data.stages)),
-        "each stage once",
-    )
+    each_once("data.stages", data.stages)
     need(
         not (train.partial_curves and not data.stages),
         "train.partial_curves",
@@ -414,13 +408,7 @@ def validate(config: Config) -> None:
         "needs data.stages (days after the first detection at which light curves are cut)",
     )
     for key in ("known_classes", "anomaly_classes"):
-        classes = getattr(data, key)
-        need(
-            len(set(classes)) == len(classes),
-            f"data.{key}",
-            ",".join(map(str, classes)),
-            "each class once",
-        )
+        each_once(f"data.{key}", getattr(data, key))
         unknown = [c for c in getattr(data, key) if c not in plasticc.CLASS_NAMES]
         need(
             not unknown,
@@ -488,12 +476,7 @@ def validate(config: Config) -> None:
         f"from {', '.join(COMPONENT_NAMES)}",
     )
     named = [str(item).partition(":")[0].strip() for item in ev.fusion]
-    need(
-        len(set(named)) == len(named),
-        "eval.fusion",
-        ",".join(ev.fusion),
-        "each component once (with its weight)",
-    )
+    each_once("eval.fusion", named)
     need(
         not ("head_maxprob" in named and not model.classifier_head),
         "eval.fusion",

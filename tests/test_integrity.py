@@ -248,12 +248,15 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.inputs=tests"], "data.inputs='tests': choose one of train, test, all"),
         (["--set", "data.source="], "data.source='': choose auto, zenodo, snmachine or a"),
         # Found by an audit: each of these ran and gave a crash or a silently empty result later.
-        (["--set", "data.stages=10,2,10"], "data.stages='10.0,2.0,10.0': each stage once"),
+        (["--set", "data.stages=10,2,10"], "data.stages='10.0,2.0,10.0': each one once"),
         (["--set", "train.partial_curves=true"], "train.partial_curves=True: needs data.stages"),
         (["--set", "data.test_fraction=0"], "data.test_fraction=0.0: must be a fraction in (0"),
         (["--set", "eval.n_draws=1"], "eval.n_draws=1: must be at least 2"),
-        (["--set", "data.known_classes=90,90,42"], "data.known_classes='90,90,42': each class"),
-        (["--set", "eval.fusion=latent_knn:1,latent_knn:3"], "each component once"),
+        (["--set", "data.known_classes=90,90,42"], "data.known_classes='90,90,42': each one"),
+        (
+            ["--set", "eval.fusion=latent_knn:1,latent_knn:3"],
+            "eval.fusion='latent_knn,latent_knn': each one once",
+        ),
         (
             ["--set", "model.classifier_head=false", "--set", "eval.fusion=head_maxprob:1"],
             "head_maxprob needs model.classifier_head=true",

@@ -22,6 +22,7 @@ the fitted component, never on the other objects scored with it.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -285,10 +286,10 @@ class Classifier(Component):
         self.classes = np.zeros(0, np.int64)
         self.columns = np.zeros(0, np.int64)
         self.model: HistGradientBoostingClassifier | None = None
-        self._last: tuple[Evidence, np.ndarray] | None = None
+        self._last = threading.local()  # per thread: `Detector.score` scores rows in threads
 
     def fit(self, evidence: Evidence, labels: np.ndarray) -> Component:
-        self._last = None
+        self._last = threading.local()
         self.classes = np.unique(labels)
         x = evidence.raw_features
         # Features constant or undefined on every fitting object (the distance of a galactic
@@ -314,24 +315,29 @@ class Classifier(Component):
     def probabilities(self, evidence: Evidence) -> np.ndarray:
         """(n, len(classes)) probabilities of the known classes fitted here.
 
-        The last batch's are kept: the detector asks for the score and for the nearest class of
-        the same batch, and the trees' prediction is most of its time.
+        Each thread's last batch is kept: the detector asks for the score and for the nearest
+        class of the same batch, and the trees' prediction is most of its time.
         """
         if self.model is None:
             return np.ones((len(evidence), max(self.classes.size, 1)))
         if not len(evidence):
             return np.zeros((0, self.classes.size))
-        if self._last is None or self._last[0] is not evidence:
-            p = self.model.predict_proba(evidence.raw_features[:, self.columns])
-            self._last = (evidence, p)
-        return self._last[1]
+        last = getattr(self._last, "batch", None)
+        if last is not None and last[0] is evidence:
+            return last[1]
+        p = self.model.predict_proba(evidence.raw_features[:, self.columns])
+        self._last.batch = (evidence, p)
+        return p
 
     def score(self, evidence: Evidence) -> np.ndarray:
         return 1.0 - self.probabilities(evidence).max(axis=1)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Pickled (a detector sent to Dask workers) without the last batch: a cache, not state.
-        return {**self.__dict__, "_last": None}
+        # Pickled (a detector sent to Dask workers) without the last batches: a cache, not state.
+        return {key: value for key, value in self.__dict__.items() if key != "_last"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _last=threading.local())
 
     def state(self) -> dict[str, np.ndarray]:
         return {"classes": self.classes, "columns": self.columns}

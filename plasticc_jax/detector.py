@@ -58,6 +58,9 @@ PARAMS_FILE, ARRAYS_FILE = "detector.json", "detector.npz"
 # Format 2 (runs evaluated before per-component files): every estimator in one file; still read.
 FORMAT_2_ESTIMATORS = "detector.skops"
 GALACTIC, EXTRAGALACTIC, ALL = "galactic", "extragalactic", "all"
+# `score` cuts a batch into slices of at least this many rows, one thread each (below it, the
+# threads cost more than they save).
+ROWS_PER_THREAD = 2048
 # A kind is fitted on its own with at least this many known objects of two classes or more.
 MIN_KIND_OBJECTS = 20
 # The types a detector's skops file may hold besides scikit-learn's defaults; any other type is
@@ -300,23 +303,37 @@ class Detector:
         self, evidence: Evidence, names: Iterable[str]
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Raw scores of the components `names`, nearest class and its probability, each object
-        scored by its group's components, one batch per group."""
+        scored by its group's components. A large batch is cut into one slice of rows a core,
+        scored side by side, each estimator on one thread (`threads`)."""
         names = tuple(names)
+        n_slices = max(1, min(os.cpu_count() or 1, len(evidence) // ROWS_PER_THREAD))
+        with single_threaded():
+            if n_slices == 1:
+                return self._score_rows(evidence, names)
+            slices = np.array_split(np.arange(len(evidence)), n_slices)
+            with ThreadPoolExecutor(n_slices) as pool:
+                parts = list(pool.map(lambda r: self._score_rows(evidence.take(r), names), slices))
+        raw = {name: np.concatenate([part[0][name] for part in parts]) for name in names}
+        return raw, *(np.concatenate([part[i] for part in parts]) for i in (1, 2))
+
+    def _score_rows(
+        self, evidence: Evidence, names: tuple[str, ...]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """`_score_groups` of one slice of rows, one batch per group."""
         groups = route(self.components, evidence.galactic)
         raw = {name: np.zeros(len(evidence)) for name in names}
         best = np.full(len(evidence), -1, np.int64)
         prob = np.full(len(evidence), np.nan)
-        with single_threaded():
-            for group, fitted in self.components.items():
-                rows = np.flatnonzero(groups == group)
-                if not rows.size:
-                    continue
-                part = evidence.take(rows)
-                for name in names:
-                    raw[name][rows] = fitted[name].score(part)
-                nearest = self._nearest(fitted, part)
-                if nearest is not None:
-                    best[rows], prob[rows] = nearest
+        for group, fitted in self.components.items():
+            rows = np.flatnonzero(groups == group)
+            if not rows.size:
+                continue
+            part = evidence.take(rows)
+            for name in names:
+                raw[name][rows] = fitted[name].score(part)
+            nearest = self._nearest(fitted, part)
+            if nearest is not None:
+                best[rows], prob[rows] = nearest
         return raw, best, prob
 
     def score(self, evidence: Evidence, fused_only: bool = False) -> dict[str, np.ndarray]:

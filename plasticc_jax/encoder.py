@@ -301,6 +301,7 @@ class TrainedVae:
             `mu`, `logvar` (n, L); `recon_nll` (n,) the masked heteroscedastic Gaussian NLL
             summed over observed cells (nats); `n_observed` (n,) observed cells; `kl` (n,)
             KL(q(z|x) || N(0, I)) in nats; `feature_nll` (n,) NLL of the normalised features;
+            `chi2` (n,) the reduced chi-square of the observed cells (`losses.reduced_chi2`);
             `logits` (n, n_classes) of the classification head, where the run has one; with
             `reconstruction`, `mean` and `sigma` (n, n_bands, n_times).
         """
@@ -311,7 +312,7 @@ class TrainedVae:
     ) -> Outputs:
         """`evaluate` of inputs already made by `Encoder.inputs` (validated, features
         normalised), for a caller that needs the normalised features too."""
-        keys = ("mu", "logvar", "recon_nll", "n_observed", "kl", "feature_nll")
+        keys = ("mu", "logvar", "recon_nll", "n_observed", "kl", "feature_nll", "chi2")
         if self.encoder.classes:
             keys += ("logits",)
         if reconstruction:

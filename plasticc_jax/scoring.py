@@ -70,18 +70,6 @@ NAN_SCORE = "anomaly score is NaN"
 MODEL_SOURCE = "model"
 
 
-def reduced_chi2(arrays: LightCurveArrays, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Mean over observed cells of `(flux - mean)**2 / (flux_err**2 + sigma**2)`, (n,).
-
-    The variance is the VAE likelihood's (`losses.masked_grid_nll`); the decoder's sigma is
-    floored above 0, so no cell divides by zero. Objects without observed cells get 0.
-    """
-    observed = arrays.mask.astype(bool)
-    z2 = np.square(arrays.flux - mean) / (np.square(arrays.flux_err) + np.square(sigma))
-    z2 = np.where(observed, z2, np.float32(0.0))
-    return z2.sum(axis=(1, 2), dtype=np.float64) / np.maximum(observed.sum(axis=(1, 2)), 1)
-
-
 def model_outputs(
     vae: TrainedVae,
     arrays: LightCurveArrays,
@@ -97,7 +85,7 @@ def model_outputs(
         reconstruction: also keep the decoded grid, `mean` and `sigma`.
 
     Returns:
-        `mu`, `logvar` (n, L); `recon_nll`, `n_observed`, `kl`, `chi2` (`reduced_chi2`) (n,);
+        `mu`, `logvar` (n, L); `recon_nll`, `n_observed`, `kl`, `chi2` (`losses.reduced_chi2`) (n,);
         `probabilities` (n, C) of the head's known classes ((n, 0) without a head); `features`
         (n, F) the raw features and `normalised_features` the model's (`FeatureStats.normalise`,
         computed once here for the VAE and the detector); with `reconstruction`, `mean` and
@@ -105,12 +93,12 @@ def model_outputs(
     """
     features = np.asarray(arrays.features, np.float32)
     inputs = vae.encoder.inputs(dataclasses.replace(arrays, features=features))
-    out = vae.evaluate_inputs(inputs, batch_size, reconstruction=True)
-    out["chi2"] = reduced_chi2(arrays, out["mean"], out["sigma"])
+    out = vae.evaluate_inputs(inputs, batch_size, reconstruction=reconstruction)
     logits = out.pop("logits", np.zeros((len(arrays), 0), np.float32))
     out["probabilities"] = (special.softmax(logits, axis=1) if logits.shape[1] else logits).astype(
         np.float32
     )
+    out["chi2"] = out["chi2"].astype(np.float64)  # the score table's dtype, as ever
     out["features"], out["normalised_features"] = features, inputs["features"]
     keys = (*OUTPUT_KEYS, "features", "normalised_features")
     keys += ("mean", "sigma") if reconstruction else ()

@@ -139,6 +139,19 @@ def test_threshold_fusion_and_batch_independence(fitted):
     np.testing.assert_allclose(whole["anomaly_score"], det.final_score(mean, groups))
 
 
+def test_a_batch_scored_in_slices_side_by_side_scores_as_one(fitted, monkeypatch):
+    det, rng = fitted
+    batch = fake(rng, labels_of(rng, 50))
+    monkeypatch.setattr(detector, "ROWS_PER_THREAD", 10**9)
+    whole = det.score(batch)
+    monkeypatch.setattr(detector, "ROWS_PER_THREAD", 10)
+    monkeypatch.setattr(detector.os, "cpu_count", lambda: 3)
+    sliced = det.score(batch)
+    assert sliced.keys() == whole.keys()
+    for key, values in whole.items():
+        np.testing.assert_array_equal(sliced[key], values, err_msg=key)
+
+
 def test_nearest_class_is_of_the_objects_kind(fitted):
     det, rng = fitted
     labels = labels_of(rng, 400)

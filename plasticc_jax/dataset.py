@@ -42,6 +42,7 @@ import numpy as np
 from scipy import special
 
 from plasticc_jax.errors import UserError
+from plasticc_jax.threads import map_row_slices
 
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -133,6 +134,10 @@ class FeatureStats:
     def normalise(self, features: np.ndarray) -> np.ndarray:
         """(n, n_features) raw features -> float32 scores (NaN -> 0)."""
         x = np.asarray(features, np.float64)
+        parts = map_row_slices(lambda rows: self._normalise(x[rows]), len(x), min_rows=2048)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _normalise(self, x: np.ndarray) -> np.ndarray:
         levels = np.linspace(0.0, 1.0, self.quantiles.shape[1])
         # A feature undefined on the train split (a NaN quantile row) carries no information: 0.
         p = np.full(x.shape, 0.5)

@@ -91,9 +91,9 @@ MANIFEST = "manifest.json"
 NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
 CLOSED = "object closed"
 NON_FINITE_MJD = "non-finite mjd"
-_KEY = 1 << 32
+_KEY = 1 << 32  # object index * _KEY + night index: one sortable key per row
 # Nights with fewer objects to score run the tree ensembles in one thread.
-PARALLEL_FROM = 4096  # object index * _KEY + night index: one sortable key per row
+PARALLEL_FROM = 4096
 
 
 def night_of(mjd: np.ndarray) -> np.ndarray:

@@ -145,7 +145,7 @@ def test_a_batch_scored_in_slices_side_by_side_scores_as_one(fitted, monkeypatch
     monkeypatch.setattr(detector, "ROWS_PER_THREAD", 10**9)
     whole = det.score(batch)
     monkeypatch.setattr(detector, "ROWS_PER_THREAD", 10)
-    monkeypatch.setattr(detector.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(threads, "cores", lambda: 3)
     sliced = det.score(batch)
     assert sliced.keys() == whole.keys()
     for key, values in whole.items():
@@ -198,7 +198,7 @@ def test_out_of_fold_keeps_one_thread_while_any_fold_runs(fitted, monkeypatch):
             return Limit(limits)
 
     monkeypatch.setattr(threads, "_thread_pools", Pools)
-    monkeypatch.setattr(detector.os, "cpu_count", lambda: 2)  # two folds side by side
+    monkeypatch.setattr(detector, "cores", lambda: 2)  # two folds side by side
     order: list[threading.Thread] = []
     b_inside, a_left, b_looked = threading.Event(), threading.Event(), threading.Event()
     seen_by_b: list[int | None] = []

@@ -22,6 +22,7 @@ the fitted component, never on the other objects scored with it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -32,6 +33,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.neighbors import NearestNeighbors
 
 from plasticc_jax.config import EvalConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,15 @@ class _Knn(Component):
 
     def fit(self, evidence: Evidence, labels: np.ndarray) -> Component:
         self.load_state({"reference": getattr(evidence, self.view)})
+        if 0 < len(self.reference) < self.k:
+            log.warning(
+                "%s: eval.knn_neighbours=%d, but only %d objects to fit on: the distance is to "
+                "all %d",
+                self.name,
+                self.k,
+                len(self.reference),
+                len(self.reference),
+            )
         return self
 
     def score(self, evidence: Evidence) -> np.ndarray:

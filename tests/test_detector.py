@@ -293,6 +293,14 @@ def test_distance_components_score_higher_off_the_clusters():
         assert np.median(component.score(odd)) > np.median(component.score(normal)), name
 
 
+def test_a_knn_fitted_on_fewer_objects_than_its_neighbours_says_so(caplog):
+    rng = np.random.default_rng(5)
+    labels = labels_of(rng, 3)  # CONFIG asks for 5 neighbours
+    knn = components.LatentKnn(CONFIG).fit(fake(rng, labels), labels)
+    assert "eval.knn_neighbours=5, but only 3 objects" in caplog.text
+    assert knn.score(fake(rng, labels)).shape == (3,)
+
+
 def test_the_classifier_scores_objects_between_classes_higher():
     """Gradient-boosted trees extrapolate confidently (far off the clusters is "the last
     class"): what they flag is an object between the known classes."""

@@ -22,17 +22,12 @@ Beside the score, each object gets its nearest known class and that class's prob
 `classifier` component where fitted, else from the VAE's head): "unknown relative to what I
 already know".
 
-No anomaly label enters any fit or calibration. Saved in `<run>/models/`: `detector.json`
-(settings, calibration, threshold), `detector.npz` (fitted arrays: reference points, class
-centres) and `detector-<component>.skops` (each component's scikit-learn estimators, loaded with a
-fixed list of trusted types; one file a component, so that scoring reads only the components it
-uses: `Detector.load(..., scoring_only=True)`).
+No anomaly label enters any fit or calibration. Saved in `<run>/models/` (`detector_files`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,41 +37,21 @@ from typing import Any
 
 import numpy as np
 
-from plasticc_jax import config_io
+from plasticc_jax import detector_files
 from plasticc_jax.calibration import Reference, calibrate_threshold, warn_weak_calibration
 from plasticc_jax.components import COMPONENTS, Classifier, Component, Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text
 from plasticc_jax.threads import cores, map_row_slices, single_threaded
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3
-PARAMS_FILE, ARRAYS_FILE = "detector.json", "detector.npz"
-# Format 2 (runs evaluated before per-component files): every estimator in one file; still read.
-FORMAT_2_ESTIMATORS = "detector.skops"
 GALACTIC, EXTRAGALACTIC, ALL = "galactic", "extragalactic", "all"
 # `score` cuts a batch into slices of at least this many rows, one thread each (2 cores:
 # no gain at 1,500 rows, 1.2x at 3,000, 1.9x at 16,384; measured on real PLAsTiCC objects).
 ROWS_PER_THREAD = 1024
 # A kind is fitted on its own with at least this many known objects of two classes or more.
 MIN_KIND_OBJECTS = 20
-# The types a detector's skops file may hold besides scikit-learn's defaults; any other type is
-# refused on load (skops never unpickles arbitrary objects).
-TRUSTED_TYPES: tuple[str, ...] = (
-    "sklearn._loss.link.Interval",
-    "sklearn._loss.link.MultinomialLogit",
-    "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.tree._tree.Tree",
-)
-
-
-def estimators_file(component: str) -> str:
-    """The file of a component's scikit-learn estimators in a run's `models/`."""
-    return f"detector-{component}.skops"
 
 
 def parse_fusion(spec: Iterable[str]) -> dict[str, float]:
@@ -411,113 +386,13 @@ class Detector:
             "nearest_class_prob": prob,
         }
 
-    # -----------------------------------------------------------------------------------------
-    # Persistence.
-
     def save(self, models_dir: Path) -> None:
-        """Write `detector.json`, `detector.npz` and each component's estimators (atomically;
-        an earlier detector's estimator files are removed)."""
-        import skops.io as sio  # imported when needed: it imports every scikit-learn estimator
-
-        models_dir = Path(models_dir)
-        models_dir.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {}
-        estimators: dict[str, dict[str, Any]] = {}
-        for group, fitted in self.components.items():
-            for name, component in fitted.items():
-                for key, value in component.state().items():
-                    arrays[f"{group}/{name}/{key}"] = value
-                for key, value in component.estimators().items():
-                    estimators.setdefault(name, {})[f"{group}/{name}/{key}"] = value
-        with atomic_path(models_dir / ARRAYS_FILE) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        for name, of_component in estimators.items():
-            with atomic_path(models_dir / estimators_file(name)) as tmp:
-                sio.dump(of_component, tmp)
-        for stale in set(models_dir.glob("detector*.skops")) - {
-            models_dir / estimators_file(name) for name in estimators
-        }:
-            stale.unlink()
-        params = {
-            "format_version": FORMAT_VERSION,
-            "components": list(self.names),
-            "estimators": sorted(estimators),
-            "groups": sorted(self.components),
-            "weights": self.weights,
-            "threshold": self.threshold,
-            "target_fpr": self.target_fpr,
-            "head_classes": list(self.head_classes),
-            "config": dataclasses.asdict(self.config),
-            "references": {
-                g: {n: r.to_json() for n, r in refs.items()} for g, refs in self.references.items()
-            },
-            "info": self.info,
-        }
-        atomic_write_text(models_dir / PARAMS_FILE, json.dumps(params, indent=1) + "\n")
+        """Write the detector to a run's `models/` (`detector_files.write`)."""
+        parts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        detector_files.write(Path(models_dir), parts)
 
     @staticmethod
     def load(models_dir: Path, scoring_only: bool = False) -> Detector:
-        """Read a detector written by `save` (in a run's `models/`); refuses estimator files
-        that need unexpected types. With `scoring_only`, only the components `score(...,
-        fused_only=True)` uses: the fusion's and the classifier (the nearest class); the default
-        run's forests, 90% of the bytes and of the load time, are not read."""
-        import skops.io as sio
-        from skops.io.exceptions import UntrustedTypesFoundException
-
-        models_dir = Path(models_dir)
-        paths = [models_dir / name for name in (PARAMS_FILE, ARRAYS_FILE)]
-        if not all(path.is_file() for path in paths):
-            raise UserError(
-                f"no anomaly detector in {models_dir} (need {', '.join(p.name for p in paths)}): "
-                "run `plasticc-jax evaluate` for this run first"
-            )
-        params = json.loads(paths[0].read_text())
-        version = params.get("format_version")
-        if version not in (2, FORMAT_VERSION):
-            raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
-        names = params["components"]
-        if scoring_only:
-            names = [n for n in names if n in params["weights"] or n == Classifier.name]
-        files = (
-            [FORMAT_2_ESTIMATORS]
-            if version == 2
-            else [estimators_file(n) for n in params["estimators"] if n in names]
-        )
-        estimators: dict[str, Any] = {}
-        for path in (models_dir / name for name in files):
-            if not path.is_file():
-                raise UserError(f"{path} is missing: run `plasticc-jax evaluate` again")
-            # One pass: skops audits the file's types against these before it builds anything.
-            try:
-                estimators.update(sio.load(path, trusted=list(TRUSTED_TYPES)))
-            except UntrustedTypesFoundException as error:
-                raise UserError(f"{path}: refused: {error}") from None
-        config = config_io.from_dict({"eval": params["config"]}).eval
-        with np.load(paths[1], allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        components: dict[str, dict[str, Component]] = {}
-        for group in params["groups"]:
-            components[group] = {}
-            for name in names:
-                component = COMPONENTS[name](config)
-                prefix = f"{group}/{name}/"
-                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-                if own:
-                    component.load_state(own)
-                component.load_estimators(
-                    {k[len(prefix) :]: v for k, v in estimators.items() if k.startswith(prefix)}
-                )
-                components[group][name] = component
-        return Detector(
-            components=components,
-            references={
-                g: {n: Reference.from_json(r) for n, r in refs.items()}
-                for g, refs in params["references"].items()
-            },
-            weights={k: float(v) for k, v in params["weights"].items()},
-            threshold=float(params["threshold"]),
-            target_fpr=float(params["target_fpr"]),
-            head_classes=tuple(params["head_classes"]),
-            config=config,
-            info=params.get("info", {}),
-        )
+        """Read a detector written by `save` (`detector_files.read`; with `scoring_only`, only
+        what `score(..., fused_only=True)` uses)."""
+        return Detector(**detector_files.read(Path(models_dir), scoring_only))

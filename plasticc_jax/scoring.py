@@ -223,7 +223,7 @@ def run_fingerprint(run_dir: Path) -> str:
         UserError: `run_dir` is not a trained and evaluated run.
     """
     from plasticc_jax import runs
-    from plasticc_jax.detector import PARAMS_FILE
+    from plasticc_jax.detector_files import PARAMS_FILE
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from plasticc_jax import calibration, components, detector, threads
+from plasticc_jax import calibration, components, detector, detector_files, threads
 from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
@@ -246,7 +246,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
         detector.Detector.load(tmp_path / "nowhere")
     # Scoring reads only the fusion's components and the classifier (the nearest class): the
     # same columns as the whole detector, without the others' estimator files.
-    forest = tmp_path / "models" / detector.estimators_file("latent_forest")
+    forest = tmp_path / "models" / detector_files.estimators_file("latent_forest")
     assert "latent_forest" not in det.weights and forest.is_file()
     forest.unlink()
     scoring = detector.Detector.load(tmp_path / "models", scoring_only=True)
@@ -260,19 +260,23 @@ def test_save_load_roundtrip(fitted, tmp_path):
 
     legacy = tmp_path / "legacy"
     det.save(legacy)
-    params = json.loads((legacy / detector.PARAMS_FILE).read_text())
+    params = json.loads((legacy / detector_files.PARAMS_FILE).read_text())
     merged = {}
     for name in params.pop("estimators"):
         merged.update(
-            sio.load(legacy / detector.estimators_file(name), trusted=detector.TRUSTED_TYPES)
+            sio.load(
+                legacy / detector_files.estimators_file(name), trusted=detector_files.TRUSTED_TYPES
+            )
         )
-        (legacy / detector.estimators_file(name)).unlink()
-    sio.dump(merged, legacy / detector.FORMAT_2_ESTIMATORS)
-    (legacy / detector.PARAMS_FILE).write_text(json.dumps({**params, "format_version": 2}))
+        (legacy / detector_files.estimators_file(name)).unlink()
+    sio.dump(merged, legacy / detector_files.FORMAT_2_ESTIMATORS)
+    (legacy / detector_files.PARAMS_FILE).write_text(json.dumps({**params, "format_version": 2}))
     for key, value in detector.Detector.load(legacy).score(batch).items():
         np.testing.assert_array_equal(value, det.score(batch)[key], err_msg=key)
     # An estimators file that asks for a type the detector never saves is refused, unbuilt.
-    sio.dump({"model": _Payload()}, tmp_path / "models" / detector.estimators_file("classifier"))
+    sio.dump(
+        {"model": _Payload()}, tmp_path / "models" / detector_files.estimators_file("classifier")
+    )
     with pytest.raises(UserError, match=r"detector-classifier\.skops: refused: .*_Payload"):
         detector.Detector.load(tmp_path / "models", scoring_only=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io
-from plasticc_jax.doctor import use_compilation_cache
+from plasticc_jax.doctor import jax_setting_problem, use_compilation_cache
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 
@@ -440,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"plasticc-jax {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ValueError as error:
+        problem = jax_setting_problem(error)
+        if problem is None:
+            raise
+        print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

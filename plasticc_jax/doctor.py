@@ -18,8 +18,10 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
+import traceback
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,20 @@ def jax_devices() -> list[Any]:
             "for a GPU, install JAX's CUDA backend (`pip install '.[cuda]'`) on a machine with "
             "an NVIDIA driver"
         ) from None
+
+
+def jax_setting_problem(error: BaseException) -> str | None:
+    """One line for a value JAX refuses in its environment variables (`JAX_ENABLE_X64=maybe`,
+    `JAX_COMPILATION_CACHE_MAX_SIZE=abc`: a ValueError from JAX's config module when JAX is
+    first imported, a traceback otherwise), else None."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not isinstance(error, ValueError) or not frames:
+        return None
+    if not Path(frames[-1].filename).as_posix().endswith("jax/_src/config.py"):
+        return None
+    flag = re.search(r"JAX flag (\w+)", str(error))  # named as a flag, set as a variable
+    variable = f" (the variable {flag.group(1).upper()})" if flag else ""
+    return f"JAX refuses a setting of the environment ({error}){variable}: fix or unset it"
 
 
 def log_backend() -> None:

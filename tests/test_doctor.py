@@ -243,3 +243,32 @@ def test_a_backend_jax_cannot_start_is_one_line(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "error: JAX cannot start JAX_PLATFORMS=cuda" in err and "set it to cpu" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reader"),
+    [
+        ("JAX_ENABLE_X64", "maybe", "bool_env"),
+        ("JAX_COMPILATION_CACHE_MAX_SIZE", "abc", "int_env"),
+    ],
+)
+def test_a_jax_setting_jax_refuses_is_one_line(
+    variable: str,
+    value: str,
+    reader: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by an audit: a JAX_* variable JAX cannot read was a traceback from `import jax`.
+    JAX is imported already here, so its own reader of the variable raises, as at import."""
+    from jax._src import config as jax_config
+
+    def read_setting() -> None:
+        getattr(jax_config, reader)(variable, 0)
+
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(jax, "devices", read_setting)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "error: JAX refuses a setting of the environment" in err and value in err

@@ -1,0 +1,141 @@
+"""Would class-conditional (Mondrian) p-values of the classifier help the detector? (research, #10)
+
+    python scripts/class_conformal_probe.py RUN [--out FILE]   # RUN: with `make validate`
+
+The shipped `classifier` component scores 1 - the largest class probability of the gradient-boosted
+trees. Known classes that the trees confuse with one another (the supernova subtypes) then give
+genuine known objects high scores, and the validation's weakest folds are those subtypes. The
+candidate reads the same probabilities per class, the way a Mondrian conformal predictor does
+(Vovk et al. 2005): for each known class c, the p-value of the object's probability of c among
+the class-c fitting objects' own (out-of-fold) probabilities of c, (1 + #{p_c(ref) <= p_c(x)}) /
+(1 + n_c); an object typical of some class is not anomalous however confused the trees are
+between classes. Score: -log10 of the largest p-value over the classes (`conformal`).
+
+Per fold and kind, exactly as `validate` fits the `classifier` component (the package's
+`components.Classifier`, the validated run's settings): fitted on the train split's other known
+classes; the class references come from 5-fold cross-fitted probabilities of those same objects
+(stratified, seeded), so no reference object scores itself; calibrated on the val split's other
+known objects of the same kind and scored on the val split and the held-out class. The
+recomputation of the shipped score reproduces the stored `classifier` column (printed). Only
+train and val splits are read, never the test split. Adoption rule as docs/evaluation.md's: the
+best fusion with it must beat the shipped one by more than twice the standard error of the
+paired per-fold differences.
+
+Result (default-rare run, docs/evaluation.md; 145 s on 2 cores): the shipped score recomputed
+exactly; the p-values alone 0.675 against 0.736, in the classifier's place 0.781 (0.791 with the
+weights searched again), and beside it the fusion search gives them weight 0: not adopted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from network_classifier_probe import paired
+from redshift_augmentation_probe import evidence
+from rest_frame_components import probe_arguments, read_validation, table_rows
+
+from plasticc_jax.calibration import Reference
+from plasticc_jax.components import Classifier
+from plasticc_jax.config import Config
+from plasticc_jax.detector import parse_fusion
+from plasticc_jax.fusion_search import Folds, fusion_spec
+from plasticc_jax.gridding import FEATURE_NAMES
+
+CROSS_FOLDS = 5
+SEED = 0
+
+
+def cross_fitted(x: np.ndarray, y: np.ndarray, config: Config) -> np.ndarray:
+    """(n, classes) out-of-fold probabilities of the fitting objects (stratified folds)."""
+    rng = np.random.default_rng(SEED)
+    fold = np.zeros(len(y), np.int64)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        fold[rows] = rng.permutation(rows.size) % CROSS_FOLDS
+    out = np.zeros((len(y), np.unique(y).size))
+    for k in range(CROSS_FOLDS):
+        held = fold == k
+        model = Classifier(config.eval).fit(evidence(x[~held]), y[~held])
+        out[held] = model.probabilities(evidence(x[held]))
+    return out
+
+
+def conformal(p: np.ndarray, reference: np.ndarray, labels: np.ndarray, classes: np.ndarray):
+    """(n,) -log10 of the largest class-conditional p-value of the probabilities `p`."""
+    best = np.zeros(len(p))
+    for j, c in enumerate(classes):
+        own = np.sort(reference[labels == c, j])
+        at_most = np.searchsorted(own, p[:, j], side="right")
+        best = np.maximum(best, (1.0 + at_most) / (1.0 + own.size))
+    return -np.log10(best)
+
+
+def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.DataFrame:
+    """The shipped classifier score recomputed (`classifier_again`) and the candidate
+    (`conformal`), calibrated, for one fold's scored objects."""
+    raw = np.stack(objects["raw"].to_numpy())
+    target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
+    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
+    fit_all = (split == "train") & (target != held_out)
+    scored = (split == "val") | (target == held_out)
+    out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
+    columns = {"classifier_again": np.zeros(len(objects)), "conformal": np.zeros(len(objects))}
+    for g in (True, False):
+        fit = fit_all & (galactic == g)
+        x, y = raw[fit], target[fit]
+        model = Classifier(config.eval).fit(evidence(x), y)
+        reference = cross_fitted(x, y, config)
+        val = (split == "val") & (target != held_out) & (galactic == g)
+        rows = scored & (galactic == g)
+        p_val, p_rows = (model.probabilities(evidence(raw[part])) for part in (val, rows))
+        for name, reference_score, score in (
+            ("classifier_again", 1.0 - p_val.max(axis=1), 1.0 - p_rows.max(axis=1)),
+            (
+                "conformal",
+                conformal(p_val, reference, y, model.classes),
+                conformal(p_rows, reference, y, model.classes),
+            ),
+        ):
+            columns[name][rows] = Reference.fit(reference_score).tail_score(score)
+    for name, column in columns.items():
+        out[name] = column[scored]
+    return out
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "runs/class-conformal/scores.parquet")
+    start = time.perf_counter()
+    config, scores, objects = read_validation(args.run, args.workdir)
+    fold_ids = [int(f) for f in scores["fold"].unique()]
+    new = pd.concat([fold_columns(objects, f, config) for f in fold_ids], ignore_index=True)
+    table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")
+    again = np.abs(table["classifier_again"] - table["classifier"]).max()
+    print(f"classifier recomputed: max |again - stored| {again:.2e}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.out, index=False)
+
+    folds = Folds(table)
+    shipped = parse_fusion(config.eval.fusion)
+    base = folds.fused(shipped)
+    replaced = {("conformal" if k == "classifier" else k): w for k, w in shipped.items()}
+    best = folds.search([*shipped, "conformal"], also=shipped)[0]["weights"]
+    best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
+    rows_out = {
+        "shipped fusion": base,
+        "classifier alone (shipped)": table["classifier"].to_numpy(),
+        "class-conditional p-values alone": table["conformal"].to_numpy(),
+        "shipped weights, the p-values in the classifier's place": folds.fused(replaced),
+        f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
+        f"best found beside it: `{fusion_spec(best)}`": folds.fused(best),
+    }
+    print(f"\nclass-conditional p-values ({time.perf_counter() - start:.0f} s):\n")
+    table_rows(folds, rows_out)
+    print("\npaired per-fold differences against the shipped fusion:")
+    for name in list(rows_out)[3:]:
+        print(f"- {name}: {paired(folds, rows_out[name], base)}")
+
+
+if __name__ == "__main__":
+    main()

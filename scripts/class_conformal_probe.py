@@ -32,15 +32,11 @@ import time
 
 import numpy as np
 import pandas as pd
-from network_classifier_probe import paired
-from redshift_augmentation_probe import evidence
-from rest_frame_components import probe_arguments, read_validation, table_rows
+from validation_probe import compare_with_classifier, evidence, probe_arguments, read_validation
 
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import Classifier
 from plasticc_jax.config import Config
-from plasticc_jax.detector import parse_fusion
-from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.gridding import FEATURE_NAMES
 
 CROSS_FOLDS = 5
@@ -116,25 +112,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
 
-    folds = Folds(table)
-    shipped = parse_fusion(config.eval.fusion)
-    base = folds.fused(shipped)
-    replaced = {("conformal" if k == "classifier" else k): w for k, w in shipped.items()}
-    best = folds.search([*shipped, "conformal"], also=shipped)[0]["weights"]
-    best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
-    rows_out = {
-        "shipped fusion": base,
-        "classifier alone (shipped)": table["classifier"].to_numpy(),
-        "class-conditional p-values alone": table["conformal"].to_numpy(),
-        "shipped weights, the p-values in the classifier's place": folds.fused(replaced),
-        f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
-        f"best found beside it: `{fusion_spec(best)}`": folds.fused(best),
-    }
     print(f"\nclass-conditional p-values ({time.perf_counter() - start:.0f} s):\n")
-    table_rows(folds, rows_out)
-    print("\npaired per-fold differences against the shipped fusion:")
-    for name in list(rows_out)[3:]:
-        print(f"- {name}: {paired(folds, rows_out[name], base)}")
+    compare_with_classifier(table, config, "conformal", "the class-conditional p-values")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ import time
 
 import numpy as np
 import pandas as pd
-from rest_frame_components import probe_arguments, read_validation, table_rows
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
+from validation_probe import paired, probe_arguments, read_validation, table_rows
 
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import balanced_rows
@@ -99,13 +99,6 @@ def fold_columns(objects: pd.DataFrame, held_out: int) -> pd.DataFrame:
             column[rows] = Reference.fit(raw_score[val]).tail_score(raw_score[rows])
         out[kind] = column[scored]
     return out
-
-
-def paired(folds: Folds, a: np.ndarray, b: np.ndarray) -> str:
-    """Mean ± standard error of the per-fold AUROC differences a - b (folds better)."""
-    da, db = folds.aurocs(a), folds.aurocs(b)
-    d = np.array([da[f] - db[f] for f in da])
-    return f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(d.size):.4f} ({(d > 0).sum()}/{d.size})"
 
 
 def main() -> None:

@@ -42,16 +42,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from network_classifier_probe import paired
-from rest_frame_components import probe_arguments, read_validation, table_rows
 from scipy import integrate
+from validation_probe import compare_with_classifier, evidence, probe_arguments, read_validation
 
 from plasticc_jax import gridding
 from plasticc_jax.calibration import Reference
-from plasticc_jax.components import Classifier, Evidence
+from plasticc_jax.components import Classifier
 from plasticc_jax.config import Config
-from plasticc_jax.detector import parse_fusion
-from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.gridding import FEATURE_NAMES, META_VALUES, Chunk
 from plasticc_jax.lightcurve_rows import Rows
 
@@ -143,13 +140,6 @@ def features_of(rows: Rows, starts: np.ndarray, meta: np.ndarray, config: Config
     )
 
 
-def evidence(raw: np.ndarray) -> Evidence:
-    """What `Classifier` reads (the raw features); the rest is unused here."""
-    n = len(raw)
-    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
-    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic)
-
-
 def fold_columns(
     objects: pd.DataFrame, copies: pd.DataFrame, held_out: int, config: Config
 ) -> pd.DataFrame:
@@ -218,25 +208,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
 
-    folds = Folds(table)
-    shipped = parse_fusion(config.eval.fusion)
-    base = folds.fused(shipped)
-    replaced = {("classifier_aug" if k == "classifier" else k): w for k, w in shipped.items()}
-    best = folds.search([*shipped, "classifier_aug"], also=shipped)[0]["weights"]
-    best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
-    rows_out = {
-        "shipped fusion": base,
-        "classifier alone (shipped)": table["classifier"].to_numpy(),
-        "classifier with redshifted copies alone": table["classifier_aug"].to_numpy(),
-        "shipped weights, the classifier with copies in its place": folds.fused(replaced),
-        f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
-        f"best found beside it: `{fusion_spec(best)}`": folds.fused(best),
-    }
     print(f"\nredshift augmentation ({time.perf_counter() - start:.0f} s):\n")
-    table_rows(folds, rows_out)
-    print("\npaired per-fold differences against the shipped fusion:")
-    for name in list(rows_out)[3:]:
-        print(f"- {name}: {paired(folds, rows_out[name], base)}")
+    compare_with_classifier(table, config, "classifier_aug", "the classifier with copies")
 
 
 if __name__ == "__main__":

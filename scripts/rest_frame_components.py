@@ -37,9 +37,7 @@ Result (default-rare run, docs/evaluation.md): no gain; not adopted.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -47,16 +45,16 @@ import numpy as np
 import pandas as pd
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
+from validation_probe import probe_arguments, read_validation, table_rows
 
-from plasticc_jax import config_io, features
+from plasticc_jax import features
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import Evidence
-from plasticc_jax.config import Config, EvalConfig
-from plasticc_jax.dataset import FeatureStats, iter_split
+from plasticc_jax.config import EvalConfig
+from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.gridding import FEATURE_NAMES, reference_rows
-from plasticc_jax.plasticc import class_name
 
 TIMESCALES = ("rise_days", "fall_days", "half_max_rise_days", "half_max_fall_days", "detected_days")
 COLOURS = tuple(f"colour_peak_{c}" for c in ("gr", "ri", "iz")) + tuple(
@@ -154,25 +152,6 @@ def physics_in_rest_frame(objects: pd.DataFrame, raw_dir: Path) -> np.ndarray:
     return pd.DataFrame(values, index=ids).loc[objects["object_id"].to_numpy()].to_numpy()
 
 
-def load_known(dataset_dir: Path, known: list[int]) -> pd.DataFrame:
-    """object_id, split, target and raw features of the train and val splits' known objects."""
-    parts = []
-    for split in ("train", "val"):  # never the test split
-        for shard in iter_split(dataset_dir, split):
-            keep = np.isin(shard.target, known)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "object_id": shard.object_id[keep],
-                        "split": split,
-                        "target": shard.target[keep],
-                        "raw": list(np.asarray(shard.features[keep], np.float64)),
-                    }
-                )
-            )
-    return pd.concat(parts, ignore_index=True)
-
-
 def fold_columns(
     objects: pd.DataFrame, spaces: dict[str, np.ndarray], held_out: int, k: int
 ) -> pd.DataFrame:
@@ -241,38 +220,6 @@ def feature_columns(
             **{f"{c}{suffix}": tails[c] for c in FEATURE_COMPONENTS},
         }
     )
-
-
-def table_rows(folds: Folds, rows: dict[str, np.ndarray]) -> None:
-    """Print each score's mean and per-fold AUROC as a markdown table."""
-    fold_ids = list(folds.folds)
-    head = ["score", "mean", *(class_name(f) for f in fold_ids)]
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for name, values in rows.items():
-        per_fold = folds.aurocs(values)
-        mean = np.mean(list(per_fold.values()))
-        cells = [f"{mean:.3f}", *(f"{per_fold[f]:.3f}" for f in fold_ids)]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-
-
-def probe_arguments(doc: str, out: str) -> argparse.Namespace:
-    """The command line of a validation probe: RUN, --workdir, --out (default `out`)."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
-    parser.add_argument("--out", type=Path, default=Path(out))
-    return parser.parse_args()
-
-
-def read_validation(run: Path, workdir: Path | None) -> tuple[Config, pd.DataFrame, pd.DataFrame]:
-    """(the config the folds were made with, the fold scores, the train and val splits' known
-    objects) of a run with `make validate` (the run's own config.json may be older)."""
-    validation = json.loads((run / "validation" / "validation.json").read_text())
-    config = config_io.from_dict(validation["config"])
-    workdir = workdir or run.parent.parent
-    dataset_dir = workdir / config.data.processed_dir / config.data.protocol
-    scores = pd.read_parquet(run / "validation" / "scores.parquet")
-    return config, scores, load_known(dataset_dir, list(config.data.known_classes))
 
 
 def main() -> None:

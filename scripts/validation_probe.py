@@ -1,0 +1,111 @@
+"""What the validation probes share (`scripts/*_probe.py`, `rest_frame_components.py`): their
+command line, the validated run's fold scores and known objects, the classifier's input, and the
+report of a candidate against the shipped fusion (the adoption rule of docs/evaluation.md: the
+candidate's best fusion must beat the shipped one by more than twice the standard error of the
+paired per-fold differences)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticc_jax import config_io
+from plasticc_jax.components import Evidence
+from plasticc_jax.config import Config
+from plasticc_jax.dataset import iter_split
+from plasticc_jax.detector import parse_fusion
+from plasticc_jax.fusion_search import Folds, fusion_spec
+from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.plasticc import class_name
+
+
+def probe_arguments(doc: str, out: str) -> argparse.Namespace:
+    """The command line of a validation probe: RUN, --workdir, --out (default `out`)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser.parse_args()
+
+
+def read_validation(run: Path, workdir: Path | None) -> tuple[Config, pd.DataFrame, pd.DataFrame]:
+    """(the config the folds were made with, the fold scores, the train and val splits' known
+    objects) of a run with `make validate` (the run's own config.json may be older)."""
+    validation = json.loads((run / "validation" / "validation.json").read_text())
+    config = config_io.from_dict(validation["config"])
+    workdir = workdir or run.parent.parent
+    dataset_dir = workdir / config.data.processed_dir / config.data.protocol
+    scores = pd.read_parquet(run / "validation" / "scores.parquet")
+    return config, scores, load_known(dataset_dir, list(config.data.known_classes))
+
+
+def load_known(dataset_dir: Path, known: list[int]) -> pd.DataFrame:
+    """object_id, split, target and raw features of the train and val splits' known objects."""
+    parts = []
+    for split in ("train", "val"):  # never the test split
+        for shard in iter_split(dataset_dir, split):
+            keep = np.isin(shard.target, known)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "object_id": shard.object_id[keep],
+                        "split": split,
+                        "target": shard.target[keep],
+                        "raw": list(np.asarray(shard.features[keep], np.float64)),
+                    }
+                )
+            )
+    return pd.concat(parts, ignore_index=True)
+
+
+def evidence(raw: np.ndarray) -> Evidence:
+    """What `Classifier` reads (the raw features); the rest is unused here."""
+    n = len(raw)
+    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
+    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic)
+
+
+def table_rows(folds: Folds, rows: dict[str, np.ndarray]) -> None:
+    """Print each score's mean and per-fold AUROC as a markdown table."""
+    fold_ids = list(folds.folds)
+    head = ["score", "mean", *(class_name(f) for f in fold_ids)]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for name, values in rows.items():
+        per_fold = folds.aurocs(values)
+        mean = np.mean(list(per_fold.values()))
+        cells = [f"{mean:.3f}", *(f"{per_fold[f]:.3f}" for f in fold_ids)]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def paired(folds: Folds, a: np.ndarray, b: np.ndarray) -> str:
+    """Mean ± standard error of the per-fold AUROC differences a - b (folds better)."""
+    da, db = folds.aurocs(a), folds.aurocs(b)
+    d = np.array([da[f] - db[f] for f in da])
+    return f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(d.size):.4f} ({(d > 0).sum()}/{d.size})"
+
+
+def compare_with_classifier(table: pd.DataFrame, config: Config, column: str, label: str) -> None:
+    """Print the fold table and the paired differences of a candidate `column` for the
+    `classifier` component: alone, in its place (shipped weights, then searched) and beside it."""
+    folds = Folds(table)
+    shipped = parse_fusion(config.eval.fusion)
+    base = folds.fused(shipped)
+    replaced = {(column if k == "classifier" else k): w for k, w in shipped.items()}
+    best = folds.search([*shipped, column], also=shipped)[0]["weights"]
+    best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
+    rows = {
+        "shipped fusion": base,
+        "classifier alone (shipped)": table["classifier"].to_numpy(),
+        f"{label} alone": table[column].to_numpy(),
+        f"shipped weights, {label} in the classifier's place": folds.fused(replaced),
+        f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
+        f"best found beside it: `{fusion_spec(best)}`": folds.fused(best),
+    }
+    table_rows(folds, rows)
+    print("\npaired per-fold differences against the shipped fusion:")
+    for name in list(rows)[3:]:
+        print(f"- {name}: {paired(folds, rows[name], base)}")

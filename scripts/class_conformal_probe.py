@@ -32,7 +32,13 @@ import time
 
 import numpy as np
 import pandas as pd
-from validation_probe import compare_with_classifier, evidence, probe_arguments, read_validation
+from validation_probe import (
+    compare_with_classifier,
+    evidence,
+    probe_arguments,
+    read_validation,
+    with_fold_columns,
+)
 
 from plasticc_jax.calibration import Reference
 from plasticc_jax.components import Classifier
@@ -104,13 +110,7 @@ def main() -> None:
     args = probe_arguments(__doc__, "runs/class-conformal/scores.parquet")
     start = time.perf_counter()
     config, scores, objects = read_validation(args.run, args.workdir)
-    fold_ids = [int(f) for f in scores["fold"].unique()]
-    new = pd.concat([fold_columns(objects, f, config) for f in fold_ids], ignore_index=True)
-    table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")
-    again = np.abs(table["classifier_again"] - table["classifier"]).max()
-    print(f"classifier recomputed: max |again - stored| {again:.2e}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(args.out, index=False)
+    table = with_fold_columns(scores, lambda f: fold_columns(objects, f, config), args.out)
 
     print(f"\nclass-conditional p-values ({time.perf_counter() - start:.0f} s):\n")
     compare_with_classifier(table, config, "conformal", "the class-conditional p-values")

@@ -43,7 +43,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import integrate
-from validation_probe import compare_with_classifier, evidence, probe_arguments, read_validation
+from validation_probe import (
+    compare_with_classifier,
+    evidence,
+    probe_arguments,
+    read_validation,
+    with_fold_columns,
+)
 
 from plasticc_jax import gridding
 from plasticc_jax.calibration import Reference
@@ -200,13 +206,7 @@ def main() -> None:
         f"({time.perf_counter() - start:.0f} s)"
     )
 
-    fold_ids = [int(f) for f in scores["fold"].unique()]
-    new = pd.concat([fold_columns(objects, copies, f, config) for f in fold_ids], ignore_index=True)
-    table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")
-    again = np.abs(table["classifier_again"] - table["classifier"]).max()
-    print(f"classifier recomputed: max |again - stored| {again:.2e}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(args.out, index=False)
+    table = with_fold_columns(scores, lambda f: fold_columns(objects, copies, f, config), args.out)
 
     print(f"\nredshift augmentation ({time.perf_counter() - start:.0f} s):\n")
     compare_with_classifier(table, config, "classifier_aug", "the classifier with copies")

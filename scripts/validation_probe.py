@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,22 @@ def paired(folds: Folds, a: np.ndarray, b: np.ndarray) -> str:
     da, db = folds.aurocs(a), folds.aurocs(b)
     d = np.array([da[f] - db[f] for f in da])
     return f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(d.size):.4f} ({(d > 0).sum()}/{d.size})"
+
+
+def with_fold_columns(
+    scores: pd.DataFrame, make: Callable[[int], pd.DataFrame], out: Path
+) -> pd.DataFrame:
+    """The fold scores with the columns `make(fold)` gives each fold's scored objects, written to
+    `out`; a recomputed `classifier_again` column is checked against the stored `classifier`."""
+    folds = [int(f) for f in scores["fold"].unique()]
+    new = pd.concat([make(f) for f in folds], ignore_index=True)
+    table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")
+    if "classifier_again" in table:
+        again = np.abs(table["classifier_again"] - table["classifier"]).max()
+        print(f"classifier recomputed: max |again - stored| {again:.2e}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out, index=False)
+    return table
 
 
 def compare_with_classifier(table: pd.DataFrame, config: Config, column: str, label: str) -> None:

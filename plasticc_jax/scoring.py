@@ -98,7 +98,7 @@ def model_outputs(
     out["probabilities"] = (special.softmax(logits, axis=1) if logits.shape[1] else logits).astype(
         np.float32
     )
-    out["chi2"] = out["chi2"].astype(np.float64)  # the score table's dtype, as ever
+    out["chi2"] = out["chi2"].astype(np.float64)  # the score table's column stays float64
     out["features"], out["normalised_features"] = features, inputs["features"]
     keys = (*OUTPUT_KEYS, "features", "normalised_features")
     keys += ("mean", "sigma") if reconstruction else ()

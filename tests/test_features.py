@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticc_jax import features
+from plasticc_jax import features, threads
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.gridding import FEATURE_NAMES
@@ -115,3 +115,34 @@ def test_feature_stats_normalise_to_standard_normal_scores():
     again = FeatureStats.from_json(stats.to_json())
     np.testing.assert_array_equal(again.normalise(x), z)
     assert stats.normalise(np.array([[np.nan, np.nan, np.nan]])).tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_feature_stats_normalise_a_large_batch_in_slices_as_in_one_piece(monkeypatch):
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.lognormal(0.0, 2.0, 7000), rng.normal(size=7000)])
+    stats = FeatureStats.fit(("a", "b"), x)
+    monkeypatch.setattr(threads, "cores", lambda: 1)
+    whole = stats.normalise(x)
+    monkeypatch.setattr(threads, "cores", lambda: 3)  # 7,000 rows: three slices of 2,048 or more
+    sliced: list[int] = []
+    one_slice = FeatureStats._normalise
+
+    def counted(self: FeatureStats, part: np.ndarray) -> np.ndarray:
+        sliced.append(len(part))
+        return one_slice(self, part)
+
+    monkeypatch.setattr(FeatureStats, "_normalise", counted)
+    np.testing.assert_array_equal(stats.normalise(x), whole)
+    assert sorted(sliced) == [2333, 2333, 2334]
+
+
+def test_map_row_slices_cuts_contiguous_slices_of_at_least_min_rows(monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 4)
+
+    def spans(n: int, min_rows: int) -> list[tuple[int, int]]:
+        return threads.map_row_slices(lambda rows: (rows.start, rows.stop), n, min_rows)
+
+    assert spans(0, 10) == [(0, 0)]
+    assert spans(19, 10) == [(0, 19)]  # two slices would be under 10 rows
+    assert spans(30, 10) == [(0, 10), (10, 20), (20, 30)]
+    assert spans(1000, 10) == [(0, 250), (250, 500), (500, 750), (750, 1000)]  # one a core

@@ -63,7 +63,8 @@ class Evidence:
     def __len__(self) -> int:
         return int(self.chi2.shape[0])
 
-    def take(self, index: np.ndarray) -> Evidence:
+    def take(self, index: np.ndarray | slice) -> Evidence:
+        """The objects `index` (a slice gives views, no copy)."""
         arrays = {
             f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "head_classes"
         }

@@ -282,7 +282,7 @@ class Detector:
         names = tuple(names)
 
         def score_rows(rows: slice) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-            return self._score_rows(evidence.take(np.arange(rows.start, rows.stop)), names)
+            return self._score_rows(evidence.take(rows), names)
 
         with single_threaded():
             parts = map_row_slices(score_rows, len(evidence), ROWS_PER_THREAD)

@@ -52,12 +52,24 @@ def masked_grid_nll(
     Returns:
         (batch,) NLL in nats per object.
     """
+    observed, x, variance = _observed_cells(flux, flux_err, mask, mean, model_sigma)
+    nll = jnp.where(observed, gaussian_nll(x, mean, variance), 0.0)
+    return nll.sum(axis=(1, 2))
+
+
+def _observed_cells(
+    flux: jax.Array,
+    flux_err: jax.Array,
+    mask: jax.Array,
+    mean: jax.Array,
+    model_sigma: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(observed, x, variance) of each cell: unobserved cells replaced before any arithmetic
+    (x = mean, error 0), the variance `flux_err**2 + model_sigma**2`."""
     observed = mask.astype(bool)
     x = jnp.where(observed, flux, mean)
     err = jnp.where(observed, flux_err, 0.0)
-    variance = jnp.square(err) + jnp.square(model_sigma)
-    nll = jnp.where(observed, gaussian_nll(x, mean, variance), 0.0)
-    return nll.sum(axis=(1, 2))
+    return observed, x, jnp.square(err) + jnp.square(model_sigma)
 
 
 def reduced_chi2(
@@ -69,13 +81,11 @@ def reduced_chi2(
 ) -> jax.Array:
     """Mean over observed cells of `(flux - mean)**2 / (flux_err**2 + model_sigma**2)`, (batch,).
 
-    The variance is `masked_grid_nll`'s; unobserved cells are replaced before any arithmetic, as
-    there; an object without observed cells gets 0.
+    The cells and variance are `masked_grid_nll`'s (`_observed_cells`: an unobserved cell's
+    residual is 0; the model's sigma is floored above 0); an object without observed cells gets 0.
     """
-    observed = mask.astype(bool)
-    residual = jnp.where(observed, flux - mean, 0.0)
-    variance = jnp.square(jnp.where(observed, flux_err, 0.0)) + jnp.square(model_sigma)
-    z2 = jnp.where(observed, jnp.square(residual) / variance, 0.0)
+    observed, x, variance = _observed_cells(flux, flux_err, mask, mean, model_sigma)
+    z2 = jnp.square(x - mean) / variance
     return z2.sum(axis=(1, 2)) / jnp.maximum(observed.sum(axis=(1, 2)), 1)
 
 

@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import sys
@@ -371,6 +372,12 @@ def review(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         top=args.top,
     )
+    if not _loopback(args.host):
+        log.warning(
+            "listening on %s: other machines can reach the page, and its token travels in plain "
+            "HTTP; keep the default 127.0.0.1 (and an SSH tunnel) unless the network is trusted",
+            args.host,
+        )
     print(f"review the candidates at {server.url}  (Ctrl-C stops)", flush=True)
     if not args.no_browser:
         import webbrowser
@@ -382,6 +389,14 @@ def review(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"review stopped; the answers are in {server.session.store.path}")
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _not_jax_info(record: logging.LogRecord) -> bool:

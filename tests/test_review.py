@@ -62,6 +62,65 @@ def test_a_damaged_line_in_the_middle_is_a_user_error(tmp_path: Path) -> None:
         LabelStore(tmp_path)
 
 
+def test_a_whole_last_answer_without_its_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"object_id": 1, "label": "anomaly"}\n{"object_id": 2, "label": "skip"}')
+    store = LabelStore(path)  # a hand-edited file: its last answer is kept, its line ended
+    store.append(Answer.now(3, labels.ANOMALY))
+    assert [a.object_id for a in read_answers(path)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "text", ["my notes on these candidates", '{"run": "default-rare", "answers": 3}']
+)
+def test_a_file_that_is_not_a_labels_file_is_refused_and_left_alone(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text(text)  # one line, no newline: not a torn answer, not to be cut off
+    with pytest.raises(UserError, match="line 1: not a review answer"):
+        LabelStore(path)
+    assert path.read_text() == text
+
+
+def test_a_failed_write_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk in the middle of an answer: the answer fails and leaves nothing behind, so
+    the next one starts on a line of its own."""
+    import errno
+    import os
+
+    path = tmp_path / "labels.jsonl"
+    store = LabelStore(path)
+    store.append(Answer.now(1, labels.ANOMALY))
+    write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        store.append(Answer.now(2, labels.ANOMALY))
+    monkeypatch.setattr(os, "write", write)
+    store.append(Answer.now(3, labels.SKIP))
+    assert [a.object_id for a in read_answers(path)] == [1, 3]
+    assert [a.object_id for a in store.answers] == [1, 3]
+
+
+def test_a_labels_file_no_answer_could_be_written_to_is_refused_at_the_start(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match="cannot write to it"):
+        LabelStore(tmp_path / "a_file" / "labels.jsonl")
+    os.mkfifo(tmp_path / "fifo")  # opening it for writing would block the server
+    with pytest.raises(UserError, match="not a regular file"):
+        LabelStore(tmp_path / "fifo")
+
+
 def test_every_acknowledged_answer_survives_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "labels.jsonl"
     code = (
@@ -369,7 +428,7 @@ def test_a_malformed_answer_is_400_and_changes_nothing(server: ReviewServer, bod
     status, data = request(server, "/api/label", body, headers={"Content-Type": "application/json"})
     assert status == 400 and "error" in json.loads(data)
     assert api(server, "/api/state") == before
-    assert not server.session.store.path.exists()
+    assert server.session.store.path.read_bytes() == b""  # created at the start, still empty
 
 
 def test_an_answer_not_sent_as_json_is_415_and_changes_nothing(server: ReviewServer) -> None:
@@ -380,7 +439,7 @@ def test_an_answer_not_sent_as_json_is_415_and_changes_nothing(server: ReviewSer
         status, data = request(server, "/api/label", body, headers={"Content-Type": kind})
         assert status == 415 and "application/json" in json.loads(data)["error"], kind
     assert api(server, "/api/state") == before
-    assert not server.session.store.path.exists()
+    assert server.session.store.path.read_bytes() == b""  # created at the start, still empty
 
 
 def test_a_content_length_that_is_not_a_number_is_400(server: ReviewServer) -> None:
@@ -407,6 +466,57 @@ def test_other_methods_are_405_with_the_usual_headers(server: ReviewServer) -> N
         assert all(response.getheader(k) == v for k, v in SECURITY_HEADERS.items()), method
         assert (body == b"") == (method == "HEAD"), method
         connection.close()
+
+
+def test_errors_of_the_http_layer_carry_the_usual_headers(server: ReviewServer) -> None:
+    """An unknown method or an overlong request line is answered by `http.server` itself: as
+    JSON, with the security headers, as every other answer."""
+    import http.client
+
+    from plasticc_jax.review.server import SECURITY_HEADERS
+
+    host, port = server.server_address[:2]
+    for method, path, status in (("PROPFIND", "/api/state", 501), ("GET", "/" + "a" * 70000, 414)):
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        connection.request(method, path)
+        response = connection.getresponse()
+        assert response.status == status, method
+        assert all(response.getheader(k) == v for k, v in SECURITY_HEADERS.items()), method
+        assert "error" in json.loads(response.read()), method
+        connection.close()
+
+
+def test_the_server_listens_on_ipv6_and_warns_off_loopback(pool: Pool, tmp_path: Path) -> None:
+    import socket
+
+    from plasticc_jax.cli import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
+    assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("example.org")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
+    with ReviewServer(("::1", 0), session) as srv:
+        assert srv.url.startswith("http://[::1]:")
+
+
+def test_an_answer_the_disk_cannot_take_is_507_and_changes_nothing(
+    server: ReviewServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def full(answer: Answer) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = api(server, "/api/state")
+    monkeypatch.setattr(server.session.store, "append", full)
+    body = json.dumps({"object_id": before["next"], "label": "anomaly"}).encode()
+    status, data = request(server, "/api/label", body, headers={"Content-Type": "application/json"})
+    assert status == 507 and "not saved: No space left" in json.loads(data)["error"]
+    assert api(server, "/api/state") == before
 
 
 def test_two_tabs_answering_at_once_lose_no_answer(server: ReviewServer) -> None:

@@ -4,8 +4,11 @@ Each line is `{"object_id": 123, "label": "anomaly", "time": "2025-...Z", "posit
 (`position`: where the active ranking had the object when it was answered, 1 = top; null when
 unknown). Every answer is written with one `write` and `fsync`ed before the answer is
 acknowledged, so a session killed at any moment (kill -9, power loss) keeps every acknowledged
-answer; a line torn by such a kill (the last one, without its newline) is ignored on read and cut
-off before the next append. An object answered twice keeps its last answer (`latest`).
+answer; a line torn by such a kill (the last one, without its newline, a JSON object cut short) is
+ignored on read and cut off before the next append. A last line without its newline that is a
+whole answer (a file edited by hand) is kept, and an append that fails (a full disk) is undone, so
+that no later answer lands on a partial line. An object answered twice keeps its last answer
+(`latest`).
 """
 
 from __future__ import annotations
@@ -74,33 +77,50 @@ class Answer:
 def read_answers(path: Path) -> list[Answer]:
     """Every answer in a labels file, in order (none if the file does not exist).
 
-    A last line without its newline was torn by a killed writer and is ignored.
+    A last line without its newline is kept if it is a whole answer, and ignored if it is a JSON
+    object cut short (torn by a killed writer).
 
     Raises:
-        UserError: a complete line that is not a valid answer (the file was edited by hand).
+        UserError: a path that is not a regular file, or a line that is not a valid answer
+            (the file was edited by hand, or is not a labels file).
     """
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[list[Answer], str]:
+    """(the answers, what ends the file: "" a newline or nothing, "answer" a whole answer
+    without its newline, "torn" a torn last line)."""
     if path.is_dir():
         raise UserError(
             f"labels file {path} is a folder: give a file name (e.g. {path}/labels.jsonl)"
         )
-    if not path.is_file():
-        return []
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    if lines[-1]:
-        log.warning("%s: ignoring a torn last line (a session was killed while writing)", path)
-    answers = []
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            answers.append(Answer.from_json(json.loads(line)))
-        except ValueError as error:  # json.JSONDecodeError is a ValueError
-            raise UserError(
-                f"{path}, line {number}: not a review answer ({error}); fix or remove that line"
-            ) from None
-    return answers
+    if not path.exists():
+        return [], ""
+    if not path.is_file():  # a FIFO or a device would block or swallow the answers
+        raise UserError(f"labels file {path} is not a regular file: give a file name")
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    answers = [
+        _answer(path, number, line) for number, line in enumerate(lines[:-1], 1) if line.strip()
+    ]
+    tail = lines[-1]
+    if not tail.strip():
+        return answers, ""
+    try:
+        json.loads(tail)
+    except ValueError:
+        if tail.lstrip().startswith("{"):  # a JSON object cut short: what a kill leaves
+            log.warning("%s: ignoring a torn last line (a session was killed while writing)", path)
+            return answers, "torn"
+    return [*answers, _answer(path, len(lines), tail)], "answer"
+
+
+def _answer(path: Path, number: int, line: str) -> Answer:
+    try:
+        return Answer.from_json(json.loads(line))
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise UserError(
+            f"{path}, line {number}: not a review answer ({error}); fix or remove that line"
+        ) from None
 
 
 def latest(answers: list[Answer]) -> dict[int, Answer]:
@@ -116,14 +136,17 @@ class LabelStore:
     """The labels file of a review session: read once, then appended to (thread-safe).
 
     Args:
-        path: the JSON-lines file (created with its folder on the first answer).
+        path: the JSON-lines file (created with its folder at the start, so that a place no
+            answer can be written to is refused then).
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._answers = read_answers(self.path)
-        self._cut_torn_tail()
+        self._answers, ending = _read(self.path)
+        _check_writable(self.path)
+        if ending:
+            self._end_last_line(ending)
 
     @property
     def answers(self) -> list[Answer]:
@@ -132,29 +155,60 @@ class LabelStore:
             return list(self._answers)
 
     def append(self, answer: Answer) -> None:
-        """Write one answer durably (written and fsync'd when this returns)."""
+        """Write one answer durably (written and fsync'd when this returns; a failed write is
+        undone, so the file still ends with a whole line)."""
         line = (json.dumps(asdict(answer), separators=(",", ":")) + "\n").encode()
         with self._lock:
-            new = not self.path.exists()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if new:  # the new directory entry must survive a crash too
-                _fsync_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                end = os.fstat(fd).st_size
+                try:
+                    written = 0
+                    while written < len(line):
+                        written += os.write(fd, line[written:])
+                    os.fsync(fd)
+                except OSError:
+                    _truncate(fd, end)
+                    raise
+            finally:
+                os.close(fd)
             self._answers.append(answer)
 
-    def _cut_torn_tail(self) -> None:
-        """Drop a torn last line, so that the next answer starts on a line of its own."""
-        if not self.path.is_file():
-            return
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(end)
-                os.fsync(handle.fileno())
+    def _end_last_line(self, ending: str) -> None:
+        """Cut a torn last line off, or end a whole last answer with its newline, so that the
+        next answer starts on a line of its own."""
+        with open(self.path, "r+b") as handle:
+            data = handle.read()
+            if ending == "torn":
+                handle.truncate(data.rfind(b"\n") + 1)
+            else:
+                handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _check_writable(path: Path) -> None:
+    """Open (and create, with its folder) the labels file for appending now: a place no answer
+    can be written to is refused at the start, not found at the first answer."""
+    try:
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as error:
+        raise UserError(
+            f"labels file {path}: cannot write to it ({error.strerror or error}); "
+            "give another with --labels"
+        ) from None
+    if new:  # the new directory entry must survive a crash too
+        _fsync_dir(path.parent)
+
+
+def _truncate(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as error:  # the answer was not acknowledged; the next start cuts it off
+        log.error("labels file: could not undo a failed write: %s", error)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -24,10 +24,12 @@ POST `/api/label`      `{"object_id": N, "label": "anomaly" | "not_interesting" 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import secrets
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -88,6 +90,8 @@ class ReviewServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], session: ReviewSession, token: str | None = None):
+        if ":" in address[0]:  # an IPv6 address (::1, ::)
+            self.address_family = socket.AF_INET6
         self.session = session
         self.token = token or secrets.token_urlsafe(32)
         self.assets = read_assets(self.token)
@@ -138,6 +142,12 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST")
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_HEAD
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The errors `http.server` finds itself (an unknown method, a request line or headers
+        too long or malformed): JSON with the security headers, as every other answer."""
+        self.close_connection = True
+        self._send_json({"error": message or HTTPStatus(code).phrase}, HTTPStatus(code))
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -214,7 +224,18 @@ class ReviewHandler(BaseHTTPRequestHandler):
             raise BadRequest("the body is not JSON") from None
         if not isinstance(body, dict) or set(body) != {"object_id", "label"}:
             raise BadRequest('send {"object_id": <integer>, "label": <label>}')
-        self._send_json(self.server.session.answer(body["object_id"], body["label"]))
+        try:
+            state = self.server.session.answer(body["object_id"], body["label"])
+        except OSError as error:  # the labels file could not take it (a full disk): undone
+            log.error("review server: an answer was not saved: %s", error)
+            status = (
+                HTTPStatus.INSUFFICIENT_STORAGE
+                if error.errno == errno.ENOSPC
+                else HTTPStatus.INTERNAL_SERVER_ERROR
+            )
+            self._send_error(status, f"the answer was not saved: {error.strerror or error}")
+            return
+        self._send_json(state)
 
     # --- responses ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io
@@ -103,8 +104,16 @@ def build_config(args: argparse.Namespace) -> config_lib.Config:
     return config_lib.resolve(config_io.apply_overrides(config, overrides))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other user mistake (argparse prints the usage first);
+    `--help` still shows it. The command's sub-parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plasticc-jax", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="plasticc-jax", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -79,7 +79,14 @@ def map_columns(
     by_name: dict[str, str] = {}
     for raw in names:
         name = raw.strip()
-        by_name.setdefault(aliases.get(name, name), raw)
+        canonical = aliases.get(name, name)
+        if canonical in by_name and canonical in wanted:
+            twice = listing([by_name[canonical].strip(), name], limit=2)
+            raise UserError(
+                f"{path}: the {kind} column {canonical!r} appears twice in the header ({twice}); "
+                "keep one"
+            )
+        by_name[canonical] = raw
     missing = [c for c in wanted if c not in by_name]
     if missing:
         found = listing((h.strip() for h in names), limit=12)
@@ -108,7 +115,11 @@ def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
     if pa.types.is_boolean(dtype):
         return (~null & ~text.str.lower().isin(_BOOL_TOKENS)).to_numpy()
     if pa.types.is_integer(dtype):  # pyarrow takes integer literals only ("2.0" is an error)
-        return (~null & ~text.str.fullmatch(r"[+-]?\d+")).to_numpy()
+        literal = text.str.fullmatch(r"[+-]?\d+")
+        # ... that fit the type (object ids beyond int64 overflow).
+        info = np.iinfo(dtype.to_pandas_dtype())
+        fits = text.where(literal & ~null, "0").map(lambda v: info.min <= int(v) <= info.max)
+        return (~null & ~(literal & fits)).to_numpy()
     return (~null & pd.to_numeric(text.where(~null), errors="coerce").isna()).to_numpy()
 
 
@@ -158,6 +169,11 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                         f"column {canonical!r}, line {line}: {value!r} is written as a decimal "
                         "number where a whole number is expected (write it as an integer, e.g. "
                         "with pandas: astype('Int64') before to_csv)"
+                    )
+                if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+                    return (
+                        f"column {canonical!r}, line {line}: {value!r} is too large for a "
+                        f"{kind} (at most {np.iinfo(kind.to_pandas_dtype()).max})"
                     )
                 return f"column {canonical!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows

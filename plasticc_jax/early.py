@@ -83,7 +83,9 @@ def detected(chunk: Chunk) -> np.ndarray:
 
 
 def truncate(chunk: Chunk, cut: np.ndarray) -> tuple[Chunk, np.ndarray]:
-    """Each object's observations up to `cut` (inclusive).
+    """Each object's observations up to `cut` (inclusive). Rows whose MJD is not finite or lies
+    far outside the survey (`gridding.outside_span`) are kept by every cut: their object is
+    rejected for them whatever the cut, never silently cleaned.
 
     Args:
         chunk: rows of whole objects, grouped.
@@ -95,7 +97,9 @@ def truncate(chunk: Chunk, cut: np.ndarray) -> tuple[Chunk, np.ndarray]:
     """
     rows, starts = chunk.rows, chunk.starts
     o = _object_index(starts, len(rows))
-    keep = ~np.isfinite(rows.mjd) | (rows.mjd <= np.asarray(cut, np.float64)[o])
+    with np.errstate(invalid="ignore"):
+        in_time = rows.mjd <= np.asarray(cut, np.float64)[o]
+    keep = ~np.isfinite(rows.mjd) | gridding.outside_span(rows.mjd) | in_time
     counts = np.bincount(o[keep], minlength=starts.size)
     present = counts > 0
     counts = counts[present]
@@ -127,20 +131,34 @@ def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
     """Grid every object with its observations up to MJD `as_of`; its `stage` is the days from
     its first detection then to `as_of`. An object not detected by then is rejected
     (`gridding.NOT_DETECTED`), as `replay` does: a broker scores an object from its first
-    detection on."""
+    detection on; unless its rows so far hold a bad value, which is named instead
+    (`not_detected_codes`)."""
     part, present = truncate(chunk, np.full(chunk.starts.size, float(as_of)))
     seen = np.zeros(chunk.starts.size, bool)
     seen[present] = detected(part)
     known_then = _take_objects(part, seen[present])
     stage = as_of - first_detection(known_then)
     result = grid_cut(known_then, spec, np.full(known_then.starts.size, float(as_of)), stage)
+    # Objects without a single row by then (not in `part`): nothing was seen of them yet.
+    codes = np.full(chunk.starts.size, gridding.REASONS.index(gridding.NOT_DETECTED), np.int8)
+    codes[np.flatnonzero(present)[~seen[present]]] = not_detected_codes(
+        _take_objects(part, ~seen[present])
+    )
     waiting = chunk.rows.object_id[chunk.starts][~seen] if chunk.starts.size else np.zeros(0)
-    code = gridding.REASONS.index(gridding.NOT_DETECTED)
     return GridResult(
         result.arrays,
         np.r_[result.rejected_ids, waiting].astype(np.int64),
-        np.r_[result.rejected_codes, np.full(waiting.size, code)].astype(np.int8),
+        np.r_[result.rejected_codes, codes[~seen]].astype(np.int8),
     )
+
+
+def not_detected_codes(chunk: Chunk) -> np.ndarray:
+    """(m,) int8 rejection codes of objects not detected yet: the first bad value among their
+    rows (`gridding.row_problems`) if any, else `gridding.NOT_DETECTED`."""
+    o = _object_index(chunk.starts, len(chunk.rows))
+    codes = gridding.object_problems(chunk.rows, o, chunk.starts.size)
+    codes[codes == 0] = gridding.REASONS.index(gridding.NOT_DETECTED)
+    return codes
 
 
 def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridResult:

@@ -102,14 +102,17 @@ TOO_FEW = "fewer than {min_obs} observations"
 NON_FINITE_OUTPUT = "non-finite gridded value or feature (extreme input values)"
 # Partial light curves (`score --as-of`, `replay`): no detection yet, so not scored yet.
 NOT_DETECTED = "not detected yet"
+OUTSIDE_SPAN = (
+    f"mjd outside the survey span by more than {plasticc.MJD_MARGIN_DAYS:g} days "
+    f"({_MJD_LOW:g}-{_MJD_HIGH:g})"
+)
 REASONS: tuple[str, ...] = (
     "",
     "non-finite mjd",
     "non-finite flux (NaN or inf)",
     "flux_err not a positive finite number",
     "passband outside 0-5",
-    f"mjd outside the survey span by more than {plasticc.MJD_MARGIN_DAYS:g} days "
-    f"({_MJD_LOW:g}-{_MJD_HIGH:g})",
+    OUTSIDE_SPAN,
     f"|flux| beyond the float32 range ({plasticc.FLOAT32_MAX:.3g})",
     f"flux_err below {plasticc.FLUX_ERR_FLOOR:g} or beyond the float32 range",
     DUPLICATED,
@@ -235,10 +238,15 @@ def _duplicated_objects(o: np.ndarray, mjd: np.ndarray, pb: np.ndarray, m: int) 
     return dup
 
 
-def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -> np.ndarray:
-    """(m,) int8 rejection code per object (0: accepted), first reason in `REASONS` order."""
-    m = counts.size
-    codes = np.zeros(m, np.int8)
+def outside_span(mjd: np.ndarray) -> np.ndarray:
+    """(n,) bool: a finite MJD too far outside the survey to be PLAsTiCC's (a JD, a typo)."""
+    with np.errstate(invalid="ignore"):
+        return (mjd < _MJD_LOW) | (mjd > _MJD_HIGH)
+
+
+def row_problems(rows: Rows) -> np.ndarray:
+    """(n,) int8 per row: the code in `REASONS` of its first problem (1-7: a bad value, a time
+    outside the survey), 0 if none. An object's reason is the smallest code among its rows."""
     err, mjd = rows.flux_err, rows.mjd
     with np.errstate(invalid="ignore"):  # NaN compares False; those rows are caught first
         bad_rows = [
@@ -246,14 +254,32 @@ def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -
             ~np.isfinite(rows.flux),
             ~(np.isfinite(err) & (err > 0)),
             (rows.passband < 0) | (rows.passband >= NB),
-            (mjd < _MJD_LOW) | (mjd > _MJD_HIGH),
+            outside_span(mjd),
             np.abs(rows.flux) > plasticc.FLOAT32_MAX,
             (err < plasticc.FLUX_ERR_FLOOR) | (err > plasticc.FLOAT32_MAX),
         ]
+    codes = np.zeros(len(rows), np.int8)
     for code, bad in enumerate(bad_rows, start=1):
         if bad.any():
-            hit = np.bincount(o[bad], minlength=m) > 0
-            codes[(codes == 0) & hit] = code
+            codes[(codes == 0) & bad] = code
+    return codes
+
+
+def object_problems(rows: Rows, o: np.ndarray, m: int) -> np.ndarray:
+    """(m,) int8: each object's smallest `row_problems` code (0: none); `o` (n,) the object
+    index of each row."""
+    row = row_problems(rows)
+    bad = row > 0
+    codes = np.full(m, np.iinfo(np.int8).max, np.int8)
+    np.minimum.at(codes, o[bad], row[bad])
+    codes[codes == np.iinfo(np.int8).max] = 0
+    return codes
+
+
+def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -> np.ndarray:
+    """(m,) int8 rejection code per object (0: accepted), first reason in `REASONS` order."""
+    m = counts.size
+    codes = object_problems(rows, o, m)
     dup = _duplicated_objects(o, rows.mjd, rows.passband, m)
     codes[(codes == 0) & dup] = _DUPLICATED
     codes[(codes == 0) & (counts < min_obs)] = _TOO_FEW

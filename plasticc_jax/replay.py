@@ -21,16 +21,18 @@ replay closes the same objects.
 from the night of its first detection on (a point flagged `detected`, or with flux/flux_err >= 5;
 the stages of the evaluation count days from the same rule, `early.first_detection`). On a night
 with data before it, the object is listed with the reason `not detected yet` (and re-tried on its
-next night with data); an object never detected is never scored. Before this rule the replay
+next night with data), unless its rows so far hold a bad value, which is then the reason; an
+object never detected is never scored. Before this rule the replay
 scored those light curves of non-detections, which the model and the threshold never saw, and
 flagged many of them (docs/early.md).
 
 **Bad input.** Rows out of time order within an object (or an object's rows spread through the
 file) are sorted: the replay reads the files whole and orders each object's rows by time; the
 manifest counts the objects that needed it (`reordered_objects`). An object with a row whose MJD
-is not finite cannot be placed in a night: it is rejected at load (`rejected_at_load`, and in
-`rejected_at_load.csv`), as is an object of the metadata without a single row (`metadata without
-light curve`). Any other bad value (NaN flux, bad passband, duplicated rows, too few
+is not finite, or lies far outside the survey (`gridding.OUTSIDE_SPAN`: a JD given as MJD would
+make millions of nights), cannot be placed in a night: it is rejected at load (`rejected_at_load`,
+and in `rejected_at_load.csv`), as is an object of the metadata without a single row (`metadata
+without light curve`). Any other bad value (NaN flux, bad passband, duplicated rows, too few
 observations so far, no metadata) rejects the object for that night, with its reason, as `score`
 would; it is re-tried on its next night with data. An object seen for the first time late in the
 survey is simply new that night (`first_seen`).
@@ -54,7 +56,9 @@ survey is simply new that night (`first_seen`).
 **Resume.** A night's files are written atomically (temporary name, then rename), then the
 manifest: after an interruption (even kill -9) the manifest names the last night whose files are
 complete, and a new run with the same inputs and settings continues from the night after it
-(files of an unfinished night are overwritten). Other inputs or settings are refused.
+(files of an unfinished night are overwritten, temporary files of an interrupted write removed).
+Other inputs (light curves or metadata), settings or a run evaluated again are refused, as is an
+output folder that holds an input where the replay writes.
 """
 
 from __future__ import annotations
@@ -72,7 +76,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import early, gridding, lightcurve_rows, readers, runs, scoring, streaming
+from plasticc_jax import (
+    early,
+    gridding,
+    lightcurve_rows,
+    provenance,
+    readers,
+    runs,
+    scoring,
+    streaming,
+)
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     atomic_path,
@@ -88,6 +101,10 @@ from plasticc_jax.threads import limited_threads
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+REJECTED_AT_LOAD = "rejected_at_load.csv"
+CANDIDATES, REJECTED = "candidates", "rejected"  # the night-partitioned datasets
+# Longer than any survey: a larger --close-after would overflow the night arithmetic.
+MAX_CLOSE_AFTER = 36_525.0
 NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
 CLOSED = "object closed"
 NON_FINITE_MJD = "non-finite mjd"
@@ -132,16 +149,20 @@ class ReplayInput:
             rows = rows.take(inside)
             metadata = metadata[metadata["object_id"].isin(objects)]
         o_file = rows.object_id
-        bad_mjd = ~np.isfinite(rows.mjd)
-        bad_ids = np.unique(o_file[bad_mjd])
+        # A time that cannot be placed in a night: not finite, or far outside the survey (a JD
+        # given as MJD would make millions of nights).
+        non_finite = np.unique(o_file[~np.isfinite(rows.mjd)])
+        outside = np.setdiff1d(o_file[gridding.outside_span(rows.mjd)], non_finite)
+        bad_ids = np.r_[non_finite, outside]
         counts = pd.Series(o_file[np.isin(o_file, bad_ids)]).value_counts()
         # Metadata objects without a single row are listed too: every input object is accounted.
         no_rows = np.setdiff1d(metadata["object_id"].to_numpy(np.int64), o_file)
         self.rejected = pd.concat(
             [
-                _rejections(counts.index, NON_FINITE_MJD, counts.to_numpy()),
-                _rejections(no_rows, streaming.NO_LIGHTCURVE, np.zeros(no_rows.size)),
-            ],
+                _rejections(ids, reason, counts.reindex(ids).to_numpy())
+                for ids, reason in ((non_finite, NON_FINITE_MJD), (outside, gridding.OUTSIDE_SPAN))
+            ]
+            + [_rejections(no_rows, streaming.NO_LIGHTCURVE, np.zeros(no_rows.size))],
             ignore_index=True,
         )
         rows = rows.take(~np.isin(o_file, bad_ids))
@@ -174,6 +195,7 @@ class ReplayInput:
         self.close_after = close_after
         self.close_night = self._close_nights(close_after)
         self.detection_night = self._detection_nights()
+        self.problem_night = self._problem_nights()
         self.metadata = streaming.MetaIndex(metadata)
 
     def _close_nights(self, close_after: float | None) -> np.ndarray:
@@ -197,6 +219,24 @@ class ReplayInput:
         np.minimum.at(never, self.obj[detected], self.night[detected])
         return never
 
+    def _problem_nights(self) -> np.ndarray:
+        """(m,) the night of each object's first row with a bad value (a large value if none):
+        from then on, an object not detected yet is rejected for that value, not as waiting."""
+        never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
+        bad = gridding.row_problems(self.rows) > 0
+        np.minimum.at(never, self.obj[bad], self.night[bad])
+        return never
+
+    def rows_so_far(self, objects: np.ndarray, night: int) -> tuple[gridding.Chunk, np.ndarray]:
+        """(the objects' rows up to and including `night` as a chunk without metadata, the index
+        of each object's last such row + 1)."""
+        ends = np.searchsorted(self.key, objects * _KEY + (night - self.base), side="right")
+        lengths = ends - self.starts[objects]
+        index = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
+        starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+        empty = np.zeros((objects.size, 0), np.float32)
+        return gridding.Chunk(self.rows.take(index), starts, empty, np.zeros(objects.size)), ends
+
     @property
     def nights(self) -> tuple[int, int]:
         """The first and last night of the input (inclusive); (0, -1) without rows."""
@@ -206,11 +246,19 @@ class ReplayInput:
 
 
 def _fingerprint(
-    run_dir: Path, paths: Sequence[Path], close_after: float | None, objects: np.ndarray | None
+    run_dir: Path,
+    paths: Sequence[Path],
+    metadata_paths: Sequence[Path],
+    close_after: float | None,
+    objects: np.ndarray | None,
 ) -> str:
+    """What a replay's outputs depend on: the run (its path, and the checkpoint and detector
+    that `models/provenance.json` records), every input file's content and the settings."""
+    record = Path(run_dir) / "models" / provenance.RECORD
     blob = {
         "run": str(Path(run_dir).resolve()),
-        "inputs": [(Path(p).name, sha256_file(Path(p))) for p in paths],
+        "model": sha256_file(record) if record.is_file() else None,
+        "inputs": [(Path(p).name, sha256_file(Path(p))) for p in [*paths, *metadata_paths]],
         "close_after": close_after,
         "objects": None
         if objects is None
@@ -267,19 +315,21 @@ class NightScorer:
         waiting = d.detection_night[live] > night
         if waiting.any():
             objs = live[waiting]
-            rejections.append(_rejections(d.ids[objs], gridding.NOT_DETECTED, new_rows[objs]))
+            # Not detected yet, unless a bad value came first: that value is the reason.
+            reasons = np.full(objs.size, gridding.NOT_DETECTED, object)
+            bad = d.problem_night[objs] <= night
+            if bad.any():
+                codes = early.not_detected_codes(d.rows_so_far(objs[bad], night)[0])
+                reasons[bad] = [gridding.REASONS[c] for c in codes]
+            rejections.append(_rejections(d.ids[objs], reasons, new_rows[objs]))
             live, pos = live[~waiting], pos[~waiting]
 
         frame = None
         if live.size:
-            ends = np.searchsorted(d.key, live * _KEY + (night - d.base), side="right")
-            lengths = ends - d.starts[live]
-            index = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
+            so_far, ends = d.rows_so_far(live, night)
+            lengths = np.diff(np.r_[so_far.starts, len(so_far.rows)])
             chunk = gridding.Chunk(
-                d.rows.take(index),
-                np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
-                d.metadata.values[pos],
-                d.metadata.target[pos],
+                so_far.rows, so_far.starts, d.metadata.values[pos], d.metadata.target[pos]
             )
             result = gridding.grid_chunk(chunk, self.spec)
             if result.rejected_ids.size:
@@ -326,6 +376,28 @@ class NightScorer:
         return frame if frame is not None else pd.DataFrame(), rejected, counts
 
 
+def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
+    """No input may be one of the files a replay writes, nor lie in its night folders."""
+    written = [output / MANIFEST, output / REJECTED_AT_LOAD]
+    folders = [(output / name).resolve() for name in (CANDIDATES, REJECTED)]
+    for path in inputs:
+        target = path.resolve()
+        if any(target == w.resolve() for w in written) or any(
+            target.is_relative_to(f) for f in folders
+        ):
+            raise UserError(
+                f"--output {output}: the replay would overwrite the input {path}; choose "
+                "another output folder"
+            )
+
+
+def _remove_unfinished_writes(output: Path) -> None:
+    """Temporary files of writes a kill interrupted (`io_utils.atomic_path`): never complete."""
+    for pattern in (".tmp-*", f"{CANDIDATES}/night=*/.tmp-*", f"{REJECTED}/night=*/.tmp-*"):
+        for leftover in output.glob(pattern):
+            leftover.unlink(missing_ok=True)
+
+
 def _rejections(ids: Any, reason: Any, n_rows: Any) -> pd.DataFrame:
     ids = np.asarray(ids, np.int64)
     return pd.DataFrame(
@@ -361,9 +433,9 @@ def write_night(out: Path, night: int, candidates: pd.DataFrame, rejected: pd.Da
     dataset (`pd.read_parquet(out / "candidates")`) with a `night` column."""
     if len(candidates):
         candidates = candidates.drop(columns="night", errors="ignore")
-        _write_parquet(candidates, out / "candidates" / f"night={night}" / "part-0.parquet")
+        _write_parquet(candidates, out / CANDIDATES / f"night={night}" / "part-0.parquet")
     if len(rejected):
-        _write_parquet(rejected, out / "rejected" / f"night={night}" / "part-0.parquet")
+        _write_parquet(rejected, out / REJECTED / f"night={night}" / "part-0.parquet")
 
 
 def replay(
@@ -392,14 +464,27 @@ def replay(
     """
     run_dir, output = Path(run_dir), Path(output)
     paths = [Path(p) for p in lightcurve_paths]
-    check_input_files([*paths, *map(Path, metadata_paths)])
-    if close_after is not None and not close_after > 0:
-        raise UserError(f"--close-after {close_after}: give a positive number of days")
-    fingerprint = _fingerprint(run_dir, paths, close_after, objects)
+    metadata_paths = [Path(p) for p in metadata_paths]
+    check_input_files([*paths, *metadata_paths])
+    if close_after is not None and not 0 < close_after <= MAX_CLOSE_AFTER:
+        raise UserError(
+            f"--close-after {close_after}: give a positive number of days, at most "
+            f"{MAX_CLOSE_AFTER:g} (leave it out never to close)"
+        )
+    _refuse_inputs_in_output(output, [*paths, *metadata_paths])
+    fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects)
     manifest_path = output / MANIFEST
     manifest: dict[str, Any] | None = None
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise UserError(
+                f"{manifest_path} is damaged (not a replay's manifest): remove {output} to "
+                "replay from the start, or choose another --output"
+            )
         if manifest.get("fingerprint") != fingerprint:
             raise UserError(
                 f"{output} holds a replay of other inputs or settings: choose another --output "
@@ -423,7 +508,7 @@ def replay(
     detector = scorer.detector
     data = ReplayInput(
         lightcurve_rows.read_files(paths),
-        readers.read_metadata_files(list(metadata_paths)),
+        readers.read_metadata_files(metadata_paths),
         close_after,
         objects,
     )
@@ -439,6 +524,7 @@ def replay(
             "fingerprint": fingerprint,
             "run": str(run_dir),
             "inputs": [p.name for p in paths],
+            "metadata": [p.name for p in metadata_paths],
             "night_definition": "floor(mjd - 0.5): noon to noon UTC",
             "close_after_days": close_after,
             "threshold": detector.threshold,
@@ -455,9 +541,10 @@ def replay(
             "empty_nights": 0,
             "nights": [],
         }
-        with atomic_path(output / "rejected_at_load.csv") as tmp:
+        with atomic_path(output / REJECTED_AT_LOAD) as tmp:
             data.rejected.to_csv(tmp, index=False)
         atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
+    _remove_unfinished_writes(output)
     start_night = int(manifest["finished_through"]) + 1
     stop = last if last_night is None else min(last, int(last_night))
     if start_night > first:

@@ -169,6 +169,20 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
     meta.loc[10, "hostgal_photoz"] = "high"
     with pytest.raises(UserError, match=r"training_set_metadata.csv.*'hostgal_photoz', line 12"):
         run_prepare(tmp_path, good[0], meta)
+    huge = good[1].astype({"object_id": object})
+    huge.loc[3, "object_id"] = "99999999999999999999"  # beyond int64
+    with pytest.raises(UserError, match=r"'object_id', line 5: '9+' is too large for a int64"):
+        run_prepare(tmp_path, good[0], huge)
+
+
+def test_a_column_named_twice_is_refused(good, tmp_path):
+    lcs, meta = good
+    twice = pd.concat([lcs, lcs[["flux"]] * 0 + 1e6], axis=1)  # which flux is meant?
+    with pytest.raises(UserError, match=r"training_set.csv: the light-curve column 'flux' appears"):
+        run_prepare(tmp_path, twice, meta)
+    both = lcs.assign(detected_bool=lcs["detected"])  # the two formats' names of one column
+    with pytest.raises(UserError, match=r"'detected' appears twice in the header \(detected, det"):
+        run_prepare(tmp_path, both, meta)
 
 
 def test_swapped_files_are_named_as_such(good, tmp_path):

@@ -243,3 +243,12 @@ def test_settings_a_stage_will_not_use_are_listed() -> None:
     assert differences(given, run, ("data", "model", "train")) == [
         "model.latent_dim=64 (the run's: 16)"
     ]
+
+
+def test_a_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["score", "--as-of", "abc"], ["replay"], ["nope"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error:" in err and "--help)" in err, err

@@ -60,17 +60,21 @@ def test_first_detection_flag_then_snr_then_first_point():
 
 
 def test_truncate_keeps_rows_up_to_the_cut_and_bad_rows():
-    mjd = np.arange(10.0)
+    mjd = np.arange(10.0) + 60000
     mjd[8] = np.nan  # a bad row is kept whatever the cut: the object is rejected, not cleaned
-    chunk = _chunk([{"mjd": mjd}, {"mjd": np.arange(10.0) + 100}])
-    cut, present = early.truncate(chunk, np.array([3.0, 50.0]))
-    assert present.tolist() == [True, False]  # the second object has nothing before its cut
-    assert cut.rows.mjd[:4].tolist() == [0.0, 1.0, 2.0, 3.0]
-    assert np.isnan(cut.rows.mjd[4]) and len(cut.rows) == 5
-    result = early.grid_cut(chunk, SPEC, np.array([3.0, 50.0]), np.array([1.0, 2.0]))
-    assert result.rejected_ids.tolist() == [1, 2]  # non-finite mjd; no observation by the cut
+    late = np.arange(10.0) + 60000
+    late[9] = 2_459_750.5  # a JD given as MJD, after every cut: kept too
+    chunk = _chunk([{"mjd": mjd}, {"mjd": np.arange(10.0) + 60100}, {"mjd": late}])
+    cuts = np.array([60003.0, 60050.0, 60005.0])
+    cut, present = early.truncate(chunk, cuts)
+    assert present.tolist() == [True, False, True]  # the second has nothing before its cut
+    assert cut.rows.mjd[:4].tolist() == [60000.0, 60001.0, 60002.0, 60003.0]
+    assert np.isnan(cut.rows.mjd[4]) and len(cut.rows) == 5 + 7
+    result = early.grid_cut(chunk, SPEC, cuts, np.array([1.0, 2.0, 3.0]))
+    assert result.rejected_ids.tolist() == [1, 3, 2]  # bad rows first, then too few by the cut
     assert [gridding.rejection_reason(c, 5) for c in result.rejected_codes] == [
         "non-finite mjd",
+        gridding.OUTSIDE_SPAN,
         "fewer than 5 observations",
     ]
 
@@ -109,6 +113,13 @@ def test_grid_stages_and_as_of_match_gridding_the_truncated_rows():
     np.testing.assert_allclose(result.arrays.stage, 60100.0 - so_far)
     assert result.rejected_ids.tolist() == [5]
     assert [gridding.REASONS[c] for c in result.rejected_codes] == [gridding.NOT_DETECTED]
+    # Not detected yet, but with a bad value among its rows so far: the bad value is named.
+    bad = np.ones(60)
+    bad[3] = np.nan
+    chunk = _chunk([*objects, {"mjd": np.sort(rng.uniform(60000, 60200, 60)), "flux": bad}])
+    result = early.grid_as_of(chunk, SPEC, 60100.0)
+    assert result.rejected_ids.tolist() == [5]
+    assert [gridding.REASONS[c] for c in result.rejected_codes] == ["non-finite flux (NaN or inf)"]
 
 
 def test_epoch_rows_show_each_object_once_at_a_random_stage():
@@ -312,6 +323,18 @@ def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypa
     assert _replay(tiny_run, lcs, meta, tmp_path / "out")["nights"] == reference["nights"]
     with pytest.raises(UserError, match="other inputs"):
         _replay(tiny_run, lcs.iloc[:-1], meta, tmp_path / "out")
+    other_meta = tmp_path / "meta-other.csv"
+    pd.read_csv(meta).assign(mwebv=0.5).to_csv(other_meta, index=False)
+    with pytest.raises(UserError, match="other inputs"):  # the metadata too
+        _replay(tiny_run, lcs, other_meta, tmp_path / "out")
+    # What a kill leaves: a temporary file (removed on resume); a damaged manifest (refused).
+    leftover = tmp_path / "out" / ".tmp-manifest.json.abc123"
+    leftover.write_text("{")
+    _replay(tiny_run, lcs, meta, tmp_path / "out")
+    assert not leftover.exists()
+    (tmp_path / "out" / "manifest.json").write_text('{"fingerprint": "x", "nig')
+    with pytest.raises(UserError, match=r"manifest\.json is damaged"):
+        _replay(tiny_run, lcs, meta, tmp_path / "out")
 
 
 def test_replay_bad_input(tiny_run, tmp_path: Path):
@@ -333,6 +356,20 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     listed = pd.read_csv(tmp_path / "bad" / "rejected_at_load.csv")
     assert listed["object_id"].tolist() == [bad_id]
     assert manifest["objects"] == lcs["object_id"].nunique() - 1
+    # A JD given as MJD (millions of nights away): rejected at load, the nights unchanged.
+    jd = lcs.copy()
+    jd.loc[jd.index[0], "mjd"] += 2_400_000.5
+    manifest = _replay(tiny_run, jd, meta, tmp_path / "jd")
+    assert manifest["rejected_at_load"] == {gridding.OUTSIDE_SPAN: 1}
+    assert manifest["last_night"] == reference["last_night"]
+    # A bad value before the first detection is the reason on the nights the object waits.
+    nan_flux = lcs.copy()
+    nan_flux.loc[nan_flux.index[0], "flux"] = np.nan
+    manifest = _replay(tiny_run, nan_flux, meta, tmp_path / "nan-flux")
+    first = int(np.floor(lcs["mjd"].iloc[0] - 0.5))
+    entry = next(n for n in manifest["nights"] if n["night"] == first)
+    assert entry["rejected"].get("non-finite flux (NaN or inf)") == 1
+    assert entry["objects_with_data"] == entry["rescored"] + sum(entry["rejected"].values())
     # Nothing left to replay (every MJD non-finite, or a header alone): an empty replay whose
     # rejections are listed, not a crash.
     manifest = _replay(tiny_run, bad.assign(mjd=np.nan), meta, tmp_path / "all-bad")
@@ -385,8 +422,19 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
         assert n["objects_with_data"] == n["rescored"] + sum(n["rejected"].values())
         assert n["seen"] == n["open"] + n["closed"]
     assert manifest["nights"][-1]["closed"] >= 1
-    with pytest.raises(UserError, match="positive"):
-        _replay(tiny_run, lcs, meta, tmp_path / "zero", close_after=0)
+    for days in (0, float("inf"), 1e20):
+        with pytest.raises(UserError, match="positive number of days, at most"):
+            _replay(tiny_run, lcs, meta, tmp_path / "zero", close_after=days)
+    # An input where the replay writes: refused, not overwritten.
+    (tmp_path / "clash").mkdir()
+    lcs.to_csv(tmp_path / "clash" / "rejected_at_load.csv", index=False)
+    with pytest.raises(UserError, match="would overwrite the input"):
+        replay_lib.replay(
+            tiny_run.run_dir,
+            [tmp_path / "clash" / "rejected_at_load.csv"],
+            [meta],
+            tmp_path / "clash",
+        )
 
 
 def test_replay_cli(tiny_run, tmp_path: Path, capsys):

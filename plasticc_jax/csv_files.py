@@ -199,7 +199,9 @@ def arrow_error(
     path: Path, error: Exception, columns: dict[str, str], types: dict[str, pa.DataType]
 ) -> UserError:
     """Turn a pyarrow read error into a UserError naming the file (and line, where it can)."""
-    text = str(error)
+    # pyarrow's row numbers count from the block or part it read, not the file: the line is
+    # found below.
+    text = re.sub(r"Row #\d+: ", "", str(error))
     if isinstance(error, pa.ArrowInvalid) and "conversion error" in text:
         try:
             where = _locate_bad_value(path, columns, types)

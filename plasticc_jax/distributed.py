@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import pickle
 import re
@@ -93,19 +94,27 @@ def connect(address: str) -> Iterator[Client]:
     if local:
         n_workers = int(local[1])
         log.info("starting a local Dask cluster: %d worker processes, 1 thread each", n_workers)
-        with (
-            LocalCluster(
+        try:
+            cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+                # Any free port on this machine only (None still took 8787, with a warning
+                # when another cluster held it).
+                dashboard_address="127.0.0.1:0",
+                # This process reports what goes wrong in one line: not the workers' own logs
+                # of the same error (a task's traceback, a closed connection when it stops).
+                silence_logs=logging.CRITICAL,
+            )
+        except (RuntimeError, OSError, TimeoutError) as error:  # a worker died while starting
+            raise UserError(
+                f"--dask {address}: the local Dask cluster did not start ({error})"
+            ) from None
+        with cluster, Client(cluster) as client, _quiet_event_loop():
             yield client
         return
-    if address.endswith(".json") and not Path(address).is_file():
-        raise UserError(f"--dask {address}: no such scheduler file")
+    if address.endswith(".json"):
+        _check_scheduler_file(address)
     try:
         if address.endswith(".json"):
             client = Client(scheduler_file=address, timeout=CONNECT_TIMEOUT_S)
@@ -116,9 +125,39 @@ def connect(address: str) -> Iterator[Client]:
             f"--dask {address}: cannot reach a Dask scheduler there ({error}); give its address "
             "(tcp://host:8786), a scheduler file, or local:N"
         ) from None
-    with client:
+    with client, _quiet_event_loop():
         _check_workers(client, address)
         yield client
+
+
+@contextmanager
+def _quiet_event_loop() -> Iterator[None]:
+    """While the client is in use: no "Task exception was never retrieved" traceback from
+    asyncio for each task cancelled by an interruption (Ctrl-C); the interruption itself is
+    reported in one line."""
+    logger = logging.getLogger("asyncio")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_scheduler_file(address: str) -> None:
+    """A scheduler file (`dask scheduler --scheduler-file`) must exist and name an address."""
+    path = Path(address)
+    if not path.is_file():
+        raise UserError(f"--dask {address}: no such scheduler file")
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("address"), str):
+        raise UserError(
+            f'--dask {address}: not a scheduler file (JSON with an "address", as `dask '
+            "scheduler --scheduler-file` writes)"
+        )
 
 
 def _plasticc_version() -> str:
@@ -136,7 +175,7 @@ def _check_workers(client: Client, address: str) -> None:
     except TimeoutError:
         raise UserError(
             f"--dask {address}: no worker joined the scheduler within {WORKER_WAIT_S} s; start "
-            f"workers with `dask worker {address}` (README: Beyond one machine)"
+            f"workers with `dask worker {_worker_target(address)}` (README: Beyond one machine)"
         ) from None
     expected = _plasticc_version()
     versions = client.run(_plasticc_version, on_error="return")
@@ -151,6 +190,11 @@ def _check_workers(client: Client, address: str) -> None:
         )
 
 
+def _worker_target(address: str) -> str:
+    """What `dask worker` takes to join the cluster at `address`."""
+    return f"--scheduler-file {address}" if address.endswith(".json") else address
+
+
 # ---------------------------------------------------------------------------------------------
 # Parts of the input, and what a worker keeps between parts.
 
@@ -158,13 +202,32 @@ def _check_workers(client: Client, address: str) -> None:
 def plan_parts(lightcurve_paths: Sequence[Path], part_mb: float | None) -> list[FilePart]:
     """The light-curve files cut into parts of whole objects of about `part_mb` MB, in input
     order (`lightcurve_rows.split_file`; a gzip file is one part)."""
+    size = part_bytes(part_mb)
+    parts = [part for path in lightcurve_paths for part in lightcurve_rows.split_file(path, size)]
+    return [dataclasses.replace(part, stamp=file_stamp(part.path)) for part in parts]
+
+
+def part_bytes(part_mb: float | None) -> int:
+    """Bytes of plain CSV per part (`--part-mb`; None: `DEFAULT_PART_MB`), or a UserError."""
     part_mb = DEFAULT_PART_MB if part_mb is None else part_mb
-    if not part_mb > 0:
+    if not part_mb > 0 or not np.isfinite(part_mb):
         raise UserError(f"--part-mb {part_mb}: give a size above 0 (MB of CSV per task)")
-    part_bytes = max(int(part_mb * 1e6), 1)
-    return [
-        part for path in lightcurve_paths for part in lightcurve_rows.split_file(path, part_bytes)
-    ]
+    return max(int(part_mb * 1e6), 1)
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of a file: a file replaced or written to changes it."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def check_unchanged(path: Path, stamp: tuple[int, int] | None) -> None:
+    """A UserError if the file is not the one the run was planned on (`stamp`)."""
+    if stamp is not None and file_stamp(path) != stamp:
+        raise UserError(
+            f"{path} changed while the run was going (its size or modification time differ "
+            "from when it started): run again once the file is complete"
+        )
 
 
 def _describe(part: FilePart) -> str:
@@ -192,6 +255,11 @@ def worker_metadata(
     object's split code (`shards.split_objects`) is returned by object_id: (index, sorted ids,
     sorted codes); without it, (index, None, None).
     """
+    if metadata_stamp([Path(path) for path, _, _ in stamp]) != stamp:
+        raise UserError(
+            "a metadata file changed while the run was going (size or modification time): run "
+            "again once the files are complete"
+        )
     metadata = readers.read_metadata_files([Path(path) for path, _, _ in stamp])
     if data is None:
         return streaming.MetaIndex(metadata), None, None
@@ -220,11 +288,13 @@ def run_part(
             counts the rows before it only on this path, and reads the part again to raise it).
     """
     seen, rows = index.fresh(), []
+    check_unchanged(part.path, part.stamp)
     try:
         grids = streaming.stream_grids(
             [part], [], data, workers, index=seen, file_rows=rows, stages=stages
         )
         result = consume(grids)
+        check_unchanged(part.path, part.stamp)  # not written to while it was read
     except UserError:
         first_row = 0 if part.start is None else lightcurve_rows.count_rows(part)
         if first_row == part.first_row:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from plasticc_jax.dataset import SPLITS
 from plasticc_jax.inputs import InputFiles
 from plasticc_jax.lightcurve_rows import FilePart
 from plasticc_jax.shards import write_shards
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def _prepare_part(task: _PrepareTask) -> _PreparedPart:
 
 
 def prepare_shards(
-    address: str,
+    client: Client,
     inputs: InputFiles,
     metadata: pd.DataFrame,
     exclude: np.ndarray,
@@ -87,7 +91,8 @@ def prepare_shards(
     """The gridding and shard writing of `prepare`, on a Dask cluster.
 
     Args:
-        address: the cluster (`connect`).
+        client: a client of the cluster (`distributed.connect`; `prepare` connects before it
+            clears the old dataset).
         inputs: the input files; metadata: their metadata (read by the driver); exclude: the ids
             of objects that the protocol leaves out; out: the dataset folder; data: the resolved
             data config.
@@ -103,12 +108,11 @@ def prepare_shards(
     parts = distributed.plan_parts(inputs.lightcurves, part_mb)
     stamp = distributed.metadata_stamp(inputs.metadata)
     tasks = [_PrepareTask(p, stamp, data, str(out), f"p{i:05d}-") for i, p in enumerate(parts)]
-    with distributed.connect(address) as client:
-        n_workers = len(client.scheduler_info()["workers"])
-        log.info("gridding %d parts on %d Dask workers", len(parts), n_workers)
-        with distributed.submitted(client, _prepare_part, tasks, "prepare") as futures:
-            index = streaming.MetaIndex(metadata, exclude)
-            results = client.gather(futures)
+    n_workers = len(client.scheduler_info()["workers"])
+    log.info("gridding %d parts on %d Dask workers", len(parts), n_workers)
+    with distributed.submitted(client, _prepare_part, tasks, "prepare") as futures:
+        index = streaming.MetaIndex(metadata, exclude)
+        results = client.gather(futures)
     index.mark_seen(distributed.check_unique(parts, [r.seen for r in results]))
     shards = {s: [name for r in results for name in r.shards[s]] for s in SPLITS}
     counts = {s: sum((r.counts[s] for r in results), Counter()) for s in SPLITS}

@@ -38,6 +38,7 @@ from plasticc_jax.score_output import (
     check_accounting,
     ranked_schema,
     rejected_path,
+    warn_if_none_scored,
     write_ranked,
     write_unranked,
 )
@@ -241,4 +242,5 @@ def score(
         output,
         rejected_path(output),
     )
+    warn_if_none_scored(scores.size, rejected, output)
     return output

@@ -110,12 +110,16 @@ class FilePart:
             both None for the whole file (a gzip file cannot be cut: it is read from its start).
         first_row: index of the part's first row in the file (0 = the line after the header);
             line numbers in error messages count from it (`count_rows` finds it).
+        stamp: the file's (size, modification time) when the part was planned, if known: a
+            file changed since is refused, not read half old and half new
+            (`distributed.check_unchanged`).
     """
 
     path: Path
     start: int | None = None
     stop: int | None = None
     first_row: int = 0
+    stamp: tuple[int, int] | None = None
 
     @property
     def n_bytes(self) -> int:

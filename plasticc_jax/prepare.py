@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,9 @@ from plasticc_jax.shards import (
     stats_from_shards,
     write_shards,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +169,18 @@ def prepare(
     outputs = [out / n for n in ("manifest.json", "stats.json", "rejected.csv", "config.json")]
     refuse_overwrite(outputs, files, [out / "shards"], what="the prepared dataset's file")
     # One writer at a time, and no reader (train, evaluate) while it changes.
-    with folder_lock(out, "prepare"):
+    with folder_lock(out, "prepare"), ExitStack() as stack:
         if _up_to_date(out, fingerprint):  # another prepare made it meanwhile
             log.info("%s is up to date (same config and inputs); nothing to do", out)
             return out
+        client = None
+        if dask is not None:  # the cluster first: a bad address leaves the old dataset alone
+            from plasticc_jax import distributed
+
+            distributed.part_bytes(part_mb)
+            client = stack.enter_context(distributed.connect(dask))
         _clear(out)
-        _build(config, workdir, inputs, out, fingerprint, hashes, dask=dask, part_mb=part_mb)
+        _build(config, workdir, inputs, out, fingerprint, hashes, client=client, part_mb=part_mb)
     return out
 
 
@@ -181,11 +192,11 @@ def _build(
     fingerprint: str,
     hashes: list[tuple[str, str]],
     *,
-    dask: str | None = None,
+    client: Client | None = None,
     part_mb: float | None = None,
 ) -> None:
-    """Write the dataset into `out` (emptied by `_clear`), the manifest last; with `dask`, the
-    gridding and the shards run on that Dask cluster (`prepare`), while this process holds the
+    """Write the dataset into `out` (emptied by `_clear`), the manifest last; with `client`, the
+    gridding and the shards run on its Dask cluster (`prepare`), while this process holds the
     dataset's lock."""
     data = config.data
     known, anomalies = data.known_classes, data.anomaly_classes
@@ -220,7 +231,7 @@ def _build(
 
     exclude = metadata["object_id"].to_numpy()[left_out]
     stage_rows: dict[str, Counter] = {s: Counter() for s in SPLITS}
-    if dask is None:
+    if client is None:
         stats = TrainFeatures()
         file_rows: list[int] = []
         stream = streaming.stream_grids(
@@ -239,7 +250,7 @@ def _build(
         from plasticc_jax import distributed_prepare
 
         shards, counts, grid_rejected, file_rows = distributed_prepare.prepare_shards(
-            dask, inputs, metadata, exclude, out, data, part_mb=part_mb, stage_rows=stage_rows
+            client, inputs, metadata, exclude, out, data, part_mb=part_mb, stage_rows=stage_rows
         )
         stats = stats_from_shards(out, shards["train"], data.shard_objects)
     rejected_parts += grid_rejected

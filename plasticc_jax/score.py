@@ -43,6 +43,7 @@ from plasticc_jax.score_output import (
     check_dataset_folder,
     output_format,
     rejected_path,
+    warn_if_none_scored,
     write_ranked,
     write_unranked,
 )
@@ -208,12 +209,5 @@ def score(
         output,
         rejected_path(output),
     )
-    if not scores.size and len(rejected):
-        reasons = rejected["reason"].value_counts()
-        log.warning(
-            "no object was scored: all %d were rejected (%s); see %s",
-            len(rejected),
-            ", ".join(f"{n} {reason}" for reason, n in reasons.items()),
-            rejected_path(output),
-        )
+    warn_if_none_scored(scores.size, rejected, output)
     return output

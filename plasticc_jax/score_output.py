@@ -11,6 +11,7 @@ be scored, and why (`rejected_path`). Pass 1 scores gridded chunks into a table 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +27,8 @@ from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.errors import UserError
 from plasticc_jax.scoring import Scorer
 from plasticc_jax.streaming import NO_METADATA
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAME = "new"  # the `split` column of the table
 _FORMATS = (".parquet", ".csv", ".csv.gz")
@@ -171,3 +174,16 @@ def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None
             writer.write_table(schema.empty_table())
     if fmt == ".csv.gz":
         sink.close()
+
+
+def warn_if_none_scored(n_scored: int, rejected: pd.DataFrame, output: Path) -> None:
+    """Say so when every object was rejected: a table with no row is easy to miss."""
+    if n_scored or not len(rejected):
+        return
+    reasons = rejected["reason"].value_counts()
+    log.warning(
+        "no object was scored: all %d were rejected (%s); see %s",
+        len(rejected),
+        ", ".join(f"{n} {reason}" for reason, n in reasons.items()),
+        rejected_path(output),
+    )

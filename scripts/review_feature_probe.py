@@ -48,6 +48,50 @@ def with_light_curve_features(table: pd.DataFrame, dataset_dir: Path) -> pd.Data
     return pd.concat([table.reset_index(drop=True), joined], axis=1)
 
 
+def simulate_groups(
+    table: pd.DataFrame, groups: dict[str, list[str]], draws: int
+) -> dict[str, dict[str, object]]:
+    """The simulated expert with the shipped policy on each feature group (the first is the
+    reference), on the pools and draws of `simulate_validation`; prints and returns, per group,
+    the anomalies among the first 50 shown and the paired per-fold difference to the first."""
+    folds = sorted(int(f) for f in table["fold"].unique())
+    found: dict[str, dict[int, list[float]]] = {g: {} for g in ["static", *groups]}
+    for fold in folds:
+        part = table[table["fold"] == fold].reset_index(drop=True)
+        positive = part["positive"].to_numpy(bool)
+        negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
+        fraction = validation.FRACTION
+        n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
+        static = part["anomaly_score"].to_numpy(np.float64)
+        matrices = {g: active.feature_matrix(part, columns) for g, columns in groups.items()}
+        for g in found:
+            found[g][fold] = []
+        for draw in range(draws):  # the pools and draws of `simulate_validation`
+            rng = np.random.default_rng([0, draw, fold])
+            rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
+            y = positive[rows]
+            found["static"][fold].append(float(static_curve(static[rows], y, TARGET_SHOWN)[-1]))
+            for g, x in matrices.items():
+                curve = active_curve(x[rows], static[rows], y, TARGET_SHOWN, [], active.POLICY)
+                found[g][fold].append(float(curve[-1]))
+        print(class_name(fold), {g: np.mean(v[fold]) for g, v in found.items()}, flush=True)
+    base = np.array([np.mean(found[next(iter(groups))][f]) for f in folds])
+    report = {}
+    print(f"\nanomalies among the first {TARGET_SHOWN} shown (mean over folds and draws)")
+    for g, per_fold in found.items():
+        means = np.array([np.mean(per_fold[f]) for f in folds])
+        diff = means - base
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+        report[g] = {
+            "first_50": float(means.mean()),
+            "difference": float(diff.mean()),
+            "se": se,
+            "per_fold": {class_name(f): float(m) for f, m in zip(folds, means, strict=True)},
+        }
+        print(f"{g:45s} {means.mean():6.2f}  {diff.mean():+.2f} ± {se:.2f}  {means.round(1)}")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -69,41 +113,7 @@ def main() -> None:
         "scores + physics": scores + physics,
         "latents + scores + all light-curve features": shipped + every,
     }
-    folds = sorted(int(f) for f in table["fold"].unique())
-    found: dict[str, dict[int, list[float]]] = {g: {} for g in ["static", *groups]}
-    for fold in folds:
-        part = table[table["fold"] == fold].reset_index(drop=True)
-        positive = part["positive"].to_numpy(bool)
-        negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
-        fraction = validation.FRACTION
-        n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
-        static = part["anomaly_score"].to_numpy(np.float64)
-        matrices = {g: active.feature_matrix(part, columns) for g, columns in groups.items()}
-        for g in found:
-            found[g][fold] = []
-        for draw in range(args.draws):  # the pools and draws of `simulate_validation`
-            rng = np.random.default_rng([0, draw, fold])
-            rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
-            y = positive[rows]
-            found["static"][fold].append(float(static_curve(static[rows], y, TARGET_SHOWN)[-1]))
-            for g, x in matrices.items():
-                curve = active_curve(x[rows], static[rows], y, TARGET_SHOWN, [], active.POLICY)
-                found[g][fold].append(float(curve[-1]))
-        print(class_name(fold), {g: np.mean(v[fold]) for g, v in found.items()}, flush=True)
-    base = np.array([np.mean(found["shipped (latents + scores)"][f]) for f in folds])
-    report = {}
-    print(f"\nanomalies among the first {TARGET_SHOWN} shown (mean over folds and draws)")
-    for g, per_fold in found.items():
-        means = np.array([np.mean(per_fold[f]) for f in folds])
-        diff = means - base
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
-        report[g] = {
-            "first_50": float(means.mean()),
-            "difference": float(diff.mean()),
-            "se": se,
-            "per_fold": {class_name(f): float(m) for f, m in zip(folds, means, strict=True)},
-        }
-        print(f"{g:45s} {means.mean():6.2f}  {diff.mean():+.2f} ± {se:.2f}  {means.round(1)}")
+    report = simulate_groups(table, groups, args.draws)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
 
 

@@ -28,6 +28,7 @@ from plasticc_jax import cli, distributed, lightcurve_rows, readers, score_outpu
 from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import sha256_file
+from plasticc_jax.prepare import prepare
 from plasticc_jax.synthetic import write_synthetic
 
 # `make test-slow` (see the Makefile); a test still waiting on the cluster after 5 minutes
@@ -295,6 +296,30 @@ def test_an_object_in_two_parts_is_an_error(raw):
         distributed.check_unique(parts, [np.array([1, 7]), np.array([7, 9])])
 
 
+def test_a_bad_address_leaves_the_old_dataset_alone(raw, tmp_path):
+    """prepare connects (and checks --part-mb) before it clears a dataset it must rebuild."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw").symlink_to(raw)
+    args = ["prepare", "--config", "tiny", "--protocol", "sn", "--workdir", str(tmp_path)]
+    assert cli.main(args) == 0
+    dataset = tmp_path / tiny_config("data.protocol=sn").data.dataset_dir
+    before = sorted(p.name for p in dataset.rglob("*"))
+    assert cli.main([*args, "--set", "data.seed=1", "--dask", "local:0"]) == 2
+    with pytest.raises(UserError, match="--part-mb"):
+        prepare(tiny_config("data.protocol=sn", "data.seed=1"), tmp_path, dask="x", part_mb=0)
+    assert sorted(p.name for p in dataset.rglob("*")) == before
+
+
+def test_a_file_changed_during_a_run_is_refused(raw, tmp_path):
+    path = tmp_path / "lc.csv"
+    shutil.copy(raw / "plasticc_train_lightcurves_a.csv", path)
+    parts = distributed.plan_parts([path], float(PART_MB))
+    distributed.check_unchanged(path, parts[0].stamp)
+    os.utime(path, ns=(0, parts[0].stamp[1] + 1))  # written to since
+    with pytest.raises(UserError, match="changed while the run was going"):
+        distributed.check_unchanged(path, parts[0].stamp)
+
+
 def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 0.5)
     for address, message in (
@@ -302,7 +327,11 @@ def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
         ("local:two", "local:N with N >= 1"),
         ("tcp://127.0.0.1:9", "cannot reach a Dask scheduler"),
         (str(tmp_path / "scheduler.json"), "no such scheduler file"),
+        (str(tmp_path / "notes.json"), "not a scheduler file"),
+        (str(tmp_path / "empty.json"), "not a scheduler file"),
     ):
+        (tmp_path / "notes.json").write_text("my cluster is at ...")
+        (tmp_path / "empty.json").write_text("{}")
         with pytest.raises(UserError, match=message), distributed.connect(address):
             pass
     args = ["score", "--run", str(tmp_path), "--lightcurves", __file__, "--metadata", __file__]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -376,8 +377,10 @@ def score_dataframe(
     for the same objects.
 
     Args:
-        rows: one row per observation: object_id, mjd (days), passband (0-5), flux, flux_err
-            (FLUXCAL), detected (or detected_bool); unless `metadata` is given, also the
+        rows: one row per observation: object_id (whole numbers, as integers or text: read
+            exactly at any size), mjd (days), passband (0-5), flux, flux_err (FLUXCAL),
+            detected (or detected_bool: true/false or 1/0, as booleans, numbers or text; missing
+            means not detected); unless `metadata` is given, also the
             object's metadata on each of its rows: ra, decl, ddf (or ddf_bool), hostgal_specz,
             hostgal_photoz, hostgal_photoz_err, distmod, mwebv (-9 or NaN: missing), and
             optionally a label, target or true_target (copied, never scored). Any row order, but
@@ -402,7 +405,8 @@ def score_dataframe(
         `meta` of a Dask `map_partitions`.
 
     Raises:
-        UserError: a missing column, or an object twice in `metadata`.
+        UserError: a missing column, a value that is not what its column holds (named with its
+            row), a column under both its PLAsTiCC names, or an object twice in `metadata`.
     """
     from plasticc_jax import streaming
 
@@ -413,6 +417,15 @@ def score_dataframe(
             )
         if frame is not None and "object_id" not in frame:
             raise UserError(f"score_dataframe: {name} has no object_id column: {list(frame)}")
+    if not isinstance(run, str | os.PathLike | Scorer):
+        raise UserError(
+            f"score_dataframe: run must be a run directory or a loaded Scorer, not {run!r}"
+        )
+    # Object ids read exactly and alike in both tables before they are matched (text in one
+    # and integers in the other matched nothing).
+    rows = rows.assign(object_id=streaming.object_ids(rows, "rows"))
+    if metadata is not None:
+        metadata = metadata.assign(object_id=streaming.object_ids(metadata, "metadata"))
     scorer = run if isinstance(run, Scorer) else Scorer.cached(run)
     if metadata is None:
         meta_columns = [*plasticc.METADATA_COLUMNS, *plasticc.METADATA_ALIASES]

@@ -301,24 +301,68 @@ def stream_grids(
         yield gridding.empty_arrays(spec.n_time_bins), index.unseen_rejections(metadata_paths)
 
 
+# Beyond this, a float64 no longer holds every integer: object ids are read as integers.
+_EXACT_IN_FLOAT = 2**53
+_INT64 = np.iinfo(np.int64)
+
+
 def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -> np.ndarray:
     """A column as float64 (int64 if `whole`), or a UserError naming its first bad value: text,
-    or (`whole`) a missing or fractional value."""
+    or (`whole`) a missing or fractional value, or one a float cannot hold exactly."""
     values = frame[column]
+    if whole and not pd.api.types.is_bool_dtype(values):
+        numeric = pd.api.types.is_numeric_dtype(values)
+        exact = values if numeric else pd.to_numeric(values, errors="coerce")
+        if pd.api.types.is_integer_dtype(exact) and not exact.isna().any():
+            beyond = np.asarray((exact > _INT64.max) | (exact < _INT64.min))  # uint64
+            if beyond.any():
+                _bad_value(values, beyond, column, what, "a whole number within int64")
+            return exact.to_numpy(np.int64)  # read as integers: exact at any size
     numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
     bad = np.isnan(numbers.to_numpy()) & values.notna().to_numpy()
     if whole:
-        bad |= ~np.isfinite(numbers.to_numpy()) | (numbers.to_numpy() % 1 != 0)
+        number = numbers.to_numpy()
+        bad |= ~np.isfinite(number) | (number % 1 != 0) | (np.abs(number) > _EXACT_IN_FLOAT)
     if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        value = values.iloc[first]
-        shown = repr(value) if isinstance(value, str) else str(value)
-        wanted = "a whole number" if whole else "a number"
-        raise UserError(
-            f"{what}: column {column!r}, row {first} (index {values.index[first]}): {shown} "
-            f"is not {wanted} ({int(bad.sum())} such rows)"
-        )
+        wanted = "a whole number (one beyond 2**53 as an integer, not a float)" if whole else None
+        _bad_value(values, bad, column, what, wanted or "a number")
     return numbers.to_numpy(np.int64 if whole else np.float64)
+
+
+def object_ids(frame: pd.DataFrame, what: str) -> np.ndarray:
+    """(n,) int64 `object_id` of a caller's table, read exactly (see `_numbers`)."""
+    return _numbers(frame, "object_id", what, whole=True)
+
+
+def _bad_value(values: pd.Series, bad: np.ndarray, column: str, what: str, wanted: str) -> None:
+    first = int(np.flatnonzero(bad)[0])
+    value = values.iloc[first]
+    shown = repr(value) if isinstance(value, str) else str(value)
+    raise UserError(
+        f"{what}: column {column!r}, row {first} (index {values.index[first]}): {shown} "
+        f"is not {wanted} ({int(bad.sum())} such rows)"
+    )
+
+
+def _flags(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """A detection flag column as bool, as the CSV reader takes it: true/false or 1/0 (text,
+    numbers or booleans); a missing value is "not detected". Anything else is a UserError
+    (text such as "0" would otherwise be truthy)."""
+    values = frame[column]
+    missing = values.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(values):
+        return values.fillna(False).to_numpy(bool)
+    if pd.api.types.is_numeric_dtype(values):
+        number = values.to_numpy(np.float64, na_value=np.nan)
+        flag, off = number == 1, number == 0
+    else:
+        text = values.astype("string").str.strip().str.lower()
+        flag = text.isin(["1", "true"]).fillna(False).to_numpy(bool)
+        off = text.isin(["0", "false", ""]).fillna(False).to_numpy(bool)
+    bad = ~(flag | off | missing)
+    if bad.any():
+        _bad_value(values, bad, column, what, "a detection flag (true/false or 1/0)")
+    return flag
 
 
 def grid_lightcurves(
@@ -337,8 +381,22 @@ def grid_lightcurves(
         The gridded objects (sorted by object_id; `is_anomaly` False) and the rejections
         (object_id, reason, source).
     """
+    for frame, aliases, what in (
+        (lightcurves, plasticc.LIGHTCURVE_ALIASES, "light curves"),
+        (metadata, plasticc.METADATA_ALIASES, "metadata"),
+    ):
+        both = [(a, c) for a, c in aliases.items() if a in frame and c in frame]
+        if both:
+            raise UserError(
+                f"grid_lightcurves: the {what} have both {both[0][0]!r} and {both[0][1]!r}, two "
+                "names of one column (the two PLAsTiCC formats): keep one"
+            )
     lcs = lightcurves.rename(columns=plasticc.LIGHTCURVE_ALIASES)
-    meta = metadata.rename(columns=plasticc.METADATA_ALIASES).copy()
+    # `problem` and `source` are this package's own columns (`readers.read_metadata`): a
+    # caller's columns of those names mean something else.
+    meta = metadata.rename(columns=plasticc.METADATA_ALIASES).drop(
+        columns=["problem", "source"], errors="ignore"
+    )
     missing = [c for c in plasticc.LIGHTCURVE_COLUMNS if c not in lcs]
     missing_meta = [c for c in ("object_id", *gridding.META_VALUES) if c not in meta]
     if missing or missing_meta:
@@ -348,8 +406,9 @@ def grid_lightcurves(
         )
     object_id = _numbers(lcs, "object_id", "light curves", whole=True)
     meta["object_id"] = _numbers(meta, "object_id", "metadata", whole=True)
-    for column in gridding.META_VALUES:
-        meta[column] = _numbers(meta, column, "metadata")
+    for column in [*gridding.META_VALUES, "ra", "decl", "hostgal_specz"]:
+        if column in meta:
+            meta[column] = _numbers(meta, column, "metadata")
     for column in readers.MINUS9_MEANS_MISSING:
         if column in meta:
             meta[column] = meta[column].mask(meta[column] == plasticc.MISSING_VALUE)
@@ -361,6 +420,7 @@ def grid_lightcurves(
     if meta["object_id"].duplicated().any():
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
         raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")
+    meta["problem"] = readers.metadata_problems(meta)
     order = np.argsort(object_id, kind="stable")
     rows = lightcurve_rows.Rows(
         object_id[order],
@@ -368,7 +428,7 @@ def grid_lightcurves(
         _numbers(lcs, "passband", "light curves", whole=True)[order],
         _numbers(lcs, "flux", "light curves")[order],
         _numbers(lcs, "flux_err", "light curves")[order],
-        lcs["detected"].to_numpy().astype(bool)[order],
+        _flags(lcs, "detected", "light curves")[order],
         0,
     )
     spec = gridding.GridSpec.from_config(data)
@@ -422,6 +482,12 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
             raise UserError(
                 f"encoder input {name} has shape {values.shape}; this run expects "
                 f"(n, {grid[0]}, {grid[1]})"
+            )
+    for name, values in (("flux_err", flux_err), ("mask", mask)):
+        if len(values) != len(flux):
+            raise UserError(
+                f"encoder input {name} holds {len(values)} objects and flux {len(flux)}: give "
+                "the arrays of the same objects"
             )
     n_features = len(stats.names)
     if features.ndim != 2 or features.shape != (len(flux), n_features):

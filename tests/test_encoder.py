@@ -167,3 +167,13 @@ def test_a_pickled_scorer_scores_alike_without_the_checkpoint(tiny_run, test_spl
     pd.testing.assert_frame_equal(rejected, expected_rejected)
     mu, _ = pickle.loads(pickle.dumps(scorer.vae.encoder))(test_split)
     np.testing.assert_array_equal(mu, scorer.vae.encoder(test_split)[0])
+
+
+def test_encoder_arrays_of_different_objects_are_refused(tiny_run, test_split):
+    from plasticc_jax import load_encoder
+
+    encoder = load_encoder(tiny_run.run_dir)
+    batch = test_split.to_dict()
+    batch["flux_err"] = batch["flux_err"][:-1]
+    with pytest.raises(UserError, match="flux_err holds"):
+        encoder(batch)

@@ -506,6 +506,44 @@ def test_score_dataframe_names_bad_values(tiny_run):
             score_dataframe(frame, tiny_run.run_dir)
 
 
+def test_score_dataframe_reads_what_callers_give_it(tiny_run):
+    """Found by an audit of the Python API: text flags all read as "detected", ids beyond 2**53
+    rounded through floats, text ids in one table and integers in the other matching nothing,
+    a caller's `problem` column taken for the package's own, arrays of different objects."""
+    import numpy as np
+    import pandas as pd
+
+    from plasticc_jax.scoring import score_dataframe
+
+    raw = tiny_run.workdir / "data" / "raw"
+    meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz").head(4)
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    lcs = lcs[lcs["object_id"].isin(meta["object_id"])]
+    expected = score_dataframe(lcs, tiny_run.run_dir, meta)
+    scored = expected["rejected_reason"].isna()
+    assert scored.sum() >= 3
+    text = lcs.assign(detected_bool=lcs["detected_bool"].map({0: "False", 1: "True"}))
+    pd.testing.assert_frame_equal(score_dataframe(text, tiny_run.run_dir, meta), expected)
+    as_text = meta.assign(object_id=meta["object_id"].astype(str))
+    pd.testing.assert_frame_equal(score_dataframe(lcs, tiny_run.run_dir, as_text), expected)
+    with pytest.raises(UserError, match="'maybe' is not a detection flag"):
+        score_dataframe(text.assign(detected_bool="maybe"), tiny_run.run_dir, meta)
+    big = 1_234_567_890_123_456_789  # beyond 2**53: rounded to ...792 through a float
+    shifted = score_dataframe(
+        lcs.assign(object_id=lcs["object_id"] + big),
+        tiny_run.run_dir,
+        meta.assign(object_id=meta["object_id"] + big),
+    )
+    assert (shifted["object_id"] - big).tolist() == expected["object_id"].tolist()
+    np.testing.assert_array_equal(shifted["anomaly_score"], expected["anomaly_score"])
+    own = score_dataframe(lcs, tiny_run.run_dir, meta.assign(problem=1, source="survey"))
+    pd.testing.assert_frame_equal(own, expected)
+    with pytest.raises(UserError, match="both 'ddf_bool' and 'ddf'"):
+        score_dataframe(lcs, tiny_run.run_dir, meta.assign(ddf=meta["ddf_bool"]))
+    with pytest.raises(UserError, match="run must be a run directory or a loaded Scorer"):
+        score_dataframe(lcs, None, meta)
+
+
 def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):
     """Found by an audit: a hand-edited config.json (the grid) or stats.json (the feature
     normalisation) changed every score, exit 0."""

@@ -170,22 +170,33 @@ class TrainConfig:
     compute_dtype: str = "float32"
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """The anomaly detector, its calibration, the metrics and the report."""
-
-    # The detector's components (plasticc_jax.components) fitted and reported, and the fusion:
-    # "component:weight" for those fused into anomaly_score. The weights are the leave-one-class-
-    # out validation's choice (`plasticc-jax validate`, docs/evaluation.md). A fused component
-    # missing from `components` is fitted all the same (an empty `components`: the fusion's).
-    components: tuple[str, ...] = COMPONENT_NAMES
-    fusion: tuple[str, ...] = (
+# Each protocol's fusion, chosen by its own leave-one-known-class-out validation (`plasticc-jax
+# validate`, docs/evaluation.md), so that no anomaly class of the protocol steered it: `rare`'s
+# ten folds; `sn`'s three (SN Ia, II and Ibc held out in turn), because `rare`'s folds hold out
+# TDE, SN Iax, SN Ia-91bg and AGN, which are `sn`'s anomalies. A protocol of one's own
+# (`data.anomaly_classes`) gets `rare`'s: validate it on its own known classes.
+VALIDATED_FUSION: dict[str, tuple[str, ...]] = {
+    "rare": (
         "latent_mahalanobis:1",
         "latent_knn:1",
         "classifier:3",
         "feature_mahalanobis:1",
         "recon_chi2:2",
-    )
+    ),
+    "sn": ("latent_knn:3", "classifier:3", "recon_chi2:2"),
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The anomaly detector, its calibration, the metrics and the report."""
+
+    # The detector's components (plasticc_jax.components) fitted and reported, and the fusion:
+    # "component:weight" for those fused into anomaly_score; empty: the protocol's own
+    # validated fusion (`VALIDATED_FUSION`, filled in by `resolve`). A fused component missing
+    # from `components` is fitted all the same (an empty `components`: the fusion's).
+    components: tuple[str, ...] = COMPONENT_NAMES
+    fusion: tuple[str, ...] = ()
     # Neighbours averaged by the k-nearest-neighbour components.
     knn_neighbours: int = 10
     # Boosting iterations of the classifier component (gradient-boosted trees).
@@ -248,8 +259,9 @@ class Config:
 
 
 def resolve(config: Config) -> Config:
-    """Fill the derived fields explicitly: the class lists (from the protocol unless given) and
-    the run directory. Entry points call it once; stages read the result as it is.
+    """Fill the derived fields explicitly: the class lists (from the protocol unless given), the
+    fusion (the protocol's validated one unless given) and the run directory. Entry points call
+    it once; stages read the result as it is.
 
     Raises:
         ConfigError: an unknown protocol, or a class both known and anomalous.
@@ -279,6 +291,12 @@ def resolve(config: Config) -> Config:
         )
     data = dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
     resolved = dataclasses.replace(config, data=data)
+    if not config.eval.fusion:
+        own = data.tag == data.protocol  # the protocol's classes, not a list of one's own
+        fusion = VALIDATED_FUSION[data.protocol if own else "rare"]
+        resolved = dataclasses.replace(
+            resolved, eval=dataclasses.replace(config.eval, fusion=fusion)
+        )
     resolved = dataclasses.replace(resolved, run_dir=str(resolved.run_path))
     validate(resolved)
     return resolved

@@ -81,6 +81,20 @@ def test_preset_and_set_overrides() -> None:
     assert config.model.latent_dim == 4  # untouched fields keep the preset's values
 
 
+def test_each_protocol_gets_its_own_validated_fusion() -> None:
+    """`sn`'s fusion may not come from `rare`'s validation, whose folds hold out `sn`'s anomaly
+    classes; an explicit fusion is kept, and a protocol of one's own gets `rare`'s."""
+    from plasticc_jax.config import VALIDATED_FUSION
+
+    assert parse("train").eval.fusion == VALIDATED_FUSION["rare"]
+    assert parse("train", "--protocol", "sn").eval.fusion == VALIDATED_FUSION["sn"]
+    assert VALIDATED_FUSION["sn"] != VALIDATED_FUSION["rare"]
+    given = parse("train", "--protocol", "sn", "--set", "eval.fusion=latent_knn:1")
+    assert given.eval.fusion == ("latent_knn:1",)
+    own = parse("train", "--set", "data.anomaly_classes=6,64")
+    assert own.eval.fusion == VALIDATED_FUSION["rare"]
+
+
 def test_shortcut_flags() -> None:
     config = parse(
         "train",

@@ -92,13 +92,18 @@ def simulate_groups(
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_arguments(doc: str, out: str) -> argparse.Namespace:
+    """The command line of a review probe: RUN, --workdir, --draws, --out (default `out`)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
     parser.add_argument("--draws", type=int, default=validation.N_DRAWS)
-    parser.add_argument("--out", type=Path, default=Path("review_feature_probe.json"))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "review_feature_probe.json")
     workdir = args.workdir or args.run.parent.parent
     config = runs.read_config(args.run)
     pool = validation.validation_pool(args.run, workdir)

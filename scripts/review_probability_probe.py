@@ -25,14 +25,12 @@ not adopted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from review_feature_probe import simulate_groups
+from review_feature_probe import probe_arguments, simulate_groups
 from validation_probe import evidence, read_validation
 
 from plasticc_jax.calibration import Reference
@@ -69,12 +67,7 @@ def fold_probabilities(objects: pd.DataFrame, held_out: int, config: Config) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
-    parser.add_argument("--draws", type=int, default=validation.N_DRAWS)
-    parser.add_argument("--out", type=Path, default=Path("review_probability_probe.json"))
-    args = parser.parse_args()
+    args = probe_arguments(__doc__, "review_probability_probe.json")
     start = time.perf_counter()
     workdir = args.workdir or args.run.parent.parent
     config, _, objects = read_validation(args.run, workdir)

@@ -32,7 +32,8 @@ import common
 
 from plasticc_jax import readers, synthetic
 from plasticc_jax.lightcurve_rows import read_files
-from plasticc_jax.replay import NightScorer, ReplayInput
+from plasticc_jax.replay import NightScorer
+from plasticc_jax.replay_input import ReplayInput
 from plasticc_jax.scoring import Scorer
 
 TARGET = 20_000.0  # objects/s on 2 CPU cores

@@ -4,7 +4,7 @@ Each night, the objects that received observations that night are re-scored with
 about them so far (all their observations up to and including that night, gridded and scored as
 `score` does: `early` explains why the same code path serves partial light curves), and that
 night's candidates are written. Nothing else is re-scored: an object's score changes only when its
-light curve does.
+light curve does. The input, sorted and indexed by night, is `plasticc_jax.replay_input`.
 
 **Nights.** night = floor(mjd - 0.5): a night runs from noon to noon UTC. LSST (Chile, UTC-3/-4)
 observes from about 23h to 11h UTC, and PLAsTiCC's MJDs have no observation between 0.45 and 0.9
@@ -66,7 +66,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -94,6 +93,7 @@ from plasticc_jax.io_utils import (
     make_output_folder,
     sha256_file,
 )
+from plasticc_jax.replay_input import ReplayInput, rejection_frame
 from plasticc_jax.score_output import SPLIT_NAME
 from plasticc_jax.scoring import Scorer
 from plasticc_jax.threads import limited_threads
@@ -105,144 +105,9 @@ REJECTED_AT_LOAD = "rejected_at_load.csv"
 CANDIDATES, REJECTED = "candidates", "rejected"  # the night-partitioned datasets
 # Longer than any survey: a larger --close-after would overflow the night arithmetic.
 MAX_CLOSE_AFTER = 36_525.0
-NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
 CLOSED = "object closed"
-NON_FINITE_MJD = "non-finite mjd"
-_KEY = 1 << 32  # object index * _KEY + night index: one sortable key per row
 # Nights with fewer objects to score run the tree ensembles in one thread.
 PARALLEL_FROM = 4096
-
-
-def night_of(mjd: np.ndarray) -> np.ndarray:
-    """(n,) int64 night of each MJD (floor(mjd - 0.5))."""
-    return np.floor(np.asarray(mjd, np.float64) - NIGHT_OFFSET).astype(np.int64)
-
-
-class ReplayInput:
-    """The input rows sorted by object then time, with their nights and metadata, and what the
-    per-night loop needs precomputed (all of it derived from the data alone).
-
-    Attributes:
-        rows: sorted rows of the accepted objects; night: (n,) their nights.
-        ids: (m,) object ids; starts: (m,) first row of each.
-        close_night: (m,) the night from which each object is closed (a large value if never).
-        first_night: (m,) the night of its first observation.
-        detection_night: (m,) the night of its first detection (a point flagged `detected` or
-            with flux/flux_err >= `gridding.DETECTION_SNR`; a large value if never detected).
-        reordered: objects whose rows were not in time order in the input.
-        rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, or
-            metadata without a light curve.
-        left_out: objects of the light-curve files outside `objects` (not replayed).
-    """
-
-    def __init__(
-        self,
-        rows: lightcurve_rows.Rows,
-        metadata: pd.DataFrame,
-        close_after: float | None,
-        objects: np.ndarray | None = None,
-    ) -> None:
-        self.left_out = 0
-        if objects is not None:
-            inside = np.isin(rows.object_id, objects)
-            self.left_out = int(np.unique(rows.object_id[~inside]).size)
-            rows = rows.take(inside)
-            metadata = metadata[metadata["object_id"].isin(objects)]
-        o_file = rows.object_id
-        # A time that cannot be placed in a night: not finite, or far outside the survey (a JD
-        # given as MJD would make millions of nights).
-        non_finite = np.unique(o_file[~np.isfinite(rows.mjd)])
-        outside = np.setdiff1d(o_file[gridding.outside_span(rows.mjd)], non_finite)
-        bad_ids = np.r_[non_finite, outside]
-        counts = pd.Series(o_file[np.isin(o_file, bad_ids)]).value_counts()
-        # Metadata objects without a single row are listed too: every input object is accounted.
-        no_rows = np.setdiff1d(metadata["object_id"].to_numpy(np.int64), o_file)
-        self.rejected = pd.concat(
-            [
-                _rejections(ids, reason, counts.reindex(ids).to_numpy())
-                for ids, reason in ((non_finite, NON_FINITE_MJD), (outside, gridding.OUTSIDE_SPAN))
-            ]
-            + [_rejections(no_rows, streaming.NO_LIGHTCURVE, np.zeros(no_rows.size))],
-            ignore_index=True,
-        )
-        rows = rows.take(~np.isin(o_file, bad_ids))
-        # Objects whose rows are not in time order, before sorting (a row earlier than the one
-        # before it, within the same object, in file order; or the object's rows not contiguous).
-        order_file = np.argsort(rows.object_id, kind="stable")
-        oid, mjd = rows.object_id[order_file], rows.mjd[order_file]
-        same = oid[1:] == oid[:-1]
-        back = same & (mjd[1:] < mjd[:-1])
-        reordered = set(oid[1:][back].tolist())
-        run_starts = np.ones(len(rows), bool)
-        run_starts[1:] = rows.object_id[1:] != rows.object_id[:-1]
-        ids_run, n_runs = np.unique(rows.object_id[run_starts], return_counts=True)
-        reordered |= set(ids_run[n_runs > 1].tolist())
-        self.reordered = len(reordered)
-
-        order = np.lexsort((rows.passband, rows.mjd, rows.object_id))
-        self.rows = rows.take(order)
-        self.night = night_of(self.rows.mjd)
-        n = len(self.rows)
-        self.starts = np.flatnonzero(
-            np.r_[True, self.rows.object_id[1:] != self.rows.object_id[:-1]]
-        )
-        self.starts = self.starts if n else np.zeros(0, np.int64)
-        self.ids = self.rows.object_id[self.starts]
-        self.obj = np.repeat(np.arange(self.ids.size), np.diff(np.r_[self.starts, n]))
-        self.first_night = self.night[self.starts] if n else np.zeros(0, np.int64)
-        self.base = int(self.night.min()) if n else 0
-        self.key = self.obj * _KEY + (self.night - self.base)
-        self.close_after = close_after
-        self.close_night = self._close_nights(close_after)
-        self.detection_night = self._detection_nights()
-        self.problem_night = self._problem_nights()
-        self.metadata = streaming.MetaIndex(metadata)
-
-    def _close_nights(self, close_after: float | None) -> np.ndarray:
-        never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
-        if close_after is None or not self.ids.size:
-            return never
-        # The first gap longer than close_after closes the object close_after nights after the
-        # observation before it (after its last observation if no gap is that long).
-        gap = np.diff(self.night, prepend=self.night[0])
-        gap[self.starts] = 0
-        hit = np.flatnonzero(gap > close_after)
-        first_hit = np.full(self.ids.size, len(self.night))
-        np.minimum.at(first_hit, self.obj[hit], hit)
-        ends = np.r_[self.starts[1:], len(self.night)]
-        last_open = np.minimum(first_hit, ends) - 1
-        return self.night[last_open] + math.floor(close_after) + 1
-
-    def _detection_nights(self) -> np.ndarray:
-        never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
-        detected = early.detection_rows(self.rows)
-        np.minimum.at(never, self.obj[detected], self.night[detected])
-        return never
-
-    def _problem_nights(self) -> np.ndarray:
-        """(m,) the night of each object's first row with a bad value (a large value if none):
-        from then on, an object not detected yet is rejected for that value, not as waiting."""
-        never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
-        bad = gridding.row_problems(self.rows) > 0
-        np.minimum.at(never, self.obj[bad], self.night[bad])
-        return never
-
-    def rows_so_far(self, objects: np.ndarray, night: int) -> tuple[gridding.Chunk, np.ndarray]:
-        """(the objects' rows up to and including `night` as a chunk without metadata, the index
-        of each object's last such row + 1)."""
-        ends = np.searchsorted(self.key, objects * _KEY + (night - self.base), side="right")
-        lengths = ends - self.starts[objects]
-        index = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(lengths.sum())
-        starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
-        empty = np.zeros((objects.size, 0), np.float32)
-        return gridding.Chunk(self.rows.take(index), starts, empty, np.zeros(objects.size)), ends
-
-    @property
-    def nights(self) -> tuple[int, int]:
-        """The first and last night of the input (inclusive); (0, -1) without rows."""
-        if not len(self.night):
-            return 0, -1
-        return int(self.night.min()), int(self.night.max())
 
 
 def _fingerprint(
@@ -293,7 +158,7 @@ class NightScorer:
         closed = d.close_night[touched] <= night
         if closed.any():
             objs = touched[closed]
-            rejections.append(_rejections(d.ids[objs], CLOSED, new_rows[objs]))
+            rejections.append(rejection_frame(d.ids[objs], CLOSED, new_rows[objs]))
         live = touched[~closed]
         found = np.zeros(live.size, bool)
         pos = np.zeros(live.size, np.int64)
@@ -301,14 +166,16 @@ class NightScorer:
             pos, found = d.metadata.lookup(d.ids[live])
             if (~found).any():
                 objs = live[~found]
-                rejections.append(_rejections(d.ids[objs], streaming.NO_METADATA, new_rows[objs]))
+                rejections.append(
+                    rejection_frame(d.ids[objs], streaming.NO_METADATA, new_rows[objs])
+                )
         live, pos = live[found], pos[found]
         # Impossible metadata values reject the object, as in `score` (`readers.METADATA_PROBLEMS`).
         problem = d.metadata.problem[pos] if live.size else np.zeros(0, np.int8)
         if problem.any():
             objs = live[problem != 0]
             reasons = [readers.METADATA_PROBLEMS[c] for c in problem[problem != 0]]
-            rejections.append(_rejections(d.ids[objs], reasons, new_rows[objs]))
+            rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
             live, pos = live[problem == 0], pos[problem == 0]
         # A broker scores an object from its first detection on: before it, the light curve is
         # non-detections only, which neither the model nor the threshold was fitted on.
@@ -321,7 +188,7 @@ class NightScorer:
             if bad.any():
                 codes = early.not_detected_codes(d.rows_so_far(objs[bad], night)[0])
                 reasons[bad] = [gridding.REASONS[c] for c in codes]
-            rejections.append(_rejections(d.ids[objs], reasons, new_rows[objs]))
+            rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
             live, pos = live[~waiting], pos[~waiting]
 
         frame = None
@@ -338,7 +205,7 @@ class NightScorer:
                     for c in result.rejected_codes
                 ]
                 objs = np.searchsorted(d.ids, result.rejected_ids)
-                rejections.append(_rejections(result.rejected_ids, reasons, new_rows[objs]))
+                rejections.append(rejection_frame(result.rejected_ids, reasons, new_rows[objs]))
             if len(result.arrays):
                 accepted = ~np.isin(d.ids[live], result.rejected_ids)
                 first = early.first_detection(chunk)[accepted]
@@ -351,7 +218,7 @@ class NightScorer:
                 if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
                     ids = unscorable["object_id"].to_numpy(np.int64)
                     objs = np.searchsorted(d.ids, ids)
-                    rejections.append(_rejections(ids, unscorable["reason"], new_rows[objs]))
+                    rejections.append(rejection_frame(ids, unscorable["reason"], new_rows[objs]))
                 # The table keeps the order of the gridded objects it scored.
                 scored = np.isin(result.arrays.object_id, frame["object_id"].to_numpy())
                 frame.insert(1, "night", np.int64(night))
@@ -365,7 +232,7 @@ class NightScorer:
                 )
                 frame = frame.reset_index(drop=True)
         rejected = (
-            pd.concat(rejections, ignore_index=True) if rejections else _rejections([], "", [])
+            pd.concat(rejections, ignore_index=True) if rejections else rejection_frame([], "", [])
         )
         counts["rescored"] = 0 if frame is None else len(frame)
         counts["flagged"] = 0 if frame is None else int(frame["flagged"].sum())
@@ -396,17 +263,6 @@ def _remove_unfinished_writes(output: Path) -> None:
     for pattern in (".tmp-*", f"{CANDIDATES}/night=*/.tmp-*", f"{REJECTED}/night=*/.tmp-*"):
         for leftover in output.glob(pattern):
             leftover.unlink(missing_ok=True)
-
-
-def _rejections(ids: Any, reason: Any, n_rows: Any) -> pd.DataFrame:
-    ids = np.asarray(ids, np.int64)
-    return pd.DataFrame(
-        {
-            "object_id": ids,
-            "reason": np.broadcast_to(np.asarray(reason, object), ids.shape),
-            "n_rows": np.asarray(n_rows, np.int64).reshape(ids.shape),
-        }
-    )
 
 
 def check_counts(counts: dict[str, Any]) -> None:

@@ -303,6 +303,11 @@ def evaluate(config: Config, workdir: Path) -> Path:
             figures = report.start_figures() if config.eval.figures else nullcontext()
             with provenance.incomplete(run_dir, "evaluate"), figures as painter:
                 (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
+                # Writes of an evaluate that a kill interrupted (evaluate's folders only: a
+                # validate may be writing beside them).
+                for folder in ("", "models", "reports", "reports/figures"):
+                    for leftover in (run_dir / folder).glob(".tmp-*"):
+                        leftover.unlink(missing_ok=True)
                 _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter)
     return run_dir
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -126,6 +129,18 @@ def _started() -> None:
     """Nothing: unpickling it imports this module in the child (matplotlib, scikit-learn)."""
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In the child: end it when its parent is gone (a `kill -9` of evaluate left it waiting
+    for work for ever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class FigureProcess:
     """A child process for the slow figure work (UMAP's embedding, the ROC and PR curves).
 
@@ -139,7 +154,12 @@ class FigureProcess:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         try:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             self._pool.submit(_started)
         except OSError as error:
             log.info("figures in this process (no child process: %s)", error)

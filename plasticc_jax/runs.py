@@ -185,7 +185,7 @@ def check_resumable(
     """
     config_path = run_dir / "config.json"
     if config_path.is_file():
-        old = config_io.to_dict(config_io.read_config(config_path))
+        old = config_io.to_dict(read_config(run_dir))  # a damaged file: one line naming it
         new = config_io.to_dict(config)
         for section in ("model", "data"):
             if old[section] != new[section]:
@@ -199,11 +199,22 @@ def check_resumable(
     stats_path = run_dir / "stats.json"
     record = provenance.trained_on(run_dir)
     changed = record is not None and record.get("fingerprint") != manifest.get("fingerprint")
-    if changed or (stats_path.is_file() and stats_path.read_text() != _stats_text(stats)):
+    if changed:
         raise UserError(
-            f"{dataset_dir} was prepared again since {run_dir} started (its "
-            f"{'fingerprint' if changed else 'feature statistics'} differ): delete the run "
-            "directory to train on the new dataset"
+            f"{dataset_dir} was prepared again since {run_dir} started (its fingerprint "
+            "differs): delete the run directory to train on the new dataset"
+        )
+    if stats_path.is_file() and stats_path.read_text(errors="replace") != _stats_text(stats):
+        try:
+            FeatureStats.from_json(json.loads(stats_path.read_text()))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise UserError(
+                f"{stats_path} is damaged: remove it and run train again, which writes it from "
+                f"the dataset ({dataset_dir})"
+            ) from None
+        raise UserError(
+            f"{dataset_dir} was prepared again since {run_dir} started (its feature statistics "
+            "differ): delete the run directory to train on the new dataset"
         )
 
 
@@ -236,6 +247,18 @@ def keep_metrics_until(path: Path, epoch: int) -> None:
     """Drop metric lines of epochs after the checkpoint we resume from (killed mid-epoch)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            line_epoch = int(json.loads(line)["epoch"])
+        except (ValueError, KeyError, TypeError) as error:
+            if number == len(lines):  # torn by a kill while it was written: past the checkpoint
+                log.warning("%s: dropping a damaged last line", path)
+                continue
+            raise UserError(
+                f"{path}, line {number}: not a metrics record ({error}); fix or remove that line"
+            ) from None
+        if line_epoch <= epoch:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -198,6 +198,10 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
             runs.check_resumable(run_dir, config, stats, dataset_dir, manifest)
             progress = Progress.from_json(store.restore(latest, {"meta": None})["meta"])
             if progress.done(tc):
+                missing = [n for n in ("config.json", "stats.json") if not (run_dir / n).is_file()]
+                if missing:  # deleted since: evaluate and score need them
+                    runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)
+                    log.info("wrote %s of %s again", " and ".join(missing), run_dir)
                 progress.log_done(run_dir)
                 return run_dir
         runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)

@@ -62,6 +62,8 @@ from plasticc_jax.stages import detector_rows, stage_name
 
 log = logging.getLogger(__name__)
 
+# Beside each fold's scores: the settings and dataset they were made with (`_fold_record`).
+FOLD_RECORD = "fold.json"
 # The early-detection headline: days after the first detection (docs/early.md).
 HEADLINE_DAYS = 10.0
 
@@ -266,12 +268,19 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     start = time.perf_counter()
     staged = bool(config.data.stages)
     parts, stage_parts = [], []
+    dataset = read_manifest(workdir / config.data.dataset_dir).get("fingerprint")
     for held_out in known:
         cache = workdir / out / f"fold-{held_out}" / "scores.parquet"
         stage_cache = cache.with_name("stages.parquet")
-        # Resumable: a finished fold is not redone (with stages: both of its files written, the
-        # stage rows with their component scores; a fold's model is never retrained).
-        if not cache.is_file() or (staged and not _has_components(stage_cache)):
+        record = cache.with_name(FOLD_RECORD)
+        made_with = _fold_record(config, held_out, dataset)
+        # Resumable: a finished fold of the same settings and dataset is not redone (with
+        # stages: both of its files written, the stage rows with their component scores). A
+        # fold of other settings is (its model is retrained only if the model differs).
+        same = record.is_file() and json.loads(record.read_text()) == made_with
+        if not (cache.is_file() and same) or (staged and not _has_components(stage_cache)):
+            if cache.is_file() and not same:
+                log.info("fold %d was scored with other settings or data: again", held_out)
             log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
             frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
             if stage_frame is not None:
@@ -279,6 +288,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
                     stage_frame.to_parquet(tmp, index=False)
             with atomic_path(cache) as tmp:
                 frame.to_parquet(tmp, index=False)
+            atomic_write_text(record, json.dumps(made_with, sort_keys=True) + "\n")
         parts.append(pd.read_parquet(cache))
         if staged:
             stage_parts.append(pd.read_parquet(stage_cache))
@@ -334,6 +344,14 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
                 early["best_found"]["fusion"],
             )
     return workdir / out
+
+
+def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str, Any]:
+    """What a fold's scores depend on: its settings (all but where it is written) and the
+    prepared dataset's fingerprint."""
+    settings = config_io.to_dict(fold_config(config, held_out, Path()))
+    settings.pop("run_dir", None)
+    return json.loads(json.dumps({"config": settings, "dataset": dataset}))  # as read back
 
 
 def _has_components(stage_cache: Path) -> bool:

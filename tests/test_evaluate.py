@@ -131,3 +131,37 @@ def test_the_report_states_the_realistic_rate_reached(tiny_run):
     report = (tiny_run.run_dir / "report.md").read_text()
     assert f"reached {drawn['rate']:.1%} with {drawn['n_anomalies']} anomalies a draw" in report
     assert "classification head" in report and "bootstrap intervals" in report
+
+
+@pytest.mark.slow
+def test_the_figure_process_ends_with_a_killed_evaluate() -> None:
+    """Found by an audit: `kill -9` of evaluate left its figure process waiting for ever."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = (
+        "import os, time\n"
+        "from plasticc_jax.figures import FigureProcess\n"
+        "process = FigureProcess()\n"
+        "print(process.submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: no clean-up of any kind
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        return status.split("State:")[1].split()[0] != "Z"  # a zombie has ended
+
+    deadline = time.monotonic() + 30
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(child), "the figure process outlived its parent"

@@ -339,3 +339,34 @@ def test_data_parallel_over_several_devices(project, tmp_path):
     rows = read_metrics(workdir / config.run_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[1]["val_loss"] < rows[0]["val_loss"]
+
+
+def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):
+    """Found by an audit: a damaged metrics.jsonl or config.json was a traceback, a damaged
+    stats.json was blamed on the dataset, and a finished run whose config.json or stats.json
+    was deleted could be neither trained nor evaluated."""
+    config = tiny_run.config
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    run_dir = workdir / config.run_path
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text(f'{lines[0]}\n{{"epoch": 2, "lo\n')  # torn by a kill
+    train(tiny_config("train.max_epochs=3"), workdir)
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 3]
+    metrics.write_text("not json\n" + metrics.read_text())
+    with pytest.raises(UserError, match=r"metrics.jsonl, line 1: not a metrics record"):
+        train(tiny_config("train.max_epochs=4"), workdir)
+    metrics.write_text("\n".join(metrics.read_text().splitlines()[1:]) + "\n")
+    (run_dir / "config.json").write_text('{"model": ')
+    with pytest.raises(UserError, match=r"config.json is damaged"):
+        train(tiny_config("train.max_epochs=3"), workdir)
+    stats = (run_dir / "stats.json").read_text()
+    for name in ("config.json", "stats.json"):
+        (run_dir / "config.json").unlink(missing_ok=True)
+        (run_dir / name).unlink(missing_ok=True)
+        train(tiny_config("train.max_epochs=3"), workdir)  # finished: the files written again
+        assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=3")
+        assert (run_dir / "stats.json").read_text() == stats
+    (run_dir / "stats.json").write_text(stats[:100])
+    with pytest.raises(UserError, match=r"stats.json is damaged: remove it"):
+        train(tiny_config("train.max_epochs=3"), workdir)

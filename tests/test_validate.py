@@ -3,6 +3,7 @@ tiny folds on synthetic data; the staged validation is in test_anchor.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -42,3 +43,18 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     assert set(scores["split"]) <= {"train", "val"}  # never the test split
     assert (scores["positive"] == (scores["target"] == scores["fold"])).all()
     assert "Best fusions found" in (out / "validation.md").read_text()
+    # Run again: the folds are reused with the same settings, scored again with others (an
+    # audit found that a fold of other settings was reused while validation.json named the new).
+    calls = []
+    score_fold = validate_lib._fold_scores
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return score_fold(*args, **kwargs)
+
+    monkeypatch.setattr(validate_lib, "_fold_scores", counted)
+    validate_lib.validate(config, tmp_path)
+    assert calls == []
+    other = dataclasses.replace(config, eval=dataclasses.replace(config.eval, knn_neighbours=3))
+    validate_lib.validate(other, tmp_path)
+    assert sorted(calls) == sorted(config.data.known_classes)

@@ -163,18 +163,32 @@ class CheckpointStore:
         meta: dict[str, Any],
         val_loss: float,
     ) -> None:
-        """Save one epoch (blocking) with its validation loss as the ranking metric."""
-        self._manager.save(
-            epoch,
-            args=ocp.args.Composite(
-                encoder=ocp.args.StandardSave(encoder),
-                decoder=ocp.args.StandardSave(decoder),
-                opt_state=ocp.args.StandardSave(opt_state),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            metrics={VAL_LOSS: float(val_loss)},
-        )
-        self._manager.wait_until_finished()
+        """Save one epoch (blocking) with its validation loss as the ranking metric.
+
+        Raises:
+            UserError: the checkpoint could not be written (a full disk, say): one line naming
+                the folder; the run resumes from the previous epoch once there is room.
+        """
+        try:
+            self._manager.save(
+                epoch,
+                args=ocp.args.Composite(
+                    encoder=ocp.args.StandardSave(encoder),
+                    decoder=ocp.args.StandardSave(decoder),
+                    opt_state=ocp.args.StandardSave(opt_state),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                metrics={VAL_LOSS: float(val_loss)},
+            )
+            self._manager.wait_until_finished()
+        except (OSError, ValueError) as error:  # TensorStore reports a full disk as ValueError
+            if isinstance(error, ValueError) and not _storage_error(error):
+                raise
+            reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:200]
+            raise UserError(
+                f"cannot write the checkpoint of epoch {epoch} in {self.directory} ({reason}); "
+                "make room and run train again: it resumes from the last saved epoch"
+            ) from None
 
     def restore(self, epoch: int, templates: dict[str, Any]) -> dict[str, Any]:
         """Restore the named items of one epoch.
@@ -206,3 +220,9 @@ class CheckpointStore:
             return {name: restored[name] for name in templates}
         except Exception as error:  # Orbax and TensorStore raise many types for damaged files
             raise self._damaged(epoch, error) from None
+
+
+def _storage_error(error: ValueError) -> bool:
+    """Whether TensorStore's error is about the storage (no space, no permission, I/O)."""
+    text = str(error)
+    return any(word in text for word in ("RESOURCE_EXHAUSTED", "No space", "PERMISSION_DENIED"))

@@ -12,6 +12,8 @@ import ipaddress
 import logging
 import math
 import sys
+import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -439,6 +441,25 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(args.verbose)
     use_compilation_cache()
+    code = _run_reporting_errors(args)
+    if code and argv is None and not args.verbose:  # the program itself, about to exit
+        _quiet_shutdown()
+    return code
+
+
+def _quiet_shutdown() -> None:
+    """After the one-line error the process ends, while the background threads and coroutines
+    of the libraries (Orbax's checkpoint writes, Dask's connections) wind down and print their
+    own tracebacks of the same failure, hundreds of lines after a full disk. `-v` keeps them."""
+    for name in ("asyncio", "absl", "distributed"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda unraisable: None
+    warnings.simplefilter("ignore")
+
+
+def _run_reporting_errors(args: argparse.Namespace) -> int:
+    """`run`, with every user mistake and refusal as one line and its exit status."""
     try:
         return run(args)
     except UserError as error:

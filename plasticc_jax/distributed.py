@@ -110,7 +110,7 @@ def connect(address: str) -> Iterator[Client]:
             raise UserError(
                 f"--dask {address}: the local Dask cluster did not start ({error})"
             ) from None
-        with cluster, Client(cluster) as client, _quiet_event_loop():
+        with _quiet_event_loop(), cluster, Client(cluster) as client:
             yield client
         return
     if address.endswith(".json"):
@@ -125,7 +125,7 @@ def connect(address: str) -> Iterator[Client]:
             f"--dask {address}: cannot reach a Dask scheduler there ({error}); give its address "
             "(tcp://host:8786), a scheduler file, or local:N"
         ) from None
-    with client, _quiet_event_loop():
+    with _quiet_event_loop(), client:
         _check_workers(client, address)
         yield client
 

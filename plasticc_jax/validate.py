@@ -13,6 +13,10 @@ For each known class c (a fold):
 3. score the val split's other known objects (the negatives: never fitted on) and every train and
    val object of class c (the positives: never seen), and measure each component's AUROC.
 
+A fold whose scores exist is reused only if they were made with the same settings and the same
+prepared dataset (`fold.json` beside them); otherwise it is scored again (its network retrained
+only if the model or data settings differ).
+
 The fold's mean AUROC over the known classes is the validation score of a component; the fusion
 weights are then searched on the stored fold scores (every combination of weights 0-3 over the
 `SEARCH_TOP` best single components and the configured fusion's) and the best combination is

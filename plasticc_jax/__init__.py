@@ -10,7 +10,8 @@ The public API for research code (everything else is internal and free to change
   given a config resolved once with `plasticc_jax.config.resolve`.
 - `LightCurveArrays`, `FeatureStats`, `load_split`: the prepared dataset.
 - `score_dataframe(rows, run)`: light-curve rows (a pandas DataFrame) to one row of scores
-  per object, the function to map over Dask or Spark partitions (README: Beyond one machine).
+  per object, the function to map over Dask or Spark partitions (README: Beyond one machine);
+  `Scorer.load(run_dir)`: a run loaded once and checked, to pass as `run` (or send to workers).
 
 Names are imported on first use, so `import plasticc_jax` (and the command line) stays fast.
 """
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from plasticc_jax.dataset import FeatureStats, LightCurveArrays, load_split
     from plasticc_jax.encoder import EncodedTable, Encoder, TrainedVae, load_encoder, load_vae
     from plasticc_jax.errors import UserError
-    from plasticc_jax.scoring import score_dataframe
+    from plasticc_jax.scoring import Scorer, score_dataframe
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "Encoder",
     "FeatureStats",
     "LightCurveArrays",
+    "Scorer",
     "TrainedVae",
     "UserError",
     "load_encoder",
@@ -57,6 +59,7 @@ _MODULES: dict[str, str] = {
     "load_encoder": "plasticc_jax.encoder",
     "load_vae": "plasticc_jax.encoder",
     "UserError": "plasticc_jax.errors",
+    "Scorer": "plasticc_jax.scoring",
     "score_dataframe": "plasticc_jax.scoring",
 }
 

@@ -18,8 +18,9 @@ the data (the first gap longer than `close_after`), not of the replay's history,
 replay closes the same objects.
 
 **From the first detection.** As a broker sends alerts only on detections, an object is scored
-from the night of its first detection on (a point flagged `detected`, or with flux/flux_err >= 5;
-the stages of the evaluation count days from the same rule, `early.first_detection`). On a night
+from the night of its first detection on (its first point flagged `detected` or with flux/flux_err
+>= 5, whichever comes first, `early.detected`; the evaluation's stages count days from
+`early.first_detection`, which prefers the first flagged point: docs/early.md). On a night
 with data before it, the object is listed with the reason `not detected yet` (and re-tried on its
 next night with data), unless its rows so far hold a bad value, which is then the reason; an
 object never detected is never scored. Before this rule the replay

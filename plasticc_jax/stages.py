@@ -84,7 +84,7 @@ def early_metrics(
     threshold, and the fraction scorable; for the known objects the flag rate (the
     false-positive rate at that stage). Then, per class, the first stage at which each object is
     flagged: the median of those days (None when fewer than half are ever flagged) and the
-    fraction ever flagged (by the complete light curve at the latest).
+    fraction flagged at some stage (the finite stages: the complete light curve not counted).
     """
     complete = staged[np.isinf(staged["stage"])]
     ids = complete["object_id"].to_numpy()

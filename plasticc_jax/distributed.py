@@ -238,11 +238,7 @@ def _describe(part: FilePart) -> str:
 
 def metadata_stamp(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
     """Names, sizes and modification times: the key of a worker's cached metadata."""
-    stamp = []
-    for path in paths:
-        stat = Path(path).stat()
-        stamp.append((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
-    return tuple(stamp)
+    return tuple((str(Path(path).resolve()), *file_stamp(path)) for path in paths)
 
 
 @functools.lru_cache(maxsize=1)

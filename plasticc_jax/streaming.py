@@ -420,7 +420,6 @@ def grid_lightcurves(
     if meta["object_id"].duplicated().any():
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
         raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")
-    meta["problem"] = readers.metadata_problems(meta)
     order = np.argsort(object_id, kind="stable")
     rows = lightcurve_rows.Rows(
         object_id[order],

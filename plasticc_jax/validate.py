@@ -14,8 +14,9 @@ For each known class c (a fold):
    val object of class c (the positives: never seen), and measure each component's AUROC.
 
 A fold whose scores exist is reused only if they were made with the same settings and the same
-prepared dataset (`fold.json` beside them); otherwise it is scored again (its network retrained
-only if the model or data settings differ).
+prepared dataset (`fold.json` beside them); otherwise it is scored again: its network is reused
+when only detector settings differ, and `train` refuses a fold folder of another model or data
+(validate into another run directory then).
 
 The fold's mean AUROC over the known classes is the validation score of a component; the fusion
 weights are then searched on the stored fold scores (every combination of weights 0-3 over the
@@ -280,7 +281,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         made_with = _fold_record(config, held_out, dataset)
         # Resumable: a finished fold of the same settings and dataset is not redone (with
         # stages: both of its files written, the stage rows with their component scores). A
-        # fold of other settings is (its model is retrained only if the model differs).
+        # fold of other settings is (its network reused: `train` finds it finished).
         same = record.is_file() and json.loads(record.read_text()) == made_with
         if not (cache.is_file() and same) or (staged and not _has_components(stage_cache)):
             if cache.is_file() and not same:

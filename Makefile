@@ -108,6 +108,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_score.py
+	$(if $(wildcard runs/default-rare/metrics.json),$(BIN)/python benchmarks/bench_score.py --run runs/default-rare)
 	$(BIN)/python benchmarks/bench_distributed.py
 	$(BIN)/python benchmarks/bench_end_to_end.py
 	$(BIN)/python benchmarks/report.py

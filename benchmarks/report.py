@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("prepare", "train", "score", "distributed", "replay", "end_to_end", "gpu")
+ORDER = ("prepare", "train", "score", "score_run", "distributed", "replay", "end_to_end", "gpu")
 
 
 def _fmt(value: object) -> str:

@@ -10,12 +10,16 @@ based), each with four items:
 
 Orbax writes each step to a temporary folder and renames it when complete, so an interrupted
 save (Ctrl-C, kill -9) leaves no step that looks finished. Two steps are kept: the latest (to
-resume) and the best by validation loss (to encode); they are one step when the latest is best.
+resume) and the run's best (to encode); they are one step when the latest is best. The best is
+the one `runs.Progress` names (the lowest val loss, counting only improvements of more than
+`runs.MIN_DELTA`): each step is ranked by its val loss if it was the run's best when saved, and
+last otherwise (`save`'s `val_loss`), so that Orbax keeps the step the run's record names.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,11 @@ class CheckpointStore:
 
     def __init__(self, directory: Path, *, read_only: bool = False):
         self.directory = Path(directory).absolute()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(
+                f"{self.directory} is not a folder: the run's checkpoints belong there; move it "
+                "away (restore the folder to resume the run)"
+            )
         policy = checkpoint_managers.AnyPreservationPolicy(
             [
                 checkpoint_managers.LatestN(n=1),
@@ -148,7 +157,37 @@ class CheckpointStore:
         return self._manager.latest_step()
 
     def best_epoch(self) -> int | None:
-        return self._manager.best_step()
+        """The run's best epoch, to encode with (None: no finished step).
+
+        Raises:
+            CheckpointError: the step that the latest step's record names as the run's best is
+                missing or incomplete (deleted by hand, say): another epoch is never silently
+                taken in its place.
+        """
+        best, latest = self._manager.best_step(), self._manager.latest_step()
+        if best is None or latest is None:
+            return best
+        try:
+            args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+            record = self._manager.restore(latest, args=args)["meta"]
+        except Exception:  # a damaged latest step: train says so; the best may still serve
+            log.warning(
+                "%s: the latest checkpoint (epoch %d) cannot be read", self.directory, latest
+            )
+            return best
+        named = record.get("best_epoch")
+        if named and named != best:
+            # Runs of earlier releases ranked every step by its val loss: Orbax may then keep a
+            # step better by less than MIN_DELTA than the one named, which is fine.
+            metrics = self._manager.metrics(best) or {}
+            if not metrics.get(VAL_LOSS, math.inf) <= record.get("best_val_loss", -math.inf):
+                raise CheckpointError(
+                    f"{self.directory}: the checkpoint of epoch {named}, the run's best by val "
+                    f"loss, is missing or incomplete (epochs there: "
+                    f"{', '.join(map(str, self.epochs()))}); restore it, or delete "
+                    f"{self.directory.parent} and train again"
+                )
+        return best
 
     def epochs(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -163,7 +202,8 @@ class CheckpointStore:
         meta: dict[str, Any],
         val_loss: float,
     ) -> None:
-        """Save one epoch (blocking) with its validation loss as the ranking metric.
+        """Save one epoch (blocking) with its ranking metric `val_loss`: the epoch's val loss if
+        it is the run's best so far, else infinity (the module's docstring).
 
         Raises:
             UserError: the checkpoint could not be written (a full disk, say): one line naming

@@ -126,7 +126,7 @@ def _read_run(run_dir: Path) -> _RunFiles:
 
 def _restore_best(run_dir: Path, templates: dict[str, Any]) -> tuple[dict[str, Any], int]:
     directory = run_dir / "checkpoints"
-    if not directory.is_dir():
+    if not directory.exists():
         raise UserError(f"{run_dir} holds no checkpoints/: run `make train` first")
     with CheckpointStore(directory, read_only=True) as store:
         epoch = store.best_epoch()

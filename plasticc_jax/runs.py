@@ -176,26 +176,43 @@ def check_resumable(
     stats: FeatureStats,
     dataset_dir: Path,
     manifest: Mapping[str, Any],
+    trained: Config | None = None,
 ) -> None:
     """A run directory with checkpoints must match the model, the data and its statistics.
+
+    Args:
+        trained: the config recorded with the latest checkpoint (None for runs of earlier
+            releases): what the run is checked against when its `config.json` is missing.
 
     Raises:
         UserError: the run was trained with another model or data config, or on a dataset that
             was prepared again since.
     """
     config_path = run_dir / "config.json"
-    if config_path.is_file():
-        old = config_io.to_dict(read_config(run_dir))  # a damaged file: one line naming it
-        new = config_io.to_dict(config)
+    # A damaged config.json: one line naming it.
+    recorded = read_config(run_dir) if config_path.is_file() else trained
+    if recorded is not None:
+        old, new = config_io.to_dict(recorded), config_io.to_dict(config)
         for section in ("model", "data"):
             if old[section] != new[section]:
+                where = config_path if config_path.is_file() else "its checkpoints' record"
                 raise UserError(
                     f"{run_dir} holds checkpoints of a different {section} config "
-                    f"({config_path}); to train afresh delete that folder or pick another "
-                    "run directory (--run-dir)"
+                    f"({where}); to train afresh delete that folder or pick another run "
+                    "directory (--run-dir)"
                 )
-        if old["train"] != new["train"]:
-            log.warning("resuming %s with changed train settings: %s", run_dir, new["train"])
+        # The seed is the run's own (train says so); more epochs is how a run is continued.
+        changed = {
+            key: (old["train"].get(key), value)
+            for key, value in new["train"].items()
+            if key != "seed" and old["train"].get(key) != value
+        }
+        if changed:
+            (log.info if set(changed) == {"max_epochs"} else log.warning)(
+                "resuming %s with changed train settings: %s",
+                run_dir,
+                ", ".join(f"{key} {was} -> {now}" for key, (was, now) in changed.items()),
+            )
     stats_path = run_dir / "stats.json"
     record = provenance.trained_on(run_dir)
     changed = record is not None and record.get("fingerprint") != manifest.get("fingerprint")

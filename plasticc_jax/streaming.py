@@ -70,6 +70,7 @@ class MetaIndex:
         if exclude is not None and len(exclude):
             self.excluded = np.isin(self.ids, exclude)
         self.seen_elsewhere: dict[int, str] = {}  # light-curve objects without metadata
+        self.last: tuple[Path, int] | None = None  # the file and object of the last row read
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.minimum(np.searchsorted(self.ids, ids), max(self.ids.size - 1, 0))
@@ -81,6 +82,7 @@ class MetaIndex:
         index = copy.copy(self)
         index.seen = np.zeros(self.ids.size, bool)
         index.seen_elsewhere = {}
+        index.last = None
         return index
 
     def seen_ids(self) -> np.ndarray:
@@ -157,12 +159,19 @@ def _plan(
     if again.any():
         oid = int(run_ids[again][0])
         line = rows.first_row + int(starts[again][0]) + 2
+        if line == 2 and index.last is not None and index.last[1] == oid and index.last[0] != path:
+            raise UserError(  # a file cut by lines: the object goes on from the previous one
+                f"{path}: object {oid} goes on from the end of {index.last[0]}: an object's rows "
+                "must all be in one file (cut files at object boundaries, or join them again)"
+            )
         raise UserError(
             f"{path}: object {oid} reappears at line {line} after rows of other objects; "
             "light-curve files must be grouped by object_id (sort the file by object_id), and an "
             "object must not be in two files"
         )
     index.seen[pos[found]] = True
+    if run_ids.size:
+        index.last = (path, int(run_ids[-1]))
     for oid in lost:
         index.seen_elsewhere[int(oid)] = path.name
     keep = found.copy()
@@ -276,6 +285,11 @@ def stream_grids(
                 n_rows += len(rows)
                 chunk, rejected, order = _plan(rows, path, index)
                 yield chunk, rejected, order, path.name, len(rows)
+            if not n_rows and not isinstance(source, lightcurve_rows.FilePart):
+                raise UserError(
+                    f"{path}: no light-curve rows (a header only, or an empty file): give the "
+                    "files that hold the observations"
+                )
             if file_rows is not None:
                 file_rows.append(n_rows)
 

@@ -12,6 +12,7 @@ this module loads and checks the splits, runs the epoch loop and keeps the run's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import provenance, runs, streaming
+from plasticc_jax import config_io, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import (
@@ -195,12 +196,22 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
     try:
         latest = store.latest_epoch()
         if latest is not None:
-            runs.check_resumable(run_dir, config, stats, dataset_dir, manifest)
-            progress = Progress.from_json(store.restore(latest, {"meta": None})["meta"])
+            record = store.restore(latest, {"meta": None})["meta"]
+            progress = Progress.from_json(record)
+            # The config the run's last epoch was trained with (None from earlier releases).
+            trained = record.get("config")
+            trained = config_io.from_dict(trained) if isinstance(trained, dict) else None
+            runs.check_resumable(run_dir, config, stats, dataset_dir, manifest, trained)
+            if progress.seed != tc.seed:
+                log.warning("resuming with the run's seed %d, not %d", progress.seed, tc.seed)
+                # Its PRNG key and each epoch's order come from the run's seed: recorded as such.
+                config = dataclasses.replace(
+                    config, train=dataclasses.replace(tc, seed=progress.seed)
+                )
             if progress.done(tc):
                 missing = [n for n in ("config.json", "stats.json") if not (run_dir / n).is_file()]
                 if missing:  # deleted since: evaluate and score need them
-                    runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)
+                    runs.write_run_files(run_dir, trained or config, stats, dataset_dir, manifest)
                     log.info("wrote %s of %s again", " and ".join(missing), run_dir)
                 progress.log_done(run_dir)
                 return run_dir
@@ -218,8 +229,6 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
             state = TrainState(step, params, restored["opt_state"])
             runs.keep_metrics_until(metrics_path, latest)
             log.info("resuming %s after epoch %d", run_dir, progress.epoch)
-            if progress.seed != tc.seed:
-                log.warning("resuming with the run's seed %d, not %d", progress.seed, tc.seed)
 
         train_step, eval_step = compiled_steps(graphdef, tc, steps_per_epoch, mesh)
         log.info(
@@ -314,8 +323,9 @@ def _fit(
                 encoder=state.params["encoder"],
                 decoder=state.params["decoder"],
                 opt_state=state.opt_state,
-                meta=progress.to_json(),
-                val_loss=row["val_loss"],
+                meta={**progress.to_json(), "config": config_io.to_dict(config)},
+                # Ranked so that Orbax keeps the epoch the run's record names as its best.
+                val_loss=row["val_loss"] if progress.best_epoch == epoch else math.inf,
             )
             bar.update(1)
             bar.set_postfix(

@@ -314,3 +314,16 @@ def test_the_classifier_scores_objects_between_classes_higher():
     pure = fake(rng, np.full(200, 42))
     between = fake(rng, np.full(200, 42), shift=1.5)  # half-way to the next class (90)
     assert np.median(classifier.score(between)) > np.median(classifier.score(pure)) + 0.1
+
+
+def test_a_classifier_of_two_classes_gives_both_probabilities():
+    """A held-out galactic class leaves two known classes of that kind: the trees' binary model
+    must still give each class's probability (a LightGBM probe read its one column as the only
+    class's)."""
+    rng = np.random.default_rng(5)
+    train = rng.choice(np.array([42, 90]), 400)
+    classifier = components.Classifier(CONFIG).fit(fake(rng, train), train)
+    pure = fake(rng, np.full(200, 42))
+    p = classifier.probabilities(pure)
+    assert p.shape == (200, 2) and np.allclose(p.sum(axis=1), 1.0)
+    assert np.median(p[:, 0]) > 0.75 and np.median(classifier.score(pure)) < 0.25  # 10 trees

@@ -70,6 +70,26 @@ def test_ungrouped_file_is_an_error(tmp_path, synthetic_files):
             collect(st.stream_grids([path], [meta], data, 1))
 
 
+def test_a_file_cut_by_lines_or_without_rows_is_named(tmp_path, synthetic_files):
+    """Found by an audit: a header-only light-curve file was taken as "no objects" (every object
+    "metadata without light curve"), and an object cut across two files was said to "reappear
+    after rows of other objects" without naming the file it came from."""
+    meta, lcs = synthetic_files
+    lines = lcs.read_text().splitlines(keepends=True)
+    header, body = lines[0], lines[1:]
+    ids = [line.split(",")[0] for line in body]
+    cut = next(i for i in range(10, len(body)) if ids[i] == ids[i - 1])  # inside an object
+    first, second = tmp_path / "part_a.csv", tmp_path / "part_b.csv"
+    first.write_text(header + "".join(body[:cut]))
+    second.write_text(header + "".join(body[cut:]))
+    with pytest.raises(UserError, match=r"part_b.csv: object \d+ goes on from the end of .*a.csv"):
+        collect(st.stream_grids([first, second], [meta], DATA, 1))
+    empty = tmp_path / "empty.csv"
+    empty.write_text(header)
+    with pytest.raises(UserError, match=r"empty.csv: no light-curve rows \(a header only"):
+        collect(st.stream_grids([lcs, empty], [meta], DATA, 1))
+
+
 def test_padded_batches_have_fixed_shapes_and_weights():
     data = {"x": np.arange(10)}
     # Training: every batch has the one shape; the last is padded with weight-0 zero rows.

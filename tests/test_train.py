@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +26,11 @@ from conftest import copy_project, rewrite_shard, tiny_config
 from flax import nnx
 
 from plasticc_jax import cli, config_io, streaming
-from plasticc_jax.checkpoints import CheckpointStore
+from plasticc_jax.checkpoints import CheckpointError, CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.runs import MIN_DELTA
 from plasticc_jax.train import TrainingDiverged, class_balance, class_labels, train
 from plasticc_jax.train_step import (
     create_model,
@@ -132,6 +135,37 @@ def test_checkpoint_round_trip_keeps_latest_and_best(tmp_path):
     assert_trees_equal(best["encoder"], bumped["encoder"])
     assert_trees_equal(latest["decoder"], params["decoder"])
     assert_trees_equal(latest["opt_state"], opt_state)
+
+
+def test_a_missing_best_checkpoint_is_named_never_replaced(tmp_path):
+    """Found by an audit: with the best epoch's step deleted, the latest was silently encoded
+    with and reported as the best; a file in the place of checkpoints/ was a traceback."""
+    config = tiny_config()
+    _, params = init_params(config, 6, N_TIMES, N_FEATURES)
+    opt_state = make_optimizer(config.train, 5)[0].init(params)
+
+    def save(store: CheckpointStore, epoch: int, rank: float, best: tuple[int, float]) -> None:
+        meta = {"epoch": epoch, "best_epoch": best[0], "best_val_loss": best[1]}
+        store.save(epoch, **params, opt_state=opt_state, meta=meta, val_loss=rank)
+
+    directory = tmp_path / "checkpoints"
+    with CheckpointStore(directory) as store:
+        save(store, 1, 1.0, (1, 1.0))
+        save(store, 2, math.inf, (1, 1.0))  # not better: ranked last, as train does
+        assert (store.epochs(), store.best_epoch()) == ([1, 2], 1)
+    shutil.rmtree(directory / "1")
+    store = CheckpointStore(directory, read_only=True)
+    with store, pytest.raises(CheckpointError, match=r"epoch 1, the run's best .*there: 2\)"):
+        store.best_epoch()
+    # A run of an earlier release (every step ranked by its val loss) may keep a step better by
+    # less than MIN_DELTA than the one its record names: that one is its best.
+    with CheckpointStore(tmp_path / "earlier") as store:
+        save(store, 1, 1.0, (1, 1.0))
+        save(store, 2, 1.0 - MIN_DELTA / 2, (1, 1.0))
+        assert (store.epochs(), store.best_epoch()) == ([2], 2)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"file is not a folder"):
+        CheckpointStore(tmp_path / "file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,3 +404,12 @@ def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):
     (run_dir / "stats.json").write_text(stats[:100])
     with pytest.raises(UserError, match=r"stats.json is damaged: remove it"):
         train(tiny_config("train.max_epochs=3"), workdir)
+    (run_dir / "stats.json").write_text(stats)
+    # The config comes back as the run was trained, not as given now (found by an audit: it
+    # was written with the new learning rate and seed).
+    (run_dir / "config.json").unlink()
+    train(tiny_config("train.max_epochs=3", "train.learning_rate=0.05", "train.seed=7"), workdir)
+    assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=3")
+    # Resumed with another seed: the run keeps its own, and its config.json says so.
+    train(tiny_config("train.max_epochs=4", "train.seed=7"), workdir)
+    assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=4")

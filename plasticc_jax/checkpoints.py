@@ -114,9 +114,20 @@ class CheckpointStore:
         # The first sentence: TensorStore's messages go on with bound-method reprs.
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         first = text.split(". See full")[0][:200]
+        remedy = f"restore it, or delete {self.directory.parent} and train again"
+        try:
+            best = self._manager.best_step() if epoch is not None else None
+        except Exception:  # the folder itself is unreadable
+            best = None
+        if best is not None and epoch != best:
+            # The latest of the two kept: training can go on from the best, the same way.
+            remedy = (
+                f"restore it, or delete {self.directory / str(epoch)} and train again: it goes on "
+                f"from epoch {best}"
+            )
         return CheckpointError(
             f"{self.directory}: {what} cannot be read ({type(error).__name__}: {first}); it is "
-            f"damaged or incomplete: restore it, or delete {self.directory.parent} and train again"
+            f"damaged or incomplete: {remedy}"
         )
 
     def __enter__(self) -> CheckpointStore:

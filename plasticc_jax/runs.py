@@ -125,6 +125,11 @@ def read_config(run_dir: Path) -> Config:
         UserError: `run_dir` holds no `config.json` (not a trained run).
     """
     path = Path(run_dir) / "config.json"
+    if not path.is_file() and (Path(run_dir) / "checkpoints").is_dir():
+        raise UserError(
+            f"{path} is missing, but the run has checkpoints: run `plasticc-jax train` with its "
+            "--config/--protocol options again, which writes it back as the run was trained"
+        )
     if not path.is_file():
         raise UserError(
             f"{run_dir} is not a run directory (no config.json): run `make train` (or "

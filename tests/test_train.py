@@ -25,7 +25,7 @@ import pytest
 from conftest import copy_project, rewrite_shard, tiny_config
 from flax import nnx
 
-from plasticc_jax import cli, config_io, streaming
+from plasticc_jax import cli, config_io, runs, streaming
 from plasticc_jax.checkpoints import CheckpointError, CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
@@ -163,6 +163,18 @@ def test_a_missing_best_checkpoint_is_named_never_replaced(tmp_path):
         save(store, 1, 1.0, (1, 1.0))
         save(store, 2, 1.0 - MIN_DELTA / 2, (1, 1.0))
         assert (store.epochs(), store.best_epoch()) == ([2], 2)
+    # A damaged latest epoch (not the best): train can go on from the best, and says so.
+    damaged = tmp_path / "damaged"
+    with CheckpointStore(damaged) as store:
+        save(store, 1, 1.0, (1, 1.0))
+        save(store, 2, math.inf, (1, 1.0))
+    shutil.rmtree(damaged / "2" / "encoder")
+    store = CheckpointStore(damaged)
+    with (
+        store,
+        pytest.raises(CheckpointError, match=r"delete .*damaged/2 and train again: it goes"),
+    ):
+        store.restore(2, {"encoder": params["encoder"]})
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(CheckpointError, match=r"file is not a folder"):
         CheckpointStore(tmp_path / "file")
@@ -408,6 +420,8 @@ def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):
     # The config comes back as the run was trained, not as given now (found by an audit: it
     # was written with the new learning rate and seed).
     (run_dir / "config.json").unlink()
+    with pytest.raises(UserError, match=r"config.json is missing, but the run has checkpoints"):
+        runs.read_config(run_dir)  # what evaluate, score and load_encoder say
     train(tiny_config("train.max_epochs=3", "train.learning_rate=0.05", "train.seed=7"), workdir)
     assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=3")
     # Resumed with another seed: the run keeps its own, and its config.json says so.

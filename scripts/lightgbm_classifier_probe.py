@@ -40,8 +40,7 @@ from validation_probe import (
     compare_with_classifier,
     evidence,
     probe_arguments,
-    read_validation,
-    with_fold_columns,
+    probe_table,
 )
 
 from plasticc_jax.calibration import Reference
@@ -99,8 +98,7 @@ def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.Dat
 def main() -> None:
     args = probe_arguments(__doc__, "runs/lightgbm-classifier/scores.parquet")
     start = time.perf_counter()
-    config, scores, objects = read_validation(args.run, args.workdir)
-    table = with_fold_columns(scores, lambda f: fold_columns(objects, f, config), args.out)
+    config, table = probe_table(args, fold_columns)
     print(f"\nLightGBM classifiers ({time.perf_counter() - start:.0f} s)")
     for name, iterations in CANDIDATES.items():
         print(f"\n### LightGBM, {iterations} iterations\n")

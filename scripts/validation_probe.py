@@ -105,6 +105,16 @@ def with_fold_columns(
     return table
 
 
+def probe_table(
+    args: argparse.Namespace, fold_columns: Callable[[pd.DataFrame, int, Config], pd.DataFrame]
+) -> tuple[Config, pd.DataFrame]:
+    """(the validated run's config, its fold scores with each fold's `fold_columns(objects,
+    held_out, config)`), written to `args.out` (`with_fold_columns`)."""
+    config, scores, objects = read_validation(args.run, args.workdir)
+    make = lambda fold: fold_columns(objects, fold, config)  # noqa: E731
+    return config, with_fold_columns(scores, make, args.out)
+
+
 def compare_with_classifier(table: pd.DataFrame, config: Config, column: str, label: str) -> None:
     """Print the fold table and the paired differences of a candidate `column` for the
     `classifier` component: alone, in its place (shipped weights, then searched) and beside it."""

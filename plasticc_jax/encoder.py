@@ -62,7 +62,8 @@ def _run_batched(
     """Apply a jit-compiled `fn(params, batch) -> {name: (rows, ...)}` to padded batches of
     `inputs`; the real rows of each wanted output, stitched together (numpy)."""
     parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
-    for batch, n_real in streaming.padded_batches(inputs, batch_size):
+    # Tight: a replay night or a file's last objects are not padded to twice their number.
+    for batch, n_real in streaming.padded_batches(inputs, batch_size, tight=True):
         out = fn(params, batch)
         for key in keys:
             parts[key].append(np.asarray(out[key])[:n_real])

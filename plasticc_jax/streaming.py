@@ -525,12 +525,31 @@ def padded_size(n: int, batch_size: int, min_size: int = MIN_PADDED_BATCH) -> in
     return min(size, batch_size)
 
 
+def batch_sizes(
+    n: int, batch_size: int, min_size: int = MIN_PADDED_BATCH, tight: bool = False
+) -> list[tuple[int, int]]:
+    """(real rows, compiled rows) of the batches that hold `n` rows: full batches, then the rest
+    padded to `padded_size`. With `tight`, a rest that would be padded by more than an eighth is
+    first cut into halves of its padded size (1,394 rows: 1,024 + 256 + 114 in 128, not 1,394 in
+    2,048): the same compiled shapes, a third of the work less for a replay night's objects."""
+    sizes = []
+    while n > 0:
+        padded = padded_size(n, batch_size, min_size)
+        if tight and padded - n > padded // 8 and padded > min_size:
+            sizes.append((padded // 2, padded // 2))
+        else:
+            sizes.append((min(n, padded), padded))
+        n -= sizes[-1][0]
+    return sizes
+
+
 def padded_batches(
     data: Mapping[str, np.ndarray],
     batch_size: int,
     order: np.ndarray | None = None,
     *,
     min_size: int = MIN_PADDED_BATCH,
+    tight: bool = False,
 ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
     """Cut rows into fixed-shape batches; the last is padded with zero rows.
 
@@ -543,19 +562,19 @@ def padded_batches(
         batch_size: rows per batch.
         order: row order (a permutation); None for the stored order.
         min_size: smallest padded batch.
+        tight: cut the rest into smaller batches rather than pad it much (`batch_sizes`).
 
     Yields:
         (batch, n_real): every array of `data` cut to the batch's rows, plus `weight` (rows,)
         float32, 1 for the `n_real` real rows (first) and 0 for padding.
     """
     n = len(next(iter(data.values())))
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
+    start = 0
+    for n_real, size in batch_sizes(n, batch_size, min_size, tight):
+        stop = start + n_real
         rows = slice(start, stop) if order is None else order[start:stop]
-        batch = {name: values[rows] for name, values in data.items()}
-        n_real = len(next(iter(batch.values())))
-        size = padded_size(n_real, batch_size, min_size)
-        batch = {name: _pad(values, size) for name, values in batch.items()}
+        start = stop
+        batch = {name: _pad(values[rows], size) for name, values in data.items()}
         batch["weight"] = (np.arange(size) < n_real).astype(np.float32)
         yield batch, n_real
 

@@ -106,6 +106,12 @@ def test_padded_batches_have_fixed_shapes_and_weights():
     assert sizes == [256, 64]
     assert [st.padded_size(n, 4096) for n in (1, 64, 65, 3000, 4096)] == [64, 64, 128, 4096, 4096]
     assert list(st.padded_batches({"x": np.arange(0)}, 64)) == []
+    # Tight: the rest cut into powers of two rather than padded to nearly twice its size.
+    assert st.batch_sizes(1394, 4096, tight=True) == [(1024, 1024), (256, 256), (114, 128)]
+    assert st.batch_sizes(9000, 4096, tight=True)[2:] == [(512, 512), (256, 256), (40, 64)]
+    assert st.batch_sizes(1394, 4096) == [(1394, 2048)]
+    batches = list(st.padded_batches({"x": np.arange(1394)}, 4096, tight=True))
+    assert np.concatenate([b["x"][:n] for b, n in batches]).tolist() == list(range(1394))
 
 
 def test_model_inputs_validate_and_normalise():

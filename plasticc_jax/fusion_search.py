@@ -40,7 +40,10 @@ class Folds:
         self.scores = scores
         self.positive = scores["positive"].to_numpy(bool)
         self.folds = {int(f): rows for f, rows in scores.groupby("fold").indices.items()}
-        self.groups = list(scores.groupby(["fold", "galactic"]).indices.values())
+        # The detector group that scored each row (a kind, or the pooled `all` where a kind has
+        # too few known classes); fold scores of earlier releases have only the kind.
+        group = "group" if "group" in scores else "galactic"
+        self.groups = list(scores.groupby(["fold", group]).indices.values())
         self.negatives = [rows[~self.positive[rows]] for rows in self.groups]
 
     def aurocs(self, values: np.ndarray) -> dict[int, float]:

@@ -51,10 +51,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io, scoring
+from plasticc_jax.components import COMPONENTS
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split, read_manifest
 from plasticc_jax.detector import Detector, parse_fusion, route
@@ -63,6 +65,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.fusion_search import Folds, StageFolds, fusion_spec
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
+from plasticc_jax.runs import read_config
 from plasticc_jax.stages import detector_rows, stage_name
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,17 @@ def _fold_scores(
     staged = bool(config.data.stages)
     fold = fold_config(config, held_out, run_dir)
     train(fold, workdir, dataset_dir=config.data.dataset_dir)
+    # A finished fold network of other train settings is not trained again: refused, so that
+    # fold.json and validation.json never name settings its network was not trained with.
+    trained = config_io.to_dict(read_config(workdir / run_dir))["train"]
+    wanted = config_io.to_dict(fold)["train"]
+    changed = sorted(k for k in wanted if trained.get(k) != wanted[k])
+    if changed:
+        raise UserError(
+            f"{workdir / run_dir} holds a network trained with other train settings "
+            f"({', '.join(f'{k} {trained.get(k)}' for k in changed)}): delete the validation "
+            "folder to validate with these, or give the run's settings"
+        )
     vae = load_vae(workdir / run_dir, max_batch=config.eval.batch_size)
     parts = []
     for split in ("train", "val"):  # never the test split
@@ -136,6 +150,7 @@ def _fold_scores(
             "split": split[done],
             "target": target[done],
             "galactic": part.galactic[on_complete],
+            "group": groups[on_complete],
             "positive": target[done] == held_out,
             **{name: tail[on_complete] for name, tail in tails.items()},
         }
@@ -274,6 +289,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     staged = bool(config.data.stages)
     parts, stage_parts = [], []
     dataset = read_manifest(workdir / config.data.dataset_dir).get("fingerprint")
+    fitted = list(dict.fromkeys([*config.eval.components, *parse_fusion(config.eval.fusion)]))
     for held_out in known:
         cache = workdir / out / f"fold-{held_out}" / "scores.parquet"
         stage_cache = cache.with_name("stages.parquet")
@@ -282,10 +298,17 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         # Resumable: a finished fold of the same settings and dataset is not redone (with
         # stages: both of its files written, the stage rows with their component scores). A
         # fold of other settings is (its network reused: `train` finds it finished).
-        same = record.is_file() and json.loads(record.read_text()) == made_with
-        if not (cache.is_file() and same) or (staged and not _has_components(stage_cache)):
+        same = _read_record(record) == made_with
+        cached = _read_fold(cache, held_out, fitted) if same else None
+        if cached is None or (staged and not _has_components(stage_cache)):
             if cache.is_file() and not same:
                 log.info("fold %d was scored with other settings or data: again", held_out)
+            elif cache.is_file():
+                log.warning(
+                    "%s is damaged, incomplete or of an earlier release: fold %d scored again",
+                    cache,
+                    held_out,
+                )
             log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
             frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
             if stage_frame is not None:
@@ -299,7 +322,8 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             stage_parts.append(pd.read_parquet(stage_cache))
     scores = pd.concat(parts, ignore_index=True)
     folds = Folds(scores)
-    components = [c for c in scores.columns if c in config.eval.components]
+    # Every component the folds scored: those of `eval.components` and of the fusion.
+    components = [c for c in COMPONENTS if c in scores.columns]
     configured = parse_fusion(config.eval.fusion)
     candidates = {
         **{c: scores[c].to_numpy() for c in components},
@@ -359,12 +383,33 @@ def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str
     return json.loads(json.dumps({"config": settings, "dataset": dataset}))  # as read back
 
 
+def _read_record(record: Path) -> dict[str, Any] | None:
+    """A fold's `fold.json`, or None if it is missing or unreadable (the fold is scored again)."""
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_fold(cache: Path, held_out: int, components: list[str]) -> pd.DataFrame | None:
+    """A fold's stored scores, or None unless they are whole: readable, of this fold only, with
+    every component's column and the detector groups (fold scores of earlier releases lack them)."""
+    try:
+        frame = pd.read_parquet(cache)
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    needed = {"fold", "object_id", "positive", "galactic", "group", *components}
+    whole = needed <= set(frame.columns) and set(frame["fold"].unique()) == {held_out}
+    return frame if whole and not frame[components].isna().any().any() else None
+
+
 def _has_components(stage_cache: Path) -> bool:
     """Whether a fold's stage rows exist with the columns of the stage fusion search (folds
     validated before it was added are re-scored, not retrained)."""
-    if not stage_cache.is_file():
+    try:
+        return "calibration" in pq.read_schema(stage_cache).names
+    except (OSError, pa.ArrowException):  # missing or damaged: scored again
         return False
-    return "calibration" in pq.read_schema(stage_cache).names
 
 
 def _summary(per_fold: dict[int, float]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from plasticc_jax import calibration, components, detector, detector_files, threads
@@ -327,3 +328,23 @@ def test_a_classifier_of_two_classes_gives_both_probabilities():
     p = classifier.probabilities(pure)
     assert p.shape == (200, 2) and np.allclose(p.sum(axis=1), 1.0)
     assert np.median(p[:, 0]) > 0.75 and np.median(classifier.score(pure)) < 0.25  # 10 trees
+
+
+def test_the_fusion_search_calibrates_as_the_detector_groups_its_objects():
+    """Found by an audit: with one known class of a kind, the fold's detector scores that kind
+    with its pooled group, but the search recalibrated by kind, against no negatives (a fused
+    AUROC of 0.001 where every component found the held-out class)."""
+    from plasticc_jax.fusion_search import Folds
+
+    positive = np.array([True] * 4 + [False] * 6)
+    scores = pd.DataFrame(
+        {
+            "fold": 65,
+            "positive": positive,
+            "galactic": positive,  # the held-out class is the only galactic one
+            "group": detector.ALL,
+            "c": np.where(positive, 5.0, 0.0) + np.arange(10) * 0.01,
+        }
+    )
+    folds = Folds(scores)
+    assert folds.aurocs(folds.fused({"c": 1.0})) == {65: 1.0}

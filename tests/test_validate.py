@@ -12,6 +12,7 @@ import pytest
 from plasticc_jax import cli, config_io, fusion_search
 from plasticc_jax import config as config_lib
 from plasticc_jax import validate as validate_lib
+from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
 
 pytestmark = pytest.mark.slow  # trains three tiny folds
@@ -58,3 +59,24 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     other = dataclasses.replace(config, eval=dataclasses.replace(config.eval, knn_neighbours=3))
     validate_lib.validate(other, tmp_path)
     assert sorted(calls) == sorted(config.data.known_classes)
+    # Damaged fold files are scored again, not a traceback (found by an audit); the fold of an
+    # earlier release (no detector groups) too.
+    calls.clear()
+    first, second, third = (out / f"fold-{c}" for c in config.data.known_classes)
+    (first / "fold.json").write_text("{not json")
+    (second / "scores.parquet").write_bytes(b"PAR1 cut short")
+    frame = pd.read_parquet(third / "scores.parquet")
+    frame.drop(columns="group").to_parquet(third / "scores.parquet")
+    validate_lib.validate(other, tmp_path)
+    assert sorted(calls) == sorted(config.data.known_classes)
+    # Other train settings than the folds' networks were trained with: refused in one line
+    # (the networks were reused while fold.json and validation.json named the new settings).
+    slower = config_io.apply_overrides(config, ["train.learning_rate=0.02"])
+    with pytest.raises(UserError, match=r"fold-\d+ holds a network trained with other train"):
+        validate_lib.validate(slower, tmp_path)
+    # An empty eval.components (the fusion's): the search runs over the fusion's components.
+    fused_only = config_io.apply_overrides(config, ["eval.components="])
+    result = json.loads(
+        (validate_lib.validate(fused_only, tmp_path) / "validation.json").read_text()
+    )
+    assert {c.partition(":")[0] for c in config.eval.fusion} <= set(result["aurocs"])

@@ -568,15 +568,27 @@ def padded_batches(
         (batch, n_real): every array of `data` cut to the batch's rows, plus `weight` (rows,)
         float32, 1 for the `n_real` real rows (first) and 0 for padding.
     """
-    n = len(next(iter(data.values())))
-    start = 0
-    for n_real, size in batch_sizes(n, batch_size, min_size, tight):
-        stop = start + n_real
+    # An order may take some of the rows (training on partial light curves: one row an object).
+    n = len(next(iter(data.values()))) if order is None else len(order)
+    if tight and order is None:
+        start = 0
+        for n_real, size in batch_sizes(n, batch_size, min_size, tight=True):
+            yield _padded(data, slice(start, start + n_real), n_real, size), n_real
+            start += n_real
+        return
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
         rows = slice(start, stop) if order is None else order[start:stop]
-        start = stop
-        batch = {name: _pad(values[rows], size) for name, values in data.items()}
-        batch["weight"] = (np.arange(size) < n_real).astype(np.float32)
-        yield batch, n_real
+        n_real = stop - start if order is None else len(rows)
+        yield _padded(data, rows, n_real, padded_size(n_real, batch_size, min_size)), n_real
+
+
+def _padded(
+    data: Mapping[str, np.ndarray], rows: slice | np.ndarray, n_real: int, size: int
+) -> dict[str, np.ndarray]:
+    batch = {name: _pad(values[rows], size) for name, values in data.items()}
+    batch["weight"] = (np.arange(size) < n_real).astype(np.float32)
+    return batch
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

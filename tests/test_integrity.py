@@ -409,7 +409,10 @@ DAMAGE = {
     ),
     "stats.json missing": (lambda r: (r / "stats.json").unlink(), "stats.json is missing"),
     "config.json damaged": (lambda r: _garble(r / "config.json"), "config.json is damaged"),
-    "config.json missing": (lambda r: (r / "config.json").unlink(), "(no config.json)"),
+    "config.json missing": (
+        lambda r: (r / "config.json").unlink(),
+        "config.json is missing, but the run has checkpoints",
+    ),
     "checkpoint data damaged": (_garble_checkpoint, "checkpoints: the checkpoint of epoch"),
     "checkpoint item missing": (
         lambda r: [shutil.rmtree(d) for d in (r / "checkpoints").glob("*/decoder")],

@@ -317,7 +317,8 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             with atomic_path(cache) as tmp:
                 frame.to_parquet(tmp, index=False)
             atomic_write_text(record, json.dumps(made_with, sort_keys=True) + "\n")
-        parts.append(pd.read_parquet(cache))
+            cached = None  # scored again: read what was written
+        parts.append(pd.read_parquet(cache) if cached is None else cached)  # read once
         if staged:
             stage_parts.append(pd.read_parquet(stage_cache))
     scores = pd.concat(parts, ignore_index=True)

@@ -16,9 +16,9 @@ class at every stage; no test data): the same at 10 days after the first detecti
 0.596), so the default was kept. That validation predates a fix of the training on partial
 light curves (docs/early.md) and was not repeated.
 
-Fusion (`eval.fusion`, FUSION): the best found by the same validation at 10 days
-(`fusion_search.StageFolds`, after the training fix): 0.6092, against 0.6091 for the weights
-shipped before it (noise; shipped by the rule "the best found").
+Fusion (`eval.fusion`, FUSION): the best found at 10 days by the leave-one-known-class-out
+validation run again after the training fix (`fusion_search.StageFolds`): 0.6092, against 0.6091
+for the weights shipped before it (noise; shipped by the rule "the best found").
 
 Command: `make prepare train evaluate CONFIG=early`.
 Runtime on 2 CPU cores, from a fresh clone with the venv and the data ready: about 1 min 40 s

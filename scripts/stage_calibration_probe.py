@@ -38,24 +38,24 @@ STAGES = (2.0, 5.0, 10.0, 20.0, 50.0)
 def per_stage_fused(folds: StageFolds, weights: dict[str, float], days: float) -> np.ndarray:
     """The fused score of every row of `folds.scores`, calibrated per fold, group and stage."""
     scores = folds.scores
-    at_stage = scores["stage"].to_numpy(np.float64) == days
-    reference_rows = (
-        at_stage
-        & ~scores["positive"].to_numpy(bool)
-        & (scores["split"].to_numpy() == "val")
-        & ~scores["calibration"].to_numpy(bool)
-    )
+    # The fold's negatives at this stage: the val known objects of the other classes (their rows
+    # at this stage, the detector's calibration rows among them).
+    stage = scores["stage"].to_numpy(np.float64)
+    negative_rows = (stage == days) & ~scores["positive"].to_numpy(bool)
     recalibrated = scores.copy()
-    out = np.zeros(len(scores))
-    for _, rows in scores.groupby(["fold", "group"]).indices.items():
-        reference = rows[reference_rows[rows]]
-        if reference.size < 2:  # too few at this stage: keep the shipped calibration
-            reference = rows[scores["calibration"].to_numpy(bool)[rows]]
+    references = []
+    for members, shipped_reference in folds.groups:
+        reference = members[negative_rows[members]]
+        if reference.size < 2:  # too few at this stage: the shipped calibration's reference
+            reference = shipped_reference
+        references.append((members, reference))
         for name in weights:
             x = scores[name].to_numpy()
-            recalibrated.loc[rows, name] = Reference.fit(x[reference]).tail_score(x[rows])
-        mean = weighted_mean(recalibrated.iloc[rows], weights)
-        out[rows] = Reference.fit(mean[np.searchsorted(rows, reference)]).tail_score(mean)
+            recalibrated.loc[members, name] = Reference.fit(x[reference]).tail_score(x[members])
+    mean = weighted_mean(recalibrated, weights)
+    out = np.zeros(len(scores))
+    for members, reference in references:
+        out[members] = Reference.fit(mean[reference]).tail_score(mean[members])
     return out
 
 

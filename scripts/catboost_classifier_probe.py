@@ -28,27 +28,25 @@ averaging, docs/evaluation.md).
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
-import pandas as pd
 from catboost import CatBoostClassifier
 from validation_probe import (
+    classifier_fold_columns,
     compare_with_classifier,
-    evidence,
     probe_arguments,
     probe_table,
 )
 
-from plasticc_jax.calibration import Reference
-from plasticc_jax.components import Classifier, balanced_rows
+from plasticc_jax.components import balanced_rows
 from plasticc_jax.config import Config
-from plasticc_jax.gridding import FEATURE_NAMES
 
-CANDIDATES = {"catboost_d6": 6, "catboost_d5": 5}
+DEPTHS = {"catboost_d6": 6, "catboost_d5": 5}
 
 
-def catboost_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, depth: int, config: Config):
+def catboost_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config, depth: int):
     """A function: raw feature rows -> 1 - the largest probability of CatBoost's trees."""
     rows = balanced_rows(y)
     model = CatBoostClassifier(
@@ -65,44 +63,16 @@ def catboost_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, depth: int
     return lambda raw: 1.0 - model.predict_proba(raw[:, columns]).max(axis=1)
 
 
-def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.DataFrame:
-    """The shipped classifier score recomputed (`classifier_again`) and the candidates,
-    calibrated, for one fold's scored objects."""
-    raw = np.stack(objects["raw"].to_numpy())
-    target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
-    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
-    fit_all = (split == "train") & (target != held_out)
-    scored = (split == "val") | (target == held_out)
-    out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
-    names = ["classifier_again", *CANDIDATES]
-    columns = {name: np.zeros(len(objects)) for name in names}
-    for g in (True, False):
-        fit = fit_all & (galactic == g)
-        if not fit.any():  # `sn`: no galactic known class
-            continue
-        x, y = raw[fit], target[fit]
-        shipped = Classifier(config.eval).fit(evidence(x), y)
-        scorers = {"classifier_again": lambda r, m=shipped: m.score(evidence(r))}
-        for name, depth in CANDIDATES.items():
-            if np.unique(y).size < 2:  # one class: every object is "that class"
-                scorers[name] = lambda r: np.zeros(len(r))
-            else:
-                scorers[name] = catboost_score(x, y, shipped.columns, depth, config)
-        val = (split == "val") & (target != held_out) & (galactic == g)
-        rows = scored & (galactic == g)
-        for name, score in scorers.items():
-            columns[name][rows] = Reference.fit(score(raw[val])).tail_score(score(raw[rows]))
-    for name, column in columns.items():
-        out[name] = column[scored]
-    return out
+CANDIDATES = {name: functools.partial(catboost_score, depth=d) for name, d in DEPTHS.items()}
 
 
 def main() -> None:
     args = probe_arguments(__doc__, "runs/catboost-classifier/scores.parquet")
     start = time.perf_counter()
+    fold_columns = functools.partial(classifier_fold_columns, candidates=CANDIDATES)
     config, table = probe_table(args, fold_columns)
     print(f"\nCatBoost classifiers ({time.perf_counter() - start:.0f} s)")
-    for name, depth in CANDIDATES.items():
+    for name, depth in DEPTHS.items():
         print(f"\n### CatBoost, depth {depth}\n")
         compare_with_classifier(table, config, name, f"CatBoost depth {depth}")
 

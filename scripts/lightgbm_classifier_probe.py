@@ -31,27 +31,25 @@ scoring from 24,671 to 10,142 objects/s, half the 20,000/s target.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import lightgbm
 import numpy as np
-import pandas as pd
 from validation_probe import (
+    classifier_fold_columns,
     compare_with_classifier,
-    evidence,
     probe_arguments,
     probe_table,
 )
 
-from plasticc_jax.calibration import Reference
-from plasticc_jax.components import Classifier, balanced_rows
+from plasticc_jax.components import balanced_rows
 from plasticc_jax.config import Config
-from plasticc_jax.gridding import FEATURE_NAMES
 
-CANDIDATES = {"lgbm_50": 50, "lgbm_200": 200, "lgbm_400": 400}
+ITERATIONS = {"lgbm_50": 50, "lgbm_200": 200, "lgbm_400": 400}
 
 
-def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, iterations: int, config: Config):
+def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config, iterations: int):
     """A function: raw feature rows -> 1 - the largest probability of LightGBM's trees."""
     rows = balanced_rows(y)
     model = lightgbm.LGBMClassifier(
@@ -66,41 +64,16 @@ def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, iterations: in
     return lambda raw: 1.0 - model.predict_proba(raw[:, columns]).max(axis=1)
 
 
-def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.DataFrame:
-    """The shipped classifier score recomputed (`classifier_again`) and the candidates,
-    calibrated, for one fold's scored objects."""
-    raw = np.stack(objects["raw"].to_numpy())
-    target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
-    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
-    fit_all = (split == "train") & (target != held_out)
-    scored = (split == "val") | (target == held_out)
-    out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
-    names = ["classifier_again", *CANDIDATES]
-    columns = {name: np.zeros(len(objects)) for name in names}
-    for g in (True, False):
-        fit = fit_all & (galactic == g)
-        if not fit.any():  # `sn`: no galactic known class
-            continue
-        x, y = raw[fit], target[fit]
-        shipped = Classifier(config.eval).fit(evidence(x), y)
-        scorers = {"classifier_again": lambda r, m=shipped: m.score(evidence(r))}
-        for name, iterations in CANDIDATES.items():
-            scorers[name] = lgbm_score(x, y, shipped.columns, iterations, config)
-        val = (split == "val") & (target != held_out) & (galactic == g)
-        rows = scored & (galactic == g)
-        for name, score in scorers.items():
-            columns[name][rows] = Reference.fit(score(raw[val])).tail_score(score(raw[rows]))
-    for name, column in columns.items():
-        out[name] = column[scored]
-    return out
+CANDIDATES = {name: functools.partial(lgbm_score, iterations=n) for name, n in ITERATIONS.items()}
 
 
 def main() -> None:
     args = probe_arguments(__doc__, "runs/lightgbm-classifier/scores.parquet")
     start = time.perf_counter()
+    fold_columns = functools.partial(classifier_fold_columns, candidates=CANDIDATES)
     config, table = probe_table(args, fold_columns)
     print(f"\nLightGBM classifiers ({time.perf_counter() - start:.0f} s)")
-    for name, iterations in CANDIDATES.items():
+    for name, iterations in ITERATIONS.items():
         print(f"\n### LightGBM, {iterations} iterations\n")
         compare_with_classifier(table, config, name, f"LightGBM {iterations}")
 

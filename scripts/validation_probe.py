@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config_io
-from plasticc_jax.components import Evidence
+from plasticc_jax.calibration import Reference
+from plasticc_jax.components import Classifier, Evidence
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import parse_fusion
@@ -68,6 +69,48 @@ def evidence(raw: np.ndarray) -> Evidence:
     n = len(raw)
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic)
+
+
+# A candidate in the classifier's place: (fitting rows' raw features, their classes, the shipped
+# classifier's feature columns, config) -> a scorer of raw feature rows.
+Candidate = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, Config], Callable[[np.ndarray], np.ndarray]
+]
+
+
+def classifier_fold_columns(
+    objects: pd.DataFrame, held_out: int, config: Config, candidates: dict[str, Candidate]
+) -> pd.DataFrame:
+    """The shipped classifier score recomputed (`classifier_again`) and each candidate's, for
+    one fold's scored objects: fitted per kind on the train split's other known classes and
+    calibrated on the val split's other known objects of the same kind, as `validate` fits and
+    calibrates the `classifier` component."""
+    raw = np.stack(objects["raw"].to_numpy())
+    target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
+    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
+    fit_all = (split == "train") & (target != held_out)
+    scored = (split == "val") | (target == held_out)
+    out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
+    columns = {name: np.zeros(len(objects)) for name in ["classifier_again", *candidates]}
+    for g in (True, False):
+        fit = fit_all & (galactic == g)
+        if not fit.any():  # `sn`: no galactic known class
+            continue
+        x, y = raw[fit], target[fit]
+        shipped = Classifier(config.eval).fit(evidence(x), y)
+        scorers = {"classifier_again": lambda r, m=shipped: m.score(evidence(r))}
+        for name, make in candidates.items():
+            if np.unique(y).size < 2:  # one class: every object is "that class"
+                scorers[name] = lambda r: np.zeros(len(r))
+            else:
+                scorers[name] = make(x, y, shipped.columns, config)
+        val = (split == "val") & (target != held_out) & (galactic == g)
+        rows = scored & (galactic == g)
+        for name, score in scorers.items():
+            columns[name][rows] = Reference.fit(score(raw[val])).tail_score(score(raw[rows]))
+    for name, column in columns.items():
+        out[name] = column[scored]
+    return out
 
 
 def table_rows(folds: Folds, rows: dict[str, np.ndarray]) -> None:

@@ -5,6 +5,7 @@ test_review_browser.py."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -420,6 +421,7 @@ def test_ranking_filters(server: ReviewServer) -> None:
         b'{"object_id": OBJECT, "label": null}',
         b"\xff\xfe",
         b"{" + b" " * 5000 + b"}",
+        b"[" * 2000 + b"]" * 2000,  # nested past Python's recursion limit
     ],
 )
 def test_a_malformed_answer_is_400_and_changes_nothing(server: ReviewServer, body: bytes) -> None:
@@ -637,6 +639,81 @@ def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_
     assert pool.class_guess == ["SN Ia" if c == 90 else "EB" for c in top["nearest_class"]]
     assert pool.galactic == top["is_galactic"].tolist()
     assert (pool.class_prob == 0.75).all()
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        (
+            "object_id",
+            lambda n: [f"obj{i}" for i in range(n)],
+            "'object_id' must hold whole numbers: 'obj0'",
+        ),
+        (
+            "object_id",
+            lambda n: [np.nan] * 3 + list(range(n - 3)),
+            "whole numbers: nan in row 1 and 2 more",
+        ),
+        ("object_id", lambda n: [i + 0.5 for i in range(n)], "whole numbers: 0.5"),
+        ("anomaly_score", lambda n: ["0.08x"] * n, "'anomaly_score' must hold numbers: '0.08x'"),
+        ("anomaly_score", lambda n: [np.nan] * n, "a number for every object (none missing)"),
+        ("mu_0", lambda n: ["abc"] * n, "'mu_0' must hold numbers: 'abc'"),
+        ("is_galactic", lambda n: ["maybe"] * n, "'is_galactic' must hold true or false"),
+    ],
+)
+def test_a_score_table_of_wrong_types_is_one_line(
+    tiny_run, tmp_path: Path, column: str, values: Any, message: str
+) -> None:
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    table[column] = values(len(table))
+    path = tmp_path / "scores.csv"
+    table.to_csv(path, index=False)
+    with pytest.raises(UserError, match=re.escape(f"the score table {path}: column")) as error:
+        Pool(tiny_run.run_dir, scores=path, curves=False)
+    assert message in str(error.value)
+
+
+def test_a_score_table_may_be_a_folder_of_parts_with_flags_as_text(tiny_run, tmp_path) -> None:
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    table["is_galactic"] = ["true", "0"] * (len(table) // 2) + ["1"] * (len(table) % 2)
+    folder = tmp_path / "scores.parquet"  # as `score --dask` writes it
+    folder.mkdir()
+    half = len(table) // 2
+    table.iloc[:half].to_parquet(folder / "part-0.parquet", index=False)
+    table.iloc[half:].to_parquet(folder / "part-1.parquet", index=False)
+    pool = Pool(tiny_run.run_dir, scores=folder, curves=False)
+    assert len(pool) == len(table)
+    expected = dict(zip(table["object_id"], table["is_galactic"].isin(["true", "1"]), strict=True))
+    assert pool.galactic == [expected[i] for i in pool.ids]
+    with pytest.raises(UserError, match=r"no score table at .*missing\.csv$"):
+        Pool(tiny_run.run_dir, scores=tmp_path / "missing.csv", curves=False)
+
+
+def test_a_second_review_of_the_same_labels_is_refused(tiny_run, tmp_path: Path) -> None:
+    from plasticc_jax.review.server import open_review
+
+    labels_path = tmp_path / "labels.jsonl"
+    holder = subprocess.Popen(  # another `review` of the same labels, in its own process
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from plasticc_jax.io_utils import folder_lock\n"
+            f"with folder_lock({str(labels_path)!r}, 'review'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="in use by review"):
+            open_review(tiny_run.run_dir, labels=labels_path, workdir=tiny_run.workdir)
+    finally:
+        holder.kill()
+        holder.wait()
+    server = open_review(tiny_run.run_dir, labels=labels_path, workdir=tiny_run.workdir)
+    server.server_close()  # the lock goes with the server
+    open_review(tiny_run.run_dir, labels=labels_path, workdir=tiny_run.workdir).server_close()
 
 
 def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from plasticc_jax import plasticc, provenance, runs
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_stats
@@ -182,11 +183,16 @@ class Pool:
         self.run_dir = Path(run_dir)
         config = runs.read_config(self.run_dir)
         provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
-        run_table = read_table(self.run_dir / "scores.parquet")
-        table = run_table if scores is None else read_table(Path(scores))
-        for column in ("object_id", "anomaly_score"):
-            if column not in table.columns:
-                raise UserError(f"the score table has no {column!r} column (not a score table)")
+        models = self.run_dir / "models"
+        run_path = self.run_dir / "scores.parquet"
+        run_table = checked_table(
+            read_table(run_path, ": run `plasticc-jax evaluate` first"), run_path, models
+        )
+        table = (
+            run_table
+            if scores is None
+            else checked_table(read_table(Path(scores)), Path(scores), models)
+        )
         table = table.iloc[pool_rows(table)]
         if top is not None:
             if top < 1:
@@ -199,7 +205,6 @@ class Pool:
             raise UserError("the score table lists an object twice: review one table at a time")
         self.ids = self.table["object_id"].to_numpy(np.int64)
         self.row = {int(o): i for i, o in enumerate(self.ids)}
-        models = self.run_dir / "models"
         self.feature_names = active.feature_columns(self.table, models)
         self.features = active.feature_matrix(self.table, self.feature_names)
         self.score_names = active.score_columns(list(self.table.columns), models)
@@ -328,18 +333,83 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A score table: `.parquet`, `.csv` or `.csv.gz`.
+def checked_table(table: pd.DataFrame, source: Path, models_dir: Path) -> pd.DataFrame:
+    """The score table with the types the review relies on checked and made plain: whole numbers
+    for `object_id`; numbers for `anomaly_score` and the latent means (none missing) and for the
+    detector's other score columns (missing allowed); a flag for `is_galactic`.
+
+    Raises:
+        UserError: a missing column, or a value of another type; the message names the table,
+            the column and the first offending value.
+    """
+    for column in ("object_id", "anomaly_score"):
+        if column not in table.columns:
+            raise UserError(
+                f"the score table {source} has no {column!r} column (not a score table)"
+            )
+
+    def refuse(column: str, bad: np.ndarray, what: str) -> None:
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            value = table[column].iat[rows[0]]
+            value = (
+                value.item() if isinstance(value, np.generic) else value
+            )  # nan, not np.float64(nan)
+            more = f" and {rows.size - 1} more" if rows.size > 1 else ""
+            raise UserError(
+                f"the score table {source}: column {column!r} must hold {what}: "
+                f"{value!r} in row {rows[0] + 1}{more}"
+            )
+
+    out = table.copy()
+    ids = pd.to_numeric(table["object_id"], errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(ids) & (ids == np.floor(ids)) & (np.abs(ids) < 2.0**63)
+    refuse("object_id", ~whole, "whole numbers")
+    out["object_id"] = pd.to_numeric(table["object_id"]).astype(np.int64)
+    latents = active.latent_columns(list(table.columns))
+    scores = active.score_columns(list(table.columns), models_dir)
+    for column in dict.fromkeys([*latents, *scores]):
+        values = pd.to_numeric(table[column], errors="coerce")
+        not_number = values.isna().to_numpy() & table[column].notna().to_numpy()
+        refuse(column, not_number, "numbers")
+        if column == "anomaly_score" or column in latents:
+            refuse(column, values.isna().to_numpy(), "a number for every object (none missing)")
+        out[column] = values.astype(np.float64)
+    if "is_galactic" in table.columns and not pd.api.types.is_bool_dtype(table["is_galactic"]):
+        flags = table["is_galactic"].map(_flag)
+        refuse("is_galactic", flags.isna().to_numpy(), "true or false (or 1 or 0)")
+        out["is_galactic"] = flags.astype(bool)
+    return out
+
+
+def _flag(value: Any) -> bool | None:
+    """A true/false value as a table may write it (bool, 1/0, "true"/"false"); None otherwise."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    return None
+
+
+def read_table(path: Path, missing: str = "") -> pd.DataFrame:
+    """A score table: `.parquet`, `.csv`, `.csv.gz`, or a folder of Parquet parts (what
+    `score --dask` writes).
+
+    Args:
+        missing: what the error says to do when there is no table at `path`.
 
     Raises:
         UserError: it does not exist or cannot be read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no score table at {path}: run `plasticc-jax evaluate` (or `score`) first")
+    if not (path.is_file() or path.is_dir()):
+        raise UserError(f"no score table at {path}{missing}")
     try:
-        if path.name.lower().endswith(".parquet"):
+        if path.is_dir() or path.name.lower().endswith(".parquet"):
             return pd.read_parquet(path)
         return pd.read_csv(path)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, pa.ArrowException) as error:
         raise UserError(f"cannot read the score table {path}: {error}") from None

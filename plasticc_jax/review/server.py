@@ -24,6 +24,7 @@ POST `/api/label`      `{"object_id": N, "label": "anomaly" | "not_interesting" 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -41,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.review.labels import LABELS_FILE, LabelStore, answers_csv
 from plasticc_jax.review.pool import Pool
 from plasticc_jax.review.session import BadRequest, Filters, ReviewSession
@@ -95,7 +97,12 @@ class ReviewServer(ThreadingHTTPServer):
         self.session = session
         self.token = token or secrets.token_urlsafe(32)
         self.assets = read_assets(self.token)
+        self.held = contextlib.ExitStack()  # what the session holds while it serves (a lock)
         super().__init__(address, ReviewHandler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.held.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up or stalled is one log line, not a traceback."""
@@ -220,7 +227,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes")
         try:
             body = json.loads(self.rfile.read(int(length)))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested past Python's limit
             raise BadRequest("the body is not JSON") from None
         if not isinstance(body, dict) or set(body) != {"object_id", "label"}:
             raise BadRequest('send {"object_id": <integer>, "label": <label>}')
@@ -327,9 +334,22 @@ def open_review(
     """
     run_dir = Path(run_dir)
     pool = Pool(run_dir, scores, workdir=workdir, top=top)
-    store = LabelStore(labels or run_dir / LABELS_FILE)
-    session = ReviewSession(pool, store)
+    labels = Path(labels) if labels else run_dir / LABELS_FILE
+    held = contextlib.ExitStack()
+    # One session a labels file, however many tabs: a second `review` of the same labels would
+    # answer beside the first unseen (each session knows only its own answers).
     try:
-        return ReviewServer((host, port), session, token)
+        held.enter_context(folder_lock(labels, "review"))
     except OSError as error:
+        raise UserError(f"cannot use the labels file {labels}: {error.strerror or error}") from None
+    try:
+        session = ReviewSession(pool, LabelStore(labels))
+        server = ReviewServer((host, port), session, token)
+    except OSError as error:
+        held.close()
         raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    except BaseException:
+        held.close()
+        raise
+    server.held.enter_context(held)
+    return server

@@ -344,6 +344,12 @@ def review(args: argparse.Namespace) -> int:
     """`plasticc-jax review`: serve the page until Ctrl-C, or run the simulated expert."""
     if args.validation and not args.simulate:
         raise UserError("--validation goes with --simulate")
+    ignored = [f"--{n}" for n in ("scores", "top", "labels") if getattr(args, n) is not None]
+    if args.simulate and ignored:
+        raise UserError(
+            f"{', '.join(ignored)}: not with --simulate, which reviews the run's own test split "
+            "with its true labels and keeps no answers"
+        )
     if args.draws is not None and args.draws < 1:
         raise UserError(f"--draws {args.draws}: at least one draw")
     if args.validation:

@@ -728,6 +728,8 @@ def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--draws", "0"]) == 2
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--validation"]) == 2
     assert "--validation goes with --simulate" in capsys.readouterr().err
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--top", "5"]) == 2
+    assert "--top: not with --simulate" in capsys.readouterr().err
 
 
 def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) -> None:

@@ -86,8 +86,17 @@ def _rows_from_tables(path: Path, tables: list[pa.Table], first_row: int) -> Row
         missing = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
         line = first_row + int(missing[0]) + 2
         raise UserError(f"{path}: line {line} has no object_id; fix or remove that line")
-    # Nulls: a missing passband is out of range (-1), a missing detection flag is "not detected",
-    # missing floats are NaN (and rejected per object).
+    detected = table.column("detected")
+    if detected.null_count:  # read as "not detected" it would change the score unseen
+        missing = np.flatnonzero(detected.is_null().to_numpy(zero_copy_only=False))
+        line = first_row + int(missing[0]) + 2
+        more = f" and {missing.size - 1} more" if missing.size > 1 else ""
+        raise UserError(
+            f"{path}: line {line}{more} has no detection flag (`detected`); fix or remove "
+            "those lines"
+        )
+    # Nulls: a missing passband is out of range (-1), missing floats are NaN (and rejected per
+    # object).
     passband = table.column("passband").fill_null(-1)
     return Rows(
         ids.to_numpy(),
@@ -95,7 +104,7 @@ def _rows_from_tables(path: Path, tables: list[pa.Table], first_row: int) -> Row
         passband.to_numpy(),
         table.column("flux").to_numpy(zero_copy_only=False),
         table.column("flux_err").to_numpy(zero_copy_only=False),
-        table.column("detected").fill_null(False).to_numpy(zero_copy_only=False),
+        detected.to_numpy(zero_copy_only=False),
         first_row,
     )
 

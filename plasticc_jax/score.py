@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from plasticc_jax import readers, runs, scoring
+from plasticc_jax import plasticc, readers, runs, scoring
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
@@ -82,18 +82,30 @@ def refuse_output(
     refuse_overwrite(outputs, kept, run_folders, what="--output")
 
 
-# A Julian date given as an MJD would be thousands of years ahead: refused, not scored.
-LARGEST_MJD = 1_000_000.0
+# The dates `--as-of` takes: the survey's span with the margin observations may lie in. Before
+# it nothing is observed yet, after it everything is: either is a mistake (a JD, a typo).
+AS_OF_SPAN = (
+    plasticc.MJD_MIN - plasticc.MJD_MARGIN_DAYS,
+    plasticc.MJD_MAX + plasticc.MJD_MARGIN_DAYS,
+)
+JD_OFFSET = 2_400_000.5  # JD = MJD + 2400000.5
 
 
 def check_as_of(as_of: object) -> None:
-    """Raise a UserError unless `as_of` is a finite MJD (a Julian date is named as one)."""
+    """Raise a UserError unless `as_of` is a finite MJD within the survey's span (a Julian date
+    is named as one)."""
     if isinstance(as_of, bool) or not isinstance(as_of, int | float) or not math.isfinite(as_of):
         raise UserError(f"--as-of {as_of!r}: give a finite MJD (a number of days)")
-    if as_of > LARGEST_MJD:
+    low, high = AS_OF_SPAN
+    if low <= as_of - JD_OFFSET <= high:
         raise UserError(
             f"--as-of {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
-            f"({as_of - 2_400_000.5:g})"
+            f"({as_of - JD_OFFSET:g})"
+        )
+    if not low <= as_of <= high:
+        raise UserError(
+            f"--as-of {as_of:g} is outside the survey (MJD {low:g}-{high:g}): before it nothing "
+            "is observed yet, after it everything is (score without --as-of)"
         )
 
 

@@ -360,20 +360,19 @@ def _bad_value(values: pd.Series, bad: np.ndarray, column: str, what: str, wante
 
 def _flags(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
     """A detection flag column as bool, as the CSV reader takes it: true/false or 1/0 (text,
-    numbers or booleans); a missing value is "not detected". Anything else is a UserError
-    (text such as "0" would otherwise be truthy)."""
+    numbers or booleans). Anything else, a missing value included, is a UserError (text such as
+    "0" would otherwise be truthy, and a missing flag read as "not detected" changes the score)."""
     values = frame[column]
-    missing = values.isna().to_numpy()
-    if pd.api.types.is_bool_dtype(values):
-        return values.fillna(False).to_numpy(bool)
+    if pd.api.types.is_bool_dtype(values) and not values.isna().any():
+        return values.to_numpy(bool)
     if pd.api.types.is_numeric_dtype(values):
         number = values.to_numpy(np.float64, na_value=np.nan)
         flag, off = number == 1, number == 0
     else:
         text = values.astype("string").str.strip().str.lower()
         flag = text.isin(["1", "true"]).fillna(False).to_numpy(bool)
-        off = text.isin(["0", "false", ""]).fillna(False).to_numpy(bool)
-    bad = ~(flag | off | missing)
+        off = text.isin(["0", "false"]).fillna(False).to_numpy(bool)
+    bad = ~(flag | off)
     if bad.any():
         _bad_value(values, bad, column, what, "a detection flag (true/false or 1/0)")
     return flag

@@ -175,6 +175,19 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
         run_prepare(tmp_path, good[0], huge)
 
 
+def test_an_empty_detection_flag_names_the_line(good, tmp_path):
+    """Read as "not detected" it changed an object's score unseen (found by an audit)."""
+    lcs = good[0].astype({"detected": object})
+    lcs.loc[[20, 30], "detected"] = None
+    with pytest.raises(UserError, match=r"training_set.csv: line 22 and 1 more has no detection"):
+        run_prepare(tmp_path, lcs, good[1])
+    from plasticc_jax.streaming import grid_lightcurves  # the in-memory API: the same rule
+
+    config = config_io.load_preset("tiny")
+    with pytest.raises(UserError, match=r"'detected', row 20 .*not a detection flag"):
+        grid_lightcurves(lcs, good[1], config.data)
+
+
 def test_a_column_named_twice_is_refused(good, tmp_path):
     lcs, meta = good
     twice = pd.concat([lcs, lcs[["flux"]] * 0 + 1e6], axis=1)  # which flux is meant?

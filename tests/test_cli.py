@@ -235,6 +235,8 @@ def test_score_path_and_number_mistakes_give_one_line(
         ([*score, str(meta), "--output", str(a_file / "x.parquet")], "a-file is a file"),
         ([*score, str(tmp_path), "--output", str(tmp_path / "x.csv")], "is a folder"),
         ([*score, str(meta), "--output", "x.csv", "--as-of", "2460000.5"], "Julian date"),
+        ([*score, str(meta), "--output", "x.csv", "--as-of", "-5"], "outside the survey"),
+        ([*score, str(meta), "--output", "x.csv", "--as-of", "1e20"], "outside the survey"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

@@ -257,8 +257,8 @@ def worker_metadata(
             "again once the files are complete"
         )
     metadata = readers.read_metadata_files([Path(path) for path, _, _ in stamp])
-    if data is None:
-        return streaming.MetaIndex(metadata), None, None
+    if data is None:  # scoring: labels are optional
+        return streaming.MetaIndex(readers.labels_optional(metadata)), None, None
     ids = metadata["object_id"].to_numpy()
     codes, _ = split_objects(ids, metadata["target"].to_numpy(), data)
     order = np.argsort(ids, kind="stable")

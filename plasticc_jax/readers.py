@@ -18,6 +18,7 @@ objects (`plasticc_jax.lightcurve_rows`), and `read_lightcurves` reads a small f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from plasticc_jax import plasticc
 from plasticc_jax.csv_files import arrow_error, header, input_stream, map_columns
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.lightcurve_rows import LIGHTCURVE_TYPES, Rows, read_rows
+
+log = logging.getLogger(__name__)
 
 # Columns where the unblinded release writes -9 for "missing" (never a valid value there).
 MINUS9_MEANS_MISSING: tuple[str, ...] = (
@@ -44,6 +47,7 @@ _META_TYPES: dict[str, pa.DataType] = {
     **{c: pa.float64() for c in plasticc.METADATA_COLUMNS[1:]},
     "target": pa.float64(),
 }
+TARGET_PROBLEM = "metadata target not a class number"
 # Per-object metadata problems (code 0: none), found by `metadata_problems`; the object is
 # rejected with the reason. NaN means missing and is not a problem.
 METADATA_PROBLEMS: tuple[str, ...] = (
@@ -52,7 +56,7 @@ METADATA_PROBLEMS: tuple[str, ...] = (
         f"metadata {name} not finite or outside [{low:g}, {high:g}]"
         for name, (low, high) in plasticc.METADATA_RANGES.items()
     ),
-    "metadata target not a class number",
+    TARGET_PROBLEM,
 )
 
 
@@ -169,6 +173,26 @@ def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
         if name in metadata:
             _flag_problems(name, metadata[name].to_numpy(np.float64), problem)
     return problem
+
+
+def labels_optional(metadata: pd.DataFrame) -> pd.DataFrame:
+    """The metadata for scoring, which needs no label: an object whose label is not a class
+    number (`target` or `true_target` 90.5, 1e300) is scored without one (its target is -1
+    already) instead of rejected, with a warning. `prepare` keeps rejecting it: it trains on
+    labels."""
+    bad = metadata["problem"].to_numpy() == METADATA_PROBLEMS.index(TARGET_PROBLEM)
+    if not bad.any():
+        return metadata
+    first = int(metadata["object_id"].to_numpy()[bad][0])
+    log.warning(
+        "%d objects have a label that is not a class number (object %d first): scored without "
+        "a label",
+        int(bad.sum()),
+        first,
+    )
+    metadata = metadata.copy()
+    metadata.loc[bad, "problem"] = 0
+    return metadata
 
 
 def read_metadata_files(paths: Sequence[Path]) -> pd.DataFrame:

@@ -365,7 +365,7 @@ def replay(
     detector = scorer.detector
     data = ReplayInput(
         lightcurve_rows.read_files(paths),
-        readers.read_metadata_files(metadata_paths),
+        readers.labels_optional(readers.read_metadata_files(metadata_paths)),
         close_after,
         objects,
     )

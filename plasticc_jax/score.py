@@ -163,7 +163,7 @@ def score(
     make_output_folder(output.parent)
     if dask is not None:
         check_dataset_folder(output)
-    metadata = readers.read_metadata_files(metadata_paths)
+    metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
     log_backend()
     if dask is not None:
         from plasticc_jax import distributed_score

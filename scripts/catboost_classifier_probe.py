@@ -29,16 +29,10 @@ averaging, docs/evaluation.md).
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 from catboost import CatBoostClassifier
-from validation_probe import (
-    classifier_fold_columns,
-    compare_with_classifier,
-    probe_arguments,
-    probe_table,
-)
+from validation_probe import classifier_probe
 
 from plasticc_jax.components import balanced_rows
 from plasticc_jax.config import Config
@@ -63,18 +57,16 @@ def catboost_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Co
     return lambda raw: 1.0 - model.predict_proba(raw[:, columns]).max(axis=1)
 
 
-CANDIDATES = {name: functools.partial(catboost_score, depth=d) for name, d in DEPTHS.items()}
+CANDIDATES = {
+    name: (f"CatBoost depth {v}", functools.partial(catboost_score, depth=v))
+    for name, v in DEPTHS.items()
+}
 
 
 def main() -> None:
-    args = probe_arguments(__doc__, "runs/catboost-classifier/scores.parquet")
-    start = time.perf_counter()
-    fold_columns = functools.partial(classifier_fold_columns, candidates=CANDIDATES)
-    config, table = probe_table(args, fold_columns)
-    print(f"\nCatBoost classifiers ({time.perf_counter() - start:.0f} s)")
-    for name, depth in DEPTHS.items():
-        print(f"\n### CatBoost, depth {depth}\n")
-        compare_with_classifier(table, config, name, f"CatBoost depth {depth}")
+    classifier_probe(
+        __doc__, "runs/catboost-classifier/scores.parquet", "CatBoost classifiers", CANDIDATES
+    )
 
 
 if __name__ == "__main__":

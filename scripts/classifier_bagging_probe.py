@@ -29,16 +29,10 @@ exactly; alone 0.740 and 0.744; in the classifier's place -0.0010 ± 0.0020 and 
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from validation_probe import (
-    classifier_fold_columns,
-    compare_with_classifier,
-    probe_arguments,
-    probe_table,
-)
+from validation_probe import classifier_probe
 
 from plasticc_jax.components import balanced_rows
 from plasticc_jax.config import Config
@@ -71,19 +65,14 @@ def half_features_score(
 
 
 CANDIDATES = {
-    name: functools.partial(half_features_score, seeds=seeds) for name, seeds in SEEDS.items()
+    name: (name, functools.partial(half_features_score, seeds=v)) for name, v in SEEDS.items()
 }
 
 
 def main() -> None:
-    args = probe_arguments(__doc__, "runs/classifier-bagging/scores.parquet")
-    start = time.perf_counter()
-    fold_columns = functools.partial(classifier_fold_columns, candidates=CANDIDATES)
-    config, table = probe_table(args, fold_columns)
-    print(f"\nbagged classifiers ({time.perf_counter() - start:.0f} s)")
-    for name in SEEDS:
-        print(f"\n### {name}\n")
-        compare_with_classifier(table, config, name, name)
+    classifier_probe(
+        __doc__, "runs/classifier-bagging/scores.parquet", "bagged classifiers", CANDIDATES
+    )
 
 
 if __name__ == "__main__":

@@ -32,16 +32,10 @@ scoring from 24,671 to 10,142 objects/s, half the 20,000/s target.
 from __future__ import annotations
 
 import functools
-import time
 
 import lightgbm
 import numpy as np
-from validation_probe import (
-    classifier_fold_columns,
-    compare_with_classifier,
-    probe_arguments,
-    probe_table,
-)
+from validation_probe import classifier_probe
 
 from plasticc_jax.components import balanced_rows
 from plasticc_jax.config import Config
@@ -64,18 +58,16 @@ def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config
     return lambda raw: 1.0 - model.predict_proba(raw[:, columns]).max(axis=1)
 
 
-CANDIDATES = {name: functools.partial(lgbm_score, iterations=n) for name, n in ITERATIONS.items()}
+CANDIDATES = {
+    name: (f"LightGBM {v}", functools.partial(lgbm_score, iterations=v))
+    for name, v in ITERATIONS.items()
+}
 
 
 def main() -> None:
-    args = probe_arguments(__doc__, "runs/lightgbm-classifier/scores.parquet")
-    start = time.perf_counter()
-    fold_columns = functools.partial(classifier_fold_columns, candidates=CANDIDATES)
-    config, table = probe_table(args, fold_columns)
-    print(f"\nLightGBM classifiers ({time.perf_counter() - start:.0f} s)")
-    for name, iterations in ITERATIONS.items():
-        print(f"\n### LightGBM, {iterations} iterations\n")
-        compare_with_classifier(table, config, name, f"LightGBM {iterations}")
+    classifier_probe(
+        __doc__, "runs/lightgbm-classifier/scores.parquet", "LightGBM classifiers", CANDIDATES
+    )
 
 
 if __name__ == "__main__":

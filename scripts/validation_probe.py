@@ -7,7 +7,9 @@ paired per-fold differences)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,3 +181,17 @@ def compare_with_classifier(table: pd.DataFrame, config: Config, column: str, la
     print("\npaired per-fold differences against the shipped fusion:")
     for name in list(rows)[3:]:
         print(f"- {name}: {paired(folds, rows[name], base)}")
+
+
+def classifier_probe(doc: str, out: str, title: str, candidates: dict[str, tuple[str, Candidate]]):
+    """The command of a probe of classifier candidates (name -> (label, candidate)): each fitted
+    in every fold (`classifier_fold_columns`), then reported against the shipped fusion."""
+    args = probe_arguments(doc, out)
+    start = time.perf_counter()
+    makers = {name: make for name, (_, make) in candidates.items()}
+    fold_columns = functools.partial(classifier_fold_columns, candidates=makers)
+    config, table = probe_table(args, fold_columns)
+    print(f"\n{title} ({time.perf_counter() - start:.0f} s)")
+    for name, (label, _) in candidates.items():
+        print(f"\n### {label}\n")
+        compare_with_classifier(table, config, name, label)

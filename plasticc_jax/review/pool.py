@@ -352,9 +352,8 @@ def checked_table(table: pd.DataFrame, source: Path, models_dir: Path) -> pd.Dat
         if bad.any():
             rows = np.flatnonzero(bad)
             value = table[column].iat[rows[0]]
-            value = (
-                value.item() if isinstance(value, np.generic) else value
-            )  # nan, not np.float64(nan)
+            if isinstance(value, np.generic):  # shown as nan, not np.float64(nan)
+                value = value.item()
             more = f" and {rows.size - 1} more" if rows.size > 1 else ""
             raise UserError(
                 f"the score table {source}: column {column!r} must hold {what}: "

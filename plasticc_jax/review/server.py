@@ -335,21 +335,19 @@ def open_review(
     run_dir = Path(run_dir)
     pool = Pool(run_dir, scores, workdir=workdir, top=top)
     labels = Path(labels) if labels else run_dir / LABELS_FILE
-    held = contextlib.ExitStack()
-    # One session a labels file, however many tabs: a second `review` of the same labels would
-    # answer beside the first unseen (each session knows only its own answers).
-    try:
-        held.enter_context(folder_lock(labels, "review"))
-    except OSError as error:
-        raise UserError(f"cannot use the labels file {labels}: {error.strerror or error}") from None
-    try:
+    with contextlib.ExitStack() as held:  # released here unless the server takes it
+        # One session a labels file, however many tabs: a second `review` of the same labels
+        # would answer beside the first unseen (each session knows only its own answers).
+        try:
+            held.enter_context(folder_lock(labels, "review"))
+        except OSError as error:
+            raise UserError(
+                f"cannot use the labels file {labels}: {error.strerror or error}"
+            ) from None
         session = ReviewSession(pool, LabelStore(labels))
-        server = ReviewServer((host, port), session, token)
-    except OSError as error:
-        held.close()
-        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    except BaseException:
-        held.close()
-        raise
-    server.held.enter_context(held)
+        try:
+            server = ReviewServer((host, port), session, token)
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        server.held.enter_context(held.pop_all())
     return server

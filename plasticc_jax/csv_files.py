@@ -175,6 +175,14 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                         f"column {canonical!r}, line {line}: {value!r} is too large for a "
                         f"{kind} (at most {np.iinfo(kind.to_pandas_dtype()).max})"
                     )
+                if pa.types.is_boolean(kind):
+                    what = (
+                        "is written as a decimal number where a flag is expected"
+                        if re.fullmatch(r"\s*[01]\.0*\s*", value)
+                        else "is not a flag"
+                    )
+                    flag = "(true/false or 1/0)"
+                    return f"column {canonical!r}, line {line}: {value!r} {what} {flag}"
                 return f"column {canonical!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows
     return "a value could not be converted"

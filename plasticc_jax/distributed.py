@@ -41,6 +41,8 @@ import json
 import logging
 import pickle
 import re
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -95,17 +97,18 @@ def connect(address: str) -> Iterator[Client]:
         n_workers = int(local[1])
         log.info("starting a local Dask cluster: %d worker processes, 1 thread each", n_workers)
         try:
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                # Any free port on this machine only (None still took 8787, with a warning
-                # when another cluster held it).
-                dashboard_address="127.0.0.1:0",
-                # This process reports what goes wrong in one line: not the workers' own logs
-                # of the same error (a task's traceback, a closed connection when it stops).
-                silence_logs=logging.CRITICAL,
-            )
+            with _workers_leave_ctrl_c_to_us():
+                cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    # Any free port on this machine only (None still took 8787, with a warning
+                    # when another cluster held it).
+                    dashboard_address="127.0.0.1:0",
+                    # This process reports what goes wrong in one line: not the workers' own logs
+                    # of the same error (a task's traceback, a closed connection when it stops).
+                    silence_logs=logging.CRITICAL,
+                )
         except (RuntimeError, OSError, TimeoutError) as error:  # a worker died while starting
             raise UserError(
                 f"--dask {address}: the local Dask cluster did not start ({error})"
@@ -128,6 +131,21 @@ def connect(address: str) -> Iterator[Client]:
     with _quiet_event_loop(), client:
         _check_workers(client, address)
         yield client
+
+
+@contextmanager
+def _workers_leave_ctrl_c_to_us() -> Iterator[None]:
+    """While the local cluster starts: SIGINT ignored, which the worker processes started then
+    inherit. Ctrl-C reaches every process of the terminal's group: the workers would each die
+    with their own tracebacks; this process alone stops, shutting the cluster down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (and only it gets SIGINT)
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 @contextmanager

@@ -100,6 +100,7 @@ TOO_FEW = "fewer than {min_obs} observations"
 # A safety net after gridding: a grid or feature value that is +-inf (NaN in a feature means
 # "undefined" and is allowed).
 NON_FINITE_OUTPUT = "non-finite gridded value or feature (extreme input values)"
+NON_FINITE_MJD = "mjd missing or not finite"
 # Partial light curves (`score --as-of`, `replay`): no detection yet, so not scored yet.
 NOT_DETECTED = "not detected yet"
 OUTSIDE_SPAN = (
@@ -108,10 +109,10 @@ OUTSIDE_SPAN = (
 )
 REASONS: tuple[str, ...] = (
     "",
-    "non-finite mjd",
-    "non-finite flux (NaN or inf)",
-    "flux_err not a positive finite number",
-    "passband outside 0-5",
+    NON_FINITE_MJD,
+    "flux missing or not finite (NaN or inf)",
+    "flux_err missing or not a positive finite number",
+    "passband missing or outside 0-5",
     OUTSIDE_SPAN,
     f"|flux| beyond the float32 range ({plasticc.FLOAT32_MAX:.3g})",
     f"flux_err below {plasticc.FLUX_ERR_FLOOR:g} or beyond the float32 range",

@@ -14,7 +14,6 @@ import pandas as pd
 from plasticc_jax import early, gridding, lightcurve_rows, streaming
 
 NIGHT_OFFSET = 0.5  # night = floor(mjd - NIGHT_OFFSET): noon to noon UTC
-NON_FINITE_MJD = "non-finite mjd"
 _KEY = 1 << 32  # object index * _KEY + night index: one sortable key per row
 
 
@@ -65,7 +64,10 @@ class ReplayInput:
         self.rejected = pd.concat(
             [
                 rejection_frame(ids, reason, counts.reindex(ids).to_numpy())
-                for ids, reason in ((non_finite, NON_FINITE_MJD), (outside, gridding.OUTSIDE_SPAN))
+                for ids, reason in (
+                    (non_finite, gridding.NON_FINITE_MJD),
+                    (outside, gridding.OUTSIDE_SPAN),
+                )
             ]
             + [rejection_frame(no_rows, streaming.NO_LIGHTCURVE, np.zeros(no_rows.size))],
             ignore_index=True,

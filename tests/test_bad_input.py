@@ -61,14 +61,14 @@ def first_row(lcs: pd.DataFrame, oid: int) -> int:
 
 
 PER_OBJECT = {
-    "nan flux": ("flux", np.nan, "non-finite flux (NaN or inf)"),
-    "inf flux": ("flux", np.inf, "non-finite flux (NaN or inf)"),
-    "nan flux_err": ("flux_err", np.nan, "flux_err not a positive finite number"),
-    "zero flux_err": ("flux_err", 0.0, "flux_err not a positive finite number"),
-    "negative flux_err": ("flux_err", -3.0, "flux_err not a positive finite number"),
-    "passband 6": ("passband", 6, "passband outside 0-5"),
-    "passband -1": ("passband", -1, "passband outside 0-5"),
-    "nan mjd": ("mjd", np.nan, "non-finite mjd"),
+    "nan flux": ("flux", np.nan, "flux missing or not finite (NaN or inf)"),
+    "inf flux": ("flux", np.inf, "flux missing or not finite (NaN or inf)"),
+    "nan flux_err": ("flux_err", np.nan, "flux_err missing or not a positive finite number"),
+    "zero flux_err": ("flux_err", 0.0, "flux_err missing or not a positive finite number"),
+    "negative flux_err": ("flux_err", -3.0, "flux_err missing or not a positive finite number"),
+    "passband 6": ("passband", 6, "passband missing or outside 0-5"),
+    "passband -1": ("passband", -1, "passband missing or outside 0-5"),
+    "nan mjd": ("mjd", np.nan, "mjd missing or not finite"),
 }
 
 
@@ -161,6 +161,13 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
     bad_band.loc[20, "passband"] = "two"
     with pytest.raises(UserError, match=r"'passband', line 22: 'two' is not a valid int64"):
         run_prepare(tmp_path, bad_band, meta)
+    flags = lcs.astype({"detected": object})
+    flags.loc[20, "detected"] = "1.0"
+    with pytest.raises(UserError, match=r"'detected', line 22: '1.0' is written as a decimal"):
+        run_prepare(tmp_path, flags, meta)
+    flags.loc[20, "detected"] = "yes"
+    with pytest.raises(UserError, match=r"'detected', line 22: 'yes' is not a flag \(true/"):
+        run_prepare(tmp_path, flags, meta)
     lcs = lcs.astype({"flux": object})
     lcs.loc[1234, "flux"] = "12.3.4"
     with pytest.raises(UserError, match=r"training_set.csv.*column 'flux', line 1236: '12.3.4'"):

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
 
 FLUX_RANGE = "|flux| beyond the float32 range (3.4e+38)"
 ERR_RANGE = "flux_err below 0.001 or beyond the float32 range"
-ERR_SIGN = "flux_err not a positive finite number"
+ERR_SIGN = "flux_err missing or not a positive finite number"
 MJD_SPAN = "mjd outside the survey span by more than 365 days (59215-61040)"
 DUPLICATED = "duplicated observation (same object, mjd and passband)"
 
@@ -41,8 +41,8 @@ DUPLICATED = "duplicated observation (same object, mjd and passband)"
 CASES: dict[str, tuple[str, str, object, str | None]] = {
     "flux 1e300": ("lc", "flux", 1e300, FLUX_RANGE),
     "flux -1e300": ("lc", "flux", -1e300, FLUX_RANGE),
-    "flux inf": ("lc", "flux", np.inf, "non-finite flux (NaN or inf)"),
-    "flux NaN": ("lc", "flux", np.nan, "non-finite flux (NaN or inf)"),
+    "flux inf": ("lc", "flux", np.inf, "flux missing or not finite (NaN or inf)"),
+    "flux NaN": ("lc", "flux", np.nan, "flux missing or not finite (NaN or inf)"),
     "flux_err 1e-300": ("lc", "flux_err", 1e-300, ERR_RANGE),
     "flux_err 1e300": ("lc", "flux_err", 1e300, ERR_RANGE),
     "flux_err 0": ("lc", "flux_err", 0.0, ERR_SIGN),
@@ -50,8 +50,8 @@ CASES: dict[str, tuple[str, str, object, str | None]] = {
     "mjd 0": ("lc", "mjd", 0.0, MJD_SPAN),
     "mjd given as JD": ("lc", "mjd", 2_459_900.5, MJD_SPAN),
     "mjd 1e300": ("lc", "mjd", 1e300, MJD_SPAN),
-    "mjd inf": ("lc", "mjd", np.inf, "non-finite mjd"),
-    "passband 7": ("lc", "passband", 7, "passband outside 0-5"),
+    "mjd inf": ("lc", "mjd", np.inf, "mjd missing or not finite"),
+    "passband 7": ("lc", "passband", 7, "passband missing or outside 0-5"),
     "hostgal_photoz inf": ("meta", "hostgal_photoz", np.inf, None),
     "hostgal_photoz 1e300": ("meta", "hostgal_photoz", 1e300, None),
     "hostgal_photoz -5": ("meta", "hostgal_photoz", -5.0, None),

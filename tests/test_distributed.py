@@ -370,3 +370,34 @@ def test_score_on_the_cluster_makes_the_single_process_checks_first(
     assert f"holds {lightcurves}, which this command reads" in capsys.readouterr().err
     assert not output.exists() and not inside.exists()
     assert sorted(p.name for p in holder.iterdir()) == [lightcurves.name]
+
+
+def test_ctrl_c_stops_a_local_cluster_without_the_workers_tracebacks() -> None:
+    import subprocess
+    import time
+
+    script = (
+        "import time\n"
+        "from plasticc_jax import distributed\n"
+        "try:\n"
+        "    with distributed.connect('local:2'):\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(120)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    # As a terminal's Ctrl-C: SIGINT to the whole process group, the workers included.
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert "interrupted" in output and "Traceback" not in output, output

@@ -73,7 +73,7 @@ def test_truncate_keeps_rows_up_to_the_cut_and_bad_rows():
     result = early.grid_cut(chunk, SPEC, cuts, np.array([1.0, 2.0, 3.0]))
     assert result.rejected_ids.tolist() == [1, 3, 2]  # bad rows first, then too few by the cut
     assert [gridding.rejection_reason(c, 5) for c in result.rejected_codes] == [
-        "non-finite mjd",
+        "mjd missing or not finite",
         gridding.OUTSIDE_SPAN,
         "fewer than 5 observations",
     ]
@@ -119,7 +119,9 @@ def test_grid_stages_and_as_of_match_gridding_the_truncated_rows():
     chunk = _chunk([*objects, {"mjd": np.sort(rng.uniform(60000, 60200, 60)), "flux": bad}])
     result = early.grid_as_of(chunk, SPEC, 60100.0)
     assert result.rejected_ids.tolist() == [5]
-    assert [gridding.REASONS[c] for c in result.rejected_codes] == ["non-finite flux (NaN or inf)"]
+    assert [gridding.REASONS[c] for c in result.rejected_codes] == [
+        "flux missing or not finite (NaN or inf)"
+    ]
 
 
 def test_epoch_rows_show_each_object_once_at_a_random_stage():
@@ -352,7 +354,7 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     bad_id = int(bad["object_id"].iloc[0])
     bad.loc[bad.index[0], "mjd"] = np.nan
     manifest = _replay(tiny_run, bad, meta, tmp_path / "bad")
-    assert manifest["rejected_at_load"] == {"non-finite mjd": 1}
+    assert manifest["rejected_at_load"] == {"mjd missing or not finite": 1}
     listed = pd.read_csv(tmp_path / "bad" / "rejected_at_load.csv")
     assert listed["object_id"].tolist() == [bad_id]
     assert manifest["objects"] == lcs["object_id"].nunique() - 1
@@ -368,7 +370,7 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     manifest = _replay(tiny_run, nan_flux, meta, tmp_path / "nan-flux")
     first = int(np.floor(lcs["mjd"].iloc[0] - 0.5))
     entry = next(n for n in manifest["nights"] if n["night"] == first)
-    assert entry["rejected"].get("non-finite flux (NaN or inf)") == 1
+    assert entry["rejected"].get("flux missing or not finite (NaN or inf)") == 1
     assert entry["objects_with_data"] == entry["rescored"] + sum(entry["rejected"].values())
     # Nothing left to replay (every MJD non-finite, or a header alone): an empty replay whose
     # rejections are listed, not a crash.

@@ -5,6 +5,7 @@ test_review_browser.py."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -505,6 +506,28 @@ def test_the_server_listens_on_ipv6_and_warns_off_loopback(pool: Pool, tmp_path:
         assert srv.url.startswith("http://[::1]:")
 
 
+def test_every_interface_gives_a_url_a_browser_opens(pool: Pool, tmp_path: Path) -> None:
+    session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
+    with ReviewServer(("0.0.0.0", 0), session) as srv:
+        assert srv.url.startswith("http://127.0.0.1:")
+
+
+def test_a_busy_port_is_refused_before_the_pool_loads(tiny_run, tmp_path: Path) -> None:
+    import socket
+
+    from plasticc_jax.review.server import open_review
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # A run folder that does not exist: the port is checked first.
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+            open_review(tmp_path / "no-run", port=port)
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+            open_review(tiny_run.run_dir, port=port, workdir=tiny_run.workdir)
+
+
 def test_an_answer_the_disk_cannot_take_is_507_and_changes_nothing(
     server: ReviewServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -751,3 +774,21 @@ def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) 
     (folder / "review_pool.json").write_text('{"scores_sha256": "other", "fusion": []}\n')
     with pytest.raises(UserError):
         validation.validation_pool(run, workdir=tmp_path)
+
+
+def test_the_light_curves_come_only_from_the_runs_own_dataset(
+    tiny_run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(UserError, match=r"--workdir .*no-such: no such folder"):
+        Pool(tiny_run.run_dir, workdir=tmp_path / "no-such", curves=False)
+    # A dataset prepared again since (another fingerprint): warned of, its curves not shown.
+    other = tmp_path / tiny_run.config.data.dataset_dir
+    shutil.copytree(tiny_run.dataset_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["fingerprint"] = "prepared-again"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        pool = Pool(tiny_run.run_dir, workdir=tmp_path)
+    assert pool.curves is None
+    assert "is not the dataset" in caplog.text and "shows no light curves" in caplog.text
+    assert Pool(tiny_run.run_dir, workdir=tiny_run.workdir).curves is not None

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from plasticc_jax import plasticc, provenance, runs
-from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_stats
+from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import GridSpec
 from plasticc_jax.review import active
@@ -141,6 +141,12 @@ def load_curves(run_dir: Path, dataset_dir: Path, object_ids: np.ndarray) -> Cur
     if not (dataset_dir / "manifest.json").is_file():
         log.warning("no prepared dataset at %s: the page shows no light curves", dataset_dir)
         return None
+    try:  # another dataset's grids may not even fit the run's network
+        config = runs.read_config(run_dir)
+        provenance.check_run_dataset(run_dir, config, dataset_dir, read_manifest(dataset_dir))
+    except UserError as error:
+        log.warning("%s; the page shows no light curves", error)
+        return None
     wanted = np.unique(np.asarray(object_ids, np.int64))
     parts = [
         shard.take(np.isin(shard.object_id, wanted))
@@ -220,6 +226,8 @@ class Pool:
             self._index = NearestNeighbors(n_neighbors=k).fit(self._mu(self.reference))
         self.class_guess, self.class_prob = self._class_guess()
 
+        if workdir is not None and not Path(workdir).is_dir():
+            raise UserError(f"--workdir {workdir}: no such folder (the project folder of the run)")
         workdir = infer_workdir(self.run_dir) if workdir is None else Path(workdir)
         wanted = np.concatenate([self.ids, self.reference["object_id"].to_numpy(np.int64)])
         self.curves = (

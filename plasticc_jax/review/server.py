@@ -50,6 +50,8 @@ from plasticc_jax.review.session import BadRequest, Filters, ReviewSession
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Review-Token"
+# Every interface, IPv4 and IPv6 -> the address a browser on this machine reaches it at.
+WILDCARD_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 MAX_BODY_BYTES = 4096
 # The static assets: route -> (file in plasticc_jax/review/static, content type).
 ASSETS: dict[str, tuple[str, str]] = {
@@ -114,8 +116,10 @@ class ReviewServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        """The page's address, with the token."""
+        """The page's address, with the token (on this machine's loopback address where the
+        server listens on every interface: `http://0.0.0.0:...` opens nothing in a browser)."""
         host, port = self.server_address[:2]
+        host = WILDCARD_LOOPBACK.get(str(host), host)
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}/?token={self.token}"
 
@@ -333,6 +337,8 @@ def open_review(
         UserError: a missing run or table, or a port that cannot be bound.
     """
     run_dir = Path(run_dir)
+    if port:  # a busy port is said at once, not after the pool and model load (seconds)
+        _check_port(host, port)
     pool = Pool(run_dir, scores, workdir=workdir, top=top)
     labels = Path(labels) if labels else run_dir / LABELS_FILE
     with contextlib.ExitStack() as held:  # released here unless the server takes it
@@ -348,6 +354,21 @@ def open_review(
         try:
             server = ReviewServer((host, port), session, token)
         except OSError as error:
-            raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+            raise UserError(_listen_error(host, port, error)) from None
         server.held.enter_context(held.pop_all())
     return server
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise UserError unless (host, port) can be bound now, as the server binds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as `HTTPServer` does
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(_listen_error(host, port, error)) from None
+
+
+def _listen_error(host: str, port: int, error: OSError) -> str:
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"

@@ -159,9 +159,10 @@ class CheckpointStore:
             )
             raise CheckpointError(
                 f"{self.directory}: the checkpoint of epoch {epoch} holds another network than "
-                f"the run's settings (config.json) describe: {name} {'/'.join(key)} is "
+                "the run's files describe (config.json, and stats.json for its features): "
+                f"{name} {'/'.join(key)} is "
                 f"{_shape_text(stored_shapes.get(key))} there and {_shape_text(wanted.get(key))} "
-                "by the settings; restore the run's config.json, or train a new run"
+                "by them; restore the run's config.json and stats.json, or train a new run"
             )
 
     def latest_epoch(self) -> int | None:

@@ -25,8 +25,11 @@ def preset_path(name: str) -> Path:
     """Resolve a preset name (`default`) or a path (`configs/tiny.py`) to a file."""
     if Path(name).is_file() and not name.endswith(".py"):
         raise ConfigError(f"--config {name}: a preset is a Python file whose name ends in .py")
-    candidates = [Path(name)] if name.endswith(".py") else []
-    candidates += [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
+    candidates = (
+        [Path(name)]
+        if name.endswith(".py")
+        else [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
+    )
     for path in candidates:
         if path.is_file():
             return path
@@ -103,21 +106,57 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    def build(cls: type, values: dict[str, Any]) -> Any:
+    """The config of its JSON form (`to_dict`). Fields absent take their defaults and unknown
+    ones are ignored (the config of an earlier release still reads).
+
+    Raises:
+        ConfigError: a value of the wrong JSON type (`"true"` for a flag, text for a list).
+    """
+
+    def build(cls: type, values: Any, where: str) -> Any:
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where or 'the config'}: expected a section (a JSON object)")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name not in values:
                 continue
-            value = values[f.name]
+            key = f"{where}.{f.name}" if where else f.name
             if dataclasses.is_dataclass(hints[f.name]):
-                value = build(hints[f.name], value)
-            elif typing.get_origin(hints[f.name]) is tuple:
-                value = tuple(value)
-            kwargs[f.name] = value
+                kwargs[f.name] = build(hints[f.name], values[f.name], key)
+            else:
+                kwargs[f.name] = _json_value(values[f.name], hints[f.name], key)
         return cls(**kwargs)
 
-    return build(Config, raw)
+    return build(Config, raw, "")
+
+
+def _json_value(value: Any, hint: Any, key: str) -> Any:
+    """A JSON value checked against a field's type (tuples from lists)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list) and isinstance(value, list | tuple):
+        items = [_json_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict and isinstance(value, dict):
+        return {k: _json_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if origin in (tuple, list, dict):
+        wanted = "a JSON object" if origin is dict else "a JSON list"
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+        wanted = "true or false"
+    elif hint in (int, float):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and (hint is float or float(value).is_integer()):
+            return hint(value)
+        wanted = "a whole number" if hint is int else "a number"
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        wanted = "text"
+    else:  # unions (None or a value): checked by `config.validate`
+        return value
+    raise ConfigError(f"{key}={value!r}: expected {wanted}")
 
 
 def save_config(config: Config, path: Path) -> None:

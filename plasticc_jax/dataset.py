@@ -220,6 +220,8 @@ def iter_split(
 ) -> Iterator[LightCurveArrays]:
     """Yield the shards of one split in order (bounded memory for large datasets): the objects'
     complete light curves, and with `partial` their partial ones too (`stage` says which)."""
+    if split not in SPLITS:
+        raise UserError(f"no split {split!r}: a prepared dataset's splits are {', '.join(SPLITS)}")
     manifest = read_manifest(dataset_dir)
     hashes = manifest.get("shard_sha256", {})  # absent in datasets of earlier releases
     for name in manifest["shards"].get(split, []):

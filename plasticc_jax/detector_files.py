@@ -121,7 +121,10 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
             estimators.update(sio.load(path, trusted=list(TRUSTED_TYPES)))
         except UntrustedTypesFoundException as error:
             raise UserError(f"{path}: refused: {error}") from None
-    config = config_io.from_dict({"eval": params["config"]}).eval
+    try:
+        config = config_io.from_dict({"eval": params["config"]}).eval
+    except UserError as error:  # a hand-edited value of the wrong type
+        raise UserError(f"{paths[0]}: {error}: run `plasticc-jax evaluate` again") from None
     with np.load(paths[1], allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
     components: dict[str, dict[str, Component]] = {}

@@ -47,7 +47,8 @@ class EncodedTable(NamedTuple):
     """`Encoder.encode_table` output: one row per encoded object.
 
     object_id: (n,) int64; mu, logvar: (n, latent_dim) float32; rejected: DataFrame with columns
-    object_id, reason for the input objects that could not be gridded (too few observations).
+    object_id, reason, source for the input objects that could not be gridded (too few
+    observations, unusable values, no metadata, ...: `gridding.REASONS`).
     """
 
     object_id: np.ndarray
@@ -73,6 +74,13 @@ def _run_batched(
     one = {name: np.zeros((1, *v.shape[1:]), v.dtype) for name, v in inputs.items()}
     shapes = jax.eval_shape(fn, params, {**one, "weight": np.zeros(1, np.float32)})
     return {key: np.zeros((0, *shapes[key].shape[1:]), shapes[key].dtype) for key in keys}
+
+
+def _positive_rows(name: str, value: object) -> int:
+    """A batch size given by the caller, checked: a whole number of objects, at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise UserError(f"{name}={value!r}: give a positive whole number of objects")
+    return int(value)
 
 
 class _RunFiles(NamedTuple):
@@ -168,9 +176,7 @@ class Encoder:
         self.params = params
         self.latent_dim = config.model.latent_dim
         self.classes = config.data.known_classes if config.model.classifier_head else ()
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise UserError(f"max_batch={max_batch!r}: give a positive number of objects")
-        self.max_batch = max_batch
+        self.max_batch = _positive_rows("max_batch", max_batch)
         self.n_bands = plasticc.N_PASSBANDS
         self.n_times = config.data.n_time_bins
         self._graphdef = graphdef
@@ -318,7 +324,7 @@ class TrainedVae:
             keys += ("logits",)
         if reconstruction:
             keys += ("mean", "sigma")
-        return _run_batched(self._forward, self.params, inputs, batch_size or self.max_batch, keys)
+        return _run_batched(self._forward, self.params, inputs, self._batch(batch_size), keys)
 
     def reconstruct(
         self, arrays: ArraysLike, batch_size: int | None = None
@@ -333,9 +339,12 @@ class TrainedVae:
         out = self._run(arrays, batch_size, ("mean", "sigma"))
         return out["mean"], out["sigma"]
 
+    def _batch(self, batch_size: int | None) -> int:
+        return self.max_batch if batch_size is None else _positive_rows("batch_size", batch_size)
+
     def _run(self, arrays: ArraysLike, batch_size: int | None, keys: tuple[str, ...]) -> Outputs:
         inputs = self.encoder.inputs(arrays)
-        return _run_batched(self._forward, self.params, inputs, batch_size or self.max_batch, keys)
+        return _run_batched(self._forward, self.params, inputs, self._batch(batch_size), keys)
 
 
 def _encoder(config: Config, stats: FeatureStats, params: dict, max_batch: int) -> Encoder:

@@ -143,6 +143,10 @@ def read_config(run_dir: Path) -> Config:
             f"{path} is damaged ({type(error).__name__}: {error}); train wrote it: restore it "
             "or train the run again"
         ) from None
+    except UserError as error:  # a value of the wrong type
+        raise UserError(
+            f"{path}: {error}; train wrote it: restore it or train the run again"
+        ) from None
     try:
         config_lib.validate(config)
     except UserError as error:

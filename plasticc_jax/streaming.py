@@ -398,6 +398,11 @@ def grid_lightcurves(
         (lightcurves, plasticc.LIGHTCURVE_ALIASES, "light curves"),
         (metadata, plasticc.METADATA_ALIASES, "metadata"),
     ):
+        if not isinstance(frame, pd.DataFrame):
+            raise UserError(
+                f"grid_lightcurves: the {what} are a {type(frame).__name__}: give a pandas "
+                "DataFrame (pd.DataFrame(...) of it)"
+            )
         both = [(a, c) for a, c in aliases.items() if a in frame and c in frame]
         if both:
             raise UserError(
@@ -507,12 +512,44 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
             f"encoder input features has shape {features.shape}; this run expects "
             f"({len(flux)}, {n_features}) in the order {list(stats.names)}"
         )
+    for name, values in (("flux", flux), ("flux_err", flux_err), ("features", features)):
+        if not (
+            np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)
+        ):
+            raise UserError(f"encoder input {name} is of type {values.dtype}: give real numbers")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.number) or not np.isin(mask, (0, 1)).all():
+            raise UserError(
+                f"encoder input mask holds {mask.dtype} values other than 0 and 1: give "
+                "True/False (or 1/0) per cell, True where the cell is observed"
+            )
+        mask = mask.astype(bool)
+    flux, flux_err = np.asarray(flux, np.float32), np.asarray(flux_err, np.float32)
+    # Observed cells must be usable (unobserved ones may hold anything, NaN included).
+    bad = mask & ~(np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
+        ids = _object_ids(batch)
+        which = f" (object_id {int(ids[row])})" if ids is not None else ""
+        raise UserError(
+            f"encoder input row {row}{which}: an observed cell (mask True) has a flux that "
+            "is not finite or a flux_err that is not a positive finite number "
+            f"({int(bad.any(axis=(1, 2)).sum())} such objects): fix them or mark them unobserved"
+        )
     return {
-        "flux": np.ascontiguousarray(flux, np.float32),
-        "flux_err": np.ascontiguousarray(flux_err, np.float32),
-        "mask": np.ascontiguousarray(mask, bool),
+        "flux": np.ascontiguousarray(flux),
+        "flux_err": np.ascontiguousarray(flux_err),
+        "mask": np.ascontiguousarray(mask),
         "features": stats.normalise(features),
     }
+
+
+def _object_ids(batch: ArraysLike) -> np.ndarray | None:
+    """The inputs' object ids, where they carry them (`LightCurveArrays`, a dict with them)."""
+    ids = (
+        batch.get("object_id") if isinstance(batch, Mapping) else getattr(batch, "object_id", None)
+    )
+    return None if ids is None else np.asarray(ids)
 
 
 def padded_size(n: int, batch_size: int, min_size: int = MIN_PADDED_BATCH) -> int:

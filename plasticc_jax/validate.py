@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, scoring
+from plasticc_jax import config_io, provenance, runs, scoring
 from plasticc_jax.components import COMPONENTS
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split, read_manifest
@@ -245,7 +245,12 @@ def validate(config: Config, workdir: Path) -> Path:
             f"leave-one-class-out validation needs at least 3 known classes, not {list(known)} "
             "(data.known_classes, or the protocol's)"
         )
-    _check_fold_sizes(config, read_manifest(workdir / config.data.dataset_dir))
+    dataset_dir = workdir / config.data.dataset_dir
+    manifest = read_manifest(dataset_dir)
+    _check_fold_sizes(config, manifest)
+    # What each fold's `train` would refuse, refused before any folder is made.
+    runs.check_run_dir(workdir / config.run_path, [dataset_dir, workdir / config.data.raw_dir])
+    provenance.check_dataset_config(dataset_dir, manifest, config)
     out = config.run_path / "validation"
     (workdir / out).mkdir(parents=True, exist_ok=True)
     with folder_lock(workdir / out, "validate"):  # one validate of a run at a time

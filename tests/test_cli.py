@@ -219,7 +219,10 @@ def test_bad_command_line_syntax_is_argparse_exit_2(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--no-such-flag"])
     assert exit_info.value.code == 2
-    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "plasticc-jax train: error: unrecognized arguments: --no-such-flag "
+        "(see plasticc-jax train --help)\n"
+    )
 
 
 def test_score_path_and_number_mistakes_give_one_line(

@@ -177,3 +177,34 @@ def test_encoder_arrays_of_different_objects_are_refused(tiny_run, test_split):
     batch["flux_err"] = batch["flux_err"][:-1]
     with pytest.raises(UserError, match="flux_err holds"):
         encoder(batch)
+
+
+def test_unusable_values_and_batch_sizes_are_user_errors(tiny_run, test_split):
+    from plasticc_jax import load_encoder, load_vae
+
+    encoder, vae = load_encoder(tiny_run.run_dir), load_vae(tiny_run.run_dir)
+    few = test_split.take(np.arange(4))
+    for batch_size in (-5, 0, 1.5, "64", True):
+        with pytest.raises(UserError, match=r"batch_size=.*positive whole number"):
+            vae.evaluate(few, batch_size=batch_size)
+    assert np.allclose(vae.evaluate(few, batch_size=np.int64(2))["mu"], encoder(few)[0], atol=1e-5)
+    observed = np.argwhere(few.mask)[0]
+    for name, value in (("flux", np.nan), ("flux", np.inf), ("flux_err", 0.0)):
+        batch = few.to_dict()
+        batch[name] = batch[name].copy()
+        batch[name][tuple(observed)] = value
+        with pytest.raises(UserError, match=rf"row {observed[0]} \(object_id \d+\): an observed"):
+            encoder(batch)
+    unobserved = tuple(np.argwhere(~few.mask)[0])
+    batch = few.to_dict()
+    batch["flux"] = batch["flux"].copy()
+    batch["flux"][unobserved] = np.nan  # not observed: ignored
+    assert np.array_equal(encoder(batch)[0], encoder(few)[0])
+    batch = few.to_dict()
+    batch["mask"] = batch["mask"] * 0.5
+    with pytest.raises(UserError, match="mask holds float64 values other than 0 and 1"):
+        encoder(batch)
+    batch["mask"] = few.mask.astype(np.int8)  # 1/0 is a mask
+    assert np.array_equal(encoder(batch)[0], encoder(few)[0])
+    with pytest.raises(UserError, match="light curves are a dict: give a pandas DataFrame"):
+        encoder.encode_table({"object_id": [1]}, pd.DataFrame())

@@ -290,6 +290,36 @@ def test_every_invalid_value_gets_its_line(capsys):
     ]
 
 
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        (("model", "classifier_head"), "false", "model.classifier_head='false': expected true"),
+        (("model", "hidden"), "512,256", "model.hidden='512,256': expected a JSON list"),
+        (("model", "hidden"), [512, "x"], "model.hidden[1]='x': expected a whole number"),
+        (("model", "latent_dim"), 2.5, "model.latent_dim=2.5: expected a whole number"),
+        (("train",), [1], "train: expected a section"),
+    ],
+)
+def test_a_hand_edited_config_value_of_the_wrong_type_is_refused(
+    tiny_run, tmp_path, field, value, expected
+):
+    raw = json.loads((tiny_run.run_dir / "config.json").read_text())
+    section = raw
+    for key in field[:-1]:
+        section = section[key]
+    section[field[-1]] = value
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match=r"config\.json: ") as error:
+        runs.read_config(tmp_path)
+    assert expected in str(error.value)
+
+
+def test_a_split_that_does_not_exist_is_named(tiny_run):
+    for split in ("tests", "TEST"):
+        with pytest.raises(UserError, match=f"no split '{split}': .* train, val, test"):
+            load_split(tiny_run.dataset_dir, split)
+
+
 # ---------------------------------------------------------------------------------------------
 # Provenance: every consumer checks what it is given.
 

@@ -80,3 +80,13 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
         (validate_lib.validate(fused_only, tmp_path) / "validation.json").read_text()
     )
     assert {c.partition(":")[0] for c in config.eval.fusion} <= set(result["aurocs"])
+    # What each fold's `train` would refuse is refused first, before any folder is made (an
+    # audit found `validation/` and its lock left inside the prepared data).
+    inside = config_io.apply_overrides(config, [f"run_dir={config.data.dataset_dir}"])
+    with pytest.raises(UserError, match="overlaps the data folder"):
+        validate_lib.validate(config_lib.resolve(inside), tmp_path)
+    assert not (tmp_path / config.data.dataset_dir / "validation").exists()
+    other_grid = config_io.apply_overrides(config, ["data.n_time_bins=32", "run_dir=runs/grid"])
+    with pytest.raises(UserError, match=r"prepared with other data settings .*n_time_bins"):
+        validate_lib.validate(config_lib.resolve(other_grid), tmp_path)
+    assert not (tmp_path / "runs" / "grid").exists()

@@ -289,10 +289,18 @@ def check_checkpoint(run_dir: Path, record: Mapping[str, Any], epoch: int, param
     """
     fitted = record.get("checkpoint", {})
     now = checkpoint_record(epoch, params)
+    then = str(fitted.get("sha256"))[:12]
+    if fitted.get("sha256") != now["sha256"] and fitted.get("epoch") == now["epoch"]:
+        raise UserError(
+            f"{run_dir}: the parameters of the checkpoint of epoch {now['epoch']} changed since "
+            f"evaluate fitted the anomaly detector on them (sha256 {then} then, "
+            f"{now['sha256'][:12]} now): the checkpoint was damaged or replaced; restore it, or "
+            f"train and evaluate {run_dir} again"
+        )
     if fitted.get("sha256") != now["sha256"]:
         raise UserError(
             f"the anomaly detector of {run_dir} was fitted on the checkpoint of epoch "
-            f"{fitted.get('epoch')} (sha256 {str(fitted.get('sha256'))[:12]}), but the run's "
+            f"{fitted.get('epoch')} (sha256 {then}), but the run's "
             f"best checkpoint is now epoch {now['epoch']} (sha256 {now['sha256'][:12]}), after "
             "more training, or a checkpoint deleted or copied in: run `plasticc-jax evaluate` for "
             f"{run_dir}, then score again"

@@ -394,6 +394,12 @@ def test_score_refuses_a_detector_fitted_on_another_checkpoint(tiny_run, tmp_pat
     assert "was fitted on the checkpoint of epoch 1" in line and f"is now epoch {best}" in line
     assert "run `plasticc-jax evaluate`" in line
     assert not (tmp_path / "out.parquet").exists()
+    # The same epoch with other parameters: the checkpoint changed on disk (damaged, replaced).
+    record["checkpoint"] = {"epoch": best, "sha256": "0" * 64}
+    path.write_text(json.dumps(record))
+    assert cli.main(score_argv(run_dir, raw, tmp_path / "out.parquet")) == 2
+    line = one_error_line(capsys, "score")
+    assert f"the parameters of the checkpoint of epoch {best} changed since evaluate" in line
 
 
 def test_an_interrupted_evaluate_leaves_the_run_marked_incomplete(

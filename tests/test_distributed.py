@@ -377,7 +377,8 @@ def test_ctrl_c_stops_a_local_cluster_without_the_workers_tracebacks() -> None:
     import time
 
     script = (
-        "import time\n"
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal\n"
         "from plasticc_jax import distributed\n"
         "try:\n"
         "    with distributed.connect('local:2'):\n"
@@ -393,7 +394,6 @@ def test_ctrl_c_stops_a_local_cluster_without_the_workers_tracebacks() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"

@@ -38,6 +38,9 @@ Lyrae). In the classifier's place the best fusions found gain +0.0066 ± 0.0067,
 - `distil_soft_fast`: `latent_mahalanobis:1,latent_knn:1,classifier:3,distil_soft_fast:3,
   feature_mahalanobis:2,recon_chi2:2` 0.823, +0.0087 ± 0.0032 (9/10): passes.
 
+On `sn`'s three folds (36 s): beside the classifier +0.0064 ± 0.0116 (`distil_soft`), +0.0058
+± 0.0048 (`distil_mix`), +0.0046 ± 0.0076 (`distil_soft_fast`): none passes.
+
 The speed condition, measured side by side afterwards (the default run's test split repeated to
 16,384 objects, batch 4,096, 2 cores, three alternating pairs; the second model's cost taken as
 one more prediction of the shipped classifiers' size on each kind's rows): 22,137 objects/s as

@@ -403,9 +403,9 @@ def review(args: argparse.Namespace) -> int:
     )
     if not _loopback(args.host):
         log.warning(
-            "listening on %s: other machines can reach the page (at this machine's name or "
-            "address in the URL below), and its token travels in plain HTTP; keep the default "
-            "127.0.0.1 (and an SSH tunnel) unless the network is trusted",
+            "listening on %s: other machines can reach the page (with this machine's name in "
+            "place of 127.0.0.1 in the URL below), and its token travels in plain HTTP; keep the "
+            "default 127.0.0.1 (and an SSH tunnel) unless the network is trusted",
             args.host,
         )
     print(f"review the candidates at {server.url}  (Ctrl-C stops)", flush=True)

@@ -147,14 +147,14 @@ def _json_value(value: Any, hint: Any, key: str) -> Any:
         wanted = "true or false"
     elif hint in (int, float):
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and (hint is float or float(value).is_integer()):
+        if number and (hint is float or isinstance(value, int) or value.is_integer()):
             return hint(value)
         wanted = "a whole number" if hint is int else "a number"
     elif hint is str:
         if isinstance(value, str):
             return value
         wanted = "text"
-    else:  # unions (None or a value): checked by `config.validate`
+    else:  # any other type (none in `Config` today): left to `config.validate`
         return value
     raise ConfigError(f"{key}={value!r}: expected {wanted}")
 

@@ -35,6 +35,7 @@ input: a `UserError`) stops the run with that error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from plasticc_jax import lightcurve_rows, readers, streaming
 from plasticc_jax.config import DataConfig
@@ -114,6 +116,8 @@ def connect(address: str) -> Iterator[Client]:
                 f"--dask {address}: the local Dask cluster did not start ({error})"
             ) from None
         with _quiet_event_loop(), cluster, Client(cluster) as client:
+            # Workers the nanny restarts later (after a crash) start without the ignored SIGINT.
+            client.register_plugin(_IgnoreCtrlC(), name="plasticc-jax-ignore-ctrl-c")
             yield client
         return
     if address.endswith(".json"):
@@ -146,6 +150,14 @@ def _workers_leave_ctrl_c_to_us() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, handler)
+
+
+class _IgnoreCtrlC(WorkerPlugin):
+    """SIGINT ignored in each worker process of a local cluster, restarted ones included."""
+
+    def setup(self, worker: Any) -> None:
+        with contextlib.suppress(ValueError):  # not the process's main thread: nothing to do
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager

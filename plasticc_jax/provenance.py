@@ -295,7 +295,7 @@ def check_checkpoint(run_dir: Path, record: Mapping[str, Any], epoch: int, param
             f"{run_dir}: the parameters of the checkpoint of epoch {now['epoch']} changed since "
             f"evaluate fitted the anomaly detector on them (sha256 {then} then, "
             f"{now['sha256'][:12]} now): the checkpoint was damaged or replaced; restore it, or "
-            f"train and evaluate {run_dir} again"
+            f"(if it was replaced on purpose) run `plasticc-jax evaluate` for {run_dir} again"
         )
     if fitted.get("sha256") != now["sha256"]:
         raise UserError(

@@ -138,18 +138,13 @@ def read_config(run_dir: Path) -> Config:
         )
     try:
         config = config_io.read_config(path)
+        config_lib.validate(config)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise UserError(
             f"{path} is damaged ({type(error).__name__}: {error}); train wrote it: restore it "
             "or train the run again"
         ) from None
-    except UserError as error:  # a value of the wrong type
-        raise UserError(
-            f"{path}: {error}; train wrote it: restore it or train the run again"
-        ) from None
-    try:
-        config_lib.validate(config)
-    except UserError as error:
+    except UserError as error:  # a value of the wrong type, or out of its range
         raise UserError(
             f"{path}: {error}; train wrote it: restore it or train the run again"
         ) from None

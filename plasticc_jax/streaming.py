@@ -481,7 +481,9 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
         (n, n_features), normalised.
 
     Raises:
-        UserError: a missing array or a shape that does not fit the run.
+        UserError: a missing array, a shape that does not fit the run, values that are not
+            numbers, a mask of other values than 0/1, or an observed cell with a non-finite flux
+            or an error that is not a positive finite number.
     """
     get = batch.__getitem__ if isinstance(batch, Mapping) else batch.__getattribute__
     try:
@@ -530,7 +532,7 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
         ids = _object_ids(batch)
-        which = f" (object_id {int(ids[row])})" if ids is not None else ""
+        which = f" (object_id {ids[row]})" if ids is not None and len(ids) == len(flux) else ""
         raise UserError(
             f"encoder input row {row}{which}: an observed cell (mask True) has a flux that "
             "is not finite or a flux_err that is not a positive finite number "

@@ -120,7 +120,9 @@ def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArra
             f"{dataset_dir} has {arrays.flux.shape[2]} time bins but the config asks for "
             f"{config.data.n_time_bins}: re-run prepare with this config"
         )
-    bad_grid = arrays.mask & ~(np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err))
+    # As `streaming.model_inputs` requires of observed cells, said here as a dataset problem.
+    usable = np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err) & (arrays.flux_err > 0)
+    bad_grid = arrays.mask & ~usable
     bad_feature = np.isinf(arrays.features)  # NaN is "undefined" and allowed
     for name, bad in (("flux/flux_err", bad_grid), ("features", bad_feature)):
         rows = np.flatnonzero(bad.reshape(len(arrays), -1).any(axis=1))

@@ -234,7 +234,9 @@ def validate(config: Config, workdir: Path) -> Path:
         workdir: project folder; relative paths resolve against it.
 
     Raises:
-        UserError: fewer than three known classes (a fold would leave fewer than two to fit).
+        UserError: fewer than three known classes (a fold would leave fewer than two to fit), a
+            known class without train or val objects, a run directory overlapping the data, or
+            a dataset prepared with other data settings (all before any folder is made).
         FolderBusy: another validate of the run is running.
     """
     config_lib.require_resolved(config)

@@ -53,6 +53,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -135,7 +136,7 @@ def soft_rows(y: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def distilled_score(
     x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config, recipe: Recipe
-):
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function: raw feature rows -> 1 - the student's largest class probability."""
     x = x[:, columns]
     classes = np.unique(y)

@@ -195,6 +195,9 @@ def test_unusable_values_and_batch_sizes_are_user_errors(tiny_run, test_split):
         batch[name][tuple(observed)] = value
         with pytest.raises(UserError, match=rf"row {observed[0]} \(object_id \d+\): an observed"):
             encoder(batch)
+    batch["object_id"] = np.array(["a", "b", "c", "d"])  # any ids: named as they are
+    with pytest.raises(UserError, match=rf"row {observed[0]} \(object_id [a-d]\)"):
+        encoder(batch)
     unobserved = tuple(np.argwhere(~few.mask)[0])
     batch = few.to_dict()
     batch["flux"] = batch["flux"].copy()

@@ -314,6 +314,13 @@ def test_a_hand_edited_config_value_of_the_wrong_type_is_refused(
     assert expected in str(error.value)
 
 
+def test_a_huge_whole_number_in_config_json_is_no_traceback(tiny_run, tmp_path):
+    raw = json.loads((tiny_run.run_dir / "config.json").read_text())
+    raw["model"]["latent_dim"] = 10**400  # float() of it overflows
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert runs.read_config(tmp_path).model.latent_dim == 10**400  # read; not an OverflowError
+
+
 def test_a_split_that_does_not_exist_is_named(tiny_run):
     for split in ("tests", "TEST"):
         with pytest.raises(UserError, match=f"no split '{split}': .* train, val, test"):

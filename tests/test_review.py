@@ -779,7 +779,7 @@ def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) 
 def test_the_light_curves_come_only_from_the_runs_own_dataset(
     tiny_run, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(UserError, match=r"--workdir .*no-such: no such folder"):
+    with pytest.raises(UserError, match=r"workdir .*no-such: no such folder"):
         Pool(tiny_run.run_dir, workdir=tmp_path / "no-such", curves=False)
     # A dataset prepared again since (another fingerprint): warned of, its curves not shown.
     other = tmp_path / tiny_run.config.data.dataset_dir

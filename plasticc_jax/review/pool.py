@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from plasticc_jax import plasticc, provenance, runs
+from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import GridSpec
@@ -135,14 +136,16 @@ def known_reference(run_table: pd.DataFrame, known_classes: tuple[int, ...]) -> 
     return run_table[keep].reset_index(drop=True)
 
 
-def load_curves(run_dir: Path, dataset_dir: Path, object_ids: np.ndarray) -> Curves | None:
+def load_curves(
+    run_dir: Path, config: Config, dataset_dir: Path, object_ids: np.ndarray
+) -> Curves | None:
     """The light curves of `object_ids` found in a prepared dataset, reconstructed by the run's
-    VAE; None if the dataset is not on disk."""
+    VAE; None (with a warning) if the dataset is not on disk or is not the one the run was
+    trained on."""
     if not (dataset_dir / "manifest.json").is_file():
         log.warning("no prepared dataset at %s: the page shows no light curves", dataset_dir)
         return None
     try:  # another dataset's grids may not even fit the run's network
-        config = runs.read_config(run_dir)
         provenance.check_run_dataset(run_dir, config, dataset_dir, read_manifest(dataset_dir))
     except UserError as error:
         log.warning("%s; the page shows no light curves", error)
@@ -187,6 +190,8 @@ class Pool:
         curves: bool = True,
     ):
         self.run_dir = Path(run_dir)
+        if workdir is not None and not Path(workdir).is_dir():
+            raise UserError(f"workdir {workdir}: no such folder (the project folder of the run)")
         config = runs.read_config(self.run_dir)
         provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
         models = self.run_dir / "models"
@@ -226,12 +231,12 @@ class Pool:
             self._index = NearestNeighbors(n_neighbors=k).fit(self._mu(self.reference))
         self.class_guess, self.class_prob = self._class_guess()
 
-        if workdir is not None and not Path(workdir).is_dir():
-            raise UserError(f"--workdir {workdir}: no such folder (the project folder of the run)")
         workdir = infer_workdir(self.run_dir) if workdir is None else Path(workdir)
         wanted = np.concatenate([self.ids, self.reference["object_id"].to_numpy(np.int64)])
         self.curves = (
-            load_curves(self.run_dir, workdir / config.data.dataset_dir, wanted) if curves else None
+            load_curves(self.run_dir, config, workdir / config.data.dataset_dir, wanted)
+            if curves
+            else None
         )
         self.galactic = self._galactic()
 

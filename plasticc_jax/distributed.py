@@ -43,7 +43,6 @@ import logging
 import pickle
 import re
 import signal
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,24 +98,25 @@ def connect(address: str) -> Iterator[Client]:
         n_workers = int(local[1])
         log.info("starting a local Dask cluster: %d worker processes, 1 thread each", n_workers)
         try:
-            with _workers_leave_ctrl_c_to_us():
-                cluster = LocalCluster(
-                    n_workers=n_workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    # Any free port on this machine only (None still took 8787, with a warning
-                    # when another cluster held it).
-                    dashboard_address="127.0.0.1:0",
-                    # This process reports what goes wrong in one line: not the workers' own logs
-                    # of the same error (a task's traceback, a closed connection when it stops).
-                    silence_logs=logging.CRITICAL,
-                )
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                # Any free port on this machine only (None still took 8787, with a warning
+                # when another cluster held it).
+                dashboard_address="127.0.0.1:0",
+                # This process reports what goes wrong in one line: not the workers' own logs
+                # of the same error (a task's traceback, a closed connection when it stops).
+                silence_logs=logging.CRITICAL,
+            )
         except (RuntimeError, OSError, TimeoutError) as error:  # a worker died while starting
             raise UserError(
                 f"--dask {address}: the local Dask cluster did not start ({error})"
             ) from None
         with _quiet_event_loop(), cluster, Client(cluster) as client:
-            # Workers the nanny restarts later (after a crash) start without the ignored SIGINT.
+            # Ctrl-C reaches every process of the terminal's group: the workers, each dying with
+            # its own tracebacks, leave it to this process, which stops the cluster. A plugin:
+            # it runs on every worker, those the nanny restarts after a crash included.
             client.register_plugin(_IgnoreCtrlC(), name="plasticc-jax-ignore-ctrl-c")
             yield client
         return
@@ -135,21 +135,6 @@ def connect(address: str) -> Iterator[Client]:
     with _quiet_event_loop(), client:
         _check_workers(client, address)
         yield client
-
-
-@contextmanager
-def _workers_leave_ctrl_c_to_us() -> Iterator[None]:
-    """While the local cluster starts: SIGINT ignored, which the worker processes started then
-    inherit. Ctrl-C reaches every process of the terminal's group: the workers would each die
-    with their own tracebacks; this process alone stops, shutting the cluster down."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set a handler (and only it gets SIGINT)
-        return
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
 
 
 class _IgnoreCtrlC(WorkerPlugin):

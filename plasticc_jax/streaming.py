@@ -530,13 +530,13 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
     # Observed cells must be usable (unobserved ones may hold anything, NaN included).
     bad = mask & ~(np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0))
     if bad.any():
-        row = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
+        rows = np.flatnonzero(bad.any(axis=(1, 2)))
         ids = _object_ids(batch)
-        which = f" (object_id {ids[row]})" if ids is not None and len(ids) == len(flux) else ""
+        which = f" (object_id {ids[rows[0]]})" if ids is not None and len(ids) == len(flux) else ""
         raise UserError(
-            f"encoder input row {row}{which}: an observed cell (mask True) has a flux that "
+            f"encoder input row {rows[0]}{which}: an observed cell (mask True) has a flux that "
             "is not finite or a flux_err that is not a positive finite number "
-            f"({int(bad.any(axis=(1, 2)).sum())} such objects): fix them or mark them unobserved"
+            f"({rows.size} such objects): fix them or mark them unobserved"
         )
     return {
         "flux": np.ascontiguousarray(flux),

@@ -33,6 +33,7 @@ def probe_arguments(doc: str, out: str) -> argparse.Namespace:
     parser.add_argument("run", type=Path)
     parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
     parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--only", default="", help="classifier probes: these candidates alone")
     return parser.parse_args()
 
 
@@ -185,8 +186,14 @@ def compare_with_classifier(table: pd.DataFrame, config: Config, column: str, la
 
 def classifier_probe(doc: str, out: str, title: str, candidates: dict[str, tuple[str, Candidate]]):
     """The command of a probe of classifier candidates (name -> (label, candidate)): each fitted
-    in every fold (`classifier_fold_columns`), then reported against the shipped fusion."""
+    in every fold (`classifier_fold_columns`), then reported against the shipped fusion.
+    `--only a,b` runs those candidates alone."""
     args = probe_arguments(doc, out)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(candidates)
+        if unknown:
+            raise SystemExit(f"--only: no candidate {sorted(unknown)}; known: {list(candidates)}")
+        candidates = {name: candidates[name] for name in args.only.split(",")}
     start = time.perf_counter()
     makers = {name: make for name, (_, make) in candidates.items()}
     fold_columns = functools.partial(classifier_fold_columns, candidates=makers)

@@ -16,7 +16,9 @@ For each known class c (a fold):
 A fold whose scores exist is reused only if they were made with the same settings and the same
 prepared dataset (`fold.json` beside them); otherwise it is scored again: its network is reused
 when only detector settings differ, and `train` refuses a fold folder of another model or data
-(validate into another run directory then).
+(validate into another run directory then). Another `eval.fusion` alone scores nothing again
+(its components' scores stored, the fusion is recomputed from them in seconds), except with
+stages, whose rows also store the configured fusion's `anomaly_score`.
 
 The fold's mean AUROC over the known classes is the validation score of a component; the fusion
 weights are then searched on the stored fold scores (every combination of weights 0-3 over the
@@ -305,11 +307,13 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         # Resumable: a finished fold of the same settings and dataset is not redone (with
         # stages: both of its files written, the stage rows with their component scores). A
         # fold of other settings is (its network reused: `train` finds it finished).
-        same = _read_record(record) == made_with
+        same = _stored_record(record, staged) == made_with
         cached = _read_fold(cache, held_out, fitted) if same else None
         if cached is None or (staged and not _has_components(stage_cache)):
             if cache.is_file() and not same:
                 log.info("fold %d was scored with other settings or data: again", held_out)
+            elif missing := _missing_columns(cache, fitted):
+                log.info("fold %d has no scores of %s: scored again", held_out, ", ".join(missing))
             elif cache.is_file():
                 log.warning(
                     "%s is damaged, incomplete or of an earlier release: fold %d scored again",
@@ -384,19 +388,36 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
 
 
 def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str, Any]:
-    """What a fold's scores depend on: its settings (all but where it is written) and the
-    prepared dataset's fingerprint."""
+    """What a fold's scores depend on: its settings (all but where it is written and, without
+    stages, the fusion: see the module docstring) and the prepared dataset's fingerprint."""
     settings = config_io.to_dict(fold_config(config, held_out, Path()))
     settings.pop("run_dir", None)
+    if not config.data.stages:
+        settings["eval"].pop("fusion")
     return json.loads(json.dumps({"config": settings, "dataset": dataset}))  # as read back
 
 
-def _read_record(record: Path) -> dict[str, Any] | None:
-    """A fold's `fold.json`, or None if it is missing or unreadable (the fold is scored again)."""
+def _stored_record(record: Path, staged: bool) -> Any:
+    """A fold's `fold.json` as `_fold_record` makes it now (earlier releases' name the fusion
+    of complete-curve folds too), or None if it is missing or unreadable (scored again)."""
     try:
-        return json.loads(record.read_text())
+        stored = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
+    settings = stored.get("config") if isinstance(stored, dict) else None
+    if not staged and isinstance(settings, dict) and isinstance(settings.get("eval"), dict):
+        settings["eval"].pop("fusion", None)
+    return stored
+
+
+def _missing_columns(cache: Path, components: list[str]) -> list[str]:
+    """The components a readable fold score file has no column for (none if it is unreadable:
+    then it is damaged, which the caller reports)."""
+    try:
+        names = set(pq.read_schema(cache).names)
+    except (OSError, pa.ArrowException):
+        return []
+    return [c for c in components if c not in names]
 
 
 def _read_fold(cache: Path, held_out: int, components: list[str]) -> pd.DataFrame | None:

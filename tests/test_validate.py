@@ -12,6 +12,7 @@ import pytest
 from plasticc_jax import cli, config_io, fusion_search
 from plasticc_jax import config as config_lib
 from plasticc_jax import validate as validate_lib
+from plasticc_jax.detector import parse_fusion
 from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
 
@@ -56,6 +57,25 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     monkeypatch.setattr(validate_lib, "_fold_scores", counted)
     validate_lib.validate(config, tmp_path)
     assert calls == []
+    # Another fusion alone is recomputed from the stored component scores: no fold scored again
+    # (an earlier release re-scored every fold, 15 min for the default preset), also for a
+    # fold.json of an earlier release, which names the fusion.
+    record = out / f"fold-{config.data.known_classes[0]}" / "fold.json"
+    earlier = json.loads(record.read_text())
+    earlier["config"]["eval"]["fusion"] = list(config.eval.fusion)
+    record.write_text(json.dumps(earlier))
+    fusion = ("recon_chi2:1", "latent_knn:2")
+    other_fusion = dataclasses.replace(config, eval=dataclasses.replace(config.eval, fusion=fusion))
+    result = json.loads(
+        (validate_lib.validate(other_fusion, tmp_path) / "validation.json").read_text()
+    )
+    assert calls == []
+    assert result["configured_fusion"] == ",".join(fusion)
+    folds = fusion_search.Folds(pd.read_parquet(out / "scores.parquet"))
+    recomputed = folds.aurocs(folds.fused(parse_fusion(fusion)))
+    assert result["aurocs"]["fused (configured)"]["folds"] == pytest.approx(
+        {str(k): v for k, v in recomputed.items()}
+    )
     other = dataclasses.replace(config, eval=dataclasses.replace(config.eval, knn_neighbours=3))
     validate_lib.validate(other, tmp_path)
     assert sorted(calls) == sorted(config.data.known_classes)

@@ -329,13 +329,15 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
                 frame.to_parquet(tmp, index=False)
             atomic_write_text(record, json.dumps(made_with, sort_keys=True) + "\n")
             cached = None  # scored again: read what was written
-        parts.append(pd.read_parquet(cache) if cached is None else cached)  # read once
+        frame = pd.read_parquet(cache) if cached is None else cached  # read once
+        # Only this run's components: a reused fold may hold others, of an earlier fusion.
+        parts.append(frame.drop(columns=[c for c in COMPONENTS if c in frame and c not in fitted]))
         if staged:
             stage_parts.append(pd.read_parquet(stage_cache))
     scores = pd.concat(parts, ignore_index=True)
     folds = Folds(scores)
     # Every component the folds scored: those of `eval.components` and of the fusion.
-    components = [c for c in COMPONENTS if c in scores.columns]
+    components = [c for c in COMPONENTS if c in fitted]
     configured = parse_fusion(config.eval.fusion)
     candidates = {
         **{c: scores[c].to_numpy() for c in components},
@@ -458,10 +460,9 @@ def _stage_result(
     config: Config, stage_scores: pd.DataFrame, configured: dict[str, float]
 ) -> dict[str, Any]:
     """validation.json's `stages`: per stage the configured fusion's mean and per-fold AUROC
-    (`StageFolds`, from the stored component scores: a changed `eval.fusion` needs no
-    re-scoring), the headline (the mean at `HEADLINE_DAYS`), and the fusion search there with
-    its best fusion at every stage (headline, search and best None/absent when `HEADLINE_DAYS`
-    is not a stage)."""
+    (`StageFolds`, recomputed from the stored component scores), the headline (the mean at
+    `HEADLINE_DAYS`), and the fusion search there with its best fusion at every stage
+    (headline, search and best None/absent when `HEADLINE_DAYS` is not a stage)."""
     days = _days(config)
     at = {d: StageFolds(stage_scores, d) for d in days}
 

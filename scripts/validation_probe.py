@@ -27,14 +27,25 @@ from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.plasticc import class_name
 
 
-def probe_arguments(doc: str, out: str) -> argparse.Namespace:
-    """The command line of a validation probe: RUN, --workdir, --out (default `out`)."""
+def probe_arguments(doc: str, out: str, candidates: list[str] | None = None) -> argparse.Namespace:
+    """The command line of a validation probe: RUN, --workdir, --out (default `out`), and with
+    `candidates`, --only (some of them: then the default `out` is named after them)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
-    parser.add_argument("--out", type=Path, default=Path(out))
-    parser.add_argument("--only", default="", help="classifier probes: these candidates alone")
-    return parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {out}")
+    if candidates:
+        parser.add_argument("--only", default="", help=f"some of: {','.join(candidates)}")
+    args = parser.parse_args()
+    only = getattr(args, "only", "")
+    unknown = sorted(set(only.split(",")) - set(candidates or [])) if only else []
+    if unknown:
+        parser.error(f"--only: no candidate {unknown}; known: {candidates}")
+    if args.out is None:
+        args.out = Path(out)
+        if only:  # not over the full run's scores
+            args.out = args.out.with_name(f"{args.out.stem}-{only.replace(',', '-')}.parquet")
+    return args
 
 
 def read_validation(run: Path, workdir: Path | None) -> tuple[Config, pd.DataFrame, pd.DataFrame]:
@@ -188,11 +199,8 @@ def classifier_probe(doc: str, out: str, title: str, candidates: dict[str, tuple
     """The command of a probe of classifier candidates (name -> (label, candidate)): each fitted
     in every fold (`classifier_fold_columns`), then reported against the shipped fusion.
     `--only a,b` runs those candidates alone."""
-    args = probe_arguments(doc, out)
+    args = probe_arguments(doc, out, list(candidates))
     if args.only:
-        unknown = set(args.only.split(",")) - set(candidates)
-        if unknown:
-            raise SystemExit(f"--only: no candidate {sorted(unknown)}; known: {list(candidates)}")
         candidates = {name: candidates[name] for name in args.only.split(",")}
     start = time.perf_counter()
     makers = {name: make for name, (_, make) in candidates.items()}

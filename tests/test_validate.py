@@ -17,6 +17,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.synthetic import write_synthetic
 
 pytestmark = pytest.mark.slow  # trains three tiny folds
+FUSED = ("fused (configured)", "fused (best found)")
 
 
 def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypatch):
@@ -100,6 +101,18 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
         (validate_lib.validate(fused_only, tmp_path) / "validation.json").read_text()
     )
     assert {c.partition(":")[0] for c in config.eval.fusion} <= set(result["aurocs"])
+    # Then a fusion of fewer components: the folds are reused, and the component only the
+    # earlier fusion fitted is neither reported nor searched (found by a review: it was, and
+    # a fold scored again without it made its AUROC NaN).
+    fewer = config_io.apply_overrides(fused_only, ["eval.fusion=latent_knn:1,recon_chi2:1"])
+    calls.clear()
+    result = json.loads((validate_lib.validate(fewer, tmp_path) / "validation.json").read_text())
+    assert calls == []
+    assert set(result["aurocs"]) == {"latent_knn", "recon_chi2", *FUSED}
+    (out / f"fold-{config.data.known_classes[0]}" / "scores.parquet").unlink()
+    result = json.loads((validate_lib.validate(fewer, tmp_path) / "validation.json").read_text())
+    assert calls == [config.data.known_classes[0]]
+    assert set(result["aurocs"]) == {"latent_knn", "recon_chi2", *FUSED}
     # What each fold's `train` would refuse is refused first, before any folder is made (an
     # audit found `validation/` and its lock left inside the prepared data).
     inside = config_io.apply_overrides(config, [f"run_dir={config.data.dataset_dir}"])

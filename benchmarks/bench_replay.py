@@ -9,6 +9,11 @@ re-scores about 1/11 of the objects, each with its history so far. For each inpu
 median of a few nights in the middle of the survey (half of each light curve known). Objects/s
 is re-scored objects over the night's wall time. Target: 20,000 objects/s on 2 CPU cores.
 
+Each night's batch sizes differ, and the VAE's program is compiled once per batch shape (at most
+a few dozen: `streaming.batch_sizes`), so over a survey's replay compiling is a one-off cost. The
+nights are therefore timed twice: as first met (the shapes new that night compiled then) and
+again, every shape compiled (the steady state of a long replay: the figure reported as the rate).
+
 The run is an evaluated run with the default grid (default: `runs/default-rare`, from `make
 prepare train evaluate`); the scoring cost does not depend on how well it was trained.
 
@@ -47,22 +52,26 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
     scorer = NightScorer(data, Scorer.load(run_dir))
     first, last = data.nights
     middle = (first + last) // 2
-    scorer.night(middle - 1)  # compile the batch shapes
-    times, rescored, open_objects = [], [], []
-    for night in range(middle, middle + nights):
-        start = time.perf_counter()
-        _, _, counts = scorer.night(night)
-        times.append(time.perf_counter() - start)
-        rescored.append(counts["rescored"])
-        open_objects.append(counts["open"])
-    seconds = statistics.median(times)
+    scorer.night(middle - 1)  # compile what any night needs
+    first, compiled, rescored, open_objects = [], [], [], []
+    for times in (first, compiled):  # as first met, then every batch shape compiled
+        for night in range(middle, middle + nights):
+            start = time.perf_counter()
+            _, _, counts = scorer.night(night)
+            times.append(time.perf_counter() - start)
+            if times is first:
+                rescored.append(counts["rescored"])
+                open_objects.append(counts["open"])
     per_night = statistics.median(rescored)
+    seconds = statistics.median(compiled)
     return {
         "objects": n_objects,
         "open": statistics.median(open_objects),
         "rescored_per_night": per_night,
         "night_s": seconds,
         "rate": per_night / seconds,
+        "first_night_s": statistics.median(first),
+        "first_rate": per_night / statistics.median(first),
         "rows": len(data.rows),
     }
 
@@ -83,7 +92,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(
             f"{r['objects']:>7,} objects ({r['open']:,.0f} open): {r['rescored_per_night']:,.0f} "
             f"re-scored per night in {r['night_s']:.2f} s = {r['rate']:,.0f} objects/s "
-            f"({r['rate'] / TARGET:.2f} x the 20,000/s target)"
+            f"({r['rate'] / TARGET:.2f} x the 20,000/s target); as first met, with that night's "
+            f"new batch shapes compiled: {r['first_night_s']:.2f} s = {r['first_rate']:,.0f}/s"
         )
         rows.append(
             {
@@ -95,6 +105,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "ratio": round(r["rate"] / TARGET, 2),
                 "unit": "objects/s (alternative: the 20,000/s target)",
                 "night_s": round(r["night_s"], 3),
+                "first_met_rate": round(r["first_rate"]),
+                "first_met_night_s": round(r["first_night_s"], 3),
             }
         )
     base = results[0]

@@ -93,13 +93,20 @@ Candidate = Callable[
 
 
 def classifier_fold_columns(
-    objects: pd.DataFrame, held_out: int, config: Config, candidates: dict[str, Candidate]
+    objects: pd.DataFrame,
+    held_out: int,
+    config: Config,
+    candidates: dict[str, Candidate],
+    extra: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The shipped classifier score recomputed (`classifier_again`) and each candidate's, for
     one fold's scored objects: fitted per kind on the train split's other known classes and
     calibrated on the val split's other known objects of the same kind, as `validate` fits and
-    calibrates the `classifier` component."""
+    calibrates the `classifier` component. `extra`: (objects, k) more inputs for the candidates
+    (not the shipped classifier), appended to the raw features they get, their columns to
+    the classifier's feature columns."""
     raw = np.stack(objects["raw"].to_numpy())
+    added = np.zeros((len(raw), 0)) if extra is None else np.asarray(extra, np.float64)
     target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     fit_all = (split == "train") & (target != held_out)
@@ -112,16 +119,18 @@ def classifier_fold_columns(
             continue
         x, y = raw[fit], target[fit]
         shipped = Classifier(config.eval).fit(evidence(x), y)
-        scorers = {"classifier_again": lambda r, m=shipped: m.score(evidence(r))}
+        scorers = {"classifier_again": lambda r, m=shipped: m.score(evidence(r[:, : raw.shape[1]]))}
+        wide = np.hstack([raw, added])
+        inputs = np.r_[shipped.columns, raw.shape[1] + np.arange(added.shape[1])]
         for name, make in candidates.items():
             if np.unique(y).size < 2:  # one class: every object is "that class"
                 scorers[name] = lambda r: np.zeros(len(r))
             else:
-                scorers[name] = make(x, y, shipped.columns, config)
+                scorers[name] = make(wide[fit], y, inputs, config)
         val = (split == "val") & (target != held_out) & (galactic == g)
         rows = scored & (galactic == g)
         for name, score in scorers.items():
-            columns[name][rows] = Reference.fit(score(raw[val])).tail_score(score(raw[rows]))
+            columns[name][rows] = Reference.fit(score(wide[val])).tail_score(score(wide[rows]))
     for name, column in columns.items():
         out[name] = column[scored]
     return out

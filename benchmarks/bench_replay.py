@@ -53,13 +53,13 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
     first, last = data.nights
     middle = (first + last) // 2
     scorer.night(middle - 1)  # compile what any night needs
-    first, compiled, rescored, open_objects = [], [], [], []
-    for times in (first, compiled):  # as first met, then every batch shape compiled
+    first_met, compiled, rescored, open_objects = [], [], [], []
+    for times in (first_met, compiled):  # as first met, then every batch shape compiled
         for night in range(middle, middle + nights):
             start = time.perf_counter()
             _, _, counts = scorer.night(night)
             times.append(time.perf_counter() - start)
-            if times is first:
+            if times is first_met:
                 rescored.append(counts["rescored"])
                 open_objects.append(counts["open"])
     per_night = statistics.median(rescored)
@@ -70,8 +70,8 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
         "rescored_per_night": per_night,
         "night_s": seconds,
         "rate": per_night / seconds,
-        "first_night_s": statistics.median(first),
-        "first_rate": per_night / statistics.median(first),
+        "first_night_s": statistics.median(first_met),
+        "first_rate": per_night / statistics.median(first_met),
         "rows": len(data.rows),
     }
 

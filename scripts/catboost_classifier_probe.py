@@ -1,6 +1,7 @@
 """More trees at the shipped prediction time: CatBoost's symmetric trees (research, #10)
 
-    python scripts/catboost_classifier_probe.py RUN [--out FILE]   # RUN: with `make validate`
+    python scripts/catboost_classifier_probe.py RUN [--only a,b] [--out FILE]
+    # RUN: with `make validate`
     (needs `pip install catboost`, not a dependency of the package)
 
 The `classifier` component is underfitted at 50 iterations: LightGBM with 400 passed the

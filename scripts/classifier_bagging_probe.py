@@ -1,6 +1,7 @@
 """Two classifiers averaged instead of one: variance, not capacity (research, #10)
 
-    python scripts/classifier_bagging_probe.py RUN [--out FILE]   # RUN: with `make validate`
+    python scripts/classifier_bagging_probe.py RUN [--only a,b] [--out FILE]
+    # RUN: with `make validate`
 
 CatBoost's trees beside the shipped classifier passed the adoption rule by a hair (+0.0048 ±
 0.0021, `catboost_classifier_probe.py`) while they carry no more alone: the gain came from

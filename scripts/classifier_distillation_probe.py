@@ -1,6 +1,7 @@
 """A 400-iteration classifier distilled into the shipped 50 iterations (research, #10)
 
-    python scripts/classifier_distillation_probe.py RUN [--out FILE]   # RUN: with `make validate`
+    python scripts/classifier_distillation_probe.py RUN [--only a,b] [--out FILE]
+    # RUN: with `make validate`; --only: some of the candidates (RECIPES)
 
 400 boosting iterations instead of 50 validate +0.009 (docs/evaluation.md) but cost eight times
 the trees' prediction, which scoring at 20,000 objects/s cannot pay. Distillation keeps the

@@ -18,9 +18,9 @@ the standard error of the paired per-fold differences; beside it only if scoring
 20,000 objects/s or more (two models' prediction: 0.94x of the shipped rate, measured for the
 distilled classifier, which is the same size).
 
-Result (default-rare run from a fresh clone, `make validate` then this script; under 3 min on 2 cores;
-the shipped classifier recomputed exactly): alone 0.692 against the shipped 0.736 (better on
-TDE, AGN and RR Lyrae, worse on M-dwarf, SN Ia-91bg and SN Ia); in the classifier's place the
+Result (default-rare run from a fresh clone, `make validate` then this script; under 3 min on 2
+cores; the shipped classifier recomputed exactly): alone 0.692 against the shipped 0.736 (better
+on TDE, AGN and RR Lyrae, worse on M-dwarf, SN Ia-91bg and SN Ia); in the classifier's place the
 best fusion found 0.797 (-0.0172 ± 0.0093); beside it 0.815 (+0.0011 ± 0.0025). Not adopted. A
 likely reason: the fold's VAE was trained on the very train objects the trees are fitted on, so
 their latent means are cleaner than those of the objects it never saw, and the trees lean on

@@ -1,6 +1,7 @@
 """Would more trees in a faster tree predictor help the detector? (research, #10)
 
-    python scripts/lightgbm_classifier_probe.py RUN [--out FILE]   # RUN: with `make validate`
+    python scripts/lightgbm_classifier_probe.py RUN [--only a,b] [--out FILE]
+    # RUN: with `make validate`
     (needs `pip install lightgbm`, not a dependency of the package)
 
 The validation found the `classifier` component underfitted at 50 iterations (400 validate

@@ -40,22 +40,29 @@ def main() -> None:
     table = validation.validation_pool(args.run, workdir)
     shipped = active.feature_columns(table, args.run / "models", active.POLICY)
     forest = coniferest.aadforest.AADForest
-    per_fold: dict[str, np.ndarray] = {}
-    for depth in DEPTHS:
-        name = "shipped (depth log2(256) = 8)" if depth is None else f"depth {depth}"
-        # The ranker imports AADForest when it fits: the patched class is the one it gets.
-        coniferest.aadforest.AADForest = functools.partial(forest, max_depth=depth)
-        print(f"\n## {name}")
-        report = simulate_groups(table, {name: shipped}, args.draws)
-        per_fold[name] = np.array(list(report[name]["per_fold"].values()))
-    coniferest.aadforest.AADForest = forest
-    base = next(iter(per_fold.values()))
+    per_fold: dict[str, dict[str, float]] = {}
+    try:
+        for depth in DEPTHS:
+            name = "shipped (depth log2(256) = 8)" if depth is None else f"depth {depth}"
+            # The ranker imports AADForest when it fits: the patched class is the one it gets.
+            coniferest.aadforest.AADForest = functools.partial(forest, max_depth=depth)
+            print(f"\n## {name}")
+            per_fold[name] = simulate_groups(table, {name: shipped}, args.draws)[name]["per_fold"]
+    finally:
+        coniferest.aadforest.AADForest = forest
+    base = np.array(list(next(iter(per_fold.values())).values()))
     summary = {}
     print("\nanomalies among the first 50 shown (mean over folds and draws), against the shipped")
-    for name, means in per_fold.items():
+    for name, folds in per_fold.items():
+        means = np.array(list(folds.values()))
         diff = means - base
         se = diff.std(ddof=1) / np.sqrt(diff.size)
-        summary[name] = {"first_50": means.mean(), "difference": diff.mean(), "se": se}
+        summary[name] = {
+            "first_50": means.mean(),
+            "difference": diff.mean(),
+            "se": se,
+            "per_fold": folds,
+        }
         print(f"{name:32s} {means.mean():6.2f}  {diff.mean():+.2f} ± {se:.2f}")
     args.out.write_text(json.dumps(summary, indent=1, default=float) + "\n")
 

@@ -107,6 +107,9 @@ def classifier_fold_columns(
     the classifier's feature columns."""
     raw = np.stack(objects["raw"].to_numpy())
     added = np.zeros((len(raw), 0)) if extra is None else np.asarray(extra, np.float64)
+    if len(added) != len(raw):
+        raise ValueError(f"extra: {len(added)} rows for {len(raw)} objects")
+    wide = np.hstack([raw, added])
     target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     fit_all = (split == "train") & (target != held_out)
@@ -120,7 +123,6 @@ def classifier_fold_columns(
         x, y = raw[fit], target[fit]
         shipped = Classifier(config.eval).fit(evidence(x), y)
         scorers = {"classifier_again": lambda r, m=shipped: m.score(evidence(r[:, : raw.shape[1]]))}
-        wide = np.hstack([raw, added])
         inputs = np.r_[shipped.columns, raw.shape[1] + np.arange(added.shape[1])]
         for name, make in candidates.items():
             if np.unique(y).size < 2:  # one class: every object is "that class"

@@ -88,6 +88,13 @@ def map_columns(
             )
         by_name[canonical] = raw
     missing = [c for c in wanted if c not in by_name]
+    separator = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
+    if missing and separator:
+        shown = "tabs" if separator == "\t" else repr(separator)
+        raise UserError(
+            f"{path}: the columns are separated by {shown}, not commas: write the {kind} file as "
+            "a comma-separated CSV (as the Kaggle and unblinded PLAsTiCC files are)"
+        )
     if missing:
         found = listing((h.strip() for h in names), limit=12)
         # Each missing column with its other format's name (`ddf (or ddf_bool)`).

@@ -263,12 +263,19 @@ _ORPHAN_AGE_S = 600.0  # a scratch folder without an owner file this old was nev
 
 
 def check_input_files(paths: Iterable[Path]) -> None:
-    """Raise a UserError naming the first input path that is not a readable file."""
+    """Raise a UserError naming the first input path that is not a readable file, or the first
+    file given twice (by any name: its rows would be read twice)."""
+    seen: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             raise UserError(f"input {path} is a folder: give the CSV(.gz) files in it")
         if not path.is_file():
             raise UserError(f"input file {path} does not exist")
+        again = next((p for p in seen if os.path.samefile(p, path)), None)
+        if again is not None:
+            same = "" if again == path else f" (as {again} and as {path})"
+            raise UserError(f"input file {path} is given twice{same}: give each file once")
+        seen.append(path)
 
 
 def make_output_folder(folder: Path, option: str = "--output") -> None:
@@ -286,6 +293,11 @@ def make_output_folder(folder: Path, option: str = "--output") -> None:
         raise UserError(f"{option}: {file} is a file{where}; choose another path") from None
     except OSError as error:
         raise UserError(f"{option}: cannot create the folder {folder}: {error.strerror}") from None
+    try:  # a folder that exists may still take no files (read-only, or a system folder)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-check-"):
+            pass
+    except OSError as error:
+        raise UserError(f"{option}: cannot write files into {folder}: {error.strerror}") from None
 
 
 @contextmanager

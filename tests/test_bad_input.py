@@ -205,6 +205,36 @@ def test_a_column_named_twice_is_refused(good, tmp_path):
         run_prepare(tmp_path, both, meta)
 
 
+def test_a_file_separated_by_semicolons_or_tabs_is_named_so(good, tmp_path):
+    """Found by an audit: the message listed one column holding every name, `object_id;mjd;...`
+    (a spreadsheet in a European locale writes semicolons)."""
+    lcs, meta = good
+    lcs.to_csv(tmp_path / "lc.csv", index=False, sep=";")
+    meta.to_csv(tmp_path / "meta.tsv", index=False, sep="\t")
+    with pytest.raises(UserError, match=r"lc.csv: the columns are separated by ';', not commas"):
+        readers.read_lightcurves(tmp_path / "lc.csv")
+    with pytest.raises(UserError, match=r"meta.tsv: the columns are separated by tabs, not comma"):
+        readers.read_metadata(tmp_path / "meta.tsv")
+
+
+def test_an_input_given_twice_or_an_output_folder_taking_no_files_is_refused(good, tmp_path):
+    """Found by an audit: the same light-curve file twice was told to sort itself ("object ...
+    reappears"), and an output folder where no file can be made gave a bare OSError naming an
+    internal temporary file."""
+    from plasticc_jax.io_utils import check_input_files, make_output_folder
+
+    lcs, _ = good
+    lcs.to_csv(tmp_path / "lc.csv", index=False)
+    (tmp_path / "link.csv").symlink_to(tmp_path / "lc.csv")
+    with pytest.raises(UserError, match=r"input file .*lc.csv is given twice: give each file once"):
+        check_input_files([tmp_path / "lc.csv", tmp_path / "lc.csv"])
+    with pytest.raises(UserError, match=r"link.csv is given twice \(as .*lc.csv and as .*link"):
+        check_input_files([tmp_path / "lc.csv", tmp_path / "link.csv"])
+    if Path("/proc/self").is_dir():  # Linux: a folder in which no file can be created
+        with pytest.raises(UserError, match=r"--output: cannot write files into /proc: "):
+            make_output_folder(Path("/proc"))
+
+
 def test_swapped_files_are_named_as_such(good, tmp_path):
     lcs, meta = good
     lcs.to_csv(tmp_path / "lc.csv", index=False)

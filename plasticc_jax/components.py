@@ -287,6 +287,18 @@ def balanced_rows(labels: np.ndarray) -> np.ndarray:
     return np.concatenate([np.resize(np.flatnonzero(labels == c), counts.max()) for c in classes])
 
 
+def boosted_trees(iterations: int, seed: int) -> HistGradientBoostingClassifier:
+    """The `classifier` component's gradient-boosted trees, unfitted (learning rate 0.1, 15
+    leaves, no early stopping; research probes vary only the iterations)."""
+    return HistGradientBoostingClassifier(
+        max_iter=iterations,
+        learning_rate=0.1,
+        max_leaf_nodes=15,
+        early_stopping=False,
+        random_state=seed,
+    )
+
+
 class Classifier(Component):
     """A gradient-boosted classifier of the known classes on the raw features (NaN handled
     natively); score: 1 - its largest class probability. It also names each object's nearest
@@ -316,13 +328,8 @@ class Classifier(Component):
             self.model = None
             return self
         rows = balanced_rows(labels)
-        self.model = HistGradientBoostingClassifier(
-            max_iter=self.config.classifier_iterations,
-            learning_rate=0.1,
-            max_leaf_nodes=15,
-            early_stopping=False,
-            random_state=self.config.seed,
-        ).fit(x[np.ix_(rows, self.columns)], labels[rows])
+        model = boosted_trees(self.config.classifier_iterations, self.config.seed)
+        self.model = model.fit(x[np.ix_(rows, self.columns)], labels[rows])
         return self
 
     def probabilities(self, evidence: Evidence) -> np.ndarray:

@@ -78,11 +78,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 from validation_probe import classifier_probe
 
-from plasticc_jax.components import balanced_rows
+from plasticc_jax.components import balanced_rows, boosted_trees
 from plasticc_jax.config import Config
 
 ROWS_PER_OBJECT = 10
@@ -110,17 +109,6 @@ RECIPES = {
 }
 
 
-def boosted(iterations: int, seed: int) -> HistGradientBoostingClassifier:
-    """The shipped classifier's settings but for the number of iterations."""
-    return HistGradientBoostingClassifier(
-        max_iter=iterations,
-        learning_rate=0.1,
-        max_leaf_nodes=15,
-        early_stopping=False,
-        random_state=seed,
-    )
-
-
 _TEACHERS: dict[tuple[str, int, int], np.ndarray] = {}
 
 
@@ -145,7 +133,7 @@ def out_of_fold_probabilities(
     folds = min(n_folds, int(np.bincount(np.searchsorted(classes, y)).min()))
     for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         rows = fit[balanced_rows(y[fit])]
-        teacher = boosted(iterations, seed).fit(x[rows], y[rows])
+        teacher = boosted_trees(iterations, seed).fit(x[rows], y[rows])
         p[np.ix_(held, np.searchsorted(classes, teacher.classes_))] = teacher.predict_proba(x[held])
     print(f"teacher {iterations}x{n_folds}: {len(y)} objects, {time.perf_counter() - start:.0f} s")
     return p
@@ -176,7 +164,7 @@ def distilled_score(
     targets = recipe.label_share * own + (1.0 - recipe.label_share) * teacher
     rows, labels = soft_rows(y, targets, recipe.rows_per_object)
     start = time.perf_counter()
-    student = boosted(config.eval.classifier_iterations, seed).fit(x[rows], labels)
+    student = boosted_trees(config.eval.classifier_iterations, seed).fit(x[rows], labels)
     seconds = time.perf_counter() - start
     print(f"student x{recipe.rows_per_object}: {len(rows)} rows, {seconds:.0f} s")
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from classifier_distillation_probe import boosted
 from validation_probe import (
     classifier_fold_columns,
     compare_with_classifier,
@@ -45,7 +44,7 @@ from validation_probe import (
 )
 
 from plasticc_jax import scoring
-from plasticc_jax.components import balanced_rows
+from plasticc_jax.components import balanced_rows, boosted_trees
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.encoder import load_vae
@@ -70,7 +69,7 @@ def latent_classifier(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The shipped classifier's model on the features and the latent means (`columns`)."""
     rows = balanced_rows(y)
-    model = boosted(config.eval.classifier_iterations, config.eval.seed)
+    model = boosted_trees(config.eval.classifier_iterations, config.eval.seed)
     model.fit(x[np.ix_(rows, columns)], y[rows])
     return lambda raw: 1.0 - model.predict_proba(raw[:, columns]).max(axis=1)
 

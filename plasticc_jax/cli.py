@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io
-from plasticc_jax.doctor import jax_setting_problem, use_compilation_cache
+from plasticc_jax.doctor import jax_setting_problem, out_of_memory_problem, use_compilation_cache
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 
@@ -510,6 +510,13 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
             raise
         print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        problem = out_of_memory_problem(error)
+        if problem is None:
+            raise
+        logging.getLogger(__name__).debug("", exc_info=True)
+        print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

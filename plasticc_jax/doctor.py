@@ -214,6 +214,18 @@ def jax_setting_problem(error: BaseException) -> str | None:
     return f"JAX refuses a setting of the environment ({error}){variable}: fix or unset it"
 
 
+def out_of_memory_problem(error: BaseException) -> str | None:
+    """One line for XLA running out of memory (a network or batch too large for the device, a
+    traceback otherwise), else None."""
+    if not isinstance(error, RuntimeError) or "RESOURCE_EXHAUSTED" not in str(error):
+        return None
+    first = str(error).strip().splitlines()[0]
+    return (
+        f"out of memory ({first}): a smaller batch (train.batch_size, eval.batch_size) or "
+        "network (model.hidden, model.latent_dim) needs less"
+    )
+
+
 def log_backend() -> None:
     """Log in one line where JAX computes; on the CPU, why (a warning if a GPU was expected)."""
     devices = jax_devices()

@@ -272,3 +272,23 @@ def test_a_jax_setting_jax_refuses_is_one_line(
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "error: JAX refuses a setting of the environment" in err and value in err
+
+
+def test_out_of_memory_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: a network too large for the device (`--set model.latent_dim=
+    100000000000`) was XLA's RESOURCE_EXHAUSTED traceback. The allocation here is XLA's own."""
+    import jax.numpy as jnp
+
+    from plasticc_jax import cli
+
+    def allocate_too_much(args: object) -> int:
+        jnp.zeros(10**14, dtype=jnp.float32).block_until_ready()
+        return 0
+
+    monkeypatch.setattr(cli, "run", allocate_too_much)
+    assert main(["doctor"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "error: out of memory (RESOURCE_EXHAUSTED" in err and "model.latent_dim" in err

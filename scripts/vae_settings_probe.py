@@ -18,6 +18,11 @@ Adoption rule, written before the run (the rule of docs/evaluation.md's detector
 candidate whose best fusion found is highest replaces the shipped settings only if it beats the
 shipped settings' fusion (its best found) by more than twice the standard error of the paired
 per-fold differences.
+
+Result (a fresh clone's prepared data, 34 min on 2 cores): shipped 0.8141 (every cell of
+docs/evaluation.md's table reproduced); head weight 3 0.794 (-0.0204 ± 0.0089), 10 0.794,
+0.3 0.811 (-0.0029 ± 0.0036), beta 0.3 0.806 (-0.0083 ± 0.0066), latent 32 0.813 (-0.0010 ±
+0.0046). Nothing adopted (docs/evaluation.md, with the heavier heads' early-stopping caveat).
 """
 
 from __future__ import annotations

@@ -489,7 +489,7 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
     except PermissionError as error:
         # Typically a mounted data/ or runs/ that a Docker daemon created as root: one line.
         print(
-            f"plasticc-jax {args.command}: error: {error} (this user may not write there; "
+            f"plasticc-jax {args.command}: error: {error} (this user may not read or write there; "
             "in a container, create data/ and runs/ before `docker run` and pass "
             "`--user $(id -u):$(id -g)`)",
             file=sys.stderr,
@@ -510,7 +510,7 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
             raise
         print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
         return 2
-    except RuntimeError as error:
+    except (RuntimeError, MemoryError) as error:
         problem = out_of_memory_problem(error)
         if problem is None:
             raise

@@ -35,6 +35,9 @@ INPUT_SELECTIONS: tuple[str, ...] = ("train", "test", "all")
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 # The grid's reference time t0 (`DataConfig.time_anchor`, `gridding.anchor_rows`).
 TIME_ANCHORS: tuple[str, ...] = ("peak", "first_detection")
+# Bins per passband at most: four a day over the default 256-day window (finer grids only cost
+# memory).
+MAX_TIME_BINS = 1024
 # The detector's components (`plasticc_jax.components.COMPONENTS`, named here so that checking a
 # config imports no scikit-learn).
 COMPONENT_NAMES: tuple[str, ...] = (
@@ -81,7 +84,7 @@ class DataConfig:
     seed: int = 0
     # Time grid relative to each object's reference time t0 (its brightest detection): bins per
     # passband, and days before and after t0 (see `gridding`).
-    n_time_bins: int = 64
+    n_time_bins: int = 64  # at most MAX_TIME_BINS
     window_before: float = 64.0
     window_after: float = 192.0
     # The grid's reference time t0 (`TIME_ANCHORS`), for complete and partial light curves alike:
@@ -207,7 +210,7 @@ class EvalConfig:
     # Threshold calibrated on the val split of known classes for this false-positive rate.
     target_fpr: float = 0.01
     # The train split's known objects are scored by components fitted without them, in this many
-    # folds (they were fitted on them); 0 scores them in-sample.
+    # folds (2-20; they were fitted on them); 0 scores them in-sample.
     cross_fit_folds: int = 5
     # Realistic-rate metrics: anomalies subsampled to this fraction of the test split, n_draws
     # times.
@@ -393,6 +396,9 @@ def validate(config: Config) -> None:
     seed("data.seed", data.seed)
     for key in ("n_time_bins", "min_observations", "chunk_rows", "workers", "shard_objects"):
         positive_int(f"data.{key}", getattr(data, key))
+    if isinstance(data.n_time_bins, int) and data.n_time_bins > MAX_TIME_BINS:
+        # 100,000,000 bins asked for 724 GiB, 100,000 ran for minutes without a word (an audit).
+        need(False, "data.n_time_bins", data.n_time_bins, f"at most {MAX_TIME_BINS:,} bins")
     for key in ("window_before", "window_after"):
         number(f"data.{key}", getattr(data, key), -inf, inf, "must be a finite number of days")
     if all(isinstance(w, int | float) for w in (data.window_before, data.window_after)):
@@ -476,8 +482,9 @@ def validate(config: Config) -> None:
     ):
         positive_int(f"eval.{key}", getattr(ev, key))
     folds = ev.cross_fit_folds
-    ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or folds >= 2)
-    need(ok, "eval.cross_fit_folds", folds, "must be 0 (in-sample) or at least 2")
+    ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or 2 <= folds <= 20)
+    # Each fold fits the detector again: 100,000 folds ran for hours without a word (an audit).
+    need(ok, "eval.cross_fit_folds", folds, "must be 0 (in-sample) or 2-20 (a detector fit each)")
     seed("eval.n_bootstrap", ev.n_bootstrap)
     unknown = [c for c in ev.components if c not in COMPONENT_NAMES]
     need(

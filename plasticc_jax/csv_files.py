@@ -23,9 +23,20 @@ import pyarrow.csv as pa_csv
 from plasticc_jax.errors import UserError, listing
 
 # Tokens pyarrow reads as null (its defaults), used when locating a bad value.
-_NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
-_NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
+NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
+NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
 _BOOL_TOKENS = frozenset({"0", "1", "true", "false"})
+
+
+# Formats that are not CSV, told by their first bytes (a Parquet file given as light curves).
+_OTHER_FORMATS: dict[bytes, str] = {
+    b"PAR1": "a Parquet file",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ\x00": "xz-compressed",
+    b"PK\x03\x04": "a zip archive",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+    b"\x89HDF": "an HDF5 file",
+}
 
 
 def is_gzip(path: Path) -> bool:
@@ -51,6 +62,14 @@ def header(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        start = handle.read(8)
+    other = next((what for magic, what in _OTHER_FORMATS.items() if start.startswith(magic)), None)
+    if other:
+        raise UserError(
+            f"{path}: {other}, not a CSV file: light curves and metadata are read as CSV, plain "
+            "or gzipped (convert or decompress it first)"
+        )
     opener = gzip.open if is_gzip(path) else open
     try:
         with opener(path, "rb") as handle:
@@ -118,7 +137,7 @@ def map_columns(
 def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
     """Boolean mask of strings that pyarrow cannot convert to `dtype` (nulls are fine)."""
     text = values.fillna("").astype(str).str.strip()
-    null = text.str.lower().isin(_NULL_TOKENS)
+    null = text.str.lower().isin(NULL_TOKENS)
     if pa.types.is_boolean(dtype):
         return (~null & ~text.str.lower().isin(_BOOL_TOKENS)).to_numpy()
     if pa.types.is_integer(dtype):  # pyarrow takes integer literals only ("2.0" is an error)
@@ -159,11 +178,12 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
     for batch in reader:
         frame = batch.to_pandas()
         for canonical, raw in columns.items():
+            name = raw.strip()  # as the file writes it (`ddf_bool`, not `ddf`)
             not_utf8 = np.flatnonzero(_invalid_utf8(frame[raw]))
             if not_utf8.size:
                 line = rows_before + int(not_utf8[0]) + 2
                 value = frame[raw].iloc[not_utf8[0]]
-                return f"column {canonical!r}, line {line}: {value!r} is not valid UTF-8"
+                return f"column {name!r}, line {line}: {value!r} is not valid UTF-8"
             frame[raw] = frame[raw].map(lambda v: None if v is None else v.decode())
             bad = np.flatnonzero(_bad_value_rows(frame[raw], types[canonical]))
             if bad.size:
@@ -173,14 +193,14 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                 if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
                     # pandas writes an integer column with a missing value as floats ("2.0").
                     return (
-                        f"column {canonical!r}, line {line}: {value!r} is written as a decimal "
+                        f"column {name!r}, line {line}: {value!r} is written as a decimal "
                         "number where a whole number is expected (write it as an integer, e.g. "
                         "with pandas: astype('Int64') before to_csv)"
                     )
                 if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
                     return (
-                        f"column {canonical!r}, line {line}: {value!r} is too large for a "
-                        f"{kind} (at most {np.iinfo(kind.to_pandas_dtype()).max})"
+                        f"column {name!r}, line {line}: {value!r} is too large (at most "
+                        f"{np.iinfo(kind.to_pandas_dtype()).max})"
                     )
                 if pa.types.is_boolean(kind):
                     what = (
@@ -189,8 +209,8 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                         else "is not a flag"
                     )
                     flag = "(true/false or 1/0)"
-                    return f"column {canonical!r}, line {line}: {value!r} {what} {flag}"
-                return f"column {canonical!r}, line {line}: {value!r} is not a valid {kind}"
+                    return f"column {name!r}, line {line}: {value!r} {what} {flag}"
+                return f"column {name!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows
     return "a value could not be converted"
 

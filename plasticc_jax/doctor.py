@@ -215,14 +215,15 @@ def jax_setting_problem(error: BaseException) -> str | None:
 
 
 def out_of_memory_problem(error: BaseException) -> str | None:
-    """One line for XLA running out of memory (a network or batch too large for the device, a
-    traceback otherwise), else None."""
-    if not isinstance(error, RuntimeError) or "RESOURCE_EXHAUSTED" not in str(error):
+    """One line for running out of memory (XLA's RESOURCE_EXHAUSTED, NumPy's MemoryError: a
+    network, batch or grid too large; a traceback otherwise), else None."""
+    xla = isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+    if not (xla or isinstance(error, MemoryError)):
         return None
-    first = str(error).strip().splitlines()[0]
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return (
-        f"out of memory ({first}): a smaller batch (train.batch_size, eval.batch_size) or "
-        "network (model.hidden, model.latent_dim) needs less"
+        f"out of memory ({first}): a smaller batch (train.batch_size, eval.batch_size), "
+        "network (model.hidden, model.latent_dim) or grid (data.n_time_bins) needs less"
     )
 
 

@@ -269,6 +269,10 @@ def check_input_files(paths: Iterable[Path]) -> None:
     for path in map(Path, paths):
         if path.is_dir():
             raise UserError(f"input {path} is a folder: give the CSV(.gz) files in it")
+        if path.exists() and not path.is_file():  # read twice (header, then rows): a pipe cannot
+            raise UserError(
+                f"input {path} is not a regular file (a pipe or a device): save it to a file first"
+            )
         if not path.is_file():
             raise UserError(f"input file {path} does not exist")
         again = next((p for p in seen if os.path.samefile(p, path)), None)

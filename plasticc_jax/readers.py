@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from plasticc_jax import plasticc
-from plasticc_jax.csv_files import arrow_error, header, input_stream, map_columns
+from plasticc_jax.csv_files import NULL_TOKENS, arrow_error, header, input_stream, map_columns
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.lightcurve_rows import LIGHTCURVE_TYPES, Rows, read_rows
 
@@ -45,7 +46,11 @@ MINUS9_MEANS_MISSING: tuple[str, ...] = (
 _META_TYPES: dict[str, pa.DataType] = {
     "object_id": pa.int64(),
     **{c: pa.float64() for c in plasticc.METADATA_COLUMNS[1:]},
-    "target": pa.float64(),
+    # Read as text, converted by `_flag_or_label_values`: the flag may be written true/false
+    # (pandas writes booleans so), and a label that is not a number is the object's problem
+    # (`score` needs no label), not the whole file's.
+    "ddf": pa.string(),
+    "target": pa.string(),
 }
 TARGET_PROBLEM = "metadata target not a class number"
 # Per-object metadata problems (code 0: none), found by `metadata_problems`; the object is
@@ -122,11 +127,24 @@ def read_metadata(path: Path) -> pd.DataFrame:
         if name == "target" and not label:
             arrays[name] = np.full(ids.size, plasticc.UNKNOWN_TARGET, np.int64)
             continue
-        values = table.column(columns[name]).to_numpy(zero_copy_only=False)
+        text_values = None
+        if name in ("ddf", "target"):
+            values, text_values = _flag_or_label_values(table.column(columns[name]), name == "ddf")
+            if name == "ddf" and text_values.any():
+                line = int(np.flatnonzero(text_values)[0]) + 2
+                value = table.column(columns[name])[line - 2].as_py()
+                raise UserError(
+                    f"{path}: bad value in column {columns[name].strip()!r}, line {line}: "
+                    f"{value!r} is not a flag (1/0 or true/false); fix or remove that line"
+                )
+        else:
+            values = table.column(columns[name]).to_numpy(zero_copy_only=False)
         table = table.drop_columns([columns[name]])
         if name in MINUS9_MEANS_MISSING:
             values = np.where(values == plasticc.MISSING_VALUE, np.nan, values)
         _flag_problems(name, values, problem)  # before the conversions below hide them
+        if text_values is not None:  # a label that is not a number: as one not a class number
+            problem[(problem == 0) & text_values] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
         # A missing or impossible flag or label becomes 0 or -1 (the object is rejected anyway
         # if it is impossible).
         if name == "ddf":
@@ -142,10 +160,29 @@ def read_metadata(path: Path) -> pd.DataFrame:
     return pd.DataFrame(arrays)
 
 
+def _flag_or_label_values(column: pa.ChunkedArray, flag: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A text column as float64 (NaN where empty or a null token such as `NA`) and the mask of
+    values that are not numbers (`SNIa`); with `flag`, true/false (any case) read as 1/0."""
+    text = pc.utf8_trim_whitespace(column)
+    lower = pc.utf8_lower(text)
+    if flag:
+        text = pc.if_else(
+            pc.equal(lower, "true"), "1", pc.if_else(pc.equal(lower, "false"), "0", text)
+        )
+    text = pc.if_else(pc.is_in(lower, value_set=pa.array(sorted(NULL_TOKENS))), None, text)
+    try:  # the usual case, fast: every value a number or missing
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(text), bool)
+    except pa.ArrowInvalid:
+        values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
+        values = values.to_numpy(np.float64)
+        return values, text.is_valid().to_numpy(zero_copy_only=False) & np.isnan(values)
+
+
 def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     """Set the `METADATA_PROBLEMS` code of the rows whose `name` value is impossible (in place;
-    the first problem of a row wins). NaN is a missing value, not a problem."""
-    given = ~np.isnan(values)
+    the first problem of a row wins). NaN is a missing value, not a problem, except for `ddf`:
+    whether an object is in the deep fields changes its score, so it may not be left out."""
+    given = ~np.isnan(values) | (name == "ddf")
     if name == "target":
         bad = given & ~_is_class_number(values)
         code = len(METADATA_PROBLEMS) - 1

@@ -178,7 +178,7 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
         run_prepare(tmp_path, good[0], meta)
     huge = good[1].astype({"object_id": object})
     huge.loc[3, "object_id"] = "99999999999999999999"  # beyond int64
-    with pytest.raises(UserError, match=r"'object_id', line 5: '9+' is too large for a int64"):
+    with pytest.raises(UserError, match=r"'object_id', line 5: '9+' is too large \(at most"):
         run_prepare(tmp_path, good[0], huge)
 
 
@@ -193,6 +193,30 @@ def test_an_empty_detection_flag_names_the_line(good, tmp_path):
     config = config_io.load_preset("tiny")
     with pytest.raises(UserError, match=r"'detected', row 20 .*not a detection flag"):
         grid_lightcurves(lcs, good[1], config.data)
+
+
+def test_metadata_flags_and_labels_written_as_text(good, tmp_path):
+    """Found by an audit: an empty `ddf` was read as 0 (the wide survey), which changed the
+    object's score unseen; `ddf` written True/False (as pandas writes booleans) was refused
+    while `detected` so written was read; a label that is not a number refused the whole file,
+    although `score` needs no label; a bad value was named by the internal column name."""
+    lcs, meta = good
+    meta = meta.astype({"ddf": object, "target": object})
+    meta["ddf"] = np.where(good[1]["ddf"] == 1, "True", "false")
+    ids = meta["object_id"].tolist()
+    meta.loc[3, "ddf"] = None
+    meta.loc[5, "target"] = "SNIa"
+    out = run_prepare(tmp_path, lcs, meta)
+    ddf_reason = "metadata ddf not finite or outside [0, 1]"
+    assert rejections(out) == {ids[3]: ddf_reason, ids[5]: readers.TARGET_PROBLEM}
+    read = readers.read_metadata(tmp_path / "raw" / "training_set_metadata.csv")
+    kept = np.arange(len(meta)) != 3
+    assert read["ddf"].to_numpy()[kept].tolist() == good[1]["ddf"].to_numpy()[kept].tolist()
+    assert read["target"].tolist()[5] == -1  # scored without a label by `score`
+    meta.loc[3, "ddf"] = "yes"
+    meta = meta.rename(columns={"ddf": "ddf_bool"})
+    with pytest.raises(UserError, match=r"column 'ddf_bool', line 5: 'yes' is not a flag"):
+        run_prepare(tmp_path, lcs, meta)
 
 
 def test_a_column_named_twice_is_refused(good, tmp_path):
@@ -275,6 +299,29 @@ def test_empty_and_truncated_files(good, tmp_path):
             else:
                 readers.read_metadata(path)
         path.write_bytes(whole)
+
+
+def test_files_that_are_not_csv_are_named_so(good, tmp_path):
+    """Found by an audit: a Parquet or bzip2 file was "not valid UTF-8", a pipe "does not
+    exist"."""
+    import bz2
+    import os
+
+    from plasticc_jax.io_utils import check_input_files
+
+    lcs, meta = good
+    parquet = tmp_path / "lightcurves.parquet"
+    lcs.to_parquet(parquet)
+    with pytest.raises(UserError, match=r"lightcurves.parquet: a Parquet file, not a CSV file"):
+        readers.read_lightcurves(parquet)
+    packed = tmp_path / "metadata.csv.bz2"
+    packed.write_bytes(bz2.compress(meta.to_csv(index=False).encode()))
+    with pytest.raises(UserError, match=r"metadata.csv.bz2: bzip2-compressed, not a CSV file"):
+        readers.read_metadata(packed)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(UserError, match=r"input .*pipe is not a regular file \(a pipe"):
+        check_input_files([pipe])
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from plasticc_jax import doctor as doctor_lib
@@ -287,8 +288,16 @@ def test_out_of_memory_is_one_line(
         jnp.zeros(10**14, dtype=jnp.float32).block_until_ready()
         return 0
 
-    monkeypatch.setattr(cli, "run", allocate_too_much)
-    assert main(["doctor"]) == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "error: out of memory (RESOURCE_EXHAUSTED" in err and "model.latent_dim" in err
+    def allocate_too_much_numpy(args: object) -> int:
+        np.zeros(10**14, dtype=np.float64)  # NumPy's MemoryError (a grid too fine, say)
+        return 0
+
+    for run, what in (
+        (allocate_too_much, "RESOURCE_EXHAUSTED"),
+        (allocate_too_much_numpy, "Unable"),
+    ):
+        monkeypatch.setattr(cli, "run", run)
+        assert main(["doctor"]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert f"error: out of memory ({what}" in err and "model.latent_dim" in err

@@ -113,9 +113,10 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     ghost = meta.iloc[[0]].copy()
     ghost["object_id"] = 999_999  # metadata without a light curve
     meta_path = tmp_path / "meta.csv"
-    unlabelled = int(meta["object_id"].iloc[1])
-    meta = meta.astype({"target": float})
+    unlabelled = meta["object_id"].iloc[[1, 2]].tolist()
+    meta = meta.astype({"target": object})
     meta.loc[1, "target"] = 90.5  # not a class number: scored without a label (score needs none)
+    meta.loc[2, "target"] = "SNIa"  # nor a number (it refused the whole file before)
     pd.concat([meta, ghost]).to_csv(meta_path, index=False)
     output = tmp_path / "out" / "scores.parquet"
     args = [
@@ -133,7 +134,7 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     scored = pd.read_parquet(output)
     rejected = pd.read_csv(tmp_path / "out" / "scores.rejected.csv")
     assert 999_999 in set(rejected["object_id"])
-    assert scored.loc[scored["object_id"] == unlabelled, "target"].tolist() == [-1]
+    assert scored.loc[scored["object_id"].isin(unlabelled), "target"].tolist() == [-1, -1]
     ids = np.concatenate([scored["object_id"], rejected["object_id"]])
     assert sorted(ids) == sorted([*meta["object_id"].tolist(), 999_999])
     assert sorted(scored["rank"]) == list(range(1, len(scored) + 1))

@@ -394,6 +394,14 @@ def validate(config: Config) -> None:
             "must be below 1 (the rest is the train split)",
         )
     seed("data.seed", data.seed)
+    for key in ("raw_dir", "processed_dir"):  # empty: the dataset went into the workdir itself
+        value = getattr(data, key)
+        need(
+            isinstance(value, str) and bool(value.strip()),
+            f"data.{key}",
+            value,
+            "must name a folder",
+        )
     for key in ("n_time_bins", "min_observations", "chunk_rows", "workers", "shard_objects"):
         positive_int(f"data.{key}", getattr(data, key))
     if isinstance(data.n_time_bins, int) and data.n_time_bins > MAX_TIME_BINS:

@@ -269,6 +269,7 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.anomaly_classes=999"], "999 not a PLAsTiCC class (classes: 6, 15,"),
         (["--set", "eval.knn_neighbours=0"], "eval.knn_neighbours=0: must be a positive integer"),
         (["--set", "eval.cross_fit_folds=1"], "eval.cross_fit_folds=1: must be 0 (in-sample) or"),
+        (["--set", "data.processed_dir="], "data.processed_dir='': must name a folder"),
         (["--set", "data.n_time_bins=100000000"], "data.n_time_bins=100000000: at most 1,024"),
         (["--set", "eval.cross_fit_folds=100000"], "eval.cross_fit_folds=100000: must be 0"),
         (["--set", "eval.fusion=latent_knn:-1"], "eval.fusion='latent_knn:-1': must be component"),

@@ -1,0 +1,139 @@
+"""Latent kNN distances measured class by class (research, #10)
+
+    python scripts/class_knn_probe.py RUN [--workdir DIR] [--out FILE]
+    # RUN: with `make validate`
+
+The shipped `latent_knn` is the mean distance to the 10 nearest fitting objects of any known
+class, so an object near a large, dense class (SN Ia, 40% of the extragalactic objects) looks
+more typical than one as near a small, spread-out class (SN Iax, TDE), and the val objects of
+the small classes fill the tail its calibration is made on. The candidates ask instead "is the
+object typical of some known class?", one class at a time, in the fold VAE's latent space:
+
+- `class_knn`: for each known class, the mean distance to its 10 nearest fitting objects of that
+  class divided by the median of the same distance among the class's own fitting objects (each
+  leaving itself out); the score is the smallest ratio over the classes;
+- `class_knn_raw`: the same without dividing (the distance to the nearest class, by kNN).
+
+Each is fitted per fold and kind on the train split's other known classes and calibrated on the
+val split's other known objects of the same kind, as `validate` fits and calibrates
+`latent_knn` (which this script recomputes from the fold's VAE and checks against the stored
+column). Each fold's latent means come from that fold's own VAE.
+
+Adoption rule, as docs/evaluation.md's, written before the run: the best fusion found with a
+candidate (in `latent_knn`'s place or beside it) must beat the shipped fusion by more than twice
+the standard error of the paired per-fold differences.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from latent_classifier_probe import fold_latents
+from sklearn.neighbors import NearestNeighbors
+from validation_probe import paired, probe_arguments, read_validation, table_rows, with_fold_columns
+
+from plasticc_jax.calibration import Reference
+from plasticc_jax.detector import parse_fusion
+from plasticc_jax.fusion_search import Folds, fusion_spec
+from plasticc_jax.gridding import FEATURE_NAMES
+
+K = 10
+CANDIDATES = ("class_knn", "class_knn_raw")
+
+
+def mean_knn(
+    reference: np.ndarray, query: np.ndarray, k: int, skip_self: bool = False
+) -> np.ndarray:
+    """Mean distance of each query row to its k nearest reference rows (the first left out when
+    the query is the reference itself)."""
+    k = min(k, len(reference) - int(skip_self))
+    distance, _ = NearestNeighbors().fit(reference).kneighbors(query, n_neighbors=k + skip_self)
+    return distance[:, int(skip_self) :].mean(axis=1)
+
+
+def class_scorers(latent: np.ndarray, labels: np.ndarray) -> dict[str, object]:
+    """The candidates fitted on one kind's fitting objects: name -> scorer of latent rows."""
+    classes = np.unique(labels)
+    spread = {
+        c: np.median(mean_knn(latent[labels == c], latent[labels == c], K, True)) for c in classes
+    }
+
+    def distances(rows: np.ndarray) -> np.ndarray:  # (rows, classes)
+        return np.stack([mean_knn(latent[labels == c], rows, K) for c in classes], axis=1)
+
+    scale = np.array([spread[c] for c in classes])
+    return {
+        "class_knn": lambda rows: (distances(rows) / scale).min(axis=1),
+        "class_knn_raw": lambda rows: distances(rows).min(axis=1),
+        "latent_knn_again": lambda rows: mean_knn(latent, rows, K),
+    }
+
+
+def fold_columns(objects: pd.DataFrame, latents: np.ndarray, held_out: int) -> pd.DataFrame:
+    raw = np.stack(objects["raw"].to_numpy())
+    target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
+    galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
+    latents = latents.astype(np.float32)  # as the detector holds them
+    fit_all = (split == "train") & (target != held_out)
+    scored = (split == "val") | (target == held_out)
+    names = ["latent_knn_again", *CANDIDATES]
+    columns = {name: np.zeros(len(objects)) for name in names}
+    for g in (True, False):
+        fit = fit_all & (galactic == g)
+        if not fit.any():
+            continue
+        scorers = class_scorers(latents[fit], target[fit])
+        val = (split == "val") & (target != held_out) & (galactic == g)
+        rows = scored & (galactic == g)
+        for name, score in scorers.items():
+            columns[name][rows] = Reference.fit(score(latents[val])).tail_score(
+                score(latents[rows])
+            )
+    out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
+    for name, column in columns.items():
+        out[name] = column[scored]
+    return out
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "runs/class-knn/scores.parquet")
+    start = time.perf_counter()
+    config, scores, objects = read_validation(args.run, args.workdir)
+    workdir = args.workdir or args.run.parent.parent
+    dataset_dir = workdir / config.data.dataset_dir
+    known = list(config.data.known_classes)
+
+    def make(fold: int) -> pd.DataFrame:
+        latents = fold_latents(args.run / "validation" / f"fold-{fold}", dataset_dir, known)
+        return fold_columns(objects, latents, fold)
+
+    table = with_fold_columns(scores, make, args.out)
+    again = np.abs(table["latent_knn_again"] - table["latent_knn"]).max()
+    print(f"latent_knn recomputed: max |again - stored| {again:.2e}")
+    print(f"({time.perf_counter() - start:.0f} s)")
+    folds = Folds(table)
+    shipped = parse_fusion(config.eval.fusion)
+    base = folds.fused(shipped)
+    rows = {"shipped fusion": base, "latent_knn (shipped)": table["latent_knn"].to_numpy()}
+    compared = {}
+    for name in CANDIDATES:
+        rows[f"{name} alone"] = table[name].to_numpy()
+        replaced = {(name if k == "latent_knn" else k): w for k, w in shipped.items()}
+        best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
+        best_beside = folds.search([*shipped, name], also=shipped)[0]["weights"]
+        compared[f"{name} in latent_knn's place, best found `{fusion_spec(best_replaced)}`"] = (
+            folds.fused(best_replaced)
+        )
+        compared[f"{name} beside, best found `{fusion_spec(best_beside)}`"] = folds.fused(
+            best_beside
+        )
+    table_rows(folds, {**rows, **compared})
+    print("\npaired per-fold differences against the shipped fusion:")
+    for name, values in compared.items():
+        print(f"- {name}: {paired(folds, values, base)}")
+
+
+if __name__ == "__main__":
+    main()

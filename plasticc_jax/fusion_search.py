@@ -97,15 +97,7 @@ class StageFolds:
         keep = (stage == days) | stages["calibration"].to_numpy(bool)
         self.scores = stages[keep].reset_index(drop=True)
         at = np.flatnonzero(self.scores["stage"].to_numpy(np.float64) == days)
-        calibration = self.scores["calibration"].to_numpy(bool)
-        self.groups: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, reference rows)
-        for _, rows in self.scores.groupby("fold").indices.items():
-            pooled = rows[calibration[rows]]
-            groups = self.scores["group"].to_numpy()[rows]
-            for group in np.unique(groups):
-                members = rows[groups == group]
-                reference = members[calibration[members]]
-                self.groups.append((members, reference if reference.size >= 2 else pooled))
+        self.groups = calibration_groups(self.scores)
         # Per fold, its objects (those with a complete row), their row at this stage (-1: none).
         row_of = pd.Series(
             at, index=pd.MultiIndex.from_frame(self.scores.loc[at, ["fold", "object_id"]])
@@ -132,14 +124,39 @@ class StageFolds:
 
     def fused(self, weights: dict[str, float]) -> np.ndarray:
         """A fusion's anomaly score of every row, as the fold's detector would give it."""
-        mean = weighted_mean(self.scores, weights)
-        out = np.zeros(len(mean))
-        for rows, reference in self.groups:
-            out[rows] = Reference.fit(mean[reference]).tail_score(mean[rows])
-        return out
+        return stage_fused(self.scores, self.groups, weights)
 
     def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
         return search(self, components, also)
+
+
+def calibration_groups(stages: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, their reference rows) of each fold and detector group of stage rows (`StageFolds`):
+    the fold's calibration rows of the group, or all of the fold's where the group has fewer
+    than 2."""
+    calibration = stages["calibration"].to_numpy(bool)
+    out = []
+    for _, rows in stages.groupby("fold").indices.items():
+        pooled = rows[calibration[rows]]
+        groups = stages["group"].to_numpy()[rows]
+        for group in np.unique(groups):
+            members = rows[groups == group]
+            reference = members[calibration[members]]
+            out.append((members, reference if reference.size >= 2 else pooled))
+    return out
+
+
+def stage_fused(
+    stages: pd.DataFrame, groups: list[tuple[np.ndarray, np.ndarray]], weights: dict[str, float]
+) -> np.ndarray:
+    """A fusion's anomaly score of every stage row, as the fold's detector gives it: the
+    weighted mean of the calibrated components calibrated once more against the reference
+    rows of its group (`calibration_groups`)."""
+    mean = weighted_mean(stages, weights)
+    out = np.zeros(len(mean))
+    for rows, reference in groups:
+        out[rows] = Reference.fit(mean[reference]).tail_score(mean[rows])
+    return out
 
 
 def weighted_mean(scores: pd.DataFrame, weights: dict[str, float]) -> np.ndarray:

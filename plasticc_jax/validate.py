@@ -17,8 +17,8 @@ A fold whose scores exist is reused only if they were made with the same setting
 prepared dataset (`fold.json` beside them); otherwise it is scored again: its network is reused
 when only detector settings differ, and `train` refuses a fold folder of another model or data
 (validate into another run directory then). Another `eval.fusion` alone scores nothing again
-(its components' scores stored, the fusion is recomputed from them in seconds), except with
-stages, whose rows also store the configured fusion's `anomaly_score`.
+(its components' scores stored, the fusion is recomputed from them in seconds), with stages
+too (the stage rows' `anomaly_score` is recomputed for the configured fusion).
 
 The fold's mean AUROC over the known classes is the validation score of a component; the fusion
 weights are then searched on the stored fold scores (every combination of weights 0-3 over the
@@ -64,7 +64,13 @@ from plasticc_jax.dataset import iter_split, read_manifest
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.errors import UserError
-from plasticc_jax.fusion_search import Folds, StageFolds, fusion_spec
+from plasticc_jax.fusion_search import (
+    Folds,
+    StageFolds,
+    calibration_groups,
+    fusion_spec,
+    stage_fused,
+)
 from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.plasticc import class_name
 from plasticc_jax.runs import read_config
@@ -307,9 +313,9 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         # Resumable: a finished fold of the same settings and dataset is not redone (with
         # stages: both of its files written, the stage rows with their component scores). A
         # fold of other settings is (its network reused: `train` finds it finished).
-        same = _stored_record(record, staged) == made_with
+        same = _stored_record(record) == made_with
         cached = _read_fold(cache, held_out, fitted) if same else None
-        if cached is None or (staged and not _has_components(stage_cache)):
+        if cached is None or (staged and not _has_components(stage_cache, fitted)):
             if cache.is_file() and not same:
                 log.info("fold %d was scored with other settings or data: again", held_out)
             elif missing := _missing_columns(cache, fitted):
@@ -333,7 +339,12 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         # Only this run's components: a reused fold may hold others, of an earlier fusion.
         parts.append(frame.drop(columns=[c for c in COMPONENTS if c in frame and c not in fitted]))
         if staged:
-            stage_parts.append(pd.read_parquet(stage_cache))
+            stage_frame = pd.read_parquet(stage_cache)
+            stage_parts.append(
+                stage_frame.drop(
+                    columns=[c for c in COMPONENTS if c in stage_frame and c not in fitted]
+                )
+            )
     scores = pd.concat(parts, ignore_index=True)
     folds = Folds(scores)
     # Every component the folds scored: those of `eval.components` and of the fusion.
@@ -356,6 +367,10 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     }
     if staged:
         stage_scores = pd.concat(stage_parts, ignore_index=True)
+        # The configured fusion's score, from the stored components: a reused fold may have been
+        # scored with another fusion (the folds do not depend on it).
+        groups = calibration_groups(stage_scores)
+        stage_scores["anomaly_score"] = stage_fused(stage_scores, groups, configured)
         result["stages"] = _stage_result(config, stage_scores, configured)
         with atomic_path(workdir / out / "stages.parquet") as tmp:
             stage_scores.to_parquet(tmp, index=False)
@@ -390,24 +405,23 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
 
 
 def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str, Any]:
-    """What a fold's scores depend on: its settings (all but where it is written and, without
-    stages, the fusion: see the module docstring) and the prepared dataset's fingerprint."""
+    """What a fold's scores depend on: its settings (all but where it is written and the
+    fusion: see the module docstring) and the prepared dataset's fingerprint."""
     settings = config_io.to_dict(fold_config(config, held_out, Path()))
     settings.pop("run_dir", None)
-    if not config.data.stages:
-        settings["eval"].pop("fusion")
+    settings["eval"].pop("fusion")
     return json.loads(json.dumps({"config": settings, "dataset": dataset}))  # as read back
 
 
-def _stored_record(record: Path, staged: bool) -> Any:
-    """A fold's `fold.json` as `_fold_record` makes it now (earlier releases' name the fusion
-    of complete-curve folds too), or None if it is missing or unreadable (scored again)."""
+def _stored_record(record: Path) -> Any:
+    """A fold's `fold.json` as `_fold_record` makes it now (earlier releases' name the fusion),
+    or None if it is missing or unreadable (scored again)."""
     try:
         stored = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
     settings = stored.get("config") if isinstance(stored, dict) else None
-    if not staged and isinstance(settings, dict) and isinstance(settings.get("eval"), dict):
+    if isinstance(settings, dict) and isinstance(settings.get("eval"), dict):
         settings["eval"].pop("fusion", None)
     return stored
 
@@ -434,11 +448,12 @@ def _read_fold(cache: Path, held_out: int, components: list[str]) -> pd.DataFram
     return frame if whole and not frame[components].isna().any().any() else None
 
 
-def _has_components(stage_cache: Path) -> bool:
-    """Whether a fold's stage rows exist with the columns of the stage fusion search (folds
-    validated before it was added are re-scored, not retrained)."""
+def _has_components(stage_cache: Path, components: list[str]) -> bool:
+    """Whether a fold's stage rows exist with the columns of the stage fusion search and every
+    component's (folds validated before it was added, or with fewer components, are re-scored,
+    not retrained)."""
     try:
-        return "calibration" in pq.read_schema(stage_cache).names
+        return {"calibration", *components} <= set(pq.read_schema(stage_cache).names)
     except (OSError, pa.ArrowException):  # missing or damaged: scored again
         return False
 

@@ -207,3 +207,37 @@ def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatc
     best = early_result["best_found"]
     assert best["aurocs"]["10"]["mean"] == early_result["search"][0]["mean_auroc"]
     assert best["fusion"] == fusion_search.fusion_spec(early_result["search"][0]["weights"])
+
+    # The stored fold scores hold the fold detectors' own anomaly scores; stages.parquet's are
+    # recomputed for the configured fusion from the components, the same to rounding.
+    folds_own = pd.concat(
+        pd.read_parquet(out / f"fold-{c}" / "stages.parquet") for c in config.data.known_classes
+    )
+    assert staged["anomaly_score"].to_numpy() == pytest.approx(
+        folds_own["anomaly_score"].to_numpy(), abs=1e-9
+    )
+    # Another fusion scores no fold again (the folds do not depend on it): the stage rows'
+    # anomaly score and the per-stage AUROCs follow it.
+    other_weights = {config.eval.components[0]: 1.0}
+    other = dataclasses.replace(
+        config,
+        eval=dataclasses.replace(config.eval, fusion=(f"{config.eval.components[0]}:1",)),
+    )
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a fold was scored again")
+
+    monkeypatch.setattr(validate_lib, "_fold_scores", no_scoring)
+    out = validate_lib.validate(other, tmp_path)
+    again = pd.read_parquet(out / "stages.parquet")
+    groups = fusion_search.calibration_groups(again)
+    expected = fusion_search.stage_fused(again, groups, other_weights)
+    assert again["anomaly_score"].to_numpy() == pytest.approx(expected, abs=1e-12)
+    other_result = json.loads((out / "validation.json").read_text())["stages"]
+    assert other_result["configured_fusion"] == f"{config.eval.components[0]}:1"
+    for stage, row in other_result["aurocs"].items():
+        days = math.inf if stage == "complete" else float(stage)
+        at = StageFolds(again, days)
+        assert row["folds"] == pytest.approx(
+            {str(k): v for k, v in at.aurocs(at.fused(other_weights)).items()}, abs=1e-12
+        )

@@ -26,12 +26,13 @@ from plasticc_jax.errors import UserError, listing
 NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
 NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
 _BOOL_TOKENS = frozenset({"0", "1", "true", "false"})
+FLAG_VALUES = "(1/0 or true/false)"  # what a flag column may hold, for messages
 
 
 # Formats that are not CSV, told by their first bytes (a Parquet file given as light curves).
 _OTHER_FORMATS: dict[bytes, str] = {
     b"PAR1": "a Parquet file",
-    b"BZh": "bzip2-compressed",
+    **{b"BZh" + bytes([level]): "bzip2-compressed" for level in b"123456789"},
     b"\xfd7zXZ\x00": "xz-compressed",
     b"PK\x03\x04": "a zip archive",
     b"\x28\xb5\x2f\xfd": "zstd-compressed",
@@ -136,6 +137,8 @@ def map_columns(
 
 def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
     """Boolean mask of strings that pyarrow cannot convert to `dtype` (nulls are fine)."""
+    if pa.types.is_string(dtype):  # read as text, converted later (`readers`): never a bad value
+        return np.zeros(len(values), bool)
     text = values.fillna("").astype(str).str.strip()
     null = text.str.lower().isin(NULL_TOKENS)
     if pa.types.is_boolean(dtype):
@@ -208,8 +211,7 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                         if re.fullmatch(r"\s*[01]\.0*\s*", value)
                         else "is not a flag"
                     )
-                    flag = "(true/false or 1/0)"
-                    return f"column {name!r}, line {line}: {value!r} {what} {flag}"
+                    return f"column {name!r}, line {line}: {value!r} {what} {FLAG_VALUES}"
                 return f"column {name!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows
     return "a value could not be converted"

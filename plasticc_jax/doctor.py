@@ -220,10 +220,11 @@ def out_of_memory_problem(error: BaseException) -> str | None:
     xla = isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
     if not (xla or isinstance(error, MemoryError)):
         return None
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
     return (
         f"out of memory ({first}): a smaller batch (train.batch_size, eval.batch_size), "
-        "network (model.hidden, model.latent_dim) or grid (data.n_time_bins) needs less"
+        "network (model.hidden, model.latent_dim), grid (data.n_time_bins) or reading chunk "
+        "(data.chunk_rows, data.workers) needs less"
     )
 
 

@@ -29,7 +29,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from plasticc_jax import plasticc
-from plasticc_jax.csv_files import NULL_TOKENS, arrow_error, header, input_stream, map_columns
+from plasticc_jax.csv_files import (
+    FLAG_VALUES,
+    NULL_TOKENS,
+    arrow_error,
+    header,
+    input_stream,
+    map_columns,
+)
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.lightcurve_rows import LIGHTCURVE_TYPES, Rows, read_rows
 
@@ -53,8 +60,10 @@ _META_TYPES: dict[str, pa.DataType] = {
     "target": pa.string(),
 }
 TARGET_PROBLEM = "metadata target not a class number"
+# Whether an object is in the deep fields changes its score: a missing flag is not read as 0.
+DDF_MISSING = "metadata ddf missing"
 # Per-object metadata problems (code 0: none), found by `metadata_problems`; the object is
-# rejected with the reason. NaN means missing and is not a problem.
+# rejected with the reason. NaN means missing and is not a problem, except for `ddf`.
 METADATA_PROBLEMS: tuple[str, ...] = (
     "",
     *(
@@ -62,6 +71,7 @@ METADATA_PROBLEMS: tuple[str, ...] = (
         for name, (low, high) in plasticc.METADATA_RANGES.items()
     ),
     TARGET_PROBLEM,
+    DDF_MISSING,
 )
 
 
@@ -72,13 +82,13 @@ def read_metadata(path: Path) -> pd.DataFrame:
         One row per object: object_id (int64), ra, decl (deg), ddf (int8), hostgal_specz,
         hostgal_photoz, hostgal_photoz_err, distmod, mwebv (float64, NaN where missing: `-9` and
         empty both mean missing), target (int64; `target`, else `true_target`, else -1),
-        problem (int8: the `METADATA_PROBLEMS` code of an impossible value, such as an infinite
-        hostgal_photoz, 0 if none; the object is rejected with that reason). Truth columns are
-        not read.
+        problem (int8: the `METADATA_PROBLEMS` code of an impossible or missing value, such as
+        an infinite hostgal_photoz, an empty ddf or a label `SNIa`, 0 if none; the object is
+        rejected with that reason). Truth columns are not read.
 
     Raises:
-        UserError: unreadable file, missing column, non-numeric value (with its line), no rows,
-            a missing or duplicated object_id.
+        UserError: unreadable file, missing column, a non-numeric value but in `target` (with
+            its line), no rows, a missing or duplicated object_id.
     """
     path = Path(path)
     names = header(path)
@@ -127,24 +137,25 @@ def read_metadata(path: Path) -> pd.DataFrame:
         if name == "target" and not label:
             arrays[name] = np.full(ids.size, plasticc.UNKNOWN_TARGET, np.int64)
             continue
-        text_values = None
+        column = table.column(columns[name])
+        not_number = np.zeros(ids.size, bool)
         if name in ("ddf", "target"):
-            values, text_values = _flag_or_label_values(table.column(columns[name]), name == "ddf")
-            if name == "ddf" and text_values.any():
-                line = int(np.flatnonzero(text_values)[0]) + 2
-                value = table.column(columns[name])[line - 2].as_py()
+            values, not_number = _flag_or_label_values(column, flag=name == "ddf")
+            if name == "ddf" and not_number.any():
+                row = int(np.flatnonzero(not_number)[0])
                 raise UserError(
-                    f"{path}: bad value in column {columns[name].strip()!r}, line {line}: "
-                    f"{value!r} is not a flag (1/0 or true/false); fix or remove that line"
+                    f"{path}: bad value in column {columns[name].strip()!r}, line {row + 2}: "
+                    f"{column[row].as_py()!r} is not a flag {FLAG_VALUES}; fix or remove that line"
                 )
         else:
-            values = table.column(columns[name]).to_numpy(zero_copy_only=False)
+            values = column.to_numpy(zero_copy_only=False)
         table = table.drop_columns([columns[name]])
+        del column
         if name in MINUS9_MEANS_MISSING:
             values = np.where(values == plasticc.MISSING_VALUE, np.nan, values)
         _flag_problems(name, values, problem)  # before the conversions below hide them
-        if text_values is not None:  # a label that is not a number: as one not a class number
-            problem[(problem == 0) & text_values] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
+        if name == "target":  # a label that is not a number (`SNIa`): not a class number
+            problem[(problem == 0) & not_number] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
         # A missing or impossible flag or label becomes 0 or -1 (the object is rejected anyway
         # if it is impossible).
         if name == "ddf":
@@ -180,12 +191,14 @@ def _flag_or_label_values(column: pa.ChunkedArray, flag: bool) -> tuple[np.ndarr
 
 def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     """Set the `METADATA_PROBLEMS` code of the rows whose `name` value is impossible (in place;
-    the first problem of a row wins). NaN is a missing value, not a problem, except for `ddf`:
-    whether an object is in the deep fields changes its score, so it may not be left out."""
-    given = ~np.isnan(values) | (name == "ddf")
+    the first problem of a row wins). NaN is a missing value, not a problem, except for `ddf`
+    (`DDF_MISSING`)."""
+    given = ~np.isnan(values)
+    if name == "ddf":
+        problem[(problem == 0) & ~given] = METADATA_PROBLEMS.index(DDF_MISSING)
     if name == "target":
         bad = given & ~_is_class_number(values)
-        code = len(METADATA_PROBLEMS) - 1
+        code = METADATA_PROBLEMS.index(TARGET_PROBLEM)
     elif name in plasticc.METADATA_RANGES:
         low, high = plasticc.METADATA_RANGES[name]
         bad = given & ~((values >= low) & (values <= high))
@@ -214,7 +227,7 @@ def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
 
 def labels_optional(metadata: pd.DataFrame) -> pd.DataFrame:
     """The metadata for scoring, which needs no label: an object whose label is not a class
-    number (`target` or `true_target` 90.5, 1e300) is scored without one (its target is -1
+    number (`target` or `true_target` 90.5, 1e300, `SNIa`) is scored without one (its target is -1
     already) instead of rejected, with a warning. `prepare` keeps rejecting it: it trains on
     labels."""
     bad = metadata["problem"].to_numpy() == METADATA_PROBLEMS.index(TARGET_PROBLEM)

@@ -32,6 +32,7 @@ Result (the fresh validation of scripts/vae_settings_probe.py's shipped row; 27 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -58,22 +59,24 @@ def mean_knn(
     return distance[:, int(skip_self) :].mean(axis=1)
 
 
-def class_scorers(latent: np.ndarray, labels: np.ndarray) -> dict[str, object]:
-    """The candidates fitted on one kind's fitting objects: name -> scorer of latent rows."""
+def class_scorer(
+    latent: np.ndarray, labels: np.ndarray
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """The candidates (and `latent_knn` again) fitted on one kind's fitting objects: a scorer of
+    latent rows giving each one's scores by name."""
     classes = np.unique(labels)
-    spread = {
-        c: np.median(mean_knn(latent[labels == c], latent[labels == c], K, True)) for c in classes
-    }
+    members = [latent[labels == c] for c in classes]
+    scale = np.array([np.median(mean_knn(m, m, K, skip_self=True)) for m in members])
 
-    def distances(rows: np.ndarray) -> np.ndarray:  # (rows, classes)
-        return np.stack([mean_knn(latent[labels == c], rows, K) for c in classes], axis=1)
+    def scores(rows: np.ndarray) -> dict[str, np.ndarray]:
+        distances = np.stack([mean_knn(m, rows, K) for m in members], axis=1)  # (rows, classes)
+        return {
+            "latent_knn_again": mean_knn(latent, rows, K),
+            "class_knn": (distances / scale).min(axis=1),
+            "class_knn_raw": distances.min(axis=1),
+        }
 
-    scale = np.array([spread[c] for c in classes])
-    return {
-        "class_knn": lambda rows: (distances(rows) / scale).min(axis=1),
-        "class_knn_raw": lambda rows: distances(rows).min(axis=1),
-        "latent_knn_again": lambda rows: mean_knn(latent, rows, K),
-    }
+    return scores
 
 
 def fold_columns(objects: pd.DataFrame, latents: np.ndarray, held_out: int) -> pd.DataFrame:
@@ -89,13 +92,12 @@ def fold_columns(objects: pd.DataFrame, latents: np.ndarray, held_out: int) -> p
         fit = fit_all & (galactic == g)
         if not fit.any():
             continue
-        scorers = class_scorers(latents[fit], target[fit])
+        score = class_scorer(latents[fit], target[fit])
         val = (split == "val") & (target != held_out) & (galactic == g)
         rows = scored & (galactic == g)
-        for name, score in scorers.items():
-            columns[name][rows] = Reference.fit(score(latents[val])).tail_score(
-                score(latents[rows])
-            )
+        references, scored_rows = score(latents[val]), score(latents[rows])
+        for name in names:
+            columns[name][rows] = Reference.fit(references[name]).tail_score(scored_rows[name])
     out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
     for name, column in columns.items():
         out[name] = column[scored]

@@ -166,7 +166,7 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
     with pytest.raises(UserError, match=r"'detected', line 22: '1.0' is written as a decimal"):
         run_prepare(tmp_path, flags, meta)
     flags.loc[20, "detected"] = "yes"
-    with pytest.raises(UserError, match=r"'detected', line 22: 'yes' is not a flag \(true/"):
+    with pytest.raises(UserError, match=r"'detected', line 22: 'yes' is not a flag \(1/0"):
         run_prepare(tmp_path, flags, meta)
     lcs = lcs.astype({"flux": object})
     lcs.loc[1234, "flux"] = "12.3.4"
@@ -207,15 +207,21 @@ def test_metadata_flags_and_labels_written_as_text(good, tmp_path):
     meta.loc[3, "ddf"] = None
     meta.loc[5, "target"] = "SNIa"
     out = run_prepare(tmp_path, lcs, meta)
-    ddf_reason = "metadata ddf not finite or outside [0, 1]"
-    assert rejections(out) == {ids[3]: ddf_reason, ids[5]: readers.TARGET_PROBLEM}
+    assert rejections(out) == {ids[3]: readers.DDF_MISSING, ids[5]: readers.TARGET_PROBLEM}
     read = readers.read_metadata(tmp_path / "raw" / "training_set_metadata.csv")
     kept = np.arange(len(meta)) != 3
     assert read["ddf"].to_numpy()[kept].tolist() == good[1]["ddf"].to_numpy()[kept].tolist()
     assert read["target"].tolist()[5] == -1  # scored without a label by `score`
     meta.loc[3, "ddf"] = "yes"
     meta = meta.rename(columns={"ddf": "ddf_bool"})
-    with pytest.raises(UserError, match=r"column 'ddf_bool', line 5: 'yes' is not a flag"):
+    with pytest.raises(UserError, match=r"column 'ddf_bool', line 5: 'yes' is not a flag \(1/0"):
+        run_prepare(tmp_path, lcs, meta)
+    # A bad number elsewhere is the one named, not a flag or label read as text (found by a
+    # review: 'true' was named "not a valid string").
+    meta.loc[3, "ddf_bool"] = "true"
+    meta = meta.astype({"mwebv": object})
+    meta.loc[7, "mwebv"] = "abc"
+    with pytest.raises(UserError, match=r"column 'mwebv', line 9: 'abc' is not a valid double"):
         run_prepare(tmp_path, lcs, meta)
 
 

@@ -273,7 +273,8 @@ def worker_metadata(
         )
     metadata = readers.read_metadata_files([Path(path) for path, _, _ in stamp])
     if data is None:  # scoring: labels are optional
-        return streaming.MetaIndex(readers.labels_optional(metadata)), None, None
+        # The driver has warned of labels that are not class numbers: the workers do not again.
+        return streaming.MetaIndex(readers.labels_optional(metadata, warn=False)), None, None
     ids = metadata["object_id"].to_numpy()
     codes, _ = split_objects(ids, metadata["target"].to_numpy(), data)
     order = np.argsort(ids, kind="stable")

@@ -225,16 +225,17 @@ def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
     return problem
 
 
-def labels_optional(metadata: pd.DataFrame) -> pd.DataFrame:
+def labels_optional(metadata: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     """The metadata for scoring, which needs no label: an object whose label is not a class
     number (`target` or `true_target` 90.5, 1e300, `SNIa`) is scored without one (its target is -1
     already) instead of rejected, with a warning. `prepare` keeps rejecting it: it trains on
-    labels."""
+    labels. `warn=False`: no warning (a Dask worker; the driver warns once)."""
     bad = metadata["problem"].to_numpy() == METADATA_PROBLEMS.index(TARGET_PROBLEM)
     if not bad.any():
         return metadata
     first = int(metadata["object_id"].to_numpy()[bad][0])
-    log.warning(
+    log.log(
+        logging.WARNING if warn else logging.DEBUG,
         "%d objects have a label that is not a class number (object %d first): scored without "
         "a label",
         int(bad.sum()),

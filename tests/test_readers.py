@@ -75,3 +75,22 @@ def test_find_inputs(tmp_path):
         find_inputs(tmp_path, "test")
     with pytest.raises(UserError, match=r"data\.inputs"):
         find_inputs(tmp_path, "validation")
+
+
+def test_a_label_not_a_class_number_is_warned_of_once(tmp_path, caplog):
+    """By the driver, not again by each Dask worker (whose logs a remote cluster shows too)."""
+    import logging
+
+    from plasticc_jax import distributed
+
+    base = "object_id,ra,decl,ddf,hostgal_specz,hostgal_photoz,hostgal_photoz_err,distmod,mwebv"
+    (tmp_path / "m.csv").write_text(f"{base},target\n7,1.0,2.0,0,,0.5,0.1,42,0.01,SNIa\n")
+    metadata = rd.read_metadata(tmp_path / "m.csv")
+    with caplog.at_level(logging.WARNING):
+        assert rd.labels_optional(metadata)["problem"].tolist() == [0]
+        assert len(caplog.records) == 1 and "not a class number" in caplog.records[0].message
+        caplog.clear()
+        stamp = distributed.metadata_stamp([tmp_path / "m.csv"])
+        index, _, _ = distributed.worker_metadata(stamp, None)
+        assert not caplog.records
+    assert index.problem.tolist() == [0]  # scored, without a label

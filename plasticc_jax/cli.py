@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import logging
 import math
+import signal
 import sys
 import threading
 import warnings
@@ -456,11 +457,26 @@ def setup_logging(verbose: bool) -> None:
     quiet_plugin_errors()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, `kill`, a batch system's time limit), handled as Ctrl-C is: the
+    same cleanup, one line, exit status 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(args.verbose)
     use_compilation_cache()
-    code = _run_reporting_errors(args)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        code = _run_reporting_errors(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if code and argv is None and not args.verbose:  # the program itself, about to exit
         _quiet_shutdown()
     return code
@@ -501,9 +517,10 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).debug("", exc_info=True)
         print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"plasticc-jax {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        stopped = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"plasticc-jax {args.command}: {stopped}", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
     except ValueError as error:
         problem = jax_setting_problem(error)
         if problem is None:

@@ -43,6 +43,7 @@ import logging
 import pickle
 import re
 import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PART_MB = 64.0
 CONNECT_TIMEOUT_S = 20
+HANDSHAKE_MARGIN_S = 10  # beyond the connection's timeout, for the scheduler's handshake
 WORKER_WAIT_S = 120
 _LOCAL = re.compile(r"local:(\d+)")
 T = TypeVar("T")
@@ -97,36 +99,48 @@ def connect(address: str) -> Iterator[Client]:
     if local:
         n_workers = int(local[1])
         log.info("starting a local Dask cluster: %d worker processes, 1 thread each", n_workers)
-        try:
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                # Any free port on this machine only (None still took 8787, with a warning
-                # when another cluster held it).
-                dashboard_address="127.0.0.1:0",
-                # This process reports what goes wrong in one line: not the workers' own logs
-                # of the same error (a task's traceback, a closed connection when it stops).
-                silence_logs=logging.CRITICAL,
-            )
-        except (RuntimeError, OSError, TimeoutError) as error:  # a worker died while starting
-            raise UserError(
-                f"--dask {address}: the local Dask cluster did not start ({error})"
-            ) from None
-        with _quiet_event_loop(), cluster, Client(cluster) as client:
-            # Ctrl-C reaches every process of the terminal's group: the workers, each dying with
-            # its own tracebacks, leave it to this process, which stops the cluster. A plugin:
-            # it runs on every worker, those the nanny restarts after a crash included.
-            client.register_plugin(_IgnoreCtrlC(), name="plasticc-jax-ignore-ctrl-c")
+        # Ctrl-C ignored until the workers have started (born ignoring it: a Ctrl-C then had each
+        # print its tracebacks) and the plugin below keeps restarted ones so; then it is heeded.
+        with _ctrl_c_ignored():
+            try:
+                cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    # Any free port on this machine only (None still took 8787, with a warning
+                    # when another cluster held it).
+                    dashboard_address="127.0.0.1:0",
+                    # This process reports what goes wrong in one line: not the workers' own
+                    # logs of the same error (a task's traceback, a closed connection at the end).
+                    silence_logs=logging.CRITICAL,
+                )
+            except (RuntimeError, OSError, TimeoutError) as error:  # a worker died starting
+                raise UserError(
+                    f"--dask {address}: the local Dask cluster did not start ({error})"
+                ) from None
+            client = Client(cluster)
+            try:
+                client.wait_for_workers(n_workers, timeout=WORKER_WAIT_S)
+                # Ctrl-C reaches every process of the terminal's group: the workers leave it to
+                # this process, which stops the cluster. A plugin: it runs on every worker,
+                # those the nanny restarts after a crash included.
+                client.register_plugin(_IgnoreCtrlC(), name="plasticc-jax-ignore-ctrl-c")
+            except (OSError, TimeoutError) as error:
+                client.close()
+                cluster.close()
+                raise UserError(
+                    f"--dask {address}: the local Dask cluster did not start ({error})"
+                ) from None
+        with _quiet_event_loop(), cluster, client:
             yield client
         return
     if address.endswith(".json"):
         _check_scheduler_file(address)
     try:
         if address.endswith(".json"):
-            client = Client(scheduler_file=address, timeout=CONNECT_TIMEOUT_S)
+            client = _client_within(scheduler_file=address, timeout=CONNECT_TIMEOUT_S)
         else:
-            client = Client(address, timeout=CONNECT_TIMEOUT_S)
+            client = _client_within(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError, TypeError) as error:
         raise UserError(
             f"--dask {address}: cannot reach a Dask scheduler there ({error}); give its address "
@@ -135,6 +149,47 @@ def connect(address: str) -> Iterator[Client]:
     with _quiet_event_loop(), client:
         _check_workers(client, address)
         yield client
+
+
+def _client_within(*args: Any, timeout: float, **kwargs: Any) -> Client:
+    """`Client(*args, timeout=timeout, **kwargs)`, or a TimeoutError after about `timeout`
+    seconds: Dask's own timeout bounds the connection, not the handshake, so a port that
+    accepts and stays silent (the dashboard's, 8787, given for the scheduler's) waited forever.
+    The client is made in a daemon thread, left behind if it never answers."""
+    from distributed import Client
+
+    made: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            made["client"] = Client(*args, timeout=timeout, **kwargs)
+        except BaseException as error:  # handed to the caller
+            made["error"] = error
+
+    thread = threading.Thread(target=make, name="dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + HANDSHAKE_MARGIN_S)
+    if thread.is_alive():
+        raise TimeoutError(
+            f"no Dask scheduler answered within {timeout + HANDSHAKE_MARGIN_S:g} s: is it the "
+            "scheduler's port (8786 by default), not the dashboard's (8787)?"
+        )
+    if "error" in made:
+        raise made["error"]
+    return made["client"]
+
+
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """SIGINT ignored by this process (and so by the processes it starts) inside the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _IgnoreCtrlC(WorkerPlugin):
@@ -216,9 +271,15 @@ def _worker_target(address: str) -> str:
 
 def plan_parts(lightcurve_paths: Sequence[Path], part_mb: float | None) -> list[FilePart]:
     """The light-curve files cut into parts of whole objects of about `part_mb` MB, in input
-    order (`lightcurve_rows.split_file`; a gzip file is one part)."""
+    order (`lightcurve_rows.split_file`; a gzip file is one part), named by absolute paths:
+    a worker may run in another folder. A file without a row is refused, as without Dask (a
+    part reads only its own bytes)."""
     size = part_bytes(part_mb)
-    parts = [part for path in lightcurve_paths for part in lightcurve_rows.split_file(path, size)]
+    paths = [Path(path).absolute() for path in lightcurve_paths]
+    for path in paths:
+        if not lightcurve_rows.has_rows(path):
+            raise lightcurve_rows.no_rows_error(path)
+    parts = [part for path in paths for part in lightcurve_rows.split_file(path, size)]
     return [dataclasses.replace(part, stamp=file_stamp(part.path)) for part in parts]
 
 

@@ -10,6 +10,7 @@ for reading in parallel (`plasticc_jax.distributed`).
 
 from __future__ import annotations
 
+import gzip
 import io
 import itertools
 from collections.abc import Iterator, Sequence
@@ -164,6 +165,22 @@ def _object_id_field(line: bytes, column: int) -> bytes | None:
         return None
     fields = line.split(b",", column + 1)
     return fields[column].strip() if len(fields) > column else b""
+
+
+def no_rows_error(path: Path) -> UserError:
+    """The refusal of a light-curve file without a row (an empty file, or a header only)."""
+    return UserError(
+        f"{path}: no light-curve rows (a header only, or an empty file): give the files that "
+        "hold the observations"
+    )
+
+
+def has_rows(path: Path) -> bool:
+    """Whether a light-curve file has a line after its header that is not blank."""
+    header(path)  # a named UserError for a file that is not CSV, empty or unreadable
+    with (gzip.open if is_gzip(path) else open)(path, "rb") as handle:
+        handle.readline()
+        return any(line.strip() for line in handle)
 
 
 def split_file(path: Path, part_bytes: int) -> list[FilePart]:

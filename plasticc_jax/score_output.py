@@ -119,7 +119,11 @@ def check_dataset_folder(output: Path) -> None:
         UserError: `output` is a folder that holds other files (not a dataset of ours).
     """
     if output.is_dir() and not output.is_symlink():
-        others = sorted(p.name for p in output.iterdir() if not _OURS.fullmatch(p.name))
+        names = [p.name for p in output.iterdir()]
+        others = sorted(name for name in names if not _OURS.fullmatch(name))
+        # Part files without our manifest: another tool's dataset (pyarrow names its parts so).
+        if not others and any(n.startswith("part-") for n in names) and MANIFEST not in names:
+            others = sorted(n for n in names if n.startswith("part-"))
         if others:
             raise UserError(
                 f"--output {output} is a folder holding other files ({', '.join(others[:3])}): "

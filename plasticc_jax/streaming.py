@@ -286,10 +286,7 @@ def stream_grids(
                 chunk, rejected, order = _plan(rows, path, index)
                 yield chunk, rejected, order, path.name, len(rows)
             if not n_rows and not isinstance(source, lightcurve_rows.FilePart):
-                raise UserError(
-                    f"{path}: no light-curve rows (a header only, or an empty file): give the "
-                    "files that hold the observations"
-                )
+                raise lightcurve_rows.no_rows_error(path)
             if file_rows is not None:
                 file_rows.append(n_rows)
 

@@ -307,6 +307,34 @@ def test_empty_and_truncated_files(good, tmp_path):
         path.write_bytes(whole)
 
 
+def test_a_file_without_rows_is_refused_with_dask_too(good, tmp_path, monkeypatch):
+    """Found by an audit: each Dask part reads only its own bytes, so a header-only file was
+    scored as "no object" (exit 0) under Dask and refused without."""
+    from plasticc_jax import distributed
+
+    header_only = tmp_path / "header.csv"
+    good[0].head(0).to_csv(header_only, index=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"header.csv: no light-curve rows \(a header only"):
+        distributed.plan_parts([Path("header.csv")], 1.0)
+    good[0].to_csv(tmp_path / "lcs.csv", index=False)
+    parts = distributed.plan_parts([Path("lcs.csv")], 0.001)
+    assert len(parts) > 1 and {part.path for part in parts} == {tmp_path / "lcs.csv"}
+
+
+def test_a_folder_of_another_tools_parts_is_not_replaced(tmp_path):
+    """Found by an audit: pyarrow names its parts `part-0.parquet`, as ours are named."""
+    from plasticc_jax.score_output import MANIFEST, check_dataset_folder
+
+    folder = tmp_path / "user.parquet"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"PAR1")
+    with pytest.raises(UserError, match=r"user.parquet is a folder holding other files \(part-0"):
+        check_dataset_folder(folder)
+    (folder / MANIFEST).write_text("{}")
+    check_dataset_folder(folder)  # ours: replaced when the new one is complete
+
+
 def test_files_that_are_not_csv_are_named_so(good, tmp_path):
     """Found by an audit: a Parquet or bzip2 file was "not valid UTF-8", a pipe "does not
     exist"."""

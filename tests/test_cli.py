@@ -271,3 +271,22 @@ def test_a_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err and "--help)" in err, err
+
+
+def test_sigterm_is_one_line_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Found by an audit: `docker stop`, `kill` or a batch system's limit ended a run with no
+    word (and no cleanup of what Ctrl-C cleans up)."""
+    import os
+    import signal
+    import time
+
+    def killed(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "run", killed)
+    assert cli.main(["doctor"]) == 143
+    assert capsys.readouterr().err.strip() == "plasticc-jax doctor: terminated"
+    assert signal.getsignal(signal.SIGTERM) is before  # restored

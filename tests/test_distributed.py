@@ -314,6 +314,7 @@ def test_a_file_changed_during_a_run_is_refused(raw, tmp_path):
     path = tmp_path / "lc.csv"
     shutil.copy(raw / "plasticc_train_lightcurves_a.csv", path)
     parts = distributed.plan_parts([path], float(PART_MB))
+    assert all(part.path.is_absolute() for part in parts)  # workers may run elsewhere (audit)
     distributed.check_unchanged(path, parts[0].stamp)
     os.utime(path, ns=(0, parts[0].stamp[1] + 1))  # written to since
     with pytest.raises(UserError, match="changed while the run was going"):
@@ -321,8 +322,16 @@ def test_a_file_changed_during_a_run_is_refused(raw, tmp_path):
 
 
 def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
+    import socket
+
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(distributed, "HANDSHAKE_MARGIN_S", 1.0)
+    # A port that accepts and says nothing (the dashboard's, given for the scheduler's): Dask
+    # waited for its handshake forever (found by an audit).
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
     for address, message in (
+        (f"tcp://127.0.0.1:{port}", "no Dask scheduler answered within 1.5 s"),
         ("local:0", "local:N with N >= 1"),
         ("local:two", "local:N with N >= 1"),
         ("tcp://127.0.0.1:9", "cannot reach a Dask scheduler"),
@@ -334,6 +343,7 @@ def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
         (tmp_path / "empty.json").write_text("{}")
         with pytest.raises(UserError, match=message), distributed.connect(address):
             pass
+    silent.close()
     args = ["score", "--run", str(tmp_path), "--lightcurves", __file__, "--metadata", __file__]
     assert cli.main([*args, "--output", str(tmp_path / "s.csv"), "--dask", "local:1"]) == 2
     assert "Parquet dataset" in capsys.readouterr().err

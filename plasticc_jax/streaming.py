@@ -340,6 +340,27 @@ def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -
     return numbers.to_numpy(np.int64 if whole else np.float64)
 
 
+def _labels(meta: pd.DataFrame) -> np.ndarray:
+    """(n,) int64 labels of a caller's metadata for scoring, which needs none: missing, or not a
+    class number (90.5, `SNIa`), is -1, the latter with a warning (as `readers.labels_optional`
+    does for files)."""
+    if "target" not in meta:
+        return np.full(len(meta), plasticc.UNKNOWN_TARGET, np.int64)
+    given = meta["target"].notna().to_numpy()
+    numbers = pd.to_numeric(meta["target"], errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        usable = (np.abs(numbers) < 2**31) & (numbers == np.round(numbers))
+    if (given & ~usable).any():
+        first = meta["object_id"].to_numpy()[given & ~usable][0]
+        log.warning(
+            "%d objects have a label that is not a class number (object %d first): scored "
+            "without a label",
+            int((given & ~usable).sum()),
+            first,
+        )
+    return np.where(usable, numbers, plasticc.UNKNOWN_TARGET).astype(np.int64)
+
+
 def object_ids(frame: pd.DataFrame, what: str) -> np.ndarray:
     """(n,) int64 `object_id` of a caller's table, read exactly (see `_numbers`)."""
     return _numbers(frame, "object_id", what, whole=True)
@@ -421,17 +442,16 @@ def grid_lightcurves(
         )
     object_id = _numbers(lcs, "object_id", "light curves", whole=True)
     meta["object_id"] = _numbers(meta, "object_id", "metadata", whole=True)
+    if "ddf" in meta and not pd.api.types.is_numeric_dtype(meta["ddf"]):  # true/false, as in CSV
+        flag = meta["ddf"].astype(str).str.strip().str.lower()
+        meta["ddf"] = meta["ddf"].mask(flag == "true", 1).mask(flag == "false", 0)
     for column in [*gridding.META_VALUES, "ra", "decl", "hostgal_specz"]:
         if column in meta:
             meta[column] = _numbers(meta, column, "metadata")
     for column in readers.MINUS9_MEANS_MISSING:
         if column in meta:
             meta[column] = meta[column].mask(meta[column] == plasticc.MISSING_VALUE)
-    if "target" not in meta:
-        meta["target"] = plasticc.UNKNOWN_TARGET
-    meta["target"] = _numbers(
-        meta.fillna({"target": plasticc.UNKNOWN_TARGET}), "target", "metadata", whole=True
-    )
+    meta["target"] = _labels(meta)
     if meta["object_id"].duplicated().any():
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
         raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")

@@ -577,6 +577,16 @@ def test_score_dataframe_reads_what_callers_give_it(tiny_run):
     pd.testing.assert_frame_equal(score_dataframe(lcs, tiny_run.run_dir, as_text), expected)
     with pytest.raises(UserError, match="'maybe' is not a detection flag"):
         score_dataframe(text.assign(detected_bool="maybe"), tiny_run.run_dir, meta)
+    # As the CSV readers: `ddf` written true/false; a label that is not a class number (text or
+    # 90.5) scored without one (it refused the table).
+    flags = meta.assign(ddf_bool=meta["ddf_bool"].map({0: "false", 1: "True"}))
+    pd.testing.assert_frame_equal(score_dataframe(lcs, tiny_run.run_dir, flags), expected)
+    labels = meta.astype({"target": object})
+    labels.loc[labels.index[:2], "target"] = ["SNIa", 90.5]
+    unlabelled = score_dataframe(lcs, tiny_run.run_dir, labels)
+    pd.testing.assert_series_equal(unlabelled["anomaly_score"], expected["anomaly_score"])
+    first_two = unlabelled["object_id"].isin(meta["object_id"].head(2))
+    assert (unlabelled.loc[first_two, "target"] == -1).all()
     big = 1_234_567_890_123_456_789  # beyond 2**53: rounded to ...792 through a float
     shifted = score_dataframe(
         lcs.assign(object_id=lcs["object_id"] + big),

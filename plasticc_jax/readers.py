@@ -161,7 +161,7 @@ def read_metadata(path: Path) -> pd.DataFrame:
         if name == "ddf":
             values = np.where(values == 1, 1, 0).astype(np.int8)
         elif name == "target":
-            usable = _is_class_number(values)
+            usable = is_class_number(values)
             values = np.where(usable, values, plasticc.UNKNOWN_TARGET).astype(np.int64)
         arrays[name] = values
     arrays["problem"] = problem
@@ -197,7 +197,7 @@ def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     if name == "ddf":
         problem[(problem == 0) & ~given] = METADATA_PROBLEMS.index(DDF_MISSING)
     if name == "target":
-        bad = given & ~_is_class_number(values)
+        bad = given & ~is_class_number(values)
         code = METADATA_PROBLEMS.index(TARGET_PROBLEM)
     elif name in plasticc.METADATA_RANGES:
         low, high = plasticc.METADATA_RANGES[name]
@@ -210,7 +210,8 @@ def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     problem[(problem == 0) & bad] = code
 
 
-def _is_class_number(values: np.ndarray) -> np.ndarray:
+def is_class_number(values: np.ndarray) -> np.ndarray:
+    """Whether each label can be a class number (a whole number within int32; NaN is not)."""
     with np.errstate(invalid="ignore"):
         return (np.abs(values) < 2**31) & (values == np.round(values))
 
@@ -233,17 +234,21 @@ def labels_optional(metadata: pd.DataFrame, warn: bool = True) -> pd.DataFrame:
     bad = metadata["problem"].to_numpy() == METADATA_PROBLEMS.index(TARGET_PROBLEM)
     if not bad.any():
         return metadata
-    first = int(metadata["object_id"].to_numpy()[bad][0])
-    log.log(
-        logging.WARNING if warn else logging.DEBUG,
-        "%d objects have a label that is not a class number (object %d first): scored without "
-        "a label",
-        int(bad.sum()),
-        first,
-    )
+    if warn:
+        warn_unlabelled(metadata["object_id"].to_numpy()[bad])
     metadata = metadata.copy()
     metadata.loc[bad, "problem"] = 0
     return metadata
+
+
+def warn_unlabelled(object_ids: np.ndarray) -> None:
+    """The warning that these objects, whose label is not a class number, are scored without."""
+    log.warning(
+        "%d objects have a label that is not a class number (object %d first): scored without "
+        "a label",
+        object_ids.size,
+        int(object_ids[0]),
+    )
 
 
 def read_metadata_files(paths: Sequence[Path]) -> pd.DataFrame:

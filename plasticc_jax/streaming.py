@@ -348,16 +348,9 @@ def _labels(meta: pd.DataFrame) -> np.ndarray:
         return np.full(len(meta), plasticc.UNKNOWN_TARGET, np.int64)
     given = meta["target"].notna().to_numpy()
     numbers = pd.to_numeric(meta["target"], errors="coerce").to_numpy(np.float64)
-    with np.errstate(invalid="ignore"):
-        usable = (np.abs(numbers) < 2**31) & (numbers == np.round(numbers))
+    usable = readers.is_class_number(numbers)
     if (given & ~usable).any():
-        first = meta["object_id"].to_numpy()[given & ~usable][0]
-        log.warning(
-            "%d objects have a label that is not a class number (object %d first): scored "
-            "without a label",
-            int((given & ~usable).sum()),
-            first,
-        )
+        readers.warn_unlabelled(meta["object_id"].to_numpy()[given & ~usable])
     return np.where(usable, numbers, plasticc.UNKNOWN_TARGET).astype(np.int64)
 
 

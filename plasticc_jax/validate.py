@@ -336,15 +336,9 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             atomic_write_text(record, json.dumps(made_with, sort_keys=True) + "\n")
             cached = None  # scored again: read what was written
         frame = pd.read_parquet(cache) if cached is None else cached  # read once
-        # Only this run's components: a reused fold may hold others, of an earlier fusion.
-        parts.append(frame.drop(columns=[c for c in COMPONENTS if c in frame and c not in fitted]))
+        parts.append(_own_components(frame, fitted))
         if staged:
-            stage_frame = pd.read_parquet(stage_cache)
-            stage_parts.append(
-                stage_frame.drop(
-                    columns=[c for c in COMPONENTS if c in stage_frame and c not in fitted]
-                )
-            )
+            stage_parts.append(_own_components(pd.read_parquet(stage_cache), fitted))
     scores = pd.concat(parts, ignore_index=True)
     folds = Folds(scores)
     # Every component the folds scored: those of `eval.components` and of the fusion.
@@ -424,6 +418,12 @@ def _stored_record(record: Path) -> Any:
     if isinstance(settings, dict) and isinstance(settings.get("eval"), dict):
         settings["eval"].pop("fusion", None)
     return stored
+
+
+def _own_components(frame: pd.DataFrame, fitted: list[str]) -> pd.DataFrame:
+    """Fold scores with only this run's components: a reused fold may hold others, of an
+    earlier fusion."""
+    return frame.drop(columns=[c for c in COMPONENTS if c in frame and c not in fitted])
 
 
 def _missing_columns(cache: Path, components: list[str]) -> list[str]:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from latent_classifier_probe import fold_latents
+from latent_classifier_probe import fold_latent_loader
 from sklearn.neighbors import NearestNeighbors
 from validation_probe import paired, probe_arguments, read_validation, table_rows, with_fold_columns
 
@@ -108,14 +108,8 @@ def main() -> None:
     args = probe_arguments(__doc__, "runs/class-knn/scores.parquet")
     start = time.perf_counter()
     config, scores, objects = read_validation(args.run, args.workdir)
-    workdir = args.workdir or args.run.parent.parent
-    dataset_dir = workdir / config.data.dataset_dir
-    known = list(config.data.known_classes)
-
-    def make(fold: int) -> pd.DataFrame:
-        latents = fold_latents(args.run / "validation" / f"fold-{fold}", dataset_dir, known)
-        return fold_columns(objects, latents, fold)
-
+    latents_of = fold_latent_loader(args.run, args.workdir, config)
+    make = lambda fold: fold_columns(objects, latents_of(fold), fold)  # noqa: E731
     table = with_fold_columns(scores, make, args.out)
     again = np.abs(table["latent_knn_again"] - table["latent_knn"]).max()
     print(f"latent_knn recomputed: max |again - stored| {again:.2e}")

@@ -64,6 +64,15 @@ def fold_latents(fold_dir: Path, dataset_dir: Path, known: list[int]) -> np.ndar
     return np.concatenate(parts).astype(np.float64)
 
 
+def fold_latent_loader(
+    run: Path, workdir: Path | None, config: Config
+) -> Callable[[int], np.ndarray]:
+    """fold -> `fold_latents` of that fold's VAE (RUN's validation; WORKDIR default RUN/../..)."""
+    dataset_dir = (workdir or run.parent.parent) / config.data.dataset_dir
+    known = list(config.data.known_classes)
+    return lambda fold: fold_latents(run / "validation" / f"fold-{fold}", dataset_dir, known)
+
+
 def latent_classifier(
     x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -77,13 +86,10 @@ def latent_classifier(
 def main() -> None:
     args = probe_arguments(__doc__, "runs/latent-classifier/scores.parquet")
     config, scores, objects = read_validation(args.run, args.workdir)
-    workdir = args.workdir or args.run.parent.parent
-    dataset_dir = workdir / config.data.dataset_dir
-    known = list(config.data.known_classes)
+    latents_of = fold_latent_loader(args.run, args.workdir, config)
 
     def fold_columns(fold: int) -> pd.DataFrame:
-        latents = fold_latents(args.run / "validation" / f"fold-{fold}", dataset_dir, known)
-        make = functools.partial(classifier_fold_columns, extra=latents)
+        make = functools.partial(classifier_fold_columns, extra=latents_of(fold))
         return make(objects, fold, config, {NAME: latent_classifier})
 
     table = with_fold_columns(scores, fold_columns, args.out)

@@ -60,7 +60,12 @@ def _coerce(value: str, hint: Any, key: str) -> Any:
     try:
         if origin is tuple:
             item = typing.get_args(hint)[0]
-            parts = [p for p in value.replace(" ", "").strip("()[]").split(",") if p]
+            inner = value.replace(" ", "").strip("()[]")
+            parts = inner.split(",") if inner else []  # empty: the empty tuple
+            if parts and not parts[-1]:  # one trailing comma, as Python's `(6,)`
+                parts.pop()
+            if "" in parts:  # `6,,64`: a lost item, not a shorter list
+                raise ConfigError(f"{key}={value!r}: an empty item between commas")
             return tuple(_coerce(p, item, key) for p in parts)
         if origin in (typing.Union, types.UnionType):
             return value

@@ -133,7 +133,11 @@ def _read_run(run_dir: Path) -> _RunFiles:
     return _RunFiles.of(config, stats)
 
 
-def _restore_best(run_dir: Path, templates: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def _restore_best(
+    run_dir: Path, run: _RunFiles, templates: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """The networks of `templates` at the run's best epoch, checked against the checkpoint's
+    record (`runs.check_checkpoint_meta`), and that epoch."""
     directory = run_dir / "checkpoints"
     if not directory.exists():
         raise UserError(f"{run_dir} holds no checkpoints/: run `make train` first")
@@ -141,7 +145,10 @@ def _restore_best(run_dir: Path, templates: dict[str, Any]) -> tuple[dict[str, A
         epoch = store.best_epoch()
         if epoch is None:
             raise UserError(f"{directory} holds no finished checkpoint: run `make train` first")
-        return store.restore(epoch, templates), epoch
+        restored = store.restore(epoch, {**templates, "meta": None})
+    meta = restored.pop("meta")
+    runs.check_checkpoint_meta(run_dir, run.config, run.stats, meta, restored, epoch)
+    return restored, epoch
 
 
 def _abstract_params(module_fn: Callable[[], nnx.Module]) -> tuple[nnx.GraphDef, dict]:
@@ -380,7 +387,7 @@ def load_encoder(run_dir: str | Path, *, max_batch: int = 4096) -> Encoder:
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
     graphdef, template = _abstract_params(run.encoder)
-    restored, epoch = _restore_best(run_dir, {"encoder": template})
+    restored, epoch = _restore_best(run_dir, run, {"encoder": template})
     log.debug("loaded the encoder of %s, epoch %d", run_dir, epoch)
     return Encoder(run.config, run.stats, graphdef, restored["encoder"], max_batch=max_batch)
 
@@ -390,7 +397,7 @@ def load_vae(run_dir: str | Path, *, max_batch: int = 4096) -> TrainedVae:
     run_dir = Path(run_dir)
     run = _read_run(run_dir)
     graphdef, template = _abstract_params(run.vae)
-    restored, epoch = _restore_best(run_dir, dict(template))
+    restored, epoch = _restore_best(run_dir, run, dict(template))
     params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
     return _trained_vae(run.config, run.stats, params, epoch, max_batch, graphdef)
 

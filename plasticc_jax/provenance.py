@@ -185,22 +185,27 @@ def check_run_dataset(
 # Checkpoints and the detector.
 
 
+def _arrays(node: Any, path: str = "") -> Iterator[tuple[str, np.ndarray]]:
+    """(path, array) of each leaf of a tree of parameter arrays, in name order."""
+    if isinstance(node, Mapping):
+        for key in sorted(node, key=str):
+            yield from _arrays(node[key], f"{path}/{key}")
+    else:
+        yield path, np.ascontiguousarray(np.asarray(node))
+
+
 def params_sha256(params: Mapping[str, Any]) -> str:
     """SHA-256 of a tree of parameter arrays (names, dtypes, shapes and bytes, in name order):
     the same weights give the same hash however the checkpoint is stored."""
     digest = hashlib.sha256()
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, Mapping):
-            for key in sorted(node, key=str):
-                walk(node[key], f"{path}/{key}")
-            return
-        array = np.ascontiguousarray(np.asarray(node))
+    for path, array in _arrays(params):
         digest.update(f"{path}:{array.dtype.str}:{array.shape};".encode())
         digest.update(array.tobytes())
-
-    walk(params, "")
     return digest.hexdigest()
+
+
+def params_finite(params: Mapping[str, Any]) -> bool:
+    return all(np.isfinite(array).all() for _, array in _arrays(params))
 
 
 def checkpoint_record(epoch: int, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,13 +276,22 @@ def check_detector_files(run_dir: Path) -> dict[str, Any]:
                 f"{path} has changed since evaluate wrote it (its SHA-256 differs): it is "
                 f"damaged or was replaced; {again}"
             )
-    for name, digest in record.get("run_files", {}).items():  # absent before this release
-        path = Path(run_dir) / name
-        if path.is_file() and sha256_file(path) != digest:
-            raise UserError(
-                f"{path} has changed since evaluate fitted the detector on this run (its SHA-256 "
-                f"differs): restore it, or {again}"
-            )
+    run_files = record.get("run_files", {})  # absent before this release
+    changed = [
+        name
+        for name, digest in run_files.items()
+        if (Path(run_dir) / name).is_file() and sha256_file(Path(run_dir) / name) != digest
+    ]
+    if len(run_files) > 1 and len(changed) == len(run_files):
+        raise UserError(
+            f"{models} holds the detector of another run (none of {listing(changed)} is the file "
+            f"it was fitted with): copied in from elsewhere; {again}"
+        )
+    if changed:
+        raise UserError(
+            f"{Path(run_dir) / changed[0]} has changed since evaluate fitted the detector on this "
+            f"run (its SHA-256 differs): restore it, or {again}"
+        )
     return record
 
 

@@ -17,6 +17,7 @@ Layout of `runs/<name>-<tag>/` (`Config.run_path`):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -130,6 +131,12 @@ def read_config(run_dir: Path) -> Config:
             f"{path} is missing, but the run has checkpoints: run `plasticc-jax train` with its "
             "--config/--protocol options again, which writes it back as the run was trained"
         )
+    if not path.is_file() and (Path(run_dir) / "validation").is_dir():
+        raise UserError(
+            f"{run_dir} holds only `validate`'s output (no config.json: validate trains one "
+            "network per fold, not the run's own): run `make train` (or `plasticc-jax train`) "
+            "with the same --config/--protocol/--set options for the run itself"
+        )
     if not path.is_file():
         raise UserError(
             f"{run_dir} is not a run directory (no config.json): run `make train` (or "
@@ -241,6 +248,72 @@ def check_resumable(
 
 def _stats_text(stats: FeatureStats) -> str:
     return json.dumps(stats.to_json(), indent=2) + "\n"
+
+
+def checkpoint_meta(
+    progress: Progress, config: Config, stats: FeatureStats, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What each checkpoint records beside its arrays: the run's `Progress`, the config it was
+    trained with, and the hashes of its networks' parameters and of `stats.json`, so that a
+    damaged or swapped file is refused when the run is loaded (`check_checkpoint_meta`)."""
+    return {
+        **progress.to_json(),
+        "config": config_io.to_dict(config),
+        "params_sha256": {name: provenance.params_sha256(tree) for name, tree in params.items()},
+        "stats_sha256": hashlib.sha256(_stats_text(stats).encode()).hexdigest(),
+    }
+
+
+def check_checkpoint_meta(
+    run_dir: Path,
+    config: Config,
+    stats: FeatureStats,
+    meta: Mapping[str, Any],
+    params: Mapping[str, Any],
+    epoch: int,
+) -> None:
+    """The run's files must be those its checkpoint was trained with, and its parameters intact.
+
+    Args:
+        config, stats: the run's `config.json` and `stats.json` as read; meta: the checkpoint's
+            record (`checkpoint_meta`; runs of earlier releases lack the hashes, and the oldest
+            the config); params: network name -> the restored parameters.
+
+    Raises:
+        UserError: `config.json` or `stats.json` edited or swapped in since, or parameters that
+            are damaged (another hash than the one recorded, or not finite).
+    """
+    checkpoint = f"the checkpoint of epoch {epoch}"
+    trained = meta.get("config")
+    if isinstance(trained, dict):
+        old, new = config_io.to_dict(config_io.from_dict(trained)), config_io.to_dict(config)
+        for section in ("model", "data"):
+            changed = sorted(k for k, v in new[section].items() if old[section].get(k) != v)
+            if changed:
+                raise UserError(
+                    f"{run_dir / 'config.json'}: its {section} settings ({', '.join(changed)}) "
+                    f"differ from those {checkpoint} was trained with: it was edited or copied "
+                    "from another run; restore it, or train a new run"
+                )
+    stats_path = run_dir / "stats.json"
+    digest = meta.get("stats_sha256")
+    if digest is not None and hashlib.sha256(_stats_text(stats).encode()).hexdigest() != digest:
+        raise UserError(
+            f"{stats_path} differs from the feature statistics {checkpoint} was trained with: it "
+            "was edited or copied from another run; restore it, or train a new run"
+        )
+    recorded = meta.get("params_sha256", {})
+    for name, tree in params.items():
+        if not provenance.params_finite(tree):
+            why = "not finite"
+        elif name in recorded and provenance.params_sha256(tree) != recorded[name]:
+            why = "their hash differs from the one train recorded"
+        else:
+            continue
+        raise UserError(
+            f"{run_dir / 'checkpoints' / str(epoch) / name}: the parameters are damaged ({why}); "
+            "restore the run's checkpoints, or train the run again"
+        )
 
 
 def write_run_files(

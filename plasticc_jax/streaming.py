@@ -335,8 +335,17 @@ def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -
         number = numbers.to_numpy()
         bad |= ~np.isfinite(number) | (number % 1 != 0) | (np.abs(number) > _EXACT_IN_FLOAT)
     if bad.any():
-        wanted = "a whole number (one beyond 2**53 as an integer, not a float)" if whole else None
-        _bad_value(values, bad, column, what, wanted or "a number")
+        wanted = "a number"
+        if whole:
+            first = values.iloc[int(np.flatnonzero(bad)[0])]
+            text = isinstance(first, str) and np.isnan(numbers.to_numpy()[bad][0])
+            wanted = (
+                "a whole number: ids are integers here (map names such as this one to integers, "
+                "and keep the mapping)"
+                if text
+                else "a whole number (one beyond 2**53 as an integer, not a float)"
+            )
+        _bad_value(values, bad, column, what, wanted)
     return numbers.to_numpy(np.int64 if whole else np.float64)
 
 
@@ -435,6 +444,13 @@ def grid_lightcurves(
         )
     object_id = _numbers(lcs, "object_id", "light curves", whole=True)
     meta["object_id"] = _numbers(meta, "object_id", "metadata", whole=True)
+    if lcs["mjd"].dtype in (np.float32, np.float16):
+        # float32 holds an MJD near 60,000 to 4 minutes: points move across the grid's bins.
+        log.warning(
+            "the light curves' mjd column is %s, whose rounding moves dates by minutes: pass "
+            "float64 dates (as read from the file) for the scores of the full-precision dates",
+            lcs["mjd"].dtype,
+        )
     if "ddf" in meta and not pd.api.types.is_numeric_dtype(meta["ddf"]):  # true/false, as in CSV
         flag = meta["ddf"].astype(str).str.strip().str.lower()
         meta["ddf"] = meta["ddf"].mask(flag == "true", 1).mask(flag == "false", 0)

@@ -244,6 +244,7 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
         )
         _fit(
             config=config,
+            stats=stats,
             store=store,
             state=jax.device_put(state, replicated),
             progress=progress,
@@ -263,6 +264,7 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
 def _fit(
     *,
     config: Config,
+    stats: FeatureStats,
     store: CheckpointStore,
     state: TrainState,
     progress: Progress,
@@ -325,7 +327,12 @@ def _fit(
                 encoder=state.params["encoder"],
                 decoder=state.params["decoder"],
                 opt_state=state.opt_state,
-                meta={**progress.to_json(), "config": config_io.to_dict(config)},
+                meta=runs.checkpoint_meta(
+                    progress,
+                    config,
+                    stats,
+                    {"encoder": state.params["encoder"], "decoder": state.params["decoder"]},
+                ),
                 # Ranked so that Orbax keeps the epoch the run's record names as its best.
                 val_loss=row["val_loss"] if progress.best_epoch == epoch else math.inf,
             )

@@ -81,6 +81,15 @@ def test_preset_and_set_overrides() -> None:
     assert config.model.latent_dim == 4  # untouched fields keep the preset's values
 
 
+def test_list_settings_lose_no_item() -> None:
+    """A list setting is read item by item: `()` and a trailing comma as in Python, and an empty
+    item between commas refused (it was dropped: `6,,64` read as two classes)."""
+    assert parse("train", "--set", "data.anomaly_classes=6,").data.anomaly_classes == (6,)
+    assert parse("train", "--config", "tiny", "--set", "data.stages=()").data.stages == ()
+    with pytest.raises(UserError, match="empty item"):
+        parse("train", "--set", "data.anomaly_classes=6,,64")
+
+
 def test_each_protocol_gets_its_own_validated_fusion() -> None:
     """`sn`'s fusion may not come from `rare`'s validation, whose folds hold out `sn`'s anomaly
     classes; an explicit fusion is kept, and a protocol of one's own gets `rare`'s."""

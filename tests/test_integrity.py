@@ -549,10 +549,30 @@ def test_score_dataframe_names_bad_values(tiny_run):
         ),
         (rows.drop(columns="object_id"), "rows has no object_id column"),
         (rows.assign(mwebv=np.arange(len(rows))), "has different metadata on different rows"),
+        (  # a later audit: said "one beyond 2**53 as an integer" of a name
+            rows.assign(object_id="ZTF" + rows["object_id"].astype(str)),
+            "'ZTF.*' is not a whole number: ids are integers here",
+        ),
     ]
     for frame, message in cases:
         with pytest.raises(UserError, match=message):
             score_dataframe(frame, tiny_run.run_dir)
+
+
+def test_float32_dates_are_named(tiny_run, caplog):
+    """Found by an audit: float32 MJDs (rounded by minutes) moved points across the grid and
+    changed the latents without a word."""
+    import pandas as pd
+
+    from plasticc_jax.scoring import score_dataframe
+
+    raw = tiny_run.workdir / "data" / "raw"
+    meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz").head(2)
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    rows = lcs[lcs["object_id"].isin(meta["object_id"])].merge(meta, on="object_id")
+    with caplog.at_level("WARNING", logger="plasticc_jax.streaming"):
+        score_dataframe(rows.astype({"mjd": "float32"}), tiny_run.run_dir)
+    assert "mjd column is float32" in caplog.text
 
 
 def test_score_dataframe_reads_what_callers_give_it(tiny_run):
@@ -614,6 +634,13 @@ def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):
         path.write_text(path.read_text() + "\n")
         with pytest.raises(UserError, match=rf"{name} has changed since evaluate fitted"):
             Scorer.load(run_dir)
+    # models/ copied from another run: neither file is the one it was fitted with (an audit
+    # found config.json blamed).
+    run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / "other-models"))
+    record = run_dir / "models" / provenance.RECORD
+    _edit_json(record, lambda r: r["run_files"].update({k: "0" * 64 for k in r["run_files"]}))
+    with pytest.raises(UserError, match=r"models holds the detector of another run"):
+        Scorer.load(run_dir)
 
 
 def _edit_json(path: Path, edit) -> None:

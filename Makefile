@@ -56,7 +56,7 @@ score: $(INSTALLED)
 	$(if $(and $(LIGHTCURVES),$(METADATA)),,$(error make score: give the files to score, \
 	  LIGHTCURVES="a.csv.gz ..." METADATA=m.csv.gz (none found in data/raw)))
 	$(CLI) score --run $(RUN) --lightcurves $(LIGHTCURVES) --metadata $(METADATA) \
-	  --output $(OUTPUT)
+	  --output $(OUTPUT) $(ARGS)
 
 # Review the run's candidates in a local web page; each answer re-ranks the rest (RUN=folder
 # for another run; ARGS="--simulate" measures the active loop with a simulated expert).

@@ -144,7 +144,12 @@ def make_parser() -> argparse.ArgumentParser:
         if name == "prepare":
             _add_dask_args(stage)
 
-    score = commands.add_parser("score", help="score new light-curve files with a trained run")
+    score = commands.add_parser(
+        "score",
+        help="score new light-curve files with a trained run",
+        description="Score light-curve files (all, or as of a date) with a trained, evaluated "
+        "run: one row per object, ranked, with its rejections beside (docs/evaluation.md).",
+    )
     score.add_argument("--run", type=Path, required=True, help="run directory of a trained model")
     score.add_argument("--lightcurves", type=Path, nargs="+", required=True, help="CSV(.gz) files")
     score.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata CSV(.gz)")
@@ -230,7 +235,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="--simulate: pools per fraction (default 20; with --validation: per fold, 4)",
     )
 
-    doctor = commands.add_parser("doctor", help="report JAX, its backend and devices; test each")
+    doctor = commands.add_parser(
+        "doctor",
+        help="report JAX, its backend and devices; test each",
+        description="Report JAX, its backend and devices, and run a small computation on each.",
+    )
     doctor.add_argument("--expect-gpu", action="store_true", help="fail unless JAX sees a GPU")
     return parser
 

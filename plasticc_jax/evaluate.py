@@ -294,6 +294,15 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 "given now: %s",
                 ", ".join(ignored),
             )
+        own_classes = config.data.tag != config.data.protocol
+        if own_classes and config.eval.fusion == config_lib.VALIDATED_FUSION["rare"]:
+            log.warning(
+                "classes of your own (%s): the fusion is rare's, validated with each of rare's "
+                "known classes held out in turn (some may be your anomalies); `plasticc-jax "
+                "validate` with the same settings finds this protocol's own (then --set "
+                "eval.fusion=...)",
+                config.data.tag,
+            )
         dataset_dir = workdir / config.data.dataset_dir
         with folder_lock(dataset_dir, "evaluate", shared=True):
             manifest = read_manifest(dataset_dir)

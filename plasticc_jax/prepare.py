@@ -220,7 +220,7 @@ def _build(
     log.info(
         "%d objects in metadata; protocol %s: known %s, anomalies %s; %d left out",
         len(metadata),
-        data.protocol,
+        data.tag,
         list(known),
         list(anomalies),
         int(left_out.sum()),

@@ -188,17 +188,22 @@ def check_resumable(
     dataset_dir: Path,
     manifest: Mapping[str, Any],
     trained: Config | None = None,
-) -> None:
+) -> dict[str, tuple[Any, Any]]:
     """A run directory with checkpoints must match the model, the data and its statistics.
 
     Args:
         trained: the config recorded with the latest checkpoint (None for runs of earlier
             releases): what the run is checked against when its `config.json` is missing.
 
+    Returns:
+        The train settings changed since (name -> (then, now); the seed is the run's own): train
+        says so if it resumes.
+
     Raises:
         UserError: the run was trained with another model or data config, or on a dataset that
             was prepared again since.
     """
+    changed: dict[str, tuple[Any, Any]] = {}
     config_path = run_dir / "config.json"
     # A damaged config.json: one line naming it.
     recorded = read_config(run_dir) if config_path.is_file() else trained
@@ -218,12 +223,6 @@ def check_resumable(
             for key, value in new["train"].items()
             if key != "seed" and old["train"].get(key) != value
         }
-        if changed:
-            (log.info if set(changed) == {"max_epochs"} else log.warning)(
-                "resuming %s with changed train settings: %s",
-                run_dir,
-                ", ".join(f"{key} {was} -> {now}" for key, (was, now) in changed.items()),
-            )
     stats_path = run_dir / "stats.json"
     record = provenance.trained_on(run_dir)
     changed = record is not None and record.get("fingerprint") != manifest.get("fingerprint")
@@ -244,6 +243,7 @@ def check_resumable(
             f"{dataset_dir} was prepared again since {run_dir} started (its feature statistics "
             "differ): delete the run directory to train on the new dataset"
         )
+    return changed
 
 
 def _stats_text(stats: FeatureStats) -> str:

@@ -203,7 +203,7 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
             # The config the run's last epoch was trained with (None from earlier releases).
             trained = record.get("config")
             trained = config_io.from_dict(trained) if isinstance(trained, dict) else None
-            runs.check_resumable(run_dir, config, stats, dataset_dir, manifest, trained)
+            changed = runs.check_resumable(run_dir, config, stats, dataset_dir, manifest, trained)
             if progress.seed != tc.seed:
                 log.warning("resuming with the run's seed %d, not %d", progress.seed, tc.seed)
                 # Its PRNG key and each epoch's order come from the run's seed: recorded as such.
@@ -217,6 +217,12 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
                     log.info("wrote %s of %s again", " and ".join(missing), run_dir)
                 progress.log_done(run_dir)
                 return run_dir
+            if changed:
+                (log.info if set(changed) == {"max_epochs"} else log.warning)(
+                    "resuming %s with changed train settings: %s",
+                    run_dir,
+                    ", ".join(f"{key} {was} -> {now}" for key, (was, now) in changed.items()),
+                )
         runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)
         graphdef, params = init_params(config, n_bands, n_times, n_features)
         tx, _ = make_optimizer(tc, steps_per_epoch)

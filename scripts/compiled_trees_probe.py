@@ -15,7 +15,10 @@ alternating `--rounds` times (each time the best of five). It prints the times, 
 the compile time, and the largest difference between lleaves' and LightGBM's probabilities.
 No score, no metric: the test split's rows are only timed.
 
-Result (default-rare run, 2 cores, 16,384 rows; docs/evaluation.md): see the docs.
+Result (default-rare run's dataset, 2 quiet cores, 16,384 rows, five rounds; docs/evaluation.md):
+the shipped trees 107-147 ms, LightGBM's 400 iterations 1,437-1,502 ms (9.9-13.5x), compiled by
+lleaves 225-317 ms (2.0-2.7x; compiled in 105 s; probabilities equal to LightGBM's within 3e-15).
+Needs llvmlite < 0.45: lleaves 1.3.0, its latest release, fails with newer llvmlite.
 """
 
 from __future__ import annotations

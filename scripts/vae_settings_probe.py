@@ -24,6 +24,13 @@ docs/evaluation.md's table reproduced); head weight 3 0.794 (-0.0204 ± 0.0089),
 0.3 0.811 (-0.0029 ± 0.0036), beta 0.3 0.806 (-0.0083 ± 0.0066), latent 32 0.813 (-0.0010 ±
 0.0046). Nothing adopted (docs/evaluation.md: the heavier heads' checkpoints are early, and with the
 checkpoint chosen on the ELBO alone head weight 3 gives 0.810).
+
+Second run (`--only longer_training`, the shipped settings' validation reused; rule as above,
+written here before it): the shipped network trained on the `gpu` preset's schedule, at most
+200 epochs and early stopping after 20 epochs without improvement instead of 40 and 8. Not a
+blind candidate: the `gpu` preset (this schedule, and a wider network with a 64-dimensional
+latent) scored 0.889 on the `rare` test split when its runtime was measured for the README, and
+the schedule is the part of it that costs nothing at scoring time. Any adoption says so.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "head_weight_0.3": ("train.classification_weight=0.3",),
     "beta_0.3": ("train.beta=0.3",),
     "latent_32": ("model.latent_dim=32",),
+    "longer_training": ("train.max_epochs=200", "train.patience=20"),
 }
 VALIDATION = Path("runs/default-rare/validation/validation.json")
 
@@ -113,7 +121,8 @@ def main() -> None:
     top = max(rows[1:], key=lambda row: row["mean"]) if len(rows) > 1 else rows[0]
     verdict = top["name"] if top["passes"] else "shipped"
     print(f"\nadopt: {verdict}")
-    (args.out / "vae_settings_probe.json").write_text(
+    suffix = "" if names == list(CANDIDATES) else "-" + "-".join(names[1:])
+    (args.out / f"vae_settings_probe{suffix}.json").write_text(
         json.dumps({"rows": rows, "adopt": verdict}, indent=1, default=float)
     )
 

@@ -419,6 +419,9 @@ def test_make_score_scores_the_given_files_with_the_run() -> None:
         *("score", "--run", "runs/default-sn", "--lightcurves", "a.csv.gz", "b.csv.gz"),
         *("--metadata", "m.csv.gz", "--output", "runs/default-sn/scored.parquet"),
     ]
+    # Options of score's own through ARGS, as for every stage (an audit found them dropped).
+    out = make_n("score", "LIGHTCURVES=a.csv.gz", "METADATA=m.csv.gz", "ARGS=--as-of 59700")
+    assert shlex.split(out.replace("\\\n", " ").splitlines()[-1])[-2:] == ["--as-of", "59700"]
     # Without files to score (none in data/raw): a message, not a score of nothing.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     done = subprocess.run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -38,10 +39,12 @@ def test_answers_survive_a_torn_last_line(tmp_path: Path) -> None:
     store = LabelStore(path)
     store.append(Answer.now(1, labels.ANOMALY, 1))
     store.append(Answer.now(2, labels.SKIP))
+    intact = path.read_bytes()
     with open(path, "ab") as handle:  # what a kill -9 in the middle of a write leaves
-        handle.write(b'{"object_id": 3, "lab')
+        handle.write(b'{"object_id":3,"lab')
     assert [a.object_id for a in read_answers(path)] == [1, 2]
-    store = LabelStore(path)  # reopening cuts the torn line off before the next answer
+    store = LabelStore(path)  # reopening moves the torn line aside before the next answer
+    assert labels.torn_path(path).read_bytes() == b'{"object_id":3,"lab\n'
     store.append(Answer.now(3, labels.NOT_INTERESTING))
     assert [(a.object_id, a.label) for a in read_answers(path)] == [
         (1, "anomaly"),
@@ -49,6 +52,12 @@ def test_answers_survive_a_torn_last_line(tmp_path: Path) -> None:
         (3, "not_interesting"),
     ]
     assert path.read_bytes().endswith(b"\n")
+    # A last line edited by hand (an audit found it cut off as "torn"): refused, file untouched.
+    edited = intact + b'{"object_id": 3, "label": "anomaly",}'
+    path.write_bytes(edited)
+    with pytest.raises(UserError, match="line 3: not a review answer"):
+        LabelStore(path)
+    assert path.read_bytes() == edited
 
 
 def test_a_damaged_line_in_the_middle_is_a_user_error(tmp_path: Path) -> None:
@@ -366,7 +375,7 @@ def test_only_the_fixed_routes_exist(server: ReviewServer) -> None:
         "/api/",
     ):
         assert request(server, path)[0] == 404, path
-    assert request(server, "/api/state", b"{}")[0] == 404  # POST to a GET route
+    assert request(server, "/api/state", b"{}")[0] == 405  # POST to a GET route
 
 
 def test_an_answer_is_saved_and_re_ranks(server: ReviewServer) -> None:
@@ -423,6 +432,8 @@ def test_ranking_filters(server: ReviewServer) -> None:
         b"\xff\xfe",
         b"{" + b" " * 5000 + b"}",
         b"[" * 2000 + b"]" * 2000,  # nested past Python's recursion limit
+        b'{"object_id": 1, "object_id": OBJECT, "label": "nope", "label": "skip"}',  # repeated
+        b'{"object_id": OBJECT, "label": "skip", "previous": "maybe"}',
     ],
 )
 def test_a_malformed_answer_is_400_and_changes_nothing(server: ReviewServer, body: bytes) -> None:
@@ -563,6 +574,43 @@ def test_two_tabs_answering_at_once_lose_no_answer(server: ReviewServer) -> None
     assert results == [200] * len(ids)
     assert sorted(a.object_id for a in read_answers(server.session.store.path)) == sorted(ids)
     assert api(server, "/api/state")["progress"]["reviewed"] == len(ids)
+
+
+def test_an_answer_over_another_tabs_is_409_and_changes_nothing(server: ReviewServer) -> None:
+    """Found by an audit: two tabs show the same candidate; the second answer silently replaced
+    the first (the page sends the label it showed, `previous`, and is told instead)."""
+    first = api(server, "/api/state")["next"]
+    headers = {"Content-Type": "application/json"}
+    tab = {"object_id": first, "label": "anomaly", "previous": None}
+    assert request(server, "/api/label", json.dumps(tab).encode(), headers=headers)[0] == 200
+    other = {"object_id": first, "label": "not_interesting", "previous": None}
+    status, data = request(server, "/api/label", json.dumps(other).encode(), headers=headers)
+    assert status == 409 and "answered 'anomaly' meanwhile" in json.loads(data)["error"]
+    assert [a.label for a in read_answers(server.session.store.path)] == ["anomaly"]
+    changed = {"object_id": first, "label": "not_interesting", "previous": "anomaly"}
+    assert request(server, "/api/label", json.dumps(changed).encode(), headers=headers)[0] == 200
+    answers = read_answers(server.session.store.path)
+    assert [(a.label, a.position) for a in answers] == [("anomaly", 1), ("not_interesting", None)]
+
+
+def test_a_pool_of_one_object_is_reviewed(tiny_run, tmp_path: Path) -> None:
+    """Found by an audit: one candidate gave an infinite active score (500 on every page)."""
+    one = Pool(tiny_run.run_dir, workdir=tiny_run.workdir, curves=False, top=1)
+    session = ReviewSession(one, LabelStore(tmp_path / "labels.jsonl"))
+    assert np.isfinite(session.active).all()
+    state = session.answer(session.state()["next"], "anomaly")
+    assert state["progress"] == {**state["progress"], "reviewed": 1, "found": 1, "remaining": 0}
+    assert json.dumps(session.describe(int(one.ids[0])), allow_nan=False)
+
+
+def test_a_second_session_on_a_link_to_the_labels_is_refused(pool: Pool, tmp_path: Path) -> None:
+    """Found by an audit: a hard link in another folder escaped the path's lock."""
+    store = LabelStore(tmp_path / "labels.jsonl")
+    (tmp_path / "other").mkdir()
+    os.link(store.path, tmp_path / "other" / "labels.jsonl")
+    linked = LabelStore(tmp_path / "other" / "labels.jsonl")
+    with store.held(), pytest.raises(UserError, match="in use by another review session"):
+        linked.held().__enter__()
 
 
 def test_a_new_session_resumes_where_the_last_stopped(pool: Pool, tmp_path: Path) -> None:

@@ -220,6 +220,8 @@ class ActiveRanker:
             known_features: (m, d) features of the labelled objects (none: the plain forest).
             known_anomaly: (m,) bool, True for "anomaly", False for "not interesting".
         """
+        if len(self.features) < 2:  # no forest on one object (coniferest gives inf, then NaN)
+            return np.zeros(len(self.features))
         from coniferest.aadforest import AADForest
         from coniferest.label import Label
         from coniferest.pineforest import PineForest

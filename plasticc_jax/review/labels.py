@@ -1,24 +1,28 @@
 """The expert's answers on disk: an append-only JSON-lines file, one answer per line.
 
 Each line is `{"object_id": 123, "label": "anomaly", "time": "2025-...Z", "position": 1}`
-(`position`: where the active ranking had the object when it was answered, 1 = top; null when
-unknown). Every answer is written with one `write` and `fsync`ed before the answer is
-acknowledged, so a session killed at any moment (kill -9, power loss) keeps every acknowledged
-answer; a line torn by such a kill (the last one, without its newline, a JSON object cut short) is
-ignored on read and cut off before the next append. A last line without its newline that is a
-whole answer (a file edited by hand) is kept, and an append that fails (a full disk) is undone, so
-that no later answer lands on a partial line. An object answered twice keeps its last answer
-(`latest`).
+(`position`: where the active ranking had the object when it was first answered, 1 = top; null
+for a changed answer, or when unknown). Every answer is written with one `write` and `fsync`ed
+before the answer is acknowledged, so a session killed at any moment (kill -9, power loss) keeps
+every acknowledged answer; a line torn by such a kill (the last one, without its newline, the
+start of a line as written here) is ignored on read and moved to `<file>.torn` before the next
+append (a last line edited by hand that is not an answer is refused, never cut). A last line
+without its newline that is a whole answer (a file edited by hand) is kept, and an append that
+fails (a full disk) is undone, so that no later answer lands on a partial line. An object
+answered twice keeps its last answer (`latest`).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,10 +112,21 @@ def _read(path: Path) -> tuple[list[Answer], str]:
     try:
         json.loads(tail)
     except ValueError:
-        if tail.lstrip().startswith("{"):  # a JSON object cut short: what a kill leaves
-            log.warning("%s: ignoring a torn last line (a session was killed while writing)", path)
+        # What a kill leaves: the start of a line as `LabelStore` writes them (compact JSON, no
+        # space anywhere). A line edited by hand is refused below, never cut off.
+        if tail.startswith('{"object_id":') and not any(c.isspace() for c in tail):
+            log.warning(
+                "%s: a torn last line (a session was killed while writing) is moved to %s",
+                path,
+                torn_path(path),
+            )
             return answers, "torn"
     return [*answers, _answer(path, len(lines), tail)], "answer"
+
+
+def torn_path(path: Path) -> Path:
+    """Where a torn last line cut off a labels file is kept."""
+    return path.with_name(path.name + ".torn")
 
 
 def _answer(path: Path, number: int, line: str) -> Answer:
@@ -174,13 +189,39 @@ class LabelStore:
                 os.close(fd)
             self._answers.append(answer)
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the file itself (its inode) for one session: a second session on it under
+        another name (a hard link) is refused, as the path's lock refuses one under the same.
+
+        Raises:
+            UserError: another session holds it.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"labels file {self.path} is in use by another review session (under "
+                    "another name: a link to it?)"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
     def _end_last_line(self, ending: str) -> None:
         """Cut a torn last line off, or end a whole last answer with its newline, so that the
         next answer starts on a line of its own."""
         with open(self.path, "r+b") as handle:
             data = handle.read()
             if ending == "torn":
-                handle.truncate(data.rfind(b"\n") + 1)
+                end = data.rfind(b"\n") + 1
+                with open(torn_path(self.path), "ab") as kept:  # nothing deleted unseen
+                    kept.write(data[end:] + b"\n")
+                    kept.flush()
+                    os.fsync(kept.fileno())
+                handle.truncate(end)
             else:
                 handle.write(b"\n")
             handle.flush()

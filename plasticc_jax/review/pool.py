@@ -121,11 +121,21 @@ def infer_workdir(run_dir: Path) -> Path:
 
 def pool_rows(table: pd.DataFrame) -> np.ndarray:
     """Rows of a score table that are candidates: not of the splits the detector was fitted on
-    (all rows if that leaves none, e.g. a table of new objects)."""
+    (all rows of a table without a `split` column).
+
+    Raises:
+        UserError: a table of those splits only (their scores are the detector's own fit).
+    """
     if "split" not in table.columns:
         return np.arange(len(table))
     rows = np.flatnonzero(~table["split"].isin(FIT_SPLITS).to_numpy())
-    return rows if rows.size else np.arange(len(table))
+    if len(table) and not rows.size:
+        raise UserError(
+            f"the score table holds only objects of the {' and '.join(FIT_SPLITS)} splits, which "
+            "the detector was fitted and calibrated on: review the test split or new objects "
+            "(`plasticc-jax score`)"
+        )
+    return rows
 
 
 def known_reference(run_table: pd.DataFrame, known_classes: tuple[int, ...]) -> pd.DataFrame:

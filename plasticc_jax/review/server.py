@@ -17,8 +17,10 @@ Routes (all GET but the label):
 `/api/ranking?...`     the current ranking; filters `class`, `galactic` (yes/no), `min`, `max`
                        (of `anomaly_score`), `answered` (yes/no), `limit`
 `/api/labels.csv`      the answers so far (latest per object)
-POST `/api/label`      `{"object_id": N, "label": "anomaly" | "not_interesting" | "skip"}`;
-                       400 and nothing written if malformed; answers with the new state
+POST `/api/label`      `{"object_id": N, "label": "anomaly" | "not_interesting" | "skip"}`,
+                       optionally `"previous"`: the label the page showed (null: none), and
+                       409 if the object was answered since (another tab); 400 and nothing
+                       written if malformed; answers with the new state
 =====================  =======================================================================
 """
 
@@ -45,7 +47,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.review.labels import LABELS_FILE, LabelStore, answers_csv
 from plasticc_jax.review.pool import Pool
-from plasticc_jax.review.session import BadRequest, Filters, ReviewSession
+from plasticc_jax.review.session import UNCHECKED, BadRequest, Conflict, Filters, ReviewSession
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ TOKEN_HEADER = "X-Review-Token"
 # Every interface, IPv4 and IPv6 -> the address a browser on this machine reaches it at.
 WILDCARD_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 MAX_BODY_BYTES = 4096
+ANSWER_KEYS = {"object_id", "label", "previous"}
 # The static assets: route -> (file in plasticc_jax/review/static, content type).
 ASSETS: dict[str, tuple[str, str]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -161,10 +164,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self._send_json({"error": message or HTTPStatus(code).phrase}, HTTPStatus(code))
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        line = (format % args).replace(self.server.token, "<token>")  # logs are shared
+        log.debug("%s %s", self.address_string(), line)
 
     def _handle(self, method: str) -> None:
-        if method != "POST" and self.headers.get("Content-Length", "0") != "0":
+        has_body = (
+            self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers
+        )
+        if method != "POST" and has_body:
             self.close_connection = True  # its body is not read: never parse it as a request
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -184,10 +191,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, self.server.assets[parts.path], ASSETS[parts.path][1])
             elif (method, parts.path) in routes:
                 routes[method, parts.path](query)
+            elif parts.path in ASSETS or parts.path in {path for _, path in routes}:
+                self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed here")
             else:
                 self._send_error(HTTPStatus.NOT_FOUND, "no such page")
         except BadRequest as error:
             self._send_error(HTTPStatus.BAD_REQUEST, str(error))
+        except Conflict as error:
+            self._send_error(HTTPStatus.CONFLICT, str(error))
         except (ConnectionError, TimeoutError):  # the client left or stalled: no answer
             raise  # one log line, the connection closed (`ReviewServer.handle_error`)
         except Exception:
@@ -230,13 +241,15 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body, if any, is not read
             raise BadRequest(f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(self.rfile.read(int(length)))
+            body = json.loads(self.rfile.read(int(length)), object_pairs_hook=_unique_keys)
         except (ValueError, UnicodeDecodeError, RecursionError):  # nested past Python's limit
-            raise BadRequest("the body is not JSON") from None
-        if not isinstance(body, dict) or set(body) != {"object_id", "label"}:
+            raise BadRequest("the body is not JSON, or repeats a key") from None
+        if not isinstance(body, dict) or not {"object_id", "label"} <= set(body) <= ANSWER_KEYS:
             raise BadRequest('send {"object_id": <integer>, "label": <label>}')
         try:
-            state = self.server.session.answer(body["object_id"], body["label"])
+            state = self.server.session.answer(
+                body["object_id"], body["label"], body.get("previous", UNCHECKED)
+            )
         except OSError as error:  # the labels file could not take it (a full disk): undone
             log.error("review server: an answer was not saved: %s", error)
             status = (
@@ -273,6 +286,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if self.command != "GET" and status != HTTPStatus.OK:
             self.close_connection = True
         self._send_json({"error": message}, status)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused (ValueError) if a key repeats: which one counts is a guess."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a repeated key")
+    return dict(pairs)
 
 
 def _text(query: dict[str, list[str]], name: str) -> str | None:
@@ -339,18 +360,21 @@ def open_review(
     run_dir = Path(run_dir)
     if port:  # a busy port is said at once, not after the pool and model load (seconds)
         _check_port(host, port)
-    pool = Pool(run_dir, scores, workdir=workdir, top=top)
     labels = Path(labels) if labels else run_dir / LABELS_FILE
     with contextlib.ExitStack() as held:  # released here unless the server takes it
         # One session a labels file, however many tabs: a second `review` of the same labels
-        # would answer beside the first unseen (each session knows only its own answers).
+        # would answer beside the first unseen (each session knows only its own answers). Taken
+        # before the pool loads (seconds), so that a second session is refused at once.
         try:
             held.enter_context(folder_lock(labels, "review"))
+            store = LabelStore(labels)
+            held.enter_context(store.held())
         except OSError as error:
             raise UserError(
                 f"cannot use the labels file {labels}: {error.strerror or error}"
             ) from None
-        session = ReviewSession(pool, LabelStore(labels))
+        pool = Pool(run_dir, scores, workdir=workdir, top=top)
+        session = ReviewSession(pool, store)
         try:
             server = ReviewServer((host, port), session, token)
         except OSError as error:

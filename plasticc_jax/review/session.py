@@ -33,6 +33,15 @@ class BadRequest(ValueError):
     """A request the session refuses (the server answers 400); nothing was changed."""
 
 
+class Conflict(ValueError):
+    """An answer given against a label that has changed since (another tab answered the same
+    object first): refused (the server answers 409); nothing was changed."""
+
+
+# `previous` not given: the answer replaces whatever is there (API clients, the simulation).
+UNCHECKED = object()
+
+
 @dataclass(frozen=True)
 class Filters:
     """The ranking list's filters (None: no filter).
@@ -94,11 +103,16 @@ class ReviewSession:
         self.active, self.answered, self.order, self.position = scores, answered, order, position
         self.rerank_seconds.append(time.perf_counter() - start)
 
-    def answer(self, object_id: Any, label: Any) -> dict[str, Any]:
+    def answer(self, object_id: Any, label: Any, previous: Any = UNCHECKED) -> dict[str, Any]:
         """Record an answer and re-rank; returns the new `state`.
+
+        Args:
+            previous: the object's label as the answering page last saw it (None: unanswered);
+                given, the answer is refused if another answer came in since.
 
         Raises:
             BadRequest: an unknown object or label (nothing is written).
+            Conflict: `previous` is not the object's label now (nothing is written).
         """
         if not isinstance(object_id, int) or isinstance(object_id, bool):
             raise BadRequest("object_id must be an integer")
@@ -106,8 +120,17 @@ class ReviewSession:
             raise BadRequest(f"object {object_id} is not a candidate of this review")
         if label not in LABELS:
             raise BadRequest(f"label must be one of {', '.join(LABELS)}")
+        if previous is not UNCHECKED and previous is not None and previous not in LABELS:
+            raise BadRequest(f"previous must be null or one of {', '.join(LABELS)}")
         with self._lock:
-            position = int(self.position[self.pool.row[object_id]])
+            now = self._answers.get(object_id)
+            if previous is not UNCHECKED and previous != (now.label if now else None):
+                raise Conflict(
+                    f"object {object_id} was answered '{now.label if now else None}' meanwhile "
+                    "(in another tab?): this answer was not saved"
+                )
+            # The place it was shown at: that of a first answer (a changed one keeps none).
+            position = None if now else int(self.position[self.pool.row[object_id]])
             entry = Answer.now(object_id, label, position)
             self.store.append(entry)
             self._answers.pop(object_id, None)

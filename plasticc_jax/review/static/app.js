@@ -37,7 +37,9 @@ async function api(path, options = {}) {
     } catch (_) {
       // not JSON: keep the status text
     }
-    throw new Error(`${response.status}: ${message}`);
+    const error = new Error(`${response.status}: ${message}`);
+    error.status = response.status;
+    throw error;
   }
   return response.json();
 }
@@ -252,7 +254,8 @@ async function answer(label) {
     state = await api("/api/label", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ object_id: shown.object_id, label }),
+      // The label this page showed: if another tab answered since, the server refuses (409).
+      body: JSON.stringify({ object_id: shown.object_id, label, previous: shown.label || null }),
     });
     showProgress();
     showMessage("");
@@ -260,6 +263,12 @@ async function answer(label) {
     if (!$("#ranking-view").hidden) await loadRanking();
   } catch (error) {
     showMessage(`The answer was not saved: ${error.message}`);
+    if (error.status === 409) {
+      // Show the object as it is now (its answer from the other tab): answer again to change it.
+      state = await api("/api/state");
+      showProgress();
+      await showObject(shown.object_id);
+    }
   } finally {
     busy = false;
     document.querySelectorAll(".answer").forEach((b) => { b.disabled = false; });

@@ -49,6 +49,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (a rename into it) durable, as `os.fsync` a file's bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         write(handle)

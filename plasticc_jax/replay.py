@@ -67,6 +67,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -91,6 +93,8 @@ from plasticc_jax.io_utils import (
     atomic_path,
     atomic_write_text,
     check_input_files,
+    folder_lock,
+    fsync_folder,
     make_output_folder,
     sha256_file,
 )
@@ -102,6 +106,14 @@ from plasticc_jax.threads import limited_threads
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+MANIFEST_KEYS = {
+    "fingerprint",
+    "finished_through",
+    "first_night",
+    "last_night",
+    "empty_nights",
+    "nights",
+}
 REJECTED_AT_LOAD = "rejected_at_load.csv"
 CANDIDATES, REJECTED = "candidates", "rejected"  # the night-partitioned datasets
 # Longer than any survey: a larger --close-after would overflow the night arithmetic.
@@ -259,6 +271,15 @@ def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
             )
 
 
+def _remove_nights_after(output: Path, night: int) -> None:
+    """Night files past the manifest's last finished night (written, then a kill before the
+    manifest named them): the nights are replayed again, and nothing of them may linger."""
+    for part in [*output.glob(f"{CANDIDATES}/night=*"), *output.glob(f"{REJECTED}/night=*")]:
+        number = part.name.removeprefix("night=")
+        if number.lstrip("-").isdigit() and int(number) > night:
+            shutil.rmtree(part)
+
+
 def _remove_unfinished_writes(output: Path) -> None:
     """Temporary files of writes a kill interrupted (`io_utils.atomic_path`): never complete."""
     for pattern in (".tmp-*", f"{CANDIDATES}/night=*/.tmp-*", f"{REJECTED}/night=*/.tmp-*"):
@@ -280,8 +301,12 @@ def check_counts(counts: dict[str, Any]) -> None:
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write atomically and durably: on disk before the manifest names the night."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    fsync_folder(path.parent)
 
 
 def write_night(out: Path, night: int, candidates: pd.DataFrame, rejected: pd.DataFrame) -> None:
@@ -329,24 +354,9 @@ def replay(
             f"{MAX_CLOSE_AFTER:g} (leave it out never to close)"
         )
     _refuse_inputs_in_output(output, [*paths, *metadata_paths])
-    fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects)
-    manifest_path = output / MANIFEST
-    manifest: dict[str, Any] | None = None
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (ValueError, UnicodeDecodeError):
-            manifest = None
-        if not isinstance(manifest, dict):
-            raise UserError(
-                f"{manifest_path} is damaged (not a replay's manifest): remove {output} to "
-                "replay from the start, or choose another --output"
-            )
-        if manifest.get("fingerprint") != fingerprint:
-            raise UserError(
-                f"{output} holds a replay of other inputs or settings: choose another --output "
-                "or remove it"
-            )
+    for path in paths:
+        if not lightcurve_rows.has_rows(path):
+            raise lightcurve_rows.no_rows_error(path)
     # As `score --output`: not the run itself, none of its files, nothing inside its folders.
     run_files, run_folders = runs.protected_paths(run_dir)
     target = output.resolve()
@@ -354,14 +364,73 @@ def replay(
         target.is_relative_to(f.resolve()) for f in run_folders
     ):
         raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
-    created = [f for f in [output, *output.parents] if not f.exists()]  # leaf first
-    make_output_folder(output)
-    try:
+    with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
+        fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects)
         scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its checkpoint's detector
-    except UserError:
-        for folder in created:  # a refused run leaves no empty folders behind
-            folder.rmdir()
-        raise
+    make_output_folder(output)
+    # One replay an output folder: a second one at once would mix its nights with this one's.
+    with folder_lock(output, "replay"):
+        manifest = _read_manifest(output, fingerprint)
+        return _replay(
+            scorer,
+            paths,
+            metadata_paths,
+            output,
+            manifest,
+            fingerprint,
+            close_after,
+            objects,
+            last_night,
+        )
+
+
+def _read_manifest(output: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest of an unfinished replay into `output` to resume (None: a new replay).
+
+    Raises:
+        UserError: a damaged manifest, one of other inputs or settings, or night files without a
+            manifest (another tool's, or a replay's whose manifest was removed).
+    """
+    path = output / MANIFEST
+    if not path.exists():
+        written = [f for name in (CANDIDATES, REJECTED) for f in (output / name).rglob("*")]
+        if any(f.is_file() for f in written):
+            raise UserError(
+                f"{output} holds night files but no {MANIFEST}: not a replay this command can "
+                "resume; remove it or choose another --output"
+            )
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not set(manifest) >= MANIFEST_KEYS:
+        raise UserError(
+            f"{path} is damaged (not a replay's manifest): remove {output} to replay from the "
+            "start, or choose another --output"
+        )
+    if manifest.get("fingerprint") != fingerprint:
+        raise UserError(
+            f"{output} holds a replay of other inputs or settings: choose another --output or "
+            "remove it"
+        )
+    return manifest
+
+
+def _replay(
+    scorer: Scorer,
+    paths: list[Path],
+    metadata_paths: list[Path],
+    output: Path,
+    manifest: dict[str, Any] | None,
+    fingerprint: str,
+    close_after: float | None,
+    objects: np.ndarray | None,
+    last_night: int | None,
+) -> dict[str, Any]:
+    """The replay itself, holding the output folder's lock."""
+    manifest_path = output / MANIFEST
+    run_dir = scorer.run_dir
     detector = scorer.detector
     data = ReplayInput(
         lightcurve_rows.read_files(paths),
@@ -402,6 +471,7 @@ def replay(
             data.rejected.to_csv(tmp, index=False)
         atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
     _remove_unfinished_writes(output)
+    _remove_nights_after(output, int(manifest["finished_through"]))
     start_night = int(manifest["finished_through"]) + 1
     stop = last if last_night is None else min(last, int(last_night))
     if start_night > first:

@@ -372,17 +372,14 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     entry = next(n for n in manifest["nights"] if n["night"] == first)
     assert entry["rejected"].get("flux missing or not finite (NaN or inf)") == 1
     assert entry["objects_with_data"] == entry["rescored"] + sum(entry["rejected"].values())
-    # Nothing left to replay (every MJD non-finite, or a header alone): an empty replay whose
-    # rejections are listed, not a crash.
+    # Nothing left to replay (every MJD non-finite): an empty replay whose rejections are
+    # listed, not a crash; a file of a header alone is refused, as `score` refuses it.
     manifest = _replay(tiny_run, bad.assign(mjd=np.nan), meta, tmp_path / "all-bad")
     assert manifest["objects"] == 0 and manifest["nights"] == []
     listed = pd.read_csv(tmp_path / "all-bad" / "rejected_at_load.csv")
     assert sorted(listed["object_id"]) == sorted(lcs["object_id"].unique())
-    manifest = _replay(tiny_run, lcs.iloc[:0], meta, tmp_path / "header")
-    assert manifest["objects"] == manifest["rows"] == 0 and manifest["nights"] == []
-    listed = pd.read_csv(tmp_path / "header" / "rejected_at_load.csv")
-    assert sorted(listed["object_id"]) == sorted(pd.read_csv(meta)["object_id"])
-    assert set(listed["reason"]) == {"metadata without light curve"}
+    with pytest.raises(UserError, match="no light-curve rows"):
+        _replay(tiny_run, lcs.iloc[:0], meta, tmp_path / "header")
     # A metadata object without a row, beside the others: listed, not lost.
     extra = pd.read_csv(meta)
     extra = pd.concat([extra, extra.iloc[:1].assign(object_id=999_999_999)])

@@ -700,6 +700,42 @@ def test_a_refused_replay_leaves_no_output_folder(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "replays").exists()
 
 
+def test_a_replay_output_is_one_replays_alone(tiny_run, tmp_path, capsys):
+    """Found by an audit: two replays into one folder at once both ran and mixed their nights;
+    night files without a manifest were kept beside a new replay's; a manifest without its
+    counters was a KeyError; a header-only light-curve file replayed 'through night -1'."""
+    raw = tiny_run.workdir / "data" / "raw"
+    metadata = raw / "plasticc_train_metadata.csv.gz"
+    lightcurves = raw / "plasticc_train_lightcurves.csv.gz"
+
+    def replay(output: Path, *inputs: Path) -> int:
+        argv = ["replay", "--run", str(tiny_run.run_dir), *map(str, inputs or [lightcurves])]
+        return cli.main([*argv, "--metadata", str(metadata), "--output", str(output)])
+
+    output = tmp_path / "replay"
+    holder = hold_lock(output, "replay", "exclusive")
+    try:
+        assert replay(output) == 2
+        assert f"{output} is in use by replay" in one_error_line(capsys, "replay")
+    finally:
+        holder.kill()
+        holder.wait()
+    foreign = tmp_path / "foreign"
+    (foreign / "candidates" / "night=60001").mkdir(parents=True)
+    (foreign / "candidates" / "night=60001" / "part-0.parquet").write_bytes(b"old")
+    assert replay(foreign) == 2
+    assert "holds night files but no manifest.json" in one_error_line(capsys, "replay")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.json").write_text('{"fingerprint": "x"}')
+    assert replay(damaged) == 2
+    assert "manifest.json is damaged" in one_error_line(capsys, "replay")
+    header = tmp_path / "header.csv"
+    header.write_text("object_id,mjd,passband,flux,flux_err,detected\n")
+    assert replay(tmp_path / "empty", header) == 2
+    assert "no light-curve rows" in one_error_line(capsys, "replay")
+
+
 def test_validate_refuses_a_known_class_without_objects(tiny_run, tmp_path, capsys):
     """Found by an audit: a known class absent from the data made every fold score NaN."""
     from plasticc_jax.validate import validate

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import fsync_folder
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def _check_writable(path: Path) -> None:
             "give another with --labels"
         ) from None
     if new:  # the new directory entry must survive a crash too
-        _fsync_dir(path.parent)
+        fsync_folder(path.parent)
 
 
 def _truncate(fd: int, size: int) -> None:
@@ -250,14 +251,6 @@ def _truncate(fd: int, size: int) -> None:
         os.fsync(fd)
     except OSError as error:  # the answer was not acknowledged; the next start cuts it off
         log.error("labels file: could not undo a failed write: %s", error)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def answers_csv(answers: list[Answer]) -> str:

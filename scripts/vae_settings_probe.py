@@ -39,7 +39,9 @@ Third run (`--only gpu_network`; written before it): the whole `gpu` preset (tha
 64-dimensional latent, layers of 1,024, 512 and 256). Even passing the rule it would not replace
 the default: its network costs about three times more per scored object, and scoring is at its
 20,000 objects/s target already. It says whether the preset's test figure has support on the
-validation.
+validation. Result (24 min on 2 shared cores): 0.8171, +0.0030 ± 0.0048 (3/10 folds better; best
+fusion `latent_knn:2,classifier:3,head_maxprob:1,feature_mahalanobis:1,recon_chi2:2`): within
+the noise.
 """
 
 from __future__ import annotations

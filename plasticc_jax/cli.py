@@ -343,6 +343,12 @@ def replay(args: argparse.Namespace) -> int:
     objects = None
     if args.split:
         dataset = args.workdir / runs.read_config(args.run).data.dataset_dir
+        if not (dataset / "manifest.json").is_file():
+            raise UserError(
+                f"--split {args.split}: no prepared dataset at {dataset}; the run's dataset is "
+                "found from the project folder: give it with --workdir (now "
+                f"{args.workdir.resolve()})"
+            )
         objects = load_split(dataset, args.split).object_id
     manifest = run_replay(
         args.run,

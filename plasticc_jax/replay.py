@@ -348,9 +348,11 @@ def replay(
     paths = [Path(p) for p in lightcurve_paths]
     metadata_paths = [Path(p) for p in metadata_paths]
     check_input_files([*paths, *metadata_paths])
-    if close_after is not None and not 0 < close_after <= MAX_CLOSE_AFTER:
+    # Whole nights are counted: a fraction below 1 would close an object seen on consecutive
+    # nights, as 0 would.
+    if close_after is not None and not 1 <= close_after <= MAX_CLOSE_AFTER:
         raise UserError(
-            f"--close-after {close_after}: give a positive number of days, at most "
+            f"--close-after {close_after}: give a number of nights from 1 to "
             f"{MAX_CLOSE_AFTER:g} (leave it out never to close)"
         )
     _refuse_inputs_in_output(output, [*paths, *metadata_paths])
@@ -370,7 +372,12 @@ def replay(
     make_output_folder(output)
     # One replay an output folder: a second one at once would mix its nights with this one's.
     with folder_lock(output, "replay"):
-        manifest = _read_manifest(output, fingerprint)
+        now = {
+            "inputs": [p.name for p in paths],
+            "metadata": [p.name for p in metadata_paths],
+            "close_after_days": close_after,
+        }
+        manifest = _read_manifest(output, fingerprint, now)
         return _replay(
             scorer,
             paths,
@@ -384,7 +391,7 @@ def replay(
         )
 
 
-def _read_manifest(output: Path, fingerprint: str) -> dict[str, Any] | None:
+def _read_manifest(output: Path, fingerprint: str, now: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest of an unfinished replay into `output` to resume (None: a new replay).
 
     Raises:
@@ -410,11 +417,23 @@ def _read_manifest(output: Path, fingerprint: str) -> dict[str, Any] | None:
             "start, or choose another --output"
         )
     if manifest.get("fingerprint") != fingerprint:
+        differs = _what_differs(manifest, now)
         raise UserError(
-            f"{output} holds a replay of other inputs or settings: choose another --output or "
-            "remove it"
+            f"{output} holds a replay of other inputs or settings ({differs}): choose another "
+            "--output or remove it"
         )
     return manifest
+
+
+def _what_differs(manifest: dict[str, Any], now: dict[str, Any]) -> str:
+    """What the manifest records differently from this replay's inputs and settings (names and
+    `--close-after`; else their contents, the run's evaluation or `--split`)."""
+    differ = [
+        f"{key}: {manifest.get(key)} then, {value} now"
+        for key, value in now.items()
+        if manifest.get(key) != value
+    ]
+    return "; ".join(differ) or "the same names, but other contents, run or --split"
 
 
 def _replay(
@@ -493,6 +512,12 @@ def _replay(
         if has_data[night - first] or night == stop:
             atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
     seconds = time.perf_counter() - t0
+    if manifest["nights"] and not any(n["rescored"] for n in manifest["nights"]):
+        log.warning(
+            "no object was scored on any night: every object with data was rejected (the reasons "
+            "are in %s; the same rows given twice, say)",
+            output / REJECTED,
+        )
     if start_night > stop:
         if len(data.rows):
             log.info("%s is finished through night %d: nothing to replay", output, start_night - 1)

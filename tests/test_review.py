@@ -393,6 +393,8 @@ def test_an_answer_is_saved_and_re_ranks(server: ReviewServer) -> None:
     ]
     rows = api(server, "/api/ranking?limit=1000")["rows"]
     assert len(rows) == len(server.session.pool)
+    first_two = api(server, "/api/ranking?limit=2")  # the page says how many it does not show
+    assert len(first_two["rows"]) == 2 and first_two["matched"] == len(server.session.pool)
     assert rows[0]["object_id"] == state["next"] and rows[-1]["label"] == "anomaly"
     assert all(r["label"] is None for r in api(server, "/api/ranking?answered=no")["rows"])
     assert [r["object_id"] for r in api(server, "/api/ranking?answered=yes")["rows"]] == [first]

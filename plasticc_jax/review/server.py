@@ -222,7 +222,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             answered=_yes_no(query, "answered"),
             limit=_int(query, "limit", 200),
         )
-        self._send_json({"rows": self.server.session.ranking(filters)})
+        self._send_json(self.server.session.ranking(filters))
 
     def _labels_csv(self, query: dict[str, list[str]]) -> None:
         text = answers_csv(self.server.session.store.answers)

@@ -211,8 +211,9 @@ class ReviewSession:
             "neighbours": neighbours,
         }
 
-    def ranking(self, filters: Filters) -> list[dict[str, Any]]:
-        """The current ranking, best candidate first, filtered."""
+    def ranking(self, filters: Filters) -> dict[str, Any]:
+        """The current ranking, best candidate first, filtered: `rows` (at most `filters.limit`)
+        and `matched`, how many objects pass the filters."""
         pool = self.pool
         with self._lock:
             order, active_scores, answered = self.order, self.active, self.answered
@@ -229,8 +230,9 @@ class ReviewSession:
             keep &= pool.static >= filters.min_score
         if filters.max_score is not None:
             keep &= pool.static <= filters.max_score
-        rows = [r for r in order if keep[r]][: max(0, min(filters.limit, MAX_RANKING_ROWS))]
-        return [
+        matched = [r for r in order if keep[r]]
+        rows = matched[: max(0, min(filters.limit, MAX_RANKING_ROWS))]
+        listed = [
             {
                 "position": int(position[r]),
                 "object_id": int(pool.ids[r]),
@@ -243,6 +245,7 @@ class ReviewSession:
             }
             for r in rows
         ]
+        return {"rows": listed, "matched": len(matched)}
 
 
 def _finite(value: float) -> float | None:

@@ -286,8 +286,12 @@ async function loadRanking() {
   for (const name of ["class", "galactic", "min", "max", "answered"]) {
     if (form.get(name)) query.set(name, form.get(name));
   }
-  const { rows } = await api(`/api/ranking?${query}`);
+  const { rows, matched } = await api(`/api/ranking?${query}`);
   if (request !== rankingRequests) return;
+  $("#ranking-count").textContent =
+    rows.length < matched
+      ? `the first ${rows.length} of ${matched} objects: filter to see the others`
+      : `${matched} objects`;
   const body = $("#ranking tbody");
   body.replaceChildren();
   for (const row of rows) {

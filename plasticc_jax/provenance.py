@@ -205,6 +205,7 @@ def params_sha256(params: Mapping[str, Any]) -> str:
 
 
 def params_finite(params: Mapping[str, Any]) -> bool:
+    """Whether every parameter of a tree of arrays is finite (a damaged file gives NaN)."""
     return all(np.isfinite(array).all() for _, array in _arrays(params))
 
 
@@ -285,7 +286,8 @@ def check_detector_files(run_dir: Path) -> dict[str, Any]:
     if len(run_files) > 1 and len(changed) == len(run_files):
         raise UserError(
             f"{models} holds the detector of another run (none of {listing(changed)} is the file "
-            f"it was fitted with): copied in from elsewhere; {again}"
+            f"it was fitted with): copied in from elsewhere, or those files were all edited; "
+            f"{again}"
         )
     if changed:
         raise UserError(

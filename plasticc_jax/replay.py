@@ -67,7 +67,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -91,6 +90,7 @@ from plasticc_jax import (
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     atomic_path,
+    atomic_write,
     atomic_write_text,
     check_input_files,
     folder_lock,
@@ -301,12 +301,11 @@ def check_counts(counts: dict[str, Any]) -> None:
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically and durably: on disk before the manifest names the night."""
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+    """Write atomically and durably (the file, its night folder and that folder's entry): on
+    disk before the manifest names the night."""
+    atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
     fsync_folder(path.parent)
+    fsync_folder(path.parent.parent)
 
 
 def write_night(out: Path, night: int, candidates: pd.DataFrame, rejected: pd.DataFrame) -> None:
@@ -366,10 +365,16 @@ def replay(
         target.is_relative_to(f.resolve()) for f in run_folders
     ):
         raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
-    with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
-        fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects)
-        scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its checkpoint's detector
-    make_output_folder(output)
+    created = [f for f in [output, *output.parents] if not f.exists()]  # leaf first
+    make_output_folder(output)  # a path where no folder can be made: said before the run loads
+    try:
+        with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
+            fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects)
+            scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
+    except UserError:
+        for folder in created:  # a refused run leaves no empty folders behind
+            folder.rmdir()
+        raise
     # One replay an output folder: a second one at once would mix its nights with this one's.
     with folder_lock(output, "replay"):
         now = {

@@ -225,8 +225,7 @@ def check_resumable(
         }
     stats_path = run_dir / "stats.json"
     record = provenance.trained_on(run_dir)
-    changed = record is not None and record.get("fingerprint") != manifest.get("fingerprint")
-    if changed:
+    if record is not None and record.get("fingerprint") != manifest.get("fingerprint"):
         raise UserError(
             f"{dataset_dir} was prepared again since {run_dir} started (its fingerprint "
             "differs): delete the run directory to train on the new dataset"

@@ -28,7 +28,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.review import active, labels
 from plasticc_jax.review.labels import Answer, LabelStore, read_answers
 from plasticc_jax.review.pool import Pool
-from plasticc_jax.review.server import ReviewServer
+from plasticc_jax.review.server import ReviewServer, open_review
 from plasticc_jax.review.session import ReviewSession
 
 # --- the labels file -----------------------------------------------------------------------
@@ -58,6 +58,9 @@ def test_answers_survive_a_torn_last_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="line 3: not a review answer"):
         LabelStore(path)
     assert path.read_bytes() == edited
+    for short in (b"{", b'{"obj'):  # torn within the first bytes: still what a kill leaves
+        path.write_bytes(intact + short)
+        assert [a.object_id for a in read_answers(path)] == [1, 2]
 
 
 def test_a_damaged_line_in_the_middle_is_a_user_error(tmp_path: Path) -> None:
@@ -607,12 +610,17 @@ def test_a_pool_of_one_object_is_reviewed(tiny_run, tmp_path: Path) -> None:
 
 def test_a_second_session_on_a_link_to_the_labels_is_refused(pool: Pool, tmp_path: Path) -> None:
     """Found by an audit: a hard link in another folder escaped the path's lock."""
-    store = LabelStore(tmp_path / "labels.jsonl")
+    path = tmp_path / "labels.jsonl"
+    LabelStore(path).append(Answer.now(1, labels.ANOMALY, 1))
     (tmp_path / "other").mkdir()
-    os.link(store.path, tmp_path / "other" / "labels.jsonl")
-    linked = LabelStore(tmp_path / "other" / "labels.jsonl")
-    with store.held(), pytest.raises(UserError, match="in use by another review session"):
-        linked.held().__enter__()
+    os.link(path, tmp_path / "other" / "labels.jsonl")
+    refused = pytest.raises(UserError, match="in use by another review session")
+    with labels.held(path), refused, labels.held(tmp_path / "other" / "labels.jsonl"):
+        pass
+    # Refused before the review is loaded: no labels file for a mistyped run.
+    with pytest.raises(UserError, match="not a run directory"):
+        open_review(tmp_path / "no-such-run")
+    assert not (tmp_path / "no-such-run").exists()
 
 
 def test_a_new_session_resumes_where_the_last_stopped(pool: Pool, tmp_path: Path) -> None:

@@ -203,6 +203,7 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="plasticc_jax"):
         train(longer, workdir)
     assert "resuming" in caplog.text and "after epoch 2" in caplog.text
+    assert "changed train settings: max_epochs 2 -> 4" in caplog.text  # (lost once)
     rows = read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[2]["step"] > rows[1]["step"]
@@ -217,7 +218,7 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     before = (run_dir / "metrics.jsonl").read_text()
     with caplog.at_level(logging.INFO, logger="plasticc_jax"):
         train(longer, workdir)
-    assert "is finished" in caplog.text
+    assert "is finished" in caplog.text and "changed train settings" not in caplog.text
     assert (run_dir / "metrics.jsonl").read_text() == before
 
     # A run directory of another model is refused, not overwritten.

@@ -114,15 +114,16 @@ def _read(path: Path) -> tuple[list[Answer], str]:
         json.loads(tail)
     except ValueError:
         # What a kill leaves: the start of a line as `LabelStore` writes them (compact JSON, no
-        # space anywhere). A line edited by hand is refused below, never cut off.
-        if tail.startswith('{"object_id":') and not any(c.isspace() for c in tail):
-            log.warning(
-                "%s: a torn last line (a session was killed while writing) is moved to %s",
-                path,
-                torn_path(path),
-            )
+        # space anywhere), however short. A line edited by hand is refused below, never cut off.
+        written = tail.startswith(LINE_START) or LINE_START.startswith(tail)
+        if written and not any(c.isspace() for c in tail):
+            log.warning("%s: ignoring a torn last line (a session was killed while writing)", path)
             return answers, "torn"
     return [*answers, _answer(path, len(lines), tail)], "answer"
+
+
+# How every line `LabelStore` writes begins (`json.dumps` of an `Answer`, compact).
+LINE_START = '{"object_id":'
 
 
 def torn_path(path: Path) -> Path:
@@ -190,27 +191,6 @@ class LabelStore:
                 os.close(fd)
             self._answers.append(answer)
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold the file itself (its inode) for one session: a second session on it under
-        another name (a hard link) is refused, as the path's lock refuses one under the same.
-
-        Raises:
-            UserError: another session holds it.
-        """
-        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(
-                    f"labels file {self.path} is in use by another review session (under "
-                    "another name: a link to it?)"
-                ) from None
-            yield
-        finally:
-            os.close(fd)
-
     def _end_last_line(self, ending: str) -> None:
         """Cut a torn last line off, or end a whole last answer with its newline, so that the
         next answer starts on a line of its own."""
@@ -222,11 +202,42 @@ class LabelStore:
                     kept.write(data[end:] + b"\n")
                     kept.flush()
                     os.fsync(kept.fileno())
+                fsync_folder(self.path.parent)
+                log.warning(
+                    "%s: the torn last line is moved to %s", self.path, torn_path(self.path)
+                )
                 handle.truncate(end)
             else:
                 handle.write(b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Hold a labels file itself (its inode) for one session, before it is read: a second
+    session on it under another name (a hard link) is refused, as the path's lock refuses one
+    under the same. Opened for writing, as NFS needs for an exclusive lock; a path that is not
+    a regular file is left to `LabelStore`, which names what it is.
+
+    Raises:
+        UserError: another session holds it.
+    """
+    if path.exists() and not path.is_file():
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"labels file {path} is in use by another review session (under another name: a "
+                "link to it?)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_writable(path: Path) -> None:

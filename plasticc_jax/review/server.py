@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from plasticc_jax import runs
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.review.labels import LABELS_FILE, LabelStore, answers_csv
+from plasticc_jax.review.labels import held as labels_held
 from plasticc_jax.review.pool import Pool
 from plasticc_jax.review.session import UNCHECKED, BadRequest, Conflict, Filters, ReviewSession
 
@@ -365,10 +367,11 @@ def open_review(
         # One session a labels file, however many tabs: a second `review` of the same labels
         # would answer beside the first unseen (each session knows only its own answers). Taken
         # before the pool loads (seconds), so that a second session is refused at once.
+        runs.read_config(run_dir)  # a mistyped run: refused before a labels file is made
         try:
             held.enter_context(folder_lock(labels, "review"))
+            held.enter_context(labels_held(labels))
             store = LabelStore(labels)
-            held.enter_context(store.held())
         except OSError as error:
             raise UserError(
                 f"cannot use the labels file {labels}: {error.strerror or error}"

@@ -31,13 +31,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import lightgbm
 import lleaves
 import numpy as np
+from lightgbm_classifier_probe import lgbm_model
 from validation_probe import evidence
 
 from plasticc_jax import config_io
-from plasticc_jax.components import Classifier, balanced_rows
+from plasticc_jax.components import Classifier
 from plasticc_jax.dataset import load_split
 from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.plasticc import EXTRAGALACTIC_CLASSES
@@ -86,17 +86,8 @@ def main() -> None:
 
     shipped = Classifier(config.eval).fit(evidence(x), y)
     columns = shipped.columns
-    fit_rows = balanced_rows(y)
     start = time.perf_counter()
-    lgbm = lightgbm.LGBMClassifier(
-        n_estimators=400,
-        learning_rate=0.1,
-        num_leaves=15,
-        min_child_samples=20,
-        n_jobs=1,
-        random_state=config.eval.seed,
-        verbose=-1,
-    ).fit(x[np.ix_(fit_rows, columns)], y[fit_rows])
+    lgbm = lgbm_model(x, y, columns, config, iterations=400)
     print(f"LightGBM 400 iterations fitted in {time.perf_counter() - start:.1f} s")
     with tempfile.TemporaryDirectory() as scratch:
         model_file = Path(scratch) / "model.txt"

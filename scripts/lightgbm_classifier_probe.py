@@ -44,10 +44,13 @@ from plasticc_jax.config import Config
 ITERATIONS = {"lgbm_50": 50, "lgbm_200": 200, "lgbm_400": 400}
 
 
-def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config, iterations: int):
-    """A function: raw feature rows -> 1 - the largest probability of LightGBM's trees."""
+def lgbm_model(
+    x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config, iterations: int
+) -> lightgbm.LGBMClassifier:
+    """LightGBM's trees fitted as `components.Classifier` fits its own (the same rows, classes
+    balanced by repeating rows, learning rate 0.1, 15 leaves, one thread)."""
     rows = balanced_rows(y)
-    model = lightgbm.LGBMClassifier(
+    return lightgbm.LGBMClassifier(
         n_estimators=iterations,
         learning_rate=0.1,
         num_leaves=15,
@@ -56,6 +59,11 @@ def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config
         random_state=config.eval.seed,
         verbose=-1,
     ).fit(x[np.ix_(rows, columns)], y[rows])
+
+
+def lgbm_score(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config, iterations: int):
+    """A function: raw feature rows -> 1 - the largest probability of LightGBM's trees."""
+    model = lgbm_model(x, y, columns, config, iterations)
     return lambda raw: 1.0 - model.predict_proba(raw[:, columns]).max(axis=1)
 
 

@@ -655,7 +655,7 @@ def test_hand_edited_run_and_dataset_files_are_named(tiny_run, tmp_path, capsys)
     provenance record of the wrong shape was an AttributeError or did not name the file, and a
     dataset manifest of `{}` read as "prepared again since"."""
     from plasticc_jax.checkpoints import CheckpointError
-    from plasticc_jax.encoder import load_vae
+    from plasticc_jax.encoder import load_encoder, load_vae
 
     def copy(name: str) -> Path:
         return Path(shutil.copytree(tiny_run.run_dir, tmp_path / name))
@@ -664,6 +664,24 @@ def test_hand_edited_run_and_dataset_files_are_named(tiny_run, tmp_path, capsys)
     _edit_json(run_dir / "config.json", lambda c: c["model"].update(latent_dim=7))
     with pytest.raises(CheckpointError, match=r"holds another network .* is \(\d+, \d+\) there"):
         load_vae(run_dir)
+    # A later audit: the research API took an edited grid or normalisation, or damaged
+    # parameters, and gave other latents without a word (`score` refused them by the
+    # detector's record; research code has none). Each checkpoint records their hashes now.
+    run_dir = copy("grid")
+    _edit_json(run_dir / "config.json", lambda c: c["data"].update(window_before=8.0))
+    with pytest.raises(UserError, match=r"config.json: its data settings \(window_before\) differ"):
+        load_encoder(run_dir)
+    run_dir = copy("stats")
+    _edit_json(run_dir / "stats.json", lambda s: s["quantiles"][0].__setitem__(0, -1e6))
+    with pytest.raises(UserError, match=r"stats\.json differs from the feature statistics"):
+        load_vae(run_dir)
+    run_dir = copy("params")
+    largest = max(run_dir.glob("checkpoints/*/encoder/**/d/*"), key=lambda p: p.stat().st_size)
+    with largest.open("r+b") as file:  # a few bytes of the stored arrays overwritten
+        file.seek(largest.stat().st_size // 2)
+        file.write(b"\xff" * 8)
+    with pytest.raises(UserError, match="the parameters are damaged"):
+        load_encoder(run_dir)
     run_dir = copy("text")
     _edit_json(run_dir / "config.json", lambda c: c["model"].update(latent_dim="sixteen"))
     with pytest.raises(UserError, match=r"config.json: model.latent_dim='sixteen'"):

@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import math
@@ -406,7 +407,7 @@ def review(args: argparse.Namespace) -> int:
             f"{args.run / 'reports' / 'review_simulation.md'}"
         )
         return 0
-    from plasticc_jax.review.server import open_review
+    from plasticc_jax.review.server import browser_opened, open_review
 
     server = open_review(
         args.run,
@@ -425,11 +426,9 @@ def review(args: argparse.Namespace) -> int:
             args.host,
         )
     print(f"review the candidates at {server.url}  (Ctrl-C stops)", flush=True)
-    if not args.no_browser:
-        import webbrowser
-
-        webbrowser.open(server.url)
-    with server:
+    with server, contextlib.ExitStack() as browser:
+        if not args.no_browser:
+            browser.enter_context(browser_opened(server.url, server.session.store.path.parent))
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -9,12 +9,14 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import webbrowser
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.review import active, labels
 from plasticc_jax.review.labels import Answer, LabelStore, read_answers
 from plasticc_jax.review.pool import Pool
-from plasticc_jax.review.server import ReviewServer, open_review
+from plasticc_jax.review.server import ReviewServer, browser_opened, open_review
 from plasticc_jax.review.session import ReviewSession
 
 # --- the labels file -----------------------------------------------------------------------
@@ -850,3 +852,29 @@ def test_the_light_curves_come_only_from_the_runs_own_dataset(
     assert pool.curves is None
     assert "is not the dataset" in caplog.text and "shows no light curves" in caplog.text
     assert Pool(tiny_run.run_dir, workdir=tiny_run.workdir).curves is not None
+
+
+def test_the_browser_is_handed_a_private_file_not_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser's command line is public (`ps`): it names a redirect file, readable by its
+    owner only and removed when the review stops; the temporary folder where the labels' folder
+    cannot be written; no file left when no browser starts."""
+    given: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: given.append(url) or True)
+    url = "http://127.0.0.1:8123/?token=s3cret"
+    with browser_opened(url, tmp_path) as redirect:
+        assert redirect is not None and redirect.parent == tmp_path
+        assert given == [redirect.as_uri()] and "s3cret" not in given[0]
+        assert stat.S_IMODE(redirect.stat().st_mode) == 0o600
+        assert f'content="0;url={url}"' in redirect.read_text()
+    assert not redirect.exists() and list(tmp_path.iterdir()) == []
+
+    with browser_opened(url, tmp_path / "missing") as redirect:
+        assert redirect is not None and redirect.parent != tmp_path / "missing"
+    assert not redirect.exists()
+
+    monkeypatch.setattr(webbrowser, "open", lambda url: given.append(url) and False)
+    with browser_opened(url, tmp_path) as redirect:
+        assert redirect is None
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import webbrowser
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 
 from plasticc_jax.review.labels import LabelStore, latest, read_answers
 from plasticc_jax.review.pool import Pool
-from plasticc_jax.review.server import ReviewServer
+from plasticc_jax.review.server import ReviewServer, browser_opened
 from plasticc_jax.review.session import ReviewSession
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -206,3 +207,16 @@ def test_a_request_without_the_token_is_refused(page: Any, review: Review) -> No
     for url in (base, f"{base}?token=wrong", f"{base}api/state"):
         response = page.goto(url)
         assert response is not None and response.status == 403, url
+
+
+def test_the_browser_opens_the_page_from_a_file_without_the_token_in_its_address(
+    page: Any, review: Review, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: given.append(url) or True)
+    with browser_opened(review.url, tmp_path) as redirect:
+        assert redirect is not None and given == [redirect.as_uri()]
+        page.goto(given[0])  # what `review` hands the browser: a file, which leads to the page
+        page.wait_for_selector('body[data-ready="1"]')
+        assert page.url == review.url
+    assert not redirect.exists()

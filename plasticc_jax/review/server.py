@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import html
 import json
 import logging
 import math
 import secrets
 import socket
 import sys
+import tempfile
 import threading
-from collections.abc import Callable
+import webbrowser
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -384,6 +387,40 @@ def open_review(
             raise UserError(_listen_error(host, port, error)) from None
         server.held.enter_context(held.pop_all())
     return server
+
+
+REDIRECT_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">
+<title>plasticc-jax review</title></head>
+<body><p><a href="{url}">Open the review page</a></p></body></html>
+"""
+
+
+@contextlib.contextmanager
+def browser_opened(url: str, folder: Path) -> Iterator[Path | None]:
+    """Open `url` in the user's browser through a redirect file, as Jupyter does.
+
+    A browser is started with its address on the command line, which `ps` shows every user of
+    the machine: the command line names the file, readable by its owner only, and the file holds
+    the token. The file is written in `folder` (the labels' folder, on the user's disk: a
+    sandboxed browser may not see the system's temporary folder), else in the temporary folder,
+    and removed when the review stops. Yields the file (None: no browser could be started).
+    """
+    page = REDIRECT_PAGE.format(url=html.escape(url, quote=True)).encode()
+    try:
+        handle, name = tempfile.mkstemp(suffix=".html", prefix=".review-open-", dir=folder)
+    except OSError:
+        handle, name = tempfile.mkstemp(suffix=".html", prefix="plasticc-jax-review-")
+    path = Path(name)
+    try:
+        with open(handle, "wb") as file:  # mkstemp: mode 0600
+            file.write(page)
+        opened = webbrowser.open(path.as_uri())
+        if not opened:
+            log.info("no browser could be started: open the URL above")
+        yield path if opened else None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _check_port(host: str, port: int) -> None:

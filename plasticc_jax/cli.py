@@ -191,7 +191,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--close-after",
         type=float,
         default=None,
-        metavar="DAYS",
+        metavar="NIGHTS",
         help="close an object after this many nights without an observation; later data for "
         "it is rejected (default: never close)",
     )
@@ -437,11 +437,13 @@ def review(args: argparse.Namespace) -> int:
 
 
 def _loopback(host: str) -> bool:
-    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, ::ffff:127.0.0.1, localhost)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)  # an IPv4 address written in IPv6
+    return (mapped or address).is_loopback
 
 
 def _not_jax_info(record: logging.LogRecord) -> bool:

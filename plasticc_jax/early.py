@@ -153,10 +153,11 @@ def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
 
 
 def not_detected_codes(chunk: Chunk) -> np.ndarray:
-    """(m,) int8 rejection codes of objects not detected yet: the first bad value among their
-    rows (`gridding.row_problems`) if any, else `gridding.NOT_DETECTED`."""
+    """(m,) int8 rejection codes of objects not detected yet: their rows' first problem
+    (`gridding.invalid_objects`: a bad value, a duplicated observation) if any, else
+    `gridding.NOT_DETECTED`."""
     o = _object_index(chunk.starts, len(chunk.rows))
-    codes = gridding.object_problems(chunk.rows, o, chunk.starts.size)
+    codes = gridding.invalid_objects(chunk.rows, o, chunk.starts.size)
     codes[codes == 0] = gridding.REASONS.index(gridding.NOT_DETECTED)
     return codes
 

@@ -277,12 +277,17 @@ def object_problems(rows: Rows, o: np.ndarray, m: int) -> np.ndarray:
     return codes
 
 
+def invalid_objects(rows: Rows, o: np.ndarray, m: int) -> np.ndarray:
+    """(m,) int8: each object's first problem in `REASONS` order that more observations cannot
+    mend, a bad value (`object_problems`) or a duplicated observation; 0: none."""
+    codes = object_problems(rows, o, m)
+    codes[(codes == 0) & _duplicated_objects(o, rows.mjd, rows.passband, m)] = _DUPLICATED
+    return codes
+
+
 def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -> np.ndarray:
     """(m,) int8 rejection code per object (0: accepted), first reason in `REASONS` order."""
-    m = counts.size
-    codes = object_problems(rows, o, m)
-    dup = _duplicated_objects(o, rows.mjd, rows.passband, m)
-    codes[(codes == 0) & dup] = _DUPLICATED
+    codes = invalid_objects(rows, o, counts.size)
     codes[(codes == 0) & (counts < min_obs)] = _TOO_FEW
     return codes
 

@@ -127,10 +127,18 @@ class ReplayInput:
         return never
 
     def _problem_nights(self) -> np.ndarray:
-        """(m,) the night of each object's first row with a bad value (a large value if none):
-        from then on, an object not detected yet is rejected for that value, not as waiting."""
+        """(m,) the night of each object's first row with a bad value or repeating an earlier
+        row's mjd and passband (a large value if none): from then on, an object not detected yet
+        is rejected for that problem, not as waiting."""
         never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
-        bad = gridding.row_problems(self.rows) > 0
+        rows = self.rows  # sorted by object, mjd and passband: a repeated row follows its twin
+        repeated = np.r_[
+            False,
+            (self.obj[1:] == self.obj[:-1])
+            & (rows.mjd[1:] == rows.mjd[:-1])
+            & (rows.passband[1:] == rows.passband[:-1]),
+        ]
+        bad = (gridding.row_problems(rows) > 0) | repeated
         np.minimum.at(never, self.obj[bad], self.night[bad])
         return never
 

@@ -34,7 +34,7 @@ def _chunk(objects: list[dict]) -> Chunk:
         n += m
         parts["object_id"].append(np.full(m, i + 1, np.int64))
         parts["mjd"].append(np.asarray(obj["mjd"], np.float64))
-        parts["passband"].append(np.arange(m) % 6)
+        parts["passband"].append(np.asarray(obj.get("passband", np.arange(m) % 6), np.int64))
         parts["flux"].append(np.asarray(obj.get("flux", np.ones(m)), np.float64))
         parts["flux_err"].append(np.ones(m))
         parts["detected"].append(np.asarray(obj.get("detected", np.zeros(m)), bool))
@@ -122,6 +122,12 @@ def test_grid_stages_and_as_of_match_gridding_the_truncated_rows():
     assert [gridding.REASONS[c] for c in result.rejected_codes] == [
         "flux missing or not finite (NaN or inf)"
     ]
+    # Or a duplicated observation: named too.
+    mjd = np.sort(rng.uniform(60000, 60200, 60))
+    mjd[4] = mjd[3]
+    chunk = _chunk([*objects, {"mjd": mjd, "passband": np.zeros(60, np.int64)}])
+    result = early.grid_as_of(chunk, SPEC, 60100.0)
+    assert [gridding.REASONS[c] for c in result.rejected_codes] == [gridding.DUPLICATED]
 
 
 def test_epoch_rows_show_each_object_once_at_a_random_stage():
@@ -371,6 +377,14 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     first = int(np.floor(lcs["mjd"].iloc[0] - 0.5))
     entry = next(n for n in manifest["nights"] if n["night"] == first)
     assert entry["rejected"].get("flux missing or not finite (NaN or inf)") == 1
+    assert entry["objects_with_data"] == entry["rescored"] + sum(entry["rejected"].values())
+    # So is an observation given twice (same object, mjd and passband) before the detection.
+    night = np.floor(lcs["mjd"] - 0.5)
+    waiting = lcs[night < lcs["object_id"].map(_detection_night(lcs))].iloc[:1]
+    twice = pd.concat([waiting, lcs], ignore_index=True)
+    manifest = _replay(tiny_run, twice, meta, tmp_path / "twice")
+    entry = next(n for n in manifest["nights"] if n["night"] == night[waiting.index[0]])
+    assert entry["rejected"].get(gridding.DUPLICATED) == 1
     assert entry["objects_with_data"] == entry["rescored"] + sum(entry["rejected"].values())
     # Nothing left to replay (every MJD non-finite): an empty replay whose rejections are
     # listed, not a crash; a file of a header alone is refused, as `score` refuses it.

@@ -513,6 +513,7 @@ def test_the_server_listens_on_ipv6_and_warns_off_loopback(pool: Pool, tmp_path:
     from plasticc_jax.cli import _loopback
 
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
+    assert _loopback("::ffff:127.0.0.1") and not _loopback("::ffff:10.0.0.1")
     assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("example.org")
     try:
         with socket.socket(socket.AF_INET6) as probe:

@@ -860,22 +860,33 @@ def test_the_browser_is_handed_a_private_file_not_the_token(
 ) -> None:
     """A browser's command line is public (`ps`): it names a redirect file, readable by its
     owner only and removed when the review stops; the temporary folder where the labels' folder
-    cannot be written; no file left when no browser starts."""
+    cannot be written. The browser is started from a thread: the server answers while it opens."""
     given: list[str] = []
-    monkeypatch.setattr(webbrowser, "open", lambda url: given.append(url) or True)
+    opened = threading.Event()
+
+    def browser(uri: str) -> bool:
+        given.append(uri)
+        opened.set()
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", browser)
     url = "http://127.0.0.1:8123/?token=s3cret"
     with browser_opened(url, tmp_path) as redirect:
-        assert redirect is not None and redirect.parent == tmp_path
+        assert opened.wait(10) and redirect.parent == tmp_path
         assert given == [redirect.as_uri()] and "s3cret" not in given[0]
         assert stat.S_IMODE(redirect.stat().st_mode) == 0o600
         assert f'content="0;url={url}"' in redirect.read_text()
     assert not redirect.exists() and list(tmp_path.iterdir()) == []
 
+    opened.clear()
     with browser_opened(url, tmp_path / "missing") as redirect:
-        assert redirect is not None and redirect.parent != tmp_path / "missing"
+        assert opened.wait(10) and redirect.parent != tmp_path / "missing"
     assert not redirect.exists()
 
-    monkeypatch.setattr(webbrowser, "open", lambda url: given.append(url) and False)
+    # A browser that blocks until closed (lynx in the terminal) holds nothing up.
+    closed = threading.Event()
+    monkeypatch.setattr(webbrowser, "open", lambda uri: closed.wait(60))
     with browser_opened(url, tmp_path) as redirect:
-        assert redirect is None
+        assert redirect.exists()
+    closed.set()
     assert list(tmp_path.iterdir()) == []

@@ -397,30 +397,41 @@ REDIRECT_PAGE = """<!DOCTYPE html>
 
 
 @contextlib.contextmanager
-def browser_opened(url: str, folder: Path) -> Iterator[Path | None]:
+def browser_opened(url: str, folder: Path) -> Iterator[Path]:
     """Open `url` in the user's browser through a redirect file, as Jupyter does.
 
     A browser is started with its address on the command line, which `ps` shows every user of
     the machine: the command line names the file, readable by its owner only, and the file holds
     the token. The file is written in `folder` (the labels' folder, on the user's disk: a
     sandboxed browser may not see the system's temporary folder), else in the temporary folder,
-    and removed when the review stops. Yields the file (None: no browser could be started).
+    and removed when the review stops. The browser is started from a thread, so that the server
+    answers it at once (a browser in the terminal, such as lynx, returns only when closed).
+    Yields the file.
     """
     page = REDIRECT_PAGE.format(url=html.escape(url, quote=True)).encode()
     try:
         handle, name = tempfile.mkstemp(suffix=".html", prefix=".review-open-", dir=folder)
     except OSError:
         handle, name = tempfile.mkstemp(suffix=".html", prefix="plasticc-jax-review-")
-    path = Path(name)
+    path, stopped = Path(name), threading.Event()
     try:
         with open(handle, "wb") as file:  # mkstemp: mode 0600
             file.write(page)
-        opened = webbrowser.open(path.as_uri())
-        if not opened:
-            log.info("no browser could be started: open the URL above")
-        yield path if opened else None
+        threading.Thread(target=_open_browser, args=(path.as_uri(), stopped), daemon=True).start()
+        yield path
     finally:
+        stopped.set()
         path.unlink(missing_ok=True)
+
+
+def _open_browser(uri: str, stopped: threading.Event) -> None:
+    try:
+        opened = webbrowser.open(uri)
+    except webbrowser.Error as error:
+        opened = False
+        log.debug("browser: %s", error)
+    if not opened and not stopped.is_set():  # not a terminal browser ended with the review
+        log.info("no browser could be started: open the URL above")
 
 
 def _check_port(host: str, port: int) -> None:

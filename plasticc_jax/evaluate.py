@@ -257,6 +257,9 @@ def _measure(
             )
             for name, column in methods.items()
         },
+        # What a perfect ranking (every anomaly first) reaches: a recall in the top k is at most
+        # k / (anomalies), and a top k as large as the split says nothing.
+        "best_possible": metrics.detection_metrics(labels.astype(np.float64), labels),
         "threshold": {
             "value": detector.threshold,
             "target_fpr": detector.target_fpr,

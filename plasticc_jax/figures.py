@@ -69,7 +69,8 @@ def curve_figures(
     """ROC and precision-recall curves per anomaly class and overall, one line per method.
 
     Args:
-        scores: method name -> (n,) scores (higher = more anomalous), on the test split.
+        scores: method name -> (n,) scores (higher = more anomalous), on the test split; the
+            first (the headline score) is drawn black and thick, on top of the others.
         target: (n,) class labels.
         is_anomaly: (n,) bool.
         anomaly_classes: the protocol's anomaly classes (one panel each, if present).
@@ -82,23 +83,31 @@ def curve_figures(
         kind: Figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
         for kind in ("roc", "pr")
     }
+    colours = list(_class_colours(range(len(scores))).values())  # 20 distinct, dark first
     for kind, fig in figs.items():
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, (title, subset, labels) in zip(axes, panels, strict=False):
-            for name, values in scores.items():
+            for i, (name, values) in enumerate(scores.items()):
                 s = np.asarray(values)[subset]
+                style = (
+                    {"color": "k", "lw": 2.0, "zorder": 3}
+                    if i == 0
+                    else {"color": colours[i - 1], "lw": 1.0}
+                )
                 if kind == "roc":
                     fpr, tpr, _ = roc_curve(labels, s)
-                    ax.plot(fpr, tpr, label=f"{name} ({metrics.auroc(s, labels):.3f})")
+                    ax.plot(fpr, tpr, label=f"{name} ({metrics.auroc(s, labels):.3f})", **style)
                 else:
                     precision, recall, _ = precision_recall_curve(labels, s)
                     ap = metrics.average_precision(s, labels)
-                    ax.plot(recall, precision, label=f"{name} ({ap:.3f})", drawstyle="steps-post")
+                    label = f"{name} ({ap:.3f})"
+                    ax.plot(recall, precision, label=label, drawstyle="steps-post", **style)
             if kind == "roc":
-                ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+                ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="random (0.500)")
                 ax.set(xlabel="false-positive rate", ylabel="true-positive rate")
             else:
-                ax.axhline(labels.mean(), color="grey", lw=0.8, ls=":")
+                rate = labels.mean()
+                ax.axhline(rate, color="grey", lw=0.8, ls=":", label=f"random ({rate:.3f})")
                 ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02))
             ax.set_title(f"{title}: {labels.sum()} vs {(~labels).sum()}", fontsize=9)
             ax.legend(fontsize=7, title="AUROC" if kind == "roc" else "AP", title_fontsize=7)
@@ -286,6 +295,8 @@ def score_hist_figure(
         ax.set_visible(False)
     for ax in axes[-ncols:]:
         ax.set_xlabel(label, fontsize=8)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("objects", fontsize=8)
     fig.suptitle("Score per class, test split (red: anomaly classes; dashed: flag threshold)")
     return _save(fig, path)
 
@@ -332,7 +343,9 @@ def reconstruction_figure(examples: Sequence[Example], times: np.ndarray, path: 
             )
         ax.set_title(ex.title, fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_xlabel("days from reference time", fontsize=7)
+        ax.set_xlabel("observer-frame days from the reference time", fontsize=7)
+    for ax in axes[: len(examples) : ncols]:
+        ax.set_ylabel("flux / max |flux| of the object", fontsize=7)
     for ax in axes[len(examples) :]:
         ax.set_visible(False)
     if examples:

@@ -37,6 +37,11 @@ METHOD_LABELS: dict[str, str] = {
     "lc_features": "baseline (a): forest on light-curve features",
 }
 N_EXAMPLES = 3  # light curves per group in the reconstruction figure
+# The input formats `prepare` reads (`manifest.json` inputs.format), as the report names them.
+FORMATS: dict[str, str] = {
+    "kaggle": "format of the Kaggle challenge",
+    "unblinded": "format of the unblinded release on Zenodo",
+}
 
 
 def _fmt(x: float | None) -> str:
@@ -45,7 +50,7 @@ def _fmt(x: float | None) -> str:
 
 def _label(name: str, weights: dict[str, float]) -> str:
     label = METHOD_LABELS.get(name, name)
-    return f"{label} (weight {weights[name]:.2f})" if name in weights else label
+    return f"{label} (weight {weights[name]:.3f})" if name in weights else label
 
 
 def markdown_tables(result: dict[str, Any]) -> str:
@@ -79,13 +84,19 @@ def markdown_tables(result: dict[str, Any]) -> str:
         for k in real_keys:
             row.append(f"{_fmt(real['mean'][k])} ± {_fmt(real['std'][k])}" if real else "n/a")
         lines.append("| " + " | ".join(row) + " |")
+    best = result.get("best_possible")
+    if best:  # the ceiling of each column on this split (older metrics.json: none)
+        row = ["*best possible (every anomaly ranked first)*", *(_fmt(best[k]) for k in keys)]
+        lines.append("| " + " | ".join([*row, "", "", ""]) + " |")
     depth = result.get("depth")
     if depth:
         head = ["SNR tercile", "log10 peak S/N", "FPR val known", "FPR test known"]
         head += [f"AUROC {class_name(c)} (n)" for c in classes]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row_data in depth["terciles"]:
-            span = " - ".join("" if v is None else f"{v:.2f}" for v in row_data["log10_snr_range"])
+            low, high = row_data["log10_snr_range"]
+            span = f"{low:.2f} - {high:.2f}" if low is not None and high is not None else ""
+            span = span or (f"< {high:.2f}" if low is None else f"> {low:.2f}")
             row = [["low", "middle", "high"][row_data["tercile"]], span]
             row += [f"{row_data['val_fpr']:.2%}", f"{row_data['test_fpr']:.2%}"]
             row += [f"{_fmt(row_data[f'auroc_{c}'])} ({row_data[f'n_{c}']})" for c in classes]
@@ -150,7 +161,9 @@ def report_markdown(
     fused = result["methods"]["fused"]
     threshold = result["threshold"]
     files = ", ".join(Path(f["path"]).name for f in manifest["inputs"]["files"])
-    weights = ", ".join(f"{k} {w:.2f}" for k, w in result["detector"]["fusion"].items())
+    weights = ", ".join(f"{k} {w:.3f}" for k, w in result["detector"]["fusion"].items())
+    stand_ins = all(c < 991 for c in result["anomaly_classes"])
+    fmt = manifest["inputs"]["format"]
     vae = "A VAE with a classification head" if result.get("classifier_head", True) else "A VAE"
     intervals = (
         " (95% bootstrap intervals per class in brackets)" if result.get("n_bootstrap", 1) else ""
@@ -164,13 +177,19 @@ def report_markdown(
     lines = [
         f"# Anomaly detection report: {result['run']}",
         "",
-        f"**Data.** {files} ({manifest['inputs']['format']} format); "
+        f"**Data.** {files} ({FORMATS.get(fmt, fmt + ' format')}); "
         f"{manifest['objects']['train']} train, {manifest['objects']['val']} val, "
         f"{manifest['objects']['test']} test objects on a {manifest['grid']['n_time_bins']}-bin "
         f"grid x 6 passbands; {manifest['rejected']['total']} input objects rejected.",
         "",
         f"**Protocol** `{result['protocol']}`. Known classes: {known}. Anomaly classes (never "
-        f"seen in training, all in the test split): {anomalies}.",
+        f"seen in training, all in the test split): {anomalies}."
+        + (
+            " They are known PLAsTiCC classes held out of every fit, standing in for unknown "
+            "ones (PLAsTiCC's own unknown classes, 991-995, are in its test set only)."
+            if stand_ins
+            else ""
+        ),
         "",
         f"**Method.** {vae}, trained on the train split of known "
         f"classes (best checkpoint by val loss, epoch {result['checkpoint_epoch']}); detector "
@@ -179,11 +198,15 @@ def report_markdown(
         "calibrated as -log10 of its tail probability among the val split's known objects of "
         f"the same kind, and fused by a weighted mean (weights: {weights}; chosen by the "
         "leave-one-known-class-out validation). The anomaly score is the fused evidence "
-        "calibrated once more the same way (2: 1 in 100 val known objects scores this high). "
+        "calibrated once more the same way (2: 1 in 100 val known objects scores this high; "
+        f"with {result['counts']['val_known']} val known objects, a score above about "
+        f"{math.log10(result['counts']['val_known'] + 1):.1f}, less for a kind, lies beyond "
+        "them, where a fitted exponential tail orders the objects: not a measured frequency). "
         f"Flag threshold {threshold['value']:.3f}, set for a false-positive rate of "
         f"{threshold['target_fpr']:.1%} on val known objects. Train known objects are scored out "
-        f"of fold ({result['detector']['cross_fit_folds']} folds). No anomaly label is used to "
-        "fit or tune anything.",
+        f"of fold ({result['detector']['cross_fit_folds']} folds; the fused components only). "
+        "Components without a weight are shown for comparison. No anomaly label is used to fit "
+        "or tune anything.",
         "",
         f"**Test split**: {counts['test_known']} known-class objects, {counts['test_anomaly']} "
         f"anomalies ({counts['test_anomaly_fraction']:.1%}). Mean per-class AUROC of the "
@@ -281,7 +304,7 @@ def draw_figures(
     target, labels = test["target"].to_numpy(), test["is_anomaly"].to_numpy(bool)
     curves = painter.submit(
         figures.curve_figures,
-        {METHOD_LABELS.get(m, m): test[c].to_numpy() for m, c in methods.items()},
+        {METHOD_LABELS.get(m, m).strip("*"): test[c].to_numpy() for m, c in methods.items()},
         target,
         labels,
         anomaly_classes,

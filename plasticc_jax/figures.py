@@ -80,7 +80,7 @@ def curve_figures(
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     figs = {
-        kind: Figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
+        kind: Figure(figsize=(7.4 * ncols, 3.8 * nrows), layout="constrained")
         for kind in ("roc", "pr")
     }
     colours = list(_class_colours(range(len(scores))).values())  # 20 distinct, dark first
@@ -110,7 +110,10 @@ def curve_figures(
                 ax.axhline(rate, color="grey", lw=0.8, ls=":", label=f"random ({rate:.3f})")
                 ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02))
             ax.set_title(f"{title}: {labels.sum()} vs {(~labels).sum()}", fontsize=9)
-            ax.legend(fontsize=7, title="AUROC" if kind == "roc" else "AP", title_fontsize=7)
+            title = "AUROC" if kind == "roc" else "AP"  # beside the panel: no curve hidden
+            ax.legend(
+                fontsize=7, title=title, title_fontsize=7, loc="upper left", bbox_to_anchor=(1, 1)
+            )
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
         fig.suptitle(

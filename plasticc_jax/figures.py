@@ -6,6 +6,7 @@ Every function takes plain arrays and a path, and writes one PNG.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -204,7 +205,8 @@ def umap_figure(
     *,
     what: str = "",
 ) -> Path:
-    """2-d UMAP of the latent means coloured by class; anomaly classes drawn as crosses.
+    """2-d UMAP of the latent means: known classes as coloured dots, anomaly classes in black,
+    one marker shape each (a colour of their own could pair with a known class's shade).
 
     Args:
         embedding: (rows, coordinates) from `umap_embedding` of the latent means.
@@ -213,18 +215,21 @@ def umap_figure(
     """
     index, embedding_xy = embedding
     y, anomalous = np.asarray(target)[index], np.asarray(is_anomaly)[index]
-    colours = _class_colours(np.unique(y))
+    classes = np.unique(y)
+    anomaly_classes = [int(c) for c in classes if anomalous[y == c].any()]
+    colours = _class_colours([c for c in classes if c not in anomaly_classes])
+    markers = dict(zip(anomaly_classes, itertools.cycle("x+^sDv*"), strict=False))
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     ax = fig.subplots()
-    for c in np.unique(y):
+    for c in [*(c for c in classes if c not in markers), *anomaly_classes]:  # legend: known first
         sel = y == c
-        anomaly_class = bool(anomalous[sel].any())
+        anomaly_class = int(c) in markers
         ax.scatter(
             *embedding_xy[sel].T,
-            s=14 if anomaly_class else 4,
-            marker="x" if anomaly_class else "o",
-            color=colours[int(c)],
-            alpha=1.0 if anomaly_class else 0.5,
+            s=10 if anomaly_class else 4,
+            marker=markers.get(int(c), "o"),
+            color="k" if anomaly_class else colours[int(c)],
+            alpha=0.9 if anomaly_class else 0.5,
             label=f"{class_name(c)}{' (anomaly)' if anomaly_class else ''}",
             zorder=3 if anomaly_class else 2,
         )

@@ -191,16 +191,21 @@ class Detector:
         tails = detector.calibrated(raw, groups)
         warn_weak_calibration(tails, weights, config.target_fpr)
         fused = detector.fuse(tails)
+        reference_sizes = {}
         for group in components:
             rows = groups == group
             rows = rows if rows.sum() >= 2 else np.ones(len(val), bool)
             detector.references[group]["fused"] = Reference.fit(fused[rows])
+            reference_sizes[group] = int(rows.sum())
         anomaly_score = detector.final_score(fused, groups)
         detector.threshold = calibrate_threshold(anomaly_score, config.target_fpr)
         classes, counts = np.unique(val_labels, return_counts=True)
         detector.info = {
             "n_train_known": len(train),
             "n_val_known": len(val),
+            # The val known objects each kind's scores are calibrated against: a score above
+            # log10(n + 1) lies beyond all of them, in the fitted tail.
+            "n_val_known_per_group": reference_sizes,
             "groups": sorted(components),
             "val_flag_rate": float(np.mean(anomaly_score > detector.threshold)),
             "val_classes": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},

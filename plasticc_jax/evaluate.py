@@ -233,6 +233,7 @@ def _measure(
             "test_per_class": {str(c): int(n) for c, n in test["target"].value_counts().items()},
             "train_known": detector.info["n_train_known"],
             "val_known": detector.info["n_val_known"],
+            "val_known_per_group": detector.info["n_val_known_per_group"],
         },
         "realistic_anomaly_rate": ev.realistic_anomaly_rate,
         "n_draws": ev.n_draws,

@@ -32,13 +32,18 @@ DPI = 110
 BAND_COLOURS: tuple[str, ...] = ("#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a")
 
 
-def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
+def _palette(n: int) -> list[tuple]:
+    """`n` colours, distinct up to 20 (then repeating)."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
     # tab20 pairs a dark and a light shade of each hue: take the ten dark ones first.
     order = [*range(0, 20, 2), *range(1, 20, 2)]
-    return {int(c): cmap(order[i % 20]) for i, c in enumerate(sorted(classes))}
+    return [cmap(order[i % 20]) for i in range(n)]
+
+
+def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
+    return dict(zip((int(c) for c in sorted(classes)), _palette(len(classes)), strict=True))
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -84,7 +89,7 @@ def curve_figures(
         kind: Figure(figsize=(7.4 * ncols, 3.8 * nrows), layout="constrained")
         for kind in ("roc", "pr")
     }
-    colours = list(_class_colours(range(len(scores))).values())  # 20 distinct, dark first
+    colours = _palette(len(scores))
     for kind, fig in figs.items():
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, (title, subset, labels) in zip(axes, panels, strict=False):
@@ -353,7 +358,7 @@ def reconstruction_figure(examples: Sequence[Example], times: np.ndarray, path: 
         ax.tick_params(labelsize=7)
         ax.set_xlabel("observer-frame days from the reference time", fontsize=7)
     for ax in axes[: len(examples) : ncols]:
-        ax.set_ylabel("flux / max |flux| of the object", fontsize=7)
+        ax.set_ylabel("flux / max(max |flux|, 1) of the object", fontsize=7)
     for ax in axes[len(examples) :]:
         ax.set_visible(False)
     if examples:

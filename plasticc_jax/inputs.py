@@ -30,6 +30,11 @@ class InputFiles:
 
 SELECTIONS: tuple[str, ...] = INPUT_SELECTIONS
 _CSV = r"\.csv(?:\.gz)?"
+# How reports name each format.
+FORMAT_NAMES: dict[str, str] = {
+    "unblinded": "format of the unblinded release on Zenodo",
+    "kaggle": "format of the Kaggle challenge",
+}
 FILE_PATTERNS: dict[str, dict[str, tuple[str, str]]] = {
     # format -> set -> (light-curve regex, metadata regex), matched against file names.
     "unblinded": {

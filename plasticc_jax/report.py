@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import metrics
+from plasticc_jax import metrics, plasticc
 from plasticc_jax.dataset import LightCurveArrays
+from plasticc_jax.inputs import FORMAT_NAMES
 from plasticc_jax.plasticc import class_name
 
 if TYPE_CHECKING:
@@ -37,15 +38,19 @@ METHOD_LABELS: dict[str, str] = {
     "lc_features": "baseline (a): forest on light-curve features",
 }
 N_EXAMPLES = 3  # light curves per group in the reconstruction figure
-# The input formats `prepare` reads (`manifest.json` inputs.format), as the report names them.
-FORMATS: dict[str, str] = {
-    "kaggle": "format of the Kaggle challenge",
-    "unblinded": "format of the unblinded release on Zenodo",
-}
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _range(low: float | None, high: float | None) -> str:
+    """`1.29 - 1.71`, `< 1.29` or `> 1.71` (an open end is None)."""
+    if low is not None and high is not None:
+        return f"{low:.2f} - {high:.2f}"
+    if high is not None:
+        return f"< {high:.2f}"
+    return f"> {low:.2f}" if low is not None else ""
 
 
 def _label(name: str, weights: dict[str, float]) -> str:
@@ -94,9 +99,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
         head += [f"AUROC {class_name(c)} (n)" for c in classes]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row_data in depth["terciles"]:
-            low, high = row_data["log10_snr_range"]
-            span = f"{low:.2f} - {high:.2f}" if low is not None and high is not None else ""
-            span = span or (f"< {high:.2f}" if low is None else f"> {low:.2f}")
+            span = _range(*row_data["log10_snr_range"])
             row = [["low", "middle", "high"][row_data["tercile"]], span]
             row += [f"{row_data['val_fpr']:.2%}", f"{row_data['test_fpr']:.2%}"]
             row += [f"{_fmt(row_data[f'auroc_{c}'])} ({row_data[f'n_{c}']})" for c in classes]
@@ -162,8 +165,13 @@ def report_markdown(
     threshold = result["threshold"]
     files = ", ".join(Path(f["path"]).name for f in manifest["inputs"]["files"])
     weights = ", ".join(f"{k} {w:.3f}" for k, w in result["detector"]["fusion"].items())
-    stand_ins = all(c < 991 for c in result["anomaly_classes"])
+    stand_ins = all(c in plasticc.TRAINING_CLASSES for c in result["anomaly_classes"])
     fmt = manifest["inputs"]["format"]
+    per_group = result["counts"].get("val_known_per_group") or {"": result["counts"]["val_known"]}
+    beyond = " or ".join(
+        f"{math.log10(n + 1):.1f}" + (f" ({group}, {n} objects)" if group else f" ({n} objects)")
+        for group, n in per_group.items()
+    )
     vae = "A VAE with a classification head" if result.get("classifier_head", True) else "A VAE"
     intervals = (
         " (95% bootstrap intervals per class in brackets)" if result.get("n_bootstrap", 1) else ""
@@ -177,7 +185,7 @@ def report_markdown(
     lines = [
         f"# Anomaly detection report: {result['run']}",
         "",
-        f"**Data.** {files} ({FORMATS.get(fmt, fmt + ' format')}); "
+        f"**Data.** {files} ({FORMAT_NAMES.get(fmt, fmt + ' format')}); "
         f"{manifest['objects']['train']} train, {manifest['objects']['val']} val, "
         f"{manifest['objects']['test']} test objects on a {manifest['grid']['n_time_bins']}-bin "
         f"grid x 6 passbands; {manifest['rejected']['total']} input objects rejected.",
@@ -199,9 +207,8 @@ def report_markdown(
         f"the same kind, and fused by a weighted mean (weights: {weights}; chosen by the "
         "leave-one-known-class-out validation). The anomaly score is the fused evidence "
         "calibrated once more the same way (2: 1 in 100 val known objects scores this high; "
-        f"with {result['counts']['val_known']} val known objects, a score above about "
-        f"{math.log10(result['counts']['val_known'] + 1):.1f}, less for a kind, lies beyond "
-        "them, where a fitted exponential tail orders the objects: not a measured frequency). "
+        f"a score above {beyond} lies beyond every val known object of its kind, where a "
+        "fitted exponential tail orders the objects: not a measured frequency). "
         f"Flag threshold {threshold['value']:.3f}, set for a false-positive rate of "
         f"{threshold['target_fpr']:.1%} on val known objects. Train known objects are scored out "
         f"of fold ({result['detector']['cross_fit_folds']} folds; the fused components only). "

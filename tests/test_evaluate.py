@@ -143,10 +143,18 @@ def test_the_report_says_what_its_numbers_can_reach(tiny_run):
     k = metrics.top_k(labels.size, 0.01)
     assert best["recall_top_1pct"] == min(k, labels.sum()) / labels.sum()
     assert best["auroc"] == best["ap"] == best["recall_top_2000"] == 1.0
-    report = (tiny_run.run_dir / "report.md").read_text()
+    text = (tiny_run.run_dir / "report.md").read_text()
     ceiling = f"| *best possible (every anomaly ranked first)* | {best['recall_top_1pct']:.3f} |"
-    assert ceiling in report
-    assert "standing in for unknown ones" in report and "fitted exponential tail" in report
+    assert ceiling in text
+    assert "standing in for unknown ones" in text and "fitted exponential tail" in text
+    for group, n in metrics_["counts"]["val_known_per_group"].items():
+        assert f"{math.log10(n + 1):.1f} ({group}, {n} objects)" in text
+    assert [report._range(*r) for r in ([None, 1.3], [1.3, 1.7], [1.7, None], [None, None])] == [
+        "< 1.30",
+        "1.30 - 1.70",
+        "> 1.70",
+        "",
+    ]
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -856,7 +858,7 @@ def test_the_light_curves_come_only_from_the_runs_own_dataset(
 
 
 def test_the_browser_is_handed_a_private_file_not_the_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A browser's command line is public (`ps`): it names a redirect file, readable by its
     owner only and removed when the review stops; the temporary folder where the labels' folder
@@ -880,13 +882,33 @@ def test_the_browser_is_handed_a_private_file_not_the_token(
 
     opened.clear()
     with browser_opened(url, tmp_path / "missing") as redirect:
-        assert opened.wait(10) and redirect.parent != tmp_path / "missing"
+        assert opened.wait(10) and redirect.parent == Path(tempfile.gettempdir())
+        assert stat.S_IMODE(redirect.stat().st_mode) == 0o600
     assert not redirect.exists()
 
-    # A browser that blocks until closed (lynx in the terminal) holds nothing up.
-    closed = threading.Event()
-    monkeypatch.setattr(webbrowser, "open", lambda uri: closed.wait(60))
+    # A browser that blocks until closed (lynx in the terminal) holds nothing up: the review
+    # goes on while it is open.
+    closed, returned = threading.Event(), threading.Event()
+
+    def terminal_browser(uri: str) -> bool:
+        closed.wait(60)
+        returned.set()
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", terminal_browser)
     with browser_opened(url, tmp_path) as redirect:
-        assert redirect.exists()
+        assert redirect.exists() and not returned.is_set()
     closed.set()
     assert list(tmp_path.iterdir()) == []
+
+    # A browser that fails to start: one line, no traceback.
+    def broken_browser(uri: str) -> bool:
+        raise OSError("no such file: firefox")
+
+    monkeypatch.setattr(webbrowser, "open", broken_browser)
+    said = "no browser could be started"
+    with caplog.at_level(logging.INFO, "plasticc_jax.review.server"), browser_opened(url, tmp_path):
+        deadline = time.monotonic() + 10
+        while said not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert said in caplog.text  # the error caught (a traceback otherwise, and no line)

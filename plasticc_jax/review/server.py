@@ -427,7 +427,7 @@ def browser_opened(url: str, folder: Path) -> Iterator[Path]:
 def _open_browser(uri: str, stopped: threading.Event) -> None:
     try:
         opened = webbrowser.open(uri)
-    except webbrowser.Error as error:
+    except Exception as error:  # webbrowser.Error, OSError from Popen: the line below says it
         opened = False
         log.debug("browser: %s", error)
     if not opened and not stopped.is_set():  # not a terminal browser ended with the review

@@ -83,7 +83,7 @@ def curve_figures(
     """
     is_anomaly = np.asarray(is_anomaly, bool)
     panels = list(_panels(np.asarray(target), is_anomaly, anomaly_classes))
-    ncols = min(3, len(panels))
+    ncols = min(2, len(panels))  # two wide panels a row: each with its legend beside it
     nrows = -(-len(panels) // ncols)
     figs = {
         kind: Figure(figsize=(7.4 * ncols, 3.8 * nrows), layout="constrained")

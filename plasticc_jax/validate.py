@@ -111,18 +111,20 @@ def _fold_scores(
 
     staged = bool(config.data.stages)
     fold = fold_config(config, held_out, run_dir)
+    # A fold network of other train settings is refused before `train`, which would resume it
+    # (more epochs: trained on, its schedule fitted to the fewer), so that fold.json and
+    # validation.json never name settings its network was not trained with.
+    if (workdir / run_dir / "config.json").is_file():
+        trained = config_io.to_dict(read_config(workdir / run_dir))["train"]
+        wanted = config_io.to_dict(fold)["train"]
+        changed = sorted(k for k in wanted if trained.get(k) != wanted[k])
+        if changed:
+            raise UserError(
+                f"{workdir / run_dir} holds a network trained with other train settings "
+                f"({', '.join(f'{k} {trained.get(k)}' for k in changed)}): delete "
+                f"{workdir / run_dir.parent} to validate with these, or give the run's settings"
+            )
     train(fold, workdir, dataset_dir=config.data.dataset_dir)
-    # A finished fold network of other train settings is not trained again: refused, so that
-    # fold.json and validation.json never name settings its network was not trained with.
-    trained = config_io.to_dict(read_config(workdir / run_dir))["train"]
-    wanted = config_io.to_dict(fold)["train"]
-    changed = sorted(k for k in wanted if trained.get(k) != wanted[k])
-    if changed:
-        raise UserError(
-            f"{workdir / run_dir} holds a network trained with other train settings "
-            f"({', '.join(f'{k} {trained.get(k)}' for k in changed)}): delete the validation "
-            "folder to validate with these, or give the run's settings"
-        )
     vae = load_vae(workdir / run_dir, max_batch=config.eval.batch_size)
     parts = []
     for split in ("train", "val"):  # never the test split
@@ -256,6 +258,13 @@ def validate(config: Config, workdir: Path) -> Path:
             "(data.known_classes, or the protocol's)"
         )
     dataset_dir = workdir / config.data.dataset_dir
+    # The dataset is read under its shared lock from the first check to the last fold: a
+    # `prepare` between two folds would have mixed two datasets under one fingerprint.
+    with folder_lock(dataset_dir, "validate", shared=True):
+        return _checked_validate(config, workdir, dataset_dir)
+
+
+def _checked_validate(config: Config, workdir: Path, dataset_dir: Path) -> Path:
     manifest = read_manifest(dataset_dir)
     _check_fold_sizes(config, manifest)
     # What each fold's `train` would refuse, refused before any folder is made.
@@ -327,6 +336,9 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
                     held_out,
                 )
             log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
+            # The record goes first: a kill while the files below are replaced must not leave
+            # it describing scores of other settings.
+            record.unlink(missing_ok=True)
             frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
             if stage_frame is not None:
                 with atomic_path(stage_cache) as tmp:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -95,6 +97,41 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     slower = config_io.apply_overrides(config, ["train.learning_rate=0.02"])
     with pytest.raises(UserError, match=r"fold-\d+ holds a network trained with other train"):
         validate_lib.validate(slower, tmp_path)
+    # More epochs too (found by an audit: `train` resumed the finished fold networks for the
+    # extra epochs, their schedule fitted to the fewer, under the new setting's name).
+    longer = config_io.apply_overrides(config, [f"train.max_epochs={config.train.max_epochs + 1}"])
+    with pytest.raises(UserError, match=r"fold-\d+ holds a network trained with other train"):
+        validate_lib.validate(longer, tmp_path)
+    # A fold's record goes before its files are replaced (found by an audit: a kill between the
+    # new scores and the new record left the old record naming the new scores, reused later).
+    killed = dataclasses.replace(config, eval=dataclasses.replace(config.eval, knn_neighbours=4))
+
+    def killed_before_the_record(path, text):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(validate_lib, "atomic_write_text", killed_before_the_record)
+        with pytest.raises(KeyboardInterrupt):
+            validate_lib.validate(killed, tmp_path)
+    assert not (first / "fold.json").exists()
+    calls.clear()
+    validate_lib.validate(config, tmp_path)
+    assert calls[:1] == [config.data.known_classes[0]]
+    # The dataset is held for the whole validation (found by an audit: a `prepare` between
+    # two folds replaced it): another process's `prepare` is refused while a fold is scored.
+    refused = []
+
+    prepare_again = [sys.executable, "-m", "plasticc_jax", *args, "--set=data.seed=5"]
+
+    def with_prepare(*fold_args, **kwargs):
+        refused.append(subprocess.run(prepare_again, capture_output=True, text=True, timeout=120))
+        return score_fold(*fold_args, **kwargs)
+
+    (first / "fold.json").unlink()
+    monkeypatch.setattr(validate_lib, "_fold_scores", with_prepare)
+    validate_lib.validate(config, tmp_path)
+    assert refused and refused[0].returncode != 0 and "is in use by" in refused[0].stderr
+    monkeypatch.setattr(validate_lib, "_fold_scores", counted)
     # An empty eval.components (the fusion's): the search runs over the fusion's components.
     fused_only = config_io.apply_overrides(config, ["eval.components="])
     result = json.loads(

@@ -13,10 +13,11 @@ For each known class c (a fold):
 3. score the val split's other known objects (the negatives: never fitted on) and every train and
    val object of class c (the positives: never seen), and measure each component's AUROC.
 
-A fold whose scores exist is reused only if they were made with the same settings and the same
-prepared dataset (`fold.json` beside them); otherwise it is scored again: its network is reused
-when only detector settings differ, and `train` refuses a fold folder of another model or data
-(validate into another run directory then). Another `eval.fusion` alone scores nothing again
+A fold whose scores exist is reused only if they were made with the same settings (but for those
+of the report alone, `REPORT_ONLY`) and the same prepared dataset (`fold.json` beside them);
+otherwise it is scored again: its network is reused when only detector settings differ, and
+`train` refuses a fold folder of another model or data (validate into another run directory
+then). Another `eval.fusion` alone scores nothing again
 (its components' scores stored, the fusion is recomputed from them in seconds), with stages
 too (the stage rows' `anomaly_score` is recomputed for the configured fusion).
 
@@ -273,6 +274,9 @@ def _checked_validate(config: Config, workdir: Path, dataset_dir: Path) -> Path:
     out = config.run_path / "validation"
     (workdir / out).mkdir(parents=True, exist_ok=True)
     with folder_lock(workdir / out, "validate"):  # one validate of a run at a time
+        # Writes of a validate that a kill interrupted (`atomic_path`: never complete).
+        for leftover in [*(workdir / out).glob(".tmp-*"), *(workdir / out).glob("fold-*/.tmp-*")]:
+            leftover.unlink(missing_ok=True)
         return _validate(config, workdir, out)
 
 
@@ -410,12 +414,17 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     return workdir / out
 
 
+# Settings of `evaluate`'s test metrics and report alone: a fold's scores never read them.
+REPORT_ONLY = ("realistic_anomaly_rate", "n_draws", "n_bootstrap", "figures", "umap", "baselines")
+
+
 def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str, Any]:
-    """What a fold's scores depend on: its settings (all but where it is written and the
-    fusion: see the module docstring) and the prepared dataset's fingerprint."""
+    """What a fold's scores depend on: its settings (all but where it is written, the fusion
+    (see the module docstring) and `REPORT_ONLY`) and the prepared dataset's fingerprint."""
     settings = config_io.to_dict(fold_config(config, held_out, Path()))
     settings.pop("run_dir", None)
-    settings["eval"].pop("fusion")
+    for name in ("fusion", *REPORT_ONLY):
+        settings["eval"].pop(name)
     return json.loads(json.dumps({"config": settings, "dataset": dataset}))  # as read back
 
 
@@ -428,7 +437,8 @@ def _stored_record(record: Path) -> Any:
         return None
     settings = stored.get("config") if isinstance(stored, dict) else None
     if isinstance(settings, dict) and isinstance(settings.get("eval"), dict):
-        settings["eval"].pop("fusion", None)
+        for name in ("fusion", *REPORT_ONLY):  # earlier releases' records name them
+            settings["eval"].pop(name, None)
     return stored
 
 

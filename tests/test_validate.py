@@ -60,6 +60,13 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     monkeypatch.setattr(validate_lib, "_fold_scores", counted)
     validate_lib.validate(config, tmp_path)
     assert calls == []
+    # Nor with settings of evaluate's report alone (found by an audit: every fold was scored
+    # again for `eval.figures=false`, 1 min 42 s on the default run).
+    report_only = ["eval.figures=false", "eval.n_bootstrap=10", "eval.umap=false"]
+    leftover = out / f"fold-{config.data.known_classes[0]}" / ".tmp-scores.parquet.x1y2"
+    leftover.write_bytes(b"a write a kill cut short")
+    validate_lib.validate(config_io.apply_overrides(config, report_only), tmp_path)
+    assert calls == [] and not leftover.exists()
     # Another fusion alone is recomputed from the stored component scores: no fold scored again
     # (an earlier release re-scored every fold: 85 s against 15 s on the default run), also for a
     # fold.json of an earlier release, which names the fusion.

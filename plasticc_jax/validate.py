@@ -326,11 +326,12 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         # Resumable: a finished fold of the same settings and dataset is not redone (with
         # stages: both of its files written, the stage rows with their component scores). A
         # fold of other settings is (its network reused: `train` finds it finished).
-        same = _stored_record(record) == made_with
+        stored = _stored_record(record)
+        same = stored == made_with
         cached = _read_fold(cache, held_out, fitted) if same else None
         if cached is None or (staged and not _has_components(stage_cache, fitted)):
             if cache.is_file() and not same:
-                log.info("fold %d was scored with other settings or data: again", held_out)
+                log.info("fold %d was scored %s: again", held_out, _differences(stored, made_with))
             elif missing := _missing_columns(cache, fitted):
                 log.info("fold %d has no scores of %s: scored again", held_out, ", ".join(missing))
             elif cache.is_file():
@@ -351,6 +352,8 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
                 frame.to_parquet(tmp, index=False)
             atomic_write_text(record, json.dumps(made_with, sort_keys=True) + "\n")
             cached = None  # scored again: read what was written
+        else:
+            log.info("fold %d reused (%s)", held_out, cache.parent)
         frame = pd.read_parquet(cache) if cached is None else cached  # read once
         parts.append(_own_components(frame, fitted))
         if staged:
@@ -364,6 +367,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         **{c: scores[c].to_numpy() for c in components},
         "fused (configured)": folds.fused(configured),
     }
+    log.info("searching fusion weights 0-3 over the components' fold scores")
     search = folds.search(components, also=configured)
     candidates["fused (best found)"] = folds.fused(search[0]["weights"])
     aurocs = {name: _summary(folds.aurocs(values)) for name, values in candidates.items()}
@@ -426,6 +430,34 @@ def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str
     for name in ("fusion", *REPORT_ONLY):
         settings["eval"].pop(name)
     return json.loads(json.dumps({"config": settings, "dataset": dataset}))  # as read back
+
+
+def _differences(stored: Any, wanted: dict[str, Any]) -> str:
+    """How a fold's stored record differs from the one wanted, for the log: `with other
+    settings (eval.knn_neighbours 10 -> 3)`, `on another prepared dataset`, or `without a
+    readable record`."""
+    if not isinstance(stored, dict):
+        return "without a readable record (fold.json)"
+    if stored.get("dataset") != wanted["dataset"]:
+        return "on another prepared dataset"
+    old, new = _flat(stored.get("config")), _flat(wanted["config"])
+    changed = [
+        f"{k} {old.get(k)} -> {new.get(k)}"
+        for k in sorted({*old, *new})
+        if old.get(k) != new.get(k)
+    ]
+    return f"with other settings ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''})"
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as `{"eval.knn_neighbours": 10, ...}`."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {
+        name: item
+        for key, inner in value.items()
+        for name, item in _flat(inner, f"{prefix}.{key}" if prefix else key).items()
+    }
 
 
 def _stored_record(record: Path) -> Any:

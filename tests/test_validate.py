@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 import subprocess
 import sys
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow  # trains three tiny folds
 FUSED = ("fused (configured)", "fused (best found)")
 
 
-def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypatch):
+def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypatch, caplog):
     write_synthetic(tmp_path / "data" / "raw", 300, fmt="unblinded", seed=1)
     overrides = ["data.protocol=sn"]  # three known classes: three folds
     args = ["prepare", "--config", "tiny", "--workdir", str(tmp_path), "--set=data.protocol=sn"]
@@ -87,8 +89,11 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
         {str(k): v for k, v in recomputed.items()}
     )
     other = dataclasses.replace(config, eval=dataclasses.replace(config.eval, knn_neighbours=3))
-    validate_lib.validate(other, tmp_path)
+    with caplog.at_level(logging.INFO, "plasticc_jax.validate"):
+        validate_lib.validate(other, tmp_path)
     assert sorted(calls) == sorted(config.data.known_classes)
+    # The log says what changed (found by an audit: "other settings or data" only).
+    assert re.search(r"scored with other settings \(eval\.knn_neighbours \d+ -> 3\)", caplog.text)
     # Damaged fold files are scored again, not a traceback (found by an audit); the fold of an
     # earlier release (no detector groups) too.
     calls.clear()
@@ -97,8 +102,11 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     (second / "scores.parquet").write_bytes(b"PAR1 cut short")
     frame = pd.read_parquet(third / "scores.parquet")
     frame.drop(columns="group").to_parquet(third / "scores.parquet")
-    validate_lib.validate(other, tmp_path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "plasticc_jax.validate"):
+        validate_lib.validate(other, tmp_path)
     assert sorted(calls) == sorted(config.data.known_classes)
+    assert "without a readable record (fold.json)" in caplog.text
     # Other train settings than the folds' networks were trained with: refused in one line
     # (the networks were reused while fold.json and validation.json named the new settings).
     slower = config_io.apply_overrides(config, ["train.learning_rate=0.02"])

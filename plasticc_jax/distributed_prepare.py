@@ -24,6 +24,7 @@ from plasticc_jax import distributed, streaming
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import SPLITS
 from plasticc_jax.inputs import InputFiles
+from plasticc_jax.io_utils import remove_unfinished_writes
 from plasticc_jax.lightcurve_rows import FilePart
 from plasticc_jax.shards import write_shards
 
@@ -125,8 +126,7 @@ def prepare_shards(
     rows = Counter()
     for part, result in zip(parts, results, strict=True):
         rows[part.path] += result.rows
-    for leftover in (out / "shards").glob(".tmp-*"):  # from attempts on workers that died
-        leftover.unlink()
+    remove_unfinished_writes(out / "shards")  # from attempts on workers that died
     log.info(
         "gridded %d parts on %d Dask workers in %.1f s",
         len(parts),

@@ -30,7 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plasticc_jax import distributed, scoring, streaming
-from plasticc_jax.io_utils import _UMASK, atomic_path, atomic_write_text, scratch_dir
+from plasticc_jax.io_utils import (
+    _UMASK,
+    atomic_path,
+    atomic_write_text,
+    remove_unfinished_writes,
+    scratch_dir,
+)
 from plasticc_jax.lightcurve_rows import FilePart
 from plasticc_jax.score_output import (
     MANIFEST,
@@ -198,8 +204,7 @@ def score(
             seconds["rank_parts"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        for leftover in dataset.glob(".tmp-*"):  # from attempts on workers that died
-            leftover.unlink()
+        remove_unfinished_writes(dataset)  # from attempts on workers that died
         rejected_tmp = scratch / "rejected.csv"
         rejected.to_csv(rejected_tmp, index=False)
         flagged = sum(r.flagged for r in results)

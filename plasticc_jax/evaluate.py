@@ -60,7 +60,12 @@ from plasticc_jax.encoder import TrainedVae, load_vae
 from plasticc_jax.errors import UserError
 from plasticc_jax.features import LC_NAMES
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write_text,
+    folder_lock,
+    remove_unfinished_writes,
+)
 
 if TYPE_CHECKING:
     from plasticc_jax.figures import FigureProcess  # matplotlib: imported by `report`
@@ -318,9 +323,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
                 # Writes of an evaluate that a kill interrupted (evaluate's folders only: a
                 # validate may be writing beside them).
-                for folder in ("", "models", "reports", "reports/figures"):
-                    for leftover in (run_dir / folder).glob(".tmp-*"):
-                        leftover.unlink(missing_ok=True)
+                remove_unfinished_writes(run_dir, "models", "reports", "reports/figures")
                 _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter)
     return run_dir
 

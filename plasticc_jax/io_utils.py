@@ -29,6 +29,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+TMP_PREFIX = ".tmp-"  # of `atomic_path`'s temporary files
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -38,7 +41,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
@@ -47,6 +50,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_unfinished_writes(folder: Path, *subfolders: str) -> None:
+    """Remove what writes a kill interrupted left (`atomic_path`'s temporary files, never
+    complete) in `folder` and in its `subfolders` (glob patterns relative to it)."""
+    for sub in ("", *subfolders):
+        for leftover in Path(folder).glob(f"{sub}/{TMP_PREFIX}*" if sub else f"{TMP_PREFIX}*"):
+            leftover.unlink(missing_ok=True)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -96,6 +96,7 @@ from plasticc_jax.io_utils import (
     folder_lock,
     fsync_folder,
     make_output_folder,
+    remove_unfinished_writes,
     sha256_file,
 )
 from plasticc_jax.replay_input import ReplayInput, rejection_frame
@@ -278,13 +279,6 @@ def _remove_nights_after(output: Path, night: int) -> None:
         number = part.name.removeprefix("night=")
         if number.lstrip("-").isdigit() and int(number) > night:
             shutil.rmtree(part)
-
-
-def _remove_unfinished_writes(output: Path) -> None:
-    """Temporary files of writes a kill interrupted (`io_utils.atomic_path`): never complete."""
-    for pattern in (".tmp-*", f"{CANDIDATES}/night=*/.tmp-*", f"{REJECTED}/night=*/.tmp-*"):
-        for leftover in output.glob(pattern):
-            leftover.unlink(missing_ok=True)
 
 
 def check_counts(counts: dict[str, Any]) -> None:
@@ -494,7 +488,7 @@ def _replay(
         with atomic_path(output / REJECTED_AT_LOAD) as tmp:
             data.rejected.to_csv(tmp, index=False)
         atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
-    _remove_unfinished_writes(output)
+    remove_unfinished_writes(output, f"{CANDIDATES}/night=*", f"{REJECTED}/night=*")
     _remove_nights_after(output, int(manifest["finished_through"]))
     start_night = int(manifest["finished_through"]) + 1
     stop = last if last_night is None else min(last, int(last_night))

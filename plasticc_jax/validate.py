@@ -17,9 +17,9 @@ A fold whose scores exist is reused only if they were made with the same setting
 of the report alone, `REPORT_ONLY`) and the same prepared dataset (`fold.json` beside them);
 otherwise it is scored again: its network is reused when only detector settings differ, and
 `train` refuses a fold folder of another model or data (validate into another run directory
-then). Another `eval.fusion` alone scores nothing again
-(its components' scores stored, the fusion is recomputed from them in seconds), with stages
-too (the stage rows' `anomaly_score` is recomputed for the configured fusion).
+then). Another `eval.fusion` alone scores nothing again (its components' scores stored, the
+fusion is recomputed from them in seconds), with stages too (the stage rows' `anomaly_score` is
+recomputed for the configured fusion).
 
 The fold's mean AUROC over the known classes is the validation score of a component; the fusion
 weights are then searched on the stored fold scores (every combination of weights 0-3 over the
@@ -72,7 +72,12 @@ from plasticc_jax.fusion_search import (
     fusion_spec,
     stage_fused,
 )
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write_text,
+    folder_lock,
+    remove_unfinished_writes,
+)
 from plasticc_jax.plasticc import class_name
 from plasticc_jax.runs import read_config
 from plasticc_jax.stages import detector_rows, stage_name
@@ -274,9 +279,7 @@ def _checked_validate(config: Config, workdir: Path, dataset_dir: Path) -> Path:
     out = config.run_path / "validation"
     (workdir / out).mkdir(parents=True, exist_ok=True)
     with folder_lock(workdir / out, "validate"):  # one validate of a run at a time
-        # Writes of a validate that a kill interrupted (`atomic_path`: never complete).
-        for leftover in [*(workdir / out).glob(".tmp-*"), *(workdir / out).glob("fold-*/.tmp-*")]:
-            leftover.unlink(missing_ok=True)
+        remove_unfinished_writes(workdir / out, "fold-*")  # of a validate a kill interrupted
         return _validate(config, workdir, out)
 
 

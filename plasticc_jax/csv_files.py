@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +79,6 @@ def header(path: Path) -> list[str]:
         raise UserError(
             f"{path}: the file is truncated or corrupt ({error}); fetch it again"
         ) from None
-    if not line.strip():
-        raise UserError(f"{path}: the file is empty (no header line); fetch it again")
     try:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -89,7 +87,48 @@ def header(path: Path) -> list[str]:
             f"{path}: line 1 (the header) is not valid UTF-8 (bytes {bad!r}); save the file as "
             "UTF-8 or plain ASCII"
         ) from None
+    if not text.strip():
+        if next(_data_lines(path), None) is None:
+            raise UserError(f"{path}: the file is empty (no header line); fetch it again")
+        raise UserError(
+            f"{path}: line 1 is blank: the header must be the first line (remove the blank "
+            "line or lines before it)"
+        )
     return next(csv.reader([text.rstrip("\r\n")]))
+
+
+def _data_lines(path: Path) -> Iterator[int]:
+    """The line number (1: the header) of each data row after line 1, as pyarrow counts rows:
+    blank lines are not rows."""
+    opener = gzip.open if is_gzip(path) else open
+    with opener(path, "rb") as handle:
+        handle.readline()
+        for number, line in enumerate(handle, start=2):
+            if line.rstrip(b"\r\n"):
+                yield number
+
+
+def file_lines(path: Path, rows: Sequence[int] | np.ndarray) -> list[int]:
+    """The line of the file of each data row in `rows` (0: the first row after the header, as
+    pyarrow counts them, skipping blank lines), for messages. Reads the file up to the last of
+    them (a few seconds a gigabyte: only when an error names a line)."""
+    wanted = {int(r) for r in rows}
+    found: dict[int, int] = {}
+    if wanted:
+        try:
+            for row, line in enumerate(_data_lines(path)):
+                if row in wanted:
+                    found[row] = line
+                if row >= max(wanted):
+                    break
+        except (OSError, EOFError):
+            pass  # a damaged file: the rows' own numbers below
+    return [found.get(int(r), int(r) + 2) for r in rows]
+
+
+def file_line(path: Path, row: int) -> int:
+    """`file_lines` of one row."""
+    return file_lines(path, [row])[0]
 
 
 def map_columns(
@@ -184,13 +223,13 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
             name = raw.strip()  # as the file writes it (`ddf_bool`, not `ddf`)
             not_utf8 = np.flatnonzero(_invalid_utf8(frame[raw]))
             if not_utf8.size:
-                line = rows_before + int(not_utf8[0]) + 2
+                line = file_line(path, rows_before + int(not_utf8[0]))
                 value = frame[raw].iloc[not_utf8[0]]
                 return f"column {name!r}, line {line}: {value!r} is not valid UTF-8"
             frame[raw] = frame[raw].map(lambda v: None if v is None else v.decode())
             bad = np.flatnonzero(_bad_value_rows(frame[raw], types[canonical]))
             if bad.size:
-                line = rows_before + int(bad[0]) + 2  # line 1 is the header
+                line = file_line(path, rows_before + int(bad[0]))
                 value = frame[raw].iloc[bad[0]]
                 kind = types[canonical]
                 if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
@@ -226,9 +265,19 @@ def _locate_short_row(path: Path) -> int | None:
     ):
         rows = csv.reader(handle)
         width = len(next(rows, []))
-        for line, row in enumerate(rows, start=2):
-            if len(row) != width:
-                return line
+        for row in rows:
+            if row and len(row) != width:  # a blank line is no row (pyarrow skips it)
+                return rows.line_num
+    return None
+
+
+def _locate_unmatched_quote(path: Path) -> int | None:
+    """The line number of the first line with an odd number of double quotes."""
+    opener = gzip.open if is_gzip(path) else open
+    with opener(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.count(b'"') % 2:
+                return number
     return None
 
 
@@ -245,6 +294,18 @@ def arrow_error(
         except (pa.ArrowException, OSError):
             where = text
         return UserError(f"{path}: bad value in {where}; fix or remove that line")
+    # A quote opened and not closed swallows the lines after it into one field.
+    quoted = "out of sync" in text or ("columns, got" in text and '"' in text)
+    if isinstance(error, pa.ArrowInvalid) and quoted:
+        try:
+            line = _locate_unmatched_quote(path)
+        except (OSError, EOFError):
+            line = None
+        if line:
+            return UserError(
+                f'{path}: line {line} opens a quoted field (") that does not close on that line; '
+                "fix or remove that line"
+            )
     if isinstance(error, pa.ArrowInvalid) and "Expected" in text and "columns, got" in text:
         try:
             line = _locate_short_row(path)

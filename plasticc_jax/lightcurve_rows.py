@@ -22,7 +22,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from plasticc_jax import plasticc
-from plasticc_jax.csv_files import arrow_error, header, input_stream, is_gzip, map_columns
+from plasticc_jax.csv_files import (
+    arrow_error,
+    file_line,
+    header,
+    input_stream,
+    is_gzip,
+    map_columns,
+)
 from plasticc_jax.errors import UserError
 
 LIGHTCURVE_TYPES: dict[str, pa.DataType] = {
@@ -85,12 +92,12 @@ def _rows_from_tables(path: Path, tables: list[pa.Table], first_row: int) -> Row
     ids = table.column("object_id")
     if ids.null_count:
         missing = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
-        line = first_row + int(missing[0]) + 2
+        line = file_line(path, first_row + int(missing[0]))
         raise UserError(f"{path}: line {line} has no object_id; fix or remove that line")
     detected = table.column("detected")
     if detected.null_count:  # read as "not detected" it would change the score unseen
         missing = np.flatnonzero(detected.is_null().to_numpy(zero_copy_only=False))
-        line = first_row + int(missing[0]) + 2
+        line = file_line(path, first_row + int(missing[0]))
         more = f" and {missing.size - 1} more" if missing.size > 1 else ""
         raise UserError(
             f"{path}: line {line}{more} has no detection flag (`detected`); fix or remove "
@@ -237,18 +244,25 @@ def split_file(path: Path, part_bytes: int) -> list[FilePart]:
 
 
 def count_rows(part: FilePart) -> int:
-    """Data rows of the file before the part: its `first_row` (reads the bytes before it)."""
+    """Data rows of the file before the part: its `first_row` (reads the bytes before it).
+    Counted as pyarrow counts them: a blank line is no row."""
     if not part.start:
         return 0
     with open(part.path, "rb") as handle:
         handle.readline()
         rows, left = 0, part.start - handle.tell()
+        last_end, last_byte = -1, 10  # the previous line end, relative to the block; its byte
         while left > 0:
-            block = handle.read(min(left, 1 << 20))
-            if not block:
+            block = np.frombuffer(handle.read(min(left, 1 << 20)), np.uint8)
+            if not block.size:
                 break
-            rows += block.count(b"\n")
-            left -= len(block)
+            ends = np.flatnonzero(block == 10)
+            before = np.where(ends > 0, block[np.maximum(ends - 1, 0)], last_byte)
+            length = np.diff(np.r_[last_end, ends])  # each line's bytes, its newline included
+            blank = (length == 1) | ((length == 2) & (before == 13))
+            rows += int(ends.size - blank.sum())
+            last_end = (int(ends[-1]) if ends.size else last_end) - block.size
+            last_byte, left = int(block[-1]), left - block.size
     return rows
 
 

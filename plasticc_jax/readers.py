@@ -33,6 +33,8 @@ from plasticc_jax.csv_files import (
     FLAG_VALUES,
     NULL_TOKENS,
     arrow_error,
+    file_line,
+    file_lines,
     header,
     input_stream,
     map_columns,
@@ -60,10 +62,14 @@ _META_TYPES: dict[str, pa.DataType] = {
     "target": pa.string(),
 }
 TARGET_PROBLEM = "metadata target not a class number"
-# Whether an object is in the deep fields changes its score: a missing flag is not read as 0.
+# Values whose absence would change an object's score unseen, so a missing one is a problem:
+# whether it is in the deep fields (not read as 0), and its host's redshift (0 marks a galactic
+# object, scored against the galactic classes; a missing one was taken as extragalactic).
 DDF_MISSING = "metadata ddf missing"
+PHOTOZ_MISSING = "metadata hostgal_photoz missing (0 marks a galactic object)"
+MUST_BE_GIVEN: dict[str, str] = {"ddf": DDF_MISSING, "hostgal_photoz": PHOTOZ_MISSING}
 # Per-object metadata problems (code 0: none), found by `metadata_problems`; the object is
-# rejected with the reason. NaN means missing and is not a problem, except for `ddf`.
+# rejected with the reason. NaN means missing and is not a problem, except in `MUST_BE_GIVEN`.
 METADATA_PROBLEMS: tuple[str, ...] = (
     "",
     *(
@@ -72,6 +78,7 @@ METADATA_PROBLEMS: tuple[str, ...] = (
     ),
     TARGET_PROBLEM,
     DDF_MISSING,
+    PHOTOZ_MISSING,
 )
 
 
@@ -83,8 +90,8 @@ def read_metadata(path: Path) -> pd.DataFrame:
         hostgal_photoz, hostgal_photoz_err, distmod, mwebv (float64, NaN where missing: `-9` and
         empty both mean missing), target (int64; `target`, else `true_target`, else -1),
         problem (int8: the `METADATA_PROBLEMS` code of an impossible or missing value, such as
-        an infinite hostgal_photoz, an empty ddf or a label `SNIa`, 0 if none; the object is
-        rejected with that reason). Truth columns are not read.
+        an infinite or missing hostgal_photoz, an empty ddf or a label `SNIa`, 0 if none; the
+        object is rejected with that reason). Truth columns are not read.
 
     Raises:
         UserError: unreadable file, missing column, a non-numeric value but in `target` (with
@@ -115,14 +122,14 @@ def read_metadata(path: Path) -> pd.DataFrame:
             "light curves"
         )
     if ids.null_count:
-        line = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]) + 2
+        line = file_line(path, int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0]))
         raise UserError(f"{path}: line {line} has no object_id; fix or remove that line")
     ids = ids.to_numpy()
     order = np.argsort(ids, kind="stable")
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if repeated.size:
         oid = int(ids[order][repeated[0]])
-        lines = listing(np.flatnonzero(ids == oid) + 2)
+        lines = listing(file_lines(path, np.flatnonzero(ids == oid)))
         n_repeated = np.unique(ids[order][repeated]).size
         others = f"; {n_repeated - 1:,} other objects too" if n_repeated > 1 else ""
         raise UserError(
@@ -143,8 +150,9 @@ def read_metadata(path: Path) -> pd.DataFrame:
             values, not_number = _flag_or_label_values(column, flag=name == "ddf")
             if name == "ddf" and not_number.any():
                 row = int(np.flatnonzero(not_number)[0])
+                line = file_line(path, row)
                 raise UserError(
-                    f"{path}: bad value in column {columns[name].strip()!r}, line {row + 2}: "
+                    f"{path}: bad value in column {columns[name].strip()!r}, line {line}: "
                     f"{column[row].as_py()!r} is not a flag {FLAG_VALUES}; fix or remove that line"
                 )
         else:
@@ -191,11 +199,11 @@ def _flag_or_label_values(column: pa.ChunkedArray, flag: bool) -> tuple[np.ndarr
 
 def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     """Set the `METADATA_PROBLEMS` code of the rows whose `name` value is impossible (in place;
-    the first problem of a row wins). NaN is a missing value, not a problem, except for `ddf`
-    (`DDF_MISSING`)."""
+    the first problem of a row wins). NaN is a missing value, not a problem, except for the
+    columns of `MUST_BE_GIVEN`."""
     given = ~np.isnan(values)
-    if name == "ddf":
-        problem[(problem == 0) & ~given] = METADATA_PROBLEMS.index(DDF_MISSING)
+    if name in MUST_BE_GIVEN:
+        problem[(problem == 0) & ~given] = METADATA_PROBLEMS.index(MUST_BE_GIVEN[name])
     if name == "target":
         bad = given & ~is_class_number(values)
         code = METADATA_PROBLEMS.index(TARGET_PROBLEM)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from plasticc_jax import early, gridding, lightcurve_rows, plasticc, readers
 from plasticc_jax.config import DataConfig
+from plasticc_jax.csv_files import file_line, file_lines
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
 
@@ -98,7 +99,7 @@ class MetaIndex:
     def unseen_rejections(self, metadata_paths: Sequence[Path]) -> pd.DataFrame:
         """Metadata objects whose light curve never came (not excluded), in object_id order."""
         unseen = ~self.seen & ~self.excluded
-        names = [Path(p).name for p in metadata_paths] or ["metadata"]
+        names = source_names(metadata_paths) or ["metadata"]
         sources = [names[min(int(s), len(names) - 1)] for s in self.source[unseen]]
         return _rejections(self.ids[unseen], NO_LIGHTCURVE, sources)
 
@@ -131,19 +132,28 @@ def concat_rejections(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
+def source_names(paths: Sequence[Path]) -> list[str]:
+    """How rejection lists name the input files: by file name, or by the paths as given where
+    two files have the same name."""
+    names = [Path(p).name for p in paths]
+    unique = len({Path(p).name for p in set(paths)}) == len(set(paths))
+    return names if unique else [str(p) for p in paths]
+
+
 def _plan(
-    rows: lightcurve_rows.Rows, path: Path, index: MetaIndex
+    rows: lightcurve_rows.Rows, path: Path, source: str, index: MetaIndex
 ) -> tuple[gridding.Chunk, pd.DataFrame, np.ndarray]:
     """Checks of one chunk before gridding (in order, in the reading thread): grouping by object,
-    the metadata join, exclusions. Returns the chunk to grid, the objects without metadata, and
-    every object id of the chunk in input order."""
+    the metadata join, exclusions. Returns the chunk to grid, the objects without metadata (their
+    `source`: the file's name in rejection lists), and every object id of the chunk in input
+    order."""
     ids = rows.object_id
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     run_ids = ids[starts]
     unique, counts = np.unique(run_ids, return_counts=True)
     if (counts > 1).any():
         oid = int(unique[counts > 1][0])
-        lines = rows.first_row + starts[run_ids == oid][:2] + 2
+        lines = file_lines(path, rows.first_row + starts[run_ids == oid][:2])
         raise UserError(
             f"{path}: rows of object {oid} are not contiguous (lines {lines[0]} and {lines[1]}); "
             "light-curve files must be grouped by object_id (sort the file by object_id)"
@@ -158,31 +168,31 @@ def _plan(
             again[np.flatnonzero(run_ids == again_lost[0])] = True
     if again.any():
         oid = int(run_ids[again][0])
-        line = rows.first_row + int(starts[again][0]) + 2
-        if line == 2 and index.last is not None and index.last[1] == oid and index.last[0] != path:
+        row = rows.first_row + int(starts[again][0])
+        if row == 0 and index.last is not None and index.last[1] == oid and index.last[0] != path:
             raise UserError(  # a file cut by lines: the object goes on from the previous one
                 f"{path}: object {oid} goes on from the end of {index.last[0]}: an object's rows "
                 "must all be in one file (cut files at object boundaries, or join them again)"
             )
         raise UserError(
-            f"{path}: object {oid} reappears at line {line} after rows of other objects; "
-            "light-curve files must be grouped by object_id (sort the file by object_id), and an "
-            "object must not be in two files"
+            f"{path}: object {oid} reappears at line {file_line(path, row)} after rows of other "
+            "objects; light-curve files must be grouped by object_id (sort the file by "
+            "object_id), and an object must not be in two files"
         )
     index.seen[pos[found]] = True
     if run_ids.size:
         index.last = (path, int(run_ids[-1]))
     for oid in lost:
-        index.seen_elsewhere[int(oid)] = path.name
+        index.seen_elsewhere[int(oid)] = source
     keep = found.copy()
     keep[found] = ~index.excluded[pos[found]]
-    rejected = _rejections(lost, NO_METADATA, path.name)
+    rejected = _rejections(lost, NO_METADATA, source)
     problem = np.zeros(run_ids.size, np.int8)
     problem[keep] = index.problem[pos[keep]]
     if problem.any():
         bad = np.flatnonzero(problem)
         reasons = [readers.METADATA_PROBLEMS[c] for c in problem[bad]]
-        bad_meta = _rejections(run_ids[bad], reasons, path.name)
+        bad_meta = _rejections(run_ids[bad], reasons, source)
         rejected = pd.concat([rejected, bad_meta], ignore_index=True) if len(lost) else bad_meta
         keep[bad] = False
     if not keep.all():
@@ -278,13 +288,15 @@ def stream_grids(
     chunk_rows = max(int(data.chunk_rows), 1)
 
     def planned() -> Iterator[tuple[gridding.Chunk, pd.DataFrame, np.ndarray, str, int]]:
-        for source in lightcurve_paths:
-            path = source.path if isinstance(source, lightcurve_rows.FilePart) else Path(source)
+        paths = [
+            s.path if isinstance(s, lightcurve_rows.FilePart) else Path(s) for s in lightcurve_paths
+        ]
+        for source, path, name in zip(lightcurve_paths, paths, source_names(paths), strict=True):
             n_rows = 0
             for rows in lightcurve_rows.object_chunks(source, chunk_rows):
                 n_rows += len(rows)
-                chunk, rejected, order = _plan(rows, path, index)
-                yield chunk, rejected, order, path.name, len(rows)
+                chunk, rejected, order = _plan(rows, path, name, index)
+                yield chunk, rejected, order, name, len(rows)
             if not n_rows and not isinstance(source, lightcurve_rows.FilePart):
                 raise lightcurve_rows.no_rows_error(path)
             if file_rows is not None:
@@ -479,7 +491,7 @@ def grid_lightcurves(
     parts: list[pd.DataFrame] = []
     arrays = gridding.empty_arrays(spec.n_time_bins)
     if len(rows):
-        chunk, rejected, order = _plan(rows, Path("lightcurves"), index)
+        chunk, rejected, order = _plan(rows, Path("lightcurves"), "lightcurves", index)
         result = gridding.grid_chunk(chunk, spec)
         arrays, rejected = _finish(result, rejected, order, "lightcurves", spec.min_observations)
         parts.append(rejected)

@@ -380,3 +380,47 @@ def test_cli_exits_2_with_one_line(good, tmp_path):
     assert len(errors) == 1 and "training_set.csv.gz" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data/processed/rare/manifest.json").exists()
+
+
+def test_blank_lines_stray_quotes_and_files_of_one_name(good, tmp_path):
+    """Found by an audit: a blank first line was called an empty file; blank lines (which the
+    reader skips) shifted the line numbers of later errors; a stray quote gave the CSV parser's
+    own words and no line; two inputs of one name in other folders were one `source`."""
+    from plasticc_jax import lightcurve_rows
+    from plasticc_jax.streaming import source_names, stream_grids
+
+    lcs, meta = good
+    path = tmp_path / "lc.csv"
+    text = lcs.to_csv(index=False).split("\n")
+    path.write_text("\n" + "\n".join(text))
+    with pytest.raises(UserError, match=r"lc.csv: line 1 is blank: the header must be the first"):
+        readers.read_lightcurves(path)
+    path.write_bytes(b"\xef\xbb\xbf\n")  # a byte-order mark and nothing else
+    with pytest.raises(UserError, match=r"lc.csv: the file is empty"):
+        readers.read_lightcurves(path)
+    blank = [*text[:30], "", "\r", *text[30:]]  # two blank lines before the file's line 31
+    bad = blank.copy()
+    bad[40] = bad[40].replace(",", ",x", 1)  # mjd 'x...' on the file's line 41
+    path.write_text("\n".join(bad))
+    with pytest.raises(UserError, match=r"column 'mjd', line 41: 'x"):
+        readers.read_lightcurves(path)
+    bad = blank.copy()
+    oid = text[1].split(",", 1)[0]  # the first object reappears at the file's line 1000
+    assert int(oid) != lcs["object_id"][997]
+    bad[999] = ",".join([oid, *bad[999].split(",")[1:]])
+    path.write_text("\n".join(bad))
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    data = config_io.load_preset("tiny").data
+    with pytest.raises(UserError, match=rf"object {oid} are not contiguous \(lines 2 and 1000\)"):
+        list(stream_grids([path], [tmp_path / "meta.csv"], data))
+    quoted = [*text[:50], '"' + text[50], *text[51:]]
+    path.write_text("\n".join(quoted))
+    with pytest.raises(UserError, match=r"lc.csv: line 51 opens a quoted field"):
+        readers.read_lightcurves(path)
+    # A file part's first row counts rows as the reader does: blank lines are none.
+    path.write_text("\n".join(blank[:60]) + "\n")
+    start = len("\n".join(blank[:50]).encode()) + 1
+    assert lightcurve_rows.count_rows(lightcurve_rows.FilePart(path, start, None)) == 47
+    a, b = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv"
+    assert source_names([a, b]) == [str(a), str(b)]
+    assert source_names([a, tmp_path / "meta.csv"]) == ["lc.csv", "meta.csv"]

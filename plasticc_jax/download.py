@@ -22,7 +22,7 @@ raw folder and moved into place only once both files pass, so a failed or interr
 leaves no file that looks complete. `SOURCE.json` beside the files records the source, the time
 and the hashes and counts; a later call that finds the files matching it does nothing. Files
 already in the raw folder that do not match are reported, never replaced, and the record is left
-as it is.
+as it is; `prepare` warns of them (`warn_unless_published`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 import zlib
@@ -70,6 +71,10 @@ ZENODO_DOI = "10.5281/zenodo.2539456"
 # Seconds to wait for Zenodo to answer (connect, and each read): an unreachable host fails fast and
 # the next source is tried.
 HTTP_TIMEOUT_S = 10.0
+# A server that sends far more than the files' size (about 22 MB gzipped), or trickles: refused
+# instead of filling the disk or waiting for ever (a read that stalls fails by HTTP_TIMEOUT_S).
+MAX_DOWNLOAD_BYTES = 200_000_000
+SLOW_WINDOW_S, SLOW_WINDOW_BYTES = 60.0, 64_000  # at least this many bytes every window
 
 # Seconds pip waits for the package index at each try (`--timeout`), three tries.
 PIP_TIMEOUT_S = 20
@@ -185,6 +190,19 @@ def ensure_raw_data(config: Config, workdir: Path) -> None:
     download(config, workdir)
 
 
+def warn_unless_published(raw: Path) -> None:
+    """Warn when files in `raw` carry the training set's names but are not it (a download or an
+    unzip by hand cut short is otherwise prepared as it is: prepare reads whatever is there). A
+    match is recorded in SOURCE.json, so the scan happens once."""
+    paths = [stored_file(raw, expected.name) for expected in EXPECTED]
+    if any(path is None for path in paths):
+        return
+    try:
+        _accept_existing(raw, [path for path in paths if path is not None])
+    except UserError as error:
+        log.warning("%s", error)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sources.
 
@@ -214,9 +232,13 @@ def _mirror_source(folder: Path, setting: str) -> Source:
         if folder.exists() and not folder.is_dir():
             raise SourceFailed(f"{setting} names {folder}, a file: give the folder holding them")
         if not folder.is_dir():
+            what = (
+                "data.source is 'auto', 'zenodo', 'snmachine' or a folder holding the files"
+                if setting == "data.source"
+                else f"set {setting} to the folder holding the files, or unset it"
+            )
             raise SourceFailed(
-                f"{setting} names the folder {folder}, which does not exist (data.source is "
-                "'auto', 'zenodo', 'snmachine' or a folder holding the files)"
+                f"{setting} names the folder {folder}, which does not exist ({what})"
             )
         for expected in EXPECTED:
             src = stored_file(folder, expected.name)
@@ -249,16 +271,32 @@ def _fetch_url(url: str, dest: Path) -> None:
     """Stream `url` into `dest`, failing on a short read (a bar shows when it takes a while)."""
     request = urllib.request.Request(url, headers={"User-Agent": "plasticc-jax"})
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+        if "html" in (response.headers.get("Content-Type") or "").lower():
+            raise SourceFailed(f"{url}: the server answered with a web page, not the file")
         total = int(response.headers.get("Content-Length") or 0) or None
-        received = 0
+        if total is not None and total > MAX_DOWNLOAD_BYTES:
+            raise SourceFailed(f"{url}: {total:,} bytes announced, not the training set's file")
+        received, window_start, window_bytes = 0, time.monotonic(), 0
         with (
             open(dest, "wb") as out,
             tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, delay=2.0) as bar,
         ):
-            while block := response.read(BLOCK):
+            while block := response.read1(BLOCK):  # what has come: a trickle is measured
                 out.write(block)
                 received += len(block)
+                window_bytes += len(block)
                 bar.update(len(block))
+                if received > MAX_DOWNLOAD_BYTES:
+                    raise SourceFailed(
+                        f"{url}: over {MAX_DOWNLOAD_BYTES:,} bytes, not the training set's file"
+                    )
+                if time.monotonic() - window_start >= SLOW_WINDOW_S:
+                    if window_bytes < SLOW_WINDOW_BYTES:
+                        raise SourceFailed(
+                            f"{url}: {window_bytes:,} bytes in the last {SLOW_WINDOW_S:.0f} s, "
+                            "too slow: try again later or give a mirror folder"
+                        )
+                    window_start, window_bytes = time.monotonic(), 0
     if total is not None and received != total:
         raise SourceFailed(f"{url}: connection closed after {received} of {total} bytes")
 
@@ -330,6 +368,12 @@ def _write_gzip(source: Any, dest: Path) -> None:
 def _install(source: Source, raw: Path) -> None:
     """Fetch into a staging folder inside `raw`, verify, then move the files into place."""
     make_output_folder(raw, "the raw data folder (data.raw_dir)")
+    for expected in EXPECTED:
+        if (raw / expected.name).exists() and not (raw / expected.name).is_file():
+            raise UserError(
+                f"{raw / expected.name} is a folder, where the download puts that file: move it "
+                "elsewhere and rerun"
+            )
     # The staging folder sits in `raw` so the final moves are renames on one file system; one
     # left behind by a killed download is removed by the next (`scratch_dir`).
     with scratch_dir(raw, STAGING_PREFIX) as staging:
@@ -343,6 +387,11 @@ def _install(source: Source, raw: Path) -> None:
             raise SourceFailed(f"{type(error).__name__}: {error}") from error
         for expected in EXPECTED:
             os.replace(staging / expected.name, raw / expected.name)
+            plain = raw / expected.name.removesuffix(".gz")
+            if plain.is_file():  # checked to be the same content (`download`): one copy, or
+                # prepare would read every object twice
+                plain.unlink()
+                log.warning("%s replaced by %s (the same content, gzipped)", plain, expected.name)
     write_record(raw, source.name, source.location, checks, extra)
     log.info(
         "PLAsTiCC training set from %s (%s) in %s: %s",
@@ -365,5 +414,13 @@ def _accept_existing(raw: Path, paths: list[Path]) -> None:
         )
         return
     checks = check_existing(raw, paths, list(EXPECTED))
-    write_record(raw, "existing files", str(raw), checks, {})
     log.info("PLAsTiCC training set found in %s (placed there by hand) and verified", raw)
+    try:
+        write_record(raw, "existing files", str(raw), checks, {})
+    except OSError as error:  # a read-only folder: the files are good, they are checked again
+        log.warning(
+            "could not write %s in %s (%s): the files will be verified again next time",
+            "SOURCE.json",
+            raw,
+            error.strerror or error,
+        )

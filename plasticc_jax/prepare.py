@@ -60,6 +60,10 @@ def _inputs(config: Config, workdir: Path) -> InputFiles:
     raw = Path(workdir) / data.raw_dir
     inputs = find_inputs(raw, data.inputs)
     if inputs is not None:
+        if data.inputs != "test":
+            from plasticc_jax.download import warn_unless_published
+
+            warn_unless_published(raw)
         return inputs
     found = data_files(raw)
     default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()

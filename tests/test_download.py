@@ -349,6 +349,75 @@ def test_zenodo_stream_and_short_read(
     assert urls[-1] == f"{dl.ZENODO_RECORD}/files/plasticc_train_metadata.csv.gz?download=1"
 
 
+class _Endless(_Response):
+    """A server that sends `block` bytes at each read and never ends (no length given)."""
+
+    def __init__(self, block: int, content_type: str = "application/octet-stream") -> None:
+        super().__init__(b"", 0)
+        self.headers = {"Content-Type": content_type}
+        self.block = block
+
+    def read1(self, size: int = -1) -> bytes:
+        return b"x" * self.block
+
+
+def test_a_server_that_never_ends_trickles_or_sends_a_page_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: a body without end filled the disk (4.3 GB in 10 s), and one byte
+    every 3 s kept a download going for ever (each read came within the 10 s timeout)."""
+    monkeypatch.setattr(dl, "_fetch_url", REAL_FETCH_URL)
+    served: list[_Response] = []
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda request, timeout: served.pop())
+    clock = iter(range(0, 10**6, 3))  # 3 s a read
+    monkeypatch.setattr(dl.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(dl, "MAX_DOWNLOAD_BYTES", 10 << 20)
+    for response, message in (
+        (_Endless(1 << 20), "over 10,485,760 bytes, not the training set's file"),
+        (_Endless(1), r"\d+ bytes in the last 60 s, too slow"),
+        (_Endless(100, "text/html; charset=utf-8"), "answered with a web page, not the file"),
+    ):
+        served.append(response)
+        with pytest.raises(UserError, match=message):
+            dl.download(_config("zenodo"), tmp_path)
+        assert list(_raw(tmp_path).iterdir()) == []
+
+
+def test_a_plain_partner_is_replaced_and_a_read_only_folder_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: dict[str, bytes]
+) -> None:
+    """Found by an audit: a plain metadata CSV left beside the downloaded .csv.gz made prepare
+    read every object twice; a read-only folder holding the right files failed on SOURCE.json."""
+    raw = _raw(tmp_path)
+    raw.mkdir(parents=True)
+    metadata = dl.EXPECTED[1].name
+    (raw / metadata.removesuffix(".gz")).write_bytes(small[metadata])
+    monkeypatch.setenv(dl.MIRROR_ENV, str(_write_mirror(tmp_path / "mirror", small)))
+    dl.download(_config(), tmp_path)
+    assert sorted(p.name for p in raw.iterdir()) == sorted([SOURCE_FILE, *small])
+    (raw / SOURCE_FILE).unlink()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(dl, "write_record", refuse)
+    assert dl.download(_config(), tmp_path) == raw  # verified, no record written
+
+
+def test_prepare_warns_of_files_named_as_the_training_set_that_are_not_it(
+    tmp_path: Path, small: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an audit: a light-curve file cut short by an unzip by hand was prepared as it
+    was, without a word."""
+    raw = _write_mirror(_raw(tmp_path), small)
+    dl.warn_unless_published(raw)
+    assert not caplog.records and (raw / SOURCE_FILE).is_file()  # verified once, recorded
+    name = dl.EXPECTED[0].name
+    (raw / name).write_bytes(gzip.compress(small[name][: len(small[name]) // 2]))
+    dl.warn_unless_published(raw)
+    assert "not the PLAsTiCC training set" in caplog.text and name in caplog.text
+
+
 def test_interrupted_download_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,18 +12,18 @@ import contextlib
 import ipaddress
 import logging
 import math
-import signal
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io
+from plasticc_jax import config_io, interrupts
 from plasticc_jax.doctor import jax_setting_problem, out_of_memory_problem, use_compilation_cache
 from plasticc_jax.errors import UserError
+from plasticc_jax.interrupts import Terminated
 from plasticc_jax.io_utils import folder_lock
 
 log = logging.getLogger("plasticc_jax")
@@ -432,6 +432,7 @@ def review(args: argparse.Namespace) -> int:
         try:
             server.serve_forever()
         except KeyboardInterrupt:
+            interrupts.clear()  # how the server is stopped: not an interruption of the command
             print(f"review stopped; the answers are in {server.session.store.path}")
     return 0
 
@@ -471,28 +472,34 @@ def setup_logging(verbose: bool) -> None:
     from plasticc_jax.doctor import quiet_plugin_errors
 
     quiet_plugin_errors()
+    if not verbose:
+        sys.unraisablehook = _without_checkpoint_aftermath(sys.unraisablehook)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`docker stop`, `kill`, a batch system's time limit), handled as Ctrl-C is: the
-    same cleanup, one line, exit status 143."""
+def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`hook`, silent for what Orbax's background reads report after a checkpoint read failed
+    or was interrupted (its event loop closed, the other reads' errors): up to 200 tracebacks
+    around the one-line error that names the damaged checkpoint (found by an audit). `-v` shows
+    them."""
 
+    def quiet(unraisable: Any) -> None:
+        error = str(unraisable.exc_value)
+        closed = unraisable.exc_type is RuntimeError and error == "Event loop is closed"
+        # An event loop that Ctrl-C cut short while it was made, collected half built.
+        half_built = getattr(unraisable.object, "__qualname__", "").endswith("EventLoop.__del__")
+        read = error.startswith("Encountered error while reading array index")
+        if not (closed or half_built or read):
+            hook(unraisable)
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
+    return quiet
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(args.verbose)
     use_compilation_cache()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
-    try:
+    with interrupts.handled():
         code = _run_reporting_errors(args)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if code and argv is None and not args.verbose:  # the program itself, about to exit
         _quiet_shutdown()
     return code
@@ -512,7 +519,9 @@ def _quiet_shutdown() -> None:
 def _run_reporting_errors(args: argparse.Namespace) -> int:
     """`run`, with every user mistake and refusal as one line and its exit status."""
     try:
-        return run(args)
+        code = run(args)
+        interrupts.check()  # a signal whose exception was swallowed where it was raised
+        return code
     except UserError as error:
         # One line per problem (an invalid config may have several), each saying what to do.
         for problem in getattr(error, "problems", None) or [str(error)]:

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import metrics, provenance, report, runs, scoring, stages
+from plasticc_jax import interrupts, metrics, provenance, report, runs, scoring, stages
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
@@ -312,6 +312,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 "eval.fusion=...)",
                 config.data.tag,
             )
+        training = _training(run_dir, config)
         dataset_dir = workdir / config.data.dataset_dir
         with folder_lock(dataset_dir, "evaluate", shared=True):
             manifest = read_manifest(dataset_dir)
@@ -324,8 +325,37 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 # Writes of an evaluate that a kill interrupted (evaluate's folders only: a
                 # validate may be writing beside them).
                 remove_unfinished_writes(run_dir, "models", "reports", "reports/figures")
-                _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter)
+                _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter, training)
     return run_dir
+
+
+def _training(run_dir: Path, config: Config) -> dict[str, Any]:
+    """How far the run's training got, for metrics.json and the report; a warning if it did not
+    finish (found by an audit: a run killed at epoch 2 of 30 was evaluated without a word).
+
+    Raises:
+        UserError: no checkpoint yet (before the run is marked incomplete: nothing changes).
+    """
+    progress = runs.training_progress(run_dir)
+    if progress is None:
+        raise UserError(f"{run_dir} holds no finished checkpoint: run `make train` first")
+    finished = progress.done(config.train)
+    if not finished:
+        log.warning(
+            "the training of %s is unfinished: it stopped after epoch %d of %d (interrupted); "
+            "evaluated as it is, with its best checkpoint so far (metrics.json and the report "
+            "say so). `plasticc-jax train` with the same settings finishes it (it resumes), then "
+            "evaluate again",
+            run_dir,
+            progress.epoch,
+            config.train.max_epochs,
+        )
+    return {
+        "epochs": progress.epoch,
+        "max_epochs": config.train.max_epochs,
+        "finished": finished,
+        "stop_reason": (progress.stop_reason or "max_epochs") if finished else "interrupted",
+    }
 
 
 def _evaluate(
@@ -335,9 +365,10 @@ def _evaluate(
     dataset_dir: Path,
     manifest: dict[str, Any],
     painter: FigureProcess | None,
+    training: dict[str, Any],
 ) -> None:
     """The evaluation (`evaluate`'s locks held); `painter`: the figures' child process, None
-    for no figures (`eval.figures`)."""
+    for no figures (`eval.figures`); `training`: how far training got (`_training`)."""
     ev = config.eval
     timing: dict[str, float] = {}
     start = time.perf_counter()
@@ -379,7 +410,9 @@ def _evaluate(
     if ev.baselines:
         table["lc_forest_score"] = _baseline(evidence, (split == "train") & known, config)
         methods["lc_features"] = "lc_forest_score"
+    interrupts.check()
     result = _measure(config, table, in_test, methods, detector, vae.epoch)
+    result["training"] = training
     snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
     result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
     if staged is not None:

@@ -12,7 +12,8 @@
   checkpoint.
 - While `evaluate` rewrites a run directory it holds an `INCOMPLETE` marker there, removed only
   when every output is written: after a kill the marker says the outputs mix old and new, and
-  `score` refuses the run until `evaluate` has run again.
+  `score` refuses the run until `evaluate` has run again. `train` leaves the same marker when it
+  continues an evaluated run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ RECORD = "provenance.json"
 RUN_FILES: tuple[str, ...] = ("config.json", "stats.json")
 INCOMPLETE = "INCOMPLETE"
 # Data settings that say where files are or how fast they are made, not what a dataset holds.
-_NOT_CONTENT = ("raw_dir", "processed_dir", "source", "workers", "chunk_rows")
+NOT_CONTENT = ("raw_dir", "processed_dir", "source", "workers", "chunk_rows")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -98,7 +99,7 @@ def data_differences(prepared: Mapping[str, Any], data: DataConfig, whose: str) 
     return [
         f"data.{key}: {prepared.get(key)!r} in the dataset, {value!r} in {whose}"
         for key, value in wanted.items()
-        if key not in _NOT_CONTENT and key in prepared and prepared[key] != value
+        if key not in NOT_CONTENT and key in prepared and prepared[key] != value
     ]
 
 
@@ -344,6 +345,20 @@ def incomplete(run_dir: Path, stage: str) -> Iterator[None]:
     )
     yield
     marker.unlink()
+
+
+def mark_evaluation_stale(run_dir: Path, epoch: int) -> None:
+    """Before `train` continues a run that `evaluate` has scored: its scores, metrics, report and
+    detector are of an earlier checkpoint, so the run is marked incomplete until `evaluate` runs
+    again (found by an audit: `review` went on with the old scores without a word)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "models" / RECORD).is_file() or (run_dir / "metrics.json").is_file():
+        atomic_write_text(
+            run_dir / INCOMPLETE,
+            f"train continued it after evaluate (from epoch {epoch}), so its scores, metrics, "
+            "report and detector are of an earlier checkpoint: run `plasticc-jax evaluate` for "
+            "this run again\n",
+        )
 
 
 def require_complete(run_dir: Path) -> None:

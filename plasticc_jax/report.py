@@ -110,6 +110,17 @@ def markdown_tables(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unfinished(result: dict[str, Any]) -> str:
+    """A note in the method's sentence when training was cut short (absent in older results)."""
+    training = result.get("training") or {}
+    if training.get("finished", True):
+        return ""
+    return (
+        f"; **training unfinished**: stopped after epoch {training['epochs']} of "
+        f"{training['max_epochs']}, interrupted"
+    )
+
+
 def _early_paragraph(early: dict[str, Any] | None) -> list[str]:
     if not early:
         return []
@@ -200,7 +211,8 @@ def report_markdown(
         ),
         "",
         f"**Method.** {vae}, trained on the train split of known "
-        f"classes (best checkpoint by val loss, epoch {result['checkpoint_epoch']}); detector "
+        f"classes (best checkpoint by val loss, epoch {result['checkpoint_epoch']}"
+        f"{_unfinished(result)}); detector "
         f"components ({', '.join(result['detector']['components'])}) fitted per kind "
         f"({', '.join(result['detector']['groups'])}) on the train split's known objects, each "
         "calibrated as -log10 of its tail probability among the val split's known objects of "

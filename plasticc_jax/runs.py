@@ -119,6 +119,20 @@ class Progress:
         )
 
 
+def training_progress(run_dir: Path) -> Progress | None:
+    """The run's training as its latest checkpoint records it; None: no checkpoint yet."""
+    from plasticc_jax.checkpoints import CheckpointStore  # Orbax: only where checkpoints are read
+
+    directory = Path(run_dir) / "checkpoints"
+    if not directory.is_dir():
+        return None
+    with CheckpointStore(directory, read_only=True) as store:
+        latest = store.latest_epoch()
+        if latest is None:
+            return None
+        return Progress.from_json(store.restore(latest, {"meta": None})["meta"])
+
+
 def read_config(run_dir: Path) -> Config:
     """The resolved config a run was trained with.
 
@@ -210,12 +224,19 @@ def check_resumable(
     if recorded is not None:
         old, new = config_io.to_dict(recorded), config_io.to_dict(config)
         for section in ("model", "data"):
-            if old[section] != new[section]:
+            # Where files are and how fast they are made are no part of what was trained on.
+            skip = provenance.NOT_CONTENT if section == "data" else ()
+            differ = [
+                f"{section}.{key} {old[section].get(key)!r} -> {new[section].get(key)!r}"
+                for key in sorted(set(old[section]) | set(new[section]))
+                if key not in skip and old[section].get(key) != new[section].get(key)
+            ]
+            if differ:
                 where = config_path if config_path.is_file() else "its checkpoints' record"
                 raise UserError(
-                    f"{run_dir} holds checkpoints of a different {section} config "
-                    f"({where}); to train afresh delete that folder or pick another run "
-                    "directory (--run-dir)"
+                    f"{run_dir} holds checkpoints of a different {section} config ({where}: "
+                    f"{', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); to train "
+                    "afresh delete that folder or pick another run directory (--run-dir)"
                 )
         # The seed is the run's own (train says so); more epochs is how a run is continued.
         changed = {

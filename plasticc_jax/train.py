@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, provenance, runs, streaming
+from plasticc_jax import config_io, interrupts, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import (
@@ -223,18 +223,22 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
                     run_dir,
                     ", ".join(f"{key} {was} -> {now}" for key, (was, now) in changed.items()),
                 )
-        runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)
         graphdef, params = init_params(config, n_bands, n_times, n_features)
         tx, _ = make_optimizer(tc, steps_per_epoch)
         state = init_state(params, tx)
-        if latest is None:
-            metrics_path.unlink(missing_ok=True)
-        else:
+        if latest is not None:
             templates = {"encoder": params["encoder"], "decoder": params["decoder"]}
             restored = store.restore(latest, {**templates, "opt_state": state.opt_state})
             params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
             step = jnp.asarray(progress.step, jnp.int32)
             state = TrainState(step, params, restored["opt_state"])
+        # The run's files once the checkpoint restored (a failed resume left config.json of
+        # settings never trained with, which `score` then refused on an evaluated run).
+        provenance.mark_evaluation_stale(run_dir, progress.epoch)
+        runs.write_run_files(run_dir, config, stats, dataset_dir, manifest)
+        if latest is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
             runs.keep_metrics_until(metrics_path, latest)
             log.info("resuming %s after epoch %d", run_dir, progress.epoch)
 
@@ -295,6 +299,7 @@ def _fit(
     )
     with bar, logging_redirect_tqdm():
         for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
+            interrupts.check()  # a Ctrl-C whose exception JAX's garbage collection swallowed
             start = time.perf_counter()
             # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
             order = epoch_rows(train_objects, np.random.default_rng([progress.seed, epoch]))

@@ -299,3 +299,47 @@ def test_sigterm_is_one_line_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys
     assert cli.main(["doctor"]) == 143
     assert capsys.readouterr().err.strip() == "plasticc-jax doctor: terminated"
     assert signal.getsignal(signal.SIGTERM) is before  # restored
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Found by an audit: Ctrl-C or SIGTERM landing in a garbage-collector callback (JAX's,
+    while it compiles) printed "Exception ignored" and the command ran to its end, exit 0."""
+    import os
+    import signal
+    import time
+
+    from plasticc_jax import interrupts
+
+    def swallowed(args: argparse.Namespace) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        except interrupts.Terminated:
+            pass  # as Python does to an exception raised in a garbage-collector callback
+        return 0
+
+    monkeypatch.setattr(cli, "run", swallowed)
+    assert cli.main(["doctor"]) == 143
+    assert capsys.readouterr().err.strip() == "plasticc-jax doctor: terminated"
+    monkeypatch.setattr(cli, "run", lambda args: 0)
+    assert cli.main(["doctor"]) == 0  # the next command starts with nothing received
+
+
+def test_what_orbax_reports_after_a_failed_read_is_not_printed() -> None:
+    """Found by an audit: after a damaged checkpoint's one-line error, Orbax's background reads
+    printed up to 200 tracebacks of its closed event loop (through `sys.unraisablehook`)."""
+    import asyncio
+    import types
+
+    shown: list[types.SimpleNamespace] = []
+    hook = cli._without_checkpoint_aftermath(shown.append)
+    for error, where in (
+        (RuntimeError("Event loop is closed"), None),
+        (Exception("Encountered error while reading array index: (slice(0, 16, 1),)"), None),
+        (AttributeError("no attribute '_ssock'"), asyncio.BaseEventLoop.__del__),
+        (RuntimeError("a failure of our own"), None),
+    ):
+        hook(types.SimpleNamespace(exc_type=type(error), exc_value=error, object=where))
+    assert [str(u.exc_value) for u in shown] == ["a failure of our own"]

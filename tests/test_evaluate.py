@@ -189,3 +189,40 @@ def test_the_figure_process_ends_with_a_killed_evaluate() -> None:
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(child), "the figure process outlived its parent"
+
+
+@pytest.mark.slow
+def test_an_unfinished_training_is_evaluated_as_such(tiny_run, tmp_path, monkeypatch, caplog):
+    """Found by an audit: a run killed at epoch 2 of 30 was evaluated as if finished."""
+    from conftest import SHARED_OVERRIDES, copy_project
+
+    from plasticc_jax import interrupts
+    from plasticc_jax.train import train
+
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    run_dir = workdir / tiny_config().run_path
+    checks = []
+
+    def stopped_at_the_second_epoch() -> None:  # as Ctrl-C after epoch 3 of 4
+        checks.append(1)
+        if len(checks) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(interrupts, "check", stopped_at_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config("train.max_epochs=4"), workdir)
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        evaluate.evaluate(tiny_config(*SHARED_OVERRIDES), workdir)
+    assert "is unfinished: it stopped after epoch 3 of 4 (interrupted)" in caplog.text
+    training = json.loads((run_dir / "metrics.json").read_text())["training"]
+    assert training == {
+        "epochs": 3,
+        "max_epochs": 4,
+        "finished": False,
+        "stop_reason": "interrupted",
+    }
+    assert (
+        "**training unfinished**: stopped after epoch 3 of 4" in (run_dir / "report.md").read_text()
+    )
+    assert tiny_run.metrics["training"]["finished"]  # the shared run, trained to its end

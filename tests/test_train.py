@@ -25,7 +25,7 @@ import pytest
 from conftest import copy_project, rewrite_shard, tiny_config
 from flax import nnx
 
-from plasticc_jax import cli, config_io, runs, streaming
+from plasticc_jax import cli, config_io, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointError, CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
@@ -204,6 +204,10 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
         train(longer, workdir)
     assert "resuming" in caplog.text and "after epoch 2" in caplog.text
     assert "changed train settings: max_epochs 2 -> 4" in caplog.text  # (lost once)
+    # The run was evaluated: its scores are of epoch 2's checkpoint now (an audit found `review`
+    # going on with them): marked incomplete until evaluate runs again.
+    with pytest.raises(UserError, match=r"train continued it after evaluate .*`plasticc-jax ev"):
+        provenance.require_complete(run_dir)
     rows = read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[2]["step"] > rows[1]["step"]
@@ -223,8 +227,14 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
 
     # A run directory of another model is refused, not overwritten.
     wider = config_io.apply_overrides(longer, ["model.hidden=64"])
-    with pytest.raises(UserError, match="different model config"):
+    with pytest.raises(UserError, match=r"different model config \(.*config.json: model.hidden"):
         train(wider, workdir)
+    # Settings of how prepare reads, not of what the run trained on, are no other data config.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="plasticc_jax"):
+        how_read = ["data.workers=1", "data.chunk_rows=1000"]
+        train(config_io.apply_overrides(longer, how_read), workdir)
+    assert "is finished" in caplog.text
     # So is a dataset prepared again (other objects, other statistics) under a run in progress.
     dataset = workdir / config.data.dataset_dir
     shard_path = sorted((dataset / "shards").glob("train-*.npz"))[0]

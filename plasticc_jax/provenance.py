@@ -64,7 +64,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _damaged(path: Path, value: Any) -> UserError:
-    return UserError(f"{path} is damaged ({value}); it is written by the stage that made it")
+    """The error for a damaged record, saying which stage writes it again."""
+    stage = "evaluate" if path.parent.name == "models" else "train"
+    again = (
+        "run `plasticc-jax evaluate` for the run again, which writes it"
+        if stage == "evaluate"
+        else "restore it, or remove it and run `plasticc-jax train` with the run's options "
+        "again, which writes it back"
+    )
+    return UserError(f"{path} is damaged ({value}): {again}")
 
 
 def _part(record: Mapping[str, Any], key: str, path: Path) -> dict[str, Any]:

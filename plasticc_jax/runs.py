@@ -133,6 +133,13 @@ def training_progress(run_dir: Path) -> Progress | None:
         return Progress.from_json(store.restore(latest, {"meta": None})["meta"])
 
 
+# What to do about a damaged config.json ("train the run again" failed on the same file).
+_CONFIG_AGAIN = (
+    "train wrote it: restore it, or remove it and run `plasticc-jax train` with the run's "
+    "--config/--protocol options, which writes it back as the run was trained"
+)
+
+
 def read_config(run_dir: Path) -> Config:
     """The resolved config a run was trained with.
 
@@ -162,13 +169,10 @@ def read_config(run_dir: Path) -> Config:
         config_lib.validate(config)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise UserError(
-            f"{path} is damaged ({type(error).__name__}: {error}); train wrote it: restore it "
-            "or train the run again"
+            f"{path} is damaged ({type(error).__name__}: {error}); {_CONFIG_AGAIN}"
         ) from None
     except UserError as error:  # a value of the wrong type, or out of its range
-        raise UserError(
-            f"{path}: {error}; train wrote it: restore it or train the run again"
-        ) from None
+        raise UserError(f"{path}: {error}; {_CONFIG_AGAIN}") from None
     return config
 
 

@@ -211,7 +211,8 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
                     config, train=dataclasses.replace(tc, seed=progress.seed)
                 )
             if progress.done(tc):
-                missing = [n for n in ("config.json", "stats.json") if not (run_dir / n).is_file()]
+                written = ("config.json", "stats.json", provenance.RECORD)
+                missing = [n for n in written if not (run_dir / n).is_file()]
                 if missing:  # deleted since: evaluate and score need them
                     runs.write_run_files(run_dir, trained or config, stats, dataset_dir, manifest)
                     log.info("wrote %s of %s again", " and ".join(missing), run_dir)

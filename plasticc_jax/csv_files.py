@@ -134,10 +134,11 @@ def file_line(path: Path, row: int) -> int:
 def map_columns(
     path: Path, names: list[str], wanted: Sequence[str], aliases: dict[str, str], kind: str
 ) -> dict[str, str]:
-    """Canonical name -> raw header name, for every wanted column; else a UserError."""
+    """Canonical name -> raw header name, for every wanted column (names compared without case
+    and surrounding spaces); else a UserError."""
     by_name: dict[str, str] = {}
     for raw in names:
-        name = raw.strip()
+        name = raw.strip().lower()  # `OBJECT_ID,MJD,...` too (an audit found them refused)
         canonical = aliases.get(name, name)
         if canonical in by_name and canonical in wanted:
             twice = listing([by_name[canonical].strip(), name], limit=2)

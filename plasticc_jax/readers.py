@@ -99,7 +99,7 @@ def read_metadata(path: Path) -> pd.DataFrame:
     """
     path = Path(path)
     names = header(path)
-    stripped = [h.strip() for h in names]
+    stripped = [h.strip().lower() for h in names]
     label = next((c for c in plasticc.LABEL_COLUMNS if c in stripped), None)
     aliases = {**plasticc.METADATA_ALIASES, **({label: "target"} if label else {})}
     wanted = list(plasticc.METADATA_COLUMNS) + (["target"] if label else [])

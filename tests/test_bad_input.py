@@ -424,3 +424,19 @@ def test_blank_lines_stray_quotes_and_files_of_one_name(good, tmp_path):
     a, b = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv"
     assert source_names([a, b]) == [str(a), str(b)]
     assert source_names([a, tmp_path / "meta.csv"]) == ["lc.csv", "meta.csv"]
+
+
+def test_column_names_in_capitals_are_read(good, tmp_path):
+    """Found by an audit: `OBJECT_ID,MJD,...` headers were refused as missing columns."""
+    lcs, meta = good
+    lcs.rename(columns=str.upper).to_csv(tmp_path / "lc.csv", index=False)
+    meta.rename(columns=str.upper).to_csv(tmp_path / "meta.csv", index=False)
+    upper_lcs, upper_meta = (
+        readers.read_lightcurves(tmp_path / "lc.csv"),
+        readers.read_metadata(tmp_path / "meta.csv"),
+    )
+    lcs.to_csv(tmp_path / "lc.csv", index=False)
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    pd.testing.assert_frame_equal(upper_lcs, readers.read_lightcurves(tmp_path / "lc.csv"))
+    pd.testing.assert_frame_equal(upper_meta, readers.read_metadata(tmp_path / "meta.csv"))
+    assert (upper_meta["target"] >= 0).all()  # `TARGET`: the label

@@ -379,4 +379,13 @@ def keep_metrics_until(path: Path, epoch: int) -> None:
             ) from None
         if line_epoch <= epoch:
             kept.append(line)
+    logged = len(kept)
+    if logged < epoch:  # cut short (an audit found the lost epochs dropped without a word)
+        log.warning(
+            "%s holds %d of the %d epochs trained so far (cut short): their log lines are lost; "
+            "the checkpoints, which training resumes from, are whole",
+            path,
+            logged,
+            epoch,
+        )
     atomic_write_text(path, "".join(line + "\n" for line in kept))

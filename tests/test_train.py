@@ -438,3 +438,14 @@ def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):
     # Resumed with another seed: the run keeps its own, and its config.json says so.
     train(tiny_config("train.max_epochs=4", "train.seed=7"), workdir)
     assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=4")
+
+
+def test_a_metrics_log_cut_short_is_said_so(tmp_path, caplog):
+    """Found by an audit: a truncated metrics.jsonl lost the epochs in between without a word."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax"):
+        runs.keep_metrics_until(path, 5)
+    assert "dropping a damaged last line" in caplog.text
+    assert "holds 2 of the 5 epochs trained so far (cut short)" in caplog.text
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'

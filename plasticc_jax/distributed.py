@@ -44,6 +44,7 @@ import pickle
 import re
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -69,6 +70,7 @@ DEFAULT_PART_MB = 64.0
 CONNECT_TIMEOUT_S = 20
 HANDSHAKE_MARGIN_S = 10  # beyond the connection's timeout, for the scheduler's handshake
 WORKER_WAIT_S = 120
+WAIT_POLL_S = 5.0  # how often a driver waiting for its tasks looks for workers
 _LOCAL = re.compile(r"local:(\d+)")
 T = TypeVar("T")
 
@@ -94,7 +96,8 @@ def connect(address: str) -> Iterator[Client]:
 
     address = address.strip()
     local = _LOCAL.fullmatch(address)
-    if address.startswith("local") and (local is None or int(local[1]) < 1):
+    # `local`, `local:0`, `local:x`; not `localhost:8786` (a scheduler's address).
+    if address.split(":")[0] == "local" and (local is None or int(local[1]) < 1):
         raise UserError(f"--dask {address}: use local:N with N >= 1 worker processes")
     if local:
         n_workers = int(local[1])
@@ -408,6 +411,38 @@ def submitted(
         yield futures
     finally:
         client.cancel(futures)
+
+
+def gathered(client: Client, futures: list[Future], what: str) -> list:
+    """`client.gather(futures)`, with the cluster's failures as one line: a task whose workers
+    all died running it (out of memory, killed: a traceback of Dask's `KilledWorker` before),
+    or no worker left in the cluster for `WORKER_WAIT_S` (it waited silently for ever before;
+    both found by an audit)."""
+    from distributed import KilledWorker, wait
+
+    alone_since: float | None = None
+    while True:
+        try:
+            wait(futures, timeout=WAIT_POLL_S)
+            break
+        except TimeoutError:
+            if client.scheduler_info().get("workers"):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > WORKER_WAIT_S:
+                raise UserError(
+                    f"no Dask worker left in the cluster for {WORKER_WAIT_S} s while {what} "
+                    "ran: start workers again (or use local:N), then rerun"
+                ) from None
+    try:
+        return client.gather(futures)
+    except KilledWorker as error:
+        raise UserError(
+            f"the Dask workers died running {what}, each worker that tried a part of it "
+            f"({type(error).__name__}): most often out of memory; give each worker more (dask "
+            "worker --memory-limit), or make the parts smaller (--part-mb)"
+        ) from None
 
 
 def check_unique(parts: Sequence[FilePart], seen: Sequence[np.ndarray]) -> np.ndarray:

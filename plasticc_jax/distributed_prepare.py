@@ -113,7 +113,7 @@ def prepare_shards(
     log.info("gridding %d parts on %d Dask workers", len(parts), n_workers)
     with distributed.submitted(client, _prepare_part, tasks, "prepare") as futures:
         index = streaming.MetaIndex(metadata, exclude)
-        results = client.gather(futures)
+        results = distributed.gathered(client, futures, "the gridding")
     index.mark_seen(distributed.check_unique(parts, [r.seen for r in results]))
     shards = {s: [name for r in results for name in r.shards[s]] for s in SPLITS}
     counts = {s: sum((r.counts[s] for r in results), Counter()) for s in SPLITS}

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plasticc_jax import distributed, scoring, streaming
+from plasticc_jax import distributed, interrupts, scoring, streaming
 from plasticc_jax.io_utils import (
     _UMASK,
     atomic_path,
@@ -175,7 +175,7 @@ def score(
                 # While the workers score: the metadata index, for the objects no part holds.
                 index = streaming.MetaIndex(metadata)
                 seconds["driver_metadata"] = time.perf_counter() - tick
-                results = client.gather(futures)
+                results = distributed.gathered(client, futures, "the scoring")
             seconds["score_parts"] = time.perf_counter() - tick
 
             # The driver's share: object ids checked, metadata without light curves, ranks.
@@ -200,7 +200,7 @@ def score(
                 for t, r, n in zip(tasks, ranks, names, strict=True)
             ]
             with distributed.submitted(client, _rank_part, rank_tasks, "rank") as futures:
-                client.gather(futures)
+                distributed.gathered(client, futures, "the ranking")
             seconds["rank_parts"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -233,6 +233,9 @@ def score(
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
         }
         atomic_write_text(dataset / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        # A Ctrl-C whose exception was swallowed (in JAX's garbage collection): the old output
+        # stays, rather than replaced and then reported interrupted (found by an audit).
+        interrupts.check()
         os.replace(rejected_tmp, rejected_path(output))
         _install(dataset, output, scratch)
     log.info(

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from plasticc_jax import plasticc, readers, runs, scoring
+from plasticc_jax import interrupts, plasticc, readers, runs, scoring
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
@@ -207,6 +207,9 @@ def score(
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"
         write_ranked(unranked, scoring.ranks(scores), table_path, fmt)
         rejected.to_csv(rejected_tmp, index=False)
+        # A Ctrl-C whose exception was swallowed (in JAX's garbage collection): the old output
+        # stays, rather than replaced and then reported interrupted (found by an audit).
+        interrupts.check()
         os.replace(rejected_tmp, rejected_path(output))
         os.replace(table_path, output)
     n_flagged = int(detector.flag(scores).sum())

@@ -423,3 +423,45 @@ def test_ctrl_c_stops_a_local_cluster_without_the_workers_tracebacks() -> None:
     os.killpg(process.pid, signal.SIGINT)
     output = process.communicate(timeout=120)[0]
     assert "interrupted" in output and "Traceback" not in output, output
+
+
+def test_the_clusters_failures_are_one_line(monkeypatch) -> None:
+    """Found by an audit: a task that killed every worker that tried it (out of memory) gave
+    Dask's `KilledWorker` traceback; a cluster whose workers all died left the driver waiting
+    silently; `--dask localhost:8786` was refused as a malformed `local:N`."""
+    import distributed as dask_distributed
+    from distributed import KilledWorker
+
+    from plasticc_jax import distributed
+
+    class Client:
+        def __init__(self, workers: dict) -> None:
+            self.workers = workers
+
+        def scheduler_info(self) -> dict:
+            return {"workers": self.workers}
+
+        def gather(self, futures: list) -> list:
+            raise KilledWorker.__new__(KilledWorker)
+
+    monkeypatch.setattr(dask_distributed, "wait", lambda futures, timeout: None)
+    with pytest.raises(UserError, match=r"Dask workers died running the scoring, each .*memory"):
+        distributed.gathered(Client({"tcp://w": {}}), [], "the scoring")
+
+    def never_done(futures: list, timeout: float) -> None:
+        raise TimeoutError
+
+    monkeypatch.setattr(dask_distributed, "wait", never_done)
+    monkeypatch.setattr(distributed, "WORKER_WAIT_S", -1)
+    with pytest.raises(UserError, match="no Dask worker left in the cluster for -1 s while the sc"):
+        distributed.gathered(Client({}), [], "the scoring")
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(distributed, "_client_within", refused)
+    reached = pytest.raises(UserError, match="localhost:8786: cannot reach a Dask scheduler")
+    with reached, distributed.connect("localhost:8786"):
+        pass
+    with pytest.raises(UserError, match="use local:N with N >= 1"), distributed.connect("local:0"):
+        pass

@@ -43,6 +43,7 @@ import logging
 import pickle
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -139,6 +140,8 @@ def connect(address: str) -> Iterator[Client]:
         return
     if address.endswith(".json"):
         _check_scheduler_file(address)
+    else:
+        _check_port(address)
     try:
         if address.endswith(".json"):
             client = _client_within(scheduler_file=address, timeout=CONNECT_TIMEOUT_S)
@@ -152,6 +155,28 @@ def connect(address: str) -> Iterator[Client]:
     with _quiet_event_loop(), client:
         _check_workers(client, address)
         yield client
+
+
+def _check_port(address: str) -> None:
+    """One line at once for a `host:port` (or `tcp://host:port`) that is no port or where
+    nothing listens: Dask's client retried a refused connection for its whole timeout (20-25 s,
+    found by an audit). Anything else (names, TLS, other protocols) is left to Dask."""
+    host, colon, port = address.removeprefix("tcp://").rpartition(":")
+    if not colon or not port.isdigit() or "://" in host:
+        return
+    if not 0 < int(port) < 65536:
+        raise UserError(f"--dask {address}: {port} is not a port number (1-65535)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except ConnectionRefusedError:
+        raise UserError(
+            f"--dask {address}: nothing listens there (connection refused): start the scheduler "
+            "(`dask scheduler`) or give its address (tcp://host:8786), a scheduler file, or "
+            "local:N"
+        ) from None
+    except OSError:
+        return  # a name that does not resolve, a timeout: Dask's own message says it
 
 
 def _client_within(*args: Any, timeout: float, **kwargs: Any) -> Client:

@@ -334,7 +334,7 @@ def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):
         (f"tcp://127.0.0.1:{port}", "no Dask scheduler answered within 1.5 s"),
         ("local:0", "local:N with N >= 1"),
         ("local:two", "local:N with N >= 1"),
-        ("tcp://127.0.0.1:9", "cannot reach a Dask scheduler"),
+        ("tcp://127.0.0.1:9", "nothing listens there"),
         (str(tmp_path / "scheduler.json"), "no such scheduler file"),
         (str(tmp_path / "notes.json"), "not a scheduler file"),
         (str(tmp_path / "empty.json"), "not a scheduler file"),
@@ -460,8 +460,26 @@ def test_the_clusters_failures_are_one_line(monkeypatch) -> None:
         raise OSError("connection refused")
 
     monkeypatch.setattr(distributed, "_client_within", refused)
+    monkeypatch.setattr(distributed, "_check_port", lambda address: None)
     reached = pytest.raises(UserError, match="localhost:8786: cannot reach a Dask scheduler")
     with reached, distributed.connect("localhost:8786"):
         pass
+    monkeypatch.undo()
     with pytest.raises(UserError, match="use local:N with N >= 1"), distributed.connect("local:0"):
+        pass
+
+
+def test_a_port_where_nothing_listens_is_named_at_once() -> None:
+    """Found by an audit: tcp://127.0.0.1:1 took 20-25 s to fail, port 99999 said "timed out"."""
+    import socket
+
+    with socket.socket() as probe:  # a port free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Named before Dask's client is made (its message would be "cannot reach a Dask scheduler").
+    refused = pytest.raises(UserError, match=rf"127.0.0.1:{port}: nothing listens there")
+    with refused, distributed.connect(f"tcp://127.0.0.1:{port}"):
+        pass
+    no_port = pytest.raises(UserError, match="99999 is not a port number")
+    with no_port, distributed.connect("127.0.0.1:99999"):
         pass

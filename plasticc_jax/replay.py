@@ -80,6 +80,7 @@ import pandas as pd
 from plasticc_jax import (
     early,
     gridding,
+    interrupts,
     lightcurve_rows,
     provenance,
     readers,
@@ -499,6 +500,7 @@ def _replay(
     has_data[data.night - first] = True
     t0, rescored = time.perf_counter(), 0
     for night in range(start_night, stop + 1):
+        interrupts.check()  # a Ctrl-C swallowed in JAX's garbage collection: stop between nights
         if not has_data[night - first]:
             manifest["empty_nights"] += 1
         else:

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             "unit": "s (alternative = the 5-min target)",
         }
     )
+    for row in out:
+        print(f"{row['workload']}: {row['this_project']} s", flush=True)
     print(common.write_rows("end_to_end", out))
 
 

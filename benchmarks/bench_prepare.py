@@ -165,12 +165,13 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "rows": rows}}))
 _PREPARE_CHILD = """
 import dataclasses, json, sys, time
 from pathlib import Path
-from plasticc_jax import config_io
+from plasticc_jax import config as config_lib, config_io
 from plasticc_jax.prepare import prepare
 config = config_io.load_preset("default")
 data = dataclasses.replace(config.data, raw_dir={raw!r})
+config = config_lib.resolve(dataclasses.replace(config, data=data))
 start = time.perf_counter()
-out = prepare(dataclasses.replace(config, data=data), Path({work!r}))
+out = prepare(config, Path({work!r}))
 seconds = time.perf_counter() - start
 manifest = json.loads((out / "manifest.json").read_text())
 rows = sum(f["rows"] for f in manifest["inputs"]["files"] if f["kind"] == "lightcurves")

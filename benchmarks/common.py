@@ -1,6 +1,6 @@
 """Shared benchmark plumbing: the machine's description, medians, peak memory, result files.
 
-Each `benchmarks/bench_<stage>.py` appends rows to `benchmarks/results/<stage>.json`;
+Each `benchmarks/bench_<stage>.py` writes its rows to `benchmarks/results/<stage>.json`;
 `benchmarks/report.py` turns all of them into `benchmarks/RESULTS.md`. Figures are medians of
 several runs, and comparisons are measured side by side in the same process run.
 """

@@ -59,14 +59,14 @@ def _inputs(config: Config, workdir: Path) -> InputFiles:
     data = config.data
     raw = Path(workdir) / data.raw_dir
     inputs = find_inputs(raw, data.inputs)
+    default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()
     if inputs is not None:
-        if data.inputs != "test":
+        if default and data.inputs != "test":  # where the download puts the training set
             from plasticc_jax.download import warn_unless_published
 
             warn_unless_published(raw)
         return inputs
     found = data_files(raw)
-    default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()
     if default and not found and data.inputs != "test":
         from plasticc_jax.download import ensure_raw_data  # lazily: only when data is missing
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -88,7 +89,13 @@ def header(path: Path) -> list[str]:
             "UTF-8 or plain ASCII"
         ) from None
     if not text.strip():
-        if next(_data_lines(path), None) is None:
+        try:
+            empty = next(_data_lines(path), None) is None
+        except (OSError, EOFError, zlib.error) as error:
+            raise UserError(
+                f"{path}: the file is truncated or corrupt ({error}); fetch it again"
+            ) from None
+        if empty:
             raise UserError(f"{path}: the file is empty (no header line); fetch it again")
         raise UserError(
             f"{path}: line 1 is blank: the header must be the first line (remove the blank "

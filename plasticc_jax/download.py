@@ -153,10 +153,11 @@ def download(config: Config, workdir: Path) -> Path:
             log.warning("%s is there but its partner is not: fetching both again", path)
 
     errors: list[str] = []
+    checked = [path for path in present if path is not None]
     for source in _sources(config.data.source, Path(workdir)):
         log.info("fetching the PLAsTiCC training set from %s (%s)", source.name, source.location)
         try:
-            _install(source, raw)
+            _install(source, raw, checked)
         except SourceFailed as error:
             log.warning("%s failed: %s", source.name, error)
             errors.append(f"{source.name} ({source.location}): {error}")
@@ -365,8 +366,9 @@ def _write_gzip(source: Any, dest: Path) -> None:
 # Staging, verification and the cache record.
 
 
-def _install(source: Source, raw: Path) -> None:
-    """Fetch into a staging folder inside `raw`, verify, then move the files into place."""
+def _install(source: Source, raw: Path, checked: list[Path]) -> None:
+    """Fetch into a staging folder inside `raw`, verify, then move the files into place; a
+    plain CSV among `checked` (verified to be the same content) is replaced by the download."""
     make_output_folder(raw, "the raw data folder (data.raw_dir)")
     for expected in EXPECTED:
         if (raw / expected.name).exists() and not (raw / expected.name).is_file():
@@ -388,8 +390,7 @@ def _install(source: Source, raw: Path) -> None:
         for expected in EXPECTED:
             os.replace(staging / expected.name, raw / expected.name)
             plain = raw / expected.name.removesuffix(".gz")
-            if plain.is_file():  # checked to be the same content (`download`): one copy, or
-                # prepare would read every object twice
+            if plain in checked:  # the same content: one copy, or prepare reads it twice
                 plain.unlink()
                 log.warning("%s replaced by %s (the same content, gzipped)", plain, expected.name)
     write_record(raw, source.name, source.location, checks, extra)

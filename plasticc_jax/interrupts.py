@@ -31,11 +31,12 @@ def _raise(signum: int, frame: object) -> None:
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """SIGINT and SIGTERM raise (and are recorded) while in the context (main thread only)."""
-    _received.clear()
+    """SIGINT and SIGTERM raise (and are recorded) while in the context (main thread only);
+    what was recorded is forgotten on leaving it (a notebook's later calls must not raise it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()
     # Ctrl-C only where it raises already (not where the parent ignores it: a job started in
     # the background by a script).
     signums = [signal.SIGTERM]
@@ -47,6 +48,7 @@ def handled() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _received.clear()
 
 
 def check() -> None:

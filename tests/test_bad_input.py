@@ -398,6 +398,10 @@ def test_blank_lines_stray_quotes_and_files_of_one_name(good, tmp_path):
     path.write_bytes(b"\xef\xbb\xbf\n")  # a byte-order mark and nothing else
     with pytest.raises(UserError, match=r"lc.csv: the file is empty"):
         readers.read_lightcurves(path)
+    blanks = gzip.compress(b"\n" * 100_000)
+    path.write_bytes(blanks[: len(blanks) // 2])  # blank lines, cut short
+    with pytest.raises(UserError, match=r"lc.csv: the file is truncated or corrupt"):
+        readers.read_lightcurves(path)
     blank = [*text[:30], "", "\r", *text[30:]]  # two blank lines before the file's line 31
     bad = blank.copy()
     bad[40] = bad[40].replace(",", ",x", 1)  # mjd 'x...' on the file's line 41
@@ -421,6 +425,8 @@ def test_blank_lines_stray_quotes_and_files_of_one_name(good, tmp_path):
     path.write_text("\n".join(blank[:60]) + "\n")
     start = len("\n".join(blank[:50]).encode()) + 1
     assert lightcurve_rows.count_rows(lightcurve_rows.FilePart(path, start, None)) == 47
+    path.write_bytes(b"h,a\n1,2\r\r\n\r\r\n3,4\r\n\r\n5,6\n")  # Windows' Python writes \r\r\n
+    assert lightcurve_rows.count_rows(lightcurve_rows.FilePart(path, 20, None)) == 2
     a, b = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv"
     assert source_names([a, b]) == [str(a), str(b)]
     assert source_names([a, tmp_path / "meta.csv"]) == ["lc.csv", "meta.csv"]

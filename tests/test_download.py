@@ -400,8 +400,15 @@ def test_a_plain_partner_is_replaced_and_a_read_only_folder_is_fine(
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
+    write_record = dl.write_record
     monkeypatch.setattr(dl, "write_record", refuse)
     assert dl.download(_config(), tmp_path) == raw  # verified, no record written
+    monkeypatch.setattr(dl, "write_record", write_record)
+    # A plain file beside a .gz that was the one checked is the user's own: kept.
+    (raw / dl.EXPECTED[0].name).unlink()
+    (raw / metadata.removesuffix(".gz")).write_bytes(b"object_id,mine\n1,2\n")
+    dl.download(_config(), tmp_path)
+    assert (raw / metadata.removesuffix(".gz")).read_bytes() == b"object_id,mine\n1,2\n"
 
 
 def test_prepare_warns_of_files_named_as_the_training_set_that_are_not_it(

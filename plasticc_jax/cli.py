@@ -246,6 +246,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "part_mb", None) is not None and getattr(args, "dask", None) is None:
+        log.warning("--part-mb is for --dask (the size of each task): ignored without it")
     if args.command == "doctor":
         from plasticc_jax.doctor import doctor
 
@@ -261,8 +263,6 @@ def run(args: argparse.Namespace) -> int:
                 "(pd.read_parquet) to one .parquet file and rank it with "
                 "plasticc_jax.review.rescore.rerank_scored"
             )
-        if args.part_mb is not None and args.dask is None:
-            log.warning("--part-mb is for --dask (the size of each task): ignored without it")
         labels = None
         if args.review_labels is not None:
             from plasticc_jax.review.labels import LABELS_FILE
@@ -298,10 +298,8 @@ def run(args: argparse.Namespace) -> int:
         # a second writer at once.
         with folder_lock(workdir / config.run_path, args.command):
             return _run_stage(args.command, config, workdir)
-    dask, part_mb = getattr(args, "dask", None), getattr(args, "part_mb", None)
-    if part_mb is not None and dask is None:
-        log.warning("--part-mb is for --dask (the size of each task): ignored without it")
-    return _run_stage(args.command, config, workdir, dask, part_mb)
+    dask = getattr(args, "dask", None)
+    return _run_stage(args.command, config, workdir, dask, getattr(args, "part_mb", None))
 
 
 def _run_stage(

@@ -15,6 +15,7 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,11 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
+def open_bytes(path: Path) -> IO[bytes]:
+    """The file's bytes, read by Python and decompressed when gzip (pyarrow: `input_stream`)."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
 def input_stream(path: Path) -> pa.NativeFile:
     """The file's bytes as a pyarrow stream, decompressed when it is gzip."""
     return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
@@ -72,9 +78,8 @@ def header(path: Path) -> list[str]:
             f"{path}: {other}, not a CSV file: light curves and metadata are read as CSV, plain "
             "or gzipped (convert or decompress it first)"
         )
-    opener = gzip.open if is_gzip(path) else open
     try:
-        with opener(path, "rb") as handle:
+        with open_bytes(path) as handle:
             line = handle.readline()
     except (OSError, EOFError) as error:
         raise UserError(
@@ -107,8 +112,7 @@ def header(path: Path) -> list[str]:
 def _data_lines(path: Path) -> Iterator[int]:
     """The line number (1: the header) of each data row after line 1, as pyarrow counts rows:
     blank lines are not rows."""
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rb") as handle:
+    with open_bytes(path) as handle:
         handle.readline()
         for number, line in enumerate(handle, start=2):
             if line.rstrip(b"\r\n"):
@@ -122,13 +126,14 @@ def file_lines(path: Path, rows: Sequence[int] | np.ndarray) -> list[int]:
     wanted = {int(r) for r in rows}
     found: dict[int, int] = {}
     if wanted:
+        last = max(wanted)
         try:
             for row, line in enumerate(_data_lines(path)):
                 if row in wanted:
                     found[row] = line
-                if row >= max(wanted):
+                if row >= last:
                     break
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             pass  # a damaged file: the rows' own numbers below
     return [found.get(int(r), int(r) + 2) for r in rows]
 
@@ -281,8 +286,7 @@ def _locate_short_row(path: Path) -> int | None:
 
 def _locate_unmatched_quote(path: Path) -> int | None:
     """The line number of the first line with an odd number of double quotes."""
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rb") as handle:
+    with open_bytes(path) as handle:
         for number, line in enumerate(handle, start=1):
             if line.count(b'"') % 2:
                 return number

@@ -49,6 +49,7 @@ from plasticc_jax.config import Config
 from plasticc_jax.csv_files import is_gzip
 from plasticc_jax.download_check import (
     BLOCK,
+    SOURCE_FILE,
     Expected,
     SourceFailed,
     check_existing,
@@ -421,7 +422,7 @@ def _accept_existing(raw: Path, paths: list[Path]) -> None:
     except OSError as error:  # a read-only folder: the files are good, they are checked again
         log.warning(
             "could not write %s in %s (%s): the files will be verified again next time",
-            "SOURCE.json",
+            SOURCE_FILE,
             raw,
             error.strerror or error,
         )

@@ -12,7 +12,6 @@ trusted without a scan (`matches_record`). The fetching is `plasticc_jax.downloa
 from __future__ import annotations
 
 import datetime
-import gzip
 import hashlib
 import json
 import re
@@ -21,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticc_jax.csv_files import header, is_gzip
+from plasticc_jax.csv_files import header, open_bytes
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_write_text, sha256_file
 
@@ -202,7 +201,7 @@ def scan(path: Path) -> FileCheck:
     newlines = 0
     object_ids: set[bytes] = set()
     tail = b""
-    with _open(path) as handle:
+    with open_bytes(path) as handle:
         header = handle.readline()
         digest.update(header)
         while block := handle.read(BLOCK):
@@ -223,10 +222,6 @@ def scan(path: Path) -> FileCheck:
         rows=newlines,
         objects=len(object_ids),
     )
-
-
-def _open(path: Path) -> Any:
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
 def stored_file(folder: Path, name: str) -> Path | None:

@@ -10,7 +10,6 @@ for reading in parallel (`plasticc_jax.distributed`).
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from plasticc_jax.csv_files import (
     input_stream,
     is_gzip,
     map_columns,
+    open_bytes,
 )
 from plasticc_jax.errors import UserError
 
@@ -185,7 +185,7 @@ def no_rows_error(path: Path) -> UserError:
 def has_rows(path: Path) -> bool:
     """Whether a light-curve file has a line after its header that is not blank."""
     header(path)  # a named UserError for a file that is not CSV, empty or unreadable
-    with (gzip.open if is_gzip(path) else open)(path, "rb") as handle:
+    with open_bytes(path) as handle:
         handle.readline()
         return any(line.strip() for line in handle)
 

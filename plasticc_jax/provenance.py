@@ -65,10 +65,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _damaged(path: Path, value: Any) -> UserError:
     """The error for a damaged record, saying which stage writes it again."""
-    stage = "evaluate" if path.parent.name == "models" else "train"
     again = (
         "run `plasticc-jax evaluate` for the run again, which writes it"
-        if stage == "evaluate"
+        if path.parent.name == "models"
         else "restore it, or remove it and run `plasticc-jax train` with the run's options "
         "again, which writes it back"
     )

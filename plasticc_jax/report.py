@@ -38,6 +38,22 @@ METHOD_LABELS: dict[str, str] = {
     "lc_features": "baseline (a): forest on light-curve features",
 }
 N_EXAMPLES = 3  # light curves per group in the reconstruction figure
+# What each figure of `report.md` shows: its caption there.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "roc.png": "ROC curves of every score on the test split: all anomalies, then each anomaly "
+    "class, against the known-class objects (AUROC in the legend; the fused score in black).",
+    "pr.png": "Precision-recall curves, the same panels (average precision in the legend; the "
+    "dotted line is a random ranking, the panel's share of anomalies).",
+    "score_hist.png": "The anomaly score per class on the test split (anomaly classes in red; "
+    "the dashed line is the flag threshold).",
+    "umap.png": "A UMAP map of the VAE's latent means of the test split: known classes as "
+    "coloured dots, anomaly classes as black markers.",
+    "reconstructions.png": "The top-scoring test anomalies and the most typical known test "
+    "objects (median score): observed grid cells per passband and the VAE's reconstruction "
+    "(mean ± sigma).",
+    "early.png": "Early detection: each anomaly class's AUROC against the known classes and its "
+    "recall in the top 1%, by days since first detection.",
+}
 
 
 def _fmt(x: float | None) -> str:
@@ -66,7 +82,13 @@ def markdown_tables(result: dict[str, Any]) -> str:
     head = ["method", "mean class AUROC", "AUROC all", "AP all"]
     head += [f"AUROC {class_name(c)}" for c in classes]
     head += [f"AP {class_name(c)}" for c in classes]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "*Separation, test split: AUROC and average precision (AP) of each score, all anomalies "
+        "and each anomaly class against the known-class objects.*",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, m in methods.items():
         row = [_label(name, weights), _fmt(m["mean_class_auroc"])]
         row += [_fmt(m["overall"]["auroc"]), _fmt(m["overall"]["ap"])]
@@ -82,7 +104,15 @@ def markdown_tables(result: dict[str, Any]) -> str:
     head = ["method", *(k.replace("_", " ") for k in keys)]
     real_keys = ("auroc", "ap", "precision_at_n_anomalies")
     head += [f"AUROC @{rate:.0%}", f"AP @{rate:.0%}", f"precision at k=n anomalies @{rate:.0%}"]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [
+        "",
+        "*Ranking, test split: the share of the anomalies among the top-ranked objects (recall), "
+        "the share of anomalies there (purity, precision), and at a realistic anomaly rate "
+        f"(anomalies subsampled to {rate:.0%}, mean ± std of the draws).*",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, m in methods.items():
         row = [_label(name, weights), *(_fmt(m["overall"][k]) for k in keys)]
         real = m.get("realistic")
@@ -97,7 +127,15 @@ def markdown_tables(result: dict[str, Any]) -> str:
     if depth:
         head = ["SNR tercile", "log10 peak S/N", "FPR val known", "FPR test known"]
         head += [f"AUROC {class_name(c)} (n)" for c in classes]
-        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [
+            "",
+            "*Depth: per signal-to-noise tercile (edges from the val known objects), the "
+            "false-positive rate at the flag threshold and the fused score's AUROC per anomaly "
+            "class (n: its objects in the tercile).*",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
         for row_data in depth["terciles"]:
             span = _range(*row_data["log10_snr_range"])
             row = [["low", "middle", "high"][row_data["tercile"]], span]
@@ -146,7 +184,14 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
     head += [f"AUROC {class_name(c)}" for c in classes]
     head += [f"recall top 1% {class_name(c)}" for c in classes]
     head += ["flag rate known"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "*Early detection, test split: each object scored with its light curve as known that "
+        "many days after its first detection (AUROC against the known classes, recall in the top "
+        "1%, and the share of known objects flagged).*",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for row in early["rows"]:
         cells = [row["stage"], _fmt(row["mean_class_auroc"])]
         cells += [_fmt(row[f"auroc_{c}"]) for c in classes]
@@ -154,7 +199,15 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
         cells.append(f"{row['known_flag_rate']:.2%}")
         lines.append("| " + " | ".join(cells) + " |")
     head = ["class", "objects", "median days to first flag", "flagged at some stage"]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [
+        "",
+        "*How early each anomaly class crosses the flag threshold: the median over its objects "
+        "of the first stage that flags each (an object never flagged counts as later than every "
+        "stage).*",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for c in classes:
         entry = early["first_crossing"][str(c)]
         median = entry["median_days"]
@@ -242,6 +295,8 @@ def report_markdown(
     ]
     for name in figure_names:
         lines += [f"![{name}](reports/figures/{name})", ""]
+        if name in FIGURE_CAPTIONS:
+            lines += [f"*{FIGURE_CAPTIONS[name]}*", ""]
     if not figure_names:
         lines += ["No figures: evaluated with `eval.figures = false`.", ""]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import pytest
 from conftest import copy_project
 
 from plasticc_jax import cli, metrics
+from plasticc_jax import report as report_module
 from plasticc_jax.dataset import read_manifest
 
 pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
@@ -97,6 +98,12 @@ def test_figures_and_report_exist(tiny_run, tmp_path: Path):
         path = run_dir / "reports" / "figures" / name
         assert path.is_file() and path.stat().st_size > 10_000, name
         assert f"reports/figures/{name}" in report
+        assert (
+            f"![{name}](reports/figures/{name})\n\n*{report_module.FIGURE_CAPTIONS[name]}*"
+            in report
+        )
+    for name in (p.name for p in (run_dir / "reports" / "figures").glob("*.png")):
+        assert name in report_module.FIGURE_CAPTIONS, f"{name} has no caption in report.md"
     assert "No figures" not in report
     assert "| **anomaly score (fused)** |" in report
     assert "| **anomaly score (fused)** |" in (run_dir / "metrics.md").read_text()

@@ -470,6 +470,24 @@ def gathered(client: Client, futures: list[Future], what: str) -> list:
         ) from None
 
 
+def named_sources(
+    parts: Sequence[FilePart], rejected: Sequence[pd.DataFrame], lightcurve_paths: Sequence[Path]
+) -> list[pd.DataFrame]:
+    """Each part's rejections (`source`: its file's name, all a worker sees) with the file named
+    as without Dask (`streaming.source_names` of every input: two files of one name by path)."""
+    names = dict(
+        zip(
+            (Path(p).absolute() for p in lightcurve_paths),
+            streaming.source_names(lightcurve_paths),
+            strict=True,
+        )
+    )
+    return [
+        frame.assign(source=names.get(part.path, part.path.name)) if len(frame) else frame
+        for part, frame in zip(parts, rejected, strict=True)
+    ]
+
+
 def check_unique(parts: Sequence[FilePart], seen: Sequence[np.ndarray]) -> np.ndarray:
     """All object ids of all parts; a UserError if an object is in two of them."""
     ids = np.concatenate([np.zeros(0, np.int64), *seen])

@@ -121,7 +121,8 @@ def prepare_shards(
         for s in SPLITS:
             for r in results:
                 stage_rows[s].update(r.stage_rows[s])
-    rejected = [r.rejected for r in results if len(r.rejected)]
+    own = distributed.named_sources(parts, [r.rejected for r in results], inputs.lightcurves)
+    rejected = [frame for frame in own if len(frame)]
     rejected.append(index.unseen_rejections(inputs.metadata))
     rows = Counter()
     for part, result in zip(parts, results, strict=True):

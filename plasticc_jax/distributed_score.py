@@ -181,9 +181,9 @@ def score(
             # The driver's share: object ids checked, metadata without light curves, ranks.
             tick = time.perf_counter()
             index.mark_seen(distributed.check_unique(parts, [r.seen for r in results]))
+            own = distributed.named_sources(parts, [r.rejected for r in results], lightcurve_paths)
             rejected = streaming.concat_rejections(
-                [r.rejected for r in results if len(r.rejected)]
-                + [index.unseen_rejections(metadata_paths)]
+                [frame for frame in own if len(frame)] + [index.unseen_rejections(metadata_paths)]
             )
             check_accounting(metadata, [r.ids for r in results], rejected)
             scores = np.concatenate([np.zeros(0), *(r.scores for r in results)])

@@ -446,3 +446,24 @@ def test_column_names_in_capitals_are_read(good, tmp_path):
     pd.testing.assert_frame_equal(upper_lcs, readers.read_lightcurves(tmp_path / "lc.csv"))
     pd.testing.assert_frame_equal(upper_meta, readers.read_metadata(tmp_path / "meta.csv"))
     assert (upper_meta["target"] >= 0).all()  # `TARGET`: the label
+
+
+def test_score_dask_names_files_of_one_name_as_score_does(tmp_path):
+    """Found by an audit: under `--dask` each worker sees one file, so rejections of two inputs
+    of the same name in other folders were both `lc.csv`; now the paths, as without Dask."""
+    import pandas as pd
+
+    from plasticc_jax import distributed
+    from plasticc_jax.lightcurve_rows import FilePart
+
+    a, b, c = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv", tmp_path / "other.csv"
+    parts = [FilePart(p.absolute(), 0, None) for p in (a, a, b, c)]
+    frames = [
+        pd.DataFrame({"object_id": [i], "reason": ["x"], "source": [p.path.name]})
+        for i, p in enumerate(parts)
+    ]
+    frames[1] = frames[1].iloc[:0]  # a part without rejections stays empty
+    named = distributed.named_sources(parts, frames, [a, b, c])
+    assert [list(f["source"]) for f in named] == [[str(a)], [], [str(b)], [str(c)]]
+    named = distributed.named_sources(parts[3:], frames[3:], [c])
+    assert list(named[0]["source"]) == ["other.csv"]

@@ -160,7 +160,7 @@ def download(config: Config, workdir: Path) -> Path:
         try:
             _install(source, raw, checked)
         except SourceFailed as error:
-            log.warning("%s failed: %s", source.name, error)
+            log.warning("%s (%s) failed: %s", source.name, source.location, error)
             errors.append(f"{source.name} ({source.location}): {error}")
             continue
         return raw

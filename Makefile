@@ -10,13 +10,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= default
-PROTOCOL ?= rare
+# Empty: the preset's own protocol (rare for every shipped preset); --protocol only when given, so
+# that neither a preset's data.protocol nor ARGS="--set data.protocol=..." is overridden unasked.
+PROTOCOL ?=
 ARGS ?=
 
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 CLI := $(BIN)/plasticc-jax
-STAGE_ARGS = --config $(CONFIG) --protocol $(PROTOCOL) $(ARGS)
+STAGE_ARGS = --config $(CONFIG) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
 .PHONY: venv download prepare train validate evaluate score review doctor test test-slow test-all lint format bench \
 	clean browser
@@ -48,7 +50,7 @@ validate: $(INSTALLED)
 
 # Score light-curve files (grouped by object) with the trained and evaluated run of CONFIG and
 # PROTOCOL (RUN=folder for another); by default the PLAsTiCC test set, if it is in data/raw.
-RUN ?= runs/$(CONFIG)-$(PROTOCOL)
+RUN ?= runs/$(CONFIG)-$(or $(PROTOCOL),rare)
 LIGHTCURVES ?= $(wildcard data/raw/plasticc_test_lightcurves_*.csv.gz)
 METADATA ?= $(wildcard data/raw/plasticc_test_metadata.csv.gz)
 OUTPUT ?= $(RUN)/scored.parquet

@@ -103,8 +103,23 @@ def build_config(args: argparse.Namespace) -> config_lib.Config:
     config = config_io.load_preset(args.config)
     overrides = list(args.overrides)
     for flag, target in SHORTCUTS.items():
-        if getattr(args, flag, None) is not None:
-            overrides.append(f"{target}={getattr(args, flag)}")
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        shortcut = f"{target}={value}"
+        # The flag wins over a --set of the same field; where they disagree, say so (the --set
+        # was dropped without a word: `make ... ARGS="--set data.protocol=sn"` trained rare).
+        given = [o for o in args.overrides if o.partition("=")[0].strip() == target]
+        if given and config_io.apply_overrides(config, given[-1:]) != config_io.apply_overrides(
+            config, [shortcut]
+        ):
+            log.warning(
+                "--%s %s wins over --set %s (the same setting): give one of them",
+                flag.replace("_", "-"),
+                value,
+                given[-1],
+            )
+        overrides.append(shortcut)
     return config_lib.resolve(config_io.apply_overrides(config, overrides))
 
 

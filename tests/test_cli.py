@@ -125,8 +125,13 @@ def test_shortcut_flags() -> None:
     assert config.run_dir == "runs/x"
 
 
-def test_shortcut_flag_wins_over_set() -> None:
+def test_shortcut_flag_wins_over_set(caplog: pytest.LogCaptureFixture) -> None:
     assert parse("train", "--set", "model.latent_dim=4", "--latent-dim", "8").model.latent_dim == 8
+    # Not without a word (an audit: `make ... ARGS="--set data.protocol=sn"` trained rare).
+    assert "--latent-dim 8 wins over --set model.latent_dim=4" in caplog.text
+    caplog.clear()
+    assert parse("train", "--set", "model.latent_dim=08", "--latent-dim", "8").model.latent_dim == 8
+    assert "wins over" not in caplog.text  # the same value: nothing to say
 
 
 def test_presets_resolve_outside_the_project(

@@ -412,6 +412,16 @@ def test_package_metadata_builds_a_wheel(tmp_path: Path) -> None:
 
 
 @needs_make
+def test_make_passes_protocol_only_when_given() -> None:
+    """PROTOCOL's default, passed as --protocol rare, overrode a preset's data.protocol and
+    ARGS="--set data.protocol=sn" without a word (an audit): --protocol only when given."""
+    words = shlex.split(make_n("train", "ARGS=--set data.protocol=sn").splitlines()[-1])
+    assert words[1:] == ["train", "--config", "default", "--set", "data.protocol=sn"]
+    words = shlex.split(make_n("train", "PROTOCOL=sn").splitlines()[-1])
+    assert words[1:] == ["train", "--config", "default", "--protocol", "sn"]
+
+
+@needs_make
 def test_make_score_scores_the_given_files_with_the_run() -> None:
     out = make_n("score", "LIGHTCURVES=a.csv.gz b.csv.gz", "METADATA=m.csv.gz", "PROTOCOL=sn")
     words = shlex.split(out.replace("\\\n", " ").splitlines()[-1])

@@ -52,7 +52,13 @@ def load_preset(name: str) -> Config:
         ) from None
     if not isinstance(config, Config):
         raise ConfigError(f"{path}: get_config() must return a plasticc_jax.config.Config")
-    return config
+    try:
+        # Through its JSON form, as config.json is read: a list where a tuple belongs
+        # (`hidden=[64]`) becomes one (it failed in training, unhashable: an audit), and a value
+        # of the wrong type (`max_epochs="5"`) is named.
+        return from_dict(to_dict(config))
+    except ConfigError as error:
+        raise ConfigError(f"{path}: get_config() returned {error}") from None
 
 
 def _coerce(value: str, hint: Any, key: str) -> Any:

@@ -157,6 +157,21 @@ def test_presets_resolve_outside_the_project(
         preset.write_text(text)
         with pytest.raises(UserError, match=message):
             parse("prepare", "--config", str(preset))
+    # A list where the config has a tuple is one (it failed in training, unhashable: an audit);
+    # a value of the wrong type is named.
+    preset.write_text(
+        "from plasticc_jax.config import Config, ModelConfig\n\n"
+        "def get_config():\n    return Config(model=ModelConfig(hidden=[64, 32]))\n"
+    )
+    config = parse("prepare", "--config", str(preset))
+    assert config.model.hidden == (64, 32)
+    hash(config.model)
+    preset.write_text(
+        "from plasticc_jax.config import Config, TrainConfig\n\n"
+        "def get_config():\n    return Config(train=TrainConfig(max_epochs='5'))\n"
+    )
+    with pytest.raises(UserError, match=r"mine.py: get_config\(\) returned train.max_epochs='5'"):
+        parse("prepare", "--config", str(preset))
 
 
 @pytest.mark.parametrize(

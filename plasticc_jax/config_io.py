@@ -9,6 +9,7 @@ and read back by the later stages and `load_encoder` (`read_config`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import json
 import types
@@ -33,7 +34,41 @@ def preset_path(name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise ConfigError(f"no config preset {name!r} (looked for {', '.join(map(str, candidates))})")
+    names = sorted({p.stem for d in {c.parent for c in candidates} for p in d.glob("*.py")})
+    hint = _did_you_mean(name, names) if not name.endswith(".py") else ""
+    presets = f"; presets: {', '.join(names)}" if names else ""
+    raise ConfigError(
+        f"no config preset {name!r}{hint} (looked for {', '.join(map(str, candidates))}{presets})"
+    )
+
+
+def _did_you_mean(given: str, choices: list[str]) -> str:
+    """` (did you mean X?)` for the choice closest to a mistyped name (its case aside), else ""."""
+    folded = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(given.lower(), list(folded), n=1, cutoff=0.75)
+    return f" (did you mean {folded[close[0]]}?)" if close else ""
+
+
+def _field_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every setting's `section.field` key (`name` at the top level)."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _field_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _key_hint(key: str) -> str:
+    """Which setting a mistyped key means: the closest key (`trian.seed`: train.seed), else the
+    field of that name in every section (`batch_size`: train.batch_size or eval.batch_size)."""
+    keys, key = _field_keys(), key.strip()
+    close = _did_you_mean(key, keys) if "." in key else ""
+    leaf = key.rpartition(".")[2]
+    same = [k for k in keys if k.rpartition(".")[2] == leaf and k != key]
+    return close or (f" (did you mean {' or '.join(same)}?)" if same else _did_you_mean(key, keys))
 
 
 def load_preset(name: str) -> Config:
@@ -101,7 +136,9 @@ def _replace_path(node: Any, path: list[str], value: str, key: str) -> Any:
     name = path[0]
     if name not in hints:
         choices = ", ".join(f.name for f in dataclasses.fields(node))
-        raise ConfigError(f"unknown config field {key!r}: {type(node).__name__} has {choices}")
+        raise ConfigError(
+            f"unknown config field {key!r}{_key_hint(key)}: {type(node).__name__} has {choices}"
+        )
     if len(path) == 1:
         if dataclasses.is_dataclass(hints[name]):
             raise ConfigError(f"{key!r} is a section; set one of its fields")

@@ -184,6 +184,12 @@ def test_presets_resolve_outside_the_project(
         (["--latent-dim", "big"], "model.latent_dim='big': expected int"),
         (["--protocol", "nope"], "unknown protocol 'nope'"),
         (["--config", "nope"], "no config preset 'nope'"),
+        # The setting or preset meant, where a name is mistyped (an audit: none was suggested).
+        (["--set", "train.max_epoch=3"], "'train.max_epoch' (did you mean train.max_epochs?)"),
+        (["--set", "max_epochs=3"], "'max_epochs' (did you mean train.max_epochs?)"),
+        (["--set", "trian.seed=3"], "'trian.seed' (did you mean train.seed?)"),
+        (["--config", "TINY"], "'TINY' (did you mean tiny?)"),
+        (["--config", "nope"], "presets: default, early, gpu, seed, tiny)"),
         (["--set", "name=../../etc"], "name='../../etc': must be a non-empty name without /"),
         (["--set", "data.anomaly_classes=90", "--set", "data.known_classes=90,42"], "both known"),
     ],

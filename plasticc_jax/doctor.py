@@ -82,10 +82,10 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
     (`JAX_ENABLE_COMPILATION_CACHE=false`); call before JAX is imported. Child processes (Dask
     workers) inherit it. Returns the folder used, None where none is set here.
     """
-    if CACHE_DIR_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in (
-        "0",
-        "false",
-    ):
+    # JAX's own false values (`bool_env`): with "no" or "off" the cache was off, yet doctor
+    # named a folder (an audit).
+    off = ("n", "no", "f", "false", "off", "0")
+    if CACHE_DIR_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in off:
         return None
     base = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     folder = base / "plasticc_jax" / "jax"

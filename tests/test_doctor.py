@@ -208,7 +208,12 @@ def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) ->
     assert folder == tmp_path / "plasticc_jax" / "jax" and folder.is_dir()
     assert environ[doctor_lib.CACHE_DIR_ENV] == str(folder)
     assert environ[doctor_lib.CACHE_SIZE_ENV] == str(doctor_lib.CACHE_MAX_BYTES)
-    for chosen in ({doctor_lib.CACHE_DIR_ENV: "/mine"}, {"JAX_ENABLE_COMPILATION_CACHE": "false"}):
+    for chosen in (
+        {doctor_lib.CACHE_DIR_ENV: "/mine"},
+        {"JAX_ENABLE_COMPILATION_CACHE": "false"},
+        {"JAX_ENABLE_COMPILATION_CACHE": "No"},  # JAX's false values, not only 0 and false
+        {"JAX_ENABLE_COMPILATION_CACHE": "off"},
+    ):
         environ = {"XDG_CACHE_HOME": str(tmp_path), **chosen}
         assert doctor_lib.use_compilation_cache(environ) is None
         assert environ == {"XDG_CACHE_HOME": str(tmp_path), **chosen}

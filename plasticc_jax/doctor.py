@@ -77,8 +77,8 @@ DRIVER_HINTS = (
 
 
 def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Path | None:
-    """Point JAX's persistent compilation cache at `$XDG_CACHE_HOME/plasticc_jax/jax` (else
-    `~/.cache/...`) unless the environment already names a folder or turns the cache off
+    """Point JAX's persistent compilation cache at `$XDG_CACHE_HOME/plasticc_jax/jax` (an absolute
+    path; else `~/.cache/...`) unless the environment already names a folder or turns the cache off
     (`JAX_ENABLE_COMPILATION_CACHE=false`); call before JAX is imported. Child processes (Dask
     workers) inherit it. Returns the folder used, None where none is set here.
     """
@@ -87,7 +87,10 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
     off = ("n", "no", "f", "false", "off", "0")
     if CACHE_DIR_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in off:
         return None
-    base = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    # A relative XDG_CACHE_HOME is invalid (XDG spec: ignored); it made a cache in every folder
+    # a command ran from (an audit).
+    base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache"
     folder = base / "plasticc_jax" / "jax"
     try:
         folder.mkdir(parents=True, exist_ok=True)

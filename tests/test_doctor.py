@@ -224,6 +224,16 @@ def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) ->
     assert doctor_lib.CACHE_DIR_ENV not in environ
 
 
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch) -> None:
+    """Found by an audit: XDG_CACHE_HOME=relcache made a cache folder in every folder a command
+    ran from; the XDG spec calls a relative path invalid, to be ignored."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    folder = doctor_lib.use_compilation_cache({"XDG_CACHE_HOME": "relcache"})
+    assert folder == tmp_path / "home" / ".cache" / "plasticc_jax" / "jax"
+    assert not (tmp_path / "relcache").exists()
+
+
 def test_an_unwritable_cache_folder_is_not_used(tmp_path, monkeypatch) -> None:
     """Found by an audit: an existing cache folder this user may not write made JAX warn at
     every compile (root writes anywhere, so the refusal is simulated)."""

@@ -88,12 +88,14 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
     if CACHE_DIR_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in off:
         return None
     xdg = environ.get("XDG_CACHE_HOME", "")
-    # A relative XDG_CACHE_HOME is invalid (XDG spec: ignored); it made a cache in every folder
-    # a command ran from (an audit).
-    base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache"
-    folder = base / "plasticc_jax" / "jax"
     try:
+        # A relative XDG_CACHE_HOME is invalid (XDG spec: ignored); it made a cache in every
+        # folder a command ran from (an audit).
+        base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache"
+        folder = base / "plasticc_jax" / "jax"
         folder.mkdir(parents=True, exist_ok=True)
+    except RuntimeError:  # no HOME and no passwd entry for this user: every command's traceback
+        return None
     except OSError:  # a read-only home (some containers): compile every time, as before
         return None
     if not os.access(folder, os.W_OK | os.X_OK):  # JAX would warn at every compile

@@ -234,6 +234,19 @@ def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch) -> None:
     assert not (tmp_path / "relcache").exists()
 
 
+def test_no_home_folder_is_no_cache(monkeypatch) -> None:
+    """Found by an audit: without HOME, for a user without a passwd entry (`docker run --user`),
+    Path.home() raised and every command, doctor too, ended in a traceback."""
+
+    def no_home() -> None:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(doctor_lib.Path, "home", staticmethod(no_home))
+    environ: dict[str, str] = {}
+    assert doctor_lib.use_compilation_cache(environ) is None
+    assert environ == {}
+
+
 def test_an_unwritable_cache_folder_is_not_used(tmp_path, monkeypatch) -> None:
     """Found by an audit: an existing cache folder this user may not write made JAX warn at
     every compile (root writes anywhere, so the refusal is simulated)."""

@@ -295,14 +295,19 @@ def resolve(config: Config) -> Config:
     data = dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
     resolved = dataclasses.replace(config, data=data)
     if not config.eval.fusion:
-        own = data.tag == data.protocol  # the protocol's classes, not a list of one's own
-        fusion = VALIDATED_FUSION[data.protocol if own else "rare"]
         resolved = dataclasses.replace(
-            resolved, eval=dataclasses.replace(config.eval, fusion=fusion)
+            resolved, eval=dataclasses.replace(config.eval, fusion=validated_fusion(data))
         )
     resolved = dataclasses.replace(resolved, run_dir=str(resolved.run_path))
     validate(resolved)
     return resolved
+
+
+def validated_fusion(data: DataConfig) -> tuple[str, ...]:
+    """The fusion `resolve` fills in for these (resolved) classes: the protocol's own validated
+    one, or `rare`'s for a list of one's own."""
+    own = data.tag == data.protocol  # the protocol's classes, not a list of one's own
+    return VALIDATED_FUSION[data.protocol if own else "rare"]
 
 
 def differences(given: Config, kept: Config, sections: tuple[str, ...]) -> list[str]:

@@ -296,6 +296,14 @@ def evaluate(config: Config, workdir: Path) -> Path:
     with folder_lock(run_dir, "evaluate"):
         # The run's own data and model settings, with the evaluation settings given now.
         given, config = config, dataclasses.replace(runs.read_config(run_dir), eval=config.eval)
+        run_fusion = config_lib.validated_fusion(config.data)
+        if given.eval.fusion == config_lib.validated_fusion(given.data) != run_fusion:
+            # The fusion filled in for the classes given now is not the run's: `evaluate
+            # --run-dir` of a `sn` run took rare's without a word (an audit).
+            config = dataclasses.replace(
+                config, eval=dataclasses.replace(config.eval, fusion=run_fusion)
+            )
+            log.info("eval.fusion: the run's classes' validated fusion, %s", ", ".join(run_fusion))
         ignored = config_lib.differences(given, config, sections=("data", "model", "train"))
         if ignored:
             log.warning(

@@ -226,3 +226,29 @@ def test_an_unfinished_training_is_evaluated_as_such(tiny_run, tmp_path, monkeyp
         "**training unfinished**: stopped after epoch 3 of 4" in (run_dir / "report.md").read_text()
     )
     assert tiny_run.metrics["training"]["finished"]  # the shared run, trained to its end
+
+
+def test_the_fusion_filled_in_is_the_runs_classes(tiny_run, tmp_path, monkeypatch):
+    """Found by an audit: `evaluate --run-dir` of a `sn` run, with the command line's protocol
+    left at `rare`, fused with rare's weights (the run's data are used, its fusion was not); a
+    fusion given explicitly is kept."""
+    from conftest import copy_project
+
+    from plasticc_jax.config import VALIDATED_FUSION
+
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    used = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(run_dir, config):
+        used.append(config.eval.fusion)
+        raise Stop
+
+    monkeypatch.setattr(evaluate, "_training", stop)
+    run_dir = f"run_dir={tiny_config().run_path}"  # the shared run: rare's classes
+    for given in (["data.protocol=sn"], ["data.protocol=sn", "eval.fusion=latent_knn:1"]):
+        with pytest.raises(Stop):
+            evaluate.evaluate(tiny_config(run_dir, *given), workdir)
+    assert used == [VALIDATED_FUSION["rare"], ("latent_knn:1",)]

@@ -304,6 +304,9 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 config, eval=dataclasses.replace(config.eval, fusion=run_fusion)
             )
             log.info("eval.fusion: the run's classes' validated fusion, %s", ", ".join(run_fusion))
+        # The evaluation settings against the run's model: head_maxprob fused for a run without
+        # the head scored a constant (AUROC 0.5) without a word (an audit).
+        config_lib.validate(config)
         ignored = config_lib.differences(given, config, sections=("data", "model", "train"))
         if ignored:
             log.warning(

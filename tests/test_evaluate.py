@@ -252,3 +252,17 @@ def test_the_fusion_filled_in_is_the_runs_classes(tiny_run, tmp_path, monkeypatc
         with pytest.raises(Stop):
             evaluate.evaluate(tiny_config(run_dir, *given), workdir)
     assert used == [VALIDATED_FUSION["rare"], ("latent_knn:1",)]
+
+
+def test_the_evaluation_settings_are_checked_against_the_runs_model(tiny_run, tmp_path):
+    """Found by an audit: head_maxprob fused for a run trained without the classification head
+    (checked only against the command line's model) scored a constant, AUROC 0.5."""
+    from conftest import copy_project
+
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    config_path = workdir / tiny_config().run_path / "config.json"
+    recorded = json.loads(config_path.read_text())
+    recorded["model"]["classifier_head"] = False  # as a run trained without the head
+    config_path.write_text(json.dumps(recorded))
+    with pytest.raises(UserError, match=r"head_maxprob needs model\.classifier_head=true"):
+        evaluate.evaluate(tiny_config("eval.fusion=head_maxprob:1"), workdir)

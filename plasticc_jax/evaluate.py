@@ -295,7 +295,8 @@ def evaluate(config: Config, workdir: Path) -> Path:
     run_dir = workdir / config.run_path
     with folder_lock(run_dir, "evaluate"):
         # The run's own data and model settings, with the evaluation settings given now.
-        given, config = config, dataclasses.replace(runs.read_config(run_dir), eval=config.eval)
+        recorded = runs.read_config(run_dir)
+        given, config = config, dataclasses.replace(recorded, eval=config.eval)
         run_fusion = config_lib.validated_fusion(config.data)
         if given.eval.fusion == config_lib.validated_fusion(given.data) != run_fusion:
             # The fusion filled in for the classes given now is not the run's: `evaluate
@@ -304,6 +305,9 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 config, eval=dataclasses.replace(config.eval, fusion=run_fusion)
             )
             log.info("eval.fusion: the run's classes' validated fusion, %s", ", ".join(run_fusion))
+        evaluation = config_lib.differences(config, recorded, sections=("eval",))
+        if evaluation:  # `evaluate --run-dir` of an `early` or `seed` run: the preset's are not
+            log.info("evaluation settings given now, not the run's: %s", ", ".join(evaluation))
         # The evaluation settings against the run's model: head_maxprob fused for a run without
         # the head scored a constant (AUROC 0.5) without a word (an audit).
         config_lib.validate(config)

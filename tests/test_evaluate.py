@@ -266,3 +266,22 @@ def test_the_evaluation_settings_are_checked_against_the_runs_model(tiny_run, tm
     config_path.write_text(json.dumps(recorded))
     with pytest.raises(UserError, match=r"head_maxprob needs model\.classifier_head=true"):
         evaluate.evaluate(tiny_config("eval.fusion=head_maxprob:1"), workdir)
+
+
+def test_evaluation_settings_unlike_the_runs_are_named(tiny_run, tmp_path, monkeypatch, caplog):
+    """Found by an audit: `evaluate --run-dir` of an `early` or `seed` run fits the default
+    preset's detector (the settings given now), and nothing said the run's own were not used."""
+    from conftest import copy_project
+
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+
+    class Stop(Exception):
+        pass
+
+    def stop(run_dir, config):
+        raise Stop
+
+    monkeypatch.setattr(evaluate, "_training", stop)
+    with caplog.at_level("INFO", logger="plasticc_jax"), pytest.raises(Stop):
+        evaluate.evaluate(tiny_config("eval.knn_neighbours=7"), workdir)
+    assert "evaluation settings given now, not the run's: eval.knn_neighbours=7" in caplog.text

@@ -458,6 +458,12 @@ def _replay(
         objects,
     )
     first, last = data.nights
+    if last_night is not None and len(data.rows) and last_night < first:
+        # `--last-night 10` (ten nights?) replayed nothing and said the output was finished.
+        raise UserError(
+            f"--last-night {last_night}: before the input's first night, {first} (nights are "
+            f"floor(MJD - 0.5): {first} to {last} here)"
+        )
     if not len(data.rows):
         log.warning(
             "no observations to replay in %s%s",

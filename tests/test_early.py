@@ -458,3 +458,7 @@ def test_replay_cli(tiny_run, tmp_path: Path, capsys):
     assert cli.main([*args, "--output", str(tmp_path / "out")]) == 0
     assert "replayed through night" in capsys.readouterr().out
     assert cli.main([*args, "--output", str(tmp_path / "o2"), "--close-after", "-1"]) == 2
+    # A night before the data's first (a count of nights, not a night): refused, nothing written.
+    assert cli.main([*args, "--output", str(tmp_path / "o3"), "--last-night", "3"]) == 2
+    assert "--last-night 3: before the input's first night" in capsys.readouterr().err
+    assert not (tmp_path / "o3" / "manifest.json").exists()

@@ -268,6 +268,14 @@ def _build(
             f"{out / 'rejected.csv'}); check the input and the protocol (data.protocol / "
             "data.known_classes)"
         )
+    if not counts["val"]:
+        # It calibrates the detector: every later stage needed it, and train said only that it
+        # held no objects (an audit: data.val_fraction=0.001).
+        raise UserError(
+            f"no known object reached the val split (data.val_fraction={data.val_fraction} of "
+            f"{sum(counts['train'].values()) + sum(counts['test'][c] for c in known):,} known "
+            "objects): raise data.val_fraction"
+        )
     feature_stats = stats.result(FEATURE_NAMES)
     atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
     config_io.save_config(config, out / "config.json")

@@ -247,3 +247,13 @@ def test_real_training_set(tmp_path):
     assert (metadata["target"] > 0).all() and metadata["distmod"].isna().sum() > 0
     test = load_split(out, "test")
     assert set(np.unique(test.target[test.is_anomaly])) == {6, 53, 64, 95}
+
+
+def test_an_empty_val_split_is_named_at_prepare(raw_files, tmp_path):
+    """Found by an audit: data.val_fraction=0.001 prepared a dataset without a val split, and
+    train said only "split 'val' ... holds no objects"."""
+    from plasticc_jax.errors import UserError
+
+    workdir = with_raw(tmp_path, raw_files[0].parent)
+    with pytest.raises(UserError, match=r"no known object reached the val split \(data\.val_"):
+        prepare(tiny_config("data.val_fraction=0.001"), workdir)

@@ -24,7 +24,7 @@ from plasticc_jax import config_io, interrupts
 from plasticc_jax.doctor import jax_setting_problem, out_of_memory_problem, use_compilation_cache
 from plasticc_jax.errors import UserError
 from plasticc_jax.interrupts import Terminated
-from plasticc_jax.io_utils import folder_lock
+from plasticc_jax.io_utils import WRITE_ERRNOS, folder_lock
 
 log = logging.getLogger("plasticc_jax")
 
@@ -557,7 +557,7 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
         # The file system refused (a path that cannot hold files, a full disk): one line naming
         # the path; the traceback with -v.
         logging.getLogger(__name__).debug("", exc_info=True)
-        print(f"plasticc-jax {args.command}: error: {error}", file=sys.stderr)
+        print(f"plasticc-jax {args.command}: error: {_file_system_problem(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
         stopped = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
@@ -576,6 +576,13 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).debug("", exc_info=True)
         print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
         return 1
+
+
+def _file_system_problem(error: OSError) -> str:
+    """The one line for an OSError: a full disk says so and what to do, naming the file."""
+    if error.errno in WRITE_ERRNOS and error.filename is not None:
+        return f"{error.strerror} writing {error.filename}: make room there and run again"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from plasticc_jax import metrics, plasticc
+from plasticc_jax.io_utils import naming_failed_writes
 from plasticc_jax.plasticc import class_name
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    with naming_failed_writes(path):
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
     log.info("wrote %s", path)
     return path
 

@@ -46,10 +46,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
     try:
-        yield tmp_path
+        with naming_failed_writes(path):
+            yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+# Errors only a write raises; the write's OSError names no file (a full disk was "[Errno 28] No
+# space left on device" and no path), so `naming_failed_writes` adds it.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextmanager
+def naming_failed_writes(path: Path) -> Iterator[None]:
+    """Re-raise a write's OSError of the block that names no file (`WRITE_ERRNOS`) as the same
+    error naming `path`, so that the one-line message says where the disk is full."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno not in WRITE_ERRNOS:
+            raise
+        raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
 
 
 def remove_unfinished_writes(folder: Path, *subfolders: str) -> None:

@@ -31,7 +31,7 @@ from plasticc_jax import config_io, provenance
 from plasticc_jax.config import Config, TrainConfig
 from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_write_text
+from plasticc_jax.io_utils import atomic_write_text, naming_failed_writes
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def write_run_files(
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
     """One line of `metrics.jsonl`."""
-    with open(path, "a") as handle:
+    with naming_failed_writes(path), open(path, "a") as handle:
         handle.write(json.dumps(row) + "\n")
 
 

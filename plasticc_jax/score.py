@@ -33,6 +33,7 @@ from plasticc_jax.io_utils import (
     check_input_files,
     folder_lock,
     make_output_folder,
+    naming_failed_writes,
     refuse_overwrite,
     scratch_dir,
 )
@@ -188,8 +189,8 @@ def score(
 
     start = time.perf_counter()
     # The scratch folder lives beside the output (same disk); the outputs are moved into place
-    # from it only when complete.
-    with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch:
+    # from it only when complete; a full disk names the output, not a scratch file.
+    with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch, naming_failed_writes(output):
         unranked = scratch / "unranked.parquet"
         grids = stream_grids(
             lightcurve_paths,

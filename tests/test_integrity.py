@@ -766,3 +766,72 @@ def test_validate_refuses_a_known_class_without_objects(tiny_run, tmp_path, caps
     shutil.copytree(tiny_run.dataset_dir, dataset)  # its counts name no object of class 991
     with pytest.raises(UserError, match=r"known classes \[991\] have no train or val object"):
         validate(config, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk.
+
+
+def test_a_full_disk_names_the_file_it_was_writing(tmp_path, monkeypatch, capsys):
+    """Found by an audit: a full disk in prepare, train or evaluate was `error: [Errno 28] No
+    space left on device`, without the path (a write's OSError names no file)."""
+    import errno
+
+    from plasticc_jax import io_utils, prepare
+
+    target = tmp_path / "data" / "stats.json"
+
+    def full(handle: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare, "prepare", lambda *a, **k: io_utils.atomic_write(target, full))
+    assert cli.main(["prepare", "--config", "tiny", "--workdir", str(tmp_path)]) == 1
+    line = one_error_line(capsys, "prepare")
+    assert line.endswith(f"No space left on device writing {target}: make room there and run again")
+    assert list(target.parent.iterdir()) == []  # nor a temporary file left
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_metrics_and_figures_name_a_full_disk(tmp_path, monkeypatch):
+    """Their writes are not atomic (a line appended, a figure drawn): named all the same."""
+    import errno
+
+    import matplotlib.pyplot as plt
+
+    from plasticc_jax.figures import _save
+
+    with pytest.raises(OSError, match=r"No space left on device: '/dev/full'"):
+        runs.append_metrics(Path("/dev/full"), {"epoch": 1})
+    figure = plt.figure()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(figure, "savefig", full)
+    try:
+        with pytest.raises(OSError, match=r"No space left on device: '.*roc.png'"):
+            _save(figure, tmp_path / "roc.png")
+    finally:
+        plt.close(figure)
+
+
+def test_score_names_its_output_on_a_full_disk_and_keeps_the_old_one(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    """Found by an audit: pyarrow's `Error writing bytes to file ... [errno 28]`, no path."""
+    import errno
+
+    output = tmp_path / "out" / "s.parquet"
+    argv = score_argv(tiny_run.run_dir, tiny_run.workdir / "data" / "raw", output)
+    assert cli.main(argv) == 0
+    before = output.read_bytes()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28]")
+
+    monkeypatch.setattr("plasticc_jax.score.write_ranked", full)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    assert f"No space left on device writing {output}: make room" in one_error_line(capsys, "score")
+    assert output.read_bytes() == before
+    assert sorted(p.name for p in output.parent.iterdir()) == ["s.parquet", "s.rejected.csv"]

@@ -61,7 +61,7 @@ from plasticc_jax.download_check import (
 )
 from plasticc_jax.errors import UserError
 from plasticc_jax.inputs import find_inputs
-from plasticc_jax.io_utils import make_output_folder, scratch_dir, sha256_file
+from plasticc_jax.io_utils import WRITE_ERRNOS, make_output_folder, scratch_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,7 @@ def _fetch_zenodo(staging: Path) -> dict[str, Any]:
             _fetch_url(url, staging / expected.name)
         # URLError, HTTPError and timeouts are OSErrors; IncompleteRead is an HTTPException.
         except (OSError, ValueError, http.client.HTTPException) as error:
+            _raise_if_full(error)
             raise SourceFailed(f"{url}: {error}") from error
         urls[expected.name] = url
     return {"urls": urls}
@@ -353,7 +354,15 @@ def _extract_wheel(wheel: Path, staging: Path) -> None:
                 with member:
                     _write_gzip(member, staging / expected.name)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        _raise_if_full(error)
         raise SourceFailed(f"{wheel.name} is not a readable wheel: {error}") from error
+
+
+def _raise_if_full(error: BaseException) -> None:
+    """A full disk is not a failed source: `_install` stops there (each other source would
+    fetch its files in vain, the wheel's 82 MB included)."""
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        raise error
 
 
 def _write_gzip(source: Any, dest: Path) -> None:
@@ -386,7 +395,11 @@ def _install(source: Source, raw: Path, checked: list[Path]) -> None:
                 verify(staging / expected.name, expected, source.check_sha256)
                 for expected in EXPECTED
             ]
-        except (OSError, EOFError, zlib.error) as error:
+        except OSError as error:
+            if error.errno in WRITE_ERRNOS:  # a full disk: no other source fits either
+                raise OSError(error.errno, os.strerror(error.errno), str(raw)) from error
+            raise SourceFailed(f"{type(error).__name__}: {error}") from error
+        except (EOFError, zlib.error) as error:
             raise SourceFailed(f"{type(error).__name__}: {error}") from error
         for expected in EXPECTED:
             os.replace(staging / expected.name, raw / expected.name)

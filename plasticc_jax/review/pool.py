@@ -30,6 +30,7 @@ from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest, read_stats
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import GridSpec
+from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.review import active
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,15 @@ class Pool:
         if workdir is not None and not Path(workdir).is_dir():
             raise UserError(f"workdir {workdir}: no such folder (the project folder of the run)")
         config = runs.read_config(self.run_dir)
-        provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
         models = self.run_dir / "models"
         run_path = self.run_dir / "scores.parquet"
-        run_table = checked_table(
-            read_table(run_path, ": run `plasticc-jax evaluate` first"), run_path, models
-        )
+        # Read while no evaluate or train rewrites the run (they hold its lock): one running now
+        # is named, where its INCOMPLETE marker said "run evaluate again" (found by an audit).
+        with folder_lock(self.run_dir, "review", shared=True):
+            provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
+            run_table = checked_table(
+                read_table(run_path, ": run `plasticc-jax evaluate` first"), run_path, models
+            )
         table = (
             run_table
             if scores is None

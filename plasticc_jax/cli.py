@@ -579,9 +579,15 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
 
 
 def _file_system_problem(error: OSError) -> str:
-    """The one line for an OSError: a full disk says so and what to do, naming the file."""
+    """The one line for an OSError: a full disk, or a file where a folder goes, says so and what
+    to do, naming the file."""
     if error.errno in WRITE_ERRNOS and error.filename is not None:
         return f"{error.strerror} writing {error.filename}: make room there and run again"
+    if isinstance(error, (FileExistsError, NotADirectoryError)) and error.filename is not None:
+        path = Path(error.filename)
+        file = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        if file is not None:  # "[Errno 17] File exists: 'x'" for a run folder x/run, before
+            return f"{file} is a file, where a folder is needed: move it or choose another path"
     return str(error)
 
 

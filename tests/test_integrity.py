@@ -835,3 +835,14 @@ def test_score_names_its_output_on_a_full_disk_and_keeps_the_old_one(
     assert f"No space left on device writing {output}: make room" in one_error_line(capsys, "score")
     assert output.read_bytes() == before
     assert sorted(p.name for p in output.parent.iterdir()) == ["s.parquet", "s.rejected.csv"]
+
+
+def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):
+    """Found by an audit: `--run-dir x/run` with x a file was `[Errno 17] File exists: 'x'`."""
+    (tmp_path / "x").write_text("")
+    argv = ["train", "--config", "tiny", "--workdir", str(tmp_path), "--run-dir", "x/run"]
+    assert cli.main(argv) == 1
+    line = one_error_line(capsys, "train")
+    assert line.endswith(
+        f"{tmp_path / 'x'} is a file, where a folder is needed: move it or choose another path"
+    )

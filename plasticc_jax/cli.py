@@ -472,6 +472,15 @@ def _not_jax_info(record: logging.LogRecord) -> bool:
     return not record.name.startswith(("jax.", "jaxlib.", "distributed."))
 
 
+def _not_orbax_thread_error(record: logging.LogRecord) -> bool:
+    """Hide the traceback Orbax logs for each background thread of a failed checkpoint write
+    (about a hundred lines on a full disk, before the one-line error): the failure is raised
+    again where the write is awaited, and that is the error reported."""
+    return not (
+        record.name == "absl" and "_SignalingThread.run() raised an exception" in str(record.msg)
+    )
+
+
 def setup_logging(verbose: bool) -> None:
     """One handler on stderr; JAX's own INFO lines only with -v; no plugin tracebacks."""
     handler = logging.StreamHandler()
@@ -479,6 +488,7 @@ def setup_logging(verbose: bool) -> None:
         # A filter on our handler, not a level on the "jax" logger: JAX reads that level when
         # it is imported and then adds a handler of its own, which printed JAX's lines twice.
         handler.addFilter(_not_jax_info)
+        handler.addFilter(_not_orbax_thread_error)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

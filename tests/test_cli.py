@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -370,3 +371,18 @@ def test_what_orbax_reports_after_a_failed_read_is_not_printed() -> None:
     ):
         hook(types.SimpleNamespace(exc_type=type(error), exc_value=error, object=where))
     assert [str(u.exc_value) for u in shown] == ["a failure of our own"]
+
+
+def test_orbax_threads_tracebacks_of_a_failed_write_are_not_printed() -> None:
+    """Found by an audit: a checkpoint save on a full disk printed about a hundred lines of
+    Orbax's background threads' tracebacks before the one-line error (which names the failure)."""
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, "f.py", 1, msg, (), None)
+
+    thread = (
+        "[process=%d][thread=%s][operation_id=%s] _SignalingThread.run() raised an exception: %s"
+    )
+    assert not cli._not_orbax_thread_error(record("absl", thread))
+    assert cli._not_orbax_thread_error(record("absl", "another error of Orbax"))
+    assert cli._not_orbax_thread_error(record("plasticc_jax.train", thread))

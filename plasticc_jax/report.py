@@ -74,6 +74,11 @@ def _label(name: str, weights: dict[str, float]) -> str:
     return f"{label} (weight {weights[name]:.3f})" if name in weights else label
 
 
+def _table_head(caption: str, head: list[str]) -> list[str]:
+    """A table's caption (in italics) and its header lines."""
+    return [f"*{caption}*", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def markdown_tables(result: dict[str, Any]) -> str:
     """The metrics as markdown tables: per-class separation, ranking quality, depth."""
     classes = result["anomaly_classes_present"]
@@ -82,13 +87,11 @@ def markdown_tables(result: dict[str, Any]) -> str:
     head = ["method", "mean class AUROC", "AUROC all", "AP all"]
     head += [f"AUROC {class_name(c)}" for c in classes]
     head += [f"AP {class_name(c)}" for c in classes]
-    lines = [
-        "*Separation, test split: AUROC and average precision (AP) of each score, all anomalies "
-        "and each anomaly class against the known-class objects.*",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    lines = _table_head(
+        "Separation, test split: AUROC and average precision (AP) of each score, all anomalies "
+        "and each anomaly class against the known-class objects.",
+        head,
+    )
     for name, m in methods.items():
         row = [_label(name, weights), _fmt(m["mean_class_auroc"])]
         row += [_fmt(m["overall"]["auroc"]), _fmt(m["overall"]["ap"])]
@@ -104,15 +107,12 @@ def markdown_tables(result: dict[str, Any]) -> str:
     head = ["method", *(k.replace("_", " ") for k in keys)]
     real_keys = ("auroc", "ap", "precision_at_n_anomalies")
     head += [f"AUROC @{rate:.0%}", f"AP @{rate:.0%}", f"precision at k=n anomalies @{rate:.0%}"]
-    lines += [
-        "",
-        "*Ranking, test split: the share of the anomalies among the top-ranked objects (recall), "
+    ranking = (
+        "Ranking, test split: the share of the anomalies among the top-ranked objects (recall), "
         "the share of anomalies there (purity, precision), and at a realistic anomaly rate "
-        f"(anomalies subsampled to {rate:.0%}, mean ± std of the draws).*",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+        f"(anomalies subsampled to {rate:.0%}, mean ± std of the draws)."
+    )
+    lines += ["", *_table_head(ranking, head)]
     for name, m in methods.items():
         row = [_label(name, weights), *(_fmt(m["overall"][k]) for k in keys)]
         real = m.get("realistic")
@@ -127,15 +127,12 @@ def markdown_tables(result: dict[str, Any]) -> str:
     if depth:
         head = ["SNR tercile", "log10 peak S/N", "FPR val known", "FPR test known"]
         head += [f"AUROC {class_name(c)} (n)" for c in classes]
-        lines += [
-            "",
-            "*Depth: per signal-to-noise tercile (edges from the val known objects), the "
+        caption = (
+            "Depth: per signal-to-noise tercile (edges from the val known objects), the "
             "false-positive rate at the flag threshold and the fused score's AUROC per anomaly "
-            "class (n: its objects in the tercile).*",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
-        ]
+            "class (n: its objects in the tercile)."
+        )
+        lines += ["", *_table_head(caption, head)]
         for row_data in depth["terciles"]:
             span = _range(*row_data["log10_snr_range"])
             row = [["low", "middle", "high"][row_data["tercile"]], span]
@@ -184,14 +181,12 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
     head += [f"AUROC {class_name(c)}" for c in classes]
     head += [f"recall top 1% {class_name(c)}" for c in classes]
     head += ["flag rate known"]
-    lines = [
-        "*Early detection, test split: each object scored with its light curve as known that "
+    lines = _table_head(
+        "Early detection, test split: each object scored with its light curve as known that "
         "many days after its first detection (AUROC against the known classes, recall in the top "
-        "1%, and the share of known objects flagged).*",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+        "1%, and the share of known objects flagged).",
+        head,
+    )
     for row in early["rows"]:
         cells = [row["stage"], _fmt(row["mean_class_auroc"])]
         cells += [_fmt(row[f"auroc_{c}"]) for c in classes]
@@ -199,15 +194,12 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
         cells.append(f"{row['known_flag_rate']:.2%}")
         lines.append("| " + " | ".join(cells) + " |")
     head = ["class", "objects", "median days to first flag", "flagged at some stage"]
-    lines += [
-        "",
-        "*How early each anomaly class crosses the flag threshold: the median over its objects "
+    caption = (
+        "How early each anomaly class crosses the flag threshold: the median over its objects "
         "of the first stage that flags each (an object never flagged counts as later than every "
-        "stage).*",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+        "stage)."
+    )
+    lines += ["", *_table_head(caption, head)]
     for c in classes:
         entry = early["first_crossing"][str(c)]
         median = entry["median_days"]

@@ -299,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
         if labels is not None:
             from plasticc_jax.review.rescore import rerank_scored
 
-            rerank_scored(args.run, args.output, labels)
+            with folder_lock(args.output, "score"):  # as score writes it: one writer at a time
+                rerank_scored(args.run, args.output, labels)
         return 0
     if args.command == "review":
         return review(args)

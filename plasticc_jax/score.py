@@ -164,6 +164,27 @@ def score(
     make_output_folder(output.parent)
     if dask is not None:
         check_dataset_folder(output)
+    # One writer of an output at a time (`make score` writes <run>/scored.parquet whatever the
+    # inputs): a second is refused, naming the first, rather than one table installed beside
+    # the other's rejection list.
+    with folder_lock(output, "score"):
+        return _score(
+            run_dir, lightcurve_paths, metadata_paths, output, workers, dask, part_mb, as_of
+        )
+
+
+def _score(
+    run_dir: Path,
+    lightcurve_paths: Sequence[Path],
+    metadata_paths: Sequence[Path],
+    output: Path,
+    workers: int | None,
+    dask: str | None,
+    part_mb: float | None,
+    as_of: float | None,
+) -> Path:
+    """`score` after its checks, holding the output's lock."""
+    fmt = output_format(output)
     metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
     log_backend()
     if dask is not None:

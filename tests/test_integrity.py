@@ -834,7 +834,26 @@ def test_score_names_its_output_on_a_full_disk_and_keeps_the_old_one(
     assert cli.main(argv) == 1
     assert f"No space left on device writing {output}: make room" in one_error_line(capsys, "score")
     assert output.read_bytes() == before
-    assert sorted(p.name for p in output.parent.iterdir()) == ["s.parquet", "s.rejected.csv"]
+    names = sorted(p.name for p in output.parent.iterdir())
+    assert names == [".s.parquet.lock", "s.parquet", "s.rejected.csv"]  # the lock: see below
+
+
+def test_two_scores_of_one_output_are_one_at_a_time(tiny_run, tmp_path, capsys):
+    """Found by an audit: two scores writing one output (`make score`: <run>/scored.parquet
+    whatever the inputs) could leave one's table beside the other's rejection list."""
+    output = tmp_path / "out" / "s.parquet"
+    argv = score_argv(tiny_run.run_dir, tiny_run.workdir / "data" / "raw", output)
+    first = hold_lock(output, "score", "exclusive")
+    try:
+        assert cli.main(argv) == 2
+        assert f"{output} is in use by score (writing; pid {first.pid}" in one_error_line(
+            capsys, "score"
+        )
+        assert not output.exists()
+    finally:
+        first.kill()
+        first.wait()
+    assert cli.main(argv) == 0
 
 
 def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):

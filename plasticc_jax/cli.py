@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import os
 import sys
 import threading
 import warnings
@@ -21,7 +22,12 @@ from typing import Any, NoReturn
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io, interrupts
-from plasticc_jax.doctor import jax_setting_problem, out_of_memory_problem, use_compilation_cache
+from plasticc_jax.doctor import (
+    CACHE_DIR_ENV,
+    jax_setting_problem,
+    out_of_memory_problem,
+    use_compilation_cache,
+)
 from plasticc_jax.errors import UserError
 from plasticc_jax.interrupts import Terminated
 from plasticc_jax.io_utils import WRITE_ERRNOS, folder_lock
@@ -482,6 +488,29 @@ def _not_orbax_thread_error(record: logging.LogRecord) -> bool:
     )
 
 
+def _explaining_damaged_cache_entries(show: Callable[..., None]) -> Callable[..., None]:
+    """`warnings.showwarning`, with JAX's warning of a damaged compilation-cache entry (on
+    every run, with a traceback's file and line and no remedy) as one line saying what to do."""
+
+    def explained(message: Warning | str, category: type[Warning], *args: Any) -> None:
+        text = str(message)
+        if not text.startswith("Error reading persistent compilation cache entry"):
+            show(message, category, *args)
+            return
+        entry = text.split("'")[1] if text.count("'") >= 2 else "a function"
+        folder = os.environ.get(CACHE_DIR_ENV, "JAX's compilation cache folder")
+        log.warning(
+            "%s holds a damaged entry (%s): it is compiled anew on every run; delete that folder "
+            "to rebuild the cache (%s)",
+            folder,
+            entry,
+            text.partition(": ")[2][:200],
+        )
+
+    explained.explains_cache = True  # type: ignore[attr-defined]
+    return explained
+
+
 def setup_logging(verbose: bool) -> None:
     """One handler on stderr; JAX's own INFO lines only with -v; no plugin tracebacks."""
     handler = logging.StreamHandler()
@@ -500,6 +529,8 @@ def setup_logging(verbose: bool) -> None:
     from plasticc_jax.doctor import quiet_plugin_errors
 
     quiet_plugin_errors()
+    if not hasattr(warnings.showwarning, "explains_cache"):  # once per process
+        warnings.showwarning = _explaining_damaged_cache_entries(warnings.showwarning)
     if not verbose:
         sys.unraisablehook = _without_checkpoint_aftermath(sys.unraisablehook)
 

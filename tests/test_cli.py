@@ -386,3 +386,24 @@ def test_orbax_threads_tracebacks_of_a_failed_write_are_not_printed() -> None:
     assert not cli._not_orbax_thread_error(record("absl", thread))
     assert cli._not_orbax_thread_error(record("absl", "another error of Orbax"))
     assert cli._not_orbax_thread_error(record("plasticc_jax.train", thread))
+
+
+def test_a_damaged_compilation_cache_entry_says_what_to_do(monkeypatch, caplog) -> None:
+    """Found by an audit: JAX warned of a damaged cache entry on every run, with its own file
+    and line and no remedy; `doctor` said the cache was fine."""
+    shown: list[str] = []
+    show = cli._explaining_damaged_cache_entries(lambda message, *args: shown.append(message))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/cache/jax")
+    damaged = (
+        "Error reading persistent compilation cache entry for 'jit_train_step': error: Error -5 "
+        "while decompressing data: incomplete or truncated stream"
+    )
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax"):
+        show(UserWarning(damaged), UserWarning, "compiler.py", 782)
+        show("another warning", UserWarning, "x.py", 1)
+    assert shown == ["another warning"]
+    assert caplog.messages == [
+        "/cache/jax holds a damaged entry (jit_train_step): it is compiled anew on every run; "
+        "delete that folder to rebuild the cache (error: Error -5 while decompressing data: "
+        "incomplete or truncated stream)"
+    ]

@@ -479,13 +479,17 @@ def _not_jax_info(record: logging.LogRecord) -> bool:
     return not record.name.startswith(("jax.", "jaxlib.", "distributed."))
 
 
-def _not_orbax_thread_error(record: logging.LogRecord) -> bool:
-    """Hide the traceback Orbax logs for each background thread of a failed checkpoint write
-    (about a hundred lines on a full disk, before the one-line error): the failure is raised
-    again where the write is awaited, and that is the error reported."""
-    return not (
-        record.name == "absl" and "_SignalingThread.run() raised an exception" in str(record.msg)
-    )
+# What Orbax logs (through absl) that the command's own outcome already says, or that does not
+# matter to it: the traceback of each background thread of a failed checkpoint write (about a
+# hundred lines on a full disk, before the one-line error: the failure is raised again where the
+# write is awaited, and reported), and a step's damaged `_CHECKPOINT_METADATA` (Orbax's own record
+# of the step, which nothing here reads: the parameters are checked by their SHA-256).
+_ORBAX_NOISE = ("_SignalingThread.run() raised an exception", "Failed to json parse Metadata file")
+
+
+def _not_orbax_noise(record: logging.LogRecord) -> bool:
+    """Hide `_ORBAX_NOISE` (shown with -v)."""
+    return not (record.name == "absl" and any(noise in str(record.msg) for noise in _ORBAX_NOISE))
 
 
 def _explaining_damaged_cache_entries(show: Callable[..., None]) -> Callable[..., None]:
@@ -518,7 +522,7 @@ def setup_logging(verbose: bool) -> None:
         # A filter on our handler, not a level on the "jax" logger: JAX reads that level when
         # it is imported and then adds a handler of its own, which printed JAX's lines twice.
         handler.addFilter(_not_jax_info)
-        handler.addFilter(_not_orbax_thread_error)
+        handler.addFilter(_not_orbax_noise)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

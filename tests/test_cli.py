@@ -375,7 +375,8 @@ def test_what_orbax_reports_after_a_failed_read_is_not_printed() -> None:
 
 def test_orbax_threads_tracebacks_of_a_failed_write_are_not_printed() -> None:
     """Found by an audit: a checkpoint save on a full disk printed about a hundred lines of
-    Orbax's background threads' tracebacks before the one-line error (which names the failure)."""
+    Orbax's background threads' tracebacks before the one-line error (which names the failure);
+    a step's damaged `_CHECKPOINT_METADATA`, which nothing reads, an ERROR line."""
 
     def record(name: str, msg: str) -> logging.LogRecord:
         return logging.LogRecord(name, logging.ERROR, "f.py", 1, msg, (), None)
@@ -383,9 +384,11 @@ def test_orbax_threads_tracebacks_of_a_failed_write_are_not_printed() -> None:
     thread = (
         "[process=%d][thread=%s][operation_id=%s] _SignalingThread.run() raised an exception: %s"
     )
-    assert not cli._not_orbax_thread_error(record("absl", thread))
-    assert cli._not_orbax_thread_error(record("absl", "another error of Orbax"))
-    assert cli._not_orbax_thread_error(record("plasticc_jax.train", thread))
+    metadata = "Failed to json parse Metadata file: %s, file content: %s, error: %s"
+    assert not cli._not_orbax_noise(record("absl", thread))
+    assert not cli._not_orbax_noise(record("absl", metadata))
+    assert cli._not_orbax_noise(record("absl", "another error of Orbax"))
+    assert cli._not_orbax_noise(record("plasticc_jax.train", thread))
 
 
 def test_a_damaged_compilation_cache_entry_says_what_to_do(monkeypatch, caplog) -> None:

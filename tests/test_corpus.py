@@ -228,6 +228,7 @@ def test_score_accounts_for_every_object_with_no_nan(corpus, tiny_run, tmp_path,
     assert not stale.exists() and live.exists()
     holder.close()
     assert sorted(p.name for p in out.iterdir()) == [
+        ".scores.parquet.lock",
         ".tmp-score-running",
         "scores.parquet",
         "scores.rejected.csv",

@@ -163,6 +163,7 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
     assert (merged["flagged"][same] == merged["flagged_eval"][same]).all()
     assert (scored["split"] == "new").all()
     assert sorted(p.name for p in output.parent.iterdir()) == [
+        ".scores.parquet.lock",  # one writer at a time (`io_utils.folder_lock`)
         "scores.parquet",
         "scores.rejected.csv",
     ]  # no scratch files left behind

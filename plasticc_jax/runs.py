@@ -147,7 +147,9 @@ def read_config(run_dir: Path) -> Config:
         UserError: `run_dir` holds no `config.json` (not a trained run).
     """
     path = Path(run_dir) / "config.json"
-    if not path.is_file() and (Path(run_dir) / "checkpoints").is_dir():
+    checkpoints = Path(run_dir) / "checkpoints"
+    # An empty checkpoints/ (a train that failed before its first epoch) is no trained run.
+    if not path.is_file() and checkpoints.is_dir() and any(checkpoints.iterdir()):
         raise UserError(
             f"{path} is missing, but the run has checkpoints: run `plasticc-jax train` with its "
             "--config/--protocol options again, which writes it back as the run was trained"

@@ -865,3 +865,13 @@ def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):
     assert line.endswith(
         f"{tmp_path / 'x'} is a file, where a folder is needed: move it or choose another path"
     )
+
+
+def test_an_empty_checkpoints_folder_is_no_trained_run(tmp_path):
+    """Found by an audit: a train that failed before its first epoch left an empty
+    checkpoints/, and later stages said "config.json is missing, but the run has checkpoints"."""
+    from plasticc_jax import runs
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"run is not a run directory \(no config.json\)"):
+        runs.read_config(tmp_path / "run")

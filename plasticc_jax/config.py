@@ -514,7 +514,12 @@ def validate(config: Config) -> None:
         f"from {', '.join(COMPONENT_NAMES)}",
     )
     named = [str(item).partition(":")[0].strip() for item in ev.fusion]
-    each_once("eval.fusion", named)
+    need(
+        len(set(named)) == len(named),
+        "eval.fusion",
+        ",".join(ev.fusion),
+        "each component once",
+    )
     need(
         not ("head_maxprob" in named and not model.classifier_head),
         "eval.fusion",

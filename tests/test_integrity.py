@@ -255,7 +255,7 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.known_classes=90,90,42"], "data.known_classes='90,90,42': each one"),
         (
             ["--set", "eval.fusion=latent_knn:1,latent_knn:3"],
-            "eval.fusion='latent_knn,latent_knn': each one once",
+            "eval.fusion='latent_knn:1,latent_knn:3': each component once",  # as given
         ),
         (
             ["--set", "model.classifier_head=false", "--set", "eval.fusion=head_maxprob:1"],
@@ -870,8 +870,6 @@ def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):
 def test_an_empty_checkpoints_folder_is_no_trained_run(tmp_path):
     """Found by an audit: a train that failed before its first epoch left an empty
     checkpoints/, and later stages said "config.json is missing, but the run has checkpoints"."""
-    from plasticc_jax import runs
-
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(UserError, match=r"run is not a run directory \(no config.json\)"):
         runs.read_config(tmp_path / "run")

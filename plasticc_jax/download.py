@@ -169,7 +169,12 @@ def download(config: Config, workdir: Path) -> Path:
         f"could not fetch the PLAsTiCC training set into {raw}:\n"
         + "".join(f"  - {line}\n" for line in errors)
         + f"What to do: download {names} from {ZENODO_RECORD} and place them in {raw} by hand, "
-        f"or set {MIRROR_ENV} (or --set data.source=FOLDER) to a folder holding them, then rerun. "
+        + (
+            f"or set {MIRROR_ENV} (or --set data.source=FOLDER) to a folder holding them"
+            if config.data.source == "auto"
+            else "or --set data.source=FOLDER, a folder holding them"  # the variable is for auto
+        )
+        + ", then rerun. "
         f"Your own files also work: put Kaggle's training_set.csv and training_set_metadata.csv "
         f"in {raw}."
     )

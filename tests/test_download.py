@@ -469,6 +469,8 @@ def test_all_sources_failing_name_each_and_say_what_to_do(
     with pytest.raises(UserError) as error:
         dl.download(_config("zenodo"), tmp_path)
     assert "zenodo" in str(error.value) and "snmachine (" not in str(error.value)
+    assert dl.MIRROR_ENV not in str(error.value)  # read by `auto` only: set data.source instead
+    assert "--set data.source=FOLDER, a folder holding them, then rerun" in str(error.value)
     with pytest.raises(UserError, match=r"names the folder .*zenod, which does not exist"):
         dl.download(_config("zenod"), tmp_path)
 

@@ -327,12 +327,16 @@ def _build(
         "shard_sha256": {n: sha256_file(out / n) for names in shards.values() for n in names},
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    n_left_out = int(left_out.sum())
     log.info(
-        "wrote %s: %s objects (train %d, val %d, test %d), %d rejected",
+        "wrote %s: %s objects (train %d, val %d, test %d); %d not in it (%d left out by the "
+        "protocol, %d rejected), each with its reason in rejected.csv",
         out,
         n_out,
         *(manifest["objects"][s] for s in SPLITS),
         len(rejected),
+        n_left_out,
+        len(rejected) - n_left_out,
     )
 
 

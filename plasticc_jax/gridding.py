@@ -40,11 +40,12 @@ what the window misses (per band: the weighted mean flux and the standard deviat
 over amplitude, and the fraction of detected points; overall: log10 of the number of
 observations, log10(1 + days between the first and last detection) (0 with fewer than two
 detections), and the fraction of points inside the window); and the metadata a model may use:
-`ddf`, `hostgal_photoz`, `hostgal_photoz_err`, `distmod` (NaN for galactic objects, with the
-indicator `is_galactic` = hostgal_photoz == 0), `mwebv`. Then the physics and variability features
-of `plasticc_jax.features` (luminosity, timescales, colours, decline, variability). Not
-`ra`/`decl`: sky position is the survey footprint, not physics. Not `hostgal_specz`: it exists for
-few test objects (a train/test shift a model would learn). Never the truth columns.
+`ddf`, `hostgal_photoz`, `hostgal_photoz_err`, `distmod` (NaN for galactic objects, also where
+the input gives one, with the indicator `is_galactic` = hostgal_photoz == 0), `mwebv`. Then the
+physics and variability features of `plasticc_jax.features` (luminosity, timescales, colours,
+decline, variability). Not `ra`/`decl`: sky position is the survey footprint, not physics. Not
+`hostgal_specz`: it exists for few test objects (a train/test shift a model would learn). Never
+the truth columns.
 
 Objects that cannot be gridded get a rejection code (`REASONS`, first reason wins). Labels stay
 outside the kernel: `is_anomaly` comes out False and is set where splits are made (prepare, score).
@@ -428,6 +429,10 @@ def _grid_valid(
     in_window = np.bincount(o, inside, minlength=m) / counts
 
     ddf, photoz, photoz_err, distmod, mwebv = meta.astype(np.float64).T
+    # A galactic object (photoz 0) has no distance here, whatever the input gives (a star's
+    # parallax distance): the model knew none for them (PLAsTiCC's are all missing), and one given
+    # made an ordinary eclipsing binary a flagged anomaly through distmod and peak_abs_mag.
+    distmod = np.where(photoz == 0, np.nan, distmod)
     physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
     values = np.column_stack(

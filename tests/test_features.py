@@ -146,3 +146,16 @@ def test_map_row_slices_cuts_contiguous_slices_of_at_least_min_rows(monkeypatch)
     assert spans(19, 10) == [(0, 19)]  # two slices would be under 10 rows
     assert spans(30, 10) == [(0, 10), (10, 20), (20, 30)]
     assert spans(1000, 10) == [(0, 250), (250, 500), (500, 750), (750, 1000)]  # one a core
+
+
+def test_a_galactic_objects_distmod_is_ignored():
+    # Audit: a galactic object (photoz 0) given a distmod (a star's distance) got a distmod and
+    # peak_abs_mag that no galactic training object has (PLAsTiCC's are missing): an ordinary EB
+    # went from 0.12 to 4.7, flagged. Both stay undefined, as without one.
+    lcs = transient()
+    given, _ = grid_lightcurves(lcs, metadata(distmod=10.0, photoz=0.0), DataConfig())
+    missing, _ = grid_lightcurves(lcs, metadata(distmod=np.nan, photoz=0.0), DataConfig())
+    np.testing.assert_array_equal(given.features, missing.features)
+    assert np.isnan(named(given)["peak_abs_mag"]) and np.isnan(named(given)["distmod"])
+    extragalactic, _ = grid_lightcurves(lcs, metadata(distmod=40.0, photoz=0.2), DataConfig())
+    assert named(extragalactic)["distmod"] == pytest.approx(40.0)  # kept where it means something

@@ -435,7 +435,7 @@ def _grid_valid(
     distmod = np.where(photoz == 0, np.nan, distmod)
     physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
-    values = np.column_stack(
+    features_64 = np.column_stack(
         [
             np.log10(amplitude),
             np.log10(counts),
@@ -453,7 +453,11 @@ def _grid_valid(
             physics,
             variability,
         ]
-    ).astype(np.float32)
+    )
+    # A feature beyond float32 (a reduced chi-square of an impossible S/N, above 1e19) becomes inf
+    # and rejects its object (`_non_finite_output`), with the reason instead of NumPy's warning.
+    with np.errstate(over="ignore"):
+        values = features_64.astype(np.float32)
     shape = (m, NB, n_t)
     return LightCurveArrays(
         object_id=rows.object_id[starts].astype(np.int64),

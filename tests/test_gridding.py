@@ -5,10 +5,13 @@ Objects are gridded through `streaming.grid_lightcurves`, the kernel's in-memory
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from plasticc_jax import gridding
 from plasticc_jax.config import DataConfig
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.streaming import NO_LIGHTCURVE, grid_lightcurves
@@ -135,3 +138,16 @@ def test_bin_centres_are_those_of_the_grid():
     )
     arrays, _ = grid_lightcurves(lightcurves, metadata, data)
     assert np.flatnonzero(arrays.mask[0, 2]).tolist() == [0, 2, 5, 7]
+
+
+def test_a_feature_beyond_float32_rejects_its_object_without_a_numpy_warning():
+    # Audit: flux x1e20 at the same errors (S/N 1e21) has reduced chi-squares of 1e40, beyond
+    # float32: the object was rejected with its reason, but NumPy's "overflow encountered in
+    # cast" (with the source line) was printed as well.
+    lcs, meta = hand_made()
+    bright = lcs.assign(flux=lcs["flux"] * 1e20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arrays, rejected = grid_lightcurves(bright, meta, DATA)
+    assert len(arrays) == 0
+    assert rejected["reason"].tolist() == [gridding.NON_FINITE_OUTPUT]

@@ -74,7 +74,12 @@ def _folder(text: str) -> Path:
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="default", help="preset name or path (configs/*.py)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="preset name or path (configs/*.py; default: default; `evaluate --run-dir` without "
+        "it: the run's own config, evaluation settings included)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -105,8 +110,11 @@ def _add_dask_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_config(args: argparse.Namespace) -> config_lib.Config:
-    config = config_io.load_preset(args.config)
+def build_config(
+    args: argparse.Namespace, base: config_lib.Config | None = None
+) -> config_lib.Config:
+    """The preset (or `base`, a run's own config) with the command line's settings."""
+    config = base if base is not None else config_io.load_preset(args.config or "default")
     overrides = list(args.overrides)
     for flag, target in SHORTCUTS.items():
         value = getattr(args, flag, None)
@@ -313,8 +321,16 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "replay":
         return replay(args)
 
-    config = build_config(args)
     workdir = args.workdir.resolve()
+    base = None
+    if args.command == "evaluate" and args.config is None and args.run_dir is not None:
+        # `evaluate --run-dir RUN`: the run as it was trained, its evaluation settings too (the
+        # default preset's were used: an early run fused with the default fusion); --set and
+        # --config still choose others.
+        from plasticc_jax import runs
+
+        base = runs.read_config(workdir / args.run_dir)
+    config = build_config(args, base)
     if args.command in ("train", "evaluate"):
         # The stage takes the run directory's lock too; taking it before JAX is imported refuses
         # a second writer at once.

@@ -285,3 +285,29 @@ def test_evaluation_settings_unlike_the_runs_are_named(tiny_run, tmp_path, monke
     with caplog.at_level("INFO", logger="plasticc_jax"), pytest.raises(Stop):
         evaluate.evaluate(tiny_config("eval.knn_neighbours=7"), workdir)
     assert "evaluation settings given now, not the run's: eval.knn_neighbours=7" in caplog.text
+
+
+def test_evaluate_run_dir_without_config_takes_the_runs_own_settings(
+    tiny_run, tmp_path, monkeypatch
+):
+    """`evaluate --run-dir RUN` evaluated with the default preset's evaluation settings (an
+    early run with the default fusion), where the README says "with the run's own settings";
+    now the run's, unless --config or --set chooses others."""
+    from conftest import copy_project
+
+    from plasticc_jax import cli
+
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    run = str(tiny_config().run_path)
+    used = []
+
+    def stop(run_dir, config):
+        used.append(config.eval.knn_neighbours)
+        raise UserError("stopped")
+
+    monkeypatch.setattr(evaluate, "_training", stop)
+    common = ["evaluate", "--workdir", str(workdir), "--run-dir", run]
+    for extra in ([], ["--set", "eval.knn_neighbours=4"], ["--config", "default"]):
+        assert cli.main([*common, *extra]) == 2
+    # tiny's 5 (the run's), a --set, and the default preset's 10 when it is asked for.
+    assert used == [5, 4, 10]

@@ -79,7 +79,9 @@ def load_preset(name: str) -> Config:
     try:
         spec.loader.exec_module(module)
         config = module.get_config()
-    except Exception as error:  # the preset is the user's own Python: say where it failed
+    # The preset is the user's own Python: say where it failed (sys.exit in it too, which
+    # ended the command with no message).
+    except (Exception, SystemExit) as error:
         where = f", line {error.lineno}" if isinstance(error, SyntaxError) else ""
         raise ConfigError(
             f"{path}{where}: the preset failed to load ({type(error).__name__}: {error}); it must "

@@ -154,6 +154,7 @@ def test_presets_resolve_outside_the_project(
         ("def get_config(:\n", r"mine.py, line 1: the preset failed to load \(SyntaxError"),
         ("CONFIG = 1\n", r"mine.py: the preset failed to load \(AttributeError"),
         ("import no_such_module\n", r"mine.py: the preset failed to load \(ModuleNotFoundError"),
+        ("import sys\nsys.exit(3)\n", r"mine.py: the preset failed to load \(SystemExit: 3"),
     ]:
         preset.write_text(text)
         with pytest.raises(UserError, match=message):

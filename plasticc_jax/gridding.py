@@ -89,6 +89,16 @@ GRID_FEATURE_NAMES: tuple[str, ...] = (
 # Every per-object feature, in the order of `LightCurveArrays.features`: the grid's summaries and
 # the metadata, then the light-curve features of `plasticc_jax.features`.
 FEATURE_NAMES: tuple[str, ...] = (*GRID_FEATURE_NAMES, *features.FEATURE_NAMES)
+
+
+def never_detected(values: np.ndarray) -> np.ndarray:
+    """(m,) bool: the objects of raw features `values` (m, len(FEATURE_NAMES)) without a point
+    flagged `detected` or at S/N >= DETECTION_SNR (the first detection's rule)."""
+    n_detected = values[:, FEATURE_NAMES.index("log10_n_detected")]
+    peak_snr = values[:, FEATURE_NAMES.index("log10_peak_snr")]
+    return (n_detected == 0) & (peak_snr < np.log10(DETECTION_SNR))
+
+
 # Metadata values given with each chunk, in this order (the last columns of FEATURE_NAMES).
 META_VALUES: tuple[str, ...] = ("ddf", "hostgal_photoz", "hostgal_photoz_err", "distmod", "mwebv")
 

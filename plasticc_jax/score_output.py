@@ -76,6 +76,7 @@ def write_unranked(
     score_parts: list[np.ndarray] = []
     scored_ids: list[np.ndarray] = []
     rejected_parts: list[pd.DataFrame] = []
+    n_never_detected = 0
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     try:
@@ -97,6 +98,8 @@ def write_unranked(
             writer.write_table(table)
             score_parts.append(frame["anomaly_score"].to_numpy())
             scored_ids.append(frame["object_id"].to_numpy(np.int64))
+            never = arrays.object_id[gridding.never_detected(arrays.features)]
+            n_never_detected += int(np.isin(scored_ids[-1], never).sum())
         if writer is None:  # nothing could be scored: an empty table with the same columns
             n_times = scorer.config.data.n_time_bins
             empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
@@ -106,6 +109,14 @@ def write_unranked(
     finally:
         if writer is not None:
             writer.close()
+    if n_never_detected:  # every training object has detections: noise is unlike them all
+        log.warning(
+            "%d scored objects were never detected (no point flagged detected or at S/N >= %g): "
+            "their scores say how unlike the known classes their noise is, not that a transient "
+            "is there (score --as-of and replay reject them; docs/evaluation.md)",
+            n_never_detected,
+            gridding.DETECTION_SNR,
+        )
     scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
     ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
     return scores, ids, rejected_parts

@@ -112,7 +112,7 @@ def test_figures_and_report_exist(tiny_run, tmp_path: Path):
         assert (run_dir / "models" / name).is_file()
 
 
-def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
+def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path, caplog):
     """Scoring the training files again reproduces evaluate's scores; extra inputs are either
     scored or listed as rejected."""
     raw = tiny_run.workdir / "data" / "raw"
@@ -137,10 +137,18 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path):
         "--output",
         str(output),
     ]
-    assert cli.main(args) == 0
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        assert cli.main(args) == 0
     scored = pd.read_parquet(output)
     rejected = pd.read_csv(tmp_path / "out" / "scores.rejected.csv")
     assert 999_999 in set(rejected["object_id"])
+    # The synthetic objects never detected (no flag, no point at S/N >= 5) are scored and said.
+    rows = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    seen = rows["detected_bool"].astype(bool) | (rows["flux"] / rows["flux_err"] >= 5)
+    never = set(seen.groupby(rows["object_id"]).any().loc[lambda d: ~d].index)
+    n_never = len(never & set(scored["object_id"]))
+    assert n_never > 0
+    assert f"{n_never} scored objects were never detected" in caplog.text
     assert scored.loc[scored["object_id"].isin(unlabelled), "target"].tolist() == [-1, -1]
     ids = np.concatenate([scored["object_id"], rejected["object_id"]])
     assert sorted(ids) == sorted([*meta["object_id"].tolist(), 999_999])

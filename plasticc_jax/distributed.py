@@ -474,7 +474,8 @@ def named_sources(
     parts: Sequence[FilePart], rejected: Sequence[pd.DataFrame], lightcurve_paths: Sequence[Path]
 ) -> list[pd.DataFrame]:
     """Each part's rejections (`source`: its file's name, all a worker sees) with the file named
-    as without Dask (`streaming.source_names` of every input: two files of one name by path)."""
+    as without Dask (`streaming.source_names` of every input: two files of one name by path).
+    Rows of another source (the model's, `scoring.MODEL_SOURCE`) keep theirs."""
     names = dict(
         zip(
             (Path(p).absolute() for p in lightcurve_paths),
@@ -482,10 +483,14 @@ def named_sources(
             strict=True,
         )
     )
-    return [
-        frame.assign(source=names.get(part.path, part.path.name)) if len(frame) else frame
-        for part, frame in zip(parts, rejected, strict=True)
-    ]
+    named = []
+    for part, frame in zip(parts, rejected, strict=True):
+        if len(frame):
+            own = frame["source"] == part.path.name
+            name = names.get(part.path, part.path.name)
+            frame = frame.assign(source=frame["source"].where(~own, name))
+        named.append(frame)
+    return named
 
 
 def check_unique(parts: Sequence[FilePart], seen: Sequence[np.ndarray]) -> np.ndarray:

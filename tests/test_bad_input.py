@@ -467,3 +467,24 @@ def test_score_dask_names_files_of_one_name_as_score_does(tmp_path):
     assert [list(f["source"]) for f in named] == [[str(a)], [], [str(b)], [str(c)]]
     named = distributed.named_sources(parts[3:], frames[3:], [c])
     assert list(named[0]["source"]) == ["other.csv"]
+
+
+def test_score_dask_keeps_the_models_rejections_named_model(tmp_path):
+    """A part's rejections hold the model's too (`Scorer.table`: non-finite outputs, NaN
+    scores, source `model`, as without Dask); only the file's own rows take its path."""
+    import pandas as pd
+
+    from plasticc_jax import distributed
+    from plasticc_jax.lightcurve_rows import FilePart
+    from plasticc_jax.scoring import MODEL_SOURCE
+
+    a, b = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv"
+    parts = [FilePart(p.absolute(), 0, None) for p in (a, b)]
+    frames = [
+        pd.DataFrame(
+            {"object_id": [1, 2], "reason": ["x", "y"], "source": ["lc.csv", MODEL_SOURCE]}
+        ),
+        pd.DataFrame({"object_id": [3], "reason": ["y"], "source": [MODEL_SOURCE]}),
+    ]
+    named = distributed.named_sources(parts, frames, [a, b])
+    assert [list(f["source"]) for f in named] == [[str(a), MODEL_SOURCE], [MODEL_SOURCE]]

@@ -292,14 +292,20 @@ def run(args: argparse.Namespace) -> int:
                 "(pd.read_parquet) to one .parquet file and rank it with "
                 "plasticc_jax.review.rescore.rerank_scored"
             )
-        labels = None
+        rerank = None
         if args.review_labels is not None:
             from plasticc_jax.review.labels import LABELS_FILE
-            from plasticc_jax.review.rescore import check_labels
+            from plasticc_jax.review.rescore import check_labels, rerank_scored
 
             labels = args.run / LABELS_FILE if args.review_labels is True else args.review_labels
             check_labels(labels)  # before scoring: a bad labels file must not cost a whole run
-        # score logs the backend itself, after the checks that need no JAX.
+
+            def rerank(output: Path) -> None:
+                rerank_scored(args.run, output, labels)
+
+        # score logs the backend itself, after the checks that need no JAX. The re-ranking runs
+        # under the output's lock that scoring took: another score cannot replace the table in
+        # between (its lock was released and taken again).
         score(
             args.run,
             args.lightcurves,
@@ -309,12 +315,8 @@ def run(args: argparse.Namespace) -> int:
             dask=args.dask,
             part_mb=args.part_mb,
             as_of=args.as_of,
+            then=rerank,
         )
-        if labels is not None:
-            from plasticc_jax.review.rescore import rerank_scored
-
-            with folder_lock(args.output, "score"):  # as score writes it: one writer at a time
-                rerank_scored(args.run, args.output, labels)
         return 0
     if args.command == "review":
         return review(args)

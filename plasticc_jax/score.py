@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from plasticc_jax import interrupts, plasticc, readers, runs, scoring
@@ -120,6 +120,7 @@ def score(
     dask: str | None = None,
     part_mb: float | None = None,
     as_of: float | None = None,
+    then: Callable[[Path], object] | None = None,
 ) -> Path:
     """Score light-curve files with a trained, evaluated run; returns the output path.
 
@@ -141,6 +142,8 @@ def score(
             observations by then, is rejected with that reason. Not with `dask`. Works
             with any run; a run trained with partial light curves (`configs/early.py`) is the
             one meant for it (docs/early.md).
+        then: called with the output once it is written, still under the output's lock
+            (`score --review-labels` re-ranks it: no other score may replace it in between).
 
     Raises:
         UserError: not a trained and evaluated run (or one whose detector does not belong to its
@@ -168,9 +171,12 @@ def score(
     # inputs): a second is refused, naming the first, rather than one table installed beside
     # the other's rejection list.
     with folder_lock(output, "score"):
-        return _score(
+        written = _score(
             run_dir, lightcurve_paths, metadata_paths, output, workers, dask, part_mb, as_of
         )
+        if then is not None:
+            then(written)
+        return written
 
 
 def _score(

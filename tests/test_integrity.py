@@ -856,6 +856,44 @@ def test_two_scores_of_one_output_are_one_at_a_time(tiny_run, tmp_path, capsys):
     assert cli.main(argv) == 0
 
 
+def test_score_review_labels_reranks_under_the_lock_scoring_took(tmp_path, monkeypatch):
+    """`score --review-labels` let go of the output's lock between scoring and re-ranking:
+    another score of the output could take it there (the re-ranking then refused, or run on
+    the other's table). Now one hold covers both."""
+    import contextlib
+
+    from plasticc_jax import io_utils
+    from plasticc_jax import score as score_module
+    from plasticc_jax.review import rescore
+
+    inputs = [tmp_path / name for name in ("lc.csv", "meta.csv", "labels.jsonl")]
+    for path in inputs:
+        path.write_text("")
+    output = tmp_path / "out" / "s.parquet"
+    events = []
+
+    @contextlib.contextmanager
+    def recorded(folder, stage, *, shared=False):
+        with io_utils.folder_lock(folder, stage, shared=shared):
+            events.append(f"lock {Path(folder).name}")
+            yield
+            events.append(f"unlock {Path(folder).name}")
+
+    def scored(run_dir, lightcurves, metadata, out, *rest):
+        events.append("score")
+        return out
+
+    for module in (cli, score_module):
+        monkeypatch.setattr(module, "folder_lock", recorded, raising=False)
+    monkeypatch.setattr(score_module, "_score", scored)
+    monkeypatch.setattr(rescore, "check_labels", lambda path: None)
+    monkeypatch.setattr(rescore, "rerank_scored", lambda *args: events.append("rerank"))
+    argv = ["score", "--run", str(tmp_path / "run"), "--output", str(output)]
+    argv += ["--lightcurves", str(inputs[0]), "--metadata", str(inputs[1])]
+    assert cli.main([*argv, "--review-labels", str(inputs[2])]) == 0
+    assert events == ["lock s.parquet", "score", "rerank", "unlock s.parquet"]
+
+
 def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):
     """Found by an audit: `--run-dir x/run` with x a file was `[Errno 17] File exists: 'x'`."""
     (tmp_path / "x").write_text("")

@@ -22,7 +22,7 @@ import re
 import shutil
 import subprocess
 import traceback
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,7 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
     (`JAX_ENABLE_COMPILATION_CACHE=false`); call before JAX is imported. Child processes (Dask
     workers) inherit it. Returns the folder used, None where none is set here.
     """
-    # JAX's own false values (`bool_env`): with "no" or "off" the cache was off, yet doctor
-    # named a folder (an audit).
-    off = ("n", "no", "f", "false", "off", "0")
-    if CACHE_DIR_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in off:
+    if CACHE_DIR_ENV in environ or _cache_turned_off(environ):
         return None
     xdg = environ.get("XDG_CACHE_HOME", "")
     try:
@@ -103,6 +100,13 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
     environ[CACHE_DIR_ENV] = str(folder)
     environ.setdefault(CACHE_SIZE_ENV, str(CACHE_MAX_BYTES))
     return folder
+
+
+def _cache_turned_off(environ: Mapping[str, str]) -> bool:
+    """Whether JAX_ENABLE_COMPILATION_CACHE is one of JAX's own false values (`bool_env`): with
+    "no" or "off" the cache was off, yet doctor named a folder (an audit)."""
+    off = ("n", "no", "f", "false", "off", "0")
+    return environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in off
 
 
 # JAX's logger for plugin discovery, and the start of the record it writes when a plugin fails.
@@ -357,7 +361,9 @@ def doctor(expect_gpu: bool = False) -> int:
     for name in JAX_ENV:
         if name in os.environ:
             print(f"{name}={os.environ[name]}")
-    print(f"compilation cache: {os.environ.get(CACHE_DIR_ENV) or 'off (every run compiles)'}")
+    # Off when JAX is told so, whatever folder is named (one of the user's own included).
+    cache = None if _cache_turned_off(os.environ) else os.environ.get(CACHE_DIR_ENV)
+    print(f"compilation cache: {cache or 'off (every run compiles)'}")
 
     devices = jax_devices()
     backend = jax.default_backend()

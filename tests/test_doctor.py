@@ -224,6 +224,19 @@ def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) ->
     assert doctor_lib.CACHE_DIR_ENV not in environ
 
 
+def test_doctor_reports_a_cache_turned_off_as_off(capsys, monkeypatch) -> None:
+    """JAX_ENABLE_COMPILATION_CACHE=off (or false) with a folder of one's own: JAX uses no
+    cache, yet doctor named the folder."""
+    monkeypatch.setenv(doctor_lib.CACHE_DIR_ENV, "/mine")
+    for off in ("off", "false"):
+        monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", off)
+        assert doctor_lib.doctor(expect_gpu=False) == 0
+        assert "compilation cache: off (every run compiles)" in capsys.readouterr().out
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true")
+    assert doctor_lib.doctor(expect_gpu=False) == 0
+    assert "compilation cache: /mine" in capsys.readouterr().out
+
+
 def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch) -> None:
     """Found by an audit: XDG_CACHE_HOME=relcache made a cache folder in every folder a command
     ran from; the XDG spec calls a relative path invalid, to be ignored."""

@@ -45,6 +45,7 @@ from plasticc_jax.score_output import (
     ranked_schema,
     rejected_path,
     warn_if_none_scored,
+    warn_never_detected,
     write_ranked,
     write_unranked,
 )
@@ -68,6 +69,7 @@ class _ScoredPart:
     rejected: pd.DataFrame
     rows: int
     flagged: int
+    never_detected: int  # scored objects never detected (`write_unranked`)
     schema: pa.Schema | None  # of the unranked table; None when it is empty
 
 
@@ -78,17 +80,24 @@ def _score_part(task: _ScoreTask, scorer: scoring.Scorer) -> _ScoredPart:
     index, _, _ = distributed.worker_metadata(task.stamp, None)
     path = Path(task.unranked)
 
-    def consume(grids: Iterator) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
+    def consume(grids: Iterator) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int]:
         with atomic_path(path) as tmp:
             return write_unranked(grids, scorer, tmp)
 
-    (scores, ids, rejected), seen, rows = distributed.run_part(
+    (scores, ids, rejected, never_detected), seen, rows = distributed.run_part(
         task.part, index, scorer.config.data, task.workers, consume
     )
     flagged = int(scorer.detector.flag(scores).sum())
     schema = pq.read_schema(path) if scores.size else None
     return _ScoredPart(
-        scores, ids, seen, streaming.concat_rejections(rejected), rows, flagged, schema
+        scores,
+        ids,
+        seen,
+        streaming.concat_rejections(rejected),
+        rows,
+        flagged,
+        never_detected,
+        schema,
     )
 
 
@@ -250,5 +259,6 @@ def score(
         output,
         rejected_path(output),
     )
+    warn_never_detected(sum(r.never_detected for r in results))
     warn_if_none_scored(scores.size, rejected, output)
     return output

@@ -45,6 +45,7 @@ from plasticc_jax.score_output import (
     output_format,
     rejected_path,
     warn_if_none_scored,
+    warn_never_detected,
     write_ranked,
     write_unranked,
 )
@@ -227,7 +228,7 @@ def _score(
             metadata=metadata,
             as_of=as_of,
         )
-        scores, scored_ids, rejected_parts = write_unranked(
+        scores, scored_ids, rejected_parts, never_detected = write_unranked(
             grids, scorer, unranked, days_since_detection=as_of is not None
         )
         rejected = concat_rejections(rejected_parts)
@@ -252,5 +253,6 @@ def _score(
         output,
         rejected_path(output),
     )
+    warn_never_detected(never_detected)
     warn_if_none_scored(scores.size, rejected, output)
     return output

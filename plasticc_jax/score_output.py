@@ -63,15 +63,16 @@ def write_unranked(
     path: Path,
     *,
     days_since_detection: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame]]:
+) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int]:
     """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
     (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
     With `days_since_detection` (`score --as-of`), the table has that column (second), from the
     gridded objects' `stage` (`early.grid_as_of`).
 
     Returns:
-        The objects' `anomaly_score`s (n,) and object ids (n,) in table order, and the rejection
-        frames (the stream's and the model's).
+        The objects' `anomaly_score`s (n,) and object ids (n,) in table order, the rejection
+        frames (the stream's and the model's), and how many scored objects were never detected
+        (`warn_never_detected`).
     """
     score_parts: list[np.ndarray] = []
     scored_ids: list[np.ndarray] = []
@@ -109,6 +110,14 @@ def write_unranked(
     finally:
         if writer is not None:
             writer.close()
+    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
+    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
+    return scores, ids, rejected_parts, n_never_detected
+
+
+def warn_never_detected(n_never_detected: int) -> None:
+    """Warn of scored objects never detected (`write_unranked`'s count; under Dask the sum of
+    the parts', on the driver, where the user sees it)."""
     if n_never_detected:  # every training object has detections: noise is unlike them all
         log.warning(
             "%d scored objects were never detected (no point flagged detected or at S/N >= %g): "
@@ -117,9 +126,6 @@ def write_unranked(
             n_never_detected,
             gridding.DETECTION_SNR,
         )
-    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
-    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
-    return scores, ids, rejected_parts
 
 
 def check_dataset_folder(output: Path) -> None:

@@ -108,10 +108,19 @@ def _score_on_cluster(tiny_run, cluster, raw: Path, output: Path) -> Path:
 
 
 def test_score_on_the_cluster_gives_the_single_process_table(
-    tiny_run, cluster, raw, one_process, tmp_path
+    tiny_run, cluster, raw, one_process, tmp_path, caplog
 ):
-    output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        output = _score_on_cluster(tiny_run, cluster, raw, tmp_path / "scores.parquet")
     expected, expected_rejected = one_process
+    # The objects never detected are counted over all parts, on the driver (each worker warned
+    # of its own part's, in its own log, before).
+    rows = pd.concat(readers.read_lightcurves(p) for p in raw.glob("*lightcurves*"))
+    seen = rows["detected"] | (rows["flux"] / rows["flux_err"] >= 5)
+    never = seen.groupby(rows["object_id"]).any().loc[lambda d: ~d].index
+    n_never = int(expected["object_id"].isin(never).sum())
+    assert n_never > 0
+    assert f"{n_never} scored objects were never detected" in caplog.text
     _assert_same_table(pd.read_parquet(output), expected)
     rejected = pd.read_csv(tmp_path / "scores.rejected.csv")
     pd.testing.assert_frame_equal(rejected, expected_rejected)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import logging
 import math
@@ -646,7 +647,12 @@ def _file_system_problem(error: OSError) -> str:
     """The one line for an OSError: a full disk, or a file where a folder goes, says so and what
     to do, naming the file."""
     if error.errno in WRITE_ERRNOS and error.filename is not None:
-        return f"{error.strerror} writing {error.filename}: make room there and run again"
+        remedy = (  # over the file system's size limit for one file: room does not help
+            "that file system takes no file this large: write to another one"
+            if error.errno == errno.EFBIG
+            else "make room there and run again"
+        )
+        return f"{error.strerror} writing {error.filename}: {remedy}"
     if isinstance(error, (FileExistsError, NotADirectoryError)) and error.filename is not None:
         path = Path(error.filename)
         file = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)

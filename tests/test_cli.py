@@ -411,3 +411,13 @@ def test_a_damaged_compilation_cache_entry_says_what_to_do(monkeypatch, caplog) 
         "delete that folder to rebuild the cache (error: Error -5 while decompressing data: "
         "incomplete or truncated stream)"
     ]
+
+
+def test_a_file_over_the_file_systems_size_limit_is_not_told_to_make_room():
+    """EFBIG (a FAT32 stick's 4 GiB) is no full disk: room does not help, another disk does."""
+    import errno
+
+    full = cli._file_system_problem(OSError(errno.ENOSPC, "No space left on device", "/x/a"))
+    large = cli._file_system_problem(OSError(errno.EFBIG, "File too large", "/x/a"))
+    assert full == "No space left on device writing /x/a: make room there and run again"
+    assert large.startswith("File too large writing /x/a: that file system takes no file")

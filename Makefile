@@ -49,7 +49,9 @@ validate: $(INSTALLED)
 	$(CLI) validate $(STAGE_ARGS)
 
 # Score light-curve files (grouped by object) with the trained and evaluated run of CONFIG and
-# PROTOCOL (RUN=folder for another); by default the PLAsTiCC test set, if it is in data/raw.
+# PROTOCOL (RUN=folder for another, as for a protocol set in ARGS or by a preset of your own:
+# the folder's name comes from these two variables); by default the PLAsTiCC test set, if it is
+# in data/raw.
 RUN ?= runs/$(CONFIG)-$(or $(PROTOCOL),rare)
 LIGHTCURVES ?= $(wildcard data/raw/plasticc_test_lightcurves_*.csv.gz)
 METADATA ?= $(wildcard data/raw/plasticc_test_metadata.csv.gz)

@@ -775,6 +775,25 @@ def test_a_score_table_may_be_a_folder_of_parts_with_flags_as_text(tiny_run, tmp
         Pool(tiny_run.run_dir, scores=tmp_path / "missing.csv", curves=False)
 
 
+@pytest.mark.parametrize("change", ["more", "fewer"])
+def test_a_score_table_of_another_latent_space_is_one_line(
+    tiny_run, tmp_path: Path, change: str
+) -> None:
+    # A table of another run (another latent_dim): more latent means than the run's was a
+    # KeyError traceback, fewer gave neighbours and class guesses in part of this run's space.
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    latents = active.latent_columns(list(table.columns))
+    if change == "more":
+        table[f"mu_{len(latents)}"] = 0.5
+    else:
+        table = table.drop(columns=latents[-1])
+    path = tmp_path / "scores.parquet"
+    table.to_parquet(path, index=False)
+    with pytest.raises(UserError, match=re.escape(f"the score table {path} has ")) as error:
+        Pool(tiny_run.run_dir, scores=path, curves=False)
+    assert f"(mu_*) where the run {tiny_run.run_dir} has {len(latents)}:" in str(error.value)
+
+
 def test_a_second_review_of_the_same_labels_is_refused(tiny_run, tmp_path: Path) -> None:
     from plasticc_jax.review.server import open_review
 

@@ -218,6 +218,7 @@ class Pool:
             if scores is None
             else checked_table(read_table(Path(scores)), Path(scores), models)
         )
+        _check_latents(table, scores, run_table, self.run_dir)
         table = table.iloc[pool_rows(table)]
         if top is not None:
             if top < 1:
@@ -340,6 +341,26 @@ class Pool:
                 "percentile": round(100.0 * float(np.mean(values <= value)), 1),
             }
         return out
+
+
+def _check_latents(
+    table: pd.DataFrame, source: Path | None, run_table: pd.DataFrame, run_dir: Path
+) -> None:
+    """Refuse a score table whose latent means are not the run's (a table of another run: its
+    neighbours and class guess would be looked up in this run's latent space).
+
+    Raises:
+        UserError: the table's `mu_*` columns are not the run's (a table without any is kept).
+    """
+    theirs = active.latent_columns(list(table.columns))
+    mine = active.latent_columns(list(run_table.columns))
+    if source is None or not theirs or theirs == mine:
+        return
+    raise UserError(
+        f"the score table {source} has {len(theirs)} latent means (mu_*) where the run "
+        f"{run_dir} has {len(mine)}: a table of another run? Review a table this run wrote (its "
+        f"scores.parquet, or one of `plasticc-jax score --run {run_dir}`)"
+    )
 
 
 def _class_label(value: Any) -> str:

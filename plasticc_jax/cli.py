@@ -203,8 +203,8 @@ def make_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=True,
         metavar="LABELS",
-        help="also rank the output with a review's answers (review_score, review_rank); "
-        "default file: <run>/review/labels.jsonl",
+        help="also rank the output with a review's answers (review_score, review_rank): its "
+        "labels file or the page's CSV export; default file: <run>/review/labels.jsonl",
     )
 
     replay = commands.add_parser(

@@ -172,6 +172,37 @@ def test_csv_export_keeps_the_last_answer_per_object() -> None:
     ]
 
 
+def test_the_csv_export_ranks_new_files_and_is_no_sessions_labels_file(tmp_path: Path) -> None:
+    # `score --review-labels export.csv` (the page's only export) was refused at its header,
+    # 'line 1: not a review answer ... fix or remove that line', and so was every line after it.
+    from plasticc_jax.review.rescore import check_labels
+
+    answers = [
+        Answer(5, "anomaly", "t1", 1),
+        Answer(6, "not_interesting", "t2", 2),
+        Answer(7, "skip", "t3", 3),
+        Answer(5, "not_interesting", "t4", None),
+    ]
+    jsonl = tmp_path / "labels.jsonl"
+    store = LabelStore(jsonl)
+    for answer in answers:
+        store.append(answer)
+    exported = tmp_path / "labels.csv"
+    exported.write_text(labels.answers_csv(answers))
+    assert read_answers(exported) == list(labels.latest(answers).values())
+    for got, expected in zip(check_labels(exported), check_labels(jsonl), strict=True):
+        np.testing.assert_array_equal(got, expected)  # the same answers, in the same order
+    exported.write_bytes(b"\xef\xbb\xbfobject_id,label\r\n8,anomaly\r\n")  # a spreadsheet's
+    assert read_answers(exported) == [Answer(8, "anomaly", "", None)]
+    exported.write_text("object_id,label,time,position\n5,anomaly,t1,1\n6,weird,t2,\n")
+    with pytest.raises(UserError, match=r"labels\.csv, line 3: not a review answer \(label 'weird"):
+        read_answers(exported)
+    # A session appends JSON lines: on a CSV it would leave a file that is neither.
+    with pytest.raises(UserError, match="is a CSV export of answers"):
+        LabelStore(exported)
+    assert exported.read_text().startswith("object_id,label,time,position\n")
+
+
 # --- the active model ----------------------------------------------------------------------
 
 

@@ -80,7 +80,8 @@ class Answer:
 
 
 def read_answers(path: Path) -> list[Answer]:
-    """Every answer in a labels file, in order (none if the file does not exist).
+    """Every answer in a labels file, in order (none if the file does not exist); also the
+    page's CSV export of one (`answers_csv`), which holds the latest answer per object.
 
     A last line without its newline is kept if it is a whole answer, and ignored if it is a JSON
     object cut short (torn by a killed writer).
@@ -89,7 +90,53 @@ def read_answers(path: Path) -> list[Answer]:
         UserError: a path that is not a regular file, or a line that is not a valid answer
             (the file was edited by hand, or is not a labels file).
     """
-    return _read(Path(path))[0]
+    path = Path(path)
+    if is_csv_export(path):
+        return _read_csv(path)
+    return _read(path)[0]
+
+
+def is_csv_export(path: Path) -> bool:
+    """Whether a file is a CSV of answers, as the page exports them (its header begins
+    `object_id,label`)."""
+    if not Path(path).is_file():
+        return False
+    with open(path, "rb") as handle:
+        first = handle.readline(4096).decode("utf-8", errors="replace")
+    return first.lstrip("\ufeff").strip().split(",")[:2] == list(CSV_COLUMNS[:2])
+
+
+def _read_csv(path: Path) -> list[Answer]:
+    """The answers of a CSV export, in order (`CSV_COLUMNS`; `time` and `position` may be
+    empty or missing)."""
+    answers = []
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            try:
+                raw = {key: (value or "").strip() for key, value in row.items() if key}
+                answer = {
+                    "object_id": _csv_int(raw.get("object_id", ""), "object_id"),
+                    "label": raw.get("label", ""),
+                    "time": raw.get("time", ""),
+                    "position": _csv_int(raw["position"], "position")
+                    if raw.get("position")
+                    else None,
+                }
+                answers.append(Answer.from_json(answer))
+            except ValueError as error:
+                raise UserError(
+                    f"{path}, line {reader.line_num}: not a review answer ({error}); fix or "
+                    "remove that line"
+                ) from None
+    return answers
+
+
+def _csv_int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not an integer") from None
 
 
 def _read(path: Path) -> tuple[list[Answer], str]:
@@ -159,6 +206,11 @@ class LabelStore:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        if is_csv_export(self.path):  # appended to, it would be neither CSV nor JSON lines
+            raise UserError(
+                f"labels file {self.path} is a CSV export of answers: a review appends to its "
+                "JSON-lines labels file (<run>/review/labels.jsonl unless --labels names another)"
+            )
         self._lock = threading.Lock()
         self._answers, ending = _read(self.path)
         _check_writable(self.path)

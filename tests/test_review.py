@@ -80,6 +80,20 @@ def test_a_damaged_line_in_the_middle_is_a_user_error(tmp_path: Path) -> None:
         LabelStore(tmp_path)
 
 
+def test_an_object_id_beyond_64_bits_is_a_user_error(tmp_path: Path) -> None:
+    # A hand-edited id past int64 was an OverflowError traceback in `score --review-labels`.
+    from plasticc_jax.review.rescore import check_labels
+
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"object_id": 5, "label": "anomaly"}\n{"object_id": 2, "label": "skip"}\n')
+    path.write_text(path.read_text() + f'{{"object_id": {2**63}, "label": "anomaly"}}\n')
+    with pytest.raises(UserError, match=r"line 3: not a review answer \(object_id 9223372036"):
+        check_labels(path)
+    assert read_answers(tmp_path / "none.jsonl") == []
+    path.write_text(f'{{"object_id": {2**63 - 1}, "label": "anomaly"}}\n')
+    assert check_labels(path)[0].tolist() == [2**63 - 1]
+
+
 def test_a_whole_last_answer_without_its_newline_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "labels.jsonl"
     path.write_text('{"object_id": 1, "label": "anomaly"}\n{"object_id": 2, "label": "skip"}')

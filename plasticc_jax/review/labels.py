@@ -65,13 +65,15 @@ class Answer:
         """Validate a decoded line.
 
         Raises:
-            ValueError: not an object with an integer `object_id` and a known `label`.
+            ValueError: not an object with an integer `object_id` (64-bit) and a known `label`.
         """
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
         object_id, label, position = raw.get("object_id"), raw.get("label"), raw.get("position")
         if not isinstance(object_id, int) or isinstance(object_id, bool):
             raise ValueError(f"object_id {object_id!r} is not an integer")
+        if not -(2**63) <= object_id < 2**63:  # object ids are int64 everywhere else
+            raise ValueError(f"object_id {object_id} is beyond a 64-bit integer")
         if label not in LABELS:
             raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
         if position is not None and (not isinstance(position, int) or isinstance(position, bool)):

@@ -462,12 +462,7 @@ def review(args: argparse.Namespace) -> int:
         top=args.top,
     )
     if not _loopback(args.host):
-        log.warning(
-            "listening on %s: other machines can reach the page (with this machine's name in "
-            "place of 127.0.0.1 in the URL below), and its token travels in plain HTTP; keep the "
-            "default 127.0.0.1 (and an SSH tunnel) unless the network is trusted",
-            args.host,
-        )
+        log.warning("%s", _exposed_warning(args.host))
     print(f"review the candidates at {server.url}  (Ctrl-C stops)", flush=True)
     with server, contextlib.ExitStack() as browser:
         if not args.no_browser:
@@ -478,6 +473,23 @@ def review(args: argparse.Namespace) -> int:
             interrupts.clear()  # how the server is stopped: not an interruption of the command
             print(f"review stopped; the answers are in {server.session.store.path}")
     return 0
+
+
+def _exposed_warning(host: str) -> str:
+    """The warning of a review listening beyond this machine: where others reach it (the URL
+    names a wildcard address's loopback, `server.WILDCARD_LOOPBACK`, and any other as given)."""
+    from plasticc_jax.review.server import WILDCARD_LOOPBACK
+
+    where = (
+        f"with this machine's name in place of {WILDCARD_LOOPBACK[host]} in the URL below"
+        if host in WILDCARD_LOOPBACK
+        else "at the URL below"
+    )
+    return (
+        f"listening on {host}: other machines can reach the page ({where}), and its token "
+        "travels in plain HTTP; keep the default 127.0.0.1 (and an SSH tunnel) unless the "
+        "network is trusted"
+    )
 
 
 def _loopback(host: str) -> bool:

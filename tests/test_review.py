@@ -557,11 +557,16 @@ def test_errors_of_the_http_layer_carry_the_usual_headers(server: ReviewServer) 
 def test_the_server_listens_on_ipv6_and_warns_off_loopback(pool: Pool, tmp_path: Path) -> None:
     import socket
 
-    from plasticc_jax.cli import _loopback
+    from plasticc_jax.cli import _exposed_warning, _loopback
 
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
     assert _loopback("::ffff:127.0.0.1") and not _loopback("::ffff:10.0.0.1")
     assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("example.org")
+    # The warning said "this machine's name in place of 127.0.0.1 in the URL" for every such
+    # address: the URL of `::` names ::1, and that of one address names that address itself.
+    assert "in place of 127.0.0.1 in the URL" in _exposed_warning("0.0.0.0")
+    assert "in place of ::1 in the URL" in _exposed_warning("::")
+    assert "reach the page (at the URL below)" in _exposed_warning("192.0.2.2")
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))

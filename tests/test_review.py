@@ -1009,3 +1009,53 @@ def test_review_while_evaluate_rewrites_the_run_names_it(tiny_run, tmp_path: Pat
         child.wait()
     with pytest.raises(UserError, match="is incomplete: evaluate started"):
         Pool(run_dir, workdir=tiny_run.workdir, curves=False)  # none running: the marker
+
+
+@pytest.mark.parametrize("folder", ["", "validation"])
+def test_the_simulated_expert_while_evaluate_or_validate_writes_names_it(
+    tiny_run, tmp_path: Path, folder: str
+) -> None:
+    """Found by an audit: `review --simulate` during an evaluate said "incomplete: run
+    `plasticc-jax evaluate` for this run again" (its marker), as review did before it read the
+    run under its lock; `--simulate --validation` read the folds a validate was rewriting."""
+    from plasticc_jax.io_utils import FolderBusy
+    from plasticc_jax.provenance import INCOMPLETE
+    from plasticc_jax.review.simulate import simulate
+    from plasticc_jax.review.validation import simulate_validation
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    if not folder:
+        (run_dir / INCOMPLETE).write_text("evaluate started at ... and has not finished\n")
+    (run_dir / folder).mkdir(exist_ok=True)
+    hold = (
+        "import sys, time\nfrom plasticc_jax.io_utils import folder_lock\n"
+        "with folder_lock(sys.argv[1], sys.argv[2]):\n    print('locked', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    stage = "validate" if folder else "evaluate"
+    child = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run_dir / folder), stage],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        with pytest.raises(FolderBusy, match=rf"in use by {stage} \(writing; pid"):
+            if folder:
+                simulate_validation(run_dir, n_draws=1)
+            else:
+                simulate(run_dir, fractions=(0.3,), n_draws=1, n_shown=5)
+    finally:
+        child.kill()
+        child.wait()
+    if folder:
+        with pytest.raises(UserError, match="holds no fold scores"):
+            simulate_validation(run_dir, n_draws=1)
+    else:
+        with pytest.raises(UserError, match="is incomplete: evaluate started"):
+            simulate(run_dir, fractions=(0.3,), n_draws=1, n_shown=5)
+        (run_dir / "scores.parquet").unlink()
+        (run_dir / INCOMPLETE).unlink()
+        with pytest.raises(UserError, match=r"scores\.parquet: run `plasticc-jax evaluate` first"):
+            simulate(run_dir, fractions=(0.3,), n_draws=1, n_shown=5)

@@ -29,7 +29,7 @@ import numpy as np
 
 from plasticc_jax import provenance, runs
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_write_text
+from plasticc_jax.io_utils import atomic_write_text, folder_lock
 from plasticc_jax.review import active
 from plasticc_jax.review.pool import read_table
 
@@ -105,8 +105,11 @@ def simulate(
     """
     run_dir = Path(run_dir)
     config = runs.read_config(run_dir)
-    provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
-    table = read_table(run_dir / "scores.parquet")
+    # Read while no evaluate or train rewrites the run (they hold its lock), as a review reads
+    # it: one running now is named, where its INCOMPLETE marker said "run evaluate again".
+    with folder_lock(run_dir, "review", shared=True):
+        provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
+        table = read_table(run_dir / "scores.parquet", ": run `plasticc-jax evaluate` first")
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = test["is_anomaly"].to_numpy(bool)
     known = test["target"].isin(config.data.known_classes).to_numpy() & ~labels

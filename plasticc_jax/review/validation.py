@@ -45,7 +45,7 @@ from plasticc_jax.detector import parse_fusion
 from plasticc_jax.errors import UserError
 from plasticc_jax.fusion_search import Folds
 from plasticc_jax.gridding import FEATURE_NAMES
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, sha256_file
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock, sha256_file
 from plasticc_jax.plasticc import class_name
 from plasticc_jax.review import active
 from plasticc_jax.review.simulate import TARGET_SHOWN, active_curve, static_curve
@@ -150,7 +150,9 @@ def simulate_validation(
     """
     run_dir = Path(run_dir)
     candidates = CANDIDATES if candidates is None else candidates
-    table = validation_pool(run_dir, workdir)
+    # Not while a validate rewrites the folds (it holds the folder's lock): named, not misread.
+    with folder_lock(run_dir / "validation", "review", shared=True):
+        table = validation_pool(run_dir, workdir)
     models = run_dir / "models"
     start = time.perf_counter()
     folds = sorted(int(f) for f in table["fold"].unique())

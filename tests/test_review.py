@@ -1059,3 +1059,42 @@ def test_the_simulated_expert_while_evaluate_or_validate_writes_names_it(
         (run_dir / INCOMPLETE).unlink()
         with pytest.raises(UserError, match=r"scores\.parquet: run `plasticc-jax evaluate` first"):
             simulate(run_dir, fractions=(0.3,), n_draws=1, n_shown=5)
+
+
+def test_review_labels_while_evaluate_rewrites_the_run_names_it(tiny_run, tmp_path: Path) -> None:
+    """Found by an audit: `score --review-labels` read the run's scores.parquet for the answered
+    objects without the run's lock, so during an evaluate (or after an interrupted one) it mixed
+    the new table with the run's table of another model, or one half rewritten."""
+    from plasticc_jax.io_utils import FolderBusy
+    from plasticc_jax.provenance import INCOMPLETE
+    from plasticc_jax.review.rescore import rerank_scored
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    table = tiny_run.table[tiny_run.table["split"] == "test"].assign(split="new")
+    path = tmp_path / "scored.parquet"
+    table.to_parquet(path, index=False)
+    answers = tmp_path / "labels.jsonl"
+    LabelStore(answers).append(Answer.now(int(table["object_id"].iat[0]), "anomaly"))
+    hold = (
+        "import sys, time\nfrom plasticc_jax.io_utils import folder_lock\n"
+        "with folder_lock(sys.argv[1], 'evaluate'):\n    print('locked', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        with pytest.raises(FolderBusy, match=r"in use by evaluate \(writing; pid"):
+            rerank_scored(run_dir, path, answers)
+    finally:
+        child.kill()
+        child.wait()
+    (run_dir / INCOMPLETE).write_text("evaluate started at ... and has not finished\n")
+    with pytest.raises(UserError, match="is incomplete: evaluate started"):
+        rerank_scored(run_dir, path, answers)
+    assert "review_rank" not in pd.read_parquet(path).columns
+    (run_dir / INCOMPLETE).unlink()
+    rerank_scored(run_dir, path, answers)
+    assert sorted(pd.read_parquet(path)["review_rank"]) == list(range(1, len(table) + 1))

@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plasticc_jax import provenance
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path
+from plasticc_jax.io_utils import atomic_path, folder_lock
 from plasticc_jax.review import active
 from plasticc_jax.review.labels import latest, read_answers
 from plasticc_jax.review.pool import read_table
@@ -71,7 +72,10 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     models = run_dir / "models"
     table = _read_features(table_path, models)
     names = active.feature_columns(table, models)
-    run_table = _read_features(run_dir / "scores.parquet", models)
+    # Read while no evaluate or train rewrites the run (they hold its lock), as score reads it.
+    with folder_lock(run_dir, "score", shared=True):
+        provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
+        run_table = _read_features(run_dir / "scores.parquet", models)
     missing = [n for n in names if n not in run_table.columns]
     if missing:
         raise UserError(f"the run's score table lacks the feature columns {missing}")

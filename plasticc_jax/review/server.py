@@ -363,8 +363,9 @@ def open_review(
         UserError: a missing run or table, or a port that cannot be bound.
     """
     run_dir = Path(run_dir)
-    if port:  # a busy port is said at once, not after the pool and model load (seconds)
-        _check_port(host, port)
+    # A busy port, or an address not of this machine (a typo in --host), is said at once, not
+    # after the pool and model load (seconds to minutes); port 0 checks the address alone.
+    _check_port(host, port)
     labels = Path(labels) if labels else run_dir / LABELS_FILE
     with contextlib.ExitStack() as held:  # released here unless the server takes it
         # One session a labels file, however many tabs: a second `review` of the same labels

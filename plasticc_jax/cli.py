@@ -302,7 +302,12 @@ def run(args: argparse.Namespace) -> int:
             check_labels(labels)  # before scoring: a bad labels file must not cost a whole run
 
             def rerank(output: Path) -> None:
-                rerank_scored(args.run, output, labels)
+                try:
+                    rerank_scored(args.run, output, labels)
+                except UserError as error:  # the scores themselves are written: say so
+                    raise UserError(
+                        f"{error} (the scores are written, without the review's ranking: {output})"
+                    ) from None
 
         # score logs the backend itself, after the checks that need no JAX. The re-ranking runs
         # under the output's lock that scoring took: another score cannot replace the table in

@@ -763,6 +763,27 @@ def test_score_checks_the_review_labels_before_scoring(tiny_run, tmp_path, capsy
     assert not out.exists()  # refused before any scoring
 
 
+def test_score_says_its_table_is_written_when_the_review_ranking_fails(
+    tiny_run, tmp_path, capsys
+) -> None:
+    """Answers about none of the objects: the error said nothing of the table already written
+    (an audit); it names it now, without the review's columns."""
+    from plasticc_jax import cli
+
+    raw = tiny_run.workdir / "data" / "raw"
+    out = tmp_path / "out.parquet"
+    labels = tmp_path / "labels.jsonl"
+    LabelStore(labels).append(Answer.now(123456789, "anomaly"))  # in neither table
+    argv = ["score", "--run", str(tiny_run.run_dir), "--output", str(out)]
+    argv += ["--lightcurves", str(raw / "plasticc_train_lightcurves.csv.gz")]
+    argv += ["--metadata", str(raw / "plasticc_train_metadata.csv.gz")]
+    assert cli.main([*argv, "--review-labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the answered objects" in err
+    assert f"the scores are written, without the review's ranking: {out}" in err
+    assert "review_rank" not in pd.read_parquet(out).columns
+
+
 def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_path) -> None:
     table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
     n = len(table)

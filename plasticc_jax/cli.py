@@ -467,7 +467,7 @@ def review(args: argparse.Namespace) -> int:
         top=args.top,
     )
     if not _loopback(args.host):
-        log.warning("%s", _exposed_warning(args.host))
+        log.warning("%s", _exposed_warning(args.host, str(server.server_address[0])))
     print(f"review the candidates at {server.url}  (Ctrl-C stops)", flush=True)
     with server, contextlib.ExitStack() as browser:
         if not args.no_browser:
@@ -480,14 +480,16 @@ def review(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exposed_warning(host: str) -> str:
-    """The warning of a review listening beyond this machine: where others reach it (the URL
-    names a wildcard address's loopback, `server.WILDCARD_LOOPBACK`, and any other as given)."""
+def _exposed_warning(host: str, bound: str) -> str:
+    """The warning of a review listening beyond this machine on `host` (as given), bound to
+    `bound` (the server's address): where others reach it (the URL names a wildcard address's
+    loopback, `server.WILDCARD_LOOPBACK`, and any other as bound). The bound address decides:
+    "", "0" and "::0" are wildcards too."""
     from plasticc_jax.review.server import WILDCARD_LOOPBACK
 
     where = (
-        f"with this machine's name in place of {WILDCARD_LOOPBACK[host]} in the URL below"
-        if host in WILDCARD_LOOPBACK
+        f"with this machine's name in place of {WILDCARD_LOOPBACK[bound]} in the URL below"
+        if bound in WILDCARD_LOOPBACK
         else "at the URL below"
     )
     return (

@@ -564,9 +564,9 @@ def test_the_server_listens_on_ipv6_and_warns_off_loopback(pool: Pool, tmp_path:
     assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("example.org")
     # The warning said "this machine's name in place of 127.0.0.1 in the URL" for every such
     # address: the URL of `::` names ::1, and that of one address names that address itself.
-    assert "in place of 127.0.0.1 in the URL" in _exposed_warning("0.0.0.0")
-    assert "in place of ::1 in the URL" in _exposed_warning("::")
-    assert "reach the page (at the URL below)" in _exposed_warning("192.0.2.2")
+    assert "in place of 127.0.0.1 in the URL" in _exposed_warning("0.0.0.0", "0.0.0.0")
+    assert "in place of ::1 in the URL" in _exposed_warning("::", "::")
+    assert "reach the page (at the URL below)" in _exposed_warning("192.0.2.2", "192.0.2.2")
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
@@ -575,6 +575,22 @@ def test_the_server_listens_on_ipv6_and_warns_off_loopback(pool: Pool, tmp_path:
     session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
     with ReviewServer(("::1", 0), session) as srv:
         assert srv.url.startswith("http://[::1]:")
+
+
+def test_every_interface_however_written_is_warned_as_the_url_names_it() -> None:
+    """Found by a review: `--host ""` or `--host 0` (every IPv4 interface, as `0.0.0.0`) got
+    "reach the page (at the URL below)" while the URL names 127.0.0.1, which no other machine
+    reaches: the warning looked at the address as given, the URL at the address bound."""
+    import socket
+
+    from plasticc_jax.cli import _exposed_warning
+
+    for host in ("", "0"):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            bound = probe.getsockname()[0]
+        assert "in place of 127.0.0.1 in the URL" in _exposed_warning(host, bound)
+        assert _exposed_warning(host, bound).startswith(f"listening on {host}: ")
 
 
 def test_every_interface_gives_a_url_a_browser_opens(pool: Pool, tmp_path: Path) -> None:

@@ -215,6 +215,10 @@ def test_the_csv_export_ranks_new_files_and_is_no_sessions_labels_file(tmp_path:
     with pytest.raises(UserError, match="is a CSV export of answers"):
         LabelStore(exported)
     assert exported.read_text().startswith("object_id,label,time,position\n")
+    # Found by a review: the export saved again by a spreadsheet or R (names quoted, spaces
+    # after the commas, a blank last line) was read as JSON lines, refused at its header.
+    exported.write_text('"object_id", "label","time"\n"5", "anomaly",t1\n , , \n')
+    assert read_answers(exported) == [Answer(5, "anomaly", "t1", None)]
 
 
 # --- the active model ----------------------------------------------------------------------

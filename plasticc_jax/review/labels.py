@@ -100,12 +100,16 @@ def read_answers(path: Path) -> list[Answer]:
 
 def is_csv_export(path: Path) -> bool:
     """Whether a file is a CSV of answers, as the page exports them (its header begins
-    `object_id,label`)."""
+    `object_id,label`, the names maybe quoted or spaced, as a spreadsheet saves it again)."""
     if not Path(path).is_file():
         return False
     with open(path, "rb") as handle:
-        first = handle.readline(4096).decode("utf-8", errors="replace")
-    return first.lstrip("\ufeff").strip().split(",")[:2] == list(CSV_COLUMNS[:2])
+        first = handle.readline(4096).decode("utf-8", errors="replace").lstrip("\ufeff")
+    try:  # read as CSV: a spreadsheet or R may have quoted the names ("object_id","label")
+        header = next(csv.reader([first], skipinitialspace=True), [])
+    except csv.Error:
+        return False
+    return [name.strip() for name in header[:2]] == list(CSV_COLUMNS[:2])
 
 
 def _read_csv(path: Path) -> list[Answer]:
@@ -113,10 +117,12 @@ def _read_csv(path: Path) -> list[Answer]:
     empty or missing)."""
     answers = []
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, skipinitialspace=True)
         for row in reader:
             try:
-                raw = {key: (value or "").strip() for key, value in row.items() if key}
+                raw = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+                if not any(raw.values()):  # a blank line (spaces, or commas alone)
+                    continue
                 answer = {
                     "object_id": _csv_int(raw.get("object_id", ""), "object_id"),
                     "label": raw.get("label", ""),

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import math
 import os
+import resource
 import sys
 import threading
 import warnings
@@ -662,12 +663,24 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
         return 1
 
 
+def _file_too_large_remedy() -> str:
+    """What to do about EFBIG: this process's own limit on a file's size (`ulimit -f`; Python
+    ignores SIGXFSZ, so the write fails with EFBIG) if it has one, else the file system's."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return (
+            f"this process may write no file over {limit} bytes (the shell's `ulimit -f`): "
+            "raise that limit and run again"
+        )
+    return "that file system takes no file this large: write to another one"
+
+
 def _file_system_problem(error: OSError) -> str:
     """The one line for an OSError: a full disk, or a file where a folder goes, says so and what
     to do, naming the file."""
     if error.errno in WRITE_ERRNOS and error.filename is not None:
-        remedy = (  # over the file system's size limit for one file: room does not help
-            "that file system takes no file this large: write to another one"
+        remedy = (  # over a size limit for one file: room does not help
+            _file_too_large_remedy()
             if error.errno == errno.EFBIG
             else "make room there and run again"
         )

@@ -413,11 +413,40 @@ def test_a_damaged_compilation_cache_entry_says_what_to_do(monkeypatch, caplog) 
     ]
 
 
-def test_a_file_over_the_file_systems_size_limit_is_not_told_to_make_room():
+def test_a_file_over_the_file_systems_size_limit_is_not_told_to_make_room(monkeypatch):
     """EFBIG (a FAT32 stick's 4 GiB) is no full disk: room does not help, another disk does."""
     import errno
+    import resource
+
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    monkeypatch.setattr(cli.resource, "getrlimit", lambda which: unlimited)
 
     full = cli._file_system_problem(OSError(errno.ENOSPC, "No space left on device", "/x/a"))
     large = cli._file_system_problem(OSError(errno.EFBIG, "File too large", "/x/a"))
     assert full == "No space left on device writing /x/a: make room there and run again"
     assert large.startswith("File too large writing /x/a: that file system takes no file")
+
+
+def test_a_file_over_this_processs_size_limit_names_that_limit(tmp_path, monkeypatch):
+    """Found by a review: under `ulimit -f` (Python ignores SIGXFSZ) a write fails with EFBIG,
+    and the message said the file system takes no file this large: write to another one,
+    where every file system refuses it alike."""
+    import errno
+    import resource
+
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
+        "try:\n    with open(sys.argv[1], 'wb') as file:\n        file.write(bytes(8192))\n"
+        "except OSError as error:\n    print(error.errno)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "big")], capture_output=True, text=True
+    )
+    assert out.stdout.strip() == str(errno.EFBIG)  # what such a write gives
+    monkeypatch.setattr(cli.resource, "getrlimit", lambda which: (4096, resource.RLIM_INFINITY))
+    large = cli._file_system_problem(OSError(errno.EFBIG, "File too large", "/x/a"))
+    assert large == (
+        "File too large writing /x/a: this process may write no file over 4096 bytes (the "
+        "shell's `ulimit -f`): raise that limit and run again"
+    )

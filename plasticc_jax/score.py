@@ -19,6 +19,7 @@ checks, with the same guarantees, and the table is a Parquet dataset (a folder) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -145,6 +146,9 @@ def score(
             one meant for it (docs/early.md).
         then: called with the output once it is written, still under the output's lock
             (`score --review-labels` re-ranks it: no other score may replace it in between).
+            With it, the run stays locked (shared) from the start to the end of `then`: it
+            reads the run again (the answered objects' features), which an evaluate or train
+            finished while scoring would have made another model's than the table's.
 
     Raises:
         UserError: not a trained and evaluated run (or one whose detector does not belong to its
@@ -171,7 +175,9 @@ def score(
     # One writer of an output at a time (`make score` writes <run>/scored.parquet whatever the
     # inputs): a second is refused, naming the first, rather than one table installed beside
     # the other's rejection list.
-    with folder_lock(output, "score"):
+    with folder_lock(output, "score"), contextlib.ExitStack() as run_held:
+        if then is not None:  # `_score` and `then` take it again (granted: shared in shared)
+            run_held.enter_context(folder_lock(run_dir, "score", shared=True))
         written = _score(
             run_dir, lightcurve_paths, metadata_paths, output, workers, dask, part_mb, as_of
         )

@@ -891,7 +891,49 @@ def test_score_review_labels_reranks_under_the_lock_scoring_took(tmp_path, monke
     argv = ["score", "--run", str(tmp_path / "run"), "--output", str(output)]
     argv += ["--lightcurves", str(inputs[0]), "--metadata", str(inputs[1])]
     assert cli.main([*argv, "--review-labels", str(inputs[2])]) == 0
-    assert events == ["lock s.parquet", "score", "rerank", "unlock s.parquet"]
+    assert events == [
+        "lock s.parquet",
+        "lock run",
+        "score",
+        "rerank",
+        "unlock run",
+        "unlock s.parquet",
+    ]
+
+
+def test_score_review_labels_keeps_the_run_from_evaluate_while_scoring(tmp_path, monkeypatch):
+    """Found by a review: `score --review-labels` let go of the run once its model was loaded,
+    so an evaluate could rewrite it while the files were scored (minutes to hours) and finish;
+    the re-ranking then read the answered objects' features from the new model's table beside
+    the new files' features of the old model. Now the run stays locked (shared) throughout."""
+    from plasticc_jax import score as score_module
+
+    run = tmp_path / "run"
+    run.mkdir()
+    inputs = [tmp_path / name for name in ("lc.csv", "meta.csv")]
+    for path in inputs:
+        path.write_text("")
+    hold = (
+        "import sys\nfrom plasticc_jax.io_utils import FolderBusy, folder_lock\n"
+        "try:\n    with folder_lock(sys.argv[1], 'evaluate'):\n        print('evaluated')\n"
+        "except FolderBusy as error:\n    print(error)\n"
+    )
+    evaluate = []
+
+    def scored(run_dir, lightcurves, metadata, out, *rest):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        child = subprocess.run(
+            [sys.executable, "-c", hold, str(run)], capture_output=True, text=True, env=env
+        )
+        evaluate.append(child.stdout.strip())
+        return out
+
+    monkeypatch.setattr(score_module, "_score", scored)
+    output = tmp_path / "out" / "s.parquet"
+    score_module.score(run, [inputs[0]], [inputs[1]], output, then=lambda out: None)
+    assert len(evaluate) == 1 and "is in use by" in evaluate[0]
+    score_module.score(run, [inputs[0]], [inputs[1]], output)  # without: not held (as before)
+    assert evaluate[1] == "evaluated"
 
 
 def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):

@@ -61,7 +61,7 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     Args:
         run_dir: the run that wrote the table (its `scores.parquet` and `models/`).
         table_path: a table written by `plasticc-jax score` (`.parquet`, `.csv`, `.csv.gz`).
-        labels_path: a review's labels file (JSON lines).
+        labels_path: a review's labels file (JSON lines) or the page's CSV export of one.
 
     Raises:
         UserError: no labels file, or no "anomaly" / "not interesting" answer about an object

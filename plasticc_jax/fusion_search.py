@@ -42,9 +42,19 @@ class Folds:
         self.folds = {int(f): rows for f, rows in scores.groupby("fold").indices.items()}
         # The detector group that scored each row (a kind, or the pooled `all` where a kind has
         # too few known classes); fold scores of earlier releases have only the kind.
+        # A group with fewer than 2 negatives (the pooled group of a fold that left a kind
+        # without known classes: no val known object routes to it) is calibrated against all of
+        # the fold's, as `Detector.fit` calibrates it.
         group = "group" if "group" in scores else "galactic"
-        self.groups = list(scores.groupby(["fold", group]).indices.values())
-        self.negatives = [rows[~self.positive[rows]] for rows in self.groups]
+        self.groups, self.negatives = [], []
+        for fold_rows in self.folds.values():
+            pooled = fold_rows[~self.positive[fold_rows]]
+            kinds = scores[group].to_numpy()[fold_rows]
+            for value in pd.unique(kinds):
+                rows = fold_rows[kinds == value]
+                negatives = rows[~self.positive[rows]]
+                self.groups.append(rows)
+                self.negatives.append(negatives if negatives.size >= 2 else pooled)
 
     def aurocs(self, values: np.ndarray) -> dict[int, float]:
         """AUROC of one score (aligned with `scores`) in every fold: the Mann-Whitney statistic

@@ -348,3 +348,26 @@ def test_the_fusion_search_calibrates_as_the_detector_groups_its_objects():
     )
     folds = Folds(scores)
     assert folds.aurocs(folds.fused({"c": 1.0})) == {65: 1.0}
+
+
+def test_the_fusion_search_pools_a_group_without_negatives_as_the_detector_does():
+    """Found by an audit: a fold that holds out the only galactic known class of a custom set
+    (`validate --set data.known_classes=90,42,16`) leaves its detector an extragalactic group and
+    the pooled one, which scores the galactic objects and is calibrated on every val known
+    object (`Detector.fit`: none of them routes to it); the search recalibrated those objects
+    against the pooled group's own negatives, of which there are none (every component's fold
+    AUROC 0.54-1.0, the fused 0.001, and the best fusion found chosen by it)."""
+    from plasticc_jax.fusion_search import Folds
+
+    positive = np.array([True] * 4 + [False] * 6)
+    scores = pd.DataFrame(
+        {
+            "fold": 16,
+            "positive": positive,
+            "galactic": positive,
+            "group": np.where(positive, detector.ALL, "extragalactic"),
+            "c": np.where(positive, 5.0, 0.0) + np.arange(10) * 0.01,
+        }
+    )
+    folds = Folds(scores)
+    assert folds.aurocs(folds.fused({"c": 1.0})) == {16: 1.0}

@@ -310,6 +310,15 @@ def validated_fusion(data: DataConfig) -> tuple[str, ...]:
     return VALIDATED_FUSION[data.protocol if own else "rare"]
 
 
+def fusion_origin(config: Config) -> str:
+    """Where a resolved config's `eval.fusion` comes from, for the report: `validated` (the
+    protocol's own validated fusion), `rare` (rare's, for classes of one's own: validated on
+    rare's known classes, not on these) or `given` (any other, set in `eval.fusion`)."""
+    if tuple(config.eval.fusion) != validated_fusion(config.data):
+        return "given"
+    return "validated" if config.data.tag == config.data.protocol else "rare"
+
+
 def differences(given: Config, kept: Config, sections: tuple[str, ...]) -> list[str]:
     """`section.field=value (kept: value)` for every field of `sections` where the two differ."""
     found = []

@@ -247,6 +247,7 @@ def _measure(
         "detector": {
             "components": list(detector.names),
             "fusion": detector.weights,
+            "fusion_origin": config_lib.fusion_origin(config),
             "groups": detector.info["groups"],
             "cross_fit_folds": ev.cross_fit_folds,
         },

@@ -210,6 +210,15 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Where the fusion weights came from (`config.fusion_origin`), in the report's method sentence.
+FUSION_ORIGINS: dict[str, str] = {
+    "validated": "chosen by the leave-one-known-class-out validation",
+    "rare": "rare's, chosen by rare's leave-one-known-class-out validation: not validated on "
+    "these classes (`plasticc-jax validate` finds their own)",
+    "given": "given in eval.fusion",
+}
+
+
 def report_markdown(
     result: dict[str, Any], manifest: dict, figure_names: list[str], tables: str
 ) -> str:
@@ -261,8 +270,9 @@ def report_markdown(
         f"components ({', '.join(result['detector']['components'])}) fitted per kind "
         f"({', '.join(result['detector']['groups'])}) on the train split's known objects, each "
         "calibrated as -log10 of its tail probability among the val split's known objects of "
-        f"the same kind, and fused by a weighted mean (weights: {weights}; chosen by the "
-        "leave-one-known-class-out validation). The anomaly score is the fused evidence "
+        f"the same kind, and fused by a weighted mean (weights: {weights}; "
+        f"{FUSION_ORIGINS[result['detector'].get('fusion_origin', 'validated')]}). The anomaly "
+        "score is the fused evidence "
         "calibrated once more the same way (2: 1 in 100 val known objects scores this high; "
         f"a score above {beyond} lies beyond every val known object of its kind, where a "
         "fitted exponential tail orders the objects: not a measured frequency). "

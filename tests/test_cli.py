@@ -105,6 +105,26 @@ def test_each_protocol_gets_its_own_validated_fusion() -> None:
     assert own.eval.fusion == VALIDATED_FUSION["rare"]
 
 
+def test_the_report_names_where_the_fusion_came_from() -> None:
+    """Found by an audit: report.md said every fusion was "chosen by the leave-one-known-class-out
+    validation", also rare's filled in for classes of one's own (`--set
+    data.anomaly_classes=64,95`, validated on none of their folds; evaluate warned) and one
+    given in eval.fusion."""
+    from plasticc_jax import report
+    from plasticc_jax.config import VALIDATED_FUSION, fusion_origin
+
+    assert fusion_origin(parse("train")) == "validated"
+    assert fusion_origin(parse("train", "--protocol", "sn")) == "validated"
+    assert fusion_origin(parse("train", "--set", "data.anomaly_classes=64,95")) == "rare"
+    assert fusion_origin(parse("train", "--set", "data.known_classes=90,42,16")) == "rare"
+    assert fusion_origin(parse("train", "--set", "eval.fusion=latent_knn:1")) == "given"
+    given = parse(
+        "train", "--protocol", "sn", "--set", "eval.fusion=" + ",".join(VALIDATED_FUSION["rare"])
+    )
+    assert fusion_origin(given) == "given"
+    assert "not validated on these classes" in report.FUSION_ORIGINS["rare"]
+
+
 def test_shortcut_flags() -> None:
     config = parse(
         "train",

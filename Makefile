@@ -49,9 +49,10 @@ validate: $(INSTALLED)
 	$(CLI) validate $(STAGE_ARGS)
 
 # Score light-curve files (grouped by object) with the trained and evaluated run of CONFIG and
-# PROTOCOL (RUN=folder for another, as for a protocol set in ARGS or by a preset of your own:
-# the folder's name comes from these two variables); by default the PLAsTiCC test set, if it is
-# in data/raw.
+# PROTOCOL (RUN=folder for another, as for a protocol or a class set given in ARGS, e.g.
+# RUN=runs/default-custom-64-95-vs-<known classes> after ARGS="--set data.anomaly_classes=64,95",
+# or set by a preset of your own: the folder's name comes from these two variables alone); by
+# default the PLAsTiCC test set, if it is in data/raw.
 RUN ?= runs/$(CONFIG)-$(or $(PROTOCOL),rare)
 LIGHTCURVES ?= $(wildcard data/raw/plasticc_test_lightcurves_*.csv.gz)
 METADATA ?= $(wildcard data/raw/plasticc_test_metadata.csv.gz)

@@ -319,6 +319,19 @@ def fusion_origin(config: Config) -> str:
     return "validated" if config.data.tag == config.data.protocol else "rare"
 
 
+def alone_in_their_kind(data: DataConfig) -> tuple[int, ...]:
+    """The anomaly classes of a kind (galactic or extragalactic) that no known class is of: the
+    detector scores them against the other kind's known objects, from which the kind alone
+    (`hostgal_photoz == 0`) sets them apart."""
+    galactic = set(plasticc.GALACTIC_CLASSES)
+    kinds = {c in galactic for c in data.known_classes}
+    return tuple(
+        c
+        for c in data.anomaly_classes
+        if c in plasticc.TRAINING_CLASSES and (c in galactic) not in kinds
+    )
+
+
 def differences(given: Config, kept: Config, sections: tuple[str, ...]) -> list[str]:
     """`section.field=value (kept: value)` for every field of `sections` where the two differ."""
     found = []

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import interrupts, metrics, provenance, report, runs, scoring, stages
+from plasticc_jax import interrupts, metrics, plasticc, provenance, report, runs, scoring, stages
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
@@ -327,6 +327,14 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 "validate` with the same settings finds this protocol's own (then --set "
                 "eval.fusion=...)",
                 config.data.tag,
+            )
+        alone = config_lib.alone_in_their_kind(config.data)
+        if alone:
+            log.warning(
+                "no known class is of the kind of the anomaly classes %s: they are scored "
+                "against the known objects of the other kind, from which their kind alone "
+                "(hostgal_photoz 0 or not) sets them apart; their AUROC measures that",
+                ", ".join(f"{plasticc.class_name(c)} ({c})" for c in alone),
             )
         training = _training(run_dir, config)
         dataset_dir = workdir / config.data.dataset_dir

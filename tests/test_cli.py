@@ -470,3 +470,21 @@ def test_a_file_over_this_processs_size_limit_names_that_limit(tmp_path, monkeyp
         "File too large writing /x/a: this process may write no file over 4096 bytes (the "
         "shell's `ulimit -f`): raise that limit and run again"
     )
+
+
+def test_anomalies_of_a_kind_without_known_classes_are_named() -> None:
+    """Found by an audit: with every galactic class an anomaly (`--set
+    data.anomaly_classes=6,16,53,65,92`) the galactic objects were scored against the
+    extragalactic known ones and evaluate reported a mean class AUROC of 1.000 without a word:
+    the kind alone told them apart. Evaluate now warns naming these classes."""
+    from plasticc_jax.config import alone_in_their_kind
+
+    assert alone_in_their_kind(parse("train").data) == ()
+    assert alone_in_their_kind(parse("train", "--protocol", "sn").data) == ()
+    galactic = parse("train", "--set", "data.anomaly_classes=6,16,53,65,92")
+    assert alone_in_their_kind(galactic.data) == (6, 16, 53, 65, 92)
+    narrowed = parse(
+        "train", "--set", "data.known_classes=90,42", "--set", "data.anomaly_classes=64,16"
+    )
+    assert alone_in_their_kind(narrowed.data) == (16,)
+    assert alone_in_their_kind(parse("train", "--set", "data.known_classes=90,16").data) == ()

@@ -242,6 +242,24 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def alone_in_their_kind(config: Config) -> list[int]:
+    """The known classes that no other known class shares the kind of (galactic or
+    extragalactic): held out, they are scored against the other kind's known objects, which
+    their kind alone sets apart (`config.alone_in_their_kind`)."""
+    known = config.data.known_classes
+    return [
+        c
+        for c in known
+        if config_lib.alone_in_their_kind(
+            dataclasses.replace(
+                config.data,
+                known_classes=tuple(k for k in known if k != c),
+                anomaly_classes=(c,),
+            )
+        )
+    ]
+
+
 def validate(config: Config, workdir: Path) -> Path:
     """Run the leave-one-known-class-out validation; returns `<run>/validation`.
 
@@ -262,6 +280,14 @@ def validate(config: Config, workdir: Path) -> Path:
         raise UserError(
             f"leave-one-class-out validation needs at least 3 known classes, not {list(known)} "
             "(data.known_classes, or the protocol's)"
+        )
+    alone = alone_in_their_kind(config)
+    if alone:
+        log.warning(
+            "%s: the only known class of its kind; held out, it is scored against the other "
+            "kind's known objects, which its kind alone sets apart (its fold's AUROC measures "
+            "that, and it weighs in the mean and the fusion search)",
+            ", ".join(f"{class_name(c)} ({c})" for c in alone),
         )
     dataset_dir = workdir / config.data.dataset_dir
     # The dataset is read under its shared lock from the first check to the last fold: a

@@ -488,3 +488,14 @@ def test_anomalies_of_a_kind_without_known_classes_are_named() -> None:
     )
     assert alone_in_their_kind(narrowed.data) == (16,)
     assert alone_in_their_kind(parse("train", "--set", "data.known_classes=90,16").data) == ()
+
+
+def test_validate_names_a_known_class_alone_in_its_kind() -> None:
+    """Found by an audit: `validate --set data.known_classes=90,42,16` held EB out against SN Ia
+    and SN II alone (AUROC 1.000 by the kind) without a word, and that fold weighs in the mean."""
+    from plasticc_jax import validate
+
+    assert validate.alone_in_their_kind(parse("train")) == []
+    assert validate.alone_in_their_kind(parse("train", "--protocol", "sn")) == []
+    narrowed = parse("train", "--set", "data.known_classes=90,42,16")
+    assert validate.alone_in_their_kind(narrowed) == [16]

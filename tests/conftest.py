@@ -324,3 +324,22 @@ def tiny_early_run() -> TinyRun:
     """The shared project's early-detection run (`EARLY_OVERRIDES`: staged rows, partial light
     curves), trained and evaluated through the command line; `detector_fits` is empty."""
     return replace(_load_run("early_done", *EARLY_OVERRIDES), detector_fits=[])
+
+
+# A process holding a folder lock (`io_utils.folder_lock`), as another command would.
+HOLD = """
+import sys, time
+from plasticc_jax.io_utils import folder_lock
+with folder_lock(sys.argv[1], sys.argv[2], shared=sys.argv[3] == "shared"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def hold_lock(folder: Path, stage: str, mode: str) -> subprocess.Popen:
+    """A process that holds the lock of `folder` until killed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), stage, mode], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "locked\n"
+    return child

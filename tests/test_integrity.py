@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_project, tiny_config
+from conftest import copy_project, hold_lock, tiny_config
 
 from plasticc_jax import cli, provenance, runs
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest
@@ -100,23 +100,6 @@ def test_a_run_directory_may_not_overlap_the_data(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Locks.
-
-HOLD = """
-import sys, time
-from plasticc_jax.io_utils import folder_lock
-with folder_lock(sys.argv[1], sys.argv[2], shared=sys.argv[3] == "shared"):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
-
-
-def hold_lock(folder: Path, stage: str, mode: str) -> subprocess.Popen:
-    """A process that holds the lock of `folder` until killed."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder), stage, mode], stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None and child.stdout.readline() == "locked\n"
-    return child
 
 
 def test_lock_names_its_holder_and_dies_with_it(tmp_path):

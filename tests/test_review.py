@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import hold_lock, tiny_config
 
 from plasticc_jax.errors import UserError
 from plasticc_jax.review import active, labels
@@ -1038,16 +1038,8 @@ def test_review_while_evaluate_rewrites_the_run_names_it(tiny_run, tmp_path: Pat
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
     (run_dir / INCOMPLETE).write_text("evaluate started at ... and has not finished\n")
-    hold = (
-        "import sys, time\nfrom plasticc_jax.io_utils import folder_lock\n"
-        "with folder_lock(sys.argv[1], 'evaluate'):\n    print('locked', flush=True)\n"
-        "    time.sleep(120)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, text=True
-    )
+    child = hold_lock(run_dir, "evaluate", "exclusive")
     try:
-        assert child.stdout is not None and child.stdout.readline() == "locked\n"
         with pytest.raises(FolderBusy, match=r"in use by evaluate \(writing; pid"):
             Pool(run_dir, workdir=tiny_run.workdir, curves=False)
     finally:
@@ -1074,19 +1066,9 @@ def test_the_simulated_expert_while_evaluate_or_validate_writes_names_it(
     if not folder:
         (run_dir / INCOMPLETE).write_text("evaluate started at ... and has not finished\n")
     (run_dir / folder).mkdir(exist_ok=True)
-    hold = (
-        "import sys, time\nfrom plasticc_jax.io_utils import folder_lock\n"
-        "with folder_lock(sys.argv[1], sys.argv[2]):\n    print('locked', flush=True)\n"
-        "    time.sleep(120)\n"
-    )
     stage = "validate" if folder else "evaluate"
-    child = subprocess.Popen(
-        [sys.executable, "-c", hold, str(run_dir / folder), stage],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    child = hold_lock(run_dir / folder, stage, "exclusive")
     try:
-        assert child.stdout is not None and child.stdout.readline() == "locked\n"
         with pytest.raises(FolderBusy, match=rf"in use by {stage} \(writing; pid"):
             if folder:
                 simulate_validation(run_dir, n_draws=1)
@@ -1122,16 +1104,8 @@ def test_review_labels_while_evaluate_rewrites_the_run_names_it(tiny_run, tmp_pa
     table.to_parquet(path, index=False)
     answers = tmp_path / "labels.jsonl"
     LabelStore(answers).append(Answer.now(int(table["object_id"].iat[0]), "anomaly"))
-    hold = (
-        "import sys, time\nfrom plasticc_jax.io_utils import folder_lock\n"
-        "with folder_lock(sys.argv[1], 'evaluate'):\n    print('locked', flush=True)\n"
-        "    time.sleep(120)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, text=True
-    )
+    child = hold_lock(run_dir, "evaluate", "exclusive")
     try:
-        assert child.stdout is not None and child.stdout.readline() == "locked\n"
         with pytest.raises(FolderBusy, match=r"in use by evaluate \(writing; pid"):
             rerank_scored(run_dir, path, answers)
     finally:

@@ -619,7 +619,7 @@ def test_a_busy_port_is_refused_before_the_pool_loads(tiny_run, tmp_path: Path) 
             open_review(tiny_run.run_dir, port=port, workdir=tiny_run.workdir)
     # An address that is not this machine's, with any free port (0): said before the pool
     # loads too (it was after, once the table and the VAE's reconstructions were loaded).
-    for host in ("192.0.2.123", "no-such-host.invalid"):
+    for host in ("192.0.2.123", "no-such-host.invalid", "\u00e9..x"):  # the last: a TypeError
         with pytest.raises(UserError, match=f"cannot listen on {re.escape(host)}:0: "):
             open_review(tmp_path / "no-run", host=host)
 

@@ -438,12 +438,14 @@ def _open_browser(uri: str, stopped: threading.Event) -> None:
 def _check_port(host: str, port: int) -> None:
     """Raise UserError unless (host, port) can be bound now, as the server binds it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as `HTTPServer` does
-        try:
+    try:  # a kernel without IPv6 refuses the socket itself; a host of odd characters, its name
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as `HTTPServer` does
             probe.bind((host, port))
-        except OSError as error:
-            raise UserError(_listen_error(host, port, error)) from None
+    except OSError as error:
+        raise UserError(_listen_error(host, port, error)) from None
+    except (TypeError, UnicodeError):  # "encoding of hostname failed"
+        raise UserError(f"cannot listen on {host}:{port}: not a host name or address") from None
 
 
 def _listen_error(host: str, port: int, error: OSError) -> str:

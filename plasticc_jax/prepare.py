@@ -264,7 +264,8 @@ def _build(
     if stats.count == 0:
         raise UserError(
             f"no object of the known classes {list(known)} reached the train split "
-            f"({len(rejected):,} objects rejected, each with its reason in "
+            f"({len(rejected):,} objects not in the dataset, left out by the protocol or rejected, "
+            "each with its reason in "
             f"{out / 'rejected.csv'}); check the input and the protocol (data.protocol / "
             "data.known_classes)"
         )

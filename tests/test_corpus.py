@@ -362,7 +362,7 @@ def test_rejected_csv_named_in_a_message_is_this_runs(kaggle_files, tmp_path):
     config = tiny_config(f"data.raw_dir={raw}", "data.min_observations=100000")
     with pytest.raises(UserError, match=r"rejected\.csv") as error:
         prepare(config, tmp_path)
-    assert "40 objects rejected" in str(error.value)
+    assert "40 objects not in the dataset, left out by the protocol or rejected" in str(error.value)
     rejected = pd.read_csv(out / "rejected.csv")  # written by this run, before the error
     assert len(rejected) == 40 and set(rejected["reason"]) == {"fewer than 100000 observations"}
     assert not (out / "manifest.json").exists()

@@ -701,6 +701,17 @@ def test_a_second_session_on_a_link_to_the_labels_is_refused(pool: Pool, tmp_pat
     with pytest.raises(UserError, match="not a run directory"):
         open_review(tmp_path / "no-such-run")
     assert not (tmp_path / "no-such-run").exists()
+    # Nor for a run not evaluated, or a --scores table that is not there (an audit: an empty
+    # labels file was made, which `score --review-labels` then called a file of no answer).
+    run_dir = tmp_path / "run"
+    shutil.copytree(pool.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    given = tmp_path / "missing.parquet"
+    with pytest.raises(UserError, match=rf"no score table at {re.escape(str(given))}$"):
+        open_review(run_dir, scores=given)
+    (run_dir / "scores.parquet").unlink()
+    with pytest.raises(UserError, match=r"no score table at .*: run `plasticc-jax evaluate` first"):
+        open_review(run_dir)
+    assert not (run_dir / "review").exists()
 
 
 def test_a_new_session_resumes_where_the_last_stopped(pool: Pool, tmp_path: Path) -> None:

@@ -372,6 +372,13 @@ def open_review(
         # would answer beside the first unseen (each session knows only its own answers). Taken
         # before the pool loads (seconds), so that a second session is refused at once.
         runs.read_config(run_dir)  # a mistyped run: refused before a labels file is made
+        # So are a run not evaluated and a missing table (the pool reads them under the lock).
+        for table, missing in (
+            (run_dir / "scores.parquet", ": run `plasticc-jax evaluate` first"),
+            (scores, ""),
+        ):
+            if table is not None and not Path(table).exists():
+                raise UserError(f"no score table at {table}{missing}")
         try:
             held.enter_context(folder_lock(labels, "review"))
             held.enter_context(labels_held(labels))

@@ -47,9 +47,10 @@ class Folds:
         # the fold's, as `Detector.fit` calibrates it.
         group = "group" if "group" in scores else "galactic"
         self.groups, self.negatives = [], []
+        row_groups = scores[group].to_numpy()
         for fold_rows in self.folds.values():
             pooled = fold_rows[~self.positive[fold_rows]]
-            kinds = scores[group].to_numpy()[fold_rows]
+            kinds = row_groups[fold_rows]
             for value in pd.unique(kinds):
                 rows = fold_rows[kinds == value]
                 negatives = rows[~self.positive[rows]]

@@ -210,9 +210,7 @@ class Pool:
         # is named, where its INCOMPLETE marker said "run evaluate again" (found by an audit).
         with folder_lock(self.run_dir, "review", shared=True):
             provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
-            run_table = checked_table(
-                read_table(run_path, ": run `plasticc-jax evaluate` first"), run_path, models
-            )
+            run_table = checked_table(read_table(run_path, NOT_EVALUATED), run_path, models)
         table = (
             run_table
             if scores is None
@@ -439,6 +437,10 @@ def _flag(value: Any) -> bool | None:
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
         return value.strip().lower() in ("true", "1")
     return None
+
+
+# What `read_table` adds when a run's own `scores.parquet` is missing: it was never evaluated.
+NOT_EVALUATED = ": run `plasticc-jax evaluate` first"
 
 
 def read_table(path: Path, missing: str = "") -> pd.DataFrame:

@@ -51,7 +51,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.review.labels import LABELS_FILE, LabelStore, answers_csv
 from plasticc_jax.review.labels import held as labels_held
-from plasticc_jax.review.pool import Pool
+from plasticc_jax.review.pool import NOT_EVALUATED, Pool
 from plasticc_jax.review.session import UNCHECKED, BadRequest, Conflict, Filters, ReviewSession
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ def open_review(
         runs.read_config(run_dir)  # a mistyped run: refused before a labels file is made
         # So are a run not evaluated and a missing table (the pool reads them under the lock).
         for table, missing in (
-            (run_dir / "scores.parquet", ": run `plasticc-jax evaluate` first"),
+            (run_dir / "scores.parquet", NOT_EVALUATED),
             (scores, ""),
         ):
             if table is not None and not Path(table).exists():

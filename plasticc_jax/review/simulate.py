@@ -31,7 +31,7 @@ from plasticc_jax import provenance, runs
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_write_text, folder_lock
 from plasticc_jax.review import active
-from plasticc_jax.review.pool import read_table
+from plasticc_jax.review.pool import NOT_EVALUATED, read_table
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def simulate(
     # it: one running now is named, where its INCOMPLETE marker said "run evaluate again".
     with folder_lock(run_dir, "review", shared=True):
         provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
-        table = read_table(run_dir / "scores.parquet", ": run `plasticc-jax evaluate` first")
+        table = read_table(run_dir / "scores.parquet", NOT_EVALUATED)
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = test["is_anomaly"].to_numpy(bool)
     known = test["target"].isin(config.data.known_classes).to_numpy() & ~labels

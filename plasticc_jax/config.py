@@ -292,7 +292,10 @@ def resolve(config: Config) -> Config:
             f"no known class is left: data.anomaly_classes ({', '.join(map(str, anomalies))}) "
             "covers every training class; leave some out, or set data.known_classes"
         )
-    data = dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
+    protocol, known, anomalies = _class_set(data.protocol, tuple(known), tuple(anomalies))
+    data = dataclasses.replace(
+        data, protocol=protocol, known_classes=known, anomaly_classes=anomalies
+    )
     resolved = dataclasses.replace(config, data=data)
     if not config.eval.fusion:
         resolved = dataclasses.replace(
@@ -301,6 +304,18 @@ def resolve(config: Config) -> Config:
     resolved = dataclasses.replace(resolved, run_dir=str(resolved.run_path))
     validate(resolved)
     return resolved
+
+
+def _class_set(
+    protocol: str, known: tuple[int, ...], anomalies: tuple[int, ...]
+) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """(protocol, known, anomalies) in one order whatever the order given: a protocol's own
+    classes are that protocol (its dataset, run and validated fusion), other lists are sorted
+    (`64,95` and `95,64` are one dataset and one run)."""
+    for name, (own_known, own_anomalies) in plasticc.PROTOCOLS.items():
+        if (sorted(known), sorted(anomalies)) == (sorted(own_known), sorted(own_anomalies)):
+            return name, own_known, own_anomalies
+    return protocol, tuple(sorted(known)), tuple(sorted(anomalies))
 
 
 def validated_fusion(data: DataConfig) -> tuple[str, ...]:

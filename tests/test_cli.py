@@ -105,6 +105,28 @@ def test_each_protocol_gets_its_own_validated_fusion() -> None:
     assert own.eval.fusion == VALIDATED_FUSION["rare"]
 
 
+def test_a_class_set_is_the_same_in_any_order() -> None:
+    """Found by the class-set audit: `64,95` and `95,64` were two datasets and two runs, and `sn`'s
+    classes given in another order were a set of one's own, with `rare`'s fusion."""
+    from plasticc_jax.config import VALIDATED_FUSION
+
+    one = parse("train", "--set", "data.anomaly_classes=64,95")
+    other = parse("train", "--set", "data.anomaly_classes=95,64")
+    assert one.data == other.data and one.run_dir == other.run_dir
+    assert one.data.anomaly_classes == (64, 95)
+    sn = parse(
+        "train",
+        "--set",
+        "data.known_classes=42,62,90",
+        "--set",
+        "data.anomaly_classes=95,88,67,64,52,15",
+    )
+    assert sn.data == parse("train", "--protocol", "sn").data
+    assert sn.data.tag == "sn" and sn.eval.fusion == VALIDATED_FUSION["sn"]
+    rare = parse("train", "--protocol", "sn", "--set", "data.anomaly_classes=95,64,53,6")
+    assert rare.data.tag == "rare" and rare.eval.fusion == VALIDATED_FUSION["rare"]
+
+
 def test_the_report_names_where_the_fusion_came_from() -> None:
     """Found by an audit: report.md said every fusion was "chosen by the leave-one-known-class-out
     validation", also rare's filled in for classes of one's own (`--set

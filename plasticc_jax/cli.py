@@ -422,12 +422,25 @@ def review(args: argparse.Namespace) -> int:
     """`plasticc-jax review`: serve the page until Ctrl-C, or run the simulated expert."""
     if args.validation and not args.simulate:
         raise UserError("--validation goes with --simulate")
-    ignored = [f"--{n}" for n in ("scores", "top", "labels") if getattr(args, n) is not None]
+    # Options of the page: --simulate serves none (they were ignored without a word).
+    page = {
+        "--scores": args.scores is not None,
+        "--top": args.top is not None,
+        "--labels": args.labels is not None,
+        "--host": args.host != "127.0.0.1",
+        "--port": args.port != 0,
+        "--no-browser": args.no_browser,
+        "--workdir": args.workdir is not None and not args.validation,
+    }
+    ignored = [flag for flag, given in page.items() if given]
     if args.simulate and ignored:
         raise UserError(
-            f"{', '.join(ignored)}: not with --simulate, which reviews the run's own test split "
-            "with its true labels and keeps no answers"
+            f"{', '.join(ignored)}: not with --simulate, which serves no page and reviews the "
+            "run's own test split with its true labels, keeping no answers"
+            + ("" if args.validation else " (--workdir goes with --validation)")
         )
+    if args.draws is not None and not args.simulate:
+        raise UserError("--draws goes with --simulate")
     if args.draws is not None and args.draws < 1:
         raise UserError(f"--draws {args.draws}: at least one draw")
     if args.validation:

@@ -942,6 +942,12 @@ def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> N
     assert "--validation goes with --simulate" in capsys.readouterr().err
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--simulate", "--top", "5"]) == 2
     assert "--top: not with --simulate" in capsys.readouterr().err
+    # The page's options were ignored by --simulate without a word (the review audit).
+    simulate = ["review", "--run", str(tiny_run.run_dir), "--simulate"]
+    assert cli.main([*simulate, "--port", "8000", "--no-browser", "--workdir", "."]) == 2
+    assert "--port, --no-browser, --workdir: not with --simulate" in capsys.readouterr().err
+    assert cli.main(["review", "--run", str(tiny_run.run_dir), "--draws", "3"]) == 2
+    assert "--draws goes with --simulate" in capsys.readouterr().err
 
 
 def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ _META_TYPES: dict[str, pa.DataType] = {
     "ddf": pa.string(),
     "target": pa.string(),
 }
+# Never a model input, only carried to the outputs (as `grid_lightcurves` takes them): a file
+# without them is read, their values missing.
+OPTIONAL_METADATA: tuple[str, ...] = ("ra", "decl", "hostgal_specz")
 TARGET_PROBLEM = "metadata target not a class number"
 # Values whose absence would change an object's score unseen, so a missing one is a problem:
 # whether it is in the deep fields (not read as 0), and its host's redshift (0 marks a galactic
@@ -102,8 +105,13 @@ def read_metadata(path: Path) -> pd.DataFrame:
     stripped = [h.strip().lower() for h in names]
     label = next((c for c in plasticc.LABEL_COLUMNS if c in stripped), None)
     aliases = {**plasticc.METADATA_ALIASES, **({label: "target"} if label else {})}
-    wanted = list(plasticc.METADATA_COLUMNS) + (["target"] if label else [])
+    given = {aliases.get(name, name) for name in stripped}
+    absent = [c for c in OPTIONAL_METADATA if c not in given]
+    wanted = [c for c in plasticc.METADATA_COLUMNS if c not in absent]
+    wanted += ["target"] if label else []
     columns = map_columns(path, names, wanted, aliases, "metadata")
+    if absent:
+        log.info("%s: no %s column: left empty (never a model input)", path, ", ".join(absent))
     types = {c: _META_TYPES[c] for c in columns}
     try:
         table = pa_csv.read_csv(
@@ -143,6 +151,9 @@ def read_metadata(path: Path) -> pd.DataFrame:
     for name in [*plasticc.METADATA_COLUMNS[1:], "target"]:
         if name == "target" and not label:
             arrays[name] = np.full(ids.size, plasticc.UNKNOWN_TARGET, np.int64)
+            continue
+        if name in absent:
+            arrays[name] = np.full(ids.size, np.nan)
             continue
         column = table.column(columns[name])
         not_number = np.zeros(ids.size, bool)

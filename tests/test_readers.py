@@ -44,6 +44,22 @@ def test_readers_agree_on_both_formats(both_formats):
     assert set(lu["object_id"]) == set(mu["object_id"])
 
 
+def test_metadata_without_the_columns_no_model_reads(both_formats, tmp_path):
+    """ra, decl and hostgal_specz are never model inputs: a file of one's own survey without them
+    is read (they were required), the other values the same; a column the model reads is not."""
+    meta_path = both_formats["unblinded"][0]
+    full = pd.read_csv(meta_path)
+    full.drop(columns=["ra", "decl", "hostgal_specz"]).to_csv(tmp_path / "m.csv", index=False)
+    read, expected = rd.read_metadata(tmp_path / "m.csv"), rd.read_metadata(meta_path)
+    assert list(read.columns) == list(expected.columns)
+    assert read[["ra", "decl", "hostgal_specz"]].isna().all().all()
+    others = expected.columns.difference(["ra", "decl", "hostgal_specz"])
+    pd.testing.assert_frame_equal(read[others], expected[others])
+    full.drop(columns=["mwebv"]).to_csv(tmp_path / "n.csv", index=False)
+    with pytest.raises(UserError, match=r"missing metadata column\(s\) mwebv"):
+        rd.read_metadata(tmp_path / "n.csv")
+
+
 def test_target_falls_back_to_true_target_then_minus_one(tmp_path):
     base = (
         "object_id,ra,decl,ddf_bool,hostgal_specz,hostgal_photoz,hostgal_photoz_err,distmod,mwebv"

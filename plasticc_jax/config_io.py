@@ -34,6 +34,12 @@ def preset_path(name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
+    shipped = sorted(p.stem for p in (PROJECT_ROOT / "configs").glob("*.py"))
+    if name.endswith(".py"):  # a path: the other files of its folder are no presets
+        raise ConfigError(
+            f"--config {name}: no such file; give a preset file's path, or the name of a "
+            f"preset ({', '.join(shipped)})"
+        )
     names = sorted({p.stem for d in {c.parent for c in candidates} for p in d.glob("*.py")})
     hint = _did_you_mean(name, names) if not name.endswith(".py") else ""
     presets = f"; presets: {', '.join(names)}" if names else ""

@@ -234,6 +234,8 @@ def test_presets_resolve_outside_the_project(
         (["--set", "trian.seed=3"], "'trian.seed' (did you mean train.seed?)"),
         (["--config", "TINY"], "'TINY' (did you mean tiny?)"),
         (["--config", "nope"], "presets: default, early, gpu, seed, tiny)"),
+        # A path's folder's other files were listed as presets (tests/*.py for this one).
+        (["--config", "tests/nope.py"], "no such file; give a preset file's path, or the name"),
         (["--set", "name=../../etc"], "name='../../etc': must be a non-empty name without /"),
         (["--set", "data.anomaly_classes=90", "--set", "data.known_classes=90,42"], "both known"),
     ],

@@ -74,6 +74,9 @@ def _key_hint(key: str) -> str:
     close = _did_you_mean(key, keys) if "." in key else ""
     leaf = key.rpartition(".")[2]
     same = [k for k in keys if k.rpartition(".")[2] == leaf and k != key]
+    sections = {k.partition(".")[0] for k in keys if "." in k}
+    if len(same) > 1 and key.partition(".")[0] in sections:  # a real section, the wrong one
+        close = ""  # every section's field of that name (`data.batch_size`), not the nearest
     return close or (f" (did you mean {' or '.join(same)}?)" if same else _did_you_mean(key, keys))
 
 

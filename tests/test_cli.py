@@ -232,6 +232,7 @@ def test_presets_resolve_outside_the_project(
         (["--set", "train.max_epoch=3"], "'train.max_epoch' (did you mean train.max_epochs?)"),
         (["--set", "max_epochs=3"], "'max_epochs' (did you mean train.max_epochs?)"),
         (["--set", "trian.seed=3"], "'trian.seed' (did you mean train.seed?)"),
+        (["--set", "data.batch_size=3"], "(did you mean train.batch_size or eval.batch_size?)"),
         (["--config", "TINY"], "'TINY' (did you mean tiny?)"),
         (["--config", "nope"], "presets: default, early, gpu, seed, tiny)"),
         # A path's folder's other files were listed as presets (tests/*.py for this one).

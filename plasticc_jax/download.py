@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 MIRROR_ENV = "PLASTICC_JAX_MIRROR"
 
 ZENODO_RECORD = "https://zenodo.org/records/2539456"
-ZENODO_DOI = "10.5281/zenodo.2539456"
 # Seconds to wait for Zenodo to answer (connect, and each read): an unreachable host fails fast and
 # the next source is tried.
 HTTP_TIMEOUT_S = 10.0

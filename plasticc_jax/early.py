@@ -31,9 +31,6 @@ from plasticc_jax import gridding
 from plasticc_jax.gridding import DETECTION_SNR, Chunk, GridResult, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
 
-# The stages evaluated (days after the first detection); inf is the complete light curve.
-EVAL_STAGES: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0, np.inf)
-
 
 def _object_index(starts: np.ndarray, n_rows: int) -> np.ndarray:
     return np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n_rows]))

@@ -138,11 +138,6 @@ class FilePart:
     first_row: int = 0
     stamp: tuple[int, int] | None = None
 
-    @property
-    def n_bytes(self) -> int:
-        """Bytes of the file that the part reads (the whole file's size for a whole file)."""
-        return self.path.stat().st_size if self.start is None else self.stop - self.start
-
 
 class _ByteRange(io.RawIOBase):
     """Bytes [start, stop) of a file, as a stream."""

@@ -5,10 +5,9 @@ References: PLAsTiCC Team et al. 2018 (arXiv:1810.00001); Kessler et al. 2019 (a
 
 from __future__ import annotations
 
-# LSST passbands 0-5 and their effective wavelengths in Angstrom.
+# LSST passbands 0-5.
 PASSBANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
 N_PASSBANDS = len(PASSBANDS)
-WAVELENGTHS_ANGSTROM: tuple[float, ...] = (3670.0, 4827.0, 6223.0, 7546.0, 8691.0, 9712.0)
 
 # Flux is FLUXCAL (zero point 27.5); survey MJD span.
 FLUX_ZEROPOINT = 27.5

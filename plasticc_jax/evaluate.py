@@ -447,7 +447,7 @@ def _evaluate(
     result["checkpoint"] = provenance.checkpoint_record(vae.epoch, vae.params)
     result["dataset"] = provenance.dataset_record(dataset_dir, manifest)
     with atomic_path(run_dir / "scores.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
+        scoring.write_parquet(table, tmp, result["checkpoint"])
     if staged is not None:
         with atomic_path(run_dir / "scores_stages.parquet") as tmp:
             staged.to_parquet(tmp, index=False)

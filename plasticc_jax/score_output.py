@@ -94,7 +94,8 @@ def write_unranked(
                 frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
-                schema = table.schema
+                schema = scoring.with_checkpoint(table.schema, scorer.checkpoint)
+                table = table.replace_schema_metadata(schema.metadata)
                 writer = pq.ParquetWriter(path, schema)
             writer.write_table(table)
             score_parts.append(frame["anomaly_score"].to_numpy())
@@ -106,7 +107,8 @@ def write_unranked(
             empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
             if days_since_detection:
                 empty.insert(1, "days_since_detection", np.zeros(0))
-            writer = pq.ParquetWriter(path, pa.Table.from_pandas(empty).schema)
+            schema = pa.Table.from_pandas(empty).schema
+            writer = pq.ParquetWriter(path, scoring.with_checkpoint(schema, scorer.checkpoint))
     finally:
         if writer is not None:
             writer.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import special
 
 from plasticc_jax import plasticc
@@ -246,20 +249,58 @@ def run_fingerprint(run_dir: Path) -> str:
     return digest.hexdigest()
 
 
+# A score table's Parquet metadata names the checkpoint (`provenance.checkpoint_record`) whose
+# latent space its `mu_*` columns are in: `review` refuses a table of another run by it.
+CHECKPOINT_KEY = b"plasticc_jax.checkpoint"
+
+
+def with_checkpoint(schema: pa.Schema, checkpoint: Mapping[str, object]) -> pa.Schema:
+    """`schema` whose metadata also names `checkpoint` (`CHECKPOINT_KEY`)."""
+    named = json.dumps(dict(checkpoint), sort_keys=True).encode()
+    return schema.with_metadata({**(schema.metadata or {}), CHECKPOINT_KEY: named})
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, checkpoint: Mapping[str, object]) -> None:
+    """`frame.to_parquet(path, index=False)`, its metadata naming `checkpoint`."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(
+        table.replace_schema_metadata(with_checkpoint(table.schema, checkpoint).metadata), path
+    )
+
+
+def table_checkpoint(path: Path) -> dict[str, object] | None:
+    """The checkpoint a score table names (`with_checkpoint`; a folder: its first part); None
+    for a CSV, a table of an older version or one that cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        path = next(iter(sorted(path.glob("*.parquet"))), path)
+    if not path.is_file() or not path.name.lower().endswith(".parquet"):
+        return None
+    try:
+        named = (pq.read_schema(path).metadata or {}).get(CHECKPOINT_KEY)
+        return json.loads(named) if named else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
 class Scorer:
     """A trained and evaluated run, loaded once and checked: the VAE, the anomaly detector and
     the config.
 
     Attributes:
         run_dir: the run directory; vae: its `TrainedVae`; detector: its `Detector`;
-        config: the run's resolved config (`config.data`: how light curves are gridded).
+        config: the run's resolved config (`config.data`: how light curves are gridded);
+        checkpoint: the checkpoint's record (epoch, parameter hash), named by score tables.
     """
 
-    def __init__(self, run_dir: Path, vae: TrainedVae, detector: Detector) -> None:
+    def __init__(
+        self, run_dir: Path, vae: TrainedVae, detector: Detector, checkpoint: Mapping[str, object]
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.vae = vae
         self.detector = detector
         self.config = vae.config
+        self.checkpoint = dict(checkpoint)
 
     @staticmethod
     def load(run_dir: str | Path) -> Scorer:
@@ -292,7 +333,8 @@ class Scorer:
                     f"({type(error).__name__}: {error}); run `plasticc-jax evaluate` for "
                     f"{run_dir} again"
                 ) from None
-        return Scorer(run_dir, vae, detector)
+        checkpoint = record.get("checkpoint") or provenance.checkpoint_record(vae.epoch, vae.params)
+        return Scorer(run_dir, vae, detector, checkpoint)
 
     @staticmethod
     def cached(run_dir: str | Path) -> Scorer:

@@ -24,7 +24,15 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from plasticc_jax import cli, distributed, lightcurve_rows, readers, score_output, streaming
+from plasticc_jax import (
+    cli,
+    distributed,
+    lightcurve_rows,
+    readers,
+    score_output,
+    scoring,
+    streaming,
+)
 from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import sha256_file
@@ -122,6 +130,9 @@ def test_score_on_the_cluster_gives_the_single_process_table(
     assert n_never > 0
     assert f"{n_never} scored objects were never detected" in caplog.text
     _assert_same_table(pd.read_parquet(output), expected)
+    assert scoring.table_checkpoint(output) == scoring.table_checkpoint(
+        tiny_run.run_dir / "scores.parquet"
+    )
     rejected = pd.read_csv(tmp_path / "scores.rejected.csv")
     pd.testing.assert_frame_equal(rejected, expected_rejected)
     assert {SHORT, NO_METADATA, NO_LIGHTCURVE} <= set(rejected["object_id"])

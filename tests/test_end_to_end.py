@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import copy_project
 
-from plasticc_jax import cli, metrics
+from plasticc_jax import cli, metrics, scoring
 from plasticc_jax import report as report_module
 from plasticc_jax.dataset import read_manifest
 
@@ -140,6 +140,11 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path, caplog):
     with caplog.at_level("WARNING", logger="plasticc_jax"):
         assert cli.main(args) == 0
     scored = pd.read_parquet(output)
+    # The table names the checkpoint of its latents, as the run's own does (`review` checks it).
+    checkpoint = scoring.table_checkpoint(output)
+    assert checkpoint and checkpoint == scoring.table_checkpoint(
+        tiny_run.run_dir / "scores.parquet"
+    )
     rejected = pd.read_csv(tmp_path / "out" / "scores.rejected.csv")
     assert 999_999 in set(rejected["object_id"])
     # The synthetic objects never detected (no flag, no point at S/N >= 5) are scored and said.

@@ -901,6 +901,23 @@ def test_a_score_table_of_another_latent_space_is_one_line(
     assert f"(mu_*) where the run {tiny_run.run_dir} has {len(latents)}:" in str(error.value)
 
 
+def test_a_score_table_of_another_checkpoint_is_one_line(tiny_run, tmp_path: Path) -> None:
+    """A table of another run with latents of the same size passed the check by their count and
+    was reviewed with this run's neighbours; score tables now name their checkpoint."""
+    from plasticc_jax import scoring
+
+    metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
+    mine = scoring.table_checkpoint(tiny_run.run_dir / "scores.parquet")
+    assert mine == metrics["checkpoint"]
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    path = tmp_path / "scores.parquet"
+    scoring.write_parquet(table, path, mine)
+    assert len(Pool(tiny_run.run_dir, scores=path, curves=False)) == len(table)
+    scoring.write_parquet(table, path, {**mine, "sha256": "0" * 64})
+    with pytest.raises(UserError, match=re.escape(f"the score table {path} was scored with")):
+        Pool(tiny_run.run_dir, scores=path, curves=False)
+
+
 def test_a_second_review_of_the_same_labels_is_refused(tiny_run, tmp_path: Path) -> None:
     from plasticc_jax.review.server import open_review
 

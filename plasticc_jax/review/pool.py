@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from plasticc_jax import plasticc, provenance, runs
+from plasticc_jax import plasticc, provenance, runs, scoring
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest, read_stats
 from plasticc_jax.errors import UserError
@@ -217,6 +217,7 @@ class Pool:
             else checked_table(read_table(Path(scores)), Path(scores), models)
         )
         _check_latents(table, scores, run_table, self.run_dir)
+        _check_checkpoint(scores, run_path, self.run_dir)
         table = table.iloc[pool_rows(table)]
         if top is not None:
             if top < 1:
@@ -358,6 +359,28 @@ def _check_latents(
         f"the score table {source} has {len(theirs)} latent means (mu_*) where the run "
         f"{run_dir} has {len(mine)}: a table of another run? Review a table this run wrote (its "
         f"scores.parquet, or one of `plasticc-jax score --run {run_dir}`)"
+    )
+
+
+def _check_checkpoint(source: Path | None, run_path: Path, run_dir: Path) -> None:
+    """Refuse a score table that names another checkpoint than the run's table (a table of
+    another run with latents of the same size, or scored before the run was trained further).
+    Tables that name none (CSV, older versions) are checked by their latents' count alone.
+
+    Raises:
+        UserError: the two tables name different checkpoints.
+    """
+    if source is None:
+        return
+    theirs, mine = scoring.table_checkpoint(Path(source)), scoring.table_checkpoint(run_path)
+    if theirs is None or mine is None or theirs == mine:
+        return
+    raise UserError(
+        f"the score table {source} was scored with the checkpoint of epoch {theirs.get('epoch')} "
+        f"(parameters {str(theirs.get('sha256'))[:12]}), the run {run_dir} has that of epoch "
+        f"{mine.get('epoch')} ({str(mine.get('sha256'))[:12]}): a table of another run, or "
+        f"scored before the run was trained or evaluated again; score it again with "
+        f"`plasticc-jax score --run {run_dir}`"
     )
 
 

@@ -379,7 +379,7 @@ def _check_checkpoint(source: Path | None, run_path: Path, run_dir: Path) -> Non
         f"the score table {source} was scored with the checkpoint of epoch {theirs.get('epoch')} "
         f"(parameters {str(theirs.get('sha256'))[:12]}), the run {run_dir} has that of epoch "
         f"{mine.get('epoch')} ({str(mine.get('sha256'))[:12]}): a table of another run, or "
-        f"scored before the run was trained or evaluated again; score it again with "
+        f"scored before the run was trained further; score it again with "
         f"`plasticc-jax score --run {run_dir}`"
     )
 

@@ -98,15 +98,13 @@ def mean_over_runs(runs: list[Path], fusion: tuple[str, ...]) -> dict[float, dic
     return {d: {f: float(np.mean([t[d][f] for t in tables])) for f in tables[0][d]} for d in DAYS}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, nargs="+", required=True)
-    parser.add_argument("--candidate", type=Path, nargs="+", required=True)
-    args = parser.parse_args()
+def compare(baseline: list[Path], candidate: list[Path]) -> None:
+    """Print the table and the rule's verdict of candidate runs against baseline runs (each
+    several training seeds, averaged per fold)."""
     fusion = shipped_fusion()
     print(f"fusion: {','.join(fusion)}")
-    base = mean_over_runs(args.baseline, fusion)
-    cand = mean_over_runs(args.candidate, fusion)
+    base = mean_over_runs(baseline, fusion)
+    cand = mean_over_runs(candidate, fusion)
     print("\n| stage | baseline | candidate | difference, mean ± s.e. (folds better) |")
     print("|---|---|---|---|")
     summary = {}
@@ -131,8 +129,16 @@ def main() -> None:
         f"\n10 days: {m10:+.4f} vs 2 s.e. {2 * s10:.4f}; complete: {mc:+.4f} vs -2 s.e. "
         f"{-2 * sc:.4f} -> {'ADOPT' if adopt else 'do not adopt'}"
     )
-    if m10 > s10 and len(args.baseline) == 1:
+    if m10 > s10 and len(baseline) == 1:
         print("10-day difference above +1 s.e. with one seed: the rule asks for a second seed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, nargs="+", required=True)
+    parser.add_argument("--candidate", type=Path, nargs="+", required=True)
+    args = parser.parse_args()
+    compare(args.baseline, args.candidate)
 
 
 if __name__ == "__main__":

@@ -434,10 +434,15 @@ def review(args: argparse.Namespace) -> int:
     }
     ignored = [flag for flag, given in page.items() if given]
     if args.simulate and ignored:
+        reviews = (
+            "the known classes' validation folds"
+            if args.validation
+            else "the run's own test split with its true labels"
+        )
         raise UserError(
-            f"{', '.join(ignored)}: not with --simulate, which serves no page and reviews the "
-            "run's own test split with its true labels, keeping no answers"
-            + ("" if args.validation else " (--workdir goes with --validation)")
+            f"{', '.join(ignored)}: not with --simulate, which serves no page and reviews "
+            f"{reviews}, keeping no answers"
+            + (" (--workdir goes with --validation)" if "--workdir" in ignored else "")
         )
     if args.draws is not None and not args.simulate:
         raise UserError("--draws goes with --simulate")

@@ -318,6 +318,17 @@ def _class_set(
     return protocol, tuple(sorted(known)), tuple(sorted(anomalies))
 
 
+def _canonical_classes(data: DataConfig) -> DataConfig:
+    """`data` with its class lists (and protocol) as `resolve` writes them now (`_class_set`): a
+    run recorded before class sets were sorted compares equal to its classes given now."""
+    protocol, known, anomalies = _class_set(
+        data.protocol, tuple(data.known_classes), tuple(data.anomaly_classes)
+    )
+    return dataclasses.replace(
+        data, protocol=protocol, known_classes=known, anomaly_classes=anomalies
+    )
+
+
 def validated_fusion(data: DataConfig) -> tuple[str, ...]:
     """The fusion `resolve` fills in for these (resolved) classes: the protocol's own validated
     one, or `rare`'s for a list of one's own."""
@@ -352,6 +363,8 @@ def differences(given: Config, kept: Config, sections: tuple[str, ...]) -> list[
     found = []
     for section in sections:
         ours, theirs = getattr(given, section), getattr(kept, section)
+        if section == "data":  # a run of classes given in another order has the same classes
+            ours, theirs = _canonical_classes(ours), _canonical_classes(theirs)
         for item in dataclasses.fields(ours):
             a, b = getattr(ours, item.name), getattr(theirs, item.name)
             if a != b:

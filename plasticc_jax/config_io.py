@@ -34,14 +34,15 @@ def preset_path(name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    shipped = sorted(p.stem for p in (PROJECT_ROOT / "configs").glob("*.py"))
+    folders = (Path("configs"), PROJECT_ROOT / "configs")
+    names = sorted({p.stem for folder in folders for p in folder.glob("*.py")})
     if name.endswith(".py"):  # a path: the other files of its folder are no presets
+        presets = f" ({', '.join(names)})" if names else ""
         raise ConfigError(
             f"--config {name}: no such file; give a preset file's path, or the name of a "
-            f"preset ({', '.join(shipped)})"
+            f"preset{presets}"
         )
-    names = sorted({p.stem for d in {c.parent for c in candidates} for p in d.glob("*.py")})
-    hint = _did_you_mean(name, names) if not name.endswith(".py") else ""
+    hint = _did_you_mean(name, names)
     presets = f"; presets: {', '.join(names)}" if names else ""
     raise ConfigError(
         f"no config preset {name!r}{hint} (looked for {', '.join(map(str, candidates))}{presets})"

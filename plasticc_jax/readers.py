@@ -61,8 +61,8 @@ _META_TYPES: dict[str, pa.DataType] = {
     "ddf": pa.string(),
     "target": pa.string(),
 }
-# Never a model input, only carried to the outputs (as `grid_lightcurves` takes them): a file
-# without them is read, their values missing.
+# Never read by the model (and optional for `grid_lightcurves` too): a file without them is read,
+# their values missing.
 OPTIONAL_METADATA: tuple[str, ...] = ("ra", "decl", "hostgal_specz")
 TARGET_PROBLEM = "metadata target not a class number"
 # Values whose absence would change an object's score unseen, so a missing one is a problem:

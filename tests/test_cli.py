@@ -125,6 +125,19 @@ def test_a_class_set_is_the_same_in_any_order() -> None:
     assert sn.data.tag == "sn" and sn.eval.fusion == VALIDATED_FUSION["sn"]
     rare = parse("train", "--protocol", "sn", "--set", "data.anomaly_classes=95,64,53,6")
     assert rare.data.tag == "rare" and rare.eval.fusion == VALIDATED_FUSION["rare"]
+    # A run recorded before (its lists as given, `sn`'s classes as a `rare` set of one's own)
+    # has the same classes: `evaluate --run-dir` named them as settings given and not used.
+    import dataclasses
+
+    from plasticc_jax.config import differences
+
+    older = dataclasses.replace(one, data=dataclasses.replace(one.data, anomaly_classes=(95, 64)))
+    assert differences(one, older, ("data",)) == []
+    older_sn = dataclasses.replace(
+        sn, data=dataclasses.replace(sn.data, protocol="rare", known_classes=(90, 62, 42))
+    )
+    assert differences(sn, older_sn, ("data",)) == []
+    assert differences(one, sn, ("data",))  # other classes still differ
 
 
 def test_the_report_names_where_the_fusion_came_from() -> None:

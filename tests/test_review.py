@@ -916,6 +916,15 @@ def test_a_score_table_of_another_checkpoint_is_one_line(tiny_run, tmp_path: Pat
     scoring.write_parquet(table, path, {**mine, "sha256": "0" * 64})
     with pytest.raises(UserError, match=re.escape(f"the score table {path} was scored with")):
         Pool(tiny_run.run_dir, scores=path, curves=False)
+    # Ranking it with answers mixed its latents with the run's too (`score --review-labels`'s
+    # re-ranking, and the API the --dask path points to): refused alike, the table unchanged.
+    from plasticc_jax.review.rescore import rerank_scored
+
+    answers = tmp_path / "labels.jsonl"
+    LabelStore(answers).append(Answer.now(int(table["object_id"].iat[0]), "anomaly"))
+    with pytest.raises(UserError, match=re.escape(f"the score table {path} was scored with")):
+        rerank_scored(tiny_run.run_dir, path, answers)
+    assert "review_score" not in pd.read_parquet(path).columns
 
 
 def test_a_second_review_of_the_same_labels_is_refused(tiny_run, tmp_path: Path) -> None:

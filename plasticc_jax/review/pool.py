@@ -211,13 +211,15 @@ class Pool:
         with folder_lock(self.run_dir, "review", shared=True):
             provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
             run_table = checked_table(read_table(run_path, NOT_EVALUATED), run_path, models)
+            run_checkpoint = scoring.table_checkpoint(run_path)
         table = (
             run_table
             if scores is None
             else checked_table(read_table(Path(scores)), Path(scores), models)
         )
         _check_latents(table, scores, run_table, self.run_dir)
-        _check_checkpoint(scores, run_path, self.run_dir)
+        if scores is not None:
+            check_checkpoint(Path(scores), run_checkpoint, self.run_dir)
         table = table.iloc[pool_rows(table)]
         if top is not None:
             if top < 1:
@@ -362,17 +364,16 @@ def _check_latents(
     )
 
 
-def _check_checkpoint(source: Path | None, run_path: Path, run_dir: Path) -> None:
-    """Refuse a score table that names another checkpoint than the run's table (a table of
-    another run with latents of the same size, or scored before the run was trained further).
-    Tables that name none (CSV, older versions) are checked by their latents' count alone.
+def check_checkpoint(source: Path, mine: dict[str, Any] | None, run_dir: Path) -> None:
+    """Refuse a score table that names another checkpoint than `mine`, the run table's
+    (`scoring.table_checkpoint`): a table of another run with latents of the same size, or one
+    scored before the run was trained further. Tables that name none (CSV, older versions) are
+    checked by their latents' count alone (`_check_latents`).
 
     Raises:
         UserError: the two tables name different checkpoints.
     """
-    if source is None:
-        return
-    theirs, mine = scoring.table_checkpoint(Path(source)), scoring.table_checkpoint(run_path)
+    theirs = scoring.table_checkpoint(source)
     if theirs is None or mine is None or theirs == mine:
         return
     raise UserError(

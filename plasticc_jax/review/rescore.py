@@ -23,8 +23,8 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, folder_lock
 from plasticc_jax.review import active
 from plasticc_jax.review.labels import latest, read_answers
-from plasticc_jax.review.pool import read_table
-from plasticc_jax.scoring import ranks
+from plasticc_jax.review.pool import check_checkpoint, read_table
+from plasticc_jax.scoring import ranks, table_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     with folder_lock(run_dir, "score", shared=True):
         provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
         run_table = _read_features(run_dir / "scores.parquet", models)
+        run_checkpoint = table_checkpoint(run_dir / "scores.parquet")
+    check_checkpoint(table_path, run_checkpoint, run_dir)  # its latents beside the run's
     missing = [n for n in names if n not in run_table.columns]
     if missing:
         raise UserError(f"the run's score table lacks the feature columns {missing}")

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from plasticc_jax.calibration import Reference
 
@@ -178,11 +177,16 @@ def weighted_mean(scores: pd.DataFrame, weights: dict[str, float]) -> np.ndarray
 
 def auroc(values: np.ndarray, positive: np.ndarray) -> float:
     """The Mann-Whitney statistic of the positives against the others (ties count one half):
-    `metrics.auroc` without scikit-learn's input checks, for the search's many evaluations."""
-    ranks = stats.rankdata(values)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg)) if n_pos and n_neg else float("nan")
+    `metrics.auroc` without scikit-learn's input checks, for the search's many evaluations.
+    Counted as the negatives below each positive (half those equal), an exact sum of halves."""
+    negatives = np.sort(values[~positive])
+    scores = values[positive]
+    if not scores.size or not negatives.size:
+        return float("nan")
+    below = np.searchsorted(negatives, scores, side="left")
+    equal = np.searchsorted(negatives, scores, side="right") - below
+    u = below.sum() + 0.5 * equal.sum()
+    return float(u / (scores.size * negatives.size))
 
 
 def search(

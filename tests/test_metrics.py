@@ -23,6 +23,25 @@ def test_auroc_by_hand():
     assert math.isnan(metrics.auroc(SCORES, np.zeros(6, bool)))
 
 
+def test_the_fusion_search_auroc_is_the_metric():
+    """The fusion search's fast AUROC (negatives below each positive, half the equal ones) is
+    `metrics.auroc`, ties and scores of -inf (objects not scorable yet) included."""
+    from plasticc_jax.fusion_search import auroc
+
+    assert auroc(SCORES, LABELS) == pytest.approx(5 / 9)
+    assert math.isnan(auroc(SCORES, np.zeros(6, bool)))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 300))
+        values = rng.integers(0, 12, n) / 7.0  # many ties
+        values[rng.random(n) < 0.1] = -np.inf
+        positive = rng.random(n) < 0.3
+        if positive.all() or not positive.any():
+            continue
+        finite = np.where(np.isinf(values), -1.0, values)  # the same order, for scikit-learn
+        assert auroc(values, positive) == pytest.approx(metrics.auroc(finite, positive), abs=1e-12)
+
+
 def test_average_precision_by_hand():
     # Anomalies found at ranks 1, 3, 6: precisions 1/1, 2/3, 3/6.
     expected = (1 + 2 / 3 + 3 / 6) / 3

@@ -292,9 +292,8 @@ def resolve(config: Config) -> Config:
             f"no known class is left: data.anomaly_classes ({', '.join(map(str, anomalies))}) "
             "covers every training class; leave some out, or set data.known_classes"
         )
-    protocol, known, anomalies = _class_set(data.protocol, tuple(known), tuple(anomalies))
-    data = dataclasses.replace(
-        data, protocol=protocol, known_classes=known, anomaly_classes=anomalies
+    data = _canonical_classes(
+        dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
     )
     resolved = dataclasses.replace(config, data=data)
     if not config.eval.fusion:
@@ -306,27 +305,18 @@ def resolve(config: Config) -> Config:
     return resolved
 
 
-def _class_set(
-    protocol: str, known: tuple[int, ...], anomalies: tuple[int, ...]
-) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
-    """(protocol, known, anomalies) in one order whatever the order given: a protocol's own
-    classes are that protocol (its dataset, run and validated fusion), other lists are sorted
-    (`64,95` and `95,64` are one dataset and one run)."""
-    for name, (own_known, own_anomalies) in plasticc.PROTOCOLS.items():
-        if (sorted(known), sorted(anomalies)) == (sorted(own_known), sorted(own_anomalies)):
-            return name, own_known, own_anomalies
-    return protocol, tuple(sorted(known)), tuple(sorted(anomalies))
-
-
 def _canonical_classes(data: DataConfig) -> DataConfig:
-    """`data` with its class lists (and protocol) as `resolve` writes them now (`_class_set`): a
-    run recorded before class sets were sorted compares equal to its classes given now."""
-    protocol, known, anomalies = _class_set(
-        data.protocol, tuple(data.known_classes), tuple(data.anomaly_classes)
-    )
-    return dataclasses.replace(
-        data, protocol=protocol, known_classes=known, anomaly_classes=anomalies
-    )
+    """`data` with its class lists in one order whatever the order given: a protocol's own
+    classes are that protocol (its dataset, run and validated fusion), other lists are sorted
+    (`64,95` and `95,64` are one dataset and one run; a run recorded before class sets were
+    sorted compares equal to its classes given now)."""
+    known, anomalies = sorted(data.known_classes), sorted(data.anomaly_classes)
+    for name, (own_known, own_anomalies) in plasticc.PROTOCOLS.items():
+        if (known, anomalies) == (sorted(own_known), sorted(own_anomalies)):
+            return dataclasses.replace(
+                data, protocol=name, known_classes=own_known, anomaly_classes=own_anomalies
+            )
+    return dataclasses.replace(data, known_classes=tuple(known), anomaly_classes=tuple(anomalies))
 
 
 def validated_fusion(data: DataConfig) -> tuple[str, ...]:

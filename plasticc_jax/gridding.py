@@ -40,8 +40,9 @@ what the window misses (per band: the weighted mean flux and the standard deviat
 over amplitude, and the fraction of detected points; overall: log10 of the number of
 observations, log10(1 + days between the first and last detection) (0 with fewer than two
 detections), and the fraction of points inside the window); and the metadata a model may use:
-`ddf`, `hostgal_photoz`, `hostgal_photoz_err`, `distmod` (NaN for galactic objects, also where
-the input gives one, with the indicator `is_galactic` = hostgal_photoz == 0), `mwebv`. Then the
+`ddf`, `hostgal_photoz`, `hostgal_photoz_err` (0 for galactic objects, whatever the input gives),
+`distmod` (NaN for galactic objects, also where the input gives one, with the indicator
+`is_galactic` = hostgal_photoz == 0), `mwebv`. Then the
 physics and variability features of `plasticc_jax.features` (luminosity, timescales, colours,
 decline, variability). Not `ra`/`decl`: sky position is the survey footprint, not physics. Not
 `hostgal_specz`: it exists for few test objects (a train/test shift a model would learn). Never
@@ -439,10 +440,14 @@ def _grid_valid(
     in_window = np.bincount(o, inside, minlength=m) / counts
 
     ddf, photoz, photoz_err, distmod, mwebv = meta.astype(np.float64).T
-    # A galactic object (photoz 0) has no distance here, whatever the input gives (a star's
-    # parallax distance): the model knew none for them (PLAsTiCC's are all missing), and one given
-    # made an ordinary eclipsing binary a flagged anomaly through distmod and peak_abs_mag.
-    distmod = np.where(photoz == 0, np.nan, distmod)
+    # A galactic object (photoz 0) has no distance and no host here, whatever the input gives (a
+    # star's parallax distance, a photo-z error): the model knew neither for them (PLAsTiCC's
+    # distmod are missing, their errors 0), and a distmod given made an ordinary eclipsing binary
+    # a flagged anomaly through distmod and peak_abs_mag; an error of 0.05, three times the median
+    # anomaly score of galactic objects.
+    galactic = photoz == 0
+    distmod = np.where(galactic, np.nan, distmod)
+    photoz_err = np.where(galactic, 0.0, photoz_err)
     physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
     features_64 = np.column_stack(
@@ -458,7 +463,7 @@ def _grid_valid(
             photoz,
             photoz_err,
             distmod,
-            (photoz == 0).astype(np.float64),
+            galactic.astype(np.float64),
             mwebv,
             physics,
             variability,

@@ -101,7 +101,7 @@ from plasticc_jax.io_utils import (
     sha256_file,
 )
 from plasticc_jax.replay_input import ReplayInput, rejection_frame
-from plasticc_jax.score_output import SPLIT_NAME
+from plasticc_jax.score_output import SPLIT_NAME, note_unknown_classes
 from plasticc_jax.scoring import Scorer
 from plasticc_jax.threads import limited_threads
 
@@ -451,12 +451,9 @@ def _replay(
     manifest_path = output / MANIFEST
     run_dir = scorer.run_dir
     detector = scorer.detector
-    data = ReplayInput(
-        lightcurve_rows.read_files(paths),
-        readers.labels_optional(readers.read_metadata_files(metadata_paths)),
-        close_after,
-        objects,
-    )
+    metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
+    note_unknown_classes(metadata, scorer.config.data)
+    data = ReplayInput(lightcurve_rows.read_files(paths), metadata, close_after, objects)
     first, last = data.nights
     if last_night is not None and len(data.rows) and last_night < first:
         # `--last-night 10` (ten nights?) replayed nothing and said the output was finished.

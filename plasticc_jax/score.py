@@ -43,6 +43,7 @@ from plasticc_jax.score_output import (
     SCRATCH_PREFIX,
     check_accounting,
     check_dataset_folder,
+    note_unknown_classes,
     output_format,
     rejected_path,
     warn_if_none_scored,
@@ -206,6 +207,7 @@ def _score(
         # Checked here, as below; the run stays locked (shared) while the workers read it.
         with folder_lock(run_dir, "score", shared=True):
             scorer = Scorer.load(run_dir)
+            note_unknown_classes(metadata, scorer.config.data)
             return distributed_score.score(
                 dask,
                 scorer,
@@ -219,6 +221,7 @@ def _score(
     # Read while no evaluate or train rewrites the run (they hold its lock).
     with folder_lock(run_dir, "score", shared=True):
         scorer = Scorer.load(run_dir)
+    note_unknown_classes(metadata, scorer.config.data)
     detector = scorer.detector
 
     start = time.perf_counter()

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from plasticc_jax import gridding, scoring
+from plasticc_jax import gridding, plasticc, scoring
+from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.errors import UserError
 from plasticc_jax.scoring import Scorer
@@ -127,6 +128,28 @@ def warn_never_detected(n_never_detected: int) -> None:
             "is there (score --as-of and replay reject them; docs/evaluation.md)",
             n_never_detected,
             gridding.DETECTION_SNR,
+        )
+
+
+def note_unknown_classes(metadata: pd.DataFrame, data: DataConfig) -> None:
+    """Say which labels of the input belong to classes the run neither trained on nor held out
+    (PLAsTiCC's test-only 991-995, a class its protocol left out, a mistyped number): their
+    objects count as anomalies in `is_anomaly` (`scoring.unknown_to_the_run`)."""
+    if "target" not in metadata:
+        return
+    target = metadata["target"].to_numpy(np.int64)
+    named = (*data.known_classes, *data.anomaly_classes)
+    other = target[(target >= 0) & ~np.isin(target, named)]
+    if other.size:
+        classes, counts = np.unique(other, return_counts=True)
+        named_counts = (
+            f"{plasticc.class_name(c)} ({c}): {n}" if c in plasticc.CLASS_NAMES else f"{c}: {n}"
+            for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
+        )
+        log.warning(
+            "labels of classes the run neither trained on nor held out, counted as anomalies "
+            "(is_anomaly): %s",
+            ", ".join(named_counts),
         )
 
 

@@ -5,7 +5,8 @@ detector reads (`components.Evidence`); `score_table` turns the outputs and the 
 with the objects' labels, into the table both stages write, one row per object:
 
 - `object_id`, `split`, `target`, `class_name`, `is_anomaly`: who the object is (labels are
-  copied where the input has them; they never enter a score);
+  copied where the input has them; they never enter a score; `is_anomaly`: labelled with a
+  class the run was not trained on);
 - `mu_0 ... mu_{L-1}`, `mean_logvar`, `recon_nll`, `n_observed`, `chi2_per_cell`: the VAE;
 - `CONTEXT_COLUMNS`: a few of the object's features, for filtering and review;
 - one calibrated column per detector component (`-log10` of its val known tail probability);
@@ -28,7 +29,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,6 +152,14 @@ def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]
         "target": arrays.target.astype(np.int64),
         "is_anomaly": arrays.is_anomaly.astype(bool),
     }
+
+
+def unknown_to_the_run(target: np.ndarray, known_classes: Sequence[int]) -> np.ndarray:
+    """(n,) bool, `is_anomaly` of objects a run scores: labelled with a class the run was not
+    trained on (its anomaly classes, and any class it never saw: PLAsTiCC's test-only 991-995, a
+    class its protocol left out); False for its known classes and for unlabelled objects (-1)."""
+    target = np.asarray(target, np.int64)
+    return (target >= 0) & ~np.isin(target, np.asarray(known_classes, np.int64))
 
 
 def score_table(
@@ -354,7 +363,7 @@ class Scorer:
 
         Args:
             arrays: gridded objects (`streaming`), n of them; labels from their `target`, with
-                `is_anomaly` set by the run's protocol.
+                `is_anomaly` set where the run does not know the class (`unknown_to_the_run`).
             split: the value of the `split` column.
 
         Returns:
@@ -362,7 +371,8 @@ class Scorer:
             rejection frame (object_id, reason, source `MODEL_SOURCE`) of the others: non-finite
             VAE outputs or features (`NON_FINITE_OUTPUT`), a NaN score (`NAN_SCORE`).
         """
-        arrays = arrays.with_anomalies(self.config.data.anomaly_classes)
+        known = self.config.data.known_classes
+        arrays = dataclasses.replace(arrays, is_anomaly=unknown_to_the_run(arrays.target, known))
         outputs = model_outputs(self.vae, arrays, self.config.eval.batch_size)
         finite = finite_outputs(outputs)
         unscorable = [(arrays.object_id[~finite], NON_FINITE_OUTPUT)]
@@ -510,13 +520,12 @@ def _rejected_rows(
     if target is not None:
         found = target.reindex(ids).to_numpy(np.float64)
         labels = np.where(np.isnan(found), labels, found).astype(np.int64)
-    anomalies = np.asarray(scorer.config.data.anomaly_classes, np.int64)
     columns: dict[str, object] = {
         "object_id": ids,
         "split": np.full(n, split),
         "target": labels,
         "class_name": [plasticc.class_name(c) for c in labels],
-        "is_anomaly": np.isin(labels, anomalies),
+        "is_anomaly": unknown_to_the_run(labels, scorer.config.data.known_classes),
     }
     for name, dtype in like.dtypes.items():
         if name in columns or name == REJECTED_REASON:

@@ -124,6 +124,10 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path, caplog):
     meta = meta.astype({"target": object})
     meta.loc[1, "target"] = 90.5  # not a class number: scored without a label (score needs none)
     meta.loc[2, "target"] = "SNIa"  # nor a number (it refused the whole file before)
+    # Classes the run never saw (PLAsTiCC's test-only microlens-binary, a number of one's own):
+    # anomalies to it, said in a warning (they were counted as known objects, in silence).
+    unseen = meta["object_id"].iloc[[3, 4]].tolist()
+    meta.loc[3, "target"], meta.loc[4, "target"] = 991, 123
     pd.concat([meta, ghost]).to_csv(meta_path, index=False)
     output = tmp_path / "out" / "scores.parquet"
     args = [
@@ -155,6 +159,14 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path, caplog):
     assert n_never > 0
     assert f"{n_never} scored objects were never detected" in caplog.text
     assert scored.loc[scored["object_id"].isin(unlabelled), "target"].tolist() == [-1, -1]
+    assert "counted as anomalies (is_anomaly): 123: 1, microlens-binary (991): 1" in caplog.text
+    labels = scored.set_index("object_id")
+    assert labels.loc[unseen, "is_anomaly"].all()
+    known = labels["target"].isin(tiny_run.config.data.known_classes)
+    assert known.any() and not labels.loc[known, "is_anomaly"].any()
+    held_out = labels["target"].isin(tiny_run.config.data.anomaly_classes)
+    assert held_out.any() and labels.loc[held_out, "is_anomaly"].all()
+    assert not labels.loc[labels["target"] == -1, "is_anomaly"].any()
     ids = np.concatenate([scored["object_id"], rejected["object_id"]])
     assert sorted(ids) == sorted([*meta["object_id"].tolist(), 999_999])
     assert sorted(scored["rank"]) == list(range(1, len(scored) + 1))

@@ -45,7 +45,8 @@ survey is simply new that night (`first_seen`).
   observations so far) and `days_since_detection` (its latest observation minus its first
   detection, `early.first_detection`); one Parquet dataset partitioned by night. The columns
   are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
-  are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night);
+  are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night),
+  and so is the file's metadata, which names the run's checkpoint (`scoring.table_checkpoint`);
 - `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
 - `manifest.json`, rewritten after each night: the input, the settings, the objects rejected at
   load (by reason) and, with `objects`, those of the input left out (`left_out_objects`),
@@ -70,7 +71,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,21 +296,35 @@ def check_counts(counts: dict[str, Any]) -> None:
         raise RuntimeError(f"night {counts['night']}: seen != open + closed: {counts}")
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+def _write_parquet(
+    frame: pd.DataFrame, path: Path, checkpoint: Mapping[str, object] | None = None
+) -> None:
     """Write atomically and durably (the file, its night folder and that folder's entry): on
-    disk before the manifest names the night."""
-    atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
+    disk before the manifest names the night. With `checkpoint`, the file names it, as a score
+    table does (`scoring.write_parquet`)."""
+    if checkpoint is None:
+        atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
+    else:
+        atomic_write(path, lambda handle: scoring.write_parquet(frame, handle, checkpoint))
     fsync_folder(path.parent)
     fsync_folder(path.parent.parent)
 
 
-def write_night(out: Path, night: int, candidates: pd.DataFrame, rejected: pd.DataFrame) -> None:
+def write_night(
+    out: Path,
+    night: int,
+    candidates: pd.DataFrame,
+    rejected: pd.DataFrame,
+    checkpoint: Mapping[str, object],
+) -> None:
     """A night's partition files (each atomically). The night is the partition's key
     (`night=<N>` folders, Hive style), not a column of the file, so the folder reads as one
-    dataset (`pd.read_parquet(out / "candidates")`) with a `night` column."""
+    dataset (`pd.read_parquet(out / "candidates")`) with a `night` column. The candidates name
+    the run's `checkpoint` (their latents' space), as `score`'s tables do."""
     if len(candidates):
         candidates = candidates.drop(columns="night", errors="ignore")
-        _write_parquet(candidates, out / CANDIDATES / f"night={night}" / "part-0.parquet")
+        path = out / CANDIDATES / f"night={night}" / "part-0.parquet"
+        _write_parquet(candidates, path, checkpoint)
     if len(rejected):
         _write_parquet(rejected, out / REJECTED / f"night={night}" / "part-0.parquet")
 
@@ -509,7 +524,7 @@ def _replay(
         else:
             candidates, rejected, counts = night_scorer.night(night)
             check_counts(counts)
-            write_night(output, night, candidates, rejected)
+            write_night(output, night, candidates, rejected, scorer.checkpoint)
             manifest["nights"].append(counts)
             rescored += counts["rescored"]
         manifest["finished_through"] = night

@@ -31,7 +31,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -269,8 +269,11 @@ def with_checkpoint(schema: pa.Schema, checkpoint: Mapping[str, object]) -> pa.S
     return schema.with_metadata({**(schema.metadata or {}), CHECKPOINT_KEY: named})
 
 
-def write_parquet(frame: pd.DataFrame, path: Path, checkpoint: Mapping[str, object]) -> None:
-    """`frame.to_parquet(path, index=False)`, its metadata naming `checkpoint`."""
+def write_parquet(
+    frame: pd.DataFrame, path: Path | BinaryIO, checkpoint: Mapping[str, object]
+) -> None:
+    """`frame.to_parquet(path, index=False)` (a path or an open binary file), its metadata
+    naming `checkpoint`."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     pq.write_table(
         table.replace_schema_metadata(with_checkpoint(table.schema, checkpoint).metadata), path

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from plasticc_jax import cli, early, gridding
+from plasticc_jax import cli, early, gridding, scoring
 from plasticc_jax import replay as replay_lib
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
@@ -303,6 +303,11 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
     for _, group in candidates.groupby("night"):
         assert group["rank"].tolist() == list(range(1, len(group) + 1))
         assert group["anomaly_score"].is_monotonic_decreasing
+    # Each night's candidates name the checkpoint of their latents, as score tables do.
+    parts = sorted((tmp_path / "out").glob("candidates/night=*/part-0.parquet"))
+    run_checkpoint = scoring.table_checkpoint(tiny_run.run_dir / "scores.parquet")
+    assert parts and run_checkpoint is not None
+    assert all(scoring.table_checkpoint(p) == run_checkpoint for p in parts)
 
 
 def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch):
@@ -311,11 +316,11 @@ def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypa
     original = replay_lib.write_night
     calls = {"n": 0}
 
-    def failing(out, night, candidates, rejected):
+    def failing(*args):
         calls["n"] += 1
         if calls["n"] == 4:  # killed in the middle of the fourth night with data
             raise KeyboardInterrupt
-        original(out, night, candidates, rejected)
+        original(*args)
 
     monkeypatch.setattr(replay_lib, "write_night", failing)
     with pytest.raises(KeyboardInterrupt):

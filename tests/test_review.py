@@ -4,6 +4,8 @@ test_review_browser.py."""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import logging
 import os
@@ -25,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 from conftest import hold_lock, tiny_config
 
@@ -759,8 +763,11 @@ def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: 
     path = tmp_path / f"scored{suffix}"
     if suffix == ".parquet":
         new.to_parquet(path, index=False)
-    else:
-        new.to_csv(path, index=False)
+    else:  # as `score` writes it, with pyarrow (`true`, not pandas' `True`)
+        with pa.CompressedOutputStream(str(path), "gzip") as sink:
+            pa_csv.write_csv(pa.Table.from_pandas(new, preserve_index=False), sink)
+    csv_gz = suffix != ".parquet"
+    written = gzip.decompress(path.read_bytes()).decode().splitlines() if csv_gz else []
     answers = tmp_path / "labels.jsonl"
     store = LabelStore(answers)
     train = tiny_run.table[tiny_run.table["split"] == "train"]["object_id"]
@@ -772,6 +779,10 @@ def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: 
     assert list(out.columns) == [*new.columns, "review_score", "review_rank"]
     assert sorted(out["review_rank"]) == list(range(1, len(new) + 1))
     pd.testing.assert_series_equal(out["object_id"], new["object_id"].reset_index(drop=True))
+    if written:  # the columns `score` wrote keep their text (pandas rewrote `true` as `True`)
+        reranked = gzip.decompress(path.read_bytes()).decode().splitlines()
+        n = len(new.columns)
+        assert [row[:n] for row in csv.reader(reranked)] == list(csv.reader(written))
     rerank_scored(tiny_run.run_dir, path, answers)  # again: the columns are replaced
     again = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
     pd.testing.assert_frame_equal(again, out)

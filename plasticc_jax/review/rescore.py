@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import provenance
@@ -139,4 +140,11 @@ def _add_columns(path: Path, score: np.ndarray, rank: np.ndarray) -> None:
         else:
             table = read_table(path)
             table[active.REVIEW_SCORE], table[active.REVIEW_RANK] = score, rank
-            table.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
+            # Written as `score` writes its CSV (pyarrow's: `true`, not pandas' `True`), so that
+            # the columns it wrote keep their text.
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+            if path.suffix == ".gz":
+                with pa.CompressedOutputStream(str(tmp), "gzip") as sink:
+                    pa_csv.write_csv(arrow, sink)
+            else:
+                pa_csv.write_csv(arrow, str(tmp))

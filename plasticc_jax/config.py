@@ -275,6 +275,17 @@ def resolve(config: Config) -> Config:
             f"unknown protocol {data.protocol!r}: choose one of "
             f"{sorted(plasticc.PROTOCOLS)} or set data.anomaly_classes"
         )
+    # Repeated classes are named as given (`validate` would see them in canonical order).
+    repeated = [
+        f"data.{key}={','.join(map(str, given))!r}: each one once"
+        for key, given in (
+            ("known_classes", data.known_classes),
+            ("anomaly_classes", data.anomaly_classes),
+        )
+        if len(set(given)) != len(given)
+    ]
+    if repeated:
+        raise InvalidConfig(repeated)
     known, anomalies = plasticc.PROTOCOLS.get(data.protocol, ((), ()))
     anomalies = data.anomaly_classes or anomalies
     if data.anomaly_classes and not data.known_classes:

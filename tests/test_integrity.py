@@ -235,7 +235,8 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "train.partial_curves=true"], "train.partial_curves=True: needs data.stages"),
         (["--set", "data.test_fraction=0"], "data.test_fraction=0.0: must be a fraction in (0"),
         (["--set", "eval.n_draws=1"], "eval.n_draws=1: must be at least 2"),
-        (["--set", "data.known_classes=90,90,42"], "data.known_classes='42,90,90': each one"),
+        (["--set", "data.known_classes=90,90,42"], "data.known_classes='90,90,42': each one"),
+        (["--set", "data.anomaly_classes=95,6,95"], "data.anomaly_classes='95,6,95': each one"),
         (
             ["--set", "eval.fusion=latent_knn:1,latent_knn:3"],
             "eval.fusion='latent_knn:1,latent_knn:3': each component once",  # as given

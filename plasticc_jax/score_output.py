@@ -132,9 +132,10 @@ def warn_never_detected(n_never_detected: int) -> None:
 
 
 def note_unknown_classes(metadata: pd.DataFrame, data: DataConfig) -> None:
-    """Say which labels of the input belong to classes the run neither trained on nor held out
-    (PLAsTiCC's test-only 991-995, a class its protocol left out, a mistyped number): their
-    objects count as anomalies in `is_anomaly` (`scoring.unknown_to_the_run`)."""
+    """Say which labels of the metadata belong to classes the run neither trained on nor held
+    out (PLAsTiCC's test-only 991-995, a class its protocol left out, a mistyped number), with
+    the number of metadata rows of each: their objects count as anomalies in `is_anomaly`
+    (`scoring.unknown_to_the_run`) where scored."""
     if "target" not in metadata:
         return
     target = metadata["target"].to_numpy(np.int64)
@@ -147,8 +148,9 @@ def note_unknown_classes(metadata: pd.DataFrame, data: DataConfig) -> None:
             for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
         )
         log.warning(
-            "labels of classes the run neither trained on nor held out, counted as anomalies "
-            "(is_anomaly): %s",
+            "%d objects of the metadata are labelled with classes the run neither trained on "
+            "nor held out, counted as anomalies (is_anomaly) where scored: %s",
+            other.size,
             ", ".join(named_counts),
         )
 

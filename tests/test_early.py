@@ -262,9 +262,15 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path):
     assert set(rejected["object_id"]) == set(lcs["object_id"])  # observed by then or not
 
 
-def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path):
+def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path, caplog):
     lcs, meta = _small_input(tiny_run, tmp_path)
-    manifest = _replay(tiny_run, lcs, meta, tmp_path / "out")
+    labels = pd.read_csv(meta)
+    unseen = int(lcs["object_id"].value_counts().index[0])  # the most observed: it is scored
+    labels.loc[labels["object_id"] == unseen, "target"] = 991  # a class the run never saw
+    labels.to_csv(meta, index=False)
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        manifest = _replay(tiny_run, lcs, meta, tmp_path / "out")
+    assert "(is_anomaly) where scored: microlens-binary (991): 1" in caplog.text
     nights = manifest["nights"]
     night = np.floor(lcs["mjd"] - 0.5).astype(int)
     assert [n["night"] for n in nights] == sorted(set(night))
@@ -278,6 +284,9 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
     assert sum(n["first_seen"] for n in nights) == lcs["object_id"].nunique()
     candidates = _candidates(tmp_path / "out")
     assert sum(n["rescored"] for n in nights) == len(candidates)
+    known = candidates["target"].isin(tiny_run.config.data.known_classes)
+    np.testing.assert_array_equal(candidates["is_anomaly"], ~known)
+    assert (candidates["object_id"] == unseen).any() and not known.all()
     rejected = [pd.read_parquet(p) for p in (tmp_path / "out").glob("rejected/night=*/*")]
     assert sum(sum(n["rejected"].values()) for n in nights) == sum(len(r) for r in rejected)
     # Scored from the first detection on; the nights with data before it are listed.

@@ -159,7 +159,8 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path, caplog):
     assert n_never > 0
     assert f"{n_never} scored objects were never detected" in caplog.text
     assert scored.loc[scored["object_id"].isin(unlabelled), "target"].tolist() == [-1, -1]
-    assert "counted as anomalies (is_anomaly): 123: 1, microlens-binary (991): 1" in caplog.text
+    assert "2 objects of the metadata are labelled with classes the run neither" in caplog.text
+    assert "(is_anomaly) where scored: 123: 1, microlens-binary (991): 1" in caplog.text
     labels = scored.set_index("object_id")
     assert labels.loc[unseen, "is_anomaly"].all()
     known = labels["target"].isin(tiny_run.config.data.known_classes)

@@ -792,6 +792,32 @@ def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: 
         rerank_scored(tiny_run.run_dir, path, empty)
 
 
+@pytest.mark.parametrize("name", ["scored.csv", "SCORED.CSV.GZ"])
+def test_the_review_columns_leave_a_csv_tables_text_alone(tmp_path: Path, name: str) -> None:
+    # Found by a review: pandas read a large CSV's column of class names that start as numbers
+    # (a class of one's own, `123`) as numbers and text, which the writer then refused with a
+    # traceback; and a `.CSV.GZ` table was rewritten as plain text.
+    from plasticc_jax.review.rescore import _add_columns
+
+    n = 300_000
+    names = np.where(np.arange(n) < n - 10, "123", "SN Ia")
+    flagged = np.arange(n) % 7 == 0
+    table = pa.table({"object_id": np.arange(n), "class_name": names, "flagged": flagged})
+    path = tmp_path / name
+    with pa.output_stream(str(path), compression="gzip" if name.endswith("GZ") else None) as sink:
+        pa_csv.write_csv(table, sink)
+    before = path.read_bytes()
+    text = gzip.decompress(before) if name.endswith("GZ") else before
+    _add_columns(path, np.linspace(0.0, 1.0, n), np.arange(1, n + 1))
+    after = path.read_bytes()
+    assert after[:2] == before[:2]  # gzip stays gzip (its magic bytes), plain stays plain
+    lines = (gzip.decompress(after) if name.endswith("GZ") else after).decode().splitlines()
+    assert lines[0] == '"object_id","class_name","flagged","review_score","review_rank"'
+    kept = [line.rsplit(",", 2)[0] for line in lines]
+    assert kept == text.decode().splitlines()
+    assert lines[-1].endswith(f",1,{n}")
+
+
 def test_score_checks_the_review_labels_before_scoring(tiny_run, tmp_path, capsys) -> None:
     from plasticc_jax import cli
 

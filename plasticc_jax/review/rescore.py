@@ -28,6 +28,8 @@ from plasticc_jax.review.pool import check_checkpoint, read_table
 from plasticc_jax.scoring import ranks, table_checkpoint
 
 log = logging.getLogger(__name__)
+# The score table's columns of text (`scoring.score_table`), whatever their values look like.
+TEXT_COLUMNS = ("split", "class_name", "nearest_class_name")
 
 
 def _read_features(path: Path, models_dir: Path) -> pd.DataFrame:
@@ -138,13 +140,29 @@ def _add_columns(path: Path, score: np.ndarray, rank: np.ndarray) -> None:
                 if done == 0:
                     writer.write_table(schema.empty_table())
         else:
-            table = read_table(path)
-            table[active.REVIEW_SCORE], table[active.REVIEW_RANK] = score, rank
-            # Written as `score` writes its CSV (pyarrow's: `true`, not pandas' `True`), so that
-            # the columns it wrote keep their text.
-            arrow = pa.Table.from_pandas(table, preserve_index=False)
-            if path.suffix == ".gz":
-                with pa.CompressedOutputStream(str(tmp), "gzip") as sink:
-                    pa_csv.write_csv(arrow, sink)
-            else:
-                pa_csv.write_csv(arrow, str(tmp))
+            _add_csv_columns(path, tmp, new)
+
+
+def _add_csv_columns(path: Path, out: Path, new: dict[str, pa.Array]) -> None:
+    """`path`'s CSV (gzipped if named so) with the `new` columns, written to `out` as `score`
+    writes its CSV (pyarrow's: `true`, not pandas' `True`), every other column's text unchanged:
+    the score table's text columns are read as text (a class of one's own, `123`, is no number:
+    pandas read a large file's column of such names as numbers and text, which no writer
+    takes), the others as pyarrow infers them, missing values only where a field is empty."""
+    compression = "gzip" if path.name.lower().endswith(".gz") else None
+    with pa.input_stream(str(path), compression=compression) as stream:
+        header = pa_csv.open_csv(stream).schema.names
+    options = pa_csv.ConvertOptions(
+        column_types={name: pa.string() for name in TEXT_COLUMNS if name in header},
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    with pa.input_stream(str(path), compression=compression) as stream:
+        table = pa_csv.read_csv(stream, convert_options=options)
+    for name, column in new.items():
+        if name in table.column_names:
+            table = table.drop_columns(name)
+        table = table.append_column(name, column)
+    with pa.output_stream(str(out), compression=compression) as sink:
+        pa_csv.write_csv(table, sink)

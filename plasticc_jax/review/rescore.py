@@ -73,11 +73,12 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     run_dir, table_path = Path(run_dir), Path(table_path)
     ids, is_anomaly = check_labels(labels_path)
     models = run_dir / "models"
-    table = _read_features(table_path, models)
-    names = active.feature_columns(table, models)
-    # Read while no evaluate or train rewrites the run (they hold its lock), as score reads it.
+    # Read while no evaluate or train rewrites the run (they hold its lock), as score reads it:
+    # its `models/*.json` name the feature columns of both tables.
     with folder_lock(run_dir, "score", shared=True):
         provenance.require_complete(run_dir)  # not a table half rewritten by evaluate
+        table = _read_features(table_path, models)
+        names = active.feature_columns(table, models)
         run_table = _read_features(run_dir / "scores.parquet", models)
         run_checkpoint = table_checkpoint(run_dir / "scores.parquet")
     check_checkpoint(table_path, run_checkpoint, run_dir)  # its latents beside the run's

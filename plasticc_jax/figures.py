@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from plasticc_jax import metrics, plasticc
-from plasticc_jax.io_utils import naming_failed_writes
+from plasticc_jax.io_utils import atomic_path
 from plasticc_jax.plasticc import class_name
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,10 @@ def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Write the figure atomically (a kill leaves the previous file or none, never half of one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with naming_failed_writes(path):
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI, bbox_inches="tight")
     log.info("wrote %s", path)
     return path
 

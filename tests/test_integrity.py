@@ -777,7 +777,8 @@ def test_a_full_disk_names_the_file_it_was_writing(tmp_path, monkeypatch, capsys
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_metrics_and_figures_name_a_full_disk(tmp_path, monkeypatch):
-    """Their writes are not atomic (a line appended, a figure drawn): named all the same."""
+    """A line appended to the metrics is not atomic, a figure is (since noted as not): both
+    name the file on a full disk, and the figure's previous file stays, no scratch file left."""
     import errno
 
     import matplotlib.pyplot as plt
@@ -791,12 +792,15 @@ def test_metrics_and_figures_name_a_full_disk(tmp_path, monkeypatch):
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    (tmp_path / "roc.png").write_bytes(b"previous figure")
     monkeypatch.setattr(figure, "savefig", full)
     try:
         with pytest.raises(OSError, match=r"No space left on device: '.*roc.png'"):
             _save(figure, tmp_path / "roc.png")
     finally:
         plt.close(figure)
+    assert [p.name for p in tmp_path.iterdir()] == ["roc.png"]
+    assert (tmp_path / "roc.png").read_bytes() == b"previous figure"
 
 
 def test_score_names_its_output_on_a_full_disk_and_keeps_the_old_one(

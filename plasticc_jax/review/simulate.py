@@ -29,7 +29,7 @@ import numpy as np
 
 from plasticc_jax import provenance, runs
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_write_text, folder_lock
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, folder_lock
 from plasticc_jax.review import active
 from plasticc_jax.review.pool import NOT_EVALUATED, read_table
 
@@ -265,6 +265,6 @@ def discovery_figure(summary: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("anomalies found")
         ax.set_ylim(0, max(1.0, 1.1 * float(np.max(curves["active_mean"]) + 1)))
         ax.legend(fontsize=8, loc="upper left")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110)
     return path

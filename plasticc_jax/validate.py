@@ -59,7 +59,7 @@ import pyarrow.parquet as pq
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io, provenance, runs, scoring
-from plasticc_jax.components import COMPONENTS
+from plasticc_jax.components import COMPONENTS, Evidence
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split, read_manifest
 from plasticc_jax.detector import Detector, parse_fusion, route
@@ -142,6 +142,24 @@ def _fold_scores(
             parts.append({**labels, "stage": shard.stage, **outputs})
     objects = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     evidence = scoring.evidence(objects, vae.stats, vae.encoder.classes)
+    return fold_detector_scores(config, held_out, objects, evidence)
+
+
+def fold_detector_scores(
+    config: Config, held_out: int, objects: dict[str, np.ndarray], evidence: Evidence
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A fold's detector fitted, calibrated and scored as `evaluate` does it (`_fold_scores`).
+
+    Args:
+        config: the validated config; held_out: the fold's held-out class.
+        objects: the train and val splits' known objects (complete rows and, with
+            `data.stages`, partial ones): `scoring.object_labels`, `stage`, `model_outputs`.
+        evidence: what the detector reads of them (`scoring.evidence`).
+
+    Returns:
+        As `_fold_scores`.
+    """
+    staged = bool(config.data.stages)
     target, split = objects["target"], objects["split"]
     complete = np.isinf(objects["stage"])
     # As evaluate: complete rows and, with `train.partial_curves`, one partial row per object.

@@ -47,12 +47,11 @@ from plasticc_jax import config_io, plasticc, scoring
 from plasticc_jax.components import COMPONENTS
 from plasticc_jax.config import VALIDATED_FUSION, Config, resolve
 from plasticc_jax.dataset import iter_split
-from plasticc_jax.detector import Detector, parse_fusion, route
+from plasticc_jax.detector import parse_fusion
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.fusion_search import Folds
 from plasticc_jax.gridding import FEATURE_NAMES
-from plasticc_jax.stages import detector_rows
-from plasticc_jax.validate import fold_config
+from plasticc_jax.validate import fold_config, fold_detector_scores
 
 KINDS = {"galactic": True, "extragalactic": False}
 VAE_COMPONENTS = ("latent_mahalanobis", "latent_knn", "recon_chi2", "head_maxprob")
@@ -101,30 +100,8 @@ def fold_scores(config: Config, workdir: Path, held_out: int, out: Path) -> pd.D
     objects = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     # Normalised per kind already (each network's statistics): `evidence` keeps them.
     evidence = scoring.evidence(objects, vae.stats, head_classes)
-    target, split = objects["target"], objects["split"]
-    complete = np.isinf(objects["stage"])
-    usable = detector_rows(objects["object_id"], complete, config) & (target != held_out)
-    fit = np.flatnonzero((split == "train") & usable)
-    val = np.flatnonzero((split == "val") & usable)
-    detector = Detector.fit(
-        evidence.take(fit), target[fit], evidence.take(val), target[val], config.eval
-    )
-    rows = np.flatnonzero(((split == "val") | (target == held_out)) & complete)
-    part = evidence.take(rows)
-    groups = route(detector.components, part.galactic)
-    tails = detector.calibrated(detector.raw_scores(part), groups)
-    return pd.DataFrame(
-        {
-            "fold": held_out,
-            "object_id": objects["object_id"][rows],
-            "split": split[rows],
-            "target": target[rows],
-            "galactic": part.galactic,
-            "group": groups,
-            "positive": target[rows] == held_out,
-            **tails,
-        }
-    )
+    frame, _ = fold_detector_scores(config, held_out, objects, evidence)
+    return frame
 
 
 def score(workdir: Path, seed: int) -> None:

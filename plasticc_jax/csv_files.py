@@ -106,7 +106,21 @@ def header(path: Path) -> list[str]:
             f"{path}: line 1 is blank: the header must be the first line (remove the blank "
             "line or lines before it)"
         )
-    return next(csv.reader([text.rstrip("\r\n")]))
+    text = text.rstrip("\r\n")
+    if "\r" in text:  # pyarrow reads lines ended by CR alone as one line: say so, not csv's error
+        raise UserError(
+            f"{path}: its lines end in a carriage return alone (an old Mac or Excel 'CSV "
+            "(Macintosh)' file): save it with LF or CRLF line ends"
+        )
+    if "\x00" in text:
+        raise UserError(
+            f"{path}: line 1 (the header) holds NUL bytes: the file looks like UTF-16 (or "
+            "another two-byte encoding); save it as UTF-8 or plain ASCII"
+        )
+    try:
+        return next(csv.reader([text]))
+    except csv.Error as error:
+        raise UserError(f"{path}: line 1 (the header) cannot be read as CSV ({error})") from None
 
 
 def _data_lines(path: Path) -> Iterator[int]:

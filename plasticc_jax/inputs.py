@@ -76,6 +76,15 @@ def data_files(folder: Path) -> list[str]:
     )
 
 
+def is_test_file(path: Path) -> bool:
+    """Whether `path` is named as a file of PLAsTiCC's test set (either format)."""
+    return any(
+        re.fullmatch(pattern, Path(path).name)
+        for patterns in FILE_PATTERNS.values()
+        for pattern in patterns["test"]
+    )
+
+
 def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
     """The recognised input files in `raw_dir`, or None when it holds none.
 

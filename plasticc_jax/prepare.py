@@ -26,13 +26,16 @@ import pandas as pd
 from plasticc_jax import config as config_lib
 from plasticc_jax import config_io, plasticc, readers, streaming
 from plasticc_jax.config import Config, DataConfig
+from plasticc_jax.csv_files import header
 from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, read_manifest
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
-from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs
+from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs, is_test_file
 from plasticc_jax.io_utils import atomic_write_text, folder_lock, refuse_overwrite, sha256_file
 from plasticc_jax.shards import (
     LEFT_OUT,
+    TRAIN,
+    VAL,
     TrainFeatures,
     split_objects,
     stats_from_shards,
@@ -188,6 +191,29 @@ def prepare(
     return out
 
 
+def _warn_test_truth_in_training(
+    inputs: InputFiles, metadata: pd.DataFrame, codes: np.ndarray
+) -> None:
+    """Say so when the test set's hidden truth trains the model: objects of a test metadata file
+    labelled by its `true_target` alone (the unblinded release's truth; the survey never had it)
+    that the split puts in train or val (`data.inputs=test` or `all`)."""
+    for index, path in enumerate(inputs.metadata):
+        columns = {name.strip().lower() for name in header(path)}
+        if "target" in columns or "true_target" not in columns or not is_test_file(path):
+            continue
+        fitted = (metadata["source"].to_numpy() == index) & np.isin(codes, (TRAIN, VAL))
+        if fitted.any():
+            log.warning(
+                "%s: %d objects of known classes, labelled by true_target (the test set's "
+                "unblinded truth, which the survey never had), are split into train and val like "
+                "the training set's: the model trains on them. To keep the test set for "
+                "evaluation only, prepare the training files (data.inputs=train, the default) and "
+                "score the test files with the run (docs/data.md)",
+                path.name,
+                int(fitted.sum()),
+            )
+
+
 def _build(
     config: Config,
     workdir: Path,
@@ -210,6 +236,7 @@ def _build(
     codes, class_reasons = split_objects(
         metadata["object_id"].to_numpy(), metadata["target"].to_numpy(), data
     )
+    _warn_test_truth_in_training(inputs, metadata, codes)
     meta_names = [p.name for p in inputs.metadata]
     left_out = codes == LEFT_OUT
     rejected_parts = [

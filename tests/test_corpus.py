@@ -287,6 +287,40 @@ def test_invalid_utf8_names_the_line(kaggle_files, tmp_path):
         csv_files.header(bad)
 
 
+def test_carriage_return_line_ends_and_utf16_are_named(kaggle_files, tmp_path):
+    # Found by an audit: lines ended by CR alone (an old Mac or Excel "CSV (Macintosh)" file)
+    # were csv's "new-line character seen in unquoted field" traceback in score, prepare and
+    # replay; UTF-16 without a byte-order mark listed the header's NUL bytes as found columns.
+    meta, lcs = kaggle_files
+    text = lcs.read_bytes()
+    bad = tmp_path / "lcs.csv"
+    bad.write_bytes(text.replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    with pytest.raises(UserError, match=r"lcs.csv: its lines end in a carriage return alone"):
+        readers.read_lightcurves(bad)
+    bad.write_bytes(meta.read_text().encode("utf-16-le"))
+    with pytest.raises(UserError, match=r"holds NUL bytes: the file looks like UTF-16"):
+        readers.read_metadata(bad)
+
+
+def test_the_test_sets_truth_training_the_model_is_said(tmp_path, caplog):
+    # Found by an audit: with `data.inputs=all` the unblinded test metadata's `true_target` (its
+    # only label) split test-set objects of known classes into train and val, in silence.
+    raw = tmp_path / "raw"
+    write_synthetic(raw, 60, fmt="unblinded", seed=3)
+    meta, lcs = write_synthetic(tmp_path / "test", 40, seed=4, first_object_id=10_000)
+    truth = pd.read_csv(meta, skipinitialspace=True).drop(columns="target")
+    truth.to_csv(raw / "plasticc_test_metadata.csv.gz", index=False)
+    lcs.rename(raw / "plasticc_test_lightcurves_01.csv.gz")
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        prepare(tiny_config(f"data.raw_dir={raw}", "data.inputs=all"), tmp_path / "all")
+    assert "plasticc_test_metadata.csv.gz: " in caplog.text
+    assert "labelled by true_target (the test set's unblinded truth" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        prepare(tiny_config(f"data.raw_dir={raw}"), tmp_path / "train")  # the training files
+    assert "true_target" not in caplog.text
+
+
 def test_error_lists_are_short(kaggle_files, tmp_path):
     meta = pd.read_csv(kaggle_files[0])
     repeated = pd.concat([meta] + [meta.iloc[[5, 6, 7]]] * 30)  # 3 objects, 31 rows each

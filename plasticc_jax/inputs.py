@@ -116,6 +116,16 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
                     f"for the {name} set ({fmt} format); add it or remove the other (for the "
                     "default data, `plasticc-jax download` fetches both again)"
                 )
+            for kind in (lc, meta):  # `gunzip -k` leaves both: every object would be read twice
+                plain = {
+                    p.name.lower().removesuffix(".gz") for p in kind if p.suffix.lower() == ".gz"
+                }
+                twice = [p.name for p in kind if p.name in plain]
+                if twice:
+                    raise UserError(
+                        f"{raw_dir}: holds {twice[0]} and {twice[0]}.gz (a decompressed copy?): "
+                        "both would be read, every object twice; keep one of them"
+                    )
             lcs += lc
             metas += meta
         if lcs:

@@ -72,6 +72,10 @@ class MetaIndex:
             self.excluded = np.isin(self.ids, exclude)
         self.seen_elsewhere: dict[int, str] = {}  # light-curve objects without metadata
         self.last: tuple[Path, int] | None = None  # the file and object of the last row read
+        # The files read, in order, and the one each object was first seen in (-1: not yet),
+        # for the message when an object's rows are in two files.
+        self.files: list[Path] = []
+        self.seen_in = np.full(self.ids.size, -1, np.int32)
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.minimum(np.searchsorted(self.ids, ids), max(self.ids.size - 1, 0))
@@ -84,6 +88,8 @@ class MetaIndex:
         index.seen = np.zeros(self.ids.size, bool)
         index.seen_elsewhere = {}
         index.last = None
+        index.files = []
+        index.seen_in = np.full(self.ids.size, -1, np.int32)
         return index
 
     def seen_ids(self) -> np.ndarray:
@@ -166,6 +172,8 @@ def _plan(
         again_lost = [int(i) for i in lost if int(i) in index.seen_elsewhere]
         if again_lost:
             again[np.flatnonzero(run_ids == again_lost[0])] = True
+    if not index.files or index.files[-1] != path:
+        index.files.append(path)
     if again.any():
         oid = int(run_ids[again][0])
         row = rows.first_row + int(starts[again][0])
@@ -174,12 +182,22 @@ def _plan(
                 f"{path}: object {oid} goes on from the end of {index.last[0]}: an object's rows "
                 "must all be in one file (cut files at object boundaries, or join them again)"
             )
+        at = int(np.flatnonzero(run_ids == oid)[0])
+        first = index.files[index.seen_in[pos[at]]] if found[at] else None
+        other = first if first is not None else index.seen_elsewhere.get(oid)
+        if other is not None and str(other) not in (str(path), path.name):
+            raise UserError(
+                f"{path}: object {oid} (line {file_line(path, row)}) is also in {other}: an "
+                "object's rows must all be in one file (the same file given twice, or a "
+                "decompressed copy beside its .gz?)"
+            )
         raise UserError(
             f"{path}: object {oid} reappears at line {file_line(path, row)} after rows of other "
             "objects; light-curve files must be grouped by object_id (sort the file by "
             "object_id), and an object must not be in two files"
         )
     index.seen[pos[found]] = True
+    index.seen_in[pos[found]] = len(index.files) - 1
     if run_ids.size:
         index.last = (path, int(run_ids[-1]))
     for oid in lost:

@@ -265,6 +265,25 @@ def test_an_input_given_twice_or_an_output_folder_taking_no_files_is_refused(goo
             make_output_folder(Path("/proc"))
 
 
+def test_an_object_in_two_files_names_both(good, tmp_path):
+    """Found by an audit: the second file was told to sort itself ("reappears at line 2"), the
+    first never named (a `gunzip -k` copy beside its .gz makes the same case)."""
+    from plasticc_jax.streaming import stream_grids
+
+    lcs, meta = good
+    first = lcs["object_id"].iloc[0]
+    mine = lcs["object_id"] == first
+    lcs[mine].to_csv(tmp_path / "a.csv", index=False)
+    others = lcs[~mine]
+    # The same object again in another file, after another object's rows.
+    pd.concat([others.iloc[:50], lcs[mine]]).to_csv(tmp_path / "c.csv", index=False)
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    data = config_io.load_preset("tiny").data
+    files = [tmp_path / "a.csv", tmp_path / "c.csv"]
+    with pytest.raises(UserError, match=rf"c.csv: object {first} \(line \d+\) is also in .*a.csv"):
+        list(stream_grids(files, [tmp_path / "meta.csv"], data))
+
+
 def test_swapped_files_are_named_as_such(good, tmp_path):
     lcs, meta = good
     lcs.to_csv(tmp_path / "lc.csv", index=False)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,6 +93,13 @@ def test_find_inputs(tmp_path):
         find_inputs(tmp_path, "test")
     with pytest.raises(UserError, match=r"data\.inputs"):
         find_inputs(tmp_path, "validation")
+    # A decompressed copy beside its .gz (found by an audit: every object read twice, then
+    # "reappears ... sort the file").
+    (tmp_path / "plasticc_test_lightcurves_01.csv.gz").unlink()
+    gz = tmp_path / "plasticc_train_lightcurves.csv.gz"
+    (tmp_path / "plasticc_train_lightcurves.csv").write_bytes(gzip.decompress(gz.read_bytes()))
+    with pytest.raises(UserError, match=r"holds plasticc_train_lightcurves.csv and .*csv.gz \("):
+        find_inputs(tmp_path)
 
 
 def test_a_label_not_a_class_number_is_warned_of_once(tmp_path, caplog):

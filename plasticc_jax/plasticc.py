@@ -26,7 +26,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 # comments). NaN is "missing" (the unblinded -9) and passes; inf or a value outside rejects the
 # object.
 METADATA_RANGES: dict[str, tuple[float, float]] = {
-    "ra": (0.0, 360.0),  # degrees
+    "ra": (-180.0, 360.0),  # degrees (0 to 360, or -180 to 180 as some catalogues write it)
     "decl": (-90.0, 90.0),  # degrees
     "ddf": (0.0, 1.0),  # a flag
     "hostgal_specz": (0.0, 10.0),  # training set: 0 to 3.4

@@ -60,7 +60,9 @@ CASES: dict[str, tuple[str, str, object, str | None]] = {
     "mwebv 1e39": ("meta", "mwebv", 1e39, None),
     "ddf 7": ("meta", "ddf", 7, None),
     "decl 100": ("meta", "decl", 100.0, None),
-    "ra -1": ("meta", "ra", -1.0, None),
+    "ra -200": ("meta", "ra", -200.0, None),
+    # Found by an audit: -180 to 180 is a common way to write ra (the model never reads it).
+    "ra -30 (valid)": ("meta", "ra", -30.0, None),
     "target 1e300": ("meta", "target", 1e300, "metadata target not a class number"),
     "hostgal_photoz missing": ("meta", "hostgal_photoz", np.nan, readers.PHOTOZ_MISSING),
     "distmod missing (valid)": ("meta", "distmod", np.nan, None),

@@ -438,8 +438,9 @@ def score_dataframe(
             means not detected); unless `metadata` is given, also the
             object's metadata on each of its rows: ra, decl, ddf (or ddf_bool), hostgal_specz,
             hostgal_photoz, hostgal_photoz_err, distmod, mwebv (-9 or NaN: missing), and
-            optionally a label, target or true_target (copied, never scored). Any row order, but
-            every row of an object must be in this frame (a partition of whole objects).
+            optionally a label, target or true_target (copied, never scored). Column names in
+            any case (`OBJECT_ID`), as the CSV readers take them. Any row order, but every row
+            of an object must be in this frame (a partition of whole objects).
         run: a trained and evaluated run directory, or the run loaded once (`Scorer.load`):
             sent with the tasks (e.g. `dask.delayed(Scorer.load(RUN))`), the workers then score
             with the model the driver loaded and read no file of the run, as `score --dask`.
@@ -470,6 +471,10 @@ def score_dataframe(
             raise UserError(
                 f"score_dataframe: {name} must be a pandas DataFrame, not {type(frame)}"
             )
+    # Column names as the CSV readers take them: in capitals (`OBJECT_ID`) or padded too.
+    rows = _lower_names(rows, "rows")
+    metadata = None if metadata is None else _lower_names(metadata, "metadata")
+    for name, frame in (("rows", rows), ("metadata", metadata)):
         if frame is not None and "object_id" not in frame:
             raise UserError(f"score_dataframe: {name} has no object_id column: {list(frame)}")
     if not isinstance(run, str | os.PathLike | Scorer):
@@ -507,6 +512,24 @@ def score_dataframe(
         target = metadata.set_index("object_id")["target"] if "target" in metadata else None
         table = pd.concat([table, _rejected_rows(rejected, target, table, scorer, split)])
     return table.sort_values("object_id", kind="stable", ignore_index=True)
+
+
+def _lower_names(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """`frame` with its column names stripped and in lower case.
+
+    Raises:
+        UserError: two columns of one name but for case or spaces (`MJD` and `mjd`).
+    """
+    lowered = [str(column).strip().lower() for column in frame.columns]
+    if lowered == list(frame.columns):
+        return frame
+    twice = sorted({c for c in lowered if lowered.count(c) > 1})
+    if twice:
+        raise UserError(
+            f"score_dataframe: {name} has the column {twice[0]!r} twice (names differing only "
+            "in capitals or spaces): give it once"
+        )
+    return frame.set_axis(lowered, axis=1)
 
 
 def _rejected_rows(

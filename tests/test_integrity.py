@@ -581,6 +581,13 @@ def test_score_dataframe_reads_what_callers_give_it(tiny_run):
     pd.testing.assert_frame_equal(score_dataframe(lcs, tiny_run.run_dir, as_text), expected)
     with pytest.raises(UserError, match="'maybe' is not a detection flag"):
         score_dataframe(text.assign(detected_bool="maybe"), tiny_run.run_dir, meta)
+    # Names in capitals, as the CSV readers take them (found by an input audit: refused here).
+    capitals = score_dataframe(
+        lcs.rename(columns=str.upper), tiny_run.run_dir, meta.rename(columns=str.upper)
+    )
+    pd.testing.assert_frame_equal(capitals, expected)
+    with pytest.raises(UserError, match=r"rows has the column 'mjd' twice"):
+        score_dataframe(lcs.assign(MJD=lcs["mjd"]), tiny_run.run_dir, meta)
     # As the CSV readers: `ddf` written true/false; a label that is not a class number (text or
     # 90.5) scored without one (it refused the table).
     flags = meta.assign(ddf_bool=meta["ddf_bool"].map({0: "false", 1: "True"}))

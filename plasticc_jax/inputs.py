@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from plasticc_jax.config import INPUT_SELECTIONS
+from plasticc_jax.csv_files import open_bytes
 from plasticc_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,30 @@ def is_test_file(path: Path) -> bool:
     )
 
 
+def _refuse_decompressed_copy(path: Path) -> None:
+    """`gunzip -k` leaves `X.csv` beside `X.csv.gz`: both would be read, every object twice.
+    Refused when `X.csv` starts with the same bytes as the gzip file decompressed (two files of
+    one name holding other objects are two inputs).
+
+    Raises:
+        UserError: `path` is `X.csv` and `X.csv.gz` beside it starts with the same bytes.
+    """
+    packed = path.with_name(path.name + ".gz")
+    if path.name.endswith(".gz") or not packed.is_file():
+        return
+    size = 1 << 16
+    with open(path, "rb") as plain, open_bytes(packed) as unpacked:
+        try:
+            same = plain.read(size) == unpacked.read(size)
+        except (OSError, EOFError, zlib.error):
+            return  # not gzip after all, or damaged: its own reading says so
+    if same:
+        raise UserError(
+            f"{path.parent}: holds {path.name} and {packed.name}, the one the other decompressed "
+            "(`gunzip -k` keeps both): both would be read, every object twice; keep one of them"
+        )
+
+
 def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
     """The recognised input files in `raw_dir`, or None when it holds none.
 
@@ -116,16 +142,8 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
                     f"for the {name} set ({fmt} format); add it or remove the other (for the "
                     "default data, `plasticc-jax download` fetches both again)"
                 )
-            for kind in (lc, meta):  # `gunzip -k` leaves both: every object would be read twice
-                plain = {
-                    p.name.lower().removesuffix(".gz") for p in kind if p.suffix.lower() == ".gz"
-                }
-                twice = [p.name for p in kind if p.name in plain]
-                if twice:
-                    raise UserError(
-                        f"{raw_dir}: holds {twice[0]} and {twice[0]}.gz (a decompressed copy?): "
-                        "both would be read, every object twice; keep one of them"
-                    )
+            for path in [*lc, *meta]:
+                _refuse_decompressed_copy(path)
             lcs += lc
             metas += meta
         if lcs:

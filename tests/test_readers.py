@@ -98,8 +98,11 @@ def test_find_inputs(tmp_path):
     (tmp_path / "plasticc_test_lightcurves_01.csv.gz").unlink()
     gz = tmp_path / "plasticc_train_lightcurves.csv.gz"
     (tmp_path / "plasticc_train_lightcurves.csv").write_bytes(gzip.decompress(gz.read_bytes()))
-    with pytest.raises(UserError, match=r"holds plasticc_train_lightcurves.csv and .*csv.gz \("):
+    with pytest.raises(UserError, match=r"holds plasticc_train_lightcurves.csv and .*csv.gz, th"):
         find_inputs(tmp_path)
+    # Two files of one name holding other objects are two inputs (tests/test_distributed.py).
+    (tmp_path / "plasticc_train_lightcurves.csv").write_text("object_id,mjd\n99,1\n")
+    assert len(find_inputs(tmp_path).lightcurves) == 2
 
 
 def test_a_label_not_a_class_number_is_warned_of_once(tmp_path, caplog):

@@ -172,6 +172,8 @@ def read_metadata(path: Path) -> pd.DataFrame:
         del column
         if name in MINUS9_MEANS_MISSING:
             values = np.where(values == plasticc.MISSING_VALUE, np.nan, values)
+        if name in OPTIONAL_METADATA:  # never read by the model: an impossible value is missing
+            values = _unread_value_missing(path, name, values)
         _flag_problems(name, values, problem)  # before the conversions below hide them
         if name == "target":  # a label that is not a number (`SNIa`): not a class number
             problem[(problem == 0) & not_number] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
@@ -208,6 +210,27 @@ def _flag_or_label_values(column: pa.ChunkedArray, flag: bool) -> tuple[np.ndarr
         return values, text.is_valid().to_numpy(zero_copy_only=False) & np.isnan(values)
 
 
+def _unread_value_missing(path: Path | str, name: str, values: np.ndarray) -> np.ndarray:
+    """`values` of a column the model never reads (`OPTIONAL_METADATA`), those outside its
+    `plasticc.METADATA_RANGES` read as missing, with a note: they rejected scorable objects
+    (`hostgal_specz` -1 or `decl` -99, as some catalogues mark a missing value)."""
+    low, high = plasticc.METADATA_RANGES[name]
+    with np.errstate(invalid="ignore"):
+        outside = ~np.isnan(values) & ~((values >= low) & (values <= high))
+    if not outside.any():
+        return values
+    log.info(
+        "%s: %d values of %s outside [%g, %g] read as missing (the model never reads %s)",
+        path,
+        int(outside.sum()),
+        name,
+        low,
+        high,
+        name,
+    )
+    return np.where(outside, np.nan, values)
+
+
 def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     """Set the `METADATA_PROBLEMS` code of the rows whose `name` value is impossible (in place;
     the first problem of a row wins). NaN is a missing value, not a problem, except for the
@@ -240,7 +263,7 @@ def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
     for tables that did not come through `read_metadata`."""
     problem = np.zeros(len(metadata), np.int8)
     for name in [*plasticc.METADATA_COLUMNS[1:], "target"]:
-        if name in metadata:
+        if name in metadata and name not in OPTIONAL_METADATA:  # never read by the model
             _flag_problems(name, metadata[name].to_numpy(np.float64), problem)
     return problem
 

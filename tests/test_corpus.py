@@ -59,10 +59,13 @@ CASES: dict[str, tuple[str, str, object, str | None]] = {
     "distmod inf": ("meta", "distmod", np.inf, None),
     "mwebv 1e39": ("meta", "mwebv", 1e39, None),
     "ddf 7": ("meta", "ddf", 7, None),
-    "decl 100": ("meta", "decl", 100.0, None),
-    "ra -200": ("meta", "ra", -200.0, None),
-    # Found by an audit: -180 to 180 is a common way to write ra (the model never reads it).
+    # Found by an audit: columns the model never reads rejected scorable objects; their
+    # impossible values are read as missing now (-180 to 180 is a common way to write ra, and
+    # -1 or -99 mark a missing value in some catalogues).
+    "decl 100 (valid)": ("meta", "decl", 100.0, None),
+    "ra -200 (valid)": ("meta", "ra", -200.0, None),
     "ra -30 (valid)": ("meta", "ra", -30.0, None),
+    "hostgal_specz -1 (valid)": ("meta", "hostgal_specz", -1.0, None),
     "target 1e300": ("meta", "target", 1e300, "metadata target not a class number"),
     "hostgal_photoz missing": ("meta", "hostgal_photoz", np.nan, readers.PHOTOZ_MISSING),
     "distmod missing (valid)": ("meta", "distmod", np.nan, None),

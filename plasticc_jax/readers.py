@@ -64,6 +64,9 @@ _META_TYPES: dict[str, pa.DataType] = {
 # Never read by the model (and optional for `grid_lightcurves` too): a file without them is read,
 # their values missing.
 OPTIONAL_METADATA: tuple[str, ...] = ("ra", "decl", "hostgal_specz")
+# Read for extragalactic objects only: a galactic one's (hostgal_photoz 0) are ignored by the
+# gridding (`gridding._grid_valid`), so an impossible value of them rejects no galactic object.
+GALACTIC_IGNORED: tuple[str, ...] = ("hostgal_photoz_err", "distmod")
 TARGET_PROBLEM = "metadata target not a class number"
 # Values whose absence would change an object's score unseen, so a missing one is a problem:
 # whether it is in the deep fields (not read as 0), and its host's redshift (0 marks a galactic
@@ -174,7 +177,11 @@ def read_metadata(path: Path) -> pd.DataFrame:
             values = np.where(values == plasticc.MISSING_VALUE, np.nan, values)
         if name in OPTIONAL_METADATA:  # never read by the model: an impossible value is missing
             values = _unread_value_missing(path, name, values)
-        _flag_problems(name, values, problem)  # before the conversions below hide them
+        if name in GALACTIC_IGNORED:  # hostgal_photoz is read before them (METADATA_COLUMNS)
+            flagged = arrays["hostgal_photoz"] != 0
+            _flag_problems(name, np.where(flagged, values, np.nan), problem)
+        else:
+            _flag_problems(name, values, problem)  # before the conversions below hide them
         if name == "target":  # a label that is not a number (`SNIa`): not a class number
             problem[(problem == 0) & not_number] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
         # A missing or impossible flag or label becomes 0 or -1 (the object is rejected anyway
@@ -262,9 +269,17 @@ def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
     """(n,) int8 `METADATA_PROBLEMS` codes of canonical metadata columns (`-9` already missing),
     for tables that did not come through `read_metadata`."""
     problem = np.zeros(len(metadata), np.int8)
+    galactic = (
+        metadata["hostgal_photoz"].to_numpy(np.float64) == 0
+        if "hostgal_photoz" in metadata
+        else np.zeros(len(metadata), bool)
+    )
     for name in [*plasticc.METADATA_COLUMNS[1:], "target"]:
         if name in metadata and name not in OPTIONAL_METADATA:  # never read by the model
-            _flag_problems(name, metadata[name].to_numpy(np.float64), problem)
+            values = metadata[name].to_numpy(np.float64)
+            if name in GALACTIC_IGNORED:
+                values = np.where(galactic, np.nan, values)
+            _flag_problems(name, values, problem)
     return problem
 
 

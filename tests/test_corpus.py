@@ -57,6 +57,10 @@ CASES: dict[str, tuple[str, str, object, str | None]] = {
     "hostgal_photoz -5": ("meta", "hostgal_photoz", -5.0, None),
     "hostgal_photoz_err -1": ("meta", "hostgal_photoz_err", -1.0, None),
     "distmod inf": ("meta", "distmod", np.inf, None),
+    # Found by an input audit: a galactic object's distmod and photo-z error are never read, and
+    # an impossible one rejected it.
+    "distmod -1, galactic (valid)": ("meta", "distmod", -1.0, None),
+    "hostgal_photoz_err -1, galactic (valid)": ("meta", "hostgal_photoz_err", -1.0, None),
     "mwebv 1e39": ("meta", "mwebv", 1e39, None),
     "ddf 7": ("meta", "ddf", 7, None),
     # Found by an audit: columns the model never reads rejected scorable objects; their
@@ -117,6 +121,9 @@ def poison(lcs: pd.DataFrame, meta: pd.DataFrame, names: dict[str, str]) -> tupl
         elif table == "meta":
             meta[column] = meta[column].astype(float)
             meta.loc[meta["object_id"] == oid, column] = value
+            if column in readers.GALACTIC_IGNORED:  # read for extragalactic objects only
+                photoz = 0.0 if case.endswith("galactic (valid)") else 0.3
+                meta.loc[meta["object_id"] == oid, "hostgal_photoz"] = photoz
         elif case == "duplicated row":
             twin = lcs.iloc[[rows[2]]]
             lcs = pd.concat([lcs, twin]).sort_index(kind="stable").reset_index(drop=True)

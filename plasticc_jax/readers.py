@@ -177,11 +177,9 @@ def read_metadata(path: Path) -> pd.DataFrame:
             values = np.where(values == plasticc.MISSING_VALUE, np.nan, values)
         if name in OPTIONAL_METADATA:  # never read by the model: an impossible value is missing
             values = _unread_value_missing(path, name, values)
-        if name in GALACTIC_IGNORED:  # hostgal_photoz is read before them (METADATA_COLUMNS)
-            flagged = arrays["hostgal_photoz"] != 0
-            _flag_problems(name, np.where(flagged, values, np.nan), problem)
-        else:
-            _flag_problems(name, values, problem)  # before the conversions below hide them
+        # Before the conversions below hide them; hostgal_photoz is read before the columns it
+        # decides about (`METADATA_COLUMNS`).
+        _flag_read_problems(name, values, arrays.get("hostgal_photoz"), problem)
         if name == "target":  # a label that is not a number (`SNIa`): not a class number
             problem[(problem == 0) & not_number] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
         # A missing or impossible flag or label becomes 0 or -1 (the object is rejected anyway
@@ -238,6 +236,19 @@ def _unread_value_missing(path: Path | str, name: str, values: np.ndarray) -> np
     return np.where(outside, np.nan, values)
 
 
+def _flag_read_problems(
+    name: str, values: np.ndarray, photoz: np.ndarray | None, problem: np.ndarray
+) -> None:
+    """`_flag_problems` of the values the model reads: none of a column it never reads
+    (`OPTIONAL_METADATA`), and of `GALACTIC_IGNORED` only the extragalactic objects' (`photoz`,
+    hostgal_photoz, not 0; None: no such column, every object's)."""
+    if name in OPTIONAL_METADATA:
+        return
+    if name in GALACTIC_IGNORED and photoz is not None:
+        values = np.where(photoz != 0, values, np.nan)
+    _flag_problems(name, values, problem)
+
+
 def _flag_problems(name: str, values: np.ndarray, problem: np.ndarray) -> None:
     """Set the `METADATA_PROBLEMS` code of the rows whose `name` value is impossible (in place;
     the first problem of a row wins). NaN is a missing value, not a problem, except for the
@@ -269,17 +280,12 @@ def metadata_problems(metadata: pd.DataFrame) -> np.ndarray:
     """(n,) int8 `METADATA_PROBLEMS` codes of canonical metadata columns (`-9` already missing),
     for tables that did not come through `read_metadata`."""
     problem = np.zeros(len(metadata), np.int8)
-    galactic = (
-        metadata["hostgal_photoz"].to_numpy(np.float64) == 0
-        if "hostgal_photoz" in metadata
-        else np.zeros(len(metadata), bool)
+    photoz = (
+        metadata["hostgal_photoz"].to_numpy(np.float64) if "hostgal_photoz" in metadata else None
     )
     for name in [*plasticc.METADATA_COLUMNS[1:], "target"]:
-        if name in metadata and name not in OPTIONAL_METADATA:  # never read by the model
-            values = metadata[name].to_numpy(np.float64)
-            if name in GALACTIC_IGNORED:
-                values = np.where(galactic, np.nan, values)
-            _flag_problems(name, values, problem)
+        if name in metadata:
+            _flag_read_problems(name, metadata[name].to_numpy(np.float64), photoz, problem)
     return problem
 
 

@@ -20,6 +20,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import provenance
+from plasticc_jax.csv_files import header, input_stream
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, folder_lock
 from plasticc_jax.review import active
@@ -150,20 +151,19 @@ def _add_csv_columns(path: Path, out: Path, new: dict[str, pa.Array]) -> None:
     the score table's text columns are read as text (a class of one's own, `123`, is no number:
     pandas read a large file's column of such names as numbers and text, which no writer
     takes), the others as pyarrow infers them, missing values only where a field is empty."""
-    compression = "gzip" if path.name.lower().endswith(".gz") else None
-    with pa.input_stream(str(path), compression=compression) as stream:
-        header = pa_csv.open_csv(stream).schema.names
+    names = header(path)
     options = pa_csv.ConvertOptions(
-        column_types={name: pa.string() for name in TEXT_COLUMNS if name in header},
+        column_types={name: pa.string() for name in TEXT_COLUMNS if name in names},
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
     )
-    with pa.input_stream(str(path), compression=compression) as stream:
+    with input_stream(path) as stream:
         table = pa_csv.read_csv(stream, convert_options=options)
     for name, column in new.items():
         if name in table.column_names:
             table = table.drop_columns(name)
         table = table.append_column(name, column)
+    compression = "gzip" if path.name.lower().endswith(".gz") else None
     with pa.output_stream(str(out), compression=compression) as sink:
         pa_csv.write_csv(table, sink)

@@ -1,13 +1,14 @@
 """Incremental scoring during `replay`: objects re-scored per second, and a night's cost as the
 number of open objects grows.
 
-What is timed: `replay.NightScorer.night` for one night (everything a night does but writing its
-files: select the objects with new rows, gather all their rows so far, grid them, the VAE pass,
-the detector's fused components, rank), on synthetic light curves (`plasticc_jax.synthetic`:
-observations spread uniformly over the three survey years, 50-350 per object), so a night
-re-scores about 1/14 of the objects, each with its history so far. For each input size the
-median of a few nights in the middle of the survey (half of each light curve known). Objects/s
-is re-scored objects over the night's wall time. Target: 20,000 objects/s on 2 CPU cores.
+What is timed: `replay_nights.NightScorer.night` for one night (everything a night does but
+writing its files: select the objects with new rows, gather all their rows so far, grid them,
+the VAE pass, the detector's fused components, rank), on synthetic light curves
+(`plasticc_jax.synthetic`: observations spread uniformly over the three survey years, 50-350 per
+object), so a night re-scores about 1/14 of the objects, each with its history so far. For
+each input size the median of a few nights in the middle of the survey (half of each light curve
+known). Objects/s is re-scored objects over the night's wall time. Target: 20,000 objects/s on
+2 CPU cores.
 
 Each night's batch sizes differ, and the VAE's program is compiled once per batch shape (at most
 a few dozen: `streaming.batch_sizes`), so over a survey's replay compiling is a one-off cost. The
@@ -37,8 +38,8 @@ import common
 
 from plasticc_jax import readers, synthetic
 from plasticc_jax.lightcurve_rows import read_files
-from plasticc_jax.replay import NightScorer
 from plasticc_jax.replay_input import ReplayInput
+from plasticc_jax.replay_nights import NightScorer
 from plasticc_jax.scoring import Scorer
 
 TARGET = 20_000.0  # objects/s on 2 CPU cores

@@ -232,6 +232,15 @@ def make_parser() -> argparse.ArgumentParser:
         help="replay only the objects of this split of the run's prepared dataset",
     )
     replay.add_argument("--last-night", type=int, help="stop after this night")
+    replay.add_argument(
+        "--groups",
+        type=int,
+        default=1,
+        metavar="K",
+        help="for an input larger than memory: replay the objects in K groups, one after the "
+        "other (memory holds about 100 bytes a row of one group), each night's candidates "
+        "merged at the end (default 1: all at once, each night written as it is replayed)",
+    )
     replay.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")
 
     review = commands.add_parser(
@@ -408,6 +417,7 @@ def replay(args: argparse.Namespace) -> int:
         close_after=args.close_after,
         objects=objects,
         last_night=args.last_night,
+        groups=args.groups,
     )
     nights = manifest["nights"]
     print(

@@ -40,6 +40,7 @@ LIGHTCURVE_TYPES: dict[str, pa.DataType] = {
     "flux_err": pa.float64(),
     "detected": pa.bool_(),
 }
+ROW_COLUMNS = tuple(LIGHTCURVE_TYPES)  # the fields of `Rows`, in order
 
 
 @dataclass
@@ -82,8 +83,7 @@ class Rows:
 
     @staticmethod
     def concatenate(parts: list[Rows]) -> Rows:
-        names = ("object_id", "mjd", "passband", "flux", "flux_err", "detected")
-        arrays = [np.concatenate([getattr(p, n) for p in parts]) for n in names]
+        arrays = [np.concatenate([getattr(p, n) for p in parts]) for n in ROW_COLUMNS]
         return Rows(*arrays, parts[0].first_row)
 
 

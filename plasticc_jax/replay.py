@@ -28,7 +28,8 @@ scored those light curves of non-detections, which the model and the threshold n
 flagged many of them (docs/early.md).
 
 **Bad input.** Rows out of time order within an object (or an object's rows spread through the
-file) are sorted: the replay reads the files whole and orders each object's rows by time; the
+file) are sorted: the replay reads the files whole (or one group of objects at a time, with
+`groups`: `plasticc_jax.replay_groups`) and orders each object's rows by time; the
 manifest counts the objects that needed it (`reordered_objects`). An object with a row whose MJD
 is not finite, or lies far outside the survey (`gridding.OUTSIDE_SPAN`: a JD given as MJD would
 make millions of nights), cannot be placed in a night: it is rejected at load (`rejected_at_load`,
@@ -54,6 +55,8 @@ survey is simply new that night (`first_seen`).
   `objects_with_data`, `first_seen`, `rescored`, `flagged`, `rejected` (by reason), and the
   running totals `seen`, `open`, `closed`. Every night `objects_with_data == rescored +
   sum(rejected)` and `seen == open + closed`, checked before the manifest is written.
+- with `groups` > 1, `groups/`: the working folder of a replay in groups (`replay_groups`),
+  removed once the input's last night is merged.
 
 **Resume.** A night's files are written atomically (temporary name, then rename), then the
 manifest: after an interruption (even kill -9) the manifest names the last night whose files are
@@ -68,62 +71,46 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from plasticc_jax import (
-    early,
-    gridding,
-    interrupts,
-    lightcurve_rows,
-    provenance,
-    readers,
-    runs,
-    scoring,
-    streaming,
-)
+from plasticc_jax import lightcurve_rows, provenance, runs
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
-    atomic_path,
-    atomic_write,
-    atomic_write_text,
     check_input_files,
     folder_lock,
-    fsync_folder,
     make_output_folder,
-    remove_unfinished_writes,
     sha256_file,
 )
-from plasticc_jax.replay_input import ReplayInput, rejection_frame
-from plasticc_jax.score_output import SPLIT_NAME, note_unknown_classes
+from plasticc_jax.replay_groups import GROUPS, replay_groups
+from plasticc_jax.replay_input import ReplayInput
+from plasticc_jax.replay_nights import (
+    CANDIDATES,
+    MANIFEST,
+    REJECTED,
+    REJECTED_AT_LOAD,
+    Job,
+    check_last_night,
+    loaded,
+    new_manifest,
+    read_manifest,
+    read_metadata,
+    replay_nights,
+    report,
+    start,
+    stop_night,
+)
 from plasticc_jax.scoring import Scorer
-from plasticc_jax.threads import limited_threads
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-MANIFEST_KEYS = {
-    "fingerprint",
-    "finished_through",
-    "first_night",
-    "last_night",
-    "empty_nights",
-    "nights",
-}
-REJECTED_AT_LOAD = "rejected_at_load.csv"
-CANDIDATES, REJECTED = "candidates", "rejected"  # the night-partitioned datasets
 # Longer than any survey: a larger --close-after would overflow the night arithmetic.
 MAX_CLOSE_AFTER = 36_525.0
-CLOSED = "object closed"
-# Nights with fewer objects to score run the tree ensembles in one thread.
-PARALLEL_FROM = 4096
+MAX_GROUPS = 1024  # a file open per group while the rows are split
 
 
 def _fingerprint(
@@ -132,6 +119,7 @@ def _fingerprint(
     metadata_paths: Sequence[Path],
     close_after: float | None,
     objects: np.ndarray | None,
+    groups: int,
 ) -> str:
     """What a replay's outputs depend on: the run (its path, and the checkpoint and detector
     that `models/provenance.json` records), every input file's content and the settings."""
@@ -145,124 +133,15 @@ def _fingerprint(
         if objects is None
         else hashlib.sha256(np.sort(np.asarray(objects, np.int64)).tobytes()).hexdigest(),
     }
+    if groups > 1:  # a replay of every object at once keeps the fingerprint it always had
+        blob["groups"] = groups
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
-
-
-class NightScorer:
-    """Scores one night: the objects with new rows, each with all its rows so far."""
-
-    def __init__(self, data: ReplayInput, scorer: Scorer) -> None:
-        self.data, self.scorer = data, scorer
-        self.spec = gridding.GridSpec.from_config(scorer.config.data)
-        self.by_night = np.argsort(self.data.night, kind="stable")
-        self.sorted_nights = self.data.night[self.by_night]
-        self.sorted_first = np.sort(self.data.first_night)
-        self.sorted_close = np.sort(self.data.close_night)
-
-    def night(self, night: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-        """(candidates, rejections, counts) of one night."""
-        d = self.data
-        lo, hi = np.searchsorted(self.sorted_nights, [night, night + 1])
-        new = self.by_night[lo:hi]
-        touched = np.unique(d.obj[new])
-        counts: dict[str, Any] = {"night": night, "rows": int(new.size)}
-        counts["objects_with_data"] = int(touched.size)
-        counts["first_seen"] = int((d.first_night[touched] == night).sum())
-        rejections: list[pd.DataFrame] = []
-        new_rows = np.bincount(d.obj[new], minlength=d.ids.size)
-
-        closed = d.close_night[touched] <= night
-        if closed.any():
-            objs = touched[closed]
-            rejections.append(rejection_frame(d.ids[objs], CLOSED, new_rows[objs]))
-        live = touched[~closed]
-        found = np.zeros(live.size, bool)
-        pos = np.zeros(live.size, np.int64)
-        if live.size:
-            pos, found = d.metadata.lookup(d.ids[live])
-            if (~found).any():
-                objs = live[~found]
-                rejections.append(
-                    rejection_frame(d.ids[objs], streaming.NO_METADATA, new_rows[objs])
-                )
-        live, pos = live[found], pos[found]
-        # Impossible metadata values reject the object, as in `score` (`readers.METADATA_PROBLEMS`).
-        problem = d.metadata.problem[pos] if live.size else np.zeros(0, np.int8)
-        if problem.any():
-            objs = live[problem != 0]
-            reasons = [readers.METADATA_PROBLEMS[c] for c in problem[problem != 0]]
-            rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
-            live, pos = live[problem == 0], pos[problem == 0]
-        # A broker scores an object from its first detection on: before it, the light curve is
-        # non-detections only, which neither the model nor the threshold was fitted on.
-        waiting = d.detection_night[live] > night
-        if waiting.any():
-            objs = live[waiting]
-            # Not detected yet, unless a bad value came first: that value is the reason.
-            reasons = np.full(objs.size, gridding.NOT_DETECTED, object)
-            bad = d.problem_night[objs] <= night
-            if bad.any():
-                codes = early.not_detected_codes(d.rows_so_far(objs[bad], night)[0])
-                reasons[bad] = [gridding.REASONS[c] for c in codes]
-            rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
-            live, pos = live[~waiting], pos[~waiting]
-
-        frame = None
-        if live.size:
-            so_far, ends = d.rows_so_far(live, night)
-            lengths = np.diff(np.r_[so_far.starts, len(so_far.rows)])
-            chunk = gridding.Chunk(
-                so_far.rows, so_far.starts, d.metadata.values[pos], d.metadata.target[pos]
-            )
-            result = gridding.grid_chunk(chunk, self.spec)
-            if result.rejected_ids.size:
-                reasons = [
-                    gridding.rejection_reason(c, self.spec.min_observations)
-                    for c in result.rejected_codes
-                ]
-                objs = np.searchsorted(d.ids, result.rejected_ids)
-                rejections.append(rejection_frame(result.rejected_ids, reasons, new_rows[objs]))
-            if len(result.arrays):
-                accepted = ~np.isin(d.ids[live], result.rejected_ids)
-                first = early.first_detection(chunk)[accepted]
-                last = d.rows.mjd[ends - 1][accepted]
-                # Small nights: one thread (OpenMP's start-up in the tree ensembles costs more
-                # than it saves on a few objects; measured 3x faster on 2 busy cores).
-                threads = 1 if len(result.arrays) < PARALLEL_FROM else None
-                with limited_threads(threads):
-                    frame, unscorable = self.scorer.table(result.arrays, SPLIT_NAME)
-                if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
-                    ids = unscorable["object_id"].to_numpy(np.int64)
-                    objs = np.searchsorted(d.ids, ids)
-                    rejections.append(rejection_frame(ids, unscorable["reason"], new_rows[objs]))
-                # The table keeps the order of the gridded objects it scored.
-                scored = np.isin(result.arrays.object_id, frame["object_id"].to_numpy())
-                frame.insert(1, "night", np.int64(night))
-                frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
-                frame.insert(3, "days_since_detection", (last - first)[scored])
-                frame = frame.sort_values("anomaly_score", ascending=False, kind="stable")
-                frame.insert(
-                    scoring.rank_position(list(frame.columns)),
-                    "rank",
-                    np.arange(1, len(frame) + 1, dtype=np.int64),
-                )
-                frame = frame.reset_index(drop=True)
-        rejected = (
-            pd.concat(rejections, ignore_index=True) if rejections else rejection_frame([], "", [])
-        )
-        counts["rescored"] = 0 if frame is None else len(frame)
-        counts["flagged"] = 0 if frame is None else int(frame["flagged"].sum())
-        counts["rejected"] = {str(k): int(v) for k, v in Counter(rejected["reason"]).items()}
-        seen = int(np.searchsorted(self.sorted_first, night, side="right"))
-        closed_total = int(np.searchsorted(self.sorted_close, night, side="right"))
-        counts.update(seen=seen, open=seen - closed_total, closed=closed_total)
-        return frame if frame is not None else pd.DataFrame(), rejected, counts
 
 
 def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
     """No input may be one of the files a replay writes, nor lie in its night folders."""
     written = [output / MANIFEST, output / REJECTED_AT_LOAD]
-    folders = [(output / name).resolve() for name in (CANDIDATES, REJECTED)]
+    folders = [(output / name).resolve() for name in (CANDIDATES, REJECTED, GROUPS)]
     for path in inputs:
         target = path.resolve()
         if any(target == w.resolve() for w in written) or any(
@@ -274,61 +153,6 @@ def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
             )
 
 
-def _remove_nights_after(output: Path, night: int) -> None:
-    """Night files past the manifest's last finished night (written, then a kill before the
-    manifest named them): the nights are replayed again, and nothing of them may linger."""
-    for part in [*output.glob(f"{CANDIDATES}/night=*"), *output.glob(f"{REJECTED}/night=*")]:
-        number = part.name.removeprefix("night=")
-        if number.lstrip("-").isdigit() and int(number) > night:
-            shutil.rmtree(part)
-
-
-def check_counts(counts: dict[str, Any]) -> None:
-    """Every object with data is re-scored or rejected; every seen object is open or closed.
-
-    Raises:
-        RuntimeError: the counts do not add up (a bug, never the input's fault).
-    """
-    rejected = sum(counts["rejected"].values())
-    if counts["objects_with_data"] != counts["rescored"] + rejected:
-        raise RuntimeError(f"night {counts['night']}: counts do not add up: {counts}")
-    if counts["seen"] != counts["open"] + counts["closed"]:
-        raise RuntimeError(f"night {counts['night']}: seen != open + closed: {counts}")
-
-
-def _write_parquet(
-    frame: pd.DataFrame, path: Path, checkpoint: Mapping[str, object] | None = None
-) -> None:
-    """Write atomically and durably (the file, its night folder and that folder's entry): on
-    disk before the manifest names the night. With `checkpoint`, the file names it, as a score
-    table does (`scoring.write_parquet`)."""
-    if checkpoint is None:
-        atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
-    else:
-        atomic_write(path, lambda handle: scoring.write_parquet(frame, handle, checkpoint))
-    fsync_folder(path.parent)
-    fsync_folder(path.parent.parent)
-
-
-def write_night(
-    out: Path,
-    night: int,
-    candidates: pd.DataFrame,
-    rejected: pd.DataFrame,
-    checkpoint: Mapping[str, object],
-) -> None:
-    """A night's partition files (each atomically). The night is the partition's key
-    (`night=<N>` folders, Hive style), not a column of the file, so the folder reads as one
-    dataset (`pd.read_parquet(out / "candidates")`) with a `night` column. The candidates name
-    the run's `checkpoint` (their latents' space), as `score`'s tables do."""
-    if len(candidates):
-        candidates = candidates.drop(columns="night", errors="ignore")
-        path = out / CANDIDATES / f"night={night}" / "part-0.parquet"
-        _write_parquet(candidates, path, checkpoint)
-    if len(rejected):
-        _write_parquet(rejected, out / REJECTED / f"night={night}" / "part-0.parquet")
-
-
 def replay(
     run_dir: Path,
     lightcurve_paths: Sequence[Path],
@@ -338,6 +162,7 @@ def replay(
     close_after: float | None = None,
     objects: np.ndarray | None = None,
     last_night: int | None = None,
+    groups: int = 1,
 ) -> dict[str, Any]:
     """Replay the files night by night with a trained, evaluated run; returns the manifest.
 
@@ -348,6 +173,9 @@ def replay(
         close_after: nights without an observation after which an object closes (None: never).
         objects: replay only these object ids (e.g. a prepared split's).
         last_night: stop after this night (None: the input's last).
+        groups: replay the objects in this many groups, one after the other, each night's
+            candidates merged afterwards (`replay_groups`): memory holds about 1/groups of the
+            rows; 1: every object at once, each night written as it is replayed.
 
     Raises:
         UserError: not an evaluated run, a missing file, or an output folder holding a replay
@@ -357,6 +185,8 @@ def replay(
     paths = [Path(p) for p in lightcurve_paths]
     metadata_paths = [Path(p) for p in metadata_paths]
     check_input_files([*paths, *metadata_paths])
+    if not 1 <= groups <= MAX_GROUPS:
+        raise UserError(f"--groups {groups}: give a number from 1 to {MAX_GROUPS}")
     # Whole nights are counted: a fraction below 1 would close an object seen on consecutive
     # nights, as 0 would.
     if close_after is not None and not 1 <= close_after <= MAX_CLOSE_AFTER:
@@ -379,7 +209,7 @@ def replay(
     make_output_folder(output)  # a path where no folder can be made: said before the run loads
     try:
         with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
-            fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects)
+            fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects, groups)
             scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
     except UserError:
         for folder in created:  # a refused run leaves no empty folders behind
@@ -391,164 +221,38 @@ def replay(
             "inputs": [p.name for p in paths],
             "metadata": [p.name for p in metadata_paths],
             "close_after_days": close_after,
+            "groups": groups,
         }
-        manifest = _read_manifest(output, fingerprint, now)
-        return _replay(
-            scorer,
-            paths,
-            metadata_paths,
-            output,
-            manifest,
-            fingerprint,
-            close_after,
-            objects,
-            last_night,
+        manifest = read_manifest(output, fingerprint, now)
+        job = Job(
+            paths, metadata_paths, output, fingerprint, close_after, objects, last_night, groups
         )
+        return (replay_groups if groups > 1 else _replay)(scorer, job, manifest)
 
 
-def _read_manifest(output: Path, fingerprint: str, now: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of an unfinished replay into `output` to resume (None: a new replay).
-
-    Raises:
-        UserError: a damaged manifest, one of other inputs or settings, or night files without a
-            manifest (another tool's, or a replay's whose manifest was removed).
-    """
-    path = output / MANIFEST
-    if not path.exists():
-        written = [f for name in (CANDIDATES, REJECTED) for f in (output / name).rglob("*")]
-        if any(f.is_file() for f in written):
-            raise UserError(
-                f"{output} holds night files but no {MANIFEST}: not a replay this command can "
-                "resume; remove it or choose another --output"
-            )
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict) or not set(manifest) >= MANIFEST_KEYS:
-        raise UserError(
-            f"{path} is damaged (not a replay's manifest): remove {output} to replay from the "
-            "start, or choose another --output"
-        )
-    if manifest.get("fingerprint") != fingerprint:
-        differs = _what_differs(manifest, now)
-        raise UserError(
-            f"{output} holds a replay of other inputs or settings ({differs}): choose another "
-            "--output or remove it"
-        )
-    return manifest
-
-
-def _what_differs(manifest: dict[str, Any], now: dict[str, Any]) -> str:
-    """What the manifest records differently from this replay's inputs and settings (names and
-    `--close-after`; else their contents, the run's evaluation or `--split`)."""
-    differ = [
-        f"{key}: {manifest.get(key)} then, {value} now"
-        for key, value in now.items()
-        if manifest.get(key) != value
-    ]
-    return "; ".join(differ) or "the same names, but other contents, run or --split"
-
-
-def _replay(
-    scorer: Scorer,
-    paths: list[Path],
-    metadata_paths: list[Path],
-    output: Path,
-    manifest: dict[str, Any] | None,
-    fingerprint: str,
-    close_after: float | None,
-    objects: np.ndarray | None,
-    last_night: int | None,
-) -> dict[str, Any]:
-    """The replay itself, holding the output folder's lock."""
-    manifest_path = output / MANIFEST
-    run_dir = scorer.run_dir
-    detector = scorer.detector
-    metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
-    note_unknown_classes(metadata, scorer.config.data)
-    data = ReplayInput(lightcurve_rows.read_files(paths), metadata, close_after, objects)
+def _replay(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The replay of every object at once, holding the output folder's lock."""
+    metadata = read_metadata(scorer, job.metadata_paths)
+    data = ReplayInput(
+        lightcurve_rows.read_files(job.paths), metadata, job.close_after, job.objects
+    )
     first, last = data.nights
-    if last_night is not None and len(data.rows) and last_night < first:
-        # `--last-night 10` (ten nights?) replayed nothing and said the output was finished.
-        raise UserError(
-            f"--last-night {last_night}: before the input's first night, {first} (nights are "
-            f"floor(MJD - 0.5): {first} to {last} here)"
-        )
-    if not len(data.rows):
+    if len(data.rows):
+        check_last_night(job.last_night, first, last)
+    else:
         log.warning(
             "no observations to replay in %s%s",
-            ", ".join(map(str, paths)),
+            ", ".join(map(str, job.paths)),
             f" ({len(data.rejected)} objects rejected at load)" if len(data.rejected) else "",
         )
     if manifest is None:
-        manifest = {
-            "fingerprint": fingerprint,
-            "run": str(run_dir),
-            "inputs": [p.name for p in paths],
-            "metadata": [p.name for p in metadata_paths],
-            "night_definition": "floor(mjd - 0.5): noon to noon UTC",
-            "close_after_days": close_after,
-            "threshold": detector.threshold,
-            "objects": int(data.ids.size),
-            "rows": len(data.rows),
-            "reordered_objects": data.reordered,
-            "left_out_objects": data.left_out,
-            "rejected_at_load": {
-                str(k): int(v) for k, v in data.rejected["reason"].value_counts().items()
-            },
-            "first_night": first,
-            "last_night": last,
-            "finished_through": first - 1,
-            "empty_nights": 0,
-            "nights": [],
-        }
-        with atomic_path(output / REJECTED_AT_LOAD) as tmp:
-            data.rejected.to_csv(tmp, index=False)
-        atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
-    remove_unfinished_writes(output, f"{CANDIDATES}/night=*", f"{REJECTED}/night=*")
-    _remove_nights_after(output, int(manifest["finished_through"]))
+        manifest = new_manifest(scorer, job, loaded(data))
+        start(job.output, manifest, data.rejected)
+    t0 = time.perf_counter()
     start_night = int(manifest["finished_through"]) + 1
-    stop = last if last_night is None else min(last, int(last_night))
     if start_night > first:
-        log.info("resuming %s after night %d", output, start_night - 1)
-    night_scorer = NightScorer(data, scorer)
-    has_data = np.zeros(max(last - first + 1, 0), bool)
-    has_data[data.night - first] = True
-    t0, rescored = time.perf_counter(), 0
-    for night in range(start_night, stop + 1):
-        interrupts.check()  # a Ctrl-C swallowed in JAX's garbage collection: stop between nights
-        if not has_data[night - first]:
-            manifest["empty_nights"] += 1
-        else:
-            candidates, rejected, counts = night_scorer.night(night)
-            check_counts(counts)
-            write_night(output, night, candidates, rejected, scorer.checkpoint)
-            manifest["nights"].append(counts)
-            rescored += counts["rescored"]
-        manifest["finished_through"] = night
-        if has_data[night - first] or night == stop:
-            atomic_write_text(manifest_path, json.dumps(manifest) + "\n")
-    seconds = time.perf_counter() - t0
-    if manifest["nights"] and not any(n["rescored"] for n in manifest["nights"]):
-        log.warning(
-            "no object was scored on any night: every object with data was rejected (the reasons "
-            "are in %s; the same rows given twice, say)",
-            output / REJECTED,
-        )
-    if start_night > stop:
-        if len(data.rows):
-            log.info("%s is finished through night %d: nothing to replay", output, start_night - 1)
-        return manifest
-    log.info(
-        "replayed nights %d-%d into %s: %d objects re-scored in %.1f s (%.0f/s), %d empty nights",
-        start_night,
-        stop,
-        output,
-        rescored,
-        seconds,
-        rescored / max(seconds, 1e-9),
-        manifest["empty_nights"],
-    )
+        log.info("resuming %s after night %d", job.output, start_night - 1)
+    nights = replay_nights(scorer, data, job.output, manifest, job.last_night)
+    stop = stop_night(manifest, job.last_night)
+    report(manifest, job.output, start_night, stop, nights, time.perf_counter() - t0)
     return manifest

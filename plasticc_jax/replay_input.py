@@ -50,7 +50,7 @@ class ReplayInput:
         if objects is not None:
             inside = np.isin(rows.object_id, objects)
             self.left_out = int(np.unique(rows.object_id[~inside]).size)
-            rows = rows.take(inside)
+            rows = rows if inside.all() else rows.take(inside)
             metadata = metadata[metadata["object_id"].isin(objects)]
         o_file = rows.object_id
         # A time that cannot be placed in a night: not finite, or far outside the survey (a JD
@@ -72,7 +72,8 @@ class ReplayInput:
             + [rejection_frame(no_rows, streaming.NO_LIGHTCURVE, np.zeros(no_rows.size))],
             ignore_index=True,
         )
-        rows = rows.take(~np.isin(o_file, bad_ids))
+        if bad_ids.size:  # no copy of the rows otherwise: they are what the replay's memory holds
+            rows = rows.take(~np.isin(o_file, bad_ids))
         # Objects whose rows are not in time order, before sorting (a row earlier than the one
         # before it, within the same object, in file order; or the object's rows not contiguous).
         order_file = np.argsort(rows.object_id, kind="stable")
@@ -87,7 +88,9 @@ class ReplayInput:
         self.reordered = len(reordered)
 
         order = np.lexsort((rows.passband, rows.mjd, rows.object_id))
-        self.rows = rows.take(order)
+        in_order = bool((np.diff(order) == 1).all())  # sorted by object and time, as PLAsTiCC's
+        self.rows = rows if in_order else rows.take(order)
+        del order
         self.night = night_of(self.rows.mjd)
         n = len(self.rows)
         self.starts = np.flatnonzero(

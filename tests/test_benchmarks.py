@@ -33,3 +33,17 @@ def test_a_benchmark_runs(command: list[str]) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_replay_memory_benchmark_runs(tiny_run) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_replay_memory.py"), "--objects", "300",
+         "--run", str(tiny_run.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--groups 16: the rows' memory" in done.stdout

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from plasticc_jax import cli, early, gridding, scoring
+from plasticc_jax import cli, early, gridding, replay_nights, scoring
 from plasticc_jax import replay as replay_lib
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
@@ -322,7 +322,7 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
 def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch):
     lcs, meta = _small_input(tiny_run, tmp_path)
     reference = _replay(tiny_run, lcs, meta, tmp_path / "ref")
-    original = replay_lib.write_night
+    original = replay_nights.write_night
     calls = {"n": 0}
 
     def failing(*args):
@@ -331,12 +331,12 @@ def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         original(*args)
 
-    monkeypatch.setattr(replay_lib, "write_night", failing)
+    monkeypatch.setattr(replay_nights, "write_night", failing)
     with pytest.raises(KeyboardInterrupt):
         _replay(tiny_run, lcs, meta, tmp_path / "out")
     stopped = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert len(stopped["nights"]) == 3
-    monkeypatch.setattr(replay_lib, "write_night", original)
+    monkeypatch.setattr(replay_nights, "write_night", original)
     resumed = _replay(tiny_run, lcs, meta, tmp_path / "out")
     assert resumed["nights"] == reference["nights"]
     assert resumed["empty_nights"] == reference["empty_nights"]
@@ -476,3 +476,83 @@ def test_replay_cli(tiny_run, tmp_path: Path, capsys):
     assert cli.main([*args, "--output", str(tmp_path / "o3"), "--last-night", "3"]) == 2
     assert "--last-night 3: before the input's first night" in capsys.readouterr().err
     assert not (tmp_path / "o3" / "manifest.json").exists()
+    assert cli.main([*args, "--output", str(tmp_path / "o4"), "--groups", "0"]) == 2
+    assert "--groups 0: give a number from 1 to 1024" in capsys.readouterr().err
+    assert cli.main([*args, "--output", str(tmp_path / "o5"), "--groups", "2"]) == 0
+    grouped = json.loads((tmp_path / "o5" / "manifest.json").read_text())
+    whole = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert grouped["groups"] == 2 and grouped["nights"] == whole["nights"]
+
+
+def _same_replay(grouped: Path, whole: Path) -> None:
+    """A replay in groups wrote what the replay of every object at once wrote."""
+    a, b = (json.loads((out / "manifest.json").read_text()) for out in (grouped, whole))
+    assert a["groups"] > 1 and b["groups"] == 1
+    for key in set(b) - {"fingerprint", "groups", "inputs"}:  # inputs: other file names
+        assert a[key] == b[key], key
+    left, right = _candidates(grouped), _candidates(whole)
+    assert left["object_id"].tolist() == right["object_id"].tolist()
+    np.testing.assert_allclose(left["anomaly_score"], right["anomaly_score"], rtol=1e-6)
+    pd.testing.assert_frame_equal(
+        left.drop(columns=left.select_dtypes("float").columns),
+        right.drop(columns=right.select_dtypes("float").columns),
+    )
+    for name in ("rejected_at_load.csv",):
+        frames = [pd.read_csv(out / name).sort_values("object_id") for out in (grouped, whole)]
+        pd.testing.assert_frame_equal(*(f.reset_index(drop=True) for f in frames))
+    rejected = [pd.read_parquet(out / "rejected") for out in (grouped, whole)]
+    rejected = [r.sort_values(["night", "object_id"]).reset_index(drop=True) for r in rejected]
+    pd.testing.assert_frame_equal(*rejected, check_categorical=False)
+    assert not (grouped / "groups").exists()  # the working folder, removed at the end
+
+
+def test_replay_in_groups_writes_what_the_whole_replay_writes(
+    tiny_run, tmp_path: Path, monkeypatch
+):
+    lcs, meta = _small_input(tiny_run, tmp_path, n_objects=12, n_nights=40)
+    # What the merge must carry: objects rejected at load (a non-finite MJD; metadata without
+    # a light curve), closed objects, objects waiting for their first detection.
+    lcs.loc[lcs.index[0], "mjd"] = np.nan
+    gap_id = int(lcs["object_id"].iloc[-1])
+    later = (lcs["object_id"] == gap_id) & (lcs["mjd"] > lcs["mjd"].median())
+    lcs.loc[later, "mjd"] += 60.0
+    extra = pd.read_csv(meta)
+    pd.concat([extra, extra.iloc[:1].assign(object_id=999_999_999)]).to_csv(meta, index=False)
+    whole = _replay(tiny_run, lcs, meta, tmp_path / "whole", close_after=20)
+    assert whole["rejected_at_load"] and any(n["closed"] for n in whole["nights"])
+    grouped = _replay(tiny_run, lcs, meta, tmp_path / "grouped", close_after=20, groups=3)
+    assert grouped["nights"] == whole["nights"]
+    _same_replay(tmp_path / "grouped", tmp_path / "whole")
+
+    # Killed in a group's replay, then in the merge (a night written to the output itself):
+    # resumed, the same output.
+    original = replay_nights.write_night
+    for phase in ("group", "merge"):
+        out = tmp_path / f"killed-in-{phase}"
+        calls = {"n": 0}
+
+        def failing(folder, *args, phase=phase, out=out, calls=calls):
+            calls["n"] += (folder == out) == (phase == "merge")
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            original(folder, *args)
+
+        monkeypatch.setattr(replay_nights, "write_night", failing)
+        with pytest.raises(KeyboardInterrupt):
+            _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
+        monkeypatch.setattr(replay_nights, "write_night", original)
+        assert (out / "manifest.json").exists() == (phase == "merge")
+        _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
+        _same_replay(out, tmp_path / "whole")
+    # Stopped at a night, then continued; other settings refused.
+    out = tmp_path / "stopped"
+    middle = whole["nights"][len(whole["nights"]) // 2]["night"]
+    _replay(tiny_run, lcs, meta, out, close_after=20, groups=3, last_night=middle)
+    assert (out / "groups").is_dir()
+    with pytest.raises(UserError, match=r"groups: 3 then, 2 now"):
+        _replay(tiny_run, lcs, meta, out, close_after=20, groups=2)
+    _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
+    _same_replay(out, tmp_path / "whole")
+    for groups in (0, 5000):
+        with pytest.raises(UserError, match="--groups"):
+            _replay(tiny_run, lcs, meta, tmp_path / "bad-groups", groups=groups)

@@ -140,3 +140,30 @@ def test_model_inputs_validate_and_normalise():
         st.model_inputs({**batch, "features": np.zeros((n, 3))}, stats, n_times)
     with pytest.raises(UserError, match="lacks"):
         st.model_inputs({"flux": batch["flux"]}, stats, n_times)
+
+
+def test_replay_split_puts_each_object_whole_in_one_group(tmp_path, synthetic_files):
+    from plasticc_jax import replay_groups
+    from plasticc_jax.lightcurve_rows import read_files
+
+    _, lcs = synthetic_files
+    rows = pd.read_csv(lcs)
+    # Two files, the second with its rows out of order: each object's rows, in file order.
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    rows.iloc[:500].to_csv(first, index=False)
+    rows.iloc[500:].sample(frac=1.0, random_state=1).to_csv(second, index=False)
+    whole = read_files([first, second])
+    work = tmp_path / "groups"
+    nights = replay_groups.split_rows([first, second], work, 4, "fingerprint")
+    assert nights == (int(np.floor(whole.mjd.min() - 0.5)), int(np.floor(whole.mjd.max() - 0.5)))
+    parts = [replay_groups.read_group(work, g) for g in range(4)]
+    assert sum(len(p) for p in parts) == len(whole)
+    for g, part in enumerate(parts):
+        assert len(part) and (replay_groups.group_of(part.object_id, 4) == g).all()
+        inside = np.isin(whole.object_id, part.object_id)
+        for name in ("object_id", "mjd", "passband", "flux", "flux_err", "detected"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[inside])
+    # A finished split is reused by the same replay, refused to another.
+    assert replay_groups.split_rows([first], work, 4, "fingerprint") == nights
+    with pytest.raises(UserError, match="unfinished replay of other inputs"):
+        replay_groups.split_rows([first], work, 4, "another")

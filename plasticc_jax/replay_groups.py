@@ -1,0 +1,276 @@
+"""`plasticc-jax replay --groups K`: a replay of an input larger than memory.
+
+A night's score of an object depends on that object's rows alone, so the objects can be replayed
+in K groups, one after the other, and each night's candidates merged afterwards into what a replay
+of every object at once writes: the same candidates, ranked over all groups, and the same counts.
+
+1. **Split**: the light-curve files are read in blocks and each row is appended to its object's
+   group file (`groups/rows-<g>.arrows`, Arrow IPC, zstd): memory holds one block.
+2. **Groups**: each group is replayed as a replay of its own, into `groups/group-<g>/`, with its
+   own manifest (a kill resumes inside it) and every night with data of the whole input counted.
+   Memory holds that group's rows, about 1/K of the input (`replay_input.ReplayInput`).
+3. **Merge**: night by night, the groups' candidates are ranked together and their counts summed
+   into the output's `candidates/`, `rejected/` and `manifest.json`, as `replay` writes them
+   (resumable the same way). The working folder is removed once the input's last night is merged.
+
+Candidates appear in the output only in the merge, after every group is replayed: for a broker's
+night-by-night output as it happens, replay without groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from plasticc_jax import gridding, interrupts, lightcurve_rows
+from plasticc_jax import replay_nights as replay_lib
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, fsync_folder
+from plasticc_jax.replay_input import ReplayInput, night_of
+from plasticc_jax.replay_nights import Job
+from plasticc_jax.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+GROUPS = "groups"  # the working folder under the output
+SPLIT = "split.json"  # written once the rows are split: the split is not done again on resume
+TOTALS = "open.npz"  # a group's objects' first and closing nights, sorted (its running totals)
+BLOCK_ROWS = 1 << 20  # rows read at a time while splitting
+_ROW_SCHEMA = pa.schema(
+    [(name, lightcurve_rows.LIGHTCURVE_TYPES[name]) for name in lightcurve_rows.ROW_COLUMNS]
+)
+_SUMMED = ("rows", "objects_with_data", "first_seen", "rescored", "flagged")
+
+
+def group_of(object_id: np.ndarray, groups: int) -> np.ndarray:
+    """(n,) the group of each object, from a hash of its id (ids in sequence, or in steps of
+    `groups`, spread evenly)."""
+    mixed = np.asarray(object_id, np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return ((mixed >> np.uint64(33)) % np.uint64(groups)).astype(np.int64)
+
+
+def _rows_path(work: Path, group: int) -> Path:
+    return work / f"rows-{group}.arrows"
+
+
+def split_rows(
+    paths: Sequence[Path], work: Path, groups: int, fingerprint: str
+) -> tuple[int, int] | None:
+    """Split the light-curve rows by object group into `work` (unless a finished split of the same
+    replay is there); returns the first and last nights of the rows with a usable MJD (None: no
+    such row).
+
+    Raises:
+        UserError: `work` holds the split of another replay (other inputs or settings).
+    """
+    record = work / SPLIT
+    if record.is_file():
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            saved = None
+        if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint:
+            night = saved["nights"]
+            return None if night is None else (int(night[0]), int(night[1]))
+        raise UserError(
+            f"{work.parent} holds an unfinished replay of other inputs or settings ({work}): "
+            "choose another --output or remove it"
+        )
+    if work.exists():  # an interrupted split: done again from the start
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    sinks = [pa.OSFile(str(_rows_path(work, g)), "wb") for g in range(groups)]
+    writers = [pa.ipc.new_stream(sink, _ROW_SCHEMA, options=options) for sink in sinks]
+    nights: list[int] | None = None
+    try:
+        for path in paths:
+            for rows in lightcurve_rows.read_rows(Path(path), BLOCK_ROWS):
+                interrupts.check()
+                usable = rows.mjd[np.isfinite(rows.mjd) & ~gridding.outside_span(rows.mjd)]
+                if usable.size:
+                    low, high = night_of(np.array([usable.min(), usable.max()])).tolist()
+                    if nights is not None:
+                        low, high = min(nights[0], low), max(nights[1], high)
+                    nights = [low, high]
+                group = group_of(rows.object_id, groups)
+                order = np.argsort(group, kind="stable")  # file order kept within a group
+                bounds = np.searchsorted(group[order], np.arange(groups + 1))
+                for g in range(groups):
+                    piece = rows.take(order[bounds[g] : bounds[g + 1]])
+                    if len(piece):
+                        columns = [getattr(piece, n) for n in lightcurve_rows.ROW_COLUMNS]
+                        writers[g].write_batch(pa.record_batch(columns, schema=_ROW_SCHEMA))
+    finally:
+        for writer, sink in zip(writers, sinks, strict=True):
+            writer.close()
+            sink.close()
+    for g in range(groups):  # on disk before the record says the split is done
+        with open(_rows_path(work, g), "rb") as handle:
+            os.fsync(handle.fileno())
+    fsync_folder(work)
+    atomic_write_text(record, json.dumps({"fingerprint": fingerprint, "nights": nights}))
+    return None if nights is None else (nights[0], nights[1])
+
+
+def read_group(work: Path, group: int) -> lightcurve_rows.Rows:
+    """A group's rows, in the order of the files."""
+    with pa.OSFile(str(_rows_path(work, group))) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    arrays = [table.column(n).to_numpy() for n in lightcurve_rows.ROW_COLUMNS]
+    return lightcurve_rows.Rows(*arrays, 0)
+
+
+def _group_folder(work: Path, group: int) -> Path:
+    return work / f"group-{group}"
+
+
+def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The replay in `job.groups` groups, holding the output folder's lock (`replay.replay`).
+
+    Raises:
+        UserError: a `--last-night` before the input's first night, or a replay that cannot
+            resume (its working folder removed, or holding another replay).
+    """
+    work = job.output / GROUPS
+    if manifest is not None and not (work / SPLIT).is_file():
+        if int(manifest["finished_through"]) >= replay_lib.stop_night(manifest, job.last_night):
+            return manifest  # finished; its working folder removed
+        raise UserError(
+            f"{work} is missing, so the replay into {job.output} cannot resume: remove "
+            f"{job.output} to replay from the start"
+        )
+    t0 = time.perf_counter()
+    nights = split_rows(job.paths, work, job.groups, job.fingerprint)
+    if nights is not None and manifest is None:
+        replay_lib.check_last_night(job.last_night, *nights)
+    metadata = replay_lib.read_metadata(scorer, job.metadata_paths)
+    meta_group = group_of(metadata["object_id"].to_numpy(np.int64), job.groups)
+    for g in range(job.groups):
+        folder = _group_folder(work, g)
+        group_job = dataclasses.replace(job, output=folder, fingerprint=f"{job.fingerprint}/{g}")
+        sub = replay_lib.read_manifest(folder, group_job.fingerprint, {})
+        done = sub is not None and int(sub["finished_through"]) >= replay_lib.stop_night(
+            sub, job.last_night
+        )
+        if done and (folder / TOTALS).is_file():
+            continue
+        rows = read_group(work, g)
+        data = ReplayInput(rows, metadata[meta_group == g], job.close_after, job.objects)
+        if sub is None:
+            sub = replay_lib.new_manifest(scorer, group_job, replay_lib.loaded(data))
+            replay_lib.start(folder, sub, data.rejected)
+        replayed = replay_lib.replay_nights(scorer, data, folder, sub, job.last_night)
+        with atomic_path(folder / TOTALS) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))
+        rescored = sum(n["rescored"] for n in replayed)
+        log.info(
+            "group %d of %d: %d objects, %d re-scorings", g + 1, job.groups, data.ids.size, rescored
+        )
+        del rows, data
+    return _merge(scorer, job, manifest, t0)
+
+
+def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float) -> dict[str, Any]:
+    """Merge the groups' nights into the output, from the night after its last merged one (`t0`:
+    when the replay started, for the log)."""
+    work = job.output / GROUPS
+    folders = [_group_folder(work, g) for g in range(job.groups)]
+    subs = [json.loads((f / replay_lib.MANIFEST).read_text()) for f in folders]
+    totals = []
+    for folder in folders:
+        with np.load(folder / TOTALS) as arrays:
+            totals.append((arrays["first"], arrays["close"]))
+    if manifest is None:
+        with_rows = [s for s in subs if s["objects"]]
+        rejected_at_load = sum((Counter(s["rejected_at_load"]) for s in subs), Counter())
+        input_counts = {
+            key: sum(int(s[key]) for s in subs)
+            for key in ("objects", "rows", "reordered_objects", "left_out_objects")
+        }
+        input_counts.update(
+            rejected_at_load={str(k): int(v) for k, v in rejected_at_load.items()},
+            first_night=min((s["first_night"] for s in with_rows), default=0),
+            last_night=max((s["last_night"] for s in with_rows), default=-1),
+        )
+        manifest = replay_lib.new_manifest(scorer, job, input_counts)
+        listed = [pd.read_csv(f / replay_lib.REJECTED_AT_LOAD) for f in folders]
+        replay_lib.start(job.output, manifest, pd.concat(listed, ignore_index=True))
+        if not manifest["rows"]:
+            log.warning("no observations to replay in %s", ", ".join(map(str, job.paths)))
+    by_night: dict[int, list[tuple[int, dict[str, Any]]]] = {}  # the groups with data a night
+    for g, sub in enumerate(subs):
+        for counts in sub["nights"]:
+            by_night.setdefault(int(counts["night"]), []).append((g, counts))
+    replay_lib.clear_unfinished(job.output, int(manifest["finished_through"]))
+    start_night = int(manifest["finished_through"]) + 1
+    stop = replay_lib.stop_night(manifest, job.last_night)
+    merged = []
+    for night in range(start_night, stop + 1):
+        interrupts.check()
+        with_data = by_night.get(night, [])
+        if not with_data:
+            manifest["empty_nights"] += 1
+        else:
+            candidates, rejected = _read_night([folders[g] for g, _ in with_data], night)
+            counts = _merged_counts([c for _, c in with_data], night, rejected, totals)
+            replay_lib.check_counts(counts)
+            replay_lib.write_night(job.output, night, candidates, rejected, scorer.checkpoint)
+            manifest["nights"].append(counts)
+            merged.append(counts)
+        manifest["finished_through"] = night
+        if with_data or night == stop:
+            atomic_write_text(job.output / replay_lib.MANIFEST, json.dumps(manifest) + "\n")
+    if stop >= int(manifest["last_night"]):
+        shutil.rmtree(work)
+    replay_lib.report(manifest, job.output, start_night, stop, merged, time.perf_counter() - t0)
+    return manifest
+
+
+def _read_night(folders: list[Path], night: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The groups' candidates of a night ranked together (ties by object_id, as a replay of
+    every object at once orders them), and their rejections."""
+    read = {}
+    for name in (replay_lib.CANDIDATES, replay_lib.REJECTED):
+        parts = [f / name / f"night={night}" / "part-0.parquet" for f in folders]
+        frames = [pd.read_parquet(p) for p in parts if p.is_file()]
+        read[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    candidates = read[replay_lib.CANDIDATES]
+    if len(candidates):
+        candidates = candidates.sort_values(
+            ["anomaly_score", "object_id"], ascending=[False, True], kind="stable"
+        ).reset_index(drop=True)
+        candidates["rank"] = np.arange(1, len(candidates) + 1, dtype=np.int64)
+    rejected = read[replay_lib.REJECTED]
+    if not len(rejected):
+        rejected = replay_lib.rejection_frame([], "", [])
+    return candidates, rejected
+
+
+def _merged_counts(
+    entries: list[dict[str, Any]],
+    night: int,
+    rejected: pd.DataFrame,
+    totals: list[tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
+    """A night's counts over every group (`NightScorer.night`'s), from those of the groups with
+    data that night (`entries`) and every group's running totals."""
+    counts: dict[str, Any] = {"night": night}
+    counts.update({key: sum(int(e[key]) for e in entries) for key in _SUMMED})
+    counts["rejected"] = {str(k): int(v) for k, v in Counter(rejected["reason"]).items()}
+    seen = sum(int(np.searchsorted(first, night, side="right")) for first, _ in totals)
+    closed = sum(int(np.searchsorted(close, night, side="right")) for _, close in totals)
+    counts.update(seen=seen, open=seen - closed, closed=closed)
+    return counts

@@ -1,0 +1,404 @@
+"""The night-by-night loop of a replay (`plasticc_jax.replay`): a night's re-scoring
+(`NightScorer`), its files, the manifest that records the nights finished, and the resumption
+from it. A replay of every object at once (`replay`) and one in groups of objects
+(`replay_groups`) both run it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from plasticc_jax import early, gridding, interrupts, readers, scoring, streaming
+from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write,
+    atomic_write_text,
+    fsync_folder,
+    remove_unfinished_writes,
+)
+from plasticc_jax.replay_input import ReplayInput, rejection_frame
+from plasticc_jax.score_output import SPLIT_NAME, note_unknown_classes
+from plasticc_jax.scoring import Scorer
+from plasticc_jax.threads import limited_threads
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = {
+    "fingerprint",
+    "finished_through",
+    "first_night",
+    "last_night",
+    "empty_nights",
+    "nights",
+}
+REJECTED_AT_LOAD = "rejected_at_load.csv"
+CANDIDATES, REJECTED = "candidates", "rejected"  # the night-partitioned datasets
+CLOSED = "object closed"
+# Nights with fewer objects to score run the tree ensembles in one thread.
+PARALLEL_FROM = 4096
+
+
+class NightScorer:
+    """Scores one night: the objects with new rows, each with all its rows so far."""
+
+    def __init__(self, data: ReplayInput, scorer: Scorer) -> None:
+        self.data, self.scorer = data, scorer
+        self.spec = gridding.GridSpec.from_config(scorer.config.data)
+        self.by_night = np.argsort(self.data.night, kind="stable")
+        self.sorted_nights = self.data.night[self.by_night]
+        self.sorted_first = np.sort(self.data.first_night)
+        self.sorted_close = np.sort(self.data.close_night)
+
+    def night(self, night: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        """(candidates, rejections, counts) of one night."""
+        d = self.data
+        lo, hi = np.searchsorted(self.sorted_nights, [night, night + 1])
+        new = self.by_night[lo:hi]
+        touched = np.unique(d.obj[new])
+        counts: dict[str, Any] = {"night": night, "rows": int(new.size)}
+        counts["objects_with_data"] = int(touched.size)
+        counts["first_seen"] = int((d.first_night[touched] == night).sum())
+        rejections: list[pd.DataFrame] = []
+        new_rows = np.bincount(d.obj[new], minlength=d.ids.size)
+
+        closed = d.close_night[touched] <= night
+        if closed.any():
+            objs = touched[closed]
+            rejections.append(rejection_frame(d.ids[objs], CLOSED, new_rows[objs]))
+        live = touched[~closed]
+        found = np.zeros(live.size, bool)
+        pos = np.zeros(live.size, np.int64)
+        if live.size:
+            pos, found = d.metadata.lookup(d.ids[live])
+            if (~found).any():
+                objs = live[~found]
+                rejections.append(
+                    rejection_frame(d.ids[objs], streaming.NO_METADATA, new_rows[objs])
+                )
+        live, pos = live[found], pos[found]
+        # Impossible metadata values reject the object, as in `score` (`readers.METADATA_PROBLEMS`).
+        problem = d.metadata.problem[pos] if live.size else np.zeros(0, np.int8)
+        if problem.any():
+            objs = live[problem != 0]
+            reasons = [readers.METADATA_PROBLEMS[c] for c in problem[problem != 0]]
+            rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
+            live, pos = live[problem == 0], pos[problem == 0]
+        # A broker scores an object from its first detection on: before it, the light curve is
+        # non-detections only, which neither the model nor the threshold was fitted on.
+        waiting = d.detection_night[live] > night
+        if waiting.any():
+            objs = live[waiting]
+            # Not detected yet, unless a bad value came first: that value is the reason.
+            reasons = np.full(objs.size, gridding.NOT_DETECTED, object)
+            bad = d.problem_night[objs] <= night
+            if bad.any():
+                codes = early.not_detected_codes(d.rows_so_far(objs[bad], night)[0])
+                reasons[bad] = [gridding.REASONS[c] for c in codes]
+            rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
+            live, pos = live[~waiting], pos[~waiting]
+
+        frame = None
+        if live.size:
+            so_far, ends = d.rows_so_far(live, night)
+            lengths = np.diff(np.r_[so_far.starts, len(so_far.rows)])
+            chunk = gridding.Chunk(
+                so_far.rows, so_far.starts, d.metadata.values[pos], d.metadata.target[pos]
+            )
+            result = gridding.grid_chunk(chunk, self.spec)
+            if result.rejected_ids.size:
+                reasons = [
+                    gridding.rejection_reason(c, self.spec.min_observations)
+                    for c in result.rejected_codes
+                ]
+                objs = np.searchsorted(d.ids, result.rejected_ids)
+                rejections.append(rejection_frame(result.rejected_ids, reasons, new_rows[objs]))
+            if len(result.arrays):
+                accepted = ~np.isin(d.ids[live], result.rejected_ids)
+                first = early.first_detection(chunk)[accepted]
+                last = d.rows.mjd[ends - 1][accepted]
+                # Small nights: one thread (OpenMP's start-up in the tree ensembles costs more
+                # than it saves on a few objects; measured 3x faster on 2 busy cores).
+                threads = 1 if len(result.arrays) < PARALLEL_FROM else None
+                with limited_threads(threads):
+                    frame, unscorable = self.scorer.table(result.arrays, SPLIT_NAME)
+                if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
+                    ids = unscorable["object_id"].to_numpy(np.int64)
+                    objs = np.searchsorted(d.ids, ids)
+                    rejections.append(rejection_frame(ids, unscorable["reason"], new_rows[objs]))
+                # The table keeps the order of the gridded objects it scored.
+                scored = np.isin(result.arrays.object_id, frame["object_id"].to_numpy())
+                frame.insert(1, "night", np.int64(night))
+                frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
+                frame.insert(3, "days_since_detection", (last - first)[scored])
+                frame = frame.sort_values("anomaly_score", ascending=False, kind="stable")
+                frame.insert(
+                    scoring.rank_position(list(frame.columns)),
+                    "rank",
+                    np.arange(1, len(frame) + 1, dtype=np.int64),
+                )
+                frame = frame.reset_index(drop=True)
+        rejected = (
+            pd.concat(rejections, ignore_index=True) if rejections else rejection_frame([], "", [])
+        )
+        counts["rescored"] = 0 if frame is None else len(frame)
+        counts["flagged"] = 0 if frame is None else int(frame["flagged"].sum())
+        counts["rejected"] = {str(k): int(v) for k, v in Counter(rejected["reason"]).items()}
+        seen = int(np.searchsorted(self.sorted_first, night, side="right"))
+        closed_total = int(np.searchsorted(self.sorted_close, night, side="right"))
+        counts.update(seen=seen, open=seen - closed_total, closed=closed_total)
+        return frame if frame is not None else pd.DataFrame(), rejected, counts
+
+
+def clear_unfinished(output: Path, finished_through: int) -> None:
+    """Remove what an interrupted replay left past its manifest's last finished night: the
+    temporary files of an interrupted write, and the files of nights written before a kill
+    that came before the manifest named them (those nights are replayed again)."""
+    remove_unfinished_writes(output, f"{CANDIDATES}/night=*", f"{REJECTED}/night=*")
+    for part in [*output.glob(f"{CANDIDATES}/night=*"), *output.glob(f"{REJECTED}/night=*")]:
+        number = part.name.removeprefix("night=")
+        if number.lstrip("-").isdigit() and int(number) > finished_through:
+            shutil.rmtree(part)
+
+
+def check_counts(counts: dict[str, Any]) -> None:
+    """Every object with data is re-scored or rejected; every seen object is open or closed.
+
+    Raises:
+        RuntimeError: the counts do not add up (a bug, never the input's fault).
+    """
+    rejected = sum(counts["rejected"].values())
+    if counts["objects_with_data"] != counts["rescored"] + rejected:
+        raise RuntimeError(f"night {counts['night']}: counts do not add up: {counts}")
+    if counts["seen"] != counts["open"] + counts["closed"]:
+        raise RuntimeError(f"night {counts['night']}: seen != open + closed: {counts}")
+
+
+def _write_parquet(
+    frame: pd.DataFrame, path: Path, checkpoint: Mapping[str, object] | None = None
+) -> None:
+    """Write atomically and durably (the file, its night folder and that folder's entry): on
+    disk before the manifest names the night. With `checkpoint`, the file names it, as a score
+    table does (`scoring.write_parquet`)."""
+    if checkpoint is None:
+        atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
+    else:
+        atomic_write(path, lambda handle: scoring.write_parquet(frame, handle, checkpoint))
+    fsync_folder(path.parent)
+    fsync_folder(path.parent.parent)
+
+
+def write_night(
+    out: Path,
+    night: int,
+    candidates: pd.DataFrame,
+    rejected: pd.DataFrame,
+    checkpoint: Mapping[str, object],
+) -> None:
+    """A night's partition files (each atomically). The night is the partition's key
+    (`night=<N>` folders, Hive style), not a column of the file, so the folder reads as one
+    dataset (`pd.read_parquet(out / "candidates")`) with a `night` column. The candidates name
+    the run's `checkpoint` (their latents' space), as `score`'s tables do."""
+    if len(candidates):
+        candidates = candidates.drop(columns="night", errors="ignore")
+        path = out / CANDIDATES / f"night={night}" / "part-0.parquet"
+        _write_parquet(candidates, path, checkpoint)
+    if len(rejected):
+        _write_parquet(rejected, out / REJECTED / f"night={night}" / "part-0.parquet")
+
+
+def read_manifest(output: Path, fingerprint: str, now: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of an unfinished replay into `output` to resume (None: a new replay).
+
+    Raises:
+        UserError: a damaged manifest, one of other inputs or settings, or night files without a
+            manifest (another tool's, or a replay's whose manifest was removed).
+    """
+    path = output / MANIFEST
+    if not path.exists():
+        written = [f for name in (CANDIDATES, REJECTED) for f in (output / name).rglob("*")]
+        if any(f.is_file() for f in written):
+            raise UserError(
+                f"{output} holds night files but no {MANIFEST}: not a replay this command can "
+                "resume; remove it or choose another --output"
+            )
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not set(manifest) >= MANIFEST_KEYS:
+        raise UserError(
+            f"{path} is damaged (not a replay's manifest): remove {output} to replay from the "
+            "start, or choose another --output"
+        )
+    if manifest.get("fingerprint") != fingerprint:
+        differs = _what_differs(manifest, now)
+        raise UserError(
+            f"{output} holds a replay of other inputs or settings ({differs}): choose another "
+            "--output or remove it"
+        )
+    return manifest
+
+
+def _what_differs(manifest: dict[str, Any], now: dict[str, Any]) -> str:
+    """What the manifest records differently from this replay's inputs and settings (names and
+    `--close-after`; else their contents, the run's evaluation or `--split`)."""
+    then = {key: manifest.get(key, 1 if key == "groups" else None) for key in now}  # 1: before
+    differ = [
+        f"{key}: {then[key]} then, {value} now" for key, value in now.items() if then[key] != value
+    ]
+    return "; ".join(differ) or "the same names, but other contents, run or --split"
+
+
+def read_metadata(scorer: Scorer, metadata_paths: Sequence[Path]) -> pd.DataFrame:
+    metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
+    note_unknown_classes(metadata, scorer.config.data)
+    return metadata
+
+
+def check_last_night(last_night: int | None, first: int, last: int) -> None:
+    """Refuse a `--last-night` before the input's first night (`first`, `last`: its nights)."""
+    if last_night is not None and last_night < first:
+        # `--last-night 10` (ten nights?) replayed nothing and said the output was finished.
+        raise UserError(
+            f"--last-night {last_night}: before the input's first night, {first} (nights are "
+            f"floor(MJD - 0.5): {first} to {last} here)"
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a replay is asked to do: its input, output and settings (`replay.replay`'s)."""
+
+    paths: list[Path]
+    metadata_paths: list[Path]
+    output: Path
+    fingerprint: str
+    close_after: float | None
+    objects: np.ndarray | None
+    last_night: int | None
+    groups: int
+
+
+def loaded(data: ReplayInput) -> dict[str, Any]:
+    """What a manifest records of the input as loaded: its objects and rows, those rejected at
+    load (by reason) and its first and last nights."""
+    first, last = data.nights
+    return {
+        "objects": int(data.ids.size),
+        "rows": len(data.rows),
+        "reordered_objects": data.reordered,
+        "left_out_objects": data.left_out,
+        "rejected_at_load": {
+            str(k): int(v) for k, v in data.rejected["reason"].value_counts().items()
+        },
+        "first_night": first,
+        "last_night": last,
+    }
+
+
+def new_manifest(scorer: Scorer, job: Job, input_counts: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a replay not started yet: the input, the settings and what was loaded
+    (`loaded`); no night finished."""
+    return {
+        "fingerprint": job.fingerprint,
+        "run": str(scorer.run_dir),
+        "inputs": [p.name for p in job.paths],
+        "metadata": [p.name for p in job.metadata_paths],
+        "night_definition": "floor(mjd - 0.5): noon to noon UTC",
+        "close_after_days": job.close_after,
+        "groups": job.groups,
+        "threshold": scorer.detector.threshold,
+        **input_counts,
+        "finished_through": input_counts["first_night"] - 1,
+        "empty_nights": 0,
+        "nights": [],
+    }
+
+
+def start(output: Path, manifest: dict[str, Any], rejected_at_load: pd.DataFrame) -> None:
+    """Write a new replay's list of objects rejected at load, then its manifest."""
+    with atomic_path(output / REJECTED_AT_LOAD) as tmp:
+        rejected_at_load.to_csv(tmp, index=False)
+    atomic_write_text(output / MANIFEST, json.dumps(manifest) + "\n")
+
+
+def stop_night(manifest: dict[str, Any], last_night: int | None) -> int:
+    last = int(manifest["last_night"])
+    return last if last_night is None else min(last, int(last_night))
+
+
+def replay_nights(
+    scorer: Scorer,
+    data: ReplayInput,
+    output: Path,
+    manifest: dict[str, Any],
+    last_night: int | None,
+) -> list[dict[str, Any]]:
+    """Replay `data` into `output` from the night after the manifest's last finished one, writing
+    each night's files, then the manifest; returns the counts of the nights replayed."""
+    clear_unfinished(output, int(manifest["finished_through"]))
+    first = int(manifest["first_night"])
+    start_night, stop = int(manifest["finished_through"]) + 1, stop_night(manifest, last_night)
+    night_scorer = NightScorer(data, scorer)
+    has_data = np.zeros(max(stop - first + 1, 0), bool)
+    nights = data.night[data.night <= stop]
+    has_data[nights - first] = True
+    replayed = []
+    for night in range(start_night, stop + 1):
+        interrupts.check()  # a Ctrl-C swallowed in JAX's garbage collection: stop between nights
+        if not has_data[night - first]:
+            manifest["empty_nights"] += 1
+        else:
+            candidates, rejected, counts = night_scorer.night(night)
+            check_counts(counts)
+            write_night(output, night, candidates, rejected, scorer.checkpoint)
+            manifest["nights"].append(counts)
+            replayed.append(counts)
+        manifest["finished_through"] = night
+        if has_data[night - first] or night == stop:
+            atomic_write_text(output / MANIFEST, json.dumps(manifest) + "\n")
+    return replayed
+
+
+def report(
+    manifest: dict[str, Any],
+    output: Path,
+    start_night: int,
+    stop: int,
+    replayed: list[dict[str, Any]],
+    seconds: float,
+) -> None:
+    """Log what a replay did (and warn if every object with data was rejected)."""
+    if manifest["nights"] and not any(n["rescored"] for n in manifest["nights"]):
+        log.warning(
+            "no object was scored on any night: every object with data was rejected (the reasons "
+            "are in %s; the same rows given twice, say)",
+            output / REJECTED,
+        )
+    if start_night > stop:
+        if manifest["objects"]:
+            log.info("%s is finished through night %d: nothing to replay", output, start_night - 1)
+        return
+    rescored = sum(n["rescored"] for n in replayed)
+    log.info(
+        "replayed nights %d-%d into %s: %d objects re-scored in %.1f s (%.0f/s), %d empty nights",
+        start_night,
+        stop,
+        output,
+        rescored,
+        seconds,
+        rescored / max(seconds, 1e-9),
+        manifest["empty_nights"],
+    )

@@ -141,14 +141,18 @@ MIRROR ?= $(PLASTICC_JAX_MIRROR)
 GPU_FLAGS ?= $(if $(filter cpu,$(VARIANT)),,$(if $(findstring podman,$(DOCKER)),--device nvidia.com/gpu=all,--gpus all))
 DOCKER_STAGES := docker-download docker-prepare docker-train docker-evaluate
 .PHONY: docker-build docker-doctor docker-lock docker-test $(DOCKER_STAGES)
-DOCKER_RUN = $(DOCKER) run --rm --init $(GPU_FLAGS) --user $(DOCKER_USER) \
+# A VARIANT other than the two images' is refused when a docker target runs (not before: a
+# VARIANT in the environment for something else leaves the other targets alone).
+CHECK_VARIANT = $(if $(filter cpu cuda,$(VARIANT)),,$(error VARIANT=$(VARIANT): give \
+	VARIANT=cuda (the default: the image for NVIDIA GPUs) or VARIANT=cpu))
+DOCKER_RUN = $(CHECK_VARIANT)$(DOCKER) run --rm --init $(GPU_FLAGS) --user $(DOCKER_USER) \
 	--volume $(CURDIR)/data:/project/data --volume $(CURDIR)/runs:/project/runs \
 	--volume $(CURDIR)/configs:/project/configs:ro \
 	$(if $(MIRROR),--volume $(abspath $(MIRROR)):/mirror:ro --env PLASTICC_JAX_MIRROR=/mirror) \
 	$(DOCKER_ARGS) $(IMAGE)
 
 docker-build:
-	$(DOCKER) build --build-arg VARIANT=$(VARIANT) --tag $(IMAGE) .
+	$(CHECK_VARIANT)$(DOCKER) build --build-arg VARIANT=$(VARIANT) --tag $(IMAGE) .
 
 # Every run target creates the mount points first: `docker run` would otherwise create them
 # owned by root, and the next stage could not write to them.

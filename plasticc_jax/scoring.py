@@ -281,11 +281,12 @@ def write_parquet(
 
 
 def table_checkpoint(path: Path) -> dict[str, object] | None:
-    """The checkpoint a score table names (`with_checkpoint`; a folder: its first part); None
-    for a CSV, a table of an older version or one that cannot be read."""
+    """The checkpoint a score table names (`with_checkpoint`; a folder: its first part, at any
+    depth, as in a replay's `candidates/night=<N>/`); None for a CSV, a table of an older version
+    or one that cannot be read."""
     path = Path(path)
     if path.is_dir():
-        path = next(iter(sorted(path.glob("*.parquet"))), path)
+        path = next(iter(sorted(path.rglob("*.parquet"))), path)
     if not path.is_file() or not path.name.lower().endswith(".parquet"):
         return None
     try:

@@ -334,6 +334,20 @@ def test_docker_build_and_mirror_mount() -> None:
 
 
 @needs_make
+@pytest.mark.parametrize("target", ["docker-build", "docker-doctor", "docker-train"])
+def test_an_unknown_variant_is_refused_in_one_line(target: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    done = subprocess.run(
+        [MAKE, "-n", "-C", str(ROOT), target, "VARIANT=gpu"],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and "VARIANT=gpu: give VARIANT=cuda" in done.stderr
+    assert "docker" not in done.stdout
+    # Elsewhere a VARIANT (from the environment, say) changes nothing.
+    assert "pytest" in make_n("test", "VARIANT=gpu")
+
+
+@needs_make
 def test_docker_lock_compiles_both_locks_for_the_images_python() -> None:
     out = make_n("docker-lock")
     compiles = [line for line in out.splitlines() if "uv pip compile pyproject.toml" in line]

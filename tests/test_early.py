@@ -317,6 +317,7 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
     run_checkpoint = scoring.table_checkpoint(tiny_run.run_dir / "scores.parquet")
     assert parts and run_checkpoint is not None
     assert all(scoring.table_checkpoint(p) == run_checkpoint for p in parts)
+    assert scoring.table_checkpoint(tmp_path / "out" / "candidates") == run_checkpoint
 
 
 def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch):

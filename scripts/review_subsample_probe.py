@@ -18,7 +18,7 @@ Adoption rule, written before the run (as the earlier policy probes of docs/revi
 candidate by anomalies among the first 50 shown must beat the shipped policy by more than twice
 the standard error of the paired per-fold differences.
 
-Result (default-rare run from a fresh clone, validated again: 0.814; 11 min on 2 cores shared
+Result (default-rare run from a fresh clone, validated again: 0.814; 3.6 min on 2 cores shared
 with another job): the shipped 256 objects a tree 27.25 in the first 50 (reproduced); 64 27.62
 (+0.38 ± 0.70), 128 26.98 (-0.28 ± 0.78), 512 27.23 (-0.03 ± 1.45). Within the noise: not
 adopted.

@@ -86,7 +86,7 @@ from plasticc_jax.io_utils import (
     make_output_folder,
     sha256_file,
 )
-from plasticc_jax.replay_groups import GROUPS, replay_groups
+from plasticc_jax.replay_groups import GROUPS, REMOVING, replay_groups
 from plasticc_jax.replay_input import ReplayInput
 from plasticc_jax.replay_nights import (
     CANDIDATES,
@@ -217,16 +217,15 @@ def replay(
         raise
     # One replay an output folder: a second one at once would mix its nights with this one's.
     with folder_lock(output, "replay"):
-        now = {
-            "inputs": [p.name for p in paths],
-            "metadata": [p.name for p in metadata_paths],
-            "close_after_days": close_after,
-            "groups": groups,
-        }
-        manifest = read_manifest(output, fingerprint, now)
         job = Job(
             paths, metadata_paths, output, fingerprint, close_after, objects, last_night, groups
         )
+        manifest = read_manifest(output, fingerprint, job.settings())
+        if groups == 1 and any((output / name).exists() for name in (GROUPS, REMOVING)):
+            raise UserError(
+                f"{output} holds {output / GROUPS}, an unfinished replay in groups: give its "
+                "--groups again to resume it, or choose another --output"
+            )
         return (replay_groups if groups > 1 else _replay)(scorer, job, manifest)
 
 

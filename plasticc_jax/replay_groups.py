@@ -4,14 +4,18 @@ A night's score of an object depends on that object's rows alone, so the objects
 in K groups, one after the other, and each night's candidates merged afterwards into what a replay
 of every object at once writes: the same candidates, ranked over all groups, and the same counts.
 
-1. **Split**: the light-curve files are read in blocks and each row is appended to its object's
-   group file (`groups/rows-<g>.arrows`, Arrow IPC, zstd): memory holds one block.
+1. **Partition**: the light-curve files are read in blocks and each row is appended, with its
+   place in the input, to its object's group file (`groups/rows-<g>.arrows`, Arrow IPC, zstd):
+   memory holds one block. `groups/partition.json` marks it done.
 2. **Groups**: each group is replayed as a replay of its own, into `groups/group-<g>/`, with its
-   own manifest (a kill resumes inside it) and every night with data of the whole input counted.
-   Memory holds that group's rows, about 1/K of the input (`replay_input.ReplayInput`).
+   own manifest (a kill resumes inside it), over the nights with data of its objects; then
+   `object_nights.npz` keeps its objects' first and closing nights (the running totals of
+   objects seen, open and closed on any night). Memory holds that group's rows, about 1/K of the
+   input (`replay_input.ReplayInput`).
 3. **Merge**: night by night, the groups' candidates are ranked together and their counts summed
    into the output's `candidates/`, `rejected/` and `manifest.json`, as `replay` writes them
-   (resumable the same way). The working folder is removed once the input's last night is merged.
+   (resumable the same way). Once the input's last night is merged, the working folder is
+   renamed, then removed (a kill in between leaves a folder the next run removes).
 
 Candidates appear in the output only in the merge, after every group is replayed: for a broker's
 night-by-night output as it happens, replay without groups.
@@ -23,10 +27,10 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +39,9 @@ import pandas as pd
 import pyarrow as pa
 
 from plasticc_jax import gridding, interrupts, lightcurve_rows
-from plasticc_jax import replay_nights as replay_lib
+from plasticc_jax import replay_nights as nightly
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, fsync_folder
+from plasticc_jax.io_utils import atomic_path, atomic_write_text, fsync_folder, naming_failed_writes
 from plasticc_jax.replay_input import ReplayInput, night_of
 from plasticc_jax.replay_nights import Job
 from plasticc_jax.scoring import Scorer
@@ -45,11 +49,14 @@ from plasticc_jax.scoring import Scorer
 log = logging.getLogger(__name__)
 
 GROUPS = "groups"  # the working folder under the output
-SPLIT = "split.json"  # written once the rows are split: the split is not done again on resume
-TOTALS = "open.npz"  # a group's objects' first and closing nights, sorted (its running totals)
-BLOCK_ROWS = 1 << 20  # rows read at a time while splitting
+REMOVING = ".groups-removed"  # the working folder, renamed once merged, while it is removed
+PARTITION = "partition.json"  # written once the rows are partitioned: not done again on resume
+OBJECT_NIGHTS = "object_nights.npz"  # a group's objects' first and closing nights, sorted
+BLOCK_ROWS = 1 << 20  # rows read at a time while partitioning
+OPEN_FILES_SPARE = 64  # files the process may need open beside the K group files
 _ROW_SCHEMA = pa.schema(
     [(name, lightcurve_rows.LIGHTCURVE_TYPES[name]) for name in lightcurve_rows.ROW_COLUMNS]
+    + [("position", pa.int64())]  # the row's place in the input (files in the order given)
 )
 _SUMMED = ("rows", "objects_with_data", "first_seen", "rescored", "flagged")
 
@@ -65,38 +72,102 @@ def _rows_path(work: Path, group: int) -> Path:
     return work / f"rows-{group}.arrows"
 
 
-def split_rows(
-    paths: Sequence[Path], work: Path, groups: int, fingerprint: str
-) -> tuple[int, int] | None:
-    """Split the light-curve rows by object group into `work` (unless a finished split of the same
-    replay is there); returns the first and last nights of the rows with a usable MJD (None: no
-    such row).
+def _group_folder(work: Path, group: int) -> Path:
+    return work / f"group-{group}"
+
+
+def allow_open_files(groups: int) -> None:
+    """Let the process open a file per group (raising its soft limit up to the hard one).
 
     Raises:
-        UserError: `work` holds the split of another replay (other inputs or settings).
+        UserError: more groups than the hard limit on open files allows.
     """
-    record = work / SPLIT
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = groups + OPEN_FILES_SPARE
+    if needed <= soft or soft == resource.RLIM_INFINITY:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise UserError(
+            f"--groups {groups}: a file per group is open at once, and this process may open "
+            f"{hard} (`ulimit -Hn`); give at most {hard - OPEN_FILES_SPARE} groups"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def remove_leftovers(output: Path) -> None:
+    """Remove a working folder whose removal a kill interrupted (renamed first, so never one a
+    replay still needs)."""
+    if (output / REMOVING).exists():
+        shutil.rmtree(output / REMOVING)
+
+
+def _remove_work(output: Path) -> None:
+    os.replace(output / GROUPS, output / REMOVING)  # atomic: `groups/` is whole or gone
+    fsync_folder(output)
+    remove_leftovers(output)
+
+
+def partition_rows(job: Job, work: Path) -> tuple[int, int] | None:
+    """Partition the light-curve rows by object group into `work` (unless the finished partition
+    of the same replay is there); returns the first and last nights of the rows with a usable MJD
+    (None: no such row).
+
+    Raises:
+        UserError: `work` is a link, or holds what is not this replay's (another replay's
+            partition, or files of one's own).
+    """
+    record = work / PARTITION
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        raise UserError(
+            f"{work} is not a folder this replay made: remove it or choose another --output"
+        )
     if record.is_file():
         try:
             saved = json.loads(record.read_text())
         except (OSError, ValueError, UnicodeDecodeError):
             saved = None
-        if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint:
+        if isinstance(saved, dict) and saved.get("fingerprint") == job.fingerprint:
             night = saved["nights"]
             return None if night is None else (int(night[0]), int(night[1]))
+        then = saved.get("settings", {}) if isinstance(saved, dict) else {}
         raise UserError(
-            f"{work.parent} holds an unfinished replay of other inputs or settings ({work}): "
-            "choose another --output or remove it"
+            f"{work.parent} holds an unfinished replay of other inputs or settings "
+            f"({nightly.what_differs(then, job.settings())}): choose another --output or remove it"
         )
-    if work.exists():  # an interrupted split: done again from the start
+    if work.exists():  # an interrupted partition leaves its group files alone
+        theirs = [p.name for p in work.iterdir() if not _is_rows_file(p.name)]
+        if theirs:
+            raise UserError(
+                f"{work} holds files this replay did not write ({', '.join(sorted(theirs)[:3])}): "
+                "remove the folder or choose another --output"
+            )
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    try:
+        with naming_failed_writes(work):
+            nights = _write_partition(job, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # useless half done; not left filling a disk
+        raise
+    settings = {"fingerprint": job.fingerprint, "nights": nights, "settings": job.settings()}
+    atomic_write_text(record, json.dumps(settings))
+    return None if nights is None else (nights[0], nights[1])
+
+
+def _is_rows_file(name: str) -> bool:
+    number = name.removeprefix("rows-").removesuffix(".arrows")
+    return name.startswith("rows-") and name.endswith(".arrows") and number.isdigit()
+
+
+def _write_partition(job: Job, work: Path) -> list[int] | None:
+    """Write the group files; returns the first and last nights of a usable MJD."""
     options = pa.ipc.IpcWriteOptions(compression="zstd")
-    sinks = [pa.OSFile(str(_rows_path(work, g)), "wb") for g in range(groups)]
+    sinks = [pa.OSFile(str(_rows_path(work, g)), "wb") for g in range(job.groups)]
     writers = [pa.ipc.new_stream(sink, _ROW_SCHEMA, options=options) for sink in sinks]
     nights: list[int] | None = None
+    position = 0
     try:
-        for path in paths:
+        for path in job.paths:
             for rows in lightcurve_rows.read_rows(Path(path), BLOCK_ROWS):
                 interrupts.check()
                 usable = rows.mjd[np.isfinite(rows.mjd) & ~gridding.outside_span(rows.mjd)]
@@ -105,36 +176,35 @@ def split_rows(
                     if nights is not None:
                         low, high = min(nights[0], low), max(nights[1], high)
                     nights = [low, high]
-                group = group_of(rows.object_id, groups)
-                order = np.argsort(group, kind="stable")  # file order kept within a group
-                bounds = np.searchsorted(group[order], np.arange(groups + 1))
-                for g in range(groups):
-                    piece = rows.take(order[bounds[g] : bounds[g + 1]])
-                    if len(piece):
+                places = np.arange(position, position + len(rows))
+                position += len(rows)
+                group = group_of(rows.object_id, job.groups)
+                order = np.argsort(group, kind="stable")  # input order kept within a group
+                bounds = np.searchsorted(group[order], np.arange(job.groups + 1))
+                for g in range(job.groups):
+                    take = order[bounds[g] : bounds[g + 1]]
+                    if take.size:
+                        piece = rows.take(take)
                         columns = [getattr(piece, n) for n in lightcurve_rows.ROW_COLUMNS]
-                        writers[g].write_batch(pa.record_batch(columns, schema=_ROW_SCHEMA))
+                        batch = pa.record_batch([*columns, places[take]], schema=_ROW_SCHEMA)
+                        writers[g].write_batch(batch)
     finally:
         for writer, sink in zip(writers, sinks, strict=True):
             writer.close()
             sink.close()
-    for g in range(groups):  # on disk before the record says the split is done
+    for g in range(job.groups):  # on disk before the record says the partition is done
         with open(_rows_path(work, g), "rb") as handle:
             os.fsync(handle.fileno())
     fsync_folder(work)
-    atomic_write_text(record, json.dumps({"fingerprint": fingerprint, "nights": nights}))
-    return None if nights is None else (nights[0], nights[1])
+    return nights
 
 
-def read_group(work: Path, group: int) -> lightcurve_rows.Rows:
-    """A group's rows, in the order of the files."""
+def read_group(work: Path, group: int) -> tuple[lightcurve_rows.Rows, np.ndarray]:
+    """A group's rows, in the input's order, and their places in the input."""
     with pa.OSFile(str(_rows_path(work, group))) as source:
         table = pa.ipc.open_stream(source).read_all()
     arrays = [table.column(n).to_numpy() for n in lightcurve_rows.ROW_COLUMNS]
-    return lightcurve_rows.Rows(*arrays, 0)
-
-
-def _group_folder(work: Path, group: int) -> Path:
-    return work / f"group-{group}"
+    return lightcurve_rows.Rows(*arrays, 0), table.column("position").to_numpy()
 
 
 def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[str, Any]:
@@ -144,42 +214,52 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
         UserError: a `--last-night` before the input's first night, or a replay that cannot
             resume (its working folder removed, or holding another replay).
     """
+    remove_leftovers(job.output)
     work = job.output / GROUPS
-    if manifest is not None and not (work / SPLIT).is_file():
-        if int(manifest["finished_through"]) >= replay_lib.stop_night(manifest, job.last_night):
-            return manifest  # finished; its working folder removed
+    if manifest is not None and int(manifest["finished_through"]) >= int(manifest["last_night"]):
+        if work.exists():  # merged to the end, then killed before its working folder went
+            _remove_work(job.output)
+        return manifest
+    if manifest is not None and not (work / PARTITION).is_file():
         raise UserError(
             f"{work} is missing, so the replay into {job.output} cannot resume: remove "
             f"{job.output} to replay from the start"
         )
+    allow_open_files(job.groups)
     t0 = time.perf_counter()
-    nights = split_rows(job.paths, work, job.groups, job.fingerprint)
-    if nights is not None and manifest is None:
-        replay_lib.check_last_night(job.last_night, *nights)
-    metadata = replay_lib.read_metadata(scorer, job.metadata_paths)
+    nights = partition_rows(job, work)
+    if nights is not None:
+        try:  # from every row's MJD: before objects are rejected at load, or left out
+            nightly.check_last_night(job.last_night, *nights)
+        except UserError:
+            if manifest is None:
+                shutil.rmtree(work)  # nothing replayed yet: no partition left behind
+            raise
+    metadata = nightly.read_metadata(scorer, job.metadata_paths)
     meta_group = group_of(metadata["object_id"].to_numpy(np.int64), job.groups)
     for g in range(job.groups):
         folder = _group_folder(work, g)
         group_job = dataclasses.replace(job, output=folder, fingerprint=f"{job.fingerprint}/{g}")
-        sub = replay_lib.read_manifest(folder, group_job.fingerprint, {})
-        done = sub is not None and int(sub["finished_through"]) >= replay_lib.stop_night(
+        sub = nightly.read_manifest(folder, group_job.fingerprint, {})
+        done = sub is not None and int(sub["finished_through"]) >= nightly.stop_night(
             sub, job.last_night
         )
-        if done and (folder / TOTALS).is_file():
+        if done and (folder / OBJECT_NIGHTS).is_file():
             continue
-        rows = read_group(work, g)
-        data = ReplayInput(rows, metadata[meta_group == g], job.close_after, job.objects)
+        rows, positions = read_group(work, g)
+        data = ReplayInput(rows, metadata[meta_group == g], job.close_after, job.objects, positions)
+        del rows, positions
         if sub is None:
-            sub = replay_lib.new_manifest(scorer, group_job, replay_lib.loaded(data))
-            replay_lib.start(folder, sub, data.rejected)
-        replayed = replay_lib.replay_nights(scorer, data, folder, sub, job.last_night)
-        with atomic_path(folder / TOTALS) as tmp, open(tmp, "wb") as handle:
+            sub = nightly.new_manifest(scorer, group_job, nightly.loaded(data))
+            nightly.start(folder, sub, data.rejected)
+        replayed = nightly.replay_nights(scorer, data, folder, sub, job.last_night)
+        with atomic_path(folder / OBJECT_NIGHTS) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))
         rescored = sum(n["rescored"] for n in replayed)
         log.info(
             "group %d of %d: %d objects, %d re-scorings", g + 1, job.groups, data.ids.size, rescored
         )
-        del rows, data
+        del data
     return _merge(scorer, job, manifest, t0)
 
 
@@ -188,10 +268,10 @@ def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float)
     when the replay started, for the log)."""
     work = job.output / GROUPS
     folders = [_group_folder(work, g) for g in range(job.groups)]
-    subs = [json.loads((f / replay_lib.MANIFEST).read_text()) for f in folders]
+    subs = [json.loads((f / nightly.MANIFEST).read_text()) for f in folders]
     totals = []
     for folder in folders:
-        with np.load(folder / TOTALS) as arrays:
+        with np.load(folder / OBJECT_NIGHTS) as arrays:
             totals.append((arrays["first"], arrays["close"]))
     if manifest is None:
         with_rows = [s for s in subs if s["objects"]]
@@ -205,18 +285,18 @@ def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float)
             first_night=min((s["first_night"] for s in with_rows), default=0),
             last_night=max((s["last_night"] for s in with_rows), default=-1),
         )
-        manifest = replay_lib.new_manifest(scorer, job, input_counts)
-        listed = [pd.read_csv(f / replay_lib.REJECTED_AT_LOAD) for f in folders]
-        replay_lib.start(job.output, manifest, pd.concat(listed, ignore_index=True))
+        manifest = nightly.new_manifest(scorer, job, input_counts)
+        listed = [pd.read_csv(f / nightly.REJECTED_AT_LOAD) for f in folders]
+        nightly.start(job.output, manifest, pd.concat(listed, ignore_index=True))
         if not manifest["rows"]:
             log.warning("no observations to replay in %s", ", ".join(map(str, job.paths)))
     by_night: dict[int, list[tuple[int, dict[str, Any]]]] = {}  # the groups with data a night
     for g, sub in enumerate(subs):
         for counts in sub["nights"]:
             by_night.setdefault(int(counts["night"]), []).append((g, counts))
-    replay_lib.clear_unfinished(job.output, int(manifest["finished_through"]))
+    nightly.clear_unfinished(job.output, int(manifest["finished_through"]))
     start_night = int(manifest["finished_through"]) + 1
-    stop = replay_lib.stop_night(manifest, job.last_night)
+    stop = nightly.stop_night(manifest, job.last_night)
     merged = []
     for night in range(start_night, stop + 1):
         interrupts.check()
@@ -226,16 +306,16 @@ def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float)
         else:
             candidates, rejected = _read_night([folders[g] for g, _ in with_data], night)
             counts = _merged_counts([c for _, c in with_data], night, rejected, totals)
-            replay_lib.check_counts(counts)
-            replay_lib.write_night(job.output, night, candidates, rejected, scorer.checkpoint)
+            nightly.check_counts(counts)
+            nightly.write_night(job.output, night, candidates, rejected, scorer.checkpoint)
             manifest["nights"].append(counts)
             merged.append(counts)
         manifest["finished_through"] = night
         if with_data or night == stop:
-            atomic_write_text(job.output / replay_lib.MANIFEST, json.dumps(manifest) + "\n")
+            atomic_write_text(job.output / nightly.MANIFEST, json.dumps(manifest) + "\n")
     if stop >= int(manifest["last_night"]):
-        shutil.rmtree(work)
-    replay_lib.report(manifest, job.output, start_night, stop, merged, time.perf_counter() - t0)
+        _remove_work(job.output)
+    nightly.report(manifest, job.output, start_night, stop, merged, time.perf_counter() - t0)
     return manifest
 
 
@@ -243,19 +323,19 @@ def _read_night(folders: list[Path], night: int) -> tuple[pd.DataFrame, pd.DataF
     """The groups' candidates of a night ranked together (ties by object_id, as a replay of
     every object at once orders them), and their rejections."""
     read = {}
-    for name in (replay_lib.CANDIDATES, replay_lib.REJECTED):
+    for name in (nightly.CANDIDATES, nightly.REJECTED):
         parts = [f / name / f"night={night}" / "part-0.parquet" for f in folders]
         frames = [pd.read_parquet(p) for p in parts if p.is_file()]
         read[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    candidates = read[replay_lib.CANDIDATES]
+    candidates = read[nightly.CANDIDATES]
     if len(candidates):
         candidates = candidates.sort_values(
             ["anomaly_score", "object_id"], ascending=[False, True], kind="stable"
         ).reset_index(drop=True)
         candidates["rank"] = np.arange(1, len(candidates) + 1, dtype=np.int64)
-    rejected = read[replay_lib.REJECTED]
+    rejected = read[nightly.REJECTED]
     if not len(rejected):
-        rejected = replay_lib.rejection_frame([], "", [])
+        rejected = nightly.rejection_frame([], "", [])
     return candidates, rejected
 
 

@@ -33,7 +33,8 @@ class ReplayInput:
         first_night: (m,) the night of its first observation.
         detection_night: (m,) the night of its first detection (a point flagged `detected` or
             with flux/flux_err >= `gridding.DETECTION_SNR`; a large value if never detected).
-        reordered: objects whose rows were not in time order in the input.
+        reordered: objects whose rows were not in time order in the input, or not consecutive
+            in it.
         rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, or
             metadata without a light curve.
         left_out: objects of the light-curve files outside `objects` (not replayed).
@@ -45,7 +46,20 @@ class ReplayInput:
         metadata: pd.DataFrame,
         close_after: float | None,
         objects: np.ndarray | None = None,
+        positions: np.ndarray | None = None,
     ) -> None:
+        # Objects whose rows are out of time order, or spread through the input (their places in
+        # it, `positions` or the rows' order, not consecutive), counted before anything is
+        # filtered or sorted: a row earlier than the one before it of the same object, in the
+        # input's order, or after another object's row.
+        positions = np.arange(len(rows)) if positions is None else positions
+        order_file = np.argsort(rows.object_id, kind="stable")
+        oid, mjd, place = (a[order_file] for a in (rows.object_id, rows.mjd, positions))
+        del order_file
+        with np.errstate(invalid="ignore"):  # a NaN MJD: its object is rejected at load
+            moved = (oid[1:] == oid[:-1]) & ((mjd[1:] < mjd[:-1]) | (place[1:] != place[:-1] + 1))
+        reordered = np.unique(oid[1:][moved])
+        del oid, mjd, place, moved
         self.left_out = 0
         if objects is not None:
             inside = np.isin(rows.object_id, objects)
@@ -74,18 +88,6 @@ class ReplayInput:
         )
         if bad_ids.size:  # no copy of the rows otherwise: they are what the replay's memory holds
             rows = rows.take(~np.isin(o_file, bad_ids))
-        # Objects whose rows are not in time order, before sorting (a row earlier than the one
-        # before it, within the same object, in file order; or the object's rows not contiguous).
-        order_file = np.argsort(rows.object_id, kind="stable")
-        oid, mjd = rows.object_id[order_file], rows.mjd[order_file]
-        same = oid[1:] == oid[:-1]
-        back = same & (mjd[1:] < mjd[:-1])
-        reordered = set(oid[1:][back].tolist())
-        run_starts = np.ones(len(rows), bool)
-        run_starts[1:] = rows.object_id[1:] != rows.object_id[:-1]
-        ids_run, n_runs = np.unique(rows.object_id[run_starts], return_counts=True)
-        reordered |= set(ids_run[n_runs > 1].tolist())
-        self.reordered = len(reordered)
 
         order = np.lexsort((rows.passband, rows.mjd, rows.object_id))
         in_order = bool((np.diff(order) == 1).all())  # sorted by object and time, as PLAsTiCC's
@@ -98,6 +100,7 @@ class ReplayInput:
         )
         self.starts = self.starts if n else np.zeros(0, np.int64)
         self.ids = self.rows.object_id[self.starts]
+        self.reordered = int(np.isin(reordered, self.ids).sum())
         self.obj = np.repeat(np.arange(self.ids.size), np.diff(np.r_[self.starts, n]))
         self.first_night = self.night[self.starts] if n else np.zeros(0, np.int64)
         self.base = int(self.night.min()) if n else 0

@@ -243,7 +243,7 @@ def read_manifest(output: Path, fingerprint: str, now: dict[str, Any]) -> dict[s
             "start, or choose another --output"
         )
     if manifest.get("fingerprint") != fingerprint:
-        differs = _what_differs(manifest, now)
+        differs = what_differs(manifest, now)
         raise UserError(
             f"{output} holds a replay of other inputs or settings ({differs}): choose another "
             "--output or remove it"
@@ -251,7 +251,7 @@ def read_manifest(output: Path, fingerprint: str, now: dict[str, Any]) -> dict[s
     return manifest
 
 
-def _what_differs(manifest: dict[str, Any], now: dict[str, Any]) -> str:
+def what_differs(manifest: dict[str, Any], now: dict[str, Any]) -> str:
     """What the manifest records differently from this replay's inputs and settings (names and
     `--close-after`; else their contents, the run's evaluation or `--split`)."""
     then = {key: manifest.get(key, 1 if key == "groups" else None) for key in now}  # 1: before
@@ -290,6 +290,15 @@ class Job:
     last_night: int | None
     groups: int
 
+    def settings(self) -> dict[str, Any]:
+        """What a manifest records of the inputs and settings, named in a refusal to resume."""
+        return {
+            "inputs": [p.name for p in self.paths],
+            "metadata": [p.name for p in self.metadata_paths],
+            "close_after_days": self.close_after,
+            "groups": self.groups,
+        }
+
 
 def loaded(data: ReplayInput) -> dict[str, Any]:
     """What a manifest records of the input as loaded: its objects and rows, those rejected at
@@ -314,11 +323,8 @@ def new_manifest(scorer: Scorer, job: Job, input_counts: dict[str, Any]) -> dict
     return {
         "fingerprint": job.fingerprint,
         "run": str(scorer.run_dir),
-        "inputs": [p.name for p in job.paths],
-        "metadata": [p.name for p in job.metadata_paths],
+        **job.settings(),
         "night_definition": "floor(mjd - 0.5): noon to noon UTC",
-        "close_after_days": job.close_after,
-        "groups": job.groups,
         "threshold": scorer.detector.threshold,
         **input_counts,
         "finished_through": input_counts["first_night"] - 1,

@@ -524,6 +524,13 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     grouped = _replay(tiny_run, lcs, meta, tmp_path / "grouped", close_after=20, groups=3)
     assert grouped["nights"] == whole["nights"]
     _same_replay(tmp_path / "grouped", tmp_path / "whole")
+    # Rows in time order (objects interleaved, as an alert stream): each object counted as
+    # reordered, as all at once.
+    by_time = lcs.sort_values("mjd", kind="stable")
+    whole_by_time = _replay(tiny_run, by_time, meta, tmp_path / "whole-time", close_after=20)
+    assert whole_by_time["reordered_objects"] > whole["reordered_objects"]
+    _replay(tiny_run, by_time, meta, tmp_path / "grouped-time", close_after=20, groups=3)
+    _same_replay(tmp_path / "grouped-time", tmp_path / "whole-time")
 
     # Killed in a group's replay, then in the merge (a night written to the output itself):
     # resumed, the same output.
@@ -543,8 +550,25 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
             _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
         monkeypatch.setattr(replay_nights, "write_night", original)
         assert (out / "manifest.json").exists() == (phase == "merge")
+        if phase == "group":  # other settings, refused naming them; the replay all at once too
+            with pytest.raises(UserError, match=r"groups: 3 then, 2 now"):
+                _replay(tiny_run, lcs, meta, out, close_after=20, groups=2)
+            with pytest.raises(UserError, match="an unfinished replay in groups"):
+                _replay(tiny_run, lcs, meta, out, close_after=20)
         _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
         _same_replay(out, tmp_path / "whole")
+    # Killed while its working folder was removed, at the end: the next run removes the rest.
+    out = tmp_path / "grouped"
+    (out / "groups" / "group-0").mkdir(parents=True)
+    _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
+    (out / ".groups-removed" / "group-1").mkdir(parents=True)
+    _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
+    _same_replay(out, tmp_path / "whole")
+    assert not (out / ".groups-removed").exists()
+    # A --last-night before the first night: refused, nothing left behind.
+    with pytest.raises(UserError, match="before the input's first night"):
+        _replay(tiny_run, lcs, meta, tmp_path / "too-early", groups=3, last_night=3)
+    assert not (tmp_path / "too-early" / "groups").exists()
     # Stopped at a night, then continued; other settings refused.
     out = tmp_path / "stopped"
     middle = whole["nights"][len(whole["nights"]) // 2]["night"]

@@ -142,7 +142,13 @@ def test_model_inputs_validate_and_normalise():
         st.model_inputs({"flux": batch["flux"]}, stats, n_times)
 
 
-def test_replay_split_puts_each_object_whole_in_one_group(tmp_path, synthetic_files):
+def _partition_job(paths, work, groups, fingerprint="fingerprint"):
+    from plasticc_jax.replay_nights import Job
+
+    return Job(list(paths), [], work.parent, fingerprint, None, None, None, groups)
+
+
+def test_replay_partition_puts_each_object_whole_in_one_group(tmp_path, synthetic_files):
     from plasticc_jax import replay_groups
     from plasticc_jax.lightcurve_rows import read_files
 
@@ -153,17 +159,46 @@ def test_replay_split_puts_each_object_whole_in_one_group(tmp_path, synthetic_fi
     rows.iloc[:500].to_csv(first, index=False)
     rows.iloc[500:].sample(frac=1.0, random_state=1).to_csv(second, index=False)
     whole = read_files([first, second])
-    work = tmp_path / "groups"
-    nights = replay_groups.split_rows([first, second], work, 4, "fingerprint")
+    work = tmp_path / "out" / "groups"
+    job = _partition_job([first, second], work, 4)
+    nights = replay_groups.partition_rows(job, work)
     assert nights == (int(np.floor(whole.mjd.min() - 0.5)), int(np.floor(whole.mjd.max() - 0.5)))
     parts = [replay_groups.read_group(work, g) for g in range(4)]
-    assert sum(len(p) for p in parts) == len(whole)
-    for g, part in enumerate(parts):
+    assert sum(len(p) for p, _ in parts) == len(whole)
+    for g, (part, positions) in enumerate(parts):
         assert len(part) and (replay_groups.group_of(part.object_id, 4) == g).all()
-        inside = np.isin(whole.object_id, part.object_id)
+        inside = np.flatnonzero(np.isin(whole.object_id, part.object_id))
+        np.testing.assert_array_equal(positions, inside)  # their places in the input
         for name in ("object_id", "mjd", "passband", "flux", "flux_err", "detected"):
             np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[inside])
-    # A finished split is reused by the same replay, refused to another.
-    assert replay_groups.split_rows([first], work, 4, "fingerprint") == nights
-    with pytest.raises(UserError, match="unfinished replay of other inputs"):
-        replay_groups.split_rows([first], work, 4, "another")
+    # A finished partition is reused by the same replay, refused to another, naming what differs.
+    assert replay_groups.partition_rows(job, work) == nights
+    other = _partition_job([first], work, 4, "another")
+    with pytest.raises(
+        UserError, match=r"other inputs or settings \(inputs: \['a.csv', 'b.csv'\] then"
+    ):
+        replay_groups.partition_rows(other, work)
+    # A folder `groups` that is not this replay's: refused, left as it is.
+    for name, make in (("files", lambda f: (f.mkdir(), (f / "notes.txt").write_text("mine"))),
+                       ("link", lambda f: f.symlink_to(tmp_path))):  # fmt: skip
+        mine = tmp_path / name / "groups"
+        mine.parent.mkdir()
+        make(mine)
+        with pytest.raises(UserError, match=r"did not write|not a folder this replay made"):
+            replay_groups.partition_rows(_partition_job([first], mine, 2), mine)
+        assert mine.is_symlink() or (mine / "notes.txt").read_text() == "mine"
+
+
+def test_replay_groups_open_a_file_each(monkeypatch):
+    import resource
+
+    from plasticc_jax import replay_groups
+
+    raised = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, limits: raised.append(limits))
+    replay_groups.allow_open_files(900)  # within the soft limit: nothing to do
+    replay_groups.allow_open_files(1000)
+    assert raised == [(1000 + replay_groups.OPEN_FILES_SPARE, 4096)]
+    with pytest.raises(UserError, match="give at most 4032 groups"):
+        replay_groups.allow_open_files(4090)

@@ -221,10 +221,11 @@ def replay(
             paths, metadata_paths, output, fingerprint, close_after, objects, last_night, groups
         )
         manifest = read_manifest(output, fingerprint, job.settings())
-        if groups == 1 and any((output / name).exists() for name in (GROUPS, REMOVING)):
+        held = [output / n for n in (GROUPS, REMOVING) if (output / n).exists()]
+        if groups == 1 and held:
             raise UserError(
-                f"{output} holds {output / GROUPS}, an unfinished replay in groups: give its "
-                "--groups again to resume it, or choose another --output"
+                f"{output} holds {held[0]}, the working folder of a replay in groups: give its "
+                "--groups again to resume or finish it, or choose another --output"
             )
         return (replay_groups if groups > 1 else _replay)(scorer, job, manifest)
 

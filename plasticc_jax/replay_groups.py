@@ -41,7 +41,13 @@ import pyarrow as pa
 from plasticc_jax import gridding, interrupts, lightcurve_rows
 from plasticc_jax import replay_nights as nightly
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import atomic_path, atomic_write_text, fsync_folder, naming_failed_writes
+from plasticc_jax.io_utils import (
+    atomic_path,
+    atomic_write_text,
+    fsync_folder,
+    naming_failed_writes,
+    remove_unfinished_writes,
+)
 from plasticc_jax.replay_input import ReplayInput, night_of
 from plasticc_jax.replay_nights import Job
 from plasticc_jax.scoring import Scorer
@@ -87,18 +93,29 @@ def allow_open_files(groups: int) -> None:
     if needed <= soft or soft == resource.RLIM_INFINITY:
         return
     if hard != resource.RLIM_INFINITY and needed > hard:
+        most = hard - OPEN_FILES_SPARE
+        advice = f"give at most {most} groups" if most >= 2 else "raise that limit"
         raise UserError(
             f"--groups {groups}: a file per group is open at once, and this process may open "
-            f"{hard} (`ulimit -Hn`); give at most {hard - OPEN_FILES_SPARE} groups"
+            f"{hard} (`ulimit -Hn`); {advice}"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def remove_leftovers(output: Path) -> None:
     """Remove a working folder whose removal a kill interrupted (renamed first, so never one a
-    replay still needs)."""
-    if (output / REMOVING).exists():
-        shutil.rmtree(output / REMOVING)
+    replay still needs).
+
+    Raises:
+        UserError: something else has that name (a file or a link).
+    """
+    leftover = output / REMOVING
+    if leftover.is_symlink() or (leftover.exists() and not leftover.is_dir()):
+        raise UserError(
+            f"{leftover} is not a folder this replay made: remove it or choose another --output"
+        )
+    if leftover.exists():
+        shutil.rmtree(leftover)
 
 
 def _remove_work(output: Path) -> None:
@@ -134,7 +151,8 @@ def partition_rows(job: Job, work: Path) -> tuple[int, int] | None:
             f"{work.parent} holds an unfinished replay of other inputs or settings "
             f"({nightly.what_differs(then, job.settings())}): choose another --output or remove it"
         )
-    if work.exists():  # an interrupted partition leaves its group files alone
+    if work.exists():  # an interrupted partition: its group files, or its record's temporary one
+        remove_unfinished_writes(work)
         theirs = [p.name for p in work.iterdir() if not _is_rows_file(p.name)]
         if theirs:
             raise UserError(
@@ -225,15 +243,17 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
             f"{work} is missing, so the replay into {job.output} cannot resume: remove "
             f"{job.output} to replay from the start"
         )
-    allow_open_files(job.groups)
+    made_now = not (work / PARTITION).is_file()
+    if made_now:
+        allow_open_files(job.groups)
     t0 = time.perf_counter()
     nights = partition_rows(job, work)
     if nights is not None:
         try:  # from every row's MJD: before objects are rejected at load, or left out
             nightly.check_last_night(job.last_night, *nights)
         except UserError:
-            if manifest is None:
-                shutil.rmtree(work)  # nothing replayed yet: no partition left behind
+            if made_now:  # nothing replayed from it: not left behind (earlier work is kept)
+                shutil.rmtree(work)
             raise
     metadata = nightly.read_metadata(scorer, job.metadata_paths)
     meta_group = group_of(metadata["object_id"].to_numpy(np.int64), job.groups)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from plasticc_jax import cli, early, gridding, replay_nights, scoring
+from plasticc_jax import cli, early, gridding, replay_groups, replay_nights, scoring
 from plasticc_jax import replay as replay_lib
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
@@ -524,6 +524,30 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     grouped = _replay(tiny_run, lcs, meta, tmp_path / "grouped", close_after=20, groups=3)
     assert grouped["nights"] == whole["nights"]
     _same_replay(tmp_path / "grouped", tmp_path / "whole")
+    # An object's rows with the rows of another, rejected at load and of another group, between
+    # them: counted as reordered, as all at once (its rows are consecutive in its group's file).
+    ids = lcs["object_id"].unique()
+    kept = next(i for i in ids[1:] if replay_groups.group_of(np.array([i]), 3)[0] != 0)
+    bad = next(
+        i
+        for i in ids[1:]
+        if replay_groups.group_of(np.array([i]), 3)[0]
+        != (replay_groups.group_of(np.array([kept]), 3)[0])
+    )
+    rows_kept = lcs[lcs["object_id"] == kept]
+    half = len(rows_kept) // 2
+    spread = pd.concat(
+        [
+            lcs[~lcs["object_id"].isin([kept, bad])],
+            rows_kept.iloc[:half],
+            lcs[lcs["object_id"] == bad].assign(mjd=np.nan),
+            rows_kept.iloc[half:],
+        ]
+    )
+    whole_spread = _replay(tiny_run, spread, meta, tmp_path / "whole-spread", close_after=20)
+    assert whole_spread["reordered_objects"] == 1
+    _replay(tiny_run, spread, meta, tmp_path / "grouped-spread", close_after=20, groups=3)
+    _same_replay(tmp_path / "grouped-spread", tmp_path / "whole-spread")
     # Rows in time order (objects interleaved, as an alert stream): each object counted as
     # reordered, as all at once.
     by_time = lcs.sort_values("mjd", kind="stable")
@@ -550,10 +574,14 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
             _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
         monkeypatch.setattr(replay_nights, "write_night", original)
         assert (out / "manifest.json").exists() == (phase == "merge")
+        if phase == "group":  # a refused --last-night keeps the groups' work
+            with pytest.raises(UserError, match="before the input's first night"):
+                _replay(tiny_run, lcs, meta, out, close_after=20, groups=3, last_night=3)
+            assert (out / "groups" / "group-0" / "manifest.json").is_file()
         if phase == "group":  # other settings, refused naming them; the replay all at once too
             with pytest.raises(UserError, match=r"groups: 3 then, 2 now"):
                 _replay(tiny_run, lcs, meta, out, close_after=20, groups=2)
-            with pytest.raises(UserError, match="an unfinished replay in groups"):
+            with pytest.raises(UserError, match="the working folder of a replay in groups"):
                 _replay(tiny_run, lcs, meta, out, close_after=20)
         _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)
         _same_replay(out, tmp_path / "whole")
@@ -574,6 +602,9 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     middle = whole["nights"][len(whole["nights"]) // 2]["night"]
     _replay(tiny_run, lcs, meta, out, close_after=20, groups=3, last_night=middle)
     assert (out / "groups").is_dir()
+    with pytest.raises(UserError, match="before the input's first night"):  # its work is kept
+        _replay(tiny_run, lcs, meta, out, close_after=20, groups=3, last_night=3)
+    assert (out / "groups" / "group-0" / "manifest.json").is_file()
     with pytest.raises(UserError, match=r"groups: 3 then, 2 now"):
         _replay(tiny_run, lcs, meta, out, close_after=20, groups=2)
     _replay(tiny_run, lcs, meta, out, close_after=20, groups=3)

@@ -171,6 +171,10 @@ def test_replay_partition_puts_each_object_whole_in_one_group(tmp_path, syntheti
         np.testing.assert_array_equal(positions, inside)  # their places in the input
         for name in ("object_id", "mjd", "passband", "flux", "flux_err", "detected"):
             np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[inside])
+    # Killed while its record was written: its temporary file is no one else's; done again.
+    (work / "partition.json").rename(work / ".tmp-partition.json.abc123")
+    assert replay_groups.partition_rows(job, work) == nights
+    assert not (work / ".tmp-partition.json.abc123").exists()
     # A finished partition is reused by the same replay, refused to another, naming what differs.
     assert replay_groups.partition_rows(job, work) == nights
     other = _partition_job([first], work, 4, "another")
@@ -202,3 +206,6 @@ def test_replay_groups_open_a_file_each(monkeypatch):
     assert raised == [(1000 + replay_groups.OPEN_FILES_SPARE, 4096)]
     with pytest.raises(UserError, match="give at most 4032 groups"):
         replay_groups.allow_open_files(4090)
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (40, 40))
+    with pytest.raises(UserError, match=r"may open 40 .*; raise that limit"):
+        replay_groups.allow_open_files(2)

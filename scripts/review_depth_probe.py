@@ -23,11 +23,9 @@ first 50 (the patched forest with the default depth reproduces it); depth 6 27.6
 from __future__ import annotations
 
 import functools
-import json
 
 import coniferest.aadforest
-import numpy as np
-from review_feature_probe import probe_arguments, simulate_groups
+from review_feature_probe import probe_arguments, report_against_first, simulate_groups
 
 from plasticc_jax.review import active, validation
 
@@ -50,21 +48,7 @@ def main() -> None:
             per_fold[name] = simulate_groups(table, {name: shipped}, args.draws)[name]["per_fold"]
     finally:
         coniferest.aadforest.AADForest = forest
-    base = np.array(list(next(iter(per_fold.values())).values()))
-    summary = {}
-    print("\nanomalies among the first 50 shown (mean over folds and draws), against the shipped")
-    for name, folds in per_fold.items():
-        means = np.array(list(folds.values()))
-        diff = means - base
-        se = diff.std(ddof=1) / np.sqrt(diff.size)
-        summary[name] = {
-            "first_50": means.mean(),
-            "difference": diff.mean(),
-            "se": se,
-            "per_fold": folds,
-        }
-        print(f"{name:32s} {means.mean():6.2f}  {diff.mean():+.2f} ± {se:.2f}")
-    args.out.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    report_against_first(per_fold, args.out)
 
 
 if __name__ == "__main__":

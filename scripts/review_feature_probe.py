@@ -92,6 +92,26 @@ def simulate_groups(
     return report
 
 
+def report_against_first(per_fold: dict[str, dict[str, float]], out: Path) -> None:
+    """Print, and write to `out`, each candidate's anomalies among the first 50 shown (mean over
+    folds and draws) and its paired per-fold difference to the first candidate (the shipped)."""
+    base = np.array(list(next(iter(per_fold.values())).values()))
+    summary = {}
+    print("\nanomalies among the first 50 shown (mean over folds and draws), against the shipped")
+    for name, folds in per_fold.items():
+        means = np.array(list(folds.values()))
+        diff = means - base
+        se = diff.std(ddof=1) / np.sqrt(diff.size)
+        summary[name] = {
+            "first_50": means.mean(),
+            "difference": diff.mean(),
+            "se": se,
+            "per_fold": folds,
+        }
+        print(f"{name:32s} {means.mean():6.2f}  {diff.mean():+.2f} ± {se:.2f}")
+    out.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+
+
 def probe_arguments(doc: str, out: str) -> argparse.Namespace:
     """The command line of a review probe: RUN, --workdir, --draws, --out (default `out`)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])

@@ -24,31 +24,16 @@ from __future__ import annotations
 
 import functools
 
-import coniferest.aadforest
-from review_feature_probe import probe_arguments, report_against_first, simulate_groups
+from review_feature_probe import probe_forest_variants
 
-from plasticc_jax.review import active, validation
-
-DEPTHS: tuple[int | None, ...] = (None, 6, 12, 16)  # None: the library's default (shipped)
+DEPTHS = (6, 12, 16)
 
 
 def main() -> None:
-    args = probe_arguments(__doc__, "review_depth_probe.json")
-    workdir = args.workdir or args.run.parent.parent
-    table = validation.validation_pool(args.run, workdir)
-    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
-    forest = coniferest.aadforest.AADForest
-    per_fold: dict[str, dict[str, float]] = {}
-    try:
-        for depth in DEPTHS:
-            name = "shipped (depth log2(256) = 8)" if depth is None else f"depth {depth}"
-            # The ranker imports AADForest when it fits: the patched class is the one it gets.
-            coniferest.aadforest.AADForest = functools.partial(forest, max_depth=depth)
-            print(f"\n## {name}")
-            per_fold[name] = simulate_groups(table, {name: shipped}, args.draws)[name]["per_fold"]
-    finally:
-        coniferest.aadforest.AADForest = forest
-    report_against_first(per_fold, args.out)
+    variants = {"shipped (depth log2(256) = 8)": None}  # the library's default
+    for depth in DEPTHS:
+        variants[f"depth {depth}"] = lambda forest, d=depth: functools.partial(forest, max_depth=d)
+    probe_forest_variants(__doc__, "review_depth_probe.json", variants)
 
 
 if __name__ == "__main__":

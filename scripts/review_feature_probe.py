@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,28 @@ def report_against_first(per_fold: dict[str, dict[str, float]], out: Path) -> No
         }
         print(f"{name:32s} {means.mean():6.2f}  {diff.mean():+.2f} ± {se:.2f}")
     out.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+
+
+def probe_forest_variants(doc: str, out: str, variants: dict[str, Callable | None]) -> None:
+    """A review probe of the shipped policy with its AADForest replaced by each variant (a
+    function of the library's class giving the one to use; None: the shipped forest), on the
+    validation pools; reported against the first (`report_against_first`)."""
+    import coniferest.aadforest
+
+    args = probe_arguments(doc, out)
+    table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
+    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
+    forest = coniferest.aadforest.AADForest
+    per_fold: dict[str, dict[str, float]] = {}
+    try:
+        for name, variant in variants.items():
+            # The ranker imports AADForest when it fits: the patched class is the one it gets.
+            coniferest.aadforest.AADForest = forest if variant is None else variant(forest)
+            print(f"\n## {name}")
+            per_fold[name] = simulate_groups(table, {name: shipped}, args.draws)[name]["per_fold"]
+    finally:
+        coniferest.aadforest.AADForest = forest
+    report_against_first(per_fold, args.out)
 
 
 def probe_arguments(doc: str, out: str) -> argparse.Namespace:

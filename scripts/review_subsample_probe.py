@@ -28,37 +28,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import coniferest.aadforest
-from review_feature_probe import probe_arguments, report_against_first, simulate_groups
+from review_feature_probe import probe_forest_variants
 
-from plasticc_jax.review import active, validation
+from plasticc_jax.review import active
 
-SAMPLES: tuple[int | None, ...] = (None, 64, 128, 512)  # None: the shipped 256
+SAMPLES = (64, 128, 512)
+
+
+def _sized(forest: Any, samples: int) -> Any:
+    """The forest with `samples` objects a tree, whatever the ranker asks (min(256, pool))."""
+    return lambda **kwargs: forest(**{**kwargs, "n_subsamples": samples})
 
 
 def main() -> None:
-    args = probe_arguments(__doc__, "review_subsample_probe.json")
-    workdir = args.workdir or args.run.parent.parent
-    table = validation.validation_pool(args.run, workdir)
-    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
-    forest = coniferest.aadforest.AADForest
-    per_fold: dict[str, dict[str, float]] = {}
-    try:
-        for samples in SAMPLES:
-            name = f"shipped ({active.N_SUBSAMPLES} a tree)" if samples is None else f"{samples}"
-
-            def sized(samples: int | None = samples, **kwargs: Any) -> Any:
-                if samples is not None:  # the ranker passes min(256, pool): this replaces it
-                    kwargs["n_subsamples"] = samples
-                return forest(**kwargs)
-
-            # The ranker imports AADForest when it fits: the patched class is the one it gets.
-            coniferest.aadforest.AADForest = sized
-            print(f"\n## {name}")
-            per_fold[name] = simulate_groups(table, {name: shipped}, args.draws)[name]["per_fold"]
-    finally:
-        coniferest.aadforest.AADForest = forest
-    report_against_first(per_fold, args.out)
+    variants = {f"shipped ({active.N_SUBSAMPLES} a tree)": None}
+    for samples in SAMPLES:
+        variants[str(samples)] = lambda forest, k=samples: _sized(forest, k)
+    probe_forest_variants(__doc__, "review_subsample_probe.json", variants)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,14 @@ def allow_open_files(groups: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+def _refuse_not_a_folder(path: Path) -> None:
+    """Refuse a file or a link where the replay keeps a folder of its own (never followed)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UserError(
+            f"{path} is not a folder this replay made: remove it or choose another --output"
+        )
+
+
 def remove_leftovers(output: Path) -> None:
     """Remove a working folder whose removal a kill interrupted (renamed first, so never one a
     replay still needs).
@@ -110,10 +118,7 @@ def remove_leftovers(output: Path) -> None:
         UserError: something else has that name (a file or a link).
     """
     leftover = output / REMOVING
-    if leftover.is_symlink() or (leftover.exists() and not leftover.is_dir()):
-        raise UserError(
-            f"{leftover} is not a folder this replay made: remove it or choose another --output"
-        )
+    _refuse_not_a_folder(leftover)
     if leftover.exists():
         shutil.rmtree(leftover)
 
@@ -134,10 +139,7 @@ def partition_rows(job: Job, work: Path) -> tuple[int, int] | None:
             partition, or files of one's own).
     """
     record = work / PARTITION
-    if work.is_symlink() or (work.exists() and not work.is_dir()):
-        raise UserError(
-            f"{work} is not a folder this replay made: remove it or choose another --output"
-        )
+    _refuse_not_a_folder(work)
     if record.is_file():
         try:
             saved = json.loads(record.read_text())
@@ -314,25 +316,18 @@ def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float)
     for g, sub in enumerate(subs):
         for counts in sub["nights"]:
             by_night.setdefault(int(counts["night"]), []).append((g, counts))
-    nightly.clear_unfinished(job.output, int(manifest["finished_through"]))
     start_night = int(manifest["finished_through"]) + 1
     stop = nightly.stop_night(manifest, job.last_night)
-    merged = []
-    for night in range(start_night, stop + 1):
-        interrupts.check()
-        with_data = by_night.get(night, [])
-        if not with_data:
-            manifest["empty_nights"] += 1
-        else:
-            candidates, rejected = _read_night([folders[g] for g, _ in with_data], night)
-            counts = _merged_counts([c for _, c in with_data], night, rejected, totals)
-            nightly.check_counts(counts)
-            nightly.write_night(job.output, night, candidates, rejected, scorer.checkpoint)
-            manifest["nights"].append(counts)
-            merged.append(counts)
-        manifest["finished_through"] = night
-        if with_data or night == stop:
-            atomic_write_text(job.output / nightly.MANIFEST, json.dumps(manifest) + "\n")
+
+    def night_files(night: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        with_data = by_night[night]
+        candidates, rejected = _read_night([folders[g] for g, _ in with_data], night)
+        counts = _merged_counts([c for _, c in with_data], night, rejected, totals)
+        return candidates, rejected, counts
+
+    merged = nightly.write_nights(
+        job.output, manifest, job.last_night, by_night, night_files, scorer
+    )
     if stop >= int(manifest["last_night"]):
         _remove_work(job.output)
     nightly.report(manifest, job.output, start_night, stop, merged, time.perf_counter() - t0)

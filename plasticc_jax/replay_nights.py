@@ -9,7 +9,7 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,28 +354,42 @@ def replay_nights(
 ) -> list[dict[str, Any]]:
     """Replay `data` into `output` from the night after the manifest's last finished one, writing
     each night's files, then the manifest; returns the counts of the nights replayed."""
-    clear_unfinished(output, int(manifest["finished_through"]))
-    first = int(manifest["first_night"])
-    start_night, stop = int(manifest["finished_through"]) + 1, stop_night(manifest, last_night)
     night_scorer = NightScorer(data, scorer)
-    has_data = np.zeros(max(stop - first + 1, 0), bool)
-    nights = data.night[data.night <= stop]
-    has_data[nights - first] = True
-    replayed = []
+    nights = set(np.unique(data.night).tolist())
+    return write_nights(output, manifest, last_night, nights, night_scorer.night, scorer)
+
+
+def write_nights(
+    output: Path,
+    manifest: dict[str, Any],
+    last_night: int | None,
+    nights_with_data: Container[int],
+    night_files: Callable[[int], tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]],
+    scorer: Scorer,
+) -> list[dict[str, Any]]:
+    """Write each night from the one after the manifest's last finished night (what a kill left
+    past it removed first): its files (`night_files(night)`: candidates, rejections, counts),
+    checked, then the manifest naming it; a night without data is counted. Returns the counts
+    of the nights written."""
+    clear_unfinished(output, int(manifest["finished_through"]))
+    start_night = int(manifest["finished_through"]) + 1
+    stop = stop_night(manifest, last_night)
+    written = []
     for night in range(start_night, stop + 1):
         interrupts.check()  # a Ctrl-C swallowed in JAX's garbage collection: stop between nights
-        if not has_data[night - first]:
+        has_data = night in nights_with_data
+        if not has_data:
             manifest["empty_nights"] += 1
         else:
-            candidates, rejected, counts = night_scorer.night(night)
+            candidates, rejected, counts = night_files(night)
             check_counts(counts)
             write_night(output, night, candidates, rejected, scorer.checkpoint)
             manifest["nights"].append(counts)
-            replayed.append(counts)
+            written.append(counts)
         manifest["finished_through"] = night
-        if has_data[night - first] or night == stop:
+        if has_data or night == stop:
             atomic_write_text(output / MANIFEST, json.dumps(manifest) + "\n")
-    return replayed
+    return written
 
 
 def report(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -237,10 +238,15 @@ def test_out_of_fold_keeps_one_thread_while_any_fold_runs(fitted, monkeypatch):
 def test_save_load_roundtrip(fitted, tmp_path):
     det, rng = fitted
     det.save(tmp_path / "models")
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "models", legacy)  # made into the previous format below
     loaded = detector.Detector.load(tmp_path / "models")
     batch = fake(rng, labels_of(rng, 100))
-    for key, value in det.score(batch).items():
-        np.testing.assert_array_equal(loaded.score(batch)[key], value, err_msg=key)
+    expected, fused = det.score(batch), det.score(batch, fused_only=True)
+    scores = loaded.score(batch)
+    assert scores.keys() == expected.keys()
+    for key, value in scores.items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
     assert loaded.threshold == det.threshold and loaded.weights == det.weights
     assert loaded.config == det.config
     with pytest.raises(UserError, match="run `plasticc-jax evaluate`"):
@@ -253,14 +259,12 @@ def test_save_load_roundtrip(fitted, tmp_path):
     scoring = detector.Detector.load(tmp_path / "models", scoring_only=True)
     assert set(scoring.names) == {*det.weights, "classifier"}
     for key, value in scoring.score(batch, fused_only=True).items():
-        np.testing.assert_array_equal(value, det.score(batch, fused_only=True)[key], err_msg=key)
+        np.testing.assert_array_equal(value, fused[key], err_msg=key)
     with pytest.raises(UserError, match=r"latent_forest\.skops is missing"):
         detector.Detector.load(tmp_path / "models")
     # A detector of the previous format (every estimator in one file) is still read.
     import skops.io as sio
 
-    legacy = tmp_path / "legacy"
-    det.save(legacy)
     params = json.loads((legacy / detector_files.PARAMS_FILE).read_text())
     merged = {}
     for name in params.pop("estimators"):
@@ -273,7 +277,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
     sio.dump(merged, legacy / detector_files.FORMAT_2_ESTIMATORS)
     (legacy / detector_files.PARAMS_FILE).write_text(json.dumps({**params, "format_version": 2}))
     for key, value in detector.Detector.load(legacy).score(batch).items():
-        np.testing.assert_array_equal(value, det.score(batch)[key], err_msg=key)
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
     # An estimators file that asks for a type the detector never saves is refused, unbuilt.
     sio.dump(
         {"model": _Payload()}, tmp_path / "models" / detector_files.estimators_file("classifier")

@@ -8,9 +8,10 @@ batched in JAX (jit, vmap over objects, float32 on the CPU): Matern-3/2 over (ti
 the time length scale the best of five by marginal likelihood, the mean predicted in six bands
 on a one-day grid over the 256-day window (`as validated`), and a cheaper variant (one length
 scale, 20 days, a four-day grid). Objects are padded to 32, 64 or 128 points (padding: a point
-of zero flux and huge variance, which changes neither the mean nor the choice of length scale);
+of huge variance, which changes neither the mean nor the choice of length scale);
 the mix of sizes is the training set's (points inside the window: 35% at most 32, 41% 33-64, 24%
-65-127). Synthetic points; only the time is measured. Prints objects/s per size and for the mix,
+65-127). Synthetic points; only the fit and the mean are timed (not reading the features off
+it, cutting the window or padding: optimistic). Prints objects/s per size and for the mix,
 best of `--rounds`. Result (2 quiet cores, one run): docs/evaluation.md and
 `gp_features_probe.py`. With `--lightcurves` (the training light curves, as `make prepare`
 fetched them), first, side by side on those objects: the package's gridding with its features

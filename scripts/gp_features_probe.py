@@ -69,20 +69,21 @@ it 0.820 (+0.0064 ± 0.0055, 5/10): **fails the rule**. The smoother of the 4-da
 about half of the fitted process's gain.
 
 Where the process's cost would fall (`scripts/gp_fit_speed.py --lightcurves ...`, one run on 2
-quiet cores): the package's gridding with its features 12,632 objects/s on the 7,848 training
-objects; this probe's NumPy fit 280/s (0.022x); batched in JAX as validated 2,754 objects/s for
-the training set's mix of sizes (8,665/s at 32 points, 1,178/s at 128), with one length scale and
-a 4-day grid (not validated) 10,811/s. Like the other features, it would be computed where light
-curves are gridded (`prepare`, `score` from files, every night of `replay`), not in the compiled
-pass and the detector that `bench_score.py` times from tensors (23,630-24,720 objects/s; the
-classifier would read 32 more columns): gridding with the JAX fit as validated would run at
-about 2,260 objects/s, 5.6x slower (derived from the rates above, not measured), a few seconds
-more for the training set but hours for the 3.5-million-object test set and 5.6x the gridding
-share of every replayed night.
+quiet cores): the package's gridding with its features 12,614 objects/s on the 7,848 training
+objects; this probe's NumPy fit 255/s; batched in JAX end to end (`gp_batched.py`) 1,964/s, its
+fit and mean alone 3,062/s for the training set's mix of sizes (one 20-day time scale and a
+4-day grid: 11,152/s). Like the other features, they would be computed where light curves are
+gridded (`prepare`, `score` from files, every night of `replay`), not in the compiled pass and
+the detector that `bench_score.py` times from tensors (23,630-24,720 objects/s; the classifier
+would read 32 more columns): gridding with the batched features would run at about 1,700
+objects/s, 7.4x slower (derived from the two measured rates), a few seconds more for the
+training set but hours for the 3.5-million-object test set and 7.4x the gridding share of every
+replayed night. `--batched` (the features from `gp_batched.py`, float32): +0.0133 ± 0.0046 with
+the shipped weights (6/10), +0.0153 ± 0.0067 beside the classifier.
 
 Two more runs on the same folds, information for whoever builds it (not a choice): `--variant
-cheap` (one 20-day time scale, a 4-day grid, on which the epochs fall at -8, +16 and +48 days;
-10,811 objects/s batched in JAX): +0.0097 ± 0.0033
+cheap` (one 20-day time scale, a 4-day grid, on which the epochs fall at -8, +16 and +48
+days): +0.0097 ± 0.0033
 with the shipped weights (8/10), +0.0121 ± 0.0057 beside the classifier; `--variant ablation`
 (each group of `GROUPS` left out, shipped weights, against all 32 features): rise and fall times
 -0.0035 ± 0.0018, colours -0.0028 ± 0.0030, 15-day declines -0.0010 ± 0.0015, time scale, widths,
@@ -252,9 +253,10 @@ def _read_features(grid: np.ndarray, mean: np.ndarray, redshift: float) -> list[
 
 
 def all_gp_features(
-    objects: pd.DataFrame, lightcurves: Path, config: Config, **fit: Any
+    objects: pd.DataFrame, lightcurves: Path, config: Config, batched: bool = False, **fit: Any
 ) -> np.ndarray:
-    """(len(objects), len(GP_NAMES)) for the objects (train and val known only), in order."""
+    """(len(objects), len(GP_NAMES)) for the objects (train and val known only), in order;
+    `batched`: by `gp_batched.batched_gp_features` (JAX) instead of one object at a time."""
     rows = read_files([lightcurves])
     keep = np.isin(rows.object_id, objects["object_id"].to_numpy())
     rows = rows.take(np.flatnonzero(keep))
@@ -268,6 +270,15 @@ def all_gp_features(
         zip(objects["object_id"], raw[:, FEATURE_NAMES.index("hostgal_photoz")], strict=True)
     )
     window = (config.data.window_before, config.data.window_after)
+    if batched:
+        from gp_batched import batched_gp_features  # it imports this module
+
+        z = np.array([redshift[i] for i in ids])
+        values = batched_gp_features(
+            rows.mjd, rows.passband, rows.flux, rows.flux_err, starts, peak, z, window, **fit
+        )
+        table = dict(zip(ids, values, strict=True))
+        return np.stack([table[i] for i in objects["object_id"]])
     ends = np.r_[starts[1:], len(rows)]
     table = {}
     for i, (object_id, a, b) in enumerate(zip(ids, starts, ends, strict=True)):
@@ -423,6 +434,9 @@ def main() -> None:
         help="gp only: cheap = one 20-day time scale and a 4-day grid (gp_fit_speed.py's "
         "cheaper fit); ablation = each feature group of GROUPS left out in turn",
     )
+    parser.add_argument(
+        "--batched", action="store_true", help="gp only: the batched JAX fit (gp_batched.py)"
+    )
     parser.add_argument("--raw", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")
     parser.add_argument(
@@ -436,7 +450,7 @@ def main() -> None:
     if args.candidate == "gp":
         raw = args.raw or workdir / "data" / "raw" / "plasticc_train_lightcurves.csv.gz"
         fit = {"lengths": (20.0,), "step": 4.0} if args.variant == "cheap" else {}
-        extra = all_gp_features(objects, raw, config, **fit)
+        extra = all_gp_features(objects, raw, config, args.batched, **fit)
     else:
         dataset_dir = workdir / config.data.processed_dir / config.data.protocol
         extra = all_smooth_features(objects, dataset_dir, config)
@@ -453,6 +467,8 @@ def main() -> None:
     label = f"classifier with {args.candidate} features"
     if args.variant == "cheap":
         label += " (one time scale, 4-day grid)"
+    if args.batched:
+        label += " (batched JAX fit)"
     print(f"\n{label} ({time.perf_counter() - start:.0f} s)\n")
     if args.variant == "ablation":
         ablation_report(table, config, list(candidates))

@@ -1,124 +1,135 @@
-"""How fast could the Gaussian-process features be fitted at scoring time? (research, #10)
+"""How fast could the Gaussian-process features be computed at gridding time? (research, #10)
 
     python scripts/gp_fit_speed.py [--objects 4096] [--rounds 3] [--lightcurves FILE]
 
-`gp_features_probe.py` found the Gaussian-process features worth +0.0135 ± 0.0060 on the
-leave-one-known-class-out validation, with a per-object NumPy fit. This times the same fit
-batched in JAX (jit, vmap over objects, float32 on the CPU): Matern-3/2 over (time, wavelength),
-the time length scale the best of five by marginal likelihood, the mean predicted in six bands
-on a one-day grid over the 256-day window (`as validated`), and a cheaper variant (one length
-scale, 20 days, a four-day grid). Objects are padded to 32, 64 or 128 points (padding: a point
-of huge variance, which changes neither the mean nor the choice of length scale);
-the mix of sizes is the training set's (points inside the window: 35% at most 32, 41% 33-64, 24%
-65-127). Synthetic points; only the fit and the mean are timed (not reading the features off
-it, cutting the window or padding: optimistic). Prints objects/s per size and for the mix,
-best of `--rounds`. Result (2 quiet cores, one run): docs/evaluation.md and
-`gp_features_probe.py`. With `--lightcurves` (the training light curves, as `make prepare`
-fetched them), first, side by side on those objects: the package's gridding with its features
-(`gridding.grid_chunk`, what `prepare`, `score` from files and each `replay` night run) against
-the probe's per-object NumPy fit (`gp_features_probe.gp_features`, on the first 1,000 objects).
+`gp_features_probe.py` found the Gaussian-process features worth +0.0115 ± 0.0041 on the
+leave-one-known-class-out validation (shipped fusion weights), with a per-object NumPy fit.
+This times the batched version (`gp_batched.py`: jit, vmap over objects, float32 on the CPU):
+first the fit and the mean alone on synthetic points, per padded size (32, 64, 128 points) and
+for the training set's mix of sizes (points inside the window: 35% at most 32, 41% 33-64, 24%
+65-127), as validated (five time scales, a one-day grid) and cheaper (one 20-day scale, a
+four-day grid); best of `--rounds`. With `--lightcurves` (the training light curves, as `make
+prepare` fetched them), then, side by side on those objects, each the best of `--rounds`: the
+package's gridding with its features (`gridding.grid_chunk`, what `prepare`, `score` from files
+and each `replay` night run), the batched features end to end (window, padding, fit, features,
+`gp_batched.batched_gp_features`), and the probe's per-object NumPy fit on the first 1,000
+objects, with how far the batched features are from the NumPy ones there. Result (2 quiet
+cores, one run): docs/evaluation.md and `gp_features_probe.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+from gp_batched import batched_fit, batched_gp_features
+from gp_features_probe import GP_NAMES, LENGTH_SCALES, gp_features
 
-WAVELENGTHS = jnp.array([3671.0, 4827.0, 6223.0, 7546.0, 8691.0, 9712.0])
+from plasticc_jax import gridding
+from plasticc_jax.config import DataConfig
+from plasticc_jax.lightcurve_rows import read_files
+
 MIX = {32: 0.35, 64: 0.41, 128: 0.24}
 VARIANTS = {
-    "as validated (5 length scales, 1-day grid)": ((5.0, 10.0, 20.0, 40.0, 80.0), 1.0),
-    "cheaper (1 length scale, 4-day grid)": ((20.0,), 4.0),
+    "as validated (5 time scales, 1-day grid)": (LENGTH_SCALES, 1.0),
+    "cheaper (1 time scale, 4-day grid)": ((20.0,), 4.0),
 }
 
 
-def _matern32(t1, w1, t2, w2, length):
-    dt = (t1[:, None] - t2[None, :]) / length
-    dw = (w1[:, None] - w2[None, :]) / 6000.0
-    r = jnp.sqrt(3.0 * (dt * dt + dw * dw) + 1e-12)
-    return (1.0 + r) * jnp.exp(-r)
-
-
-def batched_fit(lengths: tuple[float, ...], step: float):
-    """A jitted function: (t, band, y, noise) each (objects, n) -> (objects, days, 6) mean."""
-    scales = jnp.array(lengths)
-    days = jnp.arange(-64.0, 192.0 + step, step)
-    grid_t, grid_w = jnp.repeat(days, 6), jnp.tile(WAVELENGTHS, days.size)
-
-    def one(t, band, y, noise):
-        w = WAVELENGTHS[band]
-
-        def fit(length):
-            chol = jnp.linalg.cholesky(_matern32(t, w, t, w, length) + jnp.diag(noise))
-            alpha = jax.scipy.linalg.cho_solve((chol, True), y)
-            return -0.5 * y @ alpha - jnp.log(jnp.diag(chol)).sum(), alpha
-
-        log_like, alphas = jax.vmap(fit)(scales)
-        best = jnp.argmax(log_like)
-        mean = _matern32(grid_t, grid_w, t, w, scales[best]) @ alphas[best]
-        return mean.reshape(days.size, 6)
-
-    return jax.jit(jax.vmap(one))
+def _best(work: Callable[[], object], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def synthetic(n_objects: int, n: int, rng: np.random.Generator) -> list[jnp.ndarray]:
+    """Points of a smooth transient; the last quarter of each object's points padding."""
     t = np.sort(rng.uniform(-64, 192, (n_objects, n)), axis=1)
     band = rng.integers(0, 6, (n_objects, n))
     y = np.exp(-0.5 * (t / 30.0) ** 2) + rng.normal(0, 0.05, t.shape)
     noise = np.full(t.shape, 0.05**2)
-    noise[:, (3 * n) // 4 :] = 1e12  # a quarter of each batch is padding
-    return [
-        jnp.asarray(a, jnp.float32 if a.dtype.kind == "f" else jnp.int32)
-        for a in (t, band, y, noise)
+    y[:, (3 * n) // 4 :], noise[:, (3 * n) // 4 :] = 0.0, 1e12
+    return [jnp.asarray(t, jnp.float32), jnp.asarray(band, jnp.int32)] + [
+        jnp.asarray(a, jnp.float32) for a in (y, noise)
     ]
 
 
-def gridding_against_numpy_fit(path: Path, rounds: int) -> None:
-    """Objects/s of the package's gridding and of the probe's NumPy fit, on real light curves."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gp_features_probe import gp_features
+def fit_alone(n_objects: int, rounds: int) -> None:
+    rng = np.random.default_rng(0)
+    inputs = {n: synthetic(n_objects, n, rng) for n in MIX}
+    for name, (lengths, step) in VARIANTS.items():
+        fit = batched_fit(lengths, tuple(np.arange(-64.0, 192.0 + step, step)))
+        rates = {}
+        for n, batch in inputs.items():
+            fit(*batch)[0].block_until_ready()  # compile
+            rates[n] = n_objects / _best(
+                lambda f=fit, b=batch: f(*b)[0].block_until_ready(), rounds
+            )
+        mix = 1.0 / sum(share / rates[n] for n, share in MIX.items())
+        sizes = ", ".join(f"{n} points {r:,.0f}/s" for n, r in rates.items())
+        print(f"fit and mean, {name}: {sizes}; the training set's mix {mix:,.0f} objects/s")
 
-    from plasticc_jax import gridding
-    from plasticc_jax.config import DataConfig
-    from plasticc_jax.lightcurve_rows import read_files
 
+def on_light_curves(path: Path, rounds: int) -> None:
     rows = read_files([path])
     rows = rows.take(np.lexsort((rows.mjd, rows.object_id)))
     _, starts = np.unique(rows.object_id, return_index=True)
     m = starts.size
-    chunk = gridding.Chunk(
-        rows, starts, np.full((m, len(gridding.META_VALUES)), np.nan, np.float32), np.zeros(m)
-    )
+    meta = np.full((m, len(gridding.META_VALUES)), np.nan, np.float32)
+    chunk = gridding.Chunk(rows, starts, meta, np.zeros(m))
     spec = gridding.GridSpec.from_config(DataConfig())
-    grid = min(_timed(lambda: gridding.grid_chunk(chunk, spec)) for _ in range(rounds))
+    window = (spec.window_before, spec.window_after)
     o = np.repeat(np.arange(m), np.diff(np.r_[starts, len(rows)]))
     peak = gridding.reference_rows(o, starts, rows.flux / rows.flux_err, rows.detected)
+    redshift = np.full(m, 0.1)
+    arrays = (rows.mjd, rows.passband, rows.flux, rows.flux_err, starts, peak, redshift, window)
+    batched = batched_gp_features(*arrays)  # compiles every size
+    grid_s = _best(lambda: gridding.grid_chunk(chunk, spec), rounds)
+    batched_s = _best(lambda: batched_gp_features(*arrays), rounds)
     ends = np.r_[starts[1:], len(rows)]
+    first = 1000
 
-    def fit() -> None:
-        for i in range(1000):
-            cut = slice(starts[i], ends[i])
-            args = (rows.mjd[cut], rows.passband[cut], rows.flux[cut], rows.flux_err[cut])
-            gp_features(*args, rows.mjd[peak[i]], 0.1, (spec.window_before, spec.window_after))
+    def numpy_fit() -> np.ndarray:
+        return np.stack(
+            [
+                gp_features(
+                    *(a[starts[i] : ends[i]] for a in rows_of),
+                    rows.mjd[peak[i]],
+                    0.1,
+                    window,
+                )
+                for i in range(first)
+            ]
+        )
 
-    numpy_fit = min(_timed(fit) for _ in range(rounds))
+    rows_of = (rows.mjd, rows.passband, rows.flux, rows.flux_err)
+    numpy_s = _best(numpy_fit, rounds)
+    reference = numpy_fit()
+    grid_rate, batched_rate = m / grid_s, m / batched_s
     print(
-        f"gridding with features {m / grid:,.0f} objects/s ({m} objects); the NumPy fit "
-        f"{1000 / numpy_fit:,.0f} objects/s (1,000 objects): "
-        f"{(1000 / numpy_fit) / (m / grid):.3f}x the gridding's rate"
+        f"{m} objects: gridding with features {grid_rate:,.0f} objects/s; the batched GP "
+        f"features end to end {batched_rate:,.0f}/s ({batched_rate / grid_rate:.3f}x the "
+        f"gridding's rate: both together {1 / (1 / grid_rate + 1 / batched_rate):,.0f}/s); the "
+        f"NumPy fit {first / numpy_s:,.0f}/s (first {first} objects)"
     )
-
-
-def _timed(work) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
+    near = batched[:first]
+    same_nan = (np.isnan(near) == np.isnan(reference)).all(axis=0)
+    both = np.isfinite(near) & np.isfinite(reference)
+    scale = np.maximum(np.abs(reference), 1e-3)
+    worst = np.where(both, np.abs(near - reference) / scale, 0.0)
+    print(
+        f"batched against NumPy on the first {first}: the time scale chosen alike for "
+        f"{np.isclose(near[:, 0], reference[:, 0]).mean():.1%} of them; NaN alike in "
+        f"{same_nan.sum()}/{len(GP_NAMES)} features; relative difference over defined values "
+        f"median {np.median(worst[both]):.1e}, 99th percentile {np.percentile(worst[both], 99):.1e}"
+    )
 
 
 def main() -> None:
@@ -127,24 +138,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lightcurves", type=Path, default=None)
     args = parser.parse_args()
+    fit_alone(args.objects, args.rounds)
     if args.lightcurves:
-        gridding_against_numpy_fit(args.lightcurves, args.rounds)
-    rng = np.random.default_rng(0)
-    inputs = {n: synthetic(args.objects, n, rng) for n in MIX}
-    for name, (lengths, step) in VARIANTS.items():
-        fit = batched_fit(lengths, step)
-        rates = {}
-        for n, batch in inputs.items():
-            fit(*batch).block_until_ready()  # compile
-            best = np.inf
-            for _ in range(args.rounds):
-                start = time.perf_counter()
-                fit(*batch).block_until_ready()
-                best = min(best, time.perf_counter() - start)
-            rates[n] = args.objects / best
-        mix = 1.0 / sum(share / rates[n] for n, share in MIX.items())
-        sizes = ", ".join(f"{n} points {r:,.0f}/s" for n, r in rates.items())
-        print(f"{name}: {sizes}; the training set's mix {mix:,.0f} objects/s")
+        on_light_curves(args.lightcurves, args.rounds)
 
 
 if __name__ == "__main__":

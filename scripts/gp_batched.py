@@ -8,7 +8,7 @@ variance of 1e12, which changes neither the mean nor the choice of time scale be
 rounding); an object with more points than the largest size keeps its highest signal-to-noise
 ones.
 
-    batched_gp_features(rows, starts, peak_rows, redshift, window)   # (m, len(GP_NAMES))
+    batched_gp_features(mjd, passband, flux, flux_err, starts, peak_rows, redshift, window)
 
 `gp_features_probe.py --batched` validates with it; `gp_fit_speed.py` times it.
 """

@@ -20,11 +20,16 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gp_features_probe import EPOCHS, GP_NAMES, LENGTH_SCALES, WAVELENGTHS
+from gp_features_probe import (
+    GP_NAMES,
+    LENGTH_SCALES,
+    WAVELENGTH_SCALE,
+    WAVELENGTHS,
+    read_features,
+)
 
 SIZES = (32, 64, 128)
 PAD_VARIANCE = 1e12
-WAVELENGTH_SCALE = 6000.0
 
 
 def _matern32(t1: jnp.ndarray, w1: jnp.ndarray, t2: jnp.ndarray, w2: jnp.ndarray, length):
@@ -74,60 +79,6 @@ def _pack(t, band, y, noise, counts, size, m):
     out_n = np.full((m, size), PAD_VARIANCE, np.float32)
     out_t[index], out_b[index], out_y[index], out_n[index] = t, band, y, noise
     return [jnp.asarray(a) for a in (out_t, out_b, out_y, out_n)]
-
-
-def read_features(
-    days: np.ndarray, mean: np.ndarray, length: np.ndarray, chi2: np.ndarray, redshift: np.ndarray
-) -> np.ndarray:
-    """`GP_NAMES` of a batch from its smooth models `mean` (m, len(days), 6), as
-    `gp_features_probe._read_features` reads one; rows without a positive peak are NaN."""
-    m, g = mean.shape[:2]
-    step = days[1] - days[0]
-    rows = np.arange(m)
-    total = mean.sum(axis=2)
-    peak = total.argmax(axis=1)
-    height = total[rows, peak]
-    absolute = np.abs(mean).sum(axis=2) + 1e-12
-    nan = np.full(m, np.nan)
-
-    def at(day: float) -> tuple[np.ndarray, np.ndarray]:
-        i = peak + round(float(day / step))
-        ok = (i >= 0) & (i < g)
-        return np.clip(i, 0, g - 1), ok
-
-    columns = [np.log10(length), days[peak]]
-    columns += list((mean[rows, peak] / absolute[rows, peak][:, None]).T)
-    for bands in ((0, 1), (3, 4, 5)):
-        for day in EPOCHS:
-            i, ok = at(day)
-            frac = mean[rows, i][:, list(bands)].sum(axis=1) / absolute[rows, i]
-            columns.append(np.where(ok, frac, nan))
-    i15, ok15 = at(15.0)
-    band_peak = mean[rows, peak]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = mean[rows, i15] / band_peak
-    columns += list(np.where(ok15[:, None] & (band_peak > 0), ratio, np.nan).T)
-    position = np.arange(g)[None, :]
-    times = []
-    for before in (True, False):
-        for level in (0.5, 0.2):
-            below = total < level * height[:, None]
-            side = (position <= peak[:, None]) if before else (position >= peak[:, None])
-            hit = below & side
-            # The nearest crossing to the peak: the last before it, the first after it.
-            first = (g - 1 - hit[:, ::-1].argmax(axis=1)) if before else hit.argmax(axis=1)
-            times.append(np.where(hit.any(axis=1), np.abs(days[first] - days[peak]), np.nan))
-    rest = np.where(np.isfinite(redshift), 1.0 + np.maximum(redshift, 0.0), np.nan)
-    columns += times + [t / rest for t in times]
-    columns.append(np.clip(total, 0, None).sum(axis=1) * step / height)
-    columns.append(np.clip(-total, 0, None).sum(axis=1) * step / height)
-    inner = total[:, 1:-1]
-    maxima = (inner > total[:, :-2]) & (inner >= total[:, 2:])
-    columns.append((maxima & (inner > 0.3 * height[:, None])).sum(axis=1).astype(np.float64))
-    columns.append(chi2)
-    out = np.stack(columns, axis=1).astype(np.float64)
-    out[~(height > 0)] = np.nan
-    return out
 
 
 def batched_gp_features(

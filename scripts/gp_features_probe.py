@@ -155,14 +155,6 @@ def _matern32(a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
     return (1.0 + r) * np.exp(-r)
 
 
-def _crossing(times: np.ndarray, curve: np.ndarray, peak: int, level: float, step: int) -> float:
-    """Days from the peak until `curve` first falls below `level` going `step` (+1 after, -1
-    before); NaN if it never does inside the window."""
-    index = np.arange(peak, len(curve)) if step > 0 else np.arange(peak, -1, -1)
-    below = np.flatnonzero(curve[index] < level)
-    return float(abs(times[index[below[0]]] - times[peak])) if below.size else np.nan
-
-
 def gp_features(
     mjd: np.ndarray,
     passband: np.ndarray,
@@ -202,54 +194,65 @@ def gp_features(
     points = np.c_[np.repeat(grid, 6), np.tile(WAVELENGTHS, grid.size)]
     mean = (_matern32(points, x, length) @ alpha).reshape(grid.size, 6)
     fitted = _matern32(x, x, length) @ alpha
-    values = _read_features(grid, mean, redshift)
-    if values is None:
-        return out
-    out[:] = [np.log10(length), *values[1:-1], float(np.mean((y - fitted) ** 2 / noise))]
-    return out
+    chi2 = np.mean((y - fitted) ** 2 / noise)
+    return read_features(
+        grid, mean[None], np.array([length]), np.array([chi2]), np.array([redshift])
+    )[0]
 
 
-def _read_features(grid: np.ndarray, mean: np.ndarray, redshift: float) -> list[float] | None:
-    """`GP_NAMES` from a smooth model `mean` (len(grid), 6) on a regular time grid (days from
-    the brightest detection), the first and last (length scale, residual) as NaN; None when the
-    model has no positive peak."""
-    step = grid[1] - grid[0]
-    total = mean.sum(axis=1)
-    peak = int(np.argmax(total))
-    height = total[peak]
-    if not height > 0:
-        return None
-    absolute = np.abs(mean).sum(axis=1) + 1e-12
+def read_features(
+    days: np.ndarray, mean: np.ndarray, length: np.ndarray, chi2: np.ndarray, redshift: np.ndarray
+) -> np.ndarray:
+    """`GP_NAMES` of m objects from their smooth models `mean` (m, len(days), 6) on a regular
+    time grid (days from the brightest detection), their time scales `length` and residuals
+    `chi2` per point (m,); rows without a positive peak are NaN."""
+    m, g = mean.shape[:2]
+    step = days[1] - days[0]
+    rows = np.arange(m)
+    total = mean.sum(axis=2)
+    peak = total.argmax(axis=1)
+    height = total[rows, peak]
+    absolute = np.abs(mean).sum(axis=2) + 1e-12
+    nan = np.full(m, np.nan)
 
-    def at(day: float) -> int | None:
+    def at(day: float) -> tuple[np.ndarray, np.ndarray]:
         i = peak + round(float(day / step))
-        return i if 0 <= i < grid.size else None
+        ok = (i >= 0) & (i < g)
+        return np.clip(i, 0, g - 1), ok
 
-    values: list[float] = [np.nan, grid[peak]]
-    values += list(mean[peak] / absolute[peak])
+    columns = [np.log10(length), days[peak]]
+    columns += list((mean[rows, peak] / absolute[rows, peak][:, None]).T)
     for bands in ((0, 1), (3, 4, 5)):
         for day in EPOCHS:
-            i = at(day)
-            values.append(np.nan if i is None else mean[i, list(bands)].sum() / absolute[i])
-    i15 = at(15.0)
-    band_peaks = mean[peak]
-    for b in range(6):
-        ok = i15 is not None and band_peaks[b] > 0
-        values.append(mean[i15, b] / band_peaks[b] if ok else np.nan)
-    times = [
-        _crossing(grid, total, peak, height * level, step)
-        for step in (-1, 1)
-        for level in (0.5, 0.2)
-    ]
-    rest = 1.0 + max(redshift, 0.0) if np.isfinite(redshift) else np.nan
-    values += times + [v / rest for v in times]
-    values.append(np.clip(total, 0, None).sum() * step / height)
-    values.append(np.clip(-total, 0, None).sum() * step / height)
-    inner = total[1:-1]
-    maxima = (inner > total[:-2]) & (inner >= total[2:]) & (inner > 0.3 * height)
-    values.append(float(maxima.sum()))
-    values.append(np.nan)
-    return values
+            i, ok = at(day)
+            frac = mean[rows, i][:, list(bands)].sum(axis=1) / absolute[rows, i]
+            columns.append(np.where(ok, frac, nan))
+    i15, ok15 = at(15.0)
+    band_peak = mean[rows, peak]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = mean[rows, i15] / band_peak
+    columns += list(np.where(ok15[:, None] & (band_peak > 0), ratio, np.nan).T)
+    position = np.arange(g)[None, :]
+    times = []
+    for before in (True, False):
+        for level in (0.5, 0.2):
+            below = total < level * height[:, None]
+            side = (position <= peak[:, None]) if before else (position >= peak[:, None])
+            hit = below & side
+            # The nearest crossing to the peak: the last before it, the first after it.
+            first = (g - 1 - hit[:, ::-1].argmax(axis=1)) if before else hit.argmax(axis=1)
+            times.append(np.where(hit.any(axis=1), np.abs(days[first] - days[peak]), np.nan))
+    rest = np.where(np.isfinite(redshift), 1.0 + np.maximum(redshift, 0.0), np.nan)
+    columns += times + [t / rest for t in times]
+    columns.append(np.clip(total, 0, None).sum(axis=1) * step / height)
+    columns.append(np.clip(-total, 0, None).sum(axis=1) * step / height)
+    inner = total[:, 1:-1]
+    maxima = (inner > total[:, :-2]) & (inner >= total[:, 2:])
+    columns.append((maxima & (inner > 0.3 * height[:, None])).sum(axis=1).astype(np.float64))
+    columns.append(chi2)
+    out = np.stack(columns, axis=1).astype(np.float64)
+    out[~(height > 0)] = np.nan
+    return out
 
 
 def all_gp_features(
@@ -307,7 +310,7 @@ def smooth_features(
     flux: np.ndarray, err: np.ndarray, mask: np.ndarray, spec: GridSpec, redshift: np.ndarray
 ) -> np.ndarray:
     """(m, len(GP_NAMES)) from gridded light curves (m, 6, T): a kernel smoother of the cells
-    (see the module's docstring), its features read as `gp_features` reads the process's."""
+    (see the module's docstring), its features read as the process's (`read_features`)."""
     m, nb, nt = flux.shape
     y = flux.reshape(m, nb * nt).astype(np.float64)
     w = np.where(mask, 1.0 / np.maximum(err.astype(np.float64), 1e-6) ** 2, 0.0).reshape(m, -1)
@@ -327,15 +330,7 @@ def smooth_features(
         best_mean[better], best_length[better] = mean[better], length
     mean = best_mean.reshape(m, nb, nt).transpose(0, 2, 1)  # (m, T, 6)
     chi2 = (w * (y - best_mean) ** 2).sum(1) / np.maximum(mask.reshape(m, -1).sum(1), 1)
-    out = np.full((m, len(GP_NAMES)), np.nan)
-    days = spec.bin_centres()
-    for i in range(m):
-        if not mask[i].any():
-            continue
-        values = _read_features(days, mean[i], redshift[i])
-        if values is not None:
-            out[i] = [np.log10(best_length[i]), *values[1:-1], chi2[i]]
-    return out
+    return read_features(spec.bin_centres(), mean, best_length, chi2, redshift)
 
 
 def gp_classifier(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config):

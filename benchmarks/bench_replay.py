@@ -16,7 +16,10 @@ nights are therefore timed twice: as first met (the shapes new that night compil
 again, every shape compiled (the steady state of a long replay: the figure reported as the rate).
 
 The run is an evaluated run with the default grid (default: `runs/default-rare`, from `make
-prepare train evaluate`); the scoring cost does not depend on how well it was trained.
+prepare train evaluate`); the scoring cost does not depend on how well it was trained. The same
+nights are also timed with the Gaussian-process features left out of the gridding (as a run
+trained with `data.gp_features=false` grids), alternating night by night with the default in one
+process, so that their ratio is measured side by side.
 
     python benchmarks/bench_replay.py                 # 5,000, 20,000 and 60,000 objects
     python benchmarks/bench_replay.py --quick         # 2,000 and 8,000 objects (prints only)
@@ -25,6 +28,7 @@ prepare train evaluate`); the scoring cost does not depend on how well it was tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import sys
@@ -51,10 +55,12 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
         meta_path, lc_path = synthetic.write_synthetic(Path(tmp), n_objects, seed=1)
         data = ReplayInput(read_files([lc_path]), readers.read_metadata(meta_path), None)
     scorer = NightScorer(data, Scorer.load(run_dir))
+    without_gp = NightScorer(data, scorer.scorer)
+    without_gp.spec = dataclasses.replace(scorer.spec, gp_features=False)
     first, last = data.nights
     middle = (first + last) // 2
     scorer.night(middle - 1)  # compile what any night needs
-    first_met, compiled, rescored, open_objects = [], [], [], []
+    first_met, compiled, compiled_without_gp, rescored, open_objects = [], [], [], [], []
     for times in (first_met, compiled):  # as first met, then every batch shape compiled
         for night in range(middle, middle + nights):
             start = time.perf_counter()
@@ -63,8 +69,14 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
             if times is first_met:
                 rescored.append(counts["rescored"])
                 open_objects.append(counts["open"])
+                without_gp.night(night)  # its batch shapes compiled too
+            else:
+                start = time.perf_counter()
+                without_gp.night(night)
+                compiled_without_gp.append(time.perf_counter() - start)
     per_night = statistics.median(rescored)
     seconds = statistics.median(compiled)
+    seconds_without_gp = statistics.median(compiled_without_gp)
     return {
         "objects": n_objects,
         "open": statistics.median(open_objects),
@@ -73,6 +85,7 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
         "rate": per_night / seconds,
         "first_night_s": statistics.median(first_met),
         "first_rate": per_night / statistics.median(first_met),
+        "rate_without_gp": per_night / seconds_without_gp,
         "rows": len(data.rows),
     }
 
@@ -94,7 +107,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{r['objects']:>7,} objects ({r['open']:,.0f} open): {r['rescored_per_night']:,.0f} "
             f"re-scored per night in {r['night_s']:.2f} s = {r['rate']:,.0f} objects/s "
             f"({r['rate'] / TARGET:.2f} x the 20,000/s target); as first met, with that night's "
-            f"new batch shapes compiled: {r['first_night_s']:.2f} s = {r['first_rate']:,.0f}/s"
+            f"new batch shapes compiled: {r['first_night_s']:.2f} s = {r['first_rate']:,.0f}/s; "
+            f"without the GP features {r['rate_without_gp']:,.0f}/s "
+            f"({r['rate_without_gp'] / r['rate']:.2f}x)"
         )
         rows.append(
             {
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "night_s": round(r["night_s"], 3),
                 "first_met_rate": round(r["first_rate"]),
                 "first_met_night_s": round(r["first_night_s"], 3),
+                "rate_without_gp_features": round(r["rate_without_gp"]),
             }
         )
     base = results[0]

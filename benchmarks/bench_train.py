@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, streaming
+from plasticc_jax import config_io, streaming, train
 from plasticc_jax.config import Config, ModelConfig
-from plasticc_jax.dataset import load_split, read_stats
+from plasticc_jax.dataset import load_split
 from plasticc_jax.models import LightCurveDecoder, Reconstruction, encoder_inputs
 from plasticc_jax.train_step import create_model, init_state, make_optimizer, make_train_step
 
@@ -71,7 +71,8 @@ def load_data(config: Config, n_objects: int | None) -> tuple[dict[str, np.ndarr
     dataset = ROOT / config.data.dataset_dir
     if (dataset / "manifest.json").is_file():
         arrays = load_split(dataset, "train")
-        data = streaming.model_inputs(arrays, read_stats(dataset), config.data.n_time_bins)
+        stats = train.feature_stats(arrays)
+        data = streaming.model_inputs(arrays, stats, config.data.n_time_bins)
         source = "real PLAsTiCC train split"
     else:
         rng = np.random.default_rng(0)

@@ -46,8 +46,11 @@ class Evidence:
         probabilities: (n, C) float32 class probabilities of the VAE's head over the run's known
             classes, or (n, 0) for a VAE without a head.
         chi2: (n,) float64 reduced chi-square of the VAE's reconstruction.
-        features: (n, F) float32 normalised features (`FeatureStats.normalise`; NaN -> 0).
-        raw_features: (n, F) float32 raw features (NaN where undefined), for the classifier.
+        features: (n, F) float32 normalised features the network reads
+            (`gridding.MODEL_FEATURE_NAMES`, `FeatureStats.normalise`; NaN -> 0).
+        raw_features: (n, F') float32 raw features (NaN where undefined), for the classifiers:
+            the same F first, then the Gaussian-process ones (`gridding.FEATURE_NAMES`; none in
+            a dataset prepared before they existed).
         galactic: (n,) bool, `hostgal_photoz == 0`.
         head_classes: the known classes of the head's columns, in order.
     """
@@ -302,9 +305,12 @@ def boosted_trees(iterations: int, seed: int) -> HistGradientBoostingClassifier:
 class Classifier(Component):
     """A gradient-boosted classifier of the known classes on the raw features (NaN handled
     natively); score: 1 - its largest class probability. It also names each object's nearest
-    known class (`probabilities`)."""
+    known class (`probabilities`). It reads the features the network reads (the first
+    `evidence.features` columns of `raw_features`, `gridding.MODEL_FEATURE_NAMES`)."""
 
     name = "classifier"
+    # Whether it also reads the Gaussian-process features (the last columns of `raw_features`).
+    reads_gp_features: ClassVar[bool] = False
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
@@ -323,7 +329,9 @@ class Classifier(Component):
         # `warnings.catch_warnings` here: out-of-fold fits run in threads, and it is not
         # thread-safe).
         lowest, highest = np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)
-        self.columns = np.flatnonzero(np.isfinite(lowest) & (highest > lowest))
+        width = x.shape[1] if self.reads_gp_features else evidence.features.shape[1]
+        read = np.arange(x.shape[1]) < width
+        self.columns = np.flatnonzero(read & np.isfinite(lowest) & (highest > lowest))
         if self.classes.size < 2:  # one class: every object is "that class"
             self.model = None
             return self
@@ -373,6 +381,15 @@ class Classifier(Component):
         self.model = estimators.get("model")
 
 
+class GpClassifier(Classifier):
+    """The `classifier` on every raw feature, the Gaussian-process features of
+    `plasticc_jax.gp_features` included (beside the `classifier`, as the validation chose:
+    docs/evaluation.md)."""
+
+    name = "gp_classifier"
+    reads_gp_features = True
+
+
 COMPONENTS: dict[str, type[Component]] = {
     c.name: c
     for c in (
@@ -382,6 +399,7 @@ COMPONENTS: dict[str, type[Component]] = {
         HeadMaxprob,
         ReconChi2,
         Classifier,
+        GpClassifier,
         FeatureMahalanobis,
         FeatureKnn,
         FeatureForest,

@@ -47,6 +47,7 @@ COMPONENT_NAMES: tuple[str, ...] = (
     "head_maxprob",
     "recon_chi2",
     "classifier",
+    "gp_classifier",
     "feature_mahalanobis",
     "feature_knn",
     "feature_forest",
@@ -96,6 +97,11 @@ class DataConfig:
     time_anchor: str = "peak"
     # Objects with fewer observations (all bands together) are rejected.
     min_observations: int = 5
+    # Fit the Gaussian-process features (`plasticc_jax.gp_features`, read by the `gp_classifier`
+    # component; chosen by validation, docs/evaluation.md). They are most of the cost of gridding
+    # (`score` from files, each `replay` night: docs/early.md); false leaves them NaN, for a run
+    # that must grid faster, trained without them (its `gp_classifier` is then the `classifier`).
+    gp_features: bool = True
     # Every object is also prepared as it was this many days after its first detection (extra
     # rows of its split, `plasticc_jax.early`): the partial light curves training and the
     # early-detection evaluation use. Empty (the default): complete light curves only. Early
@@ -180,9 +186,10 @@ class TrainConfig:
 # (`data.anomaly_classes`) gets `rare`'s: validate it on its own known classes.
 VALIDATED_FUSION: dict[str, tuple[str, ...]] = {
     "rare": (
+        "gp_classifier:3",
         "latent_mahalanobis:1",
         "latent_knn:1",
-        "classifier:3",
+        "classifier:1",
         "feature_mahalanobis:1",
         "recon_chi2:2",
     ),

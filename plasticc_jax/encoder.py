@@ -215,7 +215,8 @@ class Encoder:
         Args:
             batch: `LightCurveArrays`, or a mapping with `flux`, `flux_err`, `mask`
                 (n, n_bands, n_times) in the scaled-flux units of prepare, and raw `features`
-                (n, n_features) in the order of `stats.names`.
+                (n, n_features) in the order of `stats.names`, or every feature of a prepared
+                dataset (`gridding.FEATURE_NAMES`, of which those are read).
         """
         return streaming.model_inputs(batch, self.stats, self.n_times)
 

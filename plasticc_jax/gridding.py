@@ -44,9 +44,11 @@ detections), and the fraction of points inside the window); and the metadata a m
 `distmod` (NaN for galactic objects, also where the input gives one, with the indicator
 `is_galactic` = hostgal_photoz == 0), `mwebv`. Then the
 physics and variability features of `plasticc_jax.features` (luminosity, timescales, colours,
-decline, variability). Not `ra`/`decl`: sky position is the survey footprint, not physics. Not
-`hostgal_specz`: it exists for few test objects (a train/test shift a model would learn). Never
-the truth columns.
+decline, variability): with the first, `MODEL_FEATURE_NAMES`, which the network and the feature
+components read. Last the Gaussian-process features of `plasticc_jax.gp_features`, which only the
+`classifier` component reads. Not `ra`/`decl`: sky position is the survey footprint, not
+physics. Not `hostgal_specz`: it exists for few test objects (a train/test shift a model would
+learn). Never the truth columns.
 
 Objects that cannot be gridded get a rejection code (`REASONS`, first reason wins). Labels stay
 outside the kernel: `is_anomaly` comes out False and is set where splits are made (prepare, score).
@@ -59,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plasticc_jax import features, plasticc
+from plasticc_jax import features, gp_features, plasticc
 from plasticc_jax.config import TIME_ANCHORS, DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 
@@ -87,9 +89,23 @@ GRID_FEATURE_NAMES: tuple[str, ...] = (
     "is_galactic",
     "mwebv",
 )
-# Every per-object feature, in the order of `LightCurveArrays.features`: the grid's summaries and
-# the metadata, then the light-curve features of `plasticc_jax.features`.
-FEATURE_NAMES: tuple[str, ...] = (*GRID_FEATURE_NAMES, *features.FEATURE_NAMES)
+# The features the network and the feature components read (normalised by `FeatureStats`): the
+# grid's summaries and the metadata, then the light-curve features of `plasticc_jax.features`.
+MODEL_FEATURE_NAMES: tuple[str, ...] = (*GRID_FEATURE_NAMES, *features.FEATURE_NAMES)
+# Every per-object feature, in the order of `LightCurveArrays.features`: the model's, then the
+# Gaussian-process features (`plasticc_jax.gp_features`), which only the `classifier` reads (the
+# configuration the validation chose; docs/evaluation.md).
+FEATURE_NAMES: tuple[str, ...] = (*MODEL_FEATURE_NAMES, *gp_features.GP_NAMES)
+
+
+def model_features(values: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """The columns of raw features `values` (n, F) that a model fitted on the features `names`
+    reads: the first len(names) when `values` holds every feature of `FEATURE_NAMES` and `names`
+    begin them (a run trained before the GP features were added reads the same columns), else
+    `values` as given (the caller checks its shape)."""
+    if values.shape[-1] == len(FEATURE_NAMES) and FEATURE_NAMES[: len(names)] == tuple(names):
+        return values[..., : len(names)]
+    return values
 
 
 def never_detected(values: np.ndarray) -> np.ndarray:
@@ -147,6 +163,7 @@ class GridSpec:
         window_before, window_after: days before and after each object's reference time t0.
         min_observations: objects with fewer observations are rejected.
         time_anchor: the reference time t0 (`config.TIME_ANCHORS`, `anchor_rows`).
+        gp_features: fit the Gaussian-process features (else NaN).
     """
 
     n_time_bins: int
@@ -154,6 +171,7 @@ class GridSpec:
     window_after: float
     min_observations: int
     time_anchor: str = "peak"
+    gp_features: bool = True
 
     def __post_init__(self) -> None:
         if self.time_anchor not in TIME_ANCHORS:
@@ -167,6 +185,7 @@ class GridSpec:
             data.window_after,
             data.min_observations,
             data.time_anchor,
+            data.gp_features,
         )
 
     @property
@@ -189,6 +208,7 @@ class GridSpec:
             "reference_time": _REFERENCE_TIME[self.time_anchor],
             "cell_value": "inverse-variance weighted mean; error 1/sqrt(sum of weights)",
             "scaling": "flux and flux_err divided by max |flux| over the object (floor 1)",
+            "gp_features": self.gp_features,
         }
 
 
@@ -450,6 +470,12 @@ def _grid_valid(
     photoz_err = np.where(galactic, 0.0, photoz_err)
     physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
+    window = (spec.window_before, spec.window_after)
+    process = (
+        gp_features.gp_features(mjd, pb, flux, err, starts, first_best, photoz, window)
+        if spec.gp_features
+        else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)
+    )
     features_64 = np.column_stack(
         [
             np.log10(amplitude),
@@ -467,6 +493,7 @@ def _grid_valid(
             mwebv,
             physics,
             variability,
+            process,
         ]
     )
     # A feature beyond float32 (a reduced chi-square of an impossible S/N, above 1e19) becomes inf

@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 # Bumped when the meaning of the output changes (grid, features, what is rejected), so old
 # datasets are rebuilt (2: the detection features; 3: the input validation's rejections; 4: the
-# shards' `stage` column and the staged rows of `data.stages`, `early`).
-PREPARE_VERSION = 4
+# shards' `stage` column and the staged rows of `data.stages`, `early`; 5: the Gaussian-process
+# features).
+PREPARE_VERSION = 5
 # Config fields that do not change the output (performance only, or where files come from).
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 

@@ -43,7 +43,7 @@ from plasticc_jax import plasticc
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
-from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.gridding import FEATURE_NAMES, model_features
 
 if TYPE_CHECKING:
     from plasticc_jax.detector import Detector
@@ -137,7 +137,11 @@ def evidence(
         latent=np.asarray(objects["mu"], np.float32),
         probabilities=np.asarray(objects["probabilities"], np.float32),
         chi2=np.asarray(objects["chi2"], np.float64),
-        features=stats.normalise(features) if normalised is None else np.asarray(normalised),
+        features=(
+            stats.normalise(model_features(features, stats.names))
+            if normalised is None
+            else np.asarray(normalised)
+        ),
         raw_features=features,
         galactic=galactic,
         head_classes=tuple(head_classes),

@@ -528,7 +528,8 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
     Args:
         batch: `LightCurveArrays`, or a mapping with `flux`, `flux_err`, `mask`
             (n, n_bands, n_times) in the scaled-flux units of prepare, and raw `features`
-            (n, n_features) in the order of `stats.names`.
+            (n, n_features) in the order of `stats.names`, or every feature of a prepared
+            dataset (`gridding.FEATURE_NAMES`, of which those are read).
         stats: the run's feature normalisation.
         n_times: time bins of the run's grid.
 
@@ -565,6 +566,7 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
                 "the arrays of the same objects"
             )
     n_features = len(stats.names)
+    features = gridding.model_features(features, stats.names)
     if features.ndim != 2 or features.shape != (len(flux), n_features):
         raise UserError(
             f"encoder input features has shape {features.shape}; this run expects "

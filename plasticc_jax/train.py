@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, interrupts, provenance, runs, streaming
+from plasticc_jax import config_io, gridding, interrupts, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import (
@@ -35,7 +35,6 @@ from plasticc_jax.dataset import (
     LightCurveArrays,
     load_split,
     read_manifest,
-    read_stats,
 )
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
@@ -162,14 +161,20 @@ def train(config: Config, workdir: Path, *, dataset_dir: Path | None = None) -> 
         return _train(config, run_dir, dataset_dir)
 
 
+def feature_stats(train_arrays: LightCurveArrays) -> FeatureStats:
+    """The statistics that normalise the network's features (`gridding.MODEL_FEATURE_NAMES`),
+    from the objects it is trained on."""
+    names = gridding.MODEL_FEATURE_NAMES
+    return FeatureStats.fit(names, gridding.model_features(train_arrays.features, names))
+
+
 def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
     tc = config.train
     manifest = read_manifest(dataset_dir)
     provenance.check_dataset_config(dataset_dir, manifest, config)
     train_arrays = _load_split(dataset_dir, "train", config)
     val_arrays = _load_split(dataset_dir, "val", config)
-    # The statistics of the objects trained on (the dataset's own when no class is left out).
-    stats = FeatureStats.fit(read_stats(dataset_dir).names, train_arrays.features)
+    stats = feature_stats(train_arrays)
     n_times = config.data.n_time_bins
     train_data = streaming.model_inputs(train_arrays, stats, n_times)
     val_data = streaming.model_inputs(val_arrays, stats, n_times)
@@ -179,7 +184,7 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
         val_data.update(class_labels(val_arrays.target, config.data.known_classes, balance))
     _, n_bands, _ = train_arrays.flux.shape
     n_train = int(train_arrays.complete.sum())  # objects: an epoch shows each one once
-    n_features = train_arrays.features.shape[1]
+    n_features = train_data["features"].shape[1]
 
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("data",))

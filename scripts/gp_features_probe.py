@@ -88,6 +88,11 @@ with the shipped weights (8/10), +0.0121 ± 0.0057 beside the classifier; `--var
 (each group of `GROUPS` left out, shipped weights, against all 32 features): rise and fall times
 -0.0035 ± 0.0018, colours -0.0028 ± 0.0030, 15-day declines -0.0010 ± 0.0015, time scale, widths,
 peaks and residual +0.0015 ± 0.0014.
+
+Since then the features are in the package (`plasticc_jax/gp_features.py`, read by the
+`gp_classifier` component; docs/evaluation.md): this probe reads their names and their reader
+from there (the same code), and a dataset prepared since holds them already, before the columns
+the probe appends.
 """
 
 from __future__ import annotations
@@ -109,42 +114,23 @@ from validation_probe import (
     with_fold_columns,
 )
 
-from plasticc_jax import plasticc
 from plasticc_jax.components import Classifier
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import parse_fusion
 from plasticc_jax.fusion_search import Folds
+from plasticc_jax.gp_features import (
+    GP_NAMES,
+    LENGTH_SCALES,
+    WAVELENGTH_SCALE,
+    WAVELENGTHS,
+    read_features,
+)
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec, reference_rows
 from plasticc_jax.lightcurve_rows import read_files
 
 # LSST passbands' effective wavelengths (Angstrom), u g r i z y, as avocado uses them.
-WAVELENGTHS = np.array([3671.0, 4827.0, 6223.0, 7546.0, 8691.0, 9712.0])
-WAVELENGTH_SCALE = 6000.0
-LENGTH_SCALES = (5.0, 10.0, 20.0, 40.0, 80.0)
 SMOOTH_LENGTH_SCALES = (8.0, 20.0, 80.0)
-EPOCHS = (-10.0, 20.0, 50.0)  # days after the model's peak for the colour summaries
-
-GP_NAMES: tuple[str, ...] = (
-    "gp_log10_length_scale",
-    "gp_peak_offset",
-    *(f"gp_peak_frac_{b}" for b in plasticc.PASSBANDS),
-    *(f"gp_blue_frac_{int(e):+d}" for e in EPOCHS),
-    *(f"gp_red_frac_{int(e):+d}" for e in EPOCHS),
-    *(f"gp_decline15_{b}" for b in plasticc.PASSBANDS),
-    "gp_rise_50",
-    "gp_rise_20",
-    "gp_fall_50",
-    "gp_fall_20",
-    "gp_rise_50_rest",
-    "gp_rise_20_rest",
-    "gp_fall_50_rest",
-    "gp_fall_20_rest",
-    "gp_positive_width",
-    "gp_negative_width",
-    "gp_n_peaks",
-    "gp_chi2_per_point",
-)
 
 
 def _matern32(a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
@@ -198,61 +184,6 @@ def gp_features(
     return read_features(
         grid, mean[None], np.array([length]), np.array([chi2]), np.array([redshift])
     )[0]
-
-
-def read_features(
-    days: np.ndarray, mean: np.ndarray, length: np.ndarray, chi2: np.ndarray, redshift: np.ndarray
-) -> np.ndarray:
-    """`GP_NAMES` of m objects from their smooth models `mean` (m, len(days), 6) on a regular
-    time grid (days from the brightest detection), their time scales `length` and residuals
-    `chi2` per point (m,); rows without a positive peak are NaN."""
-    m, g = mean.shape[:2]
-    step = days[1] - days[0]
-    rows = np.arange(m)
-    total = mean.sum(axis=2)
-    peak = total.argmax(axis=1)
-    height = total[rows, peak]
-    absolute = np.abs(mean).sum(axis=2) + 1e-12
-    nan = np.full(m, np.nan)
-
-    def at(day: float) -> tuple[np.ndarray, np.ndarray]:
-        i = peak + round(float(day / step))
-        ok = (i >= 0) & (i < g)
-        return np.clip(i, 0, g - 1), ok
-
-    columns = [np.log10(length), days[peak]]
-    columns += list((mean[rows, peak] / absolute[rows, peak][:, None]).T)
-    for bands in ((0, 1), (3, 4, 5)):
-        for day in EPOCHS:
-            i, ok = at(day)
-            frac = mean[rows, i][:, list(bands)].sum(axis=1) / absolute[rows, i]
-            columns.append(np.where(ok, frac, nan))
-    i15, ok15 = at(15.0)
-    band_peak = mean[rows, peak]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = mean[rows, i15] / band_peak
-    columns += list(np.where(ok15[:, None] & (band_peak > 0), ratio, np.nan).T)
-    position = np.arange(g)[None, :]
-    times = []
-    for before in (True, False):
-        for level in (0.5, 0.2):
-            below = total < level * height[:, None]
-            side = (position <= peak[:, None]) if before else (position >= peak[:, None])
-            hit = below & side
-            # The nearest crossing to the peak: the last before it, the first after it.
-            first = (g - 1 - hit[:, ::-1].argmax(axis=1)) if before else hit.argmax(axis=1)
-            times.append(np.where(hit.any(axis=1), np.abs(days[first] - days[peak]), np.nan))
-    rest = np.where(np.isfinite(redshift), 1.0 + np.maximum(redshift, 0.0), np.nan)
-    columns += times + [t / rest for t in times]
-    columns.append(np.clip(total, 0, None).sum(axis=1) * step / height)
-    columns.append(np.clip(-total, 0, None).sum(axis=1) * step / height)
-    inner = total[:, 1:-1]
-    maxima = (inner > total[:, :-2]) & (inner >= total[:, 2:])
-    columns.append((maxima & (inner > 0.3 * height[:, None])).sum(axis=1).astype(np.float64))
-    columns.append(chi2)
-    out = np.stack(columns, axis=1).astype(np.float64)
-    out[~(height > 0)] = np.nan
-    return out
 
 
 def all_gp_features(

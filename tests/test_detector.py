@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -296,8 +297,8 @@ def test_distance_components_score_higher_off_the_clusters():
     fit = fake(rng, train)
     normal, odd = fake(rng, val), fake(rng, val, shift=6.0)
     for name, cls in components.COMPONENTS.items():
-        if name in ("head_maxprob", "recon_chi2", "classifier"):
-            continue  # the model's outputs (drawn at random here) and the classifier (below)
+        if name in ("head_maxprob", "recon_chi2", "classifier", "gp_classifier"):
+            continue  # the model's outputs (drawn at random here) and the classifiers (below)
         component = cls(CONFIG).fit(fit, train)
         assert np.median(component.score(odd)) > np.median(component.score(normal)), name
 
@@ -332,6 +333,31 @@ def test_a_classifier_of_two_classes_gives_both_probabilities():
     p = classifier.probabilities(pure)
     assert p.shape == (200, 2) and np.allclose(p.sum(axis=1), 1.0)
     assert np.median(p[:, 0]) > 0.75 and np.median(classifier.score(pure)) < 0.25  # 10 trees
+
+
+def test_only_the_gp_classifier_reads_the_features_beyond_the_network_s():
+    """`classifier` reads the network's features (as many as `Evidence.features` has),
+    `gp_classifier` every raw feature: here a last column that alone tells the classes apart."""
+    rng = np.random.default_rng(6)
+    train = rng.choice(np.array([42, 90]), 400)
+
+    def with_extra(labels: np.ndarray) -> Evidence:
+        evidence = fake(rng, labels)
+        noise = rng.normal(size=(labels.size, 6)).astype(np.float32)
+        extra = (labels == 90).astype(np.float32)[:, None]
+        raw = np.hstack([noise, extra])
+        return dataclasses.replace(evidence, features=noise, raw_features=raw)
+
+    fitted = {
+        cls.name: cls(CONFIG).fit(with_extra(train), train)
+        for cls in (components.Classifier, components.GpClassifier)
+    }
+    assert fitted["classifier"].columns.tolist() == [0, 1, 2, 3, 4, 5]
+    assert fitted["gp_classifier"].columns.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    test = rng.choice(np.array([42, 90]), 200)
+    evidence = with_extra(test)
+    plain, gp = (np.median(fitted[name].score(evidence)) for name in fitted)
+    assert plain > gp + 0.2, (plain, gp)  # 10 trees: sure of the class, but not at 1
 
 
 def test_the_fusion_search_calibrates_as_the_detector_groups_its_objects():

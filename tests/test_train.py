@@ -29,9 +29,15 @@ from plasticc_jax import cli, config_io, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointError, CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.errors import UserError
-from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.gridding import MODEL_FEATURE_NAMES
 from plasticc_jax.runs import MIN_DELTA
-from plasticc_jax.train import TrainingDiverged, class_balance, class_labels, train
+from plasticc_jax.train import (
+    TrainingDiverged,
+    class_balance,
+    class_labels,
+    feature_stats,
+    train,
+)
 from plasticc_jax.train_step import (
     create_model,
     init_params,
@@ -42,7 +48,7 @@ from plasticc_jax.train_step import (
 
 pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
 
-N_TIMES, N_FEATURES = 16, len(FEATURE_NAMES)  # the tiny preset's grid; the features of prepare
+N_TIMES, N_FEATURES = 16, len(MODEL_FEATURE_NAMES)  # the tiny preset's grid; the network's
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -80,7 +86,7 @@ def test_train_step_lowers_the_loss_on_a_small_batch(project):
     )
     dataset = project / config.data.dataset_dir
     arrays = load_split(dataset, "train").take(slice(0, 32))
-    inputs = streaming.model_inputs(arrays, read_stats(dataset), N_TIMES)
+    inputs = streaming.model_inputs(arrays, feature_stats(arrays), N_TIMES)
     known = config.data.known_classes
     inputs.update(class_labels(arrays.target, known, class_balance(arrays.target, known)))
     batch, _ = next(streaming.padded_batches(inputs, 32, min_size=32))
@@ -189,8 +195,12 @@ def test_train_writes_a_run_directory_and_resumes(tiny_run, tmp_path, caplog):
     run_dir = tiny_run.run_dir
     assert run_dir == tiny_run.workdir / config.run_path
     assert config_io.read_config(run_dir / "config.json") == config
-    # No class is left out: the run's statistics are its dataset's.
-    assert (run_dir / "stats.json").read_text() == (tiny_run.dataset_dir / "stats.json").read_text()
+    # No class is left out: the run's statistics are its dataset's, of the network's features.
+    run_stats, dataset_stats = read_stats(run_dir), read_stats(tiny_run.dataset_dir)
+    assert run_stats.names == MODEL_FEATURE_NAMES == dataset_stats.names[: len(run_stats.names)]
+    np.testing.assert_array_equal(
+        run_stats.quantiles, dataset_stats.quantiles[: len(run_stats.names)]
+    )
     rows = read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"loss", "recon_nll", "kl", "grad_norm", "val_loss", "samples_per_s"} <= set(rows[0])

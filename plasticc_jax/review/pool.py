@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from plasticc_jax import plasticc, provenance, runs, scoring
 from plasticc_jax.config import Config
-from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest, read_stats
+from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import GridSpec
 from plasticc_jax.io_utils import folder_lock
@@ -60,7 +60,7 @@ class Curves:
         arrays: the objects' grids (scaled flux, `dataset.LightCurveArrays`).
         mean, sigma: the VAE's reconstruction at z = mu, (n, n_bands, n_times).
         times: (n_times,) bin centres in days from each object's reference time.
-        feature_names: names of `arrays.features` (the run's statistics).
+        feature_names: names of `arrays.features` (the dataset manifest's).
     """
 
     arrays: LightCurveArrays
@@ -174,7 +174,7 @@ def load_curves(
     mean, sigma = vae.reconstruct(arrays)
     times = GridSpec.from_config(vae.config.data).bin_centres()
     log.info("%d of %d light curves found in %s", len(arrays), wanted.size, dataset_dir)
-    return Curves(arrays, mean, sigma, times, read_stats(run_dir).names)
+    return Curves(arrays, mean, sigma, times, tuple(read_manifest(dataset_dir)["feature_names"]))
 
 
 class Pool:

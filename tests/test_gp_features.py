@@ -1,0 +1,119 @@
+"""The Gaussian-process light-curve features (plasticc_jax.gp_features), their switch
+(`data.gp_features`), and the columns each model reads of the features (gridding.model_features)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticc_jax import gp_features
+from plasticc_jax.config import DataConfig
+from plasticc_jax.gp_features import GP_NAMES, MAX_POINTS, MIN_POINTS
+from plasticc_jax.gridding import FEATURE_NAMES, MODEL_FEATURE_NAMES, model_features
+from plasticc_jax.streaming import grid_lightcurves
+
+WINDOW = (50.0, 100.0)
+
+
+def transient(t0: float, rise: float = 5.0, fall: float = 30.0, step: float = 2.0) -> dict:
+    """A noiseless rise and exponential decline in g and r (r twice as bright), one object."""
+    t = np.arange(t0 - 40.0, t0 + 150.0, step)
+    shape = np.exp(-(t - t0) / fall) / (1.0 + np.exp(-(t - t0) / rise))
+    shape /= shape.max()
+    mjd = np.r_[t, t + 0.1]
+    order = np.argsort(mjd, kind="stable")
+    band = np.r_[np.full(t.size, 1), np.full(t.size, 2)]
+    flux = np.r_[500.0 * shape, 1000.0 * shape]
+    return {"mjd": mjd[order], "passband": band[order], "flux": flux[order]}
+
+
+def features_of(objects: list[dict], redshift: list[float]) -> np.ndarray:
+    """`gp_features` of objects given as dicts of rows (flux_err 10, t0: the brightest point)."""
+    mjd, band, flux = (np.concatenate([o[k] for o in objects]) for k in ("mjd", "passband", "flux"))
+    counts = [o["mjd"].size for o in objects]
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    peaks = np.array([s + int(np.argmax(o["flux"])) for s, o in zip(starts, objects, strict=True)])
+    err = np.full(mjd.size, 10.0)
+    return gp_features.gp_features(mjd, band, flux, err, starts, peaks, np.array(redshift), WINDOW)
+
+
+def named(row: np.ndarray) -> dict[str, float]:
+    return dict(zip(GP_NAMES, row.tolist(), strict=True))
+
+
+def test_gp_features_of_a_hand_made_transient():
+    f = named(features_of([transient(60000.0)], [0.5])[0])
+    assert abs(f["gp_peak_offset"]) <= 3.0
+    # r is twice as bright as g at the peak. (The bands without points take their neighbours'
+    # flux through the wavelength scale: the shares are of all six bands.)
+    assert f["gp_peak_frac_r"] / f["gp_peak_frac_g"] == pytest.approx(2.0, abs=0.1)
+    assert f["gp_peak_frac_u"] < f["gp_peak_frac_g"]
+    assert f["gp_decline15_r"] == pytest.approx(np.exp(-15 / 30), abs=0.1)
+    assert f["gp_decline15_g"] == pytest.approx(f["gp_decline15_r"], abs=0.02)
+    # A fast rise and a slow decline.
+    assert f["gp_rise_50"] < f["gp_fall_50"] < f["gp_fall_20"]
+    assert f["gp_fall_50_rest"] == pytest.approx(f["gp_fall_50"] / 1.5)
+    assert f["gp_n_peaks"] == 1.0
+    assert f["gp_chi2_per_point"] < 1.0  # noiseless rows with errors of 10
+    assert f["gp_negative_width"] == pytest.approx(0.0, abs=1.0)
+
+
+def test_an_object_s_features_do_not_depend_on_the_others_in_its_chunk():
+    # Twelve objects of one padded size are fitted in one call of 32, each alone in one of 8.
+    objects = [transient(60000.0 + 300 * i, rise=2 + i, fall=10 + 5 * i) for i in range(12)]
+    assert len({o["mjd"].size for o in objects}) == 1
+    redshifts = [0.1 * (i + 1) for i in range(12)]
+    together = features_of(objects, redshifts)
+    alone = [features_of([o], [z]) for o, z in zip(objects, redshifts, strict=True)]
+    np.testing.assert_array_equal(together, np.concatenate(alone))
+    assert np.isfinite(together[:, 0]).all()  # every object fitted
+
+
+def test_too_few_points_and_points_beyond_the_largest_size():
+    few = transient(60000.0, step=100.0)  # 2 points a band, one inside the window per band
+    t = features_of([few], [0.2])
+    inside = np.abs(few["mjd"] - few["mjd"][np.argmax(few["flux"])]) <= WINDOW[0]
+    assert inside.sum() < MIN_POINTS and np.isnan(t).all()
+    # Over MAX_POINTS points in the window: the highest signal-to-noise ones are fitted.
+    dense = transient(60000.0, step=0.5)
+    assert dense["mjd"].size > MAX_POINTS
+    f = named(features_of([dense], [0.2])[0])
+    assert f["gp_peak_frac_r"] / f["gp_peak_frac_g"] == pytest.approx(2.0, abs=0.1)
+    assert f["gp_rise_50"] < f["gp_fall_50"]
+
+
+def test_model_features_reads_the_columns_a_model_was_fitted_on():
+    values = np.arange(3 * len(FEATURE_NAMES), dtype=float).reshape(3, -1)
+    # A run fitted before the GP features were added reads the same leading columns.
+    np.testing.assert_array_equal(
+        model_features(values, MODEL_FEATURE_NAMES), values[:, : len(MODEL_FEATURE_NAMES)]
+    )
+    np.testing.assert_array_equal(model_features(values, FEATURE_NAMES), values)
+    old = values[:, : len(MODEL_FEATURE_NAMES)]
+    assert model_features(old, MODEL_FEATURE_NAMES) is old
+    assert FEATURE_NAMES[-len(GP_NAMES) :] == GP_NAMES
+
+
+def test_gridding_without_the_gp_features_leaves_them_nan_and_the_rest_unchanged():
+    rows = transient(60000.0)
+    lightcurves = pd.DataFrame(
+        {**rows, "object_id": 1, "flux_err": 10.0, "detected": np.abs(rows["flux"]) > 50.0}
+    )
+    metadata = pd.DataFrame(
+        {
+            "object_id": [1],
+            "ddf": [0],
+            "hostgal_photoz": [0.2],
+            "hostgal_photoz_err": [0.01],
+            "distmod": [40.0],
+            "mwebv": [0.01],
+            "target": [90],
+        }
+    )
+    with_gp, _ = grid_lightcurves(lightcurves, metadata, DataConfig())
+    without, _ = grid_lightcurves(lightcurves, metadata, DataConfig(gp_features=False))
+    gp = slice(len(MODEL_FEATURE_NAMES), None)
+    assert np.isfinite(with_gp.features[:, gp]).all() and np.isnan(without.features[:, gp]).all()
+    np.testing.assert_array_equal(with_gp.features[:, : gp.start], without.features[:, : gp.start])
+    np.testing.assert_array_equal(with_gp.flux, without.flux)

@@ -20,7 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gp_features_probe import (
+
+from plasticc_jax.gp_features import (
     GP_NAMES,
     LENGTH_SCALES,
     WAVELENGTH_SCALE,

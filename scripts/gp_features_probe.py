@@ -205,7 +205,7 @@ def all_gp_features(
     )
     window = (config.data.window_before, config.data.window_after)
     if batched:
-        from gp_batched import batched_gp_features  # it imports this module
+        from gp_batched import batched_gp_features
 
         z = np.array([redshift[i] for i in ids])
         values = batched_gp_features(

@@ -1,7 +1,8 @@
 """`train(config, workdir)`: fit the VAE on the train split, early-stop on the val split.
 
 The run directory (`config.run_path`) receives, at the start, `config.json` (resolved) and
-`stats.json` (the dataset's feature statistics), then per epoch one line of `metrics.jsonl` and
+`stats.json` (the statistics of the network's features on the train split, `feature_stats`),
+then per epoch one line of `metrics.jsonl` and
 an Orbax checkpoint (`checkpoints/`, see `plasticc_jax.checkpoints`). Running `train` again on
 the same run directory resumes after the last saved epoch (after Ctrl-C or kill -9), or logs that
 the run is finished.

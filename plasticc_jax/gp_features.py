@@ -1,4 +1,4 @@
-"""Gaussian-process light-curve features (`GP_NAMES`), for the `classifier` component.
+"""Gaussian-process light-curve features (`GP_NAMES`), for the `gp_classifier` component.
 
 No I/O: a JAX kernel, jit-compiled for the CPU and vectorised over the objects of a chunk, fits
 the processes (float32, as validated), and NumPy reads the features off their means.

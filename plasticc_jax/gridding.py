@@ -46,7 +46,7 @@ detections), and the fraction of points inside the window); and the metadata a m
 physics and variability features of `plasticc_jax.features` (luminosity, timescales, colours,
 decline, variability): with the first, `MODEL_FEATURE_NAMES`, which the network and the feature
 components read. Last the Gaussian-process features of `plasticc_jax.gp_features`, which only the
-`classifier` component reads. Not `ra`/`decl`: sky position is the survey footprint, not
+`gp_classifier` component reads. Not `ra`/`decl`: sky position is the survey footprint, not
 physics. Not `hostgal_specz`: it exists for few test objects (a train/test shift a model would
 learn). Never the truth columns.
 
@@ -93,7 +93,7 @@ GRID_FEATURE_NAMES: tuple[str, ...] = (
 # grid's summaries and the metadata, then the light-curve features of `plasticc_jax.features`.
 MODEL_FEATURE_NAMES: tuple[str, ...] = (*GRID_FEATURE_NAMES, *features.FEATURE_NAMES)
 # Every per-object feature, in the order of `LightCurveArrays.features`: the model's, then the
-# Gaussian-process features (`plasticc_jax.gp_features`), which only the `classifier` reads (the
+# Gaussian-process features (`plasticc_jax.gp_features`), which only the `gp_classifier` reads (the
 # configuration the validation chose; docs/evaluation.md).
 FEATURE_NAMES: tuple[str, ...] = (*MODEL_FEATURE_NAMES, *gp_features.GP_NAMES)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -388,6 +389,16 @@ class GpClassifier(Classifier):
 
     name = "gp_classifier"
     reads_gp_features = True
+
+
+def nearest_class_source(names: Iterable[str], weights: Mapping[str, float]) -> str | None:
+    """The classifier component that names each object's nearest known class: the
+    `gp_classifier` (the more accurate on the val known objects of the default run: 0.865
+    against 0.829) or the `classifier`, the first the fusion weighs (its probabilities are
+    computed for the score anyway), else the first fitted; None without either."""
+    fitted = [n for n in (GpClassifier.name, Classifier.name) if n in set(names)]
+    weighed = [n for n in fitted if n in weights]
+    return (weighed or fitted or [None])[0]
 
 
 COMPONENTS: dict[str, type[Component]] = {

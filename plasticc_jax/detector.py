@@ -19,8 +19,8 @@ How an object is scored:
 5. **Flag**: `anomaly_score` above the val known objects' `1 - eval.target_fpr` quantile.
 
 Beside the score, each object gets its nearest known class and that class's probability (from the
-`classifier` component where fitted, else from the VAE's head): "unknown relative to what I
-already know".
+`gp_classifier` or `classifier` component, `components.nearest_class_source`, else from the VAE's
+head): "unknown relative to what I already know".
 
 No anomaly label enters any fit or calibration. Saved in `<run>/models/` (`detector_files`).
 """
@@ -39,7 +39,13 @@ import numpy as np
 
 from plasticc_jax import detector_files
 from plasticc_jax.calibration import Reference, calibrate_threshold, warn_weak_calibration
-from plasticc_jax.components import COMPONENTS, Classifier, Component, Evidence
+from plasticc_jax.components import (
+    COMPONENTS,
+    Classifier,
+    Component,
+    Evidence,
+    nearest_class_source,
+)
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
 from plasticc_jax.threads import cores, map_row_slices, single_threaded
@@ -256,16 +262,16 @@ class Detector:
         return out
 
     def nearest_class(self, evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
-        """(n,) each object's most probable known class and (n,) its probability, from the
-        `classifier` component where fitted, else from the VAE's head (-1 and NaN without
-        either)."""
+        """(n,) each object's most probable known class and (n,) its probability, from a
+        classifier component where fitted (`components.nearest_class_source`), else from the
+        VAE's head (-1 and NaN without either)."""
         return self._score_groups(evidence, ())[1:]
 
     def _nearest(
         self, fitted: Mapping[str, Component], part: Evidence
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """(classes, probabilities) of `part`'s most probable known class, or None."""
-        classifier = fitted.get(Classifier.name)
+        classifier = fitted.get(nearest_class_source(fitted, self.weights) or "")
         if isinstance(classifier, Classifier):
             p, classes = classifier.probabilities(part), classifier.classes
         elif self.head_classes:

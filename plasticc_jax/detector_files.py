@@ -17,7 +17,7 @@ import numpy as np
 
 from plasticc_jax import config_io
 from plasticc_jax.calibration import Reference
-from plasticc_jax.components import COMPONENTS, Classifier, Component
+from plasticc_jax.components import COMPONENTS, Component, nearest_class_source
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text
 
@@ -88,7 +88,7 @@ def write(models_dir: Path, parts: dict[str, Any]) -> None:
 def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
     """The fields of a detector written by `write` (in a run's `models/`); refuses estimator
     files that need unexpected types. With `scoring_only`, only the components `score(...,
-    fused_only=True)` uses: the fusion's and the classifier (the nearest class); the default
+    fused_only=True)` uses: the fusion's and the nearest class's classifier; the default
     run's forests, 90% of the bytes and of the load time, are not read."""
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
@@ -106,7 +106,8 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
         raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
     names = params["components"]
     if scoring_only:
-        names = [n for n in names if n in params["weights"] or n == Classifier.name]
+        nearest = nearest_class_source(names, params["weights"])
+        names = [n for n in names if n in params["weights"] or n == nearest]
     files = (
         [FORMAT_2_ESTIMATORS]
         if version == 2

@@ -166,6 +166,44 @@ def test_nearest_class_is_of_the_objects_kind(fitted):
     assert np.mean(nearest == labels) > 0.7  # the clusters are well separated
 
 
+def test_the_nearest_class_comes_from_the_classifier_the_fusion_weighs(fitted):
+    source = components.nearest_class_source
+    names = list(components.COMPONENTS)
+    assert source(names, {"gp_classifier": 3.0, "classifier": 1.0}) == "gp_classifier"
+    assert source(names, {"classifier": 1.0, "latent_knn": 1.0}) == "classifier"
+    assert source(names, {"latent_knn": 1.0}) == "gp_classifier"
+    # A detector fitted before the gp_classifier existed; one without a classifier.
+    assert source(["latent_knn", "classifier"], {"latent_knn": 1.0}) == "classifier"
+    assert source(["latent_knn"], {"latent_knn": 1.0}) is None
+    # The class shows only in two raw columns beyond the network's features, which only the
+    # gp_classifier reads: its probabilities differ from the classifier's.
+    _, rng = fitted
+
+    def wide(labels: np.ndarray) -> Evidence:
+        evidence = fake(rng, labels)
+        classes = np.searchsorted(np.array(sorted(CLASSES)), labels)[:, None]
+        noise = rng.normal(0.0, 1.0, evidence.raw_features.shape)
+        extra = rng.normal(classes * 3.0, 1.0, (labels.size, 2))
+        raw = np.column_stack([noise, extra]).astype(np.float32)
+        return dataclasses.replace(evidence, raw_features=raw)
+
+    train, val = labels_of(rng, 600), labels_of(rng, 600)
+    det = detector.Detector.fit(wide(train), train, wide(val), val, CONFIG)
+    evidence = wide(labels_of(rng, 300))
+    groups = detector.route(det.components, evidence.galactic)
+    probabilities = {}
+    for weights in ({"classifier": 1.0}, {"gp_classifier": 1.0, "classifier": 1.0}):
+        nearest, prob = dataclasses.replace(det, weights=weights).nearest_class(evidence)
+        name = source(det.names, weights)
+        for group, fitted_group in det.components.items():
+            rows = groups == group
+            p = fitted_group[name].probabilities(evidence.take(np.flatnonzero(rows)))
+            np.testing.assert_array_equal(nearest[rows], fitted_group[name].classes[p.argmax(1)])
+            np.testing.assert_array_equal(prob[rows], p.max(axis=1))
+        probabilities[name] = prob
+    assert not np.array_equal(probabilities["classifier"], probabilities["gp_classifier"])
+
+
 def test_out_of_fold_scores_exclude_the_object_itself(fitted):
     _, rng = fitted
     labels = labels_of(rng, 200)
@@ -252,8 +290,8 @@ def test_save_load_roundtrip(fitted, tmp_path):
     assert loaded.config == det.config
     with pytest.raises(UserError, match="run `plasticc-jax evaluate`"):
         detector.Detector.load(tmp_path / "nowhere")
-    # Scoring reads only the fusion's components and the classifier (the nearest class): the
-    # same columns as the whole detector, without the others' estimator files.
+    # Scoring reads only the fusion's components and the nearest class's classifier: the same
+    # columns as the whole detector, without the others' estimator files.
     forest = tmp_path / "models" / detector_files.estimators_file("latent_forest")
     assert "latent_forest" not in det.weights and forest.is_file()
     forest.unlink()

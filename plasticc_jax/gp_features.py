@@ -53,13 +53,10 @@ MIN_POINTS = 3
 SIZES = (16, 32, 64, 128)  # objects are padded to the smallest that holds their points
 MAX_POINTS = SIZES[-1]
 PAD_VARIANCE = 1e12
-# At most this many objects per call times their padded size (a call's largest array, the mean's
-# kernel, holds BATCH_POINTS x days x 6 float32: about 50 MB). A call holds the smallest of
-# 8, 32, 128, ... objects that fits them (padded with empty objects): a few compiled shapes, and
-# little padding for a small chunk or night.
-BATCH_POINTS = 8192
-BATCH_GROWTH = 4
-MIN_BATCH = 8
+# Objects per call, whatever their number (the last call padded with empty objects): one compiled
+# shape per size, whose compiling (about a second each on 2 cores) was most of a small dataset's
+# fitting time when calls grew with the chunk; larger calls fit no faster on the CPU.
+CALL_OBJECTS = 16
 _BANDS = plasticc.PASSBANDS
 # One fit at a time in a process: chunks are gridded in threads, and two computations run at once
 # on XLA's CPU client can wait on each other forever (seen on 2 cores).
@@ -176,19 +173,13 @@ def gp_features(
     fit = _batched_fit((float(window[0]), float(window[1])))
     days = grid_days(window)
     lower = MIN_POINTS - 1
+    batch = CALL_OBJECTS
     for size in SIZES:
         chosen = np.flatnonzero((counts > lower) & (counts <= size))
         lower = size
-        largest = BATCH_POINTS // size
-        for part in np.array_split(chosen, max(1, -(-chosen.size // largest))):
-            if not part.size:
-                continue
-            # A few compiled shapes a size, and each object's result the same whatever else is
-            # in its call, or how many (checked by the tests).
-            batch = MIN_BATCH
-            while batch < part.size:
-                batch *= BATCH_GROWTH
-            batch = min(batch, largest)
+        # Each object's result is the same whatever else is in its call (checked by the tests).
+        for start in range(0, chosen.size, batch):
+            part = chosen[start : start + batch]
             n = counts[part]
             slot = np.arange(size)[None, :] < n[:, None]
             rows = used[(first[part][:, None] + np.arange(size)[None, :])[slot]]

@@ -60,10 +60,12 @@ def test_gp_features_of_a_hand_made_transient():
 
 
 def test_an_object_s_features_do_not_depend_on_the_others_in_its_chunk():
-    # Twelve objects of one padded size are fitted in one call of 32, each alone in one of 8.
-    objects = [transient(60000.0 + 300 * i, rise=2 + i, fall=10 + 5 * i) for i in range(12)]
+    # Twenty objects of one padded size are fitted in two calls (sixteen and four), each alone in
+    # one.
+    n = gp_features.CALL_OBJECTS + 4
+    objects = [transient(60000.0 + 300 * i, rise=2 + i, fall=10 + 5 * i) for i in range(n)]
     assert len({o["mjd"].size for o in objects}) == 1
-    redshifts = [0.1 * (i + 1) for i in range(12)]
+    redshifts = [0.1 * (i + 1) for i in range(n)]
     together = features_of(objects, redshifts)
     alone = [features_of([o], [z]) for o, z in zip(objects, redshifts, strict=True)]
     np.testing.assert_array_equal(together, np.concatenate(alone))

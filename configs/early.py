@@ -20,6 +20,13 @@ Fusion (`eval.fusion`, FUSION): the best found at 10 days by the leave-one-known
 validation run again after the training fix (`fusion_search.StageFolds`): 0.6092, against 0.6091
 for the weights shipped before it (noise; shipped by the rule "the best found").
 
+Gaussian-process features (`data.gp_features`): off. Validated for this preset (no test data;
+rule written before the run, docs/early.md): the best fusion found at 10 days with the
+`gp_classifier` beside the shipped components, 0.6134, against the shipped 0.6093, +0.0042 ±
+0.0032 (5 of 10 folds), short of the rule's two standard errors; so the preset does not pay for
+them at every stage and every replay night, nor fits the `gp_classifier` (without them, the
+`classifier` again).
+
 Command: `make prepare train evaluate CONFIG=early`.
 Runtime on 2 CPU cores, from a fresh clone with the venv and the data ready: about 1 min 40 s
 (README). Expected result (measured on this release): on the `rare` test split, mean per-class
@@ -30,7 +37,7 @@ half of the 20,000 objects/s target: which is why early detection is not the def
 (docs/early.md).
 """
 
-from plasticc_jax.config import Config, DataConfig, EvalConfig, TrainConfig
+from plasticc_jax.config import COMPONENT_NAMES, Config, DataConfig, EvalConfig, TrainConfig
 
 STAGES = (2.0, 5.0, 10.0, 20.0, 50.0)
 FUSION = (
@@ -46,9 +53,18 @@ def get_config() -> Config:
     return Config(
         name="early",
         # time_anchor: the default, kept by validation (see above); set here to say so.
-        data=DataConfig(processed_dir="data/processed-early", stages=STAGES, time_anchor="peak"),
+        data=DataConfig(
+            processed_dir="data/processed-early",
+            stages=STAGES,
+            time_anchor="peak",
+            gp_features=False,  # validated: no gain at 10 days (above)
+        ),
         train=TrainConfig(partial_curves=True),
         # The best fusion found by the validation at 10 days (above; the default preset's is
         # chosen on complete light curves).
-        eval=EvalConfig(fusion=FUSION),
+        # Without the features the `gp_classifier` would be the `classifier` again: not fitted.
+        eval=EvalConfig(
+            fusion=FUSION,
+            components=tuple(c for c in COMPONENT_NAMES if c != "gp_classifier"),
+        ),
     )

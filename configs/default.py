@@ -9,10 +9,12 @@ empty). With other jobs on the machine (load 7-9) it
 took 6 min 22 s before evaluate's UMAP and cross-fitting ran side by side.
 Expected result (measured; the same seed gives the same numbers on the same machine): on the
 test split (1,480 known objects, 458 anomalies) the detector reaches a mean per-class AUROC of
-0.870 (AUROC 0.818, AP 0.660; per class: microlens 0.960, Mira 0.998, kilonova 0.907, SLSN-I
-0.613); its fusion (`eval.fusion`, from `config.VALIDATED_FUSION`) is the best of `make
-validate` (leave-one-known-class-out, 0.829). `PROTOCOL=sn` takes `sn`'s own validated fusion:
-0.776 on its test split. README.md and docs/evaluation.md give every method's numbers.
+0.858 (AUROC 0.803, AP 0.626; per class: microlens 0.946, Mira 0.998, kilonova 0.898, SLSN-I
+0.591); its fusion (`eval.fusion`, from `config.VALIDATED_FUSION`) is the cheapest within a
+standard error of the best of `make validate` (leave-one-known-class-out: 0.8292 against
+0.8295; the cost rule, docs/evaluation.md; the best found gave 0.870 on the test split).
+`PROTOCOL=sn` takes `sn`'s own validated fusion: 0.776 on its test split. README.md and
+docs/evaluation.md give every method's numbers.
 Early detection (partial light curves in training and evaluation) is opt-in: the `early`
 preset (configs/early.py, docs/early.md); `score --as-of` and `replay` work with this run too.
 """

@@ -253,8 +253,15 @@ def test_feature_columns_take_latents_scores_and_context_once() -> None:
         "kl",
         "hostgal_photoz",
     ]
-    # The shipped policy (the validation's best) leaves the context features out.
-    assert active.feature_columns(table) == ["mu_2", "mu_10", "anomaly_score", "kl"]
+    # The shipped policy (the validation's best) reads every group; one without the context.
+    assert active.feature_columns(table) == active.feature_columns(table, policy=every_group)
+    no_context = active.Policy(context=False)
+    assert active.feature_columns(table, policy=no_context) == [
+        "mu_2",
+        "mu_10",
+        "anomaly_score",
+        "kl",
+    ]
     table.loc[3, "kl"] = np.inf
     table.loc[4, "kl"] = np.nan
     x = active.feature_matrix(table, ["kl"])

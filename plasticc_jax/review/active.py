@@ -101,8 +101,8 @@ class Policy:
 
 # The policy of reviews, `score --review-labels` and the simulated expert (see the module): the
 # best of the candidates on the validation (`review.validation.CANDIDATES`, docs/review.md),
-# AADForest with the library's defaults on the latents and the detector's scores.
-POLICY = Policy(context=False)
+# AADForest with the library's defaults on the latents, the detector's scores and the context.
+POLICY = Policy()
 
 
 def latent_columns(columns: Sequence[str]) -> list[str]:

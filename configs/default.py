@@ -4,10 +4,10 @@ Command: `make prepare train evaluate` (each stage: `plasticc-jax <stage> --conf
 Runtime on 2 CPU cores, from a fresh clone with the venv built: 2 min 9 s for the three stages
 in this release (download 9 s, prepare with the Gaussian-process features 10 s, train 37 s,
 evaluate 73 s, on a slow day of this machine); about 1 min 15 s before those features on a
-fast day (download and prepare 8 s, train 28 s, evaluate 38 s), 2 min 12 s on the earlier releases' machine, whose cores are half as fast (download and
-prepare 10 s, train 46 s, evaluate 1 min 16 s; load average 1-2, JAX's compilation cache
-empty). With other jobs on the machine (load 7-9) it
-took 6 min 22 s before evaluate's UMAP and cross-fitting ran side by side.
+fast day (download and prepare 8 s, train 28 s, evaluate 38 s), 2 min 12 s on the earlier
+releases' machine, whose cores are half as fast (download and prepare 10 s, train 46 s,
+evaluate 1 min 16 s; load average 1-2, JAX's compilation cache empty). With other jobs on the
+machine (load 7-9) it took 6 min 22 s before evaluate's UMAP and cross-fitting ran side by side.
 Expected result (measured; the same seed gives the same numbers on the same machine): on the
 test split (1,480 known objects, 458 anomalies) the detector reaches a mean per-class AUROC of
 0.858 (AUROC 0.803, AP 0.626; per class: microlens 0.946, Mira 0.998, kilonova 0.898, SLSN-I

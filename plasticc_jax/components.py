@@ -396,7 +396,8 @@ def nearest_class_source(names: Iterable[str], weights: Mapping[str, float]) -> 
     `gp_classifier` (the more accurate on the val known objects of the default run: 0.865
     against 0.829) or the `classifier`, the first the fusion weighs (its probabilities are
     computed for the score anyway), else the first fitted; None without either."""
-    fitted = [n for n in (GpClassifier.name, Classifier.name) if n in set(names)]
+    present = set(names)
+    fitted = [n for n in (GpClassifier.name, Classifier.name) if n in present]
     weighed = [n for n in fitted if n in weights]
     return (weighed or fitted or [None])[0]
 

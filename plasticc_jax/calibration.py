@@ -5,10 +5,14 @@ the **val split's known objects** of the same kind (`Reference`): its tail proba
 fraction of val known objects that score at least as high, and the calibrated score is
 `-log10 p` (2 = "1 in 100 known objects scores this high"). An object's calibrated score depends
 only on that object and the run, never on the objects scored with it.
+
+The flag threshold (`FlagThreshold`) is set per depth bin (peak signal-to-noise) of the val known
+objects, so that the flag's false-positive rate holds for faint and bright objects alike.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +24,8 @@ from plasticc_jax.errors import UserError
 log = logging.getLogger(__name__)
 
 MAX_REFERENCE_POINTS = 2001
+# The feature that measures an object's depth: log10 of its highest point's signal-to-noise.
+DEPTH_FEATURE = "log10_peak_snr"
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,84 @@ def calibrate_threshold(scores: np.ndarray, target_fpr: float) -> float:
     if not 0.0 < target_fpr < 1.0:
         raise UserError(f"eval.target_fpr={target_fpr}: must be in (0, 1)")
     return float(np.quantile(np.asarray(scores, np.float64), 1.0 - target_fpr, method="higher"))
+
+
+@dataclass(frozen=True)
+class FlagThreshold:
+    """`anomaly_score` above which an object is flagged, per depth bin.
+
+    The fused score drifts with depth (faint known objects score higher: their light curves are
+    explained less well), so one threshold would flag more faint than bright known objects. The
+    bins are quantiles of the val known objects' `DEPTH_FEATURE` (terciles by default,
+    `eval.flag_depth_bins`), and each bin's threshold is the `1 - target_fpr` quantile of its
+    own val known objects' scores. An object fainter or brighter than every val known object
+    falls in the first or last bin; one without a finite depth in the first.
+
+    Attributes:
+        edges: (bins - 1,) increasing depth edges between the bins (empty: one threshold).
+        values: (bins,) the threshold of each bin.
+    """
+
+    edges: tuple[float, ...]
+    values: tuple[float, ...]
+
+    @staticmethod
+    def fit(scores: np.ndarray, depth: np.ndarray, target_fpr: float, bins: int) -> FlagThreshold:
+        """Thresholds for `target_fpr` in `bins` depth quantile bins of the (known) objects
+        given; fewer bins where some would hold fewer than 1 / target_fpr of them (the
+        quantile is then not resolved), down to one threshold for all."""
+        scores, depth = np.asarray(scores, np.float64), np.asarray(depth, np.float64)
+        finite = depth[np.isfinite(depth)]
+        edges, which = np.zeros(0), np.zeros(len(scores), np.int64)
+        for n_bins in range(min(bins, int(len(scores) * target_fpr)), 1, -1):
+            candidate = np.quantile(finite, np.arange(1, n_bins) / n_bins) if finite.size else []
+            in_bin = _bin(depth, candidate)
+            sizes = np.bincount(in_bin, minlength=n_bins)
+            if np.all(np.diff(candidate) > 0) and sizes.min() * target_fpr >= 1:
+                edges, which = np.asarray(candidate), in_bin
+                break  # else ties in depth, or too few objects in a bin: fewer bins
+        values = [
+            calibrate_threshold(scores[which == b], target_fpr) for b in range(edges.size + 1)
+        ]
+        return FlagThreshold(tuple(map(float, edges)), tuple(values))
+
+    def at(self, depth: np.ndarray) -> np.ndarray:
+        """(n,) the threshold of each object's depth bin."""
+        return np.asarray(self.values)[_bin(np.asarray(depth, np.float64), self.edges)]
+
+    def flag(self, anomaly_score: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above their depth bin's threshold."""
+        return np.asarray(anomaly_score) > self.at(depth)
+
+    def describe(self) -> str:
+        """`2.013` for one threshold; `2.310 / 2.050 / 1.980 (log10_peak_snr below 1.29,
+        1.29-1.71, from 1.71)` for three bins."""
+        if not self.edges:
+            return f"{self.values[0]:.3f}"
+        e = self.edges
+        bins = [
+            f"below {e[0]:.2f}",
+            *(f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(e)),
+            f"from {e[-1]:.2f}",
+        ]
+        values = " / ".join(f"{v:.3f}" for v in self.values)
+        return f"{values} ({DEPTH_FEATURE} {', '.join(bins)})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"feature": DEPTH_FEATURE, "edges": list(self.edges), "values": list(self.values)}
+
+    @staticmethod
+    def from_json(raw: Any) -> FlagThreshold:
+        """Read `to_json`'s record, or a number: the one threshold of a run of an earlier
+        release."""
+        if isinstance(raw, dict):
+            return FlagThreshold(tuple(map(float, raw["edges"])), tuple(map(float, raw["values"])))
+        return FlagThreshold((), (float(raw),))
+
+
+def _bin(depth: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """(n,) each depth's bin among `edges` (no finite depth: the first)."""
+    return np.digitize(np.where(np.isfinite(depth), depth, -np.inf), np.asarray(edges, np.float64))
 
 
 def warn_weak_calibration(

@@ -208,8 +208,11 @@ class EvalConfig:
     # Isolation Forests: trees, and objects drawn per tree.
     n_estimators: int = 300
     max_samples: int = 256
-    # Threshold calibrated on the val split of known classes for this false-positive rate.
+    # Threshold calibrated on the val split of known classes for this false-positive rate,
+    # in each of this many depth bins (quantiles of their peak signal-to-noise; fewer where a
+    # bin would hold fewer than 1 / target_fpr of them; 1: one threshold for all).
     target_fpr: float = 0.01
+    flag_depth_bins: int = 3
     # The train split's known objects are scored by components fitted without them, in this many
     # folds (2-20; they were fitted on them); 0 scores them in-sample.
     cross_fit_folds: int = 5
@@ -544,6 +547,7 @@ def validate(config: Config) -> None:
         "batch_size",
         "knn_neighbours",
         "classifier_iterations",
+        "flag_depth_bins",
     ):
         positive_int(f"eval.{key}", getattr(ev, key))
     folds = ev.cross_fit_folds

@@ -16,7 +16,9 @@ How an object is scored:
    of combining evidence, so one component far in its tail is enough to stand out. The weighted
    mean is calibrated once more the same way: `anomaly_score` is -log10 of the fraction of val
    known objects of the same kind whose fused evidence is at least as strong (2: 1 in 100).
-5. **Flag**: `anomaly_score` above the val known objects' `1 - eval.target_fpr` quantile.
+5. **Flag**: `anomaly_score` above the `1 - eval.target_fpr` quantile of the val known objects
+   of the same depth bin (terciles of peak signal-to-noise, `calibration.FlagThreshold`): the
+   fused score drifts with depth, and the flag's false-positive rate holds in every bin.
 
 Beside the score, each object gets its nearest known class and that class's probability (from the
 `gp_classifier` or `classifier` component, `components.nearest_class_source`, else from the VAE's
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from plasticc_jax import detector_files
-from plasticc_jax.calibration import Reference, calibrate_threshold, warn_weak_calibration
+from plasticc_jax.calibration import FlagThreshold, Reference, warn_weak_calibration
 from plasticc_jax.components import (
     COMPONENTS,
     Classifier,
@@ -133,8 +135,8 @@ class Detector:
         components: group -> component name -> fitted component.
         references: group -> component name (and `"fused"`) -> `Reference` on val known objects.
         weights: component -> fusion weight (sum 1; components not named are reported only).
-        threshold: `anomaly_score` above which an object is flagged.
-        target_fpr: the val known false-positive rate the threshold was set for.
+        threshold: `anomaly_score` above which an object is flagged, per depth bin.
+        target_fpr: the val known false-positive rate the threshold was set for (per bin).
         head_classes: the known classes of the VAE head's columns.
         config: the settings it was fitted with (saved with it).
         info: bookkeeping saved with the detector (counts, val flag rate).
@@ -143,7 +145,7 @@ class Detector:
     components: dict[str, dict[str, Component]]
     references: dict[str, dict[str, Reference]]
     weights: dict[str, float]
-    threshold: float
+    threshold: FlagThreshold
     target_fpr: float
     head_classes: tuple[int, ...] = ()
     config: EvalConfig = field(default_factory=EvalConfig)
@@ -168,7 +170,8 @@ class Detector:
         Args:
             train, val: evidence of known objects only (the caller drops everything else).
             train_labels, val_labels: their classes (val labels are only counted).
-            config: `components` (those to fit), `fusion` (their weights), `target_fpr`.
+            config: `components` (those to fit), `fusion` (their weights), `target_fpr`,
+                `flag_depth_bins`.
         """
         weights = parse_fusion(config.fusion)
         names = tuple(dict.fromkeys([*config.components, *weights]))
@@ -182,7 +185,7 @@ class Detector:
             components,
             references={},
             weights=weights,
-            threshold=np.inf,
+            threshold=FlagThreshold((), (np.inf,)),
             target_fpr=config.target_fpr,
             head_classes=train.head_classes,
             config=config,
@@ -204,7 +207,9 @@ class Detector:
             detector.references[group]["fused"] = Reference.fit(fused[rows])
             reference_sizes[group] = int(rows.sum())
         anomaly_score = detector.final_score(fused, groups)
-        detector.threshold = calibrate_threshold(anomaly_score, config.target_fpr)
+        detector.threshold = FlagThreshold.fit(
+            anomaly_score, val.depth, config.target_fpr, config.flag_depth_bins
+        )
         classes, counts = np.unique(val_labels, return_counts=True)
         detector.info = {
             "n_train_known": len(train),
@@ -213,16 +218,16 @@ class Detector:
             # log10(n + 1) lies beyond all of them, in the fitted tail.
             "n_val_known_per_group": reference_sizes,
             "groups": sorted(components),
-            "val_flag_rate": float(np.mean(anomaly_score > detector.threshold)),
+            "val_flag_rate": float(np.mean(detector.flag(anomaly_score, val.depth))),
             "val_classes": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
         }
         log.info(
-            "detector: %s fitted per %s on %d train known objects; threshold %.3f for FPR %.3g "
+            "detector: %s fitted per %s on %d train known objects; threshold %s for FPR %.3g "
             "on %d val known",
             ", ".join(names),
             "/".join(sorted(components)),
             len(train),
-            detector.threshold,
+            detector.threshold.describe(),
             config.target_fpr,
             len(val),
         )
@@ -338,9 +343,10 @@ class Detector:
             "nearest_class_prob": prob,
         }
 
-    def flag(self, anomaly_score: np.ndarray) -> np.ndarray:
-        """(n,) bool: scores above the threshold (calibrated for `target_fpr` on val known)."""
-        return np.asarray(anomaly_score) > self.threshold
+    def flag(self, anomaly_score: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above the threshold of their depth (`Evidence.depth`), calibrated
+        for `target_fpr` on the val known objects of that depth bin."""
+        return self.threshold.flag(anomaly_score, depth)
 
     def out_of_fold(
         self,

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from plasticc_jax import config_io
-from plasticc_jax.calibration import Reference
+from plasticc_jax.calibration import FlagThreshold, Reference
 from plasticc_jax.components import COMPONENTS, Component, nearest_class_source
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text
 
-FORMAT_VERSION = 3
+# Format 4: the flag threshold per depth bin (`calibration.FlagThreshold`); 2 and 3 (one
+# threshold, a number) are still read.
+FORMAT_VERSION = 4
 PARAMS_FILE, ARRAYS_FILE = "detector.json", "detector.npz"
 # Format 2 (runs evaluated before per-component files): every estimator in one file; still read.
 FORMAT_2_ESTIMATORS = "detector.skops"
@@ -73,7 +75,7 @@ def write(models_dir: Path, parts: dict[str, Any]) -> None:
         "estimators": sorted(estimators),
         "groups": sorted(components),
         "weights": parts["weights"],
-        "threshold": parts["threshold"],
+        "threshold": parts["threshold"].to_json(),
         "target_fpr": parts["target_fpr"],
         "head_classes": list(parts["head_classes"]),
         "config": dataclasses.asdict(parts["config"]),
@@ -102,7 +104,7 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
         )
     params = json.loads(paths[0].read_text())
     version = params.get("format_version")
-    if version not in (2, FORMAT_VERSION):
+    if version not in (2, 3, FORMAT_VERSION):
         raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
     names = params["components"]
     if scoring_only:
@@ -148,7 +150,7 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
             for g, refs in params["references"].items()
         },
         weights={k: float(v) for k, v in params["weights"].items()},
-        threshold=float(params["threshold"]),
+        threshold=FlagThreshold.from_json(params["threshold"]),
         target_fpr=float(params["target_fpr"]),
         head_classes=tuple(params["head_classes"]),
         config=config,

@@ -80,14 +80,13 @@ def _score_part(task: _ScoreTask, scorer: scoring.Scorer) -> _ScoredPart:
     index, _, _ = distributed.worker_metadata(task.stamp, None)
     path = Path(task.unranked)
 
-    def consume(grids: Iterator) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int]:
+    def consume(grids: Iterator) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int, int]:
         with atomic_path(path) as tmp:
             return write_unranked(grids, scorer, tmp)
 
-    (scores, ids, rejected, never_detected), seen, rows = distributed.run_part(
+    (scores, ids, rejected, never_detected, flagged), seen, rows = distributed.run_part(
         task.part, index, scorer.config.data, task.workers, consume
     )
-    flagged = int(scorer.detector.flag(scores).sum())
     schema = pq.read_schema(path) if scores.size else None
     return _ScoredPart(
         scores,

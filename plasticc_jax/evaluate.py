@@ -52,6 +52,7 @@ import pandas as pd
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import interrupts, metrics, plasticc, provenance, report, runs, scoring, stages
+from plasticc_jax.calibration import DEPTH_FEATURE
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
@@ -71,8 +72,6 @@ if TYPE_CHECKING:
     from plasticc_jax.figures import FigureProcess  # matplotlib: imported by `report`
 
 log = logging.getLogger(__name__)
-
-SNR_FEATURE = "log10_peak_snr"
 
 
 @dataclasses.dataclass
@@ -162,7 +161,7 @@ def _baseline(evidence: Evidence, fit: np.ndarray, config: Config) -> np.ndarray
 def depth(
     table: pd.DataFrame, snr: np.ndarray, known: np.ndarray, anomaly_classes: list[int]
 ) -> dict[str, Any]:
-    """Does the detector drift with depth? Per signal-to-noise tercile (`SNR_FEATURE`; tercile
+    """Does the detector drift with depth? Per signal-to-noise tercile (`DEPTH_FEATURE`; tercile
     edges from the val known objects): the false-positive rate at the threshold on the val and
     the test split's known objects, and each anomaly class's test AUROC against the test known
     objects of the same tercile."""
@@ -194,7 +193,7 @@ def depth(
             )
             row[f"n_{c}"] = int(pos.sum())
         rows.append(row)
-    return {"feature": SNR_FEATURE, "edges": edges.tolist(), "terciles": rows}
+    return {"feature": DEPTH_FEATURE, "edges": edges.tolist(), "terciles": rows}
 
 
 def _rate(flags: np.ndarray) -> float:
@@ -268,7 +267,7 @@ def _measure(
         # k / (anomalies), and a top k as large as the split says nothing.
         "best_possible": metrics.detection_metrics(labels.astype(np.float64), labels),
         "threshold": {
-            "value": detector.threshold,
+            **detector.threshold.to_json(),
             "target_fpr": detector.target_fpr,
             "val_fpr_known": detector.info["val_flag_rate"],
             "test_fpr_known": float(flagged[~labels].mean()) if (~labels).any() else math.nan,
@@ -437,7 +436,7 @@ def _evaluate(
     interrupts.check()
     result = _measure(config, table, in_test, methods, detector, vae.epoch)
     result["training"] = training
-    snr = objects["features"][:, FEATURE_NAMES.index(SNR_FEATURE)]
+    snr = objects["features"][:, FEATURE_NAMES.index(DEPTH_FEATURE)]
     result["depth"] = depth(table, snr, known, result["anomaly_classes_present"])
     if staged is not None:
         result["early"] = stages.early_metrics(
@@ -469,7 +468,7 @@ def _evaluate(
             table[in_test],
             methods,
             result["anomaly_classes_present"],
-            detector.threshold,
+            detector.threshold.values,
             report.examples(table, known, encoded.test, encoded.test_mean, encoded.test_sigma),
             GridSpec.from_config(config.data).bin_centres(),
             painter=painter,
@@ -489,7 +488,7 @@ def _evaluate(
         run_dir / "models",
         checkpoint=result["checkpoint"],
         dataset=result["dataset"],
-        threshold=detector.threshold,
+        threshold=detector.threshold.to_json(),
     )
     fused = result["methods"]["fused"]
     log.info(

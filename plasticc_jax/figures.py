@@ -274,13 +274,15 @@ def score_hist_figure(
     scores: np.ndarray,
     target: np.ndarray,
     is_anomaly: np.ndarray,
-    threshold: float,
+    thresholds: Sequence[float],
+    flagged: np.ndarray,
     path: Path,
     *,
     label: str = "fused anomaly score",
 ) -> Path:
     """Histogram of the score for each class (one small panel per class, shared x axis), known
-    classes in blue and anomaly classes in red, with the flag threshold."""
+    classes in blue and anomaly classes in red, with the flag thresholds (one per depth bin)
+    and each class's flagged fraction (`flagged`, (n,) bool)."""
     scores, target, is_anomaly = np.asarray(scores), np.asarray(target), np.asarray(is_anomaly)
     classes = sorted(np.unique(target), key=lambda c: (bool(is_anomaly[target == c].any()), c))
     ncols = 2
@@ -288,7 +290,7 @@ def score_hist_figure(
     fig = Figure(figsize=(9, 1.3 * nrows + 0.8), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     finite = scores[np.isfinite(scores)]
-    hi = max(float(np.quantile(finite, 0.999)), threshold) if finite.size else 1.0
+    hi = max(float(np.quantile(finite, 0.999)), *thresholds) if finite.size else 1.0
     bins = np.linspace(float(finite.min(initial=0.0)), hi * 1.05, 50)
     for ax, c in zip(axes, classes, strict=False):
         sel = target == c
@@ -300,10 +302,11 @@ def score_hist_figure(
             color="#d62728" if anomaly_class else "#1f77b4",
             alpha=0.8,
         )
-        ax.axvline(threshold, color="k", lw=0.8, ls="--")
-        flagged = np.mean(scores[sel] > threshold)
+        for threshold in thresholds:
+            ax.axvline(threshold, color="k", lw=0.8, ls="--")
         ax.set_title(
-            f"{class_name(c)} ({c}), n={sel.sum()}, flagged {100 * flagged:.1f}%", fontsize=8
+            f"{class_name(c)} ({c}), n={sel.sum()}, flagged {100 * flagged[sel].mean():.1f}%",
+            fontsize=8,
         )
         ax.tick_params(labelsize=7)
     for ax in axes[len(classes) :]:
@@ -312,7 +315,10 @@ def score_hist_figure(
         ax.set_xlabel(label, fontsize=8)
     for ax in axes[::ncols]:
         ax.set_ylabel("objects", fontsize=8)
-    fig.suptitle("Score per class, test split (red: anomaly classes; dashed: flag threshold)")
+    fig.suptitle(
+        "Score per class, test split (red: anomaly classes; dashed: the flag thresholds, one "
+        "per depth bin)"
+    )
     return _save(fig, path)
 
 

@@ -227,7 +227,7 @@ def record_detector(
     *,
     checkpoint: Mapping[str, Any],
     dataset: Mapping[str, Any],
-    threshold: float,
+    threshold: Mapping[str, Any],
 ) -> None:
     """`models/provenance.json`: what the detector in `models_dir` was fitted on, and the hash
     of each of its files (written after them)."""
@@ -247,7 +247,7 @@ def record_detector(
     record = {
         "checkpoint": dict(checkpoint),
         "dataset": dict(dataset),
-        "threshold": float(threshold),
+        "threshold": dict(threshold),
         "files": files,
         "run_files": run_files,
     }

@@ -325,7 +325,7 @@ def new_manifest(scorer: Scorer, job: Job, input_counts: dict[str, Any]) -> dict
         "run": str(scorer.run_dir),
         **job.settings(),
         "night_definition": "floor(mjd - 0.5): noon to noon UTC",
-        "threshold": scorer.detector.threshold,
+        "threshold": scorer.detector.threshold.to_json(),
         **input_counts,
         "finished_through": input_counts["first_night"] - 1,
         "empty_nights": 0,

@@ -7,6 +7,7 @@ Everything here reads results the `evaluate` stage has computed; nothing is fitt
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import metrics, plasticc
+from plasticc_jax.calibration import FlagThreshold
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.inputs import FORMAT_NAMES
 from plasticc_jax.plasticc import class_name
@@ -276,8 +278,9 @@ def report_markdown(
         "calibrated once more the same way (2: 1 in 100 val known objects scores this high; "
         f"a score above {beyond} lies beyond every val known object of its kind, where a "
         "fitted exponential tail orders the objects: not a measured frequency). "
-        f"Flag threshold {threshold['value']:.3f}, set for a false-positive rate of "
-        f"{threshold['target_fpr']:.1%} on val known objects. Train known objects are scored out "
+        f"Flag threshold {FlagThreshold.from_json(threshold).describe()}, set for a "
+        f"false-positive rate of {threshold['target_fpr']:.1%} on val known objects"
+        f"{' in each depth bin' if threshold['edges'] else ''}. Train known objects are scored out "
         f"of fold ({result['detector']['cross_fit_folds']} folds; the fused components only). "
         "Components without a weight are shown for comparison. No anomaly label is used to fit "
         "or tune anything.",
@@ -352,7 +355,7 @@ def draw_figures(
     test: pd.DataFrame,
     methods: dict[str, str],
     anomaly_classes: list[int],
-    threshold: float,
+    thresholds: Sequence[float],
     chosen: list[Example],
     times: np.ndarray,
     *,
@@ -367,7 +370,7 @@ def draw_figures(
         test: the score table's test rows of known and anomaly objects.
         methods: method name -> score column, one curve each.
         anomaly_classes: the anomaly classes present in `test`.
-        threshold: the flag threshold of the anomaly score.
+        thresholds: the flag thresholds of the anomaly score (one per depth bin).
         chosen: the light curves of the reconstruction figure (`examples`).
         times: (n_time_bins,) bin centres in days from each object's reference time.
         painter: the child process that draws the ROC and PR curves meanwhile (`start_figures`).
@@ -388,7 +391,12 @@ def draw_figures(
         fig_dir / "pr.png",
     )
     figures.score_hist_figure(
-        test["anomaly_score"].to_numpy(), target, labels, threshold, fig_dir / "score_hist.png"
+        test["anomaly_score"].to_numpy(),
+        target,
+        labels,
+        thresholds,
+        test["flagged"].to_numpy(bool),
+        fig_dir / "score_hist.png",
     )
     names = ["roc.png", "pr.png", "score_hist.png"]
     if umap is not None:

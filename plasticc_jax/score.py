@@ -237,7 +237,7 @@ def _score(
             metadata=metadata,
             as_of=as_of,
         )
-        scores, scored_ids, rejected_parts, never_detected = write_unranked(
+        scores, scored_ids, rejected_parts, never_detected, n_flagged = write_unranked(
             grids, scorer, unranked, days_since_detection=as_of is not None
         )
         rejected = concat_rejections(rejected_parts)
@@ -250,7 +250,6 @@ def _score(
         interrupts.check()
         os.replace(rejected_tmp, rejected_path(output))
         os.replace(table_path, output)
-    n_flagged = int(detector.flag(scores).sum())
     log.info(
         "scored %d objects in %.1f s (%d flagged at the run's %.2g false-positive rate), "
         "%d rejected; wrote %s and %s",

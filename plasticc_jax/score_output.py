@@ -64,7 +64,7 @@ def write_unranked(
     path: Path,
     *,
     days_since_detection: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int]:
+) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int, int]:
     """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
     (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
     With `days_since_detection` (`score --as-of`), the table has that column (second), from the
@@ -72,13 +72,13 @@ def write_unranked(
 
     Returns:
         The objects' `anomaly_score`s (n,) and object ids (n,) in table order, the rejection
-        frames (the stream's and the model's), and how many scored objects were never detected
-        (`warn_never_detected`).
+        frames (the stream's and the model's), how many scored objects were never detected
+        (`warn_never_detected`), and how many are flagged.
     """
     score_parts: list[np.ndarray] = []
     scored_ids: list[np.ndarray] = []
     rejected_parts: list[pd.DataFrame] = []
-    n_never_detected = 0
+    n_never_detected = n_flagged = 0
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     try:
@@ -101,6 +101,7 @@ def write_unranked(
             writer.write_table(table)
             score_parts.append(frame["anomaly_score"].to_numpy())
             scored_ids.append(frame["object_id"].to_numpy(np.int64))
+            n_flagged += int(frame["flagged"].sum())
             never = arrays.object_id[gridding.never_detected(arrays.features)]
             n_never_detected += int(np.isin(scored_ids[-1], never).sum())
         if writer is None:  # nothing could be scored: an empty table with the same columns
@@ -115,7 +116,7 @@ def write_unranked(
             writer.close()
     scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
     ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, np.int64)
-    return scores, ids, rejected_parts, n_never_detected
+    return scores, ids, rejected_parts, n_never_detected, n_flagged
 
 
 def warn_never_detected(n_never_detected: int) -> None:

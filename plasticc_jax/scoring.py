@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from scipy import special
 
 from plasticc_jax import plasticc
+from plasticc_jax.calibration import DEPTH_FEATURE
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -144,6 +145,7 @@ def evidence(
         ),
         raw_features=features,
         galactic=galactic,
+        depth=features[:, FEATURE_NAMES.index(DEPTH_FEATURE)].astype(np.float64),
         head_classes=tuple(head_classes),
     )
 
@@ -199,7 +201,9 @@ def score_table(
             "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
             "nearest_class_prob": scores["nearest_class_prob"],
             "anomaly_score": scores["anomaly_score"],
-            "flagged": detector.flag(scores["anomaly_score"]),
+            "flagged": detector.flag(
+                scores["anomaly_score"], features[:, FEATURE_NAMES.index(DEPTH_FEATURE)]
+            ),
         }
     )
 

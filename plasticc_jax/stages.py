@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import metrics
+from plasticc_jax.calibration import DEPTH_FEATURE
 from plasticc_jax.config import Config
 from plasticc_jax.detector import Detector
+from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.train import epoch_rows
 
 
@@ -41,6 +43,7 @@ def early_table(
     (days after the first detection; inf: complete), the score and the flag."""
     test = rows["split"] == "test"
     score = scores["anomaly_score"][test]
+    depth = rows["features"][test][:, FEATURE_NAMES.index(DEPTH_FEATURE)]
     return pd.DataFrame(
         {
             "object_id": rows["object_id"][test],
@@ -48,7 +51,7 @@ def early_table(
             "is_anomaly": rows["is_anomaly"][test],
             "stage": rows["stage"][test].astype(np.float64),
             "anomaly_score": score,
-            "flagged": detector.flag(score),
+            "flagged": detector.flag(score, depth),
         }
     )
 
@@ -67,6 +70,13 @@ def scores_at(staged: pd.DataFrame, ids: np.ndarray, days: float) -> tuple[np.nd
     scorable = np.isfinite(score)
     floor = np.nanmin(score) - 1.0 if scorable.any() else 0.0
     return np.where(scorable, score, floor), scorable
+
+
+def flags_at(staged: pd.DataFrame, ids: np.ndarray, days: float) -> np.ndarray:
+    """(n,) bool: whether the objects `ids` are flagged at stage `days` of `early_table`'s
+    table (an object without a row then is not)."""
+    at = staged[staged["stage"] == days].set_index("object_id")["flagged"]
+    return at.reindex(ids, fill_value=False).to_numpy(bool)
 
 
 def early_metrics(
@@ -95,7 +105,7 @@ def early_metrics(
     out_rows = []
     for days in stages:
         score, scorable = scores_at(staged, ids, days)
-        flagged = detector.flag(score) & scorable
+        flagged = flags_at(staged, ids, days)
         first_flag = np.where(flagged & np.isinf(first_flag), days, first_flag)
         row: dict[str, Any] = {
             "stage": stage_name(days),
@@ -130,5 +140,5 @@ def early_metrics(
         "stages": [stage_name(d) for d in stages],
         "rows": out_rows,
         "first_crossing": crossing,
-        "threshold": detector.threshold,
+        "threshold": detector.threshold.to_json(),
     }

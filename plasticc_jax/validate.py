@@ -466,7 +466,15 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
 
 
 # Settings of `evaluate`'s test metrics and report alone: a fold's scores never read them.
-REPORT_ONLY = ("realistic_anomaly_rate", "n_draws", "n_bootstrap", "figures", "umap", "baselines")
+REPORT_ONLY = (
+    "realistic_anomaly_rate",
+    "n_draws",
+    "n_bootstrap",
+    "figures",
+    "umap",
+    "baselines",
+    "flag_depth_bins",  # the flag's threshold: no fold score reads it
+)
 
 
 def _fold_record(config: Config, held_out: int, dataset: str | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config_io
-from plasticc_jax.calibration import Reference
+from plasticc_jax.calibration import DEPTH_FEATURE, Reference
 from plasticc_jax.components import Classifier, Evidence
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
@@ -82,7 +82,8 @@ def evidence(raw: np.ndarray) -> Evidence:
     """What `Classifier` reads (the raw features); the rest is unused here."""
     n = len(raw)
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
-    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic)
+    depth = raw[:, FEATURE_NAMES.index(DEPTH_FEATURE)]
+    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic, depth)
 
 
 # A candidate in the classifier's place: (fitting rows' raw features, their classes, the shipped

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plasticc_jax import calibration, components, detector, detector_files, threads
+from plasticc_jax import calibration, components, detector, detector_files, scoring, threads
 from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
+from plasticc_jax.gridding import FEATURE_NAMES
 
 CONFIG = EvalConfig(
     n_estimators=30,
@@ -43,6 +44,7 @@ def fake(rng: np.random.Generator, labels: np.ndarray, shift: float = 0.0) -> Ev
         features=np.nan_to_num(raw),
         raw_features=raw,
         galactic=np.isin(labels, list(GALACTIC)),
+        depth=rng.normal(1.5, 0.4, n) - shift,  # log10 peak S/N, fainter off the clusters
         head_classes=CLASSES,
     )
 
@@ -80,6 +82,66 @@ def test_calibrate_threshold_exact():
     assert calibration.calibrate_threshold(scores, 0.05) == 96.0
     with pytest.raises(UserError):
         calibration.calibrate_threshold(scores, 0.0)
+
+
+def test_flag_threshold_holds_in_every_depth_bin():
+    rng = np.random.default_rng(3)
+
+    def known(n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of known objects that drift with depth: the faint ones score higher."""
+        depth = rng.uniform(0.5, 2.5, n)
+        return rng.normal(0.0, 1.0, n) + 1.5 * (2.5 - depth), depth
+
+    scores, depth = known(3000)
+    per_bin = calibration.FlagThreshold.fit(scores, depth, 0.01, 3)
+    single = calibration.FlagThreshold.fit(scores, depth, 0.01, 1)
+    assert len(per_bin.edges) == 2 and per_bin.values[0] > per_bin.values[2]
+    assert single.edges == () and len(single.values) == 1
+    fresh, fresh_depth = known(300_000)
+    which = np.digitize(fresh_depth, per_bin.edges)
+    rates = [per_bin.flag(fresh, fresh_depth)[which == b].mean() for b in range(3)]
+    assert all(0.005 < rate < 0.02 for rate in rates), rates
+    one = single.flag(fresh, fresh_depth)
+    assert one[which == 0].mean() > 0.02 and one[which == 2].mean() < 0.005
+    # Beyond the val objects' depths: the first and last bins; no depth: the first.
+    first, _, last = per_bin.values
+    np.testing.assert_array_equal(per_bin.at(np.array([-9.0, 9.0, np.nan])), [first, last, first])
+    # Fewer bins where a bin would hold fewer than 1 / target_fpr objects, or depths tie.
+    assert len(calibration.FlagThreshold.fit(scores[:250], depth[:250], 0.01, 3).values) == 2
+    assert len(calibration.FlagThreshold.fit(scores[:150], depth[:150], 0.01, 3).values) == 1
+    assert len(calibration.FlagThreshold.fit(scores, np.ones(3000), 0.01, 3).values) == 1
+    assert len(calibration.FlagThreshold.fit(scores, np.full(3000, np.nan), 0.01, 3).values) == 1
+    # Saved and read back; a run of an earlier release saved one number.
+    assert calibration.FlagThreshold.from_json(per_bin.to_json()) == per_bin
+    assert calibration.FlagThreshold.from_json(2.5) == calibration.FlagThreshold((), (2.5,))
+
+
+def test_the_score_table_flags_each_object_by_its_depth(fitted):
+    det, _ = fitted
+    first, middle, last = det.threshold.values  # 600 val known at 5%: three bins
+    assert len({first, middle, last}) == 3
+    depth = np.array([-9.0, -9.0, 1.5, 1.5, 9.0, 9.0])  # faint, middle, bright (fake: 1.5 ± 0.4)
+    features = np.zeros((6, len(FEATURE_NAMES)), np.float32)
+    features[:, FEATURE_NAMES.index(calibration.DEPTH_FEATURE)] = depth
+    objects = {
+        "object_id": np.arange(6),
+        "split": np.full(6, "test"),
+        "target": np.full(6, 42),
+        "is_anomaly": np.zeros(6, bool),
+        "mu": np.zeros((6, 4), np.float32),
+        "logvar": np.zeros((6, 4), np.float32),
+        "recon_nll": np.zeros(6),
+        "n_observed": np.ones(6),
+        "chi2": np.zeros(6),
+        "features": features,
+    }
+    below, above = np.nextafter(1.0, 0.0), np.nextafter(1.0, 2.0)
+    score = np.array([first * below, first * above, middle * below, middle * above])
+    score = np.r_[score, last * below, last * above]
+    scores = {name: np.zeros(6) for name in det.names}
+    scores |= {"nearest_class": np.full(6, 42), "nearest_class_prob": np.ones(6)}
+    table = scoring.score_table(objects, {**scores, "anomaly_score": score}, det)
+    assert table["flagged"].tolist() == [False, True] * 3
 
 
 def test_parse_fusion():
@@ -123,13 +185,14 @@ def test_threshold_fusion_and_batch_independence(fitted):
     det, rng = fitted
     assert det.weights == {"latent_knn": 0.25, "classifier": 0.5, "recon_chi2": 0.25}
     assert det.info["val_flag_rate"] <= CONFIG.target_fpr
-    known = labels_of(rng, 3000)
-    fresh = det.score(fake(rng, known))
-    assert abs(det.flag(fresh["anomaly_score"]).mean() - CONFIG.target_fpr) < 0.03
+    known = fake(rng, labels_of(rng, 3000))
+    fresh = det.score(known)
+    assert abs(det.flag(fresh["anomaly_score"], known.depth).mean() - CONFIG.target_fpr) < 0.03
     # Objects off every cluster score higher than known ones and most are flagged.
-    odd = det.score(fake(rng, labels_of(rng, 300), shift=8.0))
+    off = fake(rng, labels_of(rng, 300), shift=8.0)
+    odd = det.score(off)
     assert np.median(odd["anomaly_score"]) > np.quantile(fresh["anomaly_score"], 0.95)
-    assert det.flag(odd["anomaly_score"]).mean() > 0.5
+    assert det.flag(odd["anomaly_score"], off.depth).mean() > 0.5
     # An object's score does not depend on what it is scored with.
     batch = fake(rng, labels_of(rng, 50))
     whole, one = det.score(batch), det.score(batch.take(np.arange(1)))

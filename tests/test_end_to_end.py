@@ -14,6 +14,7 @@ from conftest import copy_project
 
 from plasticc_jax import cli, metrics, scoring
 from plasticc_jax import report as report_module
+from plasticc_jax.calibration import FlagThreshold
 from plasticc_jax.dataset import read_manifest
 
 pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
@@ -31,8 +32,9 @@ def test_table_covers_every_prepared_object(tiny_run):
     assert len(mu_columns) == 4  # tiny preset: latent_dim 4
     assert table["is_anomaly"].equals(table["target"].isin([6, 53, 64, 95]))
     assert not table.loc[table["split"] != "test", "is_anomaly"].any()
-    threshold = tiny_run.detector_params["threshold"]
-    assert (table["flagged"] == (table["anomaly_score"] > threshold)).all()
+    threshold = FlagThreshold.from_json(tiny_run.detector_params["threshold"])
+    flagged = threshold.flag(table["anomaly_score"], table["log10_peak_snr"])
+    assert (table["flagged"] == flagged).all()
     assert np.isfinite(table["anomaly_score"]).all()
     for name in tiny_run.detector_params["components"]:
         assert np.isfinite(table.loc[table["split"] != "train", name]).all(), name

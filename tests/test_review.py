@@ -1043,6 +1043,42 @@ def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) 
         validation.validation_pool(run, workdir=tmp_path)
 
 
+def test_validation_pool_uses_the_evaluated_detector_s_fusion(tmp_path: Path) -> None:
+    from plasticc_jax import config_io, detector_files
+    from plasticc_jax.components import COMPONENTS
+    from plasticc_jax.detector import parse_fusion
+    from plasticc_jax.io_utils import sha256_file
+    from plasticc_jax.review import validation
+
+    run = tmp_path / "run"
+    folder = run / "validation"
+    folder.mkdir(parents=True)
+    config = tiny_config()  # its fusion: the protocol's validated one
+    config_io.save_config(config, run / "config.json")
+    (run / "models").mkdir()
+    evaluated = {"latent_knn": 0.25, "recon_chi2": 0.75}  # `evaluate --set eval.fusion=...`
+    params = {"weights": evaluated}
+    (run / "models" / detector_files.PARAMS_FILE).write_text(json.dumps(params))
+    assert validation.run_fusion(run, config) == evaluated
+    scores = {"fold": [1, 1], "object_id": [7, 8], "positive": [True, False], "galactic": False}
+    pd.DataFrame({**scores, **dict.fromkeys(COMPONENTS, 0.5)}).to_parquet(folder / "scores.parquet")
+    made_from = {"scores_sha256": sha256_file(folder / "scores.parquet"), "fusion": evaluated}
+    cached = pd.DataFrame({"fold": [1], "object_id": [7], "anomaly_score": [0.5]})
+    cached.to_parquet(folder / validation.POOL_FILE)
+    (folder / "review_pool.json").write_text(json.dumps(made_from))
+    pd.testing.assert_frame_equal(validation.validation_pool(run, workdir=tmp_path), cached)
+    # A pool made with the config's fusion is not the detector's: built again (which needs the
+    # folds' prepared data, absent here).
+    configured = parse_fusion(config.eval.fusion)
+    assert configured != evaluated
+    (folder / "review_pool.json").write_text(json.dumps({**made_from, "fusion": configured}))
+    with pytest.raises(UserError, match="no prepared dataset"):
+        validation.validation_pool(run, workdir=tmp_path)
+    (run / "models" / detector_files.PARAMS_FILE).write_text("{}")
+    with pytest.raises(UserError, match="cannot read the detector's fusion weights"):
+        validation.run_fusion(run, config)
+
+
 def test_the_light_curves_come_only_from_the_runs_own_dataset(
     tiny_run, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

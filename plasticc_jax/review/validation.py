@@ -10,9 +10,9 @@ plays the anomaly, so the active loop's settings can be compared on known classe
 `validation_pool` turns those rows into a table shaped like a run's score table, so that the
 active model reads its features with the same `active.feature_columns` as in a review:
 
-- `anomaly_score`: the run's fusion (`eval.fusion`) of the fold's calibrated components,
-  calibrated against the fold's negatives per kind, as the detector does
-  (`fusion_search.Folds.fused`);
+- `anomaly_score`: the run's fusion of the fold's calibrated components (`run_fusion`: its
+  evaluated detector's, which the test simulation's static ranking is made with), calibrated
+  against the fold's negatives per kind, as the detector does (`fusion_search.Folds.fused`);
 - the components' calibrated scores (the fold detector's);
 - `mu_*` and `chi2_per_cell`: the fold's VAE (its checkpoint in `fold-<c>/`) on the objects;
 - the context columns of a score table (`scoring.CONTEXT_COLUMNS`), from the prepared dataset.
@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import runs, scoring
+from plasticc_jax import detector_files, runs, scoring
+from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import parse_fusion
 from plasticc_jax.errors import UserError
@@ -72,6 +73,27 @@ CANDIDATES: dict[str, active.Policy] = {
 }
 
 
+def run_fusion(run_dir: Path, config: Config) -> dict[str, float]:
+    """The fusion weights of the run's evaluated detector (`models/detector.json`: what its
+    `anomaly_score` was made with), else of its config (a run trained, not evaluated). The
+    config is the one it was trained with: an `evaluate` with another `eval.fusion` since, or a
+    release whose validated fusion changed, makes the detector's differ from it (earlier
+    releases built the pool with the config's while the test simulation ranked by the
+    detector's).
+
+    Raises:
+        UserError: the detector's file is unreadable.
+    """
+    params = Path(run_dir) / "models" / detector_files.PARAMS_FILE
+    if not params.is_file():
+        return parse_fusion(config.eval.fusion)
+    try:
+        weights = json.loads(params.read_text())["weights"]
+        return {str(name): float(weight) for name, weight in weights.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{params}: cannot read the detector's fusion weights ({error})") from None
+
+
 def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
     """The validation's folds as score tables (see the module), one row per (fold, object).
 
@@ -93,14 +115,12 @@ def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
             return pd.read_parquet(cache)
         raise UserError(f"{folder} holds no fold scores: run `plasticc-jax validate` first")
     config = runs.read_config(run_dir)
-    made_from = {
-        "scores_sha256": sha256_file(folder / "scores.parquet"),
-        "fusion": list(config.eval.fusion),
-    }
+    weights = run_fusion(run_dir, config)
+    made_from = {"scores_sha256": sha256_file(folder / "scores.parquet"), "fusion": weights}
     if cache.is_file() and record.is_file() and json.loads(record.read_text()) == made_from:
         return pd.read_parquet(cache)
     table = pd.read_parquet(folder / "scores.parquet")
-    table["anomaly_score"] = Folds(table).fused(parse_fusion(config.eval.fusion))
+    table["anomaly_score"] = Folds(table).fused(weights)
     workdir = infer_workdir(run_dir) if workdir is None else Path(workdir)
     dataset = workdir / config.data.dataset_dir
     parts = [

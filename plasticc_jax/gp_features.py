@@ -93,13 +93,18 @@ def _matern32(t1: jax.Array, w1: jax.Array, t2: jax.Array, w2: jax.Array, length
 
 
 @functools.cache
-def _batched_fit(window: tuple[float, float]) -> Callable[..., tuple[jax.Array, ...]]:
+def batched_fit(
+    window: tuple[float, float],
+    lengths: tuple[float, ...] = LENGTH_SCALES,
+    step: float = GRID_STEP_DAYS,
+) -> Callable[..., tuple[jax.Array, ...]]:
     """A jitted function, vectorised over objects: (t, band, y, noise), each
-    (objects, size) -> (the mean (objects, days, 6), the chosen time scale (objects,), each
-    point's squared residual over its variance (objects, size), 0 for padding)."""
-    scales = jnp.array(LENGTH_SCALES, jnp.float32)
+    (objects, size) -> (the mean (objects, days, 6) on `grid_days(window, step)`, the chosen
+    time scale among `lengths` (objects,), each point's squared residual over its variance
+    (objects, size), 0 for padding)."""
+    scales = jnp.array(lengths, jnp.float32)
     wavelengths = jnp.asarray(WAVELENGTHS, jnp.float32)
-    days = jnp.asarray(grid_days(window), jnp.float32)
+    days = jnp.asarray(grid_days(window, step), jnp.float32)
     grid_t, grid_w = jnp.repeat(days, 6), jnp.tile(wavelengths, days.size)
 
     def one(t, band, y, noise):
@@ -123,9 +128,9 @@ def _batched_fit(window: tuple[float, float]) -> Callable[..., tuple[jax.Array, 
     return jax.jit(jax.vmap(one))
 
 
-def grid_days(window: tuple[float, float]) -> np.ndarray:
+def grid_days(window: tuple[float, float], step: float = GRID_STEP_DAYS) -> np.ndarray:
     """The days (from t0) at which the process's mean is predicted."""
-    return np.arange(-window[0], window[1] + GRID_STEP_DAYS, GRID_STEP_DAYS)
+    return np.arange(-window[0], window[1] + step, step)
 
 
 def gp_features(
@@ -137,6 +142,9 @@ def gp_features(
     peak_rows: np.ndarray,
     redshift: np.ndarray,
     window: tuple[float, float],
+    *,
+    lengths: tuple[float, ...] = LENGTH_SCALES,
+    step: float = GRID_STEP_DAYS,
 ) -> np.ndarray:
     """`GP_NAMES` of m objects (see the module docstring).
 
@@ -146,6 +154,8 @@ def gp_features(
         starts: (m,) first row of each object; peak_rows: (m,) its brightest detection (t0).
         redshift: (m,) host photo-z (0 for galactic objects; NaN: the rest-frame times NaN).
         window: days before and after t0 whose points are fitted and predicted.
+        lengths, step: the time scales tried and the prediction grid's step in days (research
+            variants, `scripts/gp_fit_speed.py`; the features are validated with the defaults).
 
     Returns:
         (m, len(GP_NAMES)) float64, NaN where undefined.
@@ -170,8 +180,8 @@ def gp_features(
     first = np.r_[0, np.cumsum(counts)[:-1]]
     scale = np.zeros(m)
     np.maximum.at(scale, o[used], np.abs(flux[used]))
-    fit = _batched_fit((float(window[0]), float(window[1])))
-    days = grid_days(window)
+    fit = batched_fit((float(window[0]), float(window[1])), tuple(lengths), float(step))
+    days = grid_days(window, step)
     lower = MIN_POINTS - 1
     batch = CALL_OBJECTS
     for size in SIZES:

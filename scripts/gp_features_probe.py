@@ -78,8 +78,9 @@ the detector that `bench_score.py` times from tensors (23,630-24,720 objects/s; 
 would read 32 more columns): gridding with the batched features would run at about 1,700
 objects/s, 7.4x slower (derived from the two measured rates), a few seconds more for the
 training set but hours for the 3.5-million-object test set and 7.4x the gridding share of every
-replayed night. `--batched` (the features from `gp_batched.py`, float32): +0.0133 ± 0.0046 with
-the shipped weights (6/10), +0.0153 ± 0.0067 beside the classifier.
+replayed night. `--batched` (the features from `gp_batched.py`, float32, the prototype of the
+package's fit, which `--batched` now calls): +0.0133 ± 0.0046 with the shipped weights (6/10),
++0.0153 ± 0.0067 beside the classifier.
 
 Two more runs on the same folds, information for whoever builds it (not a choice): `--variant
 cheap` (one 20-day time scale, a 4-day grid, on which the epochs fall at -8, +16 and +48
@@ -190,7 +191,8 @@ def all_gp_features(
     objects: pd.DataFrame, lightcurves: Path, config: Config, batched: bool = False, **fit: Any
 ) -> np.ndarray:
     """(len(objects), len(GP_NAMES)) for the objects (train and val known only), in order;
-    `batched`: by `gp_batched.batched_gp_features` (JAX) instead of one object at a time."""
+    `batched`: by the package's batched fit (`gp_features.gp_features`, JAX; a prototype in
+    `scripts/gp_batched.py` when the probe was run) instead of one object at a time."""
     rows = read_files([lightcurves])
     keep = np.isin(rows.object_id, objects["object_id"].to_numpy())
     rows = rows.take(np.flatnonzero(keep))
@@ -205,7 +207,7 @@ def all_gp_features(
     )
     window = (config.data.window_before, config.data.window_after)
     if batched:
-        from gp_batched import batched_gp_features
+        from plasticc_jax.gp_features import gp_features as batched_gp_features
 
         z = np.array([redshift[i] for i in ids])
         values = batched_gp_features(
@@ -361,7 +363,7 @@ def main() -> None:
         "cheaper fit); ablation = each feature group of GROUPS left out in turn",
     )
     parser.add_argument(
-        "--batched", action="store_true", help="gp only: the batched JAX fit (gp_batched.py)"
+        "--batched", action="store_true", help="gp only: the package's batched JAX fit"
     )
     parser.add_argument("--raw", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="default: RUN/../..")

@@ -4,17 +4,19 @@
 
 `gp_features_probe.py` found the Gaussian-process features worth +0.0115 ± 0.0041 on the
 leave-one-known-class-out validation (shipped fusion weights), with a per-object NumPy fit.
-This times the batched version (`gp_batched.py`: jit, vmap over objects, float32 on the CPU):
+This times the batched fit (first a prototype in `scripts/gp_batched.py`, now the package's
+`plasticc_jax/gp_features.py`: jit, vmap over objects, float32 on the CPU):
 first the fit and the mean alone on synthetic points, per padded size (32, 64, 128 points) and
 for the training set's mix of sizes (points inside the window: 35% at most 32, 41% 33-64, 24%
 65-127), as validated (five time scales, a one-day grid) and cheaper (one 20-day scale, a
 four-day grid); best of `--rounds`. With `--lightcurves` (the training light curves, as `make
 prepare` fetched them), then, side by side on those objects, each the best of `--rounds`: the
-package's gridding with its features (`gridding.grid_chunk`, what `prepare`, `score` from files
-and each `replay` night run), the batched features end to end (window, padding, fit, features,
-`gp_batched.batched_gp_features`), and the probe's per-object NumPy fit on the first 1,000
-objects, with how far the batched features are from the NumPy ones there. Result (2 quiet
-cores, one run): docs/evaluation.md and `gp_features_probe.py`.
+package's gridding (`gridding.grid_chunk`, what `prepare`, `score` from files and each `replay`
+night run; since the features were built in, it includes them), the batched features end to end
+(window, padding, fit, features: `gp_features.gp_features`), and the probe's per-object NumPy fit
+on the first 1,000 objects, with how far the batched features are from the NumPy ones there.
+Result (2 quiet cores, one run, with the prototype, before the features were built in):
+docs/evaluation.md and `gp_features_probe.py`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-from gp_batched import batched_fit, batched_gp_features
 from gp_features_probe import GP_NAMES, LENGTH_SCALES, gp_features
 
 from plasticc_jax import gridding
 from plasticc_jax.config import DataConfig
+from plasticc_jax.gp_features import batched_fit
+from plasticc_jax.gp_features import gp_features as batched_gp_features
 from plasticc_jax.lightcurve_rows import read_files
 
 MIX = {32: 0.35, 64: 0.41, 128: 0.24}
@@ -65,7 +68,7 @@ def fit_alone(n_objects: int, rounds: int) -> None:
     rng = np.random.default_rng(0)
     inputs = {n: synthetic(n_objects, n, rng) for n in MIX}
     for name, (lengths, step) in VARIANTS.items():
-        fit = batched_fit(lengths, tuple(np.arange(-64.0, 192.0 + step, step)))
+        fit = batched_fit((64.0, 192.0), lengths, step)
         rates = {}
         for n, batch in inputs.items():
             fit(*batch)[0].block_until_ready()  # compile

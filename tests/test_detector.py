@@ -377,9 +377,14 @@ def test_save_load_roundtrip(fitted, tmp_path):
         )
         (legacy / detector_files.estimators_file(name)).unlink()
     sio.dump(merged, legacy / detector_files.FORMAT_2_ESTIMATORS)
-    (legacy / detector_files.PARAMS_FILE).write_text(json.dumps({**params, "format_version": 2}))
-    for key, value in detector.Detector.load(legacy).score(batch).items():
+    # Formats 2 and 3 saved one threshold, a number: read as one bin.
+    one = {**params, "format_version": 2, "threshold": 2.5}
+    (legacy / detector_files.PARAMS_FILE).write_text(json.dumps(one))
+    old = detector.Detector.load(legacy)
+    for key, value in old.score(batch).items():
         np.testing.assert_array_equal(value, expected[key], err_msg=key)
+    assert old.threshold == calibration.FlagThreshold((), (2.5,))
+    np.testing.assert_array_equal(old.flag(np.array([2.4, 2.6]), np.array([9.0, -9.0])), [0, 1])
     # An estimators file that asks for a type the detector never saves is refused, unbuilt.
     sio.dump(
         {"model": _Payload()}, tmp_path / "models" / detector_files.estimators_file("classifier")

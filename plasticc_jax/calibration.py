@@ -128,7 +128,7 @@ class FlagThreshold:
     bins are quantiles of the val known objects' `DEPTH_FEATURE` (terciles by default,
     `eval.flag_depth_bins`), and each bin's threshold is the `1 - target_fpr` quantile of its
     own val known objects' scores. An object fainter or brighter than every val known object
-    falls in the first or last bin; one without a finite depth in the first.
+    falls in the first or last bin; one without a depth (NaN) in the first.
 
     Attributes:
         edges: (bins - 1,) increasing depth edges between the bins (empty: one threshold).
@@ -168,13 +168,13 @@ class FlagThreshold:
 
     def describe(self) -> str:
         """`2.013` for one threshold; `2.310 / 2.050 / 1.980 (log10_peak_snr below 1.29,
-        1.29-1.71, from 1.71)` for three bins."""
+        1.29 to 1.71, from 1.71)` for three bins."""
         if not self.edges:
             return f"{self.values[0]:.3f}"
         e = self.edges
         bins = [
             f"below {e[0]:.2f}",
-            *(f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(e)),
+            *(f"{a:.2f} to {b:.2f}" for a, b in itertools.pairwise(e)),
             f"from {e[-1]:.2f}",
         ]
         values = " / ".join(f"{v:.3f}" for v in self.values)
@@ -193,8 +193,8 @@ class FlagThreshold:
 
 
 def _bin(depth: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """(n,) each depth's bin among `edges` (no finite depth: the first)."""
-    return np.digitize(np.where(np.isfinite(depth), depth, -np.inf), np.asarray(edges, np.float64))
+    """(n,) each depth's bin among `edges` (no depth, NaN: the first)."""
+    return np.digitize(np.where(np.isnan(depth), -np.inf, depth), np.asarray(edges, np.float64))
 
 
 def warn_weak_calibration(

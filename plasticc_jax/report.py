@@ -280,7 +280,14 @@ def report_markdown(
         "fitted exponential tail orders the objects: not a measured frequency). "
         f"Flag threshold {FlagThreshold.from_json(threshold).describe()}, set for a "
         f"false-positive rate of {threshold['target_fpr']:.1%} on val known objects"
-        f"{' in each depth bin' if threshold['edges'] else ''}. Train known objects are scored out "
+        f"{' in each depth bin' if threshold['edges'] else ''}"
+        + (
+            " (their complete and partial light curves pooled: the depth table below bins the "
+            "complete ones alone)"
+            if result.get("early")
+            else ""
+        )
+        + ". Train known objects are scored out "
         f"of fold ({result['detector']['cross_fit_folds']} folds; the fused components only). "
         "Components without a weight are shown for comparison. No anomaly label is used to fit "
         "or tune anything.",

@@ -105,7 +105,8 @@ def test_flag_threshold_holds_in_every_depth_bin():
     assert one[which == 0].mean() > 0.02 and one[which == 2].mean() < 0.005
     # Beyond the val objects' depths: the first and last bins; no depth: the first.
     first, _, last = per_bin.values
-    np.testing.assert_array_equal(per_bin.at(np.array([-9.0, 9.0, np.nan])), [first, last, first])
+    beyond = np.array([-9.0, 9.0, np.nan, np.inf, -np.inf])
+    np.testing.assert_array_equal(per_bin.at(beyond), [first, last, first, last, first])
     # Fewer bins where a bin would hold fewer than 1 / target_fpr objects, or depths tie.
     assert len(calibration.FlagThreshold.fit(scores[:250], depth[:250], 0.01, 3).values) == 2
     assert len(calibration.FlagThreshold.fit(scores[:150], depth[:150], 0.01, 3).values) == 1

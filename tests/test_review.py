@@ -1074,6 +1074,11 @@ def test_validation_pool_uses_the_evaluated_detector_s_fusion(tmp_path: Path) ->
     (folder / "review_pool.json").write_text(json.dumps({**made_from, "fusion": configured}))
     with pytest.raises(UserError, match="no prepared dataset"):
         validation.validation_pool(run, workdir=tmp_path)
+    # A fusion of a component the validation did not score: named, not a KeyError.
+    (folder / "review_pool.json").unlink()
+    pd.DataFrame({**scores, "latent_knn": 0.5}).to_parquet(folder / "scores.parquet")
+    with pytest.raises(UserError, match="weighs recon_chi2, which the validation did not score"):
+        validation.validation_pool(run, workdir=tmp_path)
     (run / "models" / detector_files.PARAMS_FILE).write_text("{}")
     with pytest.raises(UserError, match="cannot read the detector's fusion weights"):
         validation.run_fusion(run, config)

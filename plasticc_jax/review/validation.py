@@ -120,6 +120,13 @@ def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
     if cache.is_file() and record.is_file() and json.loads(record.read_text()) == made_from:
         return pd.read_parquet(cache)
     table = pd.read_parquet(folder / "scores.parquet")
+    missing = sorted(set(weights) - set(table.columns))
+    if missing:
+        raise UserError(
+            f"{folder / 'scores.parquet'}: the run's fusion weighs {', '.join(missing)}, which "
+            "the validation did not score: run `plasticc-jax validate` with the settings the run "
+            "was evaluated with"
+        )
     table["anomaly_score"] = Folds(table).fused(weights)
     workdir = infer_workdir(run_dir) if workdir is None else Path(workdir)
     dataset = workdir / config.data.dataset_dir

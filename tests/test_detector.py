@@ -112,6 +112,10 @@ def test_flag_threshold_holds_in_every_depth_bin():
     assert len(calibration.FlagThreshold.fit(scores[:150], depth[:150], 0.01, 3).values) == 1
     assert len(calibration.FlagThreshold.fit(scores, np.ones(3000), 0.01, 3).values) == 1
     assert len(calibration.FlagThreshold.fit(scores, np.full(3000, np.nan), 0.01, 3).values) == 1
+    # The object that sets a threshold scores it exactly: another path's last bits must not
+    # flag it (evaluate against score: 9e-15 apart).
+    at = np.array([first, first + 1e-13, first + 1e-6])
+    assert per_bin.flag(at, np.full(3, -9.0)).tolist() == [False, False, True]
     # Saved and read back; a run of an earlier release saved one number.
     assert calibration.FlagThreshold.from_json(per_bin.to_json()) == per_bin
     assert calibration.FlagThreshold.from_json(2.5) == calibration.FlagThreshold((), (2.5,))
@@ -136,9 +140,7 @@ def test_the_score_table_flags_each_object_by_its_depth(fitted):
         "chi2": np.zeros(6),
         "features": features,
     }
-    below, above = np.nextafter(1.0, 0.0), np.nextafter(1.0, 2.0)
-    score = np.array([first * below, first * above, middle * below, middle * above])
-    score = np.r_[score, last * below, last * above]
+    score = np.repeat([first, middle, last], 2) + np.tile([-1e-6, 1e-6], 3)
     scores = {name: np.zeros(6) for name in det.names}
     scores |= {"nearest_class": np.full(6, 42), "nearest_class_prob": np.ones(6)}
     table = scoring.score_table(objects, {**scores, "anomaly_score": score}, det)

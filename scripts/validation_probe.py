@@ -1,12 +1,13 @@
 """What the validation probes share (`scripts/*_probe.py`, `rest_frame_components.py`): their
-command line, the validated run's fold scores and known objects, the classifier's input, and the
-report of a candidate against the shipped fusion (the adoption rule of docs/evaluation.md: the
-candidate's best fusion must beat the shipped one by more than twice the standard error of the
-paired per-fold differences)."""
+command line, the validated run's fold scores and known objects, the classifier's input, the
+feature components on other normalisations, and the report of a candidate against the shipped
+fusion (the adoption rule of docs/evaluation.md: the candidate's best fusion must beat the
+shipped one by more than twice the standard error of the paired per-fold differences)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import time
@@ -19,9 +20,9 @@ import pandas as pd
 from plasticc_jax import config_io
 from plasticc_jax.calibration import DEPTH_FEATURE, Reference
 from plasticc_jax.components import Classifier, Evidence
-from plasticc_jax.config import Config
-from plasticc_jax.dataset import iter_split
-from plasticc_jax.detector import parse_fusion
+from plasticc_jax.config import VALIDATED_FUSION, Config, EvalConfig
+from plasticc_jax.dataset import FeatureStats, iter_split
+from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.plasticc import class_name
@@ -222,3 +223,100 @@ def classifier_probe(doc: str, out: str, title: str, candidates: dict[str, tuple
     for name, (label, _) in candidates.items():
         print(f"\n### {label}\n")
         compare_with_classifier(table, config, name, label)
+
+
+# The feature distance components, fitted again on other feature normalisations.
+FEATURE_COMPONENTS = ("feature_mahalanobis", "feature_knn", "feature_forest")
+# (every row's raw features, the fitting rows) -> every row's normalised features.
+Normalisation = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def quantile_normalisation(names: tuple[str, ...]) -> Normalisation:
+    """The package's normalisation (`FeatureStats`) of the features `names`, fitted on the
+    fitting rows."""
+    columns = [FEATURE_NAMES.index(n) for n in names]
+
+    def normalise(raw: np.ndarray, fit: np.ndarray) -> np.ndarray:
+        return FeatureStats.fit(names, raw[fit][:, columns]).normalise(raw[:, columns])
+
+    return normalise
+
+
+def feature_component_columns(
+    objects: pd.DataFrame,
+    held_out: int,
+    config: EvalConfig,
+    normalisations: dict[str, Normalisation],
+) -> pd.DataFrame:
+    """`FEATURE_COMPONENTS` of one fold's scored objects on each normalisation (columns named
+    with its suffix), fitted per kind on the train split's other known classes and calibrated on
+    the val split's, as `validate` fits the shipped ones."""
+    raw = np.stack(objects["raw"].to_numpy())
+    target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
+    fit = np.flatnonzero((split == "train") & (target != held_out))
+    val = np.flatnonzero((split == "val") & (target != held_out))
+    scored = np.flatnonzero((split == "val") | (target == held_out))
+    out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
+    fusion = (f"{FEATURE_COMPONENTS[0]}:1",)
+    config = dataclasses.replace(config, components=FEATURE_COMPONENTS, fusion=fusion)
+    n = len(raw)
+    for suffix, normalise in normalisations.items():
+        evidence = Evidence(
+            latent=np.zeros((n, 1), np.float32),
+            probabilities=np.zeros((n, 0), np.float32),
+            chi2=np.zeros(n),
+            features=normalise(raw, fit),
+            raw_features=raw.astype(np.float32),
+            galactic=raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5,
+            depth=raw[:, FEATURE_NAMES.index(DEPTH_FEATURE)],
+        )
+        detector = Detector.fit(
+            evidence.take(fit), target[fit], evidence.take(val), target[val], config
+        )
+        part = evidence.take(scored)
+        tails = detector.calibrated(
+            detector.raw_scores(part), route(detector.components, part.galactic)
+        )
+        out = out.assign(**{f"{c}{suffix}": tails[c] for c in FEATURE_COMPONENTS})
+    return out
+
+
+def feature_component_probe(
+    doc: str, out: str, normalisations: dict[str, Normalisation], label: str
+) -> None:
+    """The command of a probe of the feature components on other normalisations: `_again` (the
+    shipped one, checked against the stored columns) and one candidate (the other suffix),
+    reported against the shipped fusion with the shipped weights and with the best fusion found
+    over the shipped fusion's components and the candidates (weights 0-3)."""
+    (suffix,) = [s for s in normalisations if s != "_again"]
+    args = probe_arguments(doc, out)
+    start = time.perf_counter()
+    config, scores, objects = read_validation(args.run, args.workdir)
+    fold_ids = [int(f) for f in scores["fold"].unique()]
+    new = pd.concat(
+        [feature_component_columns(objects, f, config.eval, normalisations) for f in fold_ids],
+        ignore_index=True,
+    )
+    table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")
+    assert not table[new.columns].isna().any().any(), "a scored object without new scores"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.out, index=False)
+    print(f"components: {time.perf_counter() - start:.0f} s")
+    for c in FEATURE_COMPONENTS:  # the recomputation reproduces the stored columns
+        print(f"{c}: max |recomputed - stored| {np.abs(table[c] - table[c + '_again']).max():.2e}")
+
+    folds = Folds(table)
+    shipped = parse_fusion(VALIDATED_FUSION[config.data.protocol])
+    candidates = [f"{c}{suffix}" for c in FEATURE_COMPONENTS]
+    swapped = {(f"{c}{suffix}" if c in FEATURE_COMPONENTS else c): w for c, w in shipped.items()}
+    rows = {"shipped fusion": folds.fused(shipped)}
+    rows |= {c: table[c].to_numpy() for c in [*FEATURE_COMPONENTS, *candidates]}
+    rows[f"shipped weights, {label}"] = folds.fused(swapped)
+    # Every weight of the seven: `search` keeps the six best singles and everything in `also`.
+    searched = [*shipped, *candidates]
+    best = folds.search(searched, searched)[0]["weights"]
+    rows[f"best found: {fusion_spec(best)}"] = folds.fused(best)
+    table_rows(folds, rows)
+    for name in list(rows)[-2:]:
+        print(f"{name}: {paired(folds, rows[name], rows['shipped fusion'])}")
+    print(f"total: {time.perf_counter() - start:.0f} s")

@@ -473,7 +473,8 @@ REPORT_ONLY = (
     "figures",
     "umap",
     "baselines",
-    "flag_depth_bins",  # the flag's threshold: no fold score reads it
+    "flag_bins",  # the flag's threshold: no fold score reads it
+    "flag_bin_feature",
 )
 
 

@@ -27,13 +27,6 @@ rule written before the run, docs/early.md): the best fusion found at 10 days wi
 them at every stage and every replay night, nor fits the `gp_classifier` (without them, the
 `classifier` again).
 
-Flag threshold (`eval.flag_bin_feature`): per tercile of `log10_duration` (days between the first
-and last detection), not of depth as in the default preset. With depth terciles the flag's
-false-positive rate drifted with the stage (val known objects, halves: 2.16% at 2 days, 0.20%
-with the complete light curve); with duration terciles it holds within 0.5-2% at every stage and
-in every depth tercile (1.52% / 1.16% / 0.88% / 0.99% / 1.52% / 0.81%; rule written before the
-run, `scripts/stage_threshold_probe.py`, docs/early.md).
-
 Command: `make prepare train evaluate CONFIG=early`.
 Runtime on 2 CPU cores, from a fresh clone with the venv and the data ready: about 1 min 40 s
 (README). Expected result (measured on this release): on the `rare` test split, mean per-class
@@ -70,10 +63,8 @@ def get_config() -> Config:
         # The best fusion found by the validation at 10 days (above; the default preset's is
         # chosen on complete light curves).
         # Without the features the `gp_classifier` would be the `classifier` again: not fitted.
-        # The flag threshold per duration tercile: it holds at every stage (above).
         eval=EvalConfig(
             fusion=FUSION,
             components=tuple(c for c in COMPONENT_NAMES if c != "gp_classifier"),
-            flag_bin_feature="log10_duration",
         ),
     )

@@ -6,10 +6,8 @@ fraction of val known objects that score at least as high, and the calibrated sc
 `-log10 p` (2 = "1 in 100 known objects scores this high"). An object's calibrated score depends
 only on that object and the run, never on the objects scored with it.
 
-The flag threshold (`FlagThreshold`) is set per bin of one feature of the val known objects: their
-depth (peak signal-to-noise) by default, so that the flag's false-positive rate holds for faint and
-bright objects alike; their duration for runs that score partial light curves, so that it holds
-at every stage of a light curve too (`eval.flag_bin_feature`).
+The flag threshold (`FlagThreshold`) is set per depth bin (peak signal-to-noise) of the val known
+objects, so that the flag's false-positive rate holds for faint and bright objects alike.
 """
 
 from __future__ import annotations
@@ -21,17 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from plasticc_jax.config import FLAG_BIN_FEATURES
 from plasticc_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MAX_REFERENCE_POINTS = 2001
-# The features a flag threshold may be binned by (`eval.flag_bin_feature`; the columns of
-# `Evidence.flag_features`): depth, log10 of an object's highest signal-to-noise; duration,
-# log10(1 + days between its first and last detection), which grows with the stage of a partial
-# light curve.
-DEPTH_FEATURE, DURATION_FEATURE = FLAG_BIN_FEATURES
+# The feature that measures an object's depth: log10 of its highest point's signal-to-noise.
+DEPTH_FEATURE = "log10_peak_snr"
 # How far a score must exceed its threshold to be flagged: the val object that sets a threshold
 # scores it exactly, and the same object scored by another path (`score` against `evaluate`)
 # differs in the last bits (measured: 9e-15); without a margin it could be flagged by one only.
@@ -131,61 +125,50 @@ def calibrate_threshold(scores: np.ndarray, target_fpr: float) -> float:
 
 @dataclass(frozen=True)
 class FlagThreshold:
-    """`anomaly_score` above which an object is flagged, per bin of one feature.
+    """`anomaly_score` above which an object is flagged, per depth bin.
 
     The fused score drifts with depth (faint known objects score higher: their light curves are
-    explained less well) and with the stage of a partial light curve (a few days of it are
-    explained less well than the whole), so one threshold would flag more of those known
-    objects than of the others. The bins are quantiles of the val known objects' `feature`
-    (terciles by default, `eval.flag_bins`), and each bin's threshold is the `1 - target_fpr`
-    quantile of its own val known objects' scores. An object below or above every val known
-    object falls in the first or last bin; one without the feature (NaN) in the first.
+    explained less well), so one threshold would flag more faint than bright known objects. The
+    bins are quantiles of the val known objects' `DEPTH_FEATURE` (terciles by default,
+    `eval.flag_depth_bins`), and each bin's threshold is the `1 - target_fpr` quantile of its
+    own val known objects' scores. An object fainter or brighter than every val known object
+    falls in the first or last bin; one without a depth (NaN) in the first.
 
     Attributes:
-        edges: (bins - 1,) increasing edges of `feature` between the bins (empty: one threshold).
+        edges: (bins - 1,) increasing depth edges between the bins (empty: one threshold).
         values: (bins,) the threshold of each bin.
-        feature: the feature binned (`FLAG_BIN_FEATURES`).
     """
 
     edges: tuple[float, ...]
     values: tuple[float, ...]
-    feature: str = DEPTH_FEATURE
 
     @staticmethod
-    def fit(
-        scores: np.ndarray,
-        value: np.ndarray,
-        target_fpr: float,
-        bins: int,
-        feature: str = DEPTH_FEATURE,
-    ) -> FlagThreshold:
-        """Thresholds for `target_fpr` in `bins` quantile bins of `value` (the objects'
-        `feature`) of the (known) objects given; fewer bins where some would hold fewer than
-        1 / target_fpr of them (the quantile is then not resolved) or values tie, down to one
-        threshold for all."""
-        scores, value = np.asarray(scores, np.float64), np.asarray(value, np.float64)
-        finite = value[np.isfinite(value)]
+    def fit(scores: np.ndarray, depth: np.ndarray, target_fpr: float, bins: int) -> FlagThreshold:
+        """Thresholds for `target_fpr` in `bins` depth quantile bins of the (known) objects
+        given; fewer bins where some would hold fewer than 1 / target_fpr of them (the
+        quantile is then not resolved), down to one threshold for all."""
+        scores, depth = np.asarray(scores, np.float64), np.asarray(depth, np.float64)
+        finite = depth[np.isfinite(depth)]
         edges, which = np.zeros(0), np.zeros(len(scores), np.int64)
         for n_bins in range(min(bins, int(len(scores) * target_fpr)), 1, -1):
             candidate = np.quantile(finite, np.arange(1, n_bins) / n_bins) if finite.size else []
-            in_bin = _bin(value, candidate)
+            in_bin = _bin(depth, candidate)
             sizes = np.bincount(in_bin, minlength=n_bins)
             if np.all(np.diff(candidate) > 0) and sizes.min() * target_fpr >= 1:
                 edges, which = np.asarray(candidate), in_bin
-                break  # else ties, or too few objects in a bin: fewer bins
+                break  # else ties in depth, or too few objects in a bin: fewer bins
         values = [
             calibrate_threshold(scores[which == b], target_fpr) for b in range(edges.size + 1)
         ]
-        return FlagThreshold(tuple(map(float, edges)), tuple(values), feature)
+        return FlagThreshold(tuple(map(float, edges)), tuple(values))
 
-    def at(self, value: np.ndarray) -> np.ndarray:
-        """(n,) the threshold of the bin of each object's `feature` value."""
-        return np.asarray(self.values)[_bin(np.asarray(value, np.float64), self.edges)]
+    def at(self, depth: np.ndarray) -> np.ndarray:
+        """(n,) the threshold of each object's depth bin."""
+        return np.asarray(self.values)[_bin(np.asarray(depth, np.float64), self.edges)]
 
-    def flag(self, anomaly_score: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """(n,) bool: scores above the threshold of their bin of `feature` (`value`), by more
-        than `FLAG_MARGIN`."""
-        return np.asarray(anomaly_score) > self.at(value) + FLAG_MARGIN
+    def flag(self, anomaly_score: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above their depth bin's threshold (by more than `FLAG_MARGIN`)."""
+        return np.asarray(anomaly_score) > self.at(depth) + FLAG_MARGIN
 
     def describe(self) -> str:
         """`2.013` for one threshold; `2.310 / 2.050 / 1.980 (log10_peak_snr below 1.29,
@@ -199,32 +182,23 @@ class FlagThreshold:
             f"from {e[-1]:.2f}",
         ]
         values = " / ".join(f"{v:.3f}" for v in self.values)
-        return f"{values} ({self.feature} {', '.join(bins)})"
+        return f"{values} ({DEPTH_FEATURE} {', '.join(bins)})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"feature": self.feature, "edges": list(self.edges), "values": list(self.values)}
+        return {"feature": DEPTH_FEATURE, "edges": list(self.edges), "values": list(self.values)}
 
     @staticmethod
     def from_json(raw: Any) -> FlagThreshold:
         """Read `to_json`'s record, or a number: the one threshold of a run of an earlier
-        release.
-
-        Raises:
-            ValueError: a feature not among `FLAG_BIN_FEATURES`.
-        """
-        if not isinstance(raw, dict):
-            return FlagThreshold((), (float(raw),))
-        feature = raw.get("feature", DEPTH_FEATURE)
-        if feature not in FLAG_BIN_FEATURES:
-            wanted = ", ".join(FLAG_BIN_FEATURES)
-            raise ValueError(f"the threshold's feature {feature!r} is not one of {wanted}")
-        edges, values = tuple(map(float, raw["edges"])), tuple(map(float, raw["values"]))
-        return FlagThreshold(edges, values, feature)
+        release."""
+        if isinstance(raw, dict):
+            return FlagThreshold(tuple(map(float, raw["edges"])), tuple(map(float, raw["values"])))
+        return FlagThreshold((), (float(raw),))
 
 
-def _bin(value: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """(n,) each value's bin among `edges` (NaN: the first)."""
-    return np.digitize(np.where(np.isnan(value), -np.inf, value), np.asarray(edges, np.float64))
+def _bin(depth: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """(n,) each depth's bin among `edges` (no depth, NaN: the first)."""
+    return np.digitize(np.where(np.isnan(depth), -np.inf, depth), np.asarray(edges, np.float64))
 
 
 def warn_weak_calibration(

@@ -53,8 +53,8 @@ class Evidence:
             the same F first, then the Gaussian-process ones (`gridding.FEATURE_NAMES`; none in
             a dataset prepared before they existed).
         galactic: (n,) bool, `hostgal_photoz == 0`.
-        flag_features: (n, 2) float64, the features a flag threshold may be binned by
-            (`config.FLAG_BIN_FEATURES`: depth, log10 of the peak signal-to-noise; duration).
+        depth: (n,) float, how deep the object is (`calibration.DEPTH_FEATURE`, log10 of its
+            peak signal-to-noise): the flag threshold's bins.
         head_classes: the known classes of the head's columns, in order.
     """
 
@@ -64,7 +64,7 @@ class Evidence:
     features: np.ndarray
     raw_features: np.ndarray
     galactic: np.ndarray
-    flag_features: np.ndarray
+    depth: np.ndarray
     head_classes: tuple[int, ...] = ()
 
     def __len__(self) -> int:

@@ -35,10 +35,6 @@ INPUT_SELECTIONS: tuple[str, ...] = ("train", "test", "all")
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 # The grid's reference time t0 (`DataConfig.time_anchor`, `gridding.anchor_rows`).
 TIME_ANCHORS: tuple[str, ...] = ("peak", "first_detection")
-# The features the flag threshold may be binned by (`EvalConfig.flag_bin_feature`,
-# `calibration.FlagThreshold`): depth, log10 of the peak signal-to-noise; and how far along its
-# light curve an object is, log10(1 + days between its first and last detection).
-FLAG_BIN_FEATURES: tuple[str, ...] = ("log10_peak_snr", "log10_duration")
 # Bins per passband at most: four a day over the default 256-day window (finer grids only cost
 # memory).
 MAX_TIME_BINS = 1024
@@ -213,12 +209,10 @@ class EvalConfig:
     n_estimators: int = 300
     max_samples: int = 256
     # Threshold calibrated on the val split of known classes for this false-positive rate,
-    # in each of `flag_bins` bins of `flag_bin_feature` (its quantiles on them; fewer where a
-    # bin would hold fewer than 1 / target_fpr of them; 1: one threshold for all): depth by
-    # default, duration for runs that score partial light curves (the `early` preset).
+    # in each of this many depth bins (quantiles of their peak signal-to-noise; fewer where a
+    # bin would hold fewer than 1 / target_fpr of them; 1: one threshold for all).
     target_fpr: float = 0.01
-    flag_bins: int = 3
-    flag_bin_feature: str = FLAG_BIN_FEATURES[0]
+    flag_depth_bins: int = 3
     # The train split's known objects are scored by components fitted without them, in this many
     # folds (2-20; they were fitted on them); 0 scores them in-sample.
     cross_fit_folds: int = 5
@@ -553,15 +547,9 @@ def validate(config: Config) -> None:
         "batch_size",
         "knn_neighbours",
         "classifier_iterations",
-        "flag_bins",
+        "flag_depth_bins",
     ):
         positive_int(f"eval.{key}", getattr(ev, key))
-    need(
-        ev.flag_bin_feature in FLAG_BIN_FEATURES,
-        "eval.flag_bin_feature",
-        ev.flag_bin_feature,
-        f"choose one of {', '.join(FLAG_BIN_FEATURES)}",
-    )
     folds = ev.cross_fit_folds
     ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or 2 <= folds <= 20)
     # Each fold fits the detector again: 100,000 folds ran for hours without a word (an audit).

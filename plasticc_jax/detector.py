@@ -17,10 +17,8 @@ How an object is scored:
    mean is calibrated once more the same way: `anomaly_score` is -log10 of the fraction of val
    known objects of the same kind whose fused evidence is at least as strong (2: 1 in 100).
 5. **Flag**: `anomaly_score` above the `1 - eval.target_fpr` quantile of the val known objects
-   of the same bin (terciles of peak signal-to-noise, or of duration for runs that score partial
-   light curves: `eval.flag_bin_feature`, `calibration.FlagThreshold`): the fused score drifts
-   with depth and with the stage of a light curve, and the flag's false-positive rate holds in
-   every bin.
+   of the same depth bin (terciles of peak signal-to-noise, `calibration.FlagThreshold`): the
+   fused score drifts with depth, and the flag's false-positive rate holds in every bin.
 
 Beside the score, each object gets its nearest known class and that class's probability (from the
 `gp_classifier` or `classifier` component, `components.nearest_class_source`, else from the VAE's
@@ -50,7 +48,7 @@ from plasticc_jax.components import (
     Evidence,
     nearest_class_source,
 )
-from plasticc_jax.config import FLAG_BIN_FEATURES, EvalConfig
+from plasticc_jax.config import EvalConfig
 from plasticc_jax.errors import UserError
 from plasticc_jax.threads import cores, map_row_slices, single_threaded
 
@@ -137,7 +135,7 @@ class Detector:
         components: group -> component name -> fitted component.
         references: group -> component name (and `"fused"`) -> `Reference` on val known objects.
         weights: component -> fusion weight (sum 1; components not named are reported only).
-        threshold: `anomaly_score` above which an object is flagged, per bin of its feature.
+        threshold: `anomaly_score` above which an object is flagged, per depth bin.
         target_fpr: the val known false-positive rate the threshold was set for (per bin).
         head_classes: the known classes of the VAE head's columns.
         config: the settings it was fitted with (saved with it).
@@ -173,7 +171,7 @@ class Detector:
             train, val: evidence of known objects only (the caller drops everything else).
             train_labels, val_labels: their classes (val labels are only counted).
             config: `components` (those to fit), `fusion` (their weights), `target_fpr`,
-                `flag_bins`, `flag_bin_feature`.
+                `flag_depth_bins`.
         """
         weights = parse_fusion(config.fusion)
         names = tuple(dict.fromkeys([*config.components, *weights]))
@@ -210,11 +208,7 @@ class Detector:
             reference_sizes[group] = int(rows.sum())
         anomaly_score = detector.final_score(fused, groups)
         detector.threshold = FlagThreshold.fit(
-            anomaly_score,
-            val.flag_features[:, FLAG_BIN_FEATURES.index(config.flag_bin_feature)],
-            config.target_fpr,
-            config.flag_bins,
-            config.flag_bin_feature,
+            anomaly_score, val.depth, config.target_fpr, config.flag_depth_bins
         )
         classes, counts = np.unique(val_labels, return_counts=True)
         detector.info = {
@@ -224,7 +218,7 @@ class Detector:
             # log10(n + 1) lies beyond all of them, in the fitted tail.
             "n_val_known_per_group": reference_sizes,
             "groups": sorted(components),
-            "val_flag_rate": float(np.mean(detector.flag(anomaly_score, val.flag_features))),
+            "val_flag_rate": float(np.mean(detector.flag(anomaly_score, val.depth))),
             "val_classes": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
         }
         log.info(
@@ -349,12 +343,10 @@ class Detector:
             "nearest_class_prob": prob,
         }
 
-    def flag(self, anomaly_score: np.ndarray, flag_features: np.ndarray) -> np.ndarray:
-        """(n,) bool: scores above the threshold of their bin, calibrated for `target_fpr` on
-        the val known objects of that bin; `flag_features`: (n, 2), `Evidence.flag_features`
-        (`scoring.flag_features`), of which the threshold reads its feature's column."""
-        column = FLAG_BIN_FEATURES.index(self.threshold.feature)
-        return self.threshold.flag(anomaly_score, np.asarray(flag_features)[:, column])
+    def flag(self, anomaly_score: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above the threshold of their depth (`Evidence.depth`), calibrated
+        for `target_fpr` on the val known objects of that depth bin."""
+        return self.threshold.flag(anomaly_score, depth)
 
     def out_of_fold(
         self,

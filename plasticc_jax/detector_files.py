@@ -21,9 +21,9 @@ from plasticc_jax.components import COMPONENTS, Component, nearest_class_source
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, atomic_write_text
 
-# Format 5: the flag threshold per bin of the feature it names, depth or duration
-# (`calibration.FlagThreshold`); 4 (depth bins), 2 and 3 (one threshold, a number) are still read.
-FORMAT_VERSION = 5
+# Format 4: the flag threshold per depth bin (`calibration.FlagThreshold`); 2 and 3 (one
+# threshold, a number) are still read.
+FORMAT_VERSION = 4
 PARAMS_FILE, ARRAYS_FILE = "detector.json", "detector.npz"
 # Format 2 (runs evaluated before per-component files): every estimator in one file; still read.
 FORMAT_2_ESTIMATORS = "detector.skops"
@@ -104,12 +104,8 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
         )
     params = json.loads(paths[0].read_text())
     version = params.get("format_version")
-    if version not in (2, 3, 4, FORMAT_VERSION):
+    if version not in (2, 3, FORMAT_VERSION):
         raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
-    try:
-        threshold = FlagThreshold.from_json(params["threshold"])
-    except ValueError as error:  # a hand-edited feature
-        raise UserError(f"{paths[0]}: {error}: run `plasticc-jax evaluate` again") from None
     names = params["components"]
     if scoring_only:
         nearest = nearest_class_source(names, params["weights"])
@@ -154,7 +150,7 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
             for g, refs in params["references"].items()
         },
         weights={k: float(v) for k, v in params["weights"].items()},
-        threshold=threshold,
+        threshold=FlagThreshold.from_json(params["threshold"]),
         target_fpr=float(params["target_fpr"]),
         head_classes=tuple(params["head_classes"]),
         config=config,

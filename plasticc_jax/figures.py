@@ -281,8 +281,8 @@ def score_hist_figure(
     label: str = "fused anomaly score",
 ) -> Path:
     """Histogram of the score for each class (one small panel per class, shared x axis), known
-    classes in blue and anomaly classes in red, with the flag thresholds (one per bin of depth,
-    or of duration) and each class's flagged fraction (`flagged`, (n,) bool)."""
+    classes in blue and anomaly classes in red, with the flag thresholds (one per depth bin)
+    and each class's flagged fraction (`flagged`, (n,) bool)."""
     scores, target, is_anomaly = np.asarray(scores), np.asarray(target), np.asarray(is_anomaly)
     classes = sorted(np.unique(target), key=lambda c: (bool(is_anomaly[target == c].any()), c))
     ncols = 2
@@ -317,7 +317,7 @@ def score_hist_figure(
         ax.set_ylabel("objects", fontsize=8)
     fig.suptitle(
         "Score per class, test split (red: anomaly classes; dashed: the flag thresholds, one "
-        "per bin of depth or duration)"
+        "per depth bin)"
     )
     return _save(fig, path)
 

@@ -280,7 +280,7 @@ def report_markdown(
         "fitted exponential tail orders the objects: not a measured frequency). "
         f"Flag threshold {FlagThreshold.from_json(threshold).describe()}, set for a "
         f"false-positive rate of {threshold['target_fpr']:.1%} on val known objects"
-        + (f" in each bin of {threshold['feature']}" if threshold["edges"] else "")
+        f"{' in each depth bin' if threshold['edges'] else ''}"
         + (
             " (their complete and partial light curves pooled: the depth table below bins the "
             "complete ones alone)"

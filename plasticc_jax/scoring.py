@@ -40,8 +40,8 @@ import pyarrow.parquet as pq
 from scipy import special
 
 from plasticc_jax import plasticc
+from plasticc_jax.calibration import DEPTH_FEATURE
 from plasticc_jax.components import Evidence
-from plasticc_jax.config import FLAG_BIN_FEATURES
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import FEATURE_NAMES, model_features
@@ -145,16 +145,9 @@ def evidence(
         ),
         raw_features=features,
         galactic=galactic,
-        flag_features=flag_features(features),
+        depth=features[:, FEATURE_NAMES.index(DEPTH_FEATURE)].astype(np.float64),
         head_classes=tuple(head_classes),
     )
-
-
-def flag_features(features: np.ndarray) -> np.ndarray:
-    """(n, 2) float64: the columns of the raw `features` (n, F) a flag threshold may be binned
-    by (`FLAG_BIN_FEATURES`), what `Detector.flag` reads."""
-    columns = [FEATURE_NAMES.index(name) for name in FLAG_BIN_FEATURES]
-    return np.asarray(features, np.float64)[:, columns]
 
 
 def object_labels(arrays: LightCurveArrays, split: str) -> dict[str, np.ndarray]:
@@ -208,7 +201,9 @@ def score_table(
             "nearest_class_name": [plasticc.class_name(c) if c >= 0 else "" for c in nearest],
             "nearest_class_prob": scores["nearest_class_prob"],
             "anomaly_score": scores["anomaly_score"],
-            "flagged": detector.flag(scores["anomaly_score"], flag_features(features)),
+            "flagged": detector.flag(
+                scores["anomaly_score"], features[:, FEATURE_NAMES.index(DEPTH_FEATURE)]
+            ),
         }
     )
 

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import metrics, scoring
+from plasticc_jax import metrics
+from plasticc_jax.calibration import DEPTH_FEATURE
 from plasticc_jax.config import Config
 from plasticc_jax.detector import Detector
+from plasticc_jax.gridding import FEATURE_NAMES
 from plasticc_jax.train import epoch_rows
 
 
@@ -41,7 +43,7 @@ def early_table(
     (days after the first detection; inf: complete), the score and the flag."""
     test = rows["split"] == "test"
     score = scores["anomaly_score"][test]
-    flag_features = scoring.flag_features(rows["features"][test])
+    depth = rows["features"][test][:, FEATURE_NAMES.index(DEPTH_FEATURE)]
     return pd.DataFrame(
         {
             "object_id": rows["object_id"][test],
@@ -49,7 +51,7 @@ def early_table(
             "is_anomaly": rows["is_anomaly"][test],
             "stage": rows["stage"][test].astype(np.float64),
             "anomaly_score": score,
-            "flagged": detector.flag(score, flag_features),
+            "flagged": detector.flag(score, depth),
         }
     )
 

@@ -473,8 +473,7 @@ REPORT_ONLY = (
     "figures",
     "umap",
     "baselines",
-    "flag_bins",  # the flag's threshold: no fold score reads it
-    "flag_bin_feature",
+    "flag_depth_bins",  # the flag's threshold: no fold score reads it
 )
 
 

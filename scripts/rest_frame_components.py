@@ -47,8 +47,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 from validation_probe import probe_arguments, read_validation, table_rows
 
-from plasticc_jax import features, scoring
-from plasticc_jax.calibration import Reference
+from plasticc_jax import features
+from plasticc_jax.calibration import DEPTH_FEATURE, Reference
 from plasticc_jax.components import Evidence
 from plasticc_jax.config import EvalConfig
 from plasticc_jax.dataset import FeatureStats
@@ -203,7 +203,7 @@ def feature_columns(
         features=stats.normalise(raw),
         raw_features=raw.astype(np.float32),
         galactic=raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5,
-        flag_features=scoring.flag_features(raw),
+        depth=raw[:, FEATURE_NAMES.index(DEPTH_FEATURE)],
     )
     config = dataclasses.replace(config, components=FEATURE_COMPONENTS, fusion=("classifier:1",))
     detector = Detector.fit(

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import config_io, scoring
-from plasticc_jax.calibration import Reference
+from plasticc_jax import config_io
+from plasticc_jax.calibration import DEPTH_FEATURE, Reference
 from plasticc_jax.components import Classifier, Evidence
 from plasticc_jax.config import VALIDATED_FUSION, Config, EvalConfig
 from plasticc_jax.dataset import FeatureStats, iter_split
@@ -83,10 +83,8 @@ def evidence(raw: np.ndarray) -> Evidence:
     """What `Classifier` reads (the raw features); the rest is unused here."""
     n = len(raw)
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
-    flag_features = scoring.flag_features(raw)
-    return Evidence(
-        np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic, flag_features
-    )
+    depth = raw[:, FEATURE_NAMES.index(DEPTH_FEATURE)]
+    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic, depth)
 
 
 # A candidate in the classifier's place: (fitting rows' raw features, their classes, the shipped
@@ -270,7 +268,7 @@ def feature_component_columns(
             features=normalise(raw, fit),
             raw_features=raw.astype(np.float32),
             galactic=raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5,
-            flag_features=scoring.flag_features(raw),
+            depth=raw[:, FEATURE_NAMES.index(DEPTH_FEATURE)],
         )
         detector = Detector.fit(
             evidence.take(fit), target[fit], evidence.take(val), target[val], config

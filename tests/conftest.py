@@ -79,7 +79,6 @@ EARLY_OVERRIDES = (
     "data.processed_dir=data/processed-early",
     "data.stages=5,20",
     "train.partial_curves=true",
-    "eval.flag_bin_feature=log10_duration",
 )
 # What the collected tests need of the shared project ("project", "early" or "none"), written
 # by the xdist workers after collecting; the controller's builder reads it.

@@ -44,8 +44,7 @@ def fake(rng: np.random.Generator, labels: np.ndarray, shift: float = 0.0) -> Ev
         features=np.nan_to_num(raw),
         raw_features=raw,
         galactic=np.isin(labels, list(GALACTIC)),
-        # log10 peak S/N (fainter off the clusters) and log10 duration
-        flag_features=np.stack([rng.normal(1.5, 0.4, n) - shift, rng.uniform(0.0, 3.0, n)], 1),
+        depth=rng.normal(1.5, 0.4, n) - shift,  # log10 peak S/N, fainter off the clusters
         head_classes=CLASSES,
     )
 
@@ -117,15 +116,9 @@ def test_flag_threshold_holds_in_every_depth_bin():
     # flag it (evaluate against score: 9e-15 apart).
     at = np.array([first, first + 1e-13, first + 1e-6])
     assert per_bin.flag(at, np.full(3, -9.0)).tolist() == [False, False, True]
-    # Saved and read back, with the feature binned; a run of an earlier release saved one
-    # number; a feature no threshold bins by is refused.
+    # Saved and read back; a run of an earlier release saved one number.
     assert calibration.FlagThreshold.from_json(per_bin.to_json()) == per_bin
-    by_duration = calibration.FlagThreshold.fit(scores, depth, 0.01, 3, "log10_duration")
-    assert by_duration.feature == "log10_duration" and "log10_duration" in by_duration.describe()
-    assert calibration.FlagThreshold.from_json(by_duration.to_json()) == by_duration
     assert calibration.FlagThreshold.from_json(2.5) == calibration.FlagThreshold((), (2.5,))
-    with pytest.raises(ValueError, match="'mwebv' is not one of log10_peak_snr, log10_duration"):
-        calibration.FlagThreshold.from_json({**per_bin.to_json(), "feature": "mwebv"})
 
 
 def test_the_score_table_flags_each_object_by_its_depth(fitted):
@@ -152,15 +145,6 @@ def test_the_score_table_flags_each_object_by_its_depth(fitted):
     scores |= {"nearest_class": np.full(6, 42), "nearest_class_prob": np.ones(6)}
     table = scoring.score_table(objects, {**scores, "anomaly_score": score}, det)
     assert table["flagged"].tolist() == [False, True] * 3
-    # A threshold binned by duration (the `early` preset's) reads the duration column instead.
-    by_duration = calibration.FlagThreshold(
-        det.threshold.edges, det.threshold.values, calibration.DURATION_FEATURE
-    )
-    features[:, FEATURE_NAMES.index(calibration.DURATION_FEATURE)] = depth[::-1]
-    features[:, FEATURE_NAMES.index(calibration.DEPTH_FEATURE)] = 0.0
-    swapped = dataclasses.replace(det, threshold=by_duration)
-    table = scoring.score_table(objects, {**scores, "anomaly_score": score[::-1]}, swapped)
-    assert table["flagged"].tolist() == [True, False] * 3
 
 
 def test_parse_fusion():
@@ -206,13 +190,12 @@ def test_threshold_fusion_and_batch_independence(fitted):
     assert det.info["val_flag_rate"] <= CONFIG.target_fpr
     known = fake(rng, labels_of(rng, 3000))
     fresh = det.score(known)
-    flagged = det.flag(fresh["anomaly_score"], known.flag_features)
-    assert abs(flagged.mean() - CONFIG.target_fpr) < 0.03
+    assert abs(det.flag(fresh["anomaly_score"], known.depth).mean() - CONFIG.target_fpr) < 0.03
     # Objects off every cluster score higher than known ones and most are flagged.
     off = fake(rng, labels_of(rng, 300), shift=8.0)
     odd = det.score(off)
     assert np.median(odd["anomaly_score"]) > np.quantile(fresh["anomaly_score"], 0.95)
-    assert det.flag(odd["anomaly_score"], off.flag_features).mean() > 0.5
+    assert det.flag(odd["anomaly_score"], off.depth).mean() > 0.5
     # An object's score does not depend on what it is scored with.
     batch = fake(rng, labels_of(rng, 50))
     whole, one = det.score(batch), det.score(batch.take(np.arange(1)))
@@ -384,19 +367,10 @@ def test_save_load_roundtrip(fitted, tmp_path):
         np.testing.assert_array_equal(value, fused[key], err_msg=key)
     with pytest.raises(UserError, match=r"latent_forest\.skops is missing"):
         detector.Detector.load(tmp_path / "models")
+    # A detector of the previous format (every estimator in one file) is still read.
     import skops.io as sio
 
     params = json.loads((legacy / detector_files.PARAMS_FILE).read_text())
-    # A threshold hand-edited to bin by another feature is refused, named.
-    edited = {**params, "threshold": {**params["threshold"], "feature": "mwebv"}}
-    (legacy / detector_files.PARAMS_FILE).write_text(json.dumps(edited))
-    with pytest.raises(UserError, match=r"detector\.json: the threshold's feature 'mwebv'"):
-        detector.Detector.load(legacy)
-    # Format 4 binned by depth, always.
-    four = {**params, "format_version": 4, "threshold": {"edges": [1.0], "values": [2.0, 3.0]}}
-    (legacy / detector_files.PARAMS_FILE).write_text(json.dumps(four))
-    assert detector.Detector.load(legacy).threshold == calibration.FlagThreshold((1.0,), (2.0, 3.0))
-    # A detector of format 2 (every estimator in one file) is still read.
     merged = {}
     for name in params.pop("estimators"):
         merged.update(
@@ -413,8 +387,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
     for key, value in old.score(batch).items():
         np.testing.assert_array_equal(value, expected[key], err_msg=key)
     assert old.threshold == calibration.FlagThreshold((), (2.5,))
-    flag_features = np.array([[9.0, 0.0], [-9.0, 0.0]])
-    np.testing.assert_array_equal(old.flag(np.array([2.4, 2.6]), flag_features), [0, 1])
+    np.testing.assert_array_equal(old.flag(np.array([2.4, 2.6]), np.array([9.0, -9.0])), [0, 1])
     # An estimators file that asks for a type the detector never saves is refused, unbuilt.
     sio.dump(
         {"model": _Payload()}, tmp_path / "models" / detector_files.estimators_file("classifier")

@@ -13,10 +13,9 @@ from conftest import tiny_config
 
 from plasticc_jax import cli, early, gridding, replay_groups, replay_nights, scoring
 from plasticc_jax import replay as replay_lib
-from plasticc_jax.calibration import DURATION_FEATURE, FlagThreshold
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
-from plasticc_jax.gridding import FEATURE_NAMES, Chunk, GridSpec
+from plasticc_jax.gridding import Chunk, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
 from plasticc_jax.train import epoch_rows
 
@@ -188,20 +187,7 @@ def test_evaluate_reports_early_detection(tiny_early_run):
         fused = tiny_run.metrics["methods"]["fused"]["per_class"][str(c)]["auroc"]
         assert last[f"auroc_{c}"] == pytest.approx(fused)
     assert (tiny_run.run_dir / "reports" / "figures" / "early.png").is_file()
-    report = (tiny_run.run_dir / "report.md").read_text()
-    assert "days since first detection" in report
-    # The flag's threshold per duration bin (the early preset's), read at every stage.
-    threshold = FlagThreshold.from_json(tiny_run.detector_params["threshold"])
-    assert threshold.feature == DURATION_FEATURE and len(threshold.values) > 1
-    assert f"in each bin of {DURATION_FEATURE}" in report
-    rows = load_split(tiny_run.dataset_dir, "test", partial=True)
-    duration = pd.Series(
-        rows.features[:, FEATURE_NAMES.index(DURATION_FEATURE)],
-        pd.MultiIndex.from_arrays([rows.object_id.astype(np.int64), rows.stage.astype(np.float64)]),
-    )
-    at = duration.loc[pd.MultiIndex.from_frame(staged[["object_id", "stage"]])].to_numpy()
-    expected = threshold.flag(staged["anomaly_score"].to_numpy(), at)
-    np.testing.assert_array_equal(staged["flagged"].to_numpy(), expected)
+    assert "days since first detection" in (tiny_run.run_dir / "report.md").read_text()
 
 
 BEFORE = 3  # nights of each small replay input before its objects' first detection

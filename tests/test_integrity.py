@@ -235,10 +235,6 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "train.partial_curves=true"], "train.partial_curves=True: needs data.stages"),
         (["--set", "data.test_fraction=0"], "data.test_fraction=0.0: must be a fraction in (0"),
         (["--set", "eval.n_draws=1"], "eval.n_draws=1: must be at least 2"),
-        (
-            ["--set", "eval.flag_bin_feature=mwebv"],
-            "eval.flag_bin_feature='mwebv': choose one of log10_peak_snr, log10_duration",
-        ),
         (["--set", "data.known_classes=90,90,42"], "data.known_classes='90,90,42': each one"),
         (["--set", "data.anomaly_classes=95,6,95"], "data.anomaly_classes='95,6,95': each one"),
         (

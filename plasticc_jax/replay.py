@@ -211,6 +211,7 @@ def replay(
         with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
             fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects, groups)
             scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
+        scorer.warn_if_complete_only("replay")
     except UserError:
         for folder in created:  # a refused run leaves no empty folders behind
             folder.rmdir()

@@ -222,6 +222,8 @@ def _score(
     with folder_lock(run_dir, "score", shared=True):
         scorer = Scorer.load(run_dir)
     note_unknown_classes(metadata, scorer.config.data)
+    if as_of is not None:
+        scorer.warn_if_complete_only(f"score --as-of {as_of:g}")
     detector = scorer.detector
 
     start = time.perf_counter()

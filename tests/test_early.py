@@ -153,8 +153,10 @@ def test_default_run_has_no_staged_rows(tiny_run):
     assert not (tiny_run.run_dir / "reports" / "figures" / "early.png").exists()
 
 
-def test_early_run_trains_and_fits_on_partial_curves(tiny_early_run):
+def test_early_run_trains_and_fits_on_partial_curves(tiny_early_run, caplog):
     run = tiny_early_run
+    scoring.Scorer.load(run.run_dir).warn_if_complete_only("replay")  # trained on partial ones
+    assert "complete light curves only" not in caplog.text
     assert run.dataset_dir != run.workdir / tiny_config().data.dataset_dir
     manifest = json.loads((run.dataset_dir / "manifest.json").read_text())
     train_rows = load_split(run.dataset_dir, "train", partial=True)
@@ -231,7 +233,7 @@ def _candidates(out: Path) -> pd.DataFrame:
     return table.sort_values(["night", "rank"], kind="stable").reset_index(drop=True)
 
 
-def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path):
+def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog):
     lcs, meta = _small_input(tiny_run, tmp_path, n_objects=10, n_nights=400)
     full = tmp_path / "lc.csv"
     lcs.to_csv(full, index=False)
@@ -242,9 +244,13 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path):
     base = ["score", "--run", run, "--metadata", str(meta)]
     assert cli.main([*base, "--lightcurves", str(full), "--as-of", str(as_of),
                      "--output", str(tmp_path / "as_of.parquet")]) == 0  # fmt: skip
+    # The shared run is trained on complete light curves only: partial ones are warned of.
+    assert "trained and calibrated on complete light curves only" in caplog.text
+    caplog.clear()
     assert (
         cli.main([*base, "--lightcurves", str(cut), "--output", str(tmp_path / "cut.parquet")]) == 0
     )
+    assert "complete light curves only" not in caplog.text
     as_of_table = pd.read_parquet(tmp_path / "as_of.parquet")
     cut_table = pd.read_parquet(tmp_path / "cut.parquet")
     assert as_of_table["object_id"].tolist() == cut_table["object_id"].tolist()

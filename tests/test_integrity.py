@@ -709,7 +709,7 @@ def test_a_refused_replay_leaves_no_output_folder(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "replays").exists()
 
 
-def test_a_replay_output_is_one_replays_alone(tiny_run, tmp_path, capsys):
+def test_a_replay_output_is_one_replays_alone(tiny_run, tmp_path, capsys, caplog):
     """Found by an audit: two replays into one folder at once both ran and mixed their nights;
     night files without a manifest were kept beside a new replay's; a manifest without its
     counters was a KeyError; a header-only light-curve file replayed 'through night -1'."""
@@ -726,6 +726,8 @@ def test_a_replay_output_is_one_replays_alone(tiny_run, tmp_path, capsys):
     try:
         assert replay(output) == 2
         assert f"{output} is in use by replay" in one_error_line(capsys, "replay")
+        # The shared run is trained on complete light curves only: said before the refusal.
+        assert "was trained and calibrated on complete light curves only" in caplog.text
     finally:
         holder.kill()
         holder.wait()

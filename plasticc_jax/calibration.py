@@ -196,6 +196,84 @@ class FlagThreshold:
         return FlagThreshold((), (float(raw),))
 
 
+@dataclass(frozen=True)
+class AgeThreshold:
+    """`anomaly_score` above which a replay flags an object, per bin of its age (days since its
+    first detection) and, within each, of its depth (`replay --threshold-from`).
+
+    A replay re-scores objects at every age, most of them between a few weeks and the whole
+    light curve: states the detector's calibration rows (complete light curves, and partial
+    ones up to 50 days for the `early` preset) do not hold, where its threshold does not keep
+    its rate (docs/early.md). This one is set on a replay of the run's val split, the known
+    objects' re-scorings: bins of log10(1 + days since the first detection) (quantiles, 4 by
+    default), each split in depth terciles (`FlagThreshold`).
+
+    Attributes:
+        edges: (bins - 1,) increasing edges of log10(1 + days) between the age bins.
+        bins: the depth thresholds of each age bin.
+    """
+
+    edges: tuple[float, ...]
+    bins: tuple[FlagThreshold, ...]
+
+    @staticmethod
+    def fit(
+        scores: np.ndarray,
+        days: np.ndarray,
+        depth: np.ndarray,
+        target_fpr: float,
+        age_bins: int = 4,
+        depth_bins: int = 3,
+    ) -> AgeThreshold:
+        """Thresholds for `target_fpr` in `age_bins` quantile bins of age, each in `depth_bins`
+        of depth, of the (known) re-scorings given; fewer bins where some would hold fewer than
+        1 / target_fpr of them (`FlagThreshold.fit`)."""
+        scores, depth = np.asarray(scores, np.float64), np.asarray(depth, np.float64)
+        age = _age(days)
+        edges = FlagThreshold.fit(scores, age, target_fpr, age_bins).edges
+        which = _bin(age, edges)
+        bins = tuple(
+            FlagThreshold.fit(scores[which == b], depth[which == b], target_fpr, depth_bins)
+            for b in range(len(edges) + 1)
+        )
+        return AgeThreshold(edges, bins)
+
+    def flag(self, anomaly_score: np.ndarray, days: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(n,) bool: scores above the threshold of their age and depth bin (by more than
+        `FLAG_MARGIN`)."""
+        which = _bin(_age(days), self.edges)
+        depth = np.asarray(depth, np.float64)
+        limit = np.empty(len(which))
+        for b, threshold in enumerate(self.bins):
+            limit[which == b] = threshold.at(depth[which == b])
+        return np.asarray(anomaly_score) > limit + FLAG_MARGIN
+
+    def describe(self) -> str:
+        """One line per age bin: its days and its depth thresholds."""
+        days = [0.0, *(10**e - 1 for e in self.edges), np.inf]
+        return "; ".join(
+            f"{a:.0f}-{b:.0f} days: {t.describe()}"
+            for (a, b), t in zip(itertools.pairwise(days), self.bins, strict=True)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feature": "log10(1 + days since the first detection)",
+            "edges": list(self.edges),
+            "bins": [t.to_json() for t in self.bins],
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> AgeThreshold:
+        bins = tuple(FlagThreshold.from_json(t) for t in raw["bins"])
+        return AgeThreshold(tuple(map(float, raw["edges"])), bins)
+
+
+def _age(days: np.ndarray) -> np.ndarray:
+    """log10(1 + days since the first detection); NaN stays NaN (the first bin)."""
+    return np.log10(1.0 + np.maximum(np.asarray(days, np.float64), 0.0))
+
+
 def _bin(depth: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
     """(n,) each depth's bin among `edges` (no depth, NaN: the first)."""
     return np.digitize(np.where(np.isnan(depth), -np.inf, depth), np.asarray(edges, np.float64))

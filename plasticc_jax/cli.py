@@ -233,6 +233,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--last-night", type=int, help="stop after this night")
     replay.add_argument(
+        "--threshold-from",
+        type=Path,
+        metavar="VAL_REPLAY",
+        help="flag by thresholds set on this replay of the run's val split (made with --split "
+        "val), per days since the first detection and depth: the flag's rate then holds at "
+        "every age of a light curve (default: the detector's threshold; docs/early.md)",
+    )
+    replay.add_argument(
         "--groups",
         type=int,
         default=1,
@@ -418,6 +426,8 @@ def replay(args: argparse.Namespace) -> int:
         objects=objects,
         last_night=args.last_night,
         groups=args.groups,
+        split=args.split,
+        threshold_from_replay=args.threshold_from,
     )
     nights = manifest["nights"]
     print(

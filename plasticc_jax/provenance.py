@@ -254,6 +254,16 @@ def record_detector(
     atomic_write_text(models_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
 
+def model_sha256(run_dir: Path) -> str | None:
+    """The SHA-256 of the run's detector record (`models/provenance.json`, which names its
+    checkpoint and detector files): what a replay's outputs depend on of the run; None if the
+    run has none."""
+    from plasticc_jax.io_utils import sha256_file
+
+    record = Path(run_dir) / "models" / RECORD
+    return sha256_file(record) if record.is_file() else None
+
+
 def check_detector_files(run_dir: Path) -> dict[str, Any]:
     """The detector record of an evaluated run, after checking every file it lists.
 

@@ -42,15 +42,19 @@ survey is simply new that night (`first_seen`).
 **Outputs** in the output folder:
 
 - `candidates/night=<N>/part-0.parquet`: every object re-scored that night, ranked (`rank` 1 =
-  most anomalous that night), with `flagged` (above the run's threshold), `night`, `n_obs` (its
+  most anomalous that night), with `flagged` (above the run's threshold; with
+  `threshold_from_replay`, above thresholds set per age and depth on a replay of the run's val
+  split: `threshold_from`, docs/early.md), `night`, `n_obs` (its
   observations so far) and `days_since_detection` (its latest observation minus its first
   detection, `early.first_detection`); one Parquet dataset partitioned by night. The columns
   are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
   are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night),
   and so is the file's metadata, which names the run's checkpoint (`scoring.table_checkpoint`);
 - `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
-- `manifest.json`, rewritten after each night: the input, the settings, the objects rejected at
-  load (by reason) and, with `objects`, those of the input left out (`left_out_objects`),
+- `manifest.json`, rewritten after each night: the input, the settings (the split replayed, the
+  `--threshold-from` folder), the run's `model` and the `threshold` flagged by, the objects
+  rejected at load (by reason) and, with `objects`, those of the input left out
+  (`left_out_objects`),
   `finished_through` (the last finished night) and per night with data its counts: `rows`,
   `objects_with_data`, `first_seen`, `rescored`, `flagged`, `rejected` (by reason), and the
   running totals `seen`, `open`, `closed`. Every night `objects_with_data == rescored +
@@ -77,8 +81,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from plasticc_jax import lightcurve_rows, provenance, runs
+from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     check_input_files,
@@ -120,13 +127,13 @@ def _fingerprint(
     close_after: float | None,
     objects: np.ndarray | None,
     groups: int,
+    age_threshold: AgeThreshold | None = None,
 ) -> str:
     """What a replay's outputs depend on: the run (its path, and the checkpoint and detector
     that `models/provenance.json` records), every input file's content and the settings."""
-    record = Path(run_dir) / "models" / provenance.RECORD
     blob = {
         "run": str(Path(run_dir).resolve()),
-        "model": sha256_file(record) if record.is_file() else None,
+        "model": provenance.model_sha256(run_dir),
         "inputs": [(Path(p).name, sha256_file(Path(p))) for p in [*paths, *metadata_paths]],
         "close_after": close_after,
         "objects": None
@@ -135,7 +142,65 @@ def _fingerprint(
     }
     if groups > 1:  # a replay of every object at once keeps the fingerprint it always had
         blob["groups"] = groups
+    if age_threshold is not None:  # likewise a replay flagged by the detector's threshold
+        blob["age_threshold"] = age_threshold.to_json()
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def threshold_from(val_replay: Path, run_dir: Path, target_fpr: float) -> AgeThreshold:
+    """The thresholds set on `val_replay`, a finished replay of the run's val split with this
+    run as evaluated now: on its known objects' re-scorings, per bin of days since the first
+    detection and of depth (`AgeThreshold`), for the detector's `target_fpr`.
+
+    Raises:
+        UserError: not a replay's output folder, not of the val split, of another run or
+            evaluation, unfinished, or without a re-scored known object.
+    """
+    val_replay = Path(val_replay)
+    again = (
+        f"replay the val split with this run into a folder of its own (`plasticc-jax replay "
+        f"--run {run_dir} --split val ...`) and give that folder"
+    )
+    try:
+        manifest = json.loads((val_replay / MANIFEST).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or "finished_through" not in manifest:
+        raise UserError(f"--threshold-from {val_replay}: not a replay's output folder: {again}")
+    split = manifest.get("split")
+    if split != "val":
+        what = f"the {split} split" if split else "whole files (no --split)"
+        raise UserError(
+            f"--threshold-from {val_replay} is a replay of {what}, not of the run's val split "
+            f"(the known objects the run is calibrated on): {again}"
+        )
+    if manifest.get("model") != provenance.model_sha256(run_dir):
+        raise UserError(
+            f"--threshold-from {val_replay}: a replay with another run, or with this one before "
+            f"it was evaluated again: {again}"
+        )
+    if (val_replay / GROUPS).exists() or int(manifest["finished_through"]) < int(
+        manifest.get("last_night", manifest["finished_through"])
+    ):
+        raise UserError(
+            f"--threshold-from {val_replay}: that replay is unfinished: run it again to finish it"
+        )
+    columns = ["anomaly_score", "days_since_detection", DEPTH_FEATURE, "is_anomaly"]
+    try:
+        table = pd.read_parquet(val_replay / CANDIDATES, columns=columns)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise UserError(
+            f"--threshold-from {val_replay}: its candidates cannot be read ({error})"
+        ) from None
+    known = table[~table["is_anomaly"].astype(bool)]
+    if known.empty:
+        raise UserError(f"--threshold-from {val_replay}: no known object was re-scored in it")
+    return AgeThreshold.fit(
+        known["anomaly_score"].to_numpy(),
+        known["days_since_detection"].to_numpy(),
+        known[DEPTH_FEATURE].to_numpy(),
+        target_fpr,
+    )
 
 
 def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
@@ -163,6 +228,8 @@ def replay(
     objects: np.ndarray | None = None,
     last_night: int | None = None,
     groups: int = 1,
+    split: str | None = None,
+    threshold_from_replay: Path | None = None,
 ) -> dict[str, Any]:
     """Replay the files night by night with a trained, evaluated run; returns the manifest.
 
@@ -176,6 +243,10 @@ def replay(
         groups: replay the objects in this many groups, one after the other, each night's
             candidates merged afterwards (`replay_groups`): memory holds about 1/groups of the
             rows; 1: every object at once, each night written as it is replayed.
+        split: the run's split whose ids `objects` are (recorded: a replay of the val split can
+            set the thresholds of others).
+        threshold_from_replay: flag by thresholds set on this replay of the run's val split
+            (`threshold_from`), not by the detector's.
 
     Raises:
         UserError: not an evaluated run, a missing file, or an output folder holding a replay
@@ -209,9 +280,16 @@ def replay(
     make_output_folder(output)  # a path where no folder can be made: said before the run loads
     try:
         with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
-            fingerprint = _fingerprint(run_dir, paths, metadata_paths, close_after, objects, groups)
             scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
-        scorer.warn_if_complete_only("replay")
+            age_threshold = None
+            if threshold_from_replay is not None:
+                target_fpr = scorer.detector.target_fpr
+                age_threshold = threshold_from(threshold_from_replay, run_dir, target_fpr)
+            fingerprint = _fingerprint(
+                run_dir, paths, metadata_paths, close_after, objects, groups, age_threshold
+            )
+        if age_threshold is None:
+            scorer.warn_if_complete_only("replay")
     except UserError:
         for folder in created:  # a refused run leaves no empty folders behind
             folder.rmdir()
@@ -219,7 +297,17 @@ def replay(
     # One replay an output folder: a second one at once would mix its nights with this one's.
     with folder_lock(output, "replay"):
         job = Job(
-            paths, metadata_paths, output, fingerprint, close_after, objects, last_night, groups
+            paths,
+            metadata_paths,
+            output,
+            fingerprint,
+            close_after,
+            objects,
+            last_night,
+            groups,
+            split,
+            age_threshold,
+            threshold_from_replay,
         )
         manifest = read_manifest(output, fingerprint, job.settings())
         held = [output / n for n in (GROUPS, REMOVING) if (output / n).exists()]
@@ -253,7 +341,7 @@ def _replay(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[s
     start_night = int(manifest["finished_through"]) + 1
     if start_night > first:
         log.info("resuming %s after night %d", job.output, start_night - 1)
-    nights = replay_nights(scorer, data, job.output, manifest, job.last_night)
+    nights = replay_nights(scorer, data, job.output, manifest, job.last_night, job.age_threshold)
     stop = stop_night(manifest, job.last_night)
     report(manifest, job.output, start_night, stop, nights, time.perf_counter() - t0)
     return manifest

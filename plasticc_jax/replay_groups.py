@@ -274,7 +274,9 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
         if sub is None:
             sub = nightly.new_manifest(scorer, group_job, nightly.loaded(data))
             nightly.start(folder, sub, data.rejected)
-        replayed = nightly.replay_nights(scorer, data, folder, sub, job.last_night)
+        replayed = nightly.replay_nights(
+            scorer, data, folder, sub, job.last_night, job.age_threshold
+        )
         with atomic_path(folder / OBJECT_NIGHTS) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))
         rescored = sum(n["rescored"] for n in replayed)

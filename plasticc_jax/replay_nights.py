@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import early, gridding, interrupts, readers, scoring, streaming
+from plasticc_jax import early, gridding, interrupts, provenance, readers, scoring, streaming
+from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     atomic_path,
@@ -52,8 +53,10 @@ PARALLEL_FROM = 4096
 class NightScorer:
     """Scores one night: the objects with new rows, each with all its rows so far."""
 
-    def __init__(self, data: ReplayInput, scorer: Scorer) -> None:
-        self.data, self.scorer = data, scorer
+    def __init__(
+        self, data: ReplayInput, scorer: Scorer, age_threshold: AgeThreshold | None = None
+    ) -> None:
+        self.data, self.scorer, self.age_threshold = data, scorer, age_threshold
         self.spec = gridding.GridSpec.from_config(scorer.config.data)
         self.by_night = np.argsort(self.data.night, kind="stable")
         self.sorted_nights = self.data.night[self.by_night]
@@ -141,6 +144,12 @@ class NightScorer:
                 frame.insert(1, "night", np.int64(night))
                 frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
                 frame.insert(3, "days_since_detection", (last - first)[scored])
+                if self.age_threshold is not None:  # `--threshold-from`: set on a val replay
+                    frame["flagged"] = self.age_threshold.flag(
+                        frame["anomaly_score"].to_numpy(),
+                        frame["days_since_detection"].to_numpy(),
+                        frame[DEPTH_FEATURE].to_numpy(),
+                    )
                 frame = frame.sort_values("anomaly_score", ascending=False, kind="stable")
                 frame.insert(
                     scoring.rank_position(list(frame.columns)),
@@ -289,6 +298,10 @@ class Job:
     objects: np.ndarray | None
     last_night: int | None
     groups: int
+    split: str | None = None  # the run's split whose objects are replayed (`--split`)
+    # Thresholds set on a replay of the val split (`--threshold-from`), and that replay's folder.
+    age_threshold: AgeThreshold | None = None
+    threshold_from: Path | None = None
 
     def settings(self) -> dict[str, Any]:
         """What a manifest records of the inputs and settings, named in a refusal to resume."""
@@ -297,6 +310,8 @@ class Job:
             "metadata": [p.name for p in self.metadata_paths],
             "close_after_days": self.close_after,
             "groups": self.groups,
+            "split": self.split,
+            "threshold_from": None if self.threshold_from is None else str(self.threshold_from),
         }
 
 
@@ -318,14 +333,18 @@ def loaded(data: ReplayInput) -> dict[str, Any]:
 
 
 def new_manifest(scorer: Scorer, job: Job, input_counts: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a replay not started yet: the input, the settings and what was loaded
-    (`loaded`); no night finished."""
+    """The manifest of a replay not started yet: the input, the settings, the run's model (the
+    SHA-256 of its detector record, `provenance.model_sha256`) and what was loaded (`loaded`);
+    no night finished. `threshold`: the detector's, or with `--threshold-from` the thresholds
+    set on the val split's replay (`age_threshold`)."""
+    threshold = job.age_threshold or scorer.detector.threshold
     return {
         "fingerprint": job.fingerprint,
         "run": str(scorer.run_dir),
+        "model": provenance.model_sha256(scorer.run_dir),
         **job.settings(),
         "night_definition": "floor(mjd - 0.5): noon to noon UTC",
-        "threshold": scorer.detector.threshold.to_json(),
+        "threshold": threshold.to_json(),
         **input_counts,
         "finished_through": input_counts["first_night"] - 1,
         "empty_nights": 0,
@@ -351,10 +370,12 @@ def replay_nights(
     output: Path,
     manifest: dict[str, Any],
     last_night: int | None,
+    age_threshold: AgeThreshold | None = None,
 ) -> list[dict[str, Any]]:
     """Replay `data` into `output` from the night after the manifest's last finished one, writing
-    each night's files, then the manifest; returns the counts of the nights replayed."""
-    night_scorer = NightScorer(data, scorer)
+    each night's files, then the manifest; returns the counts of the nights replayed. Flagged by
+    `age_threshold` where given (`--threshold-from`), else by the detector's threshold."""
+    night_scorer = NightScorer(data, scorer, age_threshold)
     nights = set(np.unique(data.night).tolist())
     return write_nights(output, manifest, last_night, nights, night_scorer.night, scorer)
 

@@ -49,7 +49,8 @@ sets them, the other is measured): per quantile bin of log10(1 + days since the 
 curve (1.53% / 1.11% / 1.04% / 1.04% up to 10, 50, 200 days and beyond for the first, whose
 bright tercile falls to 0.42%; 1.37% / 1.23% / 1.13% / 1.17% for the second, whose depth
 terciles hold too: 1.16% / 1.21% / 1.16%; 11.1% and 12.0% of the objects flagged on some night;
-25 s): a replay's threshold calibrated on a replay of the val split is the next step (not built).
+25 s): a replay's threshold calibrated on a replay of the val split; the second is built as
+`replay --threshold-from VAL_REPLAY` (`calibration.AgeThreshold`, which this probe now calls).
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import config_io, scoring, stages
-from plasticc_jax.calibration import DEPTH_FEATURE, FlagThreshold, calibrate_threshold
+from plasticc_jax.calibration import (
+    DEPTH_FEATURE,
+    AgeThreshold,
+    FlagThreshold,
+    calibrate_threshold,
+)
 from plasticc_jax.detector import Detector
 from plasticc_jax.encoder import load_vae
 from plasticc_jax.evaluate import encode_splits
@@ -141,7 +147,8 @@ def replay_rates(run: Path, replay: Path, repeats: int) -> None:
     table = pd.read_parquet(replay / "candidates")
     table = table[~table["is_anomaly"].astype(bool)]
     score, depth = table["anomaly_score"].to_numpy(), table[DEPTH_FEATURE].to_numpy()
-    age = np.log10(1 + table["days_since_detection"].to_numpy())
+    days_since = table["days_since_detection"].to_numpy()
+    age = np.log10(1 + days_since)
     ids = table["object_id"].to_numpy()
     print(f"{len(np.unique(ids))} val known objects, {len(table)} re-scorings")
 
@@ -174,14 +181,9 @@ def replay_rates(run: Path, replay: Path, repeats: int) -> None:
             results.setdefault("days, 4 bins (replay)", []).append(
                 summary(flagged, measured, edges)
             )
-            fit_bin, measured_bin = _bins(age[fit], days.edges), _bins(age[measured], days.edges)
-            flagged = np.zeros(measured.sum(), bool)
-            for b in range(len(days.values)):
-                sub = FlagThreshold.fit(
-                    score[fit][fit_bin == b], depth[fit][fit_bin == b], TARGET_FPR, 3
-                )
-                rows = measured_bin == b
-                flagged[rows] = sub.flag(score[measured][rows], depth[measured][rows])
+            # The shipped `replay --threshold-from`.
+            both = AgeThreshold.fit(score[fit], days_since[fit], depth[fit], TARGET_FPR)
+            flagged = both.flag(score[measured], days_since[measured], depth[measured])
             results.setdefault("days x depth (replay)", []).append(
                 summary(flagged, measured, edges)
             )
@@ -189,10 +191,6 @@ def replay_rates(run: Path, replay: Path, repeats: int) -> None:
     print(f"rule | {' | '.join(ages)} | faint | middle | bright | all | objects on some night")
     for name, values in results.items():
         print(f"{name} | " + " | ".join(f"{100 * v:.2f}%" for v in np.mean(values, axis=0)))
-
-
-def _bins(value: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
-    return np.digitize(value, np.asarray(edges, np.float64))
 
 
 def main() -> None:

@@ -121,6 +121,30 @@ def test_flag_threshold_holds_in_every_depth_bin():
     assert calibration.FlagThreshold.from_json(2.5) == calibration.FlagThreshold((), (2.5,))
 
 
+def test_age_threshold_holds_at_every_age_and_depth():
+    """A replay's thresholds (`replay --threshold-from`): per age bin, then depth tercile."""
+    rng = np.random.default_rng(0)
+
+    def known(n):
+        """Known objects' scores that fall with age and with depth."""
+        days, depth = rng.uniform(0.0, 1000.0, n), rng.uniform(0.5, 2.5, n)
+        return rng.normal(0.0, 1.0, n) + 2.0 * (3.0 - np.log10(1 + days)) - depth, days, depth
+
+    threshold = calibration.AgeThreshold.fit(*known(20_000), 0.01)
+    assert len(threshold.edges) == 3 and all(len(t.values) == 3 for t in threshold.bins)
+    fresh, days, depth = known(400_000)
+    flagged = threshold.flag(fresh, days, depth)
+    age = np.digitize(np.log10(1 + days), threshold.edges)
+    for b, bin_threshold in enumerate(threshold.bins):
+        tercile = np.digitize(depth, bin_threshold.edges)
+        rates = [flagged[(age == b) & (tercile == t)].mean() for t in range(3)]
+        assert all(0.005 < rate < 0.02 for rate in rates), (b, rates)
+    assert calibration.AgeThreshold.from_json(threshold.to_json()) == threshold
+    assert "days: " in threshold.describe()
+    # Too few re-scorings for four age bins: fewer, down to one.
+    assert len(calibration.AgeThreshold.fit(*known(150), 0.01).bins) == 1
+
+
 def test_the_score_table_flags_each_object_by_its_depth(fitted):
     det, _ = fitted
     first, middle, last = det.threshold.values  # 600 val known at 5%: three bins

@@ -13,6 +13,7 @@ from conftest import tiny_config
 
 from plasticc_jax import cli, early, gridding, replay_groups, replay_nights, scoring
 from plasticc_jax import replay as replay_lib
+from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import Chunk, GridSpec
@@ -489,6 +490,64 @@ def test_replay_cli(tiny_run, tmp_path: Path, capsys):
     grouped = json.loads((tmp_path / "o5" / "manifest.json").read_text())
     whole = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert grouped["groups"] == 2 and grouped["nights"] == whole["nights"]
+
+
+def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_path, capsys):
+    """`--threshold-from`: thresholds set on the val split's replay, per age and depth."""
+    run = tiny_early_run
+    raw = run.workdir / "data" / "raw"
+    meta = raw / "plasticc_train_metadata.csv.gz"
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    detection = _detection_night(lcs)
+    night = np.floor(lcs["mjd"] - 0.5)
+    lcs = lcs[night <= lcs["object_id"].map(detection).fillna(-np.inf) + 60]  # 60 nights each
+    path = tmp_path / "lc.csv"
+    lcs.to_csv(path, index=False)
+
+    def replay(output: Path, split: str, *more: str) -> int:
+        args = ["replay", str(path), "--run", str(run.run_dir), "--metadata", str(meta)]
+        args += ["--workdir", str(run.workdir), "--split", split, "--output", str(output)]
+        return cli.main([*args, *more])
+
+    val, test = tmp_path / "val", tmp_path / "test"
+    assert replay(val, "val") == 0
+    assert json.loads((val / "manifest.json").read_text())["split"] == "val"
+    assert replay(test, "test", "--threshold-from", str(val)) == 0
+    known = pd.read_parquet(val / "candidates")
+    known = known[~known["is_anomaly"]]
+    threshold = AgeThreshold.fit(
+        known["anomaly_score"],
+        known["days_since_detection"],
+        known[DEPTH_FEATURE],
+        run.config.eval.target_fpr,
+    )
+    manifest = json.loads((test / "manifest.json").read_text())
+    assert AgeThreshold.from_json(manifest["threshold"]) == threshold
+    assert manifest["threshold_from"] == str(val)
+    flagged = _candidates(test)
+    expected = threshold.flag(
+        flagged["anomaly_score"], flagged["days_since_detection"], flagged[DEPTH_FEATURE]
+    )
+    np.testing.assert_array_equal(flagged["flagged"], expected)
+    assert sum(n["flagged"] for n in manifest["nights"]) == expected.sum()
+    capsys.readouterr()
+    # Refused: a replay not of the val split, no replay at all, an unfinished one, a replay
+    # with another run; resuming a replay with other thresholds.
+    assert replay(tmp_path / "a", "test", "--threshold-from", str(test)) == 2
+    assert "is a replay of the test split, not of the run's val split" in capsys.readouterr().err
+    assert replay(tmp_path / "b", "test", "--threshold-from", str(tmp_path)) == 2
+    assert "not a replay's output folder" in capsys.readouterr().err
+    first = int(json.loads((val / "manifest.json").read_text())["first_night"])
+    assert replay(tmp_path / "part", "val", "--last-night", str(first + 5)) == 0
+    assert replay(tmp_path / "c", "test", "--threshold-from", str(tmp_path / "part")) == 2
+    assert "that replay is unfinished" in capsys.readouterr().err
+    assert replay(tmp_path / "d", "test", "--last-night", str(first + 5)) == 0
+    assert replay(tmp_path / "d", "test", "--threshold-from", str(val)) == 2
+    assert f"threshold_from: None then, {val} now" in capsys.readouterr().err
+    other = ["replay", str(path), "--run", str(run.run_dir.parent / "tiny-rare")]
+    other += ["--metadata", str(meta), "--output", str(tmp_path / "e")]
+    assert cli.main([*other, "--threshold-from", str(val)]) == 2
+    assert "a replay with another run" in capsys.readouterr().err
 
 
 def _same_replay(grouped: Path, whole: Path) -> None:

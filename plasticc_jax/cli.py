@@ -402,12 +402,12 @@ def _run_stage(
 
 def replay(args: argparse.Namespace) -> int:
     from plasticc_jax import runs
-    from plasticc_jax.dataset import load_split
+    from plasticc_jax.dataset import load_split, read_manifest
     from plasticc_jax.doctor import log_backend
     from plasticc_jax.replay import replay as run_replay
 
     log_backend()
-    objects = None
+    objects, fingerprint = None, None
     if args.split:
         dataset = args.workdir / runs.read_config(args.run).data.dataset_dir
         if not (dataset / "manifest.json").is_file():
@@ -417,6 +417,7 @@ def replay(args: argparse.Namespace) -> int:
                 f"{args.workdir.resolve()})"
             )
         objects = load_split(dataset, args.split).object_id
+        fingerprint = read_manifest(dataset).get("fingerprint")
     manifest = run_replay(
         args.run,
         args.lightcurves,
@@ -427,6 +428,7 @@ def replay(args: argparse.Namespace) -> int:
         last_night=args.last_night,
         groups=args.groups,
         split=args.split,
+        dataset=fingerprint,
         threshold_from_replay=args.threshold_from,
     )
     nights = manifest["nights"]

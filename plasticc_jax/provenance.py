@@ -264,6 +264,17 @@ def model_sha256(run_dir: Path) -> str | None:
     return sha256_file(record) if record.is_file() else None
 
 
+def detector_dataset(run_dir: Path) -> str | None:
+    """The fingerprint of the prepared dataset the run's detector was fitted on (its record;
+    None for a run evaluated before it was recorded).
+
+    Raises:
+        UserError: as `check_detector_files`.
+    """
+    record = check_detector_files(run_dir)
+    return _part(record, "dataset", Path(run_dir) / "models" / RECORD).get("fingerprint")
+
+
 def check_detector_files(run_dir: Path) -> dict[str, Any]:
     """The detector record of an evaluated run, after checking every file it lists.
 

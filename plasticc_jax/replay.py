@@ -112,6 +112,7 @@ from plasticc_jax.replay_nights import (
     stop_night,
 )
 from plasticc_jax.scoring import Scorer
+from plasticc_jax.streaming import NO_LIGHTCURVE
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +128,15 @@ def _fingerprint(
     close_after: float | None,
     objects: np.ndarray | None,
     groups: int,
+    model: str | None,
     age_threshold: AgeThreshold | None = None,
 ) -> str:
-    """What a replay's outputs depend on: the run (its path, and the checkpoint and detector
-    that `models/provenance.json` records), every input file's content and the settings."""
+    """What a replay's outputs depend on: the run (its path, and `model`: the SHA-256 of the
+    record of its checkpoint and detector, `provenance.model_sha256`), every input file's
+    content and the settings."""
     blob = {
         "run": str(Path(run_dir).resolve()),
-        "model": provenance.model_sha256(run_dir),
+        "model": model,
         "inputs": [(Path(p).name, sha256_file(Path(p))) for p in [*paths, *metadata_paths]],
         "close_after": close_after,
         "objects": None
@@ -147,54 +150,94 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def threshold_from(val_replay: Path, run_dir: Path, target_fpr: float) -> AgeThreshold:
-    """The thresholds set on `val_replay`, a finished replay of the run's val split with this
-    run as evaluated now: on its known objects' re-scorings, per bin of days since the first
-    detection and of depth (`AgeThreshold`), for the detector's `target_fpr`.
+def threshold_from(
+    val_replay: Path,
+    run_dir: Path,
+    target_fpr: float,
+    model: str | None,
+    close_after: float | None,
+) -> AgeThreshold:
+    """The thresholds set on `val_replay`, a finished replay of the whole val split of the run's
+    dataset with this run as evaluated now (`model`) and the same `close_after`: on its known
+    objects' re-scorings, per bin of days since the first detection and of depth
+    (`AgeThreshold`), for the detector's `target_fpr`.
 
     Raises:
-        UserError: not a replay's output folder, not of the val split, of another run or
-            evaluation, unfinished, or without a re-scored known object.
+        UserError: not a replay's output folder, not of the run's whole val split, of another
+            run or evaluation or `--close-after`, unfinished, with candidates that are not its
+            manifest's, or without a re-scored known object.
     """
     val_replay = Path(val_replay)
+    name = f"--threshold-from {val_replay}"
     again = (
         f"replay the val split with this run into a folder of its own (`plasticc-jax replay "
         f"--run {run_dir} --split val ...`) and give that folder"
     )
+    if (val_replay / GROUPS).exists():
+        raise UserError(f"{name}: that replay in groups is unfinished: run it again to finish it")
     try:
         manifest = json.loads((val_replay / MANIFEST).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict) or "finished_through" not in manifest:
-        raise UserError(f"--threshold-from {val_replay}: not a replay's output folder: {again}")
-    split = manifest.get("split")
+        finished, last = int(manifest["finished_through"]), int(manifest["last_night"])
+        counts = [(int(n["night"]), int(n["rescored"])) for n in manifest["nights"]]
+        # Objects of the split in the input: loaded, or rejected at load for a bad value (not
+        # those of the metadata without a row: a light-curve file of part of the split).
+        rejected = manifest.get("rejected_at_load", {})
+        loaded_objects = int(manifest.get("objects", 0)) + sum(
+            int(n) for reason, n in rejected.items() if reason != NO_LIGHTCURVE
+        )
+        split_objects = int(manifest.get("split_objects") or 0)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        raise UserError(f"{name}: not a replay's output folder: {again}") from None
+    if "/" in str(manifest.get("fingerprint")):  # a group's folder of a replay in groups
+        raise UserError(f"{name}: one group's folder of a replay in groups: give the replay's")
+    if "split" not in manifest or "dataset" not in manifest:
+        raise UserError(f"{name}: a replay of an earlier release (no split recorded): {again}")
+    split = manifest["split"]
     if split != "val":
         what = f"the {split} split" if split else "whole files (no --split)"
         raise UserError(
-            f"--threshold-from {val_replay} is a replay of {what}, not of the run's val split "
-            f"(the known objects the run is calibrated on): {again}"
+            f"{name} is a replay of {what}, not of the run's val split (the known objects the "
+            f"run is calibrated on): {again}"
         )
-    if manifest.get("model") != provenance.model_sha256(run_dir):
+    if manifest.get("model") != model:
         raise UserError(
-            f"--threshold-from {val_replay}: a replay with another run, or with this one before "
-            f"it was evaluated again: {again}"
+            f"{name}: a replay with another run, or with this one before it was evaluated "
+            f"again: {again}"
         )
-    if (val_replay / GROUPS).exists() or int(manifest["finished_through"]) < int(
-        manifest.get("last_night", manifest["finished_through"])
+    if manifest.get("dataset") != provenance.detector_dataset(run_dir):
+        raise UserError(
+            f"{name}: the val split of another prepared dataset than the run's: {again}"
+        )
+    if loaded_objects < split_objects:
+        raise UserError(
+            f"{name} replayed {loaded_objects} of the val split's {split_objects} objects: "
+            "replay it from the files the run's dataset was prepared from"
+        )
+    if manifest.get("close_after_days") != close_after:
+        raise UserError(
+            f"{name} was replayed with --close-after {manifest.get('close_after_days')}, this "
+            f"replay with {close_after}: give both the same"
+        )
+    if finished < last:
+        raise UserError(f"{name}: that replay is unfinished: run it again to finish it")
+    columns = ["night", "anomaly_score", "days_since_detection", DEPTH_FEATURE, "is_anomaly"]
+    expected = sum(n for _, n in counts)
+    try:
+        table = pd.read_parquet(val_replay / CANDIDATES, columns=columns) if expected else None
+    except (OSError, ValueError, pa.ArrowException) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{name}: its candidates cannot be read ({first_line})") from None
+    nights = {night for night, n in counts if n}
+    if table is not None and (
+        len(table) != expected or set(table["night"].astype(np.int64).unique()) != nights
     ):
         raise UserError(
-            f"--threshold-from {val_replay}: that replay is unfinished: run it again to finish it"
+            f"{name}: its candidates are not the ones its manifest counts ({len(table)} rows, "
+            f"{expected} re-scorings): {again}"
         )
-    columns = ["anomaly_score", "days_since_detection", DEPTH_FEATURE, "is_anomaly"]
-    try:
-        table = pd.read_parquet(val_replay / CANDIDATES, columns=columns)
-    except (OSError, ValueError, pa.ArrowException) as error:
-        raise UserError(
-            f"--threshold-from {val_replay}: its candidates cannot be read ({error})"
-        ) from None
-    known = table[~table["is_anomaly"].astype(bool)]
-    if known.empty:
-        raise UserError(f"--threshold-from {val_replay}: no known object was re-scored in it")
+    known = None if table is None else table[~table["is_anomaly"].astype(bool)]
+    if known is None or known.empty:
+        raise UserError(f"{name}: no known object was re-scored in it")
     return AgeThreshold.fit(
         known["anomaly_score"].to_numpy(),
         known["days_since_detection"].to_numpy(),
@@ -229,6 +272,7 @@ def replay(
     last_night: int | None = None,
     groups: int = 1,
     split: str | None = None,
+    dataset: str | None = None,
     threshold_from_replay: Path | None = None,
 ) -> dict[str, Any]:
     """Replay the files night by night with a trained, evaluated run; returns the manifest.
@@ -243,8 +287,9 @@ def replay(
         groups: replay the objects in this many groups, one after the other, each night's
             candidates merged afterwards (`replay_groups`): memory holds about 1/groups of the
             rows; 1: every object at once, each night written as it is replayed.
-        split: the run's split whose ids `objects` are (recorded: a replay of the val split can
-            set the thresholds of others).
+        split, dataset: the split whose ids `objects` are, and the fingerprint of the prepared
+            dataset it is of (recorded: a replay of the run's val split can set the thresholds
+            of others).
         threshold_from_replay: flag by thresholds set on this replay of the run's val split
             (`threshold_from`), not by the detector's.
 
@@ -266,6 +311,12 @@ def replay(
             f"{MAX_CLOSE_AFTER:g} (leave it out never to close)"
         )
     _refuse_inputs_in_output(output, [*paths, *metadata_paths])
+    if threshold_from_replay is not None and output.resolve().is_relative_to(
+        Path(threshold_from_replay).resolve()
+    ):
+        raise UserError(
+            f"--output {output} lies in --threshold-from {threshold_from_replay}: choose another"
+        )
     for path in paths:
         if not lightcurve_rows.has_rows(path):
             raise lightcurve_rows.no_rows_error(path)
@@ -281,15 +332,23 @@ def replay(
     try:
         with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
             scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
+            model = provenance.model_sha256(run_dir)
             age_threshold = None
             if threshold_from_replay is not None:
-                target_fpr = scorer.detector.target_fpr
-                age_threshold = threshold_from(threshold_from_replay, run_dir, target_fpr)
+                threshold_from_replay = Path(threshold_from_replay).resolve()
+                age_threshold = threshold_from(
+                    threshold_from_replay,
+                    run_dir,
+                    scorer.detector.target_fpr,
+                    model,
+                    close_after,
+                )
             fingerprint = _fingerprint(
-                run_dir, paths, metadata_paths, close_after, objects, groups, age_threshold
+                run_dir, paths, metadata_paths, close_after, objects, groups, model, age_threshold
             )
-        if age_threshold is None:
-            scorer.warn_if_complete_only("replay")
+        scorer.warn_if_complete_only("replay")
+        if age_threshold is not None:
+            log.info("flag thresholds from %s: %s", threshold_from_replay, age_threshold.describe())
     except UserError:
         for folder in created:  # a refused run leaves no empty folders behind
             folder.rmdir()
@@ -305,7 +364,9 @@ def replay(
             objects,
             last_night,
             groups,
+            model,
             split,
+            dataset,
             age_threshold,
             threshold_from_replay,
         )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import early, gridding, interrupts, provenance, readers, scoring, streaming
+from plasticc_jax import early, gridding, interrupts, readers, scoring, streaming
 from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
@@ -298,7 +298,10 @@ class Job:
     objects: np.ndarray | None
     last_night: int | None
     groups: int
-    split: str | None = None  # the run's split whose objects are replayed (`--split`)
+    model: str | None = None  # the run's, `provenance.model_sha256`
+    # The split whose objects are replayed (`--split`), and its dataset's fingerprint.
+    split: str | None = None
+    dataset: str | None = None
     # Thresholds set on a replay of the val split (`--threshold-from`), and that replay's folder.
     age_threshold: AgeThreshold | None = None
     threshold_from: Path | None = None
@@ -334,14 +337,17 @@ def loaded(data: ReplayInput) -> dict[str, Any]:
 
 def new_manifest(scorer: Scorer, job: Job, input_counts: dict[str, Any]) -> dict[str, Any]:
     """The manifest of a replay not started yet: the input, the settings, the run's model (the
-    SHA-256 of its detector record, `provenance.model_sha256`) and what was loaded (`loaded`);
-    no night finished. `threshold`: the detector's, or with `--threshold-from` the thresholds
-    set on the val split's replay (`age_threshold`)."""
+    SHA-256 of its detector record, `provenance.model_sha256`), the dataset whose split was
+    replayed and its number of objects, and what was loaded (`loaded`); no night finished.
+    `threshold`: the detector's, or with `--threshold-from` the thresholds set on the val
+    split's replay (`age_threshold`)."""
     threshold = job.age_threshold or scorer.detector.threshold
     return {
         "fingerprint": job.fingerprint,
         "run": str(scorer.run_dir),
-        "model": provenance.model_sha256(scorer.run_dir),
+        "model": job.model,
+        "dataset": job.dataset,
+        "split_objects": None if job.objects is None else int(np.unique(job.objects).size),
         **job.settings(),
         "night_definition": "floor(mjd - 0.5): noon to noon UTC",
         "threshold": threshold.to_json(),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -500,7 +501,7 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
     detection = _detection_night(lcs)
     night = np.floor(lcs["mjd"] - 0.5)
-    lcs = lcs[night <= lcs["object_id"].map(detection).fillna(-np.inf) + 60]  # 60 nights each
+    lcs = lcs[night <= lcs["object_id"].map(detection).fillna(np.inf) + 60]  # 60 nights each
     path = tmp_path / "lc.csv"
     lcs.to_csv(path, index=False)
 
@@ -535,7 +536,8 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     # with another run; resuming a replay with other thresholds.
     assert replay(tmp_path / "a", "test", "--threshold-from", str(test)) == 2
     assert "is a replay of the test split, not of the run's val split" in capsys.readouterr().err
-    assert replay(tmp_path / "b", "test", "--threshold-from", str(tmp_path)) == 2
+    (tmp_path / "no-replay").mkdir()
+    assert replay(tmp_path / "b", "test", "--threshold-from", str(tmp_path / "no-replay")) == 2
     assert "not a replay's output folder" in capsys.readouterr().err
     first = int(json.loads((val / "manifest.json").read_text())["first_night"])
     assert replay(tmp_path / "part", "val", "--last-night", str(first + 5)) == 0
@@ -548,6 +550,23 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     other += ["--metadata", str(meta), "--output", str(tmp_path / "e")]
     assert cli.main([*other, "--threshold-from", str(val)]) == 2
     assert "a replay with another run" in capsys.readouterr().err
+    assert replay(tmp_path / "f", "test", "--close-after", "30", "--threshold-from", str(val)) == 2
+    assert "was replayed with --close-after None, this replay with 30.0" in capsys.readouterr().err
+    assert replay(val / "inside", "test", "--threshold-from", str(val)) == 2
+    assert "lies in --threshold-from" in capsys.readouterr().err
+    # A val replay of part of the split, or whose candidates are not its manifest's.
+    ids = load_split(run.dataset_dir, "val").object_id
+    path_all = path
+    path = tmp_path / "some.csv"
+    lcs[lcs["object_id"] != ids[0]].to_csv(path, index=False)
+    assert replay(tmp_path / "some", "val") == 0
+    assert replay(tmp_path / "g", "test", "--threshold-from", str(tmp_path / "some")) == 2
+    assert f"of the val split's {len(np.unique(ids))} objects" in capsys.readouterr().err
+    path = path_all
+    shutil.copytree(val, tmp_path / "damaged")
+    shutil.rmtree(next((tmp_path / "damaged" / "candidates").iterdir()))
+    assert replay(tmp_path / "h", "test", "--threshold-from", str(tmp_path / "damaged")) == 2
+    assert "its candidates are not the ones its manifest counts" in capsys.readouterr().err
 
 
 def _same_replay(grouped: Path, whole: Path) -> None:

@@ -237,8 +237,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="VAL_REPLAY",
         help="flag by thresholds set on this replay of the run's val split (made with --split "
-        "val), per days since the first detection and depth: the flag's rate then holds at "
-        "every age of a light curve (default: the detector's threshold; docs/early.md)",
+        "val), per days since the first detection and depth, so that the flag's rate holds "
+        "across the ages of a light curve (default: the detector's threshold; docs/early.md)",
     )
     replay.add_argument(
         "--groups",

@@ -199,6 +199,14 @@ def make_parser() -> argparse.ArgumentParser:
         "(docs/early.md)",
     )
     score.add_argument(
+        "--threshold-from",
+        type=Path,
+        metavar="VAL_REPLAY",
+        help="with --as-of: flag by thresholds set on this replay of the run's val split (made "
+        "with replay --split val), per days since the first detection and depth, as replay "
+        "--threshold-from does (default: the detector's threshold; docs/early.md)",
+    )
+    score.add_argument(
         "--review-labels",
         type=Path,
         nargs="?",
@@ -339,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
             dask=args.dask,
             part_mb=args.part_mb,
             as_of=args.as_of,
+            threshold_from=args.threshold_from,
             then=rerank,
         )
         return 0

@@ -10,11 +10,13 @@ beside the output (removed at the end, and by the next run after a kill).
 
 Output: the table at `output` (`.parquet`, or `.csv` / `.csv.gz`), with the columns of the
 evaluation table (`scoring.score_table`: split is `new`, rank is among all scored objects, 1 =
-most anomalous, `flagged` = above the run's threshold), and `<output name>.rejected.csv` listing
-every input object that could not be scored and why. Every input object is in exactly one of the
-two (checked), and no score is NaN. The output may not be one of the inputs or a file of the run.
-With `dask`, the work runs on a Dask cluster (`plasticc_jax.distributed_score`) after the same
-checks, with the same guarantees, and the table is a Parquet dataset (a folder) with the same rows.
+most anomalous, `flagged` = above the run's threshold, or with `--as-of` and `--threshold-from`
+above thresholds per age and depth set on a replay of the run's val split), and `<output
+name>.rejected.csv` listing every input object that could not be scored and why. Every input
+object is in exactly one of the two (checked), and no score is NaN. The output may not be one of
+the inputs or a file of the run. With `dask`, the work runs on a Dask cluster
+(`plasticc_jax.distributed_score`) after the same checks, with the same guarantees, and the table
+is a Parquet dataset (a folder) with the same rows.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plasticc_jax import interrupts, plasticc, readers, runs, scoring
+from plasticc_jax import interrupts, plasticc, provenance, readers, runs, scoring
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
@@ -38,6 +40,7 @@ from plasticc_jax.io_utils import (
     refuse_overwrite,
     scratch_dir,
 )
+from plasticc_jax.replay import threshold_from as threshold_from_replay
 from plasticc_jax.score_output import (
     MANIFEST,
     SCRATCH_PREFIX,
@@ -113,6 +116,20 @@ def check_as_of(as_of: object) -> None:
         )
 
 
+def check_threshold_from(threshold_from: Path, as_of: float | None, output: Path) -> None:
+    """Raise a UserError unless `--threshold-from` comes with `--as-of` (its thresholds are
+    per days since the first detection, which only a date gives) and the output is outside it."""
+    if as_of is None:
+        raise UserError(
+            f"--threshold-from {threshold_from} needs --as-of: its thresholds are per days since "
+            "the first detection, which a date gives (complete light curves take the run's)"
+        )
+    if output.resolve().is_relative_to(Path(threshold_from).resolve()):
+        raise UserError(
+            f"--output {output} lies in --threshold-from {threshold_from}: choose another"
+        )
+
+
 def score(
     run_dir: Path,
     lightcurve_paths: Sequence[Path],
@@ -123,6 +140,7 @@ def score(
     dask: str | None = None,
     part_mb: float | None = None,
     as_of: float | None = None,
+    threshold_from: Path | None = None,
     then: Callable[[Path], object] | None = None,
 ) -> Path:
     """Score light-curve files with a trained, evaluated run; returns the output path.
@@ -145,6 +163,9 @@ def score(
             observations by then, is rejected with that reason. Not with `dask`. Works
             with any run; a run trained with partial light curves (`configs/early.py`) is the
             one meant for it (docs/early.md).
+        threshold_from: with `as_of`, flag by thresholds set on this replay of the run's val
+            split, per days since the first detection and depth (`replay.threshold_from`, as
+            `replay --threshold-from`), not by the detector's threshold.
         then: called with the output once it is written, still under the output's lock
             (`score --review-labels` re-ranks it: no other score may replace it in between).
             With it, the run stays locked (shared) from the start to the end of `then`: it
@@ -154,11 +175,14 @@ def score(
     Raises:
         UserError: not a trained and evaluated run (or one whose detector does not belong to its
             checkpoint, or an incomplete one), a missing file, an unknown output format, an
-            output that is an input or lies in the run, or bad input (naming the file and line).
+            output that is an input or lies in the run, bad input (naming the file and line),
+            or `threshold_from` without `as_of` or not a finished replay of the run's val split.
     """
     run_dir, output = Path(run_dir), Path(output)
     if as_of is not None:
         check_as_of(as_of)
+    if threshold_from is not None:
+        check_threshold_from(threshold_from, as_of, output)
     fmt = output_format(output)
     if dask is not None and as_of is not None:
         raise UserError("--as-of is not supported with --dask: score in this process instead")
@@ -180,7 +204,15 @@ def score(
         if then is not None:  # `_score` and `then` take it again (granted: shared in shared)
             run_held.enter_context(folder_lock(run_dir, "score", shared=True))
         written = _score(
-            run_dir, lightcurve_paths, metadata_paths, output, workers, dask, part_mb, as_of
+            run_dir,
+            lightcurve_paths,
+            metadata_paths,
+            output,
+            workers,
+            dask,
+            part_mb,
+            as_of,
+            threshold_from,
         )
         if then is not None:
             then(written)
@@ -196,6 +228,7 @@ def _score(
     dask: str | None,
     part_mb: float | None,
     as_of: float | None,
+    threshold_from: Path | None,
 ) -> Path:
     """`score` after its checks, holding the output's lock."""
     fmt = output_format(output)
@@ -221,9 +254,16 @@ def _score(
     # Read while no evaluate or train rewrites the run (they hold its lock).
     with folder_lock(run_dir, "score", shared=True):
         scorer = Scorer.load(run_dir)
+        age_threshold = None
+        if threshold_from is not None:  # a replay never closes objects: nor does a date
+            model = provenance.model_sha256(run_dir)
+            target_fpr = scorer.detector.target_fpr
+            age_threshold = threshold_from_replay(threshold_from, run_dir, target_fpr, model, None)
     note_unknown_classes(metadata, scorer.config.data)
     if as_of is not None:
         scorer.warn_if_complete_only(f"score --as-of {as_of:g}")
+    if age_threshold is not None:
+        log.info("flag thresholds from %s: %s", threshold_from, age_threshold.describe())
     detector = scorer.detector
 
     start = time.perf_counter()
@@ -240,7 +280,11 @@ def _score(
             as_of=as_of,
         )
         scores, scored_ids, rejected_parts, never_detected, n_flagged = write_unranked(
-            grids, scorer, unranked, days_since_detection=as_of is not None
+            grids,
+            scorer,
+            unranked,
+            days_since_detection=as_of is not None,
+            age_threshold=age_threshold,
         )
         rejected = concat_rejections(rejected_parts)
         check_accounting(metadata, [scored_ids], rejected)
@@ -252,12 +296,14 @@ def _score(
         interrupts.check()
         os.replace(rejected_tmp, rejected_path(output))
         os.replace(table_path, output)
+    by = f"the thresholds from {threshold_from}" if age_threshold else "the run's threshold"
     log.info(
-        "scored %d objects in %.1f s (%d flagged at the run's %.2g false-positive rate), "
+        "scored %d objects in %.1f s (%d flagged by %s, for a %.2g false-positive rate), "
         "%d rejected; wrote %s and %s",
         scores.size,
         time.perf_counter() - start,
         n_flagged,
+        by,
         detector.target_fpr,
         len(rejected),
         output,

@@ -23,6 +23,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import gridding, plasticc, scoring
+from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -64,11 +65,13 @@ def write_unranked(
     path: Path,
     *,
     days_since_detection: bool = False,
+    age_threshold: AgeThreshold | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[pd.DataFrame], int, int]:
     """Score gridded chunks (`stream_grids`) into a Parquet table without `rank`, chunk by chunk
     (`Scorer.table`: objects that cannot be scored are rejected, never written with a NaN).
     With `days_since_detection` (`score --as-of`), the table has that column (second), from the
-    gridded objects' `stage` (`early.grid_as_of`).
+    gridded objects' `stage` (`early.grid_as_of`); with `age_threshold` too (`score --as-of
+    --threshold-from`), `flagged` is by its thresholds of that age and the object's depth.
 
     Returns:
         The objects' `anomaly_score`s (n,) and object ids (n,) in table order, the rejection
@@ -93,6 +96,12 @@ def write_unranked(
             if days_since_detection:  # the table keeps the order of the objects it scored
                 scored = np.isin(arrays.object_id, frame["object_id"].to_numpy())
                 frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
+                if age_threshold is not None:
+                    frame["flagged"] = age_threshold.flag(
+                        frame["anomaly_score"].to_numpy(),
+                        frame["days_since_detection"].to_numpy(),
+                        frame[DEPTH_FEATURE].to_numpy(),
+                    )
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
                 schema = scoring.with_checkpoint(table.schema, scorer.checkpoint)

@@ -51,6 +51,9 @@ bright tercile falls to 0.42%; 1.37% / 1.23% / 1.13% / 1.17% for the second, who
 terciles hold too: 1.16% / 1.21% / 1.16%; 11.1% and 12.0% of the objects flagged on some night;
 25 s): a replay's threshold calibrated on a replay of the val split; the second is built as
 `replay --threshold-from VAL_REPLAY` (`calibration.AgeThreshold`, which this probe now calls).
+It also prints the spread of the second's rate over the halves in its own age bins (measured
+after the test split's replay had shown 2.39% in the oldest): 0.27-2.19% there between the 10th
+and 90th percentiles, above 2% in 15.5% of the halves.
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ def replay_rates(run: Path, replay: Path, repeats: int) -> None:
     results["the run's threshold by depth"] = [summary(shipped.flag(score, depth), everyone, edges)]
     rng = np.random.default_rng(0)
     objects = np.unique(ids)
+    own_bins: list[list[float]] = []  # `days x depth`: the rate in the thresholds' own age bins
     for _ in range(repeats):
         first = np.isin(ids, objects[rng.permutation(len(objects)) < len(objects) // 2])
         for fit, measured in ((first, ~first), (~first, first)):
@@ -187,10 +191,21 @@ def replay_rates(run: Path, replay: Path, repeats: int) -> None:
             results.setdefault("days x depth (replay)", []).append(
                 summary(flagged, measured, edges)
             )
+            own = np.digitize(age[measured], both.edges)
+            own_bins.append([flagged[own == b].mean() for b in range(len(both.bins))])
     ages = [f"up to {d:g} d" for d in REPLAY_DAYS] + [f"beyond {REPLAY_DAYS[-1]:g} d"]
     print(f"rule | {' | '.join(ages)} | faint | middle | bright | all | objects on some night")
     for name, values in results.items():
         print(f"{name} | " + " | ".join(f"{100 * v:.2f}%" for v in np.mean(values, axis=0)))
+    spread = 100 * np.array(own_bins)
+    print("days x depth (replay), in its own age bins (youngest first), over the halves:")
+    for label, values in (
+        ("mean", spread.mean(axis=0)),
+        ("10th percentile", np.percentile(spread, 10, axis=0)),
+        ("90th percentile", np.percentile(spread, 90, axis=0)),
+        ("share of halves above 2%", 100 * (spread > 2).mean(axis=0)),
+    ):
+        print(f"  {label}: " + " / ".join(f"{v:.2f}%" for v in values))
 
 
 def main() -> None:

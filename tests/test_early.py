@@ -493,7 +493,7 @@ def test_replay_cli(tiny_run, tmp_path: Path, capsys):
     assert grouped["groups"] == 2 and grouped["nights"] == whole["nights"]
 
 
-def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_path, capsys):
+def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_path, capsys, caplog):
     """`--threshold-from`: thresholds set on the val split's replay, per age and depth."""
     run = tiny_early_run
     raw = run.workdir / "data" / "raw"
@@ -531,6 +531,21 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     )
     np.testing.assert_array_equal(flagged["flagged"], expected)
     assert sum(n["flagged"] for n in manifest["nights"]) == expected.sum()
+    # `score --as-of` flags by the same thresholds, at each object's age on that date.
+    as_of = float(json.loads((val / "manifest.json").read_text())["first_night"]) + 40
+    score = ["score", "--run", str(run.run_dir), "--lightcurves", str(path), "--metadata"]
+    score += [str(meta), "--as-of", str(as_of), "--output"]
+    scored = tmp_path / "as-of.parquet"
+    with caplog.at_level("INFO", logger="plasticc_jax"):
+        assert cli.main([*score, str(scored), "--threshold-from", str(val)]) == 0
+    assert f"flagged by the thresholds from {val}" in caplog.text
+    table = pd.read_parquet(scored)
+    expected = threshold.flag(
+        table["anomaly_score"], table["days_since_detection"], table[DEPTH_FEATURE]
+    )
+    np.testing.assert_array_equal(table["flagged"], expected)
+    assert cli.main([*score, str(tmp_path / "x.parquet"), "--threshold-from", str(test)]) == 2
+    assert "is a replay of the test split" in capsys.readouterr().err
     capsys.readouterr()
     # Refused: a replay not of the val split, no replay at all, an unfinished one, a replay
     # with another run; resuming a replay with other thresholds.

@@ -11,6 +11,7 @@ be scored, and why (`rejected_path`). Pass 1 scores gridded chunks into a table 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,8 @@ from plasticc_jax.streaming import NO_METADATA
 log = logging.getLogger(__name__)
 
 SPLIT_NAME = "new"  # the `split` column of the table
+# Parquet metadata: the thresholds of `score --as-of --threshold-from` (`with_flag_thresholds`).
+FLAG_THRESHOLDS_KEY = b"plasticc_jax.flag_thresholds"
 _FORMATS = (".parquet", ".csv", ".csv.gz")
 # The scratch folder beside the output, where the outputs are written before they move into place.
 SCRATCH_PREFIX = ".tmp-score-"
@@ -57,6 +60,15 @@ def rejected_path(output: Path) -> Path:
     """`scores.parquet` -> `scores.rejected.csv` (beside the table)."""
     stem = output.name[: -len(output_format(output))]
     return output.with_name(f"{stem}.rejected.csv")
+
+
+def with_flag_thresholds(schema: pa.Schema, age_threshold: AgeThreshold | None) -> pa.Schema:
+    """`schema` whose metadata also holds the thresholds that made `flagged`
+    (`FLAG_THRESHOLDS_KEY`, `AgeThreshold.to_json`) where they are not the detector's."""
+    if age_threshold is None:
+        return schema
+    named = json.dumps(age_threshold.to_json(), sort_keys=True).encode()
+    return schema.with_metadata({**(schema.metadata or {}), FLAG_THRESHOLDS_KEY: named})
 
 
 def write_unranked(
@@ -104,7 +116,9 @@ def write_unranked(
                     )
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
-                schema = scoring.with_checkpoint(table.schema, scorer.checkpoint)
+                schema = with_flag_thresholds(
+                    scoring.with_checkpoint(table.schema, scorer.checkpoint), age_threshold
+                )
                 table = table.replace_schema_metadata(schema.metadata)
                 writer = pq.ParquetWriter(path, schema)
             writer.write_table(table)
@@ -118,8 +132,8 @@ def write_unranked(
             empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
             if days_since_detection:
                 empty.insert(1, "days_since_detection", np.zeros(0))
-            schema = pa.Table.from_pandas(empty).schema
-            writer = pq.ParquetWriter(path, scoring.with_checkpoint(schema, scorer.checkpoint))
+            schema = scoring.with_checkpoint(pa.Table.from_pandas(empty).schema, scorer.checkpoint)
+            writer = pq.ParquetWriter(path, with_flag_thresholds(schema, age_threshold))
     finally:
         if writer is not None:
             writer.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_config
 
@@ -19,6 +20,7 @@ from plasticc_jax.dataset import load_split
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import Chunk, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
+from plasticc_jax.score_output import FLAG_THRESHOLDS_KEY
 from plasticc_jax.train import epoch_rows
 
 pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
@@ -544,6 +546,8 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
         table["anomaly_score"], table["days_since_detection"], table[DEPTH_FEATURE]
     )
     np.testing.assert_array_equal(table["flagged"], expected)
+    recorded = pq.read_schema(scored).metadata[FLAG_THRESHOLDS_KEY]
+    assert AgeThreshold.from_json(json.loads(recorded)) == threshold
     assert cli.main([*score, str(tmp_path / "x.parquet"), "--threshold-from", str(test)]) == 2
     assert "is a replay of the test split" in capsys.readouterr().err
     capsys.readouterr()

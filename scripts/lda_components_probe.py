@@ -21,6 +21,13 @@ Adoption rule, as docs/evaluation.md's, written before the run: the best fusion 
 candidates must beat the shipped fusion (`config.VALIDATED_FUSION["rare"]`) by more than twice
 the standard error of the paired per-fold differences (every weight 0-3 of the shipped fusion's
 components and the three candidates).
+
+Result (the validation of docs/evaluation.md, 137 s on 2 cores; the shipped components
+recomputed exactly): alone `feature_mahalanobis_lda` 0.704 (0.702 shipped), `feature_knn_lda`
+0.713 (0.706), `feature_forest_lda` 0.657 (0.659): the supernova folds gain a little (SN Ibc
+0.527 -> 0.627, SN Ia-91bg 0.486 -> 0.553, SN II 0.613 -> 0.665 for the kNN) and the variable
+stars lose (RR Lyrae 0.943 -> 0.857, EB 0.974 -> 0.912); the best fusion found is the shipped
+one itself (every candidate weight 0): +0.0000. Not adopted.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ INPUT_SELECTIONS: tuple[str, ...] = ("train", "test", "all")
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 # The grid's reference time t0 (`DataConfig.time_anchor`, `gridding.anchor_rows`).
 TIME_ANCHORS: tuple[str, ...] = ("peak", "first_detection")
+# How the Gaussian-process features are fitted (`DataConfig.gp_fit`, `gp_features.FITS`).
+GP_FITS: tuple[str, ...] = ("full", "fast")
 # Bins per passband at most: four a day over the default 256-day window (finer grids only cost
 # memory).
 MAX_TIME_BINS = 1024
@@ -102,6 +104,11 @@ class DataConfig:
     # (`score` from files, each `replay` night: docs/early.md); false leaves them NaN, for a run
     # that must grid faster, trained without them (its `gp_classifier` is then the `classifier`).
     gp_features: bool = True
+    # How they are fitted (`GP_FITS`, `gp_features.FITS`): "full" (the default, as validated:
+    # the best of five time scales, predicted on a one-day grid) or "fast" (one 20-day time
+    # scale, a four-day grid: gridding about 3x faster, most of the features' validated gain;
+    # docs/evaluation.md). A run must be prepared and trained with the one it scores with.
+    gp_fit: str = "full"
     # Every object is also prepared as it was this many days after its first detection (extra
     # rows of its split, `plasticc_jax.early`): the partial light curves training and the
     # early-detection evaluation use. Empty (the default): complete light curves only. Early
@@ -483,6 +490,7 @@ def validate(config: Config) -> None:
         data.time_anchor,
         f"choose one of {', '.join(TIME_ANCHORS)}",
     )
+    need(data.gp_fit in GP_FITS, "data.gp_fit", data.gp_fit, f"choose one of {', '.join(GP_FITS)}")
     bad_stages = [
         d for d in data.stages if not (isinstance(d, int | float) and math.isfinite(d) and d > 0)
     ]

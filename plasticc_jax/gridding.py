@@ -164,6 +164,7 @@ class GridSpec:
         min_observations: objects with fewer observations are rejected.
         time_anchor: the reference time t0 (`config.TIME_ANCHORS`, `anchor_rows`).
         gp_features: fit the Gaussian-process features (else NaN).
+        gp_fit: how (`gp_features.FITS`).
     """
 
     n_time_bins: int
@@ -172,10 +173,13 @@ class GridSpec:
     min_observations: int
     time_anchor: str = "peak"
     gp_features: bool = True
+    gp_fit: str = "full"
 
     def __post_init__(self) -> None:
         if self.time_anchor not in TIME_ANCHORS:
             raise ValueError(f"time_anchor {self.time_anchor!r} not one of {TIME_ANCHORS}")
+        if self.gp_fit not in gp_features.FITS:
+            raise ValueError(f"gp_fit {self.gp_fit!r} not one of {tuple(gp_features.FITS)}")
 
     @staticmethod
     def from_config(data: DataConfig) -> GridSpec:
@@ -186,6 +190,7 @@ class GridSpec:
             data.min_observations,
             data.time_anchor,
             data.gp_features,
+            data.gp_fit,
         )
 
     @property
@@ -209,6 +214,8 @@ class GridSpec:
             "cell_value": "inverse-variance weighted mean; error 1/sqrt(sum of weights)",
             "scaling": "flux and flux_err divided by max |flux| over the object (floor 1)",
             "gp_features": self.gp_features,
+            # The default fit is how every dataset was gridded before fits were a setting.
+            **({} if self.gp_fit == "full" else {"gp_fit": self.gp_fit}),
         }
 
 
@@ -472,7 +479,18 @@ def _grid_valid(
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
     window = (spec.window_before, spec.window_after)
     process = (
-        gp_features.gp_features(mjd, pb, flux, err, starts, first_best, photoz, window)
+        gp_features.gp_features(
+            mjd,
+            pb,
+            flux,
+            err,
+            starts,
+            first_best,
+            photoz,
+            window,
+            lengths=gp_features.FITS[spec.gp_fit][0],
+            step=gp_features.FITS[spec.gp_fit][1],
+        )
         if spec.gp_features
         else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)
     )

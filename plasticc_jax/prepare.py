@@ -103,6 +103,8 @@ def _fingerprint(config: Config, hashes: list[tuple[str, str]]) -> str:
         # The default anchor is how every dataset was gridded before anchors were a setting: its
         # datasets keep their fingerprint (and are not rebuilt); another anchor changes it.
         del data["time_anchor"]
+    if data.get("gp_fit") == "full":  # likewise the default fit of the process's features
+        del data["gp_fit"]
     blob = json.dumps(
         {"format": FORMAT_VERSION, "prepare": PREPARE_VERSION, "data": data, "inputs": hashes},
         sort_keys=True,

@@ -44,6 +44,9 @@ RUN_FILES: tuple[str, ...] = ("config.json", "stats.json")
 INCOMPLETE = "INCOMPLETE"
 # Data settings that say where files are or how fast they are made, not what a dataset holds.
 NOT_CONTENT = ("raw_dir", "processed_dir", "source", "workers", "chunk_rows")
+# Data settings added since datasets were first prepared: a dataset without one was prepared
+# with this value.
+ADDED_SETTINGS = {"gp_fit": "full"}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -103,6 +106,7 @@ def data_differences(prepared: Mapping[str, Any], data: DataConfig, whose: str) 
     """The data settings (that shape a dataset) where a dataset's config and `data` differ, as
     `data.seed: 1 in the dataset, 0 in <whose>`."""
     wanted = json.loads(json.dumps(dataclasses.asdict(data)))  # tuples as lists, like the JSON
+    prepared = {**ADDED_SETTINGS, **prepared}
     return [
         f"data.{key}: {prepared.get(key)!r} in the dataset, {value!r} in {whose}"
         for key, value in wanted.items()

@@ -1,16 +1,20 @@
 """The Gaussian-process light-curve features (plasticc_jax.gp_features), their switch
-(`data.gp_features`), and the columns each model reads of the features (gridding.model_features)."""
+(`data.gp_features`) and fit (`data.gp_fit`), and the columns each model reads of the features
+(gridding.model_features)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from plasticc_jax import gp_features
+from plasticc_jax import config as config_lib
+from plasticc_jax import gp_features, prepare, provenance
 from plasticc_jax.config import DataConfig
 from plasticc_jax.gp_features import GP_NAMES, MAX_POINTS, MIN_POINTS
-from plasticc_jax.gridding import FEATURE_NAMES, MODEL_FEATURE_NAMES, model_features
+from plasticc_jax.gridding import FEATURE_NAMES, MODEL_FEATURE_NAMES, GridSpec, model_features
 from plasticc_jax.streaming import grid_lightcurves
 
 WINDOW = (50.0, 100.0)
@@ -28,14 +32,18 @@ def transient(t0: float, rise: float = 5.0, fall: float = 30.0, step: float = 2.
     return {"mjd": mjd[order], "passband": band[order], "flux": flux[order]}
 
 
-def features_of(objects: list[dict], redshift: list[float]) -> np.ndarray:
-    """`gp_features` of objects given as dicts of rows (flux_err 10, t0: the brightest point)."""
+def features_of(objects: list[dict], redshift: list[float], fit: str = "full") -> np.ndarray:
+    """`gp_features` of objects given as dicts of rows (flux_err 10, t0: the brightest point),
+    fitted as `fit` (`gp_features.FITS`)."""
     mjd, band, flux = (np.concatenate([o[k] for o in objects]) for k in ("mjd", "passband", "flux"))
     counts = [o["mjd"].size for o in objects]
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     peaks = np.array([s + int(np.argmax(o["flux"])) for s, o in zip(starts, objects, strict=True)])
     err = np.full(mjd.size, 10.0)
-    return gp_features.gp_features(mjd, band, flux, err, starts, peaks, np.array(redshift), WINDOW)
+    lengths, step = gp_features.FITS[fit]
+    return gp_features.gp_features(
+        mjd, band, flux, err, starts, peaks, np.array(redshift), WINDOW, lengths=lengths, step=step
+    )
 
 
 def named(row: np.ndarray) -> dict[str, float]:
@@ -57,6 +65,39 @@ def test_gp_features_of_a_hand_made_transient():
     assert f["gp_n_peaks"] == 1.0
     assert f["gp_chi2_per_point"] < 1.0  # noiseless rows with errors of 10
     assert f["gp_negative_width"] == pytest.approx(0.0, abs=1.0)
+
+
+def test_the_fast_fit_reads_the_same_transient_on_its_coarser_grid():
+    """`data.gp_fit=fast`: one time scale, a four-day grid; the same shape comes out."""
+    full = named(features_of([transient(60000.0)], [0.5])[0])
+    fast = named(features_of([transient(60000.0)], [0.5], "fast")[0])
+    assert fast["gp_log10_length_scale"] == pytest.approx(np.log10(20.0))
+    assert (fast["gp_peak_offset"] + WINDOW[0]) % 4.0 == pytest.approx(0.0, abs=1e-6)  # grid day
+    assert abs(fast["gp_peak_offset"] - full["gp_peak_offset"]) <= 4.0
+    assert fast["gp_peak_frac_r"] / fast["gp_peak_frac_g"] == pytest.approx(2.0, abs=0.1)
+    assert fast["gp_decline15_r"] == pytest.approx(full["gp_decline15_r"], abs=0.1)
+    assert fast["gp_rise_50"] < fast["gp_fall_50"] < fast["gp_fall_20"]
+    assert fast["gp_n_peaks"] == 1.0
+
+
+def test_the_fit_in_the_config_the_manifest_the_fingerprint_and_the_dataset_check():
+    base = config_lib.resolve(config_lib.Config())
+    fast = dataclasses.replace(base, data=dataclasses.replace(base.data, gp_fit="fast"))
+    assert GridSpec.from_config(fast.data).describe()["gp_fit"] == "fast"
+    # The default keeps the manifest and fingerprint datasets had before fits were a setting.
+    assert "gp_fit" not in GridSpec.from_config(base.data).describe()
+    assert prepare._fingerprint(base, []) != prepare._fingerprint(fast, [])
+    with pytest.raises(ValueError, match="gp_fit"):
+        GridSpec(16, 32.0, 96.0, 5, gp_fit="slow")
+    slow = dataclasses.replace(base, data=dataclasses.replace(base.data, gp_fit="slow"))
+    with pytest.raises(config_lib.InvalidConfig, match=r"data\.gp_fit='slow': choose one of"):
+        config_lib.validate(slow)
+    # A dataset prepared before the setting existed was fitted in full.
+    prepared = {"seed": base.data.seed}
+    assert provenance.data_differences(prepared, base.data, "this config") == []
+    assert provenance.data_differences(prepared, fast.data, "this config") == [
+        "data.gp_fit: 'full' in the dataset, 'fast' in this config"
+    ]
 
 
 def test_an_object_s_features_do_not_depend_on_the_others_in_its_chunk():

@@ -1,0 +1,61 @@
+"""The fast fit of the Gaussian-process features (`data.gp_fit=fast`) against the full one, on
+the leave-one-known-class-out validation (research, #10)
+
+    python scripts/gp_fit_validation.py RUN_FULL RUN_FAST
+
+Each RUN has `make validate` done with the default preset, the second with `--set
+data.gp_fit=fast` (prepared with it too); only the `gp_classifier`'s inputs differ. Reads both
+`validation/scores.parquet` (known classes only, never the test split) and prints the shipped
+fusion's fold AUROC on each, their paired difference, `gp_classifier` alone, and the best
+fusion found on each.
+
+What it decides, written before the fast run's validation: nothing about the default, which
+stays `full` in this release. `fast` is a speed setting for gridding (`prepare`, `score` from
+files, `replay` nights) and is offered with its validation as measured here, good or bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticc_jax.config import COMPONENT_NAMES, VALIDATED_FUSION
+from plasticc_jax.detector import parse_fusion
+from plasticc_jax.fusion_search import Folds, fusion_spec
+from plasticc_jax.plasticc import class_name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_full", type=Path)
+    parser.add_argument("run_fast", type=Path)
+    args = parser.parse_args()
+    folds = {
+        name: Folds(pd.read_parquet(run / "validation" / "scores.parquet"))
+        for name, run in (("full", args.run_full), ("fast", args.run_fast))
+    }
+    shipped = parse_fusion(VALIDATED_FUSION["rare"])
+    aurocs = {name: f.aurocs(f.fused(shipped)) for name, f in folds.items()}
+    ids = sorted(aurocs["full"])
+    print("fit | mean | " + " | ".join(class_name(i) for i in ids))
+    for name, per_fold in aurocs.items():
+        values = [per_fold[i] for i in ids]
+        print(f"{name} | {np.mean(values):.4f} | " + " | ".join(f"{v:.3f}" for v in values))
+    diff = np.array([aurocs["fast"][i] - aurocs["full"][i] for i in ids])
+    se = diff.std(ddof=1) / np.sqrt(diff.size)
+    print(f"fast - full, shipped fusion: {diff.mean():+.4f} ± {se:.4f} ({(diff > 0).sum()}/10)")
+    for name, f in folds.items():
+        alone = f.mean_auroc(f.scores["gp_classifier"].to_numpy())
+        components = [c for c in COMPONENT_NAMES if c in f.scores.columns]
+        best = f.search(components, also=shipped)[0]
+        print(
+            f"{name}: gp_classifier alone {alone:.4f}; best fusion found "
+            f"{best['mean_auroc']:.4f} `{fusion_spec(best['weights'])}`"
+        )
+
+
+if __name__ == "__main__":
+    main()

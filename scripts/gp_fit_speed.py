@@ -14,14 +14,21 @@ prepare` fetched them), then, side by side on those objects, each the best of `-
 package's gridding (`gridding.grid_chunk`, what `prepare`, `score` from files and each `replay`
 night run; since the features were built in, it includes them), the batched features end to end
 (window, padding, fit, features: `gp_features.gp_features`), and the probe's per-object NumPy fit
-on the first 1,000 objects, with how far the batched features are from the NumPy ones there.
+on the first 1,000 objects, with how far the batched features are from the NumPy ones there;
+and the package's gridding with `data.gp_fit` full and fast and without the features, side by
+side.
 Result (2 quiet cores, one run, with the prototype, before the features were built in):
-docs/evaluation.md and `gp_features_probe.py`.
+docs/evaluation.md and `gp_features_probe.py`. With the package, on a slower day of the same
+machine (one run, 2 cores, `data.gp_fit` added): the fit and mean alone 1,425 objects/s as
+validated, 6,245 with the cheaper fit (4.4x); the package's gridding of the 7,848 training
+objects side by side 885 objects/s with `gp_fit=full`, 1,716 with `fast` (1.94x), 5,973 without
+the features.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +118,26 @@ def on_light_curves(path: Path, rounds: int) -> None:
                 for i in range(first)
             ]
         )
+
+    # The package's gridding with each `data.gp_fit`, and without the features, side by side:
+    # the rounds alternate, each the best of its own.
+    specs = {
+        "full": spec,
+        "fast": dataclasses.replace(spec, gp_fit="fast"),
+        "no GP features": dataclasses.replace(spec, gp_features=False),
+    }
+    for each in specs.values():
+        gridding.grid_chunk(chunk, each)  # compiles
+    seconds: dict[str, list[float]] = {name: [] for name in specs}
+    for _ in range(rounds):
+        for name, each in specs.items():
+            seconds[name].append(_best(lambda e=each: gridding.grid_chunk(chunk, e), 1))
+    rates = {name: m / min(s) for name, s in seconds.items()}
+    print(
+        "gridding side by side: "
+        + ", ".join(f"{name} {rate:,.0f} objects/s" for name, rate in rates.items())
+        + f"; fast {rates['fast'] / rates['full']:.2f}x full"
+    )
 
     rows_of = (rows.mjd, rows.passband, rows.flux, rows.flux_err)
     numpy_s = _best(numpy_fit, rounds)

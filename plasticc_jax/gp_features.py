@@ -161,8 +161,8 @@ def gp_features(
         starts: (m,) first row of each object; peak_rows: (m,) its brightest detection (t0).
         redshift: (m,) host photo-z (0 for galactic objects; NaN: the rest-frame times NaN).
         window: days before and after t0 whose points are fitted and predicted.
-        lengths, step: the time scales tried and the prediction grid's step in days (research
-            variants, `scripts/gp_fit_speed.py`; the features are validated with the defaults).
+        lengths, step: the time scales tried and the prediction grid's step in days (`FITS`,
+            as `data.gp_fit` names them; the defaults: "full").
 
     Returns:
         (m, len(GP_NAMES)) float64, NaN where undefined.

@@ -478,18 +478,10 @@ def _grid_valid(
     physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
     window = (spec.window_before, spec.window_after)
+    lengths, step = gp_features.FITS[spec.gp_fit]
     process = (
         gp_features.gp_features(
-            mjd,
-            pb,
-            flux,
-            err,
-            starts,
-            first_best,
-            photoz,
-            window,
-            lengths=gp_features.FITS[spec.gp_fit][0],
-            step=gp_features.FITS[spec.gp_fit][1],
+            mjd, pb, flux, err, starts, first_best, photoz, window, lengths=lengths, step=step
         )
         if spec.gp_features
         else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)

@@ -282,16 +282,22 @@ def feature_component_columns(
 
 
 def feature_component_probe(
-    doc: str, out: str, normalisations: dict[str, Normalisation], label: str
+    doc: str,
+    out: str,
+    normalisations: dict[str, Normalisation] | Callable[[pd.DataFrame], dict[str, Normalisation]],
+    label: str,
 ) -> None:
     """The command of a probe of the feature components on other normalisations: `_again` (the
     shipped one, checked against the stored columns) and one candidate (the other suffix),
     reported against the shipped fusion with the shipped weights and with the best fusion found
-    over the shipped fusion's components and the candidates (weights 0-3)."""
-    (suffix,) = [s for s in normalisations if s != "_again"]
+    over the shipped fusion's components and the candidates (weights 0-3). `normalisations` may
+    be made from the known objects (`load_known`), for one that reads their classes."""
     args = probe_arguments(doc, out)
     start = time.perf_counter()
     config, scores, objects = read_validation(args.run, args.workdir)
+    if callable(normalisations):
+        normalisations = normalisations(objects)
+    (suffix,) = [s for s in normalisations if s != "_again"]
     fold_ids = [int(f) for f in scores["fold"].unique()]
     new = pd.concat(
         [feature_component_columns(objects, f, config.eval, normalisations) for f in fold_ids],

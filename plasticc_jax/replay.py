@@ -246,6 +246,13 @@ def threshold_from(
     )
 
 
+def refuse_output_in(output: Path, val_replay: Path) -> None:
+    """An output (a replay's folder, a score table) may not lie in `--threshold-from`'s replay,
+    which it would change while it is read."""
+    if Path(output).resolve().is_relative_to(Path(val_replay).resolve()):
+        raise UserError(f"--output {output} lies in --threshold-from {val_replay}: choose another")
+
+
 def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
     """No input may be one of the files a replay writes, nor lie in its night folders."""
     written = [output / MANIFEST, output / REJECTED_AT_LOAD]
@@ -311,12 +318,8 @@ def replay(
             f"{MAX_CLOSE_AFTER:g} (leave it out never to close)"
         )
     _refuse_inputs_in_output(output, [*paths, *metadata_paths])
-    if threshold_from_replay is not None and output.resolve().is_relative_to(
-        Path(threshold_from_replay).resolve()
-    ):
-        raise UserError(
-            f"--output {output} lies in --threshold-from {threshold_from_replay}: choose another"
-        )
+    if threshold_from_replay is not None:
+        refuse_output_in(output, threshold_from_replay)
     for path in paths:
         if not lightcurve_rows.has_rows(path):
             raise lightcurve_rows.no_rows_error(path)

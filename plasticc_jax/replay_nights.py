@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from plasticc_jax import early, gridding, interrupts, readers, scoring, streaming
-from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
+from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     atomic_path,
@@ -145,11 +145,7 @@ class NightScorer:
                 frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
                 frame.insert(3, "days_since_detection", (last - first)[scored])
                 if self.age_threshold is not None:  # `--threshold-from`: set on a val replay
-                    frame["flagged"] = self.age_threshold.flag(
-                        frame["anomaly_score"].to_numpy(),
-                        frame["days_since_detection"].to_numpy(),
-                        frame[DEPTH_FEATURE].to_numpy(),
-                    )
+                    scoring.flag_by_age(frame, self.age_threshold)
                 frame = frame.sort_values("anomaly_score", ascending=False, kind="stable")
                 frame.insert(
                     scoring.rank_position(list(frame.columns)),

@@ -40,6 +40,7 @@ from plasticc_jax.io_utils import (
     refuse_overwrite,
     scratch_dir,
 )
+from plasticc_jax.replay import refuse_output_in
 from plasticc_jax.replay import threshold_from as threshold_from_replay
 from plasticc_jax.score_output import (
     MANIFEST,
@@ -124,10 +125,7 @@ def check_threshold_from(threshold_from: Path, as_of: float | None, output: Path
             f"--threshold-from {threshold_from} needs --as-of: its thresholds are per days since "
             "the first detection, which a date gives (complete light curves take the run's)"
         )
-    if output.resolve().is_relative_to(Path(threshold_from).resolve()):
-        raise UserError(
-            f"--output {output} lies in --threshold-from {threshold_from}: choose another"
-        )
+    refuse_output_in(output, threshold_from)
 
 
 def score(

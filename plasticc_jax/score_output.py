@@ -24,7 +24,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from plasticc_jax import gridding, plasticc, scoring
-from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
+from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -109,11 +109,7 @@ def write_unranked(
                 scored = np.isin(arrays.object_id, frame["object_id"].to_numpy())
                 frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
                 if age_threshold is not None:
-                    frame["flagged"] = age_threshold.flag(
-                        frame["anomaly_score"].to_numpy(),
-                        frame["days_since_detection"].to_numpy(),
-                        frame[DEPTH_FEATURE].to_numpy(),
-                    )
+                    scoring.flag_by_age(frame, age_threshold)
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
                 schema = with_flag_thresholds(

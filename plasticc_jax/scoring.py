@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from scipy import special
 
 from plasticc_jax import plasticc
-from plasticc_jax.calibration import DEPTH_FEATURE
+from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import UserError
@@ -216,6 +216,16 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     rank = np.empty(len(scores), np.int64)
     rank[np.argsort(-np.asarray(scores), kind="stable")] = np.arange(1, len(scores) + 1)
     return rank
+
+
+def flag_by_age(table: pd.DataFrame, age_threshold: AgeThreshold) -> None:
+    """Set a score table's `flagged` by thresholds per age and depth (`--threshold-from`: set
+    on a replay of the run's val split), from its `days_since_detection` (in place)."""
+    table["flagged"] = age_threshold.flag(
+        table["anomaly_score"].to_numpy(),
+        table["days_since_detection"].to_numpy(),
+        table[DEPTH_FEATURE].to_numpy(),
+    )
 
 
 def rank_position(columns: list[str]) -> int:

@@ -754,12 +754,33 @@ def test_simulated_expert_writes_the_discovery_curve(tiny_run, tmp_path: Path) -
         curve = np.asarray(pool["curves"][f"{name}_mean"])
         assert len(curve) == 5 and (np.diff(curve) >= 0).all() and curve[-1] <= 5
     assert "| 30% |" in (run_dir / SUMMARY).with_suffix(".md").read_text()
+    target = saved["target"]
+    assert len(target["draws"]["active"]) == 2
+    assert target["active_mean"] == np.mean(target["draws"]["active"])
     # A run that an interrupted evaluate left incomplete is refused, as `score` refuses it.
     from plasticc_jax.provenance import INCOMPLETE
 
     (run_dir / INCOMPLETE).write_text("")
     with pytest.raises(UserError, match="is incomplete: an INCOMPLETE marker"):
         simulate(run_dir, fractions=(0.3,), n_draws=2, n_shown=5)
+
+
+def test_the_goal_s_ratio_has_an_interval_over_the_draws() -> None:
+    from plasticc_jax.review.simulate import ratio_interval
+
+    rng = np.random.default_rng(0)
+    static = rng.poisson(20, 20).astype(float)
+    active = static * 1.5 + rng.normal(0, 2, 20)
+    low, high = ratio_interval(active, static, seed=0)
+    assert low < active.mean() / static.mean() < high and high - low < 0.3
+    assert ratio_interval(active, static, seed=0) == [low, high]  # seeded
+    # Noisier draws, a wider interval; one draw, or identical draws, none.
+    wide = ratio_interval(active + rng.normal(0, 8, 20), static, seed=0)
+    assert wide[1] - wide[0] > high - low
+    assert ratio_interval(active[:1], static[:1], seed=0) is None
+    assert ratio_interval(np.full(5, 30.0), np.full(5, 20.0), seed=0) is None
+    # A static ranking that found nothing in some draws: the ratio is unbounded.
+    assert ratio_interval(np.array([3.0, 4.0, 5.0]), np.array([0.0, 0.0, 1.0]), seed=0) is None
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv.gz"])

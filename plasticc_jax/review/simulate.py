@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from plasticc_jax import provenance, runs
 from plasticc_jax.errors import UserError
@@ -42,6 +43,9 @@ CHECKPOINTS: tuple[int, ...] = (10, 50, 100)
 # Done when, at the first fraction: the active loop finds this many times the static ranking's
 # anomalies among the first `TARGET_SHOWN` candidates (mean of the draws), or all there are.
 TARGET_RATIO, TARGET_SHOWN = 1.5, 50
+# The goal's ratio comes with a 95% interval over the draws (a paired bootstrap: each resample
+# of draws keeps a draw's static and active counts together, as they share its pool).
+INTERVAL_RESAMPLES = 10_000
 FIGURE = Path("reports") / "figures" / "review_discovery.png"
 SUMMARY = Path("reports") / "review_simulation"
 
@@ -121,7 +125,8 @@ def simulate(
     static = test["anomaly_score"].to_numpy(np.float64)
     start = time.perf_counter()
     timings: list[float] = []
-    pools = []
+    pools: list[dict[str, Any]] = []
+    pool_curves: list[dict[str, np.ndarray]] = []  # (draws, n_shown) static and active, a pool
     checkpoints = sorted({k for k in CHECKPOINTS if k < n_shown} | {n_shown})
     for fraction in fractions:
         n_anomalies = min(
@@ -144,6 +149,7 @@ def simulate(
                 curves["static"][-1][-1],
             )
         stacked = {name: np.stack(c).astype(np.float64) for name, c in curves.items()}
+        pool_curves.append(stacked)
         pools.append(
             {
                 "anomaly_fraction": fraction,
@@ -168,7 +174,7 @@ def simulate(
         "n_draws": n_draws,
         "n_shown": n_shown,
         "pools": pools,
-        "target": _target(pools[0], n_shown),
+        "target": _target(pools[0], n_shown, pool_curves[0], seed),
         "rerank_ms": {
             "median": 1e3 * float(np.median(timings)),
             "p95": 1e3 * float(np.quantile(timings, 0.95)),
@@ -184,25 +190,62 @@ def simulate(
     return summary
 
 
-def _target(pool: dict[str, Any], n_shown: int) -> dict[str, Any]:
-    """The issue's goal at the first fraction: active >= 1.5x static in the first 50 shown."""
+def _target(
+    pool: dict[str, Any], n_shown: int, curves: dict[str, np.ndarray], seed: int
+) -> dict[str, Any]:
+    """The issue's goal at the first fraction: active >= 1.5x static in the first 50 shown;
+    `curves`: that pool's (draws, n_shown) discovery curves, static and active."""
     k = min(TARGET_SHOWN, n_shown)
     found_active = pool["curves"]["active_mean"][k - 1]
     found_static = pool["curves"]["static_mean"][k - 1]
     ratio = found_active / found_static if found_static > 0 else None
     everything = min(k, pool["n_anomalies"])
+    draws = {name: curves[name][:, k - 1] for name in ("active", "static")}
     return {
         "anomaly_fraction": pool["anomaly_fraction"],
         "shown": k,
         "active_mean": found_active,
         "static_mean": found_static,
         "ratio": ratio,
+        "ratio_interval": ratio_interval(draws["active"], draws["static"], seed),
+        "draws": {name: values.tolist() for name, values in draws.items()},
         "met": bool(found_active >= everything or (ratio or 0.0) >= TARGET_RATIO),
     }
 
 
+def ratio_interval(active_found: np.ndarray, static_found: np.ndarray, seed: int) -> list | None:
+    """95% interval of mean(active) / mean(static) over the draws: a paired percentile
+    bootstrap (scipy.stats.bootstrap); None with fewer than two draws, or where the static
+    ranking found nothing in some resample (the ratio is then unbounded)."""
+    if len(active_found) < 2 or np.ptp(active_found) == np.ptp(static_found) == 0:
+        return None
+
+    def ratio(active_found: np.ndarray, static_found: np.ndarray, axis: int) -> np.ndarray:
+        return active_found.mean(axis=axis) / static_found.mean(axis=axis)
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample whose static found none
+        result = stats.bootstrap(
+            (active_found, static_found),
+            ratio,
+            paired=True,
+            vectorized=True,
+            n_resamples=INTERVAL_RESAMPLES,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    return [float(low), float(high)] if np.isfinite([low, high]).all() else None
+
+
 def _ratio(active_found: float, static_found: float) -> str:
     return f"{active_found / static_found:.2f}" if static_found > 0 else "–"
+
+
+def _interval(target: dict[str, Any]) -> str:
+    interval = target.get("ratio_interval")
+    if not interval:
+        return ""
+    return f", 95% interval over the draws {interval[0]:.2f}-{interval[1]:.2f}"
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -230,7 +273,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Goal (at {100 * target['anomaly_fraction']:g}%, first {target['shown']} shown): active "
         f">= {TARGET_RATIO}x static or all anomalies: **{'met' if target['met'] else 'missed'}** "
-        f"({target['active_mean']:.1f} vs {target['static_mean']:.1f}).",
+        f"({target['active_mean']:.1f} vs {target['static_mean']:.1f}: "
+        f"{_ratio(target['active_mean'], target['static_mean'])}x{_interval(target)}).",
         "",
         f"Re-rank after each answer ({summary['model']['name']}, {len(summary['features'])} "
         f"features): median {timing['median']:.0f} ms, 95th percentile {timing['p95']:.0f} ms, "

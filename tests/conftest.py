@@ -75,12 +75,17 @@ SHARED = SESSION / "project"  # the shared project folder
 SHARED_OVERRIDES = ("eval.figures=false",)
 _SHARED_FIXTURES = frozenset({"raw_files", "project", "tiny_run", "tiny_early_run"})
 # The shared early-detection run (`tiny_early_run`): the tiny preset with the settings of the
-# `early` preset (staged rows, partial light curves), on the same synthetic files.
+# `early` preset (staged rows, partial light curves; no Gaussian-process features, and the
+# preset's components and fusion), on the same synthetic files.
+_EARLY = config_io.load_preset("early")
 EARLY_OVERRIDES = (
     "name=tiny-early",
     "data.processed_dir=data/processed-early",
     "data.stages=5,20",
     "train.partial_curves=true",
+    f"data.gp_features={str(_EARLY.data.gp_features).lower()}",
+    f"eval.components={','.join(_EARLY.eval.components)}",
+    f"eval.fusion={','.join(_EARLY.eval.fusion)}",
 )
 # What the collected tests need of the shared project ("project", "early" or "none"), written
 # by the xdist workers after collecting; the controller's builder reads it.

@@ -40,8 +40,8 @@ from plasticc_jax.io_utils import (
     refuse_overwrite,
     scratch_dir,
 )
-from plasticc_jax.replay import refuse_output_in
-from plasticc_jax.replay import threshold_from as threshold_from_replay
+from plasticc_jax.replay_thresholds import refuse_output_in
+from plasticc_jax.replay_thresholds import threshold_from as threshold_from_replay
 from plasticc_jax.score_output import (
     MANIFEST,
     SCRATCH_PREFIX,
@@ -162,8 +162,9 @@ def score(
             with any run; a run trained with partial light curves (`configs/early.py`) is the
             one meant for it (docs/early.md).
         threshold_from: with `as_of`, flag by thresholds set on this replay of the run's val
-            split, per days since the first detection and depth (`replay.threshold_from`, as
-            `replay --threshold-from`), not by the detector's threshold.
+            split, per days since the first detection and depth
+            (`replay_thresholds.threshold_from`, as `replay --threshold-from`), not by the
+            detector's threshold.
         then: called with the output once it is written, still under the output's lock
             (`score --review-labels` re-ranks it: no other score may replace it in between).
             With it, the run stays locked (shared) from the start to the end of `then`: it

@@ -213,10 +213,13 @@ def _target(
     }
 
 
-def ratio_interval(active_found: np.ndarray, static_found: np.ndarray, seed: int) -> list | None:
+def ratio_interval(
+    active_found: np.ndarray, static_found: np.ndarray, seed: int
+) -> list[float] | None:
     """95% interval of mean(active) / mean(static) over the draws: a paired percentile
-    bootstrap (scipy.stats.bootstrap); None with fewer than two draws, or where the static
-    ranking found nothing in some resample (the ratio is then unbounded)."""
+    bootstrap (scipy.stats.bootstrap); None with fewer than two draws, with draws that do not
+    vary (nothing to resample), or where the static ranking found nothing in some resample (the
+    ratio is then unbounded)."""
     if len(active_found) < 2 or np.ptp(active_found) == np.ptp(static_found) == 0:
         return None
 

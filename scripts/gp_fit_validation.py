@@ -34,25 +34,20 @@ from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.plasticc import class_name
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_full", type=Path)
-    parser.add_argument("run_fast", type=Path)
-    args = parser.parse_args()
+def compare(runs: dict[str, Path]) -> dict[str, dict[int, float]]:
+    """Print the shipped fusion's fold AUROC on each validated run (name -> RUN), its
+    `gp_classifier` alone and its best fusion found; return the fold AUROCs per name."""
     folds = {
         name: Folds(pd.read_parquet(run / "validation" / "scores.parquet"))
-        for name, run in (("full", args.run_full), ("fast", args.run_fast))
+        for name, run in runs.items()
     }
     shipped = parse_fusion(VALIDATED_FUSION["rare"])
     aurocs = {name: f.aurocs(f.fused(shipped)) for name, f in folds.items()}
-    ids = sorted(aurocs["full"])
-    print("fit | mean | " + " | ".join(class_name(i) for i in ids))
+    ids = sorted(next(iter(aurocs.values())))
+    print("run | mean | " + " | ".join(class_name(i) for i in ids))
     for name, per_fold in aurocs.items():
         values = [per_fold[i] for i in ids]
         print(f"{name} | {np.mean(values):.4f} | " + " | ".join(f"{v:.3f}" for v in values))
-    diff = np.array([aurocs["fast"][i] - aurocs["full"][i] for i in ids])
-    se = diff.std(ddof=1) / np.sqrt(diff.size)
-    print(f"fast - full, shipped fusion: {diff.mean():+.4f} ± {se:.4f} ({(diff > 0).sum()}/10)")
     for name, f in folds.items():
         alone = f.mean_auroc(f.scores["gp_classifier"].to_numpy())
         components = [c for c in COMPONENT_NAMES if c in f.scores.columns]
@@ -61,6 +56,24 @@ def main() -> None:
             f"{name}: gp_classifier alone {alone:.4f}; best fusion found "
             f"{best['mean_auroc']:.4f} `{fusion_spec(best['weights'])}`"
         )
+    return aurocs
+
+
+def paired_difference(base: dict[int, float], candidate: dict[int, float]) -> tuple[float, float]:
+    """Mean and standard error of the per-fold differences candidate - base."""
+    diff = np.array([candidate[i] - base[i] for i in sorted(base)])
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_full", type=Path)
+    parser.add_argument("run_fast", type=Path)
+    args = parser.parse_args()
+    aurocs = compare({"full": args.run_full, "fast": args.run_fast})
+    mean, se = paired_difference(aurocs["full"], aurocs["fast"])
+    better = sum(aurocs["fast"][i] > aurocs["full"][i] for i in aurocs["full"])
+    print(f"fast - full, shipped fusion: {mean:+.4f} ± {se:.4f} ({better}/10)")
 
 
 if __name__ == "__main__":

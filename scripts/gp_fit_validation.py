@@ -59,10 +59,18 @@ def compare(runs: dict[str, Path]) -> dict[str, dict[int, float]]:
     return aurocs
 
 
-def paired_difference(base: dict[int, float], candidate: dict[int, float]) -> tuple[float, float]:
-    """Mean and standard error of the per-fold differences candidate - base."""
-    diff = np.array([candidate[i] - base[i] for i in sorted(base)])
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+def compare_two(base: tuple[str, Path], candidate: tuple[str, Path]) -> tuple[float, float]:
+    """`compare` two validated runs, (name, RUN) each, and print the shipped fusion's paired
+    per-fold difference candidate - base; return its mean and standard error."""
+    aurocs = compare(dict([base, candidate]))
+    ids = sorted(aurocs[base[0]])
+    diff = np.array([aurocs[candidate[0]][i] - aurocs[base[0]][i] for i in ids])
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+    print(
+        f"{candidate[0]} - {base[0]}, shipped fusion: {mean:+.4f} ± {se:.4f} "
+        f"({(diff > 0).sum()}/{diff.size} folds better)"
+    )
+    return mean, se
 
 
 def main() -> None:
@@ -70,10 +78,7 @@ def main() -> None:
     parser.add_argument("run_full", type=Path)
     parser.add_argument("run_fast", type=Path)
     args = parser.parse_args()
-    aurocs = compare({"full": args.run_full, "fast": args.run_fast})
-    mean, se = paired_difference(aurocs["full"], aurocs["fast"])
-    better = sum(aurocs["fast"][i] > aurocs["full"][i] for i in aurocs["full"])
-    print(f"fast - full, shipped fusion: {mean:+.4f} ± {se:.4f} ({better}/10)")
+    compare_two(("full", args.run_full), ("fast", args.run_fast))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gp_fit_validation import compare, paired_difference
+from gp_fit_validation import compare_two
 
 
 def main() -> None:
@@ -41,11 +41,8 @@ def main() -> None:
     parser.add_argument("run_shipped", type=Path)
     parser.add_argument("run_half", type=Path)
     args = parser.parse_args()
-    aurocs = compare({"shipped": args.run_shipped, "half width": args.run_half})
-    mean, se = paired_difference(aurocs["shipped"], aurocs["half width"])
-    better = sum(aurocs["half width"][i] > aurocs["shipped"][i] for i in aurocs["shipped"])
-    verdict = "a tie: adopt the half width" if mean >= -se else "not a tie: the width stays"
-    print(f"half - shipped, shipped fusion: {mean:+.4f} ± {se:.4f} ({better}/10): {verdict}")
+    mean, se = compare_two(("shipped", args.run_shipped), ("half width", args.run_half))
+    print("a tie: adopt the half width" if mean >= -se else "not a tie: the width stays")
 
 
 if __name__ == "__main__":

@@ -66,10 +66,6 @@ TARGET = 0.01
 BAND = (0.005, 0.02)
 
 
-def empirical(scores: np.ndarray, target_fpr: float) -> float:
-    return float(np.quantile(scores, 1.0 - target_fpr, method="higher"))
-
-
 def harrell_davis(scores: np.ndarray, target_fpr: float) -> float:
     return float(hdquantiles(np.asarray(scores, np.float64), prob=[1.0 - target_fpr])[0])
 
@@ -82,7 +78,7 @@ def exponential_tail(scores: np.ndarray, target_fpr: float) -> float:
 
 
 ESTIMATORS: dict[str, Callable[[np.ndarray, float], float]] = {
-    "empirical": empirical,
+    "empirical": calibration.calibrate_threshold,  # the shipped one
     "harrell_davis": harrell_davis,
     "exponential_tail": exponential_tail,
 }

@@ -113,6 +113,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_replay_memory.py
+	$(BIN)/python benchmarks/bench_replay_jobs.py
 	$(BIN)/python benchmarks/bench_score.py
 	$(if $(wildcard runs/default-rare/metrics.json),$(BIN)/python benchmarks/bench_score.py --run runs/default-rare)
 	$(BIN)/python benchmarks/bench_distributed.py

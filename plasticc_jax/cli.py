@@ -257,6 +257,14 @@ def make_parser() -> argparse.ArgumentParser:
         "other (memory holds about 100 bytes a row of one group), each night's candidates "
         "merged at the end (default 1: all at once, each night written as it is replayed)",
     )
+    replay.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="J",
+        help="with --groups: replay J groups at once, each in a process of its own (memory "
+        "holds J groups; about one process a core; default 1)",
+    )
     replay.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")
 
     review = commands.add_parser(
@@ -436,6 +444,7 @@ def replay(args: argparse.Namespace) -> int:
         objects=objects,
         last_night=args.last_night,
         groups=args.groups,
+        jobs=args.jobs,
         split=args.split,
         dataset=fingerprint,
         threshold_from_replay=args.threshold_from,

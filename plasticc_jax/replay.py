@@ -173,6 +173,7 @@ def replay(
     objects: np.ndarray | None = None,
     last_night: int | None = None,
     groups: int = 1,
+    jobs: int = 1,
     split: str | None = None,
     dataset: str | None = None,
     threshold_from_replay: Path | None = None,
@@ -189,6 +190,8 @@ def replay(
         groups: replay the objects in this many groups, one after the other, each night's
             candidates merged afterwards (`replay_groups`): memory holds about 1/groups of the
             rows; 1: every object at once, each night written as it is replayed.
+        jobs: replay this many groups at once, each in a process of its own (memory holds
+            that many groups' rows).
         split, dataset: the split whose ids `objects` are, and the fingerprint of the prepared
             dataset it is of (recorded: a replay of the run's val split can set the thresholds
             of others).
@@ -205,6 +208,10 @@ def replay(
     check_input_files([*paths, *metadata_paths])
     if not 1 <= groups <= MAX_GROUPS:
         raise UserError(f"--groups {groups}: give a number from 1 to {MAX_GROUPS}")
+    if jobs < 1 or (jobs > 1 and groups == 1):
+        raise UserError(
+            f"--jobs {jobs}: give a number from 1 to --groups (the groups replayed at once)"
+        )
     # Whole nights are counted: a fraction below 1 would close an object seen on consecutive
     # nights, as 0 would.
     if close_after is not None and not 1 <= close_after <= MAX_CLOSE_AFTER:
@@ -267,6 +274,7 @@ def replay(
             dataset,
             age_threshold,
             threshold_from_replay,
+            jobs,
         )
         manifest = read_manifest(output, fingerprint, job.settings())
         held = [output / n for n in (GROUPS, REMOVING) if (output / n).exists()]

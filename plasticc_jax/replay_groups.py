@@ -11,7 +11,8 @@ of every object at once writes: the same candidates, ranked over all groups, and
    own manifest (a kill resumes inside it), over the nights with data of its objects; then
    `object_nights.npz` keeps its objects' first and closing nights (the running totals of
    objects seen, open and closed on any night). Memory holds that group's rows, about 1/K of the
-   input (`replay_input.ReplayInput`).
+   input (`replay_input.ReplayInput`). With `--jobs J`, J processes (`plasticc_jax.processes`)
+   each load the run once and replay every J-th group, and memory holds J groups.
 3. **Merge**: night by night, the groups' candidates are ranked together and their counts summed
    into the output's `candidates/`, `rejected/` and `manifest.json`, as `replay` writes them
    (resumable the same way). Once the input's last night is merged, the working folder is
@@ -38,12 +39,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from plasticc_jax import gridding, interrupts, lightcurve_rows
+from plasticc_jax import gridding, interrupts, lightcurve_rows, processes, provenance
 from plasticc_jax import replay_nights as nightly
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     atomic_path,
     atomic_write_text,
+    folder_lock,
     fsync_folder,
     naming_failed_writes,
     remove_unfinished_writes,
@@ -259,32 +261,79 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
             raise
     metadata = nightly.read_metadata(scorer, job.metadata_paths)
     meta_group = group_of(metadata["object_id"].to_numpy(np.int64), job.groups)
-    for g in range(job.groups):
-        folder = _group_folder(work, g)
-        group_job = dataclasses.replace(job, output=folder, fingerprint=f"{job.fingerprint}/{g}")
-        sub = nightly.read_manifest(folder, group_job.fingerprint, {})
-        done = sub is not None and int(sub["finished_through"]) >= nightly.stop_night(
-            sub, job.last_night
-        )
-        if done and (folder / OBJECT_NIGHTS).is_file():
-            continue
-        rows, positions = read_group(work, g)
-        data = ReplayInput(rows, metadata[meta_group == g], job.close_after, job.objects, positions)
-        del rows, positions
-        if sub is None:
-            sub = nightly.new_manifest(scorer, group_job, nightly.loaded(data))
-            nightly.start(folder, sub, data.rejected)
-        replayed = nightly.replay_nights(
-            scorer, data, folder, sub, job.last_night, job.age_threshold
-        )
-        with atomic_path(folder / OBJECT_NIGHTS) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))
-        rescored = sum(n["rescored"] for n in replayed)
-        log.info(
-            "group %d of %d: %d objects, %d re-scorings", g + 1, job.groups, data.ids.size, rescored
-        )
-        del data
+    pending = [g for g in range(job.groups) if not _group_done(job, g)]
+    if job.jobs == 1 or len(pending) < 2:
+        for g in pending:
+            _replay_group(scorer, job, g, metadata[meta_group == g])
+    else:  # each process loads the run once and replays its share of the groups in turn
+        shares = [pending[i :: job.jobs] for i in range(min(job.jobs, len(pending)))]
+        tasks = [
+            (
+                f"groups {', '.join(map(str, share))}",
+                (scorer.run_dir, job, {g: metadata[meta_group == g] for g in share}),
+            )
+            for share in shares
+        ]
+        processes.run_tasks(_replay_groups_in_process, tasks, len(tasks))
     return _merge(scorer, job, manifest, t0)
+
+
+def _group_job(job: Job, group: int) -> Job:
+    """The replay of one group, into its own folder with its own manifest."""
+    folder = _group_folder(job.output / GROUPS, group)
+    return dataclasses.replace(job, output=folder, fingerprint=f"{job.fingerprint}/{group}")
+
+
+def _group_done(job: Job, group: int) -> bool:
+    group_job = _group_job(job, group)
+    sub = nightly.read_manifest(group_job.output, group_job.fingerprint, {})
+    done = sub is not None and int(sub["finished_through"]) >= nightly.stop_night(
+        sub, job.last_night
+    )
+    return done and (group_job.output / OBJECT_NIGHTS).is_file()
+
+
+def _replay_group(scorer: Scorer, job: Job, group: int, metadata: pd.DataFrame) -> None:
+    """Replay one group (from its last finished night), then record its objects' nights."""
+    group_job = _group_job(job, group)
+    folder = group_job.output
+    sub = nightly.read_manifest(folder, group_job.fingerprint, {})
+    rows, positions = read_group(job.output / GROUPS, group)
+    data = ReplayInput(rows, metadata, job.close_after, job.objects, positions)
+    del rows, positions
+    if sub is None:
+        sub = nightly.new_manifest(scorer, group_job, nightly.loaded(data))
+        nightly.start(folder, sub, data.rejected)
+    replayed = nightly.replay_nights(scorer, data, folder, sub, job.last_night, job.age_threshold)
+    with atomic_path(folder / OBJECT_NIGHTS) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))
+    rescored = sum(n["rescored"] for n in replayed)
+    log.info(
+        "group %d of %d: %d objects, %d re-scorings", group + 1, job.groups, data.ids.size, rescored
+    )
+
+
+def _replay_groups_in_process(
+    run_dir: Path, job: Job, metadata_by_group: dict[int, pd.DataFrame]
+) -> None:
+    """`_replay_group` of each group in turn, in a process of its own (`--jobs`), with the run
+    loaded there: the same model as the replay's, or a refusal (an `evaluate` may have rewritten
+    the run since).
+
+    Raises:
+        UserError: the run's model is not the one the replay started with.
+    """
+    with folder_lock(run_dir, "replay", shared=True):
+        if provenance.model_sha256(run_dir) != job.model:
+            raise UserError(
+                f"{run_dir} changed during the replay into {job.output} (trained or evaluated "
+                "again): rerun the replay to resume with the run as it is now"
+            )
+        scorer = Scorer.load(run_dir)
+    for group, metadata in metadata_by_group.items():
+        # Its folder's lock: a process of an earlier, killed replay may not write there still.
+        with folder_lock(_group_job(job, group).output, "replay"):
+            _replay_group(scorer, job, group, metadata)
 
 
 def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float) -> dict[str, Any]:

@@ -301,6 +301,7 @@ class Job:
     # Thresholds set on a replay of the val split (`--threshold-from`), and that replay's folder.
     age_threshold: AgeThreshold | None = None
     threshold_from: Path | None = None
+    jobs: int = 1  # groups replayed at once, each in a process of its own (`--jobs`)
 
     def settings(self) -> dict[str, Any]:
         """What a manifest records of the inputs and settings, named in a refusal to resume."""

@@ -36,9 +36,16 @@ def test_a_benchmark_runs(command: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_the_replay_memory_benchmark_runs(tiny_run) -> None:
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["bench_replay_memory.py"], "--groups 16: the rows' memory"),
+        (["bench_replay_jobs.py", "--nights", "10"], "faster than the groups one after the other"),
+    ],
+)
+def test_a_replay_benchmark_runs(tiny_run, command: list[str], said: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_replay_memory.py"), "--objects", "300",
+        [sys.executable, str(BENCHMARKS / command[0]), *command[1:], "--objects", "300",
          "--run", str(tiny_run.run_dir)],
         capture_output=True,
         text=True,
@@ -46,4 +53,4 @@ def test_the_replay_memory_benchmark_runs(tiny_run) -> None:
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "--groups 16: the rows' memory" in done.stdout
+    assert said in done.stdout

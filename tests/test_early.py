@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_config
+from test_processes import workers as _workers
 
 from plasticc_jax import cli, early, gridding, replay_groups, replay_nights, scoring
 from plasticc_jax import replay as replay_lib
@@ -627,6 +632,37 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     grouped = _replay(tiny_run, lcs, meta, tmp_path / "grouped", close_after=20, groups=3)
     assert grouped["nights"] == whole["nights"]
     _same_replay(tmp_path / "grouped", tmp_path / "whole")
+    # Two groups at once, each in a process of its own: the same.
+    _replay(tiny_run, lcs, meta, tmp_path / "jobs", close_after=20, groups=3, jobs=2)
+    _same_replay(tmp_path / "jobs", tmp_path / "whole")
+    with pytest.raises(UserError, match="--jobs 2: give a number from 1 to --groups"):
+        _replay(tiny_run, lcs, meta, tmp_path / "no-groups", jobs=2)
+    # SIGTERM to the command while its processes replay: they are stopped with it, and the
+    # same command resumes to the same output.
+    out, path = tmp_path / "jobs-stopped", tmp_path / "jobs-stopped-input.csv"  # as `_replay`
+    lcs.to_csv(path, index=False)
+    argv = [sys.executable, "-m", "plasticc_jax", "replay", str(path), "--run"]
+    argv += [str(tiny_run.run_dir), "--metadata", str(meta), "--output", str(out)]
+    argv += ["--close-after", "20", "--groups", "3", "--jobs", "2"]
+    command = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _workers(command.pid)) < 2:
+            assert time.monotonic() < deadline and command.poll() is None
+            time.sleep(0.05)
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=60) == 143, command.stderr.read()
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        command.kill()
+        command.stderr.close()
+    assert not (out / "manifest.json").exists()  # stopped before the merge
+    _replay(tiny_run, lcs, meta, out, close_after=20.0, groups=3, jobs=2)  # as the CLI parses
+    _same_replay(out, tmp_path / "whole")
+    # A process that finds the run changed since the replay began (evaluated again) refuses.
+    job = replay_nights.Job([], [], tmp_path / "jobs", "x", None, None, None, 3, model="other")
+    with pytest.raises(UserError, match="changed during the replay"):
+        replay_groups._replay_groups_in_process(tiny_run.run_dir, job, {0: pd.DataFrame()})
     # An object's rows with the rows of another, rejected at load and of another group, between
     # them: counted as reordered, as all at once (its rows are consecutive in its group's file).
     ids = lcs["object_id"].unique()

@@ -1,0 +1,141 @@
+"""Tasks in child processes, a few at a time, none outliving the command (`replay --jobs`).
+
+Each task runs in a fresh interpreter (multiprocessing's `spawn`: the threads of JAX and of the
+tree ensembles do not survive a `fork`), started as a slot frees, with the parent's logging.
+A child that fails ends the whole run with its message (a `UserError` as one, anything else with
+its traceback); one that dies (out of memory, say) is named with its signal. On Ctrl-C, SIGTERM or
+any error the parent stops the children still running (SIGTERM), and a child whose parent died
+(kill -9) stops itself within a second, so a rerun never meets a child of the last one still
+writing. Their work must therefore be safe to kill at any moment, as a replay's nights are.
+
+`concurrent.futures.ProcessPoolExecutor` has no way to stop a running task before Python 3.14;
+`multiprocessing.Pool` waits forever for a task whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from plasticc_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_SPAWN = multiprocessing.get_context("spawn")
+PARENT_CHECK_S = 0.5  # how often a child looks whether its parent is still there
+
+
+def run_tasks(
+    target: Callable[..., Any], tasks: Sequence[tuple[str, tuple[Any, ...]]], jobs: int
+) -> list[Any]:
+    """`target(*args)` of each `(name, args)` task, at most `jobs` at once, each in a child
+    process; returns their results in the tasks' order (each must pickle, as `target` and the
+    arguments must).
+
+    Raises:
+        UserError: a task raised one (its message), failed otherwise (its traceback), or its
+            process died (the signal named); the tasks still running are stopped first.
+    """
+    results: list[Any] = [None] * len(tasks)
+    waiting = list(enumerate(tasks))
+    running: dict[Connection, tuple[int, Any]] = {}  # the pipe from a child -> (task, process)
+    logging_setup = _logging_setup()
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                index, (_, args) = waiting.pop(0)
+                receive, send = _SPAWN.Pipe(duplex=False)
+                process = _SPAWN.Process(
+                    target=_child,
+                    args=(target, args, os.getpid(), logging_setup, send),
+                    daemon=True,
+                )
+                process.start()
+                send.close()  # the child's end: the parent reads only
+                running[receive] = (index, process)
+            # A pipe is ready when its child sent its outcome, or ended without (end of file).
+            for receive in wait(list(running)):
+                index, process = running.pop(receive)
+                try:
+                    outcome = receive.recv()
+                except EOFError:
+                    outcome = None
+                receive.close()
+                process.join()
+                results[index] = _result(tasks[index][0], outcome, process.exitcode)
+    finally:
+        for _, process in running.values():  # an error or an interrupt: the rest stopped
+            process.terminate()
+        for _, process in running.values():
+            process.join()
+    return results
+
+
+def _result(name: str, outcome: tuple[str, Any] | None, exitcode: int | None) -> Any:
+    if outcome is None:
+        how = (
+            f"was killed by {signal.Signals(-exitcode).name}"
+            if exitcode is not None and exitcode < 0
+            else f"ended with exit status {exitcode}"
+        )
+        hint = " (out of memory? fewer jobs at once hold less)" if exitcode == -9 else ""
+        raise UserError(f"the process of {name} {how} before it finished{hint}")
+    kind, value = outcome
+    if kind == "user":
+        raise UserError(value)
+    if kind == "error":
+        raise UserError(f"{name} failed in its process:\n{value}")
+    return value
+
+
+def _logging_setup() -> tuple[int, list[tuple[logging.Formatter | None, list[Any]]]]:
+    """The root logger's level, and the formatter and filters of each of its handlers that write
+    to stderr (a child logs there as the parent does)."""
+    root = logging.getLogger()
+    to_stderr = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    to_stderr = [h for h in to_stderr if h.stream is sys.stderr]
+    return root.level, [(h.formatter, list(h.filters)) for h in to_stderr]
+
+
+def _child(
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    parent: int,
+    logging_setup: tuple[int, list[tuple[logging.Formatter | None, list[Any]]]],
+    connection: Connection,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
+    level, handlers = logging_setup
+    root = logging.getLogger()
+    root.setLevel(level)
+    for formatter, filters in handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(formatter)
+        for f in filters:
+            handler.addFilter(f)
+        root.addHandler(handler)
+    try:
+        outcome: tuple[str, Any] = ("ok", target(*args))
+    except UserError as error:
+        outcome = ("user", str(error))
+    except Exception:  # sent to the parent, which names the task
+        outcome = ("error", traceback.format_exc())
+    connection.send(outcome)
+    connection.close()
+
+
+def _exit_without(parent: int) -> None:
+    """End this process once its parent is gone (then it has been re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)

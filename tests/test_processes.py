@@ -1,0 +1,72 @@
+"""The child processes of `replay --jobs` (`plasticc_jax.processes`): results, failures, and
+no child outliving its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plasticc_jax import processes, runs
+from plasticc_jax.errors import UserError
+
+
+def test_results_come_back_in_the_tasks_order() -> None:
+    tasks = [(f"task {n}", (n, 3)) for n in (10, 20, 30, 40)]
+    assert processes.run_tasks(divmod, tasks, jobs=2) == [divmod(n, 3) for n in (10, 20, 30, 40)]
+    assert processes.run_tasks(divmod, [], jobs=2) == []
+
+
+def test_a_failing_task_ends_the_run_with_its_message(tmp_path: Path) -> None:
+    # A UserError: its message alone, as the command line prints it.
+    with pytest.raises(UserError, match="is not a run directory") as raised:
+        processes.run_tasks(runs.read_config, [("the run", (tmp_path / "none",))], jobs=1)
+    assert "Traceback" not in str(raised.value)
+    # Anything else: named, with the child's traceback.
+    with pytest.raises(UserError, match=r"(?s)task b failed in its process:.*ZeroDivisionError"):
+        processes.run_tasks(divmod, [("task a", (1, 1)), ("task b", (1, 0))], jobs=2)
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "said"),
+    [(os._exit, (3,), "ended with exit status 3"), (os.abort, (), "was killed by SIGABRT")],
+)
+def test_a_child_that_dies_is_named(target, args, said: str) -> None:
+    with pytest.raises(UserError, match=f"the process of group 7 {said} before it finished"):
+        processes.run_tasks(target, [("group 7", args)], jobs=1)
+
+
+def workers(pid: int) -> list[int]:
+    """The children of `pid` that run tasks (not multiprocessing's resource tracker)."""
+    found = Path(f"/proc/{pid}/task/{pid}/children")
+    children = [int(c) for c in found.read_text().split()] if found.exists() else []
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_no_child_outlives_its_parent() -> None:
+    """kill -9 of the command: its children stop by themselves (a rerun never meets one still
+    writing); a SIGTERM'd parent stops them itself."""
+    script = "from plasticc_jax import processes; import time; "
+    script += "processes.run_tasks(time.sleep, [('a', (60,)), ('b', (60,))], jobs=2)"
+    for stop in (signal.SIGKILL, signal.SIGTERM):
+        parent = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            deadline = time.monotonic() + 30
+            while len(children := workers(parent.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(children) == 2
+            parent.send_signal(stop)
+            parent.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while any(Path(f"/proc/{c}").exists() for c in children):
+                assert time.monotonic() < deadline, f"children left running after {stop.name}"
+                time.sleep(0.1)
+        finally:
+            parent.kill()

@@ -327,7 +327,8 @@ def _replay_groups_in_process(
         if provenance.model_sha256(run_dir) != job.model:
             raise UserError(
                 f"{run_dir} changed during the replay into {job.output} (trained or evaluated "
-                "again): rerun the replay to resume with the run as it is now"
+                "again), whose nights so far were scored with the run as it was: replay into "
+                "another --output"
             )
         scorer = Scorer.load(run_dir)
     for group, metadata in metadata_by_group.items():

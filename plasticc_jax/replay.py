@@ -219,6 +219,8 @@ def replay(
             f"--close-after {close_after}: give a number of nights from 1 to "
             f"{MAX_CLOSE_AFTER:g} (leave it out never to close)"
         )
+    if close_after is not None:  # 20 and 20.0 the same replay (the command line gives a float)
+        close_after = float(close_after)
     _refuse_inputs_in_output(output, [*paths, *metadata_paths])
     if threshold_from_replay is not None:
         refuse_output_in(output, threshold_from_replay)

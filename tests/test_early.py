@@ -657,7 +657,7 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
         command.kill()
         command.stderr.close()
     assert not (out / "manifest.json").exists()  # stopped before the merge
-    _replay(tiny_run, lcs, meta, out, close_after=20.0, groups=3, jobs=2)  # as the CLI parses
+    _replay(tiny_run, lcs, meta, out, close_after=20, groups=3, jobs=2)  # the CLI's 20.0
     _same_replay(out, tmp_path / "whole")
     # A process that finds the run changed since the replay began (evaluated again) refuses.
     job = replay_nights.Job([], [], tmp_path / "jobs", "x", None, None, None, 3, model="other")

@@ -262,7 +262,7 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="J",
-        help="with --groups: replay J groups at once, each in a process of its own (memory "
+        help="with --groups K: replay J <= K groups at once, each in a process of its own (memory "
         "holds J groups; about one process a core; default 1)",
     )
     replay.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")

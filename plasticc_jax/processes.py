@@ -28,8 +28,6 @@ from typing import Any
 
 from plasticc_jax.errors import UserError
 
-log = logging.getLogger(__name__)
-
 _SPAWN = multiprocessing.get_context("spawn")
 PARENT_CHECK_S = 0.5  # how often a child looks whether its parent is still there
 
@@ -59,9 +57,9 @@ def run_tasks(
                     args=(target, args, os.getpid(), logging_setup, send),
                     daemon=True,
                 )
+                running[receive] = (index, process)  # before it starts: an interrupt stops it
                 process.start()
                 send.close()  # the child's end: the parent reads only
-                running[receive] = (index, process)
             # A pipe is ready when its child sent its outcome, or ended without (end of file).
             for receive in wait(list(running)):
                 index, process = running.pop(receive)
@@ -73,9 +71,10 @@ def run_tasks(
                 process.join()
                 results[index] = _result(tasks[index][0], outcome, process.exitcode)
     finally:
-        for _, process in running.values():  # an error or an interrupt: the rest stopped
+        started = [process for _, process in running.values() if process.pid is not None]
+        for process in started:  # an error or an interrupt: the rest stopped
             process.terminate()
-        for _, process in running.values():
+        for process in started:
             process.join()
     return results
 

@@ -208,7 +208,7 @@ def replay(
     check_input_files([*paths, *metadata_paths])
     if not 1 <= groups <= MAX_GROUPS:
         raise UserError(f"--groups {groups}: give a number from 1 to {MAX_GROUPS}")
-    if jobs < 1 or (jobs > 1 and groups == 1):
+    if not 1 <= jobs <= groups:
         raise UserError(
             f"--jobs {jobs}: give a number from 1 to --groups (the groups replayed at once)"
         )

@@ -635,8 +635,9 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     # Two groups at once, each in a process of its own: the same.
     _replay(tiny_run, lcs, meta, tmp_path / "jobs", close_after=20, groups=3, jobs=2)
     _same_replay(tmp_path / "jobs", tmp_path / "whole")
-    with pytest.raises(UserError, match="--jobs 2: give a number from 1 to --groups"):
-        _replay(tiny_run, lcs, meta, tmp_path / "no-groups", jobs=2)
+    for groups, jobs in ((1, 2), (3, 4), (3, 0)):
+        with pytest.raises(UserError, match=f"--jobs {jobs}: give a number from 1 to --groups"):
+            _replay(tiny_run, lcs, meta, tmp_path / "bad-jobs", groups=groups, jobs=jobs)
     # SIGTERM to the command while its processes replay: they are stopped with it, and the
     # same command resumes to the same output.
     out, path = tmp_path / "jobs-stopped", tmp_path / "jobs-stopped-input.csv"  # as `_replay`

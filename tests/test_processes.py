@@ -43,9 +43,18 @@ def test_a_child_that_dies_is_named(target, args, said: str) -> None:
 
 def workers(pid: int) -> list[int]:
     """The children of `pid` that run tasks (not multiprocessing's resource tracker)."""
-    found = Path(f"/proc/{pid}/task/{pid}/children")
-    children = [int(c) for c in found.read_text().split()] if found.exists() else []
-    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # the process has ended
+        return []
+    return [c for c in children if b"spawn_main" in _command_line(c)]
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended since it was listed (a short-lived child)
+        return b""
 
 
 @pytest.mark.slow

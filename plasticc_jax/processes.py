@@ -7,6 +7,10 @@ its traceback); one that dies (out of memory, say) is named with its signal. On 
 any error the parent stops the children still running (SIGTERM), and a child whose parent died
 (kill -9) stops itself within a second, so a rerun never meets a child of the last one still
 writing. Their work must therefore be safe to kill at any moment, as a replay's nights are.
+A terminal's Ctrl-C reaches every process of the command: a child ignores it from its first
+line of Python on, before it imports what its task needs (the parent stops it), and the parent
+takes it only once a child it is starting has started. What remains is the child interpreter's
+own start (tens of milliseconds), where a Ctrl-C makes that child print an error as it dies.
 
 `concurrent.futures.ProcessPoolExecutor` has no way to stop a running task before Python 3.14;
 `multiprocessing.Pool` waits forever for a task whose worker died.
@@ -17,12 +21,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -51,24 +57,30 @@ def run_tasks(
         while waiting or running:
             while waiting and len(running) < jobs:
                 index, (_, args) = waiting.pop(0)
+                # The task travels pickled, unpickled by `_child` once it ignores Ctrl-C: the
+                # modules it imports (JAX...) take seconds, during which a terminal's Ctrl-C,
+                # which reaches every process of the command, printed the child's traceback.
+                task = pickle.dumps((target, args))
                 receive, send = _SPAWN.Pipe(duplex=False)
                 process = _SPAWN.Process(
                     target=_child,
-                    args=(target, args, os.getpid(), logging_setup, send),
+                    args=(task, os.getpid(), logging_setup, send),
                     daemon=True,
                 )
                 running[receive] = (index, process)  # before it starts: an interrupt stops it
-                process.start()
+                with _interrupts_deferred():
+                    process.start()
                 send.close()  # the child's end: the parent reads only
             # A pipe is ready when its child sent its outcome, or ended without (end of file).
             for receive in wait(list(running)):
-                index, process = running.pop(receive)
+                index, process = running[receive]
                 try:
                     outcome = receive.recv()
                 except EOFError:
                     outcome = None
-                receive.close()
                 process.join()
+                del running[receive]  # once joined: an interrupt before leaves it to `finally`
+                receive.close()
                 results[index] = _result(tasks[index][0], outcome, process.exitcode)
     finally:
         started = [process for _, process in running.values() if process.pid is not None]
@@ -96,6 +108,25 @@ def _result(name: str, outcome: tuple[str, Any] | None, exitcode: int | None) ->
     return value
 
 
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM taken once a child has started, not while it starts: a start cut short
+    left a child that printed an error as it died (its data from the parent truncated)."""
+    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+        yield
+        return
+    received: list[int] = []
+    handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in handled}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:  # now, to the handlers the command had
+            signal.raise_signal(signum)
+
+
 def _logging_setup() -> tuple[int, list[tuple[logging.Formatter | None, list[Any]]]]:
     """The root logger's level, and the formatter and filters of each of its handlers that write
     to stderr (a child logs there as the parent does)."""
@@ -106,8 +137,7 @@ def _logging_setup() -> tuple[int, list[tuple[logging.Formatter | None, list[Any
 
 
 def _child(
-    target: Callable[..., Any],
-    args: tuple[Any, ...],
+    task: bytes,
     parent: int,
     logging_setup: tuple[int, list[tuple[logging.Formatter | None, list[Any]]]],
     connection: Connection,
@@ -124,6 +154,7 @@ def _child(
             handler.addFilter(f)
         root.addHandler(handler)
     try:
+        target, args = pickle.loads(task)
         outcome: tuple[str, Any] = ("ok", target(*args))
     except UserError as error:
         outcome = ("user", str(error))

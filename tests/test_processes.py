@@ -59,6 +59,31 @@ def _command_line(pid: int) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_ctrl_c_while_the_children_start_stops_them_quietly() -> None:
+    """A terminal's Ctrl-C reaches every process of the command: children still importing what
+    their task needs (JAX, here: seconds) leave it to their parent, without a traceback."""
+    script = "from plasticc_jax import processes, scoring; from pathlib import Path; "
+    script += "processes.run_tasks(scoring.Scorer.load, [('a', (Path('x'),))], 1)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := workers(parent.pid)):
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.01)
+        time.sleep(0.3)  # past the interpreter's own start, into the imports
+        os.killpg(parent.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        _, err = parent.communicate(timeout=30)
+    finally:
+        parent.kill()
+    assert err.count(b"Traceback") == 1, err.decode()[-3000:]  # the parent's (a bare script)
+    assert err.rstrip().endswith(b"KeyboardInterrupt"), err.decode()[-3000:]
+    assert not any(Path(f"/proc/{c}").exists() for c in children)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 def test_no_child_outlives_its_parent() -> None:
     """kill -9 of the command: its children stop by themselves (a rerun never meets one still
     writing); a SIGTERM'd parent stops them itself."""

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import resource
+import signal
 import sys
 import threading
 import warnings
@@ -639,8 +640,9 @@ def setup_logging(verbose: bool) -> None:
 def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any], None]:
     """`hook`, silent for what Orbax's background reads report after a checkpoint read failed
     or was interrupted (its event loop closed, the other reads' errors): up to 200 tracebacks
-    around the one-line error that names the damaged checkpoint (found by an audit). `-v` shows
-    them."""
+    around the one-line error that names the damaged checkpoint (found by an audit); and for a
+    signal's exception that Python could not raise (it is raised again: `interrupts`). `-v`
+    shows them."""
 
     def quiet(unraisable: Any) -> None:
         error = str(unraisable.exc_value)
@@ -648,7 +650,10 @@ def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any]
         # An event loop that Ctrl-C cut short while it was made, collected half built.
         half_built = getattr(unraisable.object, "__qualname__", "").endswith("EventLoop.__del__")
         read = error.startswith("Encountered error while reading array index")
-        if not (closed or half_built or read):
+        # Ctrl-C or SIGTERM raised in a garbage collector's callback (JAX's): recorded, and
+        # raised again where the command checks (`interrupts`), so not lost by being silent.
+        signal_raised = isinstance(unraisable.exc_value, KeyboardInterrupt)
+        if not (closed or half_built or read or signal_raised):
             hook(unraisable)
 
     return quiet
@@ -677,6 +682,30 @@ def _quiet_shutdown() -> None:
 
 
 def _run_reporting_errors(args: argparse.Namespace) -> int:
+    """`run`, with every user mistake and refusal, and an interrupt, as one line and its exit
+    status."""
+    try:
+        return _run_reporting_mistakes(args)
+    except Exception:
+        # What a Ctrl-C or SIGTERM cut short may fail in its own way: an import of a library's
+        # compiled module raised "initialization failed" (tensorstore's, under JAX's Orbax).
+        signum = interrupts.received()
+        if signum is None:
+            raise
+        logging.getLogger(__name__).debug("", exc_info=True)
+        return _stopped(args, signum == signal.SIGTERM)
+
+
+def _stopped(args: argparse.Namespace, terminated: bool) -> int:
+    """The one line of an interrupted command; its exit status (130, or 143 after SIGTERM)."""
+    print(
+        f"plasticc-jax {args.command}: {'terminated' if terminated else 'interrupted'}",
+        file=sys.stderr,
+    )
+    return 143 if terminated else 130
+
+
+def _run_reporting_mistakes(args: argparse.Namespace) -> int:
     """`run`, with every user mistake and refusal as one line and its exit status."""
     try:
         code = run(args)
@@ -703,9 +732,7 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
         print(f"plasticc-jax {args.command}: error: {_file_system_problem(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
-        stopped = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
-        print(f"plasticc-jax {args.command}: {stopped}", file=sys.stderr)
-        return 143 if isinstance(interrupt, Terminated) else 130
+        return _stopped(args, isinstance(interrupt, Terminated))
     except ValueError as error:
         problem = jax_setting_problem(error)
         if problem is None:

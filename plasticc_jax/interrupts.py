@@ -58,6 +58,11 @@ def check() -> None:
         raise Terminated if _received[-1] == signal.SIGTERM else KeyboardInterrupt
 
 
+def received() -> int | None:
+    """The last signal received since the last `handled` or `clear` (None: none)."""
+    return _received[-1] if _received else None
+
+
 def clear() -> None:
     """Forget the signals received: their exception was caught and handled (e.g. Ctrl-C ends
     `review`'s server, as it should)."""

@@ -419,6 +419,32 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_command(
     assert cli.main(["doctor"]) == 0  # the next command starts with nothing received
 
 
+def test_an_import_that_a_ctrl_c_cut_short_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Found with `replay --jobs`: Ctrl-C in a command's first seconds, while it imported JAX's
+    Orbax, printed the traceback of tensorstore's "ImportError: initialization failed"."""
+    import os
+    import signal
+    import time
+
+    def cut_short(args: argparse.Namespace) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None  # as a compiled module does
+        return 0
+
+    monkeypatch.setattr(cli, "run", cut_short)
+    assert cli.main(["doctor"]) == 130
+    assert capsys.readouterr().err.strip() == "plasticc-jax doctor: interrupted"
+    # The same error without a signal received is not hidden.
+    monkeypatch.setattr(cli, "run", lambda args: (_ for _ in ()).throw(ImportError("no such")))
+    with pytest.raises(ImportError, match="no such"):
+        cli.main(["doctor"])
+
+
 def test_what_orbax_reports_after_a_failed_read_is_not_printed() -> None:
     """Found by an audit: after a damaged checkpoint's one-line error, Orbax's background reads
     printed up to 200 tracebacks of its closed event loop (through `sys.unraisablehook`)."""
@@ -431,6 +457,7 @@ def test_what_orbax_reports_after_a_failed_read_is_not_printed() -> None:
         (RuntimeError("Event loop is closed"), None),
         (Exception("Encountered error while reading array index: (slice(0, 16, 1),)"), None),
         (AttributeError("no attribute '_ssock'"), asyncio.BaseEventLoop.__del__),
+        (KeyboardInterrupt(), None),  # raised in JAX's garbage-collector callback, recorded
         (RuntimeError("a failure of our own"), None),
     ):
         hook(types.SimpleNamespace(exc_type=type(error), exc_value=error, object=where))

@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import json
 import logging
+import multiprocessing
 import pickle
 import re
 import signal
@@ -49,6 +50,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -103,9 +105,7 @@ def connect(address: str) -> Iterator[Client]:
     if local:
         n_workers = int(local[1])
         log.info("starting a local Dask cluster: %d worker processes, 1 thread each", n_workers)
-        # Ctrl-C ignored until the workers have started (born ignoring it: a Ctrl-C then had each
-        # print its tracebacks) and the plugin below keeps restarted ones so; then it is heeded.
-        with _ctrl_c_ignored():
+        with _workers_born_ignoring_ctrl_c():
             try:
                 cluster = LocalCluster(
                     n_workers=n_workers,
@@ -122,21 +122,27 @@ def connect(address: str) -> Iterator[Client]:
                 raise UserError(
                     f"--dask {address}: the local Dask cluster did not start ({error})"
                 ) from None
-            client = Client(cluster)
+            try:
+                client = Client(cluster)
+            except BaseException:  # Ctrl-C meanwhile, say
+                cluster.close()
+                raise
             try:
                 client.wait_for_workers(n_workers, timeout=WORKER_WAIT_S)
                 # Ctrl-C reaches every process of the terminal's group: the workers leave it to
                 # this process, which stops the cluster. A plugin: it runs on every worker,
                 # those the nanny restarts after a crash included.
                 client.register_plugin(_IgnoreCtrlC(), name="plasticc-jax-ignore-ctrl-c")
-            except (OSError, TimeoutError) as error:
+            except BaseException as error:  # Ctrl-C meanwhile, say
                 client.close()
                 cluster.close()
-                raise UserError(
-                    f"--dask {address}: the local Dask cluster did not start ({error})"
-                ) from None
-        with _quiet_event_loop(), cluster, client:
-            yield client
+                if isinstance(error, OSError | TimeoutError):
+                    raise UserError(
+                        f"--dask {address}: the local Dask cluster did not start ({error})"
+                    ) from None
+                raise
+            with _quiet_event_loop(), cluster, client:
+                yield client
         return
     if address.endswith(".json"):
         _check_scheduler_file(address)
@@ -205,6 +211,27 @@ def _client_within(*args: Any, timeout: float, **kwargs: Any) -> Client:
     if "error" in made:
         raise made["error"]
     return made["client"]
+
+
+@contextmanager
+def _workers_born_ignoring_ctrl_c() -> Iterator[None]:
+    """While in the block, the local cluster's worker processes ignore Ctrl-C from their first
+    instruction (a terminal's Ctrl-C reaches them too: one that came while they started had
+    each print its tracebacks); this process stops the cluster. They are forked by
+    multiprocessing's fork server, itself started with SIGINT ignored, which its children
+    inherit; this process keeps heeding Ctrl-C (SIGINT ignored here while the cluster started
+    lost a Ctrl-C then: the command ran to its end). Without a fork server (Windows), SIGINT is
+    ignored here while the cluster starts."""
+    import dask
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        with _ctrl_c_ignored():
+            yield
+        return
+    with _ctrl_c_ignored():
+        forkserver.ensure_running()  # if it is not running yet; then with SIGINT ignored
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        yield
 
 
 @contextmanager

@@ -402,6 +402,29 @@ def test_score_on_the_cluster_makes_the_single_process_checks_first(
     assert sorted(p.name for p in holder.iterdir()) == [lightcurves.name]
 
 
+def test_ctrl_c_is_heeded_while_the_local_cluster_starts(monkeypatch) -> None:
+    """Found by a check of Ctrl-C at each second of `score --dask local:2`: SIGINT was ignored
+    here while the workers started (so that they were born ignoring it), and a Ctrl-C then was
+    lost: the command ran to its end, exit 0. The workers now come from a fork server started
+    ignoring it."""
+    import distributed as dask_distributed
+
+    from plasticc_jax import distributed
+
+    here: list[object] = []
+    real = dask_distributed.LocalCluster
+
+    def recording(*args, **kwargs):
+        here.append(signal.getsignal(signal.SIGINT))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dask_distributed, "LocalCluster", recording)
+    with distributed.connect("local:1") as client:
+        parents = set(client.run(os.getppid).values())
+    assert here == [signal.default_int_handler]  # heeded here while the cluster started
+    assert parents and os.getpid() not in parents  # the workers are the fork server's
+
+
 def test_ctrl_c_stops_a_local_cluster_without_the_workers_tracebacks() -> None:
     import subprocess
     import time

@@ -590,6 +590,18 @@ def _not_orbax_noise(record: logging.LogRecord) -> bool:
     return not (record.name == "absl" and any(noise in str(record.msg) for noise in _ORBAX_NOISE))
 
 
+# Libraries that report, in their own words and tracebacks, the interruption that the command
+# reports in one line (a SIGTERM to the whole process group stops Dask's workers too).
+_INTERRUPTED_LIBRARIES = ("distributed", "tornado", "asyncio")
+
+
+def _not_after_a_signal(record: logging.LogRecord) -> bool:
+    """Hide the libraries' records of `_INTERRUPTED_LIBRARIES` once Ctrl-C or SIGTERM came
+    (shown with -v)."""
+    library = record.name.partition(".")[0] in _INTERRUPTED_LIBRARIES
+    return not (library and interrupts.received() is not None)
+
+
 def _explaining_damaged_cache_entries(show: Callable[..., None]) -> Callable[..., None]:
     """`warnings.showwarning`, with JAX's warning of a damaged compilation-cache entry (on
     every run, with a traceback's file and line and no remedy) as one line saying what to do."""
@@ -621,6 +633,7 @@ def setup_logging(verbose: bool) -> None:
         # it is imported and then adds a handler of its own, which printed JAX's lines twice.
         handler.addFilter(_not_jax_info)
         handler.addFilter(_not_orbax_noise)
+        handler.addFilter(_not_after_a_signal)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -651,7 +664,7 @@ def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any]
         half_built = getattr(unraisable.object, "__qualname__", "").endswith("EventLoop.__del__")
         read = error.startswith("Encountered error while reading array index")
         # Ctrl-C or SIGTERM raised in a garbage collector's callback (JAX's): recorded, and
-        # raised again where the command checks (`interrupts`), so not lost by being silent.
+        # delivered again (`interrupts`), so not lost by being silent.
         signal_raised = isinstance(unraisable.exc_value, KeyboardInterrupt)
         if not (closed or half_built or read or signal_raised):
             hook(unraisable)

@@ -27,7 +27,9 @@ from plasticc_jax.errors import UserError, listing
 # Tokens pyarrow reads as null (its defaults), used when locating a bad value.
 NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
 NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
-_BOOL_TOKENS = frozenset({"0", "1", "true", "false"})
+# What pyarrow reads as a flag: exactly these (no spaces around, no other case).
+_BOOL_TOKENS = frozenset(pa_csv.ConvertOptions().true_values)
+_BOOL_TOKENS |= frozenset(pa_csv.ConvertOptions().false_values)
 FLAG_VALUES = "(1/0 or true/false)"  # what a flag column may hold, for messages
 
 
@@ -208,7 +210,7 @@ def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
     text = values.fillna("").astype(str).str.strip()
     null = text.str.lower().isin(NULL_TOKENS)
     if pa.types.is_boolean(dtype):
-        return (~null & ~text.str.lower().isin(_BOOL_TOKENS)).to_numpy()
+        return (~null & ~values.fillna("").astype(str).isin(_BOOL_TOKENS)).to_numpy()
     if pa.types.is_integer(dtype):  # pyarrow takes integer literals only ("2.0" is an error)
         literal = text.str.fullmatch(r"[+-]?\d+")
         # ... that fit the type (object ids beyond int64 overflow).
@@ -233,8 +235,11 @@ def _invalid_utf8(values: pd.Series) -> np.ndarray:
     return np.fromiter((invalid(v) for v in values), bool, len(values))
 
 
-def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.DataType]) -> str:
-    """Find the first value that fails conversion: `column 'c', line n: 'value'`."""
+def _locate_bad_value(
+    path: Path, columns: dict[str, str], types: dict[str, pa.DataType]
+) -> str | None:
+    """Find the first value that fails conversion: `column 'c', line n: 'value'` (None: not
+    found)."""
     # As bytes: a value that is not UTF-8 would stop a string reader without saying where.
     raw_types = {raw: pa.binary() for raw in columns.values()}
     reader = pa_csv.open_csv(
@@ -272,15 +277,17 @@ def _locate_bad_value(path: Path, columns: dict[str, str], types: dict[str, pa.D
                         f"{np.iinfo(kind.to_pandas_dtype()).max})"
                     )
                 if pa.types.is_boolean(kind):
-                    what = (
-                        "is written as a decimal number where a flag is expected"
-                        if re.fullmatch(r"\s*[01]\.0*\s*", value)
-                        else "is not a flag"
-                    )
+                    what = "is not a flag"
+                    if re.fullmatch(r"\s*[01]\.0*\s*", value):
+                        what = "is written as a decimal number where a flag is expected"
+                    elif value.strip() in _BOOL_TOKENS:
+                        what = "has spaces around it: write the flag alone"
+                    elif value.strip().lower() in ("true", "false"):
+                        what = "is in a case that is not read: write it in lower case"
                     return f"column {name!r}, line {line}: {value!r} {what} {FLAG_VALUES}"
                 return f"column {name!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows
-    return "a value could not be converted"
+    return None
 
 
 def _locate_short_row(path: Path) -> int | None:
@@ -316,7 +323,7 @@ def arrow_error(
     text = re.sub(r"Row #\d+: ", "", str(error))
     if isinstance(error, pa.ArrowInvalid) and "conversion error" in text:
         try:
-            where = _locate_bad_value(path, columns, types)
+            where = _locate_bad_value(path, columns, types) or text
         except (pa.ArrowException, OSError):
             where = text
         return UserError(f"{path}: bad value in {where}; fix or remove that line")

@@ -4,16 +4,20 @@ A signal handler raises in whatever Python code runs at that moment. When that i
 collector's callback (JAX frees device buffers from one, often while it compiles), Python prints
 "Exception ignored in ..." and the command goes on to its end with exit status 0 (found by an
 audit: `train` and `evaluate` ran to the end after Ctrl-C and SIGTERM). So the handlers also
-record the signal, `check()` (between epochs and stages) raises it again, and the command line
-checks once more when the command returns (`plasticc_jax.cli`).
+record the signal, which is delivered again as soon as its exception is dropped (to raise in
+the code that runs next), `check()` (between epochs and stages) raises it again, and the command
+line checks once more when the command returns (`plasticc_jax.cli`).
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,12 +47,39 @@ def handled() -> Iterator[None]:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signums.append(signal.SIGINT)
     previous = {s: signal.signal(s, _raise) for s in signums}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = redelivering = _delivering_again(previous_hook)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if sys.unraisablehook is redelivering:
+            sys.unraisablehook = previous_hook
         _received.clear()
+
+
+def _delivering_again(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`hook`, then a signal whose exception it was given delivered again: raised where Python
+    could not raise it (a garbage collector's callback), it was dropped there, and the command
+    went on for as long as it had to run (found by an audit: a Ctrl-C in `score`'s first seconds
+    waited for the whole scoring). It now raises in the code that runs next."""
+
+    def hook_then_deliver_again(unraisable: Any) -> None:
+        hook(unraisable)
+        if _received and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # From another thread, a moment later: delivered from this one, the signal would
+            # raise at once, here, and be dropped again.
+            timer = threading.Timer(0.01, _deliver_again, (_received[-1],))
+            timer.daemon = True
+            timer.start()
+
+    return hook_then_deliver_again
+
+
+def _deliver_again(signum: int) -> None:
+    if _received:  # still in `handled`: its handler raises at the main thread's next step
+        _thread.interrupt_main(signum)
 
 
 def check() -> None:

@@ -10,6 +10,7 @@ for reading in parallel (`plasticc_jax.distributed`).
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 from collections.abc import Iterator, Sequence
@@ -165,6 +166,10 @@ def _object_id_field(line: bytes, column: int) -> bytes | None:
     """The object_id field of a data line, stripped; None for a blank line."""
     if not line.strip():
         return None
+    if b'"' in line:  # a quoted field may hold commas: read the line as CSV
+        text = line.decode("utf-8", "replace")
+        quoted = next(csv.reader([text]), [])
+        return quoted[column].strip().encode() if len(quoted) > column else b""
     fields = line.split(b",", column + 1)
     return fields[column].strip() if len(fields) > column else b""
 

@@ -419,6 +419,52 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_command(
     assert cli.main(["doctor"]) == 0  # the next command starts with nothing received
 
 
+def test_a_signal_dropped_in_a_collector_callback_stops_the_command_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Found by an audit: a Ctrl-C in `score`'s first seconds landed in JAX's garbage-collector
+    callback, where Python prints and drops it, and the scoring ran to its end before the
+    command said "interrupted". The signal is now delivered again and raises in the next step."""
+    import signal
+    import time
+
+    class Collected:
+        def __del__(self) -> None:  # a collector callback: what it raises is dropped
+            signal.raise_signal(signal.SIGINT)
+
+    steps = []
+
+    def long_run(args: argparse.Namespace) -> int:
+        Collected()  # freed at once
+        for step in range(100):
+            steps.append(step)
+            time.sleep(0.01)
+        return 0
+
+    monkeypatch.setattr(cli, "run", long_run)
+    assert cli.main(["doctor"]) == 130
+    assert capsys.readouterr().err.strip().endswith("plasticc-jax doctor: interrupted")
+    assert len(steps) < 20  # stopped within moments, not after the 100 steps of the run
+
+
+def test_dask_reports_of_an_interruption_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: SIGTERM to the whole process group of `score --dask local:2` (systemd,
+    a batch system) stopped the workers too, and Dask logged 35-49 lines of warnings and
+    tracebacks about them before the one line "terminated"."""
+    import signal
+
+    from plasticc_jax import interrupts
+
+    def record(name: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, "Restarting worker", (), None)
+
+    assert cli._not_after_a_signal(record("distributed.nanny"))  # no signal: shown
+    monkeypatch.setattr(interrupts, "_received", [signal.SIGTERM])
+    assert not cli._not_after_a_signal(record("distributed.nanny"))
+    assert not cli._not_after_a_signal(record("asyncio"))
+    assert cli._not_after_a_signal(record("plasticc_jax.score"))  # ours: shown
+
+
 def test_an_import_that_a_ctrl_c_cut_short_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -285,6 +285,19 @@ def test_parts_hold_whole_objects_and_every_line_once(raw):
     assert lightcurve_rows.split_file(gzip_file, 1) == [lightcurve_rows.FilePart(gzip_file)]
 
 
+def test_parts_are_cut_between_objects_past_quoted_commas(raw, tmp_path):
+    """A quoted field with a comma before object_id (found by an audit: the cutter split lines at
+    every comma, cut objects in two and refused the file as not grouped by object_id)."""
+    rows = pd.read_csv(raw / "plasticc_train_lightcurves_a.csv")
+    rows.insert(0, "comment", "night, " + rows["mjd"].round().astype(int).astype(str))
+    path = tmp_path / "lightcurves.csv"
+    rows.to_csv(path, index=False)
+    parts = lightcurve_rows.split_file(path, 5_000)
+    ids = [_object_ids(part) for part in parts]
+    np.testing.assert_array_equal(np.concatenate(ids), rows["object_id"].to_numpy())
+    assert len(parts) > 1 and all(a[-1] != b[0] for a, b in itertools.pairwise(ids))
+
+
 def test_bad_input_in_a_later_part_names_the_line_of_the_file(raw, tmp_path):
     """The single-process message, although the part starts in the middle of the file."""
     rows = pd.read_csv(raw / "plasticc_train_lightcurves_a.csv")

@@ -2,11 +2,11 @@
 
 Each task runs in a fresh interpreter (multiprocessing's `spawn`: the threads of JAX and of the
 tree ensembles do not survive a `fork`), started as a slot frees, with the parent's logging.
-A child that fails ends the whole run with its message (a `UserError` as one, anything else with
-its traceback); one that dies (out of memory, say) is named with its signal. On Ctrl-C, SIGTERM or
-any error the parent stops the children still running (SIGTERM), and a child whose parent died
-(kill -9) stops itself within a second, so a rerun never meets a child of the last one still
-writing. Their work must therefore be safe to kill at any moment, as a replay's nights are.
+A child that fails ends the whole run with its exception, raised again in the parent (the
+child's traceback as its cause); one that dies (out of memory, say) is named with its signal. On
+Ctrl-C, SIGTERM or any error the parent stops the children still running (SIGTERM), and a child
+whose parent died (kill -9) stops itself within a second, so a rerun never meets a child of the
+last one still writing. Their work must therefore be safe to kill at any moment, as a replay's nights are.
 A terminal's Ctrl-C reaches every process of the command: a child ignores it from its first
 line of Python on, before it imports what its task needs (the parent stops it), and the parent
 takes it only once a child it is starting has started. What remains is the child interpreter's
@@ -46,8 +46,9 @@ def run_tasks(
     arguments must).
 
     Raises:
-        UserError: a task raised one (its message), failed otherwise (its traceback), or its
-            process died (the signal named); the tasks still running are stopped first.
+        UserError: a task raised one (its message), or its process died (the signal named).
+        Exception: what a task raised otherwise, raised again (the child's traceback as its
+            cause, `ChildTraceback`). The tasks still running are stopped first.
     """
     results: list[Any] = [None] * len(tasks)
     waiting = list(enumerate(tasks))
@@ -104,8 +105,19 @@ def _result(name: str, outcome: tuple[str, Any] | None, exitcode: int | None) ->
     if kind == "user":
         raise UserError(value)
     if kind == "error":
-        raise UserError(f"{name} failed in its process:\n{value}")
+        # The child's exception itself, so that the command line tells a full disk or a lack of
+        # memory in one line as in one process (found by an audit: the child's traceback was
+        # printed instead); the child's traceback is its cause, as `concurrent.futures` gives it.
+        pickled, child_traceback = value
+        cause = ChildTraceback(f"in the process of {name}:\n{child_traceback}")
+        if pickled is None:
+            raise cause
+        raise pickle.loads(pickled) from cause
     return value
+
+
+class ChildTraceback(Exception):
+    """Where a task failed in its child process: the child's traceback, as text."""
 
 
 @contextmanager
@@ -158,10 +170,20 @@ def _child(
         outcome: tuple[str, Any] = ("ok", target(*args))
     except UserError as error:
         outcome = ("user", str(error))
-    except Exception:  # sent to the parent, which names the task
-        outcome = ("error", traceback.format_exc())
+    except Exception as error:  # raised again in the parent, which names the task
+        outcome = ("error", (_pickled_or_none(error), traceback.format_exc()))
     connection.send(outcome)
     connection.close()
+
+
+def _pickled_or_none(error: Exception) -> bytes | None:
+    """`error` pickled, if the parent can unpickle it (not every exception can)."""
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)
+    except Exception:
+        return None
+    return data
 
 
 def _exit_without(parent: int) -> None:

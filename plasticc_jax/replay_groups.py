@@ -251,6 +251,9 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
     if made_now:
         allow_open_files(job.groups)
     t0 = time.perf_counter()
+    # Before the partition: a mistake in the metadata is told at once, and leaves no partition
+    # that the replay of the corrected file would have to refuse (found by an audit).
+    metadata = nightly.read_metadata(scorer, job.metadata_paths)
     nights = partition_rows(job, work)
     if nights is not None:
         try:  # from every row's MJD: before objects are rejected at load, or left out
@@ -259,7 +262,6 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
             if made_now:  # nothing replayed from it: not left behind (earlier work is kept)
                 shutil.rmtree(work)
             raise
-    metadata = nightly.read_metadata(scorer, job.metadata_paths)
     meta_group = group_of(metadata["object_id"].to_numpy(np.int64), job.groups)
     pending = [g for g in range(job.groups) if not _group_done(job, g)]
     if job.jobs == 1 or len(pending) < 2:

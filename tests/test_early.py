@@ -737,6 +737,16 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     with pytest.raises(UserError, match="before the input's first night"):
         _replay(tiny_run, lcs, meta, tmp_path / "too-early", groups=3, last_night=3)
     assert not (tmp_path / "too-early" / "groups").exists()
+    # A mistake in the metadata: told before the partition, so the corrected file replays
+    # (found by an audit: the partition left behind refused it as another replay's).
+    fixed = meta.read_text()
+    meta.write_text(fixed + fixed.splitlines()[1] + "\n")  # an object twice
+    with pytest.raises(UserError, match="appears more than once"):
+        _replay(tiny_run, lcs, meta, tmp_path / "bad-meta", close_after=20, groups=3)
+    assert not (tmp_path / "bad-meta" / "groups").exists()
+    meta.write_text(fixed)
+    _replay(tiny_run, lcs, meta, tmp_path / "bad-meta", close_after=20, groups=3)
+    _same_replay(tmp_path / "bad-meta", tmp_path / "whole")
     # Stopped at a night, then continued; other settings refused.
     out = tmp_path / "stopped"
     middle = whole["nights"][len(whole["nights"]) // 2]["night"]

@@ -4,6 +4,7 @@ no child outliving its parent."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,9 +28,29 @@ def test_a_failing_task_ends_the_run_with_its_message(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is not a run directory") as raised:
         processes.run_tasks(runs.read_config, [("the run", (tmp_path / "none",))], jobs=1)
     assert "Traceback" not in str(raised.value)
-    # Anything else: named, with the child's traceback.
-    with pytest.raises(UserError, match=r"(?s)task b failed in its process:.*ZeroDivisionError"):
+    # Anything else: raised again, the task named in its cause with the child's traceback. So
+    # the command line tells a full disk in one line, as in one process (found by an audit).
+    with pytest.raises(ZeroDivisionError) as raised:
         processes.run_tasks(divmod, [("task a", (1, 1)), ("task b", (1, 0))], jobs=2)
+    cause = raised.value.__cause__
+    assert isinstance(cause, processes.ChildTraceback)
+    assert re.match(r"(?s)in the process of task b:\nTraceback.*ZeroDivisionError", str(cause))
+    missing = tmp_path / "none.txt"
+    with pytest.raises(FileNotFoundError) as raised:
+        processes.run_tasks(Path.read_text, [("task c", (missing,))], jobs=1)
+    assert raised.value.filename == str(missing)
+    # One that cannot be unpickled in the parent: the child's traceback alone.
+    with pytest.raises(processes.ChildTraceback, match=r"(?s)task d:.*Unpicklable: \(1, 2\)"):
+        processes.run_tasks(_raise_unpicklable, [("task d", ())], jobs=1)
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickled with one argument: cannot be rebuilt
+        super().__init__((a, b))
+
+
+def _raise_unpicklable() -> None:
+    raise Unpicklable(1, 2)
 
 
 @pytest.mark.parametrize(

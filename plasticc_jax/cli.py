@@ -374,6 +374,7 @@ def run(args: argparse.Namespace) -> int:
         from plasticc_jax import runs
 
         base = runs.read_config(workdir / args.run_dir)
+        _warn_of_another_protocol(args, base)
     config = build_config(args, base)
     if args.command in ("train", "evaluate"):
         # The stage takes the run directory's lock too; taking it before JAX is imported refuses
@@ -382,6 +383,22 @@ def run(args: argparse.Namespace) -> int:
             return _run_stage(args.command, config, workdir)
     dask = getattr(args, "dask", None)
     return _run_stage(args.command, config, workdir, dask, getattr(args, "part_mb", None))
+
+
+def _warn_of_another_protocol(args: argparse.Namespace, run: config_lib.Config) -> None:
+    """`evaluate --run-dir RUN --protocol sn` of a `rare` run evaluates `rare` (its network was
+    trained without `sn`'s anomalies): said, where it was silent (found by an audit)."""
+    asked = [o.partition("=")[2].strip() for o in args.overrides if o.startswith("data.protocol=")]
+    asked = [args.protocol] if args.protocol else asked[-1:]
+    if asked and asked[0] != run.data.protocol:
+        log.warning(
+            "evaluate uses the run's own protocol, %s, not %s given now: evaluate a run trained "
+            "for %s (plasticc-jax train --protocol %s)",
+            run.data.protocol,
+            asked[0],
+            asked[0],
+            asked[0],
+        )
 
 
 def _run_stage(

@@ -399,6 +399,10 @@ def require_resolved(config: Config) -> None:
     validate(config)
 
 
+MAX_SEED = 2**32 - 1  # the largest seed NumPy and scikit-learn take
+MAX_BATCH = 1 << 20  # objects a training step, at most
+
+
 def validate(config: Config) -> None:
     """Check every value a stage relies on, before any work starts.
 
@@ -422,9 +426,15 @@ def validate(config: Config) -> None:
     def each_once(key: str, values: Any) -> None:
         need(len(set(values)) == len(values), key, ",".join(map(str, values)), "each one once")
 
-    def seed(key: str, value: Any) -> None:
+    def non_negative_int(key: str, value: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
         need(ok, key, value, "must be a non-negative integer")
+
+    def seed(key: str, value: Any) -> None:
+        # NumPy's and scikit-learn's seeds are 32-bit (found by an audit: 2**32 failed deep in
+        # `evaluate` with a traceback, and left the run incomplete).
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+        need(ok, key, value, f"must be an integer from 0 to {MAX_SEED}")
 
     # The name becomes a folder under runs/: one plain path component.
     need(
@@ -527,6 +537,12 @@ def validate(config: Config) -> None:
     number("model.min_model_sigma", model.min_model_sigma, 1e-12, inf, "must be positive")
 
     positive_int("train.batch_size", train.batch_size)
+    need(
+        not isinstance(train.batch_size, int) or train.batch_size <= MAX_BATCH,
+        "train.batch_size",
+        train.batch_size,
+        f"must be at most {MAX_BATCH:,} objects a step",
+    )
     positive_int("train.max_epochs", train.max_epochs)
     positive_int("train.patience", train.patience)
     number("train.learning_rate", train.learning_rate, 1e-300, inf, "must be positive")
@@ -562,7 +578,7 @@ def validate(config: Config) -> None:
     ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or 2 <= folds <= 20)
     # Each fold fits the detector again: 100,000 folds ran for hours without a word (an audit).
     need(ok, "eval.cross_fit_folds", folds, "must be 0 (in-sample) or 2-20 (a detector fit each)")
-    seed("eval.n_bootstrap", ev.n_bootstrap)
+    non_negative_int("eval.n_bootstrap", ev.n_bootstrap)
     unknown = [c for c in ev.components if c not in COMPONENT_NAMES]
     need(
         not unknown,

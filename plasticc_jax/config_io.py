@@ -113,12 +113,14 @@ def _coerce(value: str, hint: Any, key: str) -> Any:
     try:
         if origin is tuple:
             item = typing.get_args(hint)[0]
-            inner = value.replace(" ", "").strip("()[]")
-            parts = inner.split(",") if inner else []  # empty: the empty tuple
+            inner = value.strip().strip("()[]").strip()
+            parts = [p.strip() for p in inner.split(",")] if inner else []  # empty: ()
             if parts and not parts[-1]:  # one trailing comma, as Python's `(6,)`
                 parts.pop()
             if "" in parts:  # `6,,64`: a lost item, not a shorter list
                 raise ConfigError(f"{key}={value!r}: an empty item between commas")
+            if any(len(p.split()) > 1 for p in parts):  # `64 32` was read as 6432 (an audit)
+                raise ConfigError(f"{key}={value!r}: separate the items with commas (64,32)")
             return tuple(_coerce(p, item, key) for p in parts)
         if origin in (typing.Union, types.UnionType):
             return value

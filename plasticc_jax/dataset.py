@@ -157,11 +157,13 @@ class FeatureStats:
 
     @staticmethod
     def from_json(raw: dict) -> FeatureStats:
-        if "quantiles" not in raw:
+        if "quantiles" not in raw and {"mean", "std"} <= set(raw):
             raise UserError(
                 "stats.json is from an older version (mean/std normalisation): re-run prepare "
                 "and train"
             )
+        # Anything else without them is damaged: the caller names the file (an audit found
+        # `{}` called an older version, with no path).
         quantiles = np.array(
             [[np.nan if v is None else v for v in row] for row in raw["quantiles"]], np.float64
         )

@@ -82,7 +82,19 @@ def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Pat
     (`JAX_ENABLE_COMPILATION_CACHE=false`); call before JAX is imported. Child processes (Dask
     workers) inherit it. Returns the folder used, None where none is set here.
     """
-    if CACHE_DIR_ENV in environ or _cache_turned_off(environ):
+    if _cache_turned_off(environ):
+        return None
+    if CACHE_DIR_ENV in environ:  # the user's own folder
+        given = Path(environ[CACHE_DIR_ENV])
+        if given.exists() and not given.is_dir():
+            # JAX warned of a damaged entry at every compile, and the advice to delete the
+            # cache's folder meant the user's file (found by an audit).
+            log.warning(
+                "%s=%s is a file, not a folder: compiling without the cache (name a folder)",
+                CACHE_DIR_ENV,
+                given,
+            )
+            environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
         return None
     xdg = environ.get("XDG_CACHE_HOME", "")
     try:

@@ -80,11 +80,17 @@ def _inputs(config: Config, workdir: Path) -> InputFiles:
         if inputs is not None:
             return inputs
     what = f"found: {listing(found)}" if found else "it is empty or missing"
+    # `download` fetches the training set only: no remedy for the test files (an audit).
+    fetch = (
+        "; this project does not fetch the test set: download it from Zenodo record 2539456 "
+        "(docs/data.md)"
+        if data.inputs != "train"
+        else f", or run `plasticc-jax download --set data.raw_dir={data.raw_dir}` to fetch the "
+        "PLAsTiCC training set there"
+    )
     raise UserError(
         f"{raw} holds no recognised {data.inputs} files ({what}); expected "
-        f"{expected_names(data.inputs)}: rename your files to these names, or run "
-        f"`plasticc-jax download --set data.raw_dir={data.raw_dir}` to fetch the PLAsTiCC "
-        "training set there"
+        f"{expected_names(data.inputs)}: rename your files to these names{fetch}"
     )
 
 

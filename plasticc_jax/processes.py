@@ -6,11 +6,12 @@ A child that fails ends the whole run with its exception, raised again in the pa
 child's traceback as its cause); one that dies (out of memory, say) is named with its signal. On
 Ctrl-C, SIGTERM or any error the parent stops the children still running (SIGTERM), and a child
 whose parent died (kill -9) stops itself within a second, so a rerun never meets a child of the
-last one still writing. Their work must therefore be safe to kill at any moment, as a replay's nights are.
-A terminal's Ctrl-C reaches every process of the command: a child ignores it from its first
-line of Python on, before it imports what its task needs (the parent stops it), and the parent
-takes it only once a child it is starting has started. What remains is the child interpreter's
-own start (tens of milliseconds), where a Ctrl-C makes that child print an error as it dies.
+last one still writing. Their work must therefore be safe to kill at any moment, as a replay's
+nights are. A terminal's Ctrl-C reaches every process of the command: a child ignores it from
+its first line of Python on, before it imports what its task needs (the parent stops it), and
+the parent takes it only once a child it is starting has started. What remains is the child
+interpreter's own start (tens of milliseconds), where a Ctrl-C makes that child print an error
+as it dies.
 
 `concurrent.futures.ProcessPoolExecutor` has no way to stop a running task before Python 3.14;
 `multiprocessing.Pool` waits forever for a task whose worker died.

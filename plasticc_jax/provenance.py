@@ -164,17 +164,12 @@ def check_run_dataset(
     """
     record = trained_on(run_dir)
     if record is None:
-        run_stats, data_stats = Path(run_dir) / "stats.json", Path(dataset_dir) / "stats.json"
-        same = (
-            run_stats.is_file()
-            and data_stats.is_file()
-            and _read_json(run_stats) == _read_json(data_stats)
-        )
-        if not same:
+        if not _same_statistics(Path(run_dir) / "stats.json", Path(dataset_dir) / "stats.json"):
             raise UserError(
                 f"{dataset_dir} is not the dataset {run_dir} was trained on (its stats.json "
-                "differs): prepare it again with the run's settings (its config.json), or train "
-                "again"
+                f"differs), or {run_dir} lost its {RECORD}: prepare the dataset again with the "
+                "run's settings (its config.json), or train the run again with them (a finished "
+                f"training only writes its {RECORD} again)"
             )
         log.warning(
             "%s records no dataset fingerprint (trained by an older version): checked its "
@@ -191,6 +186,22 @@ def check_run_dataset(
             f"since ({why}). Prepare it again with the run's settings (its config.json), or "
             "train again"
         )
+
+
+def _same_statistics(run_stats: Path, data_stats: Path) -> bool:
+    """Whether the run's feature statistics (those of the network's features) are the dataset's
+    for the same features (the dataset has more: an audit found the two files compared whole,
+    which never matched)."""
+    run, data = _read_json(run_stats), _read_json(data_stats)
+    if not (isinstance(run, dict) and isinstance(data, dict)):
+        return False
+    names, quantiles = run.get("names"), run.get("quantiles")
+    if not (isinstance(names, list) and isinstance(quantiles, list) and names):
+        return False
+    rows = dict(zip(data.get("names") or [], data.get("quantiles") or [], strict=False))
+    return len(names) == len(quantiles) and all(
+        n in rows and rows[n] == q for n, q in zip(names, quantiles, strict=True)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,6 +89,10 @@ def test_list_settings_lose_no_item() -> None:
     assert parse("train", "--config", "tiny", "--set", "data.stages=()").data.stages == ()
     with pytest.raises(UserError, match="empty item"):
         parse("train", "--set", "data.anomaly_classes=6,,64")
+    # Items separated by spaces: refused (found by an audit: `64 32` was read as one item, 6432).
+    assert parse("train", "--set", "model.hidden=[64, 32]").model.hidden == (64, 32)
+    with pytest.raises(UserError, match=r"model.hidden='64 32': separate the items with commas"):
+        parse("train", "--set", "model.hidden=64 32")
 
 
 def test_each_protocol_gets_its_own_validated_fusion() -> None:

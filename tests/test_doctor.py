@@ -224,6 +224,18 @@ def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) ->
     assert doctor_lib.CACHE_DIR_ENV not in environ
 
 
+def test_a_cache_folder_of_ones_own_that_is_a_file_turns_the_cache_off(tmp_path, caplog) -> None:
+    """Found by an audit: JAX_COMPILATION_CACHE_DIR naming a file made JAX warn of a damaged entry
+    at every compile, and the advice was to delete that folder: the user's file."""
+    mine = tmp_path / "a-file"
+    mine.write_text("mine")
+    environ = {doctor_lib.CACHE_DIR_ENV: str(mine)}
+    with caplog.at_level("WARNING"):
+        assert doctor_lib.use_compilation_cache(environ) is None
+    assert environ["JAX_ENABLE_COMPILATION_CACHE"] == "false" and mine.read_text() == "mine"
+    assert "is a file, not a folder: compiling without the cache" in caplog.text
+
+
 def test_doctor_reports_a_cache_turned_off_as_off(capsys, monkeypatch) -> None:
     """JAX_ENABLE_COMPILATION_CACHE=off (or false) with a folder of one's own: JAX uses no
     cache, yet doctor named the folder."""

@@ -288,7 +288,7 @@ def test_evaluation_settings_unlike_the_runs_are_named(tiny_run, tmp_path, monke
 
 
 def test_evaluate_run_dir_without_config_takes_the_runs_own_settings(
-    tiny_run, tmp_path, monkeypatch
+    tiny_run, tmp_path, monkeypatch, caplog
 ):
     """`evaluate --run-dir RUN` evaluated with the default preset's evaluation settings (an
     early run with the default fusion), where the README says "with the run's own settings";
@@ -311,3 +311,13 @@ def test_evaluate_run_dir_without_config_takes_the_runs_own_settings(
         assert cli.main([*common, *extra]) == 2
     # tiny's 5 (the run's), a --set, and the default preset's 10 when it is asked for.
     assert used == [5, 4, 10]
+    # Another protocol given now: said (found by an audit: the run's was evaluated silently).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        assert cli.main([*common, "--protocol", "sn"]) == 2
+        assert cli.main([*common, "--set", "data.protocol=rare"]) == 2
+    said = [r.getMessage() for r in caplog.records if "own protocol" in r.getMessage()]
+    assert said == [
+        "evaluate uses the run's own protocol, rare, not sn given now: evaluate a run trained "
+        "for sn (plasticc-jax train --protocol sn)"
+    ]

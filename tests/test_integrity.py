@@ -227,7 +227,11 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "data.val_fraction=-0.1"], "data.val_fraction=-0.1: must be a fraction in"),
         (["--set", "data.test_fraction=0.9"], "val_fraction + data.test_fraction=1.05: must be"),
         (["--set", "data.window_before=-100"], "its start must come before its end"),
-        (["--set", "data.seed=-1"], "data.seed=-1: must be a non-negative integer"),
+        (["--set", "data.seed=-1"], "data.seed=-1: must be an integer from 0 to 4294967295"),
+        # Found by an audit: a traceback deep in `train` or `evaluate` (a run left incomplete).
+        (["--set", "eval.seed=4294967296"], "eval.seed=4294967296: must be an integer from 0"),
+        (["--set", "train.seed=9223372036854775808"], "train.seed=9223372036854775808: must"),
+        (["--batch-size", "99999999999"], "train.batch_size=99999999999: must be at most"),
         (["--set", "data.inputs=tests"], "data.inputs='tests': choose one of train, test, all"),
         (["--set", "data.source="], "data.source='': choose auto, zenodo, snmachine or a"),
         # Found by an audit: each of these ran and gave a crash or a silently empty result later.
@@ -666,6 +670,9 @@ def test_hand_edited_run_and_dataset_files_are_named(tiny_run, tmp_path, capsys)
     _edit_json(run_dir / "stats.json", lambda s: s["quantiles"][0].__setitem__(0, -1e6))
     with pytest.raises(UserError, match=r"stats\.json differs from the feature statistics"):
         load_vae(run_dir)
+    (run_dir / "stats.json").write_text("{}")  # an audit: "from an older version", no path
+    with pytest.raises(UserError, match=r"/stats\.json is damaged \(KeyError: 'quantiles'\)"):
+        load_vae(run_dir)
     run_dir = copy("params")
     largest = max(run_dir.glob("checkpoints/*/encoder/**/d/*"), key=lambda p: p.stat().st_size)
     with largest.open("r+b") as file:  # a few bytes of the stored arrays overwritten
@@ -684,6 +691,17 @@ def test_hand_edited_run_and_dataset_files_are_named(tiny_run, tmp_path, capsys)
     (run_dir / "models" / "provenance.json").write_text('{"files": [1]}')
     with pytest.raises(UserError, match=r"models/provenance.json is damaged \(files: \[1\]\)"):
         provenance.check_detector_files(run_dir)
+    # A run without its record (trained before it existed, or lost): its statistics, those of
+    # the network's features, checked against the dataset's for them (an audit found the whole
+    # files compared, which never matched: the dataset has more features).
+    run_dir = copy("no-record")
+    (run_dir / provenance.RECORD).unlink()
+    manifest = read_manifest(tiny_run.dataset_dir)
+    config = runs.read_config(run_dir)
+    provenance.check_run_dataset(run_dir, config, tiny_run.dataset_dir, manifest)
+    _edit_json(run_dir / "stats.json", lambda s: s["quantiles"][0].__setitem__(0, -1e6))
+    with pytest.raises(UserError, match=r"stats.json differs\), or .* lost its provenance.json"):
+        provenance.check_run_dataset(run_dir, config, tiny_run.dataset_dir, manifest)
     dataset = Path(shutil.copytree(tiny_run.dataset_dir, tmp_path / "dataset"))
     (dataset / "manifest.json").write_text("{}")
     with pytest.raises(UserError, match=r"manifest.json is damaged \(no shard list\)"):

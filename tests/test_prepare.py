@@ -257,3 +257,15 @@ def test_an_empty_val_split_is_named_at_prepare(raw_files, tmp_path):
     workdir = with_raw(tmp_path, raw_files[0].parent)
     with pytest.raises(UserError, match=r"no known object reached the val split \(data\.val_"):
         prepare(tiny_config("data.val_fraction=0.001"), workdir)
+
+
+def test_missing_input_files_get_a_remedy_that_works(raw_files, tmp_path):
+    """`download` fetches the training set only: offered for missing test files, it could not
+    help (found by an audit)."""
+    from plasticc_jax.errors import UserError
+
+    workdir = with_raw(tmp_path, raw_files[0].parent)  # training files only
+    with pytest.raises(UserError, match=r"no recognised test files .* does not fetch the test set"):
+        prepare(tiny_config("data.inputs=test"), workdir)
+    with pytest.raises(UserError, match=r"no recognised train files .* run `plasticc-jax download"):
+        prepare(tiny_config("data.raw_dir=elsewhere"), workdir)

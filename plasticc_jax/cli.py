@@ -551,9 +551,11 @@ def review(args: argparse.Namespace) -> int:
             browser.enter_context(browser_opened(server.url, server.session.store.path.parent))
         try:
             server.serve_forever()
-        except KeyboardInterrupt:
-            interrupts.clear()  # how the server is stopped: not an interruption of the command
+        except KeyboardInterrupt as interrupt:
             print(f"review stopped; the answers are in {server.session.store.path}")
+            if isinstance(interrupt, Terminated):  # `docker stop`, a time limit: 143 (an audit)
+                raise
+            interrupts.clear()  # Ctrl-C is how the server is stopped: not an interruption
     return 0
 
 

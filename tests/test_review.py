@@ -1269,3 +1269,27 @@ def test_review_labels_while_evaluate_rewrites_the_run_names_it(tiny_run, tmp_pa
     (run_dir / INCOMPLETE).unlink()
     rerank_scored(run_dir, path, answers)
     assert sorted(pd.read_parquet(path)["review_rank"]) == list(range(1, len(table) + 1))
+
+
+def test_ctrl_c_stops_the_server_and_sigterm_is_terminated(
+    tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C is how the page is stopped (exit 0); SIGTERM (`docker stop`, a batch system's time
+    limit) ends it as every command, 143 (found by an audit: it reported success)."""
+    from plasticc_jax import cli, interrupts
+    from plasticc_jax.review.server import ReviewServer
+
+    argv = ["review", "--run", str(tiny_run.run_dir), "--no-browser", "--port", "0"]
+    argv += ["--labels", str(tmp_path / "labels.jsonl")]
+    for stop, code, said in (
+        (KeyboardInterrupt, 0, "review stopped; the answers are in"),
+        (interrupts.Terminated, 143, "plasticc-jax review: terminated"),
+    ):
+
+        def serve(self: ReviewServer, stop: type[BaseException] = stop) -> None:
+            raise stop
+
+        monkeypatch.setattr(ReviewServer, "serve_forever", serve)
+        assert cli.main(argv) == code
+        printed = capsys.readouterr()
+        assert said in printed.out + printed.err

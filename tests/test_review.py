@@ -61,11 +61,14 @@ def test_answers_survive_a_torn_last_line(tmp_path: Path) -> None:
     ]
     assert path.read_bytes().endswith(b"\n")
     # A last line edited by hand (an audit found it cut off as "torn"): refused, file untouched.
-    edited = intact + b'{"object_id": 3, "label": "anomaly",}'
-    path.write_bytes(edited)
-    with pytest.raises(UserError, match="line 3: not a review answer"):
-        LabelStore(path)
-    assert path.read_bytes() == edited
+    for edited in (
+        intact + b'{"object_id": 3, "label": "anomaly",}',
+        intact + b'{"object_id":3,"label":"anomaly"}}',  # without spaces too (a later audit)
+    ):
+        path.write_bytes(edited)
+        with pytest.raises(UserError, match="line 3: not a review answer"):
+            LabelStore(path)
+        assert path.read_bytes() == edited
     for short in (b"{", b'{"obj'):  # torn within the first bytes: still what a kill leaves
         path.write_bytes(intact + short)
         assert [a.object_id for a in read_answers(path)] == [1, 2]
@@ -918,6 +921,13 @@ def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_
         ("anomaly_score", lambda n: ["0.08x"] * n, "'anomaly_score' must hold numbers: '0.08x'"),
         ("anomaly_score", lambda n: [np.nan] * n, "a number for every object (none missing)"),
         ("mu_0", lambda n: ["abc"] * n, "'mu_0' must hold numbers: 'abc'"),
+        # Found by an audit: a traceback in the neighbours, and ids the page rounded.
+        ("mu_0", lambda n: [np.inf] + [0.0] * (n - 1), "'mu_0' must hold finite numbers: inf"),
+        (
+            "object_id",
+            lambda n: [2**60 + 7 * i for i in range(n)],
+            "whole numbers up to 9,007,199,254,740,991 (the page's own limit)",
+        ),
         ("is_galactic", lambda n: ["maybe"] * n, "'is_galactic' must hold true or false"),
     ],
 )

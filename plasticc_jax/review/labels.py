@@ -169,9 +169,10 @@ def _read(path: Path) -> tuple[list[Answer], str]:
         json.loads(tail)
     except ValueError:
         # What a kill leaves: the start of a line as `LabelStore` writes them (compact JSON, no
-        # space anywhere), however short. A line edited by hand is refused below, never cut off.
+        # space anywhere, its one `}` at its end), however short. A line edited by hand is
+        # refused below, never cut off (an audit found `{...}}` cut off as torn).
         written = tail.startswith(LINE_START) or LINE_START.startswith(tail)
-        if written and not any(c.isspace() for c in tail):
+        if written and not any(c.isspace() for c in tail) and "}" not in tail:
             log.warning("%s: ignoring a torn last line (a session was killed while writing)", path)
             return answers, "torn"
     return [*answers, _answer(path, len(lines), tail)], "answer"

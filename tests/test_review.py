@@ -226,6 +226,20 @@ def test_the_csv_export_ranks_new_files_and_is_no_sessions_labels_file(tmp_path:
     # after the commas, a blank last line) was read as JSON lines, refused at its header.
     exported.write_text('"object_id", "label","time"\n"5", "anomaly",t1\n , , \n')
     assert read_answers(exported) == [Answer(5, "anomaly", "t1", None)]
+    # Found by a later audit: saved with `;` (a spreadsheet in a comma-decimal locale) or tabs,
+    # or by pandas (its index first, `position` 1.0 beside an empty one): refused at line 1.
+    expected = [Answer(5, "anomaly", "t1", 1), Answer(6, "skip", "t2", None)]
+    for saved in (
+        "object_id;label;time;position\n5;anomaly;t1;1\n6;skip;t2;\n",
+        "object_id\tlabel\ttime\tposition\n5\tanomaly\tt1\t1\n6\tskip\tt2\t\n",
+        ",object_id,label,time,position\n0,5,anomaly,t1,1.0\n1,6,skip,t2,\n",
+        "label,object_id,time,position\nanomaly,5,t1,1\nskip,6,t2,\n",
+    ):
+        exported.write_text(saved)
+        assert read_answers(exported) == expected, saved
+    exported.write_text("object_id,label,time,position\n5,anomaly,t1,1.5\n")
+    with pytest.raises(UserError, match=r"line 2: not a review answer \(position '1.5' is not"):
+        read_answers(exported)
 
 
 # --- the active model ----------------------------------------------------------------------

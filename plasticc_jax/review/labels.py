@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -103,21 +103,32 @@ def is_csv_export(path: Path) -> bool:
     `object_id,label`, the names maybe quoted or spaced, as a spreadsheet saves it again)."""
     if not Path(path).is_file():
         return False
+    return _delimiter(path) is not None
+
+
+def _delimiter(path: Path) -> str | None:
+    """The separator of a CSV export's header that names `object_id` and `label` (in any order:
+    a spreadsheet may save it with `;` or tabs, pandas with its index first); None if none
+    does."""
     with open(path, "rb") as handle:
         first = handle.readline(4096).decode("utf-8", errors="replace").lstrip("\ufeff")
-    try:  # read as CSV: a spreadsheet or R may have quoted the names ("object_id","label")
-        header = next(csv.reader([first], skipinitialspace=True), [])
-    except csv.Error:
-        return False
-    return [name.strip() for name in header[:2]] == list(CSV_COLUMNS[:2])
+    for delimiter in (",", ";", "\t"):
+        try:  # read as CSV: a spreadsheet or R may have quoted the names ("object_id","label")
+            header = next(csv.reader([first], delimiter=delimiter, skipinitialspace=True), [])
+        except csv.Error:
+            continue
+        if set(CSV_COLUMNS[:2]) <= {name.strip() for name in header}:
+            return delimiter
+    return None
 
 
 def _read_csv(path: Path) -> list[Answer]:
     """The answers of a CSV export, in order (`CSV_COLUMNS`; `time` and `position` may be
     empty or missing)."""
     answers = []
+    delimiter = _delimiter(path) or ","
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.DictReader(handle, skipinitialspace=True)
+        reader = csv.DictReader(handle, delimiter=delimiter, skipinitialspace=True)
         for row in reader:
             try:
                 raw = {key.strip(): (value or "").strip() for key, value in row.items() if key}
@@ -127,7 +138,8 @@ def _read_csv(path: Path) -> list[Answer]:
                     "object_id": _csv_int(raw.get("object_id", ""), "object_id"),
                     "label": raw.get("label", ""),
                     "time": raw.get("time", ""),
-                    "position": _csv_int(raw["position"], "position")
+                    # Not used to rank; pandas writes it `1.0` beside an empty one (an audit).
+                    "position": _csv_int(raw["position"], "position", whole_float=True)
                     if raw.get("position")
                     else None,
                 }
@@ -140,10 +152,14 @@ def _read_csv(path: Path) -> list[Answer]:
     return answers
 
 
-def _csv_int(text: str, name: str) -> int:
+def _csv_int(text: str, name: str, whole_float: bool = False) -> int:
     try:
         return int(text)
     except ValueError:
+        if whole_float:
+            with suppress(ValueError, OverflowError):
+                if float(text).is_integer():
+                    return int(float(text))
         raise ValueError(f"{name} {text!r} is not an integer") from None
 
 

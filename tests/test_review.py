@@ -698,12 +698,28 @@ def test_an_answer_over_another_tabs_is_409_and_changes_nothing(server: ReviewSe
     assert request(server, "/api/label", json.dumps(tab).encode(), headers=headers)[0] == 200
     other = {"object_id": first, "label": "not_interesting", "previous": None}
     status, data = request(server, "/api/label", json.dumps(other).encode(), headers=headers)
-    assert status == 409 and "answered 'anomaly' meanwhile" in json.loads(data)["error"]
+    assert status == 409 and "is answered 'anomaly' now" in json.loads(data)["error"]
     assert [a.label for a in read_answers(server.session.store.path)] == ["anomaly"]
     changed = {"object_id": first, "label": "not_interesting", "previous": "anomaly"}
     assert request(server, "/api/label", json.dumps(changed).encode(), headers=headers)[0] == 200
     answers = read_answers(server.session.store.path)
     assert [(a.label, a.position) for a in answers] == [("anomaly", 1), ("not_interesting", None)]
+    # A tab that thinks it was answered, where it was not (an audit: "answered 'None'").
+    unanswered = api(server, "/api/state")["next"]
+    stale = {"object_id": unanswered, "label": "skip", "previous": "anomaly"}
+    status, data = request(server, "/api/label", json.dumps(stale).encode(), headers=headers)
+    assert status == 409 and "is not answered now" in json.loads(data)["error"]
+
+
+def test_a_labels_file_of_which_no_answer_is_in_the_pool_is_warned_of(
+    pool: Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Most likely another run's file: it started with "0 answered before" only (an audit)."""
+    store = LabelStore(tmp_path / "labels.jsonl")
+    store.append(Answer(-12345, "anomaly", "t", 1))
+    with caplog.at_level("WARNING"):
+        ReviewSession(pool, store)
+    assert "none of its 1 answered objects is a candidate of this review" in caplog.text
 
 
 def test_a_pool_of_one_object_is_reviewed(tiny_run, tmp_path: Path) -> None:

@@ -81,6 +81,14 @@ class ReviewSession:
         }
         self.rerank_seconds: list[float] = []
         self._rerank()
+        outside = len(latest_answers(store.answers)) - len(self._answers)
+        if outside and not self._answers:  # most likely another run's file (an audit)
+            log.warning(
+                "%s: none of its %d answered objects is a candidate of this review (another "
+                "run's labels?): they are kept, and ignored here",
+                store.path,
+                outside,
+            )
         log.info(
             "review of %d candidates, %d answered before; active features: %s",
             len(pool),
@@ -125,9 +133,9 @@ class ReviewSession:
         with self._lock:
             now = self._answers.get(object_id)
             if previous is not UNCHECKED and previous != (now.label if now else None):
+                then = f"answered '{now.label}'" if now else "not answered"
                 raise Conflict(
-                    f"object {object_id} was answered '{now.label if now else None}' meanwhile "
-                    "(in another tab?): this answer was not saved"
+                    f"object {object_id} is {then} now (another tab?): this answer was not saved"
                 )
             # The place it was shown at: that of a first answer (a changed one keeps none).
             position = None if now else int(self.position[self.pool.row[object_id]])

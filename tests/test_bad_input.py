@@ -162,20 +162,17 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
     with pytest.raises(UserError, match=r"'passband', line 22: 'two' is not a valid int64"):
         run_prepare(tmp_path, bad_band, meta)
     flags = lcs.astype({"detected": object})
-    flags.loc[20, "detected"] = "1.0"
-    with pytest.raises(UserError, match=r"'detected', line 22: '1.0' is written as a decimal"):
-        run_prepare(tmp_path, flags, meta)
-    flags.loc[20, "detected"] = "yes"
-    with pytest.raises(UserError, match=r"'detected', line 22: 'yes' is not a flag \(1/0"):
-        run_prepare(tmp_path, flags, meta)
-    # pyarrow reads no spaces around a flag, nor a mixed case (found by an audit: the message
-    # named neither the column nor the line)
-    flags.loc[20, "detected"] = "1 "
-    with pytest.raises(UserError, match=r"'detected', line 22: '1 ' has spaces around it"):
-        run_prepare(tmp_path, flags, meta)
-    flags.loc[20, "detected"] = "tRue"
-    with pytest.raises(UserError, match=r"'detected', line 22: 'tRue' is in a case that is not"):
-        run_prepare(tmp_path, flags, meta)
+    for value, said in (
+        ("1.0", "is written as a decimal"),
+        ("yes", r"is not a flag \(1/0"),
+        # pyarrow reads no spaces around a flag, nor a mixed case (found by an audit: the
+        # message named neither the column nor the line)
+        ("1 ", "has spaces around it"),
+        ("tRue", "is in a case that is not read"),
+    ):
+        flags.loc[20, "detected"] = value
+        with pytest.raises(UserError, match=rf"'detected', line 22: '{value}' {said}"):
+            run_prepare(tmp_path, flags, meta)
     lcs = lcs.astype({"flux": object})
     lcs.loc[1234, "flux"] = "12.3.4"
     with pytest.raises(UserError, match=r"training_set.csv.*column 'flux', line 1236: '12.3.4'"):

@@ -388,16 +388,18 @@ def run(args: argparse.Namespace) -> int:
 def _warn_of_another_protocol(args: argparse.Namespace, run: config_lib.Config) -> None:
     """`evaluate --run-dir RUN --protocol sn` of a `rare` run evaluates `rare` (its network was
     trained without `sn`'s anomalies): said, where it was silent (found by an audit)."""
-    asked = [o.partition("=")[2].strip() for o in args.overrides if o.startswith("data.protocol=")]
-    asked = [args.protocol] if args.protocol else asked[-1:]
-    if asked and asked[0] != run.data.protocol:
+    # As `build_config` reads them: the flag wins over the last --set of the field.
+    given = [o.partition("=") for o in args.overrides]
+    sets = [value.strip() for key, _, value in given if key.strip() == "data.protocol"]
+    asked = args.protocol or (sets[-1] if sets else None)
+    if asked and asked != run.data.protocol:
         log.warning(
             "evaluate uses the run's own protocol, %s, not %s given now: evaluate a run trained "
             "for %s (plasticc-jax train --protocol %s)",
             run.data.protocol,
-            asked[0],
-            asked[0],
-            asked[0],
+            asked,
+            asked,
+            asked,
         )
 
 
@@ -673,7 +675,7 @@ def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any]
     """`hook`, silent for what Orbax's background reads report after a checkpoint read failed
     or was interrupted (its event loop closed, the other reads' errors): up to 200 tracebacks
     around the one-line error that names the damaged checkpoint (found by an audit); and for a
-    signal's exception that Python could not raise (it is raised again: `interrupts`). `-v`
+    signal's exception that Python could not raise (it is delivered again: `interrupts`). `-v`
     shows them."""
 
     def quiet(unraisable: Any) -> None:

@@ -93,14 +93,15 @@ def read_answers(path: Path) -> list[Answer]:
             (the file was edited by hand, or is not a labels file).
     """
     path = Path(path)
-    if is_csv_export(path):
-        return _read_csv(path)
+    delimiter = _delimiter(path) if path.is_file() else None
+    if delimiter is not None:
+        return _read_csv(path, delimiter)
     return _read(path)[0]
 
 
 def is_csv_export(path: Path) -> bool:
-    """Whether a file is a CSV of answers, as the page exports them (its header begins
-    `object_id,label`, the names maybe quoted or spaced, as a spreadsheet saves it again)."""
+    """Whether a file is a CSV of answers, as the page exports them (its header names
+    `object_id` and `label`; see `_delimiter`)."""
     if not Path(path).is_file():
         return False
     return _delimiter(path) is not None
@@ -122,11 +123,10 @@ def _delimiter(path: Path) -> str | None:
     return None
 
 
-def _read_csv(path: Path) -> list[Answer]:
+def _read_csv(path: Path, delimiter: str) -> list[Answer]:
     """The answers of a CSV export, in order (`CSV_COLUMNS`; `time` and `position` may be
     empty or missing)."""
     answers = []
-    delimiter = _delimiter(path) or ","
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter, skipinitialspace=True)
         for row in reader:

@@ -1,0 +1,213 @@
+"""Would Astronomaly's active-learning rules beat the AADForest? (research, #15)
+
+    python scripts/review_astronomaly_probe.py RUN [--workdir DIR] [--draws 4] [--out FILE]
+    # RUN: with `make validate`; DIR: its project folder (default RUN/../..)
+
+Every policy tried so far is an isolation forest taught by the answers (AADForest, PineForest) or
+a re-weighting of the detector's scores. Astronomaly (Lochner & Bassett 2021; Lochner & Walmsley
+2023), the other tool astronomers use for this, learns the expert's answers with a regression
+instead. Its two rules, as its code defines them, are the candidates here:
+
+- `neighbour (static)`: Astronomaly's `NeighbourScore`. A random forest regressor (100 trees,
+  fixed seed) predicts the expert's score u (5 for "anomaly", 0 for "not interesting") from the
+  answered objects' features; the anomaly score a (the detector's `anomaly_score`, scaled to [0, 5]
+  over the pool) becomes a * tanh(exp(alpha * d / mean d) - 1 + arctanh(0.1 + 0.85 u / 5)), d the
+  distance to the nearest answered object: near the answers a is scaled by the predicted
+  interest (0.1 for "not interesting", 0.95 for "anomaly"), far from them it is left as it is.
+  alpha = 1, Astronomaly's default.
+- `neighbour (AADForest)`: the same rule on the shipped policy's own active score (refitted on the
+  same answers, scaled to [0, 5] over the pool) in place of the static one: the forest's ranking,
+  with Astronomaly's filter of what looks like answered "not interesting" objects.
+- `protege`: Astronomaly's Protege. A Gaussian process (scikit-learn's, Matern + white-noise
+  kernel, hyper-parameters fitted by maximum likelihood) regresses u on the answered objects'
+  features, and the pool is ranked by the expected improvement over the best answer so far
+  (trade-off 0.5, Protege's default); the detector's score is not used once answers exist.
+
+Features: the shipped policy's (`active.feature_columns`: latent means, score columns, context),
+each standardised over the drawn pool (no label) for the distances and the process. With no
+answer yet every candidate shows the static ranking (as Astronomaly shows the anomaly score
+first).
+
+Pools, draws, simulated expert and answer order as `scripts/review_reweight_probe.py` (the
+validation folds of `plasticc-jax review --simulate --validation`: 5% of each fold's pool from
+the held-out class, never the test split); the probe's loop must reproduce `simulate_groups`'s
+shipped policy exactly before its candidates are trusted.
+
+Adoption rule, written before the run (as the earlier policy probes of docs/review.md): the best
+candidate by anomalies among the first 50 shown (mean over folds and draws) is adopted only if it
+beats the shipped policy by more than twice the standard error of the paired per-fold
+differences. Also reported: the first 10 shown and the median time of one re-rank (must be well
+under a second on a pool of about 1,100).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from review_feature_probe import probe_arguments, simulate_groups
+from review_reweight_probe import FIRST, loop_curve
+from scipy.spatial import cKDTree
+from scipy.special import ndtr
+from scipy.stats import norm
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import Matern, WhiteKernel
+
+from plasticc_jax.plasticc import class_name
+from plasticc_jax.review import active, validation
+from plasticc_jax.review.simulate import TARGET_SHOWN, static_curve
+
+SHIPPED = "shipped (AADForest)"
+CANDIDATES = ("neighbour (static)", "neighbour (AADForest)", "protege")
+USER_MAX, USER_MIN_FACTOR, ALPHA = 5.0, 0.1, 1.0  # Astronomaly's NeighbourScore defaults
+EI_TRADEOFF = 0.5  # Protege's default
+SEED = 0
+
+
+def to_user_scale(score: np.ndarray) -> np.ndarray:
+    """(n,) the score scaled to [0, USER_MAX] over the pool (Astronomaly's ScoreConverter)."""
+    low, high = float(score.min()), float(score.max())
+    return USER_MAX * (score - low) / (high - low if high > low else 1.0)
+
+
+def neighbour_score(x: np.ndarray, shown: list[int], u: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Astronomaly's NeighbourScore of the pool (see the module): x, standardised features; u, the
+    answered objects' user scores; a, the anomaly score on the user scale."""
+    distance = cKDTree(x[shown]).query(x)[0]
+    forest = RandomForestRegressor(n_estimators=100, random_state=SEED)
+    predicted = forest.fit(x[shown], u).predict(x)
+    interest = USER_MIN_FACTOR + 0.85 * predicted / USER_MAX
+    penalty = np.exp(ALPHA * distance / max(float(distance.mean()), 1e-12))
+    return a * np.tanh(penalty - 1.0 + np.arctanh(interest))
+
+
+def protege_score(x: np.ndarray, shown: list[int], u: np.ndarray) -> np.ndarray:
+    """Protege's expected improvement of the pool (see the module)."""
+    process = GaussianProcessRegressor(kernel=Matern() + WhiteKernel(), random_state=SEED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        process.fit(x[shown], u)
+    mean, std = process.predict(x, return_std=True)
+    std = np.maximum(std, 1e-12)
+    gain = mean - u.max() - EI_TRADEOFF
+    return gain * ndtr(gain / std) + std * norm.pdf(gain / std)
+
+
+def draw_curves(
+    forest_x: np.ndarray, static: np.ndarray, y: np.ndarray, timings: dict[str, list[float]]
+) -> dict[str, np.ndarray]:
+    """The shipped policy's and every candidate's curve on one drawn pool."""
+    forest = active.ActiveRanker(forest_x, static, active.POLICY)
+    sd = forest_x.std(axis=0)
+    x = (forest_x - forest_x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    user = np.where(y, USER_MAX, 0.0)
+    static_user = to_user_scale(static)
+
+    def shipped(s: list[int]) -> np.ndarray:  # as `simulate.active_curve` calls it
+        return forest.scores(forest_x[s], y[s])
+
+    def static_first(rule: Callable[[list[int]], np.ndarray]) -> Callable:
+        return lambda s: rule(s) if s else static.copy()
+
+    rankers: dict[str, Callable[[list[int]], np.ndarray]] = {
+        SHIPPED: shipped,
+        "neighbour (static)": static_first(lambda s: neighbour_score(x, s, user[s], static_user)),
+        "neighbour (AADForest)": static_first(
+            lambda s: neighbour_score(x, s, user[s], to_user_scale(shipped(s)))
+        ),
+        "protege": static_first(lambda s: protege_score(x, s, user[s])),
+    }
+    return {n: loop_curve(r, y, timings.setdefault(n, [])) for n, r in rankers.items()}
+
+
+def run_fold(
+    part: pd.DataFrame, shipped: list[str], draws: int, timings: dict[str, list[float]]
+) -> dict[str, list[np.ndarray]]:
+    """Every candidate's curves on one fold's draws (the pools and draws of `simulate_groups`)."""
+    positive = part["positive"].to_numpy(bool)
+    negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
+    fraction = validation.FRACTION
+    n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
+    static_all = part["anomaly_score"].to_numpy(np.float64)
+    forest_features = active.feature_matrix(part, shipped)
+    curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
+    for draw in range(draws):
+        rng = np.random.default_rng([0, draw, int(part["fold"].iloc[0])])
+        rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
+        y, static = positive[rows], static_all[rows]
+        curves["static"].append(static_curve(static, y, TARGET_SHOWN))
+        for name, curve in draw_curves(forest_features[rows], static, y, timings).items():
+            curves[name].append(curve)
+    return curves
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "review_astronomaly_probe.json")
+    start = time.perf_counter()
+    table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
+    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
+    print("features:", ", ".join(c for c in shipped if not c.startswith("mu_")), flush=True)
+    print("\n## reference: simulate_groups with the shipped policy", flush=True)
+    reference = simulate_groups(table, {SHIPPED: shipped}, args.draws)[SHIPPED]["per_fold"]
+    folds = sorted(int(f) for f in table["fold"].unique())
+    timings: dict[str, list[float]] = {}
+    found: dict[str, dict[int, list[np.ndarray]]] = {}
+    print("\n## the probe's loop", flush=True)
+    for fold in folds:
+        part = table[table["fold"] == fold].reset_index(drop=True)
+        for name, curves in run_fold(part, shipped, args.draws, timings).items():
+            found.setdefault(name, {})[fold] = curves
+        means = {n: float(np.mean([c[-1] for c in found[n][fold]])) for n in found}
+        print(class_name(fold), {n: round(m, 2) for n, m in means.items()}, flush=True)
+        if means[SHIPPED] != reference[class_name(fold)]:
+            raise SystemExit(
+                f"the loop does not reproduce the shipped policy in fold {class_name(fold)}: "
+                f"{means[SHIPPED]} vs {reference[class_name(fold)]}"
+            )
+    print("\nthe loop reproduces simulate_groups's shipped policy in every fold", flush=True)
+
+    def per_fold(name: str, k: int) -> np.ndarray:
+        return np.array([np.mean([c[k - 1] for c in found[name][f]]) for f in folds])
+
+    base = per_fold(SHIPPED, TARGET_SHOWN)
+    report = {}
+    head = f"{'policy':24s} first {FIRST}  first {TARGET_SHOWN}  difference  better  ms"
+    print(f"\nanomalies among the first k shown (mean over folds and draws)\n{head}")
+    for name in found:
+        means = per_fold(name, TARGET_SHOWN)
+        diff = means - base
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+        ms = 1e3 * float(np.median(timings[name])) if name in timings else None
+        report[name] = {
+            f"first_{FIRST}": float(per_fold(name, FIRST).mean()),
+            f"first_{TARGET_SHOWN}": float(means.mean()),
+            "difference": float(diff.mean()),
+            "se": se,
+            "folds_better": int((diff > 0).sum()),
+            "folds_worse": int((diff < 0).sum()),
+            "per_fold": {class_name(f): float(m) for f, m in zip(folds, means, strict=True)},
+            "rerank_ms": ms,
+        }
+        row = report[name]
+        print(
+            f"{name:24s} {row[f'first_{FIRST}']:8.2f} {means.mean():9.2f}  "
+            f"{diff.mean():+.2f} ± {se:.2f}  {row['folds_better']:2d}/{len(folds)}  "
+            f"{'-' if ms is None else f'{ms:.1f}'}  {means.round(1)}"
+        )
+    best = max(CANDIDATES, key=lambda n: report[n][f"first_{TARGET_SHOWN}"])
+    adopted = report[best]["difference"] > 2 * report[best]["se"]
+    print(f"\nbest candidate: {best}; {'adopted' if adopted else 'not adopted'} by the rule")
+    elapsed = time.perf_counter() - start
+    print(f"({elapsed:.0f} s)")
+    summary = {"policies": report, "best": best, "adopted": bool(adopted), "elapsed_s": elapsed}
+    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Protege beside the AADForest, judged on fresh draws (research, #15; a second look)
+
+    python scripts/review_protege_probe.py RUN [--workdir DIR] [--out FILE]
+    # RUN: with `make validate`; DIR: its project folder (default RUN/../..)
+
+`scripts/review_astronomaly_probe.py` found Astronomaly's Protege (a Gaussian process on the
+answers, ranked by expected improvement) within the noise of the shipped AADForest in the first 50
+shown (28.20 against 27.85, +0.35 ± 1.41), with a pattern: Protege gains where the forest finds
+little (the supernova subtypes held out: SN Ia-91bg 11.2 -> 20.5, SN Ia 8.2 -> 13.8) and loses
+where the forest finds nearly all (EB, M-dwarf, AGN, RR Lyrae: 46-49 -> 44-47), and it starts
+lower (3.92 against 5.05 in the first 10): it ignores the detector's score once answers exist.
+The candidates of this second look, written from that result and before their run:
+
+- `protege + AADForest`: the mean of the rank fractions (`active.rank_fraction`) of the shipped
+  forest's score and Protege's expected improvement, both refitted on the same answers;
+- `protege on the static score`: Protege with the detector's score as the process's prior mean:
+  the process regresses u - a (u the expert's score, 5 or 0; a the detector's `anomaly_score`
+  scaled to [0, 5] over the pool) and the expected improvement is that of a + the process's
+  mean, so that far from every answer the ranking falls back to the detector's (as Astronomaly's
+  NeighbourScore does), and near the answers it follows them.
+
+Both start with the static ranking. Features, expert, answers and Protege's settings as in the
+first probe.
+
+Because the candidates were made after looking at the first probe's folds, they are judged on
+fresh draws: 8 per fold (draws 4-11: the same negatives, other subsamples of the held-out class),
+never the four (0-3) that suggested them. Draws 0-3 are run too, only to check that the probe's
+loop reproduces `simulate_groups`'s shipped policy there. Adoption rule, as the earlier policy
+probes (docs/review.md), on draws 4-11: the best candidate by anomalies among the first 50 shown
+(mean over folds and draws) is adopted only if it beats the shipped policy by more than twice the
+standard error of the paired per-fold differences.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from review_astronomaly_probe import EI_TRADEOFF, SEED, USER_MAX, protege_score, to_user_scale
+from review_feature_probe import probe_arguments, simulate_groups
+from review_reweight_probe import FIRST, loop_curve
+from scipy.special import ndtr
+from scipy.stats import norm
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import Matern, WhiteKernel
+
+from plasticc_jax.plasticc import class_name
+from plasticc_jax.review import active, validation
+from plasticc_jax.review.simulate import TARGET_SHOWN, static_curve
+
+SHIPPED = "shipped (AADForest)"
+CANDIDATES = ("protege + AADForest", "protege on the static score")
+CHECK_DRAWS, JUDGED_DRAWS = range(0, 4), range(4, 12)
+
+
+def protege_on_prior(x: np.ndarray, shown: list[int], u: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Protege's expected improvement with the prior mean `a` (see the module)."""
+    process = GaussianProcessRegressor(kernel=Matern() + WhiteKernel(), random_state=SEED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        process.fit(x[shown], u - a[shown])
+    residual, std = process.predict(x, return_std=True)
+    std = np.maximum(std, 1e-12)
+    gain = a + residual - u.max() - EI_TRADEOFF
+    return gain * ndtr(gain / std) + std * norm.pdf(gain / std)
+
+
+def draw_curves(
+    forest_x: np.ndarray, static: np.ndarray, y: np.ndarray, timings: dict[str, list[float]]
+) -> dict[str, np.ndarray]:
+    """The shipped policy's and every candidate's curve on one drawn pool."""
+    forest = active.ActiveRanker(forest_x, static, active.POLICY)
+    sd = forest_x.std(axis=0)
+    x = (forest_x - forest_x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    user = np.where(y, USER_MAX, 0.0)
+    static_user = to_user_scale(static)
+
+    def shipped(s: list[int]) -> np.ndarray:  # as `simulate.active_curve` calls it
+        return forest.scores(forest_x[s], y[s])
+
+    def both(s: list[int]) -> np.ndarray:
+        if not s:
+            return static.copy()
+        protege = protege_score(x, s, user[s])
+        return 0.5 * (active.rank_fraction(shipped(s)) + active.rank_fraction(protege))
+
+    def on_prior(s: list[int]) -> np.ndarray:
+        return protege_on_prior(x, s, user[s], static_user) if s else static.copy()
+
+    rankers: dict[str, Callable[[list[int]], np.ndarray]] = {
+        SHIPPED: shipped,
+        "protege + AADForest": both,
+        "protege on the static score": on_prior,
+    }
+    return {n: loop_curve(r, y, timings.setdefault(n, [])) for n, r in rankers.items()}
+
+
+def run_fold(
+    part: pd.DataFrame, shipped: list[str], draws: range, timings: dict[str, list[float]]
+) -> dict[str, list[np.ndarray]]:
+    """Every candidate's curves on one fold's draws (the pools of `simulate_groups`)."""
+    positive = part["positive"].to_numpy(bool)
+    negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
+    fraction = validation.FRACTION
+    n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
+    static_all = part["anomaly_score"].to_numpy(np.float64)
+    forest_features = active.feature_matrix(part, shipped)
+    curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
+    for draw in draws:
+        rng = np.random.default_rng([0, draw, int(part["fold"].iloc[0])])
+        rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
+        y, static = positive[rows], static_all[rows]
+        curves["static"].append(static_curve(static, y, TARGET_SHOWN))
+        for name, curve in draw_curves(forest_features[rows], static, y, timings).items():
+            curves[name].append(curve)
+    return curves
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "review_protege_probe.json")
+    start = time.perf_counter()
+    table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
+    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
+    print("## reference: simulate_groups with the shipped policy, draws 0-3", flush=True)
+    reference = simulate_groups(table, {SHIPPED: shipped}, len(CHECK_DRAWS))[SHIPPED]["per_fold"]
+    folds = sorted(int(f) for f in table["fold"].unique())
+    timings: dict[str, list[float]] = {}
+    found: dict[str, dict[int, list[np.ndarray]]] = {}
+    print("\n## the probe's loop, draws 4-11 (judged) after 0-3 (the check)", flush=True)
+    for fold in folds:
+        part = table[table["fold"] == fold].reset_index(drop=True)
+        check = run_fold(part, shipped, CHECK_DRAWS, timings)[SHIPPED]
+        if float(np.mean([c[-1] for c in check])) != reference[class_name(fold)]:
+            raise SystemExit(f"the loop does not reproduce the shipped policy in {fold}")
+        for name, curves in run_fold(part, shipped, JUDGED_DRAWS, timings).items():
+            found.setdefault(name, {})[fold] = curves
+        means = {n: float(np.mean([c[-1] for c in found[n][fold]])) for n in found}
+        print(class_name(fold), {n: round(m, 2) for n, m in means.items()}, flush=True)
+    print("\nthe loop reproduces simulate_groups's shipped policy in every fold", flush=True)
+
+    def per_fold(name: str, k: int) -> np.ndarray:
+        return np.array([np.mean([c[k - 1] for c in found[name][f]]) for f in folds])
+
+    base = per_fold(SHIPPED, TARGET_SHOWN)
+    report = {}
+    print(f"\nanomalies among the first k shown, draws 4-11\n{'policy':28s} first {FIRST}  50")
+    for name in found:
+        means = per_fold(name, TARGET_SHOWN)
+        diff = means - base
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+        ms = 1e3 * float(np.median(timings[name])) if name in timings else None
+        report[name] = {
+            f"first_{FIRST}": float(per_fold(name, FIRST).mean()),
+            f"first_{TARGET_SHOWN}": float(means.mean()),
+            "difference": float(diff.mean()),
+            "se": se,
+            "folds_better": int((diff > 0).sum()),
+            "per_fold": {class_name(f): float(m) for f, m in zip(folds, means, strict=True)},
+            "rerank_ms": ms,
+        }
+        row = report[name]
+        print(
+            f"{name:28s} {row[f'first_{FIRST}']:8.2f} {means.mean():6.2f}  "
+            f"{diff.mean():+.2f} ± {se:.2f}  {row['folds_better']:2d}/{len(folds)}  "
+            f"{'-' if ms is None else f'{ms:.1f}'}  {means.round(1)}"
+        )
+    best = max(CANDIDATES, key=lambda n: report[n][f"first_{TARGET_SHOWN}"])
+    adopted = report[best]["difference"] > 2 * report[best]["se"]
+    print(f"\nbest candidate: {best}; {'adopted' if adopted else 'not adopted'} by the rule")
+    elapsed = time.perf_counter() - start
+    print(f"({elapsed:.0f} s)")
+    summary = {"policies": report, "best": best, "adopted": bool(adopted), "elapsed_s": elapsed}
+    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,6 +38,18 @@ candidate by anomalies among the first 50 shown (mean over folds and draws) is a
 beats the shipped policy by more than twice the standard error of the paired per-fold
 differences. Also reported: the first 10 shown and the median time of one re-rank (must be well
 under a second on a pool of about 1,100).
+
+Result (default-rare run with `make validate`; 5.3 min on 2 cores, 10 folds x 4 draws; the
+probe's loop reproduces `simulate_groups`'s shipped policy in every fold, 27.85 in the first 50 as
+`review --simulate --validation`; static ranking 17.93). First 10 / first 50 / paired difference
+± s.e. / folds better / median re-rank ms: shipped 5.05 / 27.85 / - / - / 14; `neighbour
+(static)` 4.47 / 19.00 / -8.85 ± 2.23 / 1 / 51; `neighbour (AADForest)` 4.67 / 28.05 / +0.20 ±
+0.63 / 4 / 65; `protege` 3.92 / 28.20 / +0.35 ± 1.41 / 6 / 7. The best, `protege`, is within the
+noise: not adopted. NeighbourScore only filters what looks like answered "not interesting"
+objects, so on the static score it hardly moves from it. Protege gains where the forest finds
+little (SN Ia-91bg 11.2 -> 20.5, SN Ia 8.2 -> 13.8, SN II 17.8 -> 19.5) and loses where it finds
+nearly all (EB 46.8 -> 44.0, M-dwarf 48.8 -> 44.8, AGN 49.2 -> 46.5, RR Lyrae 49.0 -> 43.8): the
+second look, `scripts/review_protege_probe.py`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""The VAE's decoder given the object's context (a conditional VAE) against the shipped VAE, on
+the leave-one-known-class-out validation (research, #10)
+
+    python scripts/decoder_context_validation.py RUN_SHIPPED RUN_CONTEXT
+
+Each RUN has `make validate` done with the default preset on the same prepared dataset, the
+second with the branch `decoder-context` and `--set model.decoder_context=true`: the decoder
+reads, beside z, the object's host photo-z, whether it is galactic and its Milky Way extinction
+(normalised network features), so that the latent space need not spend its dimensions on
+distance and dust and can hold the light curve's intrinsic shape: the first step of a
+ParSNIP-style redshift-aware model (Boone 2021), the lead docs/evaluation.md names next, without
+its physical decoder. The encoder, the head, the loss and the detector are unchanged; the ten
+fold networks are retrained. Reads both `validation/scores.parquet` (known classes only, never
+the test split).
+
+Adoption rule, written and committed before the candidate's validation (the rule of the earlier
+network and detector settings, docs/evaluation.md): the candidate's best fusion found must beat
+the shipped network's shipped fusion by more than twice the standard error of the paired per-fold
+differences; then the change is merged with the fusion found and the test split evaluated once.
+Otherwise the branch is not merged and the result is documented.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from gp_fit_validation import compare_two
+
+from plasticc_jax.config import COMPONENT_NAMES, VALIDATED_FUSION
+from plasticc_jax.detector import parse_fusion
+from plasticc_jax.fusion_search import Folds, fusion_spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_shipped", type=Path)
+    parser.add_argument("run_context", type=Path)
+    args = parser.parse_args()
+    compare_two(("shipped", args.run_shipped), ("decoder context", args.run_context))
+    base = Folds(pd.read_parquet(args.run_shipped / "validation" / "scores.parquet"))
+    candidate = Folds(pd.read_parquet(args.run_context / "validation" / "scores.parquet"))
+    shipped = parse_fusion(VALIDATED_FUSION["rare"])
+    components = [c for c in COMPONENT_NAMES if c in candidate.scores.columns]
+    best = candidate.search(components, also=shipped)[0]["weights"]
+    base_auroc = base.aurocs(base.fused(shipped))
+    best_auroc = candidate.aurocs(candidate.fused(best))
+    ids = sorted(base_auroc)
+    diff = np.array([best_auroc[i] - base_auroc[i] for i in ids])
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+    best_mean, base_mean = np.mean(list(best_auroc.values())), np.mean(list(base_auroc.values()))
+    print(
+        f"decoder context, best found `{fusion_spec(best)}` {best_mean:.4f} - shipped "
+        f"{base_mean:.4f}: {mean:+.4f} ± {se:.4f} "
+        f"({(diff > 0).sum()}/{diff.size} folds better)"
+    )
+    print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ the leave-one-known-class-out validation (research, #10)
     python scripts/decoder_context_validation.py RUN_SHIPPED RUN_CONTEXT
 
 Each RUN has `make validate` done with the default preset on the same prepared dataset, the
-second with the branch `decoder-context` and `--set model.decoder_context=true`: the decoder
+second with the research change (not merged) and `--set model.decoder_context=true`: the decoder
 reads, beside z, the object's host photo-z, whether it is galactic and its Milky Way extinction
 (normalised network features), so that the latent space need not spend its dimensions on
 distance and dust and can hold the light curve's intrinsic shape: the first step of a

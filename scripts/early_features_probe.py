@@ -40,7 +40,7 @@ only above +1 s.e.). The components that read only the features hardly move at 1
 (`feature_mahalanobis` +0.0005, `classifier` +0.0017); the loss is in the retrained networks'
 components (`recon_chi2` -0.013, `latent_knn` -0.009), mostly on the M-dwarf fold. The features
 are missing on most light curves (at 10 days `rise_mag_per_day` NaN on 82% of the train rows,
-the first colours on 65%). The feature code is the branch `early-features` (not merged).
+the first colours on 65%). The feature code was a research branch, not merged and not kept.
 """
 
 from __future__ import annotations

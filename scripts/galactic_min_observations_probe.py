@@ -22,7 +22,7 @@ per-fold differences candidate - baseline, mean ± standard error (ddof=1) and f
 THE RULE, written before any run (2026-12-02): adopt the per-kind minimum only if the 10-day
 mean of the paired per-fold differences (seed-averaged) exceeds twice its standard error AND the
 complete-curve mean difference is not below -2 of its standard errors. Otherwise the setting
-stays out of the package (the code is the branch `galactic-min-observations`).
+stays out of the package (its code was a research branch, not kept).
 
 Result (2026-12-02, the four validations 10-21 min each on 2 cores; docs/early.md): at 10 days
 0.6392 against 0.6057, +0.0335 ± 0.0333 (3/10 folds better: RR Lyrae +0.316, EB +0.094, M-dwarf

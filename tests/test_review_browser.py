@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from plasticc_jax.review.labels import LabelStore, latest, read_answers
@@ -200,6 +201,30 @@ def test_a_restarted_server_resumes_the_session(page: Any, review: Review) -> No
     open_page(page, review)
     assert reviewed(page) == state["progress"]["reviewed"]
     assert shown_object(page) == state["next"]
+
+
+def test_an_id_beyond_javascripts_whole_numbers_is_answered_as_itself(
+    page: Any, tiny_run, tmp_path: Path
+) -> None:
+    """LSST's 64-bit ids: the page shows, answers and lists the exact id (it travels as text)."""
+    table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
+    table["object_id"] = 2**60 + 7 * np.arange(len(table))  # each rounds to 2**60 as a double
+    table.to_parquet(tmp_path / "scores.parquet", index=False)
+    pool = Pool(tiny_run.run_dir, scores=tmp_path / "scores.parquet", workdir=tiny_run.workdir)
+    big = Review(pool, tmp_path / "labels.jsonl")
+    try:
+        open_page(page, big)
+        first = big.state()["next"]
+        assert page.get_attribute("#candidate-title", "data-object-id") == first
+        page.click("button[data-label=anomaly]")
+        page.wait_for_selector('#progress[data-reviewed="1"]')
+        assert [a.object_id for a in read_answers(big.labels)] == [int(first)]
+        page.click("#tab-ranking")
+        page.select_option("select[name=answered]", "yes")
+        page.wait_for_selector('#ranking tbody[data-query="answered=yes"]')
+        assert page.get_attribute("#ranking tbody tr", "data-object-id") == first
+    finally:
+        big.stop()
 
 
 def test_a_request_without_the_token_is_refused(page: Any, review: Review) -> None:

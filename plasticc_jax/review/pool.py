@@ -403,9 +403,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-MAX_PAGE_ID = 2**53 - 1  # the largest whole number JavaScript's numbers hold exactly
-
-
 def checked_table(table: pd.DataFrame, source: Path, models_dir: Path) -> pd.DataFrame:
     """The score table with the types the review relies on checked and made plain: whole numbers
     for `object_id`; numbers for `anomaly_score` and the latent means (none missing) and for the
@@ -439,10 +436,6 @@ def checked_table(table: pd.DataFrame, source: Path, models_dir: Path) -> pd.Dat
         whole = np.isfinite(ids) & (ids == np.floor(ids)) & (np.abs(ids) < 2.0**63)
     refuse("object_id", ~whole, "whole numbers")
     out["object_id"] = pd.to_numeric(table["object_id"]).astype(np.int64)
-    # The page reads ids as JavaScript numbers, exact up to 2**53 - 1: a larger one was shown,
-    # and answered, as a neighbouring id (found by an audit).
-    beyond = np.abs(out["object_id"].to_numpy()) > MAX_PAGE_ID
-    refuse("object_id", beyond, f"whole numbers up to {MAX_PAGE_ID:,} (the page's own limit)")
     latents = active.latent_columns(list(table.columns))
     scores = active.score_columns(list(table.columns), models_dir)
     for column in dict.fromkeys([*latents, *scores]):

@@ -18,6 +18,7 @@ Routes (all GET but the label):
                        (of `anomaly_score`), `answered` (yes/no), `limit`
 `/api/labels.csv`      the answers so far (latest per object)
 POST `/api/label`      `{"object_id": N, "label": "anomaly" | "not_interesting" | "skip"}`,
+                       N as the API gave it (a number; an id beyond 2**53 - 1 as text),
                        optionally `"previous"`: the label the page showed (null: none), and
                        409 if the object was answered since (another tab); 400 and nothing
                        written if malformed; answers with the new state

@@ -27,6 +27,28 @@ from plasticc_jax.review.pool import N_NEIGHBOURS, Pool
 log = logging.getLogger(__name__)
 
 MAX_RANKING_ROWS = 500
+# The largest whole number JavaScript's numbers hold exactly: a larger id would reach the page
+# rounded to a neighbouring id (an audit saw one shown and answered so), so it travels as text.
+MAX_PAGE_ID = 2**53 - 1
+
+
+def page_id(object_id: int) -> int | str:
+    """An object id as the page's JSON carries it: a number, or beyond `MAX_PAGE_ID` its
+    digits as text (LSST's 64-bit ids can be that large)."""
+    return object_id if abs(object_id) <= MAX_PAGE_ID else str(object_id)
+
+
+def answered_id(value: Any) -> int:
+    """The object id of an answer: a JSON integer, or its digits as text (`page_id`).
+
+    Raises:
+        BadRequest: anything else (a boolean, a float, other text).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
+        return int(value)
+    raise BadRequest("object_id must be an integer (or, beyond 2**53 - 1, its digits as text)")
 
 
 class BadRequest(ValueError):
@@ -122,8 +144,7 @@ class ReviewSession:
             BadRequest: an unknown object or label (nothing is written).
             Conflict: `previous` is not the object's label now (nothing is written).
         """
-        if not isinstance(object_id, int) or isinstance(object_id, bool):
-            raise BadRequest("object_id must be an integer")
+        object_id = answered_id(object_id)
         if object_id not in self.pool.row:
             raise BadRequest(f"object {object_id} is not a candidate of this review")
         if label not in LABELS:
@@ -170,7 +191,7 @@ class ReviewSession:
                 "skipped": counts[SKIP],
                 "pool": len(self.pool),
             },
-            "next": None if next_row is None else int(self.pool.ids[next_row]),
+            "next": None if next_row is None else page_id(int(self.pool.ids[next_row])),
             "classes": sorted(set(self.pool.class_guess)),
             "score_columns": self.pool.score_names,
             "features": self.pool.feature_names,
@@ -194,7 +215,7 @@ class ReviewSession:
             ref_id = int(pool.reference["object_id"].iat[i])
             neighbours.append(
                 {
-                    "object_id": ref_id,
+                    "object_id": page_id(ref_id),
                     "class_name": str(pool.reference["class_name"].iat[i]),
                     "distance": round(float(d), 3),
                     "curve": curves.curve(ref_id) if curves is not None else None,
@@ -205,7 +226,7 @@ class ReviewSession:
             active_score = float(self.active[row])
             position = int(self.position[row])
         return {
-            "object_id": object_id,
+            "object_id": page_id(object_id),
             "position": position,
             "active_score": round(active_score, 6),
             "static_rank": int(1 + np.sum(pool.static > pool.static[row])),
@@ -243,7 +264,7 @@ class ReviewSession:
         listed = [
             {
                 "position": int(position[r]),
-                "object_id": int(pool.ids[r]),
+                "object_id": page_id(int(pool.ids[r])),
                 "active_score": round(float(active_scores[r]), 6),
                 "anomaly_score": _finite(pool.static[r]),
                 "class_guess": pool.class_guess[r],

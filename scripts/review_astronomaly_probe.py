@@ -54,15 +54,14 @@ second look, `scripts/review_protege_probe.py`.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-from review_feature_probe import probe_arguments, simulate_groups
-from review_reweight_probe import FIRST, loop_curve
+from review_feature_probe import probe_arguments
+from review_reweight_probe import fold_pools, loop_curve, probe_loop, report_policies
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 from scipy.stats import norm
@@ -71,7 +70,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Matern, WhiteKernel
 
-from plasticc_jax.plasticc import class_name
 from plasticc_jax.review import active, validation
 from plasticc_jax.review.simulate import TARGET_SHOWN, static_curve
 
@@ -139,20 +137,14 @@ def draw_curves(
 
 
 def run_fold(
-    part: pd.DataFrame, shipped: list[str], draws: int, timings: dict[str, list[float]]
+    part: pd.DataFrame, shipped: list[str], draws: Iterable[int], timings: dict[str, list[float]]
 ) -> dict[str, list[np.ndarray]]:
     """Every candidate's curves on one fold's draws (the pools and draws of `simulate_groups`)."""
-    positive = part["positive"].to_numpy(bool)
-    negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
-    fraction = validation.FRACTION
-    n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
     static_all = part["anomaly_score"].to_numpy(np.float64)
     forest_features = active.feature_matrix(part, shipped)
     curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
-    for draw in range(draws):
-        rng = np.random.default_rng([0, draw, int(part["fold"].iloc[0])])
-        rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
-        y, static = positive[rows], static_all[rows]
+    for rows, y in fold_pools(part, draws):
+        static = static_all[rows]
         curves["static"].append(static_curve(static, y, TARGET_SHOWN))
         for name, curve in draw_curves(forest_features[rows], static, y, timings).items():
             curves[name].append(curve)
@@ -165,60 +157,8 @@ def main() -> None:
     table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
     shipped = active.feature_columns(table, args.run / "models", active.POLICY)
     print("features:", ", ".join(c for c in shipped if not c.startswith("mu_")), flush=True)
-    print("\n## reference: simulate_groups with the shipped policy", flush=True)
-    reference = simulate_groups(table, {SHIPPED: shipped}, args.draws)[SHIPPED]["per_fold"]
-    folds = sorted(int(f) for f in table["fold"].unique())
-    timings: dict[str, list[float]] = {}
-    found: dict[str, dict[int, list[np.ndarray]]] = {}
-    print("\n## the probe's loop", flush=True)
-    for fold in folds:
-        part = table[table["fold"] == fold].reset_index(drop=True)
-        for name, curves in run_fold(part, shipped, args.draws, timings).items():
-            found.setdefault(name, {})[fold] = curves
-        means = {n: float(np.mean([c[-1] for c in found[n][fold]])) for n in found}
-        print(class_name(fold), {n: round(m, 2) for n, m in means.items()}, flush=True)
-        if means[SHIPPED] != reference[class_name(fold)]:
-            raise SystemExit(
-                f"the loop does not reproduce the shipped policy in fold {class_name(fold)}: "
-                f"{means[SHIPPED]} vs {reference[class_name(fold)]}"
-            )
-    print("\nthe loop reproduces simulate_groups's shipped policy in every fold", flush=True)
-
-    def per_fold(name: str, k: int) -> np.ndarray:
-        return np.array([np.mean([c[k - 1] for c in found[name][f]]) for f in folds])
-
-    base = per_fold(SHIPPED, TARGET_SHOWN)
-    report = {}
-    head = f"{'policy':24s} first {FIRST}  first {TARGET_SHOWN}  difference  better  ms"
-    print(f"\nanomalies among the first k shown (mean over folds and draws)\n{head}")
-    for name in found:
-        means = per_fold(name, TARGET_SHOWN)
-        diff = means - base
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
-        ms = 1e3 * float(np.median(timings[name])) if name in timings else None
-        report[name] = {
-            f"first_{FIRST}": float(per_fold(name, FIRST).mean()),
-            f"first_{TARGET_SHOWN}": float(means.mean()),
-            "difference": float(diff.mean()),
-            "se": se,
-            "folds_better": int((diff > 0).sum()),
-            "folds_worse": int((diff < 0).sum()),
-            "per_fold": {class_name(f): float(m) for f, m in zip(folds, means, strict=True)},
-            "rerank_ms": ms,
-        }
-        row = report[name]
-        print(
-            f"{name:24s} {row[f'first_{FIRST}']:8.2f} {means.mean():9.2f}  "
-            f"{diff.mean():+.2f} ± {se:.2f}  {row['folds_better']:2d}/{len(folds)}  "
-            f"{'-' if ms is None else f'{ms:.1f}'}  {means.round(1)}"
-        )
-    best = max(CANDIDATES, key=lambda n: report[n][f"first_{TARGET_SHOWN}"])
-    adopted = report[best]["difference"] > 2 * report[best]["se"]
-    print(f"\nbest candidate: {best}; {'adopted' if adopted else 'not adopted'} by the rule")
-    elapsed = time.perf_counter() - start
-    print(f"({elapsed:.0f} s)")
-    summary = {"policies": report, "best": best, "adopted": bool(adopted), "elapsed_s": elapsed}
-    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    found, timings = probe_loop(table, shipped, run_fold, SHIPPED, range(args.draws))
+    report_policies(found, timings, SHIPPED, CANDIDATES, args.out, start)
 
 
 if __name__ == "__main__":

@@ -43,23 +43,21 @@ lose the forest's gain.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 from review_astronomaly_probe import EI_TRADEOFF, SEED, USER_MAX, protege_score, to_user_scale
-from review_feature_probe import probe_arguments, simulate_groups
-from review_reweight_probe import FIRST, loop_curve
+from review_feature_probe import probe_arguments
+from review_reweight_probe import fold_pools, loop_curve, probe_loop, report_policies
 from scipy.special import ndtr
 from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Matern, WhiteKernel
 
-from plasticc_jax.plasticc import class_name
 from plasticc_jax.review import active, validation
 from plasticc_jax.review.simulate import TARGET_SHOWN, static_curve
 
@@ -111,20 +109,14 @@ def draw_curves(
 
 
 def run_fold(
-    part: pd.DataFrame, shipped: list[str], draws: range, timings: dict[str, list[float]]
+    part: pd.DataFrame, shipped: list[str], draws: Iterable[int], timings: dict[str, list[float]]
 ) -> dict[str, list[np.ndarray]]:
     """Every candidate's curves on one fold's draws (the pools of `simulate_groups`)."""
-    positive = part["positive"].to_numpy(bool)
-    negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
-    fraction = validation.FRACTION
-    n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
     static_all = part["anomaly_score"].to_numpy(np.float64)
     forest_features = active.feature_matrix(part, shipped)
     curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
-    for draw in draws:
-        rng = np.random.default_rng([0, draw, int(part["fold"].iloc[0])])
-        rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
-        y, static = positive[rows], static_all[rows]
+    for rows, y in fold_pools(part, draws):
+        static = static_all[rows]
         curves["static"].append(static_curve(static, y, TARGET_SHOWN))
         for name, curve in draw_curves(forest_features[rows], static, y, timings).items():
             curves[name].append(curve)
@@ -136,56 +128,9 @@ def main() -> None:
     start = time.perf_counter()
     table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
     shipped = active.feature_columns(table, args.run / "models", active.POLICY)
-    print("## reference: simulate_groups with the shipped policy, draws 0-3", flush=True)
-    reference = simulate_groups(table, {SHIPPED: shipped}, len(CHECK_DRAWS))[SHIPPED]["per_fold"]
-    folds = sorted(int(f) for f in table["fold"].unique())
-    timings: dict[str, list[float]] = {}
-    found: dict[str, dict[int, list[np.ndarray]]] = {}
-    print("\n## the probe's loop, draws 4-11 (judged) after 0-3 (the check)", flush=True)
-    for fold in folds:
-        part = table[table["fold"] == fold].reset_index(drop=True)
-        check = run_fold(part, shipped, CHECK_DRAWS, timings)[SHIPPED]
-        if float(np.mean([c[-1] for c in check])) != reference[class_name(fold)]:
-            raise SystemExit(f"the loop does not reproduce the shipped policy in {fold}")
-        for name, curves in run_fold(part, shipped, JUDGED_DRAWS, timings).items():
-            found.setdefault(name, {})[fold] = curves
-        means = {n: float(np.mean([c[-1] for c in found[n][fold]])) for n in found}
-        print(class_name(fold), {n: round(m, 2) for n, m in means.items()}, flush=True)
-    print("\nthe loop reproduces simulate_groups's shipped policy in every fold", flush=True)
-
-    def per_fold(name: str, k: int) -> np.ndarray:
-        return np.array([np.mean([c[k - 1] for c in found[name][f]]) for f in folds])
-
-    base = per_fold(SHIPPED, TARGET_SHOWN)
-    report = {}
-    print(f"\nanomalies among the first k shown, draws 4-11\n{'policy':28s} first {FIRST}  50")
-    for name in found:
-        means = per_fold(name, TARGET_SHOWN)
-        diff = means - base
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size))
-        ms = 1e3 * float(np.median(timings[name])) if name in timings else None
-        report[name] = {
-            f"first_{FIRST}": float(per_fold(name, FIRST).mean()),
-            f"first_{TARGET_SHOWN}": float(means.mean()),
-            "difference": float(diff.mean()),
-            "se": se,
-            "folds_better": int((diff > 0).sum()),
-            "per_fold": {class_name(f): float(m) for f, m in zip(folds, means, strict=True)},
-            "rerank_ms": ms,
-        }
-        row = report[name]
-        print(
-            f"{name:28s} {row[f'first_{FIRST}']:8.2f} {means.mean():6.2f}  "
-            f"{diff.mean():+.2f} ± {se:.2f}  {row['folds_better']:2d}/{len(folds)}  "
-            f"{'-' if ms is None else f'{ms:.1f}'}  {means.round(1)}"
-        )
-    best = max(CANDIDATES, key=lambda n: report[n][f"first_{TARGET_SHOWN}"])
-    adopted = report[best]["difference"] > 2 * report[best]["se"]
-    print(f"\nbest candidate: {best}; {'adopted' if adopted else 'not adopted'} by the rule")
-    elapsed = time.perf_counter() - start
-    print(f"({elapsed:.0f} s)")
-    summary = {"policies": report, "best": best, "adopted": bool(adopted), "elapsed_s": elapsed}
-    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    found, timings = probe_loop(table, shipped, run_fold, SHIPPED, CHECK_DRAWS, JUDGED_DRAWS)
+    print("(judged on draws 4-11)")
+    report_policies(found, timings, SHIPPED, CANDIDATES, args.out, start)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -194,23 +195,30 @@ def draw_curves(
     return {n: loop_curve(r, y, timings.setdefault(n, [])) for n, r in rankers.items()}
 
 
-def run_fold(
-    part: pd.DataFrame, shipped: list[str], draws: int, timings: dict[str, list[float]]
-) -> dict[str, list[np.ndarray]]:
-    """Every candidate's curves on one fold's draws (the pools and draws of `simulate_groups`)."""
-    latents = active.latent_columns(shipped)
-    components = [c for c in shipped if c not in latents and c != "anomaly_score"]
+def fold_pools(part: pd.DataFrame, draws: Iterable[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, truth) of each drawn pool of one fold: its negatives and `validation.FRACTION` of
+    positives, drawn as `simulate_groups` draws them."""
     positive = part["positive"].to_numpy(bool)
     negatives, positives = np.flatnonzero(~positive), np.flatnonzero(positive)
     fraction = validation.FRACTION
     n_pos = min(max(1, round(fraction * negatives.size / (1 - fraction))), positives.size)
+    for draw in draws:
+        rng = np.random.default_rng([0, draw, int(part["fold"].iloc[0])])
+        rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
+        yield rows, positive[rows]
+
+
+def run_fold(
+    part: pd.DataFrame, shipped: list[str], draws: Iterable[int], timings: dict[str, list[float]]
+) -> dict[str, list[np.ndarray]]:
+    """Every candidate's curves on one fold's draws (the pools and draws of `simulate_groups`)."""
+    latents = active.latent_columns(shipped)
+    components = [c for c in shipped if c not in latents and c != "anomaly_score"]
     static_all = part["anomaly_score"].to_numpy(np.float64)
     forest_features = active.feature_matrix(part, shipped)
     curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
-    for draw in range(draws):
-        rng = np.random.default_rng([0, draw, int(part["fold"].iloc[0])])
-        rows = np.concatenate([negatives, rng.choice(positives, n_pos, replace=False)])
-        y, static = positive[rows], static_all[rows]
+    for rows, y in fold_pools(part, draws):
+        static = static_all[rows]
         z, mu = pool_features(part, rows, components, latents)
         curves["static"].append(static_curve(static, y, TARGET_SHOWN))
         drawn = draw_curves(forest_features[rows], static, y, z, mu, timings)
@@ -219,38 +227,71 @@ def run_fold(
     return curves
 
 
-def main() -> None:
-    args = probe_arguments(__doc__, "review_reweight_probe.json")
-    start = time.perf_counter()
-    workdir = args.workdir or args.run.parent.parent
-    table = validation.validation_pool(args.run, workdir)
-    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
-    print("features:", ", ".join(c for c in shipped if not c.startswith("mu_")), flush=True)
+# One fold's curves per policy: (the fold's pool table, the shipped features, draws, timings).
+FoldCurves = Callable[
+    [pd.DataFrame, list[str], Iterable[int], dict[str, list[float]]], dict[str, list[np.ndarray]]
+]
+
+
+def probe_loop(
+    table: pd.DataFrame,
+    shipped: list[str],
+    fold_curves: FoldCurves,
+    shipped_name: str,
+    checked: range,
+    judged: range | None = None,
+) -> tuple[dict[str, dict[int, list[np.ndarray]]], dict[str, list[float]]]:
+    """(curves per policy and fold, re-rank times) of `fold_curves` on every fold.
+
+    The probe's loop must reproduce `simulate_groups`'s shipped policy (`shipped_name`) on the
+    `checked` draws, or the script stops. The curves returned are those of the `judged` draws
+    (another set of pools, run after the check), or else of the checked ones.
+    """
     print("\n## reference: simulate_groups with the shipped policy", flush=True)
-    reference = simulate_groups(table, {SHIPPED: shipped}, args.draws)[SHIPPED]["per_fold"]
-    folds = sorted(int(f) for f in table["fold"].unique())
+    assert checked.start == 0, "simulate_groups draws from 0"
+    reference = simulate_groups(table, {shipped_name: shipped}, len(checked))
+    expected = reference[shipped_name]["per_fold"]
     timings: dict[str, list[float]] = {}
     found: dict[str, dict[int, list[np.ndarray]]] = {}
     print("\n## the probe's loop", flush=True)
-    for fold in folds:
+    for fold in sorted(int(f) for f in table["fold"].unique()):
         part = table[table["fold"] == fold].reset_index(drop=True)
-        for name, curves in run_fold(part, shipped, args.draws, timings).items():
-            found.setdefault(name, {})[fold] = curves
-        means = {n: float(np.mean([c[-1] for c in found[n][fold]])) for n in found}
-        print(class_name(fold), {n: round(m, 2) for n, m in means.items()}, flush=True)
-        if means[SHIPPED] != reference[class_name(fold)]:
+        curves = fold_curves(part, shipped, checked, timings)
+        shipped_found = float(np.mean([c[-1] for c in curves[shipped_name]]))
+        if shipped_found != expected[class_name(fold)]:
             raise SystemExit(
                 f"the loop does not reproduce the shipped policy in fold {class_name(fold)}: "
-                f"{means[SHIPPED]} vs {reference[class_name(fold)]}"
+                f"{shipped_found} vs {expected[class_name(fold)]}"
             )
+        if judged is not None:
+            curves = fold_curves(part, shipped, judged, timings)
+        for name, policy_curves in curves.items():
+            found.setdefault(name, {})[fold] = policy_curves
+        means = {n: round(float(np.mean([c[-1] for c in v])), 2) for n, v in curves.items()}
+        print(class_name(fold), means, flush=True)
     print("\nthe loop reproduces simulate_groups's shipped policy in every fold", flush=True)
+    return found, timings
+
+
+def report_policies(
+    found: dict[str, dict[int, list[np.ndarray]]],
+    timings: dict[str, list[float]],
+    shipped_name: str,
+    candidates: Sequence[str],
+    out: Path,
+    start: float,
+) -> None:
+    """Print, and write to `out`, each policy's anomalies among the first 10 and 50 shown (mean
+    over folds and draws), its paired per-fold difference to the shipped policy in the first 50
+    and the median re-rank time; then the best candidate and the adoption rule's verdict."""
+    folds = sorted(next(iter(found.values())))
 
     def per_fold(name: str, k: int) -> np.ndarray:
         return np.array([np.mean([c[k - 1] for c in found[name][f]]) for f in folds])
 
-    base = per_fold(SHIPPED, TARGET_SHOWN)
+    base = per_fold(shipped_name, TARGET_SHOWN)
     report = {}
-    head = f"{'policy':24s} first {FIRST}  first {TARGET_SHOWN}  difference  better  ms"
+    head = f"{'policy':28s} first {FIRST}  first {TARGET_SHOWN}  difference  better  ms"
     print(f"\nanomalies among the first k shown (mean over folds and draws)\n{head}")
     for name in found:
         means = per_fold(name, TARGET_SHOWN)
@@ -270,17 +311,28 @@ def main() -> None:
         }
         row = report[name]
         print(
-            f"{name:24s} {row[f'first_{FIRST}']:8.2f} {means.mean():9.2f}  "
+            f"{name:28s} {row[f'first_{FIRST}']:8.2f} {means.mean():9.2f}  "
             f"{diff.mean():+.2f} ± {se:.2f}  {row['folds_better']:2d}/{len(folds)}  "
             f"{'-' if ms is None else f'{ms:.1f}'}  {means.round(1)}"
         )
-    best = max(CANDIDATES, key=lambda n: report[n][f"first_{TARGET_SHOWN}"])
+    best = max(candidates, key=lambda n: report[n][f"first_{TARGET_SHOWN}"])
     adopted = report[best]["difference"] > 2 * report[best]["se"]
     print(f"\nbest candidate: {best}; {'adopted' if adopted else 'not adopted'} by the rule")
     elapsed = time.perf_counter() - start
     print(f"({elapsed:.0f} s)")
     summary = {"policies": report, "best": best, "adopted": bool(adopted), "elapsed_s": elapsed}
-    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "review_reweight_probe.json")
+    start = time.perf_counter()
+    workdir = args.workdir or args.run.parent.parent
+    table = validation.validation_pool(args.run, workdir)
+    shipped = active.feature_columns(table, args.run / "models", active.POLICY)
+    print("features:", ", ".join(c for c in shipped if not c.startswith("mu_")), flush=True)
+    found, timings = probe_loop(table, shipped, run_fold, SHIPPED, range(args.draws))
+    report_policies(found, timings, SHIPPED, CANDIDATES, args.out, start)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ found `gp_classifier:2,latent_mahalanobis:1,ovr_classifier:1,feature_mahalanobis
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -66,24 +67,35 @@ def one_vs_rest(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Confi
     return score
 
 
-def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.DataFrame:
-    """`gp_classifier_again` and the candidate for one fold's scored objects (see the module)."""
+# A candidate in the `gp_classifier`'s place: (fitting rows' raw features, their classes, the
+# shipped component's feature columns, config) -> a scorer of raw feature rows.
+Candidate = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, Config], Callable[[np.ndarray], np.ndarray]
+]
+
+
+def fold_columns(
+    objects: pd.DataFrame, held_out: int, config: Config, candidates: dict[str, Candidate]
+) -> pd.DataFrame:
+    """`gp_classifier_again` and each candidate's calibrated score for one fold's scored objects
+    (see the module)."""
     raw = np.stack(objects["raw"].to_numpy())
     target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     fit_all = (split == "train") & (target != held_out)
     scored = (split == "val") | (target == held_out)
-    columns = {name: np.zeros(len(objects)) for name in ("gp_classifier_again", CANDIDATE)}
+    columns = {name: np.zeros(len(objects)) for name in ("gp_classifier_again", *candidates)}
     for g in (True, False):
         fit = fit_all & (galactic == g)
         if not fit.any():
             continue
         shipped = GpClassifier(config.eval).fit(evidence(raw[fit]), target[fit])
         scorers = {"gp_classifier_again": lambda r, m=shipped: m.score(evidence(r))}
-        if np.unique(target[fit]).size < 2:
-            scorers[CANDIDATE] = lambda r: np.zeros(len(r))
-        else:
-            scorers[CANDIDATE] = one_vs_rest(raw[fit], target[fit], shipped.columns, config)
+        for name, make in candidates.items():
+            if np.unique(target[fit]).size < 2:
+                scorers[name] = lambda r: np.zeros(len(r))
+            else:
+                scorers[name] = make(raw[fit], target[fit], shipped.columns, config)
         val = (split == "val") & (target != held_out) & (galactic == g)
         rows = scored & (galactic == g)
         for name, score in scorers.items():
@@ -94,38 +106,48 @@ def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.Dat
     return out
 
 
-def main() -> None:
-    args = probe_arguments(__doc__, "runs/ovr-classifier/scores.parquet")
+def probe_gp_classifier(doc: str, out: str, candidates: dict[str, Candidate]) -> None:
+    """The command of a probe of candidates in the `gp_classifier`'s place: each fitted in every
+    fold (`fold_columns`), then its fold table and paired differences against the shipped fusion,
+    in the component's place and beside it."""
+    args = probe_arguments(doc, out)
     start = time.perf_counter()
     config, scores, objects = read_validation(args.run, args.workdir)
-    folds_ids = [int(f) for f in scores["fold"].unique()]
-    new = pd.concat([fold_columns(objects, f, config) for f in folds_ids], ignore_index=True)
+    fold_ids = [int(f) for f in scores["fold"].unique()]
+    new = pd.concat(
+        [fold_columns(objects, f, config, candidates) for f in fold_ids], ignore_index=True
+    )
     table = scores.merge(new, on=["fold", "object_id"], how="left", validate="one_to_one")
     again = float(np.abs(table["gp_classifier_again"] - table["gp_classifier"]).max())
     print(f"gp_classifier recomputed: max |again - stored| {again:.2e}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
     print(f"fitted in {time.perf_counter() - start:.0f} s")
-
     folds = Folds(table)
     shipped = parse_fusion(config.eval.fusion)
     base = folds.fused(shipped)
-    replaced = {(CANDIDATE if k == "gp_classifier" else k): w for k, w in shipped.items()}
-    best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
-    best_beside = folds.search([*shipped, CANDIDATE], also=shipped)[0]["weights"]
-    rows = {
-        f"shipped fusion `{fusion_spec(shipped)}`": base,
-        "gp_classifier alone": table["gp_classifier"].to_numpy(),
-        "one-vs-rest alone": table[CANDIDATE].to_numpy(),
-        "shipped weights, one-vs-rest in the gp_classifier's place": folds.fused(replaced),
-        f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
-        f"best found beside it: `{fusion_spec(best_beside)}`": folds.fused(best_beside),
-    }
-    table_rows(folds, rows)
-    print("\npaired per-fold differences against the shipped fusion:")
-    for name in list(rows)[3:]:
-        print(f"- {name}: {paired(folds, rows[name], base)}")
+    for name in candidates:
+        replaced = {(name if k == "gp_classifier" else k): w for k, w in shipped.items()}
+        best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
+        best_beside = folds.search([*shipped, name], also=shipped)[0]["weights"]
+        rows = {
+            f"shipped fusion `{fusion_spec(shipped)}`": base,
+            "gp_classifier alone": table["gp_classifier"].to_numpy(),
+            f"{name} alone": table[name].to_numpy(),
+            f"shipped weights, {name} in the gp_classifier's place": folds.fused(replaced),
+            f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
+            f"best found beside it: `{fusion_spec(best_beside)}`": folds.fused(best_beside),
+        }
+        print(f"\n### {name}\n")
+        table_rows(folds, rows)
+        print("\npaired per-fold differences against the shipped fusion:")
+        for row in list(rows)[3:]:
+            print(f"- {row}: {paired(folds, rows[row], base)}")
     print(f"({time.perf_counter() - start:.0f} s)")
+
+
+def main() -> None:
+    probe_gp_classifier(__doc__, "runs/ovr-classifier/scores.parquet", {CANDIDATE: one_vs_rest})
 
 
 if __name__ == "__main__":

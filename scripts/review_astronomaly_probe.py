@@ -61,7 +61,13 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 from review_feature_probe import probe_arguments
-from review_reweight_probe import fold_pools, loop_curve, probe_loop, report_policies
+from review_reweight_probe import (
+    FoldCurves,
+    fold_pools,
+    loop_curve,
+    probe_loop,
+    report_policies,
+)
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 from scipy.stats import norm
@@ -78,6 +84,10 @@ CANDIDATES = ("neighbour (static)", "neighbour (AADForest)", "protege")
 USER_MAX, USER_MIN_FACTOR, ALPHA = 5.0, 0.1, 1.0  # Astronomaly's NeighbourScore defaults
 EI_TRADEOFF = 0.5  # Protege's default
 SEED = 0
+# The curves of every policy on one drawn pool: (features, static score, truth, timings).
+DrawCurves = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, dict[str, list[float]]], dict[str, np.ndarray]
+]
 
 
 def to_user_scale(score: np.ndarray) -> np.ndarray:
@@ -136,19 +146,27 @@ def draw_curves(
     return {n: loop_curve(r, y, timings.setdefault(n, [])) for n, r in rankers.items()}
 
 
-def run_fold(
-    part: pd.DataFrame, shipped: list[str], draws: Iterable[int], timings: dict[str, list[float]]
-) -> dict[str, list[np.ndarray]]:
-    """Every candidate's curves on one fold's draws (the pools and draws of `simulate_groups`)."""
-    static_all = part["anomaly_score"].to_numpy(np.float64)
-    forest_features = active.feature_matrix(part, shipped)
-    curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
-    for rows, y in fold_pools(part, draws):
-        static = static_all[rows]
-        curves["static"].append(static_curve(static, y, TARGET_SHOWN))
-        for name, curve in draw_curves(forest_features[rows], static, y, timings).items():
-            curves[name].append(curve)
-    return curves
+def fold_runner(draw: DrawCurves, candidates: tuple[str, ...]) -> FoldCurves:
+    """`probe_loop`'s fold function of the policies `draw` runs on each drawn pool, and the
+    static ranking's curve beside them."""
+
+    def run_fold(
+        part: pd.DataFrame,
+        shipped: list[str],
+        draws: Iterable[int],
+        timings: dict[str, list[float]],
+    ) -> dict[str, list[np.ndarray]]:
+        static_all = part["anomaly_score"].to_numpy(np.float64)
+        forest_features = active.feature_matrix(part, shipped)
+        curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *candidates]}
+        for rows, y in fold_pools(part, draws):
+            static = static_all[rows]
+            curves["static"].append(static_curve(static, y, TARGET_SHOWN))
+            for name, curve in draw(forest_features[rows], static, y, timings).items():
+                curves[name].append(curve)
+        return curves
+
+    return run_fold
 
 
 def main() -> None:
@@ -157,6 +175,7 @@ def main() -> None:
     table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
     shipped = active.feature_columns(table, args.run / "models", active.POLICY)
     print("features:", ", ".join(c for c in shipped if not c.startswith("mu_")), flush=True)
+    run_fold = fold_runner(draw_curves, CANDIDATES)
     found, timings = probe_loop(table, shipped, run_fold, SHIPPED, range(args.draws))
     report_policies(found, timings, SHIPPED, CANDIDATES, args.out, start)
 

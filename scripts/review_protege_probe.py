@@ -45,13 +45,19 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
-from review_astronomaly_probe import EI_TRADEOFF, SEED, USER_MAX, protege_score, to_user_scale
+from review_astronomaly_probe import (
+    EI_TRADEOFF,
+    SEED,
+    USER_MAX,
+    fold_runner,
+    protege_score,
+    to_user_scale,
+)
 from review_feature_probe import probe_arguments
-from review_reweight_probe import fold_pools, loop_curve, probe_loop, report_policies
+from review_reweight_probe import loop_curve, probe_loop, report_policies
 from scipy.special import ndtr
 from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
@@ -59,7 +65,6 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Matern, WhiteKernel
 
 from plasticc_jax.review import active, validation
-from plasticc_jax.review.simulate import TARGET_SHOWN, static_curve
 
 SHIPPED = "shipped (AADForest)"
 CANDIDATES = ("protege + AADForest", "protege on the static score")
@@ -108,26 +113,12 @@ def draw_curves(
     return {n: loop_curve(r, y, timings.setdefault(n, [])) for n, r in rankers.items()}
 
 
-def run_fold(
-    part: pd.DataFrame, shipped: list[str], draws: Iterable[int], timings: dict[str, list[float]]
-) -> dict[str, list[np.ndarray]]:
-    """Every candidate's curves on one fold's draws (the pools of `simulate_groups`)."""
-    static_all = part["anomaly_score"].to_numpy(np.float64)
-    forest_features = active.feature_matrix(part, shipped)
-    curves: dict[str, list[np.ndarray]] = {n: [] for n in ["static", SHIPPED, *CANDIDATES]}
-    for rows, y in fold_pools(part, draws):
-        static = static_all[rows]
-        curves["static"].append(static_curve(static, y, TARGET_SHOWN))
-        for name, curve in draw_curves(forest_features[rows], static, y, timings).items():
-            curves[name].append(curve)
-    return curves
-
-
 def main() -> None:
     args = probe_arguments(__doc__, "review_protege_probe.json")
     start = time.perf_counter()
     table = validation.validation_pool(args.run, args.workdir or args.run.parent.parent)
     shipped = active.feature_columns(table, args.run / "models", active.POLICY)
+    run_fold = fold_runner(draw_curves, CANDIDATES)
     found, timings = probe_loop(table, shipped, run_fold, SHIPPED, CHECK_DRAWS, JUDGED_DRAWS)
     print("(judged on draws 4-11)")
     report_policies(found, timings, SHIPPED, CANDIDATES, args.out, start)

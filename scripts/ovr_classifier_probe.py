@@ -24,9 +24,10 @@ the trees to predict) only if scoring then stays at 20,000 objects/s or more, me
 test-split evaluation.
 
 Result (default-rare run with `make validate`; 5.3 min on 2 cores shared with an audit, 55 s
-when run again alone; the `gp_classifier` recomputed exactly, max difference 0): alone 0.745 against the `gp_classifier`'s 0.766 (AGN 0.659
--> 0.561, TDE 0.678 -> 0.625; SN Iax 0.732 -> 0.744); in its place, with the shipped weights and
-the best found alike, 0.822 against 0.829 (-0.0071 ± 0.0044, 1/10 folds better); beside it, best
+when run again alone; the `gp_classifier` recomputed exactly, max difference 0): alone 0.745
+against the `gp_classifier`'s 0.766 (AGN 0.659 -> 0.561, TDE 0.678 -> 0.625; SN Iax 0.732 ->
+0.744); in its place, with the shipped weights and the best found alike, 0.822 against 0.829
+(-0.0071 ± 0.0044, 1/10 folds better); beside it, best
 found `gp_classifier:2,latent_mahalanobis:1,ovr_classifier:1,feature_mahalanobis:1,recon_chi2:1`
 0.830 (+0.0007 ± 0.0016, 3/10). Not adopted.
 """

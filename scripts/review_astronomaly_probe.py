@@ -107,30 +107,43 @@ def neighbour_score(x: np.ndarray, shown: list[int], u: np.ndarray, a: np.ndarra
     return a * np.tanh(penalty - 1.0 + np.arctanh(interest))
 
 
-def protege_score(x: np.ndarray, shown: list[int], u: np.ndarray) -> np.ndarray:
-    """Protege's expected improvement of the pool (see the module)."""
+def protege_score(
+    x: np.ndarray, shown: list[int], u: np.ndarray, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """Protege's expected improvement of the pool (see the module); with `prior` (n,), the
+    process regresses u - prior and its mean is prior + that regression."""
+    offset = np.zeros(len(x)) if prior is None else prior
     process = GaussianProcessRegressor(kernel=Matern() + WhiteKernel(), random_state=SEED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        process.fit(x[shown], u)
-    mean, std = process.predict(x, return_std=True)
+        process.fit(x[shown], u - offset[shown])
+    residual, std = process.predict(x, return_std=True)
     std = np.maximum(std, 1e-12)
-    gain = mean - u.max() - EI_TRADEOFF
+    gain = offset + residual - u.max() - EI_TRADEOFF
     return gain * ndtr(gain / std) + std * norm.pdf(gain / std)
+
+
+def pool_views(
+    forest_x: np.ndarray, static: np.ndarray, y: np.ndarray
+) -> tuple[Callable[[list[int]], np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """(the shipped policy's ranker of the answered rows, as `simulate.active_curve` calls it;
+    the features standardised over the pool; the expert's scores; the static score on the
+    expert's scale) of one drawn pool."""
+    forest = active.ActiveRanker(forest_x, static, active.POLICY)
+    sd = forest_x.std(axis=0)
+    x = (forest_x - forest_x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+    def shipped(s: list[int]) -> np.ndarray:
+        return forest.scores(forest_x[s], y[s])
+
+    return shipped, x, np.where(y, USER_MAX, 0.0), to_user_scale(static)
 
 
 def draw_curves(
     forest_x: np.ndarray, static: np.ndarray, y: np.ndarray, timings: dict[str, list[float]]
 ) -> dict[str, np.ndarray]:
     """The shipped policy's and every candidate's curve on one drawn pool."""
-    forest = active.ActiveRanker(forest_x, static, active.POLICY)
-    sd = forest_x.std(axis=0)
-    x = (forest_x - forest_x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    user = np.where(y, USER_MAX, 0.0)
-    static_user = to_user_scale(static)
-
-    def shipped(s: list[int]) -> np.ndarray:  # as `simulate.active_curve` calls it
-        return forest.scores(forest_x[s], y[s])
+    shipped, x, user, static_user = pool_views(forest_x, static, y)
 
     def static_first(rule: Callable[[list[int]], np.ndarray]) -> Callable:
         return lambda s: rule(s) if s else static.copy()

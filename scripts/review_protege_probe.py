@@ -44,25 +44,12 @@ lose the forest's gain.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 
 import numpy as np
-from review_astronomaly_probe import (
-    EI_TRADEOFF,
-    SEED,
-    USER_MAX,
-    fold_runner,
-    protege_score,
-    to_user_scale,
-)
+from review_astronomaly_probe import fold_runner, pool_views, protege_score
 from review_feature_probe import probe_arguments
 from review_reweight_probe import loop_curve, probe_loop, report_policies
-from scipy.special import ndtr
-from scipy.stats import norm
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import Matern, WhiteKernel
 
 from plasticc_jax.review import active, validation
 
@@ -71,30 +58,11 @@ CANDIDATES = ("protege + AADForest", "protege on the static score")
 CHECK_DRAWS, JUDGED_DRAWS = range(0, 4), range(4, 12)
 
 
-def protege_on_prior(x: np.ndarray, shown: list[int], u: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Protege's expected improvement with the prior mean `a` (see the module)."""
-    process = GaussianProcessRegressor(kernel=Matern() + WhiteKernel(), random_state=SEED)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        process.fit(x[shown], u - a[shown])
-    residual, std = process.predict(x, return_std=True)
-    std = np.maximum(std, 1e-12)
-    gain = a + residual - u.max() - EI_TRADEOFF
-    return gain * ndtr(gain / std) + std * norm.pdf(gain / std)
-
-
 def draw_curves(
     forest_x: np.ndarray, static: np.ndarray, y: np.ndarray, timings: dict[str, list[float]]
 ) -> dict[str, np.ndarray]:
     """The shipped policy's and every candidate's curve on one drawn pool."""
-    forest = active.ActiveRanker(forest_x, static, active.POLICY)
-    sd = forest_x.std(axis=0)
-    x = (forest_x - forest_x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    user = np.where(y, USER_MAX, 0.0)
-    static_user = to_user_scale(static)
-
-    def shipped(s: list[int]) -> np.ndarray:  # as `simulate.active_curve` calls it
-        return forest.scores(forest_x[s], y[s])
+    shipped, x, user, static_user = pool_views(forest_x, static, y)
 
     def both(s: list[int]) -> np.ndarray:
         if not s:
@@ -103,7 +71,7 @@ def draw_curves(
         return 0.5 * (active.rank_fraction(shipped(s)) + active.rank_fraction(protege))
 
     def on_prior(s: list[int]) -> np.ndarray:
-        return protege_on_prior(x, s, user[s], static_user) if s else static.copy()
+        return protege_score(x, s, user[s], static_user) if s else static.copy()
 
     rankers: dict[str, Callable[[list[int]], np.ndarray]] = {
         SHIPPED: shipped,

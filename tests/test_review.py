@@ -513,6 +513,7 @@ def test_ranking_filters(server: ReviewServer) -> None:
         b'{"object_id": "one", "label": "anomaly"}',
         b'{"object_id": "OBJECT.0", "label": "anomaly"}',  # text: the digits alone
         b'{"object_id": " OBJECT", "label": "anomaly"}',
+        b'{"object_id": "--OBJECT", "label": "anomaly"}',
         b'{"object_id": true, "label": "anomaly"}',
         b'{"object_id": 999999999999, "label": "anomaly"}',
         b'{"object_id": OBJECT, "label": "interesting"}',

@@ -46,7 +46,7 @@ def answered_id(value: Any) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
+    if isinstance(value, str) and value.isascii() and value.removeprefix("-").isdigit():
         return int(value)
     raise BadRequest("object_id must be an integer (or, beyond 2**53 - 1, its digits as text)")
 

@@ -32,13 +32,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from gp_fit_validation import compare_two
-
-from plasticc_jax.config import COMPONENT_NAMES, VALIDATED_FUSION
-from plasticc_jax.detector import parse_fusion
-from plasticc_jax.fusion_search import Folds, fusion_spec
+from gp_fit_validation import compare, report_paired
 
 
 def main() -> None:
@@ -46,22 +40,14 @@ def main() -> None:
     parser.add_argument("run_shipped", type=Path)
     parser.add_argument("run_context", type=Path)
     args = parser.parse_args()
-    compare_two(("shipped", args.run_shipped), ("decoder context", args.run_context))
-    base = Folds(pd.read_parquet(args.run_shipped / "validation" / "scores.parquet"))
-    candidate = Folds(pd.read_parquet(args.run_context / "validation" / "scores.parquet"))
-    shipped = parse_fusion(VALIDATED_FUSION["rare"])
-    components = [c for c in COMPONENT_NAMES if c in candidate.scores.columns]
-    best = candidate.search(components, also=shipped)[0]["weights"]
-    base_auroc = base.aurocs(base.fused(shipped))
-    best_auroc = candidate.aurocs(candidate.fused(best))
-    ids = sorted(base_auroc)
-    diff = np.array([best_auroc[i] - base_auroc[i] for i in ids])
-    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
-    best_mean, base_mean = np.mean(list(best_auroc.values())), np.mean(list(base_auroc.values()))
-    print(
-        f"decoder context, best found `{fusion_spec(best)}` {best_mean:.4f} - shipped "
-        f"{base_mean:.4f}: {mean:+.4f} ± {se:.4f} "
-        f"({(diff > 0).sum()}/{diff.size} folds better)"
+    shipped, best = compare({"shipped": args.run_shipped, "decoder context": args.run_context})
+    report_paired(
+        "decoder context - shipped, shipped fusion", shipped["shipped"], shipped["decoder context"]
+    )
+    mean, se = report_paired(
+        "decoder context's best found - shipped's shipped fusion",
+        shipped["shipped"],
+        best["decoder context"],
     )
     print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
 

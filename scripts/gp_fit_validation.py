@@ -33,10 +33,13 @@ from plasticc_jax.detector import parse_fusion
 from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.plasticc import class_name
 
+FoldAurocs = dict[int, float]
 
-def compare(runs: dict[str, Path]) -> dict[str, dict[int, float]]:
+
+def compare(runs: dict[str, Path]) -> tuple[dict[str, FoldAurocs], dict[str, FoldAurocs]]:
     """Print the shipped fusion's fold AUROC on each validated run (name -> RUN), its
-    `gp_classifier` alone and its best fusion found; return the fold AUROCs per name."""
+    `gp_classifier` alone and its best fusion found; return the fold AUROCs per name of the
+    shipped fusion and of the best found."""
     folds = {
         name: Folds(pd.read_parquet(run / "validation" / "scores.parquet"))
         for name, run in runs.items()
@@ -48,29 +51,35 @@ def compare(runs: dict[str, Path]) -> dict[str, dict[int, float]]:
     for name, per_fold in aurocs.items():
         values = [per_fold[i] for i in ids]
         print(f"{name} | {np.mean(values):.4f} | " + " | ".join(f"{v:.3f}" for v in values))
+    best_aurocs = {}
     for name, f in folds.items():
         alone = f.mean_auroc(f.scores["gp_classifier"].to_numpy())
         components = [c for c in COMPONENT_NAMES if c in f.scores.columns]
         best = f.search(components, also=shipped)[0]
+        best_aurocs[name] = f.aurocs(f.fused(best["weights"]))
         print(
             f"{name}: gp_classifier alone {alone:.4f}; best fusion found "
             f"{best['mean_auroc']:.4f} `{fusion_spec(best['weights'])}`"
         )
-    return aurocs
+    return aurocs, best_aurocs
+
+
+def report_paired(label: str, base: FoldAurocs, candidate: FoldAurocs) -> tuple[float, float]:
+    """Print the paired per-fold difference candidate - base (mean ± standard error, folds
+    better) after `label`; return its mean and standard error."""
+    ids = sorted(base)
+    diff = np.array([candidate[i] - base[i] for i in ids])
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+    print(f"{label}: {mean:+.4f} ± {se:.4f} ({(diff > 0).sum()}/{diff.size} folds better)")
+    return mean, se
 
 
 def compare_two(base: tuple[str, Path], candidate: tuple[str, Path]) -> tuple[float, float]:
     """`compare` two validated runs, (name, RUN) each, and print the shipped fusion's paired
     per-fold difference candidate - base; return its mean and standard error."""
-    aurocs = compare(dict([base, candidate]))
-    ids = sorted(aurocs[base[0]])
-    diff = np.array([aurocs[candidate[0]][i] - aurocs[base[0]][i] for i in ids])
-    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
-    print(
-        f"{candidate[0]} - {base[0]}, shipped fusion: {mean:+.4f} ± {se:.4f} "
-        f"({(diff > 0).sum()}/{diff.size} folds better)"
-    )
-    return mean, se
+    aurocs, _ = compare(dict([base, candidate]))
+    label = f"{candidate[0]} - {base[0]}, shipped fusion"
+    return report_paired(label, aurocs[base[0]], aurocs[candidate[0]])
 
 
 def main() -> None:

@@ -168,6 +168,34 @@ def lock_path(folder: Path) -> Path:
     return folder.parent / f".{folder.name or 'root'}.lock"
 
 
+def check_lockable(folder: Path, option: str = "--output") -> None:
+    """Say in one line, before a stage's work rather than after it, when this user could not
+    create (or open) the lock file of an output `folder`; nothing is written.
+
+    Raises:
+        UserError: this user may not write the folder that holds `folder` (the lock file lies
+            beside `folder`, not in it), or the lock file there is not theirs to open.
+    """
+    path = lock_path(folder)
+    target, mode = (path, os.R_OK | os.W_OK) if path.exists() else (path.parent, os.W_OK | os.X_OK)
+    if not os.access(target, mode):
+        raise UserError(
+            f"{option} {folder}: {_lock_denied(path, os.strerror(errno.EACCES))}; give a folder "
+            f"inside one you can write to (a new folder inside {folder}, say)"
+        )
+
+
+# A lock file that cannot be created for these reasons is the user's to fix (another folder).
+_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _lock_denied(path: Path, reason: str) -> str:
+    return (
+        f"its lock file {path} cannot be created ({reason}): this user must be able to write "
+        f"{path.parent}"
+    )
+
+
 def _holder() -> dict[str, object]:
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
     return {
@@ -238,6 +266,8 @@ def folder_lock(folder: Path, stage: str, *, shared: bool = False) -> Iterator[N
 
     Raises:
         FolderBusy: another process holds a conflicting lock; the message names it.
+        UserError: this user may not create the lock file of an exclusive lock
+            (`check_lockable`).
     """
     path = lock_path(folder)
     if _HELD.get(path) == "exclusive" or (shared and path in _HELD):
@@ -252,7 +282,12 @@ def folder_lock(folder: Path, stage: str, *, shared: bool = False) -> Iterator[N
         handle = open(path, "a+")  # noqa: SIM115 (held open for the whole block)
     except OSError as error:
         if not shared:
-            raise
+            if error.errno not in _DENIED:
+                raise
+            raise UserError(
+                f"{folder}: {_lock_denied(path, error.strerror)} (in a container, create data/ and "
+                "runs/ before `docker run` and pass `--user $(id -u):$(id -g)`)"
+            ) from None
         log.debug("reading %s without a lock (%s)", folder, error)
         yield
         return

@@ -86,7 +86,9 @@ from plasticc_jax import lightcurve_rows, provenance, runs
 from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
+    TMP_PREFIX,
     check_input_files,
+    check_lockable,
     folder_lock,
     make_output_folder,
     sha256_file,
@@ -163,6 +165,27 @@ def _refuse_inputs_in_output(output: Path, inputs: Sequence[Path]) -> None:
             )
 
 
+def check_replay_folder(output: Path) -> None:
+    """A new replay goes to a folder of its own (new, empty, or a replay's): not to one holding
+    other files, such as another command's Parquet dataset, which the replay's files would make
+    unreadable as a whole. A replay to resume (its manifest there) is checked by `read_manifest`.
+
+    Raises:
+        UserError: `output` holds files that are not a replay's.
+    """
+    if (output / MANIFEST).exists():
+        return
+    ours = {MANIFEST, CANDIDATES, REJECTED, REJECTED_AT_LOAD, GROUPS, REMOVING}
+    others = sorted(
+        p.name for p in output.iterdir() if p.name not in ours and not p.name.startswith(TMP_PREFIX)
+    )
+    if others:
+        raise UserError(
+            f"--output {output} is a folder holding other files ({', '.join(others[:3])}): give "
+            "a new or empty folder, or remove them"
+        )
+
+
 def replay(
     run_dir: Path,
     lightcurve_paths: Sequence[Path],
@@ -237,6 +260,8 @@ def replay(
     created = [f for f in [output, *output.parents] if not f.exists()]  # leaf first
     make_output_folder(output)  # a path where no folder can be made: said before the run loads
     try:
+        check_lockable(output)  # its lock lies beside it: said before the run loads too
+        check_replay_folder(output)
         with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
             scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
             model = provenance.model_sha256(run_dir)

@@ -20,7 +20,9 @@ needs_no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the fallback to the CP
 
 @pytest.fixture(autouse=True)
 def outside_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests set the container's variables themselves (the suite may run in the image)."""
     monkeypatch.delenv(doctor_lib.CONTAINER_ENV, raising=False)
+    monkeypatch.delenv(doctor_lib.VARIANT_ENV, raising=False)
 
 
 def test_reports_versions_and_every_device(capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,7 +187,8 @@ def test_cli_prints_no_traceback_and_each_jax_warning_once() -> None:
         "logging.getLogger('jax._src.xla_bridge').info('a JAX info line')\n"
         "doctor.log_backend()\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != doctor_lib.CONTAINER_ENV}
+    container = {doctor_lib.CONTAINER_ENV, doctor_lib.VARIANT_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in container}
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -18,7 +18,7 @@ import pytest
 from conftest import tiny_config
 from test_processes import workers as _workers
 
-from plasticc_jax import cli, early, gridding, replay_groups, replay_nights, scoring
+from plasticc_jax import cli, early, gridding, io_utils, replay_groups, replay_nights, scoring
 from plasticc_jax import replay as replay_lib
 from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.dataset import load_split
@@ -375,7 +375,7 @@ def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypa
         _replay(tiny_run, lcs, meta, tmp_path / "out")
 
 
-def test_replay_bad_input(tiny_run, tmp_path: Path):
+def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch):
     lcs, meta = _small_input(tiny_run, tmp_path, n_nights=30)
     reference = _replay(tiny_run, lcs, meta, tmp_path / "ref")
     # Out of time order within objects: sorted, counted, same result.
@@ -441,6 +441,21 @@ def test_replay_bad_input(tiny_run, tmp_path: Path):
     for output in [tmp_path / "a-file", tmp_path / "a-file" / "sub"]:
         with pytest.raises(UserError, match="a-file is a file"):
             replay_lib.replay(tiny_run.run_dir, [tmp_path / "ref-input.csv"], [meta], output)
+    # A folder holding another command's output (a Parquet dataset): refused, left as it was.
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "part-0.parquet").write_bytes(b"PAR1")
+    with pytest.raises(UserError, match=r"holding other files \(part-0.parquet\)"):
+        _replay(tiny_run, lcs, meta, tmp_path / "scores")
+    assert [p.name for p in (tmp_path / "scores").iterdir()] == ["part-0.parquet"]
+
+    # A folder whose lock file (beside it) this user may not create: one line, before the run
+    # is read (root may write anywhere, so the file system's answer is simulated).
+    locked = tmp_path / "locked"
+    monkeypatch.setattr(io_utils.os, "access", lambda path, mode: Path(path) != locked.parent)
+    monkeypatch.setattr(scoring.Scorer, "load", None)  # reading the run would fail
+    with pytest.raises(UserError, match=r"lock file .*\.locked\.lock cannot be created"):
+        _replay(tiny_run, lcs, meta, locked)
+    monkeypatch.undo()
     # An object first seen late, after empty nights: new that night, nights between counted.
     late = lcs.copy()
     late_id = int(late["object_id"].iloc[-1])

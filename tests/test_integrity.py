@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_project, hold_lock, tiny_config
 
-from plasticc_jax import cli, provenance, runs
+from plasticc_jax import cli, io_utils, provenance, runs
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import FolderBusy, folder_lock, refuse_overwrite
@@ -129,6 +129,39 @@ def test_lock_names_its_holder_and_dies_with_it(tmp_path):
     finally:
         reader.kill()
         reader.wait()
+
+
+def test_lock_file_that_cannot_be_created_is_one_line(tmp_path, monkeypatch):
+    """A folder in one this user may not write: the writer's lock file (beside it) cannot be
+    created; a one-line `UserError` naming the folder to make writable, not a traceback. Root
+    may write anywhere, so the file system's refusal is simulated."""
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    folder = tmp_path / "runs" / "tiny-rare"
+    monkeypatch.setattr(io_utils, "open", denied, raising=False)
+    message = (
+        r"lock file .*\.tiny-rare\.lock cannot be created \(Permission denied\): this user "
+        rf"must be able to write {tmp_path / 'runs'} \(in a container"
+    )
+    with pytest.raises(UserError, match=message), folder_lock(folder, "train"):
+        pass
+    with folder_lock(folder, "evaluate", shared=True):
+        pass  # a reader reads without a lock: nothing can be writing there
+    # Said before the work, and nothing written: the user's rights are asked of the system.
+    monkeypatch.setattr(io_utils.os, "access", lambda path, mode: Path(path) != folder.parent)
+    inside = r"--output .*tiny-rare: its lock file .* \(a new folder inside "
+    with pytest.raises(UserError, match=inside):
+        io_utils.check_lockable(folder)
+    assert not io_utils.lock_path(folder).exists()
+
+    def full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(io_utils, "open", full, raising=False)
+    with pytest.raises(OSError, match="No space left"), folder_lock(folder, "train"):
+        pass  # not the user's folder choice: the error itself, which the command line names
 
 
 CHILD = """

@@ -22,9 +22,13 @@
 #      without a GPU, its doctor fails with a one-line reason and train runs on the CPU, both
 #      without a traceback.
 #
+#   7. Only with DOCKER_TEST_SUITE=1: runs the fast tests in the cpu image, on its Python and
+#      locked packages (newer than a Python 3.11 environment gets), pytest installed from PyPI
+#      in a throw-away container.
+#
 # Environment: DOCKER (engine), IMAGE (tag; default plasticc-jax:cpu), DOCKER_TEST_DATA
-# (mirror|synthetic), DOCKER_TEST_CUDA=1, KEEP=1 (keep the scratch folder). Needs root only to
-# install or configure.
+# (mirror|synthetic), DOCKER_TEST_CUDA=1, DOCKER_TEST_SUITE=1, KEEP=1 (keep the scratch
+# folder). Needs root only to install or configure.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -224,6 +228,26 @@ cuda_without_gpu() {
     IMAGE=$saved
 }
 
+# ---- 7. optional (DOCKER_TEST_SUITE=1): the fast tests on the image's Python and packages ---
+# The image's locked packages are newer than a Python 3.11 environment gets (JAX stops at 0.10
+# there): the fast tier of the tests, run on a copy of the tracked tree in a throw-away container
+# of the image with pytest installed from PyPI (not into the image), checks the code against
+# them. About a minute with the packages cached.
+suite_in_image() {
+    local start=$SECONDS tree="$WORK/suite"
+    say "the fast tests in $IMAGE (pytest from PyPI, in a throw-away container)"
+    mkdir -p "$tree"
+    git -C "$REPO" archive HEAD | tar -x -C "$tree"
+    if ! "$ENGINE" run --rm --init --user 0 --volume "$tree:/repo" --workdir /repo --env CI=true \
+        "$IMAGE" bash -c "/opt/venv/bin/pip install -q pytest pytest-xdist pytest-timeout \
+            setuptools && /opt/venv/bin/python -m pytest -q -n 2 --dist loadfile \
+            -p no:cacheprovider -m 'not slow' tests" >"$WORK/suite.log" 2>&1; then
+        tail -n 40 "$WORK/suite.log" >&2
+        die "the fast tests failed in the image (the log's end above)"
+    fi
+    note "fast tests in the image: $(tail -n 1 "$WORK/suite.log") ($(elapsed $((SECONDS - start))))"
+}
+
 main() {
     cd "$REPO"
     WORK=$(mktemp -d /var/tmp/plasticc-docker-test.XXXXXX)
@@ -343,6 +367,9 @@ write_synthetic(Path('data/raw'), 500, seed=0)"
 
     if [[ ${DOCKER_TEST_CUDA:-0} == 1 ]]; then
         cuda_without_gpu "$uid" "$gid"
+    fi
+    if [[ ${DOCKER_TEST_SUITE:-0} == 1 ]]; then
+        suite_in_image
     fi
 
     say "docker-test passed in $(elapsed "$SECONDS")"

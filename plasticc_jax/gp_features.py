@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -140,6 +141,55 @@ def grid_days(window: tuple[float, float], step: float = GRID_STEP_DAYS) -> np.n
     return np.arange(-window[0], window[1] + step, step)
 
 
+@dataclass
+class FitCache:
+    """Each object's features as last fitted, and what they were fitted on (`fitted_on`), for
+    one set of fit settings. A replay re-scores an object every night it gets points, each time
+    with all its points so far, and once those fall outside the window around its brightest
+    detection, the window's points and so the features stay the same (an object's features
+    depend on its own points alone): they are taken from here instead of fitted again.
+
+    Attributes:
+        ids: the objects (sorted).
+        keys: (objects, 6) what each object's features were fitted on; NaN: not yet.
+        values: (objects, len(GP_NAMES)) its features then.
+    """
+
+    ids: np.ndarray
+    keys: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def for_objects(cls, ids: np.ndarray) -> FitCache:
+        ids = np.unique(np.asarray(ids, np.int64))
+        empty = np.full((ids.size, 6), np.nan)
+        return cls(ids, empty, np.full((ids.size, len(GP_NAMES)), np.nan))
+
+
+def fitted_on(
+    mjd: np.ndarray,
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    starts: np.ndarray,
+    peak_rows: np.ndarray,
+    redshift: np.ndarray,
+    window: tuple[float, float],
+) -> np.ndarray:
+    """(m, 6) what each object's features are computed from, in short: t0, the host photo-z,
+    and the number of the window's points and the sums of their times, fluxes and errors. New
+    points come later in time, so with t0 unchanged a new point is either in the window (the
+    number changes) or not (the window's points, and so the features, are the same)."""
+    counts = np.diff(np.r_[starts, mjd.size])
+    o = np.repeat(np.arange(starts.size), counts)
+    t0 = mjd[peak_rows]
+    inside = ((mjd >= t0[o] - window[0]) & (mjd <= t0[o] + window[1])).astype(np.float64)
+    m = starts.size
+    sums = [
+        np.bincount(o, inside * v, minlength=m) for v in (np.ones_like(mjd), mjd, flux, flux_err)
+    ]
+    return np.column_stack([t0, np.asarray(redshift, np.float64), *sums])
+
+
 def gp_features(
     mjd: np.ndarray,
     passband: np.ndarray,
@@ -152,6 +202,8 @@ def gp_features(
     *,
     lengths: tuple[float, ...] = LENGTH_SCALES,
     step: float = GRID_STEP_DAYS,
+    cache: FitCache | None = None,
+    object_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """`GP_NAMES` of m objects (see the module docstring).
 
@@ -163,10 +215,58 @@ def gp_features(
         window: days before and after t0 whose points are fitted and predicted.
         lengths, step: the time scales tried and the prediction grid's step in days (`FITS`,
             as `data.gp_fit` names them; the defaults: "full").
+        cache: features fitted before with these settings, of `object_ids` (m,), which must
+            be among its objects: an object fitted on the same points is not fitted again, and
+            the others' features are kept there.
 
     Returns:
         (m, len(GP_NAMES)) float64, NaN where undefined.
     """
+    if cache is None:
+        return _fit_features(
+            mjd, passband, flux, flux_err, starts, peak_rows, redshift, window, lengths, step
+        )
+    keys = fitted_on(mjd, flux, flux_err, starts, peak_rows, redshift, window)
+    pos = np.searchsorted(cache.ids, object_ids)
+    if not np.array_equal(cache.ids[np.minimum(pos, cache.ids.size - 1)], object_ids):
+        raise ValueError("gp_features: an object is not among the cache's")
+    same = (cache.keys[pos] == keys) | (np.isnan(cache.keys[pos]) & np.isnan(keys))
+    hit = same.all(axis=1) & ~np.isnan(cache.keys[pos, 2])
+    out = cache.values[pos]
+    miss = np.flatnonzero(~hit)
+    if miss.size:
+        counts = np.diff(np.r_[starts, mjd.size])
+        rows = np.repeat(~hit, counts)
+        sub_starts = np.r_[0, np.cumsum(counts[miss])[:-1]].astype(np.int64)
+        out[miss] = _fit_features(
+            mjd[rows],
+            passband[rows],
+            flux[rows],
+            flux_err[rows],
+            sub_starts,
+            peak_rows[miss] - starts[miss] + sub_starts,
+            redshift[miss],
+            window,
+            lengths,
+            step,
+        )
+        cache.keys[pos[miss]], cache.values[pos[miss]] = keys[miss], out[miss]
+    return out
+
+
+def _fit_features(
+    mjd: np.ndarray,
+    passband: np.ndarray,
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    starts: np.ndarray,
+    peak_rows: np.ndarray,
+    redshift: np.ndarray,
+    window: tuple[float, float],
+    lengths: tuple[float, ...],
+    step: float,
+) -> np.ndarray:
+    """`gp_features` without a cache: every object fitted."""
     m = starts.size
     out = np.full((m, len(GP_NAMES)), np.nan)
     if not m:

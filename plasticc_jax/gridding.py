@@ -331,8 +331,12 @@ def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -
     return codes
 
 
-def grid_chunk(chunk: Chunk, spec: GridSpec) -> GridResult:
-    """Grid every valid object of a chunk at once; reject the others with a code."""
+def grid_chunk(
+    chunk: Chunk, spec: GridSpec, gp_cache: gp_features.FitCache | None = None
+) -> GridResult:
+    """Grid every valid object of a chunk at once; reject the others with a code. `gp_cache`:
+    the Gaussian-process features of these objects fitted before with this spec, reused where
+    fitted on the same points, kept for the next time (`gp_features.FitCache`: a replay's)."""
     rows, starts = chunk.rows, chunk.starts
     n, m = len(rows), starts.size
     counts = np.diff(np.r_[starts, n])
@@ -347,7 +351,7 @@ def grid_chunk(chunk: Chunk, spec: GridSpec) -> GridResult:
         o = np.repeat(np.arange(m), counts)
     else:
         meta, target = chunk.meta, chunk.target
-    arrays = _grid_valid(rows, o, starts, counts, meta, target, spec)
+    arrays = _grid_valid(rows, o, starts, counts, meta, target, spec, gp_cache)
     overflow = _non_finite_output(arrays)
     if overflow.any():
         codes[np.flatnonzero(keep)[overflow]] = _NON_FINITE_OUTPUT
@@ -421,6 +425,7 @@ def _grid_valid(
     meta: np.ndarray,
     target: np.ndarray,
     spec: GridSpec,
+    gp_cache: gp_features.FitCache | None = None,
 ) -> LightCurveArrays:
     m, n_t = counts.size, spec.n_time_bins
     if m == 0:
@@ -481,7 +486,18 @@ def _grid_valid(
     lengths, step = gp_features.FITS[spec.gp_fit]
     process = (
         gp_features.gp_features(
-            mjd, pb, flux, err, starts, first_best, photoz, window, lengths=lengths, step=step
+            mjd,
+            pb,
+            flux,
+            err,
+            starts,
+            first_best,
+            photoz,
+            window,
+            lengths=lengths,
+            step=step,
+            cache=gp_cache,
+            object_ids=rows.object_id[starts].astype(np.int64),
         )
         if spec.gp_features
         else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import early, gridding, interrupts, readers, scoring, streaming
+from plasticc_jax import early, gp_features, gridding, interrupts, readers, scoring, streaming
 from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
@@ -58,6 +58,9 @@ class NightScorer:
     ) -> None:
         self.data, self.scorer, self.age_threshold = data, scorer, age_threshold
         self.spec = gridding.GridSpec.from_config(scorer.config.data)
+        # Each object's Gaussian-process features as last fitted: reused on the nights whose
+        # new points fall outside its window (the same features, exactly; `FitCache`).
+        self.gp_cache = gp_features.FitCache.for_objects(data.ids)
         self.by_night = np.argsort(self.data.night, kind="stable")
         self.sorted_nights = self.data.night[self.by_night]
         self.sorted_first = np.sort(self.data.first_night)
@@ -118,7 +121,7 @@ class NightScorer:
             chunk = gridding.Chunk(
                 so_far.rows, so_far.starts, d.metadata.values[pos], d.metadata.target[pos]
             )
-            result = gridding.grid_chunk(chunk, self.spec)
+            result = gridding.grid_chunk(chunk, self.spec, self.gp_cache)
             if result.rejected_ids.size:
                 reasons = [
                     gridding.rejection_reason(c, self.spec.min_observations)

@@ -277,7 +277,9 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     assert set(rejected["object_id"]) == set(lcs["object_id"])  # observed by then or not
 
 
-def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path, caplog):
+def test_replay_counts_add_up_and_match_scoring_by_hand(
+    tiny_run, tmp_path: Path, caplog, monkeypatch
+):
     lcs, meta = _small_input(tiny_run, tmp_path)
     labels = pd.read_csv(meta)
     unseen = int(lcs["object_id"].value_counts().index[0])  # the most observed: it is scored
@@ -333,6 +335,14 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(tiny_run, tmp_path: Path
     assert parts and run_checkpoint is not None
     assert all(scoring.table_checkpoint(p) == run_checkpoint for p in parts)
     assert scoring.table_checkpoint(tmp_path / "out" / "candidates") == run_checkpoint
+    # The Gaussian-process features kept from earlier nights (`gp_features.FitCache`) change no
+    # score: the same replay with every object's fitted again every night.
+    grid_chunk = gridding.grid_chunk
+    monkeypatch.setattr(
+        gridding, "grid_chunk", lambda chunk, spec, cache=None: grid_chunk(chunk, spec)
+    )
+    _replay(tiny_run, lcs, meta, tmp_path / "refitted")
+    pd.testing.assert_frame_equal(_candidates(tmp_path / "refitted"), candidates)
 
 
 def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch):

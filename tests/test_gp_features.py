@@ -32,9 +32,11 @@ def transient(t0: float, rise: float = 5.0, fall: float = 30.0, step: float = 2.
     return {"mjd": mjd[order], "passband": band[order], "flux": flux[order]}
 
 
-def features_of(objects: list[dict], redshift: list[float], fit: str = "full") -> np.ndarray:
+def features_of(
+    objects: list[dict], redshift: list[float], fit: str = "full", **cached
+) -> np.ndarray:
     """`gp_features` of objects given as dicts of rows (flux_err 10, t0: the brightest point),
-    fitted as `fit` (`gp_features.FITS`)."""
+    fitted as `fit` (`gp_features.FITS`); `cached`: its `cache` and `object_ids`."""
     mjd, band, flux = (np.concatenate([o[k] for o in objects]) for k in ("mjd", "passband", "flux"))
     counts = [o["mjd"].size for o in objects]
     starts = np.r_[0, np.cumsum(counts)[:-1]]
@@ -42,7 +44,17 @@ def features_of(objects: list[dict], redshift: list[float], fit: str = "full") -
     err = np.full(mjd.size, 10.0)
     lengths, step = gp_features.FITS[fit]
     return gp_features.gp_features(
-        mjd, band, flux, err, starts, peaks, np.array(redshift), WINDOW, lengths=lengths, step=step
+        mjd,
+        band,
+        flux,
+        err,
+        starts,
+        peaks,
+        np.array(redshift),
+        WINDOW,
+        lengths=lengths,
+        step=step,
+        **cached,
     )
 
 
@@ -111,6 +123,50 @@ def test_an_object_s_features_do_not_depend_on_the_others_in_its_chunk():
     alone = [features_of([o], [z]) for o, z in zip(objects, redshifts, strict=True)]
     np.testing.assert_array_equal(together, np.concatenate(alone))
     assert np.isfinite(together[:, 0]).all()  # every object fitted
+
+
+def test_a_cache_refits_only_objects_whose_window_points_changed(monkeypatch):
+    """A replay's `FitCache`: the features of an object whose new points fall outside its window
+    are taken from the cache, the same as fitted again; a new point in the window, or a new
+    brightest point (the window moves), is fitted."""
+    fitted: list[int] = []
+    fit = gp_features._fit_features
+
+    def counted(mjd, passband, flux, flux_err, starts, *args):
+        fitted.append(starts.size)
+        return fit(mjd, passband, flux, flux_err, starts, *args)
+
+    monkeypatch.setattr(gp_features, "_fit_features", counted)
+    objects = [transient(60000.0), transient(61000.0, rise=3.0, fall=20.0)]
+    redshift, ids = [0.3, 0.0], np.array([7, 3])
+    cache = gp_features.FitCache.for_objects(ids)
+
+    def with_cache(objs: list[dict]) -> np.ndarray:
+        return features_of(objs, redshift, cache=cache, object_ids=ids)
+
+    def plus(obj: dict, mjd: float, band: int, flux: float) -> dict:
+        rows = {k: np.r_[obj[k], v] for k, v in zip(obj, (mjd, band, flux), strict=True)}
+        order = np.argsort(rows["mjd"], kind="stable")
+        return {k: v[order] for k, v in rows.items()}
+
+    first = with_cache(objects)
+    np.testing.assert_array_equal(first, features_of(objects, redshift))
+    assert fitted[-1] == 2 and np.isfinite(first[:, 0]).all()
+    # Later points beyond the window: the first object's features as before, fitted by no one.
+    later = [plus(plus(objects[0], 60300.0, 1, 1.0), 60301.0, 2, 2.0), objects[1]]
+    calls = len(fitted)
+    np.testing.assert_array_equal(with_cache(later), features_of(later, redshift))
+    assert fitted[calls] == 2  # the fit from scratch; the cached call fitted nothing
+    assert len(fitted) == calls + 1
+    # A point in the window, or a brighter one: that object alone is fitted again.
+    inside = [later[0], plus(objects[1], 61050.0, 2, 300.0)]
+    brighter = [plus(later[0], 60302.0, 2, 5000.0), inside[1]]
+    for objs in (inside, brighter):
+        calls = len(fitted)
+        np.testing.assert_array_equal(with_cache(objs), features_of(objs, redshift))
+        assert fitted[calls] == 1
+    with pytest.raises(ValueError, match="not among the cache's"):
+        features_of(objects, redshift, cache=cache, object_ids=np.array([7, 4]))
 
 
 def test_too_few_points_and_points_beyond_the_largest_size():

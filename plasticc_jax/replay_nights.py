@@ -60,7 +60,9 @@ class NightScorer:
         self.spec = gridding.GridSpec.from_config(scorer.config.data)
         # Each object's Gaussian-process features as last fitted: reused on the nights whose
         # new points fall outside its window (the same features, exactly; `FitCache`).
-        self.gp_cache = gp_features.FitCache.for_objects(data.ids)
+        self.gp_cache = (
+            gp_features.FitCache.for_objects(data.ids) if self.spec.gp_features else None
+        )
         self.by_night = np.argsort(self.data.night, kind="stable")
         self.sorted_nights = self.data.night[self.by_night]
         self.sorted_first = np.sort(self.data.first_night)

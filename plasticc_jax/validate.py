@@ -103,6 +103,35 @@ def fold_config(config: Config, held_out: int, run_dir: Path) -> Config:
     )
 
 
+def refuse_other_network(fold: Config, run_dir: Path) -> None:
+    """Refuse a fold folder whose network was trained with other settings than `fold`'s.
+
+    `train` would resume it (more epochs: trained on, its schedule fitted to the fewer) or refuse
+    another model or data only once the fold's record is gone; refused before anything is
+    touched, so that a refused validate changes nothing and fold.json and validation.json never
+    name settings its network was not trained with.
+
+    Raises:
+        UserError: the settings that differ, and what to do.
+    """
+    if not (run_dir / "config.json").is_file():
+        return
+    trained, wanted = config_io.to_dict(read_config(run_dir)), config_io.to_dict(fold)
+    changed = [
+        f"{section}.{key} {trained[section].get(key)}"
+        for section in ("model", "data", "train")
+        for key in sorted(wanted[section])
+        if not (section == "data" and key in provenance.NOT_CONTENT)
+        and trained[section].get(key) != wanted[section][key]
+    ]
+    if changed:
+        raise UserError(
+            f"{run_dir} holds a network trained with other settings ({', '.join(changed[:3])}"
+            f"{', ...' if len(changed) > 3 else ''}): delete {run_dir.parent} to validate with "
+            "these, or give the run's settings"
+        )
+
+
 def _fold_scores(
     config: Config, workdir: Path, held_out: int, run_dir: Path
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -117,19 +146,7 @@ def _fold_scores(
 
     staged = bool(config.data.stages)
     fold = fold_config(config, held_out, run_dir)
-    # A fold network of other train settings is refused before `train`, which would resume it
-    # (more epochs: trained on, its schedule fitted to the fewer), so that fold.json and
-    # validation.json never name settings its network was not trained with.
-    if (workdir / run_dir / "config.json").is_file():
-        trained = config_io.to_dict(read_config(workdir / run_dir))["train"]
-        wanted = config_io.to_dict(fold)["train"]
-        changed = sorted(k for k in wanted if trained.get(k) != wanted[k])
-        if changed:
-            raise UserError(
-                f"{workdir / run_dir} holds a network trained with other train settings "
-                f"({', '.join(f'{k} {trained.get(k)}' for k in changed)}): delete "
-                f"{workdir / run_dir.parent} to validate with these, or give the run's settings"
-            )
+    refuse_other_network(fold, workdir / run_dir)
     train(fold, workdir, dataset_dir=config.data.dataset_dir)
     vae = load_vae(workdir / run_dir, max_batch=config.eval.batch_size)
     parts = []
@@ -388,7 +405,9 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
                     held_out,
                 )
             log.info("validation fold: %s (%d) held out", class_name(held_out), held_out)
-            # The record goes first: a kill while the files below are replaced must not leave
+            fold_dir = out / f"fold-{held_out}"
+            refuse_other_network(fold_config(config, held_out, fold_dir), workdir / fold_dir)
+            # The record goes next: a kill while the files below are replaced must not leave
             # it describing scores of other settings.
             record.unlink(missing_ok=True)
             frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")

@@ -109,14 +109,23 @@ def test_validate_reports_every_component_and_the_best_fusion(tmp_path, monkeypa
     assert "without a readable record (fold.json)" in caplog.text
     # Other train settings than the folds' networks were trained with: refused in one line
     # (the networks were reused while fold.json and validation.json named the new settings).
+    # A refused validate changes nothing (found by an audit: it removed the first fold's record
+    # before the refusal, and a later run of the folds' own settings scored that fold again).
+    records = {f: f.read_bytes() for f in out.glob("fold-*/fold.json")}
+    assert len(records) == len(config.data.known_classes)
     slower = config_io.apply_overrides(config, ["train.learning_rate=0.02"])
-    with pytest.raises(UserError, match=r"fold-\d+ holds a network trained with other train"):
+    other_train = r"fold-\d+ holds a network trained with other settings \(train\.learning_rate"
+    with pytest.raises(UserError, match=other_train):
         validate_lib.validate(slower, tmp_path)
     # More epochs too (found by an audit: `train` resumed the finished fold networks for the
     # extra epochs, their schedule fitted to the fewer, under the new setting's name).
     longer = config_io.apply_overrides(config, [f"train.max_epochs={config.train.max_epochs + 1}"])
-    with pytest.raises(UserError, match=r"fold-\d+ holds a network trained with other train"):
+    with pytest.raises(UserError, match=r"other settings \(train\.max_epochs"):
         validate_lib.validate(longer, tmp_path)
+    wider = config_io.apply_overrides(config, [f"model.latent_dim={config.model.latent_dim + 1}"])
+    with pytest.raises(UserError, match=r"other settings \(model\.latent_dim"):
+        validate_lib.validate(wider, tmp_path)
+    assert {f: f.read_bytes() for f in out.glob("fold-*/fold.json")} == records
     # A fold's record goes before its files are replaced (found by an audit: a kill between the
     # new scores and the new record left the old record naming the new scores, reused later).
     killed = dataclasses.replace(config, eval=dataclasses.replace(config.eval, knn_neighbours=4))

@@ -82,7 +82,7 @@ def measure(run_dir: Path, n_objects: int, nights: int = 3) -> dict[str, Any]:
     middle = (first + last) // 2
     scorer.night(middle - 1)  # compile what any night needs
     first_met, compiled, refitted, compiled_without_gp, rescored, open_objects = (
-        [] for _ in "123456"
+        [] for _ in range(6)
     )
     for times in (first_met, compiled):  # as first met, then every batch shape compiled
         for night in range(middle, middle + nights):

@@ -500,6 +500,13 @@ def test_ranking_filters(server: ReviewServer) -> None:
     assert request(server, "/api/ranking?min=abc")[0] == 400
     assert request(server, "/api/ranking?galactic=maybe")[0] == 400
     assert request(server, "/api/ranking?answered=1")[0] == 400
+    # Integers as their digits alone, as in an answer (an audit found "+1", "1_0", " 1" and other
+    # scripts' digits accepted here and refused there).
+    first = api(server, "/api/state")["next"]
+    for id_text in (f"+{first}", f" {first}", f"{first}_0", "\uff11", "--1"):
+        query = urllib.parse.quote(id_text)
+        assert request(server, f"/api/object?id={query}")[0] == 400, id_text
+        assert request(server, f"/api/ranking?limit={query}")[0] == 400, id_text
 
 
 @pytest.mark.parametrize(
@@ -551,6 +558,26 @@ def test_a_content_length_that_is_not_a_number_is_400(server: ReviewServer) -> N
     body = json.dumps({"object_id": before["next"], "label": "anomaly"}).encode()
     headers = {"Content-Length": "\u00b2", "Content-Type": "application/json"}
     assert request(server, "/api/label", body, headers=headers)[0] == 400
+    assert api(server, "/api/state") == before
+
+
+def test_two_content_lengths_are_400(server: ReviewServer) -> None:
+    """Which of two lengths frames the body is a guess (found by an audit: the first won)."""
+    import http.client
+
+    before = api(server, "/api/state")
+    body = json.dumps({"object_id": before["next"], "label": "anomaly"}).encode()
+    host, port = server.server_address[:2]
+    for lengths in ((len(body), 5), (5, len(body)), (len(body), len(body))):
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        connection.putrequest("POST", "/api/label")
+        for length in lengths:
+            connection.putheader("Content-Length", str(length))
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("X-Review-Token", server.token)
+        connection.endheaders(body)
+        assert connection.getresponse().status == 400, lengths
+        connection.close()
     assert api(server, "/api/state") == before
 
 

@@ -242,10 +242,18 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json"
             )
             return
-        length = self.headers.get("Content-Length", "")
-        if not (length.isascii() and length.isdigit()) or not 0 < int(length) <= MAX_BODY_BYTES:
+        # Two lengths are a malformed request (RFC 9110): which one frames the body is a guess.
+        lengths = self.headers.get_all("Content-Length") or [""]
+        length = lengths[0]
+        if (
+            len(lengths) > 1
+            or not (length.isascii() and length.isdigit())
+            or not 0 < int(length) <= MAX_BODY_BYTES
+        ):
             self.close_connection = True  # the body, if any, is not read
-            raise BadRequest(f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes")
+            raise BadRequest(
+                f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes, with one Content-Length"
+            )
         try:
             body = json.loads(self.rfile.read(int(length)), object_pairs_hook=_unique_keys)
         except (ValueError, UnicodeDecodeError, RecursionError):  # nested past Python's limit
@@ -318,10 +326,11 @@ def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> 
     text = _text(query, name)
     if text is None and default is not None:
         return default
-    try:
-        return int(text or "")
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
+    # Its digits alone, as an answer's id (`session.answered_id`): not int()'s "+1", "1_0" or
+    # other scripts' digits.
+    if text is None or not (text.isascii() and text.removeprefix("-").isdigit()):
+        raise BadRequest(f"{name} must be an integer")
+    return int(text)
 
 
 def _float(query: dict[str, list[str]], name: str) -> float | None:

@@ -145,8 +145,7 @@ def _fold_scores(
     from plasticc_jax.train import train  # imported here: JAX and the step are heavy
 
     staged = bool(config.data.stages)
-    fold = fold_config(config, held_out, run_dir)
-    refuse_other_network(fold, workdir / run_dir)
+    fold = fold_config(config, held_out, run_dir)  # its network checked by the caller
     train(fold, workdir, dataset_dir=config.data.dataset_dir)
     vae = load_vae(workdir / run_dir, max_batch=config.eval.batch_size)
     parts = []
@@ -410,7 +409,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             # The record goes next: a kill while the files below are replaced must not leave
             # it describing scores of other settings.
             record.unlink(missing_ok=True)
-            frame, stage_frame = _fold_scores(config, workdir, held_out, out / f"fold-{held_out}")
+            frame, stage_frame = _fold_scores(config, workdir, held_out, fold_dir)
             if stage_frame is not None:
                 with atomic_path(stage_cache) as tmp:
                     stage_frame.to_parquet(tmp, index=False)

@@ -9,9 +9,9 @@ whose parent died (kill -9) stops itself within a second, so a rerun never meets
 last one still writing. Their work must therefore be safe to kill at any moment, as a replay's
 nights are. A terminal's Ctrl-C reaches every process of the command: a child ignores it from
 its first line of Python on, before it imports what its task needs (the parent stops it), and
-the parent takes it only once a child it is starting has started. What remains is the child
-interpreter's own start (tens of milliseconds), where a Ctrl-C makes that child print an error
-as it dies.
+the parent takes it, and SIGTERM, only once a child it is starting has started. The child is
+born with both blocked until that first line: one that came during its interpreter's start killed
+it before it had read its task, and the parent, still writing the task to it, waited forever.
 
 `concurrent.futures.ProcessPoolExecutor` has no way to stop a running task before Python 3.14;
 `multiprocessing.Pool` waits forever for a task whose worker died.
@@ -30,6 +30,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -37,6 +38,7 @@ from plasticc_jax.errors import UserError
 
 _SPAWN = multiprocessing.get_context("spawn")
 PARENT_CHECK_S = 0.5  # how often a child looks whether its parent is still there
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def run_tasks(
@@ -126,18 +128,36 @@ def _interrupts_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM taken once a child has started, not while it starts: a start cut short
     left a child that printed an error as it died (its data from the parent truncated)."""
     if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
-        yield
+        with _stop_signals_blocked():
+            yield
         return
     received: list[int] = []
     handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
     previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in handled}
     try:
-        yield
+        with _stop_signals_blocked():  # one that comes meanwhile: taken on leaving, by the above
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         for signum in received:  # now, to the handlers the command had
             signal.raise_signal(signum)
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in this thread: a child started meanwhile inherits the mask,
+    so one sent during its interpreter's start waits until `_child` takes them over."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    # The resource tracker's first start unblocks them after it (multiprocessing's own code).
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _logging_setup() -> tuple[int, list[tuple[logging.Formatter | None, list[Any]]]]:
@@ -156,6 +176,8 @@ def _child(
     connection: Connection,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    if hasattr(signal, "pthread_sigmask"):  # born with them blocked: a SIGTERM since ends us now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     level, handlers = logging_setup
     root = logging.getLogger()

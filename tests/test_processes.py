@@ -3,6 +3,7 @@ no child outliving its parent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -101,6 +102,66 @@ def test_ctrl_c_while_the_children_start_stops_them_quietly() -> None:
     assert err.count(b"Traceback") == 1, err.decode()[-3000:]  # the parent's (a bare script)
     assert err.rstrip().endswith(b"KeyboardInterrupt"), err.decode()[-3000:]
     assert not any(Path(f"/proc/{c}").exists() for c in children)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_a_child_starts_ends_the_command(signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM to the whole command while a child's interpreter starts and its parent
+    writes it a task larger than a pipe holds: the command ends (before, the child died of it
+    before reading its task, and the parent waited forever to finish writing it)."""
+    script = "from plasticc_jax import processes; import pickle; "
+    script += "processes.run_tasks(pickle.loads, [('a', (pickle.dumps(bytes(2**20)),))], 1)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := workers(parent.pid)):
+            assert time.monotonic() < deadline and parent.poll() is None
+        os.killpg(parent.pid, signum)
+        _, err = parent.communicate(timeout=30)
+    finally:
+        parent.kill()
+    if signum == signal.SIGINT:  # the parent's KeyboardInterrupt (a bare script)
+        assert err.count(b"Traceback") == 1, err.decode()[-3000:]
+        assert err.rstrip().endswith(b"KeyboardInterrupt"), err.decode()[-3000:]
+    else:
+        assert parent.returncode == -signal.SIGTERM and not err, err.decode()[-3000:]
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() for c in children):
+        assert time.monotonic() < deadline, "a child left running"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_a_child_ignores_ctrl_c_from_its_interpreters_start() -> None:
+    """A child is born with Ctrl-C blocked: SIGINTs sent to it alone, every few milliseconds from
+    the moment it runs Python (its start, then its task: a second), leave it to finish its task
+    (before, the first one, during the interpreter's start, killed it or made it print an error)."""
+    script = "from plasticc_jax import processes; import time; "
+    script += "print(processes.run_tasks(time.sleep, [('a', (1,))], 1))"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := workers(parent.pid)):
+            assert time.monotonic() < deadline and parent.poll() is None
+        sent = 0
+        while parent.poll() is None and Path(f"/proc/{children[0]}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(children[0], signal.SIGINT)
+                sent += 1
+            time.sleep(0.005)
+        out, err = parent.communicate(timeout=30)
+    finally:
+        parent.kill()
+    assert parent.returncode == 0 and out == b"[None]\n", err.decode()[-3000:]
+    assert b"Traceback" not in err, err.decode()[-3000:]
+    assert sent > 10
 
 
 @pytest.mark.slow

@@ -788,6 +788,16 @@ def test_a_second_session_on_a_link_to_the_labels_is_refused(pool: Pool, tmp_pat
     assert not (run_dir / "review").exists()
 
 
+def test_a_table_of_several_nights_is_refused_with_the_way_out(pool: Pool, tmp_path: Path) -> None:
+    """A replay's whole candidates dataset lists an object once a night it was re-scored: one
+    night's is the table to review."""
+    table = pd.read_parquet(pool.run_dir / "scores.parquet")
+    nights = pd.concat([table.assign(night=60001), table.assign(night=60002)])
+    nights.to_csv(tmp_path / "nights.csv", index=False)
+    with pytest.raises(UserError, match=r"twice: .* \(a replay's candidates: one night's"):
+        open_review(pool.run_dir, scores=tmp_path / "nights.csv", labels=tmp_path / "l.jsonl")
+
+
 def test_a_new_session_resumes_where_the_last_stopped(pool: Pool, tmp_path: Path) -> None:
     path = tmp_path / "labels.jsonl"
     first = ReviewSession(pool, LabelStore(path))

@@ -229,7 +229,12 @@ class Pool:
             raise UserError("the score table holds no candidate to review")
         self.table = table.reset_index(drop=True)
         if self.table["object_id"].duplicated().any():
-            raise UserError("the score table lists an object twice: review one table at a time")
+            hint = " (a replay's candidates: one night's, candidates/night=N)"
+            nightly = "night" in self.table.columns
+            raise UserError(
+                "the score table lists an object twice: review one table at a time"
+                + (hint if nightly else "")
+            )
         self.ids = self.table["object_id"].to_numpy(np.int64)
         self.row = {int(o): i for i, o in enumerate(self.ids)}
         self.feature_names = active.feature_columns(self.table, models)

@@ -28,6 +28,7 @@ from plasticc_jax import config_io, interrupts
 from plasticc_jax.doctor import (
     CACHE_DIR_ENV,
     jax_setting_problem,
+    keep_cpu_platform,
     out_of_memory_problem,
     use_compilation_cache,
 )
@@ -696,6 +697,7 @@ def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any]
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(args.verbose)
+    keep_cpu_platform()
     use_compilation_cache()
     with interrupts.handled():
         code = _run_reporting_errors(args)

@@ -76,6 +76,15 @@ DRIVER_HINTS = (
 )
 
 
+def keep_cpu_platform(environ: MutableMapping[str, str] = os.environ) -> None:
+    """`JAX_PLATFORMS` naming accelerators alone (`cuda`): `cpu` added after them, so that JAX
+    also starts the CPU, where the Gaussian-process features are fitted (`gp_features`); the
+    first named stays the default. Call before JAX is imported; child processes inherit it."""
+    named = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if named and "cpu" not in named:
+        environ["JAX_PLATFORMS"] = ",".join([*named, "cpu"])
+
+
 def use_compilation_cache(environ: MutableMapping[str, str] = os.environ) -> Path | None:
     """Point JAX's persistent compilation cache at `$XDG_CACHE_HOME/plasticc_jax/jax` (an absolute
     path; else `~/.cache/...`) unless the environment already names a folder or turns the cache off
@@ -256,8 +265,9 @@ def log_backend() -> None:
         kinds = sorted({d.device_kind for d in devices})
         log.info("JAX runs on the %s: %d x %s", devices[0].platform.upper(), len(devices), kinds)
         return
+    named = {p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()}
     expected = _image_variant() == "cuda" or (
-        bool(_cuda_plugins()) and os.environ.get("JAX_PLATFORMS", "") in ("", "cuda", "gpu")
+        bool(_cuda_plugins()) and (not named or bool({"cuda", "gpu"} & named))
     )
     log.log(
         logging.WARNING if expected else logging.INFO,

@@ -34,6 +34,7 @@ rounding), so an object's features do not depend on the chunk it is gridded in.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from plasticc_jax import plasticc
+from plasticc_jax.errors import UserError
 
 # LSST passbands' effective wavelengths (Angstrom), u g r i z y, as avocado uses them.
 WAVELENGTHS = np.array([3671.0, 4827.0, 6223.0, 7546.0, 8691.0, 9712.0])
@@ -314,12 +316,29 @@ def _fit_features(
             # On the CPU whatever the default device: a dataset's features do not depend on
             # the machine that prepared it.
             with _FIT_LOCK:
-                outputs = fit(*jax.device_put((t, band, y, noise), jax.devices("cpu")[0]))
+                outputs = fit(*jax.device_put((t, band, y, noise), _cpu()))
                 mean, length, residuals = (np.asarray(a)[: part.size] for a in outputs)
             chi2 = residuals.sum(axis=1, dtype=np.float64) / n
             mean, length = mean.astype(np.float64), length.astype(np.float64)
             out[part] = read_features(days, mean, length, chi2, redshift[part])
     return out
+
+
+def _cpu() -> jax.Device:
+    """JAX's CPU device.
+
+    Raises:
+        UserError: JAX was told to start other platforms only (`JAX_PLATFORMS=cuda`; the
+            command line adds `cpu` to it, `doctor.keep_cpu_platform`).
+    """
+    try:
+        return jax.devices("cpu")[0]
+    except RuntimeError:
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        raise UserError(
+            f"the Gaussian-process features are fitted on the CPU, which JAX_PLATFORMS={platforms} "
+            f"leaves out: set JAX_PLATFORMS={platforms},cpu (the first stays the default)"
+        ) from None
 
 
 def read_features(

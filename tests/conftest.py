@@ -10,7 +10,8 @@ run; tests that need it run last. It is read only: a test that changes a dataset
 on a copy (`copy_project`).
 
 JAX settings (environment variables, so every process of the session inherits them; a variable
-already set wins): JAX runs on the CPU; XLA compiles without its optimisations (`TEST_XLA_FLAGS`),
+already set wins): JAX runs on the CPU (`JAX_PLATFORMS=`, empty, runs the tests on a GPU,
+without the CPU-only flags that follow); XLA compiles without its optimisations (`TEST_XLA_FLAGS`),
 because compiling is most of the time of a test and the programs are tiny (measured: the tiny
 train step compiles in about 1 s instead of 6), and runs each program on one thread, as the two
 workers already fill the two cores (measured, `make test` side by side, three pairs: 0.93x the
@@ -63,7 +64,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One OpenMP thread a process: the two workers already fill the two cores, and oversubscribed
 # OpenMP pools spin (measured: a 10-tree gradient-boosted fit 2.3 s instead of 0.2 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
+if os.environ["JAX_PLATFORMS"] == "cpu":  # XLA's CUDA plugin aborts on the CPU-only flags
+    os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(SESSION / "jax-cache"))
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

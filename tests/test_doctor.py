@@ -205,6 +205,25 @@ def test_cli_prints_no_traceback_and_each_jax_warning_once() -> None:
     assert "JAX runs on the CPU: " in done.stderr
 
 
+def test_jax_platforms_of_accelerators_alone_keep_the_cpu() -> None:
+    """`JAX_PLATFORMS=cuda` left JAX no CPU, where the Gaussian-process features are fitted:
+    prepare failed with JAX's traceback (seen on a GPU machine)."""
+    for given, kept in (
+        ("cuda", "cuda,cpu"),
+        ("gpu", "gpu,cpu"),
+        (" cuda , tpu", "cuda,tpu,cpu"),
+        ("cuda,cpu", "cuda,cpu"),
+        ("cpu", "cpu"),
+        ("", ""),
+    ):
+        environ = {"JAX_PLATFORMS": given}
+        doctor_lib.keep_cpu_platform(environ)
+        assert environ["JAX_PLATFORMS"] == (kept or given), given
+    environ = {}
+    doctor_lib.keep_cpu_platform(environ)
+    assert environ == {}
+
+
 def test_compilation_cache_goes_to_the_user_cache_unless_set_or_off(tmp_path) -> None:
     environ = {"XDG_CACHE_HOME": str(tmp_path)}
     folder = doctor_lib.use_compilation_cache(environ)

@@ -13,6 +13,7 @@ import pytest
 from plasticc_jax import config as config_lib
 from plasticc_jax import gp_features, prepare, provenance
 from plasticc_jax.config import DataConfig
+from plasticc_jax.errors import UserError
 from plasticc_jax.gp_features import GP_NAMES, MAX_POINTS, MIN_POINTS
 from plasticc_jax.gridding import FEATURE_NAMES, MODEL_FEATURE_NAMES, GridSpec, model_features
 from plasticc_jax.streaming import grid_lightcurves
@@ -77,6 +78,22 @@ def test_gp_features_of_a_hand_made_transient():
     assert f["gp_n_peaks"] == 1.0
     assert f["gp_chi2_per_point"] < 1.0  # noiseless rows with errors of 10
     assert f["gp_negative_width"] == pytest.approx(0.0, abs=1.0)
+
+
+def test_a_jax_without_its_cpu_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library user's `JAX_PLATFORMS=cuda` (the command line adds `cpu` itself): the fit's
+    device cannot be named, and the error says how to give it (JAX's own was a traceback)."""
+    real = gp_features.jax.devices
+
+    def without_cpu(backend=None):
+        if backend == "cpu":
+            raise RuntimeError("Unknown backend cpu. Available backends are ['cuda']")
+        return real(backend)
+
+    monkeypatch.setattr(gp_features.jax, "devices", without_cpu)
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    with pytest.raises(UserError, match="=cuda leaves out: set JAX_PLATFORMS=cuda,cpu"):
+        features_of([transient(60000.0)], [0.1])
 
 
 def test_the_fast_fit_reads_the_same_transient_on_its_coarser_grid():

@@ -10,6 +10,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,8 +22,9 @@ from typing import Any, TypeVar
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
+from tqdm import tqdm
 
-from plasticc_jax import metrics, plasticc
+from plasticc_jax import metrics, plasticc, processes
 from plasticc_jax.io_utils import atomic_path
 from plasticc_jax.plasticc import class_name
 
@@ -149,9 +151,17 @@ def _started() -> None:
     """Nothing: unpickling it imports this module in the child (matplotlib, scikit-learn)."""
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In the child: end it when its parent is gone (a `kill -9` of evaluate left it waiting
-    for work for ever)."""
+def _child_setup(parent: int) -> None:
+    """In the child: a Ctrl-C ends it at once and without a word (the parent says
+    "interrupted"; it printed its traceback while importing or waiting for work, found in this
+    release), and so does its parent's end (a `kill -9` of evaluate left it waiting for work for
+    ever)."""
+    # Its one lock of multiprocessing's, tqdm's (UMAP's progress bars), is a thread's instead:
+    # a process killed holding one leaves it, and multiprocessing warned of it at the end.
+    tqdm.set_lock(threading.RLock())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # one during the imports: dropped (the parent
+    processes.unblock_stop_signals()  # took it too, and stops this process)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -174,13 +184,15 @@ class FigureProcess:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         try:
-            self._pool = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
-            )
-            self._pool.submit(_started)
+            # Born with Ctrl-C blocked, until `_child_setup` (its imports take seconds).
+            with processes.stop_signals_blocked():
+                self._pool = ProcessPoolExecutor(
+                    1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_child_setup,
+                    initargs=(os.getpid(),),
+                )
+                self._pool.submit(_started)
         except OSError as error:
             log.info("figures in this process (no child process: %s)", error)
             self.close()

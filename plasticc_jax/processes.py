@@ -128,14 +128,14 @@ def _interrupts_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM taken once a child has started, not while it starts: a start cut short
     left a child that printed an error as it died (its data from the parent truncated)."""
     if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
-        with _stop_signals_blocked():
+        with stop_signals_blocked():
             yield
         return
     received: list[int] = []
     handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
     previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in handled}
     try:
-        with _stop_signals_blocked():  # one that comes meanwhile: taken on leaving, by the above
+        with stop_signals_blocked():  # one that comes meanwhile: taken on leaving, by the above
             yield
     finally:
         for signum, handler in previous.items():
@@ -145,9 +145,10 @@ def _interrupts_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
+def stop_signals_blocked() -> Iterator[None]:
     """SIGINT and SIGTERM blocked in this thread: a child started meanwhile inherits the mask,
-    so one sent during its interpreter's start waits until `_child` takes them over."""
+    so one sent during its interpreter's start (and its imports) waits until the child takes
+    them over (`_child`; `unblock_stop_signals`)."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
@@ -158,6 +159,13 @@ def _stop_signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_stop_signals() -> None:
+    """In a child born under `stop_signals_blocked`, once it has set what Ctrl-C does there:
+    the signals sent meanwhile are delivered now."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _logging_setup() -> tuple[int, list[tuple[logging.Formatter | None, list[Any]]]]:
@@ -176,8 +184,7 @@ def _child(
     connection: Connection,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    if hasattr(signal, "pthread_sigmask"):  # born with them blocked: a SIGTERM since ends us now
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    unblock_stop_signals()  # a SIGTERM since it was born ends it now
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     level, handlers = logging_setup
     root = logging.getLogger()

@@ -166,6 +166,45 @@ def test_a_child_ignores_ctrl_c_from_its_interpreters_start() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_ctrl_c_ends_the_figure_process_without_a_word() -> None:
+    """`evaluate`'s figure process (`figures.FigureProcess`) printed a traceback on Ctrl-C, while
+    it imported its modules (seconds) or while it waited for work. Now one during its imports is
+    dropped (its parent took it too, and stops it), and one later ends it quietly."""
+    script = "from plasticc_jax import figures; import time; f = figures.FigureProcess(); "
+    script += "print('started', flush=True); f.submit(figures._started).result(); "
+    script += "print('ready', flush=True); time.sleep(60)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"started\n"
+        deadline = time.monotonic() + 30
+        while not (children := workers(parent.pid)):
+            assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.3)  # into its imports (seconds)
+        os.kill(children[0], signal.SIGINT)
+        assert parent.stdout.readline() == b"ready\n"  # it ran a task after it
+        os.kill(children[0], signal.SIGINT)  # waiting for work
+        deadline = time.monotonic() + 30
+        while b"zombie" not in _state(children[0]):
+            assert time.monotonic() < deadline, "the figure process did not end"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+    _, err = parent.communicate(timeout=30)
+    assert b"Traceback" not in err, err.decode()[-3000:]
+
+
+def _state(pid: int) -> bytes:
+    """/proc's status of `pid`, "zombie" once it has ended (its parent has not waited for it)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_bytes()
+    except OSError:  # reaped
+        return b"zombie"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 def test_no_child_outlives_its_parent() -> None:
     """kill -9 of the command: its children stop by themselves (a rerun never meets one still
     writing); a SIGTERM'd parent stops them itself."""

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +81,22 @@ def _command_line(pid: int) -> bytes:
         return b""
 
 
+@contextlib.contextmanager
+def script_with_a_worker(
+    script: str, **popen: Any
+) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """`script` run by a new Python process (stderr piped), once a task's process of it runs
+    Python; killed on leaving."""
+    parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, **popen)
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := workers(parent.pid)):
+            assert time.monotonic() < deadline and parent.poll() is None
+        yield parent, children
+    finally:
+        parent.kill()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 def test_ctrl_c_while_the_children_start_stops_them_quietly() -> None:
@@ -86,19 +104,10 @@ def test_ctrl_c_while_the_children_start_stops_them_quietly() -> None:
     their task needs (JAX, here: seconds) leave it to their parent, without a traceback."""
     script = "from plasticc_jax import processes, scoring; from pathlib import Path; "
     script += "processes.run_tasks(scoring.Scorer.load, [('a', (Path('x'),))], 1)"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", script], stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (children := workers(parent.pid)):
-            assert time.monotonic() < deadline and parent.poll() is None
-            time.sleep(0.01)
+    with script_with_a_worker(script, start_new_session=True) as (parent, children):
         time.sleep(0.3)  # past the interpreter's own start, into the imports
         os.killpg(parent.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
         _, err = parent.communicate(timeout=30)
-    finally:
-        parent.kill()
     assert err.count(b"Traceback") == 1, err.decode()[-3000:]  # the parent's (a bare script)
     assert err.rstrip().endswith(b"KeyboardInterrupt"), err.decode()[-3000:]
     assert not any(Path(f"/proc/{c}").exists() for c in children)
@@ -113,17 +122,9 @@ def test_a_stop_signal_while_a_child_starts_ends_the_command(signum: signal.Sign
     before reading its task, and the parent waited forever to finish writing it)."""
     script = "from plasticc_jax import processes; import pickle; "
     script += "processes.run_tasks(pickle.loads, [('a', (pickle.dumps(bytes(2**20)),))], 1)"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", script], stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (children := workers(parent.pid)):
-            assert time.monotonic() < deadline and parent.poll() is None
+    with script_with_a_worker(script, start_new_session=True) as (parent, children):
         os.killpg(parent.pid, signum)
         _, err = parent.communicate(timeout=30)
-    finally:
-        parent.kill()
     if signum == signal.SIGINT:  # the parent's KeyboardInterrupt (a bare script)
         assert err.count(b"Traceback") == 1, err.decode()[-3000:]
         assert err.rstrip().endswith(b"KeyboardInterrupt"), err.decode()[-3000:]
@@ -143,13 +144,7 @@ def test_a_child_ignores_ctrl_c_from_its_interpreters_start() -> None:
     (before, the first one, during the interpreter's start, killed it or made it print an error)."""
     script = "from plasticc_jax import processes; import time; "
     script += "print(processes.run_tasks(time.sleep, [('a', (1,))], 1))"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (children := workers(parent.pid)):
-            assert time.monotonic() < deadline and parent.poll() is None
+    with script_with_a_worker(script, stdout=subprocess.PIPE) as (parent, children):
         sent = 0
         while parent.poll() is None and Path(f"/proc/{children[0]}").exists():
             with contextlib.suppress(ProcessLookupError):
@@ -157,8 +152,6 @@ def test_a_child_ignores_ctrl_c_from_its_interpreters_start() -> None:
                 sent += 1
             time.sleep(0.005)
         out, err = parent.communicate(timeout=30)
-    finally:
-        parent.kill()
     assert parent.returncode == 0 and out == b"[None]\n", err.decode()[-3000:]
     assert b"Traceback" not in err, err.decode()[-3000:]
     assert sent > 10
@@ -171,26 +164,17 @@ def test_ctrl_c_ends_the_figure_process_without_a_word() -> None:
     it imported its modules (seconds) or while it waited for work. Now one during its imports is
     dropped (its parent took it too, and stops it), and one later ends it quietly."""
     script = "from plasticc_jax import figures; import time; f = figures.FigureProcess(); "
-    script += "print('started', flush=True); f.submit(figures._started).result(); "
+    script += "f.submit(figures._started).result(); "
     script += "print('ready', flush=True); time.sleep(60)"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"started\n"
-        deadline = time.monotonic() + 30
-        while not (children := workers(parent.pid)):
-            assert time.monotonic() < deadline and parent.poll() is None
+    with script_with_a_worker(script, stdout=subprocess.PIPE) as (parent, children):
         time.sleep(0.3)  # into its imports (seconds)
         os.kill(children[0], signal.SIGINT)
-        assert parent.stdout.readline() == b"ready\n"  # it ran a task after it
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"  # it went on
         os.kill(children[0], signal.SIGINT)  # waiting for work
         deadline = time.monotonic() + 30
         while b"zombie" not in _state(children[0]):
             assert time.monotonic() < deadline, "the figure process did not end"
             time.sleep(0.05)
-    finally:
-        parent.kill()
     _, err = parent.communicate(timeout=30)
     assert b"Traceback" not in err, err.decode()[-3000:]
 

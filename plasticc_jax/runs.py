@@ -328,6 +328,18 @@ def check_checkpoint_meta(
             f"{stats_path} differs from the feature statistics {checkpoint} was trained with: it "
             "was edited or copied from another run; restore it, or train a new run"
         )
+    check_params(run_dir, meta, params, epoch)
+
+
+def check_params(
+    run_dir: Path, meta: Mapping[str, Any], params: Mapping[str, Any], epoch: int
+) -> None:
+    """The restored parameters of a checkpoint (network name -> parameters) must be those train
+    saved: finite, and of the hashes its record `meta` holds (runs of earlier releases lack them).
+
+    Raises:
+        UserError: damaged parameters, the network's folder named.
+    """
     recorded = meta.get("params_sha256", {})
     for name, tree in params.items():
         if not provenance.params_finite(tree):

@@ -204,6 +204,9 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
     try:
         latest = store.latest_epoch()
         if latest is not None:
+            # A run whose best checkpoint is gone is refused, not trained on to a run that
+            # evaluate refuses (found by an audit: it ended "finished", exit status 0).
+            store.best_epoch()
             record = store.restore(latest, {"meta": None})["meta"]
             progress = Progress.from_json(record)
             # The config the run's last epoch was trained with (None from earlier releases).
@@ -237,6 +240,9 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
             templates = {"encoder": params["encoder"], "decoder": params["decoder"]}
             restored = store.restore(latest, {**templates, "opt_state": state.opt_state})
             params = {"encoder": restored["encoder"], "decoder": restored["decoder"]}
+            # Damaged or swapped parameters are refused, not trained on (an audit: swapped, they
+            # made a run that looked whole; damaged, a "diverged" that blamed the settings).
+            runs.check_params(run_dir, record, params, latest)
             step = jnp.asarray(progress.step, jnp.int32)
             state = TrainState(step, params, restored["opt_state"])
         # The run's files once the checkpoint restored (a failed resume left config.json of

@@ -351,6 +351,41 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_
     assert cli.main(argv) == 2
 
 
+def test_a_resume_refuses_damaged_parameters_and_a_lost_best_checkpoint(tiny_run, tmp_path):
+    """Found by an audit: resuming took the latest checkpoint's parameters unchecked (swapped in
+    from another epoch they trained on silently; damaged, the loss diverged and the message
+    blamed the settings), and went on after the best checkpoint was deleted, to end "finished"
+    with a run that evaluate refuses. Both are refused before anything changes."""
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    run_dir = workdir / tiny_run.config.run_path
+    with CheckpointStore(run_dir / "checkpoints", read_only=True) as store:
+        latest = store.latest_epoch()
+    largest = max(
+        (run_dir / "checkpoints" / str(latest)).glob("encoder/**/d/*"),
+        key=lambda p: p.stat().st_size,
+    )
+    with largest.open("r+b") as file:  # a few bytes of the stored arrays overwritten
+        file.seek(largest.stat().st_size // 2)
+        file.write(b"\xff" * 8)
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match=rf"checkpoints/{latest}/encoder: the parameters are dam"):
+        train(tiny_config("train.max_epochs=4"), workdir)
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
+    # The best checkpoint gone (another than the latest), as `CheckpointStore.best_epoch` says.
+    with CheckpointStore(tmp_path / "lost") as store:
+        meta = {"epoch": 2, "best_epoch": 1, "best_val_loss": 1.0}
+        _, params = init_params(tiny_config(), 6, N_TIMES, N_FEATURES)
+        opt_state = make_optimizer(tiny_config().train, 5)[0].init(params)
+        store.save(1, **params, opt_state=opt_state, meta={**meta, "epoch": 1}, val_loss=1.0)
+        store.save(2, **params, opt_state=opt_state, meta=meta, val_loss=math.inf)
+    run_lost = workdir / "runs" / "lost"
+    shutil.copytree(run_dir, run_lost, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(tmp_path / "lost", run_lost / "checkpoints")
+    shutil.rmtree(run_lost / "checkpoints" / "1")
+    with pytest.raises(CheckpointError, match=r"epoch 1, the run's best .*there: 2\)"):
+        train(dataclasses.replace(tiny_config("train.max_epochs=4"), run_dir="runs/lost"), workdir)
+
+
 def test_bad_inputs_are_user_errors(project, tmp_path):
     config = tiny_config()
     workdir = copy_project(project, tmp_path)

@@ -585,16 +585,30 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
             )
         mask = mask.astype(bool)
     flux, flux_err = np.asarray(flux, np.float32), np.asarray(flux_err, np.float32)
+    ids = _object_ids(batch)
+
+    def row(index: int) -> str:
+        named = ids is not None and len(ids) == len(flux)
+        return f"encoder input row {index}" + (f" (object_id {ids[index]})" if named else "")
+
     # Observed cells must be usable (unobserved ones may hold anything, NaN included).
     bad = mask & ~(np.isfinite(flux) & np.isfinite(flux_err) & (flux_err > 0))
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=(1, 2)))
-        ids = _object_ids(batch)
-        which = f" (object_id {ids[rows[0]]})" if ids is not None and len(ids) == len(flux) else ""
         raise UserError(
-            f"encoder input row {rows[0]}{which}: an observed cell (mask True) has a flux that "
-            "is not finite or a flux_err that is not a positive finite number "
-            f"({rows.size} such objects): fix them or mark them unobserved"
+            f"{row(rows[0])}: an observed cell (mask True) has a flux that is not finite or a "
+            f"flux_err that is not a positive finite number ({rows.size} such objects): fix them "
+            "or mark them unobserved"
+        )
+    # NaN: a feature undefined for the object. Infinite is refused, as prepare refuses such an
+    # object (an audit: it was clipped to the normalisation's edge without a word).
+    infinite = np.isinf(features.astype(np.float64))
+    if infinite.any():
+        rows = np.flatnonzero(infinite.any(axis=1))
+        name = stats.names[int(np.flatnonzero(infinite[rows[0]])[0])]
+        raise UserError(
+            f"{row(rows[0])}: its feature {name} is infinite ({rows.size} such objects): give "
+            "NaN for a feature that is undefined"
         )
     return {
         "flux": np.ascontiguousarray(flux),

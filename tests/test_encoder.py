@@ -201,6 +201,14 @@ def test_unusable_values_and_batch_sizes_are_user_errors(tiny_run, test_split):
     batch["object_id"] = np.array(["a", "b", "c", "d"])  # any ids: named as they are
     with pytest.raises(UserError, match=rf"row {observed[0]} \(object_id [a-d]\)"):
         encoder(batch)
+    # An infinite feature is refused (an audit: clipped without a word); NaN is undefined.
+    batch = few.to_dict()
+    batch["features"] = batch["features"].copy()
+    batch["features"][2, 3] = -np.inf
+    with pytest.raises(UserError, match=r"row 2 \(object_id \d+\): its feature \w+ is infinite"):
+        encoder(batch)
+    batch["features"][2, 3] = np.nan
+    encoder(batch)
     unobserved = tuple(np.argwhere(~few.mask)[0])
     batch = few.to_dict()
     batch["flux"] = batch["flux"].copy()

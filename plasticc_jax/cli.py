@@ -701,8 +701,10 @@ def main(argv: list[str] | None = None) -> int:
     use_compilation_cache()
     with interrupts.handled():
         code = _run_reporting_errors(args)
-    if code and argv is None and not args.verbose:  # the program itself, about to exit
-        _quiet_shutdown()
+    if argv is None:  # the program itself, about to exit
+        interrupts.ending(args.command)
+        if code and not args.verbose:
+            _quiet_shutdown()
     return code
 
 
@@ -734,11 +736,9 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
 
 def _stopped(args: argparse.Namespace, terminated: bool) -> int:
     """The one line of an interrupted command; its exit status (130, or 143 after SIGTERM)."""
-    print(
-        f"plasticc-jax {args.command}: {'terminated' if terminated else 'interrupted'}",
-        file=sys.stderr,
-    )
-    return 143 if terminated else 130
+    line, status = interrupts.stop_line(args.command, terminated)
+    print(line, file=sys.stderr)
+    return status
 
 
 def _run_reporting_mistakes(args: argparse.Namespace) -> int:

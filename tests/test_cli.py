@@ -396,6 +396,33 @@ def test_sigterm_is_one_line_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys
     assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
+@pytest.mark.parametrize(
+    "signum, said, status", [("SIGTERM", "terminated", 143), ("SIGINT", "interrupted", 130)]
+)
+def test_a_signal_as_the_program_exits_is_its_one_line(signum: str, said: str, status: int) -> None:
+    """After its command, while the process exits (the libraries' exit handlers: here one that
+    takes seconds), SIGTERM killed it without a word (-15, seen at the end of `prepare --dask`)
+    and Ctrl-C raised where nothing catches it (-2)."""
+    import os
+    import signal
+    import time
+
+    script = "import atexit, sys, time; from plasticc_jax import cli; "
+    script += "atexit.register(time.sleep, 30); cli.run = lambda args: print('done', flush=True) "
+    script += "or 0; sys.argv = ['plasticc-jax', 'doctor']; sys.exit(cli.main())"
+    program = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert program.stdout is not None and program.stdout.readline() == b"done\n"
+        time.sleep(0.5)  # into the exit handler's sleep
+        os.kill(program.pid, getattr(signal, signum))
+        _, err = program.communicate(timeout=20)
+    finally:
+        program.kill()
+    assert (program.returncode, err.decode().strip()) == (status, f"plasticc-jax doctor: {said}")
+
+
 def test_a_signal_whose_exception_was_swallowed_still_stops_the_command(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, interrupts
+from plasticc_jax import config_io, interrupts, processes
 from plasticc_jax.doctor import (
     CACHE_DIR_ENV,
     jax_setting_problem,
@@ -699,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     keep_cpu_platform()
     use_compilation_cache()
+    processes.thread_lock_for_progress_bars()
     with interrupts.handled():
         code = _run_reporting_errors(args)
     if argv is None:  # the program itself, about to exit

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
-from tqdm import tqdm
 
 from plasticc_jax import metrics, plasticc, processes
 from plasticc_jax.io_utils import atomic_path
@@ -156,9 +155,7 @@ def _child_setup(parent: int) -> None:
     "interrupted"; it printed its traceback while importing or waiting for work, found in this
     release), and so does its parent's end (a `kill -9` of evaluate left it waiting for work for
     ever)."""
-    # Its one lock of multiprocessing's, tqdm's (UMAP's progress bars), is a thread's instead:
-    # a process killed holding one leaves it, and multiprocessing warned of it at the end.
-    tqdm.set_lock(threading.RLock())
+    processes.thread_lock_for_progress_bars()  # UMAP's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # one during the imports: dropped (the parent
     processes.unblock_stop_signals()  # took it too, and stops this process)
     signal.signal(signal.SIGINT, signal.SIG_DFL)

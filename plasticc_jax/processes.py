@@ -19,6 +19,7 @@ it before it had read its task, and the parent, still writing the task to it, wa
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,8 @@ from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+from tqdm import tqdm
 
 from plasticc_jax.errors import UserError
 
@@ -166,6 +169,15 @@ def unblock_stop_signals() -> None:
     the signals sent meanwhile are delivered now."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@functools.cache
+def thread_lock_for_progress_bars() -> None:
+    """tqdm's lock a thread's, in this process, instead of the multiprocessing lock it makes at
+    its first progress bar: this project's bars are each drawn by one process, and a process
+    killed holding that lock (a Dask worker or the figure process, stopped with the command)
+    left it for multiprocessing to warn of at the end ("leaked semaphore objects")."""
+    tqdm.set_lock(threading.RLock())
 
 
 def _logging_setup() -> tuple[int, list[tuple[logging.Formatter | None, list[Any]]]]:

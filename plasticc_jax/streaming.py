@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from plasticc_jax import early, gridding, lightcurve_rows, plasticc, readers
+from plasticc_jax import early, gridding, lightcurve_rows, plasticc, processes, readers
 from plasticc_jax.config import DataConfig
 from plasticc_jax.csv_files import file_line, file_lines
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
@@ -320,6 +320,7 @@ def stream_grids(
             if file_rows is not None:
                 file_rows.append(n_rows)
 
+    processes.thread_lock_for_progress_bars()  # this process's first bar, in a Dask worker
     progress = tqdm(unit=" rows", unit_scale=True, desc="gridding", disable=None, leave=False)
     with progress, ThreadPoolExecutor(max(workers, 1)) as pool:
         # Threads, not processes: parsing (pyarrow) and gridding (NumPy) run in C without the GIL,

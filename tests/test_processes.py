@@ -65,6 +65,21 @@ def test_a_child_that_dies_is_named(target, args, said: str) -> None:
         processes.run_tasks(target, [("group 7", args)], jobs=1)
 
 
+@pytest.mark.parametrize("thread_lock", [True, False])
+def test_progress_bars_leave_no_lock_of_multiprocessing(thread_lock: bool) -> None:
+    """tqdm's first bar makes a multiprocessing lock, which a process killed with the command (a
+    Dask worker, the figure process) left for multiprocessing to warn of at the end."""
+    # In a child started by spawn or forkserver (Dask's workers): there the lock is a named one.
+    script = "import multiprocessing; multiprocessing.set_start_method('spawn'); "
+    script += "from multiprocessing import resource_tracker as r; made = []; "
+    script += "r.register = lambda name, kind: made.append(kind); "
+    script += "from plasticc_jax import processes; from tqdm import tqdm; "
+    script += "processes.thread_lock_for_progress_bars(); " if thread_lock else ""
+    script += "tqdm(disable=True); print(made)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout == ("[]\n" if thread_lock else "['semaphore']\n"), done.stderr
+
+
 def workers(pid: int) -> list[int]:
     """The children of `pid` that run tasks (not multiprocessing's resource tracker)."""
     try:

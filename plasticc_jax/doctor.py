@@ -76,11 +76,16 @@ DRIVER_HINTS = (
 )
 
 
+def named_platforms(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The platforms `JAX_PLATFORMS` names, in its order (none: JAX's default choice)."""
+    return [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+
+
 def keep_cpu_platform(environ: MutableMapping[str, str] = os.environ) -> None:
     """`JAX_PLATFORMS` naming accelerators alone (`cuda`): `cpu` added after them, so that JAX
     also starts the CPU, where the Gaussian-process features are fitted (`gp_features`); the
     first named stays the default. Call before JAX is imported; child processes inherit it."""
-    named = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    named = named_platforms(environ)
     if named and "cpu" not in named:
         environ["JAX_PLATFORMS"] = ",".join([*named, "cpu"])
 
@@ -196,7 +201,7 @@ def cpu_reason() -> str:
     if variant == "cpu":
         return "this is the image's cpu variant, which has no CUDA (build VARIANT=cuda for a GPU)"
     platforms = os.environ.get("JAX_PLATFORMS", "")
-    if platforms and not {"cuda", "gpu"} & {p.strip() for p in platforms.split(",")}:
+    if platforms and not {"cuda", "gpu"} & set(named_platforms()):
         return f"JAX_PLATFORMS={platforms} selects it"
     if not _cuda_plugins():
         return "this JAX has no CUDA backend (a CPU-only install; `pip install '.[cuda]'` adds it)"
@@ -265,7 +270,7 @@ def log_backend() -> None:
         kinds = sorted({d.device_kind for d in devices})
         log.info("JAX runs on the %s: %d x %s", devices[0].platform.upper(), len(devices), kinds)
         return
-    named = {p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()}
+    named = set(named_platforms())
     expected = _image_variant() == "cuda" or (
         bool(_cuda_plugins()) and (not named or bool({"cuda", "gpu"} & named))
     )

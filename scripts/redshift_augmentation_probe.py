@@ -77,16 +77,14 @@ def distance_modulus(z: np.ndarray) -> np.ndarray:
     return 5.0 * np.log10(np.maximum(dl, 1e-9) * 1e6 / 10.0)
 
 
-def read_train_extragalactic(
-    objects: pd.DataFrame, raw_dir: Path
+def read_train_rows(
+    objects: pd.DataFrame, raw_dir: Path, extragalactic_only: bool = True
 ) -> tuple[Rows, np.ndarray, np.ndarray, np.ndarray]:
     """(rows sorted by object and time, starts, meta (m, META_VALUES), object ids) of the train
-    split's extragalactic known objects, from the raw files `prepare` read."""
+    split's (extragalactic) known objects, from the raw files `prepare` read."""
     raw = np.stack(objects["raw"].to_numpy())
-    extragalactic = raw[:, FEATURE_NAMES.index("is_galactic")] < 0.5
-    ids = np.sort(
-        objects["object_id"].to_numpy()[(objects["split"] == "train").to_numpy() & extragalactic]
-    )
+    kind = raw[:, FEATURE_NAMES.index("is_galactic")] < 0.5 if extragalactic_only else True
+    ids = np.sort(objects["object_id"].to_numpy()[(objects["split"] == "train").to_numpy() & kind])
     rows = pd.read_csv(raw_dir / "plasticc_train_lightcurves.csv.gz")
     rows = rows[rows["object_id"].isin(ids)].sort_values(["object_id", "mjd"], kind="stable")
     meta = pd.read_csv(raw_dir / "plasticc_train_metadata.csv.gz").set_index("object_id").loc[ids]
@@ -105,17 +103,13 @@ def read_train_extragalactic(
     return out, starts.astype(np.int64), meta[list(META_VALUES)].to_numpy(np.float32), ids
 
 
-def augment(
-    rows: Rows, starts: np.ndarray, meta: np.ndarray, rng: np.random.Generator
-) -> tuple[Rows, np.ndarray]:
-    """One redshifted copy of every object (see the module's docstring)."""
+def stretched_flux(rows: Rows, starts: np.ndarray, stretch: np.ndarray) -> np.ndarray:
+    """(n,) each object's light curve stretched in time by `stretch` (m,) about t0 (its
+    brightest detection, as gridding chooses it), linearly interpolated per passband and read at
+    the original observation times (the survey's cadence stays real)."""
     m = starts.size
     counts = np.diff(np.r_[starts, len(rows)])
     o = np.repeat(np.arange(m), counts)
-    z = meta[:, META_VALUES.index("hostgal_photoz")].astype(np.float64)
-    z_new = rng.uniform(z, np.minimum(2 * z + 0.2, MAX_Z))
-    stretch = (1 + z_new) / (1 + z)
-    scale = 10 ** (-0.4 * (distance_modulus(z_new) - distance_modulus(z)))
     t0 = rows.mjd[gridding.reference_rows(o, starts, rows.flux / rows.flux_err, rows.detected)]
     source_time = t0[o] + (rows.mjd - t0[o]) / stretch[o]
     flux = np.empty(len(rows))
@@ -124,6 +118,19 @@ def augment(
         for band in np.unique(rows.passband[block]):
             at = np.flatnonzero(rows.passband[block] == band) + starts[i]
             flux[at] = np.interp(source_time[at], rows.mjd[at], rows.flux[at])
+    return flux
+
+
+def augment(
+    rows: Rows, starts: np.ndarray, meta: np.ndarray, rng: np.random.Generator
+) -> tuple[Rows, np.ndarray]:
+    """One redshifted copy of every object (see the module's docstring)."""
+    o = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, len(rows)]))
+    z = meta[:, META_VALUES.index("hostgal_photoz")].astype(np.float64)
+    z_new = rng.uniform(z, np.minimum(2 * z + 0.2, MAX_Z))
+    stretch = (1 + z_new) / (1 + z)
+    scale = 10 ** (-0.4 * (distance_modulus(z_new) - distance_modulus(z)))
+    flux = stretched_flux(rows, starts, stretch)
     err = rows.flux_err
     flux = scale[o] * flux + rng.normal(0.0, 1.0, len(rows)) * err * np.sqrt(1 - scale[o] ** 2)
     new_rows = Rows(
@@ -183,7 +190,7 @@ def main() -> None:
     start = time.perf_counter()
     config, scores, objects = read_validation(args.run, args.workdir)
     workdir = args.workdir or args.run.parent.parent
-    rows, starts, meta, ids = read_train_extragalactic(objects, workdir / config.data.raw_dir)
+    rows, starts, meta, ids = read_train_rows(objects, workdir / config.data.raw_dir)
     # The package's gridding of the original rows gives back the stored features.
     again = features_of(rows, starts, meta, config).set_index("object_id")
     stored = objects.set_index("object_id").loc[again.index, "raw"]

@@ -41,6 +41,7 @@ from sklearn.neighbors import NearestNeighbors
 from validation_probe import paired, probe_arguments, read_validation, table_rows, with_fold_columns
 
 from plasticc_jax.calibration import Reference
+from plasticc_jax.config import Config
 from plasticc_jax.detector import parse_fusion
 from plasticc_jax.fusion_search import Folds, fusion_spec
 from plasticc_jax.gridding import FEATURE_NAMES
@@ -79,20 +80,31 @@ def class_scorer(
     return scores
 
 
-def fold_columns(objects: pd.DataFrame, latents: np.ndarray, held_out: int) -> pd.DataFrame:
+# A scorer fitted on one kind's fitting latents and classes: latent rows -> scores by name.
+Scorer = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], dict[str, np.ndarray]]]
+
+
+def fold_columns(
+    objects: pd.DataFrame,
+    latents: np.ndarray,
+    held_out: int,
+    scorer: Scorer = class_scorer,
+    names: tuple[str, ...] = ("latent_knn_again", *CANDIDATES),
+) -> pd.DataFrame:
+    """The scores `names` of `scorer` for one fold's scored objects, fitted per kind on the
+    train split's other known classes and calibrated on the val split's other known objects."""
     raw = np.stack(objects["raw"].to_numpy())
     target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     latents = latents.astype(np.float32)  # as the detector holds them
     fit_all = (split == "train") & (target != held_out)
     scored = (split == "val") | (target == held_out)
-    names = ["latent_knn_again", *CANDIDATES]
     columns = {name: np.zeros(len(objects)) for name in names}
     for g in (True, False):
         fit = fit_all & (galactic == g)
         if not fit.any():
             continue
-        score = class_scorer(latents[fit], target[fit])
+        score = scorer(latents[fit], target[fit])
         val = (split == "val") & (target != held_out) & (galactic == g)
         rows = scored & (galactic == g)
         references, scored_rows = score(latents[val]), score(latents[rows])
@@ -102,6 +114,33 @@ def fold_columns(objects: pd.DataFrame, latents: np.ndarray, held_out: int) -> p
     for name, column in columns.items():
         out[name] = column[scored]
     return out
+
+
+def report(table: pd.DataFrame, config: Config, candidates: tuple[str, ...], shipped: str) -> None:
+    """Each candidate alone, in the `shipped` component's place and beside it (best fusions
+    found), against the shipped fusion, with the paired per-fold differences."""
+    folds = Folds(table)
+    fusion = parse_fusion(config.eval.fusion)
+    base = folds.fused(fusion)
+    rows = {"shipped fusion": base, f"{shipped} (shipped)": table[shipped].to_numpy()}
+    compared = {}
+    for name in candidates:
+        rows[f"{name} alone"] = table[name].to_numpy()
+        replaced = {(name if k == shipped else k): w for k, w in fusion.items()}
+        if shipped not in fusion:  # a component the fusion does not weigh: beside it only
+            replaced = {**fusion, name: 1.0}
+        best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
+        best_beside = folds.search([*fusion, name], also=fusion)[0]["weights"]
+        compared[f"{name} in {shipped}'s place, best found `{fusion_spec(best_replaced)}`"] = (
+            folds.fused(best_replaced)
+        )
+        compared[f"{name} beside, best found `{fusion_spec(best_beside)}`"] = folds.fused(
+            best_beside
+        )
+    table_rows(folds, {**rows, **compared})
+    print("\npaired per-fold differences against the shipped fusion:")
+    for name, values in compared.items():
+        print(f"- {name}: {paired(folds, values, base)}")
 
 
 def main() -> None:
@@ -114,26 +153,7 @@ def main() -> None:
     again = np.abs(table["latent_knn_again"] - table["latent_knn"]).max()
     print(f"latent_knn recomputed: max |again - stored| {again:.2e}")
     print(f"({time.perf_counter() - start:.0f} s)")
-    folds = Folds(table)
-    shipped = parse_fusion(config.eval.fusion)
-    base = folds.fused(shipped)
-    rows = {"shipped fusion": base, "latent_knn (shipped)": table["latent_knn"].to_numpy()}
-    compared = {}
-    for name in CANDIDATES:
-        rows[f"{name} alone"] = table[name].to_numpy()
-        replaced = {(name if k == "latent_knn" else k): w for k, w in shipped.items()}
-        best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
-        best_beside = folds.search([*shipped, name], also=shipped)[0]["weights"]
-        compared[f"{name} in latent_knn's place, best found `{fusion_spec(best_replaced)}`"] = (
-            folds.fused(best_replaced)
-        )
-        compared[f"{name} beside, best found `{fusion_spec(best_beside)}`"] = folds.fused(
-            best_beside
-        )
-    table_rows(folds, {**rows, **compared})
-    print("\npaired per-fold differences against the shipped fusion:")
-    for name, values in compared.items():
-        print(f"- {name}: {paired(folds, values, base)}")
+    report(table, config, CANDIDATES, "latent_knn")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ from validation_probe import (
     with_fold_columns,
 )
 
-from plasticc_jax.components import Classifier
+from plasticc_jax.components import GpClassifier
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import iter_split
 from plasticc_jax.detector import parse_fusion
@@ -269,7 +269,7 @@ def smooth_features(
 def gp_classifier(x: np.ndarray, y: np.ndarray, columns: np.ndarray, config: Config):
     """The shipped classifier's trees on its feature columns plus the GP features."""
     del columns  # the classifier picks its own (constant columns left out), GP ones included
-    model = Classifier(config.eval)
+    model = GpClassifier(config.eval)  # every column given, the appended GP ones too
     model.fit(evidence(x), y)
     return lambda raw: model.score(evidence(raw))
 

@@ -24,7 +24,7 @@ from plasticc_jax.config import VALIDATED_FUSION, Config, EvalConfig
 from plasticc_jax.dataset import FeatureStats, iter_split
 from plasticc_jax.detector import Detector, parse_fusion, route
 from plasticc_jax.fusion_search import Folds, fusion_spec
-from plasticc_jax.gridding import FEATURE_NAMES
+from plasticc_jax.gridding import FEATURE_NAMES, MODEL_FEATURE_NAMES
 from plasticc_jax.plasticc import class_name
 
 
@@ -80,11 +80,13 @@ def load_known(dataset_dir: Path, known: list[int]) -> pd.DataFrame:
 
 
 def evidence(raw: np.ndarray) -> Evidence:
-    """What `Classifier` reads (the raw features); the rest is unused here."""
+    """What `Classifier` and `GpClassifier` read (the raw features; the first reads the
+    network's columns, as many as `evidence.features` holds); the rest is unused here."""
     n = len(raw)
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     depth = raw[:, FEATURE_NAMES.index(DEPTH_FEATURE)]
-    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), raw, raw, galactic, depth)
+    network = raw[:, : len(MODEL_FEATURE_NAMES)]
+    return Evidence(np.zeros((n, 1)), np.zeros((n, 0)), np.zeros(n), network, raw, galactic, depth)
 
 
 # A candidate in the classifier's place: (fitting rows' raw features, their classes, the shipped

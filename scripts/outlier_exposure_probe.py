@@ -36,7 +36,9 @@ Result (default-rare run with `make validate`, 0.8292; 2 min on 2 cores; the `gp
 recomputed exactly; docs/evaluation.md): alone `oe_maxprob` 0.777, `oe_maxprob_xg` 0.789 against
 0.766 (AGN 0.659 -> 0.982; galactic copies cost EB and RR Lyrae); in its place the fusion falls
 (-0.0060 ± 0.0069, -0.0024 ± 0.0065); beside it at best +0.0056 ± 0.0042 (7/10 folds): not
-adopted.
+adopted. On `sn`'s three folds (`make validate PROTOCOL=sn`, 0.700) +0.0236 ± 0.0063 beside its
+`classifier`, but the same fusion with the plain `gp_classifier` gives 0.720 and the exposure
+adds +0.0036 ± 0.0175 to that: not adopted (docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -127,22 +127,25 @@ def probe_gp_classifier(doc: str, out: str, candidates: dict[str, Candidate]) ->
     folds = Folds(table)
     shipped = parse_fusion(config.eval.fusion)
     base = folds.fused(shipped)
+    # The classifier the fusion weighs (`sn`'s weighs the first one) is the one replaced.
+    place = "gp_classifier" if "gp_classifier" in shipped else "classifier"
     for name in candidates:
-        replaced = {(name if k == "gp_classifier" else k): w for k, w in shipped.items()}
+        replaced = {(name if k == place else k): w for k, w in shipped.items()}
         best_replaced = folds.search(list(replaced), also=replaced)[0]["weights"]
         best_beside = folds.search([*shipped, name], also=shipped)[0]["weights"]
         rows = {
             f"shipped fusion `{fusion_spec(shipped)}`": base,
             "gp_classifier alone": table["gp_classifier"].to_numpy(),
+            "classifier alone": table["classifier"].to_numpy(),
             f"{name} alone": table[name].to_numpy(),
-            f"shipped weights, {name} in the gp_classifier's place": folds.fused(replaced),
+            f"shipped weights, {name} in the {place}'s place": folds.fused(replaced),
             f"best found in its place: `{fusion_spec(best_replaced)}`": folds.fused(best_replaced),
             f"best found beside it: `{fusion_spec(best_beside)}`": folds.fused(best_beside),
         }
         print(f"\n### {name}\n")
         table_rows(folds, rows)
         print("\npaired per-fold differences against the shipped fusion:")
-        for row in list(rows)[3:]:
+        for row in list(rows)[4:]:
             print(f"- {row}: {paired(folds, rows[row], base)}")
     print(f"({time.perf_counter() - start:.0f} s)")
 

@@ -71,7 +71,7 @@ class CheckpointStore:
         read_only: open an existing store for loading only (encode, evaluate).
     """
 
-    def __init__(self, directory: Path, *, read_only: bool = False):
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         self.directory = Path(directory).absolute()
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(

@@ -613,16 +613,31 @@ def validate(config: Config) -> None:
         raise InvalidConfig(problems)
 
 
+def fusion_item(item: str) -> tuple[str, float]:
+    """One item of `eval.fusion`, "component:weight" (weight 1 when left out) -> (component,
+    weight): the one reading of it, for the config's checks and `detector.parse_fusion`.
+
+    Raises:
+        UserError: an unknown component, or a weight that is not a finite number >= 0.
+    """
+    name, _, value = str(item).partition(":")
+    name = name.strip()
+    if name not in COMPONENT_NAMES:
+        raise UserError(
+            f"eval.fusion: unknown component {name!r}; choose from {', '.join(COMPONENT_NAMES)}"
+        )
+    try:
+        weight = float(value) if value else 1.0
+    except ValueError:
+        raise UserError(f"eval.fusion: {item!r} is not component:weight") from None
+    if not 0.0 <= weight < math.inf:
+        raise UserError(f"eval.fusion: {item!r}: a weight is a finite number, zero or positive")
+    return name, weight
+
+
 def _fusion_ok(spec: tuple[str, ...]) -> bool:
-    """Whether `eval.fusion` reads as `detector.parse_fusion` wants it."""
-    weights = []
-    for item in spec:
-        name, _, value = str(item).partition(":")
-        try:
-            weight = float(value) if value else 1.0
-        except ValueError:
-            return False
-        if name.strip() not in COMPONENT_NAMES or not 0.0 <= weight < math.inf:
-            return False
-        weights.append(weight)
-    return sum(weights) > 0.0
+    """Whether every item of `eval.fusion` reads (`fusion_item`) and one weight is positive."""
+    try:
+        return sum(fusion_item(item)[1] for item in spec) > 0.0
+    except UserError:
+        return False

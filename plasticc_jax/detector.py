@@ -48,7 +48,7 @@ from plasticc_jax.components import (
     Evidence,
     nearest_class_source,
 )
-from plasticc_jax.config import EvalConfig
+from plasticc_jax.config import EvalConfig, fusion_item
 from plasticc_jax.errors import UserError
 from plasticc_jax.threads import cores, map_row_slices, single_threaded
 
@@ -66,22 +66,14 @@ def parse_fusion(spec: Iterable[str]) -> dict[str, float]:
     """`("latent_knn:1", "classifier:2")` -> {component: weight}, weights summing to 1.
 
     Raises:
-        UserError: an unknown component, a malformed or negative weight, or all weights zero.
+        UserError: an unknown or repeated component, a weight that is not a finite number >= 0
+            (`config.fusion_item`), or all weights zero.
     """
     weights: dict[str, float] = {}
     for item in spec:
-        name, _, value = str(item).partition(":")
-        name = name.strip()
-        if name not in COMPONENTS:
-            raise UserError(
-                f"eval.fusion: unknown component {name!r}; choose from {', '.join(COMPONENTS)}"
-            )
-        try:
-            weight = float(value) if value else 1.0
-        except ValueError:
-            raise UserError(f"eval.fusion: {item!r} is not component:weight") from None
-        if not weight >= 0.0:
-            raise UserError(f"eval.fusion: {item!r} has a negative weight")
+        name, weight = fusion_item(item)
+        if name in weights:
+            raise UserError(f"eval.fusion: {name} given twice: each component once")
         weights[name] = weight
     total = sum(weights.values())
     if total <= 0.0:

@@ -133,14 +133,12 @@ def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:
     part, present = truncate(chunk, np.full(chunk.starts.size, float(as_of)))
     seen = np.zeros(chunk.starts.size, bool)
     seen[present] = detected(part)
-    known_then = _take_objects(part, seen[present])
+    known_then = part.take(seen[present])
     stage = as_of - first_detection(known_then)
     result = grid_cut(known_then, spec, np.full(known_then.starts.size, float(as_of)), stage)
     # Objects without a single row by then (not in `part`): nothing was seen of them yet.
     codes = np.full(chunk.starts.size, gridding.REASONS.index(gridding.NOT_DETECTED), np.int8)
-    codes[np.flatnonzero(present)[~seen[present]]] = not_detected_codes(
-        _take_objects(part, ~seen[present])
-    )
+    codes[np.flatnonzero(present)[~seen[present]]] = not_detected_codes(part.take(~seen[present]))
     waiting = chunk.rows.object_id[chunk.starts][~seen] if chunk.starts.size else np.zeros(0)
     return GridResult(
         result.arrays,
@@ -177,7 +175,7 @@ def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridRe
     accepted = ~np.isin(chunk.rows.object_id[chunk.starts], result.rejected_ids)
     if not accepted.any():
         return result
-    sub = _take_objects(chunk, accepted)
+    sub = chunk.take(accepted)
     first = first_detection(sub)
     for days in finite:
         stage = np.full(sub.starts.size, days, np.float32)
@@ -191,12 +189,3 @@ def grid_stages(chunk: Chunk, spec: GridSpec, stages: Sequence[float]) -> GridRe
     stage = np.where(np.isinf(arrays.stage), -1.0, arrays.stage)
     arrays = arrays.take(np.lexsort((stage, position)))
     return GridResult(arrays, result.rejected_ids, result.rejected_codes)
-
-
-def _take_objects(chunk: Chunk, objects: np.ndarray) -> Chunk:
-    """The chunk's objects where `objects` ((m,) bool) is True."""
-    counts = np.diff(np.r_[chunk.starts, len(chunk.rows)])
-    o_keep = np.repeat(objects, counts)
-    kept = counts[objects]
-    starts = np.r_[0, np.cumsum(kept)[:-1]].astype(np.int64) if kept.size else kept
-    return Chunk(chunk.rows.take(o_keep), starts, chunk.meta[objects], chunk.target[objects])

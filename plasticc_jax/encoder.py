@@ -177,7 +177,7 @@ class Encoder:
         params: dict,
         *,
         max_batch: int = 4096,
-    ):
+    ) -> None:
         self.config = config
         self.stats = stats
         self.params = params
@@ -287,7 +287,7 @@ class TrainedVae:
         params: dict,
         encoder: Encoder,
         epoch: int,
-    ):
+    ) -> None:
         self.config = config
         self.stats = stats
         self.params = params

@@ -348,7 +348,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
                 # Writes of an evaluate that a kill interrupted (evaluate's folders only: a
                 # validate may be writing beside them).
                 remove_unfinished_writes(run_dir, "models", "reports", "reports/figures")
-                _evaluate(config, workdir, run_dir, dataset_dir, manifest, painter, training)
+                _evaluate(config, run_dir, dataset_dir, manifest, painter, training)
     return run_dir
 
 
@@ -383,7 +383,6 @@ def _training(run_dir: Path, config: Config) -> dict[str, Any]:
 
 def _evaluate(
     config: Config,
-    workdir: Path,
     run_dir: Path,
     dataset_dir: Path,
     manifest: dict[str, Any],

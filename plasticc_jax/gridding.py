@@ -245,6 +245,20 @@ class Chunk:
     meta: np.ndarray
     target: np.ndarray
 
+    def take(self, keep: np.ndarray) -> Chunk:
+        """The objects where `keep` ((m,) bool) is True."""
+        rows, starts = take_objects(self.rows, self.starts, keep)
+        return Chunk(rows, starts, self.meta[keep], self.target[keep])
+
+
+def take_objects(rows: Rows, starts: np.ndarray, keep: np.ndarray) -> tuple[Rows, np.ndarray]:
+    """The rows and the first row of each object where `keep` ((m,) bool) is True, of rows
+    grouped by object (object i from `starts[i]`)."""
+    counts = np.diff(np.r_[starts, len(rows)])
+    kept = counts[keep]
+    starts = np.r_[0, np.cumsum(kept)[:-1]].astype(np.int64)[: kept.size]
+    return rows.take(np.repeat(keep, counts)), starts
+
 
 @dataclass
 class GridResult:
@@ -344,10 +358,10 @@ def grid_chunk(
     codes = _reject_codes(rows, o, counts, spec.min_observations) if m else np.zeros(0, np.int8)
     keep = codes == 0
     if not keep.all():
-        rows = rows.take(keep[o])
-        counts, meta, target = counts[keep], chunk.meta[keep], chunk.target[keep]
+        valid = chunk.take(keep)
+        rows, starts, meta, target = valid.rows, valid.starts, valid.meta, valid.target
+        counts = counts[keep]
         m = counts.size
-        starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64) if m else counts
         o = np.repeat(np.arange(m), counts)
     else:
         meta, target = chunk.meta, chunk.target

@@ -65,7 +65,7 @@ class MLP(nnx.Module):
 
     def __init__(
         self, in_features: int, widths: tuple[int, ...], *, dtype: jnp.dtype, rngs: nnx.Rngs
-    ):
+    ) -> None:
         sizes = (in_features, *widths)
         self.dense = nnx.List(
             [nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)]
@@ -98,7 +98,7 @@ class LightCurveEncoder(nnx.Module):
         n_classes: int = 0,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         self.n_bands, self.n_times, self.n_features = n_bands, n_times, n_features
         in_features = 3 * n_bands * n_times + n_features
         self.body = MLP(in_features, tuple(model.hidden), dtype=dtype, rngs=rngs)
@@ -154,7 +154,7 @@ class LightCurveDecoder(nnx.Module):
         *,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         self.n_bands, self.n_times, self.n_features = n_bands, n_times, n_features
         self.min_model_sigma = float(model.min_model_sigma)
         widths = tuple(reversed(model.hidden))
@@ -191,7 +191,7 @@ class Vae(nnx.Module):
         n_classes: int = 0,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         self.encoder = LightCurveEncoder(
             n_bands, n_times, n_features, model, n_classes=n_classes, dtype=dtype, rngs=rngs
         )

@@ -34,6 +34,7 @@ METHOD_LABELS: dict[str, str] = {
     "head_maxprob": "1 - max probability of the VAE head",
     "recon_chi2": "reconstruction chi2",
     "classifier": "1 - max probability of the classifier (GBT)",
+    "gp_classifier": "1 - max probability of the classifier with the GP features (GBT)",
     "feature_mahalanobis": "Mahalanobis distance in the features",
     "feature_knn": "kNN distance in the features",
     "feature_forest": "Isolation Forest on the features",
@@ -74,6 +75,16 @@ def _range(low: float | None, high: float | None) -> str:
 def _label(name: str, weights: dict[str, float]) -> str:
     label = METHOD_LABELS.get(name, name)
     return f"{label} (weight {weights[name]:.3f})" if name in weights else label
+
+
+def _train_rows(cross_fit_folds: int) -> str:
+    """How the train split's known objects were scored (`evaluate.fit_and_score`)."""
+    if cross_fit_folds >= 2:
+        return (
+            f"Train known objects are scored out of fold ({cross_fit_folds} folds; the fused "
+            "components only)."
+        )
+    return "Train known objects are scored in-sample (`eval.cross_fit_folds` below 2)."
 
 
 def _table_head(caption: str, head: list[str]) -> list[str]:
@@ -287,9 +298,9 @@ def report_markdown(
             if result.get("early")
             else ""
         )
-        + ". Train known objects are scored out "
-        f"of fold ({result['detector']['cross_fit_folds']} folds; the fused components only). "
-        "Components without a weight are shown for comparison. No anomaly label is used to fit "
+        + ". "
+        + _train_rows(result["detector"]["cross_fit_folds"])
+        + " Components without a weight are shown for comparison. No anomaly label is used to fit "
         "or tune anything.",
         "",
         f"**Test split**: {counts['test_known']} known-class objects, {counts['test_anomaly']} "

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import special
 
-from plasticc_jax import plasticc
+from plasticc_jax import plasticc, readers
 from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
@@ -580,9 +580,9 @@ def _rejected_rows(
     ids = rejected["object_id"].to_numpy(np.int64)
     n = ids.size
     labels = np.full(n, plasticc.UNKNOWN_TARGET, np.int64)
-    if target is not None:
-        found = target.reindex(ids).to_numpy(np.float64)
-        labels = np.where(np.isnan(found), labels, found).astype(np.int64)
+    if target is not None:  # read as `streaming.grid_lightcurves` reads the scored ones' labels
+        found = pd.to_numeric(target, errors="coerce").reindex(ids).to_numpy(np.float64)
+        labels = np.where(readers.is_class_number(found), found, labels).astype(np.int64)
     columns: dict[str, object] = {
         "object_id": ids,
         "split": np.full(n, split),

@@ -214,11 +214,7 @@ def _plan(
         rejected = pd.concat([rejected, bad_meta], ignore_index=True) if len(lost) else bad_meta
         keep[bad] = False
     if not keep.all():
-        counts_rows = np.diff(np.r_[starts, len(rows)])
-        rows = rows.take(np.repeat(keep, counts_rows))
-        kept_counts = counts_rows[keep]
-        starts = np.r_[0, np.cumsum(kept_counts)[:-1]].astype(np.int64)
-        starts = starts[: kept_counts.size]
+        rows, starts = gridding.take_objects(rows, starts, keep)
         pos = pos[keep]
     else:
         pos = pos[found]

@@ -395,6 +395,8 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
         if cached is None or (staged and not _has_components(stage_cache, fitted)):
             if cache.is_file() and not same:
                 log.info("fold %d was scored %s: again", held_out, _differences(stored, made_with))
+            elif cached is not None:  # its scores whole, its stage scores not
+                log.info("fold %d has no complete %s: scored again", held_out, stage_cache)
             elif missing := _missing_columns(cache, fitted):
                 log.info("fold %d has no scores of %s: scored again", held_out, ", ".join(missing))
             elif cache.is_file():

@@ -152,7 +152,7 @@ def test_stage_fusion_search_scores_the_stage_and_ranks_unscorable_objects_last(
 
 
 @pytest.mark.slow  # trains three tiny folds
-def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatch):
+def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatch, caplog):
     from plasticc_jax import cli, config_io, fusion_search
     from plasticc_jax import validate as validate_lib
     from plasticc_jax.synthetic import write_synthetic
@@ -241,3 +241,12 @@ def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatc
         assert row["folds"] == pytest.approx(
             {str(k): v for k, v in at.aurocs(at.fused(other_weights)).items()}, abs=1e-12
         )
+    # A fold whose stage scores are gone is scored again, and the log names that file (found by
+    # a review: it called the fold's whole scores.parquet damaged).
+    monkeypatch.undo()
+    stages = out / f"fold-{config.data.known_classes[0]}" / "stages.parquet"
+    stages.unlink()
+    with caplog.at_level("INFO", logger="plasticc_jax.validate"):
+        validate_lib.validate(other, tmp_path)
+    assert f"has no complete {stages}: scored again" in caplog.text
+    assert "damaged" not in caplog.text and stages.is_file()

@@ -180,6 +180,16 @@ def test_parse_fusion():
     for bad in (["nope:1"], ["latent_knn:x"], ["latent_knn:-1"], ["latent_knn:0"]):
         with pytest.raises(UserError):
             detector.parse_fusion(bad)
+    # Found by a review: the config's checks refused these, the detector's own reading did not
+    # (inf gave NaN weights, nan "a negative weight", a repeat the last one silently).
+    cases = {
+        "a weight is a finite number": (["latent_knn:inf", "classifier:1"], ["latent_knn:nan"]),
+        "latent_knn given twice": (["latent_knn:1", "latent_knn:3"],),
+    }
+    for message, specs in cases.items():
+        for spec in specs:
+            with pytest.raises(UserError, match=message):
+                detector.parse_fusion(spec)
 
 
 def test_each_kind_is_fitted_on_its_own_known_objects(monkeypatch):

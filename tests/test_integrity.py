@@ -372,8 +372,20 @@ def test_metrics_and_detector_name_the_checkpoint_and_dataset(tiny_run):
 def test_config_knows_every_component():
     from plasticc_jax import config
     from plasticc_jax.components import COMPONENTS
+    from plasticc_jax.report import METHOD_LABELS
 
     assert set(config.COMPONENT_NAMES) == set(COMPONENTS)
+    # Found by a review: the report's tables and legends named `gp_classifier` by its code name.
+    assert set(COMPONENTS) <= set(METHOD_LABELS)
+
+
+def test_the_report_says_how_train_rows_were_scored():
+    """Found by a review: with `eval.cross_fit_folds=0` (in-sample) report.md said "scored out of
+    fold (0 folds)"."""
+    from plasticc_jax.report import _train_rows
+
+    assert "out of fold (5 folds" in _train_rows(5)
+    assert "in-sample" in _train_rows(0)
 
 
 def test_a_run_may_leave_known_classes_out_of_its_dataset(tiny_run):
@@ -635,6 +647,13 @@ def test_score_dataframe_reads_what_callers_give_it(tiny_run):
     pd.testing.assert_series_equal(unlabelled["anomaly_score"], expected["anomaly_score"])
     first_two = unlabelled["object_id"].isin(meta["object_id"].head(2))
     assert (unlabelled.loc[first_two, "target"] == -1).all()
+    # The same for a rejected object (found by a review: text raised a bare ValueError there,
+    # and 90.5 became SN Ia).
+    short = lcs.groupby("object_id").head(3)  # too few observations: every object rejected
+    for label in ("SNIa", 90.5):
+        rejected = score_dataframe(short, tiny_run.run_dir, meta.assign(target=label))
+        assert rejected["rejected_reason"].notna().all()
+        assert (rejected["target"] == -1).all() and (rejected["class_name"] != "SN Ia").all()
     big = 1_234_567_890_123_456_789  # beyond 2**53: rounded to ...792 through a float
     shifted = score_dataframe(
         lcs.assign(object_id=lcs["object_id"] + big),

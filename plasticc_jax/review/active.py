@@ -201,7 +201,7 @@ class ActiveRanker:
 
     def __init__(
         self, features: np.ndarray, static: np.ndarray | None = None, policy: Policy = POLICY
-    ):
+    ) -> None:
         self.features = np.ascontiguousarray(features, np.float64)
         self.policy = policy
         self.n_subsamples = max(2, min(policy.n_subsamples, len(self.features)))

@@ -229,7 +229,7 @@ class LabelStore:
             answer can be written to is refused then).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if is_csv_export(self.path):  # appended to, it would be neither CSV nor JSON lines
             raise UserError(

@@ -199,7 +199,7 @@ class Pool:
         workdir: Path | None = None,
         top: int | None = None,
         curves: bool = True,
-    ):
+    ) -> None:
         self.run_dir = Path(run_dir)
         if workdir is not None and not Path(workdir).is_dir():
             raise UserError(f"workdir {workdir}: no such folder (the project folder of the run)")
@@ -336,7 +336,7 @@ class Pool:
                 out[name] = _plain(features[name])
         return out
 
-    def scores(self, row: int) -> dict[str, float]:
+    def scores(self, row: int) -> dict[str, dict[str, float | None]]:
         """The detector's scores of one object, with each score's percentile in the pool."""
         out = {}
         for name in self.score_names:

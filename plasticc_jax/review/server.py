@@ -102,7 +102,9 @@ class ReviewServer(ThreadingHTTPServer):
     # when 50 answers arrived together.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], session: ReviewSession, token: str | None = None):
+    def __init__(
+        self, address: tuple[str, int], session: ReviewSession, token: str | None = None
+    ) -> None:
         if ":" in address[0]:  # an IPv6 address (::1, ::)
             self.address_family = socket.AF_INET6
         self.session = session

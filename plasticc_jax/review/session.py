@@ -93,7 +93,7 @@ class ReviewSession:
             and ignored here.
     """
 
-    def __init__(self, pool: Pool, store: LabelStore):
+    def __init__(self, pool: Pool, store: LabelStore) -> None:
         self.pool = pool
         self.store = store
         self.ranker = active.ActiveRanker(pool.features, pool.static)

@@ -24,6 +24,16 @@ import pyarrow.csv as pa_csv
 
 from plasticc_jax.errors import UserError, listing
 
+# What reading a damaged file raises: a gzip stream's broken deflate data is a `zlib.error`, not
+# an OSError.
+UNREADABLE = (OSError, EOFError, zlib.error)
+
+
+def corrupt(path: Path, error: BaseException | str) -> UserError:
+    """The one-line answer to a file that cannot be read to its end."""
+    return UserError(f"{path}: the file is truncated or corrupt ({error}); fetch it again")
+
+
 # Tokens pyarrow reads as null (its defaults), used when locating a bad value.
 NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
 NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
@@ -83,10 +93,8 @@ def header(path: Path) -> list[str]:
     try:
         with open_bytes(path) as handle:
             line = handle.readline()
-    except (OSError, EOFError) as error:
-        raise UserError(
-            f"{path}: the file is truncated or corrupt ({error}); fetch it again"
-        ) from None
+    except UNREADABLE as error:
+        raise corrupt(path, error) from None
     try:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -98,10 +106,8 @@ def header(path: Path) -> list[str]:
     if not text.strip():
         try:
             empty = next(_data_lines(path), None) is None
-        except (OSError, EOFError, zlib.error) as error:
-            raise UserError(
-                f"{path}: the file is truncated or corrupt ({error}); fetch it again"
-            ) from None
+        except UNREADABLE as error:
+            raise corrupt(path, error) from None
         if empty:
             raise UserError(f"{path}: the file is empty (no header line); fetch it again")
         raise UserError(
@@ -352,5 +358,5 @@ def arrow_error(
     if isinstance(error, pa.ArrowInvalid) and "Empty CSV file" in text:
         return UserError(f"{path}: the file is empty; fetch it again")
     if isinstance(error, OSError | EOFError) and not isinstance(error, pa.ArrowInvalid):
-        return UserError(f"{path}: the file is truncated or corrupt ({text}); fetch it again")
+        return corrupt(path, text)
     return UserError(f"{path}: cannot parse the CSV ({text})")

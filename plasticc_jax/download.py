@@ -113,13 +113,11 @@ class Source:
         location: URL, folder or requirement, for messages and the record.
         fetch: writes every `Expected.name` into the staging folder it is given, and returns extra
             facts for the record (e.g. the wheel's hash).
-        check_sha256: whether the decompressed content must match `Expected.sha256`.
     """
 
     name: str
     location: str
     fetch: Callable[[Path], dict[str, Any]]
-    check_sha256: bool
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +213,8 @@ def warn_unless_published(raw: Path) -> None:
 
 def _sources(choice: str, workdir: Path) -> list[Source]:
     """The sources to try, in order, for `data.source = choice`."""
-    zenodo = Source("zenodo", ZENODO_RECORD, _fetch_zenodo, check_sha256=True)
-    wheel = Source("snmachine", f"{WHEEL_REQUIREMENT} via pip", _fetch_wheel, check_sha256=True)
+    zenodo = Source("zenodo", ZENODO_RECORD, _fetch_zenodo)
+    wheel = Source("snmachine", f"{WHEEL_REQUIREMENT} via pip", _fetch_wheel)
     if choice == "auto":
         mirror = os.environ.get(MIRROR_ENV)
         # The variable is read where it was set: relative to the current folder.
@@ -257,7 +255,7 @@ def _mirror_source(folder: Path, setting: str) -> Source:
                     _write_gzip(plain, staging / expected.name)
         return {}
 
-    return Source("mirror", str(folder), fetch, check_sha256=True)
+    return Source("mirror", str(folder), fetch)
 
 
 def _fetch_zenodo(staging: Path) -> dict[str, Any]:
@@ -395,10 +393,7 @@ def _install(source: Source, raw: Path, checked: list[Path]) -> None:
     with scratch_dir(raw, STAGING_PREFIX) as staging:
         try:
             extra = source.fetch(staging)
-            checks = [
-                verify(staging / expected.name, expected, source.check_sha256)
-                for expected in EXPECTED
-            ]
+            checks = [verify(staging / expected.name, expected) for expected in EXPECTED]
         except OSError as error:
             if error.errno in WRITE_ERRNOS:  # a full disk: no other source fits either
                 raise OSError(error.errno, os.strerror(error.errno), str(raw)) from error

@@ -94,10 +94,7 @@ def check_existing(raw: Path, paths: list[Path], expected: list[Expected]) -> li
         UserError: a file is not the training set's (the message names it and why).
     """
     try:
-        return [
-            verify(path, item, check_sha256=True)
-            for path, item in zip(paths, expected, strict=True)
-        ]
+        return [verify(path, item) for path, item in zip(paths, expected, strict=True)]
     except Unreadable as error:
         raise UserError(
             f"{raw} already holds {', '.join(p.name for p in paths)}, but {error}; nothing was "
@@ -151,12 +148,12 @@ def matches_record(record: dict[str, Any], paths: list[Path]) -> bool:
     return True
 
 
-def verify(path: Path, expected: Expected, check_sha256: bool) -> FileCheck:
+def verify(path: Path, expected: Expected) -> FileCheck:
     """Scan a file and compare it with what the training set must be.
 
     Raises:
         Unreadable: the file cannot be read to its end (broken gzip stream, not text).
-        SourceFailed: columns, row count, object count or (if asked) hash differ.
+        SourceFailed: columns, row count, object count or the content's hash differ.
         OSError: the file system refused the read (e.g. no permission).
     """
     try:
@@ -180,7 +177,7 @@ def verify(path: Path, expected: Expected, check_sha256: bool) -> FileCheck:
             f"{path.name}: {check.rows:,} rows and {check.objects:,} objects, expected "
             f"{expected.rows:,} and {expected.objects:,} (truncated or a different file)"
         )
-    if check_sha256 and check.sha256_uncompressed != expected.sha256:
+    if check.sha256_uncompressed != expected.sha256:
         raise SourceFailed(
             f"{path.name}: sha256 of the content is {check.sha256_uncompressed}, "
             f"expected {expected.sha256}"

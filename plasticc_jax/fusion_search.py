@@ -67,7 +67,11 @@ class Folds:
     def fused(self, weights: dict[str, float]) -> np.ndarray:
         """The anomaly score of a fusion: the weighted mean of the calibrated components,
         calibrated once more against the fold's negatives of each kind (the val known objects,
-        as `Detector` does): -log10 of the fraction of them scoring at least as high."""
+        the detector's calibration objects) by their empirical tail: -log10 of the fraction of
+        them scoring at least as high (`recalibrated`). Not exactly the detector's score: its
+        `Reference` interpolates and adds exponential tails beyond the last negative. On the
+        default run's `rare` folds (2026-12-04) that moves the shipped fusion's fold AUROCs by
+        at most 0.0024 (its mean 0.8292 -> 0.8289) and keeps the best fusion found ahead of it."""
         return self.recalibrated(weighted_mean(self.scores, weights))
 
     def recalibrated(self, fused: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ import pyarrow.csv as pa_csv
 
 from plasticc_jax import plasticc
 from plasticc_jax.csv_files import (
+    UNREADABLE,
     arrow_error,
+    corrupt,
     file_line,
     header,
     input_stream,
@@ -185,9 +187,12 @@ def no_rows_error(path: Path) -> UserError:
 def has_rows(path: Path) -> bool:
     """Whether a light-curve file has a line after its header that is not blank."""
     header(path)  # a named UserError for a file that is not CSV, empty or unreadable
-    with open_bytes(path) as handle:
-        handle.readline()
-        return any(line.strip() for line in handle)
+    try:
+        with open_bytes(path) as handle:
+            handle.readline()
+            return any(line.strip() for line in handle)
+    except UNREADABLE as error:
+        raise corrupt(path, error) from None
 
 
 def split_file(path: Path, part_bytes: int) -> list[FilePart]:

@@ -132,7 +132,8 @@ def per_object_terms(
     reduced chi-square of the grid, (batch,).
 
     `n_observed` counts observed grid cells; `n_values` adds the features (always observed). The
-    train step's loss reads the first; `chi2` is for scoring (XLA drops what a step never reads).
+    train step's loss reads `n_values`; `n_observed` and `chi2` are for scoring (XLA drops what
+    a step never reads).
     """
     n_observed = batch["mask"].astype(jnp.float32).sum(axis=(1, 2))
     return {

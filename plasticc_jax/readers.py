@@ -40,7 +40,7 @@ from plasticc_jax.csv_files import (
     map_columns,
 )
 from plasticc_jax.errors import UserError, listing
-from plasticc_jax.lightcurve_rows import LIGHTCURVE_TYPES, Rows, read_rows
+from plasticc_jax.lightcurve_rows import read_files
 
 log = logging.getLogger(__name__)
 
@@ -349,10 +349,5 @@ def read_lightcurves(path: Path) -> pd.DataFrame:
         object_id (int64), mjd (days), passband (int64, 0-5 = ugrizy), flux, flux_err (FLUXCAL,
         float64), detected (bool); rows in file order.
     """
-    parts = list(read_rows(Path(path), 1 << 62))
-    rows = Rows.concatenate(parts) if parts else None
-    columns = plasticc.LIGHTCURVE_COLUMNS
-    if rows is None:
-        types = LIGHTCURVE_TYPES
-        return pd.DataFrame({c: pd.Series(dtype=types[c].to_pandas_dtype()) for c in columns})
-    return pd.DataFrame({c: getattr(rows, c) for c in columns})
+    rows = read_files([Path(path)], 1 << 62)
+    return pd.DataFrame({c: getattr(rows, c) for c in plasticc.LIGHTCURVE_COLUMNS})

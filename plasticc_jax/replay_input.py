@@ -35,8 +35,8 @@ class ReplayInput:
             with flux/flux_err >= `gridding.DETECTION_SNR`; a large value if never detected).
         reordered: objects whose rows were not in time order in the input, or not consecutive
             in it.
-        rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, or
-            metadata without a light curve.
+        rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, an
+            MJD far outside the survey, or metadata without a light curve.
         left_out: objects of the light-curve files outside `objects` (not replayed).
     """
 
@@ -105,7 +105,6 @@ class ReplayInput:
         self.first_night = self.night[self.starts] if n else np.zeros(0, np.int64)
         self.base = int(self.night.min()) if n else 0
         self.key = self.obj * _KEY + (self.night - self.base)
-        self.close_after = close_after
         self.close_night = self._close_nights(close_after)
         self.detection_night = self._detection_nights()
         self.problem_night = self._problem_nights()

@@ -87,10 +87,18 @@ def threshold_from(
             f"{name} replayed {loaded_objects} of the val split's {split_objects} objects: "
             "replay it from the files the run's dataset was prepared from"
         )
-    if manifest.get("close_after_days") != close_after:
+    closed_after = manifest.get("close_after_days")
+    if closed_after != close_after and close_after is None:  # `score`, or a replay without it
         raise UserError(
-            f"{name} was replayed with --close-after {manifest.get('close_after_days')}, this "
-            f"replay with {close_after}: give both the same"
+            f"{name} was replayed with --close-after {closed_after}: its thresholds are for "
+            "objects closed after that many days, and here none is; replay the val split without "
+            "--close-after and give that folder (or give `replay` the same --close-after)"
+        )
+    if closed_after != close_after:
+        replayed = "without --close-after" if closed_after is None else f"with {closed_after}"
+        raise UserError(
+            f"{name} was replayed {replayed} and this replay has --close-after {close_after}: "
+            "give both the same"
         )
     if finished < last:
         raise UserError(f"{name}: that replay is unfinished: run it again to finish it")

@@ -329,6 +329,18 @@ def test_empty_and_truncated_files(good, tmp_path):
             else:
                 readers.read_metadata(path)
         path.write_bytes(whole)
+    # Damaged deflate data right after the gzip header is a zlib.error, not an OSError (found by
+    # a review: a traceback from the header's and the replay's first reads).
+    from plasticc_jax.lightcurve_rows import has_rows
+
+    whole = lcs_gz.read_bytes()
+    data = whole.index(b"\0", 10) + 1  # after the header and its file name
+    lcs_gz.write_bytes(
+        whole[:data] + bytes(b ^ 0xFF for b in whole[data : data + 28]) + whole[data + 28 :]
+    )
+    for read in (readers.read_lightcurves, has_rows):
+        with pytest.raises(UserError, match=rf"{lcs_gz.name}: the file is truncated or corrupt"):
+            read(lcs_gz)
 
 
 def test_a_file_without_rows_is_refused_with_dask_too(good, tmp_path, monkeypatch):

@@ -580,6 +580,14 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     assert AgeThreshold.from_json(json.loads(recorded)) == threshold
     assert cli.main([*score, str(tmp_path / "x.parquet"), "--threshold-from", str(test)]) == 2
     assert "is a replay of the test split" in capsys.readouterr().err
+    # A val replay that closed objects: `score` has no --close-after to match it (found by a
+    # review: it was told to give both the same).
+    closed = tmp_path / "closed"
+    shutil.copytree(val, closed)
+    manifest = json.loads((closed / "manifest.json").read_text())
+    (closed / "manifest.json").write_text(json.dumps({**manifest, "close_after_days": 20.0}))
+    assert cli.main([*score, str(tmp_path / "y.parquet"), "--threshold-from", str(closed)]) == 2
+    assert "replay the val split without --close-after" in capsys.readouterr().err
     capsys.readouterr()
     # Refused: a replay not of the val split, no replay at all, an unfinished one, a replay
     # with another run; resuming a replay with other thresholds.
@@ -600,7 +608,8 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     assert cli.main([*other, "--threshold-from", str(val)]) == 2
     assert "a replay with another run" in capsys.readouterr().err
     assert replay(tmp_path / "f", "test", "--close-after", "30", "--threshold-from", str(val)) == 2
-    assert "was replayed with --close-after None, this replay with 30.0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was replayed without --close-after and this replay has --close-after 30.0" in err
     assert replay(val / "inside", "test", "--threshold-from", str(val)) == 2
     assert "lies in --threshold-from" in capsys.readouterr().err
     # A val replay of part of the split, or whose candidates are not its manifest's.

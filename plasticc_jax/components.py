@@ -81,7 +81,7 @@ class Evidence:
 class Component:
     """Base: `fit` on known objects of one kind, `score` any object of that kind.
 
-    Subclasses set `name` and implement `fit` and `score`; `state` / `from_state` give the
+    Subclasses set `name` and implement `fit` and `score`; `state` / `load_state` give the
     fitted state as arrays (saved in an npz) and `estimators` as scikit-learn objects (saved
     with skops).
     """

@@ -5,7 +5,7 @@ Layout of `data/processed/<tag>/` (tag = protocol name, e.g. `rare`):
 - `manifest.json`: format version, resolved config, source files with sha256 and row counts,
   objects per split and class, rejections per reason, feature names, the shard list. It is written
   last: a dataset without it is incomplete.
-- `stats.json`: feature means and standard deviations from the train split only.
+- `stats.json`: each feature's quantiles (`FeatureStats`), from the train split only.
 - `rejected.csv`: object_id, reason, source, for every input object that is not in a shard.
 - `shards/<split>-<index>.npz`: readable with `np.load(allow_pickle=False)`; arrays
 
@@ -154,6 +154,10 @@ class FeatureStats:
     def to_json(self) -> dict:
         quantiles = [[None if np.isnan(v) else float(v) for v in row] for row in self.quantiles]
         return {"names": list(self.names), "quantiles": quantiles}
+
+    def to_text(self) -> str:
+        """`stats.json` as written (a dataset's and a run's: compared and hashed as text)."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
 
     @staticmethod
     def from_json(raw: dict) -> FeatureStats:

@@ -108,7 +108,9 @@ def read(models_dir: Path, scoring_only: bool = False) -> dict[str, Any]:
         raise UserError(f"{paths[0]}: a detector of another version: re-run evaluate")
     names = params["components"]
     if scoring_only:
-        nearest = nearest_class_source(names, params["weights"])
+        # The components the nearest class is named from: a classifier, else the VAE head's
+        # classes of each group (`Detector._nearest`).
+        nearest = nearest_class_source(names, params["weights"]) or "head_maxprob"
         names = [n for n in names if n in params["weights"] or n == nearest]
     files = (
         [FORMAT_2_ESTIMATORS]

@@ -32,6 +32,7 @@ from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs, is_test_file
 from plasticc_jax.io_utils import atomic_write_text, folder_lock, refuse_overwrite, sha256_file
+from plasticc_jax.provenance import ADDED_SETTINGS
 from plasticc_jax.shards import (
     LEFT_OUT,
     TRAIN,
@@ -52,7 +53,9 @@ log = logging.getLogger(__name__)
 # shards' `stage` column and the staged rows of `data.stages`, `early`; 5: the Gaussian-process
 # features).
 PREPARE_VERSION = 5
-# Config fields that do not change the output (performance only, or where files come from).
+# Config fields left out of the fingerprint (performance only, or the source of the same files).
+# The folders are in it (`provenance.NOT_CONTENT` leaves them out): moved raw files rebuild the
+# dataset.
 _NOT_FINGERPRINTED = ("workers", "chunk_rows", "source")
 
 
@@ -105,12 +108,11 @@ def _fingerprint(config: Config, hashes: list[tuple[str, str]]) -> str:
     data = {
         k: v for k, v in config_io.to_dict(config)["data"].items() if k not in _NOT_FINGERPRINTED
     }
-    if data.get("time_anchor") == "peak":
-        # The default anchor is how every dataset was gridded before anchors were a setting: its
-        # datasets keep their fingerprint (and are not rebuilt); another anchor changes it.
-        del data["time_anchor"]
-    if data.get("gp_fit") == "full":  # likewise the default fit of the process's features
-        del data["gp_fit"]
+    for key, before in ADDED_SETTINGS.items():
+        if data.get(key) == before:
+            # How every dataset was made before the setting existed: its datasets keep their
+            # fingerprint (and are not rebuilt); another value changes it.
+            del data[key]
     blob = json.dumps(
         {"format": FORMAT_VERSION, "prepare": PREPARE_VERSION, "data": data, "inputs": hashes},
         sort_keys=True,
@@ -314,7 +316,7 @@ def _build(
             "objects): raise data.val_fraction"
         )
     feature_stats = stats.result(FEATURE_NAMES)
-    atomic_write_text(out / "stats.json", json.dumps(feature_stats.to_json(), indent=2) + "\n")
+    atomic_write_text(out / "stats.json", feature_stats.to_text())
     config_io.save_config(config, out / "config.json")
 
     n_no_metadata = int((rejected["reason"] == streaming.NO_METADATA).sum())

@@ -45,8 +45,8 @@ INCOMPLETE = "INCOMPLETE"
 # Data settings that say where files are or how fast they are made, not what a dataset holds.
 NOT_CONTENT = ("raw_dir", "processed_dir", "source", "workers", "chunk_rows")
 # Data settings added since datasets were first prepared: a dataset without one was prepared
-# with this value.
-ADDED_SETTINGS = {"gp_fit": "full"}
+# with this value (and its fingerprint leaves them out at that value: `prepare._fingerprint`).
+ADDED_SETTINGS = {"time_anchor": "peak", "gp_fit": "full"}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -257,7 +257,7 @@ def check_resumable(
             f"{dataset_dir} was prepared again since {run_dir} started (its fingerprint "
             "differs): delete the run directory to train on the new dataset"
         )
-    if stats_path.is_file() and stats_path.read_text(errors="replace") != _stats_text(stats):
+    if stats_path.is_file() and stats_path.read_text(errors="replace") != stats.to_text():
         try:
             FeatureStats.from_json(json.loads(stats_path.read_text()))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -272,10 +272,6 @@ def check_resumable(
     return changed
 
 
-def _stats_text(stats: FeatureStats) -> str:
-    return json.dumps(stats.to_json(), indent=2) + "\n"
-
-
 def checkpoint_meta(
     progress: Progress, config: Config, stats: FeatureStats, params: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -286,7 +282,7 @@ def checkpoint_meta(
         **progress.to_json(),
         "config": config_io.to_dict(config),
         "params_sha256": {name: provenance.params_sha256(tree) for name, tree in params.items()},
-        "stats_sha256": hashlib.sha256(_stats_text(stats).encode()).hexdigest(),
+        "stats_sha256": hashlib.sha256(stats.to_text().encode()).hexdigest(),
     }
 
 
@@ -323,7 +319,7 @@ def check_checkpoint_meta(
                 )
     stats_path = run_dir / "stats.json"
     digest = meta.get("stats_sha256")
-    if digest is not None and hashlib.sha256(_stats_text(stats).encode()).hexdigest() != digest:
+    if digest is not None and hashlib.sha256(stats.to_text().encode()).hexdigest() != digest:
         raise UserError(
             f"{stats_path} differs from the feature statistics {checkpoint} was trained with: it "
             "was edited or copied from another run; restore it, or train a new run"
@@ -365,7 +361,7 @@ def write_run_files(
     `provenance.json` (the dataset's fingerprint) at the start of training."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_io.save_config(config, run_dir / "config.json")
-    atomic_write_text(run_dir / "stats.json", _stats_text(stats))
+    atomic_write_text(run_dir / "stats.json", stats.to_text())
     provenance.record_training(run_dir, dataset_dir, manifest)
 
 

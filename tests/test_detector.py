@@ -430,6 +430,27 @@ def test_save_load_roundtrip(fitted, tmp_path):
         detector.Detector.load(tmp_path / "models", scoring_only=True)
 
 
+def test_scoring_names_the_nearest_class_as_evaluate_does(tmp_path):
+    """Found by a review: without a classifier, the nearest class comes from the VAE head's
+    classes of each kind, and a detector loaded for scoring had left out the head component
+    that holds them (galactic objects were named extragalactic classes)."""
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    config = dataclasses.replace(
+        CONFIG, components=("latent_knn", "head_maxprob"), fusion=("latent_knn:1",)
+    )
+    train, val = labels_of(rng, 400), labels_of(rng, 400)
+    det = detector.Detector.fit(fake(rng, train), train, fake(rng, val), val, config)
+    det.save(tmp_path / "models")
+    scoring = detector.Detector.load(tmp_path / "models", scoring_only=True)
+    batch = fake(rng, labels_of(rng, 200))
+    full, fused = det.score(batch), scoring.score(batch, fused_only=True)
+    np.testing.assert_array_equal(fused["nearest_class"], full["nearest_class"])
+    galactic = fused["nearest_class"][batch.galactic]
+    assert np.isin(galactic, list(GALACTIC)).all()
+
+
 class _Payload:
     """A type no detector file holds."""
 

@@ -127,6 +127,12 @@ def test_the_fit_in_the_config_the_manifest_the_fingerprint_and_the_dataset_chec
     assert provenance.data_differences(prepared, fast.data, "this config") == [
         "data.gp_fit: 'full' in the dataset, 'fast' in this config"
     ]
+    # So was the time anchor the brightest point (found by a review: the dataset check skipped
+    # it while the fingerprint assumed it).
+    first = dataclasses.replace(base.data, time_anchor="first_detection")
+    assert provenance.data_differences(prepared, first, "this config") == [
+        "data.time_anchor: 'peak' in the dataset, 'first_detection' in this config"
+    ]
 
 
 def test_an_object_s_features_do_not_depend_on_the_others_in_its_chunk():

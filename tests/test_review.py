@@ -1160,6 +1160,15 @@ def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) 
     (folder / "review_pool.json").write_text('{"scores_sha256": "other", "fusion": []}\n')
     with pytest.raises(UserError):
         validation.validation_pool(run, workdir=tmp_path)
+    # Found by a review: a damaged record or pool was a raw traceback (JSONDecodeError,
+    # ArrowInvalid); now the pool is built again, and a damaged pool without folds is named.
+    (folder / "review_pool.json").write_text('{"scores_sha')
+    with pytest.raises(UserError, match="no prepared dataset"):
+        validation.validation_pool(run, workdir=tmp_path)
+    (folder / validation.POOL_FILE).write_bytes(b"not parquet")
+    (folder / "scores.parquet").unlink()
+    with pytest.raises(UserError, match="cannot read the score table"):
+        validation.validation_pool(run, workdir=tmp_path)
 
 
 def test_validation_pool_uses_the_evaluated_detector_s_fusion(tmp_path: Path) -> None:

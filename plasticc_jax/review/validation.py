@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from plasticc_jax import detector_files, runs, scoring
 from plasticc_jax.config import Config
@@ -94,6 +95,14 @@ def run_fusion(run_dir: Path, config: Config) -> dict[str, float]:
         raise UserError(f"{params}: cannot read the detector's fusion weights ({error})") from None
 
 
+def _recorded(record: Path) -> Any:
+    """What `record` says the pool was built from; None if it is missing or damaged."""
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
     """The validation's folds as score tables (see the module), one row per (fold, object).
 
@@ -105,20 +114,23 @@ def validation_pool(run_dir: Path, workdir: Path | None = None) -> pd.DataFrame:
     Raises:
         UserError: the run has no validation (`plasticc-jax validate` first).
     """
-    from plasticc_jax.review.pool import infer_workdir
+    from plasticc_jax.review.pool import infer_workdir, read_table
 
     run_dir = Path(run_dir)
     folder = run_dir / "validation"
     cache, record = folder / POOL_FILE, folder / POOL_FILE.replace(".parquet", ".json")
     if not (folder / "scores.parquet").is_file():
         if cache.is_file():  # a pool given as it is, without the folds it came from
-            return pd.read_parquet(cache)
+            return read_table(cache)
         raise UserError(f"{folder} holds no fold scores: run `plasticc-jax validate` first")
     config = runs.read_config(run_dir)
     weights = run_fusion(run_dir, config)
     made_from = {"scores_sha256": sha256_file(folder / "scores.parquet"), "fusion": weights}
-    if cache.is_file() and record.is_file() and json.loads(record.read_text()) == made_from:
-        return pd.read_parquet(cache)
+    if cache.is_file() and _recorded(record) == made_from:
+        try:
+            return pd.read_parquet(cache)
+        except (OSError, ValueError, pa.ArrowException) as error:
+            log.warning("%s cannot be read (%s): built again", cache, str(error).split("\n")[0])
     table = pd.read_parquet(folder / "scores.parquet")
     missing = sorted(set(weights) - set(table.columns))
     if missing:

@@ -7,6 +7,7 @@ nothing ran them between releases. Their smallest runs, which write no results f
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +17,18 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+TRAIN_QUICK = ["bench_train.py", "--quick", "--arch", "mlp", "conv", "--epochs", "1"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "command",
+    ("command", "said"),
     [
-        ["bench_prepare.py", "--quick"],
-        ["bench_train.py", "--quick", "--arch", "mlp", "conv", "--epochs", "1", "--rounds", "1"],
+        (["bench_prepare.py", "--quick"], r'"unit": "MiB peak RSS"'),
+        ([*TRAIN_QUICK, "--rounds", "1"], r"(?m)^conv +jax +\d+/s \(compile"),
     ],
 )
-def test_a_benchmark_runs(command: list[str]) -> None:
+def test_a_benchmark_runs(command: list[str], said: str) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / command[0]), *command[1:]],
         capture_output=True,
@@ -33,6 +37,7 @@ def test_a_benchmark_runs(command: list[str]) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(said, done.stdout), done.stdout[-3000:]  # a figure, not only no error
 
 
 @pytest.mark.slow

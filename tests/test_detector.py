@@ -80,7 +80,7 @@ def test_reference_ecdf_properties():
 def test_calibrate_threshold_exact():
     scores = np.arange(1, 101, dtype=float)
     assert calibration.calibrate_threshold(scores, 0.05) == 96.0
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"eval.target_fpr=0.0: must be in \(0, 1\)"):
         calibration.calibrate_threshold(scores, 0.0)
 
 

@@ -36,10 +36,16 @@ def test_reports_versions_and_every_device(capsys: pytest.CaptureFixture[str]) -
     assert "ERROR" not in out
 
 
-def test_matmul_check_agrees_with_numpy() -> None:
+def test_matmul_check_agrees_with_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     ok, error = doctor_lib.check_matmul(jax.devices()[0], size=64)
     assert ok
     assert 0 <= error <= doctor_lib.MATMUL_RTOL
+    # A device whose products are off is caught (found by a review: nothing showed the check
+    # compares with anything).
+    matmul = jax.numpy.matmul
+    monkeypatch.setattr(jax.numpy, "matmul", lambda x, y, **kw: matmul(x, y, **kw) * 1.001)
+    ok, error = doctor_lib.check_matmul(jax.devices()[0], size=64)
+    assert not ok and error == pytest.approx(0.001, rel=0.01)
 
 
 @needs_no_gpu

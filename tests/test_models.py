@@ -117,10 +117,14 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs(vae):
     )()
     params = nnx.to_pure_dict(nnx.state(half))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    # The matrix products are bfloat16 (found by a review: a model that ignored the dtype passed).
+    layers = [*half.encoder.body.dense, *half.decoder.body.dense]
+    assert layers and all(layer.dtype == jnp.bfloat16 for layer in layers)
     mu, _, recon = _call(half, *_args(_batch()), None)
     mu_ref, _, _ = _call(vae, *_args(_batch()), None)
     assert mu.dtype == recon.grid_mean.dtype == jnp.float32
     np.testing.assert_allclose(mu, mu_ref, atol=0.1)
+    assert not np.array_equal(mu, mu_ref)  # the same parameters, computed at another precision
 
 
 def test_compute_dtype_rejects_unknown_names():

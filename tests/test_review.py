@@ -313,7 +313,7 @@ def test_a_policy_picks_its_feature_groups() -> None:
     assert active.feature_columns(table, policy=only) == ["mu_0"]
     with pytest.raises(ValueError, match="feature group"):
         active.Policy(latents=False, scores=False, context=False)
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(ValueError, match=r"model 'svm': choose from "):
         active.Policy(model="svm")
 
 
@@ -1158,7 +1158,7 @@ def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) 
     # Recorded as made from other fold scores: it is not used, the pool is built again (and that
     # needs the folds' prepared data, absent here).
     (folder / "review_pool.json").write_text('{"scores_sha256": "other", "fusion": []}\n')
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="no prepared dataset"):
         validation.validation_pool(run, workdir=tmp_path)
     # Found by a review: a damaged record or pool was a raw traceback (JSONDecodeError,
     # ArrowInvalid); now the pool is built again, and a damaged pool without folds is named.

@@ -408,9 +408,15 @@ def test_bad_inputs_are_user_errors(project, tmp_path):
         train(config_io.load_preset("tiny"), workdir)
 
 
-def test_bfloat16_compute_trains(project, tmp_path):
+def test_bfloat16_compute_trains(project, tmp_path, monkeypatch):
+    from plasticc_jax import train_step
+
+    built = []  # the compute dtype of each model built (found by a review: not checked)
+    compute_dtype = train_step.compute_dtype
+    monkeypatch.setattr(train_step, "compute_dtype", lambda n: built.append(n) or compute_dtype(n))
     config = tiny_config("train.max_epochs=1", "train.compute_dtype=bfloat16")
     run_dir = train(config, copy_project(project, tmp_path))
+    assert built and set(built) == {"bfloat16"}
     row = read_metrics(run_dir)[0]
     assert np.isfinite(row["val_loss"])
     params = best_params(run_dir)

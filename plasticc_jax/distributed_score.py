@@ -113,11 +113,17 @@ def _rank_part(args: tuple[str, np.ndarray, str, pa.Schema]) -> None:
 def _install(dataset: Path, output: Path, scratch: Path) -> None:
     """Put the complete dataset at `output`, moving an old one (or file) out of the way into
     the scratch folder (removed with it)."""
-    if output.is_dir() and not output.is_symlink():
+    moved = output.is_dir() and not output.is_symlink()
+    if moved:
         os.rename(output, scratch / "previous")
     elif output.exists() or output.is_symlink():
         output.unlink()
-    os.rename(dataset, output)
+    try:
+        os.rename(dataset, output)
+    except BaseException:  # a Ctrl-C or SIGTERM in between: the old one back, not neither
+        if moved:
+            os.rename(scratch / "previous", output)
+        raise
 
 
 def score(
@@ -244,8 +250,9 @@ def score(
         # A Ctrl-C whose exception was swallowed (in JAX's garbage collection): the old output
         # stays, rather than replaced and then reported interrupted (found by an audit).
         interrupts.check()
-        os.replace(rejected_tmp, rejected_path(output))
+        rejected_path(output).unlink(missing_ok=True)  # first, as `score.score` does
         _install(dataset, output, scratch)
+        os.replace(rejected_tmp, rejected_path(output))
     log.info(
         "scored %d objects in %.1f s on %d Dask workers (%d flagged at the run's %.2g "
         "false-positive rate), %d rejected; wrote %s and %s",

@@ -75,7 +75,10 @@ def remove_unfinished_writes(folder: Path, *subfolders: str) -> None:
     complete) in `folder` and in its `subfolders` (glob patterns relative to it)."""
     for sub in ("", *subfolders):
         for leftover in Path(folder).glob(f"{sub}/{TMP_PREFIX}*" if sub else f"{TMP_PREFIX}*"):
-            leftover.unlink(missing_ok=True)
+            # A folder is a command's scratch (`scratch_dir`: a `score` writing into the run's
+            # folder, perhaps still running), which that command's next call removes.
+            if not leftover.is_dir() or leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
 
 
 def fsync_folder(folder: Path) -> None:
@@ -409,7 +412,8 @@ def remove_stale_scratch(parent: Path, prefix: str) -> list[Path]:
             if not folder.is_dir() or folder.stat().st_uid != os.getuid():
                 continue
             owner = folder / _OWNER_FILE
-            if owner.is_file():
+            # Written once locked: an empty one may not be locked yet.
+            if owner.is_file() and owner.stat().st_size:
                 with open(owner) as handle:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while held
             elif time.time() - folder.stat().st_mtime < _ORPHAN_AGE_S:

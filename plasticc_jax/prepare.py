@@ -138,7 +138,8 @@ def _clear(out: Path) -> None:
     (out / "manifest.json").unlink(missing_ok=True)
     for pattern in ("shards/*.npz", "shards/.tmp-*", ".tmp-*"):
         for path in out.glob(pattern):
-            path.unlink()
+            if not path.is_dir() or path.is_symlink():  # a folder: another command's scratch
+                path.unlink()
 
 
 def prepare(

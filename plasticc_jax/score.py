@@ -293,8 +293,11 @@ def _score(
         # A Ctrl-C whose exception was swallowed (in JAX's garbage collection): the old output
         # stays, rather than replaced and then reported interrupted (found by an audit).
         interrupts.check()
-        os.replace(rejected_tmp, rejected_path(output))
+        # The old rejections go first: a kill below leaves a table without its rejections file,
+        # never a table beside another run's rejections.
+        rejected_path(output).unlink(missing_ok=True)
         os.replace(table_path, output)
+        os.replace(rejected_tmp, rejected_path(output))
     by = f"the thresholds from {threshold_from}" if age_threshold else "the run's threshold"
     log.info(
         "scored %d objects in %.1f s (%d flagged by %s, for a %.2g false-positive rate), "

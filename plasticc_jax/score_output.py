@@ -230,18 +230,20 @@ def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None
         sink = pa.CompressedOutputStream(str(path), "gzip") if fmt == ".csv.gz" else str(path)
         writer = pa_csv.CSVWriter(sink, schema)
     done = 0
-    with writer:
-        for batch in source.iter_batches():
-            column = pa.array(rank[done : done + batch.num_rows])
-            batch = pa.RecordBatch.from_arrays(
-                [*batch.columns[:position], column, *batch.columns[position:]], schema=schema
-            )
-            writer.write_batch(batch)
-            done += batch.num_rows
-        if done == 0:
-            writer.write_table(schema.empty_table())
-    if fmt == ".csv.gz":
-        sink.close()
+    try:
+        with writer:
+            for batch in source.iter_batches():
+                column = pa.array(rank[done : done + batch.num_rows])
+                batch = pa.RecordBatch.from_arrays(
+                    [*batch.columns[:position], column, *batch.columns[position:]], schema=schema
+                )
+                writer.write_batch(batch)
+                done += batch.num_rows
+            if done == 0:
+                writer.write_table(schema.empty_table())
+    finally:  # also on an error: the gzip stream holds the file open
+        if fmt == ".csv.gz":
+            sink.close()
 
 
 def warn_if_none_scored(n_scored: int, rejected: pd.DataFrame, output: Path) -> None:

@@ -1020,3 +1020,79 @@ def test_an_empty_checkpoints_folder_is_no_trained_run(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(UserError, match=r"run is not a run directory \(no config.json\)"):
         runs.read_config(tmp_path / "run")
+
+
+def test_a_command_s_scratch_folder_is_left_to_it(tmp_path):
+    """Found by a review: evaluate's and prepare's clean-up of interrupted writes unlinked every
+    `.tmp-*` entry, and a `score` scratch folder in the run's folder (`make score` writes the
+    table there) made them fail with "Is a directory" after evaluate had marked the run
+    incomplete."""
+    from plasticc_jax import prepare
+
+    for folder in (tmp_path / "run", tmp_path / "dataset"):
+        (folder / ".tmp-score-abc" / "part").mkdir(parents=True)
+        (folder / ".tmp-write").write_text("half")
+    io_utils.remove_unfinished_writes(tmp_path / "run")
+    prepare._clear(tmp_path / "dataset")
+    for folder in (tmp_path / "run", tmp_path / "dataset"):
+        assert (folder / ".tmp-score-abc" / "part").is_dir()
+        assert not (folder / ".tmp-write").exists()
+
+
+def test_a_scratch_folder_whose_owner_is_not_yet_locked_is_kept(tmp_path):
+    """Found by a review: between creating `.owner` and locking it, another command's clean-up
+    could lock it and remove the live folder."""
+    young = tmp_path / ".tmp-score-young"
+    young.mkdir()
+    (young / ".owner").touch()  # created, not yet locked and written
+    assert io_utils.remove_stale_scratch(tmp_path, ".tmp-score-") == []
+    assert young.is_dir()
+    (young / ".owner").write_text("{}\n")  # written, and nobody holds it: the owner has ended
+    assert io_utils.remove_stale_scratch(tmp_path, ".tmp-score-") == [young]
+
+
+def test_an_interrupted_score_leaves_no_mismatched_pair(tiny_run, tmp_path, monkeypatch):
+    """Found by a review: the new rejections file went in before the new table, so a kill between
+    the two left a table beside another run's rejections."""
+    from plasticc_jax import score as score_lib
+    from plasticc_jax.score_output import rejected_path
+
+    raw = tiny_run.workdir / "data" / "raw"
+    output = tmp_path / "scores.parquet"
+    argv = ["score", "--run", str(tiny_run.run_dir), "--output", str(output)]
+    argv += ["--lightcurves", str(raw / "plasticc_train_lightcurves.csv.gz")]
+    argv += ["--metadata", str(raw / "plasticc_train_metadata.csv.gz")]
+    assert cli.main(argv) == 0
+    old = output.read_bytes()
+    replace = os.replace
+
+    def interrupted(source, destination):
+        if Path(destination) == output:
+            raise KeyboardInterrupt
+        replace(source, destination)
+
+    monkeypatch.setattr(score_lib.os, "replace", interrupted)
+    assert cli.main(argv) == 130
+    assert output.read_bytes() == old and not rejected_path(output).exists()
+
+
+def test_an_interrupted_dask_install_puts_the_old_dataset_back(tmp_path, monkeypatch):
+    """Found by a review: Ctrl-C between moving the old dataset out and the new one in lost both
+    (the scratch folder holding the old one was removed)."""
+    from plasticc_jax import distributed_score
+
+    output, dataset, scratch = tmp_path / "scores", tmp_path / "new", tmp_path / "scratch"
+    for folder in (output, dataset, scratch):
+        folder.mkdir()
+    (output / "part-0.parquet").write_text("old")
+    rename = os.rename
+
+    def interrupted(source, destination):
+        if Path(source) == dataset:
+            raise KeyboardInterrupt
+        rename(source, destination)
+
+    monkeypatch.setattr(distributed_score.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distributed_score._install(dataset, output, scratch)
+    assert (output / "part-0.parquet").read_text() == "old"

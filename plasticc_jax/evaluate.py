@@ -342,8 +342,10 @@ def evaluate(config: Config, workdir: Path) -> Path:
             provenance.check_run_dataset(run_dir, config, dataset_dir, manifest)
             # Until every output is written, the run is marked incomplete, and the old detector
             # loses its record: `score` refuses the run in between.
+            # The figures' process starts first (its imports overlap the work) and is stopped
+            # however the rest ends, marking the run incomplete included.
             figures = report.start_figures() if config.eval.figures else nullcontext()
-            with provenance.incomplete(run_dir, "evaluate"), figures as painter:
+            with figures as painter, provenance.incomplete(run_dir, "evaluate"):
                 (run_dir / "models" / provenance.RECORD).unlink(missing_ok=True)
                 # Writes of an evaluate that a kill interrupted (evaluate's folders only: a
                 # validate may be writing beside them).

@@ -1096,3 +1096,33 @@ def test_an_interrupted_dask_install_puts_the_old_dataset_back(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         distributed_score._install(dataset, output, scratch)
     assert (output / "part-0.parquet").read_text() == "old"
+
+
+def test_evaluate_stops_its_figure_process_when_it_cannot_start(tiny_run, monkeypatch):
+    """Found by a review: the figures' process was started before the run was marked
+    incomplete, outside the `with` that stops it, so a failure there (a full disk) left it to
+    the interpreter's exit."""
+    import dataclasses
+    import errno
+
+    from plasticc_jax import evaluate as evaluate_lib
+
+    stopped = []
+
+    class Figures:
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            stopped.append(exc[0])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate_lib.report, "start_figures", Figures)
+    monkeypatch.setattr(evaluate_lib.provenance, "incomplete", full_disk)
+    config = tiny_run.config
+    config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, figures=True))
+    with pytest.raises(OSError, match="No space left"):
+        evaluate_lib.evaluate(config, tiny_run.workdir)
+    assert stopped == [OSError]

@@ -107,10 +107,12 @@ class StageFolds:
     """
 
     def __init__(self, stages: pd.DataFrame, days: float) -> None:
-        stage = stages["stage"].to_numpy(np.float64)
+        # Compared as stored: a stage is float32 in the datasets (7.3 days is not 7.3 there).
+        days = np.float32(days)
+        stage = stages["stage"].to_numpy(np.float32)
         keep = (stage == days) | stages["calibration"].to_numpy(bool)
         self.scores = stages[keep].reset_index(drop=True)
-        at = np.flatnonzero(self.scores["stage"].to_numpy(np.float64) == days)
+        at = np.flatnonzero(self.scores["stage"].to_numpy(np.float32) == days)
         self.groups = calibration_groups(self.scores)
         # Per fold, its objects (those with a complete row), their row at this stage (-1: none).
         row_of = pd.Series(

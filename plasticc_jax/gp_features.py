@@ -15,8 +15,9 @@ The process, per object:
   6,000 Angstrom (avocado's), amplitude 1, on the flux divided by the object's largest |flux|
   inside the window, the flux errors as noise;
 - fitted on the points inside the grid's window (`window_before` days before the brightest
-  detection to `window_after` after): the cost grows with the cube of the points, and an object
-  with more than `MAX_POINTS` there keeps its highest signal-to-noise ones;
+  detection to `window_after` after, both ends included, where the grid's last bin stops short
+  of the end): the cost grows with the cube of the points, and an object with more than
+  `MAX_POINTS` there keeps its highest signal-to-noise ones;
 - the time length scale: the best of `LENGTH_SCALES` by marginal likelihood;
 - its mean predicted in the six passbands on a one-day grid over the window, from which
   `read_features` reads the features: the time scale, the model's peak (its offset from the

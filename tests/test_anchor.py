@@ -151,6 +151,28 @@ def test_stage_fusion_search_scores_the_stage_and_ranks_unscorable_objects_last(
     assert StageFolds(frame, inf).search(["good", "bad"])[0]["mean_auroc"] == 1.0
 
 
+def test_a_stage_that_float32_cannot_hold_is_found():
+    """Found by a review: stages are stored as float32, and 7.3 days (not 7.3 in float32) matched
+    no row, so the stage scored AUROC 0.5 whatever the scores."""
+    positive = np.r_[np.ones(10, bool), np.zeros(30, bool)]
+
+    def rows(days: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "fold": 0,
+                "object_id": np.arange(40),
+                "positive": positive,
+                "group": "all",
+                "calibration": ~positive,
+                "stage": np.float64(np.float32(days)),  # as validate reads the stored stage
+                "c": positive * 3.0,
+            }
+        )
+
+    at = StageFolds(pd.concat([rows(math.inf), rows(7.3)], ignore_index=True), 7.3)
+    assert at.aurocs(at.scores["c"].to_numpy()) == {0: 1.0}
+
+
 @pytest.mark.slow  # trains three tiny folds
 def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatch, caplog):
     from plasticc_jax import cli, config_io, fusion_search

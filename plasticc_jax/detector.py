@@ -50,7 +50,7 @@ from plasticc_jax.components import (
 )
 from plasticc_jax.config import EvalConfig, fusion_item
 from plasticc_jax.errors import UserError
-from plasticc_jax.threads import cores, map_row_slices, single_threaded
+from plasticc_jax.threads import cores, map_row_slices, one_openmp_thread, single_threaded
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ class Detector:
         # in each fold's thread, results differed in the 13th digit from run to run).
         folds = [held for k in range(n_folds) if (held := fold == k).any()]
         workers = max(1, min(len(folds), cores()))
-        with single_threaded(), ThreadPoolExecutor(workers) as pool:
+        with single_threaded(), ThreadPoolExecutor(workers, one_openmp_thread) as pool:
             for held, scores in zip(folds, pool.map(fit_and_score, folds), strict=True):
                 for name in fused:
                     raw[name][held] = scores[name]

@@ -148,6 +148,31 @@ def test_map_row_slices_cuts_contiguous_slices_of_at_least_min_rows(monkeypatch)
     assert spans(1000, 10) == [(0, 250), (250, 500), (500, 750), (750, 1000)]  # one a core
 
 
+def test_each_slice_s_trees_run_on_one_openmp_thread():
+    """Found by a review: OpenMP's limit is per thread (libgomp), so `single_threaded` around
+    the pool left each slice's gradient-boosted trees on every core. In a process of its own:
+    a new thread's default comes from OMP_NUM_THREADS at start (the tests set 1)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sklearn.ensemble; from threadpoolctl import threadpool_info; "
+        "from plasticc_jax import threads; threads.cores = lambda: 2\n"
+        "def openmp(rows):\n"
+        "    return [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'openmp']\n"
+        "with threads.single_threaded():\n"
+        "    print(json.dumps(threads.map_row_slices(openmp, 2, 1)))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert len(seen) == 2 and all(n and set(n) == {1} for n in seen), seen
+
+
 def test_a_galactic_objects_distmod_is_ignored():
     # Audit: a galactic object (photoz 0) given a distmod (a star's distance) got a distmod and
     # peak_abs_mag that no galactic training object has (PLAsTiCC's are missing): an ordinary EB

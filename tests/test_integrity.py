@@ -1051,6 +1051,18 @@ def test_a_scratch_folder_whose_owner_is_not_yet_locked_is_kept(tmp_path):
     assert io_utils.remove_stale_scratch(tmp_path, ".tmp-score-") == [young]
 
 
+def interrupting(move, at):
+    """`move` (`os.replace`, `os.rename`) raising KeyboardInterrupt, as a Ctrl-C would, where
+    `at(source, destination)`."""
+
+    def moved(source, destination):
+        if at(Path(source), Path(destination)):
+            raise KeyboardInterrupt
+        move(source, destination)
+
+    return moved
+
+
 def test_an_interrupted_score_leaves_no_mismatched_pair(tiny_run, tmp_path, monkeypatch):
     """Found by a review: the new rejections file went in before the new table, so a kill between
     the two left a table beside another run's rejections."""
@@ -1064,14 +1076,9 @@ def test_an_interrupted_score_leaves_no_mismatched_pair(tiny_run, tmp_path, monk
     argv += ["--metadata", str(raw / "plasticc_train_metadata.csv.gz")]
     assert cli.main(argv) == 0
     old = output.read_bytes()
-    replace = os.replace
-
-    def interrupted(source, destination):
-        if Path(destination) == output:
-            raise KeyboardInterrupt
-        replace(source, destination)
-
-    monkeypatch.setattr(score_lib.os, "replace", interrupted)
+    monkeypatch.setattr(
+        score_lib.os, "replace", interrupting(os.replace, lambda source, to: to == output)
+    )
     assert cli.main(argv) == 130
     assert output.read_bytes() == old and not rejected_path(output).exists()
 
@@ -1085,14 +1092,8 @@ def test_an_interrupted_dask_install_puts_the_old_dataset_back(tmp_path, monkeyp
     for folder in (output, dataset, scratch):
         folder.mkdir()
     (output / "part-0.parquet").write_text("old")
-    rename = os.rename
-
-    def interrupted(source, destination):
-        if Path(source) == dataset:
-            raise KeyboardInterrupt
-        rename(source, destination)
-
-    monkeypatch.setattr(distributed_score.os, "rename", interrupted)
+    moved_in = interrupting(os.rename, lambda source, to: source == dataset)
+    monkeypatch.setattr(distributed_score.os, "rename", moved_in)
     with pytest.raises(KeyboardInterrupt):
         distributed_score._install(dataset, output, scratch)
     assert (output / "part-0.parquet").read_text() == "old"

@@ -15,8 +15,9 @@ GIL dominates).
 The BLAS limit holds for the whole process, not for one thread: code that runs several threads
 sets it once around all of them (`Detector.out_of_fold`), else one thread's restore lifts
 another's limit. OpenMP's (libgomp's) is the other way round, per thread: the threads of a pool
-set their own (`one_openmp_thread`; without it each slice's trees used every core, 1.55x slower
-on 2 cores, found by a review).
+set their own (`one_openmp_thread`; without it each slice's trees used every core: the run's
+`gp_classifier` predicting 16,384 rows in two slices took 1.04-1.16x as long on 2 quiet cores,
+more where the cores are busy; found by a review).
 """
 
 from __future__ import annotations

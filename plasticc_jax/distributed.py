@@ -520,6 +520,22 @@ def named_sources(
     return named
 
 
+def driver_rejections(
+    index: streaming.MetaIndex,
+    parts: Sequence[FilePart],
+    seen: Sequence[np.ndarray],
+    rejected: Sequence[pd.DataFrame],
+    lightcurve_paths: Sequence[Path],
+    metadata_paths: Sequence[Path],
+) -> list[pd.DataFrame]:
+    """A Dask run's rejections, completed by the driver: each part's, its file named as without
+    Dask (`named_sources`), and the metadata's objects that no part held. The parts' objects
+    (`seen`) are marked in `index` first (`check_unique`: an object in two parts is refused)."""
+    index.mark_seen(check_unique(parts, seen))
+    own = named_sources(parts, rejected, lightcurve_paths)
+    return [frame for frame in own if len(frame)] + [index.unseen_rejections(metadata_paths)]
+
+
 def check_unique(parts: Sequence[FilePart], seen: Sequence[np.ndarray]) -> np.ndarray:
     """All object ids of all parts; a UserError if an object is in two of them."""
     ids = np.concatenate([np.zeros(0, np.int64), *seen])

@@ -114,16 +114,20 @@ def prepare_shards(
     with distributed.submitted(client, _prepare_part, tasks, "prepare") as futures:
         index = streaming.MetaIndex(metadata, exclude)
         results = distributed.gathered(client, futures, "the gridding")
-    index.mark_seen(distributed.check_unique(parts, [r.seen for r in results]))
+    rejected = distributed.driver_rejections(
+        index,
+        parts,
+        [r.seen for r in results],
+        [r.rejected for r in results],
+        inputs.lightcurves,
+        inputs.metadata,
+    )
     shards = {s: [name for r in results for name in r.shards[s]] for s in SPLITS}
     counts = {s: sum((r.counts[s] for r in results), Counter()) for s in SPLITS}
     if stage_rows is not None:
         for s in SPLITS:
             for r in results:
                 stage_rows[s].update(r.stage_rows[s])
-    own = distributed.named_sources(parts, [r.rejected for r in results], inputs.lightcurves)
-    rejected = [frame for frame in own if len(frame)]
-    rejected.append(index.unseen_rejections(inputs.metadata))
     rows = Counter()
     for part, result in zip(parts, results, strict=True):
         rows[part.path] += result.rows

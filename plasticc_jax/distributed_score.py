@@ -194,10 +194,15 @@ def score(
 
             # The driver's share: object ids checked, metadata without light curves, ranks.
             tick = time.perf_counter()
-            index.mark_seen(distributed.check_unique(parts, [r.seen for r in results]))
-            own = distributed.named_sources(parts, [r.rejected for r in results], lightcurve_paths)
             rejected = streaming.concat_rejections(
-                [frame for frame in own if len(frame)] + [index.unseen_rejections(metadata_paths)]
+                distributed.driver_rejections(
+                    index,
+                    parts,
+                    [r.seen for r in results],
+                    [r.rejected for r in results],
+                    lightcurve_paths,
+                    metadata_paths,
+                )
             )
             check_accounting(metadata, [r.ids for r in results], rejected)
             scores = np.concatenate([np.zeros(0), *(r.scores for r in results)])

@@ -807,6 +807,10 @@ def _file_system_problem(error: OSError) -> str:
             else "make room there and run again"
         )
         return f"{error.strerror} writing {error.filename}: {remedy}"
+    if isinstance(error, IsADirectoryError) and error.filename is not None:
+        # A rename onto a folder names it second (`os.replace(tmp, path)`).
+        path = error.filename2 or error.filename
+        return f"{path} is a folder, where a file is needed: move it or choose another path"
     if isinstance(error, (FileExistsError, NotADirectoryError)) and error.filename is not None:
         path = Path(error.filename)
         file = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)

@@ -109,7 +109,7 @@ def header(path: Path) -> list[str]:
         except UNREADABLE as error:
             raise corrupt(path, error) from None
         if empty:
-            raise UserError(f"{path}: the file is empty (no header line); fetch it again")
+            raise UserError(f"{path}: the file is empty (no header line); fetch or write it again")
         raise UserError(
             f"{path}: line 1 is blank: the header must be the first line (remove the blank "
             "line or lines before it)"
@@ -356,7 +356,7 @@ def arrow_error(
             "the file may be cut short: fetch or write it again"
         )
     if isinstance(error, pa.ArrowInvalid) and "Empty CSV file" in text:
-        return UserError(f"{path}: the file is empty; fetch it again")
+        return UserError(f"{path}: the file is empty; fetch or write it again")
     if isinstance(error, OSError | EOFError) and not isinstance(error, pa.ArrowInvalid):
         return corrupt(path, text)
     return UserError(f"{path}: cannot parse the CSV ({text})")

@@ -163,8 +163,7 @@ class FeatureStats:
     def from_json(raw: dict) -> FeatureStats:
         if "quantiles" not in raw and {"mean", "std"} <= set(raw):
             raise UserError(
-                "stats.json is from an older version (mean/std normalisation): re-run prepare "
-                "and train"
+                "from an older version (mean/std normalisation): re-run prepare and train"
             )
         # Anything else without them is damaged: the caller names the file (an audit found
         # `{}` called an older version, with no path).
@@ -196,7 +195,11 @@ def read_manifest(dataset_dir: Path) -> dict:
 
 
 def read_stats(dataset_dir: Path) -> FeatureStats:
-    return FeatureStats.from_json(json.loads((Path(dataset_dir) / "stats.json").read_text()))
+    path = Path(dataset_dir) / "stats.json"
+    try:
+        return FeatureStats.from_json(json.loads(path.read_text()))
+    except UserError as error:  # named: a run's and a dataset's stats.json look alike
+        raise UserError(f"{path}: {error}") from None
 
 
 def load_shard(path: Path, sha256: str | None = None) -> LightCurveArrays:

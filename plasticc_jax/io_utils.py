@@ -372,12 +372,16 @@ def make_output_folder(folder: Path, option: str = "--output") -> None:
         where = "" if file == folder else f", so the folder {folder} cannot be made"
         raise UserError(f"{option}: {file} is a file{where}; choose another path") from None
     except OSError as error:
-        raise UserError(f"{option}: cannot create the folder {folder}: {error.strerror}") from None
+        raise UserError(
+            f"{option}: cannot create the folder {folder}: {error.strerror}; choose another path"
+        ) from None
     try:  # a folder that exists may still take no files (read-only, or a system folder)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-check-"):
             pass
     except OSError as error:
-        raise UserError(f"{option}: cannot write files into {folder}: {error.strerror}") from None
+        raise UserError(
+            f"{option}: cannot write files into {folder}: {error.strerror}; choose another path"
+        ) from None
 
 
 @contextmanager

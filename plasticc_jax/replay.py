@@ -256,7 +256,10 @@ def replay(
     if target in {p.resolve() for p in [run_dir, *run_files]} or any(
         target.is_relative_to(f.resolve()) for f in run_folders
     ):
-        raise UserError(f"--output {output} is, or lies in, a part of the run {run_dir}")
+        raise UserError(
+            f"--output {output} is, or lies in, a part of the run {run_dir}: choose another "
+            "--output"
+        )
     created = [f for f in [output, *output.parents] if not f.exists()]  # leaf first
     make_output_folder(output)  # a path where no folder can be made: said before the run loads
     try:

@@ -148,6 +148,16 @@ def read_config(run_dir: Path) -> Config:
     """
     path = Path(run_dir) / "config.json"
     checkpoints = Path(run_dir) / "checkpoints"
+    if path.is_dir():
+        raise UserError(
+            f"{path} is a folder, where the run's config.json belongs: move it away (or restore "
+            "the file)"
+        )
+    if (Path(run_dir) / "manifest.json").is_file() and (Path(run_dir) / "shards").is_dir():
+        raise UserError(
+            f"{run_dir} is a prepared dataset, not a run: give the run folder `train` wrote "
+            "(runs/<name>-<protocol>)"
+        )
     # An empty checkpoints/ (a train that failed before its first epoch) is no trained run.
     if not path.is_file() and checkpoints.is_dir() and any(checkpoints.iterdir()):
         raise UserError(

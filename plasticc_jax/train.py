@@ -194,7 +194,10 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
     batch_sizes = {"train.batch_size": tc.batch_size, "eval.batch_size": config.eval.batch_size}
     for name, size in batch_sizes.items():
         if size % len(devices):
-            raise UserError(f"{name}={size} must be a multiple of the {len(devices)} devices")
+            raise UserError(
+                f"{name}={size} must be a multiple of the {len(devices)} devices: give "
+                f"--set {name}=N with N a multiple of {len(devices)}"
+            )
 
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
     progress = Progress(tc.seed, np.asarray(jax.random.key_data(jax.random.key(tc.seed))).tolist())

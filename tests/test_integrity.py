@@ -1127,3 +1127,45 @@ def test_evaluate_stops_its_figure_process_when_it_cannot_start(tiny_run, monkey
     with pytest.raises(OSError, match="No space left"):
         evaluate_lib.evaluate(config, tiny_run.workdir)
     assert stopped == [OSError]
+
+
+def test_user_mistakes_about_run_folders_are_named(tiny_run, tmp_path):
+    """Found by a review of the error messages: a config.json that is a folder was called
+    missing (and `train`'s advice then failed on the rename), a prepared dataset given as a run
+    was called not evaluated, a folder where a file goes was the raw errno text, a stats.json
+    of an older version was not named, and the review's pool messages named no table."""
+    import errno
+    import shutil
+
+    import pandas as pd
+
+    from plasticc_jax import dataset
+    from plasticc_jax.review.pool import Pool
+
+    run = tmp_path / "run"
+    (run / "config.json").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"config.json is a folder, where the run's config.json"):
+        runs.read_config(run)
+    with pytest.raises(UserError, match=r"is a prepared dataset, not a run: give the run folder"):
+        runs.read_config(tiny_run.dataset_dir)
+    error = OSError(errno.EISDIR, "Is a directory", "/x/.tmp-config.json.abc", None, "/x/a")
+    assert isinstance(error, IsADirectoryError) and cli._file_system_problem(error) == (
+        "/x/a is a folder, where a file is needed: move it or choose another path"
+    )
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "stats.json").write_text('{"mean": [0], "std": [1]}')
+    with pytest.raises(UserError, match=rf"{old / 'stats.json'}: from an older version"):
+        dataset.read_stats(old)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run.run_dir, copy)
+    scores = pd.read_parquet(copy / "scores.parquet")
+    test = scores[scores["split"] == "test"]
+    twice = pd.concat([test, test.head(1)])
+    twice.to_parquet(tmp_path / "twice.parquet")
+    oid = test["object_id"].iloc[0]
+    with pytest.raises(UserError, match=rf"twice.parquet lists object {oid} twice: give a table"):
+        Pool(copy, tmp_path / "twice.parquet", workdir=tiny_run.workdir, curves=False)
+    scores[scores["split"] != "test"].to_parquet(tmp_path / "fitted.parquet")
+    with pytest.raises(UserError, match=r"fitted.parquet holds only objects of the train and"):
+        Pool(copy, tmp_path / "fitted.parquet", workdir=tiny_run.workdir, curves=False)

@@ -120,7 +120,7 @@ def infer_workdir(run_dir: Path) -> Path:
     return Path.cwd()
 
 
-def pool_rows(table: pd.DataFrame) -> np.ndarray:
+def pool_rows(table: pd.DataFrame, source: Path) -> np.ndarray:
     """Rows of a score table that are candidates: not of the splits the detector was fitted on
     (all rows of a table without a `split` column).
 
@@ -132,7 +132,8 @@ def pool_rows(table: pd.DataFrame) -> np.ndarray:
     rows = np.flatnonzero(~table["split"].isin(FIT_SPLITS).to_numpy())
     if len(table) and not rows.size:
         raise UserError(
-            f"the score table holds only objects of the {' and '.join(FIT_SPLITS)} splits, which "
+            f"the score table {source} holds only objects of the {' and '.join(FIT_SPLITS)} "
+            "splits, which "
             "the detector was fitted and calibrated on: review the test split or new objects "
             "(`plasticc-jax score`)"
         )
@@ -220,20 +221,22 @@ class Pool:
         _check_latents(table, scores, run_table, self.run_dir)
         if scores is not None:
             check_checkpoint(Path(scores), run_checkpoint, self.run_dir)
-        table = table.iloc[pool_rows(table)]
+        source = run_path if scores is None else Path(scores)
+        table = table.iloc[pool_rows(table, source)]
         if top is not None:
             if top < 1:
                 raise UserError(f"--top {top}: review at least one candidate")
             table = table.nlargest(top, "anomaly_score", keep="first")
         if table.empty:
-            raise UserError("the score table holds no candidate to review")
+            raise UserError(f"the score table {source} holds no candidate to review")
         self.table = table.reset_index(drop=True)
-        if self.table["object_id"].duplicated().any():
+        twice = self.table["object_id"].duplicated()
+        if twice.any():
             hint = " (a replay's candidates: one night's, candidates/night=N)"
             nightly = "night" in self.table.columns
             raise UserError(
-                "the score table lists an object twice: review one table at a time"
-                + (hint if nightly else "")
+                f"the score table {source} lists object {self.table['object_id'][twice].iloc[0]} "
+                "twice: give a table with one row per object" + (hint if nightly else "")
             )
         self.ids = self.table["object_id"].to_numpy(np.int64)
         self.row = {int(o): i for i, o in enumerate(self.ids)}

@@ -382,10 +382,12 @@ def worker_metadata(
     object's split code (`shards.split_objects`) is returned by object_id: (index, sorted ids,
     sorted codes); without it, (index, None, None).
     """
-    if metadata_stamp([Path(path) for path, _, _ in stamp]) != stamp:
+    now = metadata_stamp([Path(path) for path, _, _ in stamp])
+    if now != stamp:
+        changed = next(new[0] for new, old in zip(now, stamp, strict=True) if new != old)
         raise UserError(
-            "a metadata file changed while the run was going (size or modification time): run "
-            "again once the files are complete"
+            f"the metadata file {changed} changed while the run was going (size or "
+            "modification time): run again once the files are complete"
         )
     metadata = readers.read_metadata_files([Path(path) for path, _, _ in stamp])
     if data is None:  # scoring: labels are optional

@@ -217,8 +217,9 @@ def _measure(
     present = [c for c in data.anomaly_classes if (target == c).any()]
     if labels.all():
         raise UserError(
-            "the test split holds no object of a known class, so nothing can be measured: "
-            "prepare again with a larger data.test_fraction (or more objects)"
+            f"the test split of {config.data.dataset_dir} holds no object of a known class, so "
+            "nothing can be measured: prepare again with a larger data.test_fraction (or more "
+            "objects)"
         )
     if not labels.any():
         log.warning("the test split holds no anomaly: metrics that need anomalies are NaN")

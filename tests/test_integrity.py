@@ -1169,3 +1169,15 @@ def test_user_mistakes_about_run_folders_are_named(tiny_run, tmp_path):
     scores[scores["split"] != "test"].to_parquet(tmp_path / "fitted.parquet")
     with pytest.raises(UserError, match=r"fitted.parquet holds only objects of the train and"):
         Pool(copy, tmp_path / "fitted.parquet", workdir=tiny_run.workdir, curves=False)
+
+
+def test_a_metadata_file_changed_under_dask_is_named(tmp_path):
+    """Found by the message review: "a metadata file changed" did not say which."""
+    from plasticc_jax import distributed
+
+    path = tmp_path / "meta.csv"
+    path.write_text("object_id,hostgal_photoz\n1,0.1\n")
+    stamp = distributed.metadata_stamp([path])
+    path.write_text("object_id,hostgal_photoz\n1,0.1\n2,0.2\n")
+    with pytest.raises(UserError, match=rf"the metadata file {path.resolve()} changed"):
+        distributed.worker_metadata(stamp, None)

@@ -85,7 +85,10 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     check_checkpoint(table_path, run_checkpoint, run_dir)  # its latents beside the run's
     missing = [n for n in names if n not in run_table.columns]
     if missing:
-        raise UserError(f"the run's score table lacks the feature columns {missing}")
+        raise UserError(
+            f"{run_dir / 'scores.parquet'} lacks the feature columns {missing}: run `plasticc-jax "
+            f"evaluate` for {run_dir} again"
+        )
 
     # Each answered object's features: from the new table, else from the run's table.
     features, labels = [], []

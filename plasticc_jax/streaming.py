@@ -599,7 +599,7 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
         )
     # NaN: a feature undefined for the object. Infinite is refused, as prepare refuses such an
     # object (an audit: it was clipped to the normalisation's edge without a word).
-    infinite = np.isinf(features.astype(np.float64))
+    infinite = np.isinf(features)  # in place: no copy of every batch's features
     if infinite.any():
         rows = np.flatnonzero(infinite.any(axis=1))
         name = stats.names[int(np.flatnonzero(infinite[rows[0]])[0])]

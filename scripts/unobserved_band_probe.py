@@ -1,0 +1,42 @@
+"""Should a band without observations have NaN (undefined) summaries instead of 0?
+
+    python scripts/unobserved_band_probe.py --baseline RUN [RUN ...] --candidate RUN [RUN ...]
+    # RUN: a run folder validated with `make validate CONFIG=early` (validation/stages.parquet)
+
+The question (found by a review of the features' numerics): `gridding` gives a passband with no
+observation a `mean_flux_*`, `std_flux_*` and `frac_detected_*` of 0, which reads as "zero flux,
+no spread, nothing detected" where the value is undefined. `FeatureStats` maps NaN to the
+neutral 0 of its normal scores and the gradient-boosted classifiers route NaN on their own. No
+complete light curve of the PLAsTiCC training set lacks a band, so the default preset's features
+are the same either way; partial light curves (the `early` preset, `replay`, `score --as-of`)
+often lack bands. Baseline: 0 (the code as it was); candidate: NaN for the three summaries of an
+unobserved band (dataset prepared again, the ten fold networks retrained, since the features
+feed the VAE's encoder too). Both by the leave-one-known-class-out validation (`plasticc-jax
+validate --config early`), no test data.
+
+THE RULE, written before any run (the rule of `early_features_probe.py`, whose comparison this
+script runs): adopt NaN only if the 10-day mean paired difference candidate - baseline exceeds
+twice its standard error AND the complete-curve mean paired difference is not below -2 standard
+errors; a second training seed (`--set train.seed=1`) on both sides if the 10-day difference is
+above +1 standard error with one seed. Otherwise 0 stays, and the code says that it was
+validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from early_features_probe import compare
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, nargs="+", required=True)
+    parser.add_argument("--candidate", type=Path, nargs="+", required=True)
+    args = parser.parse_args()
+    compare(args.baseline, args.candidate)
+
+
+if __name__ == "__main__":
+    main()

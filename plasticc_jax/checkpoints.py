@@ -263,7 +263,7 @@ class CheckpointStore:
             if name == "meta":
                 args[name] = ocp.args.JsonRestore()
             else:
-                abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+                abstract = jax.tree.map(_restore_target, template)
                 if name in NETWORK_ITEMS:
                     self._check_shapes(epoch, name, abstract)
                 args[name] = ocp.args.StandardRestore(abstract)
@@ -272,6 +272,18 @@ class CheckpointStore:
             return {name: restored[name] for name in templates}
         except Exception as error:  # Orbax and TensorStore raise many types for damaged files
             raise self._damaged(epoch, error) from None
+
+
+def _restore_target(leaf: Any) -> Any:
+    """What Orbax restores a template leaf as: its shape, dtype and placement; a leaf placed
+    nowhere (a shape-only template) on the default device. Left to Orbax, such a leaf took the
+    checkpoint's own placement, a mesh of the devices the run was trained on: a run trained on
+    four GPUs then failed to load on one, and was computed on all four where it loaded."""
+    target = ocp.utils.to_shape_dtype_struct(leaf)
+    if isinstance(target, jax.ShapeDtypeStruct) and target.sharding is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
+    return target
 
 
 def _storage_error(error: ValueError) -> bool:

@@ -28,6 +28,7 @@ from flax import nnx
 from plasticc_jax import cli, config_io, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointError, CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
+from plasticc_jax.encoder import load_encoder
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import MODEL_FEATURE_NAMES
 from plasticc_jax.runs import MIN_DELTA
@@ -447,6 +448,12 @@ def test_data_parallel_over_several_devices(project, tmp_path):
     rows = read_metrics(workdir / config.run_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[1]["val_loss"] < rows[0]["val_loss"]
+    # It loads on one device (found by a review: Orbax restored it onto the two-device mesh it
+    # was saved from, "Topology mismatch", and called the run damaged).
+    assert len(jax.devices()) == 1
+    test = load_split(workdir / config.data.dataset_dir, "test")
+    mu, _ = load_encoder(workdir / config.run_path)(test)
+    assert mu.shape == (len(test.object_id), config.model.latent_dim) and np.isfinite(mu).all()
 
 
 def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):

@@ -217,6 +217,16 @@ def test_metadata_flags_and_labels_written_as_text(good, tmp_path):
     kept = np.arange(len(meta)) != 3
     assert read["ddf"].to_numpy()[kept].tolist() == good[1]["ddf"].to_numpy()[kept].tolist()
     assert read["target"].tolist()[5] == -1  # scored without a label by `score`
+    # The in-memory API given that table rejects the same object (found by a review: it read
+    # the empty ddf as 0, as `read_metadata` holds it, and scored the object); the label is
+    # not needed to score.
+    from plasticc_jax.streaming import grid_lightcurves
+
+    arrays, rejected = grid_lightcurves(lcs, read, config_io.load_preset("tiny").data)
+    assert dict(zip(rejected["object_id"], rejected["reason"], strict=True)) == {
+        ids[3]: readers.DDF_MISSING
+    }
+    assert ids[5] in arrays.object_id
     meta.loc[3, "ddf"] = "yes"
     meta = meta.rename(columns={"ddf": "ddf_bool"})
     with pytest.raises(UserError, match=r"column 'ddf_bool', line 5: 'yes' is not a flag \(1/0"):

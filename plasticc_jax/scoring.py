@@ -471,8 +471,8 @@ def score_dataframe(
     Args:
         rows: one row per observation: object_id (whole numbers, as integers or text: read
             exactly at any size), mjd (days), passband (0-5), flux, flux_err (FLUXCAL),
-            detected (or detected_bool: true/false or 1/0, as booleans, numbers or text; missing
-            means not detected); unless `metadata` is given, also the
+            detected (or detected_bool: true/false or 1/0, as booleans, numbers or text; a
+            missing flag is refused, as in a file); unless `metadata` is given, also the
             object's metadata on each of its rows: ra, decl, ddf (or ddf_bool), hostgal_specz,
             hostgal_photoz, hostgal_photoz_err, distmod, mwebv (-9 or NaN: missing), and
             optionally a label, target or true_target (copied, never scored). Column names in

@@ -348,6 +348,11 @@ def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -
     """A column as float64 (int64 if `whole`), or a UserError naming its first bad value: text,
     or (`whole`) a missing or fractional value, or one a float cannot hold exactly."""
     values = frame[column]
+    if values.dtype.kind in "mM" or isinstance(values.dtype, pd.PeriodDtype):
+        raise UserError(  # pd.to_numeric would give their nanoseconds
+            f"{what}: column {column!r} holds dates or durations ({values.dtype}): give numbers"
+            + (" (MJD in days: Time(dates).mjd with astropy)" if column == "mjd" else "")
+        )
     if whole and not pd.api.types.is_bool_dtype(values):
         numeric = pd.api.types.is_numeric_dtype(values)
         exact = values if numeric else pd.to_numeric(values, errors="coerce")

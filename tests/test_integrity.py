@@ -586,6 +586,10 @@ def test_score_dataframe_names_bad_values(tiny_run):
             rows.assign(object_id="ZTF" + rows["object_id"].astype(str)),
             "'ZTF.*' is not a whole number: ids are integers here",
         ),
+        (  # a review: dates were read as their nanoseconds, every object "outside the survey"
+            rows.assign(mjd=pd.Timestamp("1858-11-17") + pd.to_timedelta(rows["mjd"], unit="D")),
+            r"'mjd' holds dates or durations \(datetime64.*MJD in days",
+        ),
     ]
     for frame, message in cases:
         with pytest.raises(UserError, match=message):

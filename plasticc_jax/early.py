@@ -23,11 +23,14 @@ the cut, not silently cleaned.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 
-from plasticc_jax import gridding
+from plasticc_jax import gridding, plasticc
+from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import DETECTION_SNR, Chunk, GridResult, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
 
@@ -122,6 +125,33 @@ def grid_cut(chunk: Chunk, spec: GridSpec, cut: np.ndarray, stage: np.ndarray) -
         np.r_[result.rejected_ids, ids[~present]].astype(np.int64),
         np.r_[result.rejected_codes, np.full((~present).sum(), empty_code)].astype(np.int8),
     )
+
+
+AS_OF_SPAN = (
+    plasticc.MJD_MIN - plasticc.MJD_MARGIN_DAYS,
+    plasticc.MJD_MAX + plasticc.MJD_MARGIN_DAYS,
+)
+JD_OFFSET = 2_400_000.5  # JD = MJD + 2400000.5
+
+
+def check_as_of(as_of: object, name: str) -> None:
+    """Raise a UserError, naming the setting `name` (`--as-of`), unless `as_of` is a finite MJD
+    within the survey's span (a Julian date is named as one)."""
+    if isinstance(as_of, bool | np.bool_) or not isinstance(as_of, numbers.Real):
+        raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
+    if not math.isfinite(as_of):
+        raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
+    low, high = AS_OF_SPAN
+    if low <= as_of - JD_OFFSET <= high:
+        raise UserError(
+            f"{name} {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
+            f"({as_of - JD_OFFSET:g})"
+        )
+    if not low <= as_of <= high:
+        raise UserError(
+            f"{name} {as_of:g} is outside the survey (MJD {low:g}-{high:g}): before it nothing "
+            "is observed yet, after it everything is (score without it)"
+        )
 
 
 def grid_as_of(chunk: Chunk, spec: GridSpec, as_of: float) -> GridResult:

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plasticc_jax import interrupts, plasticc, provenance, readers, runs, scoring
+from plasticc_jax import interrupts, provenance, readers, runs, scoring
 from plasticc_jax.doctor import log_backend
+from plasticc_jax.early import check_as_of
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     check_input_files,
@@ -92,31 +92,6 @@ def refuse_output(
 
 # The dates `--as-of` takes: the survey's span with the margin observations may lie in. Before
 # it nothing is observed yet, after it everything is: either is a mistake (a JD, a typo).
-AS_OF_SPAN = (
-    plasticc.MJD_MIN - plasticc.MJD_MARGIN_DAYS,
-    plasticc.MJD_MAX + plasticc.MJD_MARGIN_DAYS,
-)
-JD_OFFSET = 2_400_000.5  # JD = MJD + 2400000.5
-
-
-def check_as_of(as_of: object) -> None:
-    """Raise a UserError unless `as_of` is a finite MJD within the survey's span (a Julian date
-    is named as one)."""
-    if isinstance(as_of, bool) or not isinstance(as_of, int | float) or not math.isfinite(as_of):
-        raise UserError(f"--as-of {as_of!r}: give a finite MJD (a number of days)")
-    low, high = AS_OF_SPAN
-    if low <= as_of - JD_OFFSET <= high:
-        raise UserError(
-            f"--as-of {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
-            f"({as_of - JD_OFFSET:g})"
-        )
-    if not low <= as_of <= high:
-        raise UserError(
-            f"--as-of {as_of:g} is outside the survey (MJD {low:g}-{high:g}): before it nothing "
-            "is observed yet, after it everything is (score without --as-of)"
-        )
-
-
 def check_threshold_from(threshold_from: Path, as_of: float | None, output: Path) -> None:
     """Raise a UserError unless `--threshold-from` comes with `--as-of` (its thresholds are
     per days since the first detection, which only a date gives) and the output is outside it."""
@@ -179,7 +154,7 @@ def score(
     """
     run_dir, output = Path(run_dir), Path(output)
     if as_of is not None:
-        check_as_of(as_of)
+        check_as_of(as_of, "--as-of")
     if threshold_from is not None:
         check_threshold_from(threshold_from, as_of, output)
     fmt = output_format(output)

@@ -460,6 +460,7 @@ def score_dataframe(
     metadata: pd.DataFrame | None = None,
     *,
     split: str = "new",
+    as_of: float | None = None,
 ) -> pd.DataFrame:
     """Score light curves given as a table, one row per observation; every object gets one row.
 
@@ -485,6 +486,11 @@ def score_dataframe(
             `rows` are looked up (a partition cannot know whether an object without rows here
             has them in another partition, so those are not reported).
         split: the value of the `split` column.
+        as_of: score each object with only its observations up to this MJD, as `plasticc-jax
+            score --as-of` does: the table then has `days_since_detection` (second), and an
+            object not detected by then is rejected. (Dropping the later rows instead scores
+            the objects detected by then alike, but also scores those not detected yet.) A run
+            of the `early` preset is the one meant for it (docs/early.md).
 
     Returns:
         One row per object of `rows`, sorted by object_id: the columns of `plasticc-jax score`'s
@@ -499,9 +505,14 @@ def score_dataframe(
 
     Raises:
         UserError: a missing column, a value that is not what its column holds (named with its
-            row), a column under both its PLAsTiCC names, or an object twice in `metadata`.
+            row), a column under both its PLAsTiCC names, an object twice in `metadata`, or an
+            `as_of` that is not an MJD within the survey.
     """
     from plasticc_jax import streaming
+    from plasticc_jax.early import check_as_of
+
+    if as_of is not None:
+        check_as_of(as_of, "score_dataframe: as_of")
 
     for name, frame in (("rows", rows), ("metadata", metadata)):
         if frame is not None and not isinstance(frame, pd.DataFrame):
@@ -538,10 +549,13 @@ def score_dataframe(
         metadata = metadata[metadata["object_id"].isin(rows["object_id"])]
     if "target" not in metadata and "true_target" in metadata:
         metadata = metadata.rename(columns={"true_target": "target"})
-    arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data)
+    arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data, as_of=as_of)
     table, unscorable = scorer.table(arrays, split)
     if len(unscorable):
         rejected = pd.concat([rejected, unscorable], ignore_index=True)
+    if as_of is not None:  # the table keeps the order of the objects it scored
+        scored = np.isin(arrays.object_id, table["object_id"].to_numpy())
+        table.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
     # The same column types for every partition, also one without any scored object.
     table = table.astype({"split": str, "class_name": str, "nearest_class_name": str})
     table[REJECTED_REASON] = pd.Series(pd.NA, index=table.index, dtype="string")

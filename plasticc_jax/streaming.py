@@ -444,7 +444,11 @@ def _flags(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
 
 
 def grid_lightcurves(
-    lightcurves: pd.DataFrame, metadata: pd.DataFrame, data: DataConfig
+    lightcurves: pd.DataFrame,
+    metadata: pd.DataFrame,
+    data: DataConfig,
+    *,
+    as_of: float | None = None,
 ) -> tuple[LightCurveArrays, pd.DataFrame]:
     """Grid in-memory tables (any row order) in this thread.
 
@@ -454,6 +458,9 @@ def grid_lightcurves(
         metadata: canonical metadata (`readers.read_metadata`); `ddf_bool` and `-9` are accepted
             too.
         data: grid settings.
+        as_of: grid only the observations up to this MJD, as `stream_grids` does
+            (`early.grid_as_of`: the arrays' `stage` is the days since the first detection
+            then; an object not detected by then is rejected).
 
     Returns:
         The gridded objects (sorted by object_id; `is_anomaly` False) and the rejections
@@ -530,7 +537,10 @@ def grid_lightcurves(
     arrays = gridding.empty_arrays(spec.n_time_bins)
     if len(rows):
         chunk, rejected, order = _plan(rows, Path("lightcurves"), "lightcurves", index)
-        result = gridding.grid_chunk(chunk, spec)
+        if as_of is None:
+            result = gridding.grid_chunk(chunk, spec)
+        else:
+            result = early.grid_as_of(chunk, spec, float(as_of))
         arrays, rejected = _finish(result, rejected, order, "lightcurves", spec.min_observations)
         parts.append(rejected)
     unseen = ~index.seen

@@ -26,6 +26,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import Chunk, GridSpec
 from plasticc_jax.lightcurve_rows import Rows
 from plasticc_jax.score_output import FLAG_THRESHOLDS_KEY
+from plasticc_jax.scoring import score_dataframe
 from plasticc_jax.train import epoch_rows
 
 pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
@@ -265,6 +266,17 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     assert as_of_table["object_id"].tolist() == cut_table["object_id"].tolist()
     np.testing.assert_allclose(as_of_table["anomaly_score"], cut_table["anomaly_score"])
     assert "days_since_detection" in as_of_table and "days_since_detection" not in cut_table
+    # The Python API scores as the command does (found by a review: it had no as_of, and its
+    # caller's cut rows scored objects not detected yet too).
+    api = score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=as_of)
+    scored = api[api["rejected_reason"].isna()].reset_index(drop=True)
+    assert scored["object_id"].tolist() == sorted(as_of_table["object_id"])
+    expected = as_of_table.sort_values("object_id", ignore_index=True)
+    for column in ("days_since_detection", "anomaly_score"):
+        np.testing.assert_allclose(scored[column], expected[column], rtol=1e-6)
+    assert list(api.columns[:2]) == ["object_id", "days_since_detection"]
+    with pytest.raises(UserError, match=r"as_of \S+ looks like a Julian date"):
+        score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=as_of + 2_400_000.5)
     # Before any detection (each object's first comes BEFORE nights after its first point):
     # every object is listed as not detected yet, none is scored.
     early_as_of = float(np.floor(lcs["mjd"].min() - 0.5) + 1.5)
@@ -275,6 +287,8 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     rejected = pd.read_csv(tmp_path / "before.rejected.csv")
     assert set(rejected["reason"]) == {gridding.NOT_DETECTED}
     assert set(rejected["object_id"]) == set(lcs["object_id"])  # observed by then or not
+    api = score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=early_as_of)
+    assert set(api["rejected_reason"]) == {gridding.NOT_DETECTED}
 
 
 def test_replay_counts_add_up_and_match_scoring_by_hand(

@@ -520,8 +520,9 @@ def score_dataframe(
                 f"score_dataframe: {name} must be a pandas DataFrame, not {type(frame)}"
             )
     # Column names as the CSV readers take them: in capitals (`OBJECT_ID`) or padded too.
-    rows = _lower_names(rows, "rows")
-    metadata = None if metadata is None else _lower_names(metadata, "metadata")
+    rows = streaming.lower_names(rows, "score_dataframe: rows")
+    if metadata is not None:
+        metadata = streaming.lower_names(metadata, "score_dataframe: metadata")
     for name, frame in (("rows", rows), ("metadata", metadata)):
         if frame is not None and "object_id" not in frame:
             raise UserError(f"score_dataframe: {name} has no object_id column: {list(frame)}")
@@ -563,24 +564,6 @@ def score_dataframe(
         target = metadata.set_index("object_id")["target"] if "target" in metadata else None
         table = pd.concat([table, _rejected_rows(rejected, target, table, scorer, split)])
     return table.sort_values("object_id", kind="stable", ignore_index=True)
-
-
-def _lower_names(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """`frame` with its column names stripped and in lower case.
-
-    Raises:
-        UserError: two columns of one name but for case or spaces (`MJD` and `mjd`).
-    """
-    lowered = [str(column).strip().lower() for column in frame.columns]
-    if lowered == list(frame.columns):
-        return frame
-    twice = sorted({c for c in lowered if lowered.count(c) > 1})
-    if twice:
-        raise UserError(
-            f"score_dataframe: {name} has the column {twice[0]!r} twice (names differing only "
-            "in capitals or spaces): give it once"
-        )
-    return frame.set_axis(lowered, axis=1)
 
 
 def _rejected_rows(

@@ -443,6 +443,25 @@ def _flags(frame: pd.DataFrame, column: str, what: str) -> np.ndarray:
     return flag
 
 
+def lower_names(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """`frame` with its column names stripped and in lower case, as the CSV readers take them
+    (`OBJECT_ID`); `what` names the table in the message.
+
+    Raises:
+        UserError: two columns of one name but for case or spaces (`MJD` and `mjd`).
+    """
+    lowered = [str(column).strip().lower() for column in frame.columns]
+    if lowered == list(frame.columns):
+        return frame
+    twice = sorted({c for c in lowered if lowered.count(c) > 1})
+    if twice:
+        raise UserError(
+            f"{what} has the column {twice[0]!r} twice (names differing only in capitals or "
+            "spaces): give it once"
+        )
+    return frame.set_axis(lowered, axis=1)
+
+
 def grid_lightcurves(
     lightcurves: pd.DataFrame,
     metadata: pd.DataFrame,
@@ -454,9 +473,10 @@ def grid_lightcurves(
 
     Args:
         lightcurves: columns object_id, mjd, passband, flux, flux_err, detected (or
-            `detected_bool`).
-        metadata: canonical metadata (`readers.read_metadata`); `ddf_bool` and `-9` are accepted
-            too.
+            `detected_bool`), their names in any case (`OBJECT_ID`), as the CSV readers take
+            them.
+        metadata: canonical metadata (`readers.read_metadata`); `ddf_bool`, names in any case
+            and `-9` are accepted too.
         data: grid settings.
         as_of: grid only the observations up to this MJD, as `stream_grids` does
             (`early.grid_as_of`: the arrays' `stage` is the days since the first detection
@@ -466,15 +486,18 @@ def grid_lightcurves(
         The gridded objects (sorted by object_id; `is_anomaly` False) and the rejections
         (object_id, reason, source).
     """
-    for frame, aliases, what in (
-        (lightcurves, plasticc.LIGHTCURVE_ALIASES, "light curves"),
-        (metadata, plasticc.METADATA_ALIASES, "metadata"),
-    ):
+    for frame, what in ((lightcurves, "light curves"), (metadata, "metadata")):
         if not isinstance(frame, pd.DataFrame):
             raise UserError(
                 f"grid_lightcurves: the {what} are a {type(frame).__name__}: give a pandas "
                 "DataFrame (pd.DataFrame(...) of it)"
             )
+    lightcurves = lower_names(lightcurves, "grid_lightcurves: the light curves")
+    metadata = lower_names(metadata, "grid_lightcurves: the metadata")
+    for frame, aliases, what in (
+        (lightcurves, plasticc.LIGHTCURVE_ALIASES, "light curves"),
+        (metadata, plasticc.METADATA_ALIASES, "metadata"),
+    ):
         both = [(a, c) for a, c in aliases.items() if a in frame and c in frame]
         if both:
             raise UserError(

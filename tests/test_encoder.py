@@ -92,6 +92,13 @@ def test_encode_table_applies_the_preprocessing_of_prepare(tiny_run, test_split,
     sorted_ids = np.sort(arrays.object_id[np.isin(arrays.object_id, wanted)])
     assert np.array_equal(sorted_ids, table.object_id[order])
     np.testing.assert_allclose(table.mu[order], expected, rtol=1e-4, atol=1e-5)
+    # Column names in capitals, as the CSV readers and score_dataframe take them (found by a
+    # review: encode_table refused them).
+    upper = encoder.encode_table(
+        lightcurves[lightcurves["object_id"].isin(wanted)].rename(columns=str.upper),
+        metadata[metadata["object_id"].isin(wanted)].rename(columns=str.upper),
+    )
+    np.testing.assert_array_equal(upper.mu, table.mu)
 
 
 def test_wrong_inputs_are_user_errors(tiny_run, test_split, tmp_path):

@@ -193,18 +193,21 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
     head = ["days since first detection", "mean class AUROC"]
     head += [f"AUROC {class_name(c)}" for c in classes]
     head += [f"recall top 1% {class_name(c)}" for c in classes]
-    head += ["flag rate known"]
+    head += ["flag rate known", "of those scorable"]
     lines = _table_head(
         "Early detection, test split: each object scored with its light curve as known that "
         "many days after its first detection (AUROC against the known classes, recall in the top "
-        "1%, and the share of known objects flagged).",
+        "1%, and the share of known objects flagged: of all, an object without enough "
+        "observations by then counted as not flagged, and of those with enough to be scored).",
         head,
     )
     for row in early["rows"]:
         cells = [row["stage"], _fmt(row["mean_class_auroc"])]
         cells += [_fmt(row[f"auroc_{c}"]) for c in classes]
         cells += [_fmt(row[f"recall_top1_{c}"]) for c in classes]
-        cells.append(f"{row['known_flag_rate']:.2%}")
+        scorable = row["known_scorable"]
+        of_scorable = row["known_flag_rate"] / scorable if scorable > 0 else math.nan
+        cells += [f"{row['known_flag_rate']:.2%}", f"{of_scorable:.2%}"]
         lines.append("| " + " | ".join(cells) + " |")
     head = ["class", "objects", "median days to first flag", "flagged at some stage"]
     caption = (

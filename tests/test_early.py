@@ -199,7 +199,14 @@ def test_evaluate_reports_early_detection(tiny_early_run):
         fused = tiny_run.metrics["methods"]["fused"]["per_class"][str(c)]["auroc"]
         assert last[f"auroc_{c}"] == pytest.approx(fused)
     assert (tiny_run.run_dir / "reports" / "figures" / "early.png").is_file()
-    assert "days since first detection" in (tiny_run.run_dir / "report.md").read_text()
+    report = (tiny_run.run_dir / "report.md").read_text()
+    assert "days since first detection" in report
+    # The known flag rate also among the objects scorable then (a review: the share of all
+    # known objects counts the unscorable as not flagged, which reads lower than an FPR).
+    for row in early_metrics["rows"]:
+        rate, scorable = row["known_flag_rate"], row["known_scorable"]
+        line = next(x for x in report.splitlines() if x.startswith(f"| {row['stage']} |"))
+        assert line.endswith(f" {rate:.2%} | {rate / scorable:.2%} |")
 
 
 BEFORE = 3  # nights of each small replay input before its objects' first detection

@@ -152,7 +152,7 @@ class FlagThreshold:
         edges, which = np.zeros(0), np.zeros(len(scores), np.int64)
         for n_bins in range(min(bins, int(len(scores) * target_fpr)), 1, -1):
             candidate = np.quantile(finite, np.arange(1, n_bins) / n_bins) if finite.size else []
-            in_bin = _bin(depth, candidate)
+            in_bin = bin_index(depth, candidate)
             sizes = np.bincount(in_bin, minlength=n_bins)
             if np.all(np.diff(candidate) > 0) and sizes.min() * target_fpr >= 1:
                 edges, which = np.asarray(candidate), in_bin
@@ -164,7 +164,7 @@ class FlagThreshold:
 
     def at(self, depth: np.ndarray) -> np.ndarray:
         """(n,) the threshold of each object's depth bin."""
-        return np.asarray(self.values)[_bin(np.asarray(depth, np.float64), self.edges)]
+        return np.asarray(self.values)[bin_index(np.asarray(depth, np.float64), self.edges)]
 
     def flag(self, anomaly_score: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """(n,) bool: scores above their depth bin's threshold (by more than `FLAG_MARGIN`)."""
@@ -231,7 +231,7 @@ class AgeThreshold:
         scores, depth = np.asarray(scores, np.float64), np.asarray(depth, np.float64)
         age = _age(days)
         edges = FlagThreshold.fit(scores, age, target_fpr, age_bins).edges
-        which = _bin(age, edges)
+        which = bin_index(age, edges)
         bins = tuple(
             FlagThreshold.fit(scores[which == b], depth[which == b], target_fpr, depth_bins)
             for b in range(len(edges) + 1)
@@ -241,7 +241,7 @@ class AgeThreshold:
     def flag(self, anomaly_score: np.ndarray, days: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """(n,) bool: scores above the threshold of their age and depth bin (by more than
         `FLAG_MARGIN`)."""
-        which = _bin(_age(days), self.edges)
+        which = bin_index(_age(days), self.edges)
         depth = np.asarray(depth, np.float64)
         limit = np.empty(len(which))
         for b, threshold in enumerate(self.bins):
@@ -274,9 +274,9 @@ def _age(days: np.ndarray) -> np.ndarray:
     return np.log10(1.0 + np.maximum(np.asarray(days, np.float64), 0.0))
 
 
-def _bin(depth: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """(n,) each depth's bin among `edges` (no depth, NaN: the first)."""
-    return np.digitize(np.where(np.isnan(depth), -np.inf, depth), np.asarray(edges, np.float64))
+def bin_index(values: np.ndarray, edges: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """(n,) each value's bin among `edges` (a depth or an age; NaN, none: the first)."""
+    return np.digitize(np.where(np.isnan(values), -np.inf, values), np.asarray(edges, np.float64))
 
 
 def warn_weak_calibration(

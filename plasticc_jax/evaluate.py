@@ -52,7 +52,7 @@ import pandas as pd
 
 from plasticc_jax import config as config_lib
 from plasticc_jax import interrupts, metrics, plasticc, provenance, report, runs, scoring, stages
-from plasticc_jax.calibration import DEPTH_FEATURE
+from plasticc_jax.calibration import DEPTH_FEATURE, bin_index
 from plasticc_jax.components import Evidence, FeatureForest
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
@@ -170,8 +170,8 @@ def depth(
     score = table["anomaly_score"].to_numpy(np.float64)
     target = table["target"].to_numpy()
     val_known = (split == "val") & known
-    edges = np.quantile(snr[val_known], [1 / 3, 2 / 3])
-    tercile = np.digitize(snr, edges)
+    edges = np.quantile(snr[val_known & np.isfinite(snr)], [1 / 3, 2 / 3])
+    tercile = bin_index(snr, edges)  # as the flag threshold bins them
     rows = []
     for t in range(3):
         in_t = tercile == t

@@ -321,3 +321,29 @@ def test_evaluate_run_dir_without_config_takes_the_runs_own_settings(
         "evaluate uses the run's own protocol, rare, not sn given now: evaluate a run trained "
         "for sn (plasticc-jax train --protocol sn)"
     ]
+
+
+def test_depth_terciles_bin_a_missing_depth_as_the_flag_threshold_does():
+    """Found by a review: a NaN depth made the report's tercile edges NaN and fell in the last
+    tercile, where the flag threshold's bins put it in the first."""
+    rng = np.random.default_rng(0)
+    n = 90
+    snr = rng.uniform(0.5, 3.0, n)
+    snr[[0, 45]] = np.nan
+    table = pd.DataFrame(
+        {
+            "split": np.repeat(["val", "test"], n // 2),
+            "flagged": np.arange(n) == 0,  # the val object without a depth
+            "anomaly_score": rng.normal(size=n),
+            "target": np.full(n, 42),
+        }
+    )
+    out = evaluate.depth(table, snr, np.ones(n, bool), [])
+    edges = np.quantile(snr[1:45], [1 / 3, 2 / 3])
+    assert [r["log10_snr_range"] for r in out["terciles"]] == [
+        [None, edges[0]],
+        [edges[0], edges[1]],
+        [edges[1], None],
+    ]
+    # The NaN one in the first tercile, with the lowest 15 of the 44 others.
+    assert [r["val_fpr"] for r in out["terciles"]] == [1 / 16, 0.0, 0.0]

@@ -478,6 +478,9 @@ def _grid_valid(
     mean_u = np.bincount(band, flux, minlength=m * NB) / safe_n
     var = np.bincount(band, (flux - mean_u[band]) ** 2, minlength=m * NB) / safe_n
     frac_det = np.bincount(band, det, minlength=m * NB) / safe_n
+    # A band without observations: mean, spread and detected fraction 0 ("nothing seen yet"),
+    # not NaN; validated on partial light curves, where a quarter of the rows lack a band
+    # (`scripts/unobserved_band_probe.py`, docs/early.md).
     amp_band = np.repeat(amplitude, NB)
     n_det = np.add.reduceat(det.astype(np.int64), starts)
     first_det = np.minimum.reduceat(np.where(det, mjd, np.inf), starts)

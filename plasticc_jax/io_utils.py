@@ -205,7 +205,7 @@ def _holder() -> dict[str, object]:
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "command": shlex.join(argv)[:300],
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

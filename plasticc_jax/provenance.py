@@ -379,7 +379,7 @@ def incomplete(run_dir: Path, stage: str) -> Iterator[None]:
     old and the new run of the stage, and `require_complete` refuses them.
     """
     marker = Path(run_dir) / INCOMPLETE
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     atomic_write_text(
         marker,
         f"{stage} started at {now} (pid {os.getpid()} on {socket.gethostname()}) and has not "

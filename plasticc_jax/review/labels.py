@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from plasticc_jax.errors import UserError
@@ -57,7 +57,7 @@ class Answer:
 
     @staticmethod
     def now(object_id: int, label: str, position: int | None = None) -> Answer:
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return Answer(int(object_id), label, stamp, position)
 
     @staticmethod

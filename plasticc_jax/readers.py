@@ -92,7 +92,7 @@ def read_metadata(path: Path) -> pd.DataFrame:
     """Read a whole metadata file (either format) into canonical columns.
 
     Returns:
-        One row per object: object_id (int64), ra, decl (deg), ddf (int8), hostgal_specz,
+        One row per object: object_id (int64), ra, decl (deg), ddf (1 or 0), hostgal_specz,
         hostgal_photoz, hostgal_photoz_err, distmod, mwebv (float64, NaN where missing: `-9` and
         empty both mean missing), target (int64; `target`, else `true_target`, else -1),
         problem (int8: the `METADATA_PROBLEMS` code of an impossible or missing value, such as
@@ -182,11 +182,10 @@ def read_metadata(path: Path) -> pd.DataFrame:
         _flag_read_problems(name, values, arrays.get("hostgal_photoz"), problem)
         if name == "target":  # a label that is not a number (`SNIa`): not a class number
             problem[(problem == 0) & not_number] = METADATA_PROBLEMS.index(TARGET_PROBLEM)
-        # A missing or impossible flag or label becomes 0 or -1 (the object is rejected anyway
-        # if it is impossible).
-        if name == "ddf":
-            values = np.where(values == 1, 1, 0).astype(np.int8)
-        elif name == "target":
+        # A missing or impossible label becomes -1 (the object is scored without it). A ddf
+        # stays as read, NaN where empty: the table then says so itself, also where its
+        # `problem` column is not read (a caller's own use of it, `streaming.grid_lightcurves`).
+        if name == "target":
             usable = is_class_number(values)
             values = np.where(usable, values, plasticc.UNKNOWN_TARGET).astype(np.int64)
         arrays[name] = values

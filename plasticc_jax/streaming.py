@@ -381,19 +381,6 @@ def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -
     return numbers.to_numpy(np.int64 if whole else np.float64)
 
 
-def _read_metadata_problems(metadata: pd.DataFrame) -> np.ndarray | None:
-    """(n,) int8 problem codes of metadata read by `readers.read_metadata` (its `problem`
-    column: int8 `readers.METADATA_PROBLEMS` codes), without the label's (scoring needs none);
-    None for a caller's table without such a column."""
-    codes = metadata.get("problem")
-    if codes is None or codes.dtype != np.int8:
-        return None
-    codes = codes.to_numpy()
-    if ((codes < 0) | (codes >= len(readers.METADATA_PROBLEMS))).any():
-        return None
-    return np.where(codes == readers.METADATA_PROBLEMS.index(readers.TARGET_PROBLEM), 0, codes)
-
-
 def _labels(meta: pd.DataFrame) -> np.ndarray:
     """(n,) int64 labels of a caller's metadata for scoring, which needs none: missing, or not a
     class number (90.5, `SNIa`), is -1, the latter with a warning (as `readers.labels_optional`
@@ -506,9 +493,8 @@ def grid_lightcurves(
             )
     lcs = lightcurves.rename(columns=plasticc.LIGHTCURVE_ALIASES)
     # `problem` and `source` are this package's own columns (`readers.read_metadata`): a
-    # caller's columns of those names mean something else. The problems are found again from
-    # the values below, but one is not in them: `read_metadata` reads an empty ddf as 0.
-    read_problems = _read_metadata_problems(metadata)
+    # caller's columns of those names mean something else; the problems are found again from
+    # the values below.
     meta = metadata.rename(columns=plasticc.METADATA_ALIASES).drop(
         columns=["problem", "source"], errors="ignore"
     )
@@ -538,9 +524,6 @@ def grid_lightcurves(
         if column in meta:
             meta[column] = meta[column].mask(meta[column] == plasticc.MISSING_VALUE)
     meta["target"] = _labels(meta)
-    if read_problems is not None:
-        found = readers.metadata_problems(meta)
-        meta["problem"] = np.where(found != 0, found, read_problems)
     if meta["object_id"].duplicated().any():
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
         raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")

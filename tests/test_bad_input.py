@@ -222,11 +222,22 @@ def test_metadata_flags_and_labels_written_as_text(good, tmp_path):
     # not needed to score.
     from plasticc_jax.streaming import grid_lightcurves
 
-    arrays, rejected = grid_lightcurves(lcs, read, config_io.load_preset("tiny").data)
+    data = config_io.load_preset("tiny").data
+    arrays, rejected = grid_lightcurves(lcs, read, data)
     assert dict(zip(rejected["object_id"], rejected["reason"], strict=True)) == {
         ids[3]: readers.DDF_MISSING
     }
     assert ids[5] in arrays.object_id
+    # The table says so itself (found by a review: with `problem` left out, as where its
+    # columns are joined to the rows, or in nullable dtypes, the object was scored).
+    assert np.isnan(read["ddf"][3])
+    _, rejected = grid_lightcurves(lcs, read.drop(columns="problem").convert_dtypes(), data)
+    assert rejected["object_id"].tolist() == [ids[3]]
+    # A ddf filled in after reading is taken; a caller's own `problem` column rejects nothing.
+    fixed = read.assign(problem=np.int8(1))
+    fixed.loc[3, "ddf"] = 1
+    _, rejected = grid_lightcurves(lcs, fixed, data)
+    assert rejected.empty
     meta.loc[3, "ddf"] = "yes"
     meta = meta.rename(columns={"ddf": "ddf_bool"})
     with pytest.raises(UserError, match=r"column 'ddf_bool', line 5: 'yes' is not a flag \(1/0"):

@@ -252,8 +252,8 @@ class CheckpointStore:
                 named items are read, so the encoder loads without the decoder.
 
         Returns:
-            item name -> restored tree (arrays placed like the template's, or on the default
-            device for shape-only templates).
+            item name -> restored tree (arrays placed like the template's, or on the first
+            device, `jax.devices()[0]`, for shape-only templates).
 
         Raises:
             CheckpointError: the epoch's files cannot be read (one line, naming the folder).
@@ -276,7 +276,7 @@ class CheckpointStore:
 
 def _restore_target(leaf: Any) -> Any:
     """What Orbax restores a template leaf as: its shape, dtype and placement; a leaf placed
-    nowhere (a shape-only template) on the default device. Left to Orbax, such a leaf took the
+    nowhere (a shape-only template) on the first device. Left to Orbax, such a leaf took the
     checkpoint's own placement, a mesh of the devices the run was trained on: a run trained on
     four GPUs then failed to load on one, and was computed on all four where it loaded."""
     target = ocp.utils.to_shape_dtype_struct(leaf)

@@ -127,6 +127,8 @@ def grid_cut(chunk: Chunk, spec: GridSpec, cut: np.ndarray, stage: np.ndarray) -
     )
 
 
+# The dates `as_of` takes: the survey's span with the margin observations may lie in. Before
+# it nothing is observed yet, after it everything is: either is a mistake (a JD, a typo).
 AS_OF_SPAN = (
     plasticc.MJD_MIN - plasticc.MJD_MARGIN_DAYS,
     plasticc.MJD_MAX + plasticc.MJD_MARGIN_DAYS,
@@ -137,9 +139,13 @@ JD_OFFSET = 2_400_000.5  # JD = MJD + 2400000.5
 def check_as_of(as_of: object, name: str) -> None:
     """Raise a UserError, naming the setting `name` (`--as-of`), unless `as_of` is a finite MJD
     within the survey's span (a Julian date is named as one)."""
-    if isinstance(as_of, bool | np.bool_) or not isinstance(as_of, numbers.Real):
-        raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
-    if not math.isfinite(as_of):
+    finite = (
+        isinstance(as_of, numbers.Real)
+        and not isinstance(as_of, bool | np.bool_)
+        and abs(as_of) < 1e300  # before math.isfinite, which overflows on a huge int
+        and math.isfinite(as_of)
+    )
+    if not finite:
         raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
     low, high = AS_OF_SPAN
     if low <= as_of - JD_OFFSET <= high:

@@ -170,8 +170,10 @@ def depth(
     score = table["anomaly_score"].to_numpy(np.float64)
     target = table["target"].to_numpy()
     val_known = (split == "val") & known
-    edges = np.quantile(snr[val_known & np.isfinite(snr)], [1 / 3, 2 / 3])
-    tercile = bin_index(snr, edges)  # as the flag threshold bins them
+    finite = snr[val_known & np.isfinite(snr)]
+    edges = np.quantile(finite, [1 / 3, 2 / 3]) if finite.size else np.full(2, np.nan)
+    # Binned as the flag threshold bins them (no depth: the first).
+    tercile = bin_index(snr, edges) if finite.size else np.zeros(snr.size, np.int64)
     rows = []
     for t in range(3):
         in_t = tercile == t

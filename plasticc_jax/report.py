@@ -206,8 +206,8 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
         cells += [_fmt(row[f"auroc_{c}"]) for c in classes]
         cells += [_fmt(row[f"recall_top1_{c}"]) for c in classes]
         scorable = row["known_scorable"]
-        of_scorable = row["known_flag_rate"] / scorable if scorable > 0 else math.nan
-        cells += [f"{row['known_flag_rate']:.2%}", f"{of_scorable:.2%}"]
+        of_scorable = f"{row['known_flag_rate'] / scorable:.2%}" if scorable > 0 else "n/a"
+        cells += [f"{row['known_flag_rate']:.2%}", of_scorable]
         lines.append("| " + " | ".join(cells) + " |")
     head = ["class", "objects", "median days to first flag", "flagged at some stage"]
     caption = (

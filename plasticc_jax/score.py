@@ -90,8 +90,6 @@ def refuse_output(
     refuse_overwrite(outputs, kept, run_folders, what="--output")
 
 
-# The dates `--as-of` takes: the survey's span with the margin observations may lie in. Before
-# it nothing is observed yet, after it everything is: either is a mistake (a JD, a typo).
 def check_threshold_from(threshold_from: Path, as_of: float | None, output: Path) -> None:
     """Raise a UserError unless `--threshold-from` comes with `--as-of` (its thresholds are
     per days since the first detection, which only a date gives) and the output is outside it."""

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -376,14 +377,16 @@ class Scorer:
         neither its model nor its threshold has seen them, and it flags most of them (the
         default run: 497 of 498 re-scorings over 40 nights of the `rare` test split)."""
         if not self.config.train.partial_curves:
-            log.warning(
-                "%s: %s was trained and calibrated on complete light curves only; on partial "
-                "ones its flag threshold does not hold (it flags most of them): for early "
-                "detection use a run of the early preset (make prepare train evaluate "
-                "CONFIG=early; docs/early.md)",
-                command,
-                self.run_dir,
-            )
+            log.warning("%s", self.complete_only_message(command))
+
+    def complete_only_message(self, command: str) -> str:
+        """`warn_if_complete_only`'s warning."""
+        return (
+            f"{command}: {self.run_dir} was trained and calibrated on complete light curves "
+            "only; on partial ones its flag threshold does not hold (it flags most of them): "
+            "for early detection use a run of the early preset (make prepare train evaluate "
+            "CONFIG=early; docs/early.md)"
+        )
 
     @staticmethod
     def cached(run_dir: str | Path) -> Scorer:
@@ -550,6 +553,9 @@ def score_dataframe(
         metadata = metadata[metadata["object_id"].isin(rows["object_id"])]
     if "target" not in metadata and "true_target" in metadata:
         metadata = metadata.rename(columns={"true_target": "target"})
+    if as_of is not None and not scorer.config.train.partial_curves:
+        # Once per run and process (Python's warning filter), not once per partition.
+        warnings.warn(scorer.complete_only_message("score_dataframe(as_of=...)"), stacklevel=2)
     arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data, as_of=as_of)
     table, unscorable = scorer.table(arrays, split)
     if len(unscorable):

@@ -473,6 +473,8 @@ def grid_lightcurves(
         The gridded objects (sorted by object_id; `is_anomaly` False) and the rejections
         (object_id, reason, source).
     """
+    if as_of is not None:
+        early.check_as_of(as_of, "grid_lightcurves: as_of")
     for frame, what in ((lightcurves, "light curves"), (metadata, "metadata")):
         if not isinstance(frame, pd.DataFrame):
             raise UserError(

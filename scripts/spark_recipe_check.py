@@ -52,8 +52,17 @@ def main() -> None:
     direct = score_dataframe(rows, run)
     assert list(spark_table.columns) == list(direct.columns), "the columns differ"
     assert spark_table["object_id"].tolist() == direct["object_id"].tolist(), "the objects differ"
-    gap = float(np.nanmax(np.abs(spark_table["anomaly_score"] - direct["anomaly_score"])))
-    print(f"{len(spark_table)} objects; largest anomaly_score difference {gap:.2g}")
+    for column in ("rejected_reason", "flagged", "nearest_class"):
+        same = spark_table[column].fillna("").tolist() == direct[column].fillna("").tolist()
+        assert same, f"{column} differs"
+    a, b = spark_table["anomaly_score"].to_numpy(), direct["anomaly_score"].to_numpy()
+    assert np.array_equal(np.isnan(a), np.isnan(b)), "scored on one side, rejected on the other"
+    gap = float(np.nanmax(np.abs(a - b)))
+    n_rejected = int(direct["rejected_reason"].notna().sum())
+    print(
+        f"{len(spark_table)} objects ({n_rejected} rejected, the same); the same flags and "
+        f"nearest classes; largest anomaly_score difference {gap:.2g}"
+    )
 
 
 if __name__ == "__main__":

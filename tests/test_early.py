@@ -18,7 +18,16 @@ import pytest
 from conftest import tiny_config
 from test_processes import workers as _workers
 
-from plasticc_jax import cli, early, gridding, io_utils, replay_groups, replay_nights, scoring
+from plasticc_jax import (
+    cli,
+    early,
+    gridding,
+    io_utils,
+    replay_groups,
+    replay_nights,
+    scoring,
+    streaming,
+)
 from plasticc_jax import replay as replay_lib
 from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.dataset import load_split
@@ -275,7 +284,8 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     assert "days_since_detection" in as_of_table and "days_since_detection" not in cut_table
     # The Python API scores as the command does (found by a review: it had no as_of, and its
     # caller's cut rows scored objects not detected yet too).
-    api = score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=as_of)
+    with pytest.warns(UserWarning, match="trained and calibrated on complete light curves only"):
+        api = score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=as_of)
     scored = api[api["rejected_reason"].isna()].reset_index(drop=True)
     assert scored["object_id"].tolist() == sorted(as_of_table["object_id"])
     expected = as_of_table.sort_values("object_id", ignore_index=True)
@@ -284,6 +294,9 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     assert list(api.columns[:2]) == ["object_id", "days_since_detection"]
     with pytest.raises(UserError, match=r"as_of \S+ looks like a Julian date"):
         score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=as_of + 2_400_000.5)
+    for bad in (np.nan, "60000", 10**400):  # the gridding's own check too (a review)
+        with pytest.raises(UserError, match=r"grid_lightcurves: as_of .*give a finite MJD"):
+            streaming.grid_lightcurves(lcs, pd.read_csv(meta), tiny_run.config.data, as_of=bad)
     # Before any detection (each object's first comes BEFORE nights after its first point):
     # every object is listed as not detected yet, none is scored.
     early_as_of = float(np.floor(lcs["mjd"].min() - 0.5) + 1.5)
@@ -294,7 +307,8 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     rejected = pd.read_csv(tmp_path / "before.rejected.csv")
     assert set(rejected["reason"]) == {gridding.NOT_DETECTED}
     assert set(rejected["object_id"]) == set(lcs["object_id"])  # observed by then or not
-    api = score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=early_as_of)
+    with pytest.warns(UserWarning, match="complete light curves only"):
+        api = score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=early_as_of)
     assert set(api["rejected_reason"]) == {gridding.NOT_DETECTED}
 
 

@@ -347,3 +347,8 @@ def test_depth_terciles_bin_a_missing_depth_as_the_flag_threshold_does():
     ]
     # The NaN one in the first tercile, with the lowest 15 of the 44 others.
     assert [r["val_fpr"] for r in out["terciles"]] == [1 / 16, 0.0, 0.0]
+    # No val known object with a depth: one tercile holds them all, no crash (a later review).
+    snr[:45] = np.nan
+    out = evaluate.depth(table, snr, np.ones(n, bool), [])
+    assert out["terciles"][0]["val_fpr"] == 1 / 45
+    assert all(math.isnan(r["val_fpr"]) for r in out["terciles"][1:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,26 @@ def _refuse_decompressed_copy(path: Path) -> None:
         )
 
 
+# The unblinded test set's light curves come in parts _01 to _11 (Zenodo record 2539456).
+TEST_PART = re.compile(rf"plasticc_test_lightcurves_(\d+){_CSV}")
+N_TEST_PARTS = 11
+
+
+def warn_missing_test_parts(paths: Sequence[Path]) -> None:
+    """Warn when light-curve files named as parts of the unblinded test set leave out some of
+    _01 to _11: the missing parts' objects (about 300,000 each) are then only listed as
+    "metadata without light curve" (a subset may be meant: a warning, not an error)."""
+    numbers = {int(m.group(1)) for p in paths if (m := TEST_PART.fullmatch(Path(p).name))}
+    missing = sorted(set(range(1, N_TEST_PARTS + 1)) - numbers)
+    if numbers and missing:
+        log.warning(
+            "the test set's light curves lack part(s) %s of _01 to _%02d: their objects will be "
+            "listed as rejected (metadata without light curve); fetch them if that is not meant",
+            ", ".join(f"_{n:02d}" for n in missing),
+            N_TEST_PARTS,
+        )
+
+
 def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
     """The recognised input files in `raw_dir`, or None when it holds none.
 
@@ -150,6 +171,7 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
             found.append(InputFiles(fmt, selection, tuple(lcs), tuple(metas)))
     if not found:
         return None
+    warn_missing_test_parts(found[0].lightcurves)
     if len(found) > 1:
         log.warning(
             "%s holds both formats; using the %s files and ignoring the %s ones",

@@ -83,6 +83,12 @@ def _inputs(config: Config, workdir: Path) -> InputFiles:
         if inputs is not None:
             return inputs
     what = f"found: {listing(found)}" if found else "it is empty or missing"
+    zipped = [name for name in found if name.endswith(".zip")]
+    if zipped:  # as Kaggle's command line delivers them: renaming would not do
+        raise UserError(
+            f"{raw} holds no recognised {data.inputs} files ({what}); {zipped[0]} is a zip "
+            f"archive: unzip it there (`unzip {zipped[0]}`; expected {expected_names(data.inputs)})"
+        )
     # `download` fetches the training set only: no remedy for the test files (an audit).
     fetch = (
         "; this project does not fetch the test set: download it from Zenodo record 2539456 "

@@ -32,6 +32,7 @@ from plasticc_jax import interrupts, provenance, readers, runs, scoring
 from plasticc_jax.doctor import log_backend
 from plasticc_jax.early import check_as_of
 from plasticc_jax.errors import UserError
+from plasticc_jax.inputs import warn_missing_test_parts
 from plasticc_jax.io_utils import (
     check_input_files,
     folder_lock,
@@ -204,6 +205,7 @@ def _score(
 ) -> Path:
     """`score` after its checks, holding the output's lock."""
     fmt = output_format(output)
+    warn_missing_test_parts(lightcurve_paths)
     metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
     log_backend()
     if dask is not None:

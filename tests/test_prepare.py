@@ -269,3 +269,28 @@ def test_missing_input_files_get_a_remedy_that_works(raw_files, tmp_path):
         prepare(tiny_config("data.inputs=test"), workdir)
     with pytest.raises(UserError, match=r"no recognised train files .* run `plasticc-jax download"):
         prepare(tiny_config("data.raw_dir=elsewhere"), workdir)
+    # Kaggle's command line delivers zip archives: "rename" would not do (a download review).
+    (workdir / "zipped").mkdir()
+    (workdir / "zipped" / "training_set.csv.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(UserError, match=r"training_set.csv.zip is a zip archive: unzip it there"):
+        prepare(tiny_config("data.raw_dir=zipped"), workdir)
+
+
+def test_missing_parts_of_the_test_set_are_named(tmp_path, caplog):
+    """A download review: with a part of the unblinded test set missing, its objects (about
+    300,000 a part) were only counted among the rejections."""
+    from plasticc_jax.inputs import find_inputs
+
+    for name in ("plasticc_test_metadata.csv.gz", "plasticc_test_lightcurves_01.csv.gz"):
+        (tmp_path / name).write_bytes(b"")
+    for part in range(3, 12):
+        (tmp_path / f"plasticc_test_lightcurves_{part:02d}.csv.gz").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        found = find_inputs(tmp_path, "test")
+    assert found is not None and len(found.lightcurves) == 10
+    assert "lack part(s) _02 of _01 to _11" in caplog.text
+    caplog.clear()
+    (tmp_path / "plasticc_test_lightcurves_02.csv.gz").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        find_inputs(tmp_path, "test")
+    assert "lack part" not in caplog.text

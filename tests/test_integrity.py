@@ -177,7 +177,7 @@ else:
 original = getattr(stage, name)
 
 def slowly(*args, **kwargs):  # hold the lock a moment longer: the two surely overlap
-    time.sleep(1.0)
+    time.sleep(3.0)
     return original(*args, **kwargs)
 
 setattr(stage, name, slowly)

@@ -170,7 +170,10 @@ def download(config: Config, workdir: Path) -> Path:
             continue
         return raw
     names = " and ".join(expected.name for expected in EXPECTED)
-    own = find_inputs(raw, "train")
+    try:
+        own = find_inputs(raw, "train")
+    except UserError:  # half a set: the sources' failures are the message here
+        own = None
     yours = (
         f"{raw} holds your own training set already ({own.lightcurves[0].name}): `plasticc-jax "
         "prepare` uses it as it is, without a download."

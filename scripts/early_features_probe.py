@@ -133,8 +133,9 @@ def compare(baseline: list[Path], candidate: list[Path]) -> None:
         print("10-day difference above +1 s.e. with one seed: the rule asks for a second seed")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(doc: str = __doc__) -> None:
+    """The command line of this comparison, described by the calling probe's `doc`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--baseline", type=Path, nargs="+", required=True)
     parser.add_argument("--candidate", type=Path, nargs="+", required=True)
     args = parser.parse_args()

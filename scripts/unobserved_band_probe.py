@@ -32,19 +32,7 @@ Not adopted: 0 stays, no second seed (the rule asks for one only above +1 standa
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from early_features_probe import compare
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, nargs="+", required=True)
-    parser.add_argument("--candidate", type=Path, nargs="+", required=True)
-    args = parser.parse_args()
-    compare(args.baseline, args.candidate)
-
+import early_features_probe
 
 if __name__ == "__main__":
-    main()
+    early_features_probe.main(__doc__)

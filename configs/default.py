@@ -1,9 +1,10 @@
 """Default preset: the quick CPU run on the real PLAsTiCC training set, `rare` protocol.
 
 Command: `make prepare train evaluate` (each stage: `plasticc-jax <stage> --config default`).
-Runtime on 2 CPU cores, from a fresh clone with the venv built: 2 min 9 s for the three stages
-in this release (download 9 s, prepare with the Gaussian-process features 10 s, train 37 s,
-evaluate 73 s, on a slow day of this machine); about 1 min 15 s before those features on a
+Runtime on 2 CPU cores, from a fresh clone with the venv built: 1 min 50 s for the three stages
+on a quiet hour of this release's machine (download from a local copy and prepare 10 s, train
+27 s, evaluate 69 s); 2 min 9 s on a slow day (download 9 s, prepare with the Gaussian-process
+features 10 s, train 37 s, evaluate 73 s); about 1 min 15 s before those features on a
 fast day (download and prepare 8 s, train 28 s, evaluate 38 s), 2 min 12 s on the earlier
 releases' machine, whose cores are half as fast (download and prepare 10 s, train 46 s,
 evaluate 1 min 16 s; load average 1-2, JAX's compilation cache empty). With other jobs on the

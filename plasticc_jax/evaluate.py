@@ -459,7 +459,7 @@ def _evaluate(
     with atomic_path(run_dir / "scores.csv") as tmp:
         table.to_csv(tmp, index=False)
     tables = report.markdown_tables(result)
-    atomic_write_text(run_dir / "metrics.md", tables)
+    atomic_write_text(run_dir / "metrics.md", report.metrics_heading(result) + tables)
 
     t = time.perf_counter()
     fig_dir = run_dir / "reports" / "figures"

@@ -92,6 +92,19 @@ def _table_head(caption: str, head: list[str]) -> list[str]:
     return [f"*{caption}*", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
+def metrics_heading(result: dict[str, Any]) -> str:
+    """`metrics.md`'s first line: what its tables measure, so that they keep their context when
+    copied on their own."""
+    counts = result["counts"]
+    return (
+        f"# {result['run']}: protocol {result['protocol']}, {result['split']} split "
+        f"({counts['test_known']:,} known objects, {counts['test_anomaly']:,} anomalies), "
+        f"checkpoint of epoch {result['checkpoint_epoch']}; fused: "
+        + ", ".join(f"{name} {w:.2f}" for name, w in result["detector"]["fusion"].items())
+        + "\n\n"
+    )
+
+
 def markdown_tables(result: dict[str, Any]) -> str:
     """The metrics as markdown tables: per-class separation, ranking quality, depth."""
     classes = result["anomaly_classes_present"]

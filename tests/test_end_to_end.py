@@ -108,7 +108,9 @@ def test_figures_and_report_exist(tiny_run, tmp_path: Path):
         assert name in report_module.FIGURE_CAPTIONS, f"{name} has no caption in report.md"
     assert "No figures" not in report
     assert "| **anomaly score (fused)** |" in report
-    assert "| **anomaly score (fused)** |" in (run_dir / "metrics.md").read_text()
+    tables = (run_dir / "metrics.md").read_text()
+    assert "| **anomaly score (fused)** |" in tables
+    assert tables.startswith(f"# {run_dir.name}: protocol rare, test split (")  # its context
     assert "SNR tercile" in report
     for name in ("detector.json", "detector.npz", "detector-classifier.skops"):
         assert (run_dir / "models" / name).is_file()

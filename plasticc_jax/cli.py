@@ -668,7 +668,7 @@ def setup_logging(verbose: bool) -> None:
     quiet_plugin_errors()
     if not hasattr(warnings.showwarning, "explains_cache"):  # once per process
         warnings.showwarning = _explaining_damaged_cache_entries(warnings.showwarning)
-    if not verbose:
+    if not verbose and not hasattr(sys.unraisablehook, "quiets_aftermath"):  # once per process
         sys.unraisablehook = _without_checkpoint_aftermath(sys.unraisablehook)
 
 
@@ -691,6 +691,7 @@ def _without_checkpoint_aftermath(hook: Callable[[Any], None]) -> Callable[[Any]
         if not (closed or half_built or read or signal_raised):
             hook(unraisable)
 
+    quiet.quiets_aftermath = True  # type: ignore[attr-defined]
     return quiet
 
 

@@ -127,6 +127,16 @@ def rewrite_shard(path: Path, arrays: dict) -> None:
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` runs: not ended, nor a zombie that nobody has reaped (an orphan's,
+    where the container's first process does not reap: /proc still lists it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return status.split("State:")[1].split()[0] != "Z"
+
+
 def tiny_config(*overrides: str) -> config_lib.Config:
     """The tiny preset with `section.field=value` overrides, resolved."""
     preset = config_io.load_preset("tiny")

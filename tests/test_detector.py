@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import threading
 
@@ -177,8 +178,14 @@ def test_parse_fusion():
         "classifier": 0.75,
     }
     assert detector.parse_fusion(["recon_chi2", "latent_knn:0"]) == {"recon_chi2": 1.0}
-    for bad in (["nope:1"], ["latent_knn:x"], ["latent_knn:-1"], ["latent_knn:0"]):
-        with pytest.raises(UserError):
+    refused = {
+        "unknown component 'nope'": ["nope:1"],
+        "'latent_knn:x' is not component:weight": ["latent_knn:x"],
+        "a weight is a finite number, zero or positive": ["latent_knn:-1"],
+        "give at least one component a positive weight": ["latent_knn:0"],
+    }
+    for message, bad in refused.items():
+        with pytest.raises(UserError, match=re.escape(message)):
             detector.parse_fusion(bad)
     # Found by a review: the config's checks refused these, the detector's own reading did not
     # (inf gave NaN weights, nan "a negative weight", a repeat the last one silently).

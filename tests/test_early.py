@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import tiny_config
+from conftest import running, tiny_config
 from test_processes import workers as _workers
 
 from plasticc_jax import (
@@ -722,7 +722,7 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
             time.sleep(0.05)
         command.send_signal(signal.SIGTERM)
         assert command.wait(timeout=60) == 143, command.stderr.read()
-        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+        assert not any(running(w) for w in workers)
     finally:
         command.kill()
         command.stderr.close()

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import running, tiny_config
 
 from plasticc_jax import evaluate, losses, metrics, report, scoring
 from plasticc_jax.errors import UserError
@@ -163,7 +163,6 @@ def test_the_figure_process_ends_with_a_killed_evaluate() -> None:
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     code = (
         "import os, time\n"
@@ -178,17 +177,10 @@ def test_the_figure_process_ends_with_a_killed_evaluate() -> None:
     parent.kill()  # SIGKILL: no clean-up of any kind
     parent.wait()
 
-    def alive(pid: int) -> bool:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            return False
-        return status.split("State:")[1].split()[0] != "Z"  # a zombie has ended
-
     deadline = time.monotonic() + 30
-    while alive(child) and time.monotonic() < deadline:
+    while running(child) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not alive(child), "the figure process outlived its parent"
+    assert not running(child), "the figure process outlived its parent"
 
 
 @pytest.mark.slow

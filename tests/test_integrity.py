@@ -181,6 +181,7 @@ def slowly(*args, **kwargs):  # hold the lock a moment longer: the two surely ov
     return original(*args, **kwargs)
 
 setattr(stage, name, slowly)
+print("ready", flush=True)  # imported: the parent says go when all four are
 while not go.exists():
     time.sleep(0.002)
 sys.exit(cli.main(argv))
@@ -203,19 +204,21 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
     children = {
         key: subprocess.Popen(
             [sys.executable, "-c", CHILD, str(go), *argv, "--config", "tiny"],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for key, argv in commands.items()
     }
-    time.sleep(0.5)
-    go.touch()
-    results = {
-        key: (child.wait(timeout=300), child.stderr.read()) for key, child in children.items()
-    }
+    # Go once all four have imported (found by a review: under load the prepares' imports
+    # ended up to 2.3 s apart, most of the 3 s the winner holds the lock).
     for child in children.values():
-        child.stderr.close()
+        assert child.stdout.readline() == "ready\n"
+    go.touch()
+    results = {}
+    for key, child in children.items():
+        _, err = child.communicate(timeout=300)
+        results[key] = (child.returncode, err)
     for stage in ("prepare", "train"):
         (rc1, err1), (rc2, err2) = results[(stage, 1)], results[(stage, 2)]
         assert sorted([rc1, rc2]) == [0, 2], (err1, err2)
@@ -1103,7 +1106,7 @@ def test_an_interrupted_dask_install_puts_the_old_dataset_back(tmp_path, monkeyp
     assert (output / "part-0.parquet").read_text() == "old"
 
 
-def test_evaluate_stops_its_figure_process_when_it_cannot_start(tiny_run, monkeypatch):
+def test_evaluate_stops_its_figure_process_when_it_cannot_start(tiny_run, monkeypatch, tmp_path):
     """Found by a review: the figures' process was started before the run was marked
     incomplete, outside the `with` that stops it, so a failure there (a full disk) left it to
     the interpreter's exit."""
@@ -1128,8 +1131,10 @@ def test_evaluate_stops_its_figure_process_when_it_cannot_start(tiny_run, monkey
     monkeypatch.setattr(evaluate_lib.provenance, "incomplete", full_disk)
     config = tiny_run.config
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, figures=True))
+    # On a copy: evaluate locks its run, which the other worker's tests read meanwhile.
+    workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
     with pytest.raises(OSError, match="No space left"):
-        evaluate_lib.evaluate(config, tiny_run.workdir)
+        evaluate_lib.evaluate(config, workdir)
     assert stopped == [OSError]
 
 

@@ -293,27 +293,30 @@ def test_resume_after_kill_9_gives_the_same_weights(tiny_run, tmp_path):
     line without a checkpoint is dropped, and the weights are those of the run never killed."""
     workdir = copy_project(tiny_run.workdir, tmp_path)
     run_dir = workdir / tiny_run.config.run_path
-    # The child writes checkpoints slowly (a pause before each save), so the kill lands between
-    # the metrics line of epoch 2 and its checkpoint.
+    # The child stops in epoch 2's checkpoint save, after its metrics line, and says so with a
+    # marker file: the kill lands there however loaded the machine (a review: a 0.5 s pause
+    # before the save was the test's whole margin).
+    marker = tmp_path / "saving-epoch-2"
     code = (
         "import sys, time; from pathlib import Path; from plasticc_jax import config, config_io; "
         "from plasticc_jax.checkpoints import CheckpointStore as S; "
-        "from plasticc_jax.train import train; save = S.save; "
-        "S.save = lambda self, *a, **k: (time.sleep(0.5), save(self, *a, **k)); "
+        "from plasticc_jax.train import train; save = S.save; marker = Path(sys.argv[2]); "
+        "S.save = lambda self, epoch, **k: (marker.touch(), time.sleep(600)) if epoch == 2 "
+        "else save(self, epoch, **k); "
         "train(config.resolve(config_io.load_preset('tiny')), Path(sys.argv[1]))"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(workdir)],
+        [sys.executable, "-c", code, str(workdir), str(marker)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (run_dir / "metrics.jsonl").is_file() and len(read_metrics(run_dir)) >= 2:
-                break
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not marker.exists():
             time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.poll() is None and marker.exists(), (
+            proc.stderr.read().decode() if proc.stderr else ""
+        )
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()

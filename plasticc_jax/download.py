@@ -340,7 +340,9 @@ def _pip_download_wheel(folder: Path) -> Path:
     command = [
         *(sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "-d", str(folder)),
         *("--no-deps", "--no-binary", ":none:", "--only-binary", ":all:"),
-        *("--disable-pip-version-check", "--no-input"),
+        # Only into `folder` (its disk is the raw folder's: a full one is said to be that):
+        # no cache, and pip's own temporary files there too (TMPDIR, below).
+        *("--disable-pip-version-check", "--no-input", "--no-cache-dir"),
         # An index that accepts connections and never answers: about a minute, not pip's
         # default of six tries of its own timeout (or of PIP_DEFAULT_TIMEOUT's).
         *("--timeout", str(PIP_TIMEOUT_S), "--retries", "2"),
@@ -349,7 +351,10 @@ def _pip_download_wheel(folder: Path) -> Path:
         "running %s (up to about a minute if the index does not answer)", " ".join(command[2:])
     )
     try:
-        result = subprocess.run(command, stderr=subprocess.PIPE, text=True, check=False)
+        environment = {**os.environ, "TMPDIR": str(folder)}
+        result = subprocess.run(
+            command, stderr=subprocess.PIPE, text=True, check=False, env=environment
+        )
     except OSError as error:
         raise SourceFailed(f"could not run pip: {error}") from error
     if result.returncode != 0:

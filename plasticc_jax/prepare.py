@@ -94,7 +94,8 @@ def _inputs(config: Config, workdir: Path) -> InputFiles:
     if zipped:  # as Kaggle's command line delivers them: renaming would not do
         raise UserError(
             f"{raw} holds no recognised {data.inputs} files ({what}); {zipped[0]} is a zip "
-            f"archive: unzip it there (`unzip {zipped[0]}`; expected {expected_names(data.inputs)})"
+            f"archive: unzip it there (`unzip -d {raw} {raw / zipped[0]}`; expected "
+            f"{expected_names(data.inputs)})"
         )
     # `download` fetches the training set only: no remedy for the test files (an audit).
     fetch = (

@@ -100,7 +100,7 @@ def metrics_heading(result: dict[str, Any]) -> str:
         f"# {result['run']}: protocol {result['protocol']}, {result['split']} split "
         f"({counts['test_known']:,} known objects, {counts['test_anomaly']:,} anomalies), "
         f"checkpoint of epoch {result['checkpoint_epoch']}; fused: "
-        + ", ".join(f"{name} {w:.2f}" for name, w in result["detector"]["fusion"].items())
+        + ", ".join(f"{name} {w:.3g}" for name, w in result["detector"]["fusion"].items())
         + "\n\n"
     )
 

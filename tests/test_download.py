@@ -600,7 +600,12 @@ def test_a_full_disk_stops_at_the_first_source_and_names_the_folder(
     # pip's own full disk too (a download review: pip's traceback, and "download by hand").
     monkeypatch.undo()
     failed = subprocess.CompletedProcess([], 2, "", "OSError: [Errno 28] No space left on device")
-    monkeypatch.setattr(dl.subprocess, "run", lambda *a, **k: failed)
+    calls = []
+    monkeypatch.setattr(dl.subprocess, "run", lambda c, **k: calls.append((c, k)) or failed)
     with pytest.raises(OSError) as error:
         dl.download(_config("snmachine"), tmp_path)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(_raw(tmp_path))
+    # pip writes on that disk alone, so the full disk named is the one it filled.
+    command, options = calls[0]
+    assert "--no-cache-dir" in command
+    assert Path(options["env"]["TMPDIR"]).is_relative_to(_raw(tmp_path))

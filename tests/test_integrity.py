@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -212,13 +213,20 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
     }
     # Go once all four have imported (found by a review: under load the prepares' imports
     # ended up to 2.3 s apart, most of the 3 s the winner holds the lock).
-    for child in children.values():
-        assert child.stdout.readline() == "ready\n"
-    go.touch()
     results = {}
-    for key, child in children.items():
-        _, err = child.communicate(timeout=300)
-        results[key] = (child.returncode, err)
+    try:
+        deadline = time.monotonic() + 120
+        for child in children.values():
+            ready, _, _ = select.select([child.stdout], [], [], deadline - time.monotonic())
+            assert ready and child.stdout.readline() == "ready\n", "a child did not start"
+        go.touch()
+        for key, child in children.items():
+            _, err = child.communicate(timeout=300)
+            results[key] = (child.returncode, err)
+    finally:  # none left polling for `go` when the test fails
+        for child in children.values():
+            child.kill()
+            child.communicate()
     for stage in ("prepare", "train"):
         (rc1, err1), (rc2, err2) = results[(stage, 1)], results[(stage, 2)]
         assert sorted([rc1, rc2]) == [0, 2], (err1, err2)

@@ -92,12 +92,12 @@ def read_metadata(path: Path) -> pd.DataFrame:
     """Read a whole metadata file (either format) into canonical columns.
 
     Returns:
-        One row per object: object_id (int64), ra, decl (deg), ddf (1 or 0), hostgal_specz,
-        hostgal_photoz, hostgal_photoz_err, distmod, mwebv (float64, NaN where missing: `-9` and
-        empty both mean missing), target (int64; `target`, else `true_target`, else -1),
-        problem (int8: the `METADATA_PROBLEMS` code of an impossible or missing value, such as
-        an infinite or missing hostgal_photoz, an empty ddf or a label `SNIa`, 0 if none; the
-        object is rejected with that reason). Truth columns are not read.
+        One row per object: object_id (int64), ra, decl (deg), ddf (1 or 0; NaN where empty),
+        hostgal_specz, hostgal_photoz, hostgal_photoz_err, distmod, mwebv (float64, NaN where
+        missing: `-9` and empty both mean missing), target (int64; `target`, else
+        `true_target`, else -1), problem (int8: the `METADATA_PROBLEMS` code of an impossible
+        or missing value, such as an infinite or missing hostgal_photoz, an empty ddf or a label
+        `SNIa`, 0 if none; the object is rejected with that reason). Truth columns are not read.
 
     Raises:
         UserError: unreadable file, missing column, a non-numeric value but in `target` (with

@@ -495,12 +495,14 @@ def _evaluate(
         threshold=detector.threshold.to_json(),
     )
     fused = result["methods"]["fused"]
+    ci = fused.get("mean_class_auroc_ci")  # with eval.n_bootstrap > 0
     log.info(
-        "evaluated %s in %.1f s: mean class AUROC %.3f, AUROC %.3f, AP %.3f (test: %d known, "
+        "evaluated %s in %.1f s: mean class AUROC %.3f%s, AUROC %.3f, AP %.3f (test: %d known, "
         "%d anomalies); wrote %s",
         run_dir,
         timing["total_s"],
         fused["mean_class_auroc"],
+        f" (95% interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else "",
         fused["overall"]["auroc"],
         fused["overall"]["ap"],
         result["counts"]["test_known"],

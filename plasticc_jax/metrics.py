@@ -8,6 +8,7 @@ metric never depends on anything but its arguments.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -110,9 +111,6 @@ def bootstrap_auroc(
 ) -> tuple[float, float]:
     """95% percentile interval of the AUROC over bootstrap resamples (known objects and anomalies
     resampled separately, so each resample keeps both groups' sizes). NaN without both groups.
-
-    The AUROC of each resample is the Mann-Whitney statistic from mid-ranks (ties count one half),
-    all resamples at once.
     """
     scores, labels = _check(scores, labels)
     positives, negatives = np.flatnonzero(labels), np.flatnonzero(~labels)
@@ -121,11 +119,47 @@ def bootstrap_auroc(
     rng = np.random.default_rng(seed)
     pos = rng.choice(positives, (n_resamples, positives.size))
     neg = rng.choice(negatives, (n_resamples, negatives.size))
-    ranks = stats.rankdata(np.concatenate([scores[pos], scores[neg]], axis=1), axis=1)
-    n_pos, n_neg = positives.size, negatives.size
-    u = ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0
-    low, high = np.quantile(u / (n_pos * n_neg), [0.025, 0.975])
+    low, high = np.quantile(_resampled_auroc(scores, pos, neg), [0.025, 0.975])
     return float(low), float(high)
+
+
+def bootstrap_mean_class_auroc(
+    scores: np.ndarray,
+    target: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[int],
+    n_resamples: int,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile interval of the mean per-class AUROC over bootstrap resamples.
+
+    Each resample draws the known objects once, shared by every class as the mean shares them,
+    and each anomaly class's objects within that class (each group keeps its size). NaN without
+    known objects or an anomaly class present.
+    """
+    scores, labels = _check(scores, labels)
+    target = np.asarray(target)
+    negatives = np.flatnonzero(~labels)
+    members = [np.flatnonzero(labels & (target == c)) for c in classes]
+    members = [m for m in members if m.size]
+    if not members or not negatives.size or n_resamples < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    neg = rng.choice(negatives, (n_resamples, negatives.size))
+    per_class = [
+        _resampled_auroc(scores, rng.choice(m, (n_resamples, m.size)), neg) for m in members
+    ]
+    low, high = np.quantile(np.mean(per_class, axis=0), [0.025, 0.975])
+    return float(low), float(high)
+
+
+def _resampled_auroc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """The AUROC of each resample, a row of `pos` (anomalies) and `neg` (known objects) indexing
+    `scores`: the Mann-Whitney statistic from mid-ranks (ties count one half)."""
+    ranks = stats.rankdata(np.concatenate([scores[pos], scores[neg]], axis=1), axis=1)
+    n_pos, n_neg = pos.shape[1], neg.shape[1]
+    u = ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
 
 
 def n_anomalies_for_rate(n_known: int, rate: float) -> int:
@@ -193,12 +227,13 @@ def method_metrics(
             anomalies.
         anomaly_classes: the protocol's anomaly classes (those absent from `target` are skipped).
         rate, n_draws, seed: the realistic-rate subsampling (`realistic_rate_metrics`).
-        n_bootstrap: resamples of the per-class AUROC's 95% interval (`auroc_ci`; 0: none).
+        n_bootstrap: resamples of the 95% intervals of the per-class AUROC (`auroc_ci`) and of
+            their mean (`mean_class_auroc_ci`); 0: none.
 
     Returns:
         `overall` (`detection_metrics`), `per_class` (n, auroc, ap, and with `n_bootstrap` the
-        auroc_ci of each anomaly class against the known objects), `mean_class_auroc`, and
-        `realistic` when both groups are present.
+        auroc_ci of each anomaly class against the known objects), `mean_class_auroc` (and with
+        `n_bootstrap` its `mean_class_auroc_ci`), and `realistic` when both groups are present.
     """
     per_class = {}
     for c in anomaly_classes:
@@ -219,6 +254,11 @@ def method_metrics(
         "per_class": per_class,
         "mean_class_auroc": float(np.mean(aurocs)) if aurocs else math.nan,
     }
+    if n_bootstrap and per_class:
+        ci = bootstrap_mean_class_auroc(
+            scores, target, labels, [int(c) for c in per_class], n_bootstrap, seed
+        )
+        out["mean_class_auroc_ci"] = list(ci)
     if labels.any() and (~labels).any() and n_draws >= 2:
         out["realistic"] = realistic_rate_metrics(scores, labels, rate, n_draws, seed)
     return out

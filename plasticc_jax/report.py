@@ -105,6 +105,12 @@ def metrics_heading(result: dict[str, Any]) -> str:
     )
 
 
+def _with_interval(value: float, interval: list[float] | None) -> str:
+    """A table cell: the value, and its 95% interval in brackets where there is one."""
+    cell = _fmt(value)
+    return f"{cell} [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else cell
+
+
 def markdown_tables(result: dict[str, Any]) -> str:
     """The metrics as markdown tables: per-class separation, ranking quality, depth."""
     classes = result["anomaly_classes_present"]
@@ -119,13 +125,14 @@ def markdown_tables(result: dict[str, Any]) -> str:
         head,
     )
     for name, m in methods.items():
-        row = [_label(name, weights), _fmt(m["mean_class_auroc"])]
+        row = [
+            _label(name, weights),
+            _with_interval(m["mean_class_auroc"], m.get("mean_class_auroc_ci")),
+        ]
         row += [_fmt(m["overall"]["auroc"]), _fmt(m["overall"]["ap"])]
         for c in classes:
             entry = m["per_class"][str(c)]
-            ci = entry.get("auroc_ci")
-            cell = _fmt(entry["auroc"])
-            row.append(f"{cell} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else cell)
+            row.append(_with_interval(entry["auroc"], entry.get("auroc_ci")))
         row += [_fmt(m["per_class"][str(c)]["ap"]) for c in classes]
         lines.append("| " + " | ".join(row) + " |")
     keys = metrics.RANKING_KEYS
@@ -267,8 +274,14 @@ def report_markdown(
         for group, n in per_group.items()
     )
     vae = "A VAE with a classification head" if result.get("classifier_head", True) else "A VAE"
+    mean_ci = fused.get("mean_class_auroc_ci")  # absent in the metrics of earlier releases
     intervals = (
-        " (95% bootstrap intervals per class in brackets)" if result.get("n_bootstrap", 1) else ""
+        f" [{_fmt(mean_ci[0])}, {_fmt(mean_ci[1])}] (95% bootstrap intervals, per class in the "
+        "table in brackets)"
+        if mean_ci
+        else " (95% bootstrap intervals per class in brackets)"
+        if result.get("n_bootstrap", 1)
+        else ""
     )
     drawn = fused.get("realistic") or {}
     reached = (

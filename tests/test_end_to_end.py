@@ -78,6 +78,12 @@ def test_metrics_agree_with_the_table(tiny_run):
     assert set(fused["per_class"]) == {str(c) for c in np.unique(test["target"][labels])}
     assert fused["realistic"]["n_anomalies"] >= 1
     assert 0.0 <= fused["mean_class_auroc"] <= 1.0
+    low, high = fused["mean_class_auroc_ci"]
+    assert low <= fused["mean_class_auroc"] <= high
+    assert (
+        f"**{fused['mean_class_auroc']:.3f}** [{low:.3f}, {high:.3f}]"
+        in (tiny_run.run_dir / "report.md").read_text()
+    )
     for entry in fused["per_class"].values():
         low, high = entry["auroc_ci"]
         assert low <= entry["auroc"] <= high

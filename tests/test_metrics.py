@@ -113,6 +113,48 @@ def test_bootstrap_interval_brackets_the_auroc():
     assert np.isnan(metrics.bootstrap_auroc(scores, np.zeros(530, bool), 100)[0])
 
 
+def test_the_mean_class_auroc_interval_shares_the_known_objects_of_each_resample():
+    rng = np.random.default_rng(1)
+    target = np.r_[np.full(40, 90), np.full(15, 64), np.full(10, 95), np.full(5, 6)]
+    labels = target != 90
+    scores = rng.normal(size=70) + (target == 64) - 0.5 * (target == 95)
+    scores[:3] = scores[40:43]  # ties between known objects and anomalies count one half
+    # By hand from the same draws: the known objects once a resample, each class's anomalies
+    # within it (class 6 is not asked for), the mean of the classes' AUROCs.
+    draws = np.random.default_rng(3)
+    neg = draws.choice(np.arange(40), (60, 40))
+    pos = {
+        c: draws.choice(np.flatnonzero(target == c), (60, (target == c).sum())) for c in (64, 95)
+    }
+    means = [
+        np.mean(
+            [
+                metrics.auroc(
+                    np.r_[scores[pos[c][r]], scores[neg[r]]],
+                    np.r_[target[pos[c][r]] == c, np.zeros(40, bool)],
+                )
+                for c in (64, 95)
+            ]
+        )
+        for r in range(60)
+    ]
+    expected = tuple(np.quantile(means, [0.025, 0.975]))
+    got = metrics.bootstrap_mean_class_auroc(scores, target, labels, [64, 95, 42], 60, seed=3)
+    assert got == pytest.approx(expected)  # a class absent from the split is left out
+    # In a method's metrics it brackets the mean, and the per-class intervals are as before.
+    out = metrics.method_metrics(scores, target, labels, (64, 95), 0.01, 2, 3, n_bootstrap=60)
+    low, high = out["mean_class_auroc_ci"]
+    assert low < out["mean_class_auroc"] < high
+    subset = ~labels | (target == 64)
+    assert out["per_class"]["64"]["auroc_ci"] == list(
+        metrics.bootstrap_auroc(scores[subset], labels[subset], 60, 3)
+    )
+    assert "mean_class_auroc_ci" not in metrics.method_metrics(
+        scores, target, labels, (64,), 0.01, 2, 3
+    )
+    assert np.isnan(metrics.bootstrap_mean_class_auroc(scores, target, labels, [42], 60)[0])
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="scores must be finite"):
         metrics.auroc(np.array([np.nan, 1.0]), np.array([True, False]))

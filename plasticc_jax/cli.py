@@ -368,13 +368,14 @@ def run(args: argparse.Namespace) -> int:
 
     workdir = args.workdir.resolve()
     base = None
-    if args.command == "evaluate" and args.config is None and args.run_dir is not None:
-        # `evaluate --run-dir RUN`: the run as it was trained, its evaluation settings too (the
-        # default preset's were used: an early run fused with the default fusion); --set and
-        # --config still choose others.
+    run_dir = _given(args, "run_dir")
+    if args.command == "evaluate" and args.config is None and run_dir is not None:
+        # `evaluate --run-dir RUN` (or --set run_dir=RUN): the run as it was trained, its
+        # evaluation settings too (the default preset's were used: an early run fused with the
+        # default fusion); --set and --config still choose others.
         from plasticc_jax import runs
 
-        base = runs.read_config(workdir / args.run_dir)
+        base = runs.read_config(workdir / run_dir)
         _warn_of_another_protocol(args, base)
     config = build_config(args, base)
     if args.command in ("train", "evaluate"):
@@ -386,13 +387,21 @@ def run(args: argparse.Namespace) -> int:
     return _run_stage(args.command, config, workdir, dask, getattr(args, "part_mb", None))
 
 
+def _given(args: argparse.Namespace, shortcut: str) -> str | None:
+    """The value given for a shortcut's field, as `build_config` reads it: the flag, else the
+    last --set of the field (None: not given)."""
+    flag = getattr(args, shortcut, None)
+    if flag is not None:
+        return str(flag)
+    given = [o.partition("=") for o in args.overrides]
+    sets = [value.strip() for key, _, value in given if key.strip() == SHORTCUTS[shortcut]]
+    return sets[-1] if sets else None
+
+
 def _warn_of_another_protocol(args: argparse.Namespace, run: config_lib.Config) -> None:
     """`evaluate --run-dir RUN --protocol sn` of a `rare` run evaluates `rare` (its network was
     trained without `sn`'s anomalies): said, where it was silent (found by an audit)."""
-    # As `build_config` reads them: the flag wins over the last --set of the field.
-    given = [o.partition("=") for o in args.overrides]
-    sets = [value.strip() for key, _, value in given if key.strip() == "data.protocol"]
-    asked = args.protocol or (sets[-1] if sets else None)
+    asked = _given(args, "protocol")
     if asked and asked != run.data.protocol:
         log.warning(
             "evaluate uses the run's own protocol, %s, not %s given now: evaluate a run trained "

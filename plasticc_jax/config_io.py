@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -114,7 +115,8 @@ def _coerce(value: str, hint: Any, key: str) -> Any:
         if origin is tuple:
             item = typing.get_args(hint)[0]
             inner = value.strip().strip("()[]").strip()
-            parts = [p.strip() for p in inner.split(",")] if inner else []  # empty: ()
+            # Spaces around a fusion item's colon are no separator (`latent_knn: 3`).
+            parts = [re.sub(r"\s*:\s*", ":", p.strip()) for p in inner.split(",")] if inner else []
             if parts and not parts[-1]:  # one trailing comma, as Python's `(6,)`
                 parts.pop()
             if "" in parts:  # `6,,64`: a lost item, not a shorter list

@@ -318,7 +318,7 @@ def evaluate(config: Config, workdir: Path) -> Path:
         if ignored:
             log.warning(
                 "evaluate uses the run's own data, model and training settings; not these, "
-                "given now: %s",
+                "of this command's preset and --set: %s",
                 ", ".join(ignored),
             )
         own_classes = config.data.tag != config.data.protocol

@@ -212,9 +212,36 @@ def prepare(
 
             distributed.part_bytes(part_mb)
             client = stack.enter_context(distributed.connect(dask))
+        _warn_of_replaced_settings(out, config)
         _clear(out)
         _build(config, workdir, inputs, out, fingerprint, hashes, client=client, part_mb=part_mb)
     return out
+
+
+def _warn_of_replaced_settings(out: Path, config: Config) -> None:
+    """Say so when the dataset about to be replaced was prepared with other data settings (a
+    preset sharing the folder, such as `tiny`, or a `--set data.*`): the runs trained on it
+    cannot be evaluated until it is prepared again with theirs (found by a review of the
+    presets: it was replaced without a word)."""
+    try:
+        before = read_manifest(out).get("config", {}).get("data", {})
+    except UserError:  # none, or damaged
+        return
+    now = json.loads(json.dumps(config_io.to_dict(config)["data"]))  # as the manifest holds it
+    differ = [
+        f"data.{key} {before[key]!r} -> {now[key]!r}"
+        for key in sorted(set(before) & set(now))
+        if key not in _NOT_FINGERPRINTED and before[key] != now[key]
+    ]
+    if differ:
+        log.warning(
+            "replacing %s, prepared with other settings (%s%s): runs trained on it cannot be "
+            "evaluated until it is prepared again with theirs; give this preset a "
+            "data.processed_dir of its own to keep both",
+            out,
+            ", ".join(differ[:3]),
+            ", ..." if len(differ) > 3 else "",
+        )
 
 
 def _warn_test_truth_in_training(

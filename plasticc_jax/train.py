@@ -13,7 +13,6 @@ this module loads and checks the splits, runs the epoch loop and keeps the run's
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -217,12 +216,22 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
             trained = config_io.from_dict(trained) if isinstance(trained, dict) else None
             changed = runs.check_resumable(run_dir, config, stats, dataset_dir, manifest, trained)
             if progress.seed != tc.seed:
-                log.warning("resuming with the run's seed %d, not %d", progress.seed, tc.seed)
-                # Its PRNG key and each epoch's order come from the run's seed: recorded as such.
-                config = dataclasses.replace(
-                    config, train=dataclasses.replace(tc, seed=progress.seed)
+                # Another seed is another run: continued or left as it is, this one would then
+                # be evaluated as if it were that run (found by a review of the presets).
+                raise UserError(
+                    f"{run_dir} was trained with train.seed {progress.seed}, not "
+                    f"{tc.seed}: train a run with seed {tc.seed} in a folder of its own "
+                    f"(--run-dir), or leave train.seed out to continue this one"
                 )
             if progress.done(tc):
+                ignored = {k: v for k, v in changed.items() if k != "max_epochs"}
+                if ignored:  # a finished run is not trained again with them
+                    log.warning(
+                        "%s is finished: not trained with the train settings given now (%s); "
+                        "a run with them needs a folder of its own (--run-dir)",
+                        run_dir,
+                        ", ".join(f"{k} {was} -> {now}" for k, (was, now) in ignored.items()),
+                    )
                 written = ("config.json", "stats.json", provenance.RECORD)
                 missing = [n for n in written if not (run_dir / n).is_file()]
                 if missing:  # deleted since: evaluate and score need them

@@ -71,8 +71,11 @@ def test_preset_and_set_overrides() -> None:
         "eval.umap=true",
         "--set",
         "name=mine",
+        "--set",
+        "eval.fusion=latent_knn: 3, recon_chi2 :1",  # spaces around a colon, as a preset's
     )
     assert config.name == "mine"
+    assert config.eval.fusion == ("latent_knn:3", "recon_chi2:1")
     assert config.train.seed == 3
     assert config.eval.umap is True
     assert config.data.anomaly_classes == (6, 64)

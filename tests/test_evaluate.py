@@ -301,8 +301,11 @@ def test_evaluate_run_dir_without_config_takes_the_runs_own_settings(
     common = ["evaluate", "--workdir", str(workdir), "--run-dir", run]
     for extra in ([], ["--set", "eval.knn_neighbours=4"], ["--config", "default"]):
         assert cli.main([*common, *extra]) == 2
-    # tiny's 5 (the run's), a --set, and the default preset's 10 when it is asked for.
-    assert used == [5, 4, 10]
+    # `--set run_dir=RUN`, which --help calls the same (found by a review: the default
+    # preset's evaluation settings were used).
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--set", f"run_dir={run}"]) == 2
+    # tiny's 5 (the run's), a --set, the default preset's 10 when it is asked for, tiny's 5.
+    assert used == [5, 4, 10, 5]
     # Another protocol given now: said (found by an audit: the run's was evaluated silently).
     caplog.clear()
     with caplog.at_level("WARNING", logger="plasticc_jax"):

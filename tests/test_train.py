@@ -459,7 +459,7 @@ def test_data_parallel_over_several_devices(project, tmp_path):
     assert mu.shape == (len(test.object_id), config.model.latent_dim) and np.isfinite(mu).all()
 
 
-def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):
+def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path, caplog):
     """Found by an audit: a damaged metrics.jsonl or config.json was a traceback, a damaged
     stats.json was blamed on the dataset, and a finished run whose config.json or stats.json
     was deleted could be neither trained nor evaluated."""
@@ -494,10 +494,20 @@ def test_damaged_run_files_are_named_or_written_again(tiny_run, tmp_path):
     (run_dir / "config.json").unlink()
     with pytest.raises(UserError, match=r"config.json is missing, but the run has checkpoints"):
         runs.read_config(run_dir)  # what evaluate, score and load_encoder say
-    train(tiny_config("train.max_epochs=3", "train.learning_rate=0.05", "train.seed=7"), workdir)
+    with caplog.at_level("WARNING", logger="plasticc_jax"):
+        train(tiny_config("train.max_epochs=3", "train.learning_rate=0.05"), workdir)
     assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=3")
-    # Resumed with another seed: the run keeps its own, and its config.json says so.
-    train(tiny_config("train.max_epochs=4", "train.seed=7"), workdir)
+    # A finished run is not trained with them, and says so (found by a review: dropped
+    # without a word).
+    assert "is finished: not trained with the train settings given now (learning_rate" in (
+        caplog.text
+    )
+    # Another seed is another run: refused, continued or finished (found by a review: a
+    # finished run of seed 0 was left as it was, exit 0, and `make ... evaluate` evaluated it).
+    for epochs in (3, 4):
+        with pytest.raises(UserError, match=r"trained with train.seed 0, not 7: train a run"):
+            train(tiny_config(f"train.max_epochs={epochs}", "train.seed=7"), workdir)
+    train(tiny_config("train.max_epochs=4"), workdir)  # continued with its own
     assert config_io.read_config(run_dir / "config.json") == tiny_config("train.max_epochs=4")
 
 

@@ -27,11 +27,14 @@ def preset_path(name: str) -> Path:
     """Resolve a preset name (`default`) or a path (`configs/tiny.py`) to a file."""
     if Path(name).is_file() and not name.endswith(".py"):
         raise ConfigError(f"--config {name}: a preset is a Python file whose name ends in .py")
-    candidates = (
-        [Path(name)]
-        if name.endswith(".py")
-        else [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
-    )
+    if name.endswith(".py"):
+        candidates = [Path(name)]
+    elif "/" in name:  # a path without its ending (`configs/tiny`)
+        candidates = [Path(f"{name}.py")]
+    else:
+        candidates = [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
+        if candidates[0].resolve() == candidates[1]:  # run from the project's folder
+            candidates = candidates[1:]
     for path in candidates:
         if path.is_file():
             return path

@@ -230,6 +230,9 @@ def test_presets_resolve_outside_the_project(
     config = parse("prepare", "--config", str(preset))
     assert config.model.hidden == (64, 32)
     hash(config.model)
+    # A path without its ending, as a folder's name (found by a review: configs/configs/mine.py
+    # was looked for).
+    assert parse("prepare", "--config", str(preset.with_suffix(""))) == config
     preset.write_text(
         "from plasticc_jax.config import Config, TrainConfig\n\n"
         "def get_config():\n    return Config(train=TrainConfig(max_epochs='5'))\n"
@@ -257,6 +260,7 @@ def test_presets_resolve_outside_the_project(
         (["--config", "nope"], "presets: default, early, gpu, seed, tiny)"),
         # A path's folder's other files were listed as presets (tests/*.py for this one).
         (["--config", "tests/nope.py"], "no such file; give a preset file's path, or the name"),
+        (["--config", "tests/nope"], "no config preset 'tests/nope' (looked for tests/nope.py;"),
         (["--set", "name=../../etc"], "name='../../etc': must be a non-empty name without /"),
         (["--set", "data.anomaly_classes=90", "--set", "data.known_classes=90,42"], "both known"),
     ],

@@ -104,10 +104,11 @@ class ReviewSession:
         self.rerank_seconds: list[float] = []
         self._rerank()
         outside = len(latest_answers(store.answers)) - len(self._answers)
-        if outside and not self._answers:  # most likely another run's file (an audit)
+        if outside and not self._answers:  # another table reviewed, or another run's file
             log.warning(
-                "%s: none of its %d answered objects is a candidate of this review (another "
-                "run's labels?): they are kept, and ignored here",
+                "%s: none of its %d answered objects is a candidate of this review (answers "
+                "given in a review of another score table, or another run's labels?): they "
+                "are kept, and ignored here",
                 store.path,
                 outside,
             )

@@ -172,6 +172,14 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
     if not found:
         return None
     warn_missing_test_parts(found[0].lightcurves)
+    tests = sum(map(is_test_file, found[0].lightcurves))
+    if selection == "all" and tests in (0, len(found[0].lightcurves)):
+        log.warning(
+            "data.inputs=all: %s holds no %s set files; only the %s set is read",
+            raw_dir,
+            "test" if tests == 0 else "training",
+            "training" if tests == 0 else "test",
+        )
     if len(found) > 1:
         log.warning(
             "%s holds both formats; using the %s files and ignoring the %s ones",

@@ -76,16 +76,25 @@ def test_target_falls_back_to_true_target_then_minus_one(tmp_path):
     assert b["target"].tolist() == [plasticc.UNKNOWN_TARGET] and b["ddf"].tolist() == [1]
 
 
-def test_find_inputs(tmp_path):
+def test_find_inputs(tmp_path, caplog):
     assert find_inputs(tmp_path) is None
     write_synthetic(tmp_path, 5, fmt="kaggle")
     found = find_inputs(tmp_path)
     assert found.fmt == "kaggle" and [p.name for p in found.lightcurves] == ["training_set.csv"]
+    # Both sets asked for, one there: said (found by a review: the training set alone was
+    # read without a word).
+    with caplog.at_level("WARNING"):
+        assert len(find_inputs(tmp_path, "all").lightcurves) == 1
+    assert "data.inputs=all: " in caplog.text and "holds no test set files; only the training" in (
+        caplog.text
+    )
+    caplog.clear()
     for name in ("test_set.csv", "test_set_sample.csv", "test_set_metadata.csv"):
         (tmp_path / name).write_text("x\n")
     test = find_inputs(tmp_path, "test")
     assert [p.name for p in test.lightcurves] == ["test_set.csv"]
     assert len(find_inputs(tmp_path, "all").lightcurves) == 2
+    assert "data.inputs=all" not in caplog.text
     write_synthetic(tmp_path, 5, fmt="unblinded")
     assert find_inputs(tmp_path).fmt == "unblinded"  # preferred when both are present
     (tmp_path / "plasticc_test_lightcurves_01.csv.gz").write_text("x\n")

@@ -633,12 +633,22 @@ def _not_after_a_signal(record: logging.LogRecord) -> bool:
     return not (library and interrupts.received() is not None)
 
 
-def _explaining_damaged_cache_entries(show: Callable[..., None]) -> Callable[..., None]:
+# scikit-learn's warning that its `delayed` ran outside its `Parallel`: it comes of the library's
+# own race when estimators fit in threads side by side, as the detector's folds do (a task's
+# `warnings.resetwarnings()` empties the process's filters while another call reads them;
+# scikit-learn issue 32631), and says nothing to a user.
+_SKLEARN_RACE = "`sklearn.utils.parallel.delayed` should be used with"
+
+
+def _plain_warnings(show: Callable[..., None]) -> Callable[..., None]:
     """`warnings.showwarning`, with JAX's warning of a damaged compilation-cache entry (on
-    every run, with a traceback's file and line and no remedy) as one line saying what to do."""
+    every run, with a traceback's file and line and no remedy) as one line saying what to do,
+    and without scikit-learn's warning of its own threads' race (`_SKLEARN_RACE`)."""
 
     def explained(message: Warning | str, category: type[Warning], *args: Any) -> None:
         text = str(message)
+        if text.startswith(_SKLEARN_RACE):
+            return
         if not text.startswith("Error reading persistent compilation cache entry"):
             show(message, category, *args)
             return
@@ -652,7 +662,7 @@ def _explaining_damaged_cache_entries(show: Callable[..., None]) -> Callable[...
             text.partition(": ")[2][:200],
         )
 
-    explained.explains_cache = True  # type: ignore[attr-defined]
+    explained.plain = True  # type: ignore[attr-defined]
     return explained
 
 
@@ -675,8 +685,8 @@ def setup_logging(verbose: bool) -> None:
     from plasticc_jax.doctor import quiet_plugin_errors
 
     quiet_plugin_errors()
-    if not hasattr(warnings.showwarning, "explains_cache"):  # once per process
-        warnings.showwarning = _explaining_damaged_cache_entries(warnings.showwarning)
+    if not hasattr(warnings.showwarning, "plain"):  # once per process
+        warnings.showwarning = _plain_warnings(warnings.showwarning)
     if not verbose and not hasattr(sys.unraisablehook, "quiets_aftermath"):  # once per process
         sys.unraisablehook = _without_checkpoint_aftermath(sys.unraisablehook)
 

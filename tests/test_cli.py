@@ -572,7 +572,7 @@ def test_a_damaged_compilation_cache_entry_says_what_to_do(monkeypatch, caplog) 
     """Found by an audit: JAX warned of a damaged cache entry on every run, with its own file
     and line and no remedy; `doctor` said the cache was fine."""
     shown: list[str] = []
-    show = cli._explaining_damaged_cache_entries(lambda message, *args: shown.append(message))
+    show = cli._plain_warnings(lambda message, *args: shown.append(message))
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/cache/jax")
     damaged = (
         "Error reading persistent compilation cache entry for 'jit_train_step': error: Error -5 "
@@ -581,6 +581,8 @@ def test_a_damaged_compilation_cache_entry_says_what_to_do(monkeypatch, caplog) 
     with caplog.at_level(logging.WARNING, logger="plasticc_jax"):
         show(UserWarning(damaged), UserWarning, "compiler.py", 782)
         show("another warning", UserWarning, "x.py", 1)
+        # scikit-learn's warning of its own threads' race (seen in the tests' output).
+        show(UserWarning(cli._SKLEARN_RACE + " `sklearn.utils.parallel.Parallel` ..."), UserWarning)
     assert shown == ["another warning"]
     assert caplog.messages == [
         "/cache/jax holds a damaged entry (jit_train_step): it is compiled anew on every run; "

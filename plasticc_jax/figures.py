@@ -45,7 +45,11 @@ def _palette(n: int) -> list[tuple]:
 
 
 def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
-    return dict(zip((int(c) for c in sorted(classes)), _palette(len(classes)), strict=True))
+    """A colour per class, the same in every run and figure (by its place among PLAsTiCC's
+    classes, then by code for others)."""
+    everyone = [*plasticc.CLASS_NAMES, *sorted(set(map(int, classes)) - set(plasticc.CLASS_NAMES))]
+    palette = _palette(len(everyone))
+    return {int(c): palette[everyone.index(int(c))] for c in classes}
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -74,6 +78,7 @@ def curve_figures(
     anomaly_classes: Sequence[int],
     roc_path: Path,
     pr_path: Path,
+    every_method: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """ROC and precision-recall curves per anomaly class and overall, one line per method.
 
@@ -83,6 +88,8 @@ def curve_figures(
         target: (n,) class labels.
         is_anomaly: (n,) bool.
         anomaly_classes: the protocol's anomaly classes (one panel each, if present).
+        every_method: the names of every method there may be, in a fixed order: a method's
+            colour is its place there, the same in every run (others follow).
     """
     is_anomaly = np.asarray(is_anomaly, bool)
     panels = list(_panels(np.asarray(target), is_anomaly, anomaly_classes))
@@ -92,7 +99,12 @@ def curve_figures(
         kind: Figure(figsize=(7.4 * ncols, 3.8 * nrows), layout="constrained")
         for kind in ("roc", "pr")
     }
-    colours = _palette(len(scores))
+    others = [name for name in list(scores)[1:] if name not in every_method]
+    order = [*every_method, *others]
+    palette = _palette(len(order))
+    colours = {name: palette[order.index(name)] for name in list(scores)[1:]}
+    # Beyond ten methods the palette's light shades repeat its hues: those lines dashed.
+    dashes = {name: "--" if order.index(name) >= 10 else "-" for name in colours}
     for kind, fig in figs.items():
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, (title, subset, labels) in zip(axes, panels, strict=False):
@@ -101,7 +113,7 @@ def curve_figures(
                 style = (
                     {"color": "k", "lw": 2.0, "zorder": 3}
                     if i == 0
-                    else {"color": colours[i - 1], "lw": 1.0}
+                    else {"color": colours[name], "lw": 1.0, "ls": dashes[name]}
                 )
                 if kind == "roc":
                     fpr, tpr, _ = roc_curve(labels, s)
@@ -266,16 +278,28 @@ def early_figure(early: Mapping, anomaly_classes: Sequence[int], path: Path) -> 
     for c in anomaly_classes:
         label = f"{class_name(c)} ({c})"
         ax_auc.plot(x, [r[f"auroc_{c}"] for r in rows], "o-", color=colours[c], label=label)
-        ax_rec.plot(x, [r[f"recall_top1_{c}"] for r in rows], "o-", color=colours[c])
+        ax_rec.plot(x, [r[f"recall_top1_{c}"] for r in rows], "o-", color=colours[c], label=label)
+        best = rows[0].get(f"recall_top1_best_{c}")  # absent in the metrics of earlier releases
+        if best is not None:
+            ax_rec.axhline(best, color=colours[c], lw=0.8, ls=":")
     ax_auc.plot(x, [r["mean_class_auroc"] for r in rows], "k--", lw=1.5, label="mean")
-    ax_auc.axhline(0.5, color="grey", lw=0.8, ls=":")
-    for ax, title in ((ax_auc, "AUROC vs known classes"), (ax_rec, "recall in the top 1%")):
-        ax.set_xticks(x, [r["stage"] for r in rows])
-        ax.set_xlabel("days since first detection")
-        ax.set_title(title)
+    ax_auc.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance")
+    panels = (
+        (ax_auc, "AUROC vs the known classes", "AUROC"),
+        (ax_rec, "recall in the top 1% (dotted: a perfect ranking's)", "recall"),
+    )
+    for ax, title, ylabel in panels:
+        ax.set_xticks(x, [r["stage"] for r in rows])  # the stages, evenly spaced
+        ax.set_xlabel("days since first detection (stages)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 1.02)
     ax_auc.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Early detection, test split: each object scored as known at that day")
+    ax_rec.legend(fontsize=7, loc="upper left")
+    fig.suptitle(
+        "Early detection, test split: each object scored with its light curve up to that day "
+        "(one not scorable yet ranks last)"
+    )
     return _save(fig, path)
 
 
@@ -287,7 +311,7 @@ def score_hist_figure(
     flagged: np.ndarray,
     path: Path,
     *,
-    label: str = "fused anomaly score",
+    label: str = "anomaly score (-log10 tail probability among val known objects)",
 ) -> Path:
     """Histogram of the score for each class (one small panel per class, shared x axis), known
     classes in blue and anomaly classes in red, with the flag thresholds (one per depth bin)
@@ -299,8 +323,11 @@ def score_hist_figure(
     fig = Figure(figsize=(9, 1.3 * nrows + 0.8), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     finite = scores[np.isfinite(scores)]
-    hi = max(float(np.quantile(finite, 0.999)), *thresholds) if finite.size else 1.0
-    bins = np.linspace(float(finite.min(initial=0.0)), hi * 1.05, 50)
+    # Linear up to 1 and logarithmic beyond, over every score: the thresholds (about 2) and a
+    # tail far beyond them (an AGN at 70) both readable, none clipped.
+    lo = min(float(finite.min(initial=0.0)), 0.0)
+    hi = max(float(finite.max(initial=1.0)), *thresholds, 1.0) * 1.05
+    bins = np.unique(np.r_[np.linspace(lo, 1.0, 11), np.geomspace(1.0, hi, 40)])
     for ax, c in zip(axes, classes, strict=False):
         sel = target == c
         anomaly_class = bool(is_anomaly[sel].any())
@@ -318,15 +345,17 @@ def score_hist_figure(
             fontsize=8,
         )
         ax.tick_params(labelsize=7)
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
-    for ax in axes[-ncols:]:
+    for ax in axes[len(classes) - ncols : len(classes)]:  # each column's lowest panel shown
+        ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel(label, fontsize=8)
     for ax in axes[::ncols]:
         ax.set_ylabel("objects", fontsize=8)
     fig.suptitle(
         "Score per class, test split (red: anomaly classes; dashed: the flag thresholds, one "
-        "per depth bin)"
+        "per depth bin, each object held to its own bin's)"
     )
     return _save(fig, path)
 

@@ -48,14 +48,18 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "pr.png": "Precision-recall curves, the same panels (average precision in the legend; the "
     "dotted line is a random ranking, the panel's share of anomalies).",
     "score_hist.png": "The anomaly score per class on the test split (anomaly classes in red; "
-    "the dashed line is the flag threshold).",
+    "the dashed lines are the flag thresholds, one per depth bin, each object held to its own "
+    "bin's; the axis linear up to 1, logarithmic beyond).",
     "umap.png": "A UMAP map of the VAE's latent means of the test split: known classes as "
     "coloured dots, anomaly classes as black markers.",
     "reconstructions.png": "The top-scoring test anomalies and the most typical known test "
     "objects (median score): observed grid cells per passband and the VAE's reconstruction "
     "(mean ± sigma).",
     "early.png": "Early detection: each anomaly class's AUROC against the known classes and its "
-    "recall in the top 1%, by days since first detection.",
+    "recall in the top 1% of its objects and the known ones (dotted: what a perfect ranking "
+    "reaches there), by days since first detection. An object not yet scorable ranks last, so "
+    "a class mostly unscorable at a stage can fall below chance: the share "
+    "scorable is in metrics.json (`scorable_<class>`).",
 }
 
 
@@ -178,6 +182,27 @@ def markdown_tables(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reached(threshold: dict[str, Any]) -> str:
+    """The false-positive rate the threshold reaches on the val known objects themselves: a
+    quantile of a few hundred objects falls short of the target (absent in older results)."""
+    rate = threshold.get("val_fpr_known")
+    return f"; it flags {rate:.2%} of them" if rate is not None else ""
+
+
+def _rejected(rejected: dict[str, Any]) -> str:
+    """The prepared dataset's rejected input objects, and why: those of classes outside the
+    protocol are left out by design, the others are input problems."""
+    reasons = rejected.get("by_reason", {})
+    outside = sum(n for reason, n in reasons.items() if reason.endswith("not in protocol"))
+    if not outside:
+        return f"{rejected['total']} input objects rejected"
+    problems = rejected["total"] - outside
+    return (
+        f"{outside} input objects of classes outside the protocol left out, {problems} "
+        "rejected for their data"
+    )
+
+
 def _unfinished(result: dict[str, Any]) -> str:
     """A note in the method's sentence when training was cut short (absent in older results)."""
     training = result.get("training") or {}
@@ -217,8 +242,9 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
     lines = _table_head(
         "Early detection, test split: each object scored with its light curve as known that "
         "many days after its first detection (AUROC against the known classes, recall in the top "
-        "1%, and the share of known objects flagged: of all, an object without enough "
-        "observations by then counted as not flagged, and of those with enough to be scored).",
+        "1% of the class's objects and the known ones together (at most the last row's), and the "
+        "share of known objects flagged: of all, an object without enough observations by then "
+        "counted as not flagged, and of those with enough to be scored).",
         head,
     )
     for row in early["rows"]:
@@ -229,6 +255,11 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
         of_scorable = f"{row['known_flag_rate'] / scorable:.2%}" if scorable > 0 else "n/a"
         cells += [f"{row['known_flag_rate']:.2%}", of_scorable]
         lines.append("| " + " | ".join(cells) + " |")
+    first = early["rows"][0]
+    if all(f"recall_top1_best_{c}" in first for c in classes):  # not in earlier releases'
+        cells = ["a perfect ranking", _fmt(1.0), *(_fmt(1.0) for _ in classes)]
+        cells += [_fmt(first[f"recall_top1_best_{c}"]) for c in classes]
+        lines.append("| " + " | ".join([*cells, "", ""]) + " |")
     head = ["class", "objects", "median days to first flag", "flagged at some stage"]
     caption = (
         "How early each anomaly class crosses the flag threshold: the median over its objects "
@@ -269,9 +300,16 @@ def report_markdown(
     stand_ins = all(c in plasticc.TRAINING_CLASSES for c in result["anomaly_classes"])
     fmt = manifest["inputs"]["format"]
     per_group = result["counts"].get("val_known_per_group") or {"": result["counts"]["val_known"]}
+    # An early run's references hold each object's complete and partial light curves.
+    unit = "light curves" if result.get("early") else "objects"
+    by_size: dict[int, list[str]] = {}  # kinds of the same reference said once
+    for group, n in per_group.items():
+        by_size.setdefault(n, []).append(group)
     beyond = " or ".join(
-        f"{math.log10(n + 1):.1f}" + (f" ({group}, {n} objects)" if group else f" ({n} objects)")
-        for group, n in per_group.items()
+        f"{math.log10(n + 1):.1f} ("
+        + (f"{' and '.join(groups)}, " if any(groups) else "")
+        + f"{n} {unit})"
+        for n, groups in by_size.items()
     )
     vae = "A VAE with a classification head" if result.get("classifier_head", True) else "A VAE"
     mean_ci = fused.get("mean_class_auroc_ci")  # absent in the metrics of earlier releases
@@ -295,7 +333,7 @@ def report_markdown(
         f"**Data.** {files} ({FORMAT_NAMES.get(fmt, fmt + ' format')}); "
         f"{manifest['objects']['train']} train, {manifest['objects']['val']} val, "
         f"{manifest['objects']['test']} test objects on a {manifest['grid']['n_time_bins']}-bin "
-        f"grid x 6 passbands; {manifest['rejected']['total']} input objects rejected.",
+        f"grid x 6 passbands; {_rejected(manifest['rejected'])}.",
         "",
         f"**Protocol** `{result['protocol']}`. Known classes: {known}. Anomaly classes (never "
         f"seen in training, all in the test split): {anomalies}."
@@ -315,8 +353,9 @@ def report_markdown(
         f"the same kind, and fused by a weighted mean (weights: {weights}; "
         f"{FUSION_ORIGINS[result['detector'].get('fusion_origin', 'validated')]}). The anomaly "
         "score is the fused evidence "
-        "calibrated once more the same way (2: 1 in 100 val known objects scores this high; "
-        f"a score above {beyond} lies beyond every val known object of its kind, where a "
+        f"calibrated once more the same way (a score of 2 means that 1 in 100 val known {unit} "
+        f"score this high; a score above {beyond} lies beyond every val known one of its kind, "
+        "where a "
         "fitted exponential tail orders the objects: not a measured frequency). "
         f"Flag threshold {FlagThreshold.from_json(threshold).describe()}, set for a "
         f"false-positive rate of {threshold['target_fpr']:.1%} on val known objects"
@@ -327,6 +366,7 @@ def report_markdown(
             if result.get("early")
             else ""
         )
+        + _reached(threshold)
         + ". "
         + _train_rows(result["detector"]["cross_fit_folds"])
         + " Components without a weight are shown for comparison. No anomaly label is used to fit "
@@ -436,6 +476,7 @@ def draw_figures(
         anomaly_classes,
         fig_dir / "roc.png",
         fig_dir / "pr.png",
+        [label.strip("*") for name, label in METHOD_LABELS.items() if name != "fused"],
     )
     figures.score_hist_figure(
         test["anomaly_score"].to_numpy(),

@@ -90,7 +90,8 @@ def early_metrics(
     At each stage (days after each object's first detection), every test object is scored with
     its light curve as known then; an object with too few observations by then cannot be scored
     and ranks last (ties). Per anomaly class against the known classes: AUROC, recall in the top
-    1% (of that class's objects and the known ones), the fraction flagged at the run's
+    1% (of that class's objects and the known ones; and the best a perfect ranking reaches
+    there, `recall_top1_best_<class>`), the fraction flagged at the run's
     threshold, and the fraction scorable; for the known objects the flag rate (the
     false-positive rate at that stage). Then, per class, the first stage at which each object is
     flagged: the median of those days (None when fewer than half are ever flagged) and the
@@ -121,6 +122,8 @@ def early_metrics(
             k = metrics.top_k(int(chosen.sum()), 0.01)
             row[f"auroc_{c}"] = auroc
             row[f"recall_top1_{c}"] = metrics.recall_at_k(score[chosen], pos[chosen], k)
+            # What a perfect ranking reaches: the top 1% holds at most k of the class's objects.
+            row[f"recall_top1_best_{c}"] = min(1.0, k / pos.sum()) if pos.any() else math.nan
             row[f"flagged_{c}"] = float(flagged[pos].mean())
             row[f"scorable_{c}"] = float(scorable[pos].mean())
             aurocs.append(auroc)

@@ -346,6 +346,8 @@ def score_hist_figure(
         )
         ax.tick_params(labelsize=7)
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+        ticks = [t for t in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500) if lo <= t <= hi]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
     for ax in axes[len(classes) - ncols : len(classes)]:  # each column's lowest panel shown

@@ -302,14 +302,18 @@ def discovery_figure(summary: dict[str, Any], path: Path) -> Path:
             label = "active loop" if name == "active" else "static ranking"
             ax.plot(shown, mean, color=colour, label=label)
             ax.fill_between(shown, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
-        ax.plot(shown, np.minimum(shown, pool["n_anomalies"]), "k:", lw=1, label="every one")
+        ax.plot(
+            shown, np.minimum(shown, pool["n_anomalies"]), "k:", lw=1, label="a perfect ranking"
+        )
+        share = pool["n_anomalies"] / (pool["n_known"] + pool["n_anomalies"])
+        ax.plot(shown, share * shown, color="grey", lw=0.8, ls="--", label="a random one")
         ax.set_title(
             f"{100 * pool['anomaly_fraction']:g}% anomalies ({pool['n_anomalies']} among "
             f"{pool['n_known'] + pool['n_anomalies']})",
             fontsize=10,
         )
         ax.set_xlabel("candidates shown")
-        ax.set_ylabel("anomalies found")
+        ax.set_ylabel("anomalies found (mean ± sd of the draws)")
         ax.set_ylim(0, max(1.0, 1.1 * float(np.max(curves["active_mean"]) + 1)))
         ax.legend(fontsize=8, loc="upper left")
     with atomic_path(path) as tmp:

@@ -52,9 +52,10 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "bin's; the axis linear up to 1, logarithmic beyond).",
     "umap.png": "A UMAP map of the VAE's latent means of the test split: known classes as "
     "coloured dots, anomaly classes as black markers.",
-    "reconstructions.png": "The top-scoring test anomalies and the most typical known test "
-    "objects (median score): observed grid cells per passband and the VAE's reconstruction "
-    "(mean ± sigma).",
+    "reconstructions.png": "The top-scoring test anomaly of each anomaly class (the best "
+    "first) and the most typical known test objects (median score): observed grid cells per "
+    "passband and the VAE's reconstruction (mean ± sigma), in days from the object's reference "
+    "time (`data.time_anchor`: by default its detection of highest signal-to-noise).",
     "early.png": "Early detection: each anomaly class's AUROC against the known classes and its "
     "recall in the top 1% of its objects and the known ones (dotted: what a perfect ranking "
     "reaches there), by days since first detection. An object not yet scorable ranks last, so "
@@ -401,7 +402,8 @@ def examples(
     mean: np.ndarray,
     sigma: np.ndarray,
 ) -> list[Example]:
-    """The top-scoring test anomalies and the most typical (median-score) known test objects.
+    """The top-scoring test anomalies, of as many classes as there are (each class's best
+    first), and the most typical (median-score) known test objects.
 
     Args:
         table: the score table (with `rank`); known: (len(table),) bool, known-class objects.
@@ -415,8 +417,13 @@ def examples(
     score = table["anomaly_score"].to_numpy()
     chosen: list[tuple[int, str]] = []
     top = np.flatnonzero(in_test & anomalous)
-    for i in top[np.argsort(-score[top], kind="stable")][:N_EXAMPLES]:
-        chosen.append((i, "top anomaly"))
+    top = top[np.argsort(-score[top], kind="stable")]
+    target = table["target"].to_numpy()
+    _, best_of_class = np.unique(target[top], return_index=True)
+    first = top[np.sort(best_of_class)]  # one of each class, by score
+    rest = top[~np.isin(top, first)]
+    for i in np.r_[first, rest][:N_EXAMPLES]:
+        chosen.append((int(i), "top anomaly"))
     typical = np.flatnonzero(in_test & known)
     if typical.size:
         median = np.median(score[typical])
@@ -429,7 +436,7 @@ def examples(
         k = position[oid]
         title = (
             f"{why}: {oid}, {table['class_name'].iat[i]}, "
-            f"score {score[i]:.2f} (rank {table['rank'].iat[i]})"
+            f"score {score[i]:.2f} (rank {table['rank'].iat[i]} of {in_test.sum()})"
         )
         drawn.append(
             Example(title, test.flux[k], test.flux_err[k], test.mask[k], mean[k], sigma[k])

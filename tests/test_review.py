@@ -437,6 +437,24 @@ def api(srv: ReviewServer, path: str, payload: Any = None) -> Any:
     return json.loads(data)
 
 
+def test_the_neighbours_shown_are_of_the_candidate_s_own_kind(pool: Pool) -> None:
+    """As the detector compares an object: a galactic candidate with galactic known objects
+    (found by a review: the page showed a galactic object's neighbours, supernovae)."""
+    galactic = pool.table["is_galactic"].to_numpy(bool)
+    reference = pool.reference["is_galactic"].to_numpy(bool)
+    assert galactic.any() and (~galactic).any()
+    rows = np.r_[np.flatnonzero(galactic)[:3], np.flatnonzero(~galactic)[:3]]
+    idx, dist = pool.neighbours(rows, 5)
+    assert idx.shape == dist.shape == (6, 5)
+    assert (reference[idx] == galactic[rows][:, None]).all()
+    assert (np.diff(dist, axis=1) >= 0).all()
+    # The nearest of that kind: the same as a search among that kind's known objects alone.
+    mu = pool.reference[pool.latents].to_numpy(np.float64)
+    own = pool.table[pool.latents].to_numpy(np.float64)[rows[0]]
+    distances = np.linalg.norm(mu[reference] - own, axis=1)
+    assert dist[0] == pytest.approx(np.sort(distances)[:5])
+
+
 def test_requests_without_the_token_are_refused(server: ReviewServer) -> None:
     for path in ("/", "/static/app.js", "/api/state", "/api/labels.csv", "/nothing"):
         assert request(server, path, token=None)[0] == 403

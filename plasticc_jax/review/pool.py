@@ -140,6 +140,15 @@ def pool_rows(table: pd.DataFrame, source: Path) -> np.ndarray:
     return rows
 
 
+def _kinds(table: pd.DataFrame) -> np.ndarray | None:
+    """Each row's kind (True: galactic) where the table says it, else None."""
+    if "is_galactic" in table.columns:
+        return table["is_galactic"].to_numpy(bool)
+    if "hostgal_photoz" in table.columns:
+        return table["hostgal_photoz"].to_numpy(np.float64) == 0
+    return None
+
+
 def known_reference(run_table: pd.DataFrame, known_classes: tuple[int, ...]) -> pd.DataFrame:
     """The run's train-split objects of known classes: the neighbours' reference set."""
     keep = (run_table["split"] == "train") & run_table["target"].isin(known_classes)
@@ -247,12 +256,7 @@ class Pool:
         self.latents = active.latent_columns(list(self.table.columns))
 
         self.reference = known_reference(run_table, config.data.known_classes)
-        self._index = None
-        if len(self.reference) and self.latents:
-            from sklearn.neighbors import NearestNeighbors
-
-            k = min(K_VOTE + 1, len(self.reference))  # +1: an object may be its own neighbour
-            self._index = NearestNeighbors(n_neighbors=k).fit(self._mu(self.reference))
+        self._indexes = self._neighbour_indexes()
         self.class_guess, self.class_prob = self._class_guess()
 
         workdir = infer_workdir(self.run_dir) if workdir is None else Path(workdir)
@@ -270,20 +274,51 @@ class Pool:
     def _mu(self, table: pd.DataFrame) -> np.ndarray:
         return table[self.latents].to_numpy(np.float64)
 
+    def _neighbour_indexes(self) -> dict[bool | None, tuple[Any, np.ndarray]]:
+        """Nearest-neighbour indexes of the reference's latent means, as kind (True: galactic)
+        -> (index, its rows of `reference`): one of each kind where the tables say the kind,
+        and one of every known object (None) for objects of a kind without any."""
+        from sklearn.neighbors import NearestNeighbors
+
+        if not len(self.reference) or not self.latents:
+            return {}
+        groups: dict[bool | None, np.ndarray] = {None: np.arange(len(self.reference))}
+        kinds = _kinds(self.reference)
+        if kinds is not None and _kinds(self.table) is not None:
+            groups.update({kind: np.flatnonzero(kinds == kind) for kind in (True, False)})
+        mu = self._mu(self.reference)
+        return {
+            # +1: an object may be its own neighbour
+            kind: (NearestNeighbors(n_neighbors=min(K_VOTE + 1, rows.size)).fit(mu[rows]), rows)
+            for kind, rows in groups.items()
+            if rows.size
+        }
+
     def neighbours(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices into `reference`, distances), each (len(rows), k): the nearest known objects
-        in the latent space, the object itself left out."""
-        if self._index is None:
+        in the latent space, of the object's own kind (galactic or not, as the detector compares
+        it: a review found a galactic object shown supernovae) where there are any, the object
+        itself left out."""
+        rows = np.asarray(rows, np.int64)
+        if not self._indexes:
             return np.zeros((len(rows), 0), np.int64), np.zeros((len(rows), 0))
-        dist, idx = self._index.kneighbors(self._mu(self.table.iloc[rows]))
+        own = _kinds(self.table)
+        kinds = [None] * len(rows) if own is None else [bool(own[r]) for r in rows]
+        kinds = [kind if kind in self._indexes else None for kind in kinds]
         ref_ids = self.reference["object_id"].to_numpy(np.int64)
-        out_idx, out_dist = [], []
-        for r, i, d in zip(rows, idx, dist, strict=True):
-            keep = ref_ids[i] != self.ids[r]
-            out_idx.append(i[keep][:k])
-            out_dist.append(d[keep][:k])
-        k = min(len(x) for x in out_idx) if out_idx else 0
-        return np.array([x[:k] for x in out_idx]), np.array([x[:k] for x in out_dist])
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for kind in set(kinds):
+            chosen = np.array([j for j, c in enumerate(kinds) if c == kind])
+            index, members = self._indexes[kind]
+            dist, idx = index.kneighbors(self._mu(self.table.iloc[rows[chosen]]))
+            for j, i, d in zip(chosen, members[idx], dist, strict=True):
+                keep = ref_ids[i] != self.ids[rows[j]]
+                found[int(j)] = i[keep][:k], d[keep][:k]
+        k = min((len(found[j][0]) for j in found), default=0)
+        return (
+            np.array([found[j][0][:k] for j in range(len(rows))], np.int64).reshape(len(rows), k),
+            np.array([found[j][1][:k] for j in range(len(rows))]).reshape(len(rows), k),
+        )
 
     def _class_guess(self) -> tuple[list[str], np.ndarray]:
         """(class name, its probability) per object: the detector's if in the table, else the
@@ -297,7 +332,7 @@ class Pool:
                 else np.full(len(t), np.nan)
             )
             return names, prob
-        if self._index is None or not len(t):
+        if not self._indexes or not len(t):
             return ["unknown"] * len(t), np.full(len(t), np.nan)
         idx, _ = self.neighbours(np.arange(len(t)), K_VOTE)
         targets = self.reference["target"].to_numpy(np.int64)[idx]

@@ -37,6 +37,7 @@ from plasticc_jax.interrupts import Terminated
 from plasticc_jax.io_utils import WRITE_ERRNOS, folder_lock
 
 log = logging.getLogger("plasticc_jax")
+DESCRIPTION = "The `plasticc-jax` command line: parses options and calls one stage function."
 
 # Convenience flags (the seed pipeline's interface) and the config fields they set.
 SHORTCUTS: dict[str, str] = {
@@ -162,7 +163,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="plasticc-jax", description=__doc__.splitlines()[0])
+    # Not from __doc__, which `python -OO` strips (found by a type check).
+    parser = OneLineParser(prog="plasticc-jax", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 

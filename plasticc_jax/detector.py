@@ -381,7 +381,7 @@ class Detector:
         # in each fold's thread, results differed in the 13th digit from run to run).
         folds = [held for k in range(n_folds) if (held := fold == k).any()]
         workers = max(1, min(len(folds), cores()))
-        with single_threaded(), ThreadPoolExecutor(workers, one_openmp_thread) as pool:
+        with single_threaded(), ThreadPoolExecutor(workers, initializer=one_openmp_thread) as pool:
             for held, scores in zip(folds, pool.map(fit_and_score, folds), strict=True):
                 for name in fused:
                     raw[name][held] = scores[name]

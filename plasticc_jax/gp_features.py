@@ -229,6 +229,8 @@ def gp_features(
         return _fit_features(
             mjd, passband, flux, flux_err, starts, peak_rows, redshift, window, lengths, step
         )
+    if object_ids is None:
+        raise ValueError("gp_features: a cache needs the objects' ids (object_ids)")
     keys = fitted_on(mjd, flux, flux_err, starts, peak_rows, redshift, window)
     pos = np.searchsorted(cache.ids, object_ids)
     if not np.array_equal(cache.ids[np.minimum(pos, cache.ids.size - 1)], object_ids):

@@ -126,8 +126,9 @@ class FilePart:
 
     Attributes:
         path: the file.
-        start, stop: byte offsets of the part's first data line and of the end of its last line;
-            both None for the whole file (a gzip file cannot be cut: it is read from its start).
+        start, stop: byte offsets of the part's first data line and of the end of its last line
+            (stop None: the file's end); both None for the whole file (a gzip file cannot be
+            cut: it is read from its start).
         first_row: index of the part's first row in the file (0 = the line after the header);
             line numbers in error messages count from it (`count_rows` finds it).
         stamp: the file's (size, modification time) when the part was planned, if known: a
@@ -298,7 +299,8 @@ def read_rows(source: Path | FilePart, chunk_rows: int) -> Iterator[Rows]:
     elif part.start == part.stop:
         return
     else:  # data lines only: the header's names are given
-        stream = io.BufferedReader(_ByteRange(path, part.start, part.stop), 1 << 20)
+        stop = path.stat().st_size if part.stop is None else part.stop
+        stream = io.BufferedReader(_ByteRange(path, part.start, stop), 1 << 20)
         read_options = pa_csv.ReadOptions(block_size=block_size, column_names=raw_names)
     try:
         reader = pa_csv.open_csv(stream, read_options=read_options, convert_options=options)

@@ -482,6 +482,9 @@ def test_blank_lines_stray_quotes_and_files_of_one_name(good, tmp_path):
     path.write_text("\n".join(blank[:60]) + "\n")
     start = len("\n".join(blank[:50]).encode()) + 1
     assert lightcurve_rows.count_rows(lightcurve_rows.FilePart(path, start, None)) == 47
+    # ... and reads it to the file's end (found by a type check: a TypeError).
+    part = lightcurve_rows.FilePart(path, start, None, first_row=47)
+    assert sum(len(rows.mjd) for rows in lightcurve_rows.read_rows(part, 100)) == 10
     path.write_bytes(b"h,a\n1,2\r\r\n\r\r\n3,4\r\n\r\n5,6\n")  # Windows' Python writes \r\r\n
     assert lightcurve_rows.count_rows(lightcurve_rows.FilePart(path, 20, None)) == 2
     a, b = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv"

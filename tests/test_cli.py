@@ -58,6 +58,15 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert command in out
 
 
+def test_the_command_line_starts_without_docstrings() -> None:
+    """Found by a type check: its description was the module's docstring, which `python -OO`
+    strips: an AttributeError before any option was read."""
+    done = subprocess.run(
+        [sys.executable, "-OO", "-m", "plasticc_jax", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and cli.DESCRIPTION in done.stdout, done.stderr
+
+
 def test_preset_and_set_overrides() -> None:
     config = parse(
         "train",

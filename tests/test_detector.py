@@ -324,6 +324,19 @@ def test_out_of_fold_scores_exclude_the_object_itself(fitted):
     assert np.isnan(oof["latent_forest"]).all() and np.isfinite(oof["anomaly_score"]).all()
 
 
+def test_each_out_of_fold_thread_takes_one_openmp_thread(fitted, monkeypatch):
+    """Found by a type check: the folds' pool was given `one_openmp_thread` as its threads'
+    name prefix, not their initializer, so each fold's trees ran on every core."""
+    det, rng = fitted
+    called: list[str] = []
+    record = lambda: called.append(threading.current_thread().name)  # noqa: E731
+    monkeypatch.setattr(detector, "one_openmp_thread", record)
+    monkeypatch.setattr(detector, "cores", lambda: 2)
+    labels = labels_of(rng, 200)
+    det.out_of_fold(fake(rng, labels), labels, 4)
+    assert len(called) == 2 and threading.current_thread().name not in called
+
+
 def test_out_of_fold_keeps_one_thread_while_any_fold_runs(fitted, monkeypatch):
     """The native thread limit is the process's: with the folds in threads, one fold leaving
     its own limit must not lift the limit another fold still computes under. Forced order: fold
@@ -342,8 +355,8 @@ def test_out_of_fold_keeps_one_thread_while_any_fold_runs(fitted, monkeypatch):
             limit[0] = self.before
 
     class Pools:
-        def limit(self, limits: int | None) -> Limit:
-            return Limit(limits)
+        def limit(self, limits: int | None, user_api: str | None = None) -> Limit:
+            return Limit(limits) if user_api is None else Limit(limit[0])  # OpenMP's: none here
 
     monkeypatch.setattr(threads, "_thread_pools", Pools)
     monkeypatch.setattr(detector, "cores", lambda: 2)  # two folds side by side

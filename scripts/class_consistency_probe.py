@@ -30,6 +30,14 @@ split is never read.
 Adoption rule, as docs/evaluation.md's, written before the run: the best fusion found with a
 candidate beside the shipped fusion must beat the shipped fusion by more than twice the standard
 error of the paired per-fold differences.
+
+Result (the default run's `make validate` of 2026-12-04, 0.8292 reproduced; 110 s on 2 cores;
+`gp_classifier` recomputed exactly): alone `consistency_named` 0.609 and `consistency_expected`
+0.631 (AGN 0.944-0.952, TDE 0.649-0.666, EB 0.75-0.81; the supernova subtypes and RR Lyrae at
+or below chance), and the search gives each weight 0 beside the shipped fusion (+0.0000): not
+adopted. Where the physics of the class named is off, another component already finds it (the
+AGN fold: 0.945 in the fusion); where the folds are weak (supernova subtypes held out) the
+held-out class's luminosity, timescales and colours sit inside those of the class it is given.
 """
 
 from __future__ import annotations

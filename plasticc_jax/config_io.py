@@ -35,6 +35,8 @@ def preset_path(name: str) -> Path:
         candidates = [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
         if candidates[0].resolve() == candidates[1]:  # run from the project's folder
             candidates = candidates[1:]
+        # An installed package has no presets beside it (a container's site-packages): not named.
+        candidates = [c for c in candidates if c.parent.is_dir()] or candidates[:1]
     for path in candidates:
         if path.is_file():
             return path

@@ -66,7 +66,6 @@ class Progress:
         step: optimizer steps taken.
         best_val_loss: lowest val loss so far (nats per observed value); best_epoch its epoch.
         bad_epochs: epochs since the last improvement by more than `MIN_DELTA`.
-        finished: early stopping or `train.max_epochs` ended the run.
         stop_reason: `early_stopping`, or empty.
     """
 
@@ -77,7 +76,6 @@ class Progress:
     best_val_loss: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
-    finished: bool = False
     stop_reason: str = ""
 
     @staticmethod
@@ -96,7 +94,6 @@ class Progress:
             self.bad_epochs += 1
         stop = self.bad_epochs >= train_config.patience
         self.epoch, self.step = epoch, step
-        self.finished = stop or epoch >= train_config.max_epochs
         self.stop_reason = "early_stopping" if stop else ""
         return stop
 

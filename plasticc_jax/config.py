@@ -227,7 +227,7 @@ class EvalConfig:
     # times.
     realistic_anomaly_rate: float = 0.01
     n_draws: int = 20
-    # Bootstrap resamples for the 95% intervals of the per-class AUROC.
+    # Bootstrap resamples for the 95% intervals of the per-class AUROC and of their mean.
     n_bootstrap: int = 1000
     # Objects per compiled batch wherever the model runs without training: validation during
     # training, evaluate, score and the inference API.

@@ -502,7 +502,7 @@ def _evaluate(
         run_dir,
         timing["total_s"],
         fused["mean_class_auroc"],
-        f" (95% interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else "",
+        f" (95% interval {ci[0]:.3f}-{ci[1]:.3f})" if ci and np.isfinite(ci).all() else "",
         fused["overall"]["auroc"],
         fused["overall"]["ap"],
         result["counts"]["test_known"],

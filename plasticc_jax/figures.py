@@ -46,10 +46,13 @@ def _palette(n: int) -> list[tuple]:
 
 def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
     """A colour per class, the same in every run and figure (by its place among PLAsTiCC's
-    classes, then by code for others)."""
+    classes, then by code for others), of 18 distinct hues (tab10's and Dark2's): tab20's
+    light shades would repeat a hue within one protocol's classes."""
+    from matplotlib import colormaps
+
+    hues = [*colormaps["tab10"].colors, *colormaps["Dark2"].colors]
     everyone = [*plasticc.CLASS_NAMES, *sorted(set(map(int, classes)) - set(plasticc.CLASS_NAMES))]
-    palette = _palette(len(everyone))
-    return {int(c): palette[everyone.index(int(c))] for c in classes}
+    return {int(c): hues[everyone.index(int(c)) % len(hues)] for c in classes}
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -350,7 +353,7 @@ def score_hist_figure(
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
-    for ax in axes[len(classes) - ncols : len(classes)]:  # each column's lowest panel shown
+    for ax in axes[max(len(classes) - ncols, 0) : len(classes)]:  # each column's lowest shown
         ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel(label, fontsize=8)
     for ax in axes[::ncols]:

@@ -231,7 +231,7 @@ def _warn_of_replaced_settings(out: Path, config: Config) -> None:
     differ = [
         f"data.{key} {before[key]!r} -> {now[key]!r}"
         for key in sorted(set(before) & set(now))
-        if key not in _NOT_FINGERPRINTED and before[key] != now[key]
+        if key not in _NOT_FINGERPRINTED and before[key] != now[key]  # what rebuilt it
     ]
     if differ:
         log.warning(

@@ -40,7 +40,7 @@ METHOD_LABELS: dict[str, str] = {
     "feature_forest": "Isolation Forest on the features",
     "lc_features": "baseline (a): forest on light-curve features",
 }
-N_EXAMPLES = 3  # light curves per group in the reconstruction figure
+N_EXAMPLES = 3  # typical known light curves in the reconstruction figure (and anomalies at least)
 # What each figure of `report.md` shows: its caption there.
 FIGURE_CAPTIONS: dict[str, str] = {
     "roc.png": "ROC curves of every score on the test split: all anomalies, then each anomaly "
@@ -422,7 +422,7 @@ def examples(
     _, best_of_class = np.unique(target[top], return_index=True)
     first = top[np.sort(best_of_class)]  # one of each class, by score
     rest = top[~np.isin(top, first)]
-    for i in np.r_[first, rest][:N_EXAMPLES]:
+    for i in np.r_[first, rest][: max(N_EXAMPLES, first.size)]:
         chosen.append((int(i), "top anomaly"))
     typical = np.flatnonzero(in_test & known)
     if typical.size:

@@ -223,8 +223,8 @@ def check_resumable(
             releases): what the run is checked against when its `config.json` is missing.
 
     Returns:
-        The train settings changed since (name -> (then, now); the seed is the run's own): train
-        says so if it resumes.
+        The train settings changed since (name -> (then, now); the seed aside, which `train`
+        checks itself): train says so.
 
     Raises:
         UserError: the run was trained with another model or data config, or on a dataset that
@@ -251,7 +251,7 @@ def check_resumable(
                     f"{', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}); to train "
                     "afresh delete that folder or pick another run directory (--run-dir)"
                 )
-        # The seed is the run's own (train says so); more epochs is how a run is continued.
+        # The seed: `train` refuses another; more epochs is how a run is continued.
         changed = {
             key: (old["train"].get(key), value)
             for key, value in new["train"].items()

@@ -221,7 +221,7 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
                 raise UserError(
                     f"{run_dir} was trained with train.seed {progress.seed}, not "
                     f"{tc.seed}: train a run with seed {tc.seed} in a folder of its own "
-                    f"(--run-dir), or leave train.seed out to continue this one"
+                    f"(--run-dir), or give train.seed {progress.seed} to continue this one"
                 )
             if progress.done(tc):
                 ignored = {k: v for k, v in changed.items() if k != "max_epochs"}

@@ -256,8 +256,6 @@ class Pool:
         self.latents = active.latent_columns(list(self.table.columns))
 
         self.reference = known_reference(run_table, config.data.known_classes)
-        self._indexes = self._neighbour_indexes()
-        self.class_guess, self.class_prob = self._class_guess()
 
         workdir = infer_workdir(self.run_dir) if workdir is None else Path(workdir)
         wanted = np.concatenate([self.ids, self.reference["object_id"].to_numpy(np.int64)])
@@ -267,6 +265,8 @@ class Pool:
             else None
         )
         self.galactic = self._galactic()
+        self._indexes = self._neighbour_indexes()
+        self.class_guess, self.class_prob = self._class_guess()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -284,7 +284,7 @@ class Pool:
             return {}
         groups: dict[bool | None, np.ndarray] = {None: np.arange(len(self.reference))}
         kinds = _kinds(self.reference)
-        if kinds is not None and _kinds(self.table) is not None:
+        if kinds is not None:
             groups.update({kind: np.flatnonzero(kinds == kind) for kind in (True, False)})
         mu = self._mu(self.reference)
         return {
@@ -302,9 +302,7 @@ class Pool:
         rows = np.asarray(rows, np.int64)
         if not self._indexes:
             return np.zeros((len(rows), 0), np.int64), np.zeros((len(rows), 0))
-        own = _kinds(self.table)
-        kinds = [None] * len(rows) if own is None else [bool(own[r]) for r in rows]
-        kinds = [kind if kind in self._indexes else None for kind in kinds]
+        kinds = [self.galactic[r] if self.galactic[r] in self._indexes else None for r in rows]
         ref_ids = self.reference["object_id"].to_numpy(np.int64)
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for kind in set(kinds):
@@ -345,11 +343,12 @@ class Pool:
         return names, prob
 
     def _galactic(self) -> list[bool | None]:
+        """Each candidate's kind (True: galactic; None: not known): the table's, else the
+        dataset's feature."""
         t = self.table
-        if "is_galactic" in t.columns:
-            return [bool(v) for v in t["is_galactic"].to_numpy()]
-        if "hostgal_photoz" in t.columns:
-            return [bool(v == 0) for v in t["hostgal_photoz"].to_numpy()]
+        kinds = _kinds(t)
+        if kinds is not None:
+            return [bool(v) for v in kinds]
         if self.curves is not None and "is_galactic" in self.curves.feature_names:
             column = self.curves.feature_names.index("is_galactic")
             out: list[bool | None] = []

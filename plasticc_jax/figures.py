@@ -32,6 +32,23 @@ T = TypeVar("T")
 
 DPI = 110
 BAND_COLOURS: tuple[str, ...] = ("#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a")
+# The training classes' colours, the same in every run: tab10's for the ten classes `rare` knows,
+# four of Dark2's for its anomalies, chosen so that no two classes drawn together in a shipped
+# protocol's figures share a hue (tab20's light shades did).
+CLASS_COLOURS: dict[int, str] = {
+    **dict(
+        zip(
+            (15, 16, 42, 52, 62, 65, 67, 88, 90, 92),
+            ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+             "#7f7f7f", "#bcbd22", "#17becf"),
+            strict=True,
+        )
+    ),
+    6: "#7570b3",
+    53: "#e7298a",
+    64: "#e6ab02",
+    95: "#66a61e",
+}  # fmt: skip
 
 
 def _palette(n: int) -> list[tuple]:
@@ -44,15 +61,15 @@ def _palette(n: int) -> list[tuple]:
     return [cmap(order[i % 20]) for i in range(n)]
 
 
-def _class_colours(classes: Sequence[int]) -> dict[int, tuple]:
-    """A colour per class, the same in every run and figure (by its place among PLAsTiCC's
-    classes, then by code for others), of 18 distinct hues (tab10's and Dark2's): tab20's
-    light shades would repeat a hue within one protocol's classes."""
+def _class_colours(classes: Sequence[int]) -> dict[int, tuple | str]:
+    """A colour per class, the same in every run and figure (`CLASS_COLOURS`; other classes
+    take the rest of Dark2's, by code)."""
     from matplotlib import colormaps
 
-    hues = [*colormaps["tab10"].colors, *colormaps["Dark2"].colors]
-    everyone = [*plasticc.CLASS_NAMES, *sorted(set(map(int, classes)) - set(plasticc.CLASS_NAMES))]
-    return {int(c): hues[everyone.index(int(c)) % len(hues)] for c in classes}
+    others = sorted(set(map(int, classes)) - set(CLASS_COLOURS))
+    spare = [colormaps["Dark2"].colors[i] for i in (0, 1, 6, 7)]
+    extra = {c: spare[i % len(spare)] for i, c in enumerate(others)}
+    return {int(c): CLASS_COLOURS.get(int(c)) or extra[int(c)] for c in classes}
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -204,7 +204,7 @@ def score(
                     metadata_paths,
                 )
             )
-            check_accounting(metadata, [r.ids for r in results], rejected)
+            check_accounting(len(metadata), [r.ids for r in results], rejected)
             scores = np.concatenate([np.zeros(0), *(r.scores for r in results)])
             bounds = np.cumsum([r.scores.size for r in results])[:-1]
             ranks = np.split(scoring.ranks(scores), bounds)

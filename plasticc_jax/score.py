@@ -241,6 +241,7 @@ def _score(
     detector = scorer.detector
 
     start = time.perf_counter()
+    n_metadata = len(metadata)
     # The scratch folder lives beside the output (same disk); the outputs are moved into place
     # from it only when complete; a full disk names the output, not a scratch file.
     with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch, naming_failed_writes(output):
@@ -253,6 +254,7 @@ def _score(
             metadata=metadata,
             as_of=as_of,
         )
+        del metadata  # the gridding's index holds it, sorted: not held twice (a review)
         scores, scored_ids, rejected_parts, never_detected, n_flagged = write_unranked(
             grids,
             scorer,
@@ -261,7 +263,7 @@ def _score(
             age_threshold=age_threshold,
         )
         rejected = concat_rejections(rejected_parts)
-        check_accounting(metadata, [scored_ids], rejected)
+        check_accounting(n_metadata, [scored_ids], rejected)
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"
         write_ranked(unranked, scoring.ranks(scores), table_path, fmt)
         rejected.to_csv(rejected_tmp, index=False)

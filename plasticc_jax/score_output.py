@@ -118,8 +118,10 @@ def write_unranked(
                 table = table.replace_schema_metadata(schema.metadata)
                 writer = pq.ParquetWriter(path, schema)
             writer.write_table(table)
-            score_parts.append(frame["anomaly_score"].to_numpy())
-            scored_ids.append(frame["object_id"].to_numpy(np.int64))
+            # Copies: a view would keep the chunk's whole table alive to the end of the run
+            # (about 90 bytes an object instead of 16; found by a review at 500,000 objects).
+            score_parts.append(frame["anomaly_score"].to_numpy(np.float64, copy=True))
+            scored_ids.append(frame["object_id"].to_numpy(np.int64, copy=True))
             n_flagged += int(frame["flagged"].sum())
             never = arrays.object_id[gridding.never_detected(arrays.features)]
             n_never_detected += int(np.isin(scored_ids[-1], never).sum())
@@ -198,14 +200,14 @@ def check_dataset_folder(output: Path) -> None:
 
 
 def check_accounting(
-    metadata: pd.DataFrame, scored_ids: Sequence[np.ndarray], rejected: pd.DataFrame
+    n_metadata: int, scored_ids: Sequence[np.ndarray], rejected: pd.DataFrame
 ) -> None:
-    """Every input object (metadata objects, and light curves without metadata) is scored or
-    rejected, exactly once. A failure here is a bug, not a user error."""
+    """Every input object (the `n_metadata` metadata objects, and light curves without
+    metadata) is scored or rejected, exactly once. A failure here is a bug, not a user error."""
     ids = np.concatenate(
         [np.zeros(0, np.int64), *scored_ids, rejected["object_id"].to_numpy(np.int64)]
     )
-    n_input = len(metadata) + int((rejected["reason"] == NO_METADATA).sum())
+    n_input = n_metadata + int((rejected["reason"] == NO_METADATA).sum())
     if ids.size != n_input or np.unique(ids).size != ids.size:
         raise RuntimeError(
             f"counts do not add up: {ids.size - len(rejected)} scored + {len(rejected)} rejected "

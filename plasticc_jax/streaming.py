@@ -291,6 +291,7 @@ def stream_grids(
         if metadata is None:
             metadata = readers.read_metadata_files(metadata_paths)
         index = MetaIndex(metadata, exclude)
+    del metadata  # the index holds what is needed, sorted
     spec = gridding.GridSpec.from_config(data)
     if as_of is not None:
         grid = functools.partial(early.grid_as_of, as_of=float(as_of))

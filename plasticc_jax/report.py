@@ -370,8 +370,14 @@ def report_markdown(
         + _reached(threshold)
         + ". "
         + _train_rows(result["detector"]["cross_fit_folds"])
-        + " Components without a weight are shown for comparison. No anomaly label is used to fit "
-        "or tune anything.",
+        + " Components without a weight are shown for comparison"
+        + (
+            "; baseline (a) is an Isolation Forest on the `light-curve` package's features "
+            "alone, fitted on the train split's known objects (no network, no labels)"
+            if "lc_features" in result["methods"]
+            else ""
+        )
+        + ". No anomaly label is used to fit or tune anything.",
         "",
         f"**Test split**: {counts['test_known']} known-class objects, {counts['test_anomaly']} "
         f"anomalies ({counts['test_anomaly_fraction']:.1%}). Mean per-class AUROC of the "

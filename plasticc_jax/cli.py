@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, interrupts, processes
+from plasticc_jax import config_io, interrupts, plasticc, processes
 from plasticc_jax.doctor import (
     CACHE_DIR_ENV,
     jax_setting_problem,
@@ -139,7 +139,18 @@ def build_config(
                 given[-1],
             )
         overrides.append(shortcut)
-    return config_lib.resolve(config_io.apply_overrides(config, overrides))
+    given = config_io.apply_overrides(config, overrides)
+    protocol = _given(args, "protocol")
+    if base is None and protocol is not None and given.data.anomaly_classes:
+        # Found by a review of the presets: the protocol was dropped without a word.
+        unknown = "" if protocol in plasticc.PROTOCOLS else " (no such protocol)"
+        log.warning(
+            "protocol %s%s is not used: data.anomaly_classes sets the classes (every other "
+            "training class known, unless data.known_classes says otherwise)",
+            protocol,
+            unknown,
+        )
+    return config_lib.resolve(given)
 
 
 class OneLineParser(argparse.ArgumentParser):

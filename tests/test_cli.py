@@ -58,6 +58,20 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert command in out
 
 
+def test_a_protocol_that_classes_of_ones_own_replace_is_said(caplog) -> None:
+    """Found by a review: `--protocol sn --set data.anomaly_classes=64` dropped the protocol
+    without a word, and took an unknown one too."""
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax"):
+        config = parse("train", "--protocol", "nope", "--set", "data.anomaly_classes=64")
+        parse("train", "--protocol", "sn")
+        parse("train", "--set", "data.anomaly_classes=64")
+    assert config.data.anomaly_classes == (64,)
+    assert [r.getMessage() for r in caplog.records] == [
+        "protocol nope (no such protocol) is not used: data.anomaly_classes sets the classes "
+        "(every other training class known, unless data.known_classes says otherwise)"
+    ]
+
+
 def test_the_command_line_starts_without_docstrings() -> None:
     """Found by a type check: its description was the module's docstring, which `python -OO`
     strips: an AttributeError before any option was read."""

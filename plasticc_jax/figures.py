@@ -266,7 +266,8 @@ def umap_figure(
     classes = np.unique(y)
     anomaly_classes = [int(c) for c in classes if anomalous[y == c].any()]
     colours = _class_colours([c for c in classes if c not in anomaly_classes])
-    markers = dict(zip(anomaly_classes, itertools.cycle("x+^sDv*"), strict=False))
+    # Filled shapes: the thin x and + of six classes at this size read alike (a review).
+    markers = dict(zip(anomaly_classes, itertools.cycle("^sDvPX*p"), strict=False))
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     ax = fig.subplots()
     for c in [*(c for c in classes if c not in markers), *anomaly_classes]:  # legend: known first
@@ -274,7 +275,7 @@ def umap_figure(
         anomaly_class = int(c) in markers
         ax.scatter(
             *embedding_xy[sel].T,
-            s=10 if anomaly_class else 4,
+            s=14 if anomaly_class else 4,
             marker=markers.get(int(c), "o"),
             color="k" if anomaly_class else colours[int(c)],
             alpha=0.9 if anomaly_class else 0.5,

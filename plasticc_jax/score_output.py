@@ -105,9 +105,8 @@ def write_unranked(
             frame, unscorable = scorer.table(arrays, SPLIT_NAME)
             if len(unscorable):
                 rejected_parts.append(unscorable)
-            if days_since_detection:  # the table keeps the order of the objects it scored
-                scored = np.isin(arrays.object_id, frame["object_id"].to_numpy())
-                frame.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
+            if days_since_detection:
+                scoring.insert_days_since_detection(frame, arrays)
                 if age_threshold is not None:
                     scoring.flag_by_age(frame, age_threshold)
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)

@@ -219,6 +219,14 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     return rank
 
 
+def insert_days_since_detection(table: pd.DataFrame, arrays: LightCurveArrays) -> None:
+    """Give a score table of objects gridded as of a date (`early.grid_as_of`) their
+    `days_since_detection` (second column, in place): the arrays' `stage` of the objects the
+    table scored, in the table's order (which is theirs)."""
+    scored = np.isin(arrays.object_id, table["object_id"].to_numpy())
+    table.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
+
+
 def flag_by_age(table: pd.DataFrame, age_threshold: AgeThreshold) -> None:
     """Set a score table's `flagged` by thresholds per age and depth (`--threshold-from`: set
     on a replay of the run's val split), from its `days_since_detection` (in place)."""
@@ -560,9 +568,8 @@ def score_dataframe(
     table, unscorable = scorer.table(arrays, split)
     if len(unscorable):
         rejected = pd.concat([rejected, unscorable], ignore_index=True)
-    if as_of is not None:  # the table keeps the order of the objects it scored
-        scored = np.isin(arrays.object_id, table["object_id"].to_numpy())
-        table.insert(1, "days_since_detection", arrays.stage[scored].astype(np.float64))
+    if as_of is not None:
+        insert_days_since_detection(table, arrays)
     # The same column types for every partition, also one without any scored object.
     table = table.astype({"split": str, "class_name": str, "nearest_class_name": str})
     table[REJECTED_REASON] = pd.Series(pd.NA, index=table.index, dtype="string")

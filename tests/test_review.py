@@ -33,7 +33,7 @@ import pytest
 from conftest import hold_lock, tiny_config
 
 from plasticc_jax.errors import UserError
-from plasticc_jax.review import active, labels
+from plasticc_jax.review import active, labels, simulate
 from plasticc_jax.review.labels import Answer, LabelStore, read_answers
 from plasticc_jax.review.pool import Pool
 from plasticc_jax.review.server import ReviewServer, browser_opened, open_review
@@ -327,6 +327,28 @@ def test_every_model_learns_from_answers_and_is_a_pure_function(model: str) -> N
     assert np.argsort(-scores)[:5].min() >= 300  # the answered group's others come first
     restarted = active.ActiveRanker(features, policy=active.Policy(model=model))
     np.testing.assert_array_equal(scores, restarted.scores(features[known], known >= 300))
+
+
+def test_objects_the_forest_ties_are_shown_by_the_static_score() -> None:
+    # After a single "not interesting" answer the forest gives most of a pool one score (on the
+    # default run's test split, 1,188 of 1,938 objects): the detector's ranking decides among
+    # them, not the pool's row order (the page showed the lowest object id next, the simulated
+    # expert the first known object of its pool).
+    rng = np.random.default_rng(3)
+    features, static = rng.normal(size=(200, 1)), rng.normal(size=200)
+    ranker = active.ActiveRanker(features, static)
+    first = int(ranker.order(ranker.scores())[0])
+    answered = np.arange(200) == first
+    scores = ranker.scores(features[[first]], np.array([False]))
+    tied = np.flatnonzero((scores == scores[~answered].max()) & ~answered)
+    assert tied.size > 100
+    order = ranker.order(scores, answered)
+    np.testing.assert_array_equal(order[: tied.size], tied[np.argsort(-static[tied])])
+    assert order[-1] == first
+    # The simulated expert's second candidate is the same object.
+    is_anomaly = np.arange(200) == order[0]
+    curve = simulate.active_curve(features, static, is_anomaly, 2, [])
+    np.testing.assert_array_equal(curve, [int(is_anomaly[first]), 1])
 
 
 def test_a_blending_policy_starts_from_the_static_ranking() -> None:

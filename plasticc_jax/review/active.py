@@ -242,6 +242,18 @@ class ActiveRanker:
         assert self.static is not None
         return 0.5 * (rank_fraction(score) + rank_fraction(self.static))
 
+    def order(self, scores: np.ndarray, answered: np.ndarray | None = None) -> np.ndarray:
+        """(n,) the pool's rows in the order to show them: unanswered first, by active score,
+        equal scores by the static score (the forest gives most of a pool one score after a
+        single "not interesting" answer), then by row.
+
+        Args:
+            scores: (n,) `scores`'s output; answered: (n,) bool, the rows already answered.
+        """
+        static = np.zeros(len(scores)) if self.static is None else self.static
+        done = np.zeros(len(scores), bool) if answered is None else answered
+        return np.lexsort((-static, -scores, done))
+
 
 def rank_fraction(values: np.ndarray) -> np.ndarray:
     """(n,) each value's rank among `values` scaled to [0, 1] (ties: their mean rank; NaN

@@ -26,7 +26,7 @@ from plasticc_jax.io_utils import atomic_path, folder_lock
 from plasticc_jax.review import active
 from plasticc_jax.review.labels import latest, read_answers
 from plasticc_jax.review.pool import check_checkpoint, read_table
-from plasticc_jax.scoring import ranks, table_checkpoint
+from plasticc_jax.scoring import table_checkpoint
 
 log = logging.getLogger(__name__)
 # The score table's columns of text (`scoring.score_table`), whatever their values look like.
@@ -109,7 +109,9 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     )
     ranker = active.ActiveRanker(active.feature_matrix(table, names), static)
     score = ranker.scores(np.concatenate(features), np.concatenate(labels))
-    _add_columns(table_path, score, ranks(score))
+    rank = np.empty(len(score), np.int64)
+    rank[ranker.order(score)] = np.arange(1, len(score) + 1)
+    _add_columns(table_path, score, rank)
     log.info(
         "ranked %d objects of %s with %d answers (%d anomalies); wrote %s and %s",
         len(score),

@@ -128,7 +128,7 @@ class ReviewSession:
         # Position in the ranking: unanswered objects first by active score, then the answered.
         answered = np.zeros(len(self.pool), bool)
         answered[[self.pool.row[i] for i in self._answers]] = True
-        order = np.lexsort((-scores, answered))
+        order = self.ranker.order(scores, answered)
         position = np.empty(len(self.pool), np.int64)
         position[order] = np.arange(1, len(self.pool) + 1)
         self.active, self.answered, self.order, self.position = scores, answered, order, position

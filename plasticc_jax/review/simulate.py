@@ -68,12 +68,13 @@ def active_curve(
     """
     ranker = active.ActiveRanker(features, static, policy)
     shown: list[int] = []
+    answered = np.zeros(len(features), bool)
     for _ in range(min(n_shown, len(features))):
         start = time.perf_counter()
         scores = ranker.scores(features[shown], is_anomaly[shown])
         timings.append(time.perf_counter() - start)
-        scores[shown] = -np.inf
-        shown.append(int(np.argmax(scores)))
+        shown.append(int(ranker.order(scores, answered)[0]))
+        answered[shown[-1]] = True
     return np.cumsum(is_anomaly[shown])
 
 

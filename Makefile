@@ -15,19 +15,23 @@ CONFIG ?= default
 PROTOCOL ?=
 ARGS ?=
 
+# The releases every figure in the docs was measured with, for Python 3.11+ on any platform
+# (`make lock` renews them from pyproject.toml; CONSTRAINTS= installs the newest releases instead).
+CONSTRAINTS ?= constraints.txt
+
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 CLI := $(BIN)/plasticc-jax
 STAGE_ARGS = --config $(CONFIG) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
-.PHONY: venv download prepare train validate evaluate score review doctor test test-slow test-all lint format bench \
+.PHONY: venv lock download prepare train validate evaluate score review doctor test test-slow test-all lint format bench \
 	clean browser
 
-# The virtual environment is (re)built whenever pyproject.toml changes.
-$(INSTALLED): pyproject.toml
+# The virtual environment is (re)built whenever pyproject.toml or the constraints change.
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(INSTALLED)
@@ -108,7 +112,7 @@ browser:
 
 # Speed and memory of every stage, side by side with the alternatives (not part of `make test`).
 bench: $(INSTALLED)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_replay.py
@@ -164,6 +168,15 @@ $(DOCKER_STAGES): docker-%:
 docker-doctor:
 	mkdir -p data runs
 	$(DOCKER_RUN) plasticc-jax doctor $(if $(GPU_FLAGS),--expect-gpu) $(ARGS)
+
+# constraints.txt: every package of the venv pinned, one resolution for every Python from 3.11
+# and every platform (`uv pip compile --universal`). After a change to the dependencies in
+# pyproject.toml: `make lock` (keeps every pin that still fits); `make lock UPGRADE=1` moves to the
+# newest releases (then `make test test-slow`, and the docs' figures measured again).
+lock: $(INSTALLED)
+	$(BIN)/python -m pip install -q 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --quiet \
+	  --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file constraints.txt
 
 # The image's dependency locks (docker/requirements-{cpu,cuda}.txt), resolved from pyproject.toml
 # for the image's Python (3.13) on Linux x86-64 with `uv pip compile`. After a change to the

@@ -356,6 +356,44 @@ def test_docker_lock_compiles_both_locks_for_the_images_python() -> None:
     assert "--upgrade" in make_n("docker-lock", "UPGRADE=1")
 
 
+def test_the_host_constraints_pin_every_dependency_within_pyproject() -> None:
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "constraints.txt").read_text()
+    assert "make lock" in text
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            pinned = Requirement(line)
+            (version,) = pinned.specifier
+            assert version.operator == "==", f"constraints.txt: not an exact pin: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", pinned.name).lower()] = version.version
+    declared = pyproject()["project"]
+    for wanted in [*declared["dependencies"], *declared["optional-dependencies"]["dev"]]:
+        requirement = Requirement(wanted)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in pins, f"constraints.txt lacks {name}: run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), wanted
+    assert pins["jaxlib"] == pins["jax"]
+
+
+@needs_make
+def test_the_venv_installs_the_pinned_releases_unless_told_otherwise(tmp_path: Path) -> None:
+    venv = f"VENV={tmp_path / 'venv'}"
+    installs = [line for line in make_n("venv", venv).splitlines() if "-e '.[dev]'" in line]
+    assert installs and installs[0].endswith("--constraint constraints.txt -e '.[dev]'"), installs
+    assert "--constraint" not in make_n("venv", venv, "CONSTRAINTS=")
+    # One resolution for every Python the project supports (pyproject's requires-python).
+    oldest = re.fullmatch(r">=(\d+\.\d+)", pyproject()["project"]["requires-python"])
+    assert oldest
+    lock = make_n("lock").replace("\\\n", " ")
+    (compile_line,) = [line for line in lock.splitlines() if "uv pip compile" in line]
+    assert f"--universal --python-version {oldest.group(1)}" in compile_line
+    assert "--extra dev" in compile_line and "--output-file constraints.txt" in compile_line
+    assert "--upgrade" not in compile_line and "--upgrade" in make_n("lock", "UPGRADE=1")
+
+
 @needs_make
 def test_docker_test_is_a_script_and_not_part_of_make_test() -> None:
     assert "bash scripts/docker_test.sh" in make_n("docker-test")

@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DPI = 110
-BAND_COLOURS: tuple[str, ...] = ("#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a")
+# u, g, r, i, z, y: Okabe & Ito's colour-blind-safe palette, and a marker per band so that no band
+# is told by its colour alone (the review page draws them alike).
+BAND_COLOURS: tuple[str, ...] = ("#cc79a7", "#0072b2", "#009e73", "#e69f00", "#d55e00", "#000000")
+BAND_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P")
 # The training classes' colours, the same in every run: tab10's for the ten classes `rare` knows,
 # four of Dark2's for its anomalies, chosen so that no two classes drawn together in a shipped
 # protocol's figures share a hue (tab20's light shades did).
@@ -417,7 +420,7 @@ def reconstruction_figure(examples: Sequence[Example], times: np.ndarray, path: 
                 times[seen],
                 ex.flux[b][seen],
                 yerr=ex.flux_err[b][seen],
-                fmt="o",
+                fmt=BAND_MARKERS[b],
                 ms=2.5,
                 color=colour,
                 elinewidth=0.7,

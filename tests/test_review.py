@@ -351,6 +351,17 @@ def test_objects_the_forest_ties_are_shown_by_the_static_score() -> None:
     np.testing.assert_array_equal(curve, [int(is_anomaly[first]), 1])
 
 
+def test_the_page_draws_the_bands_as_the_figures_do() -> None:
+    from plasticc_jax import figures
+
+    script = (Path(active.__file__).parent / "static" / "app.js").read_text()
+    colours = re.search(r"const BAND_COLOURS = \[([^\]]*)\]", script)
+    assert colours and tuple(re.findall(r'"(#[0-9a-f]{6})"', colours.group(1))) == (
+        figures.BAND_COLOURS
+    )
+    assert len(figures.BAND_MARKERS) == len(set(figures.BAND_MARKERS)) == 6
+
+
 def test_a_blending_policy_starts_from_the_static_ranking() -> None:
     rng = np.random.default_rng(2)
     features = rng.normal(size=(200, 3))

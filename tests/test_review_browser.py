@@ -144,7 +144,7 @@ def test_the_page_shows_the_next_candidate(page: Any, review: Review) -> None:
     state = review.state()
     assert shown_object(page) == state["next"]
     assert reviewed(page) == state["progress"]["reviewed"]
-    assert page.locator("#lightcurve svg circle.obs").count() > 0  # observations
+    assert page.locator("#lightcurve svg .obs").count() > 0  # observations
     assert page.locator("#lightcurve svg polyline").count() == 6  # a reconstruction per band
     assert page.locator("#neighbours figure").count() > 0
     assert page.locator("#scores tr").count() >= 2
@@ -170,6 +170,44 @@ def test_a_click_and_a_key_press_record_answers(page: Any, review: Review) -> No
     assert (answers[first].label, answers[second].label) == ("anomaly", "not_interesting")
     assert answers[third].label == "skip"
     assert int(page.get_attribute("#progress", "data-found")) >= 1
+
+
+def test_a_key_held_down_answers_once(page: Any, review: Review) -> None:
+    open_page(page, review)
+    before, first = reviewed(page), shown_object(page)
+    page.keyboard.down("n")
+    page.wait_for_selector(f'#progress[data-reviewed="{before + 1}"]')
+    page.wait_for_selector(f'#candidate-title:not([data-object-id="{first}"])')
+    page.keyboard.down("n")  # the key still down: the browser repeats it
+    page.wait_for_timeout(500)
+    page.keyboard.up("n")
+    assert reviewed(page) == before + 1
+    assert len(read_answers(review.labels)) == before + 1
+
+
+def test_the_keyboard_alone_answers_and_opens_a_ranked_object(page: Any, review: Review) -> None:
+    open_page(page, review)
+    before = reviewed(page)
+    page.focus("button[data-label=not_interesting]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'#progress[data-reviewed="{before + 1}"]')
+    # The focus stays on the button (a disabled button had dropped it to the page).
+    assert page.evaluate("document.activeElement.dataset.label") == "not_interesting"
+    page.keyboard.press("r")
+    page.wait_for_selector("#ranking tbody tr button.open")
+    assert page.evaluate("document.activeElement.id") == "ranking-title"
+    opener = page.locator("#ranking tbody tr button.open").nth(1)
+    object_id = int(opener.inner_text())
+    opener.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'#candidate-title[data-object-id="{object_id}"]')
+    # The plot has a name, and its bands are buttons that say whether they are shown.
+    assert f"object {object_id}" in page.get_attribute("#lightcurve > svg", "aria-label")
+    key = page.locator("#lightcurve .band-key").first
+    key.focus()
+    page.keyboard.press("Enter")
+    assert key.get_attribute("aria-pressed") == "false"
+    assert page.locator('#lightcurve > svg g[visibility="hidden"]').count() == 1
 
 
 def test_a_reload_shows_the_same_state(page: Any, review: Review, tmp_path: Path) -> None:

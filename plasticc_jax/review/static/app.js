@@ -4,8 +4,22 @@
 
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const SVG_NS = "http://www.w3.org/2000/svg";
-// LSST u, g, r, i, z, y: the colours of the project's figures (plasticc_jax/figures.py).
-const BAND_COLOURS = ["#6a3d9a", "#1f78b4", "#33a02c", "#ff7f00", "#e31a1c", "#8c510a"];
+// LSST u, g, r, i, z, y: the colours and markers of the project's figures
+// (plasticc_jax/figures.py): Okabe & Ito's colour-blind-safe palette, and a marker shape per band
+// so that no band is told by its colour alone.
+const BAND_COLOURS = ["#cc79a7", "#0072b2", "#009e73", "#e69f00", "#d55e00", "#000000"];
+const BAND_SHAPES = [ // SVG paths of size s about (0, 0): circle, square, triangles, diamond, plus
+  (s) => `M${-s},0a${s},${s} 0 1,0 ${2 * s},0a${s},${s} 0 1,0 ${-2 * s},0Z`,
+  (s) => `M${-0.9 * s},${-0.9 * s}h${1.8 * s}v${1.8 * s}h${-1.8 * s}Z`,
+  (s) => `M0,${-1.2 * s}L${1.15 * s},${0.8 * s}H${-1.15 * s}Z`,
+  (s) => `M0,${-1.3 * s}L${1.3 * s},0L0,${1.3 * s}L${-1.3 * s},0Z`,
+  (s) => `M0,${1.2 * s}L${1.15 * s},${-0.8 * s}H${-1.15 * s}Z`,
+  (s) => {
+    const w = 0.4 * s;
+    return `M${-w},${-s}h${2 * w}v${s - w}h${s - w}v${2 * w}h${w - s}v${s - w}h${-2 * w}` +
+      `v${w - s}h${w - s}v${-2 * w}h${s - w}Z`;
+  },
+];
 const LABEL_TEXT = { anomaly: "anomaly", not_interesting: "not interesting", skip: "skipped" };
 
 let state = null; // the last /api/state
@@ -27,6 +41,15 @@ function svgElement(tag, attributes = {}) {
   return node;
 }
 
+function bandMarker(b, x, y, size, attributes = {}) {
+  return svgElement("path", {
+    d: BAND_SHAPES[b % BAND_SHAPES.length](size),
+    transform: `translate(${x},${y})`,
+    fill: BAND_COLOURS[b % BAND_COLOURS.length],
+    ...attributes,
+  });
+}
+
 async function api(path, options = {}) {
   const headers = { "X-Review-Token": TOKEN, ...(options.headers || {}) };
   const response = await fetch(path, { ...options, headers, cache: "no-store" });
@@ -42,6 +65,17 @@ async function api(path, options = {}) {
     throw error;
   }
   return response.json();
+}
+
+// What went wrong, in the words of what the reviewer can do about it.
+function describe(error) {
+  if (error.status === undefined) {
+    return "cannot reach the review server (was it stopped?); every answer it acknowledged is saved";
+  }
+  if (error.status === 403) {
+    return "the review server does not know this page (was it restarted?): open the URL it printed";
+  }
+  return error.message;
 }
 
 function showMessage(text) {
@@ -104,8 +138,8 @@ function ticks(lo, hi, count) {
 }
 
 // One light curve: observed grid cells with error bars, and the reconstruction (mean +- sigma).
-function plotCurve(curve, { width = 760, height = 300, small = false } = {}) {
-  const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+function plotCurve(curve, { width = 760, height = 300, small = false, label = "light curve" } = {}) {
+  const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
   if (!curve) {
     const text = svgElement("text", { x: 12, y: height / 2, class: "tick none" });
     text.textContent = "no light curve: the object is not in the run's prepared dataset";
@@ -174,21 +208,37 @@ function plotCurve(curve, { width = 760, height = 300, small = false } = {}) {
       if (!band.observed[i]) return;
       const x = sx(curve.times[i]);
       group.append(svgElement("line", { x1: x, x2: x, y1: sy(f - band.flux_err[i]), y2: sy(f + band.flux_err[i]), stroke: colour, "stroke-width": 1 }));
-      group.append(svgElement("circle", { cx: x, cy: sy(f), r: small ? 2 : 3.5, fill: colour, stroke: "#fff", "stroke-width": small ? 0.5 : 1, class: "obs" }));
+      group.append(bandMarker(b, x, sy(f), small ? 2.2 : 4, { stroke: "#fff", "stroke-width": small ? 0.5 : 1, class: "obs" }));
     });
     svg.append(group);
-    if (!small) { // the legend: a click shows or hides the band
-      const key = svgElement("text", { x: width - margin.right - 6 - (curve.bands.length - b) * 22, y: margin.top + 10, fill: colour, "font-weight": 600, class: "key" });
-      key.textContent = band.name;
-      key.addEventListener("click", () => {
-        const hide = group.getAttribute("visibility") !== "hidden";
-        group.setAttribute("visibility", hide ? "hidden" : "visible");
-        key.setAttribute("fill-opacity", hide ? 0.3 : 1);
-      });
-      svg.append(key);
-    }
   });
   return svg;
+}
+
+// The main plot's legend: a button per band (its marker and name) that shows or hides it.
+function bandLegend(svg, curve) {
+  const legend = element("div", { class: "legend", role: "group", "aria-label": "passbands shown" });
+  curve.bands.forEach((band, b) => {
+    const key = element("button", { type: "button", class: "band-key", "aria-pressed": "true", title: `show or hide band ${band.name}` });
+    const icon = svgElement("svg", { viewBox: "-7 -7 14 14", width: 14, height: 14, "aria-hidden": "true" });
+    icon.append(bandMarker(b, 0, 0, 5));
+    key.append(icon, ` ${band.name}`);
+    key.addEventListener("click", () => {
+      const shown = key.getAttribute("aria-pressed") === "true";
+      key.setAttribute("aria-pressed", String(!shown));
+      svg.querySelector(`g[data-band="${band.name}"]`).setAttribute("visibility", shown ? "hidden" : "visible");
+    });
+    legend.append(key);
+  });
+  return legend;
+}
+
+function curveLabel(what, curve) {
+  if (!curve) return `${what}: no light curve`;
+  const cells = curve.bands.reduce((n, band) => n + band.observed.filter(Boolean).length, 0);
+  const bands = curve.bands.filter((band) => band.observed.some(Boolean)).map((band) => band.name);
+  return `${what}: ${cells} observed cells in bands ${bands.join(", ") || "none"}, ` +
+    "with the model's reconstruction";
 }
 
 // --- the candidate view ---------------------------------------------------------------------
@@ -230,7 +280,8 @@ async function showObject(objectId) {
   badge.className = `label-badge ${obj.label || ""}`;
   badge.textContent = obj.label ? `answered: ${LABEL_TEXT[obj.label]}` : "";
 
-  $("#lightcurve").replaceChildren(plotCurve(obj.curve));
+  const plot = plotCurve(obj.curve, { label: curveLabel(`Light curve of object ${obj.object_id}`, obj.curve) });
+  $("#lightcurve").replaceChildren(...(obj.curve ? [bandLegend(plot, obj.curve)] : []), plot);
   fillTable("#scores", [
     ["active score", format(obj.active_score)],
     ...Object.entries(obj.scores).map(([name, s]) => [name, `${format(s.value)} (${s.percentile}%)`]),
@@ -240,38 +291,49 @@ async function showObject(objectId) {
   grid.replaceChildren();
   for (const n of obj.neighbours) {
     const figure = element("figure", { class: "plot" });
-    figure.append(plotCurve(n.curve, { width: 300, height: 150, small: true }));
+    const what = `Light curve of ${n.class_name} object ${n.object_id}`;
+    figure.append(plotCurve(n.curve, { width: 300, height: 150, small: true, label: curveLabel(what, n.curve) }));
     figure.append(element("figcaption", {}, `${n.class_name} · object ${n.object_id} · distance ${format(n.distance)}`));
     grid.append(figure);
   }
 }
 
+// The buttons stay enabled while an answer is sent (`busy` ignores a second one): a disabled
+// button would drop the keyboard's focus.
+function setBusy(value) {
+  busy = value;
+  document.querySelectorAll(".answer").forEach((b) => { b.setAttribute("aria-disabled", String(value)); });
+}
+
 async function answer(label) {
   if (busy || !shown) return;
-  busy = true;
-  document.querySelectorAll(".answer").forEach((b) => { b.disabled = true; });
+  setBusy(true);
   try {
-    state = await api("/api/label", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      // The label this page showed: if another tab answered since, the server refuses (409).
-      body: JSON.stringify({ object_id: shown.object_id, label, previous: shown.label || null }),
-    });
+    try {
+      state = await api("/api/label", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        // The label this page showed: if another tab answered since, the server refuses (409).
+        body: JSON.stringify({ object_id: shown.object_id, label, previous: shown.label || null }),
+      });
+    } catch (error) {
+      showMessage(`The answer was not saved: ${describe(error)}`);
+      if (error.status === 409) {
+        // Show the object as it is now (its answer from the other tab): answer again to change it.
+        state = await api("/api/state");
+        showProgress();
+        await showObject(shown.object_id);
+      }
+      return;
+    }
     showProgress();
     showMessage("");
     await showObject(state.next);
     if (!$("#ranking-view").hidden) await loadRanking();
   } catch (error) {
-    showMessage(`The answer was not saved: ${error.message}`);
-    if (error.status === 409) {
-      // Show the object as it is now (its answer from the other tab): answer again to change it.
-      state = await api("/api/state");
-      showProgress();
-      await showObject(shown.object_id);
-    }
+    showMessage(`The answer was saved, but the page could not load what comes next: ${describe(error)}`);
   } finally {
-    busy = false;
-    document.querySelectorAll(".answer").forEach((b) => { b.disabled = false; });
+    setBusy(false);
   }
 }
 
@@ -299,16 +361,18 @@ async function loadRanking() {
     const share = row.class_prob === null ? "" : ` (${Math.round(100 * row.class_prob)}%)`;
     tr.append(
       element("td", {}, String(row.position)),
-      element("td", {}, String(row.object_id)),
+      element("td", {}),
       element("td", {}, format(row.active_score)),
       element("td", {}, format(row.anomaly_score)),
       element("td", {}, row.class_guess + share),
       element("td", {}, format(row.galactic)),
       element("td", { class: row.label || "" }, row.label ? LABEL_TEXT[row.label] : ""),
     );
+    // The object's cell is a button, so that a keyboard opens it too (its click reaches the row).
+    tr.children[1].append(element("button", { type: "button", class: "open" }, String(row.object_id)));
     tr.addEventListener("click", () => {
       switchView("review");
-      showObject(row.object_id).catch((e) => showMessage(e.message));
+      showObject(row.object_id).catch((e) => showMessage(describe(e)));
     });
     body.append(tr);
   }
@@ -320,9 +384,14 @@ function switchView(name) {
   const review = name === "review";
   $("#review-view").hidden = !review;
   $("#ranking-view").hidden = review;
-  $("#tab-review").classList.toggle("active", review);
-  $("#tab-ranking").classList.toggle("active", !review);
-  if (!review) loadRanking().catch((e) => showMessage(e.message));
+  for (const [tab, active] of [["#tab-review", review], ["#tab-ranking", !review]]) {
+    $(tab).classList.toggle("active", active);
+    $(tab).setAttribute("aria-pressed", String(active));
+  }
+  // The keyboard's focus (and the screen) to the top of the view shown.
+  window.scrollTo(0, 0);
+  $(review ? "#candidate-title" : "#ranking-title").focus({ preventScroll: true });
+  if (!review) loadRanking().catch((e) => showMessage(describe(e)));
 }
 
 // --- start ----------------------------------------------------------------------------------
@@ -333,16 +402,19 @@ async function start() {
   });
   $("#tab-review").addEventListener("click", () => switchView("review"));
   $("#tab-ranking").addEventListener("click", () => switchView("ranking"));
-  $("#filters").addEventListener("change", () => loadRanking().catch((e) => showMessage(e.message)));
+  $("#filters").addEventListener("change", () => loadRanking().catch((e) => showMessage(describe(e))));
   $("#export").href = `/api/labels.csv?token=${encodeURIComponent(TOKEN)}`;
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    // A key held down repeats: it must not answer candidates the expert has not seen.
+    if (event.repeat) return;
     if (event.target.closest("input, select, textarea")) return;
-    const label = { a: "anomaly", n: "not_interesting", s: "skip" }[event.key];
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key; // Shift, Caps Lock
+    const label = { a: "anomaly", n: "not_interesting", s: "skip" }[key];
     if (label && !$("#review-view").hidden) {
       event.preventDefault();
       answer(label);
-    } else if (event.key === "r") {
+    } else if (key === "r") {
       switchView($("#review-view").hidden ? "review" : "ranking");
     }
   });
@@ -354,7 +426,7 @@ async function start() {
     await showObject(state.next);
     document.body.dataset.ready = "1";
   } catch (error) {
-    showMessage(`Cannot load the review: ${error.message}`);
+    showMessage(`Cannot load the review: ${describe(error)}`);
   }
 }
 

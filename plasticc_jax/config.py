@@ -85,7 +85,7 @@ class DataConfig:
     test_fraction: float = 0.2
     # Seed of the split (each class its own permutation of its sorted object ids).
     seed: int = 0
-    # Time grid relative to each object's reference time t0 (its brightest detection): bins per
+    # Time grid relative to each object's reference time t0 (its highest-S/N detection): bins per
     # passband, and days before and after t0 (see `gridding`).
     n_time_bins: int = 64  # at most MAX_TIME_BINS
     window_before: float = 64.0

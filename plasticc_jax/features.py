@@ -4,7 +4,7 @@ Two sets, both computed from each object's raw observations (rows grouped by obj
 time within it), never from the grid:
 
 - `PHYSICS_NAMES` (`physics_features`): this project's own, pure NumPy and vectorised over the
-  chunk (no per-object Python loop), anchored on the brightest detection (the grid's reference
+  chunk (no per-object Python loop), anchored on the highest-S/N detection (the grid's reference
   time t0 by default; with `data.time_anchor = "first_detection"` the grid moves and these stay
   on the peak: peak luminosity, colours at the peak and rise and decline times are defined
   relative to the maximum, and the anchor comparison of docs/early.md changes the grid alone);
@@ -25,11 +25,14 @@ Why the physics features (the failure modes of a detector that knows only the gr
   below 1 FLUXCAL counts as 1 (`log10_peak_flux` 0): the magnitude is then a faint limit, "no
   brighter than this", which is what such a light curve tells (in the PLAsTiCC training set 87
   of the 5,523 extragalactic objects, all AGN, whose difference flux near the peak is that small).
-- **Timescales.** Days from the first detection to t0 and from t0 to the last detection, and the
-  time spent above half the peak flux in the peak's passband: kilonovae fade in days, supernovae in
-  weeks, superluminous supernovae in months; variables are detected in every season.
+- **Timescales.** Days from the first detection to t0 and from t0 to the last detection, and
+  from t0 to the earliest and latest sampled point of t0's band above half its maximum:
+  kilonovae fade in days, supernovae in weeks, superluminous supernovae in months; variables are
+  detected in every season.
 - **Colour** near the peak and 15-40 days later, as normalised flux differences of adjacent bands
-  ((f_a - f_b) / (|f_a| + |f_b|), bounded in [-1, 1] and defined for negative fluxes).
+  ((f_a - f_b) / (|f_a| + |f_b|), bounded in [-1, 1] and defined for negative fluxes; positive for
+  the bluer object, the opposite sign of a colour in magnitudes). Observer-frame, as every
+  feature here: no K-correction, no Milky Way extinction removed (docs/data.md).
 - **Decline**: flux in epochs before and after t0 relative to each band's flux at the peak.
 - **Variability**: chi-square of a constant, the fractions of points above +3 sigma and below
   -3 sigma (eclipses and fading variables go negative in difference imaging), seasons with a
@@ -122,7 +125,7 @@ def physics_features(
         o: (n,) object index 0..m-1 of each row; rows grouped by object, sorted by mjd within it.
         mjd (days), passband (0-5), flux, flux_err (FLUXCAL), detected (bool): (n,) each.
         starts: (m,) first row of each object.
-        peak_row: (m,) row of each object's brightest detection (`gridding.reference_rows`),
+        peak_row: (m,) row of each object's highest-S/N detection (`gridding.reference_rows`),
             whatever the grid's anchor.
         distmod: (m,) distance modulus (NaN for galactic objects or where unknown).
 
@@ -165,7 +168,7 @@ def physics_features(
     last = _extreme(starts, detected_mjd, np.maximum)
     columns += [t0 - first, last - t0, last - first]
 
-    # Time above half the peak in the passband of the brightest detection.
+    # Span of the points above half the band maximum, in the passband of t0 (sampled; docs/data.md).
     in_band = passband == passband[peak_row][o]
     band_max = _extreme(starts, np.where(in_band, flux, np.nan), np.maximum)
     above = in_band & (flux >= 0.5 * band_max[o]) & (np.abs(dt) < 300.0)

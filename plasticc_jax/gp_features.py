@@ -21,7 +21,7 @@ The process, per object:
 - the time length scale: the best of `LENGTH_SCALES` by marginal likelihood;
 - its mean predicted in the six passbands on a one-day grid over the window, from which
   `read_features` reads the features: the time scale, the model's peak (its offset from the
-  brightest detection, the share of each band), the blue and red shares 10 days before and 20 and
+  highest-S/N detection, the share of each band), the blue and red shares 10 days before and 20 and
   50 days after it, each band's flux 15 days after it over its flux at it, the rise and fall times
   to 50% and 20% of the peak (observer frame and divided by 1 + photo-z), the widths of the
   positive and negative parts, the number of peaks, and the residual chi-square per point.
@@ -213,7 +213,7 @@ def gp_features(
     Args:
         mjd (days), passband (0-5), flux, flux_err (FLUXCAL): (n,) rows grouped by object and
             sorted by time within it.
-        starts: (m,) first row of each object; peak_rows: (m,) its brightest detection (t0).
+        starts: (m,) first row of each object; peak_rows: (m,) its highest-S/N detection (t0).
         redshift: (m,) host photo-z (0 for galactic objects; NaN: the rest-frame times NaN).
         window: days before and after t0 whose points are fitted and predicted.
         lengths, step: the time scales tried and the prediction grid's step in days (`FITS`,
@@ -348,7 +348,7 @@ def read_features(
     days: np.ndarray, mean: np.ndarray, length: np.ndarray, chi2: np.ndarray, redshift: np.ndarray
 ) -> np.ndarray:
     """`GP_NAMES` of m objects from their smooth models `mean` (m, len(days), 6) on a regular
-    time grid (days from the brightest detection), their time scales `length` and residuals
+    time grid (days from the highest-S/N detection), their time scales `length` and residuals
     `chi2` per point (m,); rows without a positive peak are NaN."""
     m, g = mean.shape[:2]
     step = days[1] - days[0]

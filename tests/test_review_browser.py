@@ -240,6 +240,12 @@ def test_the_ranking_lists_filters_and_opens_candidates(page: Any, review: Revie
     row.click()
     page.wait_for_selector(f'#candidate-title[data-object-id="{object_id}"]')
     assert page.is_visible("#review-view") and not page.is_visible("#ranking-view")
+    # Any candidate opens by its id, listed or not.
+    last = int(review.pool.table["object_id"].iloc[-1])
+    page.click("#tab-ranking")
+    page.fill("input[name=object]", str(last))
+    page.press("input[name=object]", "Enter")
+    page.wait_for_selector(f'#candidate-title[data-object-id="{last}"]')
 
 
 def test_a_restarted_server_resumes_the_session(page: Any, review: Review) -> None:

@@ -403,6 +403,14 @@ async function start() {
   $("#tab-review").addEventListener("click", () => switchView("review"));
   $("#tab-ranking").addEventListener("click", () => switchView("ranking"));
   $("#filters").addEventListener("change", () => loadRanking().catch((e) => showMessage(describe(e))));
+  // Any candidate by its id (the ranking lists the first 200 that pass the filters).
+  $("#filters input[name=object]").addEventListener("keydown", (event) => {
+    const id = event.target.value.trim();
+    if (event.key !== "Enter" || !id) return;
+    event.preventDefault();
+    switchView("review");
+    showObject(id).catch((e) => showMessage(describe(e)));
+  });
   $("#export").href = `/api/labels.csv?token=${encodeURIComponent(TOKEN)}`;
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;

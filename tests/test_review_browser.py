@@ -210,6 +210,23 @@ def test_the_keyboard_alone_answers_and_opens_a_ranked_object(page: Any, review:
     assert page.locator('#lightcurve > svg g[visibility="hidden"]').count() == 1
 
 
+def test_a_page_whose_server_went_away_says_what_to_do(page: Any, review: Review) -> None:
+    open_page(page, review)
+    before = reviewed(page)
+    page.route("**/api/label", lambda route: route.abort())  # as a stopped server
+    page.click("button[data-label=anomaly]")
+    page.wait_for_selector("#message:has-text('cannot reach the review server')")
+    page.unroute("**/api/label")
+    # A restarted server has a new token: a page of the old one is told to open the new URL.
+    refused = {"status": 403, "content_type": "application/json"}
+    page.route("**/api/label", lambda route: route.fulfill(**refused, body='{"error": "token"}'))
+    page.click("button[data-label=anomaly]")
+    page.wait_for_selector("#message:has-text('was it restarted?')")
+    assert "open the URL it printed" in page.inner_text("#message")
+    page.unroute("**/api/label")
+    assert review.state()["progress"]["reviewed"] == before  # nothing was recorded
+
+
 def test_a_reload_shows_the_same_state(page: Any, review: Review, tmp_path: Path) -> None:
     open_page(page, review)
     before = (shown_object(page), page.inner_text("#progress"))

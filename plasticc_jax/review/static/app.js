@@ -52,7 +52,14 @@ function bandMarker(b, x, y, size, attributes = {}) {
 
 async function api(path, options = {}) {
   const headers = { "X-Review-Token": TOKEN, ...(options.headers || {}) };
-  const response = await fetch(path, { ...options, headers, cache: "no-store" });
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers, cache: "no-store" });
+  } catch (_) { // no answer at all (fetch's TypeError): told apart from the page's own errors
+    const error = new Error("no answer from the review server");
+    error.unreachable = true;
+    throw error;
+  }
   if (!response.ok) {
     let message = response.statusText;
     try {
@@ -69,7 +76,7 @@ async function api(path, options = {}) {
 
 // What went wrong, in the words of what the reviewer can do about it.
 function describe(error) {
-  if (error.status === undefined) {
+  if (error.unreachable) {
     return "cannot reach the review server (was it stopped?); every answer it acknowledged is saved";
   }
   if (error.status === 403) {

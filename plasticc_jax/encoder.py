@@ -33,7 +33,7 @@ from plasticc_jax import losses, plasticc, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import FeatureStats, read_stats
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import TRAIN_FIRST, UserError
 from plasticc_jax.models import LightCurveEncoder, Vae
 from plasticc_jax.streaming import ArraysLike
 
@@ -140,11 +140,11 @@ def _restore_best(
     record (`runs.check_checkpoint_meta`), and that epoch."""
     directory = run_dir / "checkpoints"
     if not directory.exists():
-        raise UserError(f"{run_dir} holds no checkpoints/: run `make train` first")
+        raise UserError(f"{run_dir} holds no checkpoints/: {TRAIN_FIRST}")
     with CheckpointStore(directory, read_only=True) as store:
         epoch = store.best_epoch()
         if epoch is None:
-            raise UserError(f"{directory} holds no finished checkpoint: run `make train` first")
+            raise UserError(f"{directory} holds no finished checkpoint: {TRAIN_FIRST}")
         restored = store.restore(epoch, {**templates, "meta": None})
     meta = restored.pop("meta")
     runs.check_checkpoint_meta(run_dir, run.config, run.stats, meta, restored, epoch)

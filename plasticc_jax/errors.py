@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# What a run without a trained network needs, in a container or not (`make train` runs it).
+TRAIN_FIRST = "train it first (`plasticc-jax train`, or `make train`)"
+
 
 class UserError(Exception):
     """A problem the user can fix (bad input, missing file, bad option).

@@ -58,7 +58,7 @@ from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
 from plasticc_jax.detector import Detector
 from plasticc_jax.encoder import TrainedVae, load_vae
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import TRAIN_FIRST, UserError
 from plasticc_jax.features import LC_NAMES
 from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.io_utils import (
@@ -366,7 +366,7 @@ def _training(run_dir: Path, config: Config) -> dict[str, Any]:
     """
     progress = runs.training_progress(run_dir)
     if progress is None:
-        raise UserError(f"{run_dir} holds no finished checkpoint: run `make train` first")
+        raise UserError(f"{run_dir} holds no finished checkpoint: {TRAIN_FIRST}")
     finished = progress.done(config.train)
     if not finished:
         log.warning(

@@ -45,7 +45,7 @@ from plasticc_jax import plasticc, readers
 from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import TRAIN_FIRST, UserError
 from plasticc_jax.gridding import FEATURE_NAMES, model_features
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def run_fingerprint(run_dir: Path) -> str:
     if not (run_dir / "config.json").is_file():
         runs.read_config(run_dir)  # raises the error that says what to do
     if not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"{run_dir} holds no checkpoints/: run `make train` first")
+        raise UserError(f"{run_dir} holds no checkpoints/: {TRAIN_FIRST}")
     if not (run_dir / "models" / PARAMS_FILE).is_file():
         raise UserError(
             f"no anomaly detector in {run_dir / 'models'}: run `plasticc-jax evaluate` for this "

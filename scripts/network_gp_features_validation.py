@@ -1,0 +1,53 @@
+"""The network given the Gaussian-process features too, against the shipped network, on the
+leave-one-known-class-out validation (research, #10)
+
+    python scripts/network_gp_features_validation.py RUN_SHIPPED RUN_CANDIDATE
+
+Each RUN has `make validate` done with the default preset on the same prepared dataset, the
+second with the research change (a branch, not merged unless it passes): the network's feature
+statistics, and so its input, cover all 173 features (`gridding.FEATURE_NAMES`) instead of the
+first 141 (`gridding.MODEL_FEATURE_NAMES`). Only the `gp_classifier` reads the 32
+Gaussian-process features today, and it carries most of the fusion; the VAE's classification
+head learns the known classes from the network's input, so with the features that separate the
+supernova subtypes best (the validation's weakest folds) its latent space, where
+`latent_mahalanobis` and `latent_knn` measure, could separate them better too. The feature
+components read the network's statistics, so they move to all 173 features as well (measured
+alone before: +0.0003 ± 0.0012, docs/evaluation.md). The ten fold networks are retrained.
+
+Adoption rule, written and committed before the candidate's validation (the rule of every
+candidate since the first detector settings, docs/evaluation.md): the candidate's best fusion
+found must beat the shipped network's shipped fusion by more than twice the standard error of
+the paired per-fold differences; then the change is merged with the fusion found, the protocols
+validated again and the test split evaluated once. Otherwise the branch is not merged and the
+result is documented.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gp_fit_validation import compare, report_paired
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_shipped", type=Path)
+    parser.add_argument("run_candidate", type=Path)
+    args = parser.parse_args()
+    shipped, best = compare({"shipped": args.run_shipped, "network reads all": args.run_candidate})
+    report_paired(
+        "network reads all - shipped, shipped fusion",
+        shipped["shipped"],
+        shipped["network reads all"],
+    )
+    mean, se = report_paired(
+        "network reads all's best found - shipped's shipped fusion",
+        shipped["shipped"],
+        best["network reads all"],
+    )
+    print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
+
+
+if __name__ == "__main__":
+    main()

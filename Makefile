@@ -20,7 +20,7 @@ ARGS ?=
 CONSTRAINTS ?= constraints.txt
 
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
+INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml $(wildcard $(CONSTRAINTS)) | cksum | cut -d' ' -f1)
 CLI := $(BIN)/plasticc-jax
 STAGE_ARGS = --config $(CONFIG) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
@@ -173,8 +173,10 @@ docker-doctor:
 # and every platform (`uv pip compile --universal`). After a change to the dependencies in
 # pyproject.toml: `make lock` (keeps every pin that still fits); `make lock UPGRADE=1` moves to the
 # newest releases (then `make test test-slow`, and the docs' figures measured again).
-lock: $(INSTALLED)
-	$(BIN)/python -m pip install -q 'uv>=0.5'
+# Only uv is needed (a venv of the old pins might not install beside a raised lower bound).
+UV_VENV = test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install -q 'uv>=0.5'
+lock:
+	$(UV_VENV)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --quiet \
 	  --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file constraints.txt
 
@@ -186,8 +188,8 @@ LOCK_PYTHON := 3.13
 LOCK = $(BIN)/uv pip compile pyproject.toml --quiet --python-version $(LOCK_PYTHON) \
 	--python-platform x86_64-manylinux_2_28 --only-binary :all: \
 	--custom-compile-command "make docker-lock" $(if $(UPGRADE),--upgrade)
-docker-lock: $(INSTALLED)
-	$(BIN)/python -m pip install -q 'uv>=0.5'
+docker-lock:
+	$(UV_VENV)
 	$(LOCK) --output-file docker/requirements-cpu.txt
 	$(LOCK) --extra cuda --output-file docker/requirements-cuda.txt
 

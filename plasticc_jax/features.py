@@ -6,8 +6,9 @@ time within it), never from the grid:
 - `PHYSICS_NAMES` (`physics_features`): this project's own, pure NumPy and vectorised over the
   chunk (no per-object Python loop), anchored on the highest-S/N detection (the grid's reference
   time t0 by default; with `data.time_anchor = "first_detection"` the grid moves and these stay
-  on the peak: peak luminosity, colours at the peak and rise and decline times are defined
-  relative to the maximum, and the anchor comparison of docs/early.md changes the grid alone);
+  on t0: peak luminosity, colours at the peak and rise and decline times are defined relative
+  to it, the stand-in for the maximum, and the anchor comparison of docs/early.md changes the
+  grid alone);
 - `LC_NAMES` (`lc_package_features`): the per-passband variability statistics of the
   `light-curve` package (Malanchev et al. 2021; the extractor of the SNAD anomaly-detection team),
   which separate periodic and stochastic variables (eclipsing binaries, RR Lyrae, AGN).

@@ -214,9 +214,14 @@ def score_table(
 
 def ranks(scores: np.ndarray) -> np.ndarray:
     """(n,) int64: 1 for the highest score; equal scores keep their order."""
-    rank = np.empty(len(scores), np.int64)
-    rank[np.argsort(-np.asarray(scores), kind="stable")] = np.arange(1, len(scores) + 1)
-    return rank
+    return places(np.argsort(-np.asarray(scores), kind="stable"))
+
+
+def places(order: np.ndarray) -> np.ndarray:
+    """(n,) int64: each row's place (1 = first) in `order`, a permutation of the rows."""
+    place = np.empty(len(order), np.int64)
+    place[order] = np.arange(1, len(order) + 1)
+    return place
 
 
 def insert_days_since_detection(table: pd.DataFrame, arrays: LightCurveArrays) -> None:

@@ -139,7 +139,9 @@ def loop_curve(
     rank: Callable[[list[int]], np.ndarray], y: np.ndarray, timings: list[float]
 ) -> np.ndarray:
     """`simulate.active_curve` with any ranker: show the top-ranked unanswered object, answer
-    it with the truth, re-rank; anomalies found after each of the first TARGET_SHOWN."""
+    it with the truth, re-rank; anomalies found after each of the first TARGET_SHOWN. Equal
+    scores go by row order, as the shipped loop's did when this probe ran (it now breaks them
+    by the static score, `ActiveRanker.order`)."""
     shown: list[int] = []
     for _ in range(min(TARGET_SHOWN, len(y))):
         start = time.perf_counter()

@@ -48,14 +48,15 @@ def warm_start_curve(
     """`simulate.active_curve` with the static ranking until the first anomaly is answered."""
     ranker = active.ActiveRanker(features, static, active.POLICY)
     shown: list[int] = []
+    answered = np.zeros(len(features), bool)
     for _ in range(min(n_shown, len(features))):
         scores = (
             ranker.scores(features[shown], is_anomaly[shown])
             if is_anomaly[shown].any()
             else static.copy()
         )
-        scores[shown] = -np.inf
-        shown.append(int(np.argmax(scores)))
+        shown.append(int(ranker.order(scores, answered)[0]))  # ties as the shipped loop's
+        answered[shown[-1]] = True
     return np.cumsum(is_anomaly[shown])
 
 

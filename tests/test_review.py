@@ -944,6 +944,31 @@ def test_review_labels_rank_a_new_score_table(tiny_run, tmp_path: Path, suffix: 
         rerank_scored(tiny_run.run_dir, path, empty)
 
 
+def test_the_page_and_the_new_tables_rank_the_forest_s_ties_by_the_detector(
+    tiny_run, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plasticc_jax.review.rescore import rerank_scored
+
+    # A forest that tells no object apart: the detector's ranking decides, answered ones last.
+    no_forest = lambda self, *answers: np.zeros(len(self.features))  # noqa: E731
+    monkeypatch.setattr(active.ActiveRanker, "scores", no_forest)
+    session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
+    by_detector = pool.table["object_id"].to_numpy()[np.argsort(-pool.static, kind="stable")]
+    first = session.state()["next"]
+    assert first == by_detector[0]
+    session.answer(first, "not_interesting")
+    assert session.state()["next"] == by_detector[1]
+    new = tiny_run.table[tiny_run.table["split"] == "test"].assign(split="new")
+    new.to_parquet(path := tmp_path / "scored.parquet", index=False)
+    answered = int(new["object_id"].iat[int(np.argmax(new["anomaly_score"]))])
+    LabelStore(answers := tmp_path / "new.jsonl").append(Answer.now(answered, "anomaly"))
+    rerank_scored(tiny_run.run_dir, path, answers)
+    ranked = pd.read_parquet(path).sort_values("review_rank")
+    assert ranked["object_id"].iat[-1] == answered  # answered: after the others
+    rest = ranked[ranked["object_id"] != answered]["anomaly_score"].to_numpy()
+    assert (np.diff(rest) <= 0).all()
+
+
 # pandas mixed the column's types only past its first internal chunk: 300,000 rows (60,000 did not).
 @pytest.mark.parametrize(("name", "n"), [("scored.csv", 300_000), ("SCORED.CSV.GZ", 2_000)])
 def test_the_review_columns_leave_a_csv_tables_text_alone(

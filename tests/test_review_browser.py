@@ -182,7 +182,18 @@ def test_a_key_held_down_answers_once(page: Any, review: Review) -> None:
     page.wait_for_timeout(500)
     page.keyboard.up("n")
     assert reviewed(page) == before + 1
-    assert len(read_answers(review.labels)) == before + 1
+    # Enter held on the focused button that answered: it is not clicked again.
+    second = shown_object(page)
+    page.focus("button[data-label=not_interesting]")
+    page.keyboard.down("Enter")
+    page.wait_for_selector(f'#progress[data-reviewed="{before + 2}"]')
+    page.wait_for_selector(f'#candidate-title:not([data-object-id="{second}"])')
+    page.keyboard.down("Enter")
+    page.keyboard.down("Enter")
+    page.wait_for_timeout(500)
+    page.keyboard.up("Enter")
+    assert reviewed(page) == before + 2
+    assert len(read_answers(review.labels)) == before + 2
 
 
 def test_the_keyboard_alone_answers_and_opens_a_ranked_object(page: Any, review: Review) -> None:
@@ -257,9 +268,13 @@ def test_the_ranking_lists_filters_and_opens_candidates(page: Any, review: Revie
     row.click()
     page.wait_for_selector(f'#candidate-title[data-object-id="{object_id}"]')
     assert page.is_visible("#review-view") and not page.is_visible("#ranking-view")
-    # Any candidate opens by its id, listed or not.
+    # Any candidate opens by its id, listed or not; an id that is none stays in the ranking.
     last = int(review.pool.table["object_id"].iloc[-1])
     page.click("#tab-ranking")
+    page.fill("input[name=object]", "999999999")
+    page.press("input[name=object]", "Enter")
+    page.wait_for_selector("#message:has-text('999999999')")
+    assert page.is_visible("#ranking-view") and not page.is_visible("#review-view")
     page.fill("input[name=object]", str(last))
     page.press("input[name=object]", "Enter")
     page.wait_for_selector(f'#candidate-title[data-object-id="{last}"]')

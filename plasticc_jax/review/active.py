@@ -251,8 +251,10 @@ class ActiveRanker:
             scores: (n,) `scores`'s output; answered: (n,) bool, the rows already answered.
         """
         static = np.zeros(len(scores)) if self.static is None else self.static
-        done = np.zeros(len(scores), bool) if answered is None else answered
-        return np.lexsort((-static, -scores, done))
+        done = np.zeros(len(scores), bool) if answered is None else np.asarray(answered, bool)
+        if not len(scores) == len(static) == len(done):
+            raise ValueError("scores, the static score and `answered` need one value a row")
+        return np.lexsort((-static, -np.asarray(scores, np.float64), done))
 
 
 def rank_fraction(values: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ The active model (`active.ActiveRanker`) is grown on the new table's objects and
 answers of a labels file; the labelled objects' features are looked up by object id in the new
 table and in the run's own `scores.parquet` (answers about objects in neither are ignored, with a
 warning). Two columns are added to the table in place: `review_score` (higher = more anomalous by
-the expert's standards) and `review_rank` (1 = the first to show the expert). The table is
+the expert's standards) and `review_rank` (1 = the first to show the expert: the objects answered
+already last, equal scores by the detector's `anomaly_score`). The table is
 rewritten batch by batch (Parquet) or whole (CSV).
 """
 
@@ -26,7 +27,7 @@ from plasticc_jax.io_utils import atomic_path, folder_lock
 from plasticc_jax.review import active
 from plasticc_jax.review.labels import latest, read_answers
 from plasticc_jax.review.pool import check_checkpoint, read_table
-from plasticc_jax.scoring import table_checkpoint
+from plasticc_jax.scoring import places, table_checkpoint
 
 log = logging.getLogger(__name__)
 # The score table's columns of text (`scoring.score_table`), whatever their values look like.
@@ -109,9 +110,9 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     )
     ranker = active.ActiveRanker(active.feature_matrix(table, names), static)
     score = ranker.scores(np.concatenate(features), np.concatenate(labels))
-    rank = np.empty(len(score), np.int64)
-    rank[ranker.order(score)] = np.arange(1, len(score) + 1)
-    _add_columns(table_path, score, rank)
+    # As the page ranks them: the objects answered already after the others.
+    answered = np.isin(table["object_id"].to_numpy(np.int64), ids)
+    _add_columns(table_path, score, places(ranker.order(score, answered)))
     log.info(
         "ranked %d objects of %s with %d answers (%d anomalies); wrote %s and %s",
         len(score),

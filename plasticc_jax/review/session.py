@@ -23,6 +23,7 @@ from plasticc_jax.review import active
 from plasticc_jax.review.labels import ANOMALY, LABELS, NOT_INTERESTING, SKIP, Answer, LabelStore
 from plasticc_jax.review.labels import latest as latest_answers
 from plasticc_jax.review.pool import N_NEIGHBOURS, Pool
+from plasticc_jax.scoring import places
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ class ReviewSession:
         answered = np.zeros(len(self.pool), bool)
         answered[[self.pool.row[i] for i in self._answers]] = True
         order = self.ranker.order(scores, answered)
-        position = np.empty(len(self.pool), np.int64)
-        position[order] = np.arange(1, len(self.pool) + 1)
+        position = places(order)
         self.active, self.answered, self.order, self.position = scores, answered, order, position
         self.rerank_seconds.append(time.perf_counter() - start)
 

@@ -25,6 +25,8 @@ const LABEL_TEXT = { anomaly: "anomaly", not_interesting: "not interesting", ski
 let state = null; // the last /api/state
 let shown = null; // the object on screen (/api/object)
 let busy = false;
+let objectRequests = 0; // the object shown is the one asked for last
+let navigations = 0; // objects opened by the reviewer: an answer then does not move on
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -263,6 +265,7 @@ function fillTable(selector, rows) {
 async function showObject(objectId) {
   const title = $("#candidate-title");
   if (objectId === null || objectId === undefined) {
+    ++objectRequests;
     shown = null;
     title.textContent = "Every candidate has been answered";
     title.dataset.objectId = "";
@@ -274,7 +277,9 @@ async function showObject(objectId) {
     fillTable("#context", []);
     return;
   }
+  const request = ++objectRequests;
   const obj = await api(`/api/object?id=${encodeURIComponent(objectId)}`);
+  if (request !== objectRequests) return;
   shown = obj;
   title.textContent = `Object ${obj.object_id} · place ${obj.position} of ${state.progress.pool}`;
   title.dataset.objectId = obj.object_id;
@@ -315,6 +320,8 @@ function setBusy(value) {
 async function answer(label) {
   if (busy || !shown) return;
   setBusy(true);
+  const navigation = navigations;
+  let saved = false;
   try {
     try {
       state = await api("/api/label", {
@@ -323,6 +330,7 @@ async function answer(label) {
         // The label this page showed: if another tab answered since, the server refuses (409).
         body: JSON.stringify({ object_id: shown.object_id, label, previous: shown.label || null }),
       });
+      saved = true;
     } catch (error) {
       showMessage(`The answer was not saved: ${describe(error)}`);
       if (error.status === 409) {
@@ -335,13 +343,23 @@ async function answer(label) {
     }
     showProgress();
     showMessage("");
-    await showObject(state.next);
+    // The next candidate, unless the reviewer opened another object meanwhile.
+    if (navigation === navigations) await showObject(state.next);
     if (!$("#ranking-view").hidden) await loadRanking();
   } catch (error) {
-    showMessage(`The answer was saved, but the page could not load what comes next: ${describe(error)}`);
+    showMessage(saved
+      ? `The answer was saved, but the page could not load what comes next: ${describe(error)}`
+      : `The answer was not saved, and the page could not show the object as it is now: ${describe(error)}`);
   } finally {
     setBusy(false);
   }
+}
+
+// An object the reviewer asked for (from the ranking, or by its id): the view switches once it
+// is loaded, so that an object that cannot be shown leaves the ranking and its message.
+function openObject(objectId) {
+  ++navigations;
+  showObject(objectId).then(() => switchView("review")).catch((e) => showMessage(describe(e)));
 }
 
 // --- the ranking view -----------------------------------------------------------------------
@@ -377,10 +395,7 @@ async function loadRanking() {
     );
     // The object's cell is a button, so that a keyboard opens it too (its click reaches the row).
     tr.children[1].append(element("button", { type: "button", class: "open" }, String(row.object_id)));
-    tr.addEventListener("click", () => {
-      switchView("review");
-      showObject(row.object_id).catch((e) => showMessage(describe(e)));
-    });
+    tr.addEventListener("click", () => openObject(row.object_id));
     body.append(tr);
   }
   body.dataset.rows = rows.length;
@@ -409,21 +424,27 @@ async function start() {
   });
   $("#tab-review").addEventListener("click", () => switchView("review"));
   $("#tab-ranking").addEventListener("click", () => switchView("ranking"));
-  $("#filters").addEventListener("change", () => loadRanking().catch((e) => showMessage(describe(e))));
+  $("#filters").addEventListener("change", (event) => {
+    if (event.target.name === "object") return; // opens an object (Enter), filters nothing
+    loadRanking().catch((e) => showMessage(describe(e)));
+  });
   // Any candidate by its id (the ranking lists the first 200 that pass the filters).
   $("#filters input[name=object]").addEventListener("keydown", (event) => {
     const id = event.target.value.trim();
     if (event.key !== "Enter" || !id) return;
     event.preventDefault();
-    switchView("review");
-    showObject(id).catch((e) => showMessage(describe(e)));
+    openObject(id);
   });
   $("#export").href = `/api/labels.csv?token=${encodeURIComponent(TOKEN)}`;
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    // A key held down repeats: it must not answer candidates the expert has not seen.
-    if (event.repeat) return;
     if (event.target.closest("input, select, textarea")) return;
+    // A key held down repeats: it must not answer candidates the expert has not seen (nor
+    // click the focused button again, as a held Enter does).
+    if (event.repeat) {
+      event.preventDefault();
+      return;
+    }
     const key = event.key.length === 1 ? event.key.toLowerCase() : event.key; // Shift, Caps Lock
     const label = { a: "anomaly", n: "not_interesting", s: "skip" }[key];
     if (label && !$("#review-view").hidden) {

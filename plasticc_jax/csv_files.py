@@ -291,13 +291,19 @@ def _locate_bad_value(
                     elif value.strip().lower() in ("true", "false"):
                         what = "is in a case that is not read: write it in lower case"
                     return f"column {name!r}, line {line}: {value!r} {what} {FLAG_VALUES}"
+                if canonical == "passband":
+                    return (
+                        f"column {name!r}, line {line}: {value!r} is not a passband number: "
+                        "write 0-5 for u, g, r, i, z, y"
+                    )
                 return f"column {name!r}, line {line}: {value!r} is not a valid {kind}"
         rows_before += batch.num_rows
     return None
 
 
-def _locate_short_row(path: Path) -> int | None:
-    """The line number of the first row whose field count differs from the header's."""
+def _locate_short_row(path: Path) -> tuple[int, list[str]] | None:
+    """The line number and fields of the first row whose field count differs from the
+    header's."""
     with (
         gzip.open(path, "rt", errors="replace")
         if is_gzip(path)
@@ -307,7 +313,7 @@ def _locate_short_row(path: Path) -> int | None:
         width = len(next(rows, []))
         for row in rows:
             if row and len(row) != width:  # a blank line is no row (pyarrow skips it)
-                return rows.line_num
+                return rows.line_num, row
     return None
 
 
@@ -347,10 +353,14 @@ def arrow_error(
             )
     if isinstance(error, pa.ArrowInvalid) and "Expected" in text and "columns, got" in text:
         try:
-            line = _locate_short_row(path)
+            short = _locate_short_row(path)
         except (OSError, EOFError, csv.Error):
-            line = None
-        where = f"line {line}: " if line else ""
+            short = None
+        if short and not "".join(short[1]).strip():
+            return UserError(
+                f"{path}: line {short[0]} holds only spaces; remove it (an empty line is skipped)"
+            )
+        where = f"line {short[0]}: " if short else ""
         return UserError(
             f"{path}: {where}a row with another number of fields than the header ({text}); "
             "the file may be cut short: fetch or write it again"

@@ -133,7 +133,7 @@ NON_FINITE_MJD = "mjd missing or not finite"
 NOT_DETECTED = "not detected yet"
 OUTSIDE_SPAN = (
     f"mjd outside the survey span by more than {plasticc.MJD_MARGIN_DAYS:g} days "
-    f"({_MJD_LOW:g}-{_MJD_HIGH:g})"
+    f"({_MJD_LOW:g}-{_MJD_HIGH:g}; a Julian date is MJD + 2400000.5)"
 )
 REASONS: tuple[str, ...] = (
     "",

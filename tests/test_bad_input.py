@@ -158,8 +158,8 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
     bad_band.loc[20, "passband"] = "2.0"  # integers only (as pandas writes them beside a NaN)
     with pytest.raises(UserError, match=r"training_set.csv.*'passband', line 22: '2.0' is written"):
         run_prepare(tmp_path, bad_band, meta)
-    bad_band.loc[20, "passband"] = "two"
-    with pytest.raises(UserError, match=r"'passband', line 22: 'two' is not a valid int64"):
+    bad_band.loc[20, "passband"] = "r"
+    with pytest.raises(UserError, match=r"'passband', line 22: 'r' is not a passband number: wr"):
         run_prepare(tmp_path, bad_band, meta)
     flags = lcs.astype({"detected": object})
     for value, said in (
@@ -474,6 +474,10 @@ def test_blank_lines_stray_quotes_and_files_of_one_name(good, tmp_path):
     data = config_io.load_preset("tiny").data
     with pytest.raises(UserError, match=rf"object {oid} are not contiguous \(lines 2 and 1000\)"):
         list(stream_grids([path], [tmp_path / "meta.csv"], data))
+    spaces = [*text[:40], "   ", *text[40:]]  # a line of spaces is a row, not a blank line
+    path.write_text("\n".join(spaces))
+    with pytest.raises(UserError, match=r"lc.csv: line 41 holds only spaces; remove it"):
+        readers.read_lightcurves(path)
     quoted = [*text[:50], '"' + text[50], *text[51:]]
     path.write_text("\n".join(quoted))
     with pytest.raises(UserError, match=r"lc.csv: line 51 opens a quoted field"):

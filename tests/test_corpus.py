@@ -33,7 +33,10 @@ pytestmark = pytest.mark.slow  # `make test-slow`: see the Makefile
 FLUX_RANGE = "|flux| beyond the float32 range (3.4e+38)"
 ERR_RANGE = "flux_err below 0.001 or beyond the float32 range"
 ERR_SIGN = "flux_err missing or not a positive finite number"
-MJD_SPAN = "mjd outside the survey span by more than 365 days (59215-61040)"
+MJD_SPAN = (
+    "mjd outside the survey span by more than 365 days (59215-61040; a Julian date is MJD + "
+    "2400000.5)"
+)
 DUPLICATED = "duplicated observation (same object, mjd and passband)"
 
 # One case per poisoned object: (table, column, value) -> the reason it is rejected (None: a

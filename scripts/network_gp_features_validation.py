@@ -20,6 +20,12 @@ found must beat the shipped network's shipped fusion by more than twice the stan
 the paired per-fold differences; then the change is merged with the fusion found, the protocols
 validated again and the test split evaluated once. Otherwise the branch is not merged and the
 result is documented.
+
+Result (2026-12-04; the candidate validated in 14 min on 2 cores shared with other work, against
+that day's validation of the shipped code on the same dataset): the shipped fusion 0.8321 against
+0.8293, +0.0029 ± 0.0028 (5/10 folds better); the candidate's best found
+`latent_mahalanobis:2,classifier:3,gp_classifier:3,latent_knn:2,feature_mahalanobis:2,recon_chi2:3`
+0.8337, +0.0045 ± 0.0051 (7/10). Short of the rule: not merged.
 """
 
 from __future__ import annotations

@@ -359,7 +359,12 @@ async function answer(label) {
 // is loaded, so that an object that cannot be shown leaves the ranking and its message.
 function openObject(objectId) {
   ++navigations;
-  showObject(objectId).then(() => switchView("review")).catch((e) => showMessage(describe(e)));
+  showObject(objectId)
+    .then(() => {
+      showMessage("");
+      switchView("review");
+    })
+    .catch((e) => showMessage(describe(e)));
 }
 
 // --- the ranking view -----------------------------------------------------------------------

@@ -29,28 +29,7 @@ shipped fusion itself) 0.8292, -0.0000 ± 0.0038; the latent Mahalanobis alone 0
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from gp_fit_validation import compare, report_paired
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_shipped", type=Path)
-    parser.add_argument("run_context", type=Path)
-    args = parser.parse_args()
-    shipped, best = compare({"shipped": args.run_shipped, "decoder context": args.run_context})
-    report_paired(
-        "decoder context - shipped, shipped fusion", shipped["shipped"], shipped["decoder context"]
-    )
-    mean, se = report_paired(
-        "decoder context's best found - shipped's shipped fusion",
-        shipped["shipped"],
-        best["decoder context"],
-    )
-    print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
-
+from gp_fit_validation import judge_candidate
 
 if __name__ == "__main__":
-    main()
+    judge_candidate(__doc__, "decoder context")

@@ -82,6 +82,24 @@ def compare_two(base: tuple[str, Path], candidate: tuple[str, Path]) -> tuple[fl
     return report_paired(label, aurocs[base[0]], aurocs[candidate[0]])
 
 
+def judge_candidate(doc: str, name: str) -> None:
+    """The command line of a research change validated against the shipped code
+    (`SCRIPT RUN_SHIPPED RUN_CANDIDATE`, `doc` its help): print the shipped fusion's and the
+    candidate's best fusion's paired per-fold differences against the shipped run's shipped
+    fusion, and the verdict of the rule: the best found must beat it by more than twice the
+    standard error."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("run_shipped", type=Path)
+    parser.add_argument("run_candidate", type=Path)
+    args = parser.parse_args()
+    shipped, best = compare({"shipped": args.run_shipped, name: args.run_candidate})
+    report_paired(f"{name} - shipped, shipped fusion", shipped["shipped"], shipped[name])
+    mean, se = report_paired(
+        f"{name}'s best found - shipped's shipped fusion", shipped["shipped"], best[name]
+    )
+    print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_full", type=Path)

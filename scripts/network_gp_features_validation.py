@@ -30,30 +30,7 @@ that day's validation of the shipped code on the same dataset): the shipped fusi
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from gp_fit_validation import compare, report_paired
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_shipped", type=Path)
-    parser.add_argument("run_candidate", type=Path)
-    args = parser.parse_args()
-    shipped, best = compare({"shipped": args.run_shipped, "network reads all": args.run_candidate})
-    report_paired(
-        "network reads all - shipped, shipped fusion",
-        shipped["shipped"],
-        shipped["network reads all"],
-    )
-    mean, se = report_paired(
-        "network reads all's best found - shipped's shipped fusion",
-        shipped["shipped"],
-        best["network reads all"],
-    )
-    print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
-
+from gp_fit_validation import judge_candidate
 
 if __name__ == "__main__":
-    main()
+    judge_candidate(__doc__, "network reads all")

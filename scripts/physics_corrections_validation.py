@@ -38,24 +38,7 @@ Result (2026-12-04; both validated in fresh workdirs on this day's machine, 15 m
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from gp_fit_validation import compare, report_paired
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_shipped", type=Path)
-    parser.add_argument("run_corrected", type=Path)
-    args = parser.parse_args()
-    shipped, best = compare({"shipped": args.run_shipped, "corrected": args.run_corrected})
-    report_paired("corrected - shipped, shipped fusion", shipped["shipped"], shipped["corrected"])
-    mean, se = report_paired(
-        "corrected's best found - shipped's shipped fusion", shipped["shipped"], best["corrected"]
-    )
-    print("passes: merge it" if mean > 2 * se else "short of the rule: not merged")
-
+from gp_fit_validation import judge_candidate
 
 if __name__ == "__main__":
-    main()
+    judge_candidate(__doc__, "corrected")

@@ -15,8 +15,8 @@ CONFIG ?= default
 PROTOCOL ?=
 ARGS ?=
 
-# The releases every figure in the docs was measured with, for Python 3.11+ on any platform
-# (`make lock` renews them from pyproject.toml; CONSTRAINTS= installs the newest releases instead).
+# The releases every figure in the docs was measured with (constraints.txt; `make lock` below
+# renews them from pyproject.toml; CONSTRAINTS= installs the newest releases instead).
 CONSTRAINTS ?= constraints.txt
 
 BIN := $(VENV)/bin

@@ -15,7 +15,10 @@ network's 141 quantile-normalised features (the views of the shipped components)
 - `*_rmd`: the relative Mahalanobis distance of Ren et al. 2021 (arXiv 2106.09022), the smallest
   `d_k^2 - d_0^2`, where `d_0` is the distance to one Gaussian of every fitting object: the
   directions in which every known class spreads count less; proposed for near
-  out-of-distribution classes, as the supernova subtypes are here.
+  out-of-distribution classes, as the supernova subtypes are here;
+- `*_knn_white`: the mean distance to the 10 nearest fitting objects (`latent_knn`'s) after
+  whitening by the shared within-class covariance, so that every direction is measured against
+  how much the known classes vary in it.
 
 Each is fitted per fold and kind on the train split's other known classes and calibrated on the
 val split's other known objects of the same kind, as `validate` does; the shipped distance is
@@ -33,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from class_knn_probe import fold_columns, report
+from class_knn_probe import K, fold_columns, mean_knn, report
 from latent_classifier_probe import fold_latent_loader
 from sklearn.covariance import LedoitWolf
 from validation_probe import probe_arguments, read_validation, with_fold_columns
@@ -41,7 +44,7 @@ from validation_probe import probe_arguments, read_validation, with_fold_columns
 from plasticc_jax.dataset import FeatureStats
 from plasticc_jax.gridding import FEATURE_NAMES, MODEL_FEATURE_NAMES
 
-VARIANTS = ("gda", "rmd")
+VARIANTS = ("gda", "rmd", "knn_white")
 
 
 def squared_distance(x: np.ndarray, centre: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -61,6 +64,8 @@ def gaussian_scorer(prefix: str) -> Callable:
         shared = np.linalg.pinv(
             LedoitWolf().fit(x - centres[np.searchsorted(classes, labels)]).covariance_
         )
+        whiten = np.linalg.cholesky(shared)  # |x @ whiten|^2 = x' shared x
+        white = x @ whiten
         background = LedoitWolf().fit(x)
         background_precision = np.linalg.pinv(background.covariance_)
         own = [LedoitWolf().fit(x[labels == c]).covariance_ for c in classes]
@@ -79,6 +84,7 @@ def gaussian_scorer(prefix: str) -> Callable:
                 f"{prefix}_mahalanobis_again": np.sqrt(np.maximum(d_shared.min(axis=1), 0.0)),
                 f"{prefix}_gda": (d_own + log_det).min(axis=1),
                 f"{prefix}_rmd": (d_shared - d_0[:, None]).min(axis=1),
+                f"{prefix}_knn_white": mean_knn(white, rows @ whiten, K),
             }
 
         return scores

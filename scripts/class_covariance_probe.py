@@ -27,6 +27,15 @@ recomputed the same way and checked against the stored column.
 Adoption rule, as docs/evaluation.md's, written before the run: the best fusion found with a
 candidate (in its shipped counterpart's place or beside it) must beat the shipped fusion by more
 than twice the standard error of the paired per-fold differences.
+
+Result (a fresh clone's `make prepare train evaluate validate`, 2026-12-04; 57 s on 2 cores; the
+shipped distances recomputed to within 2e-13 and 2e-10): alone, `latent_gda` 0.727, `latent_rmd`
+0.739 and `latent_knn_white` 0.750 against `latent_mahalanobis`' 0.751; `feature_gda` 0.718,
+`feature_rmd` 0.537 (M-dwarf 0.100: a class at the edge of every known class's spread is
+pulled in by `d_0`) and `feature_knn_white` 0.696 against `feature_mahalanobis`' 0.702. In the
+fusion the best is `feature_gda` in `feature_mahalanobis`' place, the shipped weights:
+0.8313 against 0.8293, +0.0020 ± 0.0010 (8/10 folds better; t = 1.91); the latent variants
+-0.0012 to +0.0003. Short of the rule (twice the standard error): not adopted.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ candidate (in its shipped counterpart's place or beside it) must beat the shippe
 than twice the standard error of the paired per-fold differences.
 
 Result (a fresh clone's `make prepare train evaluate validate`, 2026-12-04; 57 s on 2 cores; the
-shipped distances recomputed to within 2e-13 and 2e-10): alone, `latent_gda` 0.727, `latent_rmd`
+shipped distances recomputed to within 2e-13 and 2e-10): alone, `latent_gda` 0.748, `latent_rmd`
 0.739 and `latent_knn_white` 0.750 against `latent_mahalanobis`' 0.751; `feature_gda` 0.718,
 `feature_rmd` 0.537 (M-dwarf 0.100: a class at the edge of every known class's spread is
 pulled in by `d_0`) and `feature_knn_white` 0.696 against `feature_mahalanobis`' 0.702. In the

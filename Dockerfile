@@ -80,10 +80,10 @@ LABEL org.opencontainers.image.title="plasticc-jax" \
 RUN groupadd --gid 1000 plasticc \
     && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin plasticc
 
-# The command line resolves `--config NAME` from ./configs; data/ and runs/ are mount points
-# (created here so that a bare `docker run` without mounts can still write, as the default user).
+# The presets come with the package (a ./configs folder, where `make docker-*` mounts the
+# checkout's, is read first); data/ and runs/ are mount points (created here so that a bare
+# `docker run` without mounts can still write, as the default user).
 WORKDIR /project
-COPY configs ./configs
 RUN mkdir -p data runs && chown 1000:1000 data runs
 
 # 4. The project itself, last: its wheel on top of the locked environment, without dependencies.

@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
             (work / "data").mkdir()
             if raw.is_dir():
                 shutil.copytree(raw, work / "data" / "raw")
-            shutil.copytree(ROOT / "configs", work / "configs")
             times = {}
             for stage in ("prepare", "train", "evaluate"):
                 start = time.perf_counter()

@@ -82,8 +82,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="preset name or path (configs/*.py; default: default; `evaluate --run-dir` without "
-        "it: the run's own config, evaluation settings included)",
+        help="preset name (plasticc_jax/configs/*.py) or a preset file's path (default: default; "
+        "`evaluate --run-dir` without it: the run's own config, evaluation settings included)",
     )
     parser.add_argument(
         "--set",

@@ -2,8 +2,8 @@
 
 The dataclasses (`Config` and its sections, every field commented), `resolve` (the derived
 fields, filled in once per run) and `validate` (every value a stage relies on). Named presets
-(`configs/<name>.py`), `--set section.field=value` overrides and the resolved config written beside
-every stage's outputs are `plasticc_jax.config_io`.
+(`plasticc_jax/configs/<name>.py`), `--set section.field=value` overrides and the resolved
+config written beside every stage's outputs are `plasticc_jax.config_io`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A `Config` from and to text: named presets, `--set` overrides, the JSON beside every output.
 
-Named presets live in `configs/<name>.py`, each defining `get_config() -> Config` (`load_preset`).
+Named presets live in `plasticc_jax/configs/<name>.py` (or `configs/<name>.py` in the current
+folder), each defining `get_config() -> Config` (`load_preset`).
 Any field can be overridden from the command line with `--set section.field=value`
 (`apply_overrides`). The resolved config is written beside every stage's outputs (`save_config`)
 and read back by the later stages and `load_encoder` (`read_config`).
@@ -20,7 +21,8 @@ from typing import Any
 
 from plasticc_jax.config import Config, ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The presets shipped with the package; a `configs/` folder in the current folder comes first.
+PRESETS = Path(__file__).resolve().parent / "configs"
 
 
 def preset_path(name: str) -> Path:
@@ -32,16 +34,15 @@ def preset_path(name: str) -> Path:
     elif "/" in name:  # a path without its ending (`configs/tiny`)
         candidates = [Path(f"{name}.py")]
     else:
-        candidates = [Path("configs") / f"{name}.py", PROJECT_ROOT / "configs" / f"{name}.py"]
-        if candidates[0].resolve() == candidates[1]:  # run from the project's folder
+        candidates = [Path("configs") / f"{name}.py", PRESETS / f"{name}.py"]
+        if candidates[0].resolve() == candidates[1]:  # run from the package's folder
             candidates = candidates[1:]
-        # An installed package has no presets beside it (a container's site-packages): not named.
-        candidates = [c for c in candidates if c.parent.is_dir()] or candidates[:1]
+        candidates = [c for c in candidates if c.parent.is_dir()] or candidates[-1:]
     for path in candidates:
         if path.is_file():
             return path
-    folders = (Path("configs"), PROJECT_ROOT / "configs")
-    names = sorted({p.stem for folder in folders for p in folder.glob("*.py")})
+    folders = (Path("configs"), PRESETS)
+    names = sorted({p.stem for folder in folders for p in folder.glob("[!_]*.py")})
     if name.endswith(".py"):  # a path: the other files of its folder are no presets
         presets = f" ({', '.join(names)})" if names else ""
         raise ConfigError(
@@ -101,7 +102,7 @@ def load_preset(name: str) -> Config:
         where = f", line {error.lineno}" if isinstance(error, SyntaxError) else ""
         raise ConfigError(
             f"{path}{where}: the preset failed to load ({type(error).__name__}: {error}); it must "
-            "define get_config() returning a Config (see configs/default.py)"
+            f"define get_config() returning a Config (see {PRESETS / 'default.py'})"
         ) from None
     if not isinstance(config, Config):
         raise ConfigError(f"{path}: get_config() must return a plasticc_jax.config.Config")

@@ -271,7 +271,7 @@ main() {
     if [[ $(id -u) == 0 ]]; then uid=4242 gid=4242; else uid=$(id -u) gid=$(id -g); fi
     install -d -o "$uid" -g "$gid" "$WORK/data" "$WORK/runs"
     RUN_ARGS=(--user "$uid:$gid" --volume "$WORK/data:/project/data"
-        --volume "$WORK/runs:/project/runs" --volume "$REPO/configs:/project/configs:ro")
+        --volume "$WORK/runs:/project/runs" --volume "$REPO/plasticc_jax/configs:/project/configs:ro")
     if [[ $ENGINE == podman && $(id -u) != 0 ]]; then
         RUN_ARGS+=(--userns=keep-id) # rootless: the caller's uid inside is the caller's outside
     fi
@@ -326,7 +326,7 @@ write_synthetic(Path('data/raw'), 500, seed=0)"
     say "rebuild after a one-line edit of the package"
     local edit=$WORK/context before after changed bytes
     mkdir "$edit"
-    cp -r Dockerfile .dockerignore pyproject.toml README.md plasticc_jax configs docker "$edit/"
+    cp -r Dockerfile .dockerignore pyproject.toml README.md plasticc_jax docker "$edit/"
     printf '\n# docker-test: a one-line edit (%s)\n' "$(date +%s)" >>"$edit/plasticc_jax/__init__.py"
     start=$SECONDS
     build "$edit" "$IMAGE-edit" edit

@@ -62,7 +62,7 @@ HEADLINE, COMPLETE = 10.0, float("inf")
 
 
 def shipped_fusion() -> tuple[str, ...]:
-    path = Path(__file__).resolve().parents[1] / "configs" / "early.py"
+    path = Path(__file__).resolve().parents[1] / "plasticc_jax" / "configs" / "early.py"
     spec = importlib.util.spec_from_file_location("early_preset", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

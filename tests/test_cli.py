@@ -224,7 +224,14 @@ def test_presets_resolve_outside_the_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert parse("prepare", "--config", "tiny").name == "tiny"
+    assert parse("prepare", "--config", "tiny").name == "tiny"  # the package's own
+    (tmp_path / "configs").mkdir()  # a folder's own presets come first
+    (tmp_path / "configs" / "tiny.py").write_text(
+        "from plasticc_jax.config import Config\n\n"
+        "def get_config():\n    return Config(name='local-tiny')\n"
+    )
+    assert parse("prepare", "--config", "tiny").name == "local-tiny"
+    assert parse("prepare", "--config", "seed").name == "seed"
     preset = tmp_path / "mine.py"
     preset.write_text(
         "from plasticc_jax.config import Config\n\n"

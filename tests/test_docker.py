@@ -198,7 +198,6 @@ def test_base_image_pinned_and_runtime_settings() -> None:
     cmd = [args for name, args in instructions() if name == "CMD"][-1]
     assert cmd.startswith('["plasticc-jax"')
     workdir = [args for name, args in instructions() if name == "WORKDIR"][-1]
-    assert any(name == "COPY" and args.split()[0] == "configs" for name, args in instructions())
     assert workdir == "/project"
 
 
@@ -243,7 +242,7 @@ def test_build_context_keeps_data_runs_and_venvs_out() -> None:
                     assert (ROOT / source).exists() or source == "README.md", source
                     assert not ignored(source, patterns), source
     assert ignored("docker/other.txt", patterns)
-    for path in ("plasticc_jax/cli.py", "configs/default.py", "pyproject.toml"):
+    for path in ("plasticc_jax/cli.py", "plasticc_jax/configs/default.py", "pyproject.toml"):
         assert not ignored(path, patterns), path
 
 
@@ -455,7 +454,9 @@ def test_package_metadata_builds_a_wheel(tmp_path: Path) -> None:
         assert "plasticc-jax = plasticc_jax.cli:main" in archive.read(entry_points).decode()
     assert "plasticc_jax/cli.py" in names and "plasticc_jax/doctor.py" in names
     assert "plasticc_jax/review/static/app.js" in names  # the review page's assets
-    assert not any(n.startswith(("tests/", "benchmarks/", "configs/")) for n in names)
+    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    # The presets: an installed package runs `--config NAME` from any folder.
+    assert {"plasticc_jax/configs/default.py", "plasticc_jax/configs/tiny.py"} <= set(names)
     assert re.search(r"Requires-Dist: jax\[cuda12\].*extra == \"cuda\"", metadata)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import importlib.metadata
 import ipaddress
 import logging
 import math
@@ -37,7 +38,10 @@ from plasticc_jax.interrupts import Terminated
 from plasticc_jax.io_utils import WRITE_ERRNOS, folder_lock
 
 log = logging.getLogger("plasticc_jax")
-DESCRIPTION = "The `plasticc-jax` command line: parses options and calls one stage function."
+DESCRIPTION = (
+    "Find unknown transients in survey light curves: prepare PLAsTiCC-format files, train the "
+    "VAE, fit and evaluate the detector, then score, replay or review new data (README.md)."
+)
 
 # Convenience flags (the seed pipeline's interface) and the config fields they set.
 SHORTCUTS: dict[str, str] = {
@@ -173,10 +177,18 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("plasticc-jax")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "(not installed)"
+
+
 def make_parser() -> argparse.ArgumentParser:
     # Not from __doc__, which `python -OO` strips (found by a type check).
     parser = OneLineParser(prog="plasticc-jax", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, text in [

@@ -300,6 +300,12 @@ main() {
     run_in_image doctor plasticc-jax doctor
     grep -q 'OK: JAX computes correctly on the CPU' "$WORK/doctor.log" ||
         die "doctor did not report a working CPU"
+    # The image's own presets (in the package), without the checkout's mounted over them.
+    "$ENGINE" run --rm "$IMAGE" python -c "from plasticc_jax.config_io import preset_path
+print(preset_path('tiny'))" >"$WORK/presets.log" 2>&1 || true
+    grep -q 'site-packages/plasticc_jax/configs/tiny.py$' "$WORK/presets.log" ||
+        die "the image's presets: $(cat "$WORK/presets.log")"
+    note "  presets: in the image's package"
     if [[ $data == synthetic ]]; then
         run_in_image synthetic python -c "from pathlib import Path
 from plasticc_jax.synthetic import write_synthetic

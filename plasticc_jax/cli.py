@@ -123,7 +123,8 @@ def build_config(
     args: argparse.Namespace, base: config_lib.Config | None = None
 ) -> config_lib.Config:
     """The preset (or `base`, a run's own config) with the command line's settings."""
-    config = base if base is not None else config_io.load_preset(args.config or "default")
+    project = getattr(args, "workdir", None) or Path(".")
+    config = base if base is not None else config_io.load_preset(args.config or "default", project)
     overrides = list(args.overrides)
     for flag, target in SHORTCUTS.items():
         value = getattr(args, flag, None)

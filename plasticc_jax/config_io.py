@@ -1,6 +1,6 @@
 """A `Config` from and to text: named presets, `--set` overrides, the JSON beside every output.
 
-Named presets live in `plasticc_jax/configs/<name>.py` (or `configs/<name>.py` in the current
+Named presets live in `plasticc_jax/configs/<name>.py` (or `configs/<name>.py` in the project
 folder), each defining `get_config() -> Config` (`load_preset`).
 Any field can be overridden from the command line with `--set section.field=value`
 (`apply_overrides`). The resolved config is written beside every stage's outputs (`save_config`)
@@ -21,12 +21,13 @@ from typing import Any
 
 from plasticc_jax.config import Config, ConfigError
 
-# The presets shipped with the package; a `configs/` folder in the current folder comes first.
+# The presets shipped with the package; a `configs/` folder in the project folder comes first.
 PRESETS = Path(__file__).resolve().parent / "configs"
 
 
-def preset_path(name: str) -> Path:
-    """Resolve a preset name (`default`) or a path (`configs/tiny.py`) to a file."""
+def preset_path(name: str, project: Path = Path(".")) -> Path:
+    """Resolve a preset name (`default`: `project/configs/`, then the package's) or a path
+    (`configs/tiny.py`, relative to the current folder) to a file."""
     if Path(name).is_file() and not name.endswith(".py"):
         raise ConfigError(f"--config {name}: a preset is a Python file whose name ends in .py")
     if name.endswith(".py"):
@@ -34,14 +35,14 @@ def preset_path(name: str) -> Path:
     elif "/" in name:  # a path without its ending (`configs/tiny`)
         candidates = [Path(f"{name}.py")]
     else:
-        candidates = [Path("configs") / f"{name}.py", PRESETS / f"{name}.py"]
+        candidates = [project / "configs" / f"{name}.py", PRESETS / f"{name}.py"]
         if candidates[0].resolve() == candidates[1]:  # run from the package's folder
             candidates = candidates[1:]
         candidates = [c for c in candidates if c.parent.is_dir()] or candidates[-1:]
     for path in candidates:
         if path.is_file():
             return path
-    folders = (Path("configs"), PRESETS)
+    folders = (project / "configs", PRESETS)
     names = sorted({p.stem for folder in folders for p in folder.glob("[!_]*.py")})
     if name.endswith(".py"):  # a path: the other files of its folder are no presets
         presets = f" ({', '.join(names)})" if names else ""
@@ -88,8 +89,8 @@ def _key_hint(key: str) -> str:
     return close or (f" (did you mean {' or '.join(same)}?)" if same else _did_you_mean(key, keys))
 
 
-def load_preset(name: str) -> Config:
-    path = preset_path(name)
+def load_preset(name: str, project: Path = Path(".")) -> Config:
+    path = preset_path(name, project)
     spec = importlib.util.spec_from_file_location(f"plasticc_jax_preset_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -58,10 +58,7 @@ MATMUL_SIZE = 256
 # Relative error allowed against NumPy (float64) for a float32 product at HIGHEST precision.
 MATMUL_RTOL = 1e-4
 
-INSTALL_HINT = (
-    "JAX has no CUDA backend: `pip install '.[cuda]'` (jax[cuda12]; its plugin must have the "
-    "same version as jaxlib)"
-)
+
 CONTAINER_HINTS = (
     "the container was started without `--gpus all` (docker run --gpus all ...; Podman: "
     "--device nvidia.com/gpu=all after `nvidia-ctk cdi generate`; `make docker-*` pass it)",
@@ -74,6 +71,16 @@ DRIVER_HINTS = (
     "`nvidia-smi` prints the driver version), or no NVIDIA GPU or driver is present",
     "JAX_PLATFORMS is set to `cpu`, or CUDA_VISIBLE_DEVICES hides every GPU",
 )
+
+
+def cuda_install() -> str:
+    """The pip command that adds JAX's CUDA backend to this install (its plugin must have the
+    same version as jaxlib); in a checkout, `pip install -e '.[cuda]'` does the same."""
+    try:
+        pinned = f"=={importlib.metadata.version('jax')}"
+    except importlib.metadata.PackageNotFoundError:
+        pinned = ""
+    return f"`pip install 'jax[cuda12]{pinned}'`"
 
 
 def named_platforms(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -204,7 +211,7 @@ def cpu_reason() -> str:
     if platforms and not {"cuda", "gpu"} & set(named_platforms()):
         return f"JAX_PLATFORMS={platforms} selects it"
     if not _cuda_plugins():
-        return "this JAX has no CUDA backend (a CPU-only install; `pip install '.[cuda]'` adds it)"
+        return f"this JAX has no CUDA backend (a CPU-only install; {cuda_install()} adds it)"
     hint = "; was the container started with `--gpus all`?" if variant else ""
     if not _gpu_visible():
         return f"no NVIDIA GPU is visible here (no /dev/nvidia*){hint}"
@@ -230,8 +237,8 @@ def jax_devices() -> list[Any]:
         first = text.splitlines()[0][:200] if text else type(error).__name__
         raise UserError(
             f"JAX cannot start{setting} ({first}): unset JAX_PLATFORMS or set it to cpu; "
-            "for a GPU, install JAX's CUDA backend (`pip install '.[cuda]'`) on a machine with "
-            "an NVIDIA driver"
+            f"for a GPU, install JAX's CUDA backend ({cuda_install()}) on a machine with an "
+            "NVIDIA driver"
         ) from None
 
 
@@ -283,7 +290,7 @@ def log_backend() -> None:
 
 def no_gpu_hints(in_container: bool, has_cuda_plugin: bool) -> list[str]:
     """The usual reasons why JAX runs on the CPU where a GPU was expected, likeliest first."""
-    hints = [] if has_cuda_plugin else [INSTALL_HINT]
+    hints = [] if has_cuda_plugin else [f"JAX has no CUDA backend: {cuda_install()}"]
     if in_container:
         hints += CONTAINER_HINTS
     return hints + list(DRIVER_HINTS)

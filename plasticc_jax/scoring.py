@@ -397,8 +397,9 @@ class Scorer:
         return (
             f"{command}: {self.run_dir} was trained and calibrated on complete light curves "
             "only; on partial ones its flag threshold does not hold (it flags most of them): "
-            "for early detection use a run of the early preset (make prepare train evaluate "
-            "CONFIG=early; docs/early.md)"
+            "for early detection use a run of the early preset (`plasticc-jax prepare`, `train` "
+            "and `evaluate` with `--config early`, or make prepare train evaluate CONFIG=early; "
+            "docs/early.md)"
         )
 
     @staticmethod

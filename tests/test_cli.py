@@ -242,6 +242,11 @@ def test_presets_resolve_outside_the_project(
     )
     assert parse("prepare", "--config", "tiny").name == "local-tiny"
     assert parse("prepare", "--config", "seed").name == "seed"
+    (tmp_path / "elsewhere").mkdir()  # the project folder's, named by --workdir
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert parse("prepare", "--config", "tiny", "--workdir", "..").name == "local-tiny"
+    assert parse("prepare", "--config", "tiny").name == "tiny"
+    monkeypatch.chdir(tmp_path)
     preset = tmp_path / "mine.py"
     preset.write_text(
         "from plasticc_jax.config import Config\n\n"

@@ -404,6 +404,7 @@ def run(args: argparse.Namespace) -> int:
         base = runs.read_config(workdir / run_dir)
         _warn_of_another_protocol(args, base)
     config = build_config(args, base)
+    _refuse_missing_input(args.command, config, workdir)
     if args.command in ("train", "evaluate"):
         # The stage takes the run directory's lock too; taking it before JAX is imported refuses
         # a second writer at once.
@@ -411,6 +412,20 @@ def run(args: argparse.Namespace) -> int:
             return _run_stage(args.command, config, workdir)
     dask = getattr(args, "dask", None)
     return _run_stage(args.command, config, workdir, dask, getattr(args, "part_mb", None))
+
+
+def _refuse_missing_input(command: str, config: config_lib.Config, workdir: Path) -> None:
+    """The error of a stage whose input was never made (no run to evaluate, no dataset to train
+    on), before the run's lock leaves a lock file in a folder the stage would not write."""
+    if command == "evaluate" and not (workdir / config.run_path).is_dir():
+        from plasticc_jax import runs
+
+        runs.read_config(workdir / config.run_path)
+    dataset_dir = workdir / config.data.dataset_dir
+    if command == "train" and not (dataset_dir / "manifest.json").is_file():
+        from plasticc_jax import dataset
+
+        dataset.read_manifest(dataset_dir)
 
 
 def _given(args: argparse.Namespace, shortcut: str) -> str | None:

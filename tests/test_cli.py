@@ -714,3 +714,20 @@ def test_the_unraisable_hook_is_wrapped_once_per_process() -> None:
         assert sys.unraisablehook is first
     finally:
         sys.unraisablehook = before
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("evaluate", "is not a run directory (no config.json)"),
+        ("train", "no prepared dataset at"),
+        ("validate", "no prepared dataset at"),
+    ],
+)
+def test_a_stage_without_its_input_leaves_nothing_behind(
+    command: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a review of the installed package: they created runs/ and a lock file there."""
+    assert cli.main([command, "--config", "tiny", "--workdir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

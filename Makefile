@@ -126,9 +126,9 @@ bench: $(INSTALLED)
 
 # --- The same stages in the container (Dockerfile, docs/docker.md) -----------------------------
 # Each target is one `docker run` (docs/docker.md writes them out): data/, runs/ (reports:
-# runs/<run>/reports) and the presets (plasticc_jax/configs/, read before the image's) are
-# mounted from here, and the container runs as the calling user, so what it writes belongs to
-# that user. CONFIG, PROTOCOL and ARGS work as above, and:
+# runs/<run>/reports) and, where there is one, the project's own configs/ (presets read before
+# the image's) are mounted from here, and the container runs as the calling user, so what it
+# writes belongs to that user. CONFIG, PROTOCOL and ARGS work as above, and:
 #   VARIANT=cuda         the image with JAX's CUDA 12 wheels, on the host's NVIDIA GPU (default)
 #   VARIANT=cpu          the CPU-only image: no GPU needed (tests, machines without one)
 #   DOCKER=podman        another engine; GPU_FLAGS says how the GPU is passed (GPU_FLAGS= none)
@@ -153,7 +153,7 @@ CHECK_VARIANT = $(if $(filter cpu cuda,$(VARIANT)),,$(error VARIANT=$(VARIANT): 
 	VARIANT=cuda (the default: the image for NVIDIA GPUs) or VARIANT=cpu))
 DOCKER_RUN = $(CHECK_VARIANT)$(DOCKER) run --rm --init $(GPU_FLAGS) --user $(DOCKER_USER) \
 	--volume $(CURDIR)/data:/project/data --volume $(CURDIR)/runs:/project/runs \
-	--volume $(CURDIR)/plasticc_jax/configs:/project/configs:ro \
+	$(if $(wildcard configs/.),--volume $(CURDIR)/configs:/project/configs:ro) \
 	$(if $(MIRROR),--volume $(abspath $(MIRROR)):/mirror:ro --env PLASTICC_JAX_MIRROR=/mirror) \
 	$(DOCKER_ARGS) $(IMAGE)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import importlib.metadata
 import ipaddress
 import logging
 import math
@@ -24,8 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from plasticc_jax import __version__, config_io, interrupts, plasticc, processes
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, interrupts, plasticc, processes
 from plasticc_jax.doctor import (
     CACHE_DIR_ENV,
     jax_setting_problem,
@@ -86,8 +85,9 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="preset name (plasticc_jax/configs/*.py) or a preset file's path (default: default; "
-        "`evaluate --run-dir` without it: the run's own config, evaluation settings included)",
+        help="preset name (WORKDIR/configs/NAME.py, else the package's plasticc_jax/configs/) "
+        "or a preset file's path (default: default; `evaluate --run-dir` without "
+        "it: the run's own config, evaluation settings included)",
     )
     parser.add_argument(
         "--set",
@@ -178,18 +178,11 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("plasticc-jax")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-        return "(not installed)"
-
-
 def make_parser() -> argparse.ArgumentParser:
     # Not from __doc__, which `python -OO` strips (found by a type check).
     parser = OneLineParser(prog="plasticc-jax", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, text in [
@@ -422,7 +415,7 @@ def _refuse_missing_input(command: str, config: config_lib.Config, workdir: Path
 
         runs.read_config(workdir / config.run_path)
     dataset_dir = workdir / config.data.dataset_dir
-    if command == "train" and not (dataset_dir / "manifest.json").is_file():
+    if command == "train" and not dataset_dir.is_dir():  # one being prepared: the lock says so
         from plasticc_jax import dataset
 
         dataset.read_manifest(dataset_dir)

@@ -35,12 +35,10 @@ def preset_path(name: str, project: Path = Path(".")) -> Path:
     elif "/" in name:  # a path without its ending (`configs/tiny`)
         candidates = [Path(f"{name}.py")]
     else:
-        candidates = [project / "configs" / f"{name}.py", PRESETS / f"{name}.py"]
-        if candidates[0].resolve() == candidates[1]:  # run from the package's folder
-            candidates = candidates[1:]
-        candidates = [c for c in candidates if c.parent.is_dir()] or candidates[-1:]
+        folders = [f for f in (project / "configs", PRESETS) if f.is_dir()]
+        candidates = [folder / f"{name}.py" for folder in folders]
     for path in candidates:
-        if path.is_file():
+        if path.is_file() and not path.stem.startswith("_"):  # `__init__` is no preset
             return path
     folders = (project / "configs", PRESETS)
     names = sorted({p.stem for folder in folders for p in folder.glob("[!_]*.py")})

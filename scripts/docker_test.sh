@@ -271,7 +271,7 @@ main() {
     if [[ $(id -u) == 0 ]]; then uid=4242 gid=4242; else uid=$(id -u) gid=$(id -g); fi
     install -d -o "$uid" -g "$gid" "$WORK/data" "$WORK/runs"
     RUN_ARGS=(--user "$uid:$gid" --volume "$WORK/data:/project/data"
-        --volume "$WORK/runs:/project/runs" --volume "$REPO/plasticc_jax/configs:/project/configs:ro")
+        --volume "$WORK/runs:/project/runs")
     if [[ $ENGINE == podman && $(id -u) != 0 ]]; then
         RUN_ARGS+=(--userns=keep-id) # rootless: the caller's uid inside is the caller's outside
     fi
@@ -300,7 +300,7 @@ main() {
     run_in_image doctor plasticc-jax doctor
     grep -q 'OK: JAX computes correctly on the CPU' "$WORK/doctor.log" ||
         die "doctor did not report a working CPU"
-    # The image's own presets (in the package), without the checkout's mounted over them.
+    # The presets come with the package in the image.
     "$ENGINE" run --rm "$IMAGE" python -c "from plasticc_jax.config_io import preset_path
 print(preset_path('tiny'))" >"$WORK/presets.log" 2>&1 || true
     grep -q 'site-packages/plasticc_jax/configs/tiny.py$' "$WORK/presets.log" ||

@@ -326,6 +326,8 @@ def test_docker_build_and_mirror_mount() -> None:
     assert "--tag plasticc-jax:cuda12 ." in make_n("docker-build")
     out = make_n("docker-prepare", "MIRROR=/srv/plasticc")
     assert "--volume /srv/plasticc:/mirror:ro --env PLASTICC_JAX_MIRROR=/mirror" in out
+    # The image carries the presets; a project's own configs/ is mounted where there is one.
+    assert ("/configs:/project/configs:ro" in out) == (ROOT / "configs").is_dir()
 
 
 @needs_make

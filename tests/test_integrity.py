@@ -1021,6 +1021,7 @@ def test_score_review_labels_keeps_the_run_from_evaluate_while_scoring(tmp_path,
 def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys):
     """Found by an audit: `--run-dir x/run` with x a file was `[Errno 17] File exists: 'x'`."""
     (tmp_path / "x").write_text("")
+    (tmp_path / "data" / "processed" / "rare").mkdir(parents=True)  # past "no dataset"
     argv = ["train", "--config", "tiny", "--workdir", str(tmp_path), "--run-dir", "x/run"]
     assert cli.main(argv) == 1
     line = one_error_line(capsys, "train")

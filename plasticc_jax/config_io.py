@@ -30,17 +30,16 @@ def preset_path(name: str, project: Path = Path(".")) -> Path:
     (`configs/tiny.py`, relative to the current folder) to a file."""
     if Path(name).is_file() and not name.endswith(".py"):
         raise ConfigError(f"--config {name}: a preset is a Python file whose name ends in .py")
+    folders = [f for f in (project / "configs", PRESETS) if f.is_dir()]
     if name.endswith(".py"):
         candidates = [Path(name)]
     elif "/" in name:  # a path without its ending (`configs/tiny`)
         candidates = [Path(f"{name}.py")]
     else:
-        folders = [f for f in (project / "configs", PRESETS) if f.is_dir()]
         candidates = [folder / f"{name}.py" for folder in folders]
     for path in candidates:
         if path.is_file() and not path.stem.startswith("_"):  # `__init__` is no preset
             return path
-    folders = (project / "configs", PRESETS)
     names = sorted({p.stem for folder in folders for p in folder.glob("[!_]*.py")})
     if name.endswith(".py"):  # a path: the other files of its folder are no presets
         presets = f" ({', '.join(names)})" if names else ""

@@ -26,6 +26,13 @@ nothing is fitted. Each fold's reconstructions come from that fold's own VAE.
 Adoption rule, as docs/evaluation.md's, written before the run: the best fusion found with a
 candidate (in `recon_chi2`'s place or beside it) must beat the shipped fusion by more than twice
 the standard error of the paired per-fold differences.
+
+Result (the fresh validation of scripts/class_covariance_probe.py, 2026-12-04; 36 s on 2 cores;
+the chi-square recomputed from the residuals to within 1.2e-5 of the pass's, `recon_chi2`'s
+calibrated column to within 3e-6): alone `chi2_coherent` 0.645, `chi2_peak` 0.689 and
+`chi2_band_max` 0.652 against `recon_chi2`'s 0.678 (the peak window gains on M-dwarf, 0.681 ->
+0.805, and RR Lyrae, and loses on TDE, 0.829 -> 0.751, and AGN); in the fusion, in its place or
+beside it, -0.0044 ± 0.0059 to +0.0000 ± 0.0029. Not adopted.
 """
 
 from __future__ import annotations

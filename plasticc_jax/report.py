@@ -87,7 +87,8 @@ def _train_rows(cross_fit_folds: int) -> str:
     if cross_fit_folds >= 2:
         return (
             f"Train known objects are scored out of fold ({cross_fit_folds} folds; the fused "
-            "components only)."
+            "components only; the VAE, trained on them, still sees them in-sample, so their "
+            "scores run low and no metric uses them)."
         )
     return "Train known objects are scored in-sample (`eval.cross_fit_folds` below 2)."
 
@@ -167,8 +168,9 @@ def markdown_tables(result: dict[str, Any]) -> str:
         head += [f"AUROC {class_name(c)} (n)" for c in classes]
         caption = (
             "Depth: per signal-to-noise tercile (edges from the val known objects), the "
-            "false-positive rate at the flag threshold and the fused score's AUROC per anomaly "
-            "class (n: its objects in the tercile)."
+            "false-positive rate at the flag threshold (on val, in-sample: the thresholds are "
+            "set on those objects) and the fused score's AUROC per anomaly class (n: its objects "
+            "in the tercile)."
         )
         lines += ["", *_table_head(caption, head)]
         for row_data in depth["terciles"]:
@@ -187,7 +189,12 @@ def _reached(threshold: dict[str, Any]) -> str:
     """The false-positive rate the threshold reaches on the val known objects themselves: a
     quantile of a few hundred objects falls short of the target (absent in older results)."""
     rate = threshold.get("val_fpr_known")
-    return f"; it flags {rate:.2%} of them" if rate is not None else ""
+    return (
+        f"; it flags {rate:.2%} of them (a score must exceed the threshold, which is one of their "
+        "scores)"
+        if rate is not None
+        else ""
+    )
 
 
 def _rejected(rejected: dict[str, Any]) -> str:

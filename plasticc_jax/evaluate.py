@@ -497,8 +497,8 @@ def _evaluate(
     fused = result["methods"]["fused"]
     ci = fused.get("mean_class_auroc_ci")  # with eval.n_bootstrap > 0
     log.info(
-        "evaluated %s in %.1f s: mean class AUROC %.3f%s, AUROC %.3f, AP %.3f (test: %d known, "
-        "%d anomalies); wrote %s",
+        "evaluated %s in %.1f s: mean class AUROC %.3f%s; all anomalies pooled: AUROC %.3f, "
+        "AP %.3f (test: %d known, %d anomalies); wrote %s",
         run_dir,
         timing["total_s"],
         fused["mean_class_auroc"],

@@ -80,8 +80,8 @@ LABEL org.opencontainers.image.title="plasticc-jax" \
 RUN groupadd --gid 1000 plasticc \
     && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin plasticc
 
-# The presets come with the package (a ./configs folder, where `make docker-*` mounts the
-# checkout's, is read first); data/ and runs/ are mount points (created here so that a bare
+# The presets come with the package (a ./configs folder, where `make docker-*` mounts a
+# project's own, is read first); data/ and runs/ are mount points (created here so that a bare
 # `docker run` without mounts can still write, as the default user).
 WORKDIR /project
 RUN mkdir -p data runs && chown 1000:1000 data runs

@@ -58,7 +58,6 @@ MATMUL_SIZE = 256
 # Relative error allowed against NumPy (float64) for a float32 product at HIGHEST precision.
 MATMUL_RTOL = 1e-4
 
-
 CONTAINER_HINTS = (
     "the container was started without `--gpus all` (docker run --gpus all ...; Podman: "
     "--device nvidia.com/gpu=all after `nvidia-ctk cdi generate`; `make docker-*` pass it)",

@@ -189,12 +189,9 @@ def _reached(threshold: dict[str, Any]) -> str:
     """The false-positive rate the threshold reaches on the val known objects themselves: a
     quantile of a few hundred objects falls short of the target (absent in older results)."""
     rate = threshold.get("val_fpr_known")
-    return (
-        f"; it flags {rate:.2%} of them (a score must exceed the threshold, which is one of their "
-        "scores)"
-        if rate is not None
-        else ""
-    )
+    if rate is None:
+        return ""
+    return f"; it flags {rate:.2%} of them (a score must exceed the threshold, one of their scores)"
 
 
 def _rejected(rejected: dict[str, Any]) -> str:

@@ -27,6 +27,15 @@ column.
 Adoption rule, as docs/evaluation.md's, written before the run: the best fusion found with a
 candidate (in `feature_mahalanobis`' place or beside it) must beat the shipped fusion by more
 than twice the standard error of the paired per-fold differences.
+
+Result (a fresh clone's `make prepare train evaluate validate`, 2026-12-05; 54 s on 2 cores;
+`feature_knn` recomputed exactly): alone `proximity_knn` 0.709 and `proximity_class` 0.663
+against `feature_mahalanobis`' 0.702 and `feature_knn`'s 0.706, better where the feature
+distances fail (SN Ibc 0.700 against 0.484, SN Iax 0.660 against 0.439, SN Ia 0.693 against
+0.432) and worse where they succeed (TDE 0.462, AGN 0.716, RR Lyrae 0.649): the forest learns
+what the `gp_classifier` learns. In `feature_mahalanobis`' place the best fusions found 0.821
+(-0.0085 ± 0.0101 and -0.0086 ± 0.0098); beside it the search gives either weight 0. Not
+adopted.
 """
 
 from __future__ import annotations

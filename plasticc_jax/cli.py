@@ -50,6 +50,15 @@ SHORTCUTS: dict[str, str] = {
     "max_epochs": "train.max_epochs",
     "run_dir": "run_dir",
 }
+# The shortcuts each stage reads; every stage accepts all of them, so that one ARGS of make
+# serves `make prepare train evaluate`.
+SHORTCUTS_USED: dict[str, tuple[str, ...]] = {
+    "download": (),
+    "prepare": ("protocol",),
+    "train": tuple(SHORTCUTS),
+    "evaluate": ("protocol", "run_dir"),
+    "validate": tuple(SHORTCUTS),
+}
 
 
 def _number(kind: type, check: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
@@ -81,7 +90,7 @@ def _folder(text: str) -> Path:
     return path
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
+def _add_config_args(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument(
         "--config",
         default=None,
@@ -97,11 +106,16 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.FIELD=VALUE",
         help="override a config field, e.g. --set data.anomaly_classes=6,64 (repeatable)",
     )
-    parser.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")
+    parser.add_argument(
+        "--workdir", type=_folder, default=Path("."), help="project folder (default: here)"
+    )
     for flag, target in SHORTCUTS.items():
-        parser.add_argument(
-            f"--{flag.replace('_', '-')}", dest=flag, help=f"same as --set {target}=..."
-        )
+        text = f"same as --set {target}=..."
+        if flag == "protocol":
+            text += f" ({' or '.join(plasticc.PROTOCOLS)})"
+        if flag not in SHORTCUTS_USED[stage]:
+            text += f" (not used by {stage}: accepted so that one make ARGS serves every stage)"
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=text)
 
 
 def _add_dask_args(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +195,9 @@ class OneLineParser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     # Not from __doc__, which `python -OO` strips (found by a type check).
     parser = OneLineParser(prog="plasticc-jax", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and the traceback of an error"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -193,7 +209,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("validate", "choose the detector: leave-one-known-class-out validation (no test data)"),
     ]:
         stage = commands.add_parser(name, help=text, description=text)
-        _add_config_args(stage)
+        _add_config_args(stage, name)
         if name == "prepare":
             _add_dask_args(stage)
 
@@ -203,12 +219,15 @@ def make_parser() -> argparse.ArgumentParser:
         description="Score light-curve files (all, or as of a date) with a trained, evaluated "
         "run: one row per object, ranked, with its rejections beside (docs/evaluation.md).",
     )
-    score.add_argument("--run", type=Path, required=True, help="run directory of a trained model")
+    score.add_argument("--run", type=Path, required=True, help="run directory (evaluated)")
     score.add_argument("--lightcurves", type=Path, nargs="+", required=True, help="CSV(.gz) files")
     score.add_argument("--metadata", type=Path, nargs="+", required=True, help="metadata CSV(.gz)")
     score.add_argument("--output", type=Path, required=True, help="output table (.parquet/.csv)")
     score.add_argument(
-        "--workers", type=_positive_int, default=None, help="threads gridding the input"
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="threads gridding the input (default: the run's data.workers)",
     )
     _add_dask_args(score)
     score.add_argument(
@@ -286,7 +305,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="with --groups K: replay J <= K groups at once, each in a process of its own (memory "
         "holds J groups; about one process a core; default 1)",
     )
-    replay.add_argument("--workdir", type=_folder, default=Path("."), help="project folder")
+    replay.add_argument(
+        "--workdir", type=_folder, default=Path("."), help="project folder (default: here)"
+    )
 
     review = commands.add_parser(
         "review",

@@ -141,10 +141,21 @@ def read_config(run_dir: Path) -> Config:
     """The resolved config a run was trained with.
 
     Raises:
-        UserError: `run_dir` holds no `config.json` (not a trained run).
+        UserError: `run_dir` is missing, a file or holds no `config.json` (not a trained run).
     """
     path = Path(run_dir) / "config.json"
     checkpoints = Path(run_dir) / "checkpoints"
+    train_first = (
+        "run `make train` (or `plasticc-jax train`) with the same --config/--protocol/--set "
+        "options first, or pass the folder it wrote (runs/<name>-<protocol>)"
+    )
+    if not Path(run_dir).exists():
+        raise UserError(f"{run_dir} does not exist (no trained run there): {train_first}")
+    if not Path(run_dir).is_dir():
+        raise UserError(
+            f"{run_dir} is a file, not a run folder: give the folder `train` wrote (the one "
+            "holding config.json)"
+        )
     if path.is_dir():
         raise UserError(
             f"{path} is a folder, where the run's config.json belongs: move it away (or restore "
@@ -168,11 +179,7 @@ def read_config(run_dir: Path) -> Config:
             "with the same --config/--protocol/--set options for the run itself"
         )
     if not path.is_file():
-        raise UserError(
-            f"{run_dir} is not a run directory (no config.json): run `make train` (or "
-            "`plasticc-jax train`) with the same --config/--protocol/--set options first, or "
-            "pass the folder it wrote (runs/<name>-<protocol>)"
-        )
+        raise UserError(f"{run_dir} is not a run directory (no config.json): {train_first}")
     try:
         config = config_io.read_config(path)
         config_lib.validate(config)

@@ -46,7 +46,7 @@ from plasticc_jax.calibration import DEPTH_FEATURE, AgeThreshold
 from plasticc_jax.components import Evidence
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
 from plasticc_jax.errors import TRAIN_FIRST, UserError
-from plasticc_jax.gridding import FEATURE_NAMES, model_features
+from plasticc_jax.gridding import FEATURE_NAMES, META_VALUES, model_features
 
 log = logging.getLogger(__name__)
 
@@ -557,6 +557,13 @@ def score_dataframe(
         meta_columns = [*plasticc.METADATA_COLUMNS, *plasticc.METADATA_ALIASES]
         meta_columns += list(plasticc.LABEL_COLUMNS)
         metadata = rows[[c for c in meta_columns if c in rows]].drop_duplicates()
+        named = set(metadata.rename(columns=plasticc.METADATA_ALIASES))
+        if missing := [c for c in META_VALUES if c not in named]:
+            raise UserError(
+                f"score_dataframe: the rows have no metadata columns {missing} and no `metadata` "
+                "was given: put the object's metadata on each of its rows, or pass the metadata "
+                "table as metadata="
+            )
         differs = metadata["object_id"].duplicated()
         if differs.any():
             raise UserError(

@@ -581,16 +581,25 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
             numbers, a mask of other values than 0/1, or an observed cell with a non-finite flux
             or an error that is not a positive finite number.
     """
-    get = batch.__getitem__ if isinstance(batch, Mapping) else batch.__getattribute__
-    try:
-        flux, flux_err, mask, features = (
-            np.asarray(get(name)) for name in ("flux", "flux_err", "mask", "features")
-        )
-    except (KeyError, AttributeError) as error:
+    names = ("flux", "flux_err", "mask", "features")
+    if isinstance(batch, pd.DataFrame):
         raise UserError(
-            f"encoder input lacks {error}: pass LightCurveArrays or a dict with flux, "
-            "flux_err, mask, features"
-        ) from None
+            "encoder input is a DataFrame: a table of observations goes to "
+            "`encoder.encode_table`; the encoder itself takes LightCurveArrays or a dict with "
+            "flux, flux_err, mask, features"
+        )
+    if isinstance(batch, Mapping):
+        missing = [name for name in names if name not in batch]
+    else:
+        missing = [name for name in names if not hasattr(batch, name)]
+    if missing:
+        given = "a dict" if isinstance(batch, Mapping) else f"a {type(batch).__name__}"
+        raise UserError(
+            f"encoder input is {given} without {', '.join(missing)}: pass LightCurveArrays or a "
+            "dict with flux, flux_err, mask, features"
+        )
+    get = batch.__getitem__ if isinstance(batch, Mapping) else batch.__getattribute__
+    flux, flux_err, mask, features = (np.asarray(get(name)) for name in names)
     grid = (plasticc.N_PASSBANDS, n_times)
     for name, values in (("flux", flux), ("flux_err", flux_err), ("mask", mask)):
         if values.ndim != 3 or values.shape[1:] != grid:
@@ -604,12 +613,13 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
                 f"encoder input {name} holds {len(values)} objects and flux {len(flux)}: give "
                 "the arrays of the same objects"
             )
-    n_features = len(stats.names)
+    given = features.shape
     features = gridding.model_features(features, stats.names)
-    if features.ndim != 2 or features.shape != (len(flux), n_features):
+    if features.ndim != 2 or features.shape != (len(flux), len(stats.names)):
         raise UserError(
-            f"encoder input features has shape {features.shape}; this run expects "
-            f"({len(flux)}, {n_features}) in the order {list(stats.names)}"
+            f"encoder input features has shape {given}; this run expects ({len(flux)}, "
+            f"{len(stats.names)}) in the order of the run's `stats.names`, or ({len(flux)}, "
+            f"{len(gridding.FEATURE_NAMES)}), every feature of a prepared dataset"
         )
     for name, values in (("flux", flux), ("flux_err", flux_err), ("features", features)):
         if not (

@@ -719,7 +719,7 @@ def test_the_unraisable_hook_is_wrapped_once_per_process() -> None:
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        ("evaluate", "is not a run directory (no config.json)"),
+        ("evaluate", "does not exist (no trained run there)"),
         ("train", "no prepared dataset at"),
         ("validate", "no prepared dataset at"),
     ],

@@ -115,10 +115,25 @@ def test_wrong_inputs_are_user_errors(tiny_run, test_split, tmp_path):
                 "features": arrays.features,
             }
         )
-    with pytest.raises(UserError, match="lacks"):
+    with pytest.raises(UserError, match="is a dict without flux_err, mask, features"):
         encoder({"flux": arrays.flux})
+    with pytest.raises(UserError, match=r"is a DataFrame: .*`encoder.encode_table`"):
+        encoder(pd.DataFrame({"flux": [1.0]}))
+    with pytest.raises(UserError, match="is a NoneType without flux, flux_err"):
+        encoder(None)
+    features = {"flux": arrays.flux, "flux_err": arrays.flux_err, "mask": arrays.mask}
+    n = len(arrays.flux)
+    with pytest.raises(UserError, match=rf"features has shape \(5, {arrays.features.shape[1]}\)"):
+        encoder({**features, "features": arrays.features[:5]})
+    with pytest.raises(UserError, match=rf"features has shape \({n}, 150\)") as refused:
+        encoder({**features, "features": np.zeros((n, 150))})
+    assert len(str(refused.value)) < 300  # names the shapes, not every feature
     with pytest.raises(UserError, match="not a run directory"):
         load_encoder(tmp_path)
+    with pytest.raises(UserError, match=r"nope does not exist .*`make train`"):
+        load_encoder(tmp_path / "nope")
+    with pytest.raises(UserError, match="is a file, not a run folder"):
+        load_encoder(tiny_run.run_dir / "config.json")
     (tmp_path / "validation").mkdir()
     with pytest.raises(UserError, match="holds only `validate`'s output"):
         load_encoder(tmp_path)

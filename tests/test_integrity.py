@@ -683,6 +683,9 @@ def test_score_dataframe_reads_what_callers_give_it(tiny_run):
         score_dataframe(lcs, tiny_run.run_dir, meta.assign(ddf=meta["ddf_bool"]))
     with pytest.raises(UserError, match="run must be a run directory or a loaded Scorer"):
         score_dataframe(lcs, None, meta)
+    # Light curves alone (found by a review: "missing columns ... metadata ['object_id']").
+    with pytest.raises(UserError, match=r"the rows have no metadata columns \['ddf', "):
+        score_dataframe(lcs, tiny_run.run_dir)
 
 
 def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):

@@ -29,7 +29,7 @@ def test_results_come_back_in_the_tasks_order() -> None:
 
 def test_a_failing_task_ends_the_run_with_its_message(tmp_path: Path) -> None:
     # A UserError: its message alone, as the command line prints it.
-    with pytest.raises(UserError, match="is not a run directory") as raised:
+    with pytest.raises(UserError, match="does not exist") as raised:
         processes.run_tasks(runs.read_config, [("the run", (tmp_path / "none",))], jobs=1)
     assert "Traceback" not in str(raised.value)
     # Anything else: raised again, the task named in its cause with the child's traceback. So

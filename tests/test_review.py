@@ -823,7 +823,7 @@ def test_a_second_session_on_a_link_to_the_labels_is_refused(pool: Pool, tmp_pat
     with labels.held(path), refused, labels.held(tmp_path / "other" / "labels.jsonl"):
         pass
     # Refused before the review is loaded: no labels file for a mistyped run.
-    with pytest.raises(UserError, match="not a run directory"):
+    with pytest.raises(UserError, match="does not exist"):
         open_review(tmp_path / "no-such-run")
     assert not (tmp_path / "no-such-run").exists()
     # Nor for a run not evaluated, or a --scores table that is not there (an audit: an empty

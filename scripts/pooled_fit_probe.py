@@ -24,6 +24,13 @@ Adoption rule, as docs/evaluation.md's, written before the run: the shipped fusi
 components pooled (the shipped weights, or the best fusion found over the same components) must
 beat the shipped fusion by more than twice the standard error of the paired per-fold
 differences.
+
+Result (a fresh clone's `make prepare train evaluate validate`, 2026-12-05; 11.5 min on 2 cores
+shared with a review; the shipped components recomputed to within 3e-10): alone
+`gp_classifier_pooled` 0.768 against 0.766 (SN Ia 0.758 -> 0.798, M-dwarf 0.846 -> 0.886, EB
+0.893 -> 0.801) and `feature_mahalanobis_pooled` 0.707 against 0.702; the shipped weights on
+both 0.833 against 0.829, **+0.0042 ± 0.0039** (7/10 folds better; the best fusion found is the
+same one). Short of the rule (twice the standard error): not adopted.
 """
 
 from __future__ import annotations

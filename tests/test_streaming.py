@@ -138,7 +138,7 @@ def test_model_inputs_validate_and_normalise():
         st.model_inputs({**batch, "flux": np.zeros((n, 6, 8))}, stats, n_times)
     with pytest.raises(UserError, match="features has shape"):
         st.model_inputs({**batch, "features": np.zeros((n, 3))}, stats, n_times)
-    with pytest.raises(UserError, match="lacks"):
+    with pytest.raises(UserError, match="is a dict without flux_err, mask, features"):
         st.model_inputs({"flux": batch["flux"]}, stats, n_times)
 
 

@@ -535,6 +535,13 @@ def replay(args: argparse.Namespace) -> int:
         threshold_from_replay=args.threshold_from,
     )
     nights = manifest["nights"]
+    if not manifest["rows"]:  # every object rejected at load (found by a review: "night -1")
+        rejected = sum(manifest["rejected_at_load"].values())
+        print(
+            f"nothing replayed: no observations to replay ({rejected} objects rejected at load: "
+            f"{args.output / 'rejected_at_load.csv'})"
+        )
+        return 0
     print(
         f"replayed through night {manifest['finished_through']}: {len(nights)} nights with data, "
         f"{sum(n['rescored'] for n in nights)} re-scorings, "

@@ -139,23 +139,23 @@ JD_OFFSET = 2_400_000.5  # JD = MJD + 2400000.5
 def check_as_of(as_of: object, name: str) -> None:
     """Raise a UserError, naming the setting `name` (`--as-of`), unless `as_of` is a finite MJD
     within the survey's span (a Julian date is named as one)."""
-    finite = (
-        isinstance(as_of, numbers.Real)
-        and not isinstance(as_of, bool | np.bool_)
-        and abs(as_of) < 1e300  # before math.isfinite, which overflows on a huge int
-        and math.isfinite(as_of)
-    )
-    if not finite:
+    real = isinstance(as_of, numbers.Real) and not isinstance(as_of, bool | np.bool_)
+    # math.isfinite overflows on a huge int, which is finite.
+    if not real or not (isinstance(as_of, numbers.Integral) or math.isfinite(as_of)):
         raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
     low, high = AS_OF_SPAN
-    if low <= as_of - JD_OFFSET <= high:
+    huge = abs(as_of) >= 1e300  # no float arithmetic on it (an int that large overflows)
+    shown = (
+        f"{str(as_of)[:12]}..." if huge and isinstance(as_of, numbers.Integral) else f"{as_of:g}"
+    )
+    if not huge and low <= as_of - JD_OFFSET <= high:
         raise UserError(
             f"{name} {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
             f"({as_of - JD_OFFSET:g})"
         )
     if not low <= as_of <= high:
         raise UserError(
-            f"{name} {as_of:g} is outside the survey (MJD {low:g}-{high:g}): before it nothing "
+            f"{name} {shown} is outside the survey (MJD {low:g}-{high:g}): before it nothing "
             "is observed yet, after it everything is (score without it)"
         )
 

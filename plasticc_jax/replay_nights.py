@@ -278,8 +278,18 @@ def read_metadata(scorer: Scorer, metadata_paths: Sequence[Path]) -> pd.DataFram
 
 
 def check_last_night(last_night: int | None, first: int, last: int) -> None:
-    """Refuse a `--last-night` before the input's first night (`first`, `last`: its nights)."""
-    if last_night is not None and last_night < first:
+    """Refuse a `--last-night` that is a Julian date or before the input's first night
+    (`first`, `last`: its nights)."""
+    if last_night is None:
+        return
+    low, high = early.AS_OF_SPAN
+    if low <= last_night - early.JD_OFFSET <= high:
+        # `--last-night 2459700` replayed the whole input as if the night were given.
+        raise UserError(
+            f"--last-night {last_night} looks like a Julian date: give the night, floor(MJD - "
+            f"0.5) ({int(np.floor(last_night - early.JD_OFFSET - 0.5))}; {first} to {last} here)"
+        )
+    if last_night < first:
         # `--last-night 10` (ten nights?) replayed nothing and said the output was finished.
         raise UserError(
             f"--last-night {last_night}: before the input's first night, {first} (nights are "
@@ -421,6 +431,13 @@ def write_nights(
     return written
 
 
+def rejection_reasons(output: Path) -> Counter[str]:
+    """The objects of a replay's nightly rejections, counted by reason (an object rejected for
+    two reasons on different nights counts under each)."""
+    nightly = pd.read_parquet(output / REJECTED, columns=["object_id", "reason"])
+    return Counter(nightly.drop_duplicates()["reason"].astype(str).tolist())
+
+
 def report(
     manifest: dict[str, Any],
     output: Path,
@@ -432,8 +449,9 @@ def report(
     """Log what a replay did (and warn if every object with data was rejected)."""
     if manifest["nights"] and not any(n["rescored"] for n in manifest["nights"]):
         log.warning(
-            "no object was scored on any night: every object with data was rejected (the reasons "
-            "are in %s; the same rows given twice, say)",
+            "no object was scored on any night: every object with data was rejected (objects by "
+            "reason: %s; see %s)",
+            ", ".join(f"{n} {reason}" for reason, n in rejection_reasons(output).most_common()),
             output / REJECTED,
         )
     if start_night > stop:

@@ -50,6 +50,7 @@ from plasticc_jax.score_output import (
     check_dataset_folder,
     note_unknown_classes,
     output_format,
+    refuse_shared_rejections,
     rejected_path,
     warn_if_none_scored,
     warn_never_detected,
@@ -70,8 +71,10 @@ def refuse_output(
     an input or the run either.
 
     Raises:
-        UserError: the output would overwrite or hold what the command reads or must keep.
+        UserError: the output would overwrite or hold what the command reads or must keep, or
+            share its rejection list with another output.
     """
+    refuse_shared_rejections(output)
     run_files, run_folders = runs.protected_paths(run_dir)
     kept = [*inputs, *run_files]
     if dataset and output.is_dir():

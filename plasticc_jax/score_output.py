@@ -62,6 +62,31 @@ def rejected_path(output: Path) -> Path:
     return output.with_name(f"{stem}.rejected.csv")
 
 
+def refuse_shared_rejections(output: Path) -> None:
+    """Raise a UserError where the output's rejection list would also be another output's: a
+    table of the same name in another format beside it (`y.csv` for `y.parquet`: both list
+    their rejections in `y.rejected.csv`), or an output named as a table's rejection list."""
+    fmt = output_format(output)
+    stem = output.name[: -len(fmt)]
+    rejections = rejected_path(output).name
+    for other in _FORMATS:
+        sibling = output.with_name(stem + other)
+        if other != fmt and sibling.exists():
+            raise UserError(
+                f"--output {output}: {sibling.name} beside it keeps its rejections in "
+                f"{rejections} too, which this score would replace: choose another name (or "
+                f"remove {sibling.name})"
+            )
+    if fmt == ".csv" and stem.lower().endswith(".rejected"):
+        table = stem[: -len(".rejected")]
+        for other in _FORMATS:
+            if output.with_name(table + other).exists():
+                raise UserError(
+                    f"--output {output} is the rejection list of {table + other} beside it: "
+                    "choose another name"
+                )
+
+
 def with_flag_thresholds(schema: pa.Schema, age_threshold: AgeThreshold | None) -> pa.Schema:
     """`schema` whose metadata also holds the thresholds that made `flagged`
     (`FLAG_THRESHOLDS_KEY`, `AgeThreshold.to_json`) where they are not the detector's."""

@@ -393,6 +393,7 @@ def test_score_path_and_number_mistakes_give_one_line(
         ([*score, str(meta), "--output", "x.csv", "--as-of", "2460000.5"], "Julian date"),
         ([*score, str(meta), "--output", "x.csv", "--as-of", "-5"], "outside the survey"),
         ([*score, str(meta), "--output", "x.csv", "--as-of", "1e20"], "outside the survey"),
+        ([*score, str(meta), "--output", "x.csv", "--as-of", "1e300"], "1e+300 is outside"),
         ([*score, str(meta), "--output", "x.csv", "--threshold-from", "v"], "needs --as-of"),
         (
             [*score, str(meta), "--output", "v/x.csv", "--as-of", "60000", "--threshold-from", "v"],

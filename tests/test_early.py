@@ -540,17 +540,35 @@ def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch):
         )
 
 
-def test_replay_cli(tiny_run, tmp_path: Path, capsys):
+def test_replay_cli(tiny_run, tmp_path: Path, capsys, caplog):
     lcs, meta = _small_input(tiny_run, tmp_path, n_objects=4, n_nights=5)
     path = tmp_path / "lc.csv"
     lcs.to_csv(path, index=False)
     args = ["replay", str(path), "--run", str(tiny_run.run_dir), "--metadata", str(meta)]
     assert cli.main([*args, "--output", str(tmp_path / "out")]) == 0
     assert "replayed through night" in capsys.readouterr().out
+    # Nothing scored: the warning says why (found by a review: it always said "the same rows
+    # given twice, say").
+    first = int(np.floor(lcs["mjd"].min() - 0.5))
+    caplog.clear()
+    assert cli.main([*args, "--output", str(tmp_path / "o1"), "--last-night", str(first)]) == 0
+    (warning,) = [r.message for r in caplog.records if "no object was scored" in r.message]
+    assert "(objects by reason: 4 fewer than 5 observations; see " in warning, warning
+    # Every object rejected at load (a Julian date for an MJD): said so, not "night -1".
+    jd = tmp_path / "jd.csv"
+    lcs.assign(mjd=lcs["mjd"] + 2_400_000.5).to_csv(jd, index=False)
+    rejected_all = ["replay", str(jd), *args[2:], "--output", str(tmp_path / "all-rejected")]
+    assert cli.main(rejected_all) == 0
+    out = capsys.readouterr().out
+    assert "nothing replayed: no observations to replay (4 objects rejected at load: " in out
     assert cli.main([*args, "--output", str(tmp_path / "o2"), "--close-after", "-1"]) == 2
     # A night before the data's first (a count of nights, not a night): refused, nothing written.
     assert cli.main([*args, "--output", str(tmp_path / "o3"), "--last-night", "3"]) == 2
     assert "--last-night 3: before the input's first night" in capsys.readouterr().err
+    assert not (tmp_path / "o3" / "manifest.json").exists()
+    # A Julian date (found by a review: the whole input was replayed).
+    assert cli.main([*args, "--output", str(tmp_path / "o3"), "--last-night", "2459700"]) == 2
+    assert "--last-night 2459700 looks like a Julian date" in capsys.readouterr().err
     assert not (tmp_path / "o3" / "manifest.json").exists()
     assert cli.main([*args, "--output", str(tmp_path / "o4"), "--groups", "0"]) == 2
     assert "--groups 0: give a number from 1 to 1024" in capsys.readouterr().err

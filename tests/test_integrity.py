@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -939,6 +940,25 @@ def test_two_scores_of_one_output_are_one_at_a_time(tiny_run, tmp_path, capsys):
         first.kill()
         first.wait()
     assert cli.main(argv) == 0
+
+
+def test_an_output_sharing_a_rejection_list_is_refused(tiny_run, tmp_path, capsys):
+    """Found by a review: `y.parquet` after `y.csv` replaced y.csv's rejection list (both are
+    `y.rejected.csv`), and `--output y.rejected.csv` replaced it with a table."""
+    from plasticc_jax.score_output import refuse_shared_rejections
+
+    (tmp_path / "y.csv").write_text("object_id\n")
+    raw = tiny_run.workdir / "data" / "raw"
+    assert cli.main(score_argv(tiny_run.run_dir, raw, tmp_path / "y.parquet")) == 2
+    shared = "y.csv beside it keeps its rejections in y.rejected.csv too"
+    assert shared in one_error_line(capsys, "score")
+    with pytest.raises(UserError, match=re.escape(shared)):
+        refuse_shared_rejections(tmp_path / "y.csv.gz")
+    with pytest.raises(UserError, match=r"is the rejection list of y\.csv beside it"):
+        refuse_shared_rejections(tmp_path / "y.rejected.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.csv"]
+    refuse_shared_rejections(tmp_path / "y.csv")  # its own name again: no other output's list
+    refuse_shared_rejections(tmp_path / "z.rejected.csv")  # no table z beside it
 
 
 def test_score_review_labels_reranks_under_the_lock_scoring_took(tmp_path, monkeypatch):

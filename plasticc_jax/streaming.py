@@ -593,9 +593,9 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
     else:
         missing = [name for name in names if not hasattr(batch, name)]
     if missing:
-        given = "a dict" if isinstance(batch, Mapping) else f"a {type(batch).__name__}"
+        kind = "a dict" if isinstance(batch, Mapping) else f"a {type(batch).__name__}"
         raise UserError(
-            f"encoder input is {given} without {', '.join(missing)}: pass LightCurveArrays or a "
+            f"encoder input is {kind} without {', '.join(missing)}: pass LightCurveArrays or a "
             "dict with flux, flux_err, mask, features"
         )
     get = batch.__getitem__ if isinstance(batch, Mapping) else batch.__getattribute__
@@ -613,11 +613,11 @@ def model_inputs(batch: ArraysLike, stats: FeatureStats, n_times: int) -> dict[s
                 f"encoder input {name} holds {len(values)} objects and flux {len(flux)}: give "
                 "the arrays of the same objects"
             )
-    given = features.shape
+    given_shape = features.shape
     features = gridding.model_features(features, stats.names)
     if features.ndim != 2 or features.shape != (len(flux), len(stats.names)):
         raise UserError(
-            f"encoder input features has shape {given}; this run expects ({len(flux)}, "
+            f"encoder input features has shape {given_shape}; this run expects ({len(flux)}, "
             f"{len(stats.names)}) in the order of the run's `stats.names`, or ({len(flux)}, "
             f"{len(gridding.FEATURE_NAMES)}), every feature of a prepared dataset"
         )

@@ -110,6 +110,7 @@ from plasticc_jax.replay_nights import (
     report,
     start,
     stop_night,
+    warn_repeating,
 )
 from plasticc_jax.replay_thresholds import refuse_output_in, threshold_from
 from plasticc_jax.scoring import Scorer
@@ -334,6 +335,7 @@ def _replay(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[s
     if manifest is None:
         manifest = new_manifest(scorer, job, loaded(data))
         start(job.output, manifest, data.rejected)
+        warn_repeating(manifest)
     t0 = time.perf_counter()
     start_night = int(manifest["finished_through"]) + 1
     if start_night > first:

@@ -352,10 +352,9 @@ def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float)
     if manifest is None:
         with_rows = [s for s in subs if s["objects"]]
         rejected_at_load = sum((Counter(s["rejected_at_load"]) for s in subs), Counter())
-        input_counts = {
-            key: sum(int(s[key]) for s in subs)
-            for key in ("objects", "rows", "reordered_objects", "left_out_objects")
-        }
+        summed = ("objects", "rows", "reordered_objects", "repeating_objects", "left_out_objects")
+        # (a group loaded by an older release has no `repeating_objects`)
+        input_counts = {key: sum(int(s.get(key, 0)) for s in subs) for key in summed}
         input_counts.update(
             rejected_at_load={str(k): int(v) for k, v in rejected_at_load.items()},
             first_night=min((s["first_night"] for s in with_rows), default=0),
@@ -364,6 +363,7 @@ def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float)
         manifest = nightly.new_manifest(scorer, job, input_counts)
         listed = [pd.read_csv(f / nightly.REJECTED_AT_LOAD) for f in folders]
         nightly.start(job.output, manifest, pd.concat(listed, ignore_index=True))
+        nightly.warn_repeating(manifest)
         if not manifest["rows"]:
             log.warning("no observations to replay in %s", ", ".join(map(str, job.paths)))
     by_night: dict[int, list[tuple[int, dict[str, Any]]]] = {}  # the groups with data a night

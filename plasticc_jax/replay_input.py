@@ -35,6 +35,7 @@ class ReplayInput:
             with flux/flux_err >= `gridding.DETECTION_SNR`; a large value if never detected).
         reordered: objects whose rows were not in time order in the input, or not consecutive
             in it.
+        repeating: objects with two rows of the same mjd and passband (rejected from then on).
         rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, an
             MJD far outside the survey, or metadata without a light curve.
         left_out: objects of the light-curve files outside `objects` (not replayed).
@@ -137,12 +138,14 @@ class ReplayInput:
         is rejected for that problem, not as waiting."""
         never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
         rows = self.rows  # sorted by object, mjd and passband: a repeated row follows its twin
-        repeated = np.r_[
-            False,
+        repeated = np.zeros(len(rows), bool)
+        repeated[1:] = (
             (self.obj[1:] == self.obj[:-1])
             & (rows.mjd[1:] == rows.mjd[:-1])
-            & (rows.passband[1:] == rows.passband[:-1]),
-        ]
+            & (rows.passband[1:] == rows.passband[:-1])
+        )
+        # Objects with a repeated row: rejected on every night from it (`loaded` counts them).
+        self.repeating = int(np.unique(self.obj[repeated]).size)
         bad = (gridding.row_problems(rows) > 0) | repeated
         np.minimum.at(never, self.obj[bad], self.night[bad])
         return never

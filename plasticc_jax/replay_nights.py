@@ -338,6 +338,7 @@ def loaded(data: ReplayInput) -> dict[str, Any]:
         "objects": int(data.ids.size),
         "rows": len(data.rows),
         "reordered_objects": data.reordered,
+        "repeating_objects": data.repeating,
         "left_out_objects": data.left_out,
         "rejected_at_load": {
             str(k): int(v) for k, v in data.rejected["reason"].value_counts().items()
@@ -368,6 +369,23 @@ def new_manifest(scorer: Scorer, job: Job, input_counts: dict[str, Any]) -> dict
         "empty_nights": 0,
         "nights": [],
     }
+
+
+def warn_repeating(manifest: dict[str, Any]) -> None:
+    """Say at the start, not only at the end, that objects repeat a row (rejected from then on):
+    most of them are the same rows given twice (found by a review: a file and its copy replayed
+    every night to reject every object)."""
+    repeating, objects = int(manifest.get("repeating_objects", 0)), int(manifest["objects"])
+    if repeating:
+        log.warning(
+            "%d of the %d objects have two rows of the same mjd and passband: each is rejected on "
+            "every night from then on%s",
+            repeating,
+            objects,
+            " (the same rows given twice: a file and its copy, a .csv beside its .csv.gz?)"
+            if 2 * repeating >= objects
+            else "",
+        )
 
 
 def start(output: Path, manifest: dict[str, Any], rejected_at_load: pd.DataFrame) -> None:

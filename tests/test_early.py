@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -420,7 +421,7 @@ def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypa
         _replay(tiny_run, lcs, meta, tmp_path / "out")
 
 
-def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch):
+def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch, caplog):
     lcs, meta = _small_input(tiny_run, tmp_path, n_nights=30)
     reference = _replay(tiny_run, lcs, meta, tmp_path / "ref")
     # Out of time order within objects: sorted, counted, same result.
@@ -460,6 +461,15 @@ def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch):
     manifest = _replay(tiny_run, twice, meta, tmp_path / "twice")
     entry = next(n for n in manifest["nights"] if n["night"] == night[waiting.index[0]])
     assert entry["rejected"].get(gridding.DUPLICATED) == 1
+    assert manifest["repeating_objects"] == 1 and reference["repeating_objects"] == 0
+    # Every row twice (a file and its copy): said at the start, not only at the end.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        manifest = _replay(tiny_run, pd.concat([lcs, lcs]), meta, tmp_path / "all-twice")
+    n = lcs["object_id"].nunique()
+    assert manifest["repeating_objects"] == n
+    assert f"{n} of the {n} objects have two rows of the same mjd and passband" in caplog.text
+    assert "the same rows given twice" in caplog.text
     assert entry["objects_with_data"] == entry["rescored"] + sum(entry["rejected"].values())
     # Nothing left to replay (every MJD non-finite): an empty replay whose rejections are
     # listed, not a crash; a file of a header alone is refused, as `score` refuses it.

@@ -63,21 +63,22 @@ def rejected_path(output: Path) -> Path:
 
 
 def refuse_shared_rejections(output: Path) -> None:
-    """Raise a UserError where the output's rejection list would also be another output's: a
-    table of the same name in another format beside it (`y.csv` for `y.parquet`: both list
-    their rejections in `y.rejected.csv`), or an output named as a table's rejection list."""
+    """Raise a UserError where the score would replace another output's rejection list: the
+    output's list exists beside a table of the same name in another format (`y.csv` for
+    `y.parquet`: both list their rejections in `y.rejected.csv`), or the output is a table's
+    existing rejection list."""
     fmt = output_format(output)
     stem = output.name[: -len(fmt)]
-    rejections = rejected_path(output).name
+    rejections = rejected_path(output)
     for other in _FORMATS:
         sibling = output.with_name(stem + other)
-        if other != fmt and sibling.exists():
+        if other != fmt and sibling.exists() and rejections.exists():
             raise UserError(
                 f"--output {output}: {sibling.name} beside it keeps its rejections in "
-                f"{rejections} too, which this score would replace: choose another name (or "
+                f"{rejections.name} too, which this score would replace: choose another name (or "
                 f"remove {sibling.name})"
             )
-    if fmt == ".csv" and stem.lower().endswith(".rejected"):
+    if fmt == ".csv" and stem.lower().endswith(".rejected") and output.exists():
         table = stem[: -len(".rejected")]
         for other in _FORMATS:
             if output.with_name(table + other).exists():

@@ -295,8 +295,10 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
     assert list(api.columns[:2]) == ["object_id", "days_since_detection"]
     with pytest.raises(UserError, match=r"as_of \S+ looks like a Julian date"):
         score_dataframe(lcs, tiny_run.run_dir, pd.read_csv(meta), as_of=as_of + 2_400_000.5)
-    for bad in (np.nan, "60000", 10**400):  # the gridding's own check too (a review)
-        with pytest.raises(UserError, match=r"grid_lightcurves: as_of .*give a finite MJD"):
+    for bad, message in ((np.nan, "give a finite MJD"), ("60000", "give a finite MJD"),
+                         (10**400, r"100000000000\.\.\. is outside the survey")):  # fmt: skip
+        with pytest.raises(UserError, match=rf"grid_lightcurves: as_of .*{message}"):
+            # The gridding's own check too (a review).
             streaming.grid_lightcurves(lcs, pd.read_csv(meta), tiny_run.config.data, as_of=bad)
     # Before any detection (each object's first comes BEFORE nights after its first point):
     # every object is listed as not detected yet, none is scored.

@@ -948,6 +948,8 @@ def test_an_output_sharing_a_rejection_list_is_refused(tiny_run, tmp_path, capsy
     from plasticc_jax.score_output import refuse_shared_rejections
 
     (tmp_path / "y.csv").write_text("object_id\n")
+    refuse_shared_rejections(tmp_path / "y.parquet")  # no list to replace: an input y.csv, say
+    (tmp_path / "y.rejected.csv").write_text("object_id,reason\n")
     raw = tiny_run.workdir / "data" / "raw"
     assert cli.main(score_argv(tiny_run.run_dir, raw, tmp_path / "y.parquet")) == 2
     shared = "y.csv beside it keeps its rejections in y.rejected.csv too"
@@ -956,7 +958,7 @@ def test_an_output_sharing_a_rejection_list_is_refused(tiny_run, tmp_path, capsy
         refuse_shared_rejections(tmp_path / "y.csv.gz")
     with pytest.raises(UserError, match=r"is the rejection list of y\.csv beside it"):
         refuse_shared_rejections(tmp_path / "y.rejected.csv")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.csv", "y.rejected.csv"]
     refuse_shared_rejections(tmp_path / "y.csv")  # its own name again: no other output's list
     refuse_shared_rejections(tmp_path / "z.rejected.csv")  # no table z beside it
 

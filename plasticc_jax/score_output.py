@@ -27,7 +27,7 @@ from plasticc_jax import gridding, plasticc, scoring
 from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import UserError, listing
 from plasticc_jax.scoring import Scorer
 from plasticc_jax.streaming import NO_METADATA
 
@@ -190,15 +190,16 @@ def note_unknown_classes(metadata: pd.DataFrame, data: DataConfig) -> None:
     other = target[(target >= 0) & ~np.isin(target, named)]
     if other.size:
         classes, counts = np.unique(other, return_counts=True)
+        most = np.argsort(-counts, kind="stable")  # the largest first: a long list is cut
         named_counts = (
             f"{plasticc.class_name(c)} ({c}): {n}" if c in plasticc.CLASS_NAMES else f"{c}: {n}"
-            for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
+            for c, n in zip(classes[most].tolist(), counts[most].tolist(), strict=True)
         )
         log.warning(
             "%d objects of the metadata are labelled with classes the run neither trained on "
             "nor held out, counted as anomalies (is_anomaly) where scored: %s",
             other.size,
-            ", ".join(named_counts),
+            listing(named_counts, limit=10),
         )
 
 

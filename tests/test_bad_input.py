@@ -552,3 +552,16 @@ def test_score_dask_keeps_the_models_rejections_named_model(tmp_path):
     ]
     named = distributed.named_sources(parts, frames, [a, b])
     assert [list(f["source"]) for f in named] == [[str(a), MODEL_SOURCE], [MODEL_SOURCE]]
+
+
+def test_labels_of_many_unknown_classes_are_noted_in_one_short_line(caplog):
+    """Found by an audit: 3,981 distinct garbage labels made one warning of 30 KB."""
+    from plasticc_jax.score_output import note_unknown_classes
+
+    data = config_lib.DataConfig(known_classes=(90, 42), anomaly_classes=(64,))
+    target = np.r_[np.arange(1000, 1030), 1000, 1000, 90, 64, -1]
+    note_unknown_classes(pd.DataFrame({"target": target}), data)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("32 objects of the metadata are labelled with classes the run")
+    assert line.endswith(": 1000: 3, 1001: 1, 1002: 1, 1003: 1, 1004: 1, 1005: 1, 1006: 1, "
+                         "1007: 1, 1008: 1, 1009: 1 and 20 more")  # fmt: skip

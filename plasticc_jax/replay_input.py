@@ -108,7 +108,7 @@ class ReplayInput:
         self.key = self.obj * _KEY + (self.night - self.base)
         self.close_night = self._close_nights(close_after)
         self.detection_night = self._detection_nights()
-        self.problem_night = self._problem_nights()
+        self.problem_night, self.repeating = self._problem_nights()
         self.metadata = streaming.MetaIndex(metadata)
 
     def _close_nights(self, close_after: float | None) -> np.ndarray:
@@ -132,10 +132,11 @@ class ReplayInput:
         np.minimum.at(never, self.obj[detected], self.night[detected])
         return never
 
-    def _problem_nights(self) -> np.ndarray:
+    def _problem_nights(self) -> tuple[np.ndarray, int]:
         """(m,) the night of each object's first row with a bad value or repeating an earlier
         row's mjd and passband (a large value if none): from then on, an object not detected yet
-        is rejected for that problem, not as waiting."""
+        is rejected for that problem, not as waiting; and the number of objects with a repeated
+        row (rejected on every night from it)."""
         never = np.full(self.ids.size, np.iinfo(np.int64).max // 2)
         rows = self.rows  # sorted by object, mjd and passband: a repeated row follows its twin
         repeated = np.zeros(len(rows), bool)
@@ -144,11 +145,9 @@ class ReplayInput:
             & (rows.mjd[1:] == rows.mjd[:-1])
             & (rows.passband[1:] == rows.passband[:-1])
         )
-        # Objects with a repeated row: rejected on every night from it (`loaded` counts them).
-        self.repeating = int(np.unique(self.obj[repeated]).size)
         bad = (gridding.row_problems(rows) > 0) | repeated
         np.minimum.at(never, self.obj[bad], self.night[bad])
-        return never
+        return never, int(np.unique(self.obj[repeated]).size)
 
     def rows_so_far(self, objects: np.ndarray, night: int) -> tuple[gridding.Chunk, np.ndarray]:
         """(the objects' rows up to and including `night` as a chunk without metadata, the index

@@ -52,18 +52,26 @@ def entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=-1)
 
 
-def ensemble_scorer(x: np.ndarray, labels: np.ndarray, config: Config):
-    """The candidates fitted on one kind's fitting rows (raw features): rows -> scores by name."""
+def ensemble_scorer(
+    x: np.ndarray,
+    labels: np.ndarray,
+    config: Config,
+    models_n: int = MODELS,
+    iterations: int | None = None,
+    learning_rate: float = 0.1,
+):
+    """The candidates fitted on one kind's fitting rows (raw features): rows -> scores by name.
+    `models_n` models of `iterations` (default: the classifier's) at `learning_rate`."""
     lowest, highest = np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)
     columns = np.flatnonzero(np.isfinite(lowest) & (highest > lowest))
     rng = np.random.default_rng(config.eval.seed)
     models = []
-    for seed in range(MODELS):
+    for seed in range(models_n):
         sample = rng.choice(len(x), size=len(x), replace=True)
         rows = sample[balanced_rows(labels[sample])]
         model = HistGradientBoostingClassifier(
-            max_iter=config.eval.classifier_iterations,
-            learning_rate=0.1,
+            max_iter=iterations or config.eval.classifier_iterations,
+            learning_rate=learning_rate,
             max_leaf_nodes=15,
             max_features=0.5,
             early_stopping=False,
@@ -73,7 +81,7 @@ def ensemble_scorer(x: np.ndarray, labels: np.ndarray, config: Config):
     classes = np.unique(labels)
 
     def scores(r: np.ndarray) -> dict[str, np.ndarray]:
-        p = np.zeros((MODELS, len(r), classes.size))
+        p = np.zeros((models_n, len(r), classes.size))
         for m, model in enumerate(models):  # a bootstrap sample may miss a small class
             p[m][:, np.searchsorted(classes, model.classes_)] = model.predict_proba(r[:, columns])
         mean = p.mean(axis=0)

@@ -27,6 +27,18 @@ Adoption rule, as docs/evaluation.md's, written before the run: the best fusion 
 candidate (in the `gp_classifier`'s place or beside it) must beat the shipped fusion by more
 than twice the standard error of the paired per-fold differences (and, beside it, scoring would
 then have to be measured at 20,000 objects/s or more before the test split is scored).
+
+Result (a fresh clone's `make prepare train evaluate validate`, 2026-12-05; 133 s on 2 cores;
+the `gp_classifier` recomputed exactly): alone `ensemble_maxprob` 0.789 and
+`ensemble_mutual_information` 0.776 against the `gp_classifier`'s 0.766 (SN Ibc 0.658 -> 0.712,
+M-dwarf 0.846 -> 0.915). `ensemble_maxprob` in the `gp_classifier`'s place, the shipped weights
+(the best found there): 0.838, **+0.0088 ± 0.0036** (8 of 10 folds): past the rule; beside it the
+best found 0.839, +0.0097 ± 0.0049 (a hair short of two standard errors; the fusion in its place
+is within a standard error of it and cheaper, as the cost rule prefers). The mutual information:
+-0.0019 ± 0.0075 in its place, +0.0047 ± 0.0044 beside. Not built: five models predict five times
+the trees, and scoring would fall to roughly 14,000 objects/s (from the timings of
+`compiled_trees_probe.py`, not measured), below the 20,000 target; at the shipped classifier's
+cost the ensemble gains nothing (`classifier_ensemble_cost_probe.py`).
 """
 
 from __future__ import annotations

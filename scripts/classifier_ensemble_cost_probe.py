@@ -18,6 +18,11 @@ first probe's (bootstrap samples, `max_features` 0.5, classes balanced). Adoptio
 docs/evaluation.md's, written before the run: the best fusion found with a candidate (in the
 `gp_classifier`'s place or beside it) must beat the shipped fusion by more than twice the
 standard error of the paired per-fold differences.
+
+Result (the same validation, 2026-12-05; 58 s on 2 cores): alone 0.767 and 0.773 against the
+`gp_classifier`'s 0.766; in its place -0.0029 ± 0.0062 and +0.0003 ± 0.0046, beside it +0.0039 ±
+0.0040 and +0.0045 ± 0.0043. Not adopted: the five full-length models' gain does not survive at
+the shipped cost.
 """
 
 from __future__ import annotations

@@ -71,14 +71,16 @@ def ensemble_scorer(
     models_n: int = MODELS,
     iterations: int | None = None,
     learning_rate: float = 0.1,
+    draw: int = 0,
 ):
     """The candidates fitted on one kind's fitting rows (raw features): rows -> scores by name.
-    `models_n` models of `iterations` (default: the classifier's) at `learning_rate`."""
+    `models_n` models of `iterations` (default: the classifier's) at `learning_rate`; `draw`
+    picks other bootstrap samples and seeds (0: this probe's)."""
     lowest, highest = np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)
     columns = np.flatnonzero(np.isfinite(lowest) & (highest > lowest))
-    rng = np.random.default_rng(config.eval.seed)
+    rng = np.random.default_rng(config.eval.seed + draw)
     models = []
-    for seed in range(models_n):
+    for seed in range(draw * models_n, (draw + 1) * models_n):
         sample = rng.choice(len(x), size=len(x), replace=True)
         rows = sample[balanced_rows(labels[sample])]
         model = HistGradientBoostingClassifier(

@@ -28,6 +28,7 @@ the shipped cost.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,38 +40,47 @@ from plasticc_jax.calibration import Reference
 from plasticc_jax.config import Config
 from plasticc_jax.gridding import FEATURE_NAMES
 
-VARIANTS = {"ensemble_5x10": (5, 10, 0.5), "ensemble_3x17": (3, 17, 0.3)}
+# name -> `ensemble_scorer`'s settings (models, iterations, learning rate).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ensemble_5x10": {"models_n": 5, "iterations": 10, "learning_rate": 0.5},
+    "ensemble_3x17": {"models_n": 3, "iterations": 17, "learning_rate": 0.3},
+}
 
 
-def fold_columns(objects: pd.DataFrame, held_out: int, config: Config) -> pd.DataFrame:
-    """The variants' scores for one fold's scored objects, fitted and calibrated per kind."""
+def ensemble_columns(
+    objects: pd.DataFrame, held_out: int, config: Config, variants: dict[str, dict[str, Any]]
+) -> pd.DataFrame:
+    """Each variant's `ensemble_maxprob` for one fold's scored objects, fitted per kind on the
+    train split's other known classes and calibrated on the val split's other known objects."""
     raw = np.stack(objects["raw"].to_numpy()).astype(np.float32)
     target, split = objects["target"].to_numpy(), objects["split"].to_numpy()
     galactic = raw[:, FEATURE_NAMES.index("is_galactic")] > 0.5
     scored = (split == "val") | (target == held_out)
-    columns = {name: np.zeros(len(raw)) for name in VARIANTS}
+    columns = {name: np.zeros(len(raw)) for name in variants}
     for g in (True, False):
         fit = (split == "train") & (target != held_out) & (galactic == g)
         if not fit.any():
             continue
         val = (split == "val") & (target != held_out) & (galactic == g)
         rows = scored & (galactic == g)
-        for name, (models_n, iterations, rate) in VARIANTS.items():
-            score = ensemble_scorer(raw[fit], target[fit], config, models_n, iterations, rate)
+        for name, settings in variants.items():
+            score = ensemble_scorer(raw[fit], target[fit], config, **settings)
             reference = Reference.fit(score(raw[val])["ensemble_maxprob"])
             columns[name][rows] = reference.tail_score(score(raw[rows])["ensemble_maxprob"])
     out = pd.DataFrame({"fold": held_out, "object_id": objects["object_id"].to_numpy()[scored]})
     return out.assign(**{name: column[scored] for name, column in columns.items()})
 
 
-def main() -> None:
-    args = probe_arguments(__doc__, "runs/classifier-ensemble-cost/scores.parquet")
+def ensemble_probe(doc: str, out: str, variants: dict[str, dict[str, Any]]) -> None:
+    """The command of a probe of ensemble variants, reported against the shipped fusion."""
+    args = probe_arguments(doc, out)
     start = time.perf_counter()
     config, scores, objects = read_validation(args.run, args.workdir)
-    table = with_fold_columns(scores, lambda f: fold_columns(objects, f, config), args.out)
+    make = lambda f: ensemble_columns(objects, f, config, variants)  # noqa: E731
+    table = with_fold_columns(scores, make, args.out)
     print(f"({time.perf_counter() - start:.0f} s)")
-    report(table, config, tuple(VARIANTS), "gp_classifier")
+    report(table, config, tuple(variants), "gp_classifier")
 
 
 if __name__ == "__main__":
-    main()
+    ensemble_probe(__doc__, "runs/classifier-ensemble-cost/scores.parquet", VARIANTS)

@@ -14,7 +14,9 @@ ensemble's.
 Result (the default run of a fresh clone, 2026-12-05, 2 cores, three alternating rounds, 23 s in
 all): the whole scoring 713-860 ms for 16,384 objects (19,102 objects/s, the median), the
 `gp_classifier` 102-106 ms, the five models 511-524 ms (5.0x): with them 12,916 objects/s, 0.68x,
-against the 20,000 target.
+against the 20,000 target. `make bench`'s `bench_score.py --run` on the same day measured the
+shipped scoring at 22,138-31,284 objects/s by batch size: with the five models' extra 409-418 ms
+per 16,384 objects, 14,200-17,500 (derived), still below it.
 """
 
 from __future__ import annotations

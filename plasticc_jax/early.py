@@ -144,16 +144,15 @@ def check_as_of(as_of: object, name: str) -> None:
     if not real or not (isinstance(as_of, numbers.Integral) or math.isfinite(as_of)):
         raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
     low, high = AS_OF_SPAN
-    huge = abs(as_of) >= 1e300  # no float arithmetic on it (an int that large overflows)
-    shown = (
-        f"{str(as_of)[:12]}..." if huge and isinstance(as_of, numbers.Integral) else f"{as_of:g}"
-    )
-    if not huge and low <= as_of - JD_OFFSET <= high:
+    # Compared, not subtracted: an int too large for a float is finite, and outside the survey.
+    if low + JD_OFFSET <= as_of <= high + JD_OFFSET:
         raise UserError(
             f"{name} {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
             f"({as_of - JD_OFFSET:g})"
         )
     if not low <= as_of <= high:
+        huge = isinstance(as_of, numbers.Integral) and abs(as_of) >= 1e300
+        shown = f"{str(as_of)[:12]}..." if huge else f"{as_of:g}"
         raise UserError(
             f"{name} {shown} is outside the survey (MJD {low:g}-{high:g}): before it nothing "
             "is observed yet, after it everything is (score without it)"

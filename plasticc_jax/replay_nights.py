@@ -283,7 +283,8 @@ def check_last_night(last_night: int | None, first: int, last: int) -> None:
     if last_night is None:
         return
     low, high = early.AS_OF_SPAN
-    if low <= last_night - early.JD_OFFSET <= high:
+    # Compared, not subtracted: a huge int does not convert to a float.
+    if low + early.JD_OFFSET <= last_night <= high + early.JD_OFFSET:
         # `--last-night 2459700` replayed the whole input as if the night were given.
         raise UserError(
             f"--last-night {last_night} looks like a Julian date: give the night, floor(MJD - "

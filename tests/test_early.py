@@ -581,6 +581,7 @@ def test_replay_cli(tiny_run, tmp_path: Path, capsys, caplog):
     # A Julian date (found by a review: the whole input was replayed).
     assert cli.main([*args, "--output", str(tmp_path / "o3"), "--last-night", "2459700"]) == 2
     assert "--last-night 2459700 looks like a Julian date" in capsys.readouterr().err
+    replay_nights.check_last_night(10**400, 0, 1)  # after the last night: accepted, no overflow
     assert not (tmp_path / "o3" / "manifest.json").exists()
     assert cli.main([*args, "--output", str(tmp_path / "o4"), "--groups", "0"]) == 2
     assert "--groups 0: give a number from 1 to 1024" in capsys.readouterr().err

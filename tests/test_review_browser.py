@@ -210,6 +210,9 @@ def test_the_keyboard_alone_answers_and_opens_a_ranked_object(page: Any, review:
     opener = page.locator("#ranking tbody tr button.open").nth(1)
     object_id = int(opener.inner_text())
     opener.focus()
+    # A redraw of the ranking meanwhile (the answer's own, arriving late) keeps the focus there.
+    page.evaluate("loadRanking()")
+    assert page.evaluate("document.activeElement.textContent") == str(object_id)
     page.keyboard.press("Enter")
     page.wait_for_selector(f'#candidate-title[data-object-id="{object_id}"]')
     # The plot has a name, and its bands are buttons that say whether they are shown.

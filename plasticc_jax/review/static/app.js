@@ -385,6 +385,8 @@ async function loadRanking() {
       ? `the first ${rows.length} of ${matched} objects: filter to see the others`
       : `${matched} objects`;
   const body = $("#ranking tbody");
+  // A redraw (an answer's, or a filter's) keeps the keyboard on the object it was on.
+  const focused = document.activeElement?.closest("#ranking tbody tr")?.dataset.objectId;
   body.replaceChildren();
   for (const row of rows) {
     const tr = element("tr", { "data-object-id": row.object_id });
@@ -403,6 +405,8 @@ async function loadRanking() {
     tr.addEventListener("click", () => openObject(row.object_id));
     body.append(tr);
   }
+  const refocus = [...body.rows].find((tr) => tr.dataset.objectId === focused);
+  refocus?.querySelector("button.open").focus({ preventScroll: true });
   body.dataset.rows = rows.length;
   body.dataset.query = query.toString(); // which filters the rows on screen answer
 }

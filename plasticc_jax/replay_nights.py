@@ -478,6 +478,7 @@ def report(
             log.info("%s is finished through night %d: nothing to replay", output, start_night - 1)
         return
     rescored = sum(n["rescored"] for n in replayed)
+    empty_nights = stop - start_night + 1 - len(replayed)  # this run's, not a resumed one's all
     log.info(
         "replayed nights %d-%d into %s: %d objects re-scored in %.1f s (%.0f/s), %d empty nights",
         start_night,
@@ -486,5 +487,5 @@ def report(
         rescored,
         seconds,
         rescored / max(seconds, 1e-9),
-        manifest["empty_nights"],
+        empty_nights,
     )

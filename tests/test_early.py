@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -383,7 +384,7 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(
     pd.testing.assert_frame_equal(_candidates(tmp_path / "refitted"), candidates)
 
 
-def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch):
+def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch, caplog):
     lcs, meta = _small_input(tiny_run, tmp_path)
     reference = _replay(tiny_run, lcs, meta, tmp_path / "ref")
     original = replay_nights.write_night
@@ -401,9 +402,15 @@ def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypa
     stopped = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert len(stopped["nights"]) == 3
     monkeypatch.setattr(replay_nights, "write_night", original)
-    resumed = _replay(tiny_run, lcs, meta, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="plasticc_jax.replay_nights"):
+        resumed = _replay(tiny_run, lcs, meta, tmp_path / "out")
     assert resumed["nights"] == reference["nights"]
     assert resumed["empty_nights"] == reference["empty_nights"]
+    # The log counts the nights this run replayed, not those before the interruption too.
+    (summary,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replayed")]
+    first, last = map(int, re.search(r"nights (\d+)-(\d+)", summary).groups())
+    run_nights = last - first + 1
+    assert f", {run_nights - (len(reference['nights']) - 3)} empty nights" in summary
     pd.testing.assert_frame_equal(_candidates(tmp_path / "out"), _candidates(tmp_path / "ref"))
     # Finished: a third run does nothing; other input is refused.
     assert _replay(tiny_run, lcs, meta, tmp_path / "out")["nights"] == reference["nights"]

@@ -266,7 +266,9 @@ class Encoder:
             `EncodedTable` (object ids in the order of the gridded output).
         """
         del anomaly_classes
-        arrays, rejected = streaming.grid_lightcurves(lightcurves, metadata, self.config.data)
+        arrays, rejected = streaming.grid_lightcurves(
+            lightcurves, metadata, self.config.data, caller="encode_table"
+        )
         mu, logvar = self(arrays)
         return EncodedTable(np.asarray(arrays.object_id, np.int64), mu, logvar, rejected)
 

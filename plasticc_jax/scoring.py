@@ -577,7 +577,9 @@ def score_dataframe(
     if as_of is not None and not scorer.config.train.partial_curves:
         # Once per run and process (Python's warning filter), not once per partition.
         warnings.warn(scorer.complete_only_message("score_dataframe(as_of=...)"), stacklevel=2)
-    arrays, rejected = streaming.grid_lightcurves(rows, metadata, scorer.config.data, as_of=as_of)
+    arrays, rejected = streaming.grid_lightcurves(
+        rows, metadata, scorer.config.data, as_of=as_of, caller="score_dataframe"
+    )
     table, unscorable = scorer.table(arrays, split)
     if len(unscorable):
         rejected = pd.concat([rejected, unscorable], ignore_index=True)

@@ -456,6 +456,7 @@ def grid_lightcurves(
     data: DataConfig,
     *,
     as_of: float | None = None,
+    caller: str = "grid_lightcurves",
 ) -> tuple[LightCurveArrays, pd.DataFrame]:
     """Grid in-memory tables (any row order) in this thread.
 
@@ -469,21 +470,22 @@ def grid_lightcurves(
         as_of: grid only the observations up to this MJD, as `stream_grids` does
             (`early.grid_as_of`: the arrays' `stage` is the days since the first detection
             then; an object not detected by then is rejected).
+        caller: the public function that errors about the tables name (`score_dataframe`).
 
     Returns:
         The gridded objects (sorted by object_id; `is_anomaly` False) and the rejections
         (object_id, reason, source).
     """
     if as_of is not None:
-        early.check_as_of(as_of, "grid_lightcurves: as_of")
+        early.check_as_of(as_of, f"{caller}: as_of")
     for frame, what in ((lightcurves, "light curves"), (metadata, "metadata")):
         if not isinstance(frame, pd.DataFrame):
             raise UserError(
-                f"grid_lightcurves: the {what} are a {type(frame).__name__}: give a pandas "
+                f"{caller}: the {what} are a {type(frame).__name__}: give a pandas "
                 "DataFrame (pd.DataFrame(...) of it)"
             )
-    lightcurves = lower_names(lightcurves, "grid_lightcurves: the light curves")
-    metadata = lower_names(metadata, "grid_lightcurves: the metadata")
+    lightcurves = lower_names(lightcurves, f"{caller}: the light curves")
+    metadata = lower_names(metadata, f"{caller}: the metadata")
     for frame, aliases, what in (
         (lightcurves, plasticc.LIGHTCURVE_ALIASES, "light curves"),
         (metadata, plasticc.METADATA_ALIASES, "metadata"),
@@ -491,7 +493,7 @@ def grid_lightcurves(
         both = [(a, c) for a, c in aliases.items() if a in frame and c in frame]
         if both:
             raise UserError(
-                f"grid_lightcurves: the {what} have both {both[0][0]!r} and {both[0][1]!r}, two "
+                f"{caller}: the {what} have both {both[0][0]!r} and {both[0][1]!r}, two "
                 "names of one column (the two PLAsTiCC formats): keep one"
             )
     lcs = lightcurves.rename(columns=plasticc.LIGHTCURVE_ALIASES)
@@ -505,7 +507,7 @@ def grid_lightcurves(
     missing_meta = [c for c in ("object_id", *gridding.META_VALUES) if c not in meta]
     if missing or missing_meta:
         raise UserError(
-            f"grid_lightcurves: missing columns {missing + missing_meta}; light curves have "
+            f"{caller}: missing columns {missing + missing_meta}; light curves have "
             f"{list(lightcurves.columns)}, metadata {list(metadata.columns)}"
         )
     object_id = _numbers(lcs, "object_id", "light curves", whole=True)
@@ -529,7 +531,7 @@ def grid_lightcurves(
     meta["target"] = _labels(meta)
     if meta["object_id"].duplicated().any():
         oid = int(meta["object_id"][meta["object_id"].duplicated()].iloc[0])
-        raise UserError(f"grid_lightcurves: object {oid} appears more than once in the metadata")
+        raise UserError(f"{caller}: object {oid} appears more than once in the metadata")
     order = np.argsort(object_id, kind="stable")
     rows = lightcurve_rows.Rows(
         object_id[order],

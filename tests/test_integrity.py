@@ -602,6 +602,8 @@ def test_score_dataframe_names_bad_values(tiny_run):
             rows.assign(mjd=pd.Timestamp("1858-11-17") + pd.to_timedelta(rows["mjd"], unit="D")),
             r"'mjd' holds dates or durations \(datetime64.*MJD in days",
         ),
+        # Named as the function called, not an internal one's name (a review).
+        (rows.drop(columns="flux"), r"^score_dataframe: missing columns \['flux'\]"),
     ]
     for frame, message in cases:
         with pytest.raises(UserError, match=message):

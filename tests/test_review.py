@@ -32,10 +32,11 @@ import pyarrow.csv as pa_csv
 import pytest
 from conftest import hold_lock, tiny_config
 
+from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.review import active, labels, simulate
 from plasticc_jax.review.labels import Answer, LabelStore, read_answers
-from plasticc_jax.review.pool import Pool
+from plasticc_jax.review.pool import Curves, Pool, same_objects
 from plasticc_jax.review.server import ReviewServer, browser_opened, open_review
 from plasticc_jax.review.session import ReviewSession, page_id
 
@@ -1048,6 +1049,45 @@ def test_the_detectors_class_guess_and_new_score_columns_are_used(tiny_run, tmp_
     assert pool.class_guess == ["SN Ia" if c == 90 else "EB" for c in top["nearest_class"]]
     assert pool.galactic == top["is_galactic"].tolist()
     assert (pool.class_prob == 0.75).all()
+
+
+def test_a_light_curve_is_shown_only_for_the_object_scored_from_it(tiny_run) -> None:
+    """Found by a review: a table of new files whose ids were also the dataset's showed the
+    dataset's objects' light curves (and their metadata) as the scored objects'."""
+    dataset = tiny_run.workdir / tiny_run.config.data.dataset_dir
+    arrays = LightCurveArrays.concatenate(
+        [shard for split in SPLITS for shard in iter_split(dataset, split)]
+    )
+    table = tiny_run.table.set_index("object_id").loc[arrays.object_id].reset_index()
+    latents = active.latent_columns(list(table.columns))
+    shape = arrays.flux.shape
+    names = tuple(read_manifest(dataset)["feature_names"])
+    mu = table[latents].to_numpy()
+    curves = Curves(arrays, mu, np.zeros(shape), np.zeros(shape), np.zeros(shape[2]), names)
+    assert same_objects(table, curves).all()
+    # The same rows under their neighbours' ids: new objects that share ids with the dataset.
+    moved = table.assign(object_id=np.roll(table["object_id"].to_numpy(), 1))
+    assert not same_objects(moved, curves).any()
+    # Without the columns that repeat the grid's, by the latent means.
+    bare = table[["object_id", "anomaly_score", *latents]]
+    assert same_objects(bare, curves).all()
+    assert not same_objects(bare.assign(object_id=moved["object_id"]), curves).any()
+    # Ids the dataset does not hold.
+    assert not same_objects(table.assign(object_id=table["object_id"] + 10**9), curves).any()
+
+
+def test_the_page_shows_no_light_curve_under_another_objects_id(tiny_run, tmp_path, caplog):
+    test = tiny_run.table[tiny_run.table["split"] == "test"]
+    moved = test.assign(object_id=np.roll(test["object_id"].to_numpy(), 1), split="new")
+    path = tmp_path / "scores.parquet"
+    moved.to_parquet(path, index=False)
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax.review.pool"):
+        pool = Pool(tiny_run.run_dir, scores=path, workdir=tiny_run.workdir)
+    assert f"{len(test)} candidates (object " in caplog.text
+    session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
+    shown = session.describe(int(pool.ids[0]))
+    assert shown["curve"] is None and "log10_amplitude" not in shown["context"]
+    assert all(n["curve"] is not None for n in shown["neighbours"])  # the dataset's own
 
 
 @pytest.mark.parametrize(

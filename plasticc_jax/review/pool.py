@@ -58,12 +58,14 @@ class Curves:
 
     Attributes:
         arrays: the objects' grids (scaled flux, `dataset.LightCurveArrays`).
+        mu: their latent means, (n, latent_dim).
         mean, sigma: the VAE's reconstruction at z = mu, (n, n_bands, n_times).
         times: (n_times,) bin centres in days from each object's reference time.
         feature_names: names of `arrays.features` (the dataset manifest's).
     """
 
     arrays: LightCurveArrays
+    mu: np.ndarray
     mean: np.ndarray
     sigma: np.ndarray
     times: np.ndarray
@@ -157,6 +159,35 @@ def known_reference(run_table: pd.DataFrame, known_classes: tuple[int, ...]) -> 
     return run_table[keep].reset_index(drop=True)
 
 
+def same_objects(table: pd.DataFrame, curves: Curves) -> np.ndarray:
+    """Which rows of a score table were scored from the light curve of their id in `curves`:
+    the same count of observed cells (`n_observed`) and the same values of the dataset's
+    features that the table repeats (`hostgal_photoz`, `peak_abs_mag`, ...), which `evaluate`
+    and `score` copy from the very grid they score; a table without any of those, the same
+    latent means (to 1e-3, as another device computes them). A table of new files whose ids
+    are also the dataset's, or one scored as of a date, differs: its rows are not those curves."""
+    lookup = [curves.row(object_id) for object_id in table["object_id"]]
+    found = np.array([i is not None for i in lookup])
+    rows = np.array([i for i in lookup if i is not None], np.int64)
+    known = table[found]
+    match = np.ones(rows.size, bool)
+    if "n_observed" in known.columns:
+        cells = curves.arrays.mask[rows].sum(axis=(1, 2))
+        match &= known["n_observed"].to_numpy(np.float64) == cells
+    repeated = [name for name in known.columns if name in curves.feature_names]
+    for name in repeated:
+        theirs = pd.to_numeric(known[name], errors="coerce").to_numpy(np.float64)
+        mine = curves.arrays.features[rows, curves.feature_names.index(name)]
+        match &= np.isclose(theirs, mine, rtol=1e-6, atol=0.0, equal_nan=True)
+    latents = active.latent_columns(list(known.columns))
+    if not repeated and "n_observed" not in known.columns and latents:
+        theirs = known[latents].to_numpy(np.float64)
+        match &= np.isclose(theirs, curves.mu[rows], rtol=1e-3, atol=1e-3).all(axis=1)
+    same = np.zeros(len(table), bool)
+    same[np.flatnonzero(found)] = match
+    return same
+
+
 def load_curves(
     run_dir: Path, config: Config, dataset_dir: Path, object_ids: np.ndarray
 ) -> Curves | None:
@@ -181,10 +212,11 @@ def load_curves(
     from plasticc_jax.encoder import load_vae  # JAX: imported only when curves are shown
 
     vae = load_vae(run_dir)
-    mean, sigma = vae.reconstruct(arrays)
+    out = vae.evaluate(arrays, reconstruction=True)
     times = GridSpec.from_config(vae.config.data).bin_centres()
     log.info("%d of %d light curves found in %s", len(arrays), wanted.size, dataset_dir)
-    return Curves(arrays, mean, sigma, times, tuple(read_manifest(dataset_dir)["feature_names"]))
+    names = tuple(read_manifest(dataset_dir)["feature_names"])
+    return Curves(arrays, out["mu"], out["mean"], out["sigma"], times, names)
 
 
 class Pool:
@@ -264,6 +296,19 @@ class Pool:
             if curves
             else None
         )
+        # The candidates whose light curve the dataset holds (not merely an object of their id).
+        self.in_dataset = np.zeros(len(self.ids), bool)
+        if self.curves is not None:
+            self.in_dataset = same_objects(self.table, self.curves)
+            other = np.isin(self.ids, self.curves.arrays.object_id) & ~self.in_dataset
+            if other.any():
+                log.warning(
+                    "%d candidates (object %d first) have the id of another light curve in the "
+                    "run's prepared dataset (new files whose ids are also the dataset's, or "
+                    "scored as of a date): the page shows them without a light curve",
+                    other.sum(),
+                    self.ids[other][0],
+                )
         self.galactic = self._galactic()
         self._indexes = self._neighbour_indexes()
         self.class_guess, self.class_prob = self._class_guess()
@@ -349,19 +394,23 @@ class Pool:
         kinds = _kinds(t)
         if kinds is not None:
             return [bool(v) for v in kinds]
-        if self.curves is not None and "is_galactic" in self.curves.feature_names:
-            column = self.curves.feature_names.index("is_galactic")
-            out: list[bool | None] = []
-            for object_id in self.ids:
-                i = self.curves.row(object_id)
-                out.append(None if i is None else bool(self.curves.arrays.features[i, column]))
-            return out
-        return [None] * len(t)
+        out: list[bool | None] = []
+        for row in range(len(t)):
+            value = self.dataset_features(row).get("is_galactic")
+            out.append(None if value is None else bool(value))
+        return out
+
+    def curve(self, row: int) -> dict[str, Any] | None:
+        """A candidate's light curve from the prepared dataset (None: not there)."""
+        return self.curves.curve(int(self.ids[row])) if self.in_dataset[row] else None
+
+    def dataset_features(self, row: int) -> dict[str, float]:
+        """A candidate's features in the prepared dataset ({}: not there)."""
+        return self.curves.features(int(self.ids[row])) if self.in_dataset[row] else {}
 
     def context(self, row: int) -> dict[str, Any]:
         """What the page shows as metadata: the table's context columns, else the dataset's."""
-        object_id = int(self.ids[row])
-        features = self.curves.features(object_id) if self.curves is not None else {}
+        features = self.dataset_features(row)
         out: dict[str, Any] = {}
         for name in ("split", "n_observed"):
             if name in self.table.columns:

@@ -237,7 +237,7 @@ class ReviewSession:
             "galactic": pool.galactic[row],
             "scores": pool.scores(row),
             "context": pool.context(row),
-            "curve": curves.curve(object_id) if curves is not None else None,
+            "curve": pool.curve(row),
             "neighbours": neighbours,
         }
 

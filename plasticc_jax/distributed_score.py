@@ -44,6 +44,7 @@ from plasticc_jax.score_output import (
     check_accounting,
     ranked_schema,
     rejected_path,
+    warn_if_flagged_far_above,
     warn_if_none_scored,
     warn_never_detected,
     write_ranked,
@@ -271,5 +272,6 @@ def score(
         rejected_path(output),
     )
     warn_never_detected(sum(r.never_detected for r in results))
+    warn_if_flagged_far_above(flagged, scores.size, scorer.detector.target_fpr)
     warn_if_none_scored(scores.size, rejected, output)
     return output

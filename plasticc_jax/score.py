@@ -52,6 +52,7 @@ from plasticc_jax.score_output import (
     output_format,
     refuse_shared_rejections,
     rejected_path,
+    warn_if_flagged_far_above,
     warn_if_none_scored,
     warn_never_detected,
     write_ranked,
@@ -292,5 +293,7 @@ def _score(
         rejected_path(output),
     )
     warn_never_detected(never_detected)
+    if age_threshold is None:  # (its thresholds were set on partial curves of their own)
+        warn_if_flagged_far_above(n_flagged, scores.size, detector.target_fpr)
     warn_if_none_scored(scores.size, rejected, output)
     return output

@@ -178,6 +178,30 @@ def warn_never_detected(n_never_detected: int) -> None:
         )
 
 
+# A flagged share this many times the target rate, among at least FLAGGED_MIN_OBJECTS scored
+# objects, is far past chance for known objects (10 of 100 at a 1% rate: p < 1e-7).
+FLAGGED_FACTOR = 10
+FLAGGED_MIN_OBJECTS = 100
+
+
+def warn_if_flagged_far_above(n_flagged: int, n_scored: int, target_fpr: float) -> None:
+    """Say so when far more objects are flagged than the threshold lets through among known
+    objects: a sample rich in anomalies does that, and so does input unlike the training
+    data's (a review: every `detected` flag 0 flagged 300 of 300 objects without a word)."""
+    if n_scored < FLAGGED_MIN_OBJECTS or n_flagged <= FLAGGED_FACTOR * target_fpr * n_scored:
+        return
+    log.warning(
+        "%d of %d scored objects (%.0f%%) are flagged, where the threshold flags %.2g%% of the "
+        "run's known objects: a sample rich in anomalies does that, and so does input unlike "
+        "the training data's (`detected` flags all 0 or all 1, fluxes in other units, passbands "
+        "numbered otherwise, a survey of another depth)",
+        n_flagged,
+        n_scored,
+        100 * n_flagged / n_scored,
+        100 * target_fpr,
+    )
+
+
 def note_unknown_classes(metadata: pd.DataFrame, data: DataConfig) -> None:
     """Say which labels of the metadata belong to classes the run neither trained on nor held
     out (PLAsTiCC's test-only 991-995, a class its protocol left out, a mistyped number), with

@@ -396,7 +396,8 @@ class Scorer:
         """`warn_if_complete_only`'s warning."""
         return (
             f"{command}: {self.run_dir} was trained and calibrated on complete light curves "
-            "only; on partial ones its flag threshold does not hold (it flags most of them): "
+            "only; on light curves cut short its flag threshold does not hold (it flags most "
+            "of them): "
             "for early detection use a run of the early preset (`plasticc-jax prepare`, `train` "
             "and `evaluate` with `--config early`, or make prepare train evaluate CONFIG=early; "
             "docs/early.md)"

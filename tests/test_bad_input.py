@@ -565,3 +565,16 @@ def test_labels_of_many_unknown_classes_are_noted_in_one_short_line(caplog):
     assert line.startswith("32 objects of the metadata are labelled with classes the run")
     assert line.endswith(": 1000: 3, 1001: 1, 1002: 1, 1003: 1, 1004: 1, 1005: 1, 1006: 1, "
                          "1007: 1, 1008: 1, 1009: 1 and 20 more")  # fmt: skip
+
+
+def test_far_more_flagged_than_the_threshold_lets_through_is_said(caplog):
+    """Found by a review: every `detected` flag 0 flagged 300 of 300 objects without a word."""
+    from plasticc_jax.score_output import warn_if_flagged_far_above
+
+    warn_if_flagged_far_above(6, 300, 0.01)  # as expected of known objects
+    warn_if_flagged_far_above(20, 99, 0.01)  # too few objects to say
+    assert not caplog.records
+    warn_if_flagged_far_above(57, 300, 0.01)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("57 of 300 scored objects (19%) are flagged, where the threshold")
+    assert "`detected` flags all 0 or all 1" in line

@@ -108,5 +108,6 @@ MISSING_VALUE = -9.0  # the unblinded release's marker for a missing value
 
 
 def class_name(target: int) -> str:
-    """`SN Ia` for 90, `unknown` for -1, the number itself for a class without a name."""
-    return CLASS_NAMES.get(int(target), "unknown" if target < 0 else str(target))
+    """`SN Ia` for 90, `unlabelled` for -1 (no label given: not a guess, not PLAsTiCC's
+    unknown classes), the number itself for a class without a name."""
+    return CLASS_NAMES.get(int(target), "unlabelled" if target < 0 else str(target))

@@ -368,18 +368,29 @@ def _numbers(frame: pd.DataFrame, column: str, what: str, whole: bool = False) -
         number = numbers.to_numpy()
         bad |= ~np.isfinite(number) | (number % 1 != 0) | (np.abs(number) > _EXACT_IN_FLOAT)
     if bad.any():
-        wanted = "a number"
-        if whole:
-            first = values.iloc[int(np.flatnonzero(bad)[0])]
-            text = isinstance(first, str) and np.isnan(numbers.to_numpy()[bad][0])
-            wanted = (
-                "a whole number: ids are integers here (map names such as this one to integers, "
-                "and keep the mapping)"
-                if text
-                else "a whole number (one beyond 2**53 as an integer, not a float)"
-            )
+        first = int(np.flatnonzero(bad)[0])
+        wanted = (
+            "a whole number" + _whole_hint(column, values.iloc[first], numbers.iat[first])
+            if whole
+            else "a number"
+        )
         _bad_value(values, bad, column, what, wanted)
     return numbers.to_numpy(np.int64 if whole else np.float64)
+
+
+def _whole_hint(column: str, value: object, number: float) -> str:
+    """What to give instead of a bad value of a column of whole numbers (`_numbers`)."""
+    if pd.isna(value):  # type: ignore[call-overload]
+        return ", not a missing value"
+    if isinstance(value, str) and np.isnan(number):
+        if column == "passband":
+            return ": write 0-5 for u, g, r, i, z, y"
+        return (
+            ": ids are integers here (map names such as this one to integers, and keep the mapping)"
+        )
+    if np.isfinite(number) and abs(number) > _EXACT_IN_FLOAT:
+        return " (one beyond 2**53 as an integer, not a float)"
+    return ""
 
 
 def _labels(meta: pd.DataFrame) -> np.ndarray:

@@ -583,7 +583,14 @@ def test_score_dataframe_names_bad_values(tiny_run):
     rows = lcs[lcs["object_id"].isin(meta["object_id"])].merge(meta, on="object_id")
     assert len(score_dataframe(rows, tiny_run.run_dir)) == 3
     cases = [
-        (rows.assign(object_id=rows["object_id"].where(rows.index != 5)), "'object_id', row 5"),
+        (
+            rows.assign(object_id=rows["object_id"].where(rows.index != 5)),
+            "'object_id', row 5 .*: nan is not a whole number, not a missing value",
+        ),
+        (  # a review: said "ids are integers here" of a band's letter
+            rows.astype({"passband": object}).assign(passband="r"),
+            "'passband', row 0 .*: 'r' is not a whole number: write 0-5 for u, g, r, i, z, y",
+        ),
         (
             rows.astype({"flux": object}).assign(flux=lambda f: f["flux"].where(f.index != 7, "x")),
             "'flux', row 7 \\(index 7\\): 'x' is not a number",

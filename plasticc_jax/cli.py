@@ -836,13 +836,7 @@ def _run_reporting_mistakes(args: argparse.Namespace) -> int:
             print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except PermissionError as error:
-        # Typically a mounted data/ or runs/ that a Docker daemon created as root: one line.
-        print(
-            f"plasticc-jax {args.command}: error: {error} (this user may not read or write there; "
-            "in a container, create data/ and runs/ before `docker run` and pass "
-            "`--user $(id -u):$(id -g)`)",
-            file=sys.stderr,
-        )
+        print(f"plasticc-jax {args.command}: error: {_permission_problem(error)}", file=sys.stderr)
         return 1
     except OSError as error:
         # The file system refused (a path that cannot hold files, a full disk): one line naming
@@ -877,6 +871,23 @@ def _file_too_large_remedy() -> str:
             "raise that limit and run again"
         )
     return "that file system takes no file this large: write to another one"
+
+
+def in_container() -> bool:
+    """Whether this process runs in a Docker or Podman container (their marker files)."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def _permission_problem(error: PermissionError) -> str:
+    """The one line for a refused read or write: an input file this user may not read, or a
+    place it may not write (in a container, typically a mounted data/ or runs/ that the Docker
+    daemon created as root)."""
+    path = error.filename
+    unreadable = path is not None and os.path.isfile(path) and not os.access(path, os.R_OK)
+    line = f"{error} (this user may not {'read it' if unreadable else 'read or write there'}"
+    if in_container() and not unreadable:
+        line += "; create data/ and runs/ before `docker run` and pass `--user $(id -u):$(id -g)`"
+    return line + ")"
 
 
 def _file_system_problem(error: OSError) -> str:

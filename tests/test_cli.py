@@ -342,16 +342,19 @@ def test_user_mistake_in_a_real_process() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "hint"),
+    ("error", "container", "hint"),
     [
         # A data/ that Docker created as root, mounted into a container run as a user.
-        (PermissionError(13, "Permission denied", "/project/data/raw"), "--user"),
+        (PermissionError(13, "Permission denied", "/project/data/raw"), True, "--user"),
+        # The same outside a container: no word of Docker (a review).
+        (PermissionError(13, "Permission denied", "/data/raw"), False, "may not read or write"),
         # An output under /proc, where a folder exists but nothing can be created.
-        (FileNotFoundError(2, "No such file or directory", "/proc/.tmp-score-1"), ""),
+        (FileNotFoundError(2, "No such file or directory", "/proc/.tmp-score-1"), False, ""),
     ],
 )
 def test_a_refused_write_gives_one_line_and_exit_1(
     error: OSError,
+    container: bool,
     hint: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -360,12 +363,30 @@ def test_a_refused_write_gives_one_line_and_exit_1(
         raise error
 
     monkeypatch.setattr(cli, "run", refused)
+    monkeypatch.setattr(cli, "in_container", lambda: container)
     assert cli.main(["prepare"]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     assert lines[0].startswith(f"plasticc-jax prepare: error: [Errno {error.errno}]")
     assert error.filename in lines[0] and hint in lines[0]
+    assert ("docker" in lines[0]) == container
+
+
+def test_an_input_this_user_may_not_read_is_named_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unreadable = tmp_path / "lightcurves.csv"
+    unreadable.write_text("object_id\n")
+
+    def refused(args: argparse.Namespace) -> int:
+        raise PermissionError(13, "Permission denied", str(unreadable))
+
+    monkeypatch.setattr(cli, "run", refused)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as root it could read it
+    assert cli.main(["prepare"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.endswith(f"'{unreadable}' (this user may not read it)")
 
 
 def test_bad_command_line_syntax_is_argparse_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -217,7 +217,8 @@ def make_parser() -> argparse.ArgumentParser:
         "score",
         help="score new light-curve files with a trained run",
         description="Score light-curve files (all, or as of a date) with a trained, evaluated "
-        "run: one row per object, ranked, with its rejections beside (docs/evaluation.md).",
+        "run: one row per object, not sorted by score (its `rank`: 1 is the most anomalous), "
+        "with its rejections beside (docs/evaluation.md).",
     )
     score.add_argument("--run", type=Path, required=True, help="run directory (evaluated)")
     score.add_argument("--lightcurves", type=Path, nargs="+", required=True, help="CSV(.gz) files")

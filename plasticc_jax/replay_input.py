@@ -38,7 +38,8 @@ class ReplayInput:
         repeating: objects with two rows of the same mjd and passband (rejected from then on).
         rejected: objects rejected at load (object_id, reason, n_rows): a non-finite MJD, an
             MJD far outside the survey, or metadata without a light curve.
-        left_out: objects of the light-curve files outside `objects` (not replayed).
+        left_out: objects of the light-curve files or the metadata outside `objects` (not
+            replayed).
     """
 
     def __init__(
@@ -64,7 +65,10 @@ class ReplayInput:
         self.left_out = 0
         if objects is not None:
             inside = np.isin(rows.object_id, objects)
-            self.left_out = int(np.unique(rows.object_id[~inside]).size)
+            # Of the light curves or the metadata alone (a review: metadata-only objects outside
+            # the split were in neither a count nor a list).
+            given = np.union1d(rows.object_id, metadata["object_id"].to_numpy(np.int64))
+            self.left_out = int(np.setdiff1d(given, objects).size)
             rows = rows if inside.all() else rows.take(inside)
             metadata = metadata[metadata["object_id"].isin(objects)]
         o_file = rows.object_id

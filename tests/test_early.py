@@ -500,6 +500,11 @@ def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch, caplog):
     manifest = _replay(tiny_run, lcs, meta, tmp_path / "some", objects=ids[:5])
     assert manifest["objects"] == 5 and manifest["left_out_objects"] == ids.size - 5
     assert manifest["rejected_at_load"] == {}
+    # A metadata object without rows outside the split is left out too, not lost (a review).
+    manifest = _replay(tiny_run, lcs, tmp_path / "meta-extra.csv", tmp_path / "some-extra",
+                       objects=ids[:5])  # fmt: skip
+    assert manifest["left_out_objects"] == ids.size - 5 + 1
+    assert manifest["rejected_at_load"] == {}
     # A user mistake about the output folder: one clear error, before any work.
     (tmp_path / "a-file").write_text("")
     for output in [tmp_path / "a-file", tmp_path / "a-file" / "sub"]:

@@ -305,7 +305,8 @@ class Pool:
                 log.warning(
                     "%d candidates (object %d first) have the id of another light curve in the "
                     "run's prepared dataset (new files whose ids are also the dataset's, or "
-                    "scored as of a date): the page shows them without a light curve",
+                    "scored as of a date or a replay's night, whose curve was shorter): the "
+                    "page shows them without a light curve",
                     other.sum(),
                     self.ids[other][0],
                 )

@@ -961,12 +961,15 @@ def test_the_page_and_the_new_tables_rank_the_forest_s_ties_by_the_detector(
     assert session.state()["next"] == by_detector[1]
     new = tiny_run.table[tiny_run.table["split"] == "test"].assign(split="new")
     new.to_parquet(path := tmp_path / "scored.parquet", index=False)
-    answered = int(new["object_id"].iat[int(np.argmax(new["anomaly_score"]))])
+    by_score = new["object_id"].to_numpy()[np.argsort(-new["anomaly_score"].to_numpy())]
+    answered, skipped = int(by_score[0]), int(by_score[1])
     LabelStore(answers := tmp_path / "new.jsonl").append(Answer.now(answered, "anomaly"))
+    LabelStore(answers).append(Answer.now(skipped, "skip"))
     rerank_scored(tiny_run.run_dir, path, answers)
     ranked = pd.read_parquet(path).sort_values("review_rank")
-    assert ranked["object_id"].iat[-1] == answered  # answered: after the others
-    rest = ranked[ranked["object_id"] != answered]["anomaly_score"].to_numpy()
+    # Answered, and skipped (shown no more on the page, a review): after the others.
+    assert set(ranked["object_id"].iloc[-2:]) == {answered, skipped}
+    rest = ranked[~ranked["object_id"].isin([answered, skipped])]["anomaly_score"].to_numpy()
     assert (np.diff(rest) <= 0).all()
 
 

@@ -5,7 +5,7 @@ answers of a labels file; the labelled objects' features are looked up by object
 table and in the run's own `scores.parquet` (answers about objects in neither are ignored, with a
 warning). Two columns are added to the table in place: `review_score` (higher = more anomalous by
 the expert's standards) and `review_rank` (1 = the first to show the expert: the objects answered
-already last, equal scores by the detector's `anomaly_score`). The table is
+or skipped already last, equal scores by the detector's `anomaly_score`). The table is
 rewritten batch by batch (Parquet) or whole (CSV).
 """
 
@@ -45,8 +45,9 @@ def _read_features(path: Path, models_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path, columns=[c for c in dict.fromkeys(wanted) if c in columns])
 
 
-def check_labels(labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(object ids, is anomaly) of a labels file's informative answers.
+def check_labels(labels_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(object ids, is anomaly) of a labels file's informative answers, and the ids of every
+    object answered (skipped ones too: the page shows them no more, as the answered).
 
     Raises:
         UserError: no labels file, a damaged one, or no "anomaly" / "not interesting" answer.
@@ -54,10 +55,11 @@ def check_labels(labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels_path = Path(labels_path)
     if not labels_path.is_file():
         raise UserError(f"no labels file at {labels_path}: review candidates first")
-    ids, is_anomaly = active.informative(latest(read_answers(labels_path)))
+    answers = latest(read_answers(labels_path))
+    ids, is_anomaly = active.informative(answers)
     if not ids.size:
         raise UserError(f"{labels_path} holds no 'anomaly' or 'not interesting' answer")
-    return ids, is_anomaly
+    return ids, is_anomaly, np.fromiter(answers, np.int64, len(answers))
 
 
 def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
@@ -73,7 +75,7 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
             of the table or the run.
     """
     run_dir, table_path = Path(run_dir), Path(table_path)
-    ids, is_anomaly = check_labels(labels_path)
+    ids, is_anomaly, answered_ids = check_labels(labels_path)
     models = run_dir / "models"
     # Read while no evaluate or train rewrites the run (they hold its lock), as score reads it:
     # its `models/*.json` name the feature columns of both tables.
@@ -110,8 +112,8 @@ def rerank_scored(run_dir: Path, table_path: Path, labels_path: Path) -> Path:
     )
     ranker = active.ActiveRanker(active.feature_matrix(table, names), static)
     score = ranker.scores(np.concatenate(features), np.concatenate(labels))
-    # As the page ranks them: the objects answered already after the others.
-    answered = np.isin(table["object_id"].to_numpy(np.int64), ids)
+    # As the page ranks them: the objects answered already (or skipped) after the others.
+    answered = np.isin(table["object_id"].to_numpy(np.int64), answered_ids)
     _add_columns(table_path, score, places(ranker.order(score, answered)))
     log.info(
         "ranked %d objects of %s with %d answers (%d anomalies); wrote %s and %s",

@@ -559,6 +559,8 @@ def test_ranking_filters(server: ReviewServer) -> None:
         query = urllib.parse.quote(id_text)
         assert request(server, f"/api/object?id={query}")[0] == 400, id_text
         assert request(server, f"/api/ranking?limit={query}")[0] == 400, id_text
+    for limit in ("0", "-1"):  # no rows is no ranking (a review: 200 and nothing)
+        assert request(server, f"/api/ranking?limit={limit}")[0] == 400, limit
 
 
 @pytest.mark.parametrize(

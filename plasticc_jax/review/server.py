@@ -228,7 +228,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             min_score=_float(query, "min"),
             max_score=_float(query, "max"),
             answered=_yes_no(query, "answered"),
-            limit=_int(query, "limit", 200),
+            limit=_positive(_int(query, "limit", 200), "limit"),
         )
         self._send_json(self.server.session.ranking(filters))
 
@@ -333,6 +333,12 @@ def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> 
     if text is None or not (text.isascii() and text.removeprefix("-").isdigit()):
         raise BadRequest(f"{name} must be an integer")
     return int(text)
+
+
+def _positive(value: int, name: str) -> int:
+    if value < 1:
+        raise BadRequest(f"{name} must be 1 or more")
+    return value
 
 
 def _float(query: dict[str, list[str]], name: str) -> float | None:

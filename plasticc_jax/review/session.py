@@ -49,7 +49,7 @@ def answered_id(value: Any) -> int:
         return value
     if isinstance(value, str) and value.isascii() and value.removeprefix("-").isdigit():
         return int(value)
-    raise BadRequest("object_id must be an integer (or, beyond 2**53 - 1, its digits as text)")
+    raise BadRequest("object_id must be an integer, or its digits as text")
 
 
 class BadRequest(ValueError):

@@ -286,35 +286,45 @@ def replay(
         if age_threshold is not None:
             log.info("flag thresholds from %s: %s", threshold_from_replay, age_threshold.describe())
     except UserError:
-        for folder in created:  # a refused run leaves no empty folders behind
-            folder.rmdir()
+        remove_empty(created)  # a refused run leaves no empty folders behind
         raise
-    # One replay an output folder: a second one at once would mix its nights with this one's.
-    with folder_lock(output, "replay"):
-        job = Job(
-            paths,
-            metadata_paths,
-            output,
-            fingerprint,
-            close_after,
-            objects,
-            last_night,
-            groups,
-            model,
-            split,
-            dataset,
-            age_threshold,
-            threshold_from_replay,
-            jobs,
-        )
-        manifest = read_manifest(output, fingerprint, job.settings())
-        held = [output / n for n in (GROUPS, REMOVING) if (output / n).exists()]
-        if groups == 1 and held:
-            raise UserError(
-                f"{output} holds {held[0]}, the working folder of a replay in groups: give its "
-                "--groups again to resume or finish it, or choose another --output"
+    try:
+        # One replay an output folder: a second one at once would mix its nights with this one's.
+        with folder_lock(output, "replay"):
+            job = Job(
+                paths,
+                metadata_paths,
+                output,
+                fingerprint,
+                close_after,
+                objects,
+                last_night,
+                groups,
+                model,
+                split,
+                dataset,
+                age_threshold,
+                threshold_from_replay,
+                jobs,
             )
-        return (replay_groups if groups > 1 else _replay)(scorer, job, manifest)
+            manifest = read_manifest(output, fingerprint, job.settings())
+            held = [output / n for n in (GROUPS, REMOVING) if (output / n).exists()]
+            if groups == 1 and held:
+                raise UserError(
+                    f"{output} holds {held[0]}, the working folder of a replay in groups: give its "
+                    "--groups again to resume or finish it, or choose another --output"
+                )
+            return (replay_groups if groups > 1 else _replay)(scorer, job, manifest)
+    except UserError:
+        remove_empty(created)  # refused once the input is read (`--last-night`, say)
+        raise
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove those of `folders` (the ones this replay created, leaf first) still empty."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _replay(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[str, Any]:

@@ -594,7 +594,7 @@ def test_replay_cli(tiny_run, tmp_path: Path, capsys, caplog):
     assert cli.main([*args, "--output", str(tmp_path / "o3"), "--last-night", "2459700"]) == 2
     assert "--last-night 2459700 looks like a Julian date" in capsys.readouterr().err
     replay_nights.check_last_night(10**400, 0, 1)  # after the last night: accepted, no overflow
-    assert not (tmp_path / "o3" / "manifest.json").exists()
+    assert not (tmp_path / "o3").exists()  # not even the folder it made (a review)
     assert cli.main([*args, "--output", str(tmp_path / "o4"), "--groups", "0"]) == 2
     assert "--groups 0: give a number from 1 to 1024" in capsys.readouterr().err
     assert cli.main([*args, "--output", str(tmp_path / "o5"), "--groups", "2"]) == 0
@@ -848,7 +848,7 @@ def test_replay_in_groups_writes_what_the_whole_replay_writes(
     # A --last-night before the first night: refused, nothing left behind.
     with pytest.raises(UserError, match="before the input's first night"):
         _replay(tiny_run, lcs, meta, tmp_path / "too-early", groups=3, last_night=3)
-    assert not (tmp_path / "too-early" / "groups").exists()
+    assert not (tmp_path / "too-early").exists()
     # A mistake in the metadata: told before the partition, so the corrected file replays
     # (found by an audit: the partition left behind refused it as another replay's).
     fixed = meta.read_text()

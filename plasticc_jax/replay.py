@@ -177,8 +177,15 @@ def check_replay_folder(output: Path) -> None:
     if (output / MANIFEST).exists():
         return
     ours = {MANIFEST, CANDIDATES, REJECTED, REJECTED_AT_LOAD, GROUPS, REMOVING}
+    # The lock files other commands leave beside their outputs (`io_utils.lock_path`) are
+    # hidden, as Parquet readers take them: they harm no replay, and naming them hid the files
+    # that do (a review).
     others = sorted(
-        p.name for p in output.iterdir() if p.name not in ours and not p.name.startswith(TMP_PREFIX)
+        name
+        for name in (p.name for p in output.iterdir())
+        if name not in ours
+        and not name.startswith(TMP_PREFIX)
+        and not (name.startswith(".") and name.endswith(".lock"))
     )
     if others:
         raise UserError(

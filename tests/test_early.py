@@ -513,9 +513,13 @@ def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch, caplog):
     # A folder holding another command's output (a Parquet dataset): refused, left as it was.
     (tmp_path / "scores").mkdir()
     (tmp_path / "scores" / "part-0.parquet").write_bytes(b"PAR1")
+    (tmp_path / "scores" / ".a.parquet.lock").write_bytes(b"")  # named first, it hid the rest
     with pytest.raises(UserError, match=r"holding other files \(part-0.parquet\)"):
         _replay(tiny_run, lcs, meta, tmp_path / "scores")
-    assert [p.name for p in (tmp_path / "scores").iterdir()] == ["part-0.parquet"]
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == [
+        ".a.parquet.lock",
+        "part-0.parquet",
+    ]
 
     # A folder whose lock file (beside it) this user may not create: one line, before the run
     # is read (root may write anywhere, so the file system's answer is simulated).

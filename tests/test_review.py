@@ -850,6 +850,7 @@ def test_a_table_of_several_nights_is_refused_with_the_way_out(pool: Pool, tmp_p
     nights.to_csv(tmp_path / "nights.csv", index=False)
     with pytest.raises(UserError, match=r"twice: .* \(a replay's candidates: one night's"):
         open_review(pool.run_dir, scores=tmp_path / "nights.csv", labels=tmp_path / "l.jsonl")
+    assert not (tmp_path / "l.jsonl").exists()  # no empty labels file left behind (a review)
 
 
 def test_a_new_session_resumes_where_the_last_stopped(pool: Pool, tmp_path: Path) -> None:

@@ -397,6 +397,7 @@ def open_review(
         ):
             if table is not None and not Path(table).exists():
                 raise UserError(f"no score table at {table}{missing}")
+        existed = labels.exists()
         try:
             held.enter_context(folder_lock(labels, "review"))
             held.enter_context(labels_held(labels))
@@ -405,7 +406,12 @@ def open_review(
             raise UserError(
                 f"cannot use the labels file {labels}: {error.strerror or error}"
             ) from None
-        pool = Pool(run_dir, scores, workdir=workdir, top=top)
+        try:
+            pool = Pool(run_dir, scores, workdir=workdir, top=top)
+        except UserError:
+            if not existed and labels.is_file() and not labels.stat().st_size:
+                labels.unlink()  # a refused table leaves no empty labels file (a review)
+            raise
         session = ReviewSession(pool, store)
         try:
             server = ReviewServer((host, port), session, token)

@@ -45,8 +45,9 @@ survey is simply new that night (`first_seen`).
   most anomalous that night), with `flagged` (above the run's threshold; with
   `threshold_from_replay`, above thresholds set per age and depth on a replay of the run's val
   split: `replay_thresholds.threshold_from`, docs/early.md), `night`, `n_obs` (its
-  observations so far) and `days_since_detection` (its latest observation minus its first
-  detection, `early.first_detection`); one Parquet dataset partitioned by night. The columns
+  observations so far), `days_since_detection` (its latest observation minus its first
+  detection, `early.first_detection`) and `split` (the `split` replayed, else `new`); one
+  Parquet dataset partitioned by night. The columns
   are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
   are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night),
   and so is the file's metadata, which names the run's checkpoint (`scoring.table_checkpoint`);
@@ -357,7 +358,9 @@ def _replay(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[s
     start_night = int(manifest["finished_through"]) + 1
     if start_night > first:
         log.info("resuming %s after night %d", job.output, start_night - 1)
-    nights = replay_nights(scorer, data, job.output, manifest, job.last_night, job.age_threshold)
+    nights = replay_nights(
+        scorer, data, job.output, manifest, job.last_night, job.age_threshold, job.split
+    )
     stop = stop_night(manifest, job.last_night)
     report(manifest, job.output, start_night, stop, nights, time.perf_counter() - t0)
     return manifest

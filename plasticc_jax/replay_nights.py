@@ -54,9 +54,15 @@ class NightScorer:
     """Scores one night: the objects with new rows, each with all its rows so far."""
 
     def __init__(
-        self, data: ReplayInput, scorer: Scorer, age_threshold: AgeThreshold | None = None
+        self,
+        data: ReplayInput,
+        scorer: Scorer,
+        age_threshold: AgeThreshold | None = None,
+        split: str | None = None,
     ) -> None:
         self.data, self.scorer, self.age_threshold = data, scorer, age_threshold
+        # The candidates' `split`: the run's split replayed (`--split`), else new objects.
+        self.split = split or SPLIT_NAME
         self.spec = gridding.GridSpec.from_config(scorer.config.data)
         # Each object's Gaussian-process features as last fitted: reused on the nights whose
         # new points fall outside its window (the same features, exactly; `FitCache`).
@@ -139,7 +145,7 @@ class NightScorer:
                 # than it saves on a few objects; measured 3x faster on 2 busy cores).
                 threads = 1 if len(result.arrays) < PARALLEL_FROM else None
                 with limited_threads(threads):
-                    frame, unscorable = self.scorer.table(result.arrays, SPLIT_NAME)
+                    frame, unscorable = self.scorer.table(result.arrays, self.split)
                 if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
                     ids = unscorable["object_id"].to_numpy(np.int64)
                     objs = np.searchsorted(d.ids, ids)
@@ -408,11 +414,13 @@ def replay_nights(
     manifest: dict[str, Any],
     last_night: int | None,
     age_threshold: AgeThreshold | None = None,
+    split: str | None = None,
 ) -> list[dict[str, Any]]:
     """Replay `data` into `output` from the night after the manifest's last finished one, writing
     each night's files, then the manifest; returns the counts of the nights replayed. Flagged by
-    `age_threshold` where given (`--threshold-from`), else by the detector's threshold."""
-    night_scorer = NightScorer(data, scorer, age_threshold)
+    `age_threshold` where given (`--threshold-from`), else by the detector's threshold; `split`:
+    the run's split replayed (`--split`; None: new objects)."""
+    night_scorer = NightScorer(data, scorer, age_threshold, split)
     nights = set(np.unique(data.night).tolist())
     return write_nights(output, manifest, last_night, nights, night_scorer.night, scorer)
 

@@ -629,6 +629,8 @@ def test_replay_thresholds_from_a_replay_of_the_val_split(tiny_early_run, tmp_pa
     assert json.loads((val / "manifest.json").read_text())["split"] == "val"
     assert replay(test, "test", "--threshold-from", str(val)) == 0
     known = pd.read_parquet(val / "candidates")
+    # The candidates name the split replayed (they said "new": a review).
+    assert set(known["split"]) == {"val"} and set(_candidates(test)["split"]) == {"test"}
     known = known[~known["is_anomaly"]]
     threshold = AgeThreshold.fit(
         known["anomaly_score"],

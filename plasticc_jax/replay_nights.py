@@ -262,7 +262,8 @@ def read_manifest(output: Path, fingerprint: str, now: dict[str, Any]) -> dict[s
         differs = what_differs(manifest, now)
         raise UserError(
             f"{output} holds a replay of other inputs or settings ({differs}): choose another "
-            "--output or remove it"
+            "--output or remove it (a replay resumes only the inputs it began with: a file grown "
+            "by new nights is replayed from its start, into another folder)"
         )
     return manifest
 

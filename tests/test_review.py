@@ -906,9 +906,12 @@ def test_the_goal_s_ratio_has_an_interval_over_the_draws() -> None:
     wide = ratio_interval(active + rng.normal(0, 8, 20), static, seed=0)
     assert wide[1] - wide[0] > high - low
     assert ratio_interval(active[:1], static[:1], seed=0) is None
-    assert ratio_interval(np.full(5, 30.0), np.full(5, 20.0), seed=0) is None
+    assert ratio_interval(active[:9], static[:9], seed=0) is None  # too few to say (a review)
+    assert ratio_interval(active[:10], static[:10], seed=0) is not None
+    assert ratio_interval(np.full(10, 30.0), np.full(10, 20.0), seed=0) is None
     # A static ranking that found nothing in some draws: the ratio is unbounded.
-    assert ratio_interval(np.array([3.0, 4.0, 5.0]), np.array([0.0, 0.0, 1.0]), seed=0) is None
+    found = np.r_[np.zeros(8), 1.0, 2.0]
+    assert ratio_interval(np.arange(10.0), found, seed=0) is None
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv.gz"])

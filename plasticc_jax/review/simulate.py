@@ -46,6 +46,9 @@ TARGET_RATIO, TARGET_SHOWN = 1.5, 50
 # The goal's ratio comes with a 95% interval over the draws (a paired bootstrap: each resample
 # of draws keeps a draw's static and active counts together, as they share its pool).
 INTERVAL_RESAMPLES = 10_000
+# Fewer draws give no interval: a bootstrap of two or three values says nothing (a review saw
+# one of two draws reported as a 95% interval).
+MIN_INTERVAL_DRAWS = 10
 FIGURE = Path("reports") / "figures" / "review_discovery.png"
 SUMMARY = Path("reports") / "review_simulation"
 
@@ -218,10 +221,11 @@ def ratio_interval(
     active_found: np.ndarray, static_found: np.ndarray, seed: int
 ) -> list[float] | None:
     """95% interval of mean(active) / mean(static) over the draws: a paired percentile
-    bootstrap (scipy.stats.bootstrap); None with fewer than two draws, with draws that do not
-    vary (nothing to resample), or where the static ranking found nothing in some resample (the
-    ratio is then unbounded)."""
-    if len(active_found) < 2 or np.ptp(active_found) == np.ptp(static_found) == 0:
+    bootstrap (scipy.stats.bootstrap); None with fewer than `MIN_INTERVAL_DRAWS` draws, with
+    draws that do not vary (nothing to resample), or where the static ranking found nothing in
+    some resample (the ratio is then unbounded)."""
+    few = len(active_found) < MIN_INTERVAL_DRAWS
+    if few or np.ptp(active_found) == np.ptp(static_found) == 0:
         return None
 
     def ratio(active_found: np.ndarray, static_found: np.ndarray, axis: int) -> np.ndarray:

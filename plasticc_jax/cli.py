@@ -325,6 +325,20 @@ def make_parser() -> argparse.ArgumentParser:
     review.add_argument("--top", type=int, help="review only the top N of the static ranking")
     review.add_argument("--workdir", type=_folder, help="project folder (default: from the run)")
     review.add_argument(
+        "--lightcurves",
+        type=Path,
+        nargs="+",
+        help="the light-curve files a --scores table of new objects was scored from: shows "
+        "their light curves (the run's prepared dataset holds only its own objects')",
+    )
+    review.add_argument("--metadata", type=Path, nargs="+", help="with --lightcurves: metadata")
+    review.add_argument(
+        "--as-of",
+        type=_finite_float,
+        metavar="MJD",
+        help="with --lightcurves: the date the table was scored as of (score --as-of)",
+    )
+    review.add_argument(
         "--simulate",
         action="store_true",
         help="no page: a simulated expert (the test split's true labels) measures the active "
@@ -564,6 +578,9 @@ def review(args: argparse.Namespace) -> int:
         "--port": args.port != 0,
         "--no-browser": args.no_browser,
         "--workdir": args.workdir is not None and not args.validation,
+        "--lightcurves": args.lightcurves is not None,
+        "--metadata": args.metadata is not None,
+        "--as-of": args.as_of is not None,
     }
     ignored = [flag for flag, given in page.items() if given]
     if args.simulate and ignored:
@@ -607,8 +624,21 @@ def review(args: argparse.Namespace) -> int:
             f"{args.run / 'reports' / 'review_simulation.md'}"
         )
         return 0
+    from plasticc_jax.early import check_as_of
+    from plasticc_jax.io_utils import check_input_files
+    from plasticc_jax.review.pool import CurveFiles
     from plasticc_jax.review.server import browser_opened, open_review
 
+    files = None
+    if (args.lightcurves is None) != (args.metadata is None):
+        raise UserError("--lightcurves and --metadata go together (the files scored)")
+    if args.as_of is not None and args.lightcurves is None:
+        raise UserError("--as-of goes with --lightcurves (the files scored as of that date)")
+    if args.lightcurves is not None:
+        check_input_files([*args.lightcurves, *args.metadata])
+        if args.as_of is not None:
+            check_as_of(args.as_of, "--as-of")
+        files = CurveFiles(tuple(args.lightcurves), tuple(args.metadata), args.as_of)
     server = open_review(
         args.run,
         args.scores,
@@ -617,6 +647,7 @@ def review(args: argparse.Namespace) -> int:
         labels=args.labels,
         workdir=args.workdir,
         top=args.top,
+        files=files,
     )
     if not _loopback(args.host):
         log.warning("%s", _exposed_warning(args.host, str(server.server_address[0])))

@@ -1007,6 +1007,45 @@ def test_the_review_columns_leave_a_csv_tables_text_alone(
     assert lines[-1].endswith(f",1,{n}")
 
 
+def test_new_objects_are_shown_with_the_light_curves_of_the_files_scored(
+    tiny_run, tmp_path, caplog
+) -> None:
+    """The dataset holds only the run's own objects: a table of new files is shown with their
+    curves when the files are given, also under ids that the dataset uses for others."""
+    from plasticc_jax import cli
+    from plasticc_jax.review.pool import CurveFiles
+
+    raw = tiny_run.workdir / "data" / "raw"
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz")
+    ids = np.sort(meta["object_id"].to_numpy())[:40]
+    moved = dict(zip(ids, np.roll(ids, 1), strict=True))  # the dataset's ids, other objects
+    lcs = lcs[lcs["object_id"].isin(ids)].assign(object_id=lambda f: f["object_id"].map(moved))
+    meta = meta[meta["object_id"].isin(ids)].assign(object_id=lambda f: f["object_id"].map(moved))
+    files = CurveFiles((tmp_path / "lc.csv",), (tmp_path / "meta.csv",))
+    lcs.to_csv(files.lightcurves[0], index=False)
+    meta.to_csv(files.metadata[0], index=False)
+    out = tmp_path / "new.parquet"
+    argv = ["score", "--run", str(tiny_run.run_dir), "--output", str(out)]
+    assert cli.main([*argv, "--lightcurves", *map(str, files.lightcurves), "--metadata",
+                     *map(str, files.metadata)]) == 0  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax.review.pool"):
+        pool = Pool(tiny_run.run_dir, scores=out, workdir=tiny_run.workdir, files=files)
+    assert pool.in_files.all() and not pool.in_dataset.any()
+    assert "differ from the light curve" not in caplog.text
+    session = ReviewSession(pool, LabelStore(tmp_path / "labels.jsonl"))
+    for object_id in pool.ids[:5]:
+        shown = session.describe(int(object_id))
+        observed = sum(sum(band["observed"]) for band in shown["curve"]["bands"])
+        assert observed == pool.table.set_index("object_id").loc[object_id, "n_observed"]
+    # Files other than those scored (here: as of a date): said, and no curve shown.
+    as_of = CurveFiles(files.lightcurves, files.metadata, float(lcs["mjd"].median()))
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax.review.pool"):
+        other = Pool(tiny_run.run_dir, scores=out, workdir=tiny_run.workdir, files=as_of)
+    assert "differ from the light curve of their id in the light-curve files" in caplog.text
+    assert not other.in_files.all()
+
+
 def test_score_checks_the_review_labels_before_scoring(tiny_run, tmp_path, capsys) -> None:
     from plasticc_jax import cli
 
@@ -1264,6 +1303,16 @@ def test_command_line_options(tiny_run, capsys: pytest.CaptureFixture[str]) -> N
     assert "--port, --no-browser, --workdir: not with --simulate" in capsys.readouterr().err
     assert cli.main(["review", "--run", str(tiny_run.run_dir), "--draws", "3"]) == 2
     assert "--draws goes with --simulate" in capsys.readouterr().err
+    # The files a table was scored from: both kinds, existing, --as-of only with them.
+    review = ["review", "--run", str(tiny_run.run_dir), "--no-browser"]
+    assert cli.main([*review, "--lightcurves", "lc.csv"]) == 2
+    assert "--lightcurves and --metadata go together" in capsys.readouterr().err
+    assert cli.main([*review, "--as-of", "60000"]) == 2
+    assert "--as-of goes with --lightcurves" in capsys.readouterr().err
+    assert cli.main([*review, "--lightcurves", "no-such.csv", "--metadata", "m.csv"]) == 2
+    assert "no-such.csv" in capsys.readouterr().err
+    assert cli.main([*simulate, "--lightcurves", "a", "--metadata", "m"]) == 2
+    assert "--lightcurves, --metadata: not with --simulate" in capsys.readouterr().err
 
 
 def test_validation_pool_is_rebuilt_when_the_fold_scores_change(tmp_path: Path) -> None:

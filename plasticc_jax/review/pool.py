@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from plasticc_jax import plasticc, provenance, runs, scoring
+from plasticc_jax import gridding, plasticc, provenance, readers, runs, scoring, streaming
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
 from plasticc_jax.errors import UserError
@@ -159,6 +160,16 @@ def known_reference(run_table: pd.DataFrame, known_classes: tuple[int, ...]) -> 
     return run_table[keep].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class CurveFiles:
+    """The files a score table of new objects was scored from (`review --lightcurves
+    --metadata [--as-of]`), to show the candidates' light curves."""
+
+    lightcurves: tuple[Path, ...]
+    metadata: tuple[Path, ...]
+    as_of: float | None = None
+
+
 def same_objects(table: pd.DataFrame, curves: Curves) -> np.ndarray:
     """Which rows of a score table were scored from the light curve of their id in `curves`:
     the same count of observed cells (`n_observed`) and the same values of the dataset's
@@ -209,13 +220,42 @@ def load_curves(
         for shard in iter_split(dataset_dir, split)
     ]
     arrays = LightCurveArrays.concatenate(parts)
+    log.info("%d of %d light curves found in %s", len(arrays), wanted.size, dataset_dir)
+    return reconstructed(run_dir, arrays, tuple(read_manifest(dataset_dir)["feature_names"]))
+
+
+def load_file_curves(
+    run_dir: Path,
+    config: Config,
+    lightcurve_paths: Sequence[Path],
+    metadata_paths: Sequence[Path],
+    object_ids: np.ndarray,
+    as_of: float | None = None,
+) -> Curves:
+    """The light curves of `object_ids` gridded from light-curve files as `score` grids them
+    (`as_of`: as `score --as-of`), reconstructed by the run's VAE: the curves of a table of new
+    files, which the prepared dataset does not hold."""
+    wanted = np.unique(np.asarray(object_ids, np.int64))
+    metadata = readers.read_metadata_files(metadata_paths)
+    metadata = metadata[metadata["object_id"].isin(wanted)]  # the others: rejected, unread
+    grids = streaming.stream_grids(
+        lightcurve_paths, metadata_paths, config.data, metadata=metadata, as_of=as_of
+    )
+    parts = [arrays.take(np.isin(arrays.object_id, wanted)) for arrays, _ in grids]
+    n_times = config.data.n_time_bins
+    arrays = LightCurveArrays.concatenate(parts) if parts else gridding.empty_arrays(n_times)
+    files = ", ".join(str(p) for p in lightcurve_paths)
+    log.info("%d of %d light curves found in %s", len(arrays), wanted.size, files)
+    return reconstructed(run_dir, arrays, gridding.FEATURE_NAMES)
+
+
+def reconstructed(run_dir: Path, arrays: LightCurveArrays, names: tuple[str, ...]) -> Curves:
+    """`arrays` with their latent means and the run's VAE's reconstruction."""
     from plasticc_jax.encoder import load_vae  # JAX: imported only when curves are shown
 
     vae = load_vae(run_dir)
     out = vae.evaluate(arrays, reconstruction=True)
     times = GridSpec.from_config(vae.config.data).bin_centres()
-    log.info("%d of %d light curves found in %s", len(arrays), wanted.size, dataset_dir)
-    names = tuple(read_manifest(dataset_dir)["feature_names"])
     return Curves(arrays, out["mu"], out["mean"], out["sigma"], times, names)
 
 
@@ -228,6 +268,7 @@ class Pool:
         workdir: the project folder (None: `infer_workdir`), for the prepared dataset.
         top: review only the `top` objects of the static ranking (None: every candidate).
         curves: load light curves and reconstructions (needs JAX; the simulation does not).
+        files: the light-curve files the table was scored from, for the curves of new objects.
 
     Raises:
         UserError: not an evaluated run (or one an interrupted evaluate left incomplete), an
@@ -241,6 +282,7 @@ class Pool:
         workdir: Path | None = None,
         top: int | None = None,
         curves: bool = True,
+        files: CurveFiles | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         if workdir is not None and not Path(workdir).is_dir():
@@ -296,26 +338,50 @@ class Pool:
             if curves
             else None
         )
-        # The candidates whose light curve the dataset holds (not merely an object of their id).
-        self.in_dataset = np.zeros(len(self.ids), bool)
-        if self.curves is not None:
-            self.in_dataset = same_objects(self.table, self.curves)
-            other = np.isin(self.ids, self.curves.arrays.object_id) & ~self.in_dataset
-            if other.any():
-                log.warning(
-                    "%d candidates (object %d first) have the id of another light curve in the "
-                    "run's prepared dataset (new files whose ids are also the dataset's, or "
-                    "scored as of a date or a replay's night, whose curve was shorter): the "
-                    "page shows them without a light curve",
-                    other.sum(),
-                    self.ids[other][0],
-                )
+        self.file_curves = (
+            load_file_curves(
+                self.run_dir, config, files.lightcurves, files.metadata, self.ids, files.as_of
+            )
+            if curves and files is not None
+            else None
+        )
+        # The candidates whose very light curve the files or the dataset hold (not merely an
+        # object of their id).
+        self.in_files = self._scored_from(
+            self.file_curves,
+            np.ones(len(self.ids), bool),
+            "the light-curve files given (scored from other files, or as of another date)",
+        )
+        self.in_dataset = self._scored_from(
+            self.curves,
+            ~self.in_files,
+            "the run's prepared dataset (new files whose ids are also the dataset's, or scored "
+            "as of a date or a replay's night, whose curve was shorter; give the files scored, "
+            "--lightcurves and --metadata, to see their curves)",
+        )
         self.galactic = self._galactic()
         self._indexes = self._neighbour_indexes()
         self.class_guess, self.class_prob = self._class_guess()
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def _scored_from(self, curves: Curves | None, asked: np.ndarray, where: str) -> np.ndarray:
+        """(n,) bool: the candidates (of those `asked`) scored from their curve in `curves`; a
+        warning names those that `curves` holds another curve of."""
+        if curves is None:
+            return np.zeros(len(self.ids), bool)
+        same = same_objects(self.table, curves) & asked
+        other = asked & np.isin(self.ids, curves.arrays.object_id) & ~same
+        if other.any():
+            log.warning(
+                "%d candidates (object %d first) differ from the light curve of their id in %s: "
+                "the page shows them without a light curve",
+                other.sum(),
+                self.ids[other][0],
+                where,
+            )
+        return same
 
     def _mu(self, table: pd.DataFrame) -> np.ndarray:
         return table[self.latents].to_numpy(np.float64)
@@ -397,21 +463,29 @@ class Pool:
             return [bool(v) for v in kinds]
         out: list[bool | None] = []
         for row in range(len(t)):
-            value = self.dataset_features(row).get("is_galactic")
+            value = self.gridded_features(row).get("is_galactic")
             out.append(None if value is None else bool(value))
         return out
 
-    def curve(self, row: int) -> dict[str, Any] | None:
-        """A candidate's light curve from the prepared dataset (None: not there)."""
-        return self.curves.curve(int(self.ids[row])) if self.in_dataset[row] else None
+    def _own_curves(self, row: int) -> Curves | None:
+        """Where a candidate's own light curve is: the files given, the dataset, or nowhere."""
+        if self.in_files[row]:
+            return self.file_curves
+        return self.curves if self.in_dataset[row] else None
 
-    def dataset_features(self, row: int) -> dict[str, float]:
-        """A candidate's features in the prepared dataset ({}: not there)."""
-        return self.curves.features(int(self.ids[row])) if self.in_dataset[row] else {}
+    def curve(self, row: int) -> dict[str, Any] | None:
+        """A candidate's light curve with its reconstruction (None: not at hand)."""
+        curves = self._own_curves(row)
+        return None if curves is None else curves.curve(int(self.ids[row]))
+
+    def gridded_features(self, row: int) -> dict[str, float]:
+        """A candidate's gridded features, where its light curve is at hand ({}: not)."""
+        curves = self._own_curves(row)
+        return {} if curves is None else curves.features(int(self.ids[row]))
 
     def context(self, row: int) -> dict[str, Any]:
         """What the page shows as metadata: the table's context columns, else the dataset's."""
-        features = self.dataset_features(row)
+        features = self.gridded_features(row)
         out: dict[str, Any] = {}
         for name in ("split", "n_observed"):
             if name in self.table.columns:

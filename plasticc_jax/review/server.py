@@ -52,7 +52,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import folder_lock
 from plasticc_jax.review.labels import LABELS_FILE, LabelStore, answers_csv
 from plasticc_jax.review.labels import held as labels_held
-from plasticc_jax.review.pool import NOT_EVALUATED, Pool
+from plasticc_jax.review.pool import NOT_EVALUATED, CurveFiles, Pool
 from plasticc_jax.review.session import UNCHECKED, BadRequest, Conflict, Filters, ReviewSession
 
 log = logging.getLogger(__name__)
@@ -364,6 +364,7 @@ def open_review(
     workdir: Path | None = None,
     top: int | None = None,
     token: str | None = None,
+    files: CurveFiles | None = None,
 ) -> ReviewServer:
     """Load a review session and bind its server (not yet serving: `serve_forever` or `start`).
 
@@ -376,6 +377,7 @@ def open_review(
         workdir: the project folder, for the prepared dataset (None: from the run's config).
         top: review only the top objects of the static ranking.
         token: the secret of the URL (None: a new random one).
+        files: the light-curve files a table of new objects was scored from (their curves).
 
     Raises:
         UserError: a missing run or table, or a port that cannot be bound.
@@ -407,7 +409,7 @@ def open_review(
                 f"cannot use the labels file {labels}: {error.strerror or error}"
             ) from None
         try:
-            pool = Pool(run_dir, scores, workdir=workdir, top=top)
+            pool = Pool(run_dir, scores, workdir=workdir, top=top, files=files)
         except UserError:
             if not existed and labels.is_file() and not labels.stat().st_size:
                 labels.unlink()  # a refused table leaves no empty labels file (a review)

@@ -1038,6 +1038,9 @@ def test_new_objects_are_shown_with_the_light_curves_of_the_files_scored(
         shown = session.describe(int(object_id))
         observed = sum(sum(band["observed"]) for band in shown["curve"]["bands"])
         assert observed == pool.table.set_index("object_id").loc[object_id, "n_observed"]
+    # Of a few candidates, only theirs are gridded (the others read past).
+    top = Pool(tiny_run.run_dir, scores=out, workdir=tiny_run.workdir, files=files, top=5)
+    assert top.in_files.all() and len(top.file_curves.arrays) == 5
     # Files other than those scored (here: as of a date): said, and no curve shown.
     as_of = CurveFiles(files.lightcurves, files.metadata, float(lcs["mjd"].median()))
     with caplog.at_level(logging.WARNING, logger="plasticc_jax.review.pool"):

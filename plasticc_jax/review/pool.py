@@ -237,9 +237,14 @@ def load_file_curves(
     files, which the prepared dataset does not hold."""
     wanted = np.unique(np.asarray(object_ids, np.int64))
     metadata = readers.read_metadata_files(metadata_paths)
-    metadata = metadata[metadata["object_id"].isin(wanted)]  # the others: rejected, unread
+    given = metadata["object_id"].to_numpy(np.int64)
     grids = streaming.stream_grids(
-        lightcurve_paths, metadata_paths, config.data, metadata=metadata, as_of=as_of
+        lightcurve_paths,
+        metadata_paths,
+        config.data,
+        metadata=metadata,
+        exclude=given[~np.isin(given, wanted)],  # read past, not gridded
+        as_of=as_of,
     )
     parts = [arrays.take(np.isin(arrays.object_id, wanted)) for arrays, _ in grids]
     n_times = config.data.n_time_bins

@@ -79,7 +79,7 @@ def cuda_install() -> str:
         pinned = f"=={importlib.metadata.version('jax')}"
     except importlib.metadata.PackageNotFoundError:
         pinned = ""
-    return f"`pip install 'jax[cuda12]{pinned}'`"
+    return f"`pip install 'jax[cuda12]{pinned}'` (in a checkout: `pip install -e '.[cuda]'`)"
 
 
 def named_platforms(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -210,7 +210,7 @@ def cpu_reason() -> str:
     if platforms and not {"cuda", "gpu"} & set(named_platforms()):
         return f"JAX_PLATFORMS={platforms} selects it"
     if not _cuda_plugins():
-        return f"this JAX has no CUDA backend (a CPU-only install; {cuda_install()} adds it)"
+        return f"this JAX has no CUDA backend, a CPU-only install: {cuda_install()} adds it"
     hint = "; was the container started with `--gpus all`?" if variant else ""
     if not _gpu_visible():
         return f"no NVIDIA GPU is visible here (no /dev/nvidia*){hint}"
@@ -236,7 +236,7 @@ def jax_devices() -> list[Any]:
         first = text.splitlines()[0][:200] if text else type(error).__name__
         raise UserError(
             f"JAX cannot start{setting} ({first}): unset JAX_PLATFORMS or set it to cpu; "
-            f"for a GPU, install JAX's CUDA backend ({cuda_install()}) on a machine with an "
+            f"for a GPU, install JAX's CUDA backend, {cuda_install()}, on a machine with an "
             "NVIDIA driver"
         ) from None
 

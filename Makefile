@@ -85,7 +85,7 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 
 # Two pytest-xdist workers, a test file each at a time (tests/conftest.py: what they share).
-# `make test`: every test but the slow ones (about half a minute); `make test-slow`: the tests
+# `make test`: every test but the slow ones (about 40 s); `make test-slow`: the tests
 # that train their own models, start processes or a cluster, or read the real data (minutes).
 # CI (.ci/run) runs both; `make test-all` runs both in one session.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder

@@ -9,8 +9,10 @@ fitted on), with
   run's train split, known classes; Euclidean distance between latent means);
 - galactic or not: the table's `is_galactic` or `hostgal_photoz` (0 for galactic objects), else
   the prepared dataset's `is_galactic` feature;
-- the gridded light curves (`Curves`) of the pool and of the known objects, with the VAE's
-  reconstruction, from the run's prepared dataset, when it is on disk.
+- the gridded light curves (`Curves`) with the VAE's reconstruction: the known objects' and the
+  run's own candidates' from its prepared dataset (when on disk), new objects' from the files
+  they were scored from (`CurveFiles`); each shown only if it is the curve scored
+  (`same_objects`).
 """
 
 from __future__ import annotations

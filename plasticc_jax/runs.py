@@ -197,8 +197,14 @@ def check_run_dir(run_dir: Path, data_dirs: list[Path]) -> None:
     write their files (config.json, stats.json, ...) among the data's.
 
     Raises:
-        UserError: `run_dir` overlaps one of `data_dirs`.
+        UserError: `run_dir` (or a folder above it) is a file, or overlaps one of `data_dirs`.
     """
+    file = next((p for p in [Path(run_dir), *Path(run_dir).parents] if p.is_file()), None)
+    if file is not None:  # (a review: its checkpoints "damaged", and the advice to delete it)
+        raise UserError(
+            f"run directory {run_dir}: {file} is a file, where a folder is needed: move it or "
+            "pick another --run-dir"
+        )
     run = Path(run_dir).resolve()
     for folder in data_dirs:
         other = Path(folder).resolve()

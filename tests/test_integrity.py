@@ -98,6 +98,11 @@ def test_a_run_directory_may_not_overlap_the_data(tmp_path):
         with pytest.raises(UserError, match="overlaps the data folder"):
             runs.check_run_dir(run_dir, data)
     runs.check_run_dir(tmp_path / "runs" / "tiny-rare", data)
+    # A file given as the run directory (or under one): said so, not "delete it" (a review).
+    (tmp_path / "notes.txt").write_text("mine")
+    for run_dir in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
+        with pytest.raises(UserError, match=r"notes.txt is a file, where a folder is needed"):
+            runs.check_run_dir(run_dir, data)
 
 
 # ---------------------------------------------------------------------------------------------

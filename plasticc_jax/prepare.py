@@ -213,9 +213,28 @@ def prepare(
             distributed.part_bytes(part_mb)
             client = stack.enter_context(distributed.connect(dask))
         _warn_of_replaced_settings(out, config)
+        _check_labelled(inputs)  # before the old dataset is cleared
         _clear(out)
         _build(config, workdir, inputs, out, fingerprint, hashes, client=client, part_mb=part_mb)
     return out
+
+
+def _check_labelled(inputs: InputFiles) -> None:
+    """`prepare` trains on the known classes' labels: metadata without a label column cannot
+    make a training set (a review: "no object of the known classes reached the train split",
+    after the old dataset was cleared).
+
+    Raises:
+        UserError: no metadata file has a `target` or `true_target` column.
+    """
+    for path in inputs.metadata:
+        if set(plasticc.LABEL_COLUMNS) & {name.strip().lower() for name in header(path)}:
+            return
+    raise UserError(
+        f"{', '.join(str(p) for p in inputs.metadata)}: no label column (target or "
+        "true_target): prepare trains the model on the labelled objects of the known classes; "
+        "score unlabelled light curves with a trained run (plasticc-jax score)"
+    )
 
 
 def _warn_of_replaced_settings(out: Path, config: Config) -> None:

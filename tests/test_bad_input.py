@@ -578,3 +578,13 @@ def test_far_more_flagged_than_the_threshold_lets_through_is_said(caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("57 of 300 scored objects (19%) are flagged, where the threshold")
     assert "`detected` flags all 0 or all 1" in line
+
+
+def test_metadata_without_labels_is_said_so_and_keeps_the_dataset(good, tmp_path):
+    """Found by a review: "no object of the known classes reached the train split", and the
+    dataset prepared before was cleared first."""
+    lcs, meta = good
+    out = run_prepare(tmp_path, lcs, meta)
+    with pytest.raises(UserError, match=r"no label column \(target or true_target\)"):
+        run_prepare(tmp_path, lcs, meta.drop(columns="target"))
+    assert (out / "manifest.json").is_file()

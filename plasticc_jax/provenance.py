@@ -334,9 +334,12 @@ def check_detector_files(run_dir: Path) -> dict[str, Any]:
             f"{again}"
         )
     if changed:
+        # The network was trained with its feature statistics: evaluate refuses other ones too
+        # (a review: this said "run evaluate again", which then refused).
+        remedy = "or train a new run" if changed[0] == "stats.json" else f"or {again}"
         raise UserError(
             f"{Path(run_dir) / changed[0]} has changed since evaluate fitted the detector on this "
-            f"run (its SHA-256 differs): restore it, or {again}"
+            f"run (its SHA-256 differs): restore it, {remedy}"
         )
     return record
 

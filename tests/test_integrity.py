@@ -708,11 +708,12 @@ def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):
     normalisation) changed every score, exit 0."""
     from plasticc_jax.scoring import Scorer
 
-    for name in ("config.json", "stats.json"):
+    # The remedy that works: evaluate refuses other feature statistics too (a review).
+    for name, remedy in (("config.json", "run `plasticc-jax evaluate`"), ("stats.json", "train")):
         run_dir = Path(shutil.copytree(tiny_run.run_dir, tmp_path / name))
         path = run_dir / name
         path.write_text(path.read_text() + "\n")
-        with pytest.raises(UserError, match=rf"{name} has changed since evaluate fitted"):
+        with pytest.raises(UserError, match=rf"{name} has changed since .*or {remedy}"):
             Scorer.load(run_dir)
     # models/ copied from another run: neither file is the one it was fitted with (an audit
     # found config.json blamed).

@@ -1,7 +1,9 @@
 """Tiny preset for tests and smoke runs: a coarse grid, a small network, two epochs.
 
 Command: `plasticc-jax prepare --config tiny` (then train, evaluate) on any data; the tests run
-it on 400 synthetic objects (`plasticc_jax.synthetic`, seed 0).
+it on 400 synthetic objects (`plasticc_jax.synthetic`, seed 0). Its dataset goes to the default
+preset's folder (`data/processed/<protocol>`), replacing that one (with a warning): `make
+prepare` restores it, or give `--set data.processed_dir=data/processed-tiny` to keep both.
 Runtime on 2 CPU cores: 38 s for the three stages on those 400 objects (most of it compiling
 and drawing the figures; measured with other jobs on the machine, load average about 4).
 Expected result: none worth a number: it checks that the pipeline runs, not that it finds

@@ -529,6 +529,8 @@ def validate(config: Config) -> None:
         )
 
     positive_int("model.latent_dim", model.latent_dim)
+    # An empty list (`--set model.hidden=`) is a typo, not a linear network (a review).
+    need(bool(model.hidden), "model.hidden", "", "give at least one layer width (512,256)")
     for width in model.hidden:
         ok = isinstance(width, int) and not isinstance(width, bool) and width >= 1
         need(ok, "model.hidden", ",".join(map(str, model.hidden)), "widths must be positive")

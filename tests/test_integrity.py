@@ -267,6 +267,7 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--latent-dim", "0"], "model.latent_dim=0: must be a positive integer"),
         (["--max-epochs", "0"], "train.max_epochs=0: must be a positive integer"),
         (["--set", "model.hidden=0"], "model.hidden='0': widths must be positive"),
+        (["--set", "model.hidden="], "model.hidden='': give at least one layer width"),
         (["--set", "data.n_time_bins=0"], "data.n_time_bins=0: must be a positive integer"),
         (["--set", "train.compute_dtype=float16"], "choose one of float32, bfloat16"),
         (["--set", "eval.n_estimators=0"], "eval.n_estimators=0: must be a positive integer"),

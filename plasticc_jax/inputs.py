@@ -16,7 +16,7 @@ from pathlib import Path
 
 from plasticc_jax.config import INPUT_SELECTIONS
 from plasticc_jax.csv_files import open_bytes
-from plasticc_jax.errors import UserError
+from plasticc_jax.errors import UserError, listing
 
 log = logging.getLogger(__name__)
 
@@ -186,5 +186,11 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
             raw_dir,
             found[0].fmt,
             found[1].fmt,
+        )
+    read = {p.name for p in (*found[0].lightcurves, *found[0].metadata)}
+    other = [n for n in data_files(raw_dir) if n not in read]
+    if other:  # (a review: a user's own files there were passed over without a word)
+        log.info(
+            "%s: not read (not inputs of data.inputs=%s): %s", raw_dir, selection, listing(other)
         )
     return found[0]

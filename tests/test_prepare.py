@@ -301,3 +301,15 @@ def test_missing_parts_of_the_test_set_are_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="plasticc_jax"):
         find_inputs(tmp_path, "test")
     assert "lack part" not in caplog.text
+
+
+def test_files_in_the_raw_folder_that_are_not_read_are_named(tmp_path, caplog):
+    """A review: a user's own files in data/raw were passed over without a word."""
+    from plasticc_jax.inputs import find_inputs
+
+    for name in ("training_set.csv", "training_set_metadata.csv", "notes.txt", "extra.csv"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "SOURCE.json").write_text("{}")  # the download's record: not a data file
+    with caplog.at_level("INFO", logger="plasticc_jax"):
+        find_inputs(tmp_path, "train")
+    assert "not read (not inputs of data.inputs=train): extra.csv, notes.txt" in caplog.text

@@ -264,7 +264,8 @@ def _mirror_source(folder: Path, setting: str) -> Source:
         for expected in EXPECTED:
             src = stored_file(folder, expected.name)
             if src is None:
-                raise SourceFailed(f"{folder} holds no {expected.name}")
+                plain = expected.name.removesuffix(".gz")
+                raise SourceFailed(f"{folder} holds no {expected.name} (nor {plain})")
             if is_gzip(src):
                 shutil.copyfile(src, staging / expected.name)
             else:

@@ -336,7 +336,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--as-of",
         type=_finite_float,
         metavar="MJD",
-        help="with --lightcurves: the date the table was scored as of (score --as-of)",
+        help="with --lightcurves: the date the table was scored as of (score --as-of; a "
+        "replay's candidates/night=N: that night's end, unless given)",
     )
     review.add_argument(
         "--simulate",

@@ -22,6 +22,12 @@ def night_of(mjd: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(mjd, np.float64) - NIGHT_OFFSET).astype(np.int64)
 
 
+def night_end(night: int) -> float:
+    """The last MJD of a night: the rows of the nights up to `night` are those at or before it
+    (as `score --as-of` cuts them)."""
+    return float(np.nextafter(night + 1 + NIGHT_OFFSET, -np.inf))
+
+
 class ReplayInput:
     """The input rows sorted by object then time, with their nights and metadata, and what the
     per-night loop needs precomputed (all of it derived from the data alone).

@@ -1012,7 +1012,7 @@ def test_new_objects_are_shown_with_the_light_curves_of_the_files_scored(
 ) -> None:
     """The dataset holds only the run's own objects: a table of new files is shown with their
     curves when the files are given, also under ids that the dataset uses for others."""
-    from plasticc_jax import cli
+    from plasticc_jax import cli, replay_input
     from plasticc_jax.review.pool import CurveFiles
 
     raw = tiny_run.workdir / "data" / "raw"
@@ -1041,6 +1041,18 @@ def test_new_objects_are_shown_with_the_light_curves_of_the_files_scored(
     # Of a few candidates, only theirs are gridded (the others read past).
     top = Pool(tiny_run.run_dir, scores=out, workdir=tiny_run.workdir, files=files, top=5)
     assert top.in_files.all() and len(top.file_curves.arrays) == 5
+    # A replay's night (`candidates/night=N`): its curves as of the night's end (here a table
+    # scored so, where the replay's would be).
+    night = int(np.floor(lcs["mjd"].median() - 0.5))
+    as_of = ["--as-of", repr(replay_input.night_end(night))]
+    assert cli.main([*argv[:-1], str(tmp_path / "night.parquet"), "--lightcurves",
+                     *map(str, files.lightcurves), "--metadata", *map(str, files.metadata),
+                     *as_of]) == 0  # fmt: skip
+    night_dir = tmp_path / "candidates" / f"night={night}"
+    night_dir.mkdir(parents=True)
+    (tmp_path / "night.parquet").rename(night_dir / "part-0.parquet")
+    nightly = Pool(tiny_run.run_dir, scores=night_dir, workdir=tiny_run.workdir, files=files)
+    assert nightly.in_files.all()
     # Files other than those scored (here: as of a date): said, and no curve shown.
     as_of = CurveFiles(files.lightcurves, files.metadata, float(lcs["mjd"].median()))
     with caplog.at_level(logging.WARNING, logger="plasticc_jax.review.pool"):

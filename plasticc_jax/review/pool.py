@@ -17,8 +17,10 @@ fitted on), with
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_mani
 from plasticc_jax.errors import UserError
 from plasticc_jax.gridding import GridSpec
 from plasticc_jax.io_utils import folder_lock
+from plasticc_jax.replay_input import night_end
 from plasticc_jax.review import active
 
 log = logging.getLogger(__name__)
@@ -170,6 +173,17 @@ class CurveFiles:
     lightcurves: tuple[Path, ...]
     metadata: tuple[Path, ...]
     as_of: float | None = None
+
+
+def replay_night(scores: Path | None) -> int | None:
+    """The night of a replay's candidates given as `candidates/night=N` (or its part file), whose
+    curves hold the rows up to that night; None for any other table."""
+    if scores is None:
+        return None
+    for name in (Path(scores).name, Path(scores).parent.name):
+        if match := re.fullmatch(r"night=(-?\d+)", name):
+            return int(match.group(1))
+    return None
 
 
 def same_objects(table: pd.DataFrame, curves: Curves) -> np.ndarray:
@@ -345,6 +359,11 @@ class Pool:
             if curves
             else None
         )
+        night = replay_night(scores)
+        if files is not None and files.as_of is None and night is not None:
+            files = dataclasses.replace(files, as_of=night_end(night))
+            log.info("%s: a replay's night %d, gridded as of its end (MJD %.4f)", scores, night,
+                     files.as_of)  # fmt: skip
         self.file_curves = (
             load_file_curves(
                 self.run_dir, config, files.lightcurves, files.metadata, self.ids, files.as_of

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -213,10 +215,35 @@ def prepare(
             distributed.part_bytes(part_mb)
             client = stack.enter_context(distributed.connect(dask))
         _warn_of_replaced_settings(out, config)
-        _check_labelled(inputs)  # before the old dataset is cleared
-        _clear(out)
-        _build(config, workdir, inputs, out, fingerprint, hashes, client=client, part_mb=part_mb)
+        _check_labelled(inputs)
+        # Built beside the dataset and moved in once complete: a prepare that fails (a file
+        # truncated at its end, say) leaves the dataset before it usable (a review: it was
+        # cleared first, and the runs trained on it could not be evaluated).
+        building = out.parent / f".{out.name}.building"
+        shutil.rmtree(building, ignore_errors=True)  # a killed build's
+        building.mkdir(parents=True)
+        _build(
+            config, workdir, inputs, building, fingerprint, hashes, client=client, part_mb=part_mb
+        )
+        _install(building, out)
+    log.info("wrote %s", out)
     return out
+
+
+def _install(building: Path, out: Path) -> None:
+    """Put a complete build in the dataset's place: the old dataset's files out (its manifest
+    first: a kill in between leaves no dataset that looks complete), the new ones in, the
+    manifest last. Other files in `out` (another command's scratch) stay."""
+    out.mkdir(parents=True, exist_ok=True)
+    _clear(out)
+    (out / "shards").mkdir(exist_ok=True)
+    for path in sorted((building / "shards").iterdir()):
+        os.replace(path, out / "shards" / path.name)
+    for path in sorted(building.iterdir()):
+        if path.is_file() and path.name != "manifest.json":
+            os.replace(path, out / path.name)
+    os.replace(building / "manifest.json", out / "manifest.json")
+    shutil.rmtree(building)
 
 
 def _check_labelled(inputs: InputFiles) -> None:
@@ -297,7 +324,7 @@ def _build(
     client: Client | None = None,
     part_mb: float | None = None,
 ) -> None:
-    """Write the dataset into `out` (emptied by `_clear`), the manifest last; with `client`, the
+    """Write the dataset into `out` (an empty folder), the manifest last; with `client`, the
     gridding and the shards run on its Dask cluster (`prepare`), while this process holds the
     dataset's lock."""
     data = config.data
@@ -429,9 +456,8 @@ def _build(
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     n_left_out = int(left_out.sum())
     log.info(
-        "wrote %s: %s objects (train %d, val %d, test %d); %d not in it (%d left out by the "
+        "prepared %s objects (train %d, val %d, test %d); %d not in it (%d left out by the "
         "protocol, %d rejected), each with its reason in rejected.csv",
-        out,
         n_out,
         *(manifest["objects"][s] for s in SPLITS),
         len(rejected),

@@ -588,3 +588,21 @@ def test_metadata_without_labels_is_said_so_and_keeps_the_dataset(good, tmp_path
     with pytest.raises(UserError, match=r"no label column \(target or true_target\)"):
         run_prepare(tmp_path, lcs, meta.drop(columns="target"))
     assert (out / "manifest.json").is_file()
+
+
+def test_a_prepare_that_fails_leaves_the_dataset_before_it(good, tmp_path):
+    """Found by a review: a file found damaged while the light curves were gridded failed the
+    prepare after the dataset before it was cleared, and its runs could not be evaluated."""
+    lcs, meta = good
+    out = run_prepare(tmp_path, lcs, meta)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # A row of the first object again at the end: found only as the stream reaches it.
+    damaged = pd.concat([lcs, lcs.iloc[[0]].assign(mjd=lcs["mjd"].max() + 1)])
+    with pytest.raises(UserError, match="reappears"):
+        run_prepare(tmp_path, damaged, meta, min_observations=4)  # other settings: a rebuild
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    # The next prepare builds afresh (the failed build beside it cleared first).
+    assert run_prepare(tmp_path, lcs, meta, min_observations=4) == out
+    assert not (out.parent / f".{out.name}.building").exists()
+    assert read_manifest(out)["config"]["data"]["min_observations"] == 4

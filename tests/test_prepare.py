@@ -210,10 +210,11 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_pat
     for attempt in range(5):  # until one kill lands mid-run (the first, nearly always)
         work = with_raw(tmp_path / f"work{attempt}", raw_files[0].parent)
         out = work / config.data.dataset_dir
+        building = out.parent / f".{out.name}.building"  # built there, then moved in
         child = subprocess.Popen([sys.executable, "-c", script, tmp_path / "cfg.json", work])
         # A random moment of the writing phase, which starts when the shard folder appears.
         deadline = time.monotonic() + 60
-        while not (out / "shards").exists():
+        while not (building / "shards").exists():
             if child.poll() is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.002)
@@ -230,6 +231,7 @@ def test_kill_9_leaves_nothing_complete_and_next_run_finishes(raw_files, tmp_pat
     prepare(config, work)
     check_counts(out)
     assert not list(out.rglob(".tmp-*")), f"temporary files left after the kill at {delay:.3f}s"
+    assert not building.exists()
     ref = {s: load_split(out_ref, s) for s in SPLITS}
     for split in SPLITS:
         np.testing.assert_array_equal(load_split(out, split).flux, ref[split].flux)

@@ -412,6 +412,10 @@ def test_rejected_csv_named_in_a_message_is_this_runs(kaggle_files, tmp_path):
     with pytest.raises(UserError, match=r"rejected\.csv") as error:
         prepare(config, tmp_path)
     assert "40 objects not in the dataset, left out by the protocol or rejected" in str(error.value)
-    rejected = pd.read_csv(out / "rejected.csv")  # written by this run, before the error
+    # Written by this run, before the error, in the folder it was building (and named so); the
+    # dataset before it stays as it was.
+    building = out.parent / f".{out.name}.building"
+    assert str(building / "rejected.csv") in str(error.value)
+    rejected = pd.read_csv(building / "rejected.csv")
     assert len(rejected) == 40 and set(rejected["reason"]) == {"fewer than 100000 observations"}
-    assert not (out / "manifest.json").exists()
+    assert (out / "manifest.json").exists() and len(pd.read_csv(out / "rejected.csv")) == 0

@@ -136,6 +136,13 @@ AS_OF_SPAN = (
 JD_OFFSET = 2_400_000.5  # JD = MJD + 2400000.5
 
 
+def looks_like_julian_date(value: float) -> bool:
+    """Whether an MJD or night (`value`) is a Julian date of the survey's span instead.
+    Compared, not subtracted: an int too large for a float is finite, and no Julian date."""
+    low, high = AS_OF_SPAN
+    return low + JD_OFFSET <= value <= high + JD_OFFSET
+
+
 def check_as_of(as_of: object, name: str) -> None:
     """Raise a UserError, naming the setting `name` (`--as-of`), unless `as_of` is a finite MJD
     within the survey's span (a Julian date is named as one)."""
@@ -143,13 +150,12 @@ def check_as_of(as_of: object, name: str) -> None:
     # math.isfinite overflows on a huge int, which is finite.
     if not real or not (isinstance(as_of, numbers.Integral) or math.isfinite(as_of)):
         raise UserError(f"{name} {as_of!r}: give a finite MJD (a number of days)")
-    low, high = AS_OF_SPAN
-    # Compared, not subtracted: an int too large for a float is finite, and outside the survey.
-    if low + JD_OFFSET <= as_of <= high + JD_OFFSET:
+    if looks_like_julian_date(as_of):
         raise UserError(
             f"{name} {as_of:g} looks like a Julian date: give the MJD, JD - 2400000.5 "
             f"({as_of - JD_OFFSET:g})"
         )
+    low, high = AS_OF_SPAN
     if not low <= as_of <= high:
         huge = isinstance(as_of, numbers.Integral) and abs(as_of) >= 1e300
         shown = f"{str(as_of)[:12]}..." if huge else f"{as_of:g}"

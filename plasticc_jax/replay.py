@@ -293,10 +293,6 @@ def replay(
         scorer.warn_if_complete_only("replay")
         if age_threshold is not None:
             log.info("flag thresholds from %s: %s", threshold_from_replay, age_threshold.describe())
-    except UserError:
-        remove_empty(created)  # a refused run leaves no empty folders behind
-        raise
-    try:
         # One replay an output folder: a second one at once would mix its nights with this one's.
         with folder_lock(output, "replay"):
             job = Job(
@@ -324,7 +320,9 @@ def replay(
                 )
             return (replay_groups if groups > 1 else _replay)(scorer, job, manifest)
     except UserError:
-        remove_empty(created)  # refused once the input is read (`--last-night`, say)
+        # A refused run leaves no empty folders behind (refused before the run loads, or once
+        # the input is read: `--last-night` before the data, say).
+        remove_empty(created)
         raise
 
 

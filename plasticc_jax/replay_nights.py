@@ -289,9 +289,7 @@ def check_last_night(last_night: int | None, first: int, last: int) -> None:
     (`first`, `last`: its nights)."""
     if last_night is None:
         return
-    low, high = early.AS_OF_SPAN
-    # Compared, not subtracted: a huge int does not convert to a float.
-    if low + early.JD_OFFSET <= last_night <= high + early.JD_OFFSET:
+    if early.looks_like_julian_date(last_night):
         # `--last-night 2459700` replayed the whole input as if the night were given.
         raise UserError(
             f"--last-night {last_night} looks like a Julian date: give the night, floor(MJD - "

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.spatial.distance import cdist
 from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.neighbors import NearestNeighbors
@@ -177,11 +178,7 @@ class _Mahalanobis(Component):
 
     def score(self, evidence: Evidence) -> np.ndarray:
         z = np.asarray(getattr(evidence, self.view), np.float64) @ self._whiten
-        centres = self._white_centres
-        squared = (
-            (z * z).sum(axis=1)[:, None] - 2.0 * z @ centres.T + (centres * centres).sum(axis=1)
-        )
-        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        return np.sqrt(cdist(z, self._white_centres, "sqeuclidean").min(axis=1))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centres": self.centres, "precision": self.precision}

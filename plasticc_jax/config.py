@@ -264,6 +264,11 @@ class Config:
         return Path(self.run_dir or f"runs/{self.name}-{self.data.tag}")
 
     @property
+    def head_classes(self) -> tuple[int, ...]:
+        """The classes of the VAE head's outputs, in order (none without a head)."""
+        return self.data.known_classes if self.model.classifier_head else ()
+
+    @property
     def is_resolved(self) -> bool:
         return bool(self.run_dir and self.data.known_classes and self.data.anomaly_classes)
 

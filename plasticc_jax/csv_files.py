@@ -155,7 +155,7 @@ def file_lines(path: Path, rows: Sequence[int] | np.ndarray) -> list[int]:
                     found[row] = line
                 if row >= last:
                     break
-        except (OSError, EOFError, zlib.error):
+        except UNREADABLE:
             pass  # a damaged file: the rows' own numbers below
     return [found.get(int(r), int(r) + 2) for r in rows]
 

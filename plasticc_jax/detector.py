@@ -184,20 +184,19 @@ class Detector:
         )
         raw = detector.raw_scores(val)
         groups = route(components, val.galactic)
+        # Each group's val rows; fewer than 2 (no val object of this kind): all of them.
+        calibration_rows = {}
         for group in components:
             rows = groups == group
-            if rows.sum() < 2:  # no val object of this kind: the pooled references
-                rows = np.ones(len(val), bool)
+            calibration_rows[group] = rows if rows.sum() >= 2 else np.ones(len(val), bool)
+        for group, rows in calibration_rows.items():
             detector.references[group] = {n: Reference.fit(raw[n][rows]) for n in names}
         tails = detector.calibrated(raw, groups)
         warn_weak_calibration(tails, weights, config.target_fpr)
         fused = detector.fuse(tails)
-        reference_sizes = {}
-        for group in components:
-            rows = groups == group
-            rows = rows if rows.sum() >= 2 else np.ones(len(val), bool)
+        for group, rows in calibration_rows.items():
             detector.references[group]["fused"] = Reference.fit(fused[rows])
-            reference_sizes[group] = int(rows.sum())
+        reference_sizes = {group: int(rows.sum()) for group, rows in calibration_rows.items()}
         anomaly_score = detector.final_score(fused, groups)
         detector.threshold = FlagThreshold.fit(
             anomaly_score, val.depth, config.target_fpr, config.flag_depth_bins

@@ -93,7 +93,7 @@ class _RunFiles(NamedTuple):
 
     @staticmethod
     def of(config: Config, stats: FeatureStats) -> _RunFiles:
-        n_classes = len(config.data.known_classes) if config.model.classifier_head else 0
+        n_classes = len(config.head_classes)
         n_times, n_features = config.data.n_time_bins, len(stats.names)
         return _RunFiles(config, stats, plasticc.N_PASSBANDS, n_times, n_features, n_classes)
 
@@ -182,7 +182,7 @@ class Encoder:
         self.stats = stats
         self.params = params
         self.latent_dim = config.model.latent_dim
-        self.classes = config.data.known_classes if config.model.classifier_head else ()
+        self.classes = config.head_classes
         self.max_batch = _positive_rows("max_batch", max_batch)
         self.n_bands = plasticc.N_PASSBANDS
         self.n_times = config.data.n_time_bins

@@ -27,7 +27,24 @@ SEARCH_TOP = 6
 WEIGHTS = (0, 1, 2, 3)
 
 
-class Folds:
+class _FoldScores:
+    """What both kinds of fold scores share: the mean over the folds of a score's AUROC
+    (`aurocs`, each kind's own), and the search over fusions (`fused`, each kind's own)."""
+
+    def aurocs(self, values: np.ndarray) -> dict[int, float]:
+        raise NotImplementedError
+
+    def fused(self, weights: dict[str, float]) -> np.ndarray:
+        raise NotImplementedError
+
+    def mean_auroc(self, values: np.ndarray) -> float:
+        return float(np.mean(list(self.aurocs(values).values())))
+
+    def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
+        return search(self, components, also)
+
+
+class Folds(_FoldScores):
     """The fold scores, indexed once for the many evaluations of the fusion search.
 
     Attributes:
@@ -61,9 +78,6 @@ class Folds:
         of the positives against the fold's negatives (ties count one half)."""
         return {fold: auroc(values[rows], self.positive[rows]) for fold, rows in self.folds.items()}
 
-    def mean_auroc(self, values: np.ndarray) -> float:
-        return float(np.mean(list(self.aurocs(values).values())))
-
     def fused(self, weights: dict[str, float]) -> np.ndarray:
         """The anomaly score of a fusion: the weighted mean of the calibrated components,
         calibrated once more against the fold's negatives of each kind (the val known objects,
@@ -84,11 +98,8 @@ class Folds:
             out[rows] = -np.log10((above + 1) / (reference.size + 1))
         return out
 
-    def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
-        return search(self, components, also)
 
-
-class StageFolds:
+class StageFolds(_FoldScores):
     """The folds' rows at one stage (days after the first detection), for the fusion search of
     the early preset, scored as the fold's detector scores them and measured as `stages.
     early_metrics` measures the test split.
@@ -135,15 +146,9 @@ class StageFolds:
             out[fold] = auroc(score, positive)
         return out
 
-    def mean_auroc(self, values: np.ndarray) -> float:
-        return float(np.mean(list(self.aurocs(values).values())))
-
     def fused(self, weights: dict[str, float]) -> np.ndarray:
         """A fusion's anomaly score of every row, as the fold's detector would give it."""
         return stage_fused(self.scores, self.groups, weights)
-
-    def search(self, components: list[str], also: Iterable[str] = ()) -> list[dict[str, Any]]:
-        return search(self, components, also)
 
 
 def calibration_groups(stages: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -196,7 +201,7 @@ def auroc(values: np.ndarray, positive: np.ndarray) -> float:
 
 
 def search(
-    folds: Folds | StageFolds, components: list[str], also: Iterable[str] = ()
+    folds: _FoldScores, components: list[str], also: Iterable[str] = ()
 ) -> list[dict[str, Any]]:
     """Every weight combination of the `SEARCH_TOP` best single components and those in `also`
     (the configured fusion's: a component weak alone can be what the others miss), best first

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from plasticc_jax.config import ModelConfig
+from plasticc_jax.config import COMPUTE_DTYPES, ModelConfig
 
 # Bounds of the encoder's log-variance: keeps exp(logvar) finite in float32 (and bfloat16) and
 # the KL term away from overflow early in training; real posteriors sit well inside them.
@@ -31,8 +31,8 @@ LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 
 def compute_dtype(name: str) -> jnp.dtype:
     """`"float32"` or `"bfloat16"` (config.train.compute_dtype) as a JAX dtype."""
-    if name not in ("float32", "bfloat16"):
-        raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', not {name!r}")
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, not {name!r}")
     return jnp.dtype(name)
 
 

@@ -279,6 +279,8 @@ def what_differs(manifest: dict[str, Any], now: dict[str, Any]) -> str:
 
 
 def read_metadata(scorer: Scorer, metadata_paths: Sequence[Path]) -> pd.DataFrame:
+    """The replay's metadata files as `score` reads them: labels optional, classes the run does
+    not know noted."""
     metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
     note_unknown_classes(metadata, scorer.config.data)
     return metadata

@@ -44,7 +44,7 @@ class TrainState(NamedTuple):
 
 def n_classes(config: Config) -> int:
     """Outputs of the classification head: one per known class (0 without a head)."""
-    return len(config.data.known_classes) if config.model.classifier_head else 0
+    return len(config.head_classes)
 
 
 def create_model(

@@ -276,7 +276,7 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def alone_in_their_kind(config: Config) -> list[int]:
+def lone_known_classes(config: Config) -> list[int]:
     """The known classes that no other known class shares the kind of (galactic or
     extragalactic): held out, they are scored against the other kind's known objects, which
     their kind alone sets apart (`config.alone_in_their_kind`)."""
@@ -315,7 +315,7 @@ def validate(config: Config, workdir: Path) -> Path:
             f"leave-one-class-out validation needs at least 3 known classes, not {list(known)} "
             "(data.known_classes, or the protocol's)"
         )
-    alone = alone_in_their_kind(config)
+    alone = lone_known_classes(config)
     if alone:
         log.warning(
             "%s: the only known class of its kind; held out, it is scored against the other "

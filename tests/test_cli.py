@@ -720,10 +720,10 @@ def test_validate_names_a_known_class_alone_in_its_kind() -> None:
     and SN II alone (AUROC 1.000 by the kind) without a word, and that fold weighs in the mean."""
     from plasticc_jax import validate
 
-    assert validate.alone_in_their_kind(parse("train")) == []
-    assert validate.alone_in_their_kind(parse("train", "--protocol", "sn")) == []
+    assert validate.lone_known_classes(parse("train")) == []
+    assert validate.lone_known_classes(parse("train", "--protocol", "sn")) == []
     narrowed = parse("train", "--set", "data.known_classes=90,42,16")
-    assert validate.alone_in_their_kind(narrowed) == [16]
+    assert validate.lone_known_classes(narrowed) == [16]
 
 
 def test_the_unraisable_hook_is_wrapped_once_per_process() -> None:

@@ -80,6 +80,11 @@ def test_gp_features_of_a_hand_made_transient():
     assert f["gp_negative_width"] == pytest.approx(0.0, abs=1.0)
 
 
+def test_the_config_names_every_fit() -> None:
+    """`data.gp_fit` is checked against the config's own list (which imports no JAX)."""
+    assert set(config_lib.GP_FITS) == set(gp_features.FITS)
+
+
 def test_a_jax_without_its_cpu_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A library user's `JAX_PLATFORMS=cuda` (the command line adds `cpu` itself): the fit's
     device cannot be named, and the error says how to give it (JAX's own was a traceback)."""

@@ -414,35 +414,9 @@ def validate(config: Config) -> None:
     Raises:
         InvalidConfig: one line per invalid value (`section.field=value: what it must be`).
     """
-    problems: list[str] = []
-
-    def need(ok: bool, key: str, value: Any, rule: str) -> None:
-        if not ok:
-            problems.append(f"{key}={value!r}: {rule}")
-
-    def positive_int(key: str, value: Any) -> None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        need(ok, key, value, "must be a positive integer")
-
-    def number(key: str, value: Any, low: float, high: float, rule: str) -> None:
-        ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
-        need(ok, key, value, rule)
-
-    def each_once(key: str, values: Any) -> None:
-        need(len(set(values)) == len(values), key, ",".join(map(str, values)), "each one once")
-
-    def non_negative_int(key: str, value: Any) -> None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        need(ok, key, value, "must be a non-negative integer")
-
-    def seed(key: str, value: Any) -> None:
-        # NumPy's and scikit-learn's seeds are 32-bit (found by an audit: 2**32 failed deep in
-        # `evaluate` with a traceback, and left the run incomplete).
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
-        need(ok, key, value, f"must be an integer from 0 to {MAX_SEED}")
-
+    checks = _Checks()
     # The name becomes a folder under runs/: one plain path component.
-    need(
+    checks.need(
         isinstance(config.name, str)
         and config.name.strip() not in ("", ".", "..")
         and not any(c in config.name for c in "/\\"),
@@ -450,15 +424,54 @@ def validate(config: Config) -> None:
         config.name,
         "must be a non-empty name without / or \\ (it names the folder runs/<name>-<protocol>)",
     )
-    inf = math.inf
-    data, model, train, ev = config.data, config.model, config.train, config.eval
-    need(
-        data.inputs in INPUT_SELECTIONS,
-        "data.inputs",
-        data.inputs,
-        f"choose one of {', '.join(INPUT_SELECTIONS)}",
-    )
-    need(
+    _check_data(checks, config.data, config.train)
+    _check_model(checks, config.model)
+    _check_train(checks, config.train)
+    _check_eval(checks, config.eval, config.model)
+    if checks.problems:
+        raise InvalidConfig(checks.problems)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checks:
+    """The problems found so far (`section.field=value: rule`), and the rules they are found by."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def need(self, ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            self.problems.append(f"{key}={value!r}: {rule}")
+
+    def positive_int(self, key: str, value: Any) -> None:
+        self.need(_is_int(value) and value >= 1, key, value, "must be a positive integer")
+
+    def non_negative_int(self, key: str, value: Any) -> None:
+        self.need(_is_int(value) and value >= 0, key, value, "must be a non-negative integer")
+
+    def number(self, key: str, value: Any, low: float, high: float, rule: str) -> None:
+        ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
+        self.need(ok, key, value, rule)
+
+    def each_once(self, key: str, values: Any) -> None:
+        self.need(len(set(values)) == len(values), key, ",".join(map(str, values)), "each one once")
+
+    def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> None:
+        self.need(value in choices, key, value, f"choose one of {', '.join(choices)}")
+
+    def seed(self, key: str, value: Any) -> None:
+        # NumPy's and scikit-learn's seeds are 32-bit (found by an audit: 2**32 failed deep in
+        # `evaluate` with a traceback, and left the run incomplete).
+        ok = _is_int(value) and 0 <= value <= MAX_SEED
+        self.need(ok, key, value, f"must be an integer from 0 to {MAX_SEED}")
+
+
+def _check_data(checks: _Checks, data: DataConfig, train: TrainConfig) -> None:
+    checks.choice("data.inputs", data.inputs, INPUT_SELECTIONS)
+    checks.need(
         isinstance(data.source, str) and data.source.strip() != "",
         "data.source",
         data.source,
@@ -466,66 +479,65 @@ def validate(config: Config) -> None:
     )
     for key in ("val_fraction", "test_fraction"):
         # The val split calibrates the detector and the test split measures it: neither empty.
-        number(f"data.{key}", getattr(data, key), 1e-300, 1.0, "must be a fraction in (0, 1]")
+        checks.number(
+            f"data.{key}", getattr(data, key), 1e-300, 1.0, "must be a fraction in (0, 1]"
+        )
     fractions = (data.val_fraction, data.test_fraction)
     if all(isinstance(f, int | float) and 0 <= f <= 1 for f in fractions):
-        need(
+        checks.need(
             sum(fractions) < 1.0,
             "data.val_fraction + data.test_fraction",
             round(sum(fractions), 6),
             "must be below 1 (the rest is the train split)",
         )
-    seed("data.seed", data.seed)
+    checks.seed("data.seed", data.seed)
     for key in ("raw_dir", "processed_dir"):  # empty: the dataset went into the workdir itself
         value = getattr(data, key)
-        need(
-            isinstance(value, str) and bool(value.strip()),
-            f"data.{key}",
-            value,
-            "must name a folder",
-        )
+        ok = isinstance(value, str) and bool(value.strip())
+        checks.need(ok, f"data.{key}", value, "must name a folder")
     for key in ("n_time_bins", "min_observations", "chunk_rows", "workers", "shard_objects"):
-        positive_int(f"data.{key}", getattr(data, key))
+        checks.positive_int(f"data.{key}", getattr(data, key))
     if isinstance(data.n_time_bins, int) and data.n_time_bins > MAX_TIME_BINS:
         # 100,000,000 bins asked for 724 GiB, 100,000 ran for minutes without a word (an audit).
-        need(False, "data.n_time_bins", data.n_time_bins, f"at most {MAX_TIME_BINS:,} bins")
+        checks.need(False, "data.n_time_bins", data.n_time_bins, f"at most {MAX_TIME_BINS:,} bins")
     for key in ("window_before", "window_after"):
-        number(f"data.{key}", getattr(data, key), -inf, inf, "must be a finite number of days")
+        checks.number(
+            f"data.{key}",
+            getattr(data, key),
+            -math.inf,
+            math.inf,
+            "must be a finite number of days",
+        )
     if all(isinstance(w, int | float) for w in (data.window_before, data.window_after)):
-        need(
+        checks.need(
             -data.window_before < data.window_after,
             "data.window_before, data.window_after",
             (data.window_before, data.window_after),
             "the window runs from t0 - window_before to t0 + window_after, so its start must "
             "come before its end",
         )
-    need(
-        data.time_anchor in TIME_ANCHORS,
-        "data.time_anchor",
-        data.time_anchor,
-        f"choose one of {', '.join(TIME_ANCHORS)}",
-    )
-    need(data.gp_fit in GP_FITS, "data.gp_fit", data.gp_fit, f"choose one of {', '.join(GP_FITS)}")
+    checks.choice("data.time_anchor", data.time_anchor, TIME_ANCHORS)
+    checks.choice("data.gp_fit", data.gp_fit, GP_FITS)
     bad_stages = [
         d for d in data.stages if not (isinstance(d, int | float) and math.isfinite(d) and d > 0)
     ]
-    need(
+    checks.need(
         not bad_stages,
         "data.stages",
         ",".join(map(str, data.stages)),
         "must be positive finite numbers of days after the first detection",
     )
-    each_once("data.stages", data.stages)
-    need(
+    checks.each_once("data.stages", data.stages)
+    checks.need(
         not (train.partial_curves and not data.stages),
         "train.partial_curves",
         train.partial_curves,
         "needs data.stages (days after the first detection at which light curves are cut)",
     )
     for key in ("known_classes", "anomaly_classes"):
-        each_once(f"data.{key}", getattr(data, key))
+        checks.each_once(f"data.{key}", getattr(data, key))
         unknown = [c for c in getattr(data, key) if c not in plasticc.CLASS_NAMES]
-        need(
+        checks.need(
             not unknown,
             f"data.{key}",
             ",".join(map(str, getattr(data, key))),
@@ -533,27 +545,31 @@ def validate(config: Config) -> None:
             f"{', '.join(map(str, plasticc.CLASS_NAMES))})",
         )
 
-    positive_int("model.latent_dim", model.latent_dim)
-    # An empty list (`--set model.hidden=`) is a typo, not a linear network (a review).
-    need(bool(model.hidden), "model.hidden", "", "give at least one layer width (512,256)")
-    for width in model.hidden:
-        ok = isinstance(width, int) and not isinstance(width, bool) and width >= 1
-        need(ok, "model.hidden", ",".join(map(str, model.hidden)), "widths must be positive")
-        if not ok:
-            break
-    number("model.min_model_sigma", model.min_model_sigma, 1e-12, inf, "must be positive")
 
-    positive_int("train.batch_size", train.batch_size)
-    need(
+def _check_model(checks: _Checks, model: ModelConfig) -> None:
+    checks.positive_int("model.latent_dim", model.latent_dim)
+    # An empty list (`--set model.hidden=`) is a typo, not a linear network (a review).
+    checks.need(bool(model.hidden), "model.hidden", "", "give at least one layer width (512,256)")
+    widths = ",".join(map(str, model.hidden))
+    ok = all(_is_int(width) and width >= 1 for width in model.hidden)
+    checks.need(ok, "model.hidden", widths, "widths must be positive")
+    checks.number(
+        "model.min_model_sigma", model.min_model_sigma, 1e-12, math.inf, "must be positive"
+    )
+
+
+def _check_train(checks: _Checks, train: TrainConfig) -> None:
+    checks.positive_int("train.batch_size", train.batch_size)
+    checks.need(
         not isinstance(train.batch_size, int) or train.batch_size <= MAX_BATCH,
         "train.batch_size",
         train.batch_size,
         f"must be at most {MAX_BATCH:,} objects a step",
     )
-    positive_int("train.max_epochs", train.max_epochs)
-    positive_int("train.patience", train.patience)
-    number("train.learning_rate", train.learning_rate, 1e-300, inf, "must be positive")
-    number("train.clip_norm", train.clip_norm, 1e-300, inf, "must be positive")
+    checks.positive_int("train.max_epochs", train.max_epochs)
+    checks.positive_int("train.patience", train.patience)
+    for key in ("learning_rate", "clip_norm"):
+        checks.number(f"train.{key}", getattr(train, key), 1e-300, math.inf, "must be positive")
     for key in (
         "warmup_epochs",
         "weight_decay",
@@ -561,17 +577,20 @@ def validate(config: Config) -> None:
         "kl_warmup_epochs",
         "classification_weight",
     ):
-        number(f"train.{key}", getattr(train, key), 0.0, inf, "must be zero or positive")
-    seed("train.seed", train.seed)
-    need(
-        train.compute_dtype in COMPUTE_DTYPES,
-        "train.compute_dtype",
-        train.compute_dtype,
-        f"choose one of {', '.join(COMPUTE_DTYPES)}",
-    )
+        checks.number(
+            f"train.{key}", getattr(train, key), 0.0, math.inf, "must be zero or positive"
+        )
+    checks.seed("train.seed", train.seed)
+    checks.choice("train.compute_dtype", train.compute_dtype, COMPUTE_DTYPES)
 
-    ok = isinstance(ev.n_draws, int) and not isinstance(ev.n_draws, bool) and ev.n_draws >= 2
-    need(ok, "eval.n_draws", ev.n_draws, "must be at least 2 (the draws give a mean and a spread)")
+
+def _check_eval(checks: _Checks, ev: EvalConfig, model: ModelConfig) -> None:
+    checks.need(
+        _is_int(ev.n_draws) and ev.n_draws >= 2,
+        "eval.n_draws",
+        ev.n_draws,
+        "must be at least 2 (the draws give a mean and a spread)",
+    )
     for key in (
         "n_estimators",
         "max_samples",
@@ -580,44 +599,42 @@ def validate(config: Config) -> None:
         "classifier_iterations",
         "flag_depth_bins",
     ):
-        positive_int(f"eval.{key}", getattr(ev, key))
+        checks.positive_int(f"eval.{key}", getattr(ev, key))
     folds = ev.cross_fit_folds
-    ok = isinstance(folds, int) and not isinstance(folds, bool) and (folds == 0 or 2 <= folds <= 20)
     # Each fold fits the detector again: 100,000 folds ran for hours without a word (an audit).
-    need(ok, "eval.cross_fit_folds", folds, "must be 0 (in-sample) or 2-20 (a detector fit each)")
-    non_negative_int("eval.n_bootstrap", ev.n_bootstrap)
+    checks.need(
+        _is_int(folds) and (folds == 0 or 2 <= folds <= 20),
+        "eval.cross_fit_folds",
+        folds,
+        "must be 0 (in-sample) or 2-20 (a detector fit each)",
+    )
+    checks.non_negative_int("eval.n_bootstrap", ev.n_bootstrap)
     unknown = [c for c in ev.components if c not in COMPONENT_NAMES]
-    need(
+    checks.need(
         not unknown,
         "eval.components",
         ",".join(ev.components),
         f"{', '.join(unknown)} not a component (choose from {', '.join(COMPONENT_NAMES)})",
     )
-    need(
+    fusion = ",".join(ev.fusion)
+    checks.need(
         _fusion_ok(ev.fusion),
         "eval.fusion",
-        ",".join(ev.fusion),
+        fusion,
         "must be component:weight items, weights zero or positive and one positive, components "
         f"from {', '.join(COMPONENT_NAMES)}",
     )
     named = [str(item).partition(":")[0].strip() for item in ev.fusion]
-    need(
-        len(set(named)) == len(named),
-        "eval.fusion",
-        ",".join(ev.fusion),
-        "each component once",
-    )
-    need(
+    checks.need(len(set(named)) == len(named), "eval.fusion", fusion, "each component once")
+    checks.need(
         not ("head_maxprob" in named and not model.classifier_head),
         "eval.fusion",
-        ",".join(ev.fusion),
+        fusion,
         "head_maxprob needs model.classifier_head=true (without the head it is constant)",
     )
     for key in ("target_fpr", "realistic_anomaly_rate"):
-        number(f"eval.{key}", getattr(ev, key), 1e-300, 1.0 - 1e-12, "must be in (0, 1)")
-    seed("eval.seed", ev.seed)
-    if problems:
-        raise InvalidConfig(problems)
+        checks.number(f"eval.{key}", getattr(ev, key), 1e-300, 1.0 - 1e-12, "must be in (0, 1)")
+    checks.seed("eval.seed", ev.seed)
 
 
 def fusion_item(item: str) -> tuple[str, float]:

@@ -11,7 +11,7 @@ known). Objects/s is re-scored objects over the night's wall time. Target: 20,00
 2 CPU cores.
 
 Each night's batch sizes differ, and the VAE's program is compiled once per batch shape (at most
-a few dozen: `streaming.batch_sizes`), so over a survey's replay compiling is a one-off cost. The
+a few dozen: `batches.batch_sizes`), so over a survey's replay compiling is a one-off cost. The
 nights are therefore timed twice: as first met (the shapes new that night compiled then) and
 again, every shape compiled (the steady state of a long replay: the figure reported as the rate).
 

@@ -75,9 +75,9 @@ def compute_bound(vae: Any, arrays: LightCurveArrays, batch: int) -> dict[str, A
     import jax
     import jax.numpy as jnp
 
-    from plasticc_jax import streaming
+    from plasticc_jax import batches
 
-    inputs, _ = next(streaming.padded_batches(vae.encoder.inputs(arrays), batch))
+    inputs, _ = next(batches.padded_batches(vae.encoder.inputs(arrays), batch))
     cost = vae._forward.lower(vae.params, inputs).compile().cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
     a, w = jnp.ones((batch, 1024), jnp.float32), jnp.ones((1024, 512), jnp.float32)

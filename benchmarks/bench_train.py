@@ -44,8 +44,8 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
+from plasticc_jax import batches, config_io, train
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, streaming, train
 from plasticc_jax.config import Config, ModelConfig
 from plasticc_jax.dataset import load_split
 from plasticc_jax.models import LightCurveDecoder, Reconstruction, encoder_inputs
@@ -63,7 +63,7 @@ def fixed_batches(
     data: dict[str, np.ndarray], batch_size: int, order: np.ndarray
 ) -> Iterator[dict[str, np.ndarray]]:
     """Training batches as `train` makes them: all of one shape, padding rows of weight 0."""
-    for batch, _ in streaming.padded_batches(data, batch_size, order, min_size=batch_size):
+    for batch, _ in batches.padded_batches(data, batch_size, order, min_size=batch_size):
         yield batch
 
 
@@ -72,7 +72,7 @@ def load_data(config: Config, n_objects: int | None) -> tuple[dict[str, np.ndarr
     if (dataset / "manifest.json").is_file():
         arrays = load_split(dataset, "train")
         stats = train.feature_stats(arrays)
-        data = streaming.model_inputs(arrays, stats, config.data.n_time_bins)
+        data = batches.model_inputs(arrays, stats, config.data.n_time_bins)
         source = "real PLAsTiCC train split"
     else:
         rng = np.random.default_rng(0)

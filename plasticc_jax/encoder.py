@@ -9,7 +9,7 @@ A run directory alone is enough: `config.json` says how the model was built and 
 were gridded, `stats.json` holds the feature normalisation, and the best checkpoint (by val loss)
 holds the weights. `load_encoder` reads the encoder's parameters only, never the decoder's.
 
-Calls are jit-compiled; inputs go through `streaming.model_inputs` and `streaming.padded_batches`
+Calls are jit-compiled; inputs go through `batches.model_inputs` and `batches.padded_batches`
 (batches of at most `max_batch` objects, the last padded to a power of two, at least 64), so a
 session compiles a handful of shapes, not one per input size. The VAE's pass is
 `losses.forward`, the one the training step uses. Inference runs in float32 whatever
@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from plasticc_jax import losses, plasticc, runs, streaming
+from plasticc_jax import batches, losses, plasticc, runs, streaming
+from plasticc_jax.batches import ArraysLike
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import FeatureStats, read_stats
 from plasticc_jax.errors import TRAIN_FIRST, UserError
 from plasticc_jax.models import LightCurveEncoder, Vae
-from plasticc_jax.streaming import ArraysLike
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _run_batched(
     `inputs`; the real rows of each wanted output, stitched together (numpy)."""
     parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     # Tight: a replay night or a file's last objects are not padded to twice their number.
-    for batch, n_real in streaming.padded_batches(inputs, batch_size, tight=True):
+    for batch, n_real in batches.padded_batches(inputs, batch_size, tight=True):
         out = fn(params, batch)
         for key in keys:
             parts[key].append(np.asarray(out[key])[:n_real])
@@ -210,7 +210,7 @@ class Encoder:
         return nnx.merge(self._graphdef, self.params)
 
     def inputs(self, batch: ArraysLike) -> dict[str, np.ndarray]:
-        """Validate a batch and normalise its raw features (`streaming.model_inputs`).
+        """Validate a batch and normalise its raw features (`batches.model_inputs`).
 
         Args:
             batch: `LightCurveArrays`, or a mapping with `flux`, `flux_err`, `mask`
@@ -218,7 +218,7 @@ class Encoder:
                 (n, n_features) in the order of `stats.names`, or every feature of a prepared
                 dataset (`gridding.FEATURE_NAMES`, of which those are read).
         """
-        return streaming.model_inputs(batch, self.stats, self.n_times)
+        return batches.model_inputs(batch, self.stats, self.n_times)
 
     def __call__(self, batch: ArraysLike) -> tuple[np.ndarray, np.ndarray]:
         """Latent mean and log-variance.

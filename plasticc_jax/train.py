@@ -26,8 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from plasticc_jax import batches, config_io, gridding, interrupts, provenance, runs
 from plasticc_jax import config as config_lib
-from plasticc_jax import config_io, gridding, interrupts, provenance, runs, streaming
 from plasticc_jax.checkpoints import CheckpointStore
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import (
@@ -119,7 +119,7 @@ def _load_split(dataset_dir: Path, split: str, config: Config) -> LightCurveArra
             f"{dataset_dir} has {arrays.flux.shape[2]} time bins but the config asks for "
             f"{config.data.n_time_bins}: re-run prepare with this config"
         )
-    # As `streaming.model_inputs` requires of observed cells, said here as a dataset problem.
+    # As `batches.model_inputs` requires of observed cells, said here as a dataset problem.
     usable = np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err) & (arrays.flux_err > 0)
     bad_grid = arrays.mask & ~usable
     bad_feature = np.isinf(arrays.features)  # NaN is "undefined" and allowed
@@ -176,8 +176,8 @@ def _train(config: Config, run_dir: Path, dataset_dir: Path) -> Path:
     val_arrays = _load_split(dataset_dir, "val", config)
     stats = feature_stats(train_arrays)
     n_times = config.data.n_time_bins
-    train_data = streaming.model_inputs(train_arrays, stats, n_times)
-    val_data = streaming.model_inputs(val_arrays, stats, n_times)
+    train_data = batches.model_inputs(train_arrays, stats, n_times)
+    val_data = batches.model_inputs(val_arrays, stats, n_times)
     if n_classes(config):
         balance = class_balance(train_arrays.target, config.data.known_classes)
         train_data.update(class_labels(train_arrays.target, config.data.known_classes, balance))
@@ -329,11 +329,11 @@ def _fit(
             # Seeded per epoch, so a resumed run sees the same order as an uninterrupted one.
             order = epoch_rows(train_objects, np.random.default_rng([progress.seed, epoch]))
             n_train = order.size
-            batches = streaming.padded_batches(
+            epoch_batches = batches.padded_batches(
                 train_data, tc.batch_size, order, min_size=tc.batch_size
             )
             step_metrics = []
-            for host_batch, _ in batches:
+            for host_batch, _ in epoch_batches:
                 state, metrics = train_step(state, jax.device_put(host_batch, sharded), rng)
                 step_metrics.append(metrics)
             history = jax.device_get(step_metrics)

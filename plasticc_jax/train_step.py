@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from plasticc_jax import losses, streaming
+from plasticc_jax import batches, losses
 from plasticc_jax.config import Config, ModelConfig, TrainConfig
 from plasticc_jax.models import Vae, compute_dtype
 
@@ -235,8 +235,8 @@ def validation_loss(
     sums = dict.fromkeys(("recon_nll", "feature_nll", "kl", "n_values", "objects"), 0.0)
     sums.update(class_ce=0.0, label_weight=0.0)
     n_devices = len(sharded.mesh.devices.flat) if sharded is not None else 1
-    min_size = streaming.MIN_PADDED_BATCH * n_devices  # every padded size splits over devices
-    for host_batch, _ in streaming.padded_batches(data, batch_size, min_size=min_size):
+    min_size = batches.MIN_PADDED_BATCH * n_devices  # every padded size splits over devices
+    for host_batch, _ in batches.padded_batches(data, batch_size, min_size=min_size):
         terms = jax.device_get(eval_step(params, jax.device_put(host_batch, sharded)))
         weight = host_batch["weight"].astype(np.float64)
         for name in VAL_TERMS:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from plasticc_jax import batches as bt
 from plasticc_jax import streaming as st
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import FeatureStats, LightCurveArrays
@@ -93,7 +94,7 @@ def test_a_file_cut_by_lines_or_without_rows_is_named(tmp_path, synthetic_files)
 def test_padded_batches_have_fixed_shapes_and_weights():
     data = {"x": np.arange(10)}
     # Training: every batch has the one shape; the last is padded with weight-0 zero rows.
-    batches = list(st.padded_batches(data, 4, np.arange(10)[::-1], min_size=4))
+    batches = list(bt.padded_batches(data, 4, np.arange(10)[::-1], min_size=4))
     assert [len(b["x"]) for b, _ in batches] == [4, 4, 4]
     assert [n for _, n in batches] == [4, 4, 2]
     assert batches[-1][0]["weight"].tolist() == [1, 1, 0, 0]
@@ -102,20 +103,20 @@ def test_padded_batches_have_fixed_shapes_and_weights():
     seen = np.concatenate([b["x"][b["weight"] > 0] for b, _ in batches])
     assert sorted(seen.tolist()) == list(range(10))
     # Inference: stored order, the short batch padded to a power of two (at least 64).
-    sizes = [len(b["x"]) for b, _ in st.padded_batches({"x": np.arange(300)}, 256)]
+    sizes = [len(b["x"]) for b, _ in bt.padded_batches({"x": np.arange(300)}, 256)]
     assert sizes == [256, 64]
-    assert [st.padded_size(n, 4096) for n in (1, 64, 65, 3000, 4096)] == [64, 64, 128, 4096, 4096]
-    assert list(st.padded_batches({"x": np.arange(0)}, 64)) == []
+    assert [bt.padded_size(n, 4096) for n in (1, 64, 65, 3000, 4096)] == [64, 64, 128, 4096, 4096]
+    assert list(bt.padded_batches({"x": np.arange(0)}, 64)) == []
     # Tight: the rest cut into powers of two rather than padded to nearly twice its size.
-    assert st.batch_sizes(1394, 4096, tight=True) == [(1024, 1024), (256, 256), (114, 128)]
-    assert st.batch_sizes(9000, 4096, tight=True)[2:] == [(512, 512), (256, 256), (40, 64)]
-    assert st.batch_sizes(1394, 4096) == [(1394, 2048)]
+    assert bt.batch_sizes(1394, 4096, tight=True) == [(1024, 1024), (256, 256), (114, 128)]
+    assert bt.batch_sizes(9000, 4096, tight=True)[2:] == [(512, 512), (256, 256), (40, 64)]
+    assert bt.batch_sizes(1394, 4096) == [(1394, 2048)]
     # An order that takes some of the rows (training on partial curves: one row an object): as
     # many batches as it needs, not as the data would (found this release: each epoch of the
     # early preset also took steps on empty batches, which still move Adam's weights).
-    ordered = list(st.padded_batches({"x": np.arange(100)}, 32, np.arange(70)[::-1], min_size=32))
+    ordered = list(bt.padded_batches({"x": np.arange(100)}, 32, np.arange(70)[::-1], min_size=32))
     assert [int(b["weight"].sum()) for b, _ in ordered] == [n for _, n in ordered] == [32, 32, 6]
-    batches = list(st.padded_batches({"x": np.arange(1394)}, 4096, tight=True))
+    batches = list(bt.padded_batches({"x": np.arange(1394)}, 4096, tight=True))
     assert np.concatenate([b["x"][:n] for b, n in batches]).tolist() == list(range(1394))
 
 
@@ -128,18 +129,18 @@ def test_model_inputs_validate_and_normalise():
         "mask": np.ones((n, 6, n_times), np.int8),
         "features": np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]]),
     }
-    inputs = st.model_inputs(batch, stats, n_times)
+    inputs = bt.model_inputs(batch, stats, n_times)
     assert inputs["flux"].dtype == np.float32 and inputs["mask"].dtype == bool
     # The train quantiles' median maps to 0, lower values below, higher above.
     assert inputs["features"].dtype == np.float32
     np.testing.assert_allclose(inputs["features"][1], [0.0, 0.0], atol=1e-6)
     assert (inputs["features"][0] < 0).all() and (inputs["features"][2] > 0).all()
     with pytest.raises(UserError, match=r"flux has shape \(3, 6, 8\); this run expects"):
-        st.model_inputs({**batch, "flux": np.zeros((n, 6, 8))}, stats, n_times)
+        bt.model_inputs({**batch, "flux": np.zeros((n, 6, 8))}, stats, n_times)
     with pytest.raises(UserError, match="features has shape"):
-        st.model_inputs({**batch, "features": np.zeros((n, 3))}, stats, n_times)
+        bt.model_inputs({**batch, "features": np.zeros((n, 3))}, stats, n_times)
     with pytest.raises(UserError, match="is a dict without flux_err, mask, features"):
-        st.model_inputs({"flux": batch["flux"]}, stats, n_times)
+        bt.model_inputs({"flux": batch["flux"]}, stats, n_times)
 
 
 def _partition_job(paths, work, groups, fingerprint="fingerprint"):

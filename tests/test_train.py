@@ -25,7 +25,7 @@ import pytest
 from conftest import copy_project, rewrite_shard, tiny_config
 from flax import nnx
 
-from plasticc_jax import cli, config_io, provenance, runs, streaming
+from plasticc_jax import batches, cli, config_io, provenance, runs
 from plasticc_jax.checkpoints import CheckpointError, CheckpointStore
 from plasticc_jax.dataset import load_shard, load_split, read_stats
 from plasticc_jax.encoder import load_encoder
@@ -87,10 +87,10 @@ def test_train_step_lowers_the_loss_on_a_small_batch(project):
     )
     dataset = project / config.data.dataset_dir
     arrays = load_split(dataset, "train").take(slice(0, 32))
-    inputs = streaming.model_inputs(arrays, feature_stats(arrays), N_TIMES)
+    inputs = batches.model_inputs(arrays, feature_stats(arrays), N_TIMES)
     known = config.data.known_classes
     inputs.update(class_labels(arrays.target, known, class_balance(arrays.target, known)))
-    batch, _ = next(streaming.padded_batches(inputs, 32, min_size=32))
+    batch, _ = next(batches.padded_batches(inputs, 32, min_size=32))
     graphdef, params = init_params(config, 6, N_TIMES, N_FEATURES)
     tx, schedule = make_optimizer(config.train, steps_per_epoch=30)
     step = jax.jit(make_train_step(graphdef, tx, schedule, config.train, 30), donate_argnums=0)

@@ -450,7 +450,7 @@ def _evaluate(
     result["checkpoint"] = provenance.checkpoint_record(vae.epoch, vae.params)
     result["dataset"] = provenance.dataset_record(dataset_dir, manifest)
     with atomic_path(run_dir / "scores.parquet") as tmp:
-        scoring.write_parquet(table, tmp, result["checkpoint"])
+        provenance.write_parquet(table, tmp, result["checkpoint"])
     if staged is not None:
         with atomic_path(run_dir / "scores_stages.parquet") as tmp:
             staged.to_parquet(tmp, index=False)

@@ -14,6 +14,9 @@
   when every output is written: after a kill the marker says the outputs mix old and new, and
   `score` refuses the run until `evaluate` has run again. `train` leaves the same marker when it
   continues an evaluated run.
+- A score table in Parquet names that checkpoint in its metadata (`write_parquet`,
+  `with_checkpoint`): `review` refuses a table whose latent columns are another run's
+  (`table_checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from plasticc_jax.config import Config, DataConfig
 from plasticc_jax.errors import UserError, listing
@@ -413,3 +419,45 @@ def require_complete(run_dir: Path) -> None:
     if marker.is_file():
         why = marker.read_text().strip() or "an INCOMPLETE marker is in it"
         raise UserError(f"{run_dir} is incomplete: {why}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint a score table was made with, in its Parquet metadata.
+
+
+# A score table's Parquet metadata names the checkpoint (`provenance.checkpoint_record`) whose
+# latent space its `mu_*` columns are in: `review` refuses a table of another run by it.
+CHECKPOINT_KEY = b"plasticc_jax.checkpoint"
+
+
+def with_checkpoint(schema: pa.Schema, checkpoint: Mapping[str, object]) -> pa.Schema:
+    """`schema` whose metadata also names `checkpoint` (`CHECKPOINT_KEY`)."""
+    named = json.dumps(dict(checkpoint), sort_keys=True).encode()
+    return schema.with_metadata({**(schema.metadata or {}), CHECKPOINT_KEY: named})
+
+
+def write_parquet(
+    frame: pd.DataFrame, path: Path | BinaryIO, checkpoint: Mapping[str, object]
+) -> None:
+    """`frame.to_parquet(path, index=False)` (a path or an open binary file), its metadata
+    naming `checkpoint`."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(
+        table.replace_schema_metadata(with_checkpoint(table.schema, checkpoint).metadata), path
+    )
+
+
+def table_checkpoint(path: Path) -> dict[str, object] | None:
+    """The checkpoint a score table names (`with_checkpoint`; a folder: its first part, at any
+    depth, as in a replay's `candidates/night=<N>/`); None for a CSV, a table of an older version
+    or one that cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        path = next(iter(sorted(path.rglob("*.parquet"))), path)
+    if not path.is_file() or not path.name.lower().endswith(".parquet"):
+        return None
+    try:
+        named = (pq.read_schema(path).metadata or {}).get(CHECKPOINT_KEY)
+        return json.loads(named) if named else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None

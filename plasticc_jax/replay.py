@@ -50,7 +50,7 @@ survey is simply new that night (`first_seen`).
   Parquet dataset partitioned by night. The columns
   are `score`'s (`scoring.Scorer.table`: only the components of the detector's fusion, which
   are all `anomaly_score` needs; an object whose score would be NaN is rejected for the night),
-  and so is the file's metadata, which names the run's checkpoint (`scoring.table_checkpoint`);
+  and so is the file's metadata, which names the run's checkpoint (`provenance.table_checkpoint`);
 - `rejected/night=<N>/part-0.parquet`: object_id, reason, n_rows of that night's rejections;
 - `manifest.json`, rewritten after each night: the input, the settings (the split replayed, the
   `--threshold-from` folder), the run's `model` and the `threshold` flagged by, the objects

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticc_jax import early, gp_features, gridding, interrupts, readers, scoring, streaming
+from plasticc_jax import (
+    early,
+    gp_features,
+    gridding,
+    interrupts,
+    provenance,
+    readers,
+    scoring,
+    streaming,
+)
 from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
@@ -205,11 +214,11 @@ def _write_parquet(
 ) -> None:
     """Write atomically and durably (the file, its night folder and that folder's entry): on
     disk before the manifest names the night. With `checkpoint`, the file names it, as a score
-    table does (`scoring.write_parquet`)."""
+    table does (`provenance.write_parquet`)."""
     if checkpoint is None:
         atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
     else:
-        atomic_write(path, lambda handle: scoring.write_parquet(frame, handle, checkpoint))
+        atomic_write(path, lambda handle: provenance.write_parquet(frame, handle, checkpoint))
     fsync_folder(path.parent)
     fsync_folder(path.parent.parent)
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from plasticc_jax import gridding, plasticc, scoring
+from plasticc_jax import gridding, plasticc, provenance, scoring
 from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.config import DataConfig
 from plasticc_jax.dataset import LightCurveArrays
@@ -138,7 +138,7 @@ def write_unranked(
             table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
             if writer is None:
                 schema = with_flag_thresholds(
-                    scoring.with_checkpoint(table.schema, scorer.checkpoint), age_threshold
+                    provenance.with_checkpoint(table.schema, scorer.checkpoint), age_threshold
                 )
                 table = table.replace_schema_metadata(schema.metadata)
                 writer = pq.ParquetWriter(path, schema)
@@ -155,7 +155,8 @@ def write_unranked(
             empty, _ = scorer.table(gridding.empty_arrays(n_times), SPLIT_NAME)
             if days_since_detection:
                 empty.insert(1, "days_since_detection", np.zeros(0))
-            schema = scoring.with_checkpoint(pa.Table.from_pandas(empty).schema, scorer.checkpoint)
+            schema = pa.Table.from_pandas(empty).schema
+            schema = provenance.with_checkpoint(schema, scorer.checkpoint)
             writer = pq.ParquetWriter(path, with_flag_thresholds(schema, age_threshold))
     finally:
         if writer is not None:

@@ -27,18 +27,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import special
 
 from plasticc_jax import plasticc, readers
@@ -291,44 +288,6 @@ def run_fingerprint(run_dir: Path) -> str:
         stat = path.stat()
         digest.update(f"{path.relative_to(run_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-# A score table's Parquet metadata names the checkpoint (`provenance.checkpoint_record`) whose
-# latent space its `mu_*` columns are in: `review` refuses a table of another run by it.
-CHECKPOINT_KEY = b"plasticc_jax.checkpoint"
-
-
-def with_checkpoint(schema: pa.Schema, checkpoint: Mapping[str, object]) -> pa.Schema:
-    """`schema` whose metadata also names `checkpoint` (`CHECKPOINT_KEY`)."""
-    named = json.dumps(dict(checkpoint), sort_keys=True).encode()
-    return schema.with_metadata({**(schema.metadata or {}), CHECKPOINT_KEY: named})
-
-
-def write_parquet(
-    frame: pd.DataFrame, path: Path | BinaryIO, checkpoint: Mapping[str, object]
-) -> None:
-    """`frame.to_parquet(path, index=False)` (a path or an open binary file), its metadata
-    naming `checkpoint`."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(
-        table.replace_schema_metadata(with_checkpoint(table.schema, checkpoint).metadata), path
-    )
-
-
-def table_checkpoint(path: Path) -> dict[str, object] | None:
-    """The checkpoint a score table names (`with_checkpoint`; a folder: its first part, at any
-    depth, as in a replay's `candidates/night=<N>/`); None for a CSV, a table of an older version
-    or one that cannot be read."""
-    path = Path(path)
-    if path.is_dir():
-        path = next(iter(sorted(path.rglob("*.parquet"))), path)
-    if not path.is_file() or not path.name.lower().endswith(".parquet"):
-        return None
-    try:
-        named = (pq.read_schema(path).metadata or {}).get(CHECKPOINT_KEY)
-        return json.loads(named) if named else None
-    except (OSError, ValueError, pa.ArrowException):
-        return None
 
 
 class Scorer:

@@ -28,9 +28,9 @@ from plasticc_jax import (
     cli,
     distributed,
     lightcurve_rows,
+    provenance,
     readers,
     score_output,
-    scoring,
     streaming,
 )
 from plasticc_jax.dataset import SPLITS, load_split
@@ -130,7 +130,7 @@ def test_score_on_the_cluster_gives_the_single_process_table(
     assert n_never > 0
     assert f"{n_never} scored objects were never detected" in caplog.text
     _assert_same_table(pd.read_parquet(output), expected)
-    assert scoring.table_checkpoint(output) == scoring.table_checkpoint(
+    assert provenance.table_checkpoint(output) == provenance.table_checkpoint(
         tiny_run.run_dir / "scores.parquet"
     )
     rejected = pd.read_csv(tmp_path / "scores.rejected.csv")

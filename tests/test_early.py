@@ -25,6 +25,7 @@ from plasticc_jax import (
     early,
     gridding,
     io_utils,
+    provenance,
     replay_groups,
     replay_nights,
     scoring,
@@ -370,10 +371,10 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(
         assert group["anomaly_score"].is_monotonic_decreasing
     # Each night's candidates name the checkpoint of their latents, as score tables do.
     parts = sorted((tmp_path / "out").glob("candidates/night=*/part-0.parquet"))
-    run_checkpoint = scoring.table_checkpoint(tiny_run.run_dir / "scores.parquet")
+    run_checkpoint = provenance.table_checkpoint(tiny_run.run_dir / "scores.parquet")
     assert parts and run_checkpoint is not None
-    assert all(scoring.table_checkpoint(p) == run_checkpoint for p in parts)
-    assert scoring.table_checkpoint(tmp_path / "out" / "candidates") == run_checkpoint
+    assert all(provenance.table_checkpoint(p) == run_checkpoint for p in parts)
+    assert provenance.table_checkpoint(tmp_path / "out" / "candidates") == run_checkpoint
     # The Gaussian-process features kept from earlier nights (`gp_features.FitCache`) change no
     # score: the same replay with every object's fitted again every night.
     grid_chunk = gridding.grid_chunk

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import copy_project
 
-from plasticc_jax import cli, metrics, scoring
+from plasticc_jax import cli, metrics, provenance
 from plasticc_jax import report as report_module
 from plasticc_jax.calibration import FlagThreshold
 from plasticc_jax.dataset import read_manifest
@@ -155,8 +155,8 @@ def test_score_cli_matches_evaluate(tiny_run, tmp_path: Path, caplog):
         assert cli.main(args) == 0
     scored = pd.read_parquet(output)
     # The table names the checkpoint of its latents, as the run's own does (`review` checks it).
-    checkpoint = scoring.table_checkpoint(output)
-    assert checkpoint and checkpoint == scoring.table_checkpoint(
+    checkpoint = provenance.table_checkpoint(output)
+    assert checkpoint and checkpoint == provenance.table_checkpoint(
         tiny_run.run_dir / "scores.parquet"
     )
     rejected = pd.read_csv(tmp_path / "out" / "scores.rejected.csv")

@@ -1248,16 +1248,16 @@ def test_a_score_table_of_another_latent_space_is_one_line(
 def test_a_score_table_of_another_checkpoint_is_one_line(tiny_run, tmp_path: Path) -> None:
     """A table of another run with latents of the same size passed the check by their count and
     was reviewed with this run's neighbours; score tables now name their checkpoint."""
-    from plasticc_jax import scoring
+    from plasticc_jax import provenance
 
     metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
-    mine = scoring.table_checkpoint(tiny_run.run_dir / "scores.parquet")
+    mine = provenance.table_checkpoint(tiny_run.run_dir / "scores.parquet")
     assert mine == metrics["checkpoint"]
     table = tiny_run.table[tiny_run.table["split"] == "test"].copy()
     path = tmp_path / "scores.parquet"
-    scoring.write_parquet(table, path, mine)
+    provenance.write_parquet(table, path, mine)
     assert len(Pool(tiny_run.run_dir, scores=path, curves=False)) == len(table)
-    scoring.write_parquet(table, path, {**mine, "sha256": "0" * 64})
+    provenance.write_parquet(table, path, {**mine, "sha256": "0" * 64})
     with pytest.raises(UserError, match=re.escape(f"the score table {path} was scored with")):
         Pool(tiny_run.run_dir, scores=path, curves=False)
     # Ranking it with answers mixed its latents with the run's too (`score --review-labels`'s

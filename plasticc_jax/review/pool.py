@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from plasticc_jax import gridding, plasticc, provenance, readers, runs, scoring, streaming
+from plasticc_jax import gridding, plasticc, provenance, readers, runs, streaming
 from plasticc_jax.config import Config
 from plasticc_jax.dataset import SPLITS, LightCurveArrays, iter_split, read_manifest
 from plasticc_jax.errors import UserError
@@ -316,7 +316,7 @@ class Pool:
         with folder_lock(self.run_dir, "review", shared=True):
             provenance.require_complete(self.run_dir)  # not a table half rewritten by evaluate
             run_table = checked_table(read_table(run_path, NOT_EVALUATED), run_path, models)
-            run_checkpoint = scoring.table_checkpoint(run_path)
+            run_checkpoint = provenance.table_checkpoint(run_path)
         table = (
             run_table
             if scores is None
@@ -558,14 +558,14 @@ def _check_latents(
 
 def check_checkpoint(source: Path, mine: dict[str, Any] | None, run_dir: Path) -> None:
     """Refuse a score table that names another checkpoint than `mine`, the run table's
-    (`scoring.table_checkpoint`): a table of another run with latents of the same size, or one
+    (`provenance.table_checkpoint`): a table of another run with latents of the same size, or one
     scored before the run was trained further. Tables that name none (CSV, older versions) are
     checked by their latents' count alone (`_check_latents`).
 
     Raises:
         UserError: the two tables name different checkpoints.
     """
-    theirs = scoring.table_checkpoint(source)
+    theirs = provenance.table_checkpoint(source)
     if theirs is None or mine is None or theirs == mine:
         return
     raise UserError(

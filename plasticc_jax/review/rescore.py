@@ -24,10 +24,11 @@ from plasticc_jax import provenance
 from plasticc_jax.csv_files import header, input_stream
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import atomic_path, folder_lock
+from plasticc_jax.provenance import table_checkpoint
 from plasticc_jax.review import active
 from plasticc_jax.review.labels import latest, read_answers
 from plasticc_jax.review.pool import check_checkpoint, read_table
-from plasticc_jax.scoring import places, table_checkpoint
+from plasticc_jax.scoring import places
 
 log = logging.getLogger(__name__)
 # The score table's columns of text (`scoring.score_table`), whatever their values look like.

@@ -224,15 +224,9 @@ class Detector:
         )
         return detector
 
-    def raw_scores(
-        self, evidence: Evidence, names: Iterable[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Each component's raw score (n,), from the group that scores each object.
-
-        Args:
-            names: the components to score (default: all of them).
-        """
-        return self._score_groups(evidence, self.names if names is None else names)[0]
+    def raw_scores(self, evidence: Evidence) -> dict[str, np.ndarray]:
+        """Each component's raw score (n,), from the group that scores each object."""
+        return self._score_groups(evidence, self.names)[0]
 
     def calibrated(
         self, raw: Mapping[str, np.ndarray], groups: np.ndarray

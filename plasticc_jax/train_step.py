@@ -47,13 +47,10 @@ def n_classes(config: Config) -> int:
     return len(config.head_classes)
 
 
-def create_model(
-    config: Config, n_bands: int, n_times: int, n_features: int, *, dtype: str | None = None
-) -> Vae:
+def create_model(config: Config, n_bands: int, n_times: int, n_features: int) -> Vae:
     """The VAE, initialised from `config.train.seed` (deterministic)."""
-    dtype = dtype or config.train.compute_dtype
     shape = (n_bands, n_times, n_features, n_classes(config))
-    return _vae(config.model, config.train.seed, dtype, *shape)
+    return _vae(config.model, config.train.seed, config.train.compute_dtype, *shape)
 
 
 def _vae(

@@ -448,56 +448,19 @@ def _grid_valid(
         # Time order within each object (PLAsTiCC files have it; the features need it).
         rows = rows.take(np.lexsort((rows.mjd, o)))
     mjd, pb, flux, err, det = rows.mjd, rows.passband, rows.flux, rows.flux_err, rows.detected
-    weight = 1.0 / err**2
     snr = flux / err
-
     # The physics features' t0 is the peak, whatever the grid's anchor (docs/early.md).
-    first_best = reference_rows(o, starts, snr, det)
-    peak = spec.time_anchor == "peak"
-    t0 = mjd[first_best if peak else anchor_rows(o, starts, snr, det, spec.time_anchor)]
-
-    bins = np.floor((mjd - t0[o] + spec.window_before) / spec.bin_width)
-    inside = (bins >= 0) & (bins < n_t)
-    cell = ((o * NB + pb) * n_t + bins.astype(np.int64))[inside]
-    size = m * NB * n_t
-    sum_w = np.bincount(cell, weight[inside], minlength=size)
-    sum_wf = np.bincount(cell, (weight * flux)[inside], minlength=size)
+    peak_rows = reference_rows(o, starts, snr, det)
+    anchor = (
+        peak_rows
+        if spec.time_anchor == "peak"
+        else anchor_rows(o, starts, snr, det, spec.time_anchor)
+    )
     amplitude = np.maximum(np.maximum.reduceat(np.abs(flux), starts), 1.0)
-    mask = sum_w > 0
-    safe_w = np.where(mask, sum_w, 1.0)
-    scale = np.repeat(amplitude, NB * n_t)
-    grid_flux = np.where(mask, sum_wf / safe_w / scale, 0.0)
-    grid_err = np.where(mask, 1.0 / np.sqrt(safe_w) / scale, 0.0)
-
-    # Whole-light-curve summaries per (object, band).
-    band = o * NB + pb
-    n_band = np.bincount(band, minlength=m * NB)
-    safe_n = np.maximum(n_band, 1)
-    w_band = np.bincount(band, weight, minlength=m * NB)
-    mean_w = np.bincount(band, weight * flux, minlength=m * NB) / np.where(n_band, w_band, 1.0)
-    mean_u = np.bincount(band, flux, minlength=m * NB) / safe_n
-    var = np.bincount(band, (flux - mean_u[band]) ** 2, minlength=m * NB) / safe_n
-    frac_det = np.bincount(band, det, minlength=m * NB) / safe_n
-    # A band without observations: mean, spread and detected fraction 0 ("nothing seen yet"),
-    # not NaN; validated on partial light curves, where a quarter of the rows lack a band
-    # (`scripts/unobserved_band_probe.py`, docs/early.md).
-    amp_band = np.repeat(amplitude, NB)
-    n_det = np.add.reduceat(det.astype(np.int64), starts)
-    first_det = np.minimum.reduceat(np.where(det, mjd, np.inf), starts)
-    last_det = np.maximum.reduceat(np.where(det, mjd, -np.inf), starts)
-    duration = np.where(n_det >= 2, last_det - first_det, 0.0)
-    in_window = np.bincount(o, inside, minlength=m) / counts
-
-    ddf, photoz, photoz_err, distmod, mwebv = meta.astype(np.float64).T
-    # A galactic object (photoz 0) has no distance and no host here, whatever the input gives (a
-    # star's parallax distance, a photo-z error): the model knew neither for them (PLAsTiCC's
-    # distmod are missing, their errors 0), and a distmod given made an ordinary eclipsing binary
-    # a flagged anomaly through distmod and peak_abs_mag; an error of 0.05 raised the median
-    # anomaly score of galactic objects 3-5 times.
-    galactic = photoz == 0
-    distmod = np.where(galactic, np.nan, distmod)
-    photoz_err = np.where(galactic, 0.0, photoz_err)
-    physics = features.physics_features(o, mjd, pb, flux, err, det, starts, first_best, distmod)
+    grid_flux, grid_err, mask, inside = _cells(rows, o, mjd[anchor], amplitude, m, spec)
+    summaries = _summaries(rows, o, starts, counts, amplitude, inside)
+    ddf, photoz, photoz_err, distmod, mwebv, galactic = _context(meta)
+    physics = features.physics_features(o, mjd, pb, flux, err, det, starts, peak_rows, distmod)
     variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
     window = (spec.window_before, spec.window_after)
     lengths, step = gp_features.FITS[spec.gp_fit]
@@ -508,7 +471,7 @@ def _grid_valid(
             flux,
             err,
             starts,
-            first_best,
+            peak_rows,
             photoz,
             window,
             lengths=lengths,
@@ -521,13 +484,7 @@ def _grid_valid(
     )
     features_64 = np.column_stack(
         [
-            np.log10(amplitude),
-            np.log10(counts),
-            np.log10(1.0 + duration),
-            in_window,
-            (mean_w / amp_band).reshape(m, NB),
-            (np.sqrt(var) / amp_band).reshape(m, NB),
-            frac_det.reshape(m, NB),
+            *summaries,
             np.nan_to_num(ddf),
             photoz,
             photoz_err,
@@ -553,6 +510,85 @@ def _grid_valid(
         mask=mask.reshape(shape),
         features=values,
     )
+
+
+def _cells(
+    rows: Rows, o: np.ndarray, t0: np.ndarray, amplitude: np.ndarray, m: int, spec: GridSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The grid: each (object, band, time bin) cell's inverse-variance mean flux and its error,
+    in units of the object's largest |flux| (`amplitude`), 0 where unobserved; the mask of
+    observed cells; and which rows fall inside the window around `t0` (per object)."""
+    n_t = spec.n_time_bins
+    weight = 1.0 / rows.flux_err**2
+    bins = np.floor((rows.mjd - t0[o] + spec.window_before) / spec.bin_width)
+    inside = (bins >= 0) & (bins < n_t)
+    cell = ((o * NB + rows.passband) * n_t + bins.astype(np.int64))[inside]
+    size = m * NB * n_t
+    sum_w = np.bincount(cell, weight[inside], minlength=size)
+    sum_wf = np.bincount(cell, (weight * rows.flux)[inside], minlength=size)
+    mask = sum_w > 0
+    safe_w = np.where(mask, sum_w, 1.0)
+    scale = np.repeat(amplitude, NB * n_t)
+    grid_flux = np.where(mask, sum_wf / safe_w / scale, 0.0)
+    grid_err = np.where(mask, 1.0 / np.sqrt(safe_w) / scale, 0.0)
+    return grid_flux, grid_err, mask, inside
+
+
+def _summaries(
+    rows: Rows,
+    o: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    amplitude: np.ndarray,
+    inside: np.ndarray,
+) -> list[np.ndarray]:
+    """The whole light curve's summaries, in `FEATURE_NAMES`' order: amplitude, observations,
+    detected duration, the share inside the window; per band the weighted mean flux and the
+    spread over the amplitude, and the detected fraction."""
+    m = counts.size
+    mjd, flux, det = rows.mjd, rows.flux, rows.detected
+    weight = 1.0 / rows.flux_err**2
+    band = o * NB + rows.passband
+    n_band = np.bincount(band, minlength=m * NB)
+    safe_n = np.maximum(n_band, 1)
+    w_band = np.bincount(band, weight, minlength=m * NB)
+    mean_w = np.bincount(band, weight * flux, minlength=m * NB) / np.where(n_band, w_band, 1.0)
+    mean_u = np.bincount(band, flux, minlength=m * NB) / safe_n
+    var = np.bincount(band, (flux - mean_u[band]) ** 2, minlength=m * NB) / safe_n
+    frac_det = np.bincount(band, det, minlength=m * NB) / safe_n
+    # A band without observations: mean, spread and detected fraction 0 ("nothing seen yet"),
+    # not NaN; validated on partial light curves, where a quarter of the rows lack a band
+    # (`scripts/unobserved_band_probe.py`, docs/early.md).
+    amp_band = np.repeat(amplitude, NB)
+    n_det = np.add.reduceat(det.astype(np.int64), starts)
+    first_det = np.minimum.reduceat(np.where(det, mjd, np.inf), starts)
+    last_det = np.maximum.reduceat(np.where(det, mjd, -np.inf), starts)
+    duration = np.where(n_det >= 2, last_det - first_det, 0.0)
+    in_window = np.bincount(o, inside, minlength=m) / counts
+    return [
+        np.log10(amplitude),
+        np.log10(counts),
+        np.log10(1.0 + duration),
+        in_window,
+        (mean_w / amp_band).reshape(m, NB),
+        (np.sqrt(var) / amp_band).reshape(m, NB),
+        frac_det.reshape(m, NB),
+    ]
+
+
+def _context(meta: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The metadata columns (`META_VALUES`) as the features read them: ddf, photoz, photoz_err,
+    distmod, mwebv and whether the object is galactic."""
+    ddf, photoz, photoz_err, distmod, mwebv = meta.astype(np.float64).T
+    # A galactic object (photoz 0) has no distance and no host here, whatever the input gives (a
+    # star's parallax distance, a photo-z error): the model knew neither for them (PLAsTiCC's
+    # distmod are missing, their errors 0), and a distmod given made an ordinary eclipsing binary
+    # a flagged anomaly through distmod and peak_abs_mag; an error of 0.05 raised the median
+    # anomaly score of galactic objects 3-5 times.
+    galactic = photoz == 0
+    distmod = np.where(galactic, np.nan, distmod)
+    photoz_err = np.where(galactic, 0.0, photoz_err)
+    return ddf, photoz, photoz_err, distmod, mwebv, galactic
 
 
 def empty_arrays(n_time_bins: int) -> LightCurveArrays:

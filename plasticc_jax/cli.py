@@ -859,39 +859,39 @@ def _stopped(args: argparse.Namespace, terminated: bool) -> int:
 
 def _run_reporting_mistakes(args: argparse.Namespace) -> int:
     """`run`, with every user mistake and refusal as one line and its exit status."""
+
+    def error(*problems: str, status: int) -> int:
+        for problem in problems:
+            print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
+        return status
+
     try:
         code = run(args)
         interrupts.check()  # a signal whose exception was swallowed where it was raised
         return code
-    except UserError as error:
+    except UserError as mistake:
         # One line per problem (an invalid config may have several), each saying what to do.
-        for problem in getattr(error, "problems", None) or [str(error)]:
-            print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
-        return 2
-    except PermissionError as error:
-        print(f"plasticc-jax {args.command}: error: {_permission_problem(error)}", file=sys.stderr)
-        return 1
-    except OSError as error:
+        return error(*(getattr(mistake, "problems", None) or [str(mistake)]), status=2)
+    except PermissionError as refused:
+        return error(_permission_problem(refused), status=1)
+    except OSError as refused:
         # The file system refused (a path that cannot hold files, a full disk): one line naming
         # the path; the traceback with -v.
         logging.getLogger(__name__).debug("", exc_info=True)
-        print(f"plasticc-jax {args.command}: error: {_file_system_problem(error)}", file=sys.stderr)
-        return 1
+        return error(_file_system_problem(refused), status=1)
     except KeyboardInterrupt as interrupt:
         return _stopped(args, isinstance(interrupt, Terminated))
-    except ValueError as error:
-        problem = jax_setting_problem(error)
+    except ValueError as failure:
+        problem = jax_setting_problem(failure)
         if problem is None:
             raise
-        print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
-        return 2
-    except (RuntimeError, MemoryError) as error:
-        problem = out_of_memory_problem(error)
+        return error(problem, status=2)
+    except (RuntimeError, MemoryError) as failure:
+        problem = out_of_memory_problem(failure)
         if problem is None:
             raise
         logging.getLogger(__name__).debug("", exc_info=True)
-        print(f"plasticc-jax {args.command}: error: {problem}", file=sys.stderr)
-        return 1
+        return error(problem, status=1)
 
 
 def _file_too_large_remedy() -> str:

@@ -61,6 +61,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from plasticc_jax import lightcurve_rows, readers, streaming
 from plasticc_jax.config import DataConfig
 from plasticc_jax.errors import UserError
+from plasticc_jax.io_utils import check_unchanged, file_stamp
 from plasticc_jax.lightcurve_rows import FilePart
 from plasticc_jax.shards import LEFT_OUT, split_objects
 
@@ -344,21 +345,6 @@ def part_bytes(part_mb: float | None) -> int:
     if not part_mb > 0 or not np.isfinite(part_mb):
         raise UserError(f"--part-mb {part_mb}: give a size above 0 (MB of CSV per task)")
     return max(int(part_mb * 1e6), 1)
-
-
-def file_stamp(path: Path) -> tuple[int, int]:
-    """(size, modification time in ns) of a file: a file replaced or written to changes it."""
-    stat = Path(path).stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-def check_unchanged(path: Path, stamp: tuple[int, int] | None) -> None:
-    """A UserError if the file is not the one the run was planned on (`stamp`)."""
-    if stamp is not None and file_stamp(path) != stamp:
-        raise UserError(
-            f"{path} changed while the run was going (its size or modification time differ "
-            "from when it started): run again once the file is complete"
-        )
 
 
 def _describe(part: FilePart) -> str:

@@ -9,7 +9,8 @@ each part's table without ranks on the single-process scoring path (`score_outpu
 only the fused components, objects that cannot be scored rejected); the driver ranks all the
 scores in input order (`scoring.ranks`: the single-process ranks, ties included), and pass 2
 writes each part's table with its ranks. Everything is written into a scratch folder beside the
-output and moved into place only when complete (the rejections, then the dataset): the output is
+output and moved into place only when complete (the old rejections out, the dataset in, then its
+rejections): the output is
 a Parquet dataset, a folder holding `part-<i>.parquet` and `_manifest.json`, and
 `pd.read_parquet(output)` is the single-process table, row for row.
 """
@@ -36,16 +37,18 @@ from plasticc_jax.io_utils import (
     atomic_write_text,
     remove_unfinished_writes,
     scratch_dir,
+    stale_scratch,
 )
 from plasticc_jax.lightcurve_rows import FilePart
 from plasticc_jax.score_output import (
     MANIFEST,
     SCRATCH_PREFIX,
+    by_reason,
     check_accounting,
     ranked_schema,
+    refuse_if_none_scored,
     rejected_path,
     warn_if_flagged_far_above,
-    warn_if_none_scored,
     warn_never_detected,
     write_ranked,
     write_unranked,
@@ -113,18 +116,39 @@ def _rank_part(args: tuple[str, np.ndarray, str, pa.Schema]) -> None:
 
 def _install(dataset: Path, output: Path, scratch: Path) -> None:
     """Put the complete dataset at `output`, moving an old one (or file) out of the way into
-    the scratch folder (removed with it)."""
+    the scratch folder (removed with it; after a kill in between, `_restore_previous` puts it
+    back)."""
+    previous = _previous(scratch, output)
     moved = output.is_dir() and not output.is_symlink()
     if moved:
-        os.rename(output, scratch / "previous")
+        os.rename(output, previous)
     elif output.exists() or output.is_symlink():
         output.unlink()
     try:
         os.rename(dataset, output)
     except BaseException:  # a Ctrl-C or SIGTERM in between: the old one back, not neither
         if moved:
-            os.rename(scratch / "previous", output)
+            os.rename(previous, output)
         raise
+
+
+def _previous(scratch: Path, output: Path) -> Path:
+    """Where `_install` keeps the output it replaces (named after it: several outputs may share
+    a folder, and their scratch folders)."""
+    return scratch / f"previous-{output.name}"
+
+
+def _restore_previous(output: Path) -> None:
+    """A kill -9 between `_install`'s two renames leaves no dataset at `output` and the old one
+    in a scratch folder that the next run clears (a review lost it so): put it back first."""
+    if output.exists() or output.is_symlink():
+        return
+    for folder in stale_scratch(output.parent, SCRATCH_PREFIX):
+        previous = _previous(folder, output)
+        if previous.is_dir():
+            os.rename(previous, output)
+            log.warning("put back %s, which an interrupted run had moved out of its place", output)
+            return
 
 
 def score(
@@ -150,8 +174,8 @@ def score(
         output: the table, a Parquet dataset: a folder named `*.parquet` holding
             `part-<i>.parquet` (in input order) and `_manifest.json` (the parts, counts and
             timings). `<stem>.rejected.csv` beside it, as without Dask. Both are written in a
-            scratch folder beside `output` and moved into place only when complete (the
-            rejections first), as without Dask.
+            scratch folder beside `output` and moved into place only when complete, as without
+            Dask: the old rejections removed first, then the dataset in, then its rejections.
         workers: threads gridding each part (None: 1; a worker runs one part per thread).
         part_mb: MB of plain CSV per task (None: `distributed.DEFAULT_PART_MB`).
 
@@ -167,6 +191,7 @@ def score(
     parts = distributed.plan_parts(lightcurve_paths, part_mb)
     stamp = distributed.metadata_stamp(metadata_paths)
     output.parent.mkdir(parents=True, exist_ok=True)
+    _restore_previous(output)
     with scratch_dir(output.parent, SCRATCH_PREFIX) as scratch:
         # Workers (maybe other users on other machines) write here: the usual permissions.
         os.chmod(scratch, 0o777 & ~_UMASK)
@@ -261,17 +286,18 @@ def score(
         os.replace(rejected_tmp, rejected_path(output))
     log.info(
         "scored %d objects in %.1f s on %d Dask workers (%d flagged at the run's %.2g "
-        "false-positive rate), %d rejected; wrote %s and %s",
+        "false-positive rate), %d rejected%s; wrote %s and %s",
         scores.size,
         seconds["total"],
         n_workers,
         flagged,
         scorer.detector.target_fpr,
         len(rejected),
+        f" ({by_reason(rejected)})" if len(rejected) else "",
         output,
         rejected_path(output),
     )
     warn_never_detected(sum(r.never_detected for r in results))
     warn_if_flagged_far_above(flagged, scores.size, scorer.detector.target_fpr)
-    warn_if_none_scored(scores.size, rejected, output)
+    refuse_if_none_scored(scores.size, rejected, output)
     return output

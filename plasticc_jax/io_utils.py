@@ -355,6 +355,22 @@ def check_input_files(paths: Iterable[Path]) -> None:
         seen.append(path)
 
 
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of a file: a file replaced or written to changes it."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def check_unchanged(path: Path, stamp: tuple[int, int] | None) -> None:
+    """A UserError if the file is not the one the run started on (`stamp`): one still being
+    written (a copy, a download) was read as far as it had got."""
+    if stamp is not None and file_stamp(path) != stamp:
+        raise UserError(
+            f"{path} changed while the run was going (its size or modification time differ "
+            "from when it started): run again once the file is complete"
+        )
+
+
 def make_output_folder(folder: Path, option: str = "--output") -> None:
     """Create the folder an output goes to (and its parents), or say in one line why not.
 
@@ -408,6 +424,16 @@ def remove_stale_scratch(parent: Path, prefix: str) -> list[Path]:
         The folders removed.
     """
     removed = []
+    for folder in stale_scratch(parent, prefix):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s, left behind by an interrupted run", folder)
+        removed.append(folder)
+    return removed
+
+
+def stale_scratch(parent: Path, prefix: str) -> list[Path]:
+    """The scratch folders `parent/<prefix>*` of this user whose owner has ended."""
+    stale = []
     for folder in sorted(Path(parent).glob(f"{prefix}*")):
         try:
             if not folder.is_dir() or folder.stat().st_uid != os.getuid():
@@ -421,7 +447,5 @@ def remove_stale_scratch(parent: Path, prefix: str) -> list[Path]:
                 continue  # just created by a process that has not locked it yet
         except OSError:
             continue
-        shutil.rmtree(folder, ignore_errors=True)
-        log.info("removed %s, left behind by an interrupted run", folder)
-        removed.append(folder)
-    return removed
+        stale.append(folder)
+    return stale

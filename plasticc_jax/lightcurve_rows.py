@@ -133,7 +133,7 @@ class FilePart:
             line numbers in error messages count from it (`count_rows` finds it).
         stamp: the file's (size, modification time) when the part was planned, if known: a
             file changed since is refused, not read half old and half new
-            (`distributed.check_unchanged`).
+            (`io_utils.check_unchanged`).
     """
 
     path: Path

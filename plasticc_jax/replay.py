@@ -290,7 +290,7 @@ def replay(
             fingerprint = _fingerprint(
                 run_dir, paths, metadata_paths, close_after, objects, groups, model, age_threshold
             )
-        scorer.warn_if_complete_only("replay")
+        scorer.warn_if_complete_only("replay", threshold_from_replay)
         if age_threshold is not None:
             log.info("flag thresholds from %s: %s", threshold_from_replay, age_threshold.describe())
         # One replay an output folder: a second one at once would mix its nights with this one's.

@@ -35,6 +35,8 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.inputs import warn_missing_test_parts
 from plasticc_jax.io_utils import (
     check_input_files,
+    check_unchanged,
+    file_stamp,
     folder_lock,
     make_output_folder,
     naming_failed_writes,
@@ -46,14 +48,15 @@ from plasticc_jax.replay_thresholds import threshold_from as threshold_from_repl
 from plasticc_jax.score_output import (
     MANIFEST,
     SCRATCH_PREFIX,
+    by_reason,
     check_accounting,
     check_dataset_folder,
     note_unknown_classes,
     output_format,
+    refuse_if_none_scored,
     refuse_shared_rejections,
     rejected_path,
     warn_if_flagged_far_above,
-    warn_if_none_scored,
     warn_never_detected,
     write_ranked,
     write_unranked,
@@ -210,6 +213,9 @@ def _score(
     """`score` after its checks, holding the output's lock."""
     fmt = output_format(output)
     warn_missing_test_parts(lightcurve_paths)
+    # A file still being written (a copy, a download) would be scored as far as it had got, its
+    # last object cut short (a review: scored, exit 0); Dask workers check their parts the same.
+    stamps = {Path(p): file_stamp(p) for p in [*lightcurve_paths, *metadata_paths]}
     metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
     log_backend()
     if dask is not None:
@@ -239,7 +245,7 @@ def _score(
             age_threshold = threshold_from_replay(threshold_from, run_dir, target_fpr, model, None)
     note_unknown_classes(metadata, scorer.config.data)
     if as_of is not None:
-        scorer.warn_if_complete_only(f"score --as-of {as_of:g}")
+        scorer.warn_if_complete_only(f"score --as-of {as_of:g}", threshold_from)
     if age_threshold is not None:
         log.info("flag thresholds from %s: %s", threshold_from, age_threshold.describe())
     detector = scorer.detector
@@ -266,6 +272,8 @@ def _score(
             days_since_detection=as_of is not None,
             age_threshold=age_threshold,
         )
+        for path, stamp in stamps.items():  # every file read to its end by now
+            check_unchanged(path, stamp)
         rejected = concat_rejections(rejected_parts)
         check_accounting(n_metadata, [scored_ids], rejected)
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"
@@ -282,18 +290,19 @@ def _score(
     by = f"the thresholds from {threshold_from}" if age_threshold else "the run's threshold"
     log.info(
         "scored %d objects in %.1f s (%d flagged by %s, for a %.2g false-positive rate), "
-        "%d rejected; wrote %s and %s",
+        "%d rejected%s; wrote %s and %s",
         scores.size,
         time.perf_counter() - start,
         n_flagged,
         by,
         detector.target_fpr,
         len(rejected),
+        f" ({by_reason(rejected)})" if len(rejected) else "",
         output,
         rejected_path(output),
     )
     warn_never_detected(never_detected)
     if age_threshold is None:  # (its thresholds were set on partial curves of their own)
         warn_if_flagged_far_above(n_flagged, scores.size, detector.target_fpr)
-    warn_if_none_scored(scores.size, rejected, output)
+    refuse_if_none_scored(scores.size, rejected, output, as_of=as_of)
     return output

@@ -299,14 +299,27 @@ def write_ranked(unranked: Path, rank: np.ndarray, path: Path, fmt: str) -> None
             sink.close()
 
 
-def warn_if_none_scored(n_scored: int, rejected: pd.DataFrame, output: Path) -> None:
-    """Say so when every object was rejected: a table with no row is easy to miss."""
+def by_reason(rejected: pd.DataFrame, most: int = 3) -> str:
+    """The rejections' counts by reason, the `most` commonest: "12 flux missing, 3 ..."."""
+    reasons = rejected["reason"].value_counts()
+    shown = ", ".join(f"{n} {reason}" for reason, n in reasons.head(most).items())
+    rest = int(reasons.iloc[most:].sum())
+    return shown + (f", {rest} for {reasons.size - most} other reasons" if rest else "")
+
+
+def refuse_if_none_scored(
+    n_scored: int, rejected: pd.DataFrame, output: Path, *, as_of: float | None = None
+) -> None:
+    """An error when every object was rejected (its outputs are written: the empty table and
+    the rejections that account for every object). A review had a `score && publish` pipeline
+    replace a good table with an empty one, exit 0, a warning the only sign. As of a date
+    (`as_of`) a warning: before its objects are detected, none can be scored."""
     if n_scored or not len(rejected):
         return
-    reasons = rejected["reason"].value_counts()
-    log.warning(
-        "no object was scored: all %d were rejected (%s); see %s",
-        len(rejected),
-        ", ".join(f"{n} {reason}" for reason, n in reasons.items()),
-        rejected_path(output),
+    problem = (
+        f"no object was scored: all {len(rejected)} were rejected ({by_reason(rejected)}); "
+        f"{output} is empty, and {rejected_path(output)} says why for each object"
     )
+    if as_of is None:
+        raise UserError(problem)
+    log.warning("%s", problem)

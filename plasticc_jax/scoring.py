@@ -343,23 +343,31 @@ class Scorer:
         checkpoint = record.get("checkpoint") or provenance.checkpoint_record(vae.epoch, vae.params)
         return Scorer(run_dir, vae, detector, checkpoint)
 
-    def warn_if_complete_only(self, command: str) -> None:
+    def warn_if_complete_only(self, command: str, thresholds_from: Path | None = None) -> None:
         """Warn that a run trained without partial light curves (`train.partial_curves`: the
         default preset) is about to score partial ones (`command`: `replay`, `score --as-of`):
         neither its model nor its threshold has seen them, and it flags most of them (the
-        default run: 497 of 498 re-scorings over 40 nights of the `rare` test split)."""
+        default run: 497 of 498 re-scorings over 40 nights of the `rare` test split). With
+        `thresholds_from` (a replay whose thresholds flag instead) the model alone is said."""
         if not self.config.train.partial_curves:
-            log.warning("%s", self.complete_only_message(command))
+            log.warning("%s", self.complete_only_message(command, thresholds_from))
 
-    def complete_only_message(self, command: str) -> str:
+    def complete_only_message(self, command: str, thresholds_from: Path | None = None) -> str:
         """`warn_if_complete_only`'s warning."""
+        if thresholds_from is None:
+            what = (
+                "on light curves cut short its flag threshold does not hold (it flags most of them)"
+            )
+        else:  # a review: the warning said so of a threshold that was not used
+            what = (
+                f"the flags come from the thresholds of {thresholds_from}, set on light curves "
+                "cut short, but its model has not seen such curves"
+            )
         return (
             f"{command}: {self.run_dir} was trained and calibrated on complete light curves "
-            "only; on light curves cut short its flag threshold does not hold (it flags most "
-            "of them): "
-            "for early detection use a run of the early preset (`plasticc-jax prepare`, `train` "
-            "and `evaluate` with `--config early`, or make prepare train evaluate CONFIG=early; "
-            "docs/early.md)"
+            f"only; {what}: for early detection use a run of the early preset (`plasticc-jax "
+            "prepare`, `train` and `evaluate` with `--config early`, or make prepare train "
+            "evaluate CONFIG=early; docs/early.md)"
         )
 
     @staticmethod

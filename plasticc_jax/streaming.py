@@ -15,6 +15,7 @@ import collections
 import copy
 import functools
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # Rejection reasons of the metadata join (the kernel's own are `gridding.REASONS`).
 NO_METADATA = "light curve without metadata"
 NO_LIGHTCURVE = "metadata without light curve"
+# Seconds between the log's progress lines where no progress bar is shown.
+PROGRESS_LOG_S = 60.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +315,22 @@ def stream_grids(
 
     processes.thread_lock_for_progress_bars()  # this process's first bar, in a Dask worker
     progress = tqdm(unit=" rows", unit_scale=True, desc="gridding", disable=None, leave=False)
+    # Where the bar is off (the output goes to a file, not a terminal), a log line now and then:
+    # a review's log said nothing for minutes between the start and the end of a large score.
+    gridded, said = 0, time.monotonic()
+
+    def finished(
+        item: tuple[Future, pd.DataFrame, np.ndarray, str, int],
+    ) -> tuple[LightCurveArrays, pd.DataFrame]:
+        nonlocal gridded, said
+        future, rej, order, src, count = item
+        progress.update(count)
+        gridded += count
+        if progress.disable and time.monotonic() - said >= PROGRESS_LOG_S:
+            log.info("gridded %s rows so far (%s)", f"{gridded:,}", src)
+            said = time.monotonic()
+        return _finish(future.result(), rej, order, src, spec.min_observations)
+
     with progress, ThreadPoolExecutor(max(workers, 1)) as pool:
         # Threads, not processes: parsing (pyarrow) and gridding (NumPy) run in C without the GIL,
         # so they overlap; processes would pickle every chunk (measured slower).
@@ -321,13 +340,9 @@ def stream_grids(
         for chunk, *rest in planned():
             queue.append((pool.submit(grid, chunk, spec), *rest))
             while len(queue) > max(workers - 1, 0):
-                future, rej, order, src, count = queue.popleft()
-                progress.update(count)
-                yield _finish(future.result(), rej, order, src, spec.min_observations)
+                yield finished(queue.popleft())
         while queue:
-            future, rej, order, src, count = queue.popleft()
-            progress.update(count)
-            yield _finish(future.result(), rej, order, src, spec.min_observations)
+            yield finished(queue.popleft())
 
     if own_index:  # metadata objects whose light curve never came
         yield gridding.empty_arrays(spec.n_time_bins), index.unseen_rejections(metadata_paths)

@@ -580,6 +580,38 @@ def test_far_more_flagged_than_the_threshold_lets_through_is_said(caplog):
     assert "`detected` flags all 0 or all 1" in line
 
 
+def test_a_score_of_nothing_is_an_error_with_its_reasons(tiny_run, tmp_path, capsys):
+    """Found by two reviews: metadata matching none of the light curves replaced a good table
+    with an empty one, exit 0 (a `score && publish` pipeline went on), a warning the only sign."""
+    from plasticc_jax import cli
+
+    raw = tiny_run.workdir / "data" / "raw"
+    meta = pd.read_csv(raw / "plasticc_train_metadata.csv.gz")
+    other = tmp_path / "other_meta.csv"
+    meta.assign(object_id=meta["object_id"] + 10**9).to_csv(other, index=False)
+    output = tmp_path / "s.parquet"
+    argv = ["score", "--run", str(tiny_run.run_dir), "--output", str(output)]
+    argv += ["--lightcurves", str(raw / "plasticc_train_lightcurves.csv.gz")]
+    assert cli.main([*argv, "--metadata", str(other)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    n = 2 * len(meta)
+    assert line.startswith(f"plasticc-jax score: error: no object was scored: all {n} were ")
+    assert f"{len(meta)} light curve without metadata" in line
+    assert f"{len(meta)} metadata without light curve" in line
+    # Every object accounted for: the empty table and the rejections are written.
+    assert len(pd.read_parquet(output)) == 0
+    assert len(pd.read_csv(tmp_path / "s.rejected.csv")) == n
+
+
+def test_rejections_are_counted_by_reason() -> None:
+    from plasticc_jax.score_output import by_reason
+
+    reasons = ["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 2 + ["e"]
+    rejected = pd.DataFrame({"reason": reasons})
+    assert by_reason(rejected) == "5 a, 4 b, 3 c, 3 for 2 other reasons"
+    assert by_reason(rejected.head(9)) == "5 a, 4 b"
+
+
 def test_metadata_without_labels_is_said_so_and_keeps_the_dataset(good, tmp_path):
     """Found by a review: "no object of the known classes reached the train split", and the
     dataset prepared before was cleared first."""

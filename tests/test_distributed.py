@@ -35,7 +35,7 @@ from plasticc_jax import (
 )
 from plasticc_jax.dataset import SPLITS, load_split
 from plasticc_jax.errors import UserError
-from plasticc_jax.io_utils import sha256_file
+from plasticc_jax.io_utils import check_unchanged, sha256_file
 from plasticc_jax.prepare import prepare
 from plasticc_jax.synthetic import write_synthetic
 
@@ -348,10 +348,10 @@ def test_a_file_changed_during_a_run_is_refused(raw, tmp_path):
     shutil.copy(raw / "plasticc_train_lightcurves_a.csv", path)
     parts = distributed.plan_parts([path], float(PART_MB))
     assert all(part.path.is_absolute() for part in parts)  # workers may run elsewhere (audit)
-    distributed.check_unchanged(path, parts[0].stamp)
+    check_unchanged(path, parts[0].stamp)
     os.utime(path, ns=(0, parts[0].stamp[1] + 1))  # written to since
     with pytest.raises(UserError, match="changed while the run was going"):
-        distributed.check_unchanged(path, parts[0].stamp)
+        check_unchanged(path, parts[0].stamp)
 
 
 def test_cluster_addresses_users_get_wrong(monkeypatch, tmp_path, capsys):

@@ -275,6 +275,11 @@ def test_score_as_of_scores_what_was_known_then(tiny_run, tmp_path: Path, caplog
                      "--output", str(tmp_path / "as_of.parquet")]) == 0  # fmt: skip
     # The shared run is trained on complete light curves only: partial ones are warned of.
     assert "trained and calibrated on complete light curves only" in caplog.text
+    assert "its flag threshold does not hold" in caplog.text
+    # With a replay's thresholds, the threshold used is not the one said not to hold (a review).
+    message = scoring.Scorer.load(run).complete_only_message("score", tmp_path / "replay")
+    assert "does not hold" not in message
+    assert f"the flags come from the thresholds of {tmp_path / 'replay'}" in message
     caplog.clear()
     assert (
         cli.main([*base, "--lightcurves", str(cut), "--output", str(tmp_path / "cut.parquet")]) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import logging
 import os
 import re
 import select
@@ -938,6 +939,52 @@ def test_score_names_its_output_on_a_full_disk_and_keeps_the_old_one(
     assert output.read_bytes() == before
     names = sorted(p.name for p in output.parent.iterdir())
     assert names == [".s.parquet.lock", "s.parquet", "s.rejected.csv"]  # the lock: see below
+
+
+def test_a_light_curve_file_still_being_written_is_refused(tiny_run, tmp_path, monkeypatch, capsys):
+    """Found by a review: a file still being copied was scored as far as it had got (its last
+    object cut short, and once flagged for it), exit 0; `--dask` refused it. Now both do."""
+    from plasticc_jax import score
+
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_run.workdir / "data" / "raw", raw)
+    output = tmp_path / "out" / "s.parquet"
+    argv = score_argv(tiny_run.run_dir, raw, output)
+    lightcurves = raw / "plasticc_train_lightcurves.csv.gz"
+    written = score.write_unranked
+
+    def still_growing(*args: object, **kwargs: object) -> object:
+        result = written(*args, **kwargs)  # every row read: the copy writes on meanwhile
+        os.utime(lightcurves, ns=(0, lightcurves.stat().st_mtime_ns + 1))
+        return result
+
+    monkeypatch.setattr(score, "write_unranked", still_growing)
+    assert cli.main(argv) == 2
+    line = one_error_line(capsys, "score")
+    assert f"{lightcurves} changed while the run was going" in line
+    assert "run again once the file is complete" in line
+    assert not output.exists()
+
+
+def test_a_dask_output_moved_aside_by_a_killed_run_is_put_back(tmp_path, caplog):
+    """Found by a review: a kill -9 between the two moves of `score --dask`'s install left the
+    old dataset only in the scratch folder, which the next score removed."""
+    from plasticc_jax import distributed_score
+    from plasticc_jax.score_output import SCRATCH_PREFIX
+
+    output = tmp_path / "scores.parquet"
+    killed = tmp_path / f"{SCRATCH_PREFIX}abc"  # its owner gone: a record nobody holds
+    (killed / "previous-other.parquet").mkdir(parents=True)  # another output's
+    (killed / "previous-scores.parquet").mkdir()
+    (killed / "previous-scores.parquet" / "part-0.parquet").write_text("old")
+    (killed / ".owner").write_text("{}\n")
+    with caplog.at_level(logging.WARNING):
+        distributed_score._restore_previous(output)
+    assert (output / "part-0.parquet").read_text() == "old"
+    assert f"put back {output}" in caplog.text
+    assert (killed / "previous-other.parquet").is_dir()  # not this output's: left
+    distributed_score._restore_previous(output)  # an output in place: nothing to do
+    assert (output / "part-0.parquet").read_text() == "old"
 
 
 def test_two_scores_of_one_output_are_one_at_a_time(tiny_run, tmp_path, capsys):

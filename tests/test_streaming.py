@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,17 @@ def test_chunk_size_and_workers_do_not_change_the_output(synthetic_files):
     # The stream agrees with the in-memory path.
     alone, _ = st.grid_lightcurves(pd.read_csv(lcs), pd.read_csv(meta), data)
     assert_same(whole[0], alone)
+
+
+def test_without_a_progress_bar_the_log_says_how_far_it_got(synthetic_files, monkeypatch, caplog):
+    """Found by a review: with the output in a file (no bar), a large score's log said nothing
+    between its start and its end."""
+    meta, lcs = synthetic_files
+    monkeypatch.setattr(st, "PROGRESS_LOG_S", 0.0)  # every chunk
+    with caplog.at_level(logging.INFO, logger="plasticc_jax.streaming"):
+        collect(st.stream_grids([lcs], [meta], dataclasses.replace(DATA, chunk_rows=2000), 1))
+    lines = [r.getMessage() for r in caplog.records if "rows so far" in r.getMessage()]
+    assert len(lines) > 1 and lines[-1].startswith("gridded ") and "training_set" in lines[-1]
 
 
 def test_ungrouped_file_is_an_error(tmp_path, synthetic_files):

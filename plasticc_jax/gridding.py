@@ -384,8 +384,10 @@ def _non_finite_output(arrays: LightCurveArrays) -> np.ndarray:
 def reference_rows(
     o: np.ndarray, starts: np.ndarray, snr: np.ndarray, detected: np.ndarray
 ) -> np.ndarray:
-    """(m,) the row of each object's reference time t0: its highest signal-to-noise detection
-    (its highest signal-to-noise point if none is detected; the first of ties).
+    """(m,) each object's peak row: its highest signal-to-noise detection (its highest
+    signal-to-noise point if none is detected; the first of ties). The grid's reference time t0
+    with the default `time_anchor` ("peak"; `anchor_rows`), and the physics and Gaussian-process
+    features' t0 with any anchor.
 
     Args:
         o: (n,) each row's object (0..m-1, rows grouped by object); starts: (m,) first rows.

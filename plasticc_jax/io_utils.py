@@ -329,10 +329,7 @@ def _write_holder(handle: IO[str], info: dict[str, object] | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scratch folders that a killed process does not leave behind for long.
-
-_OWNER_FILE = ".owner"
-_ORPHAN_AGE_S = 600.0  # a scratch folder without an owner file this old was never claimed
+# Input files and output folders, checked before the work.
 
 
 def check_input_files(paths: Iterable[Path]) -> None:
@@ -395,6 +392,13 @@ def make_output_folder(folder: Path, option: str = "--output") -> None:
         raise UserError(
             f"{option}: cannot write files into {folder}: {error.strerror}; choose another path"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch folders that a killed process does not leave behind for long.
+
+_OWNER_FILE = ".owner"
+_ORPHAN_AGE_S = 600.0  # a scratch folder without an owner file this old was never claimed
 
 
 @contextmanager

@@ -255,13 +255,15 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
     # that the replay of the corrected file would have to refuse (found by an audit).
     metadata = nightly.read_metadata(scorer, job.metadata_paths)
     nights = partition_rows(job, work)
-    if nights is not None:
-        try:  # from every row's MJD: before objects are rejected at load, or left out
+    try:
+        if made_now:  # the inputs read to their ends: not written to since the replay started
+            job.check_unchanged()
+        if nights is not None:  # from every row's MJD: before objects are rejected at load
             nightly.check_last_night(job.last_night, *nights)
-        except UserError:
-            if made_now:  # nothing replayed from it: not left behind (earlier work is kept)
-                shutil.rmtree(work)
-            raise
+    except UserError:
+        if made_now:  # nothing replayed from it: not left behind (earlier work is kept)
+            shutil.rmtree(work)
+        raise
     meta_group = group_of(metadata["object_id"].to_numpy(np.int64), job.groups)
     pending = [g for g in range(job.groups) if not _group_done(job, g)]
     if job.jobs == 1 or len(pending) < 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -25,6 +26,7 @@ from plasticc_jax import (
     early,
     gridding,
     io_utils,
+    lightcurve_rows,
     provenance,
     replay_groups,
     replay_nights,
@@ -572,6 +574,31 @@ def test_replay_bad_input(tiny_run, tmp_path: Path, monkeypatch, caplog):
             [meta],
             tmp_path / "clash",
         )
+
+
+def test_a_replay_input_written_to_while_it_is_read_is_refused(tiny_run, tmp_path, monkeypatch):
+    """As `score` (a review: a copy still being written was scored as far as it had got)."""
+    lcs, meta = _small_input(tiny_run, tmp_path, n_objects=4, n_nights=5)
+    path = tmp_path / "lc.csv"
+    lcs.to_csv(path, index=False)
+
+    def growing(read):
+        def read_and_grow(*args, **kwargs):
+            result = read(*args, **kwargs)  # the copy writes on meanwhile
+            os.utime(path, ns=(0, path.stat().st_mtime_ns + 1))
+            return result
+
+        return read_and_grow
+
+    monkeypatch.setattr(lightcurve_rows, "read_files", growing(lightcurve_rows.read_files))
+    with pytest.raises(UserError, match=f"{path} changed while the run was going"):
+        replay_lib.replay(tiny_run.run_dir, [path], [meta], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written, the folder it made removed
+    monkeypatch.undo()
+    monkeypatch.setattr(replay_groups, "partition_rows", growing(replay_groups.partition_rows))
+    with pytest.raises(UserError, match=f"{path} changed while the run was going"):
+        replay_lib.replay(tiny_run.run_dir, [path], [meta], tmp_path / "grouped", groups=2)
+    assert not (tmp_path / "grouped" / replay_groups.GROUPS).exists()  # no partition kept
 
 
 def test_replay_cli(tiny_run, tmp_path: Path, capsys, caplog):

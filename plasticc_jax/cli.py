@@ -34,7 +34,7 @@ from plasticc_jax.doctor import (
 )
 from plasticc_jax.errors import UserError
 from plasticc_jax.interrupts import Terminated
-from plasticc_jax.io_utils import WRITE_ERRNOS, folder_lock
+from plasticc_jax.io_utils import CONTAINER_HINT, WRITE_ERRNOS, folder_lock
 
 log = logging.getLogger("plasticc_jax")
 DESCRIPTION = (
@@ -919,7 +919,7 @@ def _permission_problem(error: PermissionError) -> str:
     unreadable = path is not None and os.path.isfile(path) and not os.access(path, os.R_OK)
     line = f"{error} (this user may not {'read it' if unreadable else 'read or write there'}"
     if in_container() and not unreadable:
-        line += "; create data/ and runs/ before `docker run` and pass `--user $(id -u):$(id -g)`"
+        line += f"; {CONTAINER_HINT}"
     return line + ")"
 
 

@@ -16,7 +16,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -159,6 +159,8 @@ class FolderBusy(UserError):
 
 
 _HELD: dict[Path, str] = {}  # lock files this process holds -> "shared" or "exclusive"
+# A container's mounted folders that its daemon created as root: what to do (`cli` says it too).
+CONTAINER_HINT = "create data/ and runs/ before `docker run` and pass `--user $(id -u):$(id -g)`"
 
 
 def lock_path(folder: Path) -> Path:
@@ -285,8 +287,7 @@ def folder_lock(folder: Path, stage: str, *, shared: bool = False) -> Iterator[N
             if error.errno not in _DENIED:
                 raise
             raise UserError(
-                f"{folder}: {_lock_denied(path, error.strerror)} (in a container, create data/ and "
-                "runs/ before `docker run` and pass `--user $(id -u):$(id -g)`)"
+                f"{folder}: {_lock_denied(path, error.strerror)} (in a container, {CONTAINER_HINT})"
             ) from None
         log.debug("reading %s without a lock (%s)", folder, error)
         yield
@@ -366,6 +367,18 @@ def check_unchanged(path: Path, stamp: tuple[int, int] | None) -> None:
             f"{path} changed while the run was going (its size or modification time differ "
             "from when it started): run again once the file is complete"
         )
+
+
+def file_stamps(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    """Each input file's `file_stamp`, taken before a stage reads them (`check_files_unchanged`
+    once it has)."""
+    return {Path(p): file_stamp(p) for p in paths}
+
+
+def check_files_unchanged(stamps: Mapping[Path, tuple[int, int]] | None) -> None:
+    """`check_unchanged` of every file of `file_stamps` (None: nothing to check)."""
+    for path, stamp in (stamps or {}).items():
+        check_unchanged(path, stamp)
 
 
 def make_output_folder(folder: Path, option: str = "--output") -> None:

@@ -35,8 +35,8 @@ from plasticc_jax.gridding import FEATURE_NAMES, GridSpec
 from plasticc_jax.inputs import InputFiles, data_files, expected_names, find_inputs, is_test_file
 from plasticc_jax.io_utils import (
     atomic_write_text,
-    check_unchanged,
-    file_stamp,
+    check_files_unchanged,
+    file_stamps,
     folder_lock,
     refuse_overwrite,
     remove_stale_scratch,
@@ -196,7 +196,7 @@ def prepare(
     log.info(
         "hashing %d input files (%.0f MB) to see whether %s is up to date", len(files), size_mb, out
     )
-    stamps = {p: file_stamp(p) for p in files}
+    stamps = file_stamps(files)
     hashes = [(p.name, sha256_file(p)) for p in files]
     fingerprint = _fingerprint(config, hashes)
     # Checked without the lock (the manifest is written last and renamed into place), so a
@@ -228,8 +228,7 @@ def prepare(
         _build(
             config, workdir, inputs, building, fingerprint, hashes, client=client, part_mb=part_mb
         )
-        for path, stamp in stamps.items():  # not written to since it was hashed (as `score`)
-            check_unchanged(path, stamp)
+        check_files_unchanged(stamps)  # not written to since it was hashed (as `score`)
         _install(building, out)
     log.info("wrote %s", out)
     return out

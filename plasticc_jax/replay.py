@@ -88,9 +88,10 @@ from plasticc_jax.calibration import AgeThreshold
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     TMP_PREFIX,
+    check_files_unchanged,
     check_input_files,
     check_lockable,
-    file_stamp,
+    file_stamps,
     folder_lock,
     make_output_folder,
     sha256_file,
@@ -275,7 +276,7 @@ def replay(
     try:
         check_lockable(output)  # its lock lies beside it: said before the run loads too
         check_replay_folder(output)
-        stamps = {p: file_stamp(p) for p in [*paths, *metadata_paths]}  # before they are hashed
+        stamps = file_stamps([*paths, *metadata_paths])  # before they are hashed
         with folder_lock(run_dir, "replay", shared=True):  # no evaluate rewrites it meanwhile
             scorer = Scorer.load(run_dir)  # checked: complete, evaluated, its detector
             model = provenance.model_sha256(run_dir)
@@ -342,7 +343,7 @@ def _replay(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> dict[s
     data = ReplayInput(
         lightcurve_rows.read_files(job.paths), metadata, job.close_after, job.objects
     )
-    job.check_unchanged()
+    check_files_unchanged(job.stamps)
     first, last = data.nights
     if len(data.rows):
         check_last_night(job.last_night, first, last)

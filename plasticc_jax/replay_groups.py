@@ -45,6 +45,7 @@ from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import (
     atomic_path,
     atomic_write_text,
+    check_files_unchanged,
     folder_lock,
     fsync_folder,
     naming_failed_writes,
@@ -257,7 +258,7 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
     nights = partition_rows(job, work)
     try:
         if made_now:  # the inputs read to their ends: not written to since the replay started
-            job.check_unchanged()
+            check_files_unchanged(job.stamps)
         if nights is not None:  # from every row's MJD: before objects are rejected at load
             nightly.check_last_night(job.last_night, *nights)
     except UserError:

@@ -33,7 +33,6 @@ from plasticc_jax.io_utils import (
     atomic_path,
     atomic_write,
     atomic_write_text,
-    check_unchanged,
     fsync_folder,
     remove_unfinished_writes,
 )
@@ -335,14 +334,9 @@ class Job:
     age_threshold: AgeThreshold | None = None
     threshold_from: Path | None = None
     jobs: int = 1  # groups replayed at once, each in a process of its own (`--jobs`)
-    # Each input's size and modification time when the replay started (`io_utils.file_stamp`).
+    # Each input's size and modification time when the replay started (`io_utils.file_stamps`):
+    # once read, an input written to since is refused (a copy still going, as `score` does).
     stamps: dict[Path, tuple[int, int]] | None = None
-
-    def check_unchanged(self) -> None:
-        """Refuse an input written to since the replay started, once it is read: a copy still
-        being written would be replayed as far as it had got (as `score` refuses it)."""
-        for path, stamp in (self.stamps or {}).items():
-            check_unchanged(path, stamp)
 
     def settings(self) -> dict[str, Any]:
         """What a manifest records of the inputs and settings, named in a refusal to resume."""

@@ -34,9 +34,9 @@ from plasticc_jax.early import check_as_of
 from plasticc_jax.errors import UserError
 from plasticc_jax.inputs import warn_missing_test_parts
 from plasticc_jax.io_utils import (
+    check_files_unchanged,
     check_input_files,
-    check_unchanged,
-    file_stamp,
+    file_stamps,
     folder_lock,
     make_output_folder,
     naming_failed_writes,
@@ -215,7 +215,7 @@ def _score(
     warn_missing_test_parts(lightcurve_paths)
     # A file still being written (a copy, a download) would be scored as far as it had got, its
     # last object cut short (a review: scored, exit 0); Dask workers check their parts the same.
-    stamps = {Path(p): file_stamp(p) for p in [*lightcurve_paths, *metadata_paths]}
+    stamps = file_stamps([*lightcurve_paths, *metadata_paths])
     metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths))
     log_backend()
     if dask is not None:
@@ -272,8 +272,7 @@ def _score(
             days_since_detection=as_of is not None,
             age_threshold=age_threshold,
         )
-        for path, stamp in stamps.items():  # every file read to its end by now
-            check_unchanged(path, stamp)
+        check_files_unchanged(stamps)  # every file read to its end by now
         rejected = concat_rejections(rejected_parts)
         check_accounting(n_metadata, [scored_ids], rejected)
         table_path, rejected_tmp = scratch / f"table{fmt}", scratch / "rejected.csv"

@@ -68,9 +68,11 @@ PAD_VARIANCE = 1e12
 # shape per size, whose compiling (about a second each on 2 cores) was most of a small dataset's
 # fitting time when calls grew with the chunk; larger calls fit no faster on the CPU.
 CALL_OBJECTS = 16
+# Calls dispatched before their results are read (a wave): the features are read once a wave.
+WAVE_CALLS = 32
 _BANDS = plasticc.PASSBANDS
-# One fit at a time in a process: chunks are gridded in threads, and two computations run at once
-# on XLA's CPU client can wait on each other forever (seen on 2 cores).
+# One wave of fits at a time in a process: chunks are gridded in threads, and two computations run
+# at once on XLA's CPU client can wait on each other forever (seen on 2 cores).
 _FIT_LOCK = threading.Lock()
 
 GP_NAMES: tuple[str, ...] = (
@@ -294,36 +296,51 @@ def _fit_features(
     np.maximum.at(scale, o[used], np.abs(flux[used]))
     fit = batched_fit((float(window[0]), float(window[1])), tuple(lengths), float(step))
     days = grid_days(window, step)
+    calls = []  # (padded size, the call's objects)
     lower = MIN_POINTS - 1
-    batch = CALL_OBJECTS
     for size in SIZES:
         chosen = np.flatnonzero((counts > lower) & (counts <= size))
         lower = size
         # Each object's result is the same whatever else is in its call (checked by the tests).
-        for start in range(0, chosen.size, batch):
-            part = chosen[start : start + batch]
-            n = counts[part]
-            slot = np.arange(size)[None, :] < n[:, None]
-            rows = used[(first[part][:, None] + np.arange(size)[None, :])[slot]]
-            t = np.zeros((batch, size), np.float32)
-            band = np.zeros((batch, size), np.int32)
-            y = np.zeros((batch, size), np.float32)
-            noise = np.full((batch, size), PAD_VARIANCE, np.float32)
-            s = np.repeat(scale[part], n)
-            real = np.zeros((batch, size), bool)
-            real[: part.size] = slot
-            t[real] = mjd[rows] - np.repeat(t0[part], n)
-            band[real] = passband[rows]
-            y[real] = flux[rows] / s
-            noise[real] = (flux_err[rows] / s) ** 2
-            # On the CPU whatever the default device: a dataset's features do not depend on
-            # the machine that prepared it.
-            with _FIT_LOCK:
-                outputs = fit(*jax.device_put((t, band, y, noise), _cpu()))
-                mean, length, residuals = (np.asarray(a)[: part.size] for a in outputs)
-            chi2 = residuals.sum(axis=1, dtype=np.float64) / n
-            mean, length = mean.astype(np.float64), length.astype(np.float64)
-            out[part] = read_features(days, mean, length, chi2, redshift[part])
+        calls += [(size, chosen[i : i + CALL_OBJECTS]) for i in range(0, chosen.size, CALL_OBJECTS)]
+
+    def padded(size: int, part: np.ndarray) -> tuple[np.ndarray, ...]:
+        """A call's (t, band, y, noise), (CALL_OBJECTS, size) each: its objects' points from
+        their t0, scaled by their largest |flux|; empty objects and points padded."""
+        n = counts[part]
+        slot = np.arange(size)[None, :] < n[:, None]
+        rows = used[(first[part][:, None] + np.arange(size)[None, :])[slot]]
+        t = np.zeros((CALL_OBJECTS, size), np.float32)
+        band = np.zeros((CALL_OBJECTS, size), np.int32)
+        y = np.zeros((CALL_OBJECTS, size), np.float32)
+        noise = np.full((CALL_OBJECTS, size), PAD_VARIANCE, np.float32)
+        s = np.repeat(scale[part], n)
+        real = np.zeros((CALL_OBJECTS, size), bool)
+        real[: part.size] = slot
+        t[real] = mjd[rows] - np.repeat(t0[part], n)
+        band[real] = passband[rows]
+        y[real] = flux[rows] / s
+        noise[real] = (flux_err[rows] / s) ** 2
+        return t, band, y, noise
+
+    for w in range(0, len(calls), WAVE_CALLS):
+        wave = calls[w : w + WAVE_CALLS]
+        # On the CPU whatever the default device: a dataset's features do not depend on the
+        # machine that prepared it. JAX computes a call while the next is padded (dispatch does
+        # not wait for it), and the features are read once a wave, not once a call.
+        with _FIT_LOCK:
+            pending = [fit(*jax.device_put(padded(*call), _cpu())) for call in wave]
+            results = [
+                [np.asarray(a)[: part.size] for a in outputs]
+                for (_, part), outputs in zip(wave, pending, strict=True)
+            ]
+        part = np.concatenate([part for _, part in wave])
+        mean = np.concatenate([r[0] for r in results]).astype(np.float64)
+        length = np.concatenate([r[1] for r in results]).astype(np.float64)
+        # Summed per call, where the order of the sum does not depend on the call's shape.
+        residuals = np.concatenate([r[2].sum(axis=1, dtype=np.float64) for r in results])
+        chi2 = residuals / counts[part]
+        out[part] = read_features(days, mean, length, chi2, redshift[part])
     return out
 
 

@@ -56,6 +56,7 @@ outside the kernel: `is_anomaly` comes out False and is set where splits are mad
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -459,31 +460,39 @@ def _grid_valid(
         else anchor_rows(o, starts, snr, det, spec.time_anchor)
     )
     amplitude = np.maximum(np.maximum.reduceat(np.abs(flux), starts), 1.0)
-    grid_flux, grid_err, mask, inside = _cells(rows, o, mjd[anchor], amplitude, m, spec)
-    summaries = _summaries(rows, o, starts, counts, amplitude, inside)
     ddf, photoz, photoz_err, distmod, mwebv, galactic = _context(meta)
-    physics = features.physics_features(o, mjd, pb, flux, err, det, starts, peak_rows, distmod)
-    variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
     window = (spec.window_before, spec.window_after)
     lengths, step = gp_features.FITS[spec.gp_fit]
-    process = (
-        gp_features.gp_features(
-            mjd,
-            pb,
-            flux,
-            err,
-            starts,
-            peak_rows,
-            photoz,
-            window,
-            lengths=lengths,
-            step=step,
-            cache=gp_cache,
-            object_ids=rows.object_id[starts].astype(np.int64),
+    with ThreadPoolExecutor(1) as pool:
+        # The Gaussian-process fit (JAX, which releases the GIL) beside the rest of the gridding.
+        fitting = (
+            pool.submit(
+                gp_features.gp_features,
+                mjd,
+                pb,
+                flux,
+                err,
+                starts,
+                peak_rows,
+                photoz,
+                window,
+                lengths=lengths,
+                step=step,
+                cache=gp_cache,
+                object_ids=rows.object_id[starts].astype(np.int64),
+            )
+            if spec.gp_features
+            else None
         )
-        if spec.gp_features
-        else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)
-    )
+        grid_flux, grid_err, mask, inside = _cells(rows, o, mjd[anchor], amplitude, m, spec)
+        summaries = _summaries(rows, o, starts, counts, amplitude, inside)
+        physics = features.physics_features(o, mjd, pb, flux, err, det, starts, peak_rows, distmod)
+        variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
+        process = (
+            fitting.result()
+            if fitting is not None
+            else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)
+        )
     features_64 = np.column_stack(
         [
             *summaries,

@@ -153,6 +153,18 @@ def test_an_object_s_features_do_not_depend_on_the_others_in_its_chunk():
     assert np.isfinite(together[:, 0]).all()  # every object fitted
 
 
+def test_features_are_the_same_read_a_call_or_a_wave_at_a_time(monkeypatch):
+    # Four calls of two padded sizes (20 objects with 48 points in the window, 20 with 142, of
+    # which 128 are fitted), read one call at a time and all in one wave.
+    objects = [transient(60000.0 + 300 * i, fall=10 + i, step=2.0 + 4 * (i % 2)) for i in range(40)]
+    assert len({o["mjd"].size for o in objects}) == 2
+    redshifts = [0.05 * (i + 1) for i in range(len(objects))]
+    in_one_wave = features_of(objects, redshifts)
+    monkeypatch.setattr(gp_features, "WAVE_CALLS", 1)
+    np.testing.assert_array_equal(features_of(objects, redshifts), in_one_wave)
+    assert np.isfinite(in_one_wave[:, 0]).all()
+
+
 def test_a_cache_refits_only_objects_whose_window_points_changed(monkeypatch):
     """A replay's `FitCache`: the features of an object whose new points fall outside its window
     are taken from the cache, the same as fitted again; a new point in the window, or a new

@@ -309,8 +309,9 @@ def _replay_group(scorer: Scorer, job: Job, group: int, metadata: pd.DataFrame) 
     if sub is None:
         sub = nightly.new_manifest(scorer, group_job, nightly.loaded(data))
         nightly.start(folder, sub, data.rejected)
+    # With --jobs, the group processes take the cores: no thread gridding ahead in each.
     replayed = nightly.replay_nights(
-        scorer, data, folder, sub, job.last_night, job.age_threshold, job.split
+        scorer, data, folder, sub, job.last_night, job.age_threshold, job.split, job.jobs == 1
     )
     with atomic_path(folder / OBJECT_NIGHTS) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))

@@ -10,6 +10,8 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Callable, Container, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,27 @@ CLOSED = "object closed"
 PARALLEL_FROM = 4096
 
 
+@dataclass
+class _GriddedNight:
+    """A night up to its objects' grids (`NightScorer._grid`): what is left is scoring them."""
+
+    night: int
+    counts: dict[str, Any]
+    rejections: list[pd.DataFrame]
+    new_rows: np.ndarray  # (objects,) each object's rows that night
+    live: np.ndarray  # the objects gridded (positions in the input)
+    # None where no object is left to grid:
+    lengths: np.ndarray | None = None  # their rows so far
+    ends: np.ndarray | None = None  # the row after each one's last so far
+    chunk: gridding.Chunk | None = None
+    result: gridding.GridResult | None = None
+
+
 class NightScorer:
-    """Scores one night: the objects with new rows, each with all its rows so far."""
+    """Scores one night: the objects with new rows, each with all its rows so far.
+
+    Used as a context manager (`replay_nights`), it grids the next night with data in a thread
+    while a night is scored (nights are asked for in order; the scores are the same)."""
 
     def __init__(
         self,
@@ -68,6 +89,7 @@ class NightScorer:
         scorer: Scorer,
         age_threshold: AgeThreshold | None = None,
         split: str | None = None,
+        last_night: int | None = None,
     ) -> None:
         self.data, self.scorer, self.age_threshold = data, scorer, age_threshold
         # The candidates' `split`: the run's split replayed (`--split`), else new objects.
@@ -82,9 +104,45 @@ class NightScorer:
         self.sorted_nights = self.data.night[self.by_night]
         self.sorted_first = np.sort(self.data.first_night)
         self.sorted_close = np.sort(self.data.close_night)
+        # The nights gridded ahead: those with data up to `last_night` (None: every one).
+        nights = np.unique(self.sorted_nights)
+        self.nights_ahead = nights if last_night is None else nights[nights <= last_night]
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: tuple[int, Future[_GriddedNight]] | None = None
+
+    def __enter__(self) -> NightScorer:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="replay-grid")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._ahead = None
 
     def night(self, night: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
         """(candidates, rejections, counts) of one night."""
+        gridded = None
+        if self._ahead is not None:
+            # Gridding updates the Gaussian-process cache: one night at a time, in night order.
+            ahead, future = self._ahead
+            self._ahead = None
+            if ahead == night:
+                gridded = future.result()
+            else:
+                future.exception()  # another night's, not asked for: waited for, not used
+        if gridded is None:
+            gridded = self._grid(night)
+        if self._pool is not None:
+            i = int(np.searchsorted(self.nights_ahead, night, side="right"))
+            if i < self.nights_ahead.size:
+                after = int(self.nights_ahead[i])
+                self._ahead = (after, self._pool.submit(self._grid, after))
+        return self._score(gridded)
+
+    def _grid(self, night: int) -> _GriddedNight:
+        """The night's objects sorted out (closed, no metadata, not detected yet: rejected) and
+        the others gridded with their rows so far."""
         d = self.data
         lo, hi = np.searchsorted(self.sorted_nights, [night, night + 1])
         new = self.by_night[lo:hi]
@@ -131,25 +189,33 @@ class NightScorer:
             rejections.append(rejection_frame(d.ids[objs], reasons, new_rows[objs]))
             live, pos = live[~waiting], pos[~waiting]
 
-        frame = None
+        gridded = _GriddedNight(night, counts, rejections, new_rows, live)
         if live.size:
-            so_far, ends = d.rows_so_far(live, night)
-            lengths = np.diff(np.r_[so_far.starts, len(so_far.rows)])
-            chunk = gridding.Chunk(
+            so_far, gridded.ends = d.rows_so_far(live, night)
+            gridded.lengths = np.diff(np.r_[so_far.starts, len(so_far.rows)])
+            gridded.chunk = gridding.Chunk(
                 so_far.rows, so_far.starts, d.metadata.values[pos], d.metadata.target[pos]
             )
-            result = gridding.grid_chunk(chunk, self.spec, self.gp_cache)
+            gridded.result = gridding.grid_chunk(gridded.chunk, self.spec, self.gp_cache)
+        return gridded
+
+    def _score(self, g: _GriddedNight) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        """The night's gridded objects scored and ranked; its counts completed."""
+        d, night, counts, rejections = self.data, g.night, g.counts, g.rejections
+        frame = None
+        if g.result is not None:
+            result = g.result
             if result.rejected_ids.size:
                 reasons = [
                     gridding.rejection_reason(c, self.spec.min_observations)
                     for c in result.rejected_codes
                 ]
                 objs = np.searchsorted(d.ids, result.rejected_ids)
-                rejections.append(rejection_frame(result.rejected_ids, reasons, new_rows[objs]))
+                rejections.append(rejection_frame(result.rejected_ids, reasons, g.new_rows[objs]))
             if len(result.arrays):
-                accepted = ~np.isin(d.ids[live], result.rejected_ids)
-                first = early.first_detection(chunk)[accepted]
-                last = d.rows.mjd[ends - 1][accepted]
+                accepted = ~np.isin(d.ids[g.live], result.rejected_ids)
+                first = early.first_detection(g.chunk)[accepted]
+                last = d.rows.mjd[g.ends - 1][accepted]
                 # Small nights: one thread (OpenMP's start-up in the tree ensembles costs more
                 # than it saves on a few objects; measured 3x faster on 2 busy cores).
                 threads = 1 if len(result.arrays) < PARALLEL_FROM else None
@@ -158,11 +224,11 @@ class NightScorer:
                 if len(unscorable):  # non-finite model outputs or a NaN score, as in `score`
                     ids = unscorable["object_id"].to_numpy(np.int64)
                     objs = np.searchsorted(d.ids, ids)
-                    rejections.append(rejection_frame(ids, unscorable["reason"], new_rows[objs]))
+                    rejections.append(rejection_frame(ids, unscorable["reason"], g.new_rows[objs]))
                 # The table keeps the order of the gridded objects it scored.
                 scored = np.isin(result.arrays.object_id, frame["object_id"].to_numpy())
                 frame.insert(1, "night", np.int64(night))
-                frame.insert(2, "n_obs", lengths[accepted][scored].astype(np.int64))
+                frame.insert(2, "n_obs", g.lengths[accepted][scored].astype(np.int64))
                 frame.insert(3, "days_since_detection", (last - first)[scored])
                 if self.age_threshold is not None:  # `--threshold-from`: set on a val replay
                     scoring.flag_by_age(frame, self.age_threshold)
@@ -428,14 +494,18 @@ def replay_nights(
     last_night: int | None,
     age_threshold: AgeThreshold | None = None,
     split: str | None = None,
+    grid_ahead: bool = True,
 ) -> list[dict[str, Any]]:
     """Replay `data` into `output` from the night after the manifest's last finished one, writing
     each night's files, then the manifest; returns the counts of the nights replayed. Flagged by
     `age_threshold` where given (`--threshold-from`), else by the detector's threshold; `split`:
-    the run's split replayed (`--split`; None: new objects)."""
-    night_scorer = NightScorer(data, scorer, age_threshold, split)
+    the run's split replayed (`--split`; None: new objects). `grid_ahead`: the next night gridded
+    in a thread while one is scored (`NightScorer`; not where processes share the cores)."""
+    stop = stop_night(manifest, last_night)
+    night_scorer = NightScorer(data, scorer, age_threshold, split, last_night=stop)
     nights = set(np.unique(data.night).tolist())
-    return write_nights(output, manifest, last_night, nights, night_scorer.night, scorer)
+    with night_scorer if grid_ahead else nullcontext():
+        return write_nights(output, manifest, last_night, nights, night_scorer.night, scorer)
 
 
 def write_nights(

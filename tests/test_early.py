@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,9 @@ from plasticc_jax import (
     io_utils,
     lightcurve_rows,
     provenance,
+    readers,
     replay_groups,
+    replay_input,
     replay_nights,
     scoring,
     streaming,
@@ -390,6 +393,35 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(
     )
     _replay(tiny_run, lcs, meta, tmp_path / "refitted")
     pd.testing.assert_frame_equal(_candidates(tmp_path / "refitted"), candidates)
+
+
+def test_nights_gridded_ahead_are_scored_the_same(tiny_run, tmp_path: Path):
+    # A replay grids the next night with data in a thread while one is scored (`NightScorer`
+    # as a context manager): each night's candidates, rejections and counts are those of nights
+    # gridded one at a time, also when a night is skipped (its gridding ahead left unused).
+    lcs, meta = _small_input(tiny_run, tmp_path, n_objects=8, n_nights=30)
+    path = tmp_path / "input.csv"
+    lcs.to_csv(path, index=False)
+    scorer = scoring.Scorer.load(tiny_run.run_dir)
+
+    def nights_scored(asked: list[int], ahead: bool) -> list:
+        data = replay_input.ReplayInput(
+            lightcurve_rows.read_files([path]), readers.read_metadata(meta), None
+        )
+        night_scorer = replay_nights.NightScorer(data, scorer)
+        with night_scorer if ahead else contextlib.nullcontext():
+            return [night_scorer.night(n) for n in asked]
+
+    nights = sorted(set(np.floor(lcs["mjd"] - 0.5).astype(int)))
+    asked = nights[:5] + nights[6:]  # one skipped
+    one_at_a_time = nights_scored(asked, ahead=False)
+    assert sum(counts["rescored"] for _, _, counts in one_at_a_time) > 0
+    for (candidates, rejected, counts), (c, r, n) in zip(
+        one_at_a_time, nights_scored(asked, ahead=True), strict=True
+    ):
+        pd.testing.assert_frame_equal(c, candidates)
+        pd.testing.assert_frame_equal(r, rejected)
+        assert n == counts
 
 
 def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch, caplog):

@@ -209,6 +209,7 @@ def gp_features(
     step: float = GRID_STEP_DAYS,
     cache: FitCache | None = None,
     object_ids: np.ndarray | None = None,
+    stop: threading.Event | None = None,
 ) -> np.ndarray:
     """`GP_NAMES` of m objects (see the module docstring).
 
@@ -223,13 +224,18 @@ def gp_features(
         cache: features fitted before with these settings, of `object_ids` (m,), which must
             be among its objects: an object fitted on the same points is not fitted again, and
             the others' features are kept there.
+        stop: once set, the fit stops at its next call (`FitStopped`): the caller of a fit
+            in another thread was interrupted (`gridding`).
 
     Returns:
         (m, len(GP_NAMES)) float64, NaN where undefined.
+
+    Raises:
+        FitStopped: `stop` was set (the cache unchanged).
     """
     if cache is None:
         return _fit_features(
-            mjd, passband, flux, flux_err, starts, peak_rows, redshift, window, lengths, step
+            mjd, passband, flux, flux_err, starts, peak_rows, redshift, window, lengths, step, stop
         )
     if object_ids is None:
         raise ValueError("gp_features: a cache needs the objects' ids (object_ids)")
@@ -256,6 +262,7 @@ def gp_features(
             window,
             lengths,
             step,
+            stop,
         )
         cache.keys[pos[miss]], cache.values[pos[miss]] = keys[miss], out[miss]
     return out
@@ -272,6 +279,7 @@ def _fit_features(
     window: tuple[float, float],
     lengths: tuple[float, ...],
     step: float,
+    stop: threading.Event | None = None,
 ) -> np.ndarray:
     """`gp_features` without a cache: every object fitted."""
     m = starts.size
@@ -329,7 +337,11 @@ def _fit_features(
         # machine that prepared it. JAX computes a call while the next is padded (dispatch does
         # not wait for it), and the features are read once a wave, not once a call.
         with _FIT_LOCK:
-            pending = [fit(*jax.device_put(padded(*call), _cpu())) for call in wave]
+            pending = []
+            for call in wave:
+                if stop is not None and stop.is_set():
+                    raise FitStopped
+                pending.append(fit(*jax.device_put(padded(*call), _cpu())))
             results = [
                 [np.asarray(a)[: part.size] for a in outputs]
                 for (_, part), outputs in zip(wave, pending, strict=True)
@@ -342,6 +354,10 @@ def _fit_features(
         chi2 = residuals / counts[part]
         out[part] = read_features(days, mean, length, chi2, redshift[part])
     return out
+
+
+class FitStopped(Exception):
+    """A fit stopped before its end (`gp_features`' `stop`)."""
 
 
 def _cpu() -> jax.Device:

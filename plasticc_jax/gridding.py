@@ -56,6 +56,7 @@ outside the kernel: `is_anomaly` comes out False and is set where splits are mad
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -463,6 +464,7 @@ def _grid_valid(
     ddf, photoz, photoz_err, distmod, mwebv, galactic = _context(meta)
     window = (spec.window_before, spec.window_after)
     lengths, step = gp_features.FITS[spec.gp_fit]
+    stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         # The Gaussian-process fit (JAX, which releases the GIL) beside the rest of the gridding.
         fitting = (
@@ -480,19 +482,26 @@ def _grid_valid(
                 step=step,
                 cache=gp_cache,
                 object_ids=rows.object_id[starts].astype(np.int64),
+                stop=stop,
             )
             if spec.gp_features
             else None
         )
-        grid_flux, grid_err, mask, inside = _cells(rows, o, mjd[anchor], amplitude, m, spec)
-        summaries = _summaries(rows, o, starts, counts, amplitude, inside)
-        physics = features.physics_features(o, mjd, pb, flux, err, det, starts, peak_rows, distmod)
-        variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
-        process = (
-            fitting.result()
-            if fitting is not None
-            else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)
-        )
+        try:
+            grid_flux, grid_err, mask, inside = _cells(rows, o, mjd[anchor], amplitude, m, spec)
+            summaries = _summaries(rows, o, starts, counts, amplitude, inside)
+            physics = features.physics_features(
+                o, mjd, pb, flux, err, det, starts, peak_rows, distmod
+            )
+            variability = features.lc_package_features(starts, mjd, pb, flux, err, amplitude)
+            process = (
+                fitting.result()
+                if fitting is not None
+                else np.full((starts.size, len(gp_features.GP_NAMES)), np.nan)
+            )
+        except BaseException:
+            stop.set()  # a Ctrl-C or an error here: the fit stops at its next call, not its end
+            raise
     features_64 = np.column_stack(
         [
             *summaries,

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from plasticc_jax import config as config_lib
-from plasticc_jax import gp_features, prepare, provenance
+from plasticc_jax import features, gp_features, prepare, provenance
 from plasticc_jax.config import DataConfig
 from plasticc_jax.errors import UserError
 from plasticc_jax.gp_features import GP_NAMES, MAX_POINTS, MIN_POINTS
@@ -234,7 +235,8 @@ def test_model_features_reads_the_columns_a_model_was_fitted_on():
     assert FEATURE_NAMES[-len(GP_NAMES) :] == GP_NAMES
 
 
-def test_gridding_without_the_gp_features_leaves_them_nan_and_the_rest_unchanged():
+def one_object() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(light curves, metadata) of one extragalactic transient."""
     rows = transient(60000.0)
     lightcurves = pd.DataFrame(
         {**rows, "object_id": 1, "flux_err": 10.0, "detected": np.abs(rows["flux"]) > 50.0}
@@ -250,9 +252,45 @@ def test_gridding_without_the_gp_features_leaves_them_nan_and_the_rest_unchanged
             "target": [90],
         }
     )
+    return lightcurves, metadata
+
+
+def test_gridding_without_the_gp_features_leaves_them_nan_and_the_rest_unchanged():
+    lightcurves, metadata = one_object()
     with_gp, _ = grid_lightcurves(lightcurves, metadata, DataConfig())
     without, _ = grid_lightcurves(lightcurves, metadata, DataConfig(gp_features=False))
     gp = slice(len(MODEL_FEATURE_NAMES), None)
     assert np.isfinite(with_gp.features[:, gp]).all() and np.isnan(without.features[:, gp]).all()
     np.testing.assert_array_equal(with_gp.features[:, : gp.start], without.features[:, : gp.start])
     np.testing.assert_array_equal(with_gp.flux, without.flux)
+
+
+def test_a_stopped_fit_raises_and_leaves_the_cache_as_it_was():
+    ids = np.array([4, 9])
+    cache = gp_features.FitCache.for_objects(ids)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(gp_features.FitStopped):
+        features_of([transient(60000.0), transient(61000.0)], [0.1, 0.2], cache=cache,
+                    object_ids=ids, stop=stop)  # fmt: skip
+    assert np.isnan(cache.keys).all() and np.isnan(cache.values).all()
+
+
+def test_an_error_beside_the_fit_stops_it(monkeypatch):
+    # Gridding fits the Gaussian-process features in a thread beside the other features; an
+    # error (or a Ctrl-C) in those stops the fit at its next call instead of waiting for its end.
+    told_to_stop = []
+
+    def slow_fit(*args, stop: threading.Event, **kwargs) -> np.ndarray:
+        told_to_stop.append(stop.wait(timeout=30.0))
+        raise gp_features.FitStopped
+
+    def failing(*args) -> np.ndarray:
+        raise RuntimeError("features failed")
+
+    monkeypatch.setattr(gp_features, "gp_features", slow_fit)
+    monkeypatch.setattr(features, "lc_package_features", failing)
+    lightcurves, metadata = one_object()
+    with pytest.raises(RuntimeError, match="features failed"):
+        grid_lightcurves(lightcurves, metadata, DataConfig())
+    assert told_to_stop == [True]

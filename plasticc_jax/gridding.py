@@ -348,11 +348,16 @@ def _reject_codes(rows: Rows, o: np.ndarray, counts: np.ndarray, min_obs: int) -
 
 
 def grid_chunk(
-    chunk: Chunk, spec: GridSpec, gp_cache: gp_features.FitCache | None = None
+    chunk: Chunk,
+    spec: GridSpec,
+    gp_cache: gp_features.FitCache | None = None,
+    stop: threading.Event | None = None,
 ) -> GridResult:
     """Grid every valid object of a chunk at once; reject the others with a code. `gp_cache`:
     the Gaussian-process features of these objects fitted before with this spec, reused where
-    fitted on the same points, kept for the next time (`gp_features.FitCache`: a replay's)."""
+    fitted on the same points, kept for the next time (`gp_features.FitCache`: a replay's).
+    `stop`, set from another thread, stops the Gaussian-process fit at its next call
+    (`gp_features.FitStopped`)."""
     rows, starts = chunk.rows, chunk.starts
     n, m = len(rows), starts.size
     counts = np.diff(np.r_[starts, n])
@@ -367,7 +372,7 @@ def grid_chunk(
         o = np.repeat(np.arange(m), counts)
     else:
         meta, target = chunk.meta, chunk.target
-    arrays = _grid_valid(rows, o, starts, counts, meta, target, spec, gp_cache)
+    arrays = _grid_valid(rows, o, starts, counts, meta, target, spec, gp_cache, stop)
     overflow = _non_finite_output(arrays)
     if overflow.any():
         codes[np.flatnonzero(keep)[overflow]] = _NON_FINITE_OUTPUT
@@ -444,6 +449,7 @@ def _grid_valid(
     target: np.ndarray,
     spec: GridSpec,
     gp_cache: gp_features.FitCache | None = None,
+    stop: threading.Event | None = None,
 ) -> LightCurveArrays:
     m, n_t = counts.size, spec.n_time_bins
     if m == 0:
@@ -464,7 +470,8 @@ def _grid_valid(
     ddf, photoz, photoz_err, distmod, mwebv, galactic = _context(meta)
     window = (spec.window_before, spec.window_after)
     lengths, step = gp_features.FITS[spec.gp_fit]
-    stop = threading.Event()
+    if stop is None:
+        stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         # The Gaussian-process fit (JAX, which releases the GIL) beside the rest of the gridding.
         fitting = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Callable, Container, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,7 +109,9 @@ class NightScorer:
         nights = np.unique(self.sorted_nights)
         self.nights_ahead = nights if last_night is None else nights[nights <= last_night]
         self._pool: ThreadPoolExecutor | None = None
-        self._ahead: tuple[int, Future[_GriddedNight]] | None = None
+        # The night gridded ahead, and the event that stops its fit (set on leaving the context:
+        # a Ctrl-C waits for the fit's current call, not the whole night).
+        self._ahead: tuple[int, Future[_GriddedNight], threading.Event] | None = None
 
     def __enter__(self) -> NightScorer:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="replay-grid")
@@ -116,6 +119,8 @@ class NightScorer:
 
     def __exit__(self, *_: object) -> None:
         pool, self._pool = self._pool, None
+        if self._ahead is not None:
+            self._ahead[2].set()  # a night not asked for yet is never used
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._ahead = None
@@ -125,7 +130,7 @@ class NightScorer:
         gridded = None
         if self._ahead is not None:
             # Gridding updates the Gaussian-process cache: one night at a time, in night order.
-            ahead, future = self._ahead
+            ahead, future, _ = self._ahead
             self._ahead = None
             if ahead == night:
                 gridded = future.result()
@@ -136,13 +141,13 @@ class NightScorer:
         if self._pool is not None:
             i = int(np.searchsorted(self.nights_ahead, night, side="right"))
             if i < self.nights_ahead.size:
-                after = int(self.nights_ahead[i])
-                self._ahead = (after, self._pool.submit(self._grid, after))
+                after, stop = int(self.nights_ahead[i]), threading.Event()
+                self._ahead = (after, self._pool.submit(self._grid, after, stop), stop)
         return self._score(gridded)
 
-    def _grid(self, night: int) -> _GriddedNight:
+    def _grid(self, night: int, stop: threading.Event | None = None) -> _GriddedNight:
         """The night's objects sorted out (closed, no metadata, not detected yet: rejected) and
-        the others gridded with their rows so far."""
+        the others gridded with their rows so far. `stop`: see `gridding.grid_chunk`."""
         d = self.data
         lo, hi = np.searchsorted(self.sorted_nights, [night, night + 1])
         new = self.by_night[lo:hi]
@@ -196,7 +201,7 @@ class NightScorer:
             gridded.chunk = gridding.Chunk(
                 so_far.rows, so_far.starts, d.metadata.values[pos], d.metadata.target[pos]
             )
-            gridded.result = gridding.grid_chunk(gridded.chunk, self.spec, self.gp_cache)
+            gridded.result = gridding.grid_chunk(gridded.chunk, self.spec, self.gp_cache, stop)
         return gridded
 
     def _score(self, g: _GriddedNight) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

@@ -25,6 +25,7 @@ from test_processes import workers as _workers
 from plasticc_jax import (
     cli,
     early,
+    gp_features,
     gridding,
     io_utils,
     lightcurve_rows,
@@ -422,6 +423,37 @@ def test_nights_gridded_ahead_are_scored_the_same(tiny_run, tmp_path: Path):
         pd.testing.assert_frame_equal(c, candidates)
         pd.testing.assert_frame_equal(r, rejected)
         assert n == counts
+
+
+def test_a_replay_stopped_stops_the_fit_of_the_night_gridded_ahead(
+    tiny_run, tmp_path: Path, monkeypatch
+):
+    # A Ctrl-C (or an error) while a night is scored leaves the context: the next night's fit,
+    # in the gridding thread, stops at its next call instead of running to its end unused.
+    lcs, meta = _small_input(tiny_run, tmp_path, n_objects=4, n_nights=20)
+    path = tmp_path / "input.csv"
+    lcs.to_csv(path, index=False)
+    data = replay_input.ReplayInput(
+        lightcurve_rows.read_files([path]), readers.read_metadata(meta), None
+    )
+    told_to_stop = []
+    grid_chunk = gridding.grid_chunk
+
+    def slow_ahead(chunk, spec, gp_cache=None, stop=None):
+        if stop is None:  # the night asked for, gridded in the caller's thread
+            return grid_chunk(chunk, spec, gp_cache)
+        told_to_stop.append(stop.wait(timeout=30.0))
+        raise gp_features.FitStopped
+
+    monkeypatch.setattr(gridding, "grid_chunk", slow_ahead)
+    nights = sorted(set(np.floor(lcs["mjd"] - 0.5).astype(int)))
+    night_scorer = replay_nights.NightScorer(data, scoring.Scorer.load(tiny_run.run_dir))
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt), night_scorer:
+        night_scorer.night(nights[-2])  # the last night is gridded ahead meanwhile
+        raise KeyboardInterrupt
+    assert told_to_stop == [True]
+    assert time.perf_counter() - t0 < 25.0
 
 
 def test_replay_resumes_after_an_interruption(tiny_run, tmp_path: Path, monkeypatch, caplog):

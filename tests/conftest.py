@@ -106,9 +106,9 @@ EARLY_OVERRIDES = (
 # What the collected tests need of the shared project ("project", "early" or "none"), written
 # by the xdist workers after collecting; the controller's builder reads it.
 WANTED = SESSION / "wanted"
-# The files of the shared project that take longest (a browser, a review server): handed out
-# first among those, so that the two workers end together.
-_LONGEST_SHARED = frozenset({"test_review_browser.py"})
+# The files of the shared project that take longest (review servers, a browser, scores of the
+# run), longest first: handed out first among those, so that the two workers end together.
+_LONGEST_SHARED = ("test_review.py", "test_integrity.py", "test_review_browser.py")
 _BUILD_TIMEOUT_S = 600
 _builder: subprocess.Popen | None = None
 _builder_waits = False  # the builder waits for `WANTED`
@@ -275,9 +275,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             tmp.write_text(("project early" if early else "project") if shared else "none")
     if shared:
         waiting, files = set(shared), {i.path for i in shared}
+        longest = {name: rank for rank, name in enumerate(_LONGEST_SHARED)}
         items[:] = sorted(
             items,
-            key=lambda i: (i.path in files, i.path.name not in _LONGEST_SHARED, i in waiting),
+            key=lambda i: (
+                i.path in files,
+                longest.get(i.path.name, len(longest)),
+                i in waiting,
+            ),
         )
         if not config.option.collectonly:
             _start_builder(early=early)

@@ -269,7 +269,7 @@ def replay_groups(scorer: Scorer, job: Job, manifest: dict[str, Any] | None) -> 
     pending = [g for g in range(job.groups) if not _group_done(job, g)]
     if job.jobs == 1 or len(pending) < 2:
         for g in pending:
-            _replay_group(scorer, job, g, metadata[meta_group == g])
+            _replay_group(scorer, job, g, metadata[meta_group == g], grid_ahead=True)
     else:  # each process loads the run once and replays its share of the groups in turn
         shares = [pending[i :: job.jobs] for i in range(min(job.jobs, len(pending)))]
         tasks = [
@@ -298,8 +298,12 @@ def _group_done(job: Job, group: int) -> bool:
     return done and (group_job.output / OBJECT_NIGHTS).is_file()
 
 
-def _replay_group(scorer: Scorer, job: Job, group: int, metadata: pd.DataFrame) -> None:
-    """Replay one group (from its last finished night), then record its objects' nights."""
+def _replay_group(
+    scorer: Scorer, job: Job, group: int, metadata: pd.DataFrame, grid_ahead: bool
+) -> None:
+    """Replay one group (from its last finished night), then record its objects' nights.
+    `grid_ahead`: the next night gridded in a thread (not in `--jobs`' processes, which take
+    the cores)."""
     group_job = _group_job(job, group)
     folder = group_job.output
     sub = nightly.read_manifest(folder, group_job.fingerprint, {})
@@ -309,9 +313,8 @@ def _replay_group(scorer: Scorer, job: Job, group: int, metadata: pd.DataFrame) 
     if sub is None:
         sub = nightly.new_manifest(scorer, group_job, nightly.loaded(data))
         nightly.start(folder, sub, data.rejected)
-    # With --jobs, the group processes take the cores: no thread gridding ahead in each.
     replayed = nightly.replay_nights(
-        scorer, data, folder, sub, job.last_night, job.age_threshold, job.split, job.jobs == 1
+        scorer, data, folder, sub, job.last_night, job.age_threshold, job.split, grid_ahead
     )
     with atomic_path(folder / OBJECT_NIGHTS) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, first=np.sort(data.first_night), close=np.sort(data.close_night))
@@ -342,7 +345,7 @@ def _replay_groups_in_process(
     for group, metadata in metadata_by_group.items():
         # Its folder's lock: a process of an earlier, killed replay may not write there still.
         with folder_lock(_group_job(job, group).output, "replay"):
-            _replay_group(scorer, job, group, metadata)
+            _replay_group(scorer, job, group, metadata, grid_ahead=False)
 
 
 def _merge(scorer: Scorer, job: Job, manifest: dict[str, Any] | None, t0: float) -> dict[str, Any]:

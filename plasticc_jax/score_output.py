@@ -131,6 +131,8 @@ def write_unranked(
             frame, unscorable = scorer.table(arrays, SPLIT_NAME)
             if len(unscorable):
                 rejected_parts.append(unscorable)
+            if frame.empty:  # its empty text columns would give the table a wrong schema
+                continue
             if days_since_detection:
                 scoring.insert_days_since_detection(frame, arrays)
                 if age_threshold is not None:

@@ -29,7 +29,7 @@ from plasticc_jax import cli, io_utils, provenance, runs
 from plasticc_jax.dataset import SPLITS, load_split, read_manifest
 from plasticc_jax.errors import UserError
 from plasticc_jax.io_utils import FolderBusy, folder_lock, refuse_overwrite
-from plasticc_jax.plasticc import TRAINING_CLASSES
+from plasticc_jax.plasticc import CLASS_NAMES, TRAINING_CLASSES
 from plasticc_jax.synthetic import write_synthetic
 
 
@@ -575,6 +575,34 @@ def test_a_lock_taken_just_before_its_record_is_written_is_still_named(tmp_path:
                 pass
         finally:
             writer.join()
+
+
+def test_a_first_chunk_that_cannot_be_scored_is_rejected_and_the_rest_scored(tiny_run, tmp_path):
+    """Found by a review: when no object of the first chunk could be scored (here a non-finite
+    VAE output, from flux errors of 1e38), its empty table set the Parquet schema, and the next
+    chunk's text columns failed against it with a traceback."""
+    import numpy as np
+    import pandas as pd
+
+    from plasticc_jax.scoring import NON_FINITE_OUTPUT
+
+    raw = tiny_run.workdir / "data" / "raw"
+    lcs = pd.read_csv(raw / "plasticc_train_lightcurves.csv.gz")
+    meta = raw / "plasticc_train_metadata.csv.gz"
+    # Files are read in turn, chunk by chunk: the first file's chunk is the poisoned objects.
+    poisoned = set(lcs["object_id"].unique()[:20])
+    first = lcs["object_id"].isin(poisoned)
+    lcs[first].assign(flux_err=1e38).to_csv(tmp_path / "lc_a.csv", index=False)
+    lcs[~first].to_csv(tmp_path / "lc_b.csv", index=False)
+    out = tmp_path / "out.parquet"
+    assert cli.main(["score", "--run", str(tiny_run.run_dir), "--lightcurves",
+                     str(tmp_path / "lc_a.csv"), str(tmp_path / "lc_b.csv"), "--metadata",
+                     str(meta), "--output", str(out)]) == 0  # fmt: skip
+    scored, rejected = pd.read_parquet(out), pd.read_csv(tmp_path / "out.rejected.csv")
+    assert set(rejected.loc[rejected["reason"] == NON_FINITE_OUTPUT, "object_id"]) == poisoned
+    assert len(scored) + len(rejected) == len(pd.read_csv(meta))
+    assert len(scored) and np.isfinite(scored["anomaly_score"]).all()
+    assert set(scored["class_name"]) <= set(CLASS_NAMES.values())
 
 
 def test_score_dataframe_names_bad_values(tiny_run):

@@ -252,7 +252,8 @@ def load_file_curves(
     (`as_of`: as `score --as-of`), reconstructed by the run's VAE: the curves of a table of new
     files, which the prepared dataset does not hold."""
     wanted = np.unique(np.asarray(object_ids, np.int64))
-    metadata = readers.read_metadata_files(metadata_paths)
+    # As `score` reads them: a label that is not a class number is no reason not to grid.
+    metadata = readers.labels_optional(readers.read_metadata_files(metadata_paths), warn=False)
     given = metadata["object_id"].to_numpy(np.int64)
     grids = streaming.stream_grids(
         lightcurve_paths,
@@ -623,9 +624,12 @@ def checked_table(table: pd.DataFrame, source: Path, models_dir: Path) -> pd.Dat
             )
 
     out = table.copy()
-    ids = pd.to_numeric(table["object_id"], errors="coerce").to_numpy(np.float64)
-    with np.errstate(invalid="ignore"):
-        whole = np.isfinite(ids) & (ids == np.floor(ids)) & (np.abs(ids) < 2.0**63)
+    if pd.api.types.is_signed_integer_dtype(table["object_id"]):  # as `score` writes them
+        whole = table["object_id"].notna().to_numpy()
+    else:  # as floats (a CSV's): whole and within int64 (2**63 - 1 itself rounds to 2**63)
+        ids = pd.to_numeric(table["object_id"], errors="coerce").to_numpy(np.float64)
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(ids) & (ids == np.floor(ids)) & (np.abs(ids) < 2.0**63)
     refuse("object_id", ~whole, "whole numbers")
     out["object_id"] = pd.to_numeric(table["object_id"]).astype(np.int64)
     latents = active.latent_columns(list(table.columns))

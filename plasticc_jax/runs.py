@@ -330,7 +330,11 @@ def check_checkpoint_meta(
     if isinstance(trained, dict):
         old, new = config_io.to_dict(config_io.from_dict(trained)), config_io.to_dict(config)
         for section in ("model", "data"):
-            changed = sorted(k for k, v in new[section].items() if old[section].get(k) != v)
+            # As `check_resumable`: a run resumed with other folders or speeds is the same run.
+            skip = provenance.NOT_CONTENT if section == "data" else ()
+            changed = sorted(
+                k for k, v in new[section].items() if k not in skip and old[section].get(k) != v
+            )
             if changed:
                 raise UserError(
                     f"{run_dir / 'config.json'}: its {section} settings ({', '.join(changed)}) "

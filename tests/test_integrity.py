@@ -782,6 +782,11 @@ def test_hand_edited_run_and_dataset_files_are_named(tiny_run, tmp_path, capsys)
     _edit_json(run_dir / "config.json", lambda c: c["data"].update(window_before=8.0))
     with pytest.raises(UserError, match=r"config.json: its data settings \(window_before\) differ"):
         load_encoder(run_dir)
+    # Where the files are and how fast they are read are no part of it, as when training resumes
+    # (a review: a run resumed with another chunk_rows, its best epoch before, was refused).
+    run_dir = copy("how-read")
+    _edit_json(run_dir / "config.json", lambda c: c["data"].update(chunk_rows=1234, workers=2))
+    load_encoder(run_dir)
     run_dir = copy("stats")
     _edit_json(run_dir / "stats.json", lambda s: s["quantiles"][0].__setitem__(0, -1e6))
     with pytest.raises(UserError, match=r"stats\.json differs from the feature statistics"):

@@ -67,21 +67,31 @@ class TrainFeatures:
     """The train split's feature rows, kept for its quantiles (`FeatureStats.fit`).
 
     The train split holds labelled objects only, thousands for PLAsTiCC; beyond `MAX_ROWS` every
-    k-th row is kept, so memory stays bounded and the result does not depend on chunking.
+    k-th row of the split is kept (k a power of two, doubled as the rows come), so memory stays
+    bounded and the result depends neither on chunking nor on where in the files a row is.
     """
 
     MAX_ROWS = 200_000
 
     def __init__(self) -> None:
         self.parts: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []  # the kept rows' positions in the split
         self.count = 0
+        self.stride = 1
 
     def update(self, features: np.ndarray) -> None:
-        self.parts.append(features)
+        position = np.arange(self.count, self.count + len(features))
         self.count += len(features)
-        kept = sum(len(p) for p in self.parts)
-        if kept > 2 * self.MAX_ROWS:
-            self.parts = [np.concatenate(self.parts)[::2]]
+        keep = position % self.stride == 0
+        self.parts.append(features[keep])
+        self.positions.append(position[keep])
+        if sum(len(p) for p in self.parts) > 2 * self.MAX_ROWS:
+            rows, position = np.concatenate(self.parts), np.concatenate(self.positions)
+            while len(position) > 2 * self.MAX_ROWS:
+                self.stride *= 2
+                keep = position % self.stride == 0
+                rows, position = rows[keep], position[keep]
+            self.parts, self.positions = [rows], [position]
 
     def result(self, names: tuple[str, ...]) -> FeatureStats:
         rows = np.concatenate(self.parts) if self.parts else np.zeros((0, len(names)))

@@ -315,3 +315,19 @@ def test_files_in_the_raw_folder_that_are_not_read_are_named(tmp_path, caplog):
     with caplog.at_level("INFO", logger="plasticc_jax"):
         find_inputs(tmp_path, "train")
     assert "not read (not inputs of data.inputs=train): extra.csv, notes.txt" in caplog.text
+
+
+@pytest.mark.parametrize("block", [1, 7, 1000, 5000])
+def test_the_statistics_sample_is_every_kth_row_of_the_split(monkeypatch, block: int) -> None:
+    """Beyond `MAX_ROWS` the rows kept for the statistics are every k-th of the split, however
+    it is cut into chunks (a review: the first rows were thinned again at every doubling, so a
+    large split's sample came mostly from its last files)."""
+    from plasticc_jax.shards import TrainFeatures
+
+    monkeypatch.setattr(TrainFeatures, "MAX_ROWS", 100)
+    rows = np.arange(5000, dtype=np.float64)[:, None]
+    sample = TrainFeatures()
+    for start in range(0, len(rows), block):
+        sample.update(rows[start : start + block])
+    kept = np.concatenate(sample.parts)[:, 0]
+    assert np.array_equal(kept, rows[::32, 0])  # 157 rows: at most 2 * MAX_ROWS

@@ -37,6 +37,8 @@ def corrupt(path: Path, error: BaseException | str) -> UserError:
 # Tokens pyarrow reads as null (its defaults), used when locating a bad value.
 NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
 NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
+# What pyarrow's CSV reader reads as a missing value: exactly these.
+_PYARROW_NULLS = frozenset(pa_csv.ConvertOptions().null_values)
 # What pyarrow reads as a flag: exactly these (no spaces around, no other case).
 _BOOL_TOKENS = frozenset(pa_csv.ConvertOptions().true_values)
 _BOOL_TOKENS |= frozenset(pa_csv.ConvertOptions().false_values)
@@ -213,17 +215,30 @@ def _bad_value_rows(values: pd.Series, dtype: pa.DataType) -> np.ndarray:
     """Boolean mask of strings that pyarrow cannot convert to `dtype` (nulls are fine)."""
     if pa.types.is_string(dtype):  # read as text, converted later (`readers`): never a bad value
         return np.zeros(len(values), bool)
-    text = values.fillna("").astype(str).str.strip()
-    null = text.str.lower().isin(NULL_TOKENS)
+    raw = values.fillna("").astype(str)
+    # As pyarrow reads them: a null is one of its tokens exactly (a field of spaces is no null),
+    # and a number may have spaces around it.
+    null = raw.isin(_PYARROW_NULLS)
+    text = raw.str.strip()
     if pa.types.is_boolean(dtype):
-        return (~null & ~values.fillna("").astype(str).isin(_BOOL_TOKENS)).to_numpy()
-    if pa.types.is_integer(dtype):  # pyarrow takes integer literals only ("2.0" is an error)
-        literal = text.str.fullmatch(r"[+-]?\d+")
-        # ... that fit the type (object ids beyond int64 overflow).
-        info = np.iinfo(dtype.to_pandas_dtype())
-        fits = text.where(literal & ~null, "0").map(lambda v: info.min <= int(v) <= info.max)
-        return (~null & ~(literal & fits)).to_numpy()
-    return (~null & pd.to_numeric(text.where(~null), errors="coerce").isna()).to_numpy()
+        return (~null & ~raw.isin(_BOOL_TOKENS)).to_numpy()
+    if pa.types.is_integer(dtype):  # integer literals only ("2.0" and "+1" are errors)
+        info = np.iinfo(dtype.to_pandas_dtype())  # ... that fit the type (ids beyond int64)
+        whole = (None if n else _whole_number(v) for v, n in zip(text, null, strict=True))
+        fits = (w is not None and info.min <= w <= info.max for w in whole)
+        return ~null.to_numpy() & ~np.fromiter(fits, bool, len(text))
+    not_number = pd.to_numeric(text.where(~null & (text != "")), errors="coerce").isna()
+    nan = text.str.lower().str.fullmatch(r"[+-]?nan")  # a number to pyarrow
+    return (~null & not_number & ~nan).to_numpy()
+
+
+def _whole_number(text: str) -> int | None:
+    """The integer pyarrow reads from a field (decimal, or hexadecimal after 0x), else None."""
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?0[xX][\da-fA-F]+", text):
+        return int(text, 16)
+    return None
 
 
 def _invalid_utf8(values: pd.Series) -> np.ndarray:
@@ -270,6 +285,11 @@ def _locate_bad_value(
                 line = file_line(path, rows_before + int(bad[0]))
                 value = frame[raw].iloc[bad[0]]
                 kind = types[canonical]
+                if not value.strip():
+                    return (
+                        f"column {name!r}, line {line}: {value!r} holds only spaces, which is no "
+                        "missing value: leave the field empty"
+                    )
                 if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
                     # pandas writes an integer column with a missing value as floats ("2.0").
                     return (
@@ -277,7 +297,12 @@ def _locate_bad_value(
                         "number where a whole number is expected (write it as an integer, e.g. "
                         "with pandas: astype('Int64') before to_csv)"
                     )
-                if pa.types.is_integer(kind) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+                if pa.types.is_integer(kind) and re.fullmatch(r"\s*\+\d+\s*", value):
+                    return (
+                        f"column {name!r}, line {line}: {value!r} has a plus sign, which is not "
+                        "read in a whole number: write the number alone"
+                    )
+                if pa.types.is_integer(kind) and _whole_number(value.strip()) is not None:
                     return (
                         f"column {name!r}, line {line}: {value!r} is too large (at most "
                         f"{np.iinfo(kind.to_pandas_dtype()).max})"

@@ -185,6 +185,16 @@ def test_non_numeric_value_names_the_line(good, tmp_path):
     huge.loc[3, "object_id"] = "99999999999999999999"  # beyond int64
     with pytest.raises(UserError, match=r"'object_id', line 5: '9+' is too large \(at most"):
         run_prepare(tmp_path, good[0], huge)
+    # Found by a review: pyarrow reads neither a field of spaces as missing nor a plus sign in a
+    # whole number, where the search for the line did: its raw message, without a line.
+    spaces = good[0].astype({"mjd": object, "passband": object})
+    spaces.loc[40, "mjd"] = "   "
+    with pytest.raises(UserError, match=r"'mjd', line 42: '   ' holds only spaces, which is no"):
+        run_prepare(tmp_path, spaces, good[1])
+    spaces.loc[40, "mjd"] = good[0].loc[40, "mjd"]
+    spaces.loc[50, "passband"] = "+1"
+    with pytest.raises(UserError, match=r"'passband', line 52: '\+1' has a plus sign, which is"):
+        run_prepare(tmp_path, spaces, good[1])
 
 
 def test_an_empty_detection_flag_names_the_line(good, tmp_path):

@@ -375,14 +375,16 @@ def worker_metadata(
             f"the metadata file {changed} changed while the run was going (size or "
             "modification time): run again once the files are complete"
         )
-    metadata = readers.read_metadata_files([Path(path) for path, _, _ in stamp])
+    paths = [Path(path) for path, _, _ in stamp]
+    metadata, names = readers.read_metadata_files(paths), streaming.source_names(paths)
     if data is None:  # scoring: labels are optional
         # The driver has warned of labels that are not class numbers: the workers do not again.
-        return streaming.MetaIndex(readers.labels_optional(metadata, warn=False)), None, None
+        metadata = readers.labels_optional(metadata, warn=False)
+        return streaming.MetaIndex(metadata, names=names), None, None
     ids = metadata["object_id"].to_numpy()
     codes, _ = split_objects(ids, metadata["target"].to_numpy(), data)
     order = np.argsort(ids, kind="stable")
-    return streaming.MetaIndex(metadata, ids[codes == LEFT_OUT]), ids[order], codes[order]
+    return streaming.MetaIndex(metadata, ids[codes == LEFT_OUT], names), ids[order], codes[order]
 
 
 def run_part(

@@ -408,8 +408,9 @@ def mark_evaluation_stale(run_dir: Path, epoch: int) -> None:
         atomic_write_text(
             run_dir / INCOMPLETE,
             f"train continued it after evaluate (from epoch {epoch}), so its scores, metrics, "
-            "report and detector are of an earlier checkpoint: run `plasticc-jax evaluate` for "
-            "this run again\n",
+            "report and detector describe the training before (and are of an earlier "
+            "checkpoint if a later epoch became the best): run `plasticc-jax evaluate` for this "
+            "run again\n",
         )
 
 

@@ -46,8 +46,15 @@ PROGRESS_LOG_S = 60.0
 class MetaIndex:
     """Metadata sorted by object_id, for vectorised lookup, plus which objects were seen."""
 
-    def __init__(self, metadata: pd.DataFrame, exclude: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        metadata: pd.DataFrame,
+        exclude: np.ndarray | None = None,
+        names: Sequence[str] = (),
+    ) -> None:
+        """`names`: the metadata files' names in rejection lists, by `source` (`source_names`)."""
         order = np.argsort(metadata["object_id"].to_numpy(), kind="stable")
+        self.names = list(names) or ["metadata"]
         self.ids = metadata["object_id"].to_numpy()[order]
         # float32: the features are float32 anyway, and this table has one row per input object.
         self.values = np.empty((order.size, len(gridding.META_VALUES)), np.float32)
@@ -147,8 +154,8 @@ def _plan(
 ) -> tuple[gridding.Chunk, pd.DataFrame, np.ndarray]:
     """Checks of one chunk before gridding (in order, in the reading thread): grouping by object,
     the metadata join, exclusions. Returns the chunk to grid, the objects without metadata (their
-    `source`: the file's name in rejection lists), and every object id of the chunk in input
-    order."""
+    `source`: the file's name in rejection lists) or with impossible metadata values (named by
+    their metadata file, `MetaIndex.names`), and every object id of the chunk in input order."""
     ids = rows.object_id
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     run_ids = ids[starts]
@@ -206,7 +213,10 @@ def _plan(
     if problem.any():
         bad = np.flatnonzero(problem)
         reasons = [readers.METADATA_PROBLEMS[c] for c in problem[bad]]
-        bad_meta = _rejections(run_ids[bad], reasons, source)
+        # Named by the metadata file that holds the value (a review: by the light curves').
+        last = len(index.names) - 1
+        files = [index.names[min(int(f), last)] for f in index.source[pos[bad]]]
+        bad_meta = _rejections(run_ids[bad], reasons, files)
         rejected = pd.concat([rejected, bad_meta], ignore_index=True) if len(lost) else bad_meta
         keep[bad] = False
     if not keep.all():
@@ -286,7 +296,7 @@ def stream_grids(
     if index is None:
         if metadata is None:
             metadata = readers.read_metadata_files(metadata_paths)
-        index = MetaIndex(metadata, exclude)
+        index = MetaIndex(metadata, exclude, source_names(metadata_paths))
     del metadata  # the index holds what is needed, sorted
     spec = gridding.GridSpec.from_config(data)
     if as_of is not None:

@@ -648,3 +648,20 @@ def test_a_prepare_that_fails_leaves_the_dataset_before_it(good, tmp_path):
     assert run_prepare(tmp_path, lcs, meta, min_observations=4) == out
     assert not (out.parent / f".{out.name}.building").exists()
     assert read_manifest(out)["config"]["data"]["min_observations"] == 4
+
+
+def test_an_impossible_metadata_value_is_named_by_its_metadata_file(good, tmp_path):
+    """Found by a review: such rejections named the light-curve file, not the one to fix."""
+    from plasticc_jax.streaming import concat_rejections, stream_grids
+
+    lcs, meta = good
+    ids = meta["object_id"].to_numpy()
+    meta = meta.assign(hostgal_photoz=meta["hostgal_photoz"].where(meta["object_id"] != ids[3], 15))
+    lcs.to_csv(tmp_path / "lc.csv", index=False)
+    meta.iloc[:10].to_csv(tmp_path / "first.csv", index=False)
+    meta.iloc[10:].to_csv(tmp_path / "rest.csv", index=False)
+    data = config_io.load_preset("tiny").data
+    paths = [tmp_path / "first.csv", tmp_path / "rest.csv"]
+    rejected = concat_rejections([r for _, r in stream_grids([tmp_path / "lc.csv"], paths, data)])
+    row = rejected.set_index("object_id").loc[ids[3]]
+    assert row["reason"].startswith("metadata hostgal_photoz") and row["source"] == "first.csv"

@@ -50,6 +50,7 @@ from plasticc_jax.score_output import (
     rejected_path,
     warn_if_flagged_far_above,
     warn_never_detected,
+    warn_trained_on,
     write_ranked,
     write_unranked,
 )
@@ -298,6 +299,7 @@ def score(
         rejected_path(output),
     )
     warn_never_detected(sum(r.never_detected for r in results))
+    warn_trained_on(run_dir, np.concatenate([np.zeros(0, np.int64), *(r.ids for r in results)]))
     warn_if_flagged_far_above(flagged, scores.size, scorer.detector.target_fpr)
     refuse_if_none_scored(scores.size, rejected, output)
     return output

@@ -58,6 +58,7 @@ from plasticc_jax.score_output import (
     rejected_path,
     warn_if_flagged_far_above,
     warn_never_detected,
+    warn_trained_on,
     write_ranked,
     write_unranked,
 )
@@ -301,6 +302,7 @@ def _score(
         rejected_path(output),
     )
     warn_never_detected(never_detected)
+    warn_trained_on(run_dir, scored_ids)
     if age_threshold is None:  # (its thresholds were set on partial curves of their own)
         warn_if_flagged_far_above(n_flagged, scores.size, detector.target_fpr)
     refuse_if_none_scored(scores.size, rejected, output, as_of=as_of)

@@ -577,10 +577,13 @@ def test_a_lock_taken_just_before_its_record_is_written_is_still_named(tmp_path:
             writer.join()
 
 
-def test_a_first_chunk_that_cannot_be_scored_is_rejected_and_the_rest_scored(tiny_run, tmp_path):
+def test_a_first_chunk_that_cannot_be_scored_is_rejected_and_the_rest_scored(
+    tiny_run, tmp_path, caplog
+):
     """Found by a review: when no object of the first chunk could be scored (here a non-finite
     VAE output, from flux errors of 1e38), its empty table set the Parquet schema, and the next
-    chunk's text columns failed against it with a traceback."""
+    chunk's text columns failed against it with a traceback. Also (a new-user review): objects
+    of the run's train split, scored in-sample, are counted in a warning."""
     import numpy as np
     import pandas as pd
 
@@ -595,10 +598,14 @@ def test_a_first_chunk_that_cannot_be_scored_is_rejected_and_the_rest_scored(tin
     lcs[first].assign(flux_err=1e38).to_csv(tmp_path / "lc_a.csv", index=False)
     lcs[~first].to_csv(tmp_path / "lc_b.csv", index=False)
     out = tmp_path / "out.parquet"
-    assert cli.main(["score", "--run", str(tiny_run.run_dir), "--lightcurves",
-                     str(tmp_path / "lc_a.csv"), str(tmp_path / "lc_b.csv"), "--metadata",
-                     str(meta), "--output", str(out)]) == 0  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="plasticc_jax"):
+        assert cli.main(["score", "--run", str(tiny_run.run_dir), "--lightcurves",
+                         str(tmp_path / "lc_a.csv"), str(tmp_path / "lc_b.csv"), "--metadata",
+                         str(meta), "--output", str(out)]) == 0  # fmt: skip
     scored, rejected = pd.read_parquet(out), pd.read_csv(tmp_path / "out.rejected.csv")
+    train = tiny_run.table.loc[tiny_run.table["split"] == "train", "object_id"]
+    n_train = int(scored["object_id"].isin(train).sum())
+    assert f"{n_train} scored objects have the ids of the run's train split" in caplog.text
     assert set(rejected.loc[rejected["reason"] == NON_FINITE_OUTPUT, "object_id"]) == poisoned
     assert len(scored) + len(rejected) == len(pd.read_csv(meta))
     assert len(scored) and np.isfinite(scored["anomaly_score"]).all()

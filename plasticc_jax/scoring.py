@@ -538,6 +538,10 @@ def score_dataframe(
                 f"score_dataframe: object {metadata['object_id'][differs].iloc[0]} has different "
                 "metadata on different rows; give one value per object (or pass `metadata`)"
             )
+        # No metadata value at all (a left merge's rows of an object without metadata): an
+        # object without metadata, as `score` says it (a review: "metadata ddf missing").
+        values = metadata.drop(columns=["object_id", *plasticc.LABEL_COLUMNS], errors="ignore")
+        metadata = metadata[values.notna().any(axis=1)]
     else:
         metadata = metadata[metadata["object_id"].isin(rows["object_id"])]
     if "target" not in metadata and "true_target" in metadata:

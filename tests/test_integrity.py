@@ -738,6 +738,11 @@ def test_score_dataframe_reads_what_callers_give_it(tiny_run):
     # Light curves alone (found by a review: "missing columns ... metadata ['object_id']").
     with pytest.raises(UserError, match=r"the rows have no metadata columns \['ddf', "):
         score_dataframe(lcs, tiny_run.run_dir)
+    # A left merge's object without metadata is one, as `score` says (a review: "metadata ddf
+    # missing").
+    merged = lcs.merge(meta.iloc[1:], on="object_id", how="left")
+    reasons = score_dataframe(merged, tiny_run.run_dir).set_index("object_id")["rejected_reason"]
+    assert reasons[meta["object_id"].iloc[0]] == "light curve without metadata"
 
 
 def test_score_refuses_a_run_whose_config_or_stats_changed(tiny_run, tmp_path):

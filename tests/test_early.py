@@ -390,7 +390,9 @@ def test_replay_counts_add_up_and_match_scoring_by_hand(
     # score: the same replay with every object's fitted again every night.
     grid_chunk = gridding.grid_chunk
     monkeypatch.setattr(
-        gridding, "grid_chunk", lambda chunk, spec, cache=None: grid_chunk(chunk, spec)
+        gridding,
+        "grid_chunk",
+        lambda chunk, spec, cache=None, stop=None: grid_chunk(chunk, spec, None, stop),
     )
     _replay(tiny_run, lcs, meta, tmp_path / "refitted")
     pd.testing.assert_frame_equal(_candidates(tmp_path / "refitted"), candidates)

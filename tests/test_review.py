@@ -555,7 +555,8 @@ def test_ranking_filters(server: ReviewServer) -> None:
     # Integers as their digits alone, as in an answer (an audit found "+1", "1_0", " 1" and other
     # scripts' digits accepted here and refused there).
     first = api(server, "/api/state")["next"]
-    for id_text in (f"+{first}", f" {first}", f"{first}_0", "\uff11", "--1"):
+    # ... and beyond Python's 4,300 digits (a review: a 500 and a traceback).
+    for id_text in (f"+{first}", f" {first}", f"{first}_0", "\uff11", "--1", "9" * 5000):
         query = urllib.parse.quote(id_text)
         assert request(server, f"/api/object?id={query}")[0] == 400, id_text
         assert request(server, f"/api/ranking?limit={query}")[0] == 400, id_text
@@ -885,6 +886,12 @@ def test_simulated_expert_writes_the_discovery_curve(tiny_run, tmp_path: Path) -
     target = saved["target"]
     assert len(target["draws"]["active"]) == 2
     assert target["active_mean"] == np.mean(target["draws"]["active"])
+    # A pool smaller than the goal's 50 (a review: an IndexError): judged at its size.
+    table = pd.read_parquet(run_dir / "scores.parquet")
+    test_known = table.index[(table["split"] == "test") & ~table["is_anomaly"]]
+    table.drop(test_known[30:]).to_parquet(run_dir / "scores.parquet", index=False)
+    small = simulate(run_dir, fractions=(0.3,), n_draws=2)
+    assert small["target"]["shown"] == 30 + round(0.3 * 30 / 0.7)
     # A run that an interrupted evaluate left incomplete is refused, as `score` refuses it.
     from plasticc_jax.provenance import INCOMPLETE
 

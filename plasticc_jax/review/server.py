@@ -332,7 +332,10 @@ def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> 
     # other scripts' digits.
     if text is None or not (text.isascii() and text.removeprefix("-").isdigit()):
         raise BadRequest(f"{name} must be an integer")
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:  # beyond Python's 4,300 digits (a review: a 500 and a traceback)
+        raise BadRequest(f"{name} has too many digits") from None
 
 
 def _positive(value: int, name: str) -> int:

@@ -199,7 +199,9 @@ def _target(
 ) -> dict[str, Any]:
     """The issue's goal at the first fraction: active >= 1.5x static in the first 50 shown;
     `curves`: that pool's (draws, n_shown) discovery curves, static and active."""
-    k = min(TARGET_SHOWN, n_shown)
+    # A pool smaller than TARGET_SHOWN (a tiny run's): judged at its size (a review: an
+    # IndexError).
+    k = min(TARGET_SHOWN, n_shown, len(pool["curves"]["active_mean"]))
     found_active = pool["curves"]["active_mean"][k - 1]
     found_static = pool["curves"]["static_mean"][k - 1]
     ratio = found_active / found_static if found_static > 0 else None

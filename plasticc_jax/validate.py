@@ -624,7 +624,10 @@ def _stage_result(
     }
     if HEADLINE_DAYS in at:
         headline = at[HEADLINE_DAYS]
-        components = [c for c in config.eval.components if c in headline.scores.columns]
+        # Every component the folds scored, as the main search (a review: `eval.components`
+        # alone left the fusion's out, and none at all an IndexError).
+        fitted = {*config.eval.components, *configured}
+        components = [c for c in COMPONENTS if c in fitted and c in headline.scores.columns]
         search = headline.search(components, also=configured)
         result["headline"] = aurocs[stage_name(HEADLINE_DAYS)]["mean"]
         result["best_found"] = {

@@ -263,6 +263,11 @@ def test_validate_reports_the_held_out_class_at_every_stage(tmp_path, monkeypatc
         assert row["folds"] == pytest.approx(
             {str(k): v for k, v in at.aurocs(at.fused(other_weights)).items()}, abs=1e-12
         )
+    # The search at 10 days covers the fusion's components, as the main search does (a review:
+    # `eval.components` alone, and with none given an IndexError after every fold).
+    only_fusion = dataclasses.replace(other, eval=dataclasses.replace(other.eval, components=()))
+    searched = validate_lib._stage_result(only_fusion, again, other_weights)
+    assert searched["best_found"]["fusion"] == f"{config.eval.components[0]}:1"
     # A fold whose stage scores are gone is scored again, and the log names that file (found by
     # a review: it called the fold's whole scores.parquet damaged).
     monkeypatch.undo()

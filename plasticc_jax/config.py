@@ -406,6 +406,7 @@ def require_resolved(config: Config) -> None:
 
 MAX_SEED = 2**32 - 1  # the largest seed NumPy and scikit-learn take
 MAX_BATCH = 1 << 20  # objects a training step, at most
+MAX_BOOTSTRAP = 10_000  # resamples of the bootstrap intervals, at most (each holds the split)
 
 
 def validate(config: Config) -> None:
@@ -608,7 +609,15 @@ def _check_eval(checks: _Checks, ev: EvalConfig, model: ModelConfig) -> None:
         folds,
         "must be 0 (in-sample) or 2-20 (a detector fit each)",
     )
-    checks.non_negative_int("eval.n_bootstrap", ev.n_bootstrap)
+    # Each resample holds the test split's indices: 10^8 failed for memory after every fit, 1
+    # gave no interval (a review).
+    boot = ev.n_bootstrap
+    checks.need(
+        _is_int(boot) and (boot == 0 or 2 <= boot <= MAX_BOOTSTRAP),
+        "eval.n_bootstrap",
+        boot,
+        f"must be 0 (no intervals) or 2-{MAX_BOOTSTRAP:,} resamples",
+    )
     unknown = [c for c in ev.components if c not in COMPONENT_NAMES]
     checks.need(
         not unknown,
@@ -621,8 +630,8 @@ def _check_eval(checks: _Checks, ev: EvalConfig, model: ModelConfig) -> None:
         _fusion_ok(ev.fusion),
         "eval.fusion",
         fusion,
-        "must be component:weight items, weights zero or positive and one positive, components "
-        f"from {', '.join(COMPONENT_NAMES)}",
+        "must be component:weight items, weights zero or positive, one positive and their sum "
+        f"finite, components from {', '.join(COMPONENT_NAMES)}",
     )
     named = [str(item).partition(":")[0].strip() for item in ev.fusion]
     checks.need(len(set(named)) == len(named), "eval.fusion", fusion, "each component once")
@@ -660,8 +669,9 @@ def fusion_item(item: str) -> tuple[str, float]:
 
 
 def _fusion_ok(spec: tuple[str, ...]) -> bool:
-    """Whether every item of `eval.fusion` reads (`fusion_item`) and one weight is positive."""
+    """Whether every item of `eval.fusion` reads (`fusion_item`), one weight is positive and
+    their sum is finite (1e308 twice made every weight 0 once normalised: a review)."""
     try:
-        return sum(fusion_item(item)[1] for item in spec) > 0.0
+        return 0.0 < sum(fusion_item(item)[1] for item in spec) < math.inf
     except UserError:
         return False

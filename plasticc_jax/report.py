@@ -68,6 +68,15 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _pct(x: float | None, places: int) -> str:
+    """A rate as a percentage with `places` decimals: n/a where undefined, and a small rate with
+    its own first digits where the decimals would round it to 0 (a review: "nan%", "@0%")."""
+    if x is None or math.isnan(x):
+        return "n/a"
+    text = f"{x:.{places}%}"
+    return text if not x or float(text[:-1]) else f"{100 * x:.2g}%"
+
+
 def _range(low: float | None, high: float | None) -> str:
     """`1.29 - 1.71`, `< 1.29` or `> 1.71` (an open end is None)."""
     if low is not None and high is not None:
@@ -145,11 +154,12 @@ def markdown_tables(result: dict[str, Any]) -> str:
     rate = result["realistic_anomaly_rate"]
     head = ["method", *(k.replace("_", " ") for k in keys)]
     real_keys = ("auroc", "ap", "precision_at_n_anomalies")
-    head += [f"AUROC @{rate:.0%}", f"AP @{rate:.0%}", f"precision at k=n anomalies @{rate:.0%}"]
+    at = _pct(rate, 0)
+    head += [f"AUROC @{at}", f"AP @{at}", f"precision at k=n anomalies @{at}"]
     ranking = (
         "Ranking, test split: the share of the anomalies among the top-ranked objects (recall), "
         "the share of anomalies there (purity, precision), and at a realistic anomaly rate "
-        f"(anomalies subsampled to {rate:.0%}, mean ± std of the draws)."
+        f"(anomalies subsampled to {at}, mean ± std of the draws)."
     )
     lines += ["", *_table_head(ranking, head)]
     for name, m in methods.items():
@@ -176,7 +186,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
         for row_data in depth["terciles"]:
             span = _range(*row_data["log10_snr_range"])
             row = [["low", "middle", "high"][row_data["tercile"]], span]
-            row += [f"{row_data['val_fpr']:.2%}", f"{row_data['test_fpr']:.2%}"]
+            row += [_pct(row_data["val_fpr"], 2), _pct(row_data["test_fpr"], 2)]
             row += [f"{_fmt(row_data[f'auroc_{c}'])} ({row_data[f'n_{c}']})" for c in classes]
             lines.append("| " + " | ".join(row) + " |")
     early = result.get("early")
@@ -191,7 +201,8 @@ def _reached(threshold: dict[str, Any]) -> str:
     rate = threshold.get("val_fpr_known")
     if rate is None:
         return ""
-    return f"; it flags {rate:.2%} of them (a score must exceed the threshold, one of their scores)"
+    flags = _pct(rate, 2)
+    return f"; it flags {flags} of them (a score must exceed the threshold, one of their scores)"
 
 
 def _rejected(rejected: dict[str, Any]) -> str:
@@ -257,8 +268,8 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
         cells += [_fmt(row[f"auroc_{c}"]) for c in classes]
         cells += [_fmt(row[f"recall_top1_{c}"]) for c in classes]
         scorable = row["known_scorable"]
-        of_scorable = f"{row['known_flag_rate'] / scorable:.2%}" if scorable > 0 else "n/a"
-        cells += [f"{row['known_flag_rate']:.2%}", of_scorable]
+        of_scorable = _pct(row["known_flag_rate"] / scorable, 2) if scorable > 0 else "n/a"
+        cells += [_pct(row["known_flag_rate"], 2), of_scorable]
         lines.append("| " + " | ".join(cells) + " |")
     first = early["rows"][0]
     if all(f"recall_top1_best_{c}" in first for c in classes):  # not in earlier releases'
@@ -277,7 +288,7 @@ def early_table(early: dict[str, Any], classes: list[int]) -> str:
         median = entry["median_days"]
         cells = [class_name(c), str(entry["n"])]
         cells.append("not within the stages" if median is None else f"{median:g}")
-        cells.append(f"{entry['fraction_flagged']:.1%}")
+        cells.append(_pct(entry["fraction_flagged"], 1))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -328,7 +339,7 @@ def report_markdown(
     )
     drawn = fused.get("realistic") or {}
     reached = (
-        f"; reached {drawn['rate']:.1%} with {drawn['n_anomalies']} anomalies a draw"
+        f"; reached {_pct(drawn['rate'], 1)} with {drawn['n_anomalies']} anomalies a draw"
         if "rate" in drawn
         else ""
     )
@@ -363,7 +374,7 @@ def report_markdown(
         "where a "
         "fitted exponential tail orders the objects: not a measured frequency). "
         f"Flag threshold {FlagThreshold.from_json(threshold).describe()}, set for a "
-        f"false-positive rate of {threshold['target_fpr']:.1%} on val known objects"
+        f"false-positive rate of {_pct(threshold['target_fpr'], 1)} on val known objects"
         f"{' in each depth bin' if threshold['edges'] else ''}"
         + (
             " (their complete and partial light curves pooled: the depth table below bins the "
@@ -384,12 +395,12 @@ def report_markdown(
         + ". No anomaly label is used to fit or tune anything.",
         "",
         f"**Test split**: {counts['test_known']} known-class objects, {counts['test_anomaly']} "
-        f"anomalies ({counts['test_anomaly_fraction']:.1%}). Mean per-class AUROC of the "
+        f"anomalies ({_pct(counts['test_anomaly_fraction'], 1)}). Mean per-class AUROC of the "
         f"anomaly score: **{fused['mean_class_auroc']:.3f}**{intervals}. At the threshold: "
         "false-positive rate on "
-        f"test known {threshold['test_fpr_known']:.2%}, recall of anomalies "
-        f"{threshold['test_recall']:.1%}. Realistic-rate columns subsample the anomalies to "
-        f"{result['realistic_anomaly_rate']:.0%} of the test split{reached} "
+        f"test known {_pct(threshold['test_fpr_known'], 2)}, recall of anomalies "
+        f"{_pct(threshold['test_recall'], 1)}. Realistic-rate columns subsample the anomalies to "
+        f"{_pct(result['realistic_anomaly_rate'], 0)} of the test split{reached} "
         f"({result['n_draws']} draws, mean ± std).",
         "",
         *_early_paragraph(result.get("early")),

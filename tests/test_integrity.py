@@ -315,6 +315,14 @@ def test_two_prepares_and_two_trains_started_together(project, tmp_path):
         (["--set", "eval.fusion=latent_knn:-1"], "eval.fusion='latent_knn:-1': must be component"),
         (["--set", "eval.fusion=nothing:1"], "eval.fusion='nothing:1': must be component:weight"),
         (["--set", "eval.components=latent_knn,nothing"], "nothing not a component (choose"),
+        # A review: no interval from one resample; 10^8 failed for memory after every fit;
+        # weights whose sum overflows made every weight 0.
+        (["--set", "eval.n_bootstrap=1"], "eval.n_bootstrap=1: must be 0 (no intervals) or 2-"),
+        (["--set", "eval.n_bootstrap=100000000"], "eval.n_bootstrap=100000000: must be 0"),
+        (
+            ["--set", "eval.fusion=latent_knn:1e308,recon_chi2:1e308"],
+            "eval.fusion='latent_knn:1e308,recon_chi2:1e308': must be component",
+        ),
     ],
 )
 def test_invalid_config_value_is_one_line(argv, line, capsys):

@@ -193,3 +193,12 @@ def test_realistic_rate_metrics_mean_and_std():
     assert out["std"]["recall_top_1pct"] > 0
     again = metrics.realistic_rate_metrics(mixed, labels, 0.01, n_draws=20, seed=0)
     assert again == out  # deterministic given the seed
+
+
+def test_report_rates_say_n_a_and_keep_small_rates_digits() -> None:
+    """Found by a review: an undefined rate printed "nan%", a rate of 0.4% "@0%"."""
+    from plasticc_jax.report import _pct
+
+    assert _pct(float("nan"), 2) == "n/a" and _pct(None, 1) == "n/a"
+    assert _pct(0.004, 0) == "0.4%" and _pct(0.0004, 1) == "0.04%"
+    assert _pct(0.01, 0) == "1%" and _pct(0.0092, 2) == "0.92%" and _pct(0.0, 2) == "0.00%"

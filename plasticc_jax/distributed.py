@@ -353,14 +353,23 @@ def _describe(part: FilePart) -> str:
     return f"{part.path} (bytes {part.start}-{part.stop})"
 
 
-def metadata_stamp(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
-    """Names, sizes and modification times: the key of a worker's cached metadata."""
-    return tuple((str(Path(path).resolve()), *file_stamp(path)) for path in paths)
+MetadataStamp = tuple[tuple[str, int, int, str], ...]
+
+
+def metadata_stamp(paths: Sequence[Path]) -> MetadataStamp:
+    """Each file's resolved path, size and modification time (the key of a worker's cached
+    metadata), and its name in rejection lists (`streaming.source_names` of the paths as given,
+    as without Dask: a review found the resolved paths named)."""
+    names = streaming.source_names(paths)
+    return tuple(
+        (str(Path(path).resolve()), *file_stamp(path), name)
+        for path, name in zip(paths, names, strict=True)
+    )
 
 
 @functools.lru_cache(maxsize=1)
 def worker_metadata(
-    stamp: tuple[tuple[str, int, int], ...], data: DataConfig | None
+    stamp: MetadataStamp, data: DataConfig | None
 ) -> tuple[streaming.MetaIndex, np.ndarray | None, np.ndarray | None]:
     """The metadata index, read once per worker process (per files and config).
 
@@ -368,15 +377,15 @@ def worker_metadata(
     object's split code (`shards.split_objects`) is returned by object_id: (index, sorted ids,
     sorted codes); without it, (index, None, None).
     """
-    now = metadata_stamp([Path(path) for path, _, _ in stamp])
-    if now != stamp:
-        changed = next(new[0] for new, old in zip(now, stamp, strict=True) if new != old)
+    paths, names = [Path(s[0]) for s in stamp], [s[3] for s in stamp]
+    now = metadata_stamp(paths)
+    if [s[:3] for s in now] != [s[:3] for s in stamp]:
+        changed = next(new[0] for new, old in zip(now, stamp, strict=True) if new[:3] != old[:3])
         raise UserError(
             f"the metadata file {changed} changed while the run was going (size or "
             "modification time): run again once the files are complete"
         )
-    paths = [Path(path) for path, _, _ in stamp]
-    metadata, names = readers.read_metadata_files(paths), streaming.source_names(paths)
+    metadata = readers.read_metadata_files(paths)
     if data is None:  # scoring: labels are optional
         # The driver has warned of labels that are not class numbers: the workers do not again.
         metadata = readers.labels_optional(metadata, warn=False)

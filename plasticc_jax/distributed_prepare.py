@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _PrepareTask:
     part: FilePart
-    stamp: tuple[tuple[str, int, int], ...]  # the metadata files
+    stamp: distributed.MetadataStamp  # the metadata files
     data: DataConfig
     out: str
     prefix: str

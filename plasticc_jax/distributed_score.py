@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _ScoreTask:
     part: FilePart
-    stamp: tuple[tuple[str, int, int], ...]  # the metadata files
+    stamp: distributed.MetadataStamp  # the metadata files
     unranked: str  # the part's table without ranks (pass 1)
     workers: int
 

@@ -327,8 +327,10 @@ def _fit_features(
         real[: part.size] = slot
         t[real] = mjd[rows] - np.repeat(t0[part], n)
         band[real] = passband[rows]
-        y[real] = flux[rows] / s
-        with np.errstate(over="ignore"):  # a variance beyond float32: inf, no warning
+        # A variance beyond float32 is inf, an object of zero fluxes NaN: features NaN, no
+        # warning (a review found NumPy's printed).
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            y[real] = flux[rows] / s
             noise[real] = (flux_err[rows] / s) ** 2
         return t, band, y, noise
 

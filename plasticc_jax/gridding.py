@@ -130,6 +130,9 @@ TOO_FEW = "fewer than {min_obs} observations"
 # A safety net after gridding: a grid or feature value that is +-inf (NaN in a feature means
 # "undefined" and is allowed).
 NON_FINITE_OUTPUT = "non-finite gridded value or feature (extreme input values)"
+# The largest error of an observed grid cell (in its scaled units): its square, the VAE's
+# variance, stays within float32 with room for the model's own.
+MAX_CELL_ERROR = 1e18
 NON_FINITE_MJD = "mjd missing or not finite"
 # Partial light curves (`score --as-of`, `replay`): no detection yet, so not scored yet.
 NOT_DETECTED = "not detected yet"
@@ -382,8 +385,10 @@ def grid_chunk(
 
 
 def _non_finite_output(arrays: LightCurveArrays) -> np.ndarray:
-    """(m,) bool: objects with a non-finite observed grid cell or a +-inf feature."""
-    grid = np.isfinite(arrays.flux) & np.isfinite(arrays.flux_err)
+    """(m,) bool: objects with a non-finite observed grid cell (or an error whose square, the
+    VAE's variance, would not be: a review's objects passed prepare and made training diverge)
+    or a +-inf feature."""
+    grid = np.isfinite(arrays.flux) & (np.abs(arrays.flux_err) <= MAX_CELL_ERROR)
     bad_grid = (arrays.mask & ~grid).any(axis=(1, 2))
     return bad_grid | np.isinf(arrays.features).any(axis=1)
 

@@ -140,6 +140,19 @@ def test_bin_centres_are_those_of_the_grid():
     assert np.flatnonzero(arrays.mask[0, 2]).tolist() == [0, 2, 5, 7]
 
 
+def test_a_cell_error_whose_square_is_beyond_float32_rejects_its_object():
+    # A review: flux errors of 1e25 (within float32) passed prepare and made the VAE's
+    # variance inf, so training stopped at its first step ("diverged"), and `score` rejected
+    # the objects there; now gridding rejects them, without a NumPy warning.
+    lcs, meta = hand_made()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arrays, rejected = grid_lightcurves(lcs.assign(flux_err=1e25), meta, DATA)
+        assert len(grid_lightcurves(lcs.assign(flux_err=1e3), meta, DATA)[0]) == 1
+    assert len(arrays) == 0
+    assert rejected["reason"].tolist() == [gridding.NON_FINITE_OUTPUT]
+
+
 def test_a_feature_beyond_float32_rejects_its_object_without_a_numpy_warning():
     # Audit: flux x1e20 at the same errors (S/N 1e21) has reduced chi-squares of 1e40, beyond
     # float32: the object was rejected with its reason, but NumPy's "overflow encountered in

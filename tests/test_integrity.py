@@ -586,15 +586,16 @@ def test_a_lock_taken_just_before_its_record_is_written_is_still_named(tmp_path:
 
 
 def test_a_first_chunk_that_cannot_be_scored_is_rejected_and_the_rest_scored(
-    tiny_run, tmp_path, caplog
+    tiny_run, tmp_path, caplog, monkeypatch
 ):
-    """Found by a review: when no object of the first chunk could be scored (here a non-finite
-    VAE output, from flux errors of 1e38), its empty table set the Parquet schema, and the next
-    chunk's text columns failed against it with a traceback. Also (a new-user review): objects
-    of the run's train split, scored in-sample, are counted in a warning."""
+    """Found by a review: when no object of the first chunk could be scored (a non-finite VAE
+    output), its empty table set the Parquet schema, and the next chunk's text columns failed
+    against it with a traceback. Also (a new-user review): objects of the run's train split,
+    scored in-sample, are counted in a warning."""
     import numpy as np
     import pandas as pd
 
+    from plasticc_jax import scoring
     from plasticc_jax.scoring import NON_FINITE_OUTPUT
 
     raw = tiny_run.workdir / "data" / "raw"
@@ -603,8 +604,17 @@ def test_a_first_chunk_that_cannot_be_scored_is_rejected_and_the_rest_scored(
     # Files are read in turn, chunk by chunk: the first file's chunk is the poisoned objects.
     poisoned = set(lcs["object_id"].unique()[:20])
     first = lcs["object_id"].isin(poisoned)
-    lcs[first].assign(flux_err=1e38).to_csv(tmp_path / "lc_a.csv", index=False)
+    lcs[first].to_csv(tmp_path / "lc_a.csv", index=False)
     lcs[~first].to_csv(tmp_path / "lc_b.csv", index=False)
+    model_outputs = scoring.model_outputs
+
+    def nan_latents(vae, arrays, *args, **kwargs):
+        outputs = model_outputs(vae, arrays, *args, **kwargs)
+        hit = np.isin(arrays.object_id, list(poisoned))[:, None]
+        outputs["mu"] = np.where(hit, np.nan, outputs["mu"])
+        return outputs
+
+    monkeypatch.setattr(scoring, "model_outputs", nan_latents)
     out = tmp_path / "out.parquet"
     with caplog.at_level(logging.WARNING, logger="plasticc_jax"):
         assert cli.main(["score", "--run", str(tiny_run.run_dir), "--lightcurves",

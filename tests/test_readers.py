@@ -131,3 +131,9 @@ def test_a_label_not_a_class_number_is_warned_of_once(tmp_path, caplog):
         index, _, _ = distributed.worker_metadata(stamp, None)
         assert not caplog.records
     assert index.problem.tolist() == [0]  # scored, without a label
+    # Rejections name the file as given, as without Dask (a review: its resolved path).
+    (tmp_path / "link.csv").symlink_to(tmp_path / "m.csv")
+    index, _, _ = distributed.worker_metadata(
+        distributed.metadata_stamp([tmp_path / "link.csv"]), None
+    )
+    assert index.names == ["link.csv"]

@@ -468,7 +468,7 @@ def gathered(client: Client, futures: list[Future], what: str) -> list:
     """`client.gather(futures)`, with the cluster's failures as one line: a task whose workers
     all died running it (out of memory, killed: a traceback of Dask's `KilledWorker` before),
     or no worker left in the cluster for `WORKER_WAIT_S` (it waited silently for ever before;
-    both found by an audit)."""
+    both found by an audit). A failed task's error is raised within `WAIT_POLL_S`."""
     from distributed import KilledWorker, wait
 
     alone_since: float | None = None
@@ -477,6 +477,8 @@ def gathered(client: Client, futures: list[Future], what: str) -> list:
             wait(futures, timeout=WAIT_POLL_S)
             break
         except TimeoutError:
+            if any(f.status == "error" for f in futures):
+                break  # a part failed: said now, not once every other part has run (a review)
             if client.scheduler_info().get("workers"):
                 alone_since = None
             elif alone_since is None:
@@ -487,6 +489,9 @@ def gathered(client: Client, futures: list[Future], what: str) -> list:
                     "ran: start workers again (or use local:N), then rerun"
                 ) from None
     try:
+        failed = [f for f in futures if f.status == "error"]
+        if failed:  # the first in task order of those failed by now (`submitted` cancels the rest)
+            failed[0].result()
         return client.gather(futures)
     except KilledWorker as error:
         raise UserError(

@@ -508,6 +508,21 @@ def test_the_clusters_failures_are_one_line(monkeypatch) -> None:
         raise TimeoutError
 
     monkeypatch.setattr(dask_distributed, "wait", never_done)
+
+    class Future:
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+        def result(self) -> None:
+            raise UserError(f"part of status {self.status}")
+
+    # A failed part is said at once, not once every other part has run (a review: 22 parts
+    # scored before a bad value on line 6 was named).
+    futures = [Future("pending"), Future("error"), Future("pending")]
+    waiting = Client({"tcp://w": {}})
+    waiting.scheduler_info = lambda: pytest.fail("still waiting for the other parts")
+    with pytest.raises(UserError, match="part of status error"):
+        distributed.gathered(waiting, futures, "the scoring")
     monkeypatch.setattr(distributed, "WORKER_WAIT_S", -1)
     with pytest.raises(UserError, match="no Dask worker left in the cluster for -1 s while the sc"):
         distributed.gathered(Client({}), [], "the scoring")

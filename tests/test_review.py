@@ -1601,3 +1601,31 @@ def test_ctrl_c_stops_the_server_and_sigterm_is_terminated(
         assert cli.main(argv) == code
         printed = capsys.readouterr()
         assert said in printed.out + printed.err
+
+
+def test_percentiles_count_the_objects_with_the_score_and_a_blank_class_is_unknown(
+    tiny_run, tmp_path: Path
+) -> None:
+    """Found by a review: an object without a score was counted below every other (the largest
+    score at 87.5%, the missing one at 0%), a blank class name could not be chosen as a filter,
+    and pandas' missing value read "<NA>"."""
+    from plasticc_jax.review.pool import _plain
+
+    table = tiny_run.table[tiny_run.table["split"] == "test"].reset_index(drop=True)
+    path = tmp_path / "scores.parquet"
+    table.to_parquet(path, index=False)
+    name = next(
+        n for n in Pool(tiny_run.run_dir, path, curves=False).score_names if n != "anomaly_score"
+    )
+    missing, largest = (
+        table["object_id"].iloc[0],
+        table["object_id"].iloc[table[name].iloc[1:].argmax() + 1],
+    )
+    table.loc[0, name] = np.nan
+    table["nearest_class"] = table["nearest_class_name"].where(table.index != 0, " ")
+    table.to_parquet(path, index=False)
+    pool = Pool(tiny_run.run_dir, path, curves=False)
+    assert pool.scores(pool.row[int(largest)])[name]["percentile"] == 100.0
+    assert pool.scores(pool.row[int(missing)])[name] == {"value": None, "percentile": None}
+    assert pool.class_guess[pool.row[int(missing)]] == "unknown"
+    assert _plain(pd.NA) is None and _plain(np.float64(np.nan)) is None

@@ -194,6 +194,15 @@ def test_a_key_held_down_answers_once(page: Any, review: Review) -> None:
     page.keyboard.up("Enter")
     assert reviewed(page) == before + 2
     assert len(read_answers(review.labels)) == before + 2
+    # Other keys repeat as ever: a held arrow key scrolls to the neighbours (a review: every
+    # repeated key was stopped).
+    repeat = """key => {
+        const options = {key, repeat: true, cancelable: true, bubbles: true};
+        const event = new KeyboardEvent("keydown", options);
+        document.body.dispatchEvent(event);
+        return event.defaultPrevented;
+    }"""
+    assert page.evaluate(repeat, "n") and not page.evaluate(repeat, "ArrowDown")
 
 
 def test_the_keyboard_alone_answers_and_opens_a_ranked_object(page: Any, review: Review) -> None:

@@ -530,10 +530,10 @@ class Pool:
         for name in self.score_names:
             values = self.table[name].to_numpy(np.float64)
             value = float(values[row])
-            out[name] = {
-                "value": _plain(value),
-                "percentile": round(100.0 * float(np.mean(values <= value)), 1),
-            }
+            # Among the objects that have this score (a review: missing ones counted below all).
+            present = values[np.isfinite(values)]
+            share = float(np.mean(present <= value)) if np.isfinite(value) else math.nan
+            out[name] = {"value": _plain(value), "percentile": _plain(round(100.0 * share, 1))}
         return out
 
 
@@ -579,14 +579,18 @@ def check_checkpoint(source: Path, mine: dict[str, Any] | None, run_dir: Path) -
 
 
 def _class_label(value: Any) -> str:
-    """A class as the detector wrote it (a class number or a name) -> its name."""
+    """A class as the detector wrote it (a class number or a name) -> its name ("unknown" for
+    none: a blank name could not be chosen as a filter, a review found)."""
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return plasticc.class_name(int(value)) if math.isfinite(value) else "unknown"
-    return str(value)
+    return str(value).strip() or "unknown"
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-ready scalar (numpy types to Python ones; non-finite floats to None)."""
+    """A JSON-ready scalar (numpy types to Python ones; missing values and non-finite floats to
+    None: pandas' NA read "<NA>" before, a review found)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):

@@ -262,6 +262,8 @@ function fillTable(selector, rows) {
   }
 }
 
+// Shows an object (or that every candidate is answered); false when a newer request replaced
+// this one before it loaded (nothing shown).
 async function showObject(objectId) {
   const title = $("#candidate-title");
   if (objectId === null || objectId === undefined) {
@@ -275,11 +277,11 @@ async function showObject(objectId) {
     $("#neighbours").replaceChildren();
     fillTable("#scores", []);
     fillTable("#context", []);
-    return;
+    return true;
   }
   const request = ++objectRequests;
   const obj = await api(`/api/object?id=${encodeURIComponent(objectId)}`);
-  if (request !== objectRequests) return;
+  if (request !== objectRequests) return false;
   shown = obj;
   title.textContent = `Object ${obj.object_id} · place ${obj.position} of ${state.progress.pool}`;
   title.dataset.objectId = obj.object_id;
@@ -296,7 +298,9 @@ async function showObject(objectId) {
   $("#lightcurve").replaceChildren(...(obj.curve ? [bandLegend(plot, obj.curve)] : []), plot);
   fillTable("#scores", [
     ["active score", format(obj.active_score)],
-    ...Object.entries(obj.scores).map(([name, s]) => [name, `${format(s.value)} (${s.percentile}%)`]),
+    ...Object.entries(obj.scores).map(([name, s]) => [
+      name, s.percentile === null ? format(s.value) : `${format(s.value)} (${s.percentile}%)`,
+    ]),
   ]);
   fillTable("#context", Object.entries(obj.context).map(([name, value]) => [name, format(value)]));
   const grid = $("#neighbours");
@@ -308,6 +312,7 @@ async function showObject(objectId) {
     figure.append(element("figcaption", {}, `${n.class_name} · object ${n.object_id} · distance ${format(n.distance)}`));
     grid.append(figure);
   }
+  return true;
 }
 
 // The buttons stay enabled while an answer is sent (`busy` ignores a second one): a disabled
@@ -356,11 +361,13 @@ async function answer(label) {
 }
 
 // An object the reviewer asked for (from the ranking, or by its id): the view switches once it
-// is loaded, so that an object that cannot be shown leaves the ranking and its message.
+// is loaded, so that an object that cannot be shown leaves the ranking and its message, and one
+// asked for after it wins (a review: the view showed the one before, which a key then answered).
 function openObject(objectId) {
   ++navigations;
   showObject(objectId)
-    .then(() => {
+    .then((shownNow) => {
+      if (!shownNow) return;
       showMessage("");
       switchView("review");
     })
@@ -448,13 +455,14 @@ async function start() {
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.target.closest("input, select, textarea")) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key; // Shift, Caps Lock
     // A key held down repeats: it must not answer candidates the expert has not seen (nor
-    // click the focused button again, as a held Enter does).
+    // click the focused button again, as a held Enter or Space does); other keys repeat as
+    // ever (a review: a held arrow key no longer scrolled).
     if (event.repeat) {
-      event.preventDefault();
+      if (["a", "n", "s", "r", "Enter", " "].includes(key)) event.preventDefault();
       return;
     }
-    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key; // Shift, Caps Lock
     const label = { a: "anomaly", n: "not_interesting", s: "skip" }[key];
     if (label && !$("#review-view").hidden) {
       event.preventDefault();

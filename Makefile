@@ -24,7 +24,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml $(wildcard $(CONSTRAI
 CLI := $(BIN)/plasticc-jax
 STAGE_ARGS = --config $(CONFIG) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
-.PHONY: venv lock download prepare train validate evaluate score review doctor test test-slow test-all lint format bench \
+.PHONY: venv lock download prepare train validate evaluate score score-inputs review doctor test test-slow test-all lint format bench \
 	clean browser
 
 # The virtual environment is (re)built whenever pyproject.toml or the constraints change.
@@ -61,9 +61,13 @@ RUN ?= runs/$(CONFIG)-$(or $(PROTOCOL),rare)
 LIGHTCURVES ?= $(wildcard data/raw/plasticc_test_lightcurves_*.csv.gz)
 METADATA ?= $(wildcard data/raw/plasticc_test_metadata.csv.gz)
 OUTPUT ?= $(RUN)/scored.parquet
-score: $(INSTALLED)
-	$(if $(and $(LIGHTCURVES),$(METADATA)),,$(error make score: give the files to score, \
-	  LIGHTCURVES="a.csv.gz ..." METADATA=m.csv.gz (none found in data/raw)))
+# The files are checked before the environment is built (minutes on a fresh clone).
+score-inputs:
+	$(if $(LIGHTCURVES),,$(error make score: no light-curve files: give LIGHTCURVES="a.csv.gz \
+	  ..." (none in data/raw: plasticc_test_lightcurves_*.csv.gz)))
+	$(if $(METADATA),,$(error make score: no metadata file: give METADATA=m.csv.gz (none in \
+	  data/raw: plasticc_test_metadata.csv.gz)))
+score: score-inputs $(INSTALLED)
 	$(CLI) score --run $(RUN) --lightcurves $(LIGHTCURVES) --metadata $(METADATA) \
 	  --output $(OUTPUT) $(ARGS)
 

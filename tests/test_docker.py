@@ -483,14 +483,21 @@ def test_make_score_scores_the_given_files_with_the_run() -> None:
     # Options of score's own through ARGS, as for every stage (an audit found them dropped).
     out = make_n("score", "LIGHTCURVES=a.csv.gz", "METADATA=m.csv.gz", "ARGS=--as-of 59700")
     assert shlex.split(out.replace("\\\n", " ").splitlines()[-1])[-2:] == ["--as-of", "59700"]
-    # Without files to score (none in data/raw): a message, not a score of nothing.
+    # Without files to score (none in data/raw): a message naming the missing kind, not a
+    # score of nothing, before the environment is built (a review: after it, minutes later).
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
-    done = subprocess.run(
-        [MAKE, "-n", "-C", str(ROOT), "score", "LIGHTCURVES=", "METADATA="],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+    cases = (
+        (["LIGHTCURVES=", "METADATA=m.csv.gz"], "no light-curve files"),
+        (["LIGHTCURVES=a.csv.gz", "METADATA="], "no metadata file"),
     )
-    assert done.returncode != 0 and "make score: give the files to score" in done.stderr
+    for variables, said in cases:
+        done = subprocess.run(
+            [MAKE, "-n", "-C", str(ROOT), "score", *variables],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode != 0 and f"make score: {said}" in done.stderr
+        assert "pip install" not in done.stdout

@@ -1350,3 +1350,15 @@ def test_a_metadata_file_changed_under_dask_is_named(tmp_path):
     path.write_text("object_id,hostgal_photoz\n1,0.1\n2,0.2\n")
     with pytest.raises(UserError, match=rf"the metadata file {path.resolve()} changed"):
         distributed.worker_metadata(stamp, None)
+
+
+def test_a_score_without_a_trained_run_leaves_nothing_behind(tiny_run, tmp_path, capsys):
+    """Found by a review: `make score` before `train` was refused, but left the run's folder
+    (its output's default place) with lock files in it."""
+    raw = tiny_run.workdir / "data" / "raw"
+    run_dir = tmp_path / "runs" / "default-rare"
+    argv = ["score", "--run", str(run_dir), "--output", str(run_dir / "scored.parquet")]
+    argv += ["--lightcurves", str(raw / "plasticc_train_lightcurves.csv.gz")]
+    assert cli.main([*argv, "--metadata", str(raw / "plasticc_train_metadata.csv.gz")]) == 2
+    assert "does not exist (no trained run there)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

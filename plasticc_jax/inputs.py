@@ -171,6 +171,20 @@ def find_inputs(raw_dir: Path, selection: str = "train") -> InputFiles | None:
             found.append(InputFiles(fmt, selection, tuple(lcs), tuple(metas)))
     if not found:
         return None
+
+    def sets_held(files: InputFiles) -> set[str]:
+        return {"test" if is_test_file(p) else "train" for p in files.lightcurves}
+
+    # The format that holds the most of the sets asked for, the unblinded one on a tie (a review:
+    # the unblinded training set was read alone beside Kaggle's training and test sets).
+    found.sort(key=lambda files: -len(sets_held(files)))
+    if selection == "all" and len(sets_held(found[0])) < len(set().union(*map(sets_held, found))):
+        held = {f.fmt: ", ".join(sorted(sets_held(f))) for f in found}
+        raise UserError(
+            f"data.inputs=all: {raw_dir} holds the sets in different formats ("
+            + "; ".join(f"{fmt}: {names}" for fmt, names in held.items())
+            + "): give both sets in one format"
+        )
     warn_missing_test_parts(found[0].lightcurves)
     tests = sum(map(is_test_file, found[0].lightcurves))
     if selection == "all" and tests in (0, len(found[0].lightcurves)):

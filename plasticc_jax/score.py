@@ -175,9 +175,10 @@ def score(
     inputs = [Path(p) for p in [*lightcurve_paths, *metadata_paths]]
     check_input_files(inputs)
     refuse_output(output, inputs, run_dir, dataset=dask is not None)
-    # A trained run before anything is made (a review: `make score` without one left the run's
-    # folder behind, with the output's lock in it).
-    runs.read_config(run_dir)
+    # A run folder before anything is made (a review: `make score` before `train` made the
+    # run's folder, its output's default place, and left it behind with locks in it).
+    if not run_dir.is_dir():
+        runs.read_config(run_dir)  # says what is there instead
     make_output_folder(output.parent)
     if dask is not None:
         check_dataset_folder(output)

@@ -403,10 +403,11 @@ def test_score_path_and_number_mistakes_give_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Found by a bad-input audit: each of these was a traceback or was silently accepted.
-    All are refused before the run is read (so none exists here)."""
+    All are refused before the run is read (an empty folder stands for it here)."""
     lcs, meta, a_file = tmp_path / "lc.csv", tmp_path / "meta.csv", tmp_path / "a-file"
     for path in (lcs, meta, a_file):
         path.write_text("object_id\n")
+    (tmp_path / "run").mkdir()
     score = ["score", "--run", str(tmp_path / "run"), "--lightcurves", str(lcs), "--metadata"]
     cases = [
         ([*score, str(meta), "--output", str(a_file / "x.parquet")], "a-file is a file"),

@@ -1102,6 +1102,7 @@ def test_score_review_labels_reranks_under_the_lock_scoring_took(tmp_path, monke
     inputs = [tmp_path / name for name in ("lc.csv", "meta.csv", "labels.jsonl")]
     for path in inputs:
         path.write_text("")
+    (tmp_path / "run").mkdir()  # the run folder (its reading is `_score`'s, replaced here)
     output = tmp_path / "out" / "s.parquet"
     events = []
 

@@ -97,6 +97,13 @@ def test_find_inputs(tmp_path, caplog):
     assert "data.inputs=all" not in caplog.text
     write_synthetic(tmp_path, 5, fmt="unblinded")
     assert find_inputs(tmp_path).fmt == "unblinded"  # preferred when both are present
+    # ... unless the other holds more of the sets asked for (a review: the unblinded training
+    # set was read alone beside Kaggle's training and test sets); split over both: refused.
+    assert find_inputs(tmp_path, "all").fmt == "kaggle"
+    (tmp_path / "training_set.csv").rename(tmp_path / "training.bak")
+    (tmp_path / "training_set_metadata.csv").rename(tmp_path / "training_metadata.bak")
+    with pytest.raises(UserError, match=r"holds the sets in different formats \(unblinded: tr"):
+        find_inputs(tmp_path, "all")
     (tmp_path / "plasticc_test_lightcurves_01.csv.gz").write_text("x\n")
     with pytest.raises(UserError, match="no metadata file for the test set"):
         find_inputs(tmp_path, "test")

@@ -277,8 +277,13 @@ def log_backend() -> None:
         log.info("JAX runs on the %s: %d x %s", devices[0].platform.upper(), len(devices), kinds)
         return
     named = set(named_platforms())
-    expected = _image_variant() == "cuda" or (
-        bool(_cuda_plugins()) and (not named or bool({"cuda", "gpu"} & named))
+    # Expected where the image is CUDA's, JAX_PLATFORMS names a GPU (even without JAX's CUDA
+    # plugin: a review found `cuda` on a CPU-only JAX logged at INFO), or a plugin is there and
+    # nothing is named.
+    expected = (
+        _image_variant() == "cuda"
+        or bool({"cuda", "gpu"} & named)
+        or (bool(_cuda_plugins()) and not named)
     )
     log.log(
         logging.WARNING if expected else logging.INFO,
@@ -365,7 +370,8 @@ def doctor(expect_gpu: bool = False) -> int:
 
     Args:
         expect_gpu: fail unless JAX uses a GPU. Always on inside the cuda variant of the
-            project's container (environment `PLASTICC_JAX_CONTAINER=1`).
+            project's container (environment `PLASTICC_JAX_CONTAINER=1`), and where
+            `JAX_PLATFORMS` names a GPU (`cuda`, `gpu`).
 
     Returns:
         The exit status: 0 if every device computed correctly (and a GPU was found when
@@ -373,7 +379,10 @@ def doctor(expect_gpu: bool = False) -> int:
     """
     variant = _image_variant()
     in_container = variant is not None
-    expect_gpu = expect_gpu or variant == "cuda"
+    # A GPU named in JAX_PLATFORMS is expected too (a review: `cuda` on a CPU-only JAX said OK).
+    named_gpu = bool({"cuda", "gpu"} & set(named_platforms()))
+    expect_gpu_given = expect_gpu
+    expect_gpu = expect_gpu or variant == "cuda" or named_gpu
     quiet_plugin_errors()
 
     import jax
@@ -418,7 +427,11 @@ def doctor(expect_gpu: bool = False) -> int:
     if not has_gpu:
         print(f"JAX runs on the CPU: {cpu_reason()}")
     if expect_gpu and not has_gpu:
-        reason = "the project's container image" if variant == "cuda" else "--expect-gpu"
+        reason = "--expect-gpu"
+        if variant == "cuda":
+            reason = "the project's container image"
+        elif named_gpu and not expect_gpu_given:
+            reason = "JAX_PLATFORMS names it"
         print(f"ERROR: a GPU was expected ({reason}) but JAX is running on {backend}.")
         print(f"JAX's CUDA backend says: {_gpu_init_error() or 'available but not default'}")
         print("Usual causes:")

@@ -73,6 +73,21 @@ def test_inside_container_a_gpu_is_always_expected(
     assert "NVIDIA Container Toolkit" in out
 
 
+@needs_no_gpu
+def test_a_gpu_named_in_jax_platforms_is_expected(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog
+) -> None:
+    """Found by a review: `JAX_PLATFORMS=cuda` on a CPU-only JAX ran on the CPU, `doctor` said
+    OK and the stages logged it at INFO. (JAX's devices are already started: the variable is
+    read here for what the user asked.)"""
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert doctor_lib.doctor(expect_gpu=False) == 1
+    assert "a GPU was expected (JAX_PLATFORMS names it)" in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="plasticc_jax.doctor"):
+        doctor_lib.log_backend()
+    assert "JAX runs on the CPU" in caplog.text
+
+
 def test_hints_name_the_missing_cuda_wheels_only_when_missing() -> None:
     without = doctor_lib.no_gpu_hints(in_container=False, has_cuda_plugin=False)
     assert any("jax[cuda12]" in hint for hint in without)

@@ -27,6 +27,7 @@ from plasticc_jax import __version__, config_io, interrupts, plasticc, processes
 from plasticc_jax import config as config_lib
 from plasticc_jax.doctor import (
     CACHE_DIR_ENV,
+    check_xla_flags,
     jax_setting_problem,
     keep_cpu_platform,
     out_of_memory_problem,
@@ -368,6 +369,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_xla_flags()  # before JAX's first computation
     if getattr(args, "part_mb", None) is not None and getattr(args, "dask", None) is None:
         log.warning("--part-mb is for --dask (the size of each task): ignored without it")
     if args.command == "doctor":

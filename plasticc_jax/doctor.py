@@ -87,6 +87,22 @@ def named_platforms(environ: Mapping[str, str] = os.environ) -> list[str]:
     return [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
 
 
+def check_xla_flags(environ: Mapping[str, str] = os.environ) -> None:
+    """XLA reads `XLA_FLAGS` as flags (`--name=value ...`), or as the name of a file of them if
+    it does not start with `--`: a value that is neither aborted the process at JAX's first
+    computation with XLA's own fatal line (a review). Unknown `--xla_*` flags it still aborts on.
+
+    Raises:
+        UserError: `XLA_FLAGS` neither starts with `--` nor names a file.
+    """
+    value = environ.get("XLA_FLAGS", "").strip()
+    if value and not value.startswith("--") and not Path(value).is_file():
+        raise UserError(
+            f"XLA_FLAGS={value!r} is neither flags (--name=value ...) nor a file of them, which "
+            "XLA would stop on: fix or unset XLA_FLAGS"
+        )
+
+
 def keep_cpu_platform(environ: MutableMapping[str, str] = os.environ) -> None:
     """`JAX_PLATFORMS` naming accelerators alone (`cuda`): `cpu` added after them, so that JAX
     also starts the CPU, where the Gaussian-process features are fitted (`gp_features`); the

@@ -397,3 +397,13 @@ def test_out_of_memory_is_one_line(
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert f"error: out of memory ({what}" in err and "model.latent_dim" in err
+
+
+def test_xla_flags_that_xla_would_stop_on_are_one_line(tmp_path) -> None:
+    """Found by a review: `XLA_FLAGS=garbage` ended every command in XLA's own fatal line."""
+    doctor_lib.check_xla_flags({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"})
+    flags = tmp_path / "flags.txt"
+    flags.write_text("--xla_cpu_multi_thread_eigen=false\n")
+    doctor_lib.check_xla_flags({"XLA_FLAGS": str(flags)})  # a file of flags
+    with pytest.raises(doctor_lib.UserError, match=r"XLA_FLAGS='garbage' is neither flags"):
+        doctor_lib.check_xla_flags({"XLA_FLAGS": "garbage"})

@@ -526,6 +526,10 @@ def draw_figures(
         figures.early_figure(early, anomaly_classes, fig_dir / "early.png")
         names.append("early.png")
     curves.result()
+    # A figure an earlier evaluation drew and this one does not (UMAP then, not now) goes: it
+    # showed another checkpoint beside these scores (a review).
+    for stale in set(FIGURE_CAPTIONS) - set(names):
+        (fig_dir / stale).unlink(missing_ok=True)
     return names
 
 

@@ -98,8 +98,16 @@ def test_figures_and_report_exist(tiny_run, tmp_path: Path):
     assert not list((tiny_run.run_dir / "reports" / "figures").glob("*.png"))
     assert "No figures" in (tiny_run.run_dir / "report.md").read_text()
     workdir = copy_project(tiny_run.workdir, tmp_path, run=True)
+    # A figure of an earlier evaluation this one does not draw (the tiny preset draws no UMAP)
+    # goes (a review found it left beside newer scores); another command's stays.
+    fig_dir = workdir / tiny_run.config.run_path / "reports" / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    (fig_dir / "umap.png").write_bytes(b"an earlier checkpoint's")
+    (fig_dir / "review_discovery.png").write_bytes(b"review --simulate's")
     assert cli.main(["evaluate", "--config", "tiny", "--workdir", str(workdir)]) == 0
     run_dir = workdir / tiny_run.config.run_path
+    assert not (fig_dir / "umap.png").exists() and (fig_dir / "review_discovery.png").exists()
+    (fig_dir / "review_discovery.png").unlink()
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "scores.parquet"), tiny_run.table)
     report = (run_dir / "report.md").read_text()
     for name in ("roc.png", "pr.png", "score_hist.png", "reconstructions.png"):

@@ -213,6 +213,25 @@ def check_run_dir(run_dir: Path, data_dirs: list[Path]) -> None:
                 f"run directory {run_dir} overlaps the data folder {folder}: its files would mix "
                 "with the data's; pick another --run-dir"
             )
+    # Nor inside another run, or holding one (a review: a run trained into another's models/
+    # replaced its detector's record), but for a run's own validation folds.
+    outer = next((p for p in run.parents if _is_run(p)), None)
+    if outer is not None and run.relative_to(outer).parts[0] != "validation":
+        raise UserError(
+            f"run directory {run_dir} lies inside the run {outer}: their files would mix; pick "
+            "another --run-dir"
+        )
+    inner = next((p for p in run.glob("*") if _is_run(p)), None) if run.is_dir() else None
+    if inner is not None:
+        raise UserError(
+            f"run directory {run_dir} holds the run {inner}: their files would mix; pick "
+            "another --run-dir"
+        )
+
+
+def _is_run(folder: Path) -> bool:
+    """Whether a folder holds a run (its config.json and checkpoints)."""
+    return (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
 
 
 def protected_paths(run_dir: Path) -> tuple[list[Path], list[Path]]:

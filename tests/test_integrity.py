@@ -104,6 +104,17 @@ def test_a_run_directory_may_not_overlap_the_data(tmp_path):
     for run_dir in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
         with pytest.raises(UserError, match=r"notes.txt is a file, where a folder is needed"):
             runs.check_run_dir(run_dir, data)
+    # Nor inside another run, or holding one (a review: a run trained into another's models/
+    # replaced its detector's record), but for the run's own validation folds.
+    run = tmp_path / "runs" / "tiny-rare"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    runs.check_run_dir(run, data)
+    runs.check_run_dir(run / "validation" / "fold-42", data)
+    with pytest.raises(UserError, match=r"models lies inside the run .*tiny-rare: their files"):
+        runs.check_run_dir(run / "models", data)
+    with pytest.raises(UserError, match=r"runs holds the run .*tiny-rare: their files would mix"):
+        runs.check_run_dir(tmp_path / "runs", data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,7 +184,8 @@ def warn_never_detected(n_never_detected: int) -> None:
 def warn_trained_on(run_dir: Path, scored_ids: np.ndarray) -> None:
     """Say how many scored objects have the ids of the run's train split: if they are those
     objects, the detector was fitted on them and scores them in-sample (a new-user review scored
-    the training file and read its 4,801 train objects' scores as new ones', up to 5.4 lower)."""
+    the training file and read its 4,801 train objects' scores as new ones', up to 5.4 from their
+    out-of-fold ones)."""
     table = Path(run_dir) / "scores.parquet"
     if not scored_ids.size or not table.is_file():
         return

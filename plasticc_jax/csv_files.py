@@ -34,7 +34,8 @@ def corrupt(path: Path, error: BaseException | str) -> UserError:
     return UserError(f"{path}: the file is truncated or corrupt ({error}); fetch it again")
 
 
-# Tokens pyarrow reads as null (its defaults), used when locating a bad value.
+# Tokens pyarrow reads as null (its defaults), in lower case: a text column's missing values
+# (`readers`).
 NULL_TOKENS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan"})
 NULL_TOKENS |= frozenset({"1.#ind", "1.#qnan", "n/a", "na", "nan", "null", "<na>"})
 # What pyarrow's CSV reader reads as a missing value: exactly these.

@@ -530,14 +530,13 @@ def driver_rejections(
     seen: Sequence[np.ndarray],
     rejected: Sequence[pd.DataFrame],
     lightcurve_paths: Sequence[Path],
-    metadata_paths: Sequence[Path],
 ) -> list[pd.DataFrame]:
     """A Dask run's rejections, completed by the driver: each part's, its file named as without
     Dask (`named_sources`), and the metadata's objects that no part held. The parts' objects
     (`seen`) are marked in `index` first (`check_unique`: an object in two parts is refused)."""
     index.mark_seen(check_unique(parts, seen))
     own = named_sources(parts, rejected, lightcurve_paths)
-    return [frame for frame in own if len(frame)] + [index.unseen_rejections(metadata_paths)]
+    return [frame for frame in own if len(frame)] + [index.unseen_rejections()]
 
 
 def check_unique(parts: Sequence[FilePart], seen: Sequence[np.ndarray]) -> np.ndarray:

@@ -112,7 +112,7 @@ def prepare_shards(
     n_workers = len(client.scheduler_info()["workers"])
     log.info("gridding %d parts on %d Dask workers", len(parts), n_workers)
     with distributed.submitted(client, _prepare_part, tasks, "prepare") as futures:
-        index = streaming.MetaIndex(metadata, exclude)
+        index = streaming.MetaIndex(metadata, exclude, streaming.source_names(inputs.metadata))
         results = distributed.gathered(client, futures, "the gridding")
     rejected = distributed.driver_rejections(
         index,
@@ -120,7 +120,6 @@ def prepare_shards(
         [r.seen for r in results],
         [r.rejected for r in results],
         inputs.lightcurves,
-        inputs.metadata,
     )
     shards = {s: [name for r in results for name in r.shards[s]] for s in SPLITS}
     counts = {s: sum((r.counts[s] for r in results), Counter()) for s in SPLITS}

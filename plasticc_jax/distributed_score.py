@@ -214,7 +214,7 @@ def score(
             tick = time.perf_counter()
             with distributed.submitted(client, _score_part, tasks, "score", model) as futures:
                 # While the workers score: the metadata index, for the objects no part holds.
-                index = streaming.MetaIndex(metadata)
+                index = streaming.MetaIndex(metadata, names=streaming.source_names(metadata_paths))
                 seconds["driver_metadata"] = time.perf_counter() - tick
                 results = distributed.gathered(client, futures, "the scoring")
             seconds["score_parts"] = time.perf_counter() - tick
@@ -228,7 +228,6 @@ def score(
                     [r.seen for r in results],
                     [r.rejected for r in results],
                     lightcurve_paths,
-                    metadata_paths,
                 )
             )
             check_accounting(len(metadata), [r.ids for r in results], rejected)

@@ -395,10 +395,15 @@ def doctor(expect_gpu: bool = False) -> int:
     """
     variant = _image_variant()
     in_container = variant is not None
-    # A GPU named in JAX_PLATFORMS is expected too (a review: `cuda` on a CPU-only JAX said OK).
-    named_gpu = bool({"cuda", "gpu"} & set(named_platforms()))
-    expect_gpu_given = expect_gpu
-    expect_gpu = expect_gpu or variant == "cuda" or named_gpu
+    # Why a GPU is expected, if it is (a GPU named in JAX_PLATFORMS too: a review found `cuda`
+    # on a CPU-only JAX said OK).
+    expected_by = None
+    if variant == "cuda":
+        expected_by = "the project's container image"
+    elif expect_gpu:
+        expected_by = "--expect-gpu"
+    elif {"cuda", "gpu"} & set(named_platforms()):
+        expected_by = "JAX_PLATFORMS names it"
     quiet_plugin_errors()
 
     import jax
@@ -442,13 +447,8 @@ def doctor(expect_gpu: bool = False) -> int:
     has_gpu = any(d.platform == "gpu" for d in devices)
     if not has_gpu:
         print(f"JAX runs on the CPU: {cpu_reason()}")
-    if expect_gpu and not has_gpu:
-        reason = "--expect-gpu"
-        if variant == "cuda":
-            reason = "the project's container image"
-        elif named_gpu and not expect_gpu_given:
-            reason = "JAX_PLATFORMS names it"
-        print(f"ERROR: a GPU was expected ({reason}) but JAX is running on {backend}.")
+    if expected_by is not None and not has_gpu:
+        print(f"ERROR: a GPU was expected ({expected_by}) but JAX is running on {backend}.")
         print(f"JAX's CUDA backend says: {_gpu_init_error() or 'available but not default'}")
         print("Usual causes:")
         for hint in no_gpu_hints(in_container, has_cuda_plugin=bool(plugins)):

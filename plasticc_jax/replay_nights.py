@@ -506,8 +506,8 @@ def replay_nights(
     `age_threshold` where given (`--threshold-from`), else by the detector's threshold; `split`:
     the run's split replayed (`--split`; None: new objects). `grid_ahead`: the next night gridded
     in a thread while one is scored (`NightScorer`; not where processes share the cores)."""
-    stop = stop_night(manifest, last_night)
-    night_scorer = NightScorer(data, scorer, age_threshold, split, last_night=stop)
+    through = stop_night(manifest, last_night)  # the last night to replay
+    night_scorer = NightScorer(data, scorer, age_threshold, split, last_night=through)
     nights = set(np.unique(data.night).tolist())
     with night_scorer if grid_ahead else nullcontext():
         return write_nights(output, manifest, last_night, nights, night_scorer.night, scorer)

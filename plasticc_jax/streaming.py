@@ -105,12 +105,16 @@ class MetaIndex:
         pos, found = self.lookup(np.asarray(ids, np.int64))
         self.seen[pos[found]] = True
 
-    def unseen_rejections(self, metadata_paths: Sequence[Path]) -> pd.DataFrame:
+    def unseen_rejections(self) -> pd.DataFrame:
         """Metadata objects whose light curve never came (not excluded), in object_id order."""
         unseen = ~self.seen & ~self.excluded
-        names = source_names(metadata_paths) or ["metadata"]
-        sources = [names[min(int(s), len(names) - 1)] for s in self.source[unseen]]
-        return _rejections(self.ids[unseen], NO_LIGHTCURVE, sources)
+        return _rejections(self.ids[unseen], NO_LIGHTCURVE, self.file_names(unseen))
+
+    def file_names(self, rows: np.ndarray) -> list[str]:
+        """The metadata file of each of these rows (an index or mask), as rejection lists name
+        it (`names`)."""
+        last = len(self.names) - 1
+        return [self.names[min(int(s), last)] for s in self.source[rows]]
 
 
 def _rejections(
@@ -214,9 +218,7 @@ def _plan(
         bad = np.flatnonzero(problem)
         reasons = [readers.METADATA_PROBLEMS[c] for c in problem[bad]]
         # Named by the metadata file that holds the value (a review: by the light curves').
-        last = len(index.names) - 1
-        files = [index.names[min(int(f), last)] for f in index.source[pos[bad]]]
-        bad_meta = _rejections(run_ids[bad], reasons, files)
+        bad_meta = _rejections(run_ids[bad], reasons, index.file_names(pos[bad]))
         rejected = pd.concat([rejected, bad_meta], ignore_index=True) if len(lost) else bad_meta
         keep[bad] = False
     if not keep.all():
@@ -355,7 +357,7 @@ def stream_grids(
             yield finished(queue.popleft())
 
     if own_index:  # metadata objects whose light curve never came
-        yield gridding.empty_arrays(spec.n_time_bins), index.unseen_rejections(metadata_paths)
+        yield gridding.empty_arrays(spec.n_time_bins), index.unseen_rejections()
 
 
 # Beyond this, a float64 no longer holds every integer: object ids are read as integers.

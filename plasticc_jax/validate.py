@@ -380,7 +380,7 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
     staged = bool(config.data.stages)
     parts, stage_parts = [], []
     dataset = read_manifest(workdir / config.data.dataset_dir).get("fingerprint")
-    fitted = list(dict.fromkeys([*config.eval.components, *parse_fusion(config.eval.fusion)]))
+    fitted = _fold_components(config)  # every component the folds score
     for held_out in known:
         cache = workdir / out / f"fold-{held_out}" / "scores.parquet"
         stage_cache = cache.with_name("stages.parquet")
@@ -427,15 +427,13 @@ def _validate(config: Config, workdir: Path, out: Path) -> Path:
             stage_parts.append(_own_components(pd.read_parquet(stage_cache), fitted))
     scores = pd.concat(parts, ignore_index=True)
     folds = Folds(scores)
-    # Every component the folds scored: those of `eval.components` and of the fusion.
-    components = [c for c in COMPONENTS if c in fitted]
     configured = parse_fusion(config.eval.fusion)
     candidates = {
-        **{c: scores[c].to_numpy() for c in components},
+        **{c: scores[c].to_numpy() for c in fitted},
         "fused (configured)": folds.fused(configured),
     }
     log.info("searching fusion weights 0-3 over the components' fold scores")
-    search = folds.search(components, also=configured)
+    search = folds.search(fitted, also=configured)
     candidates["fused (best found)"] = folds.fused(search[0]["weights"])
     aurocs = {name: _summary(folds.aurocs(values)) for name, values in candidates.items()}
     result = {
@@ -587,6 +585,13 @@ def _has_components(stage_cache: Path, components: list[str]) -> bool:
         return False
 
 
+def _fold_components(config: Config) -> list[str]:
+    """Every component the folds score (`eval.components` and the fusion's), in `COMPONENTS`
+    order: those the fusion searches cover."""
+    fitted = {*config.eval.components, *parse_fusion(config.eval.fusion)}
+    return [c for c in COMPONENTS if c in fitted]
+
+
 def _summary(per_fold: dict[int, float]) -> dict[str, Any]:
     """validation.json's entry of one score: its mean over the folds and each fold's AUROC."""
     return {
@@ -624,10 +629,9 @@ def _stage_result(
     }
     if HEADLINE_DAYS in at:
         headline = at[HEADLINE_DAYS]
-        # Every component the folds scored, as the main search (a review: `eval.components`
-        # alone left the fusion's out, and none at all an IndexError).
-        fitted = {*config.eval.components, *configured}
-        components = [c for c in COMPONENTS if c in fitted and c in headline.scores.columns]
+        # As the main search (a review: `eval.components` alone left the fusion's out, and
+        # none at all an IndexError).
+        components = [c for c in _fold_components(config) if c in headline.scores.columns]
         search = headline.search(components, also=configured)
         result["headline"] = aurocs[stage_name(HEADLINE_DAYS)]["mean"]
         result["best_found"] = {
